@@ -1,0 +1,132 @@
+"""RSA-OAEP(SHA-256) blocks, keys and fingerprints, as the legacy profile uses them."""
+
+import base64
+import hashlib
+from functools import lru_cache
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
+
+KEY_BITS = 2048
+PUBLIC_EXPONENT = 65537
+MIN_PEER_KEY_BITS = 2048
+MAX_PEER_KEY_BITS = 4096
+HASH_BYTES = 32
+MAX_PEM_BYTES = 4096
+
+_OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+
+
+def block_bytes(key: rsa.RSAPublicKey | rsa.RSAPrivateKey) -> int:
+    """Size of one ciphertext block for this key (256 for 2048 bits)."""
+    return (key.key_size + 7) // 8
+
+
+def max_chunk_bytes(key: rsa.RSAPublicKey | rsa.RSAPrivateKey) -> int:
+    """Largest plaintext one OAEP block carries: key_bytes - 2*32 - 2 (190 for 2048 bits)."""
+    return block_bytes(key) - 2 * HASH_BYTES - 2
+
+
+def chunk(data: bytes, size: int) -> list[bytes]:
+    """Split in pieces of at most ``size``; empty data is one empty chunk."""
+    return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
+
+
+def encrypt_blocks(key: rsa.RSAPublicKey, plaintext: bytes) -> list[bytes]:
+    return [key.encrypt(piece, _OAEP) for piece in chunk(plaintext, max_chunk_bytes(key))]
+
+
+def encrypted_size(key: rsa.RSAPublicKey, plaintext_bytes: int) -> int:
+    """Bytes of :func:`encrypt_blocks` output for a plaintext of this size."""
+    chunks = max(1, -(-plaintext_bytes // max_chunk_bytes(key)))
+    return chunks * block_bytes(key)
+
+
+def decrypt_block_untrusted(key: rsa.RSAPrivateKey, block: bytes) -> bytes:
+    if len(block) != block_bytes(key):
+        raise RemoteProtocolError(
+            f"ciphertext block of {len(block)} bytes, key needs {block_bytes(key)}",
+            DropReason.DECRYPT_FAILED,
+        )
+    try:
+        return key.decrypt(block, _OAEP)
+    except ValueError:
+        raise RemoteProtocolError("OAEP decryption failed", DropReason.DECRYPT_FAILED) from None
+
+
+def decrypt_concatenated_untrusted(key: rsa.RSAPrivateKey, value: bytes) -> bytes:
+    """Decrypt a run of key-size blocks (a RELAYED_MESSAGE value) and join the plaintexts."""
+    size = block_bytes(key)
+    if not value or len(value) % size:
+        raise RemoteProtocolError(
+            f"{len(value)} bytes is not a whole number of {size}-byte blocks",
+            DropReason.DECRYPT_FAILED,
+        )
+    return b"".join(
+        decrypt_block_untrusted(key, value[i : i + size]) for i in range(0, len(value), size)
+    )
+
+
+def generate_private_key(bits: int = KEY_BITS) -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=PUBLIC_EXPONENT, key_size=bits)
+
+
+def private_key_to_pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def load_private_key_pem(data: bytes) -> rsa.RSAPrivateKey:
+    """Load our own key (a file we trust); raises ``LocalProtocolError`` on anything but RSA."""
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise LocalProtocolError(f"not an unencrypted PEM private key: {exc}") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise LocalProtocolError("the key is not an RSA key")
+    if not MIN_PEER_KEY_BITS <= key.key_size <= MAX_PEER_KEY_BITS:
+        raise LocalProtocolError(f"RSA key of {key.key_size} bits; use 2048 to 4096")
+    return key
+
+
+def public_key_to_pem(key: rsa.RSAPublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@lru_cache(maxsize=1024)
+def load_public_key_untrusted(pem: bytes) -> rsa.RSAPublicKey:
+    """A peer's RSA public key of 2048 to 4096 bits, or ``RemoteProtocolError(BAD_KEY)``.
+
+    Cached by PEM bytes: keys are immutable, and a flood of the same key costs one parse.
+    """
+    if len(pem) > MAX_PEM_BYTES:
+        raise RemoteProtocolError(f"public key of {len(pem)} bytes", DropReason.BAD_KEY)
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise RemoteProtocolError("not a PEM public key", DropReason.BAD_KEY) from None
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise RemoteProtocolError("public key is not RSA", DropReason.BAD_KEY)
+    if not MIN_PEER_KEY_BITS <= key.key_size <= MAX_PEER_KEY_BITS:
+        raise RemoteProtocolError(f"RSA key of {key.key_size} bits", DropReason.BAD_KEY)
+    return key
+
+
+def same_key(a: rsa.RSAPublicKey, b: rsa.RSAPublicKey) -> bool:
+    """Two keys are the same key when their public numbers are equal."""
+    return a.public_numbers() == b.public_numbers()
+
+
+def fingerprint(key: rsa.RSAPublicKey) -> str:
+    """``SHA256:`` and the unpadded base64 of the SHA-256 of the DER public key (as OpenSSH)."""
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    digest = base64.b64encode(hashlib.sha256(der).digest()).decode("ascii").rstrip("=")
+    return f"SHA256:{digest}"

@@ -1,0 +1,50 @@
+"""Errors and drop reasons of the wire protocol.
+
+Bytes from the network are decoded by functions named ``*_untrusted``; those
+raise :class:`RemoteProtocolError` and nothing else. :class:`LocalProtocolError`
+means our own caller asked for something the protocol cannot express.
+"""
+
+from enum import StrEnum
+
+
+class DropReason(StrEnum):
+    """Why a datagram, a TLV or a message was not acted on. Every drop is counted."""
+
+    MALFORMED = "malformed"
+    UNKNOWN_TYPE = "unknown_type"
+    UNREGISTERED = "unregistered"
+    BAD_KEY = "bad_key"
+    REGISTRY_FULL = "registry_full"
+    RATE_LIMITED = "rate_limited"
+    INVALID_FRAGMENT = "invalid_fragment"
+    DUPLICATE_FRAGMENT = "duplicate_fragment"
+    LATE_FRAGMENT = "late_fragment"
+    SOURCE_LIMIT = "source_limit"
+    BUFFER_LIMIT = "buffer_limit"
+    REASSEMBLY_TIMEOUT = "reassembly_timeout"
+    BAD_PAYLOAD = "bad_payload"
+    DECRYPT_FAILED = "decrypt_failed"
+    TOO_LARGE = "too_large"
+    SENDER_GONE = "sender_gone"
+    OVERLOADED = "overloaded"
+    DATAGRAM_TOO_LARGE = "datagram_too_large"
+    SEND_QUEUE_FULL = "send_queue_full"
+    SEND_FAILED = "send_failed"
+    NOT_FROM_RELAY = "not_from_relay"
+
+
+class ProtocolError(Exception):
+    """Base of the protocol's errors."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent bytes that break the wire rules; ``reason`` says how to count it."""
+
+    def __init__(self, message: str, reason: DropReason = DropReason.MALFORMED) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class LocalProtocolError(ProtocolError):
+    """We asked the protocol for something it cannot express (a caller's bug or bad input)."""

@@ -1,0 +1,81 @@
+"""Typed events decoded from datagrams: what a peer asked for, with no I/O attached.
+
+Relay side (client -> relay): :data:`RelayEvent`. Client side (relay -> client):
+:data:`ClientEvent`. Every event is a frozen, slotted dataclass.
+"""
+
+from dataclasses import dataclass
+
+from mcrelay.protocol.addresses import Address
+from mcrelay.protocol.fragments import Fragment
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRequest:
+    """SERVER_KEY_REQUEST (7): send the relay's public key back."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    """CLIENT_PUBLIC_KEY (4): register or re-key the source with this PEM key."""
+
+    pem: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FragmentReceived:
+    """FRAGMENT (1): a piece of a message."""
+
+    fragment: Fragment
+
+
+@dataclass(frozen=True, slots=True)
+class DisconnectRequest:
+    """DISCONNECT (8)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    """KEEPALIVE (9)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A TLV of unknown type or sent in the wrong direction: counted, not acted on."""
+
+    type: int
+
+
+RelayEvent = KeyRequest | ClientKey | FragmentReceived | DisconnectRequest | Keepalive | Ignored
+
+
+@dataclass(frozen=True, slots=True)
+class ServerKey:
+    """SERVER_PUBLIC_KEY (5)."""
+
+    pem: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RelayedMessage:
+    """SENDER_INFO (10) + RELAYED_MESSAGE (6): ciphertext for us, and who sent it."""
+
+    sender: Address
+    ciphertext: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PeerJoined:
+    """CLIENT_CONNECTED (11)."""
+
+    peer: Address
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLeft:
+    """CLIENT_DISCONNECTED (12)."""
+
+    peer: Address
+
+
+ClientEvent = ServerKey | RelayedMessage | PeerJoined | PeerLeft | Ignored

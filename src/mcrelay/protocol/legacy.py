@@ -1,0 +1,158 @@
+"""The legacy wire profile (the seed protocol): datagrams to events and back.
+
+The normative description is ``docs/protocol.md``. Everything here is sans-I/O:
+bytes in, events out; arguments in, bytes out. A later profile lives beside this
+module and offers the same kinds of calls.
+"""
+
+from collections.abc import Callable
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mcrelay.protocol import crypto
+from mcrelay.protocol.addresses import Address, decode_address_untrusted, encode_address
+from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
+from mcrelay.protocol.events import (
+    ClientEvent,
+    ClientKey,
+    DisconnectRequest,
+    FragmentReceived,
+    Ignored,
+    Keepalive,
+    KeyRequest,
+    PeerJoined,
+    PeerLeft,
+    RelayedMessage,
+    RelayEvent,
+    ServerKey,
+)
+from mcrelay.protocol.fragments import (
+    FRAGMENT_SIZE,
+    MAX_FRAGMENTS,
+    decode_fragment_untrusted,
+    encode_fragment,
+    split_payload,
+)
+from mcrelay.protocol.tlv import TLV_HEADER, TlvType, decode_tlvs_untrusted, encode_tlv
+
+MAX_MESSAGE_BYTES = 32768
+"""Largest plaintext of one message: 176 fragments with a 2048-bit relay key."""
+MAX_UDP_PAYLOAD = 65507
+CONNECT_WORD = b"CONNECT"
+DISCONNECT_WORD = b"DISCONNECT"
+
+_RELAY_BOUND: dict[int, Callable[[bytes], RelayEvent]] = {
+    TlvType.SERVER_KEY_REQUEST: lambda _value: KeyRequest(),
+    TlvType.CLIENT_PUBLIC_KEY: ClientKey,
+    TlvType.FRAGMENT: lambda value: FragmentReceived(decode_fragment_untrusted(value)),
+    TlvType.DISCONNECT: lambda _value: DisconnectRequest(),
+    TlvType.KEEPALIVE: lambda _value: Keepalive(),
+}
+
+_CLIENT_BOUND: dict[int, Callable[[bytes], ClientEvent]] = {
+    TlvType.SERVER_PUBLIC_KEY: ServerKey,
+    TlvType.CLIENT_CONNECTED: lambda value: PeerJoined(decode_address_untrusted(value)),
+    TlvType.CLIENT_DISCONNECTED: lambda value: PeerLeft(decode_address_untrusted(value)),
+}
+
+
+def decode_client_datagram_untrusted(data: bytes) -> list[RelayEvent]:
+    """Events in a datagram a client sent to the relay; malformed means nothing is acted on."""
+    events: list[RelayEvent] = []
+    for tlv in decode_tlvs_untrusted(data):
+        decode = _RELAY_BOUND.get(tlv.type)
+        events.append(decode(tlv.value) if decode else Ignored(tlv.type))
+    return events
+
+
+def decode_relay_datagram_untrusted(data: bytes) -> list[ClientEvent]:
+    """Events in a datagram the relay sent to a client.
+
+    RELAYED_MESSAGE takes its sender from the SENDER_INFO before it in the same
+    datagram; one without a SENDER_INFO makes the datagram malformed.
+    """
+    events: list[ClientEvent] = []
+    sender: Address | None = None
+    for tlv in decode_tlvs_untrusted(data):
+        if tlv.type == TlvType.SENDER_INFO:
+            sender = decode_address_untrusted(tlv.value)
+        elif tlv.type == TlvType.RELAYED_MESSAGE:
+            if sender is None:
+                raise RemoteProtocolError("RELAYED_MESSAGE without SENDER_INFO")
+            events.append(RelayedMessage(sender, tlv.value))
+        else:
+            decode = _CLIENT_BOUND.get(tlv.type)
+            events.append(decode(tlv.value) if decode else Ignored(tlv.type))
+    return events
+
+
+def key_request() -> bytes:
+    return encode_tlv(TlvType.SERVER_KEY_REQUEST)
+
+
+def client_key(key: rsa.RSAPublicKey) -> bytes:
+    return encode_tlv(TlvType.CLIENT_PUBLIC_KEY, crypto.public_key_to_pem(key))
+
+
+def server_key(key: rsa.RSAPublicKey) -> bytes:
+    return encode_tlv(TlvType.SERVER_PUBLIC_KEY, crypto.public_key_to_pem(key))
+
+
+def keepalive() -> bytes:
+    return encode_tlv(TlvType.KEEPALIVE)
+
+
+def disconnect() -> bytes:
+    return encode_tlv(TlvType.DISCONNECT)
+
+
+def peer_joined(peer: Address) -> bytes:
+    return encode_tlv(TlvType.CLIENT_CONNECTED, encode_address(peer))
+
+
+def peer_left(peer: Address) -> bytes:
+    return encode_tlv(TlvType.CLIENT_DISCONNECTED, encode_address(peer))
+
+
+def message_datagrams(relay_key: rsa.RSAPublicKey, plaintext: bytes, msg_id: bytes) -> list[bytes]:
+    """Encrypt a message for the relay and cut it into FRAGMENT datagrams."""
+    if len(plaintext) > MAX_MESSAGE_BYTES:
+        raise LocalProtocolError(f"message of {len(plaintext)} bytes; at most {MAX_MESSAGE_BYTES}")
+    payload = b"".join(
+        encode_tlv(TlvType.ENCRYPTED_BLOCK, block)
+        for block in crypto.encrypt_blocks(relay_key, plaintext)
+    )
+    return [encode_fragment(fragment) for fragment in split_payload(payload, msg_id)]
+
+
+def decrypt_payload_untrusted(relay_key: rsa.RSAPrivateKey, payload: bytes) -> bytes:
+    """Plaintext of a reassembled payload: ENCRYPTED_BLOCK TLVs only, each one OAEP block."""
+    try:
+        tlvs = decode_tlvs_untrusted(payload)
+    except RemoteProtocolError as exc:
+        raise RemoteProtocolError(f"payload: {exc}", DropReason.BAD_PAYLOAD) from None
+    if any(tlv.type != TlvType.ENCRYPTED_BLOCK for tlv in tlvs):
+        raise RemoteProtocolError("payload holds a TLV other than ENCRYPTED_BLOCK", DropReason.BAD_PAYLOAD)
+    return b"".join(crypto.decrypt_block_untrusted(relay_key, tlv.value) for tlv in tlvs)
+
+
+def relayed_size(recipient_key: rsa.RSAPublicKey, sender: Address, plaintext_bytes: int) -> int:
+    """Bytes of :func:`relayed_message` output, computed without encrypting."""
+    ciphertext = crypto.encrypted_size(recipient_key, plaintext_bytes)
+    return 2 * TLV_HEADER.size + len(encode_address(sender)) + ciphertext
+
+
+def relayed_message(recipient_key: rsa.RSAPublicKey, sender: Address, plaintext: bytes) -> bytes:
+    """SENDER_INFO(sender) + RELAYED_MESSAGE(blocks for the recipient), one datagram."""
+    ciphertext = b"".join(crypto.encrypt_blocks(recipient_key, plaintext))
+    return encode_tlv(TlvType.SENDER_INFO, encode_address(sender)) + encode_tlv(
+        TlvType.RELAYED_MESSAGE, ciphertext
+    )
+
+
+def max_fragments(relay_key: rsa.RSAPublicKey, max_message_bytes: int) -> int:
+    """Fragments the largest allowed message takes with this relay key (never above 176)."""
+    blocks = max(1, -(-max_message_bytes // crypto.max_chunk_bytes(relay_key)))
+    payload = blocks * (TLV_HEADER.size + crypto.block_bytes(relay_key))
+    return min(MAX_FRAGMENTS, -(-payload // FRAGMENT_SIZE))
+

@@ -1,0 +1,179 @@
+"""Reassembly of fragmented messages: a plain class, told the time by its caller.
+
+Rules (``docs/protocol.md``): messages are keyed by (source, msg_id); a message
+is complete when every seq in ``0..total-1`` has arrived. A bad ``total``, a
+``seq`` out of range or a repeated seq with different bytes invalidates the
+message. Completed and invalidated keys stay as tombstones until their
+deadline, so a duplicated datagram is never delivered twice. Buffers are
+bounded per source and in total; nothing is ever evicted to make room.
+"""
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from mcrelay.protocol.addresses import Address
+from mcrelay.protocol.errors import DropReason
+from mcrelay.protocol.fragments import MAX_FRAGMENTS, Fragment
+
+MessageKey = tuple[Address, bytes]
+
+FRAGMENT_OVERHEAD_BYTES = 64
+"""Bytes charged per buffered fragment on top of its piece, so tiny fragments still cost."""
+MESSAGE_OVERHEAD_BYTES = 256
+"""Bytes charged per message in reassembly."""
+MAX_TOMBSTONES = 65536
+"""Finished keys remembered; past this the oldest is forgotten first (a tombstone holds no data)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """The fragment was buffered; ``new`` when it started the message."""
+
+    key: MessageKey
+    deadline: float
+    new: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Complete:
+    key: MessageKey
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The fragment was dropped; ``ended`` when it also invalidated a pending message."""
+
+    reason: DropReason
+    ended: bool = False
+
+
+Outcome = Pending | Complete | Rejected
+
+
+@dataclass(slots=True)
+class _Partial:
+    total: int
+    deadline: float
+    pieces: dict[int, bytes] = field(default_factory=dict)
+    charged: int = MESSAGE_OVERHEAD_BYTES
+
+
+class Reassembler:
+    def __init__(
+        self,
+        *,
+        timeout_s: float,
+        max_fragments: int = MAX_FRAGMENTS,
+        max_messages_per_source: int = 8,
+        max_total_bytes: int = 4 * 1024 * 1024,
+        max_tombstones: int = MAX_TOMBSTONES,
+    ) -> None:
+        self.timeout_s = timeout_s
+        self.max_fragments = max_fragments
+        self.max_messages_per_source = max_messages_per_source
+        self.max_total_bytes = max_total_bytes
+        self._max_tombstones = max_tombstones
+        # Insertion order is first-fragment order, so deadlines come in order too.
+        self._partials: OrderedDict[MessageKey, _Partial] = OrderedDict()
+        self._tombstones: OrderedDict[MessageKey, float] = OrderedDict()
+        self._per_source: dict[Address, int] = {}
+        self.buffered_bytes = 0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._partials)
+
+    def add(self, source: Address, fragment: Fragment, now: float) -> Outcome:
+        key = (source, fragment.msg_id)
+        self._forget_tombstones(now)
+        if key in self._tombstones:
+            return Rejected(DropReason.LATE_FRAGMENT)
+        partial = self._partials.get(key)
+        if not self._valid_numbers(fragment) or (
+            partial is not None and fragment.total != partial.total
+        ):
+            return self._invalidate(key, partial)
+        if partial is None:
+            return self._start(key, fragment, now)
+        known = partial.pieces.get(fragment.seq)
+        if known is not None:
+            if known == fragment.piece:
+                return Rejected(DropReason.DUPLICATE_FRAGMENT)
+            return self._invalidate(key, partial)
+        cost = len(fragment.piece) + FRAGMENT_OVERHEAD_BYTES
+        if self.buffered_bytes + cost > self.max_total_bytes:
+            return Rejected(DropReason.BUFFER_LIMIT)
+        partial.pieces[fragment.seq] = fragment.piece
+        partial.charged += cost
+        self.buffered_bytes += cost
+        if len(partial.pieces) == partial.total:
+            return self._complete(key, partial)
+        return Pending(key, partial.deadline, new=False)
+
+    def expire(self, now: float) -> list[MessageKey]:
+        """Drop every message whose deadline has passed; return the keys that timed out."""
+        timed_out: list[MessageKey] = []
+        while self._partials:
+            key, partial = next(iter(self._partials.items()))
+            if partial.deadline > now:
+                break
+            self._release(key, partial)
+            timed_out.append(key)
+        self._forget_tombstones(now)
+        return timed_out
+
+    def _valid_numbers(self, fragment: Fragment) -> bool:
+        return 0 < fragment.total <= self.max_fragments and fragment.seq < fragment.total
+
+    def _start(self, key: MessageKey, fragment: Fragment, now: float) -> Outcome:
+        source = key[0]
+        if self._per_source.get(source, 0) >= self.max_messages_per_source:
+            return Rejected(DropReason.SOURCE_LIMIT)
+        partial = _Partial(fragment.total, now + self.timeout_s, {fragment.seq: fragment.piece})
+        partial.charged += len(fragment.piece) + FRAGMENT_OVERHEAD_BYTES
+        if self.buffered_bytes + partial.charged > self.max_total_bytes:
+            return Rejected(DropReason.BUFFER_LIMIT)
+        if fragment.total == 1:
+            self._bury(key, partial.deadline)
+            return Complete(key, fragment.piece)
+        self._partials[key] = partial
+        self._per_source[source] = self._per_source.get(source, 0) + 1
+        self.buffered_bytes += partial.charged
+        return Pending(key, partial.deadline, new=True)
+
+    def _complete(self, key: MessageKey, partial: _Partial) -> Complete:
+        payload = b"".join(partial.pieces[seq] for seq in range(partial.total))
+        self._release(key, partial)
+        self._bury(key, partial.deadline)
+        return Complete(key, payload)
+
+    def _invalidate(self, key: MessageKey, partial: _Partial | None) -> Rejected:
+        if partial is None:
+            # Nothing buffered under this key: the fragment alone is dropped.
+            return Rejected(DropReason.INVALID_FRAGMENT)
+        self._release(key, partial)
+        self._bury(key, partial.deadline)
+        return Rejected(DropReason.INVALID_FRAGMENT, ended=True)
+
+    def _release(self, key: MessageKey, partial: _Partial) -> None:
+        del self._partials[key]
+        self.buffered_bytes -= partial.charged
+        source = key[0]
+        left = self._per_source[source] - 1
+        if left:
+            self._per_source[source] = left
+        else:
+            del self._per_source[source]
+
+    def _bury(self, key: MessageKey, deadline: float) -> None:
+        self._tombstones[key] = deadline
+        while len(self._tombstones) > self._max_tombstones:
+            self._tombstones.popitem(last=False)
+
+    def _forget_tombstones(self, now: float) -> None:
+        while self._tombstones:
+            key, deadline = next(iter(self._tombstones.items()))
+            if deadline > now:
+                break
+            del self._tombstones[key]
