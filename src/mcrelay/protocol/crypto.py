@@ -17,7 +17,9 @@ MAX_PEER_KEY_BITS = 4096
 HASH_BYTES = 32
 MAX_PEM_BYTES = 4096
 
-_OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+_OAEP = padding.OAEP(
+    mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None
+)
 
 
 def block_bytes(key: rsa.RSAPublicKey | rsa.RSAPrivateKey) -> int:
@@ -127,6 +129,8 @@ def same_key(a: rsa.RSAPublicKey, b: rsa.RSAPublicKey) -> bool:
 
 def fingerprint(key: rsa.RSAPublicKey) -> str:
     """``SHA256:`` and the unpadded base64 of the SHA-256 of the DER public key (as OpenSSH)."""
-    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     digest = base64.b64encode(hashlib.sha256(der).digest()).decode("ascii").rstrip("=")
     return f"SHA256:{digest}"

@@ -132,7 +132,9 @@ def decrypt_payload_untrusted(relay_key: rsa.RSAPrivateKey, payload: bytes) -> b
     except RemoteProtocolError as exc:
         raise RemoteProtocolError(f"payload: {exc}", DropReason.BAD_PAYLOAD) from None
     if any(tlv.type != TlvType.ENCRYPTED_BLOCK for tlv in tlvs):
-        raise RemoteProtocolError("payload holds a TLV other than ENCRYPTED_BLOCK", DropReason.BAD_PAYLOAD)
+        raise RemoteProtocolError(
+            "payload holds a TLV other than ENCRYPTED_BLOCK", DropReason.BAD_PAYLOAD
+        )
     return b"".join(crypto.decrypt_block_untrusted(relay_key, tlv.value) for tlv in tlvs)
 
 
@@ -155,4 +157,3 @@ def max_fragments(relay_key: rsa.RSAPublicKey, max_message_bytes: int) -> int:
     blocks = max(1, -(-max_message_bytes // crypto.max_chunk_bytes(relay_key)))
     payload = blocks * (TLV_HEADER.size + crypto.block_bytes(relay_key))
     return min(MAX_FRAGMENTS, -(-payload // FRAGMENT_SIZE))
-

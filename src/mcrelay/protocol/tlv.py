@@ -1,10 +1,9 @@
 """TLV framing: ``type: u16, length: u16, value`` in network byte order, back to back."""
 
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
-
-import struct
 
 from mcrelay.protocol.errors import LocalProtocolError, RemoteProtocolError
 

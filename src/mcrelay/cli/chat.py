@@ -1,0 +1,168 @@
+"""``mcrelay chat`` and ``mcrelay send``: a participant on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+
+import trio
+
+from mcrelay.cli.daemon import add_network_flags
+from mcrelay.cli.environment import Environment
+from mcrelay.cli.options import (
+    Parser,
+    UsageError,
+    add_flag,
+    fingerprint,
+    ipv4_address,
+    positive_float,
+)
+from mcrelay.cli.status import ExitStatus
+from mcrelay.client import MessageReceived, Participant, ParticipantEvent, open_participant
+from mcrelay.client.participant import KEEPALIVE_INTERVAL_S, REGISTER_TIMEOUT_S
+from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
+from mcrelay.protocol.events import PeerJoined
+from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
+
+
+def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping[str, str]) -> None:
+    chat = subparsers.add_parser("chat", help="talk through the relay, one line a message")
+    _add_client_flags(chat, environ)
+    chat.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per event on stdout (the default when stdin is not a terminal)",
+    )
+    chat.add_argument(
+        "--stay",
+        action="store_true",
+        help="keep receiving after the end of input, until interrupted",
+    )
+    chat.set_defaults(command=run_chat)
+    send = subparsers.add_parser("send", help="send messages and leave")
+    _add_client_flags(send, environ)
+    send.add_argument(
+        "text", nargs="+", help="one message per argument; '-' reads one per stdin line"
+    )
+    send.set_defaults(command=run_send)
+
+
+def _add_client_flags(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    add_network_flags(parser, environ)
+    add_flag(
+        parser,
+        environ,
+        "--relay",
+        ipv4_address,
+        None,
+        "send unicast to this relay host instead of the group",
+    )
+    add_flag(
+        parser,
+        environ,
+        "--relay-fingerprint",
+        fingerprint,
+        None,
+        "refuse a relay whose key has another fingerprint",
+    )
+    add_flag(
+        parser,
+        environ,
+        "--register-timeout",
+        positive_float,
+        REGISTER_TIMEOUT_S,
+        "seconds to wait for the relay",
+    )
+    add_flag(
+        parser,
+        environ,
+        "--keepalive-interval",
+        positive_float,
+        KEEPALIVE_INTERVAL_S,
+        "seconds between keep-alives",
+    )
+
+
+def _open(args: argparse.Namespace) -> AbstractAsyncContextManager[Participant]:
+    return open_participant(
+        destination=(args.relay or args.group, args.port),
+        interface=args.interface,
+        relay_fingerprint=args.relay_fingerprint,
+        keepalive_interval_s=args.keepalive_interval,
+        register_timeout_s=args.register_timeout,
+    )
+
+
+def _announce(participant: Participant, env: Environment) -> None:
+    assert participant.relay_address is not None
+    env.say(
+        f"mcrelay: registered as {format_address(participant.address)} with relay "
+        f"{format_address(participant.relay_address)}, key {participant.relay_fingerprint}"
+    )
+
+
+def _render(event: ParticipantEvent, as_json: bool) -> str:
+    if isinstance(event, MessageReceived):
+        sender = format_address(event.sender)
+        if as_json:
+            return json.dumps(
+                {"event": "message", "from": sender, "text": event.text}, ensure_ascii=False
+            )
+        return f"[{'relay' if event.sender == RELAY_ITSELF else sender}] {event.text}"
+    kind = "joined" if isinstance(event, PeerJoined) else "left"
+    if as_json:
+        return json.dumps({"event": kind, "peer": format_address(event.peer)})
+    return f"* {format_address(event.peer)} {kind}"
+
+
+async def _print_events(participant: Participant, env: Environment, as_json: bool) -> None:
+    async for event in participant.events:
+        print(_render(event, as_json), file=env.stdout, flush=True)
+
+
+async def _send_lines(participant: Participant, env: Environment) -> None:
+    while line := await trio.to_thread.run_sync(env.stdin.readline, abandon_on_cancel=True):
+        text = line.rstrip("\r\n")
+        if len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
+            env.say(f"mcrelay: line of over {MAX_MESSAGE_BYTES} bytes not sent")
+            continue
+        await participant.send(text)
+
+
+async def _cancel_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+async def run_chat(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    as_json = args.json or not env.stdin_isatty
+    async with _open(args) as participant, trio.open_nursery() as nursery:
+        _announce(participant, env)
+        nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
+        nursery.start_soon(_print_events, participant, env, as_json)
+        await _send_lines(participant, env)
+        if args.stay:
+            await trio.sleep_forever()
+        nursery.cancel_scope.cancel()
+    return ExitStatus.OK
+
+
+async def run_send(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    texts: list[str] = args.text
+    if texts == ["-"]:
+        texts = [line.rstrip("\r\n") for line in env.stdin]
+    for text in texts:
+        if len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
+            raise UsageError(
+                f"a message of {len(text.encode('utf-8'))} bytes; at most {MAX_MESSAGE_BYTES}"
+            )
+    async with _open(args) as participant:
+        _announce(participant, env)
+        for text in texts:
+            await participant.send(text)
+    return ExitStatus.OK

@@ -1,0 +1,65 @@
+"""The ``mcrelay`` command: parse, run, and map every failure to one exit code."""
+
+import argparse
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+
+import trio
+
+from mcrelay import __version__
+from mcrelay.cli import chat, daemon
+from mcrelay.cli.environment import Environment
+from mcrelay.cli.options import Parser, UsageError
+from mcrelay.cli.status import ExitStatus
+from mcrelay.client import RelayKeyMismatch, RelayUnreachable
+from mcrelay.daemon.keyfile import KeyFileError
+
+Command = Callable[[argparse.Namespace, Environment], Awaitable[ExitStatus]]
+
+
+def build_parser(env: Environment) -> argparse.ArgumentParser:
+    parser = Parser(prog="mcrelay", description="Secure group-messaging relay for local networks.")
+    parser.add_argument("--version", action="version", version=f"mcrelay {__version__}")
+    subparsers = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    daemon.add_parser(subparsers, env.environ)
+    chat.add_parsers(subparsers, env.environ)
+    return parser
+
+
+FAILURES: dict[type[Exception], ExitStatus] = {
+    UsageError: ExitStatus.USAGE,
+    RelayUnreachable: ExitStatus.UNREACHABLE,
+    RelayKeyMismatch: ExitStatus.KEY_MISMATCH,
+    KeyFileError: ExitStatus.ERROR,
+    OSError: ExitStatus.ERROR,
+}
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member groups (nurseries wrap what they raise)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def run_command(argv: Sequence[str], env: Environment) -> ExitStatus:
+    """Parse ``argv`` and run the command inside the current Trio run."""
+    try:
+        args = build_parser(env).parse_args(argv)
+        command: Command = args.command
+        return await command(args, env)
+    except Exception as exc:
+        leaf = _leaf(exc)
+        status = next((s for kind, s in FAILURES.items() if isinstance(leaf, kind)), None)
+        if status is None:
+            raise
+        env.say(f"mcrelay: error: {leaf}")
+        return status
+
+
+def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
+    env = env or Environment()
+    try:
+        return int(trio.run(run_command, sys.argv[1:] if argv is None else argv, env))
+    except KeyboardInterrupt:
+        return ExitStatus.OK

@@ -1,0 +1,21 @@
+"""The Trio participant used by ``mcrelay chat`` and ``mcrelay send``."""
+
+from mcrelay.client.participant import (
+    MessageReceived,
+    Participant,
+    ParticipantEvent,
+    RegistrationError,
+    RelayKeyMismatch,
+    RelayUnreachable,
+    open_participant,
+)
+
+__all__ = [
+    "MessageReceived",
+    "Participant",
+    "ParticipantEvent",
+    "RegistrationError",
+    "RelayKeyMismatch",
+    "RelayUnreachable",
+    "open_participant",
+]

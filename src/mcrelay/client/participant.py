@@ -1,0 +1,231 @@
+"""A participant: registers with a relay, sends and receives messages, keeps alive.
+
+Registration asks for the relay's key first (retrying every second), checks its
+fingerprint when one is pinned, and only then sends our own key, so a pinned
+client never registers with the wrong relay. After that, datagrams are accepted
+only from the address that answered.
+"""
+
+import logging
+import secrets
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mcrelay.protocol import crypto, legacy
+from mcrelay.protocol.addresses import Address, format_address
+from mcrelay.protocol.errors import DropReason, RemoteProtocolError
+from mcrelay.protocol.events import Ignored, PeerJoined, PeerLeft, RelayedMessage, ServerKey
+from mcrelay.protocol.fragments import MSG_ID_BYTES
+from mcrelay.sockets import open_client_socket
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_INTERVAL_S = 10.0
+REGISTER_TIMEOUT_S = 5.0
+KEY_RETRY_INTERVAL_S = 1.0
+GOODBYE_TIMEOUT_S = 1.0
+EVENT_QUEUE_EVENTS = 1024
+MAX_DATAGRAM_BYTES = 65535
+
+
+class RegistrationError(Exception):
+    """Registration with the relay failed."""
+
+
+class RelayUnreachable(RegistrationError):
+    """No relay answered the key request in time."""
+
+
+class RelayKeyMismatch(RegistrationError):
+    """Only relays whose key does not match the pinned fingerprint answered."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    sender: Address
+    data: bytes
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+
+ParticipantEvent = MessageReceived | PeerJoined | PeerLeft
+
+
+class Participant:
+    def __init__(
+        self,
+        sock: trio.socket.SocketType,
+        destination: Address,
+        key: rsa.RSAPrivateKey,
+        *,
+        relay_fingerprint: str | None = None,
+        keepalive_interval_s: float = KEEPALIVE_INTERVAL_S,
+    ) -> None:
+        self._sock = sock
+        host, port = sock.getsockname()[:2]
+        self.address: Address = (host, port)
+        self.destination = destination
+        self._key = key
+        self.pinned_fingerprint = relay_fingerprint
+        self.keepalive_interval_s = keepalive_interval_s
+        self.relay_address: Address | None = None
+        self.relay_key: rsa.RSAPublicKey | None = None
+        self.dropped: Counter[DropReason] = Counter()
+        self._events_in, self.events = trio.open_memory_channel[ParticipantEvent](
+            EVENT_QUEUE_EVENTS
+        )
+
+    @property
+    def relay_fingerprint(self) -> str:
+        assert self.relay_key is not None, "not registered"
+        return crypto.fingerprint(self.relay_key)
+
+    async def register(
+        self,
+        *,
+        timeout_s: float = REGISTER_TIMEOUT_S,
+        retry_interval_s: float = KEY_RETRY_INTERVAL_S,
+    ) -> None:
+        mismatched: set[str] = set()
+        with trio.move_on_after(timeout_s):
+            while self.relay_key is None:
+                await self._sock.sendto(legacy.key_request(), self.destination)
+                with trio.move_on_after(retry_interval_s):
+                    await self._wait_relay_key(mismatched)
+        if self.relay_key is None:
+            if mismatched:
+                raise RelayKeyMismatch(
+                    f"relay key {', '.join(sorted(mismatched))} does not match "
+                    f"the pinned {self.pinned_fingerprint}"
+                )
+            raise RelayUnreachable(
+                f"no relay answered at {format_address(self.destination)} within {timeout_s:g} s"
+            )
+        await self._sock.sendto(legacy.client_key(self._key.public_key()), self.destination)
+
+    async def send(self, message: bytes | str) -> None:
+        """Encrypt for the relay, fragment and send (raises ``LocalProtocolError`` if too long)."""
+        assert self.relay_key is not None, "not registered"
+        plaintext = message.encode("utf-8") if isinstance(message, str) else message
+        datagrams = await trio.to_thread.run_sync(
+            legacy.message_datagrams, self.relay_key, plaintext, secrets.token_bytes(MSG_ID_BYTES)
+        )
+        for datagram in datagrams:
+            await self._sock.sendto(datagram, self.destination)
+
+    async def disconnect(self) -> None:
+        await self._sock.sendto(legacy.disconnect(), self.destination)
+
+    async def _wait_relay_key(self, mismatched: set[str]) -> None:
+        while True:
+            data, source = await self._sock.recvfrom(MAX_DATAGRAM_BYTES)
+            try:
+                events = legacy.decode_relay_datagram_untrusted(data)
+            except RemoteProtocolError as exc:
+                self.dropped[exc.reason] += 1
+                continue
+            for event in events:
+                if not isinstance(event, ServerKey):
+                    self.dropped[DropReason.UNKNOWN_TYPE] += 1
+                    continue
+                try:
+                    key = crypto.load_public_key_untrusted(event.pem)
+                except RemoteProtocolError as exc:
+                    self.dropped[exc.reason] += 1
+                    continue
+                found = crypto.fingerprint(key)
+                if self.pinned_fingerprint is not None and found != self.pinned_fingerprint:
+                    log.warning("relay at %s has key %s: refused", format_address(source), found)
+                    mismatched.add(found)
+                    continue
+                self.relay_key, self.relay_address = key, (source[0], source[1])
+                return
+
+    async def receive_loop(self) -> None:
+        while True:
+            data, source = await self._sock.recvfrom(MAX_DATAGRAM_BYTES)
+            if (source[0], source[1]) != self.relay_address:
+                self.dropped[DropReason.NOT_FROM_RELAY] += 1
+                continue
+            try:
+                events = legacy.decode_relay_datagram_untrusted(data)
+            except RemoteProtocolError as exc:
+                self.dropped[exc.reason] += 1
+                continue
+            for event in events:
+                await self._dispatch(event)
+
+    async def _dispatch(
+        self, event: ServerKey | RelayedMessage | PeerJoined | PeerLeft | Ignored
+    ) -> None:
+        if isinstance(event, RelayedMessage):
+            try:
+                data = await trio.to_thread.run_sync(
+                    crypto.decrypt_concatenated_untrusted, self._key, event.ciphertext
+                )
+            except RemoteProtocolError as exc:
+                self.dropped[exc.reason] += 1
+                return
+            self._emit(MessageReceived(event.sender, data))
+        elif isinstance(event, PeerJoined | PeerLeft):
+            self._emit(event)
+        else:
+            # A repeated SERVER_PUBLIC_KEY after registration, or a type we do not know.
+            self.dropped[DropReason.UNKNOWN_TYPE] += 1
+
+    def _emit(self, event: ParticipantEvent) -> None:
+        try:
+            self._events_in.send_nowait(event)
+        except trio.WouldBlock:
+            self.dropped[DropReason.OVERLOADED] += 1
+
+    async def keepalive_loop(self) -> None:
+        while True:
+            await trio.sleep(self.keepalive_interval_s)
+            await self._sock.sendto(legacy.keepalive(), self.destination)
+
+
+@asynccontextmanager
+async def open_participant(
+    *,
+    destination: Address,
+    interface: str,
+    key: rsa.RSAPrivateKey | None = None,
+    relay_fingerprint: str | None = None,
+    keepalive_interval_s: float = KEEPALIVE_INTERVAL_S,
+    register_timeout_s: float = REGISTER_TIMEOUT_S,
+    retry_interval_s: float = KEY_RETRY_INTERVAL_S,
+) -> AsyncIterator[Participant]:
+    """Register with a relay, keep alive and receive while the block runs; then disconnect.
+
+    Raises :class:`RelayUnreachable` or :class:`RelayKeyMismatch` before the block
+    runs when registration fails.
+    """
+    if key is None:
+        key = await trio.to_thread.run_sync(crypto.generate_private_key)
+    sock = await open_client_socket(interface=interface)
+    with sock:
+        participant = Participant(
+            sock,
+            destination,
+            key,
+            relay_fingerprint=relay_fingerprint,
+            keepalive_interval_s=keepalive_interval_s,
+        )
+        await participant.register(timeout_s=register_timeout_s, retry_interval_s=retry_interval_s)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(participant.receive_loop)
+            nursery.start_soon(participant.keepalive_loop)
+            try:
+                yield participant
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(GOODBYE_TIMEOUT_S):
+                    await participant.disconnect()
+                nursery.cancel_scope.cancel()

@@ -1,0 +1,1 @@
+"""The relay daemon: sockets, client registry, reassembly and fan-out on Trio."""

@@ -1,0 +1,86 @@
+"""The relay's settings, their defaults and their limits."""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
+
+DEFAULT_GROUP = "224.1.1.1"
+DEFAULT_PORT = 5007
+DEFAULT_INTERFACE = "0.0.0.0"
+CLIENT_TIMEOUT_S = 30.0
+REASSEMBLY_TIMEOUT_S = 5.0
+MAX_MESSAGES_PER_SOURCE = 8
+MAX_REASSEMBLY_BYTES = 4 * 1024 * 1024
+MAX_CLIENTS = 4096
+MAX_PENDING_RELAYS = 256
+SEND_QUEUE_DATAGRAMS = 16384
+RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
+KEY_ANSWERS_PER_SOURCE_BURST = 5
+KEY_ANSWERS_PER_SOURCE_PER_S = 1.0
+KEY_ANSWERS_TOTAL_BURST = 200
+KEY_ANSWERS_TOTAL_PER_S = 100.0
+KEY_FILE_NAME = "relay-key.pem"
+
+
+def default_key_file(environ: dict[str, str] | None = None) -> Path:
+    """``$STATE_DIRECTORY`` (systemd), else ``$XDG_STATE_HOME/mcrelay``, else ``~/.local/state``."""
+    env = os.environ if environ is None else environ
+    if env.get("STATE_DIRECTORY"):
+        # systemd may pass several directories separated by colons; the first is ours.
+        return Path(env["STATE_DIRECTORY"].split(":")[0]) / KEY_FILE_NAME
+    if env.get("XDG_STATE_HOME"):
+        return Path(env["XDG_STATE_HOME"]) / "mcrelay" / KEY_FILE_NAME
+    return Path.home() / ".local" / "state" / "mcrelay" / KEY_FILE_NAME
+
+
+def default_crypto_workers() -> int:
+    return len(os.sched_getaffinity(0)) or 1
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    group: str = DEFAULT_GROUP
+    port: int = DEFAULT_PORT
+    interface: str = DEFAULT_INTERFACE
+    key_file: Path = field(default_factory=default_key_file)
+    client_timeout_s: float = CLIENT_TIMEOUT_S
+    reassembly_timeout_s: float = REASSEMBLY_TIMEOUT_S
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    crypto_workers: int = field(default_factory=default_crypto_workers)
+    max_messages_per_source: int = MAX_MESSAGES_PER_SOURCE
+    max_reassembly_bytes: int = MAX_REASSEMBLY_BYTES
+    max_clients: int = MAX_CLIENTS
+    max_pending_relays: int = MAX_PENDING_RELAYS
+    send_queue_datagrams: int = SEND_QUEUE_DATAGRAMS
+    receive_buffer_bytes: int = RECEIVE_BUFFER_BYTES
+    key_answers_per_source_burst: int = KEY_ANSWERS_PER_SOURCE_BURST
+    key_answers_per_source_per_s: float = KEY_ANSWERS_PER_SOURCE_PER_S
+    key_answers_total_burst: int = KEY_ANSWERS_TOTAL_BURST
+    key_answers_total_per_s: float = KEY_ANSWERS_TOTAL_PER_S
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[bool, str]] = [
+            (0 <= self.port <= 0xFFFF, "port must be 0 to 65535"),
+            (self.client_timeout_s > 0, "client timeout must be above 0 seconds"),
+            (self.reassembly_timeout_s > 0, "reassembly timeout must be above 0 seconds"),
+            (
+                1 <= self.max_message_bytes <= MAX_MESSAGE_BYTES,
+                f"max message bytes must be 1 to {MAX_MESSAGE_BYTES} (the legacy profile's largest)",
+            ),
+            (self.crypto_workers >= 1, "crypto workers must be at least 1"),
+            (self.max_messages_per_source >= 1, "max messages per source must be at least 1"),
+            (self.max_reassembly_bytes >= 65536, "max reassembly bytes must be at least 65536"),
+            (self.max_clients >= 1, "max clients must be at least 1"),
+            (self.max_pending_relays >= 1, "max pending relays must be at least 1"),
+            (self.send_queue_datagrams >= 1, "send queue must hold at least 1 datagram"),
+            (self.receive_buffer_bytes >= 65536, "receive buffer must be at least 65536 bytes"),
+            (self.key_answers_per_source_burst >= 1, "key answer bursts must be at least 1"),
+            (self.key_answers_total_burst >= 1, "key answer bursts must be at least 1"),
+            (self.key_answers_per_source_per_s > 0, "key answer rates must be above 0"),
+            (self.key_answers_total_per_s > 0, "key answer rates must be above 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)

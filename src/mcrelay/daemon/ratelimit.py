@@ -1,0 +1,64 @@
+"""Token buckets for the answers to key requests (a small request earns a large answer)."""
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from mcrelay.protocol.addresses import Address
+
+MAX_TRACKED_SOURCES = 65536
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    burst: float
+    rate_per_s: float
+    tokens: float
+    updated: float
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate_per_s)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class AnswerLimiter:
+    """A bucket per source and one in total; a source is tracked while its bucket is not full."""
+
+    def __init__(
+        self,
+        *,
+        per_source_burst: int,
+        per_source_per_s: float,
+        total_burst: int,
+        total_per_s: float,
+        max_sources: int = MAX_TRACKED_SOURCES,
+    ) -> None:
+        self._per_source_burst = per_source_burst
+        self._per_source_per_s = per_source_per_s
+        self._total = TokenBucket(total_burst, total_per_s, total_burst, 0.0)
+        self._sources: OrderedDict[Address, TokenBucket] = OrderedDict()
+        self._max_sources = max_sources
+
+    def allow(self, source: Address, now: float) -> bool:
+        self._forget_refilled(now)
+        bucket = self._sources.pop(source, None)
+        if bucket is None:
+            bucket = TokenBucket(self._per_source_burst, self._per_source_per_s, 0.0, now)
+            bucket.tokens = self._per_source_burst
+        self._sources[source] = bucket
+        if len(self._sources) > self._max_sources:
+            # Only reachable under a spoofed-source storm; forgetting the stalest
+            # source errs towards answering, and the total bucket still caps it.
+            self._sources.popitem(last=False)
+        return bucket.take(now) and self._total.take(now)
+
+    def _forget_refilled(self, now: float) -> None:
+        refill_s = self._per_source_burst / self._per_source_per_s
+        while self._sources:
+            bucket = next(iter(self._sources.values()))
+            if now - bucket.updated < refill_s:
+                break
+            self._sources.popitem(last=False)

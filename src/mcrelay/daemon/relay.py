@@ -1,0 +1,364 @@
+"""The relay: one receive loop, a task per message in reassembly, crypto off the loop.
+
+The receive loop decodes and dispatches each datagram synchronously and never
+waits on crypto: a completed message goes to its own task, which decrypts and
+re-encrypts in worker threads under a ``CapacityLimiter``. Everything the relay
+sends goes through one bounded outbox drained by the send task. When a bound is
+reached the datagram or message is dropped and counted, never queued without end.
+"""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mcrelay.daemon.config import RelayConfig
+from mcrelay.daemon.ratelimit import AnswerLimiter
+from mcrelay.daemon.registry import Client, ClientRegistry, Registration, RegistryFull
+from mcrelay.daemon.stats import RelayCounters
+from mcrelay.protocol import crypto, legacy
+from mcrelay.protocol.addresses import Address, format_address
+from mcrelay.protocol.errors import DropReason, RemoteProtocolError
+from mcrelay.protocol.events import (
+    ClientKey,
+    DisconnectRequest,
+    FragmentReceived,
+    Ignored,
+    Keepalive,
+    KeyRequest,
+)
+from mcrelay.protocol.reassembly import Complete, MessageKey, Reassembler, Rejected
+
+log = logging.getLogger(__name__)
+
+MAX_DATAGRAM_BYTES = 65535
+CLEANUP_INTERVAL_S = 1.0
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A message in reassembly, as its task sees it."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    admitted: tuple[Client, bytes, "_Turn"] | None = None
+
+
+@dataclass(slots=True)
+class _Turn:
+    """A sender's messages fan out in the order they completed, though they decrypt in parallel."""
+
+    previous: trio.Event | None
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class Relay:
+    def __init__(self, config: RelayConfig, sock: trio.socket.SocketType, key: rsa.RSAPrivateKey):
+        self.config = config
+        self._sock = sock
+        self._key = key
+        self.address: Address = sock.getsockname()[:2]
+        public_key = key.public_key()
+        self.fingerprint = crypto.fingerprint(public_key)
+        self._server_key = legacy.server_key(public_key)
+        self.registry = ClientRegistry(max_clients=config.max_clients)
+        self.reassembler = Reassembler(
+            timeout_s=config.reassembly_timeout_s,
+            max_fragments=legacy.max_fragments(public_key, config.max_message_bytes),
+            max_messages_per_source=config.max_messages_per_source,
+            max_total_bytes=config.max_reassembly_bytes,
+        )
+        self._answers = AnswerLimiter(
+            per_source_burst=config.key_answers_per_source_burst,
+            per_source_per_s=config.key_answers_per_source_per_s,
+            total_burst=config.key_answers_total_burst,
+            total_per_s=config.key_answers_total_per_s,
+        )
+        self.counters = RelayCounters()
+        self._crypto = trio.CapacityLimiter(config.crypto_workers)
+        self._outbox, self._outbox_drain = trio.open_memory_channel[tuple[bytes, Address]](
+            config.send_queue_datagrams
+        )
+        self._waiting: dict[MessageKey, _Waiting] = {}
+        self._last_turn: dict[Address, _Turn] = {}
+        self._pending_relays = 0
+        self._nursery: trio.Nursery | None = None
+        self._handlers: dict[type[Any], Callable[[Any, Address, float], None]] = {
+            KeyRequest: self._on_key_request,
+            ClientKey: self._on_client_key,
+            FragmentReceived: self._on_fragment,
+            DisconnectRequest: self._on_disconnect,
+            Keepalive: self._on_keepalive,
+            Ignored: self._on_ignored,
+        }
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._send_loop)
+            nursery.start_soon(self._cleanup_loop)
+            nursery.start_soon(self._receive_loop)
+            task_status.started()
+
+    def statistics(self) -> dict[str, object]:
+        return {
+            "clients": len(self.registry),
+            "reassembly_in_flight": self.reassembler.in_flight,
+            "reassembly_bytes": self.reassembler.buffered_bytes,
+            "pending_relays": self._pending_relays,
+            "send_queue": self._outbox.statistics().current_buffer_used,
+            **self.counters.snapshot(),
+        }
+
+    def remove(self, address: Address, reason: str) -> Client | None:
+        """Remove a client and tell every other client it left."""
+        client = self.registry.remove(address)
+        if client is not None:
+            self._client_left(client, reason)
+        return client
+
+    async def fan_out(self, sender: Address, plaintext: bytes, recipients: list[Client]) -> int:
+        """Encrypt ``plaintext`` for each recipient and queue it; return the copies queued."""
+        fits: list[Client] = []
+        for client in recipients:
+            if legacy.relayed_size(client.key, sender, len(plaintext)) > legacy.MAX_UDP_PAYLOAD:
+                self._drop(DropReason.DATAGRAM_TOO_LARGE, client.address)
+            else:
+                fits.append(client)
+        workers = max(1, min(len(fits), self.config.crypto_workers))
+        batches = [fits[i::workers] for i in range(workers)]
+        sealed: list[list[bytes]] = [[] for _ in batches]
+
+        async def seal(index: int) -> None:
+            sealed[index] = await trio.to_thread.run_sync(
+                _seal_batch, sender, plaintext, batches[index], limiter=self._crypto
+            )
+
+        async with trio.open_nursery() as nursery:
+            for index in range(len(batches)):
+                nursery.start_soon(seal, index)
+        for batch, datagrams in zip(batches, sealed, strict=True):
+            for client, datagram in zip(batch, datagrams, strict=True):
+                await self._outbox.send((datagram, client.address))
+                client.messages_out += 1
+                client.bytes_out += len(datagram)
+        self.counters.messages_relayed += 1
+        self.counters.copies_sent += len(fits)
+        return len(fits)
+
+    # The receive path: synchronous from here down to the per-message tasks.
+
+    async def _receive_loop(self) -> None:
+        while True:
+            try:
+                data, source = await self._sock.recvfrom(MAX_DATAGRAM_BYTES)
+            except OSError as exc:
+                log.warning("receive failed: %s", exc)
+                continue
+            self.handle_datagram(data, (source[0], source[1]), trio.current_time())
+
+    def handle_datagram(self, data: bytes, source: Address, now: float) -> None:
+        self.counters.datagrams_in += 1
+        self.counters.bytes_in += len(data)
+        try:
+            events = legacy.decode_client_datagram_untrusted(data)
+        except RemoteProtocolError as exc:
+            self._drop(exc.reason, source, exc)
+            return
+        client = self.registry.get(source)
+        if client is not None:
+            self.registry.touch(source, now)
+            client.bytes_in += len(data)
+        for event in events:
+            self._handlers[type(event)](event, source, now)
+
+    def _on_key_request(self, _event: KeyRequest, source: Address, now: float) -> None:
+        if self._answers.allow(source, now):
+            self._send_nowait(self._server_key, source)
+        else:
+            self._drop(DropReason.RATE_LIMITED, source)
+
+    def _on_client_key(self, event: ClientKey, source: Address, now: float) -> None:
+        try:
+            key = crypto.load_public_key_untrusted(event.pem)
+            outcome = self.registry.register(source, key, now)
+        except RemoteProtocolError as exc:
+            log.info("refused key from %s: %s", format_address(source), exc)
+            self._drop(exc.reason, source, exc)
+            return
+        except RegistryFull as exc:
+            self._drop(DropReason.REGISTRY_FULL, source, exc)
+            return
+        if outcome is Registration.REFRESHED:
+            return
+        log.info(
+            "client %s %s",
+            format_address(source),
+            "joined" if outcome is Registration.NEW else "re-keyed",
+        )
+        joined = legacy.peer_joined(source)
+        for other in self.registry.others(source):
+            self._send_nowait(joined, other.address)
+            if outcome is Registration.NEW:
+                self._send_nowait(legacy.peer_joined(other.address), source)
+
+    def _on_fragment(self, event: FragmentReceived, source: Address, now: float) -> None:
+        if source not in self.registry:
+            self._drop(DropReason.UNREGISTERED, source)
+            return
+        self._expire_reassembly(now)
+        outcome = self.reassembler.add(source, event.fragment, now)
+        if isinstance(outcome, Rejected):
+            self._drop(outcome.reason, source)
+            if outcome.ended:
+                self._wake((source, event.fragment.msg_id))
+        elif isinstance(outcome, Complete):
+            self._on_complete(outcome)
+        elif outcome.new:
+            waiting = self._waiting[outcome.key] = _Waiting()
+            self._spawn(self._reassemble, outcome.key, outcome.deadline, waiting)
+
+    def _on_complete(self, outcome: Complete) -> None:
+        waiting = self._waiting.pop(outcome.key, None)
+        admitted = self._admit(outcome.key[0])
+        if waiting is None:
+            if admitted is not None:
+                self._spawn(self._relay, *admitted, outcome.payload)
+            return
+        if admitted is not None:
+            waiting.admitted = (admitted[0], outcome.payload, admitted[1])
+        waiting.done.set()
+
+    def _on_disconnect(self, _event: DisconnectRequest, source: Address, _now: float) -> None:
+        if self.remove(source, "disconnect") is None:
+            self._drop(DropReason.UNREGISTERED, source)
+
+    def _on_keepalive(self, _event: Keepalive, source: Address, _now: float) -> None:
+        if source not in self.registry:
+            self._drop(DropReason.UNREGISTERED, source)
+
+    def _on_ignored(self, event: Ignored, source: Address, _now: float) -> None:
+        self._drop(DropReason.UNKNOWN_TYPE, source, f"TLV type {event.type}")
+
+    def _wake(self, key: MessageKey) -> None:
+        """End the wait of a message's task: its message completed, failed or timed out."""
+        waiting = self._waiting.pop(key, None)
+        if waiting is not None:
+            waiting.done.set()
+
+    def _admit(self, source: Address) -> tuple[Client, "_Turn"] | None:
+        """Admit a completed message to the crypto stage, or drop it and say why."""
+        client = self.registry.get(source)
+        if client is None:
+            self._drop(DropReason.SENDER_GONE, source)
+            return None
+        if self._pending_relays >= self.config.max_pending_relays:
+            self._drop(DropReason.OVERLOADED, source)
+            return None
+        client.messages_in += 1
+        client.relays_in_flight += 1
+        self._pending_relays += 1
+        previous = self._last_turn.get(source)
+        turn = self._last_turn[source] = _Turn(previous.done if previous else None)
+        return client, turn
+
+    def _expire_reassembly(self, now: float) -> None:
+        for key in self.reassembler.expire(now):
+            self._drop(DropReason.REASSEMBLY_TIMEOUT, key[0])
+            self._wake(key)
+
+    # Per-message tasks.
+
+    async def _reassemble(self, key: MessageKey, deadline: float, waiting: _Waiting) -> None:
+        with trio.move_on_at(deadline):
+            await waiting.done.wait()
+        if waiting.admitted is None:
+            self._expire_reassembly(trio.current_time())
+            return
+        sender, payload, turn = waiting.admitted
+        await self._relay(sender, turn, payload)
+
+    async def _relay(self, sender: Client, turn: _Turn, payload: bytes) -> None:
+        """Decrypt, handle the legacy control words, fan out. Admitted by ``_admit``."""
+        source = sender.address
+        try:
+            try:
+                plaintext = await trio.to_thread.run_sync(
+                    legacy.decrypt_payload_untrusted, self._key, payload, limiter=self._crypto
+                )
+            except RemoteProtocolError as exc:
+                self._drop(exc.reason, source, exc)
+                return
+            if turn.previous is not None:
+                await turn.previous.wait()
+            if len(plaintext) > self.config.max_message_bytes:
+                self._drop(DropReason.TOO_LARGE, source)
+            elif plaintext == legacy.CONNECT_WORD:
+                self.registry.touch(source, trio.current_time())
+            elif plaintext == legacy.DISCONNECT_WORD:
+                self.remove(source, "disconnect")
+            else:
+                await self.fan_out(source, plaintext, self.registry.others(source))
+        finally:
+            turn.done.set()
+            if self._last_turn.get(source) is turn:
+                del self._last_turn[source]
+            self._pending_relays -= 1
+            sender.relays_in_flight -= 1
+            if sender.left_reason is not None and not sender.relays_in_flight:
+                self._announce_left(source, sender.left_reason)
+
+    # Sending and housekeeping.
+
+    def _send_nowait(self, datagram: bytes, address: Address) -> None:
+        try:
+            self._outbox.send_nowait((datagram, address))
+        except trio.WouldBlock:
+            self._drop(DropReason.SEND_QUEUE_FULL, address)
+
+    async def _send_loop(self) -> None:
+        async for datagram, address in self._outbox_drain:
+            try:
+                await self._sock.sendto(datagram, address)
+            except OSError as exc:
+                self._drop(DropReason.SEND_FAILED, address, exc)
+            else:
+                self.counters.datagrams_out += 1
+                self.counters.bytes_out += len(datagram)
+
+    async def _cleanup_loop(self) -> None:
+        while True:
+            await trio.sleep(min(CLEANUP_INTERVAL_S, self.config.client_timeout_s / 4))
+            now = trio.current_time()
+            for client in self.registry.expire(now, self.config.client_timeout_s):
+                self._client_left(client, "timeout")
+
+    def _client_left(self, client: Client, reason: str) -> None:
+        """Announce a removal, after the client's messages in flight have gone out."""
+        if client.relays_in_flight:
+            client.left_reason = reason
+        else:
+            self._announce_left(client.address, reason)
+
+    def _announce_left(self, address: Address, reason: str) -> None:
+        log.info("client %s left (%s)", format_address(address), reason)
+        left = legacy.peer_left(address)
+        for other in self.registry:
+            self._send_nowait(left, other.address)
+
+    def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        assert self._nursery is not None, "Relay.run() is not running"
+        self._nursery.start_soon(fn, *args)
+
+    def _drop(self, reason: DropReason, source: Address, detail: object = None) -> None:
+        self.counters.dropped[reason] += 1
+        log.debug(
+            "dropped %s from %s%s", reason, format_address(source), f": {detail}" if detail else ""
+        )
+
+
+def _seal_batch(sender: Address, plaintext: bytes, clients: list[Client]) -> list[bytes]:
+    """Runs in a worker thread: one relayed datagram per client."""
+    return [legacy.relayed_message(client.key, sender, plaintext) for client in clients]

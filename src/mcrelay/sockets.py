@@ -1,0 +1,61 @@
+"""UDP sockets for the relay and for participants, with their multicast options."""
+
+import logging
+import socket
+
+import trio
+
+log = logging.getLogger(__name__)
+
+RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
+MULTICAST_TTL = 1
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+def _set_receive_buffer(sock: trio.socket.SocketType, wanted: int) -> int:
+    """Ask for ``wanted`` bytes of receive buffer; return what the kernel granted.
+
+    SO_RCVBUFFORCE passes ``net.core.rmem_max`` but needs CAP_NET_ADMIN; without it
+    SO_RCVBUF gets at most that sysctl. Linux reports twice the size it books.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, wanted)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, wanted)
+    granted: int = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    return granted
+
+
+async def open_relay_socket(
+    *, group: str, port: int, interface: str, receive_buffer_bytes: int
+) -> tuple[trio.socket.SocketType, int]:
+    """Bind ``0.0.0.0:port``, join ``group`` on ``interface``; return the socket and its buffer."""
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        await sock.bind(("0.0.0.0", port))
+        membership = socket.inet_aton(group) + socket.inet_aton(interface)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
+        granted = _set_receive_buffer(sock, receive_buffer_bytes)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, granted
+
+
+async def open_client_socket(
+    *, interface: str, ttl: int = MULTICAST_TTL, receive_buffer_bytes: int = RECEIVE_BUFFER_BYTES
+) -> trio.socket.SocketType:
+    """An ephemeral unicast socket that sends multicast out of ``interface``."""
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        await sock.bind((interface, 0))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+        _set_receive_buffer(sock, receive_buffer_bytes)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

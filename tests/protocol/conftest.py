@@ -1,0 +1,32 @@
+"""Shared fixtures: the legacy test vectors (always from ``tests/data``) and their keys."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mcrelay.protocol import crypto
+
+VECTORS_PATH = Path(__file__).resolve().parents[1] / "data" / "legacy-vectors.json"
+
+
+def load_vectors() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
+    return data
+
+
+@pytest.fixture(scope="session")
+def vectors() -> dict[str, Any]:
+    return load_vectors()
+
+
+@pytest.fixture(scope="session")
+def relay_key(vectors: dict[str, Any]) -> rsa.RSAPrivateKey:
+    return crypto.load_private_key_pem(vectors["keys"]["relay_private_pem"].encode("ascii"))
+
+
+@pytest.fixture(scope="session")
+def client_key(vectors: dict[str, Any]) -> rsa.RSAPrivateKey:
+    return crypto.load_private_key_pem(vectors["keys"]["client_private_pem"].encode("ascii"))

@@ -1,0 +1,130 @@
+"""Shared test helpers: a relay on loopback, participants, and a raw peer for crafted datagrams.
+
+Rules for every test: loopback only (multicast interface pinned to 127.0.0.1),
+port 0, no real sleep longer than a few milliseconds, no timing asserts; waits
+are bounded by ``trio.fail_after`` and pytest-timeout.
+"""
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mcrelay.client import Participant, ParticipantEvent, open_participant
+from mcrelay.daemon.config import RelayConfig
+from mcrelay.daemon.relay import Relay
+from mcrelay.daemon.service import serve
+from mcrelay.protocol import crypto, legacy
+from mcrelay.protocol.addresses import Address
+from mcrelay.protocol.events import ClientEvent, ServerKey
+from mcrelay.sockets import open_client_socket
+
+GROUP = "224.1.1.1"
+LOOPBACK = "127.0.0.1"
+WAIT_S = 10.0
+"""Upper bound on any wait in a test; reached only when something is broken."""
+
+
+def write_key(path: Path, key: rsa.RSAPrivateKey) -> Path:
+    path.write_bytes(crypto.private_key_to_pem(key))
+    path.chmod(0o600)
+    return path
+
+
+def relay_config(key_file: Path, **overrides: Any) -> RelayConfig:
+    return RelayConfig(group=GROUP, port=0, interface=LOOPBACK, key_file=key_file, **overrides)
+
+
+@asynccontextmanager
+async def running_relay(config: RelayConfig) -> AsyncIterator[Relay]:
+    async with trio.open_nursery() as nursery:
+        relay: Relay = await nursery.start(serve, config)
+        yield relay
+        nursery.cancel_scope.cancel()
+
+
+def join(
+    relay: Relay, key: rsa.RSAPrivateKey, **overrides: Any
+) -> AbstractAsyncContextManager[Participant]:
+    options: dict[str, Any] = {"retry_interval_s": 0.2, "keepalive_interval_s": 1.0}
+    options.update(overrides)
+    return open_participant(
+        destination=(GROUP, relay.address[1]), interface=LOOPBACK, key=key, **options
+    )
+
+
+async def next_event(participant: Participant) -> ParticipantEvent:
+    with trio.fail_after(WAIT_S):
+        return await participant.events.receive()
+
+
+async def events_until(
+    participant: Participant, done: Callable[[ParticipantEvent], bool]
+) -> list[ParticipantEvent]:
+    """Every event up to and including the first for which ``done`` is true."""
+    seen: list[ParticipantEvent] = []
+    while True:
+        seen.append(await next_event(participant))
+        if done(seen[-1]):
+            return seen
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    """Poll a condition every few milliseconds (for counters the relay updates)."""
+    with trio.fail_after(WAIT_S):
+        while not condition():  # noqa: ASYNC110 - counters have no event to wait on
+            await trio.sleep(0.005)
+
+
+def dropped(relay: Relay, reason: str) -> int:
+    counts = relay.statistics()["dropped"]
+    assert isinstance(counts, dict)
+    value = counts[reason]
+    assert isinstance(value, int)
+    return value
+
+
+class RawPeer:
+    """A hand-driven client socket, for datagrams a real participant would never send."""
+
+    def __init__(self, sock: trio.socket.SocketType, relay: Relay, key: rsa.RSAPrivateKey):
+        self.sock = sock
+        self.relay = relay
+        self.key = key
+        self.relay_key: rsa.RSAPublicKey | None = None
+
+    @property
+    def address(self) -> Address:
+        host, port = self.sock.getsockname()[:2]
+        return (host, port)
+
+    async def send(self, *datagrams: bytes) -> None:
+        for datagram in datagrams:
+            await self.sock.sendto(datagram, (GROUP, self.relay.address[1]))
+
+    async def receive(self) -> list[ClientEvent]:
+        with trio.fail_after(WAIT_S):
+            data, _source = await self.sock.recvfrom(65535)
+        return legacy.decode_relay_datagram_untrusted(data)
+
+    async def register(self) -> None:
+        await self.send(legacy.key_request())
+        (answer,) = await self.receive()
+        assert isinstance(answer, ServerKey)
+        self.relay_key = crypto.load_public_key_untrusted(answer.pem)
+        await self.send(legacy.client_key(self.key.public_key()))
+        await wait_until(lambda: self.address in self.relay.registry)
+
+    def message(self, text: bytes, msg_id: bytes = b"\x00\x00\x00\x01") -> list[bytes]:
+        assert self.relay_key is not None
+        return legacy.message_datagrams(self.relay_key, text, msg_id)
+
+
+@asynccontextmanager
+async def raw_peer(relay: Relay, key: rsa.RSAPrivateKey) -> AsyncIterator[RawPeer]:
+    sock = await open_client_socket(interface=LOOPBACK)
+    with sock:
+        yield RawPeer(sock, relay, key)
