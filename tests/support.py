@@ -112,8 +112,8 @@ class RawPeer:
 
     async def register(self) -> None:
         await self.send(legacy.key_request())
-        (answer,) = await self.receive()
-        assert isinstance(answer, ServerKey)
+        while not isinstance(answer := (await self.receive())[0], ServerKey):
+            pass  # notices meant for an earlier registration
         self.relay_key = crypto.load_public_key_untrusted(answer.pem)
         await self.send(legacy.client_key(self.key.public_key()))
         await wait_until(lambda: self.address in self.relay.registry)

@@ -11,7 +11,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from mcrelay.protocol import crypto
 from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
 
-OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+OAEP = padding.OAEP(
+    mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None
+)
 
 
 def synthetic_public_key(bits: int, seed: int = 0) -> rsa.RSAPublicKey:
@@ -206,7 +208,9 @@ def test_fingerprint_is_unpadded_base64_sha256_of_der_spki(
     assert "=" not in body
     assert base64.b64decode(body + "=") == hashlib.sha256(der).digest()
     assert crypto.fingerprint(client_key.public_key()) != fp
-    assert crypto.fingerprint(crypto.load_public_key_untrusted(crypto.public_key_to_pem(public))) == fp
+    assert (
+        crypto.fingerprint(crypto.load_public_key_untrusted(crypto.public_key_to_pem(public))) == fp
+    )
 
 
 def test_private_key_pem_round_trips(relay_key: rsa.RSAPrivateKey) -> None:

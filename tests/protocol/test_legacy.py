@@ -94,9 +94,7 @@ def test_unknown_and_wrong_direction_types_are_ignored_by_the_relay(type_: int) 
 
 
 def test_several_tlvs_in_one_datagram_relay_side() -> None:
-    data = b"".join(
-        [encode_tlv(4, b"pem"), encode_tlv(42, b"x"), encode_tlv(7), encode_tlv(9)]
-    )
+    data = b"".join([encode_tlv(4, b"pem"), encode_tlv(42, b"x"), encode_tlv(7), encode_tlv(9)])
     assert legacy.decode_client_datagram_untrusted(data) == [
         ClientKey(b"pem"),
         Ignored(42),

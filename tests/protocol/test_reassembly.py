@@ -120,9 +120,7 @@ def test_invalid_numbers_drop_the_fragment(seq: int, total: int) -> None:
 def test_max_fragments_is_configurable() -> None:
     r = make(max_fragments=4)
     assert r.add(SRC, frag(0, 5, msg_id=b"five"), 0.0) == INVALID
-    assert r.add(SRC, frag(0, 4, msg_id=b"four"), 0.0) == Pending(
-        (SRC, b"four"), TIMEOUT, new=True
-    )
+    assert r.add(SRC, frag(0, 4, msg_id=b"four"), 0.0) == Pending((SRC, b"four"), TIMEOUT, new=True)
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,9 @@ def test_header_is_two_big_endian_u16() -> None:
 
 def test_encode_tlvs_concatenates() -> None:
     tlvs = [Tlv(9, b""), Tlv(0xFFFF, b"xyz"), Tlv(0, b"\x00")]
-    assert encode_tlvs(tlvs) == b"\x00\x09\x00\x00" + b"\xff\xff\x00\x03xyz" + b"\x00\x00\x00\x01\x00"
+    assert (
+        encode_tlvs(tlvs) == b"\x00\x09\x00\x00" + b"\xff\xff\x00\x03xyz" + b"\x00\x00\x00\x01\x00"
+    )
     assert encode_tlvs([]) == b""
 
 

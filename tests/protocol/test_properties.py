@@ -1,0 +1,308 @@
+"""Property tests: round trips, and that untrusted decoders fail only the documented way."""
+
+import ipaddress
+import random
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mcrelay.protocol import crypto, legacy
+from mcrelay.protocol.addresses import (
+    Address,
+    decode_address_untrusted,
+    encode_address,
+    format_address,
+    parse_address,
+)
+from mcrelay.protocol.errors import DropReason, RemoteProtocolError
+from mcrelay.protocol.events import FragmentReceived
+from mcrelay.protocol.fragments import (
+    FRAGMENT_SIZE,
+    MAX_FRAGMENTS,
+    Fragment,
+    decode_fragment_untrusted,
+    encode_fragment,
+    split_payload,
+)
+from mcrelay.protocol.reassembly import Complete, MessageKey, Pending, Reassembler, Rejected
+from mcrelay.protocol.tlv import Tlv, decode_tlvs_untrusted, encode_tlv, encode_tlvs
+
+FAST = settings(deadline=None, max_examples=300)
+SLOW = settings(deadline=None, max_examples=50)  # anything that may run RSA
+
+u16 = st.integers(0, 0xFFFF)
+tlvs = st.builds(Tlv, u16, st.binary(max_size=300))
+ports = st.integers(0, 0xFFFF)
+ips = st.ip_addresses()
+addresses = st.tuples(ips.map(str), ports)
+msg_ids = st.binary(min_size=4, max_size=4)
+
+# Datagrams that are often well framed, so decoders get past the framing into the values.
+interesting_types = st.sampled_from([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 0xFFFF])
+interesting_values = st.one_of(
+    st.binary(max_size=40),
+    st.sampled_from([6, 7, 8, 18, 19]).flatmap(lambda n: st.binary(min_size=n, max_size=n)),
+)
+framed = st.lists(st.builds(encode_tlv, interesting_types, interesting_values), max_size=5).map(
+    b"".join
+)
+datagrams = st.one_of(
+    st.binary(max_size=200),
+    framed,
+    st.tuples(framed, st.integers(1, 5)).map(lambda t: t[0][: -t[1]]),  # cut short
+)
+
+
+# --- round trips ------------------------------------------------------------------------
+
+
+@FAST
+@given(st.lists(tlvs, min_size=1, max_size=8))
+def test_tlv_round_trip(items: list[Tlv]) -> None:
+    assert decode_tlvs_untrusted(encode_tlvs(items)) == items
+
+
+@FAST
+@given(ips, ports)
+def test_address_round_trip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> None:
+    address = (str(ip), port)
+    wire = encode_address(address)
+    assert len(wire) == (6 if ip.version == 4 else 18)
+    assert decode_address_untrusted(wire) == address
+    assert parse_address(format_address(address)) == address
+
+
+@FAST
+@given(st.one_of(st.binary(min_size=6, max_size=6), st.binary(min_size=18, max_size=18)))
+def test_any_address_bytes_round_trip(wire: bytes) -> None:
+    assert encode_address(decode_address_untrusted(wire)) == wire
+
+
+@FAST
+@given(msg_ids, u16, u16, st.binary(max_size=FRAGMENT_SIZE + 50))
+def test_fragment_round_trip(msg_id: bytes, seq: int, total: int, piece: bytes) -> None:
+    fragment = Fragment(msg_id, seq, total, piece)
+    datagram = encode_fragment(fragment)
+    assert decode_fragment_untrusted(datagram[4:]) == fragment
+    assert legacy.decode_client_datagram_untrusted(datagram) == [FragmentReceived(fragment)]
+
+
+@FAST
+@given(
+    st.integers(0, MAX_FRAGMENTS * FRAGMENT_SIZE),
+    msg_ids,
+    st.randoms(use_true_random=False),
+)
+def test_split_and_reassemble_in_any_order_with_duplicates(
+    length: int, msg_id: bytes, rnd: random.Random
+) -> None:
+    payload = rnd.randbytes(length)
+    fragments = split_payload(payload, msg_id)
+    assert len(fragments) == max(1, -(-length // FRAGMENT_SIZE))
+    order = list(range(len(fragments)))
+    order += rnd.choices(order, k=rnd.randint(0, 5))
+    rnd.shuffle(order)
+    reassembler = Reassembler(timeout_s=5.0)
+    source: Address = ("10.0.0.1", 1)
+    seen: set[int] = set()
+    completions = 0
+    for seq in order:
+        outcome = reassembler.add(source, fragments[seq], now=0.0)
+        if len(seen) == len(fragments):
+            assert outcome == Rejected(DropReason.LATE_FRAGMENT)
+        elif seq in seen:
+            assert outcome == Rejected(DropReason.DUPLICATE_FRAGMENT)
+        elif len(seen) + 1 == len(fragments):
+            assert outcome == Complete((source, msg_id), payload)
+            completions += 1
+        else:
+            assert outcome == Pending((source, msg_id), 5.0, new=not seen)
+        seen.add(seq)
+        assert 0 <= reassembler.buffered_bytes <= reassembler.max_total_bytes
+    assert completions == 1
+    assert reassembler.in_flight == 0
+    assert reassembler.buffered_bytes == 0
+
+
+# --- untrusted input fails only with RemoteProtocolError -----------------------------
+
+
+@FAST
+@given(datagrams)
+def test_tlv_decoder_on_any_bytes(data: bytes) -> None:
+    try:
+        items = decode_tlvs_untrusted(data)
+    except RemoteProtocolError as exc:
+        assert exc.reason is DropReason.MALFORMED
+    else:
+        assert encode_tlvs(items) == data
+
+
+@FAST
+@given(datagrams)
+def test_client_datagram_decoder_on_any_bytes(data: bytes) -> None:
+    try:
+        legacy.decode_client_datagram_untrusted(data)
+    except RemoteProtocolError as exc:
+        assert exc.reason is DropReason.MALFORMED
+
+
+@FAST
+@given(datagrams)
+def test_relay_datagram_decoder_on_any_bytes(data: bytes) -> None:
+    try:
+        legacy.decode_relay_datagram_untrusted(data)
+    except RemoteProtocolError as exc:
+        assert exc.reason is DropReason.MALFORMED
+
+
+@FAST
+@given(st.binary(max_size=40))
+def test_address_decoder_on_any_bytes(data: bytes) -> None:
+    try:
+        decode_address_untrusted(data)
+    except RemoteProtocolError as exc:
+        assert exc.reason is DropReason.MALFORMED
+
+
+@FAST
+@given(st.binary(max_size=40))
+def test_fragment_decoder_on_any_bytes(data: bytes) -> None:
+    try:
+        fragment = decode_fragment_untrusted(data)
+    except RemoteProtocolError as exc:
+        assert exc.reason is DropReason.MALFORMED
+        assert len(data) < 8
+    else:
+        assert encode_fragment(fragment)[4:] == data
+
+
+address_like_text = st.one_of(
+    st.text(max_size=60),
+    st.text(alphabet="0123456789abcdefABCDEF.:[]%-+ \u0665\u00b2", max_size=60),
+    st.tuples(addresses, st.text(max_size=3)).map(lambda t: format_address(t[0]) + t[1]),
+)
+
+
+@FAST
+@given(address_like_text)
+def test_parse_address_on_any_text(text: str) -> None:
+    try:
+        address = parse_address(text)
+    except ValueError:
+        return
+    assert parse_address(format_address(address)) == address
+
+
+@FAST
+@given(
+    st.one_of(
+        st.binary(max_size=600),
+        st.binary(max_size=300).map(
+            lambda b: b"-----BEGIN PUBLIC KEY-----\n" + b + b"\n-----END PUBLIC KEY-----\n"
+        ),
+    )
+)
+def test_public_key_loader_on_any_bytes(data: bytes) -> None:
+    try:
+        crypto.load_public_key_untrusted(data)
+    except RemoteProtocolError as exc:
+        assert exc.reason is DropReason.BAD_KEY
+
+
+# --- the reassembler under random traffic --------------------------------------------
+
+SOURCES: list[Address] = [("10.0.0.1", 1), ("10.0.0.2", 2), ("10.0.0.3", 3)]
+TIMEOUT = 5.0
+operations = st.lists(
+    st.tuples(
+        st.integers(0, 9),  # 0: expire, else: add
+        st.sampled_from(SOURCES),
+        st.sampled_from([b"aaaa", b"bbbb", b"cccc"]),
+        st.integers(0, 5),  # seq
+        st.integers(0, 6),  # total (max_fragments is 5)
+        st.sampled_from([b"", b"x", b"y" * 100, b"z" * 300]),
+        st.sampled_from([0.0, 0.0, 0.5, 1.0, 2.5, 5.0, 6.0]),  # time step
+    ),
+    max_size=80,
+)
+
+
+@FAST
+@given(operations)
+def test_reassembler_under_random_traffic(
+    ops: list[tuple[int, Address, bytes, int, int, bytes, float]],
+) -> None:
+    reassembler = Reassembler(
+        timeout_s=TIMEOUT, max_fragments=5, max_messages_per_source=2, max_total_bytes=2500
+    )
+    now = 0.0
+    open_deadline: dict[MessageKey, float] = {}  # deadline of the pending message of a key
+    completed_until: dict[MessageKey, float] = {}  # deadline of the last completion of a key
+    for kind, source, msg_id, seq, total, piece, step in ops:
+        now += step
+        key = (source, msg_id)
+        if kind == 0:
+            for expired in reassembler.expire(now):
+                assert open_deadline.pop(expired) <= now
+        else:
+            outcome = reassembler.add(source, Fragment(msg_id, seq, total, piece), now)
+            if isinstance(outcome, Pending):
+                assert outcome.key == key
+                if outcome.new:
+                    assert outcome.deadline == now + TIMEOUT
+                    open_deadline[key] = outcome.deadline
+                else:
+                    assert outcome.deadline == open_deadline[key]
+            elif isinstance(outcome, Complete):
+                assert outcome.key == key
+                assert now >= completed_until.get(key, now), "completed twice before the deadline"
+                completed_until[key] = open_deadline.pop(key, now + TIMEOUT)
+            elif outcome.ended:
+                del open_deadline[key]
+        assert 0 <= reassembler.buffered_bytes <= reassembler.max_total_bytes
+        assert reassembler.in_flight == len(open_deadline)
+    reassembler.expire(now + TIMEOUT)
+    assert reassembler.in_flight == 0
+    assert reassembler.buffered_bytes == 0
+
+
+# --- RSA: few examples --------------------------------------------------------------
+
+RELAY_KEY: rsa.RSAPrivateKey = crypto.generate_private_key()
+ciphertext_like = st.binary(min_size=256, max_size=256)
+payloads = st.one_of(
+    st.binary(max_size=600),
+    st.lists(
+        st.builds(
+            encode_tlv,
+            st.sampled_from([3, 3, 3, 6]),
+            st.one_of(ciphertext_like, st.binary(max_size=300)),
+        ),
+        min_size=1,
+        max_size=3,
+    ).map(b"".join),
+)
+
+
+@SLOW
+@given(payloads)
+def test_payload_decryption_on_any_bytes(payload: bytes) -> None:
+    try:
+        legacy.decrypt_payload_untrusted(RELAY_KEY, payload)
+    except RemoteProtocolError as exc:
+        assert exc.reason in {DropReason.BAD_PAYLOAD, DropReason.DECRYPT_FAILED}
+
+
+@SLOW
+@given(
+    st.one_of(
+        st.binary(max_size=600), st.lists(ciphertext_like, min_size=1, max_size=2).map(b"".join)
+    )
+)
+def test_concatenated_decryption_on_any_bytes(value: bytes) -> None:
+    try:
+        crypto.decrypt_concatenated_untrusted(RELAY_KEY, value)
+    except RemoteProtocolError as exc:
+        assert exc.reason is DropReason.DECRYPT_FAILED
