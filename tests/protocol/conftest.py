@@ -1,6 +1,8 @@
 """Shared fixtures: the legacy test vectors (always from ``tests/data``) and their keys."""
 
 import json
+import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,3 +32,18 @@ def relay_key(vectors: dict[str, Any]) -> rsa.RSAPrivateKey:
 @pytest.fixture(scope="session")
 def client_key(vectors: dict[str, Any]) -> rsa.RSAPrivateKey:
     return crypto.load_private_key_pem(vectors["keys"]["client_private_pem"].encode("ascii"))
+
+
+def _synthetic_public_key(bits: int) -> rsa.RSAPublicKey:
+    n = (1 << (bits - 1)) | random.Random(bits).getrandbits(bits - 1) | 1
+    return rsa.RSAPublicNumbers(crypto.PUBLIC_EXPONENT, n).public_key()
+
+
+@pytest.fixture(scope="session")
+def synthetic_public_key() -> Callable[[int], rsa.RSAPublicKey]:
+    """Make an RSA public key of exactly ``bits`` bits, with no cost of finding primes.
+
+    Its modulus is not a product of two primes (nothing can decrypt for it), which
+    a public key cannot tell: good for size checks and for encrypting to measure.
+    """
+    return _synthetic_public_key

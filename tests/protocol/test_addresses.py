@@ -104,12 +104,6 @@ def test_parse_refuses_junk_with_a_readable_reason(text: str, says: str) -> None
         parse_address(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_address checks the port with str.isdigit(), which accepts non-ASCII "
-    "digits: '\\u0665' parses as port 5, '²' and 5000-digit ports fail inside int() "
-    "with an unreadable message",
-)
 @pytest.mark.parametrize(
     "text",
     [

@@ -31,12 +31,6 @@ CLIENT_BOUND = (5, 6, 10, 11, 12)
 RELAY_BOUND = (1, 4, 7, 8, 9)
 
 
-def synthetic_public_key(bits: int) -> rsa.RSAPublicKey:
-    """A public key of ``bits`` bits whose modulus is not a real RSA modulus (encrypt only)."""
-    n = (1 << (bits - 1)) | (0x5DEECE66D << 40) | 1
-    return rsa.RSAPublicNumbers(65537, n).public_key()
-
-
 def reassemble(datagrams: list[bytes]) -> bytes:
     reassembler = Reassembler(timeout_s=5.0)
     outcome = None
@@ -203,7 +197,9 @@ def test_relayed_message_round_trips(client_key: rsa.RSAPrivateKey, sender: Addr
 @pytest.mark.parametrize("bits", [2048, 3072, 4096])
 @pytest.mark.parametrize("length", [0, 1, 190, 191, 1000, legacy.MAX_MESSAGE_BYTES])
 @pytest.mark.parametrize("sender", [ALICE, BOB_V6])
-def test_relayed_size_is_the_datagram_size(bits: int, length: int, sender: Address) -> None:
+def test_relayed_size_is_the_datagram_size(
+    synthetic_public_key: Callable[[int], rsa.RSAPublicKey], bits: int, length: int, sender: Address
+) -> None:
     key = synthetic_public_key(bits)
     datagram = legacy.relayed_message(key, sender, b"m" * length)
     assert legacy.relayed_size(key, sender, length) == len(datagram)
@@ -227,7 +223,9 @@ def test_max_fragments_for_a_2048_bit_relay_key(relay_key: rsa.RSAPrivateKey) ->
 
 @pytest.mark.parametrize("bits", [2048, 3072, 4096])
 @pytest.mark.parametrize("length", [0, 190, 191, 5000, legacy.MAX_MESSAGE_BYTES])
-def test_max_fragments_matches_message_datagrams(bits: int, length: int) -> None:
+def test_max_fragments_matches_message_datagrams(
+    synthetic_public_key: Callable[[int], rsa.RSAPublicKey], bits: int, length: int
+) -> None:
     key = synthetic_public_key(bits)
     datagrams = legacy.message_datagrams(key, b"m" * length, MSG_ID)
     assert legacy.max_fragments(key, length) == len(datagrams)

@@ -2,6 +2,7 @@
 
 import ipaddress
 import random
+from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
@@ -28,7 +29,7 @@ from mcrelay.protocol.fragments import (
 from mcrelay.protocol.reassembly import Complete, MessageKey, Pending, Reassembler, Rejected
 from mcrelay.protocol.tlv import Tlv, decode_tlvs_untrusted, encode_tlv, encode_tlvs
 
-FAST = settings(deadline=None, max_examples=300)
+FAST = settings(deadline=None, max_examples=200)
 SLOW = settings(deadline=None, max_examples=50)  # anything that may run RSA
 
 u16 = st.integers(0, 0xFFFF)
@@ -91,13 +92,14 @@ def test_fragment_round_trip(msg_id: bytes, seq: int, total: int, piece: bytes) 
 @FAST
 @given(
     st.integers(0, MAX_FRAGMENTS * FRAGMENT_SIZE),
+    st.integers(0, 2**32),
     msg_ids,
     st.randoms(use_true_random=False),
 )
 def test_split_and_reassemble_in_any_order_with_duplicates(
-    length: int, msg_id: bytes, rnd: random.Random
+    length: int, seed: int, msg_id: bytes, rnd: random.Random
 ) -> None:
-    payload = rnd.randbytes(length)
+    payload = random.Random(seed).randbytes(length)  # cheaper than drawing 45 KB
     fragments = split_payload(payload, msg_id)
     assert len(fragments) == max(1, -(-length // FRAGMENT_SIZE))
     order = list(range(len(fragments)))
@@ -128,54 +130,55 @@ def test_split_and_reassemble_in_any_order_with_duplicates(
 # --- untrusted input fails only with RemoteProtocolError -----------------------------
 
 
+def reason_of(call: Callable[[], object]) -> DropReason | None:
+    """``None`` if the call returns, the drop reason if it raises ``RemoteProtocolError``.
+
+    Any other exception propagates, and fails the test.
+    """
+    try:
+        call()
+    except RemoteProtocolError as exc:
+        return exc.reason
+    return None
+
+
 @FAST
 @given(datagrams)
 def test_tlv_decoder_on_any_bytes(data: bytes) -> None:
-    try:
-        items = decode_tlvs_untrusted(data)
-    except RemoteProtocolError as exc:
-        assert exc.reason is DropReason.MALFORMED
-    else:
-        assert encode_tlvs(items) == data
+    reason = reason_of(lambda: decode_tlvs_untrusted(data))
+    assert reason in {None, DropReason.MALFORMED}
+    if reason is None:
+        assert encode_tlvs(decode_tlvs_untrusted(data)) == data
 
 
 @FAST
 @given(datagrams)
 def test_client_datagram_decoder_on_any_bytes(data: bytes) -> None:
-    try:
-        legacy.decode_client_datagram_untrusted(data)
-    except RemoteProtocolError as exc:
-        assert exc.reason is DropReason.MALFORMED
+    reason = reason_of(lambda: legacy.decode_client_datagram_untrusted(data))
+    assert reason in {None, DropReason.MALFORMED}
 
 
 @FAST
 @given(datagrams)
 def test_relay_datagram_decoder_on_any_bytes(data: bytes) -> None:
-    try:
-        legacy.decode_relay_datagram_untrusted(data)
-    except RemoteProtocolError as exc:
-        assert exc.reason is DropReason.MALFORMED
+    reason = reason_of(lambda: legacy.decode_relay_datagram_untrusted(data))
+    assert reason in {None, DropReason.MALFORMED}
 
 
 @FAST
 @given(st.binary(max_size=40))
 def test_address_decoder_on_any_bytes(data: bytes) -> None:
-    try:
-        decode_address_untrusted(data)
-    except RemoteProtocolError as exc:
-        assert exc.reason is DropReason.MALFORMED
+    reason = reason_of(lambda: decode_address_untrusted(data))
+    assert reason is (None if len(data) in (6, 18) else DropReason.MALFORMED)
 
 
 @FAST
 @given(st.binary(max_size=40))
 def test_fragment_decoder_on_any_bytes(data: bytes) -> None:
-    try:
-        fragment = decode_fragment_untrusted(data)
-    except RemoteProtocolError as exc:
-        assert exc.reason is DropReason.MALFORMED
-        assert len(data) < 8
-    else:
-        assert encode_fragment(fragment)[4:] == data
+    reason = reason_of(lambda: decode_fragment_untrusted(data))
+    assert reason is (None if len(data) >= 8 else DropReason.MALFORMED)
+    if reason is None:
+        assert encode_fragment(decode_fragment_untrusted(data))[4:] == data
 
 
 address_like_text = st.one_of(
@@ -205,10 +208,7 @@ def test_parse_address_on_any_text(text: str) -> None:
     )
 )
 def test_public_key_loader_on_any_bytes(data: bytes) -> None:
-    try:
-        crypto.load_public_key_untrusted(data)
-    except RemoteProtocolError as exc:
-        assert exc.reason is DropReason.BAD_KEY
+    assert reason_of(lambda: crypto.load_public_key_untrusted(data)) in {None, DropReason.BAD_KEY}
 
 
 # --- the reassembler under random traffic --------------------------------------------
@@ -225,7 +225,7 @@ operations = st.lists(
         st.sampled_from([b"", b"x", b"y" * 100, b"z" * 300]),
         st.sampled_from([0.0, 0.0, 0.5, 1.0, 2.5, 5.0, 6.0]),  # time step
     ),
-    max_size=80,
+    max_size=60,
 )
 
 
@@ -246,6 +246,7 @@ def test_reassembler_under_random_traffic(
         if kind == 0:
             for expired in reassembler.expire(now):
                 assert open_deadline.pop(expired) <= now
+            assert all(deadline > now for deadline in open_deadline.values())
         else:
             outcome = reassembler.add(source, Fragment(msg_id, seq, total, piece), now)
             if isinstance(outcome, Pending):
@@ -270,7 +271,6 @@ def test_reassembler_under_random_traffic(
 
 # --- RSA: few examples --------------------------------------------------------------
 
-RELAY_KEY: rsa.RSAPrivateKey = crypto.generate_private_key()
 ciphertext_like = st.binary(min_size=256, max_size=256)
 payloads = st.one_of(
     st.binary(max_size=600),
@@ -288,11 +288,9 @@ payloads = st.one_of(
 
 @SLOW
 @given(payloads)
-def test_payload_decryption_on_any_bytes(payload: bytes) -> None:
-    try:
-        legacy.decrypt_payload_untrusted(RELAY_KEY, payload)
-    except RemoteProtocolError as exc:
-        assert exc.reason in {DropReason.BAD_PAYLOAD, DropReason.DECRYPT_FAILED}
+def test_payload_decryption_on_any_bytes(relay_key: rsa.RSAPrivateKey, payload: bytes) -> None:
+    reason = reason_of(lambda: legacy.decrypt_payload_untrusted(relay_key, payload))
+    assert reason in {None, DropReason.BAD_PAYLOAD, DropReason.DECRYPT_FAILED}
 
 
 @SLOW
@@ -301,8 +299,6 @@ def test_payload_decryption_on_any_bytes(payload: bytes) -> None:
         st.binary(max_size=600), st.lists(ciphertext_like, min_size=1, max_size=2).map(b"".join)
     )
 )
-def test_concatenated_decryption_on_any_bytes(value: bytes) -> None:
-    try:
-        crypto.decrypt_concatenated_untrusted(RELAY_KEY, value)
-    except RemoteProtocolError as exc:
-        assert exc.reason is DropReason.DECRYPT_FAILED
+def test_concatenated_decryption_on_any_bytes(relay_key: rsa.RSAPrivateKey, value: bytes) -> None:
+    reason = reason_of(lambda: crypto.decrypt_concatenated_untrusted(relay_key, value))
+    assert reason in {None, DropReason.DECRYPT_FAILED}

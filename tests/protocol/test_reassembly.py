@@ -341,11 +341,6 @@ def test_buffered_bytes_never_pass_the_total_limit_under_a_flood() -> None:
     assert r.in_flight == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tombstones are forgotten in insertion (completion) order, not deadline order: "
-    "a key finished after one with a later deadline stays LATE past its own deadline",
-)
 def test_a_tombstone_ends_at_its_own_deadline_whatever_the_completion_order() -> None:
     r = make()
     a, b = b"aaaa", b"bbbb"

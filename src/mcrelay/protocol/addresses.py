@@ -56,6 +56,9 @@ def parse_address(text: str) -> Address:
         ip = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"{text!r}: {host!r} is not an IP address") from None
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 0xFFFF:
+    if (
+        not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5)
+        or int(port_text) > 0xFFFF
+    ):
         raise ValueError(f"{text!r}: port must be 0 to 65535")
     return (str(ip), int(port_text))

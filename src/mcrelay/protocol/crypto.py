@@ -128,7 +128,7 @@ def same_key(a: rsa.RSAPublicKey, b: rsa.RSAPublicKey) -> bool:
 
 
 def fingerprint(key: rsa.RSAPublicKey) -> str:
-    """``SHA256:`` and the unpadded base64 of the SHA-256 of the DER public key (as OpenSSH)."""
+    """``SHA256:`` and the unpadded base64 of the SHA-256 of the DER public key (in the format OpenSSH prints, over the DER SubjectPublicKeyInfo)."""
     der = key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

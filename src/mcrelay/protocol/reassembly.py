@@ -85,10 +85,16 @@ class Reassembler:
         return len(self._partials)
 
     def add(self, source: Address, fragment: Fragment, now: float) -> Outcome:
+        """Take one fragment. Call :meth:`expire` with the same ``now`` first, so that
+        a message past its deadline is dropped as timed out rather than completed."""
         key = (source, fragment.msg_id)
         self._forget_tombstones(now)
-        if key in self._tombstones:
-            return Rejected(DropReason.LATE_FRAGMENT)
+        buried_until = self._tombstones.get(key)
+        if buried_until is not None:
+            if buried_until > now:
+                return Rejected(DropReason.LATE_FRAGMENT)
+            # Tombstones leave in completion order; this one is past its own deadline.
+            del self._tombstones[key]
         partial = self._partials.get(key)
         if not self._valid_numbers(fragment) or (
             partial is not None and fragment.total != partial.total
@@ -128,15 +134,17 @@ class Reassembler:
 
     def _start(self, key: MessageKey, fragment: Fragment, now: float) -> Outcome:
         source = key[0]
+        deadline = now + self.timeout_s
+        if fragment.total == 1:
+            # Complete at once: never buffered, so no bound applies.
+            self._bury(key, deadline)
+            return Complete(key, fragment.piece)
         if self._per_source.get(source, 0) >= self.max_messages_per_source:
             return Rejected(DropReason.SOURCE_LIMIT)
-        partial = _Partial(fragment.total, now + self.timeout_s, {fragment.seq: fragment.piece})
+        partial = _Partial(fragment.total, deadline, {fragment.seq: fragment.piece})
         partial.charged += len(fragment.piece) + FRAGMENT_OVERHEAD_BYTES
         if self.buffered_bytes + partial.charged > self.max_total_bytes:
             return Rejected(DropReason.BUFFER_LIMIT)
-        if fragment.total == 1:
-            self._bury(key, partial.deadline)
-            return Complete(key, fragment.piece)
         self._partials[key] = partial
         self._per_source[source] = self._per_source.get(source, 0) + 1
         self.buffered_bytes += partial.charged
