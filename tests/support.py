@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcrelay.client import Participant, ParticipantEvent, open_participant
 from mcrelay.daemon.config import RelayConfig
 from mcrelay.daemon.relay import Relay
-from mcrelay.daemon.service import serve
+from mcrelay.daemon.service import Daemon, serve
 from mcrelay.protocol import crypto, legacy
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.events import ClientEvent, ServerKey
@@ -41,8 +41,8 @@ def relay_config(key_file: Path, **overrides: Any) -> RelayConfig:
 @asynccontextmanager
 async def running_relay(config: RelayConfig) -> AsyncIterator[Relay]:
     async with trio.open_nursery() as nursery:
-        relay: Relay = await nursery.start(serve, config)
-        yield relay
+        daemon: Daemon = await nursery.start(serve, config)
+        yield daemon.relay
         nursery.cancel_scope.cancel()
 
 

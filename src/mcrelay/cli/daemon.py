@@ -7,6 +7,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
+from mcrelay.api.server import DEFAULT_API, parse_api_address
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import (
     Parser,
@@ -116,11 +117,39 @@ def add_parser(subparsers: argparse._SubParsersAction[Parser], environ: Mapping[
         defaults.RECEIVE_BUFFER_BYTES,
         "socket receive buffer asked for",
     )
+    add_flag(
+        parser,
+        environ,
+        "--api",
+        api_address,
+        DEFAULT_API,
+        "control API: host:port, unix:/path or off",
+    )
+    add_flag(parser, environ, "--api-token-file", Path, None, "file holding the API's bearer token")
     add_flag(parser, environ, "--log-level", log_level, "info", "log level")
     parser.set_defaults(command=run)
 
 
+def api_address(text: str) -> str:
+    try:
+        parse_api_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def read_token(path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the API token file {path}: {exc}") from None
+    if not token or any(c.isspace() for c in token):
+        raise UsageError(f"the API token file {path} must hold one token, with no spaces")
+    return token
+
+
 def build_config(args: argparse.Namespace, environ: Mapping[str, str]) -> RelayConfig:
+    token = read_token(args.api_token_file) if args.api_token_file else None
     try:
         return RelayConfig(
             group=args.group,
@@ -135,6 +164,8 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str]) -> RelayC
             max_messages_per_source=args.max_messages_per_source,
             max_reassembly_bytes=args.max_reassembly_bytes,
             receive_buffer_bytes=args.receive_buffer_bytes,
+            api=args.api,
+            api_token=token,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None

@@ -4,6 +4,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mcrelay.api.server import ApiAddress, parse_api_address
 from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
 
 DEFAULT_GROUP = "224.1.1.1"
@@ -59,6 +60,10 @@ class RelayConfig:
     key_answers_per_source_per_s: float = KEY_ANSWERS_PER_SOURCE_PER_S
     key_answers_total_burst: int = KEY_ANSWERS_TOTAL_BURST
     key_answers_total_per_s: float = KEY_ANSWERS_TOTAL_PER_S
+    api: str = "off"
+    """Where the control API listens: ``host:port``, ``unix:/path`` or ``off``."""
+    api_token: str | None = None
+    """When set, every API request but the health checks needs it as a bearer token."""
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -84,3 +89,13 @@ class RelayConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        api = parse_api_address(self.api)
+        if api is not None and not api.is_loopback and not self.api_token:
+            raise ValueError(
+                f"refusing to serve the control API on {api} without a token: "
+                "give --api-token-file, or bind a loopback address or unix:/path"
+            )
+
+    @property
+    def api_address(self) -> ApiAddress | None:
+        return parse_api_address(self.api)

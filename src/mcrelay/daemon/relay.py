@@ -15,12 +15,14 @@ from typing import Any
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mcrelay.daemon.bans import BanList
 from mcrelay.daemon.config import RelayConfig
+from mcrelay.daemon.events import EventHub
 from mcrelay.daemon.ratelimit import AnswerLimiter
 from mcrelay.daemon.registry import Client, ClientRegistry, Registration, RegistryFull
 from mcrelay.daemon.stats import RelayCounters
 from mcrelay.protocol import crypto, legacy
-from mcrelay.protocol.addresses import Address, format_address
+from mcrelay.protocol.addresses import RELAY_ITSELF, Address, format_address
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
 from mcrelay.protocol.events import (
     ClientKey,
@@ -77,6 +79,8 @@ class Relay:
             total_per_s=config.key_answers_total_per_s,
         )
         self.counters = RelayCounters()
+        self.bans = BanList()
+        self.events = EventHub()
         self._crypto = trio.CapacityLimiter(config.crypto_workers)
         self._outbox, self._outbox_drain = trio.open_memory_channel[tuple[bytes, Address]](
             config.send_queue_datagrams
@@ -109,6 +113,8 @@ class Relay:
             "reassembly_bytes": self.reassembler.buffered_bytes,
             "pending_relays": self._pending_relays,
             "send_queue": self._outbox.statistics().current_buffer_used,
+            "bans": len(self.bans),
+            "event_subscribers": self.events.subscribers,
             **self.counters.snapshot(),
         }
 
@@ -118,6 +124,16 @@ class Relay:
         if client is not None:
             self._client_left(client, reason)
         return client
+
+    def kick(self, address: Address, ban_s: float | None = None) -> Client | None:
+        """An operator's removal; with ``ban_s``, the address is also ignored that long."""
+        if ban_s is not None:
+            self.bans.ban(address, ban_s, trio.current_time())
+        return self.remove(address, "kick")
+
+    async def post(self, plaintext: bytes, recipients: list[Client]) -> int:
+        """Send a message from the relay itself (sender 0.0.0.0:0)."""
+        return await self.fan_out(RELAY_ITSELF, plaintext, recipients)
 
     async def fan_out(self, sender: Address, plaintext: bytes, recipients: list[Client]) -> int:
         """Encrypt ``plaintext`` for each recipient and queue it; return the copies queued."""
@@ -146,6 +162,12 @@ class Relay:
                 client.bytes_out += len(datagram)
         self.counters.messages_relayed += 1
         self.counters.copies_sent += len(fits)
+        self.events.publish(
+            "message_relayed",
+            sender=format_address(sender),
+            size=len(plaintext),
+            recipients=len(fits),
+        )
         return len(fits)
 
     # The receive path: synchronous from here down to the per-message tasks.
@@ -162,6 +184,9 @@ class Relay:
     def handle_datagram(self, data: bytes, source: Address, now: float) -> None:
         self.counters.datagrams_in += 1
         self.counters.bytes_in += len(data)
+        if self.bans and self.bans.is_banned(source, now):
+            self._drop(DropReason.BANNED, source)
+            return
         try:
             events = legacy.decode_client_datagram_untrusted(data)
         except RemoteProtocolError as exc:
@@ -197,6 +222,12 @@ class Relay:
             "client %s %s",
             format_address(source),
             "joined" if outcome is Registration.NEW else "re-keyed",
+        )
+        self.events.publish(
+            "client_joined",
+            id=format_address(source),
+            fingerprint=crypto.fingerprint(key),
+            rekeyed=outcome is Registration.REKEYED,
         )
         joined = legacy.peer_joined(source)
         for other in self.registry.others(source):
@@ -344,6 +375,7 @@ class Relay:
 
     def _announce_left(self, address: Address, reason: str) -> None:
         log.info("client %s left (%s)", format_address(address), reason)
+        self.events.publish("client_left", id=format_address(address), reason=reason)
         left = legacy.peer_left(address)
         for other in self.registry:
             self._send_nowait(left, other.address)
@@ -354,9 +386,10 @@ class Relay:
 
     def _drop(self, reason: DropReason, source: Address, detail: object = None) -> None:
         self.counters.dropped[reason] += 1
-        log.debug(
-            "dropped %s from %s%s", reason, format_address(source), f": {detail}" if detail else ""
-        )
+        if self.events.subscribers:
+            self.events.publish("dropped", reason=reason.value, source=format_address(source))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("dropped %s from %s: %s", reason, format_address(source), detail or "")
 
 
 def _seal_batch(sender: Address, plaintext: bytes, clients: list[Client]) -> list[bytes]:

@@ -2,19 +2,25 @@
 
 run_until_signal
 └── serve
-    └── Relay.run
-        ├── _receive_loop         decode + dispatch, never waits on crypto
-        ├── _send_loop            drains the bounded outbox
-        ├── _cleanup_loop         expires idle clients
-        └── per-message tasks     _reassemble (deadline = reassembly timeout) / _relay
-                                  (crypto in worker threads under a CapacityLimiter)
+    ├── Relay.run
+    │   ├── _receive_loop         decode + dispatch, never waits on crypto
+    │   ├── _send_loop            drains the bounded outbox
+    │   ├── _cleanup_loop         expires idle clients
+    │   └── per-message tasks     _reassemble (deadline = reassembly timeout) / _relay
+    │                             (crypto in worker threads under a CapacityLimiter)
+    └── serve_api                 hypercorn serving the control API (unless --api off)
 """
 
 import logging
 import signal
+import time
+from dataclasses import dataclass
 
 import trio
 
+from mcrelay.api.app import create_app
+from mcrelay.api.context import ApiContext
+from mcrelay.api.server import open_api_socket, serve_api
 from mcrelay.daemon.config import RelayConfig
 from mcrelay.daemon.keyfile import load_or_create_key
 from mcrelay.daemon.relay import Relay
@@ -23,24 +29,40 @@ from mcrelay.sockets import open_relay_socket
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Daemon:
+    """What ``serve`` hands its starter once the relay receives and the API listens."""
+
+    relay: Relay
+    api: ApiContext
+    api_urls: list[str]
+
+
 async def serve(
-    config: RelayConfig, *, task_status: trio.TaskStatus[Relay] = trio.TASK_STATUS_IGNORED
+    config: RelayConfig, *, task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Run a relay until cancelled; ``task_status.started(relay)`` once it is receiving."""
+    """Run a relay (and its API) until cancelled; ready once both are listening."""
     key = await trio.to_thread.run_sync(load_or_create_key, config.key_file)
-    sock, granted = await open_relay_socket(
-        group=config.group,
-        port=config.port,
-        interface=config.interface,
-        receive_buffer_bytes=config.receive_buffer_bytes,
-    )
+    api_address = config.api_address
+    api_sock = open_api_socket(api_address) if api_address is not None else None
+    try:
+        sock, granted = await open_relay_socket(
+            group=config.group,
+            port=config.port,
+            interface=config.interface,
+            receive_buffer_bytes=config.receive_buffer_bytes,
+        )
+    except BaseException:
+        if api_sock is not None:
+            api_sock.close()
+        raise
     with sock:
         relay = Relay(config, sock, key)
-        port = sock.getsockname()[1]
+        context = ApiContext(relay, config.api_token, time.time(), trio.current_time())
         log.info(
             "relay listening group=%s port=%d interface=%s fingerprint=%s",
             config.group,
-            port,
+            relay.address[1],
             config.interface,
             relay.fingerprint,
         )
@@ -51,9 +73,18 @@ async def serve(
                 granted,
                 config.receive_buffer_bytes,
             )
-        async with trio.open_nursery() as nursery:
-            await nursery.start(relay.run)
-            task_status.started(relay)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(relay.run)
+                urls: list[str] = []
+                if api_sock is not None:
+                    urls = await nursery.start(serve_api, create_app(context), api_sock)
+                    log.info("control API on %s", api_address)
+                context.ready = True
+                task_status.started(Daemon(relay, context, urls))
+        finally:
+            if api_address is not None and api_address.path is not None:
+                api_address.path.unlink(missing_ok=True)
 
 
 async def run_until_signal(config: RelayConfig) -> None:

@@ -14,6 +14,7 @@ class DropReason(StrEnum):
     MALFORMED = "malformed"
     UNKNOWN_TYPE = "unknown_type"
     UNREGISTERED = "unregistered"
+    BANNED = "banned"
     BAD_KEY = "bad_key"
     REGISTRY_FULL = "registry_full"
     RATE_LIMITED = "rate_limited"

@@ -1,0 +1,1 @@
+"""The local control API: Quart-Trio, served by hypercorn inside the daemon's Trio run."""

@@ -1,0 +1,110 @@
+"""The control API application: auth, errors, health, status, metrics and the document.
+
+Every response is JSON (except ``/metrics`` and the event stream); every error is
+``{"error": {"code": ..., "message": ...}}``, whatever raised it.
+"""
+
+import hmac
+import time
+from typing import Any
+
+import trio
+from quart import Response, jsonify, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from mcrelay import __version__
+from mcrelay.api import clients, events
+from mcrelay.api.context import EXTENSION, ApiContext, api_context
+from mcrelay.api.metrics import render_metrics
+from mcrelay.api.openapi import openapi_document
+from mcrelay.api.serialize import error_json, rfc3339
+
+MAX_BODY_BYTES = 128 * 1024
+"""Room for a base64 message of the largest size and its JSON."""
+
+
+def create_app(context: ApiContext) -> QuartTrio:
+    app = QuartTrio("mcrelay.api")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["JSON_SORT_KEYS"] = False
+    app.extensions[EXTENSION] = context
+    app.register_blueprint(clients.blueprint)
+    app.register_blueprint(events.blueprint)
+    app.before_request(_check_token)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _server_error)
+    app.add_url_rule("/healthz", view_func=_healthz, methods=["GET"])
+    app.add_url_rule("/readyz", view_func=_readyz, methods=["GET"])
+    app.add_url_rule("/v1/status", view_func=_status, methods=["GET"])
+    app.add_url_rule("/metrics", view_func=_metrics, methods=["GET"])
+    app.add_url_rule("/v1/openapi.json", view_func=_openapi, methods=["GET"])
+    return app
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> tuple[Response, int]:
+    return jsonify(error_json(code, message, **extra)), status
+
+
+async def _check_token() -> tuple[Response, int] | None:
+    context = api_context()
+    if context.token is None or request.path in context.open_paths:
+        return None
+    given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+    if hmac.compare_digest(given, f"Bearer {context.token}".encode()):
+        return None
+    response, status = error(
+        401, "unauthorized", "a valid 'Authorization: Bearer <token>' is needed"
+    )
+    response.headers["WWW-Authenticate"] = 'Bearer realm="mcrelay"'
+    return response, status
+
+
+async def _http_error(exc: HTTPException) -> tuple[Response, int]:
+    code = (exc.name or "error").lower().replace(" ", "_")
+    return error(exc.code or 500, code, exc.description or exc.name or "error")
+
+
+async def _server_error(exc: Exception) -> tuple[Response, int]:
+    return error(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+
+async def _healthz() -> Response:
+    return jsonify({"status": "ok"})
+
+
+async def _readyz() -> Response | tuple[Response, int]:
+    if api_context().ready:
+        return jsonify({"status": "ready"})
+    return error(503, "not_ready", "the relay is not serving yet")
+
+
+async def _status() -> Response:
+    context = api_context()
+    relay = context.relay
+    config = relay.config
+    statistics = relay.statistics()
+    return jsonify(
+        {
+            "version": __version__,
+            "started_at": rfc3339(context.started_at),
+            "uptime_s": round(trio.current_time() - context.started_monotonic, 3),
+            "group": config.group,
+            "port": relay.address[1],
+            "interface": config.interface,
+            "fingerprint": relay.fingerprint,
+            "clients": statistics["clients"],
+            "reassembly_in_flight": statistics["reassembly_in_flight"],
+            "statistics": statistics,
+            "time": rfc3339(time.time()),
+        }
+    )
+
+
+async def _metrics() -> Response:
+    body, content_type = render_metrics(api_context().relay)
+    return Response(body, content_type=content_type)
+
+
+async def _openapi() -> Response:
+    return jsonify(openapi_document())

@@ -1,0 +1,198 @@
+"""Clients, kicks, bans and injected messages."""
+
+import base64
+import binascii
+import ipaddress
+import json
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from quart import Blueprint, Response, jsonify, request
+
+from mcrelay.api.context import api_context
+from mcrelay.api.serialize import ban_json, client_json, error_json
+from mcrelay.daemon.registry import Client
+from mcrelay.protocol.addresses import Address, format_address, parse_address
+
+blueprint = Blueprint("clients", __name__)
+
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10000
+MAX_BAN_S = 365 * 24 * 3600.0
+
+Reply = Response | tuple[Response, int]
+
+SORT_KEYS: dict[str, Callable[[Client], Any]] = {
+    "id": lambda c: (ipaddress.ip_address(c.address[0]), c.address[1]),
+    "connected_at": lambda c: c.connected_at,
+    "last_seen": lambda c: c.last_seen,
+    "idle_s": lambda c: -c.last_seen,
+    "messages_in": lambda c: c.messages_in,
+    "bytes_in": lambda c: c.bytes_in,
+}
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.extra = status, code, extra
+
+
+@blueprint.errorhandler(BadRequest)
+async def _bad_request(exc: BadRequest) -> Reply:
+    return jsonify(error_json(exc.code, str(exc), **exc.extra)), exc.status
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    text = request.args.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise BadRequest(400, "bad_query", f"{name} must be an integer from {low} to {high}")
+    return int(text)
+
+
+def _address(client_id: str) -> Address:
+    try:
+        return parse_address(client_id)
+    except ValueError as exc:
+        raise BadRequest(404, "not_found", f"no client {client_id!r}: {exc}") from None
+
+
+def _now() -> tuple[float, float]:
+    return trio.current_time(), time.time()
+
+
+@blueprint.get("/v1/clients")
+async def list_clients() -> Reply:
+    relay = api_context().relay
+    sort = request.args.get("sort", "id")
+    key = SORT_KEYS.get(sort.removeprefix("-"))
+    if key is None:
+        raise BadRequest(
+            400, "bad_query", f"sort must be one of {', '.join(SORT_KEYS)}, '-' for descending"
+        )
+    limit = _int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = _int_arg("offset", 0, 0, 2**31)
+    host = request.args.get("host")
+    chosen = [c for c in relay.registry if host is None or c.address[0] == host]
+    chosen.sort(key=key, reverse=sort.startswith("-"))
+    now, wall = _now()
+    page = [client_json(c, now, wall) for c in chosen[offset : offset + limit]]
+    return jsonify({"clients": page, "count": len(chosen)})
+
+
+@blueprint.get("/v1/clients/<path:client_id>")
+async def get_client(client_id: str) -> Reply:
+    client = api_context().relay.registry.get(_address(client_id))
+    if client is None:
+        raise BadRequest(404, "not_found", f"no client {client_id}")
+    return jsonify(client_json(client, *_now()))
+
+
+@blueprint.delete("/v1/clients/<path:client_id>")
+async def kick_client(client_id: str) -> Reply:
+    relay = api_context().relay
+    address = _address(client_id)
+    ban_s = _ban_seconds()
+    now, wall = _now()
+    client = relay.registry.get(address)
+    if client is None:
+        raise BadRequest(404, "not_found", f"no client {client_id}")
+    record = client_json(client, now, wall)
+    relay.kick(address, ban_s)
+    if ban_s is not None:
+        record["banned_for_s"] = ban_s
+    return jsonify(record)
+
+
+def _ban_seconds() -> float | None:
+    text = request.args.get("ban_s")
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_BAN_S:
+        raise BadRequest(
+            400, "bad_query", f"ban_s must be a number of seconds above 0, at most {MAX_BAN_S:g}"
+        )
+    return value
+
+
+@blueprint.get("/v1/bans")
+async def list_bans() -> Reply:
+    now = trio.current_time()
+    bans = [ban_json(ban, now) for ban in api_context().relay.bans.active(now)]
+    return jsonify({"bans": bans, "count": len(bans)})
+
+
+@blueprint.delete("/v1/bans/<path:client_id>")
+async def lift_ban(client_id: str) -> Reply:
+    relay = api_context().relay
+    address = _address(client_id)
+    ban = relay.bans.lift(address)
+    if ban is None:
+        raise BadRequest(404, "not_found", f"no ban on {client_id}")
+    return jsonify({"id": format_address(address), "lifted": True})
+
+
+@blueprint.post("/v1/messages")
+async def post_message() -> Reply:
+    relay = api_context().relay
+    if request.mimetype != "application/json":
+        raise BadRequest(415, "unsupported_media_type", "send the body as application/json")
+    try:
+        body = json.loads(await request.get_data(as_text=False))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(400, "bad_json", f"the body is not JSON: {exc}") from None
+    plaintext, recipients = _message_body(body)
+    if len(plaintext) > relay.config.max_message_bytes:
+        raise BadRequest(
+            413, "too_large", f"{len(plaintext)} bytes; at most {relay.config.max_message_bytes}"
+        )
+    if recipients is None:
+        targets = list(relay.registry)
+    else:
+        unknown = [format_address(a) for a in recipients if a not in relay.registry]
+        if unknown:
+            raise BadRequest(404, "not_found", "no such clients", ids=unknown)
+        targets = [c for a in recipients if (c := relay.registry.get(a)) is not None]
+    return jsonify({"recipients": await relay.post(plaintext, targets)})
+
+
+def _message_body(body: object) -> tuple[bytes, list[Address] | None]:
+    if not isinstance(body, dict):
+        raise BadRequest(422, "invalid_body", "the body must be a JSON object")
+    extra = set(body) - {"text", "data_b64", "to"}
+    if extra:
+        raise BadRequest(422, "invalid_body", f"unknown fields: {', '.join(sorted(extra))}")
+    if ("text" in body) == ("data_b64" in body):
+        raise BadRequest(422, "invalid_body", "give exactly one of 'text' and 'data_b64'")
+    if "text" in body:
+        if not isinstance(body["text"], str):
+            raise BadRequest(422, "invalid_body", "'text' must be a string")
+        try:
+            plaintext = body["text"].encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest(422, "invalid_body", "'text' is not valid Unicode") from None
+    else:
+        if not isinstance(body["data_b64"], str):
+            raise BadRequest(422, "invalid_body", "'data_b64' must be a string")
+        try:
+            plaintext = base64.b64decode(body["data_b64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest(422, "invalid_body", "'data_b64' is not valid base64") from None
+    if "to" not in body:
+        return plaintext, None
+    to = body["to"]
+    if not isinstance(to, list) or not to or not all(isinstance(i, str) for i in to):
+        raise BadRequest(422, "invalid_body", "'to' must be a non-empty list of client ids")
+    try:
+        return plaintext, list(dict.fromkeys(parse_address(i) for i in to))
+    except ValueError as exc:
+        raise BadRequest(422, "invalid_body", f"'to': {exc}") from None

@@ -1,0 +1,44 @@
+"""``GET /v1/events``: the relay's events as Server-Sent Events."""
+
+import json
+from collections.abc import AsyncIterator
+
+import trio
+from quart import Blueprint, Response
+
+from mcrelay.api.context import api_context
+from mcrelay.api.serialize import rfc3339
+from mcrelay.daemon.events import RelayEvent
+
+blueprint = Blueprint("events", __name__)
+
+HEARTBEAT_S = 15.0
+"""A comment line this often, so proxies keep the stream and dead peers are noticed."""
+
+
+def sse_frame(event: RelayEvent) -> bytes:
+    data = {"id": event.id, "event": event.kind, "time": rfc3339(event.time), **event.data}
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+@blueprint.get("/v1/events")
+async def stream_events() -> Response:
+    hub = api_context().relay.events
+
+    async def frames() -> AsyncIterator[bytes]:
+        with hub.subscribe() as subscription:
+            yield b": mcrelay events\n\n"
+            events = aiter(subscription)
+            while True:
+                with trio.move_on_after(HEARTBEAT_S) as idle:
+                    event = await anext(events)
+                if idle.cancelled_caught:
+                    yield b": heartbeat\n\n"
+                else:
+                    yield sse_frame(event)
+
+    response = Response(
+        frames(), mimetype="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+    response.timeout = None
+    return response

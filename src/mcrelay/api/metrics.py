@@ -1,0 +1,58 @@
+"""``GET /metrics``: the relay's figures in Prometheus text format (``mcrelay_*``)."""
+
+from collections.abc import Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from mcrelay.daemon.relay import Relay
+
+COUNTERS = {
+    "datagrams_in": "Datagrams received",
+    "bytes_in": "Bytes received",
+    "datagrams_out": "Datagrams sent",
+    "bytes_out": "Bytes sent",
+    "messages_relayed": "Messages fanned out to their recipients",
+    "copies_sent": "Relayed-message datagrams queued, one per recipient",
+}
+GAUGES = {
+    "clients": "Registered clients",
+    "reassembly_in_flight": "Messages in reassembly",
+    "reassembly_bytes": "Bytes charged to reassembly buffers",
+    "pending_relays": "Completed messages waiting for or in crypto",
+    "send_queue": "Datagrams waiting in the send queue",
+    "bans": "Active bans",
+    "event_subscribers": "Open event streams",
+}
+
+
+class RelayCollector(Collector):
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+
+    def collect(self) -> Iterator[Metric]:
+        statistics = self._relay.statistics()
+        for name, help_text in COUNTERS.items():
+            counter = CounterMetricFamily(f"mcrelay_{name}", help_text)
+            counter.add_metric([], _number(statistics[name]))
+            yield counter
+        for name, help_text in GAUGES.items():
+            yield GaugeMetricFamily(f"mcrelay_{name}", help_text, value=_number(statistics[name]))
+        dropped = CounterMetricFamily("mcrelay_dropped", "Drops by reason", labels=["reason"])
+        counts = statistics["dropped"]
+        assert isinstance(counts, dict)
+        for reason, count in counts.items():
+            dropped.add_metric([reason], count)
+        yield dropped
+
+
+def _number(value: object) -> float:
+    assert isinstance(value, int | float)
+    return float(value)
+
+
+def render_metrics(relay: Relay) -> tuple[bytes, str]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RelayCollector(relay))
+    return generate_latest(registry), CONTENT_TYPE_LATEST

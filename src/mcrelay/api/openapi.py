@@ -1,0 +1,234 @@
+"""The OpenAPI 3.1 document of the control API (a test checks it against the routes)."""
+
+from typing import Any
+
+from mcrelay import __version__
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(status): _json(_ref("Error"), "error") for status in statuses}
+
+
+_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "ip:port, or [ipv6]:port",
+}
+_COUNTERS = {
+    name: {"type": "integer"}
+    for name in ("messages_in", "messages_out", "bytes_in", "bytes_out", "port", "key_bits")
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            }
+        },
+    },
+    "Client": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "host": {"type": "string"},
+            "fingerprint": {"type": "string"},
+            "connected_at": {"type": "string", "format": "date-time"},
+            "last_seen": {"type": "string", "format": "date-time"},
+            "idle_s": {"type": "number"},
+            **_COUNTERS,
+        },
+    },
+    "Ban": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "until": {"type": "string", "format": "date-time"},
+            "remaining_s": {"type": "number"},
+        },
+    },
+    "Message": {
+        "type": "object",
+        "additionalProperties": False,
+        "oneOf": [{"required": ["text"]}, {"required": ["data_b64"]}],
+        "properties": {
+            "text": {"type": "string"},
+            "data_b64": {"type": "string", "contentEncoding": "base64"},
+            "to": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        },
+    },
+}
+
+_QUERY = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+    {
+        "name": "sort",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "id, connected_at, last_seen, idle_s, messages_in or bytes_in; '-' prefix for descending",
+    },
+    {"name": "host", "in": "query", "schema": {"type": "string"}},
+]
+
+PATHS: dict[str, Any] = {
+    "/healthz": {
+        "get": {
+            "summary": "The process is alive",
+            "security": [],
+            "responses": {"200": _json({"type": "object"}, "alive")},
+        }
+    },
+    "/readyz": {
+        "get": {
+            "summary": "The relay is serving",
+            "security": [],
+            "responses": {"200": _json({"type": "object"}, "ready"), **_errors(503)},
+        }
+    },
+    "/v1/status": {
+        "get": {
+            "summary": "Version, settings and every counter",
+            "responses": {"200": _json({"type": "object"}, "status"), **_errors(401)},
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics (mcrelay_*)",
+            "responses": {
+                "200": {
+                    "description": "text format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                **_errors(401),
+            },
+        }
+    },
+    "/v1/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1"), **_errors(401)},
+        }
+    },
+    "/v1/clients": {
+        "get": {
+            "summary": "Registered clients",
+            "parameters": _QUERY,
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "clients": {"type": "array", "items": _ref("Client")},
+                            "count": {"type": "integer"},
+                        },
+                    },
+                    "a page of clients; count is before paging",
+                ),
+                **_errors(400, 401),
+            },
+        }
+    },
+    "/v1/clients/{id}": {
+        "get": {
+            "summary": "One client",
+            "parameters": [_ID],
+            "responses": {"200": _json(_ref("Client"), "the client"), **_errors(401, 404)},
+        },
+        "delete": {
+            "summary": "Kick a client; with ban_s, also ignore its address that long",
+            "parameters": [
+                _ID,
+                {
+                    "name": "ban_s",
+                    "in": "query",
+                    "schema": {"type": "number", "exclusiveMinimum": 0},
+                },
+            ],
+            "responses": {
+                "200": _json(_ref("Client"), "the removed client"),
+                **_errors(400, 401, 404),
+            },
+        },
+    },
+    "/v1/bans": {
+        "get": {
+            "summary": "Active bans",
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "bans": {"type": "array", "items": _ref("Ban")},
+                            "count": {"type": "integer"},
+                        },
+                    },
+                    "bans",
+                ),
+                **_errors(401),
+            },
+        }
+    },
+    "/v1/bans/{id}": {
+        "delete": {
+            "summary": "Lift a ban",
+            "parameters": [_ID],
+            "responses": {"200": _json({"type": "object"}, "lifted"), **_errors(401, 404)},
+        }
+    },
+    "/v1/messages": {
+        "post": {
+            "summary": "Send a message from the relay itself (sender 0.0.0.0:0)",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("Message")}},
+            },
+            "responses": {
+                "200": _json(
+                    {"type": "object", "properties": {"recipients": {"type": "integer"}}},
+                    "queued for each recipient",
+                ),
+                **_errors(400, 401, 404, 413, 415, 422),
+            },
+        }
+    },
+    "/v1/events": {
+        "get": {
+            "summary": "Server-Sent Events: client_joined, client_left, message_relayed, dropped, overflow",
+            "responses": {
+                "200": {
+                    "description": "event stream",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                **_errors(401),
+            },
+        }
+    },
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "mcrelay control API", "version": __version__},
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
