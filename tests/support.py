@@ -39,11 +39,18 @@ def relay_config(key_file: Path, **overrides: Any) -> RelayConfig:
 
 
 @asynccontextmanager
-async def running_relay(config: RelayConfig) -> AsyncIterator[Relay]:
+async def running_daemon(config: RelayConfig) -> AsyncIterator[Daemon]:
+    """The whole daemon (relay, and the API unless ``config.api`` is off) in this Trio run."""
     async with trio.open_nursery() as nursery:
         daemon: Daemon = await nursery.start(serve, config)
-        yield daemon.relay
+        yield daemon
         nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def running_relay(config: RelayConfig) -> AsyncIterator[Relay]:
+    async with running_daemon(config) as daemon:
+        yield daemon.relay
 
 
 def join(

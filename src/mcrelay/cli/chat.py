@@ -132,7 +132,7 @@ async def _send_lines(participant: Participant, env: Environment) -> None:
         await participant.send(text)
 
 
-async def _cancel_on_signal(scope: trio.CancelScope) -> None:
+async def cancel_on_signal(scope: trio.CancelScope) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
             scope.cancel()
@@ -143,7 +143,7 @@ async def run_chat(args: argparse.Namespace, env: Environment) -> ExitStatus:
     as_json = args.json or not env.stdin_isatty
     async with _open(args) as participant, trio.open_nursery() as nursery:
         _announce(participant, env)
-        nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
+        nursery.start_soon(cancel_on_signal, nursery.cancel_scope)
         nursery.start_soon(_print_events, participant, env, as_json)
         await _send_lines(participant, env)
         if args.stay:

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-from mcrelay.api.server import DEFAULT_API, parse_api_address
+from mcrelay.api.address import DEFAULT_API, parse_api_address
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import (
     Parser,
@@ -22,7 +22,6 @@ from mcrelay.cli.options import (
 from mcrelay.cli.status import ExitStatus
 from mcrelay.daemon import config as defaults
 from mcrelay.daemon.config import RelayConfig
-from mcrelay.daemon.service import run_until_signal
 from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -179,5 +178,7 @@ async def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
         stream=env.stderr,
         force=True,
     )
+    from mcrelay.daemon.service import run_until_signal
+
     await run_until_signal(config)
     return ExitStatus.OK

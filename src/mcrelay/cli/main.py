@@ -7,10 +7,11 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 
 from mcrelay import __version__
-from mcrelay.cli import chat, daemon
+from mcrelay.api.address import ApiBindError
+from mcrelay.cli import admin, chat, daemon
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import Parser, UsageError
-from mcrelay.cli.status import ExitStatus
+from mcrelay.cli.status import ApiError, ApiUnreachable, ExitStatus
 from mcrelay.client import RelayKeyMismatch, RelayUnreachable
 from mcrelay.daemon.keyfile import KeyFileError
 
@@ -23,16 +24,23 @@ def build_parser(env: Environment) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     daemon.add_parser(subparsers, env.environ)
     chat.add_parsers(subparsers, env.environ)
+    admin.add_parsers(subparsers, env.environ)
     return parser
 
 
 FAILURES: dict[type[Exception], ExitStatus] = {
     UsageError: ExitStatus.USAGE,
+    ApiUnreachable: ExitStatus.UNREACHABLE,
     RelayUnreachable: ExitStatus.UNREACHABLE,
     RelayKeyMismatch: ExitStatus.KEY_MISMATCH,
     KeyFileError: ExitStatus.ERROR,
+    ApiBindError: ExitStatus.ERROR,
     OSError: ExitStatus.ERROR,
 }
+
+
+def _api_error_status(exc: ApiError) -> ExitStatus:
+    return ExitStatus.SERVER_ERROR if exc.status >= 500 else ExitStatus.ERROR
 
 
 def _leaf(exc: BaseException) -> BaseException:
@@ -50,7 +58,10 @@ async def run_command(argv: Sequence[str], env: Environment) -> ExitStatus:
         return await command(args, env)
     except Exception as exc:
         leaf = _leaf(exc)
-        status = next((s for kind, s in FAILURES.items() if isinstance(leaf, kind)), None)
+        if isinstance(leaf, ApiError):
+            status: ExitStatus | None = _api_error_status(leaf)
+        else:
+            status = next((s for kind, s in FAILURES.items() if isinstance(leaf, kind)), None)
         if status is None:
             raise
         env.say(f"mcrelay: error: {leaf}")

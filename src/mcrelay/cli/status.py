@@ -1,4 +1,4 @@
-"""Exit codes of ``mcrelay``, in one place (documented in the README)."""
+"""Exit codes of ``mcrelay`` and the API failures that map to them (documented in the README)."""
 
 from enum import IntEnum
 
@@ -14,3 +14,15 @@ class ExitStatus(IntEnum):
     SERVER_ERROR = 4
     KEY_MISMATCH = 5
     """The relay's key does not match ``--relay-fingerprint``."""
+
+
+class ApiError(Exception):
+    """The daemon's API answered with an error: 4xx exits 1, 5xx exits 4."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ApiUnreachable(Exception):
+    """Nothing answered at the API's address (exits 3)."""

@@ -4,7 +4,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mcrelay.api.server import ApiAddress, parse_api_address
+from mcrelay.api.address import ApiAddress, parse_api_address
 from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
 
 DEFAULT_GROUP = "224.1.1.1"

@@ -225,7 +225,7 @@ class Relay:
         )
         self.events.publish(
             "client_joined",
-            id=format_address(source),
+            client=format_address(source),
             fingerprint=crypto.fingerprint(key),
             rekeyed=outcome is Registration.REKEYED,
         )
@@ -375,7 +375,7 @@ class Relay:
 
     def _announce_left(self, address: Address, reason: str) -> None:
         log.info("client %s left (%s)", format_address(address), reason)
-        self.events.publish("client_left", id=format_address(address), reason=reason)
+        self.events.publish("client_left", client=format_address(address), reason=reason)
         left = legacy.peer_left(address)
         for other in self.registry:
             self._send_nowait(left, other.address)

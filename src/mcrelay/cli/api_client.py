@@ -1,0 +1,82 @@
+"""The CLI's side of the control API: requests, errors as exceptions, the event stream."""
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mcrelay.api.address import parse_api_address
+from mcrelay.cli.status import ApiError, ApiUnreachable
+
+REQUEST_TIMEOUT_S = 10.0
+
+
+def read_token_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ApiUnreachable(f"cannot read the API token file {path}: {exc}") from None
+
+
+@asynccontextmanager
+async def open_api(address: str, token: str | None) -> AsyncIterator["Api"]:
+    parsed = parse_api_address(address)
+    if parsed is None:
+        raise ApiUnreachable("the API address is 'off'; give --api or MCRELAY_API")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if parsed.path is not None:
+        transport = httpx.AsyncHTTPTransport(uds=str(parsed.path))
+        base_url = "http://mcrelay"
+    else:
+        transport = httpx.AsyncHTTPTransport()
+        base_url = f"http://{parsed}"
+    async with httpx.AsyncClient(
+        transport=transport, base_url=base_url, headers=headers, timeout=REQUEST_TIMEOUT_S
+    ) as client:
+        yield Api(client, str(parsed))
+
+
+class Api:
+    def __init__(self, client: httpx.AsyncClient, where: str) -> None:
+        self._client = client
+        self.where = where
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = await self._client.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ApiUnreachable(f"cannot reach the daemon's API at {self.where}: {exc}") from None
+        if response.is_error:
+            raise ApiError(response.status_code, _error_message(response))
+        return response.json()
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """Follow ``/v1/events``; one dict per event, until the stream ends."""
+        try:
+            async with self._client.stream("GET", "/v1/events", timeout=None) as response:
+                if response.is_error:
+                    await response.aread()
+                    raise ApiError(response.status_code, _error_message(response))
+                data: list[str] = []
+                async for line in response.aiter_lines():
+                    if line.startswith("data:"):
+                        data.append(line.removeprefix("data:").strip())
+                    elif not line and data:
+                        yield json.loads("\n".join(data))
+                        data = []
+        except httpx.TransportError as exc:
+            raise ApiUnreachable(f"cannot reach the daemon's API at {self.where}: {exc}") from None
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        error = response.json()["error"]
+        message = f"{error['message']} ({response.status_code} {error['code']})"
+        if "ids" in error:
+            message += ": " + ", ".join(error["ids"])
+        return message
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}: {response.text[:200]}"
