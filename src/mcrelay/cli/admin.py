@@ -137,20 +137,24 @@ async def run_unban(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 
 async def run_post(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    if args.text != "-":
-        if args.lines:
-            raise UsageError("--lines reads stdin; give no TEXT (or '-')")
-        texts = [args.text]
-    elif args.lines:
-        texts = [line.rstrip("\r\n") for line in env.stdin]
-    else:
-        texts = [env.stdin.read()]
+    if args.text != "-" and args.lines:
+        raise UsageError("--lines reads stdin; give no TEXT (or '-')")
     async with _api(args) as api:
-        for text in texts:
-            body: dict[str, Any] = {"text": text, **({"to": args.to} if args.to else {})}
-            result = await api.call("POST", "/v1/messages", json=body)
-            print(f"sent to {result['recipients']} clients", file=env.stdout)
+        if args.text != "-":
+            await _post(api, env, args.text, args.to)
+        elif not args.lines:
+            await _post(api, env, await trio.to_thread.run_sync(env.stdin.read), args.to)
+        else:
+            # One message per line as it comes, so 'tail -f log | mcrelay post --lines' works.
+            while line := await trio.to_thread.run_sync(env.stdin.readline, abandon_on_cancel=True):
+                await _post(api, env, line.rstrip("\r\n"), args.to)
     return ExitStatus.OK
+
+
+async def _post(api: Api, env: Environment, text: str, to: list[str] | None) -> None:
+    body: dict[str, Any] = {"text": text, **({"to": to} if to else {})}
+    result = await api.call("POST", "/v1/messages", json=body)
+    print(f"sent to {result['recipients']} clients", file=env.stdout, flush=True)
 
 
 async def run_status(args: argparse.Namespace, env: Environment) -> ExitStatus:
