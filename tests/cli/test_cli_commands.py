@@ -1,0 +1,367 @@
+"""The ``mcrelay`` commands run in-process against a relay on loopback."""
+
+import io
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mcrelay.cli.chat import _render
+from mcrelay.cli.environment import Environment
+from mcrelay.cli.main import main, run_command
+from mcrelay.cli.status import ExitStatus
+from mcrelay.client import MessageReceived, ParticipantEvent
+from mcrelay.protocol.addresses import RELAY_ITSELF, Address, format_address
+from mcrelay.protocol.events import PeerJoined, PeerLeft
+from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
+from support import (
+    LOOPBACK,
+    WAIT_S,
+    events_until,
+    join,
+    next_event,
+    relay_config,
+    running_relay,
+    wait_until,
+)
+
+Keys = list[rsa.RSAPrivateKey]
+
+
+@dataclass
+class Console:
+    """An Environment on string buffers, and the buffers to read back."""
+
+    stdin_text: str = ""
+    environ: dict[str, str] = field(default_factory=dict)
+    stdout: io.StringIO = field(default_factory=io.StringIO)
+    stderr: io.StringIO = field(default_factory=io.StringIO)
+
+    def __post_init__(self) -> None:
+        self.env = Environment(
+            stdin=io.StringIO(self.stdin_text),
+            stdout=self.stdout,
+            stderr=self.stderr,
+            environ=self.environ,
+        )
+
+    async def run(self, *argv: str) -> ExitStatus:
+        with trio.fail_after(WAIT_S):
+            return await run_command(list(argv), self.env)
+
+    def out_lines(self) -> list[str]:
+        """Complete lines written to stdout so far."""
+        return self.stdout.getvalue().splitlines()
+
+    def err_lines(self) -> list[str]:
+        return self.stderr.getvalue().splitlines()
+
+
+def client_flags(port: int) -> list[str]:
+    return ["--interface", LOOPBACK, "--port", str(port)]
+
+
+def json_lines(console: Console) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    for line in console.out_lines():
+        record = json.loads(line)
+        assert isinstance(record, dict), line
+        records.append(record)
+    return records
+
+
+@asynccontextmanager
+async def unused_port() -> AsyncIterator[int]:
+    """A loopback UDP port held by a socket that never answers (and is in no group)."""
+    sock = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
+    with sock:
+        await sock.bind((LOOPBACK, 0))
+        yield sock.getsockname()[1]
+
+
+def assert_one_error_line(console: Console, *fragments: str) -> None:
+    lines = console.err_lines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("mcrelay: error:"), lines
+    for fragment in fragments:
+        assert fragment in lines[0], lines
+    assert "Traceback" not in console.stderr.getvalue()
+
+
+def is_left(event: ParticipantEvent) -> bool:
+    return isinstance(event, PeerLeft)
+
+
+# --- send ---------------------------------------------------------------------------------
+
+
+async def test_send_delivers_arguments_in_order(relay_key_file: Path, keys: Keys) -> None:
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with join(relay, keys[1]) as a:
+            console = Console()
+            status = await console.run("send", *client_flags(relay.address[1]), "first", "second")
+            assert status == ExitStatus.OK
+            joined = await next_event(a)
+            assert isinstance(joined, PeerJoined)
+            sender = joined.peer
+            assert sender[0] == LOOPBACK
+            assert await events_until(a, is_left) == [
+                MessageReceived(sender, b"first"),
+                MessageReceived(sender, b"second"),
+                PeerLeft(sender),
+            ]
+            err = console.stderr.getvalue()
+            assert relay.fingerprint in err
+            assert f"registered as {format_address(sender)}" in err
+            assert console.stdout.getvalue() == ""
+
+
+async def test_send_dash_reads_one_message_per_line(relay_key_file: Path, keys: Keys) -> None:
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with join(relay, keys[1]) as a:
+            console = Console("one\nsecond line\r\nthird: ünïcödé ✓\n")
+            status = await console.run("send", *client_flags(relay.address[1]), "-")
+            assert status == ExitStatus.OK
+            joined = await next_event(a)
+            assert isinstance(joined, PeerJoined)
+            sender = joined.peer
+            assert await events_until(a, is_left) == [
+                MessageReceived(sender, b"one"),
+                MessageReceived(sender, b"second line"),
+                MessageReceived(sender, "third: ünïcödé ✓".encode()),
+                PeerLeft(sender),
+            ]
+
+
+async def test_send_with_the_right_pinned_fingerprint(relay_key_file: Path, keys: Keys) -> None:
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with join(relay, keys[1]) as a:
+            console = Console()
+            flags = [*client_flags(relay.address[1]), "--relay-fingerprint", relay.fingerprint]
+            assert await console.run("send", *flags, "pinned") == ExitStatus.OK
+            joined = await next_event(a)
+            assert isinstance(joined, PeerJoined)
+            assert await next_event(a) == MessageReceived(joined.peer, b"pinned")
+
+
+async def test_send_unicast_empty_and_largest_messages(relay_key_file: Path, keys: Keys) -> None:
+    largest = "z" * MAX_MESSAGE_BYTES
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with join(relay, keys[1]) as a:
+            console = Console()
+            flags = [*client_flags(relay.address[1]), "--relay", LOOPBACK]
+            assert await console.run("send", *flags, "", largest) == ExitStatus.OK
+            joined = await next_event(a)
+            assert isinstance(joined, PeerJoined)
+            assert await events_until(a, is_left) == [
+                MessageReceived(joined.peer, b""),
+                MessageReceived(joined.peer, largest.encode()),
+                PeerLeft(joined.peer),
+            ]
+            assert f"with relay {LOOPBACK}:{relay.address[1]}" in console.stderr.getvalue()
+
+
+# --- chat ---------------------------------------------------------------------------------
+
+
+async def test_chat_json_sends_lines_and_prints_events(relay_key_file: Path, keys: Keys) -> None:
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with join(relay, keys[1]) as a:
+            console = Console("hello\n")
+            statuses: list[ExitStatus] = []
+
+            async def chat() -> None:
+                argv = ["chat", "--json", "--stay", *client_flags(relay.address[1])]
+                statuses.append(await run_command(argv, console.env))
+
+            expected = {"event": "message", "from": format_address(a.address), "text": "reply"}
+            with trio.fail_after(WAIT_S):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(chat)
+                    joined = await next_event(a)
+                    assert isinstance(joined, PeerJoined)
+                    chatter = joined.peer
+                    assert await next_event(a) == MessageReceived(chatter, b"hello")
+                    await a.send("reply")
+                    await wait_until(lambda: expected in json_lines(console))
+                    nursery.cancel_scope.cancel()
+
+            assert statuses == []  # cancelled while staying, never returned
+            records = json_lines(console)  # every line is JSON
+            assert records
+            assert {"event": "joined", "peer": format_address(a.address)} in records
+            assert expected in records
+            assert records.index({"event": "joined", "peer": format_address(a.address)}) < (
+                records.index(expected)
+            )
+            assert relay.fingerprint in console.stderr.getvalue()
+            # The chat said goodbye on its way out.
+            assert await next_event(a) == PeerLeft(chatter)
+
+
+async def test_chat_without_stay_ends_with_its_input(relay_key_file: Path, keys: Keys) -> None:
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with join(relay, keys[1]) as a:
+            console = Console("bye now\n")
+            status = await console.run("chat", *client_flags(relay.address[1]))
+            assert status == ExitStatus.OK
+            joined = await next_event(a)
+            assert isinstance(joined, PeerJoined)
+            assert await events_until(a, is_left) == [
+                MessageReceived(joined.peer, b"bye now"),
+                PeerLeft(joined.peer),
+            ]
+            json_lines(console)  # stdin is not a terminal: whatever was printed is JSON
+
+
+PEER: Address = ("127.0.0.1", 5000)
+
+
+@pytest.mark.parametrize(
+    ("event", "human", "as_json"),
+    [
+        (
+            MessageReceived(PEER, b"hi there"),
+            "[127.0.0.1:5000] hi there",
+            {"event": "message", "from": "127.0.0.1:5000", "text": "hi there"},
+        ),
+        (
+            MessageReceived(RELAY_ITSELF, b"maintenance at noon"),
+            "[relay] maintenance at noon",
+            {"event": "message", "from": "0.0.0.0:0", "text": "maintenance at noon"},
+        ),
+        (
+            MessageReceived(PEER, "grüß ✓".encode()),
+            "[127.0.0.1:5000] grüß ✓",
+            {"event": "message", "from": "127.0.0.1:5000", "text": "grüß ✓"},
+        ),
+        (
+            PeerJoined(PEER),
+            "* 127.0.0.1:5000 joined",
+            {"event": "joined", "peer": "127.0.0.1:5000"},
+        ),
+        (PeerLeft(PEER), "* 127.0.0.1:5000 left", {"event": "left", "peer": "127.0.0.1:5000"}),
+        (
+            PeerJoined(("::1", 7)),
+            "* [::1]:7 joined",
+            {"event": "joined", "peer": "[::1]:7"},
+        ),
+    ],
+)
+def test_render(event: ParticipantEvent, human: str, as_json: dict[str, str]) -> None:
+    assert _render(event, as_json=False) == human
+    rendered = _render(event, as_json=True)
+    assert "\n" not in rendered
+    assert json.loads(rendered) == as_json
+
+
+def test_render_json_keeps_text_unescaped_on_one_line() -> None:
+    rendered = _render(MessageReceived(PEER, "é\nsecond".encode()), as_json=True)
+    assert "\n" not in rendered
+    assert "é" in rendered
+    assert json.loads(rendered)["text"] == "é\nsecond"
+
+
+# --- exit codes ---------------------------------------------------------------------------
+
+
+async def test_no_relay_is_unreachable() -> None:
+    async with unused_port() as port:
+        console = Console()
+        status = await console.run("send", *client_flags(port), "--register-timeout", "0.3", "x")
+    assert status == ExitStatus.UNREACHABLE
+    assert int(status) == 3
+    assert_one_error_line(console, "no relay answered")
+
+
+async def test_wrong_pinned_fingerprint_is_a_key_mismatch(relay_key_file: Path) -> None:
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        console = Console()
+        status = await console.run(
+            "send",
+            *client_flags(relay.address[1]),
+            "--relay-fingerprint",
+            "SHA256:" + "A" * 43,
+            "--register-timeout",
+            "0.5",
+            "x",
+        )
+        assert status == ExitStatus.KEY_MISMATCH
+        assert int(status) == 5
+        assert_one_error_line(console, relay.fingerprint)
+        assert len(relay.registry) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "fragment"),
+    [
+        (["daemon", "--port", "70000"], {}, "--port"),
+        (["send", "--group", "10.0.0.1", "x"], {}, "multicast"),
+        (["send", "x"], {"MCRELAY_PORT": "abc"}, "MCRELAY_PORT"),
+        (["daemon"], {"MCRELAY_PORT": "abc"}, "MCRELAY_PORT"),
+        ([], {}, "required"),
+        (["frobnicate"], {}, "frobnicate"),
+        (["send"], {}, "text"),
+        (["send", "--relay-fingerprint", "SHA256:short", "x"], {}, "fingerprint"),
+        (["send", "--register-timeout", "0", "x"], {}, "positive"),
+        (["send", "--interface", "localhost", "x"], {}, "IPv4"),
+        (["daemon", "--log-level", "loud"], {}, "loud"),
+    ],
+)
+async def test_usage_errors(argv: list[str], environ: dict[str, str], fragment: str) -> None:
+    console = Console(environ=environ)
+    status = await console.run(*argv)
+    assert status == ExitStatus.USAGE
+    assert int(status) == 2
+    assert_one_error_line(console, fragment)
+
+
+async def test_daemon_refuses_a_bad_setting(tmp_path: Path) -> None:
+    console = Console()
+    flags = ["--interface", LOOPBACK, "--port", "0", "--key-file", str(tmp_path / "k.pem")]
+    status = await console.run("daemon", *flags, "--max-message-bytes", "40000")
+    assert status == ExitStatus.USAGE
+    assert_one_error_line(console, "max message bytes")
+    assert not (tmp_path / "k.pem").exists()
+
+
+@pytest.mark.parametrize(
+    "text", ["x" * (MAX_MESSAGE_BYTES + 1), "é" * (MAX_MESSAGE_BYTES // 2 + 1)]
+)
+async def test_send_refuses_a_message_too_long(text: str) -> None:
+    async with unused_port() as port:
+        console = Console()
+        status = await console.run("send", *client_flags(port), "short", text)
+    assert status == ExitStatus.USAGE
+    assert_one_error_line(console, str(MAX_MESSAGE_BYTES))
+
+
+async def test_send_dash_refuses_a_line_too_long() -> None:
+    async with unused_port() as port:
+        console = Console("fine\n" + "y" * (MAX_MESSAGE_BYTES + 1) + "\n")
+        status = await console.run("send", *client_flags(port), "-")
+    assert status == ExitStatus.USAGE
+    assert_one_error_line(console, str(MAX_MESSAGE_BYTES))
+
+
+async def test_environment_supplies_defaults(relay_key_file: Path, keys: Keys) -> None:
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with join(relay, keys[1]) as a:
+            environ = {"MCRELAY_INTERFACE": LOOPBACK, "MCRELAY_PORT": str(relay.address[1])}
+            console = Console(environ=environ)
+            assert await console.run("send", "from the environment") == ExitStatus.OK
+            joined = await next_event(a)
+            assert isinstance(joined, PeerJoined)
+            assert await next_event(a) == MessageReceived(joined.peer, b"from the environment")
+
+
+def test_main_returns_the_exit_status() -> None:
+    console = Console()
+    assert main(["daemon", "--port", "70000"], console.env) == 2
+    assert_one_error_line(console, "--port")

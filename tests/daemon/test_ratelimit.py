@@ -1,0 +1,93 @@
+"""AnswerLimiter: token buckets per source and in total, with explicit ``now``."""
+
+from mcrelay.daemon.ratelimit import AnswerLimiter
+from mcrelay.protocol.addresses import Address
+
+A: Address = ("127.0.0.1", 50001)
+B: Address = ("127.0.0.1", 50002)
+
+
+def source(n: int) -> Address:
+    return (f"10.0.{n // 250}.{n % 250 + 1}", 6000 + n)
+
+
+def limiter(
+    *,
+    per_source_burst: int = 5,
+    per_source_per_s: float = 1.0,
+    total_burst: int = 1000,
+    total_per_s: float = 1000.0,
+    max_sources: int = 65536,
+) -> AnswerLimiter:
+    return AnswerLimiter(
+        per_source_burst=per_source_burst,
+        per_source_per_s=per_source_per_s,
+        total_burst=total_burst,
+        total_per_s=total_per_s,
+        max_sources=max_sources,
+    )
+
+
+def allowed(limit: AnswerLimiter, address: Address, now: float, times: int) -> int:
+    return sum(limit.allow(address, now) for _ in range(times))
+
+
+def test_per_source_burst_then_one_a_second() -> None:
+    limit = limiter()
+    now = 100.0
+    assert [limit.allow(A, now) for _ in range(6)] == [True] * 5 + [False]
+    assert limit.allow(A, now + 0.5) is False  # half a token
+    assert limit.allow(A, now + 1.0) is True  # the other half arrived
+    assert limit.allow(A, now + 1.0) is False
+    assert allowed(limit, A, now + 3.0, 5) == 2  # two seconds, two tokens
+    assert allowed(limit, A, now + 3.5, 5) == 0
+
+
+def test_refill_never_exceeds_the_burst() -> None:
+    limit = limiter()
+    assert allowed(limit, A, 0.0, 10) == 5
+    assert allowed(limit, A, 4.0, 10) == 4
+    assert allowed(limit, A, 1000.0, 10) == 5
+
+
+def test_total_caps_many_sources() -> None:
+    limit = limiter(total_burst=10, total_per_s=2.0)
+    assert sum(limit.allow(source(n), 0.0) for n in range(50)) == 10
+    assert sum(limit.allow(source(n), 1.0) for n in range(50, 100)) == 2
+    assert sum(limit.allow(source(n), 1.0) for n in range(100, 150)) == 0
+    assert sum(limit.allow(source(n), 6.0) for n in range(150, 200)) == 10
+
+
+def test_one_source_does_not_limit_another() -> None:
+    limit = limiter()
+    assert allowed(limit, A, 0.0, 20) == 5
+    assert allowed(limit, B, 0.0, 20) == 5
+    assert limit.allow(A, 0.0) is False
+
+
+def test_tracked_sources_are_bounded() -> None:
+    limit = limiter(per_source_burst=1, per_source_per_s=0.001, max_sources=3)
+    a, b, c, d = (source(n) for n in range(4))
+    assert limit.allow(a, 0.0) is True
+    assert limit.allow(a, 0.0) is False
+    assert limit.allow(b, 0.0) is True
+    assert limit.allow(c, 0.0) is True
+    assert limit.allow(a, 0.0) is False  # three sources tracked: a is still remembered
+    # d makes four: the stalest (b; a just moved to the back) is forgotten.
+    assert limit.allow(d, 0.0) is True
+    assert limit.allow(a, 0.0) is False
+    assert limit.allow(b, 0.0) is True  # forgotten, so a fresh bucket
+    for n in range(10, 1010):
+        limit.allow(source(n), 0.0)
+    assert len(limit._sources) == 3
+
+
+def test_refilled_sources_are_forgotten() -> None:
+    limit = limiter(per_source_burst=5, per_source_per_s=1.0)
+    for n in range(100):
+        limit.allow(source(n), 0.0)
+    assert len(limit._sources) == 100
+    limit.allow(A, 4.9)
+    assert len(limit._sources) == 101
+    limit.allow(A, 5.0)  # five seconds refill five tokens: the 100 are full again
+    assert len(limit._sources) == 1
