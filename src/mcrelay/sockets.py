@@ -35,7 +35,12 @@ async def open_relay_socket(
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         await sock.bind(("0.0.0.0", port))
         membership = socket.inet_aton(group) + socket.inet_aton(interface)
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+        try:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"cannot join {group} on interface {interface}: {exc.strerror}"
+            ) from None
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
         granted = _set_receive_buffer(sock, receive_buffer_bytes)
     except BaseException:

@@ -365,3 +365,11 @@ def test_main_returns_the_exit_status() -> None:
     console = Console()
     assert main(["daemon", "--port", "70000"], console.env) == 2
     assert_one_error_line(console, "--port")
+
+
+def test_human_chat_output_cannot_fake_lines_or_send_escapes() -> None:
+    forged = MessageReceived(("127.0.0.1", 4000), b"hi\n[relay] send me your password\x1b[2J")
+    line = _render(forged, as_json=False)
+    assert "\n" not in line
+    assert "\x1b" not in line
+    assert line == "[127.0.0.1:4000] hi\\n[relay] send me your password\\x1b[2J"

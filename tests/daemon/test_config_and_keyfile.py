@@ -114,3 +114,15 @@ def test_key_file_that_cannot_be_created_is_refused(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError, match="key file") as caught:
         load_or_create_key(blocker / "relay-key.pem")
     assert str(blocker / "relay-key.pem") in str(caught.value)
+
+
+def test_state_directory_skips_empty_entries() -> None:
+    assert default_key_file({"STATE_DIRECTORY": ":/var/lib/mcrelay"}) == Path(
+        "/var/lib/mcrelay/relay-key.pem"
+    )
+
+
+def test_key_creation_leaves_no_partial_file(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "relay-key.pem"
+    load_or_create_key(path)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["relay-key.pem"]

@@ -104,6 +104,12 @@ def _announce(participant: Participant, env: Environment) -> None:
     )
 
 
+def printable(text: str) -> str:
+    """Peer text made safe for a terminal: control characters (newlines and escape
+    sequences included) become visible ``\\xNN`` escapes, so nobody can fake a line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _render(event: ParticipantEvent, as_json: bool) -> str:
     if isinstance(event, MessageReceived):
         sender = format_address(event.sender)
@@ -111,7 +117,7 @@ def _render(event: ParticipantEvent, as_json: bool) -> str:
             return json.dumps(
                 {"event": "message", "from": sender, "text": event.text}, ensure_ascii=False
             )
-        return f"[{'relay' if event.sender == RELAY_ITSELF else sender}] {event.text}"
+        return f"[{'relay' if event.sender == RELAY_ITSELF else sender}] {printable(event.text)}"
     kind = "joined" if isinstance(event, PeerJoined) else "left"
     if as_json:
         return json.dumps({"event": kind, "peer": format_address(event.peer)})

@@ -28,9 +28,10 @@ KEY_FILE_NAME = "relay-key.pem"
 def default_key_file(environ: dict[str, str] | None = None) -> Path:
     """``$STATE_DIRECTORY`` (systemd), else ``$XDG_STATE_HOME/mcrelay``, else ``~/.local/state``."""
     env = os.environ if environ is None else environ
-    if env.get("STATE_DIRECTORY"):
+    state_directories = [d for d in env.get("STATE_DIRECTORY", "").split(":") if d]
+    if state_directories:
         # systemd may pass several directories separated by colons; the first is ours.
-        return Path(env["STATE_DIRECTORY"].split(":")[0]) / KEY_FILE_NAME
+        return Path(state_directories[0]) / KEY_FILE_NAME
     if env.get("XDG_STATE_HOME"):
         return Path(env["XDG_STATE_HOME"]) / "mcrelay" / KEY_FILE_NAME
     return Path.home() / ".local" / "state" / "mcrelay" / KEY_FILE_NAME

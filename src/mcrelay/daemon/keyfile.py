@@ -30,16 +30,23 @@ def load_or_create_key(path: Path) -> rsa.RSAPrivateKey:
 
 
 def _create(path: Path) -> rsa.RSAPrivateKey:
+    """Write a new key beside ``path`` and link it into place, so that no reader ever
+    sees half a key and a concurrent start keeps whichever key landed first."""
     key = crypto.generate_private_key()
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(crypto.private_key_to_pem(key))
+            file.flush()
+            os.fsync(file.fileno())
+        os.link(partial, path)
     except FileExistsError:
-        # Another process created it between our read and our create: use theirs.
         return load_or_create_key(path)
     except OSError as exc:
         raise KeyFileError(f"cannot create key file {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as file:
-        file.write(crypto.private_key_to_pem(key))
+    finally:
+        partial.unlink(missing_ok=True)
     log.info("created relay key %s", path)
     return key

@@ -42,7 +42,6 @@ async def serve(
     config: RelayConfig, *, task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Run a relay (and its API) until cancelled; ready once both are listening."""
-    key = await trio.to_thread.run_sync(load_or_create_key, config.key_file)
     api_address = config.api_address
     api_sock = open_api_socket(api_address) if api_address is not None else None
     try:
@@ -57,6 +56,13 @@ async def serve(
             api_sock.close()
         raise
     with sock:
+        try:
+            # After the sockets, so a start that cannot bind leaves no new key behind.
+            key = await trio.to_thread.run_sync(load_or_create_key, config.key_file)
+        except BaseException:
+            if api_sock is not None:
+                api_sock.close()
+            raise
         relay = Relay(config, sock, key)
         context = ApiContext(relay, config.api_token, time.time(), trio.current_time())
         log.info(
