@@ -152,9 +152,10 @@ class Relay:
                 _seal_batch, sender, plaintext, batches[index], limiter=self._crypto
             )
 
-        async with trio.open_nursery() as nursery:
-            for index in range(len(batches)):
-                nursery.start_soon(seal, index)
+        if fits:
+            async with trio.open_nursery() as nursery:
+                for index in range(len(batches)):
+                    nursery.start_soon(seal, index)
         for batch, datagrams in zip(batches, sealed, strict=True):
             for client, datagram in zip(batch, datagrams, strict=True):
                 await self._outbox.send((datagram, client.address))
