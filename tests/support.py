@@ -5,14 +5,19 @@ port 0, no real sleep longer than a few milliseconds, no timing asserts; waits
 are bounded by ``trio.fail_after`` and pytest-timeout.
 """
 
+import io
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mcrelay.cli.environment import Environment
+from mcrelay.cli.main import run_command
+from mcrelay.cli.status import ExitStatus
 from mcrelay.client import Participant, ParticipantEvent, open_participant
 from mcrelay.daemon.config import RelayConfig
 from mcrelay.daemon.relay import Relay
@@ -135,3 +140,32 @@ async def raw_peer(relay: Relay, key: rsa.RSAPrivateKey) -> AsyncIterator[RawPee
     sock = await open_client_socket(interface=LOOPBACK)
     with sock:
         yield RawPeer(sock, relay, key)
+
+
+@dataclass
+class Console:
+    """An Environment on string buffers, and the buffers to read back."""
+
+    stdin_text: str = ""
+    environ: dict[str, str] = field(default_factory=dict)
+    stdout: io.StringIO = field(default_factory=io.StringIO)
+    stderr: io.StringIO = field(default_factory=io.StringIO)
+
+    def __post_init__(self) -> None:
+        self.env = Environment(
+            stdin=io.StringIO(self.stdin_text),
+            stdout=self.stdout,
+            stderr=self.stderr,
+            environ=self.environ,
+        )
+
+    async def run(self, *argv: str) -> ExitStatus:
+        with trio.fail_after(WAIT_S):
+            return await run_command(list(argv), self.env)
+
+    def out_lines(self) -> list[str]:
+        """Complete lines written to stdout so far."""
+        return self.stdout.getvalue().splitlines()
+
+    def err_lines(self) -> list[str]:
+        return self.stderr.getvalue().splitlines()

@@ -1,10 +1,8 @@
 """The ``mcrelay`` commands run in-process against a relay on loopback."""
 
-import io
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +11,6 @@ import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.cli.chat import _render
-from mcrelay.cli.environment import Environment
 from mcrelay.cli.main import main, run_command
 from mcrelay.cli.status import ExitStatus
 from mcrelay.client import MessageReceived, ParticipantEvent
@@ -23,6 +20,7 @@ from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
 from support import (
     LOOPBACK,
     WAIT_S,
+    Console,
     events_until,
     join,
     next_event,
@@ -32,35 +30,6 @@ from support import (
 )
 
 Keys = list[rsa.RSAPrivateKey]
-
-
-@dataclass
-class Console:
-    """An Environment on string buffers, and the buffers to read back."""
-
-    stdin_text: str = ""
-    environ: dict[str, str] = field(default_factory=dict)
-    stdout: io.StringIO = field(default_factory=io.StringIO)
-    stderr: io.StringIO = field(default_factory=io.StringIO)
-
-    def __post_init__(self) -> None:
-        self.env = Environment(
-            stdin=io.StringIO(self.stdin_text),
-            stdout=self.stdout,
-            stderr=self.stderr,
-            environ=self.environ,
-        )
-
-    async def run(self, *argv: str) -> ExitStatus:
-        with trio.fail_after(WAIT_S):
-            return await run_command(list(argv), self.env)
-
-    def out_lines(self) -> list[str]:
-        """Complete lines written to stdout so far."""
-        return self.stdout.getvalue().splitlines()
-
-    def err_lines(self) -> list[str]:
-        return self.stderr.getvalue().splitlines()
 
 
 def client_flags(port: int) -> list[str]:

@@ -35,7 +35,13 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
         return parser
 
     clients = command("clients", "list registered clients", run_clients)
-    clients.add_argument("--sort", choices=[*SORTS, *(f"-{s}" for s in SORTS)], default="id")
+    clients.add_argument(
+        "--sort",
+        choices=[*SORTS, *(f"-{s}" for s in SORTS)],
+        default="id",
+        metavar="KEY",
+        help=f"one of {', '.join(SORTS)}; descending with a '-', written --sort=-KEY",
+    )
     clients.add_argument("--host", help="only clients from this IP address")
     clients.add_argument("--json", action="store_true", help="print the API's JSON")
     kick = command("kick", "remove a client (and tell the others)", run_kick)

@@ -1,0 +1,123 @@
+"""The operator commands against a running daemon's API, in-process, over TCP and a Unix socket."""
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mcrelay.cli.status import ExitStatus
+from mcrelay.client import MessageReceived
+from mcrelay.daemon.service import Daemon
+from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
+from mcrelay.protocol.events import PeerJoined, PeerLeft
+from support import Console, join, next_event, relay_config, running_daemon, wait_until
+
+Keys = list[rsa.RSAPrivateKey]
+
+
+@asynccontextmanager
+async def daemon_with_api(
+    key_file: Path, api: str, **overrides: Any
+) -> AsyncIterator[tuple[Daemon, str]]:
+    """A daemon whose API listens at ``api``, and the value to give ``--api``."""
+    async with running_daemon(relay_config(key_file, api=api, **overrides)) as daemon:
+        flag = api if api.startswith("unix:") else daemon.api_urls[0].removeprefix("http://")
+        yield daemon, flag
+
+
+@pytest.fixture(params=["tcp", "unix"])
+def api_address(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return "127.0.0.1:0" if request.param == "tcp" else f"unix:{tmp_path / 'api.sock'}"
+
+
+async def test_clients_post_kick_ban_unban(
+    relay_key_file: Path, keys: Keys, api_address: str
+) -> None:
+    async with daemon_with_api(relay_key_file, api_address) as (daemon, api):
+        async with join(daemon.relay, keys[1]) as a, join(daemon.relay, keys[2]) as b:
+            assert await next_event(a) == PeerJoined(b.address)
+            assert await next_event(b) == PeerJoined(a.address)
+            console = Console()
+            assert await console.run("clients", "--api", api) == ExitStatus.OK
+            table = console.out_lines()
+            assert table[0].split()[:3] == ["ID", "FINGERPRINT", "BITS"]
+            ids = {format_address(a.address), format_address(b.address)}
+            assert {line.split()[0] for line in table[1:]} == ids
+
+            listed = Console()
+            assert await listed.run("clients", "--api", api, "--json", "--sort=-id") == 0
+            rows = json.loads(listed.stdout.getvalue())["clients"]
+            ports = [int(row["id"].rsplit(":", 1)[1]) for row in rows]
+            assert ports == sorted(ports, reverse=True)
+
+            assert await Console().run("post", "--api", api, "to all") == ExitStatus.OK
+            for peer in (a, b):
+                assert await next_event(peer) == MessageReceived(RELAY_ITSELF, b"to all")
+            to_b = format_address(b.address)
+            only_b = Console(stdin_text="one\ntwo\n")
+            assert await only_b.run("post", "--api", api, "--to", to_b, "--lines") == 0
+            assert only_b.out_lines() == ["sent to 1 clients", "sent to 1 clients"]
+            assert await next_event(b) == MessageReceived(RELAY_ITSELF, b"one")
+            assert await next_event(b) == MessageReceived(RELAY_ITSELF, b"two")
+
+            kick = Console()
+            assert await kick.run("kick", "--api", api, to_b, "--ban", "60") == ExitStatus.OK
+            assert kick.out_lines() == [f"kicked {to_b}, banned for 60 s"]
+            assert await next_event(a) == PeerLeft(b.address)
+            bans = Console()
+            assert await bans.run("bans", "--api", api) == ExitStatus.OK
+            assert bans.out_lines()[1].startswith(to_b)
+            assert await Console().run("unban", "--api", api, to_b) == ExitStatus.OK
+            again = Console()
+            assert await again.run("unban", "--api", api, to_b) == ExitStatus.ERROR
+            assert again.stderr.getvalue().startswith("mcrelay: error: no ban on")
+
+
+async def test_status_and_events(relay_key_file: Path, keys: Keys) -> None:
+    async with daemon_with_api(relay_key_file, "127.0.0.1:0") as (daemon, api):
+        status = Console()
+        assert await status.run("status", "--api", api, "--json") == ExitStatus.OK
+        assert json.loads(status.stdout.getvalue())["fingerprint"] == daemon.relay.fingerprint
+        human = Console()
+        assert await human.run("status", "--api", api) == ExitStatus.OK
+        assert f"relay key {daemon.relay.fingerprint}" in human.out_lines()
+
+        watcher = Console()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watcher.run, "events", "--api", api, "--json")
+            await wait_until(lambda: daemon.relay.events.subscribers == 1)
+            async with join(daemon.relay, keys[1]) as a:
+                await Console().run("post", "--api", api, "hello")
+                assert await next_event(a) == MessageReceived(RELAY_ITSELF, b"hello")
+            await wait_until(lambda: len(watcher.out_lines()) >= 3)
+            nursery.cancel_scope.cancel()
+        kinds = [json.loads(line)["event"] for line in watcher.out_lines()]
+        assert kinds[:3] == ["client_joined", "message_relayed", "client_left"]
+
+
+async def test_api_errors_map_to_exit_codes(relay_key_file: Path, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    async with daemon_with_api(relay_key_file, "127.0.0.1:0", api_token="s3cret") as (_, api):
+        refused = Console()
+        assert await refused.run("clients", "--api", api) == ExitStatus.ERROR
+        assert "401" in refused.stderr.getvalue()
+        allowed = Console()
+        assert await allowed.run("clients", "--api", api, "--api-token-file", str(token_file)) == 0
+        assert allowed.out_lines() == ["no clients"]
+        unknown = Console(environ={"MCRELAY_API_TOKEN_FILE": str(token_file)})
+        assert await unknown.run("kick", "--api", api, "127.0.0.1:9") == ExitStatus.ERROR
+        assert unknown.stderr.getvalue().count("\n") == 1
+        post = Console(environ={"MCRELAY_API_TOKEN_FILE": str(token_file)})
+        assert await post.run("post", "--api", api, "--to", "127.0.0.1:9", "x") == ExitStatus.ERROR
+        assert "127.0.0.1:9" in post.stderr.getvalue()
+    gone = Console()
+    assert await gone.run("status", "--api", api) == ExitStatus.UNREACHABLE
+    assert gone.stderr.getvalue().startswith("mcrelay: error: cannot reach the daemon's API")
+    usage = Console()
+    assert await usage.run("post", "--api", api, "text", "--lines") == ExitStatus.USAGE
