@@ -13,6 +13,12 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _page(items: str, description: str) -> dict[str, Any]:
+    listing = {"type": "array", "items": _ref(items.capitalize().removesuffix("s"))}
+    schema = {"type": "object", "properties": {items: listing, "count": {"type": "integer"}}}
+    return _json(schema, description)
+
+
 def _errors(*statuses: int) -> dict[str, Any]:
     return {str(status): _json(_ref("Error"), "error") for status in statuses}
 
@@ -129,16 +135,7 @@ PATHS: dict[str, Any] = {
             "summary": "Registered clients",
             "parameters": _QUERY,
             "responses": {
-                "200": _json(
-                    {
-                        "type": "object",
-                        "properties": {
-                            "clients": {"type": "array", "items": _ref("Client")},
-                            "count": {"type": "integer"},
-                        },
-                    },
-                    "a page of clients; count is before paging",
-                ),
+                "200": _page("clients", "a page of clients; count is before paging"),
                 **_errors(400, 401),
             },
         }
@@ -169,16 +166,7 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "Active bans",
             "responses": {
-                "200": _json(
-                    {
-                        "type": "object",
-                        "properties": {
-                            "bans": {"type": "array", "items": _ref("Ban")},
-                            "count": {"type": "integer"},
-                        },
-                    },
-                    "bans",
-                ),
+                "200": _page("bans", "active bans"),
                 **_errors(401),
             },
         }

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcrelay.protocol import crypto, legacy
 from mcrelay.protocol.addresses import Address, format_address
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
-from mcrelay.protocol.events import Ignored, PeerJoined, PeerLeft, RelayedMessage, ServerKey
+from mcrelay.protocol.events import ClientEvent, PeerJoined, PeerLeft, RelayedMessage, ServerKey
 from mcrelay.protocol.fragments import MSG_ID_BYTES
 from mcrelay.sockets import open_client_socket
 
@@ -123,14 +123,18 @@ class Participant:
     async def disconnect(self) -> None:
         await self._sock.sendto(legacy.disconnect(), self.destination)
 
-    async def _wait_relay_key(self, mismatched: set[str]) -> None:
+    async def _receive_untrusted(self) -> tuple[Address, list[ClientEvent]]:
+        """The next decodable datagram's source and events; others are counted and skipped."""
         while True:
             data, source = await self._sock.recvfrom(MAX_DATAGRAM_BYTES)
             try:
-                events = legacy.decode_relay_datagram_untrusted(data)
+                return (source[0], source[1]), legacy.decode_relay_datagram_untrusted(data)
             except RemoteProtocolError as exc:
                 self.dropped[exc.reason] += 1
-                continue
+
+    async def _wait_relay_key(self, mismatched: set[str]) -> None:
+        while True:
+            source, events = await self._receive_untrusted()
             for event in events:
                 if not isinstance(event, ServerKey):
                     self.dropped[DropReason.UNKNOWN_TYPE] += 1
@@ -145,26 +149,19 @@ class Participant:
                     log.warning("relay at %s has key %s: refused", format_address(source), found)
                     mismatched.add(found)
                     continue
-                self.relay_key, self.relay_address = key, (source[0], source[1])
+                self.relay_key, self.relay_address = key, source
                 return
 
     async def receive_loop(self) -> None:
         while True:
-            data, source = await self._sock.recvfrom(MAX_DATAGRAM_BYTES)
-            if (source[0], source[1]) != self.relay_address:
+            source, events = await self._receive_untrusted()
+            if source != self.relay_address:
                 self.dropped[DropReason.NOT_FROM_RELAY] += 1
-                continue
-            try:
-                events = legacy.decode_relay_datagram_untrusted(data)
-            except RemoteProtocolError as exc:
-                self.dropped[exc.reason] += 1
                 continue
             for event in events:
                 await self._dispatch(event)
 
-    async def _dispatch(
-        self, event: ServerKey | RelayedMessage | PeerJoined | PeerLeft | Ignored
-    ) -> None:
+    async def _dispatch(self, event: ClientEvent) -> None:
         if isinstance(event, RelayedMessage):
             try:
                 data = await trio.to_thread.run_sync(
