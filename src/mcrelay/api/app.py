@@ -25,10 +25,12 @@ MAX_BODY_BYTES = 128 * 1024
 
 
 def create_app(context: ApiContext) -> QuartTrio:
-    app = QuartTrio("mcrelay.api")
+    app = QuartTrio("mcrelay.api", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["JSON_SORT_KEYS"] = False
     app.extensions[EXTENSION] = context
+    # An id like '/x' or '//' in a path gets a JSON 404, not an HTML redirect.
+    app.url_map.merge_slashes = False
     app.register_blueprint(clients.blueprint)
     app.register_blueprint(events.blueprint)
     app.before_request(_check_token)
@@ -50,8 +52,9 @@ async def _check_token() -> tuple[Response, int] | None:
     context = api_context()
     if context.token is None or request.path in context.open_paths:
         return None
-    given = request.headers.get("Authorization", "").encode("utf-8", "replace")
-    if hmac.compare_digest(given, f"Bearer {context.token}".encode()):
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    token = given.strip().encode("utf-8", "replace")
+    if scheme.lower() == "bearer" and hmac.compare_digest(token, context.token.encode()):
         return None
     response, status = error(
         401, "unauthorized", "a valid 'Authorization: Bearer <token>' is needed"
@@ -62,7 +65,11 @@ async def _check_token() -> tuple[Response, int] | None:
 
 async def _http_error(exc: HTTPException) -> tuple[Response, int]:
     code = (exc.name or "error").lower().replace(" ", "_")
-    return error(exc.code or 500, code, exc.description or exc.name or "error")
+    response, status = error(exc.code or 500, code, exc.description or exc.name or "error")
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value  # Allow on a 405, for one
+    return response, status
 
 
 async def _server_error(exc: Exception) -> tuple[Response, int]:

@@ -50,7 +50,7 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     text = request.args.get(name)
     if text is None:
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not (text.isascii() and text.isdigit() and len(text) <= 10) or not low <= int(text) <= high:
         raise BadRequest(400, "bad_query", f"{name} must be an integer from {low} to {high}")
     return int(text)
 
@@ -135,7 +135,7 @@ async def list_bans() -> Reply:
 async def lift_ban(client_id: str) -> Reply:
     relay = api_context().relay
     address = _address(client_id)
-    ban = relay.bans.lift(address)
+    ban = relay.bans.lift(address, trio.current_time())
     if ban is None:
         raise BadRequest(404, "not_found", f"no ban on {client_id}")
     return jsonify({"id": format_address(address), "lifted": True})
@@ -150,6 +150,8 @@ async def post_message() -> Reply:
         body = json.loads(await request.get_data(as_text=False))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(400, "bad_json", f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest(400, "bad_json", "the body is nested too deeply") from None
     plaintext, recipients = _message_body(body)
     if len(plaintext) > relay.config.max_message_bytes:
         raise BadRequest(

@@ -4,7 +4,7 @@ import json
 from collections.abc import AsyncIterator
 
 import trio
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
 from mcrelay.api.context import api_context
 from mcrelay.api.serialize import rfc3339
@@ -23,22 +23,20 @@ def sse_frame(event: RelayEvent) -> bytes:
 
 @blueprint.get("/v1/events")
 async def stream_events() -> Response:
+    headers = {"Cache-Control": "no-cache"}
+    if request.method == "HEAD":
+        # Quart routes HEAD here too; an endless body would never finish the response.
+        return Response(b"", mimetype="text/event-stream", headers=headers)
     hub = api_context().relay.events
 
     async def frames() -> AsyncIterator[bytes]:
         with hub.subscribe() as subscription:
             yield b": mcrelay events\n\n"
-            events = aiter(subscription)
             while True:
                 with trio.move_on_after(HEARTBEAT_S) as idle:
-                    event = await anext(events)
-                if idle.cancelled_caught:
-                    yield b": heartbeat\n\n"
-                else:
-                    yield sse_frame(event)
+                    event = await subscription.receive()
+                yield b": heartbeat\n\n" if idle.cancelled_caught else sse_frame(event)
 
-    response = Response(
-        frames(), mimetype="text/event-stream", headers={"Cache-Control": "no-cache"}
-    )
+    response = Response(frames(), mimetype="text/event-stream", headers=headers)
     response.timeout = None
     return response

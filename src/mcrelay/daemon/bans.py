@@ -36,8 +36,10 @@ class BanList:
             return False
         return True
 
-    def lift(self, address: Address) -> Ban | None:
-        return self._bans.pop(address, None)
+    def lift(self, address: Address, now: float) -> Ban | None:
+        """End an active ban early; ``None`` when there is none (or it already ended)."""
+        ban = self._bans.pop(address, None)
+        return ban if ban is not None and ban.until > now else None
 
     def active(self, now: float) -> list[Ban]:
         for address in [a for a, ban in self._bans.items() if ban.until <= now]:

@@ -2,14 +2,14 @@
 
 Kinds: ``client_joined``, ``client_left`` (with ``reason``), ``message_relayed``
 (sender, size, recipients; never the text) and ``dropped`` (reason, source).
-A subscriber whose queue is full misses events; the next event it reads is an
+A subscriber whose queue is full misses events; where the gap is, it reads an
 ``overflow`` event saying how many it missed.
 """
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -28,17 +28,44 @@ class RelayEvent:
 
 @dataclass(slots=True)
 class Subscription:
-    send: trio.MemorySendChannel[RelayEvent]
-    receive: trio.MemoryReceiveChannel[RelayEvent]
-    missed: int = 0
-    hub: "EventHub | None" = field(default=None, repr=False)
+    """One reader's bounded queue. Iterate it, or call :meth:`receive`; both are safe to
+    cancel (a heartbeat timeout around them loses nothing)."""
 
-    async def __aiter__(self) -> AsyncIterator[RelayEvent]:
-        async for event in self.receive:
-            yield event
-            if self.missed and self.hub is not None:
-                missed, self.missed = self.missed, 0
-                yield self.hub.make("overflow", {"missed": missed})
+    hub: "EventHub"
+    send: trio.MemorySendChannel[RelayEvent]
+    receive_channel: trio.MemoryReceiveChannel[RelayEvent]
+    missed: int = 0
+    _last_queued: int = 0
+    _gap_after: int = 0
+    _overflow_due: bool = False
+
+    def offer(self, event: RelayEvent) -> None:
+        """Queue an event, or count it missed; never waits."""
+        try:
+            self.send.send_nowait(event)
+        except trio.WouldBlock:
+            if not self.missed:
+                self._gap_after = self._last_queued
+            self.missed += 1
+        else:
+            self._last_queued = event.id
+
+    async def receive(self) -> RelayEvent:
+        """The next event; an ``overflow`` event stands where events were missed."""
+        if self._overflow_due:
+            self._overflow_due = False
+            missed, self.missed = self.missed, 0
+            return self.hub.make("overflow", {"missed": missed})
+        event = await self.receive_channel.receive()
+        if self.missed and event.id == self._gap_after:
+            self._overflow_due = True
+        return event
+
+    def __aiter__(self) -> "Subscription":
+        return self
+
+    async def __anext__(self) -> RelayEvent:
+        return await self.receive()
 
 
 class EventHub:
@@ -61,15 +88,12 @@ class EventHub:
             return
         event = self.make(kind, data)
         for subscription in self._subscriptions:
-            try:
-                subscription.send.send_nowait(event)
-            except trio.WouldBlock:
-                subscription.missed += 1
+            subscription.offer(event)
 
     @contextmanager
     def subscribe(self) -> Iterator[Subscription]:
         send, receive = trio.open_memory_channel[RelayEvent](self._queue_events)
-        subscription = Subscription(send, receive, hub=self)
+        subscription = Subscription(self, send, receive)
         self._subscriptions.append(subscription)
         try:
             yield subscription

@@ -13,6 +13,7 @@ run_until_signal
 
 import logging
 import signal
+import socket
 import time
 from dataclasses import dataclass
 
@@ -45,24 +46,26 @@ async def serve(
     api_address = config.api_address
     api_sock = open_api_socket(api_address) if api_address is not None else None
     try:
-        sock, granted = await open_relay_socket(
-            group=config.group,
-            port=config.port,
-            interface=config.interface,
-            receive_buffer_bytes=config.receive_buffer_bytes,
-        )
-    except BaseException:
+        await _serve(config, api_sock, task_status)
+    finally:
         if api_sock is not None:
-            api_sock.close()
-        raise
+            api_sock.close()  # a no-op once hypercorn has taken it over
+        if api_address is not None and api_address.path is not None:
+            api_address.path.unlink(missing_ok=True)
+
+
+async def _serve(
+    config: RelayConfig, api_sock: socket.socket | None, task_status: trio.TaskStatus[Daemon]
+) -> None:
+    sock, granted = await open_relay_socket(
+        group=config.group,
+        port=config.port,
+        interface=config.interface,
+        receive_buffer_bytes=config.receive_buffer_bytes,
+    )
     with sock:
-        try:
-            # After the sockets, so a start that cannot bind leaves no new key behind.
-            key = await trio.to_thread.run_sync(load_or_create_key, config.key_file)
-        except BaseException:
-            if api_sock is not None:
-                api_sock.close()
-            raise
+        # After the sockets, so a start that cannot bind leaves no new key behind.
+        key = await trio.to_thread.run_sync(load_or_create_key, config.key_file)
         relay = Relay(config, sock, key)
         context = ApiContext(relay, config.api_token, time.time(), trio.current_time())
         log.info(
@@ -79,18 +82,14 @@ async def serve(
                 granted,
                 config.receive_buffer_bytes,
             )
-        try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(relay.run)
-                urls: list[str] = []
-                if api_sock is not None:
-                    urls = await nursery.start(serve_api, create_app(context), api_sock)
-                    log.info("control API on %s", api_address)
-                context.ready = True
-                task_status.started(Daemon(relay, context, urls))
-        finally:
-            if api_address is not None and api_address.path is not None:
-                api_address.path.unlink(missing_ok=True)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(relay.run)
+            urls: list[str] = []
+            if api_sock is not None:
+                urls = await nursery.start(serve_api, create_app(context), api_sock)
+                log.info("control API on %s", config.api_address)
+            context.ready = True
+            task_status.started(Daemon(relay, context, urls))
 
 
 async def run_until_signal(config: RelayConfig) -> None:
