@@ -32,7 +32,8 @@ async def open_relay_socket(
     """Bind ``0.0.0.0:port``, join ``group`` on ``interface``; return the socket and its buffer."""
     sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # No SO_REUSEADDR: a second relay on the same port must fail to start, not
+        # silently take over the unicast traffic.
         await sock.bind(("0.0.0.0", port))
         membership = socket.inet_aton(group) + socket.inet_aton(interface)
         try:

@@ -339,3 +339,18 @@ async def test_head_of_the_event_stream_does_not_hang_the_connection(
         healthz = await api.http.get("/healthz", timeout=1.0)
         assert healthz.status_code == 200
         await wait_until(lambda: api.relay.events.subscribers == 0)
+
+
+async def test_overflow_ids_keep_increasing_across_a_second_gap() -> None:
+    hub = EventHub(queue_events=3)
+    with hub.subscribe() as subscription:
+        for n in range(5):  # ids 1-3 queued, 4-5 missed
+            hub.publish("dropped", n=n)
+        first = await subscription.receive()
+        hub.publish("dropped", n=5)  # id 6 queued
+        for n in range(6, 8):  # ids 7-8 missed too
+            hub.publish("dropped", n=n)
+        rest = [await subscription.receive() for _ in range(4)]
+        ids = [first.id, *(event.id for event in rest)]
+        assert [event.kind for event in rest] == ["dropped", "dropped", "overflow", "dropped"]
+        assert ids == sorted(set(ids))

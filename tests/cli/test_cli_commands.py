@@ -342,3 +342,14 @@ def test_human_chat_output_cannot_fake_lines_or_send_escapes() -> None:
     assert "\n" not in line
     assert "\x1b" not in line
     assert line == "[127.0.0.1:4000] hi\\n[relay] send me your password\\x1b[2J"
+
+
+async def test_bad_admin_api_address_and_huge_buffer_are_usage_errors() -> None:
+    for argv in (
+        ["clients", "--api", "foo"],
+        ["daemon", "--receive-buffer-bytes", "99999999999", "--api", "off"],
+        ["send", "--interface", "127.0.0.1", "DISCONNECT"],
+    ):
+        console = Console()
+        assert await console.run(*argv) == ExitStatus.USAGE
+        assert console.stderr.getvalue().count("\n") == 1

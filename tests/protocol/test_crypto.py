@@ -242,3 +242,13 @@ def test_own_key_must_be_an_unencrypted_rsa_pem_of_2048_to_4096_bits(
     for pem in (b"", b"junk", encrypted, ec_pem, small_pem):
         with pytest.raises(LocalProtocolError):
             crypto.load_private_key_pem(pem)
+
+
+def test_a_key_with_another_public_exponent_is_refused() -> None:
+    # e = 2^64 + 1 on a 4096-bit modulus made OpenSSL refuse to encrypt, killing the relay.
+    modulus = crypto.generate_private_key().public_key().public_numbers().n
+    for exponent in (3, 2**64 + 1):
+        key = rsa.RSAPublicNumbers(exponent, modulus).public_key()
+        with pytest.raises(RemoteProtocolError) as caught:
+            crypto.load_public_key_untrusted(crypto.public_key_to_pem(key))
+        assert caught.value.reason is DropReason.BAD_KEY

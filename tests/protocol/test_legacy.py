@@ -305,3 +305,11 @@ def test_payload_with_a_bad_ciphertext_fails_to_decrypt(
         encode_tlv(3, crypto.encrypt_blocks(client_key.public_key(), b"ok")[0]),
     ):
         assert _payload_reason(relay_key, payload) is DropReason.DECRYPT_FAILED
+
+
+def test_a_payload_with_more_blocks_than_the_largest_message_is_refused_before_decrypting() -> None:
+    key = crypto.generate_private_key()
+    block = encode_tlv(TlvType.ENCRYPTED_BLOCK, bytes(256))
+    with pytest.raises(RemoteProtocolError) as caught:
+        legacy.decrypt_payload_untrusted(key, block * 3, max_message_bytes=190 * 2)
+    assert caught.value.reason is DropReason.TOO_LARGE

@@ -353,3 +353,10 @@ def test_a_tombstone_ends_at_its_own_deadline_whatever_the_completion_order() ->
     # a's deadline has passed: a may start afresh (b is still remembered).
     assert r.add(SRC, frag(0, 1, msg_id=b), 6.0) == LATE
     assert r.add(SRC, frag(0, 2, msg_id=a), 6.0) == Pending((SRC, a), 11.0, new=True)
+
+
+def test_a_piece_over_256_bytes_is_invalid() -> None:
+    r = make()
+    big = Fragment(MSG, 0, 1, b"x" * 257)
+    assert r.add(SRC, big, 0.0) == Rejected(DropReason.INVALID_FRAGMENT)
+    assert isinstance(r.add(SRC, Fragment(MSG, 0, 1, b"x" * 256), 0.0), Complete)

@@ -12,6 +12,7 @@ import trio
 
 from mcrelay.api.address import DEFAULT_API
 from mcrelay.cli.chat import cancel_on_signal
+from mcrelay.cli.daemon import api_address
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import Parser, UsageError, add_flag, positive_float
 from mcrelay.cli.status import ExitStatus
@@ -26,7 +27,12 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
     def command(name: str, help: str, run: Any) -> argparse.ArgumentParser:
         parser = subparsers.add_parser(name, help=help)
         add_flag(
-            parser, environ, "--api", str, DEFAULT_API, "the daemon's API: host:port or unix:/path"
+            parser,
+            environ,
+            "--api",
+            api_address,
+            DEFAULT_API,
+            "the daemon's API: host:port or unix:/path",
         )
         add_flag(
             parser, environ, "--api-token-file", Path, None, "file holding the API's bearer token"

@@ -24,8 +24,9 @@ from mcrelay.cli.status import ExitStatus
 from mcrelay.client import MessageReceived, Participant, ParticipantEvent, open_participant
 from mcrelay.client.participant import KEEPALIVE_INTERVAL_S, REGISTER_TIMEOUT_S
 from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
+from mcrelay.protocol.errors import LocalProtocolError
 from mcrelay.protocol.events import PeerJoined
-from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
+from mcrelay.protocol.legacy import CONNECT_WORD, DISCONNECT_WORD, MAX_MESSAGE_BYTES
 
 
 def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping[str, str]) -> None:
@@ -135,7 +136,10 @@ async def _send_lines(participant: Participant, env: Environment) -> None:
         if len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
             env.say(f"mcrelay: line of over {MAX_MESSAGE_BYTES} bytes not sent")
             continue
-        await participant.send(text)
+        try:
+            await participant.send(text)
+        except LocalProtocolError as exc:
+            env.say(f"mcrelay: not sent: {exc}")
 
 
 async def cancel_on_signal(scope: trio.CancelScope) -> None:
@@ -163,6 +167,8 @@ async def run_send(args: argparse.Namespace, env: Environment) -> ExitStatus:
     if texts == ["-"]:
         texts = [line.rstrip("\r\n") for line in env.stdin]
     for text in texts:
+        if text.encode("utf-8") in (CONNECT_WORD, DISCONNECT_WORD):
+            raise UsageError(f"{text!r} alone is a control word in this protocol, not a message")
         if len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
             raise UsageError(
                 f"a message of {len(text.encode('utf-8'))} bytes; at most {MAX_MESSAGE_BYTES}"

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.protocol import crypto, legacy
 from mcrelay.protocol.addresses import Address, format_address
-from mcrelay.protocol.errors import DropReason, RemoteProtocolError
+from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
 from mcrelay.protocol.events import ClientEvent, PeerJoined, PeerLeft, RelayedMessage, ServerKey
 from mcrelay.protocol.fragments import MSG_ID_BYTES
 from mcrelay.sockets import open_client_socket
@@ -114,6 +114,10 @@ class Participant:
         """Encrypt for the relay, fragment and send (raises ``LocalProtocolError`` if too long)."""
         assert self.relay_key is not None, "not registered"
         plaintext = message.encode("utf-8") if isinstance(message, str) else message
+        if plaintext in (legacy.CONNECT_WORD, legacy.DISCONNECT_WORD):
+            raise LocalProtocolError(
+                f"{plaintext.decode()!r} alone is a control word in this protocol, not chat text"
+            )
         datagrams = await trio.to_thread.run_sync(
             legacy.message_datagrams, self.relay_key, plaintext, secrets.token_bytes(MSG_ID_BYTES)
         )
@@ -184,9 +188,12 @@ class Participant:
             self.dropped[DropReason.OVERLOADED] += 1
 
     async def keepalive_loop(self) -> None:
+        """KEEPALIVE with our key beside it: a registered client is only refreshed, and
+        one the relay forgot (a restart, a lost datagram, a timeout) registers again."""
+        ping = legacy.keepalive() + legacy.client_key(self._key.public_key())
         while True:
             await trio.sleep(self.keepalive_interval_s)
-            await self._sock.sendto(legacy.keepalive(), self.destination)
+            await self._sock.sendto(ping, self.destination)
 
 
 @asynccontextmanager

@@ -18,6 +18,7 @@ MAX_CLIENTS = 4096
 MAX_PENDING_RELAYS = 256
 SEND_QUEUE_DATAGRAMS = 16384
 RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
+MAX_RECEIVE_BUFFER_BYTES = 2**31 - 1
 KEY_ANSWERS_PER_SOURCE_BURST = 5
 KEY_ANSWERS_PER_SOURCE_PER_S = 1.0
 KEY_ANSWERS_TOTAL_BURST = 200
@@ -81,7 +82,10 @@ class RelayConfig:
             (self.max_clients >= 1, "max clients must be at least 1"),
             (self.max_pending_relays >= 1, "max pending relays must be at least 1"),
             (self.send_queue_datagrams >= 1, "send queue must hold at least 1 datagram"),
-            (self.receive_buffer_bytes >= 65536, "receive buffer must be at least 65536 bytes"),
+            (
+                65536 <= self.receive_buffer_bytes <= MAX_RECEIVE_BUFFER_BYTES,
+                f"receive buffer must be 65536 to {MAX_RECEIVE_BUFFER_BYTES} bytes",
+            ),
             (self.key_answers_per_source_burst >= 1, "key answer bursts must be at least 1"),
             (self.key_answers_total_burst >= 1, "key answer bursts must be at least 1"),
             (self.key_answers_per_source_per_s > 0, "key answer rates must be above 0"),

@@ -37,6 +37,7 @@ class Subscription:
     missed: int = 0
     _last_queued: int = 0
     _gap_after: int = 0
+    _first_missed: int = 0
     _overflow_due: bool = False
 
     def offer(self, event: RelayEvent) -> None:
@@ -45,7 +46,7 @@ class Subscription:
             self.send.send_nowait(event)
         except trio.WouldBlock:
             if not self.missed:
-                self._gap_after = self._last_queued
+                self._gap_after, self._first_missed = self._last_queued, event.id
             self.missed += 1
         else:
             self._last_queued = event.id
@@ -55,7 +56,8 @@ class Subscription:
         if self._overflow_due:
             self._overflow_due = False
             missed, self.missed = self.missed, 0
-            return self.hub.make("overflow", {"missed": missed})
+            # It stands where the first missed event stood, so ids still increase.
+            return RelayEvent(self._first_missed, "overflow", time.time(), {"missed": missed})
         event = await self.receive_channel.receive()
         if self.missed and event.id == self._gap_after:
             self._overflow_due = True

@@ -7,15 +7,18 @@ and send whatever notices the returned values call for.
 """
 
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.protocol import crypto
+from mcrelay.protocol import crypto, legacy
 from mcrelay.protocol.addresses import Address
+
+MAX_CLIENTS_PER_HOST = 256
+"""Registered clients from one IP address (each is a port); more are refused as full."""
 
 
 class Registration(Enum):
@@ -38,6 +41,8 @@ class Client:
     """Wall-clock time (Unix seconds) of registration, for display."""
     last_seen: float
     """Monotonic time of the last well-formed datagram."""
+    joined_notice: bytes = b""
+    """This client's CLIENT_CONNECTED datagram, encoded once."""
     relays_in_flight: int = 0
     """Messages from this client between completion and fan-out."""
     left_reason: str | None = None
@@ -53,8 +58,12 @@ class Client:
 
 
 class ClientRegistry:
-    def __init__(self, *, max_clients: int) -> None:
+    def __init__(
+        self, *, max_clients: int, max_clients_per_host: int = MAX_CLIENTS_PER_HOST
+    ) -> None:
         self.max_clients = max_clients
+        self.max_clients_per_host = max_clients_per_host
+        self._per_host: Counter[str] = Counter()
         # Ordered by last activity, stalest first: expiry looks only at the front.
         self._clients: OrderedDict[Address, Client] = OrderedDict()
 
@@ -86,9 +95,19 @@ class ClientRegistry:
             return Registration.REKEYED
         if len(self._clients) >= self.max_clients:
             raise RegistryFull(f"{self.max_clients} clients registered")
+        host = address[0]
+        if self._per_host[host] >= self.max_clients_per_host:
+            raise RegistryFull(f"{self.max_clients_per_host} clients registered from {host}")
         self._clients[address] = Client(
-            address, key, numbers, crypto.fingerprint(key), time.time(), now
+            address,
+            key,
+            numbers,
+            crypto.fingerprint(key),
+            time.time(),
+            now,
+            joined_notice=legacy.peer_joined(address),
         )
+        self._per_host[host] += 1
         return Registration.NEW
 
     def touch(self, address: Address, now: float) -> bool:
@@ -99,8 +118,21 @@ class ClientRegistry:
         self._clients.move_to_end(address)
         return True
 
+    def holds(self, address: Address, key: rsa.RSAPublicKey) -> bool:
+        """Is ``address`` registered with this very key (a refresh, not a registration)?"""
+        client = self._clients.get(address)
+        return client is not None and client.numbers == key.public_numbers()
+
     def remove(self, address: Address) -> Client | None:
-        return self._clients.pop(address, None)
+        client = self._clients.pop(address, None)
+        if client is not None:
+            self._forget_host(address[0])
+        return client
+
+    def _forget_host(self, host: str) -> None:
+        self._per_host[host] -= 1
+        if not self._per_host[host]:
+            del self._per_host[host]
 
     def expire(self, now: float, timeout_s: float) -> list[Client]:
         """Remove and return every client idle for longer than ``timeout_s``."""
@@ -110,5 +142,6 @@ class ClientRegistry:
             if now - client.last_seen <= timeout_s:
                 break
             del self._clients[client.address]
+            self._forget_host(client.address[0])
             expired.append(client)
         return expired

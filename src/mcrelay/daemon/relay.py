@@ -38,6 +38,13 @@ log = logging.getLogger(__name__)
 
 MAX_DATAGRAM_BYTES = 65535
 CLEANUP_INTERVAL_S = 1.0
+MAX_RELAYS_PER_CLIENT = 32
+"""Messages of one client between completion and fan-out; the rest are ``overloaded``."""
+REGISTRATIONS_PER_HOST_BURST = 20
+REGISTRATIONS_PER_HOST_PER_S = 5.0
+REGISTRATIONS_TOTAL_BURST = 200
+REGISTRATIONS_TOTAL_PER_S = 100.0
+"""New registrations and re-keys (each tells every client) per host and in total."""
 
 
 @dataclass(slots=True)
@@ -82,9 +89,21 @@ class Relay:
         self.bans = BanList()
         self.events = EventHub()
         self._crypto = trio.CapacityLimiter(config.crypto_workers)
+        # Notices (joins, leaves, key answers) have their own queue, sent first-come beside
+        # relayed messages, so a burst of messages cannot crowd presence out.
+        self._notices, self._notices_drain = trio.open_memory_channel[tuple[bytes, Address]](
+            config.send_queue_datagrams
+        )
         self._outbox, self._outbox_drain = trio.open_memory_channel[tuple[bytes, Address]](
             config.send_queue_datagrams
         )
+        self._registrations = AnswerLimiter(
+            per_source_burst=REGISTRATIONS_PER_HOST_BURST,
+            per_source_per_s=REGISTRATIONS_PER_HOST_PER_S,
+            total_burst=REGISTRATIONS_TOTAL_BURST,
+            total_per_s=REGISTRATIONS_TOTAL_PER_S,
+        )
+        self._leaving: dict[Address, Client] = {}
         self._waiting: dict[MessageKey, _Waiting] = {}
         self._last_turn: dict[Address, _Turn] = {}
         self._pending_relays = 0
@@ -101,7 +120,8 @@ class Relay:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            nursery.start_soon(self._send_loop)
+            nursery.start_soon(self._send_loop, self._notices_drain)
+            nursery.start_soon(self._send_loop, self._outbox_drain)
             nursery.start_soon(self._cleanup_loop)
             nursery.start_soon(self._receive_loop)
             task_status.started()
@@ -112,8 +132,9 @@ class Relay:
             "reassembly_in_flight": self.reassembler.in_flight,
             "reassembly_bytes": self.reassembler.buffered_bytes,
             "pending_relays": self._pending_relays,
-            "send_queue": self._outbox.statistics().current_buffer_used,
-            "bans": len(self.bans),
+            "send_queue": self._outbox.statistics().current_buffer_used
+            + self._notices.statistics().current_buffer_used,
+            "bans": len(self.bans.active(trio.current_time())),
             "event_subscribers": self.events.subscribers,
             **self.counters.snapshot(),
         }
@@ -145,7 +166,7 @@ class Relay:
                 fits.append(client)
         workers = max(1, min(len(fits), self.config.crypto_workers))
         batches = [fits[i::workers] for i in range(workers)]
-        sealed: list[list[bytes]] = [[] for _ in batches]
+        sealed: list[list[bytes | None]] = [[] for _ in batches]
 
         async def seal(index: int) -> None:
             sealed[index] = await trio.to_thread.run_sync(
@@ -156,20 +177,25 @@ class Relay:
             async with trio.open_nursery() as nursery:
                 for index in range(len(batches)):
                     nursery.start_soon(seal, index)
+        copies = 0
         for batch, datagrams in zip(batches, sealed, strict=True):
             for client, datagram in zip(batch, datagrams, strict=True):
+                if datagram is None:
+                    self._drop(DropReason.ENCRYPT_FAILED, client.address)
+                    continue
                 await self._outbox.send((datagram, client.address))
                 client.messages_out += 1
                 client.bytes_out += len(datagram)
+                copies += 1
         self.counters.messages_relayed += 1
-        self.counters.copies_sent += len(fits)
+        self.counters.copies_sent += copies
         self.events.publish(
             "message_relayed",
             sender=format_address(sender),
             size=len(plaintext),
-            recipients=len(fits),
+            recipients=copies,
         )
-        return len(fits)
+        return copies
 
     # The receive path: synchronous from here down to the per-message tasks.
 
@@ -202,13 +228,18 @@ class Relay:
 
     def _on_key_request(self, _event: KeyRequest, source: Address, now: float) -> None:
         if self._answers.allow(source, now):
-            self._send_nowait(self._server_key, source)
+            self._notify(self._server_key, source)
         else:
             self._drop(DropReason.RATE_LIMITED, source)
 
     def _on_client_key(self, event: ClientKey, source: Address, now: float) -> None:
         try:
             key = crypto.load_public_key_untrusted(event.pem)
+            if not self.registry.holds(source, key) and not self._registrations.allow(
+                (source[0], 0), now
+            ):
+                self._drop(DropReason.RATE_LIMITED, source, "registration")
+                return
             outcome = self.registry.register(source, key, now)
         except RemoteProtocolError as exc:
             log.info("refused key from %s: %s", format_address(source), exc)
@@ -230,11 +261,19 @@ class Relay:
             fingerprint=crypto.fingerprint(key),
             rekeyed=outcome is Registration.REKEYED,
         )
-        joined = legacy.peer_joined(source)
-        for other in self.registry.others(source):
-            self._send_nowait(joined, other.address)
-            if outcome is Registration.NEW:
-                self._send_nowait(legacy.peer_joined(other.address), source)
+        earlier = self._leaving.pop(source, None)
+        if earlier is not None:
+            # The address left with messages in flight and is back: say it left first.
+            self._announce_left(source, earlier.left_reason or "disconnect")
+            earlier.left_reason = None
+        client = self.registry.get(source)
+        assert client is not None
+        others = self.registry.others(source)
+        self._broadcast(client.joined_notice, [other.address for other in others])
+        if outcome is Registration.NEW:
+            for other in others:
+                if not self._notify(other.joined_notice, source):
+                    break
 
     def _on_fragment(self, event: FragmentReceived, source: Address, now: float) -> None:
         if source not in self.registry:
@@ -286,7 +325,10 @@ class Relay:
         if client is None:
             self._drop(DropReason.SENDER_GONE, source)
             return None
-        if self._pending_relays >= self.config.max_pending_relays:
+        if (
+            self._pending_relays >= self.config.max_pending_relays
+            or client.relays_in_flight >= MAX_RELAYS_PER_CLIENT
+        ):
             self._drop(DropReason.OVERLOADED, source)
             return None
         client.messages_in += 1
@@ -318,21 +360,32 @@ class Relay:
         try:
             try:
                 plaintext = await trio.to_thread.run_sync(
-                    legacy.decrypt_payload_untrusted, self._key, payload, limiter=self._crypto
+                    legacy.decrypt_payload_untrusted,
+                    self._key,
+                    payload,
+                    self.config.max_message_bytes,
+                    limiter=self._crypto,
                 )
             except RemoteProtocolError as exc:
                 self._drop(exc.reason, source, exc)
                 return
             if turn.previous is not None:
                 await turn.previous.wait()
+            current = self.registry.get(source) is sender
             if len(plaintext) > self.config.max_message_bytes:
                 self._drop(DropReason.TOO_LARGE, source)
             elif plaintext == legacy.CONNECT_WORD:
-                self.registry.touch(source, trio.current_time())
+                if current:
+                    self.registry.touch(source, trio.current_time())
             elif plaintext == legacy.DISCONNECT_WORD:
-                self.remove(source, "disconnect")
+                if current:
+                    self.remove(source, "disconnect")
             else:
                 await self.fan_out(source, plaintext, self.registry.others(source))
+        except Exception:
+            # A bug must cost one message, never the daemon: count it, log it, go on.
+            log.exception("relaying a message from %s failed", format_address(source))
+            self._drop(DropReason.INTERNAL_ERROR, source)
         finally:
             turn.done.set()
             if self._last_turn.get(source) is turn:
@@ -340,18 +393,29 @@ class Relay:
             self._pending_relays -= 1
             sender.relays_in_flight -= 1
             if sender.left_reason is not None and not sender.relays_in_flight:
+                self._leaving.pop(source, None)
                 self._announce_left(source, sender.left_reason)
+                sender.left_reason = None
 
     # Sending and housekeeping.
 
-    def _send_nowait(self, datagram: bytes, address: Address) -> None:
+    def _notify(self, datagram: bytes, address: Address) -> bool:
+        """Queue a notice; when the queue is full, drop and count it, and say so."""
         try:
-            self._outbox.send_nowait((datagram, address))
+            self._notices.send_nowait((datagram, address))
         except trio.WouldBlock:
             self._drop(DropReason.SEND_QUEUE_FULL, address)
+            return False
+        return True
 
-    async def _send_loop(self) -> None:
-        async for datagram, address in self._outbox_drain:
+    def _broadcast(self, datagram: bytes, addresses: list[Address]) -> None:
+        for sent, address in enumerate(addresses):
+            if not self._notify(datagram, address):
+                self.counters.dropped[DropReason.SEND_QUEUE_FULL] += len(addresses) - sent - 1
+                return
+
+    async def _send_loop(self, drain: trio.MemoryReceiveChannel[tuple[bytes, Address]]) -> None:
+        async for datagram, address in drain:
             try:
                 await self._sock.sendto(datagram, address)
             except OSError as exc:
@@ -371,15 +435,14 @@ class Relay:
         """Announce a removal, after the client's messages in flight have gone out."""
         if client.relays_in_flight:
             client.left_reason = reason
+            self._leaving[client.address] = client
         else:
             self._announce_left(client.address, reason)
 
     def _announce_left(self, address: Address, reason: str) -> None:
         log.info("client %s left (%s)", format_address(address), reason)
         self.events.publish("client_left", client=format_address(address), reason=reason)
-        left = legacy.peer_left(address)
-        for other in self.registry:
-            self._send_nowait(left, other.address)
+        self._broadcast(legacy.peer_left(address), [other.address for other in self.registry])
 
     def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
         assert self._nursery is not None, "Relay.run() is not running"
@@ -393,6 +456,13 @@ class Relay:
             log.debug("dropped %s from %s: %s", reason, format_address(source), detail or "")
 
 
-def _seal_batch(sender: Address, plaintext: bytes, clients: list[Client]) -> list[bytes]:
-    """Runs in a worker thread: one relayed datagram per client."""
-    return [legacy.relayed_message(client.key, sender, plaintext) for client in clients]
+def _seal_batch(sender: Address, plaintext: bytes, clients: list[Client]) -> list[bytes | None]:
+    """Runs in a worker thread: one relayed datagram per client, ``None`` where OpenSSL refused."""
+    return [_seal(client.key, sender, plaintext) for client in clients]
+
+
+def _seal(key: rsa.RSAPublicKey, sender: Address, plaintext: bytes) -> bytes | None:
+    try:
+        return legacy.relayed_message(key, sender, plaintext)
+    except ValueError:
+        return None

@@ -119,6 +119,12 @@ def load_public_key_untrusted(pem: bytes) -> rsa.RSAPublicKey:
         raise RemoteProtocolError("public key is not RSA", DropReason.BAD_KEY)
     if not MIN_PEER_KEY_BITS <= key.key_size <= MAX_PEER_KEY_BITS:
         raise RemoteProtocolError(f"RSA key of {key.key_size} bits", DropReason.BAD_KEY)
+    if key.public_numbers().e != PUBLIC_EXPONENT:
+        # The profile's keys use e = 65537. A huge exponent makes every encryption slow,
+        # and OpenSSL refuses some outright (over 3072 bits with e over 64 bits).
+        raise RemoteProtocolError(
+            f"RSA public exponent {key.public_numbers().e}", DropReason.BAD_KEY
+        )
     return key
 
 

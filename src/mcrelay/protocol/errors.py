@@ -30,6 +30,8 @@ class DropReason(StrEnum):
     SENDER_GONE = "sender_gone"
     OVERLOADED = "overloaded"
     DATAGRAM_TOO_LARGE = "datagram_too_large"
+    ENCRYPT_FAILED = "encrypt_failed"
+    INTERNAL_ERROR = "internal_error"
     SEND_QUEUE_FULL = "send_queue_full"
     SEND_FAILED = "send_failed"
     NOT_FROM_RELAY = "not_from_relay"

@@ -125,12 +125,20 @@ def message_datagrams(relay_key: rsa.RSAPublicKey, plaintext: bytes, msg_id: byt
     return [encode_fragment(fragment) for fragment in split_payload(payload, msg_id)]
 
 
-def decrypt_payload_untrusted(relay_key: rsa.RSAPrivateKey, payload: bytes) -> bytes:
-    """Plaintext of a reassembled payload: ENCRYPTED_BLOCK TLVs only, each one OAEP block."""
+def decrypt_payload_untrusted(
+    relay_key: rsa.RSAPrivateKey, payload: bytes, max_message_bytes: int = MAX_MESSAGE_BYTES
+) -> bytes:
+    """Plaintext of a reassembled payload: ENCRYPTED_BLOCK TLVs only, each one OAEP block.
+
+    A payload with more blocks than ``max_message_bytes`` needs is refused before
+    any decryption (``too_large``), so its cost is bounded."""
     try:
         tlvs = decode_tlvs_untrusted(payload)
     except RemoteProtocolError as exc:
         raise RemoteProtocolError(f"payload: {exc}", DropReason.BAD_PAYLOAD) from None
+    max_blocks = max(1, -(-max_message_bytes // crypto.max_chunk_bytes(relay_key)))
+    if len(tlvs) > max_blocks:
+        raise RemoteProtocolError(f"{len(tlvs)} blocks, at most {max_blocks}", DropReason.TOO_LARGE)
     if any(tlv.type != TlvType.ENCRYPTED_BLOCK for tlv in tlvs):
         raise RemoteProtocolError(
             "payload holds a TLV other than ENCRYPTED_BLOCK", DropReason.BAD_PAYLOAD

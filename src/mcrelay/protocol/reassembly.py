@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import DropReason
-from mcrelay.protocol.fragments import MAX_FRAGMENTS, Fragment
+from mcrelay.protocol.fragments import FRAGMENT_SIZE, MAX_FRAGMENTS, Fragment
 
 MessageKey = tuple[Address, bytes]
 
@@ -130,7 +130,11 @@ class Reassembler:
         return timed_out
 
     def _valid_numbers(self, fragment: Fragment) -> bool:
-        return 0 < fragment.total <= self.max_fragments and fragment.seq < fragment.total
+        return (
+            0 < fragment.total <= self.max_fragments
+            and fragment.seq < fragment.total
+            and len(fragment.piece) <= FRAGMENT_SIZE
+        )
 
     def _start(self, key: MessageKey, fragment: Fragment, now: float) -> Outcome:
         source = key[0]

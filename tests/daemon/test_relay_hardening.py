@@ -1,0 +1,123 @@
+"""Hostile or unlucky sequences a review found: each of these once broke the relay."""
+
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mcrelay.client import MessageReceived
+from mcrelay.daemon.registry import ClientRegistry, RegistryFull
+from mcrelay.daemon.relay import REGISTRATIONS_PER_HOST_BURST
+from mcrelay.protocol import legacy
+from mcrelay.protocol.addresses import Address
+from mcrelay.protocol.errors import LocalProtocolError
+from mcrelay.protocol.events import PeerJoined, PeerLeft
+from mcrelay.sockets import open_relay_socket
+from support import (
+    LOOPBACK,
+    dropped,
+    join,
+    next_event,
+    raw_peer,
+    relay_config,
+    running_relay,
+    wait_until,
+)
+
+Keys = list[rsa.RSAPrivateKey]
+
+
+async def test_a_recipient_openssl_refuses_costs_one_copy_not_the_daemon(
+    relay_key_file: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refused = keys[3].public_key().public_numbers()
+    real = legacy.relayed_message
+
+    def picky(key: rsa.RSAPublicKey, sender: Address, plaintext: bytes) -> bytes:
+        if key.public_numbers() == refused:
+            raise ValueError("Encryption failed")
+        return real(key, sender, plaintext)
+
+    monkeypatch.setattr(legacy, "relayed_message", picky)
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with join(relay, keys[1]) as a, join(relay, keys[2]) as b:
+            async with join(relay, keys[3]):
+                await a.send("still here")
+                while (event := await next_event(b)) != MessageReceived(a.address, b"still here"):
+                    assert isinstance(event, PeerJoined)
+                await wait_until(lambda: dropped(relay, "encrypt_failed") == 1)
+
+
+async def test_registrations_from_one_host_are_rate_limited(
+    relay_key_file: Path, keys: Keys
+) -> None:
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        for _ in range(REGISTRATIONS_PER_HOST_BURST + 5):
+            async with raw_peer(relay, keys[2]) as raw:
+                await raw.send(legacy.client_key(keys[2].public_key()))
+        await wait_until(lambda: relay.counters.datagrams_in == REGISTRATIONS_PER_HOST_BURST + 5)
+        assert dropped(relay, "rate_limited") >= 4
+        assert len(relay.registry) <= REGISTRATIONS_PER_HOST_BURST + 1
+
+
+def test_clients_per_host_are_capped(keys: Keys) -> None:
+    registry = ClientRegistry(max_clients=10, max_clients_per_host=2)
+    key = keys[1].public_key()
+    registry.register(("10.0.0.1", 1), key, 0.0)
+    registry.register(("10.0.0.1", 2), key, 0.0)
+    registry.register(("10.0.0.2", 1), key, 0.0)
+    with pytest.raises(RegistryFull):
+        registry.register(("10.0.0.1", 3), key, 0.0)
+    registry.remove(("10.0.0.1", 1))
+    registry.register(("10.0.0.1", 3), key, 0.0)
+
+
+async def test_a_full_notice_queue_counts_every_lost_notice(
+    relay_key_file: Path, keys: Keys
+) -> None:
+    async with running_relay(relay_config(relay_key_file, send_queue_datagrams=4)) as relay:
+        relay._broadcast(b"notice", [("127.0.0.1", 9)] * 10)
+        # One goes straight to the waiting send task, four fill the queue: five are lost.
+        assert dropped(relay, "send_queue_full") == 5
+
+
+async def test_a_client_back_before_its_leave_was_announced_is_seen_leaving_then_joining(
+    relay_key_file: Path, keys: Keys
+) -> None:
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with join(relay, keys[1]) as a, raw_peer(relay, keys[2]) as raw:
+            await raw.register()
+            assert await next_event(a) == PeerJoined(raw.address)
+            client = relay.registry.get(raw.address)
+            assert client is not None
+            client.relays_in_flight = 1  # as if a message of its were being relayed
+            await raw.send(legacy.disconnect())
+            await wait_until(lambda: raw.address not in relay.registry)
+            await raw.send(legacy.client_key(keys[2].public_key()))
+            assert await next_event(a) == PeerLeft(raw.address)
+            assert await next_event(a) == PeerJoined(raw.address)
+            assert client.left_reason is None
+
+
+async def test_a_second_relay_on_the_same_port_cannot_start() -> None:
+    sock, _ = await open_relay_socket(
+        group="224.1.1.1", port=0, interface=LOOPBACK, receive_buffer_bytes=65536
+    )
+    with sock:
+        taken = sock.getsockname()[1]
+        with pytest.raises(OSError, match="in use"):
+            await open_relay_socket(
+                group="224.1.1.1", port=taken, interface=LOOPBACK, receive_buffer_bytes=65536
+            )
+
+
+async def test_the_participant_refuses_control_words_and_re_registers_when_forgotten(
+    relay_key_file: Path, keys: Keys
+) -> None:
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with join(relay, keys[1], keepalive_interval_s=0.05) as a:
+            for word in ("DISCONNECT", "CONNECT"):
+                with pytest.raises(LocalProtocolError):
+                    await a.send(word)
+            relay.registry.remove(a.address)  # as after a relay restart
+            await wait_until(lambda: a.address in relay.registry)
