@@ -12,9 +12,8 @@ import trio
 
 from mcrelay.api.address import DEFAULT_API
 from mcrelay.cli.chat import cancel_on_signal
-from mcrelay.cli.daemon import api_address
 from mcrelay.cli.environment import Environment
-from mcrelay.cli.options import Parser, UsageError, add_flag, positive_float
+from mcrelay.cli.options import Parser, UsageError, add_flag, api_address, positive_float
 from mcrelay.cli.status import ExitStatus
 
 if TYPE_CHECKING:

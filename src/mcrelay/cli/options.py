@@ -1,9 +1,10 @@
 """Argument types and flags that also read ``MCRELAY_<NAME>`` from the environment."""
 
 import argparse
-import ipaddress
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
+
+from mcrelay.daemon import settings
 
 
 class UsageError(Exception):
@@ -38,39 +39,24 @@ def add_flag(
     parser.add_argument(flag, type=convert, default=default, help=f"{help}{shown}; env {name}")
 
 
-def port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 0xFFFF:
-        raise argparse.ArgumentTypeError(f"port {value} is not 0 to 65535")
-    return value
+def argument_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A settings converter (raising ValueError) as an argparse type with its own message."""
+
+    def parse(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = convert.__name__
+    return parse
 
 
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
-    return value
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
-
-
-def ipv4_address(text: str) -> str:
-    try:
-        return str(ipaddress.IPv4Address(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address") from None
-
-
-def multicast_group(text: str) -> str:
-    address = ipv4_address(text)
-    if not ipaddress.IPv4Address(address).is_multicast:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a multicast address (224.0.0.0/4)")
-    return address
+port = argument_type(settings.port)
+positive_float = argument_type(settings.positive_float)
+ipv4_address = argument_type(settings.ipv4_address)
+multicast_group = argument_type(settings.multicast_group)
+api_address = argument_type(settings.api_address)
 
 
 def fingerprint(text: str) -> str:

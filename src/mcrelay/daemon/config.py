@@ -66,6 +66,10 @@ class RelayConfig:
     """Where the control API listens: ``host:port``, ``unix:/path`` or ``off``."""
     api_token: str | None = None
     """When set, every API request but the health checks needs it as a bearer token."""
+    api_token_file: Path | None = None
+    """Where ``api_token`` was read from (a reload reads it again)."""
+    log_level: str = "info"
+    log_format: str = "auto"
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [

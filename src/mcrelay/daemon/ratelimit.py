@@ -42,6 +42,23 @@ class AnswerLimiter:
         self._sources: OrderedDict[Address, TokenBucket] = OrderedDict()
         self._max_sources = max_sources
 
+    def configure(
+        self,
+        *,
+        per_source_burst: int,
+        per_source_per_s: float,
+        total_burst: int,
+        total_per_s: float,
+    ) -> None:
+        """New rates; buckets keep their tokens (capped at the new bursts)."""
+        self._per_source_burst = per_source_burst
+        self._per_source_per_s = per_source_per_s
+        self._total.burst, self._total.rate_per_s = total_burst, total_per_s
+        self._total.tokens = min(self._total.tokens, total_burst)
+        for bucket in self._sources.values():
+            bucket.burst, bucket.rate_per_s = per_source_burst, per_source_per_s
+            bucket.tokens = min(bucket.tokens, per_source_burst)
+
     def allow(self, source: Address, now: float) -> bool:
         self._forget_refilled(now)
         bucket = self._sources.pop(source, None)

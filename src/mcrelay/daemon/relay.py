@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 MAX_DATAGRAM_BYTES = 65535
 CLEANUP_INTERVAL_S = 1.0
+RECEIVE_TICK_S = 0.5
+"""The receive loop turns at least this often, idle or not (the watchdog looks at it)."""
 MAX_RELAYS_PER_CLIENT = 32
 """Messages of one client between completion and fan-out; the rest are ``overloaded``."""
 REGISTRATIONS_PER_HOST_BURST = 20
@@ -108,6 +110,9 @@ class Relay:
         self._last_turn: dict[Address, _Turn] = {}
         self._pending_relays = 0
         self._nursery: trio.Nursery | None = None
+        self._receiving = trio.CancelScope()
+        self.last_turn = 0.0
+        """When the receive loop last went round (Trio's clock)."""
         self._handlers: dict[type[Any], Callable[[Any, Address, float], None]] = {
             KeyRequest: self._on_key_request,
             ClientKey: self._on_client_key,
@@ -138,6 +143,31 @@ class Relay:
             "event_subscribers": self.events.subscribers,
             **self.counters.snapshot(),
         }
+
+    def reconfigure(self, config: RelayConfig) -> None:
+        """Apply the settings that can change while running (the caller keeps the rest)."""
+        self.config = config
+        public_key = self._key.public_key()
+        self.registry.max_clients = config.max_clients
+        self.reassembler.timeout_s = config.reassembly_timeout_s
+        self.reassembler.max_fragments = legacy.max_fragments(public_key, config.max_message_bytes)
+        self.reassembler.max_messages_per_source = config.max_messages_per_source
+        self.reassembler.max_total_bytes = config.max_reassembly_bytes
+        self._answers.configure(
+            per_source_burst=config.key_answers_per_source_burst,
+            per_source_per_s=config.key_answers_per_source_per_s,
+            total_burst=config.key_answers_total_burst,
+            total_per_s=config.key_answers_total_per_s,
+        )
+        self._crypto.total_tokens = config.crypto_workers
+
+    def stop_receiving(self) -> None:
+        """Take no more datagrams; what is already in flight goes on."""
+        self._receiving.cancel()
+
+    def idle(self) -> bool:
+        """Nothing completed is waiting for crypto or fan-out, and nothing waits to be sent."""
+        return not self._pending_relays and not self.statistics()["send_queue"]
 
     def remove(self, address: Address, reason: str) -> Client | None:
         """Remove a client and tell every other client it left."""
@@ -200,13 +230,16 @@ class Relay:
     # The receive path: synchronous from here down to the per-message tasks.
 
     async def _receive_loop(self) -> None:
-        while True:
-            try:
-                data, source = await self._sock.recvfrom(MAX_DATAGRAM_BYTES)
-            except OSError as exc:
-                log.warning("receive failed: %s", exc)
-                continue
-            self.handle_datagram(data, (source[0], source[1]), trio.current_time())
+        with self._receiving:
+            while True:
+                self.last_turn = trio.current_time()
+                with trio.move_on_after(RECEIVE_TICK_S):
+                    try:
+                        data, source = await self._sock.recvfrom(MAX_DATAGRAM_BYTES)
+                    except OSError as exc:
+                        log.warning("receive failed: %s", exc)
+                        continue
+                    self.handle_datagram(data, (source[0], source[1]), trio.current_time())
 
     def handle_datagram(self, data: bytes, source: Address, now: float) -> None:
         self.counters.datagrams_in += 1

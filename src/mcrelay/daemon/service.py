@@ -1,20 +1,26 @@
 """The daemon's nursery tree, in one place.
 
-run_until_signal
-└── serve
-    ├── Relay.run
-    │   ├── _receive_loop         decode + dispatch, never waits on crypto
-    │   ├── _send_loop            drains the bounded outbox
-    │   ├── _cleanup_loop         expires idle clients
-    │   └── per-message tasks     _reassemble (deadline = reassembly timeout) / _relay
-    │                             (crypto in worker threads under a CapacityLimiter)
-    └── serve_api                 hypercorn serving the control API (unless --api off)
+run_until_signal                      SIGHUP reloads; SIGTERM/SIGINT drain, then stop
+└── run_daemon
+    ├── _report_status, _watchdog     sd_notify STATUS= and WATCHDOG=1 (under systemd)
+    ├── _drain                        after the first SIGTERM: in-flight messages go out
+    └── serve
+        ├── Relay.run
+        │   ├── _receive_loop         decode + dispatch, never waits on crypto
+        │   ├── _send_loop (x2)       drain the notice queue and the message queue
+        │   ├── _cleanup_loop         expires idle clients
+        │   └── per-message tasks     _reassemble (deadline = reassembly timeout) / _relay
+        │                             (crypto in worker threads under a CapacityLimiter)
+        └── serve_api                 hypercorn serving the control API (unless --api off)
 """
 
+import dataclasses
 import logging
+import os
 import signal
 import socket
 import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import trio
@@ -24,10 +30,17 @@ from mcrelay.api.context import ApiContext
 from mcrelay.api.server import open_api_socket, serve_api
 from mcrelay.daemon.config import RelayConfig
 from mcrelay.daemon.keyfile import load_or_create_key
-from mcrelay.daemon.relay import Relay
+from mcrelay.daemon.notify import Notifier
+from mcrelay.daemon.relay import RECEIVE_TICK_S, Relay
+from mcrelay.daemon.settings import BY_NAME, restart_needed
 from mcrelay.sockets import open_relay_socket
 
 log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 2.0
+"""After SIGTERM, how long messages already in flight may take to go out."""
+STATUS_INTERVAL_S = 5.0
+DRAIN_POLL_S = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +105,110 @@ async def _serve(
             task_status.started(Daemon(relay, context, urls))
 
 
-async def run_until_signal(config: RelayConfig) -> None:
-    """Serve until SIGINT or SIGTERM, then stop cleanly."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(serve, config)
-            async for signum in signals:
-                log.info("stopping on %s", signal.Signals(signum).name)
+async def run_until_signal(
+    config: RelayConfig,
+    *,
+    reload: Callable[[], RelayConfig] | None = None,
+    environ: Mapping[str, str] | None = None,
+    grace_s: float = SHUTDOWN_GRACE_S,
+) -> None:
+    """Serve until SIGINT or SIGTERM; SIGHUP reloads. Tells systemd when NOTIFY_SOCKET is set."""
+    notifier = Notifier(os.environ if environ is None else environ)
+    try:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            await run_daemon(config, signals, reload=reload, notifier=notifier, grace_s=grace_s)
+    finally:
+        notifier.close()
+
+
+async def run_daemon(
+    config: RelayConfig,
+    signals: AsyncIterator[int],
+    *,
+    reload: Callable[[], RelayConfig] | None,
+    notifier: Notifier,
+    grace_s: float = SHUTDOWN_GRACE_S,
+    task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The daemon, driven by a stream of signal numbers (tests feed their own)."""
+    async with trio.open_nursery() as nursery:
+        daemon: Daemon = await nursery.start(serve, config)
+        notifier.notify("READY=1", f"STATUS={status_line(daemon.relay)}")
+        task_status.started(daemon)
+        if notifier.enabled:
+            nursery.start_soon(_report_status, daemon.relay, notifier)
+        if notifier.watchdog_s is not None:
+            nursery.start_soon(_watchdog, daemon.relay, notifier, notifier.watchdog_s / 2)
+        stopping = False
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if signum == signal.SIGHUP:
+                if not stopping and reload is not None:
+                    notifier.reloading()
+                    apply_reload(daemon, reload)
+                    notifier.notify("READY=1", f"STATUS={status_line(daemon.relay)}")
+                continue
+            if stopping:
+                log.info("second %s: stopping now", name)
                 nursery.cancel_scope.cancel()
-                break
+                return
+            stopping = True
+            log.info("stopping on %s: finishing messages in flight (%g s at most)", name, grace_s)
+            notifier.notify("STOPPING=1")
+            nursery.start_soon(_drain, daemon.relay, grace_s, nursery.cancel_scope)
+
+
+def apply_reload(daemon: Daemon, load: Callable[[], RelayConfig]) -> None:
+    """Read the configuration again and apply what can change live; keep the rest."""
+    old = daemon.relay.config
+    try:
+        new = load()
+    except ValueError as exc:
+        log.error("reload failed, the running configuration stays: %s", exc)
+        return
+    fixed = restart_needed(old, new)
+    if fixed:
+        log.warning("reload: %s cannot change while running; restart to apply", ", ".join(fixed))
+        new = dataclasses.replace(
+            new, **{BY_NAME[name].field: getattr(old, BY_NAME[name].field) for name in fixed}
+        )
+    daemon.relay.reconfigure(new)
+    daemon.api.token = new.api_token
+    logging.getLogger().setLevel(new.log_level.upper())
+    log.info("configuration reloaded")
+
+
+def status_line(relay: Relay) -> str:
+    return (
+        f"serving {len(relay.registry)} clients, {relay.counters.messages_relayed} messages relayed"
+    )
+
+
+async def _report_status(relay: Relay, notifier: Notifier) -> None:
+    shown = ""
+    while True:
+        await trio.sleep(STATUS_INTERVAL_S)
+        line = status_line(relay)
+        if line != shown:
+            notifier.notify(f"STATUS={line}")
+            shown = line
+
+
+async def _watchdog(relay: Relay, notifier: Notifier, interval_s: float) -> None:
+    """Ping only while the receive loop is turning: a stuck relay stops pinging."""
+    while True:
+        await trio.sleep(interval_s)
+        if trio.current_time() - relay.last_turn <= max(interval_s, 2 * RECEIVE_TICK_S):
+            notifier.notify("WATCHDOG=1")
+        else:
+            log.error(
+                "receive loop has not turned for %.1f s", trio.current_time() - relay.last_turn
+            )
+
+
+async def _drain(relay: Relay, grace_s: float, scope: trio.CancelScope) -> None:
+    relay.stop_receiving()
+    with trio.move_on_after(grace_s):
+        while not relay.idle():  # noqa: ASYNC110 - shutdown only; no event to wait on
+            await trio.sleep(DRAIN_POLL_S)
+    scope.cancel()

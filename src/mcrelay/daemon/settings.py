@@ -1,0 +1,385 @@
+"""Every daemon setting in one table, and where each value comes from.
+
+Precedence: command-line flag > ``MCRELAY_<NAME>`` environment variable > the
+TOML file > the default. The same table makes the flags, reads the environment
+and the file, feeds ``mcrelay config check`` and says what a reload may change.
+"""
+
+import ipaddress
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from mcrelay.api.address import parse_api_address
+from mcrelay.daemon import config as defaults
+from mcrelay.daemon.config import RelayConfig
+from mcrelay.logs import LOG_FORMATS
+from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
+
+DEFAULT_CONFIG_FILE = Path("/etc/mcrelay/mcrelay.toml")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+SECTIONS = ("network", "relay", "limits", "api", "log")
+
+
+class SettingsError(ValueError):
+    """A setting from a flag, the environment or the file is wrong; the message says where."""
+
+
+def port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 0xFFFF:
+        raise ValueError(f"port {value} is not 0 to 65535")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{text} is not a positive number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"{text} is not a positive integer")
+    return value
+
+
+def ipv4_address(text: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IPv4 address") from None
+
+
+def multicast_group(text: str) -> str:
+    address = ipv4_address(text)
+    if not ipaddress.IPv4Address(address).is_multicast:
+        raise ValueError(f"{text!r} is not a multicast address (224.0.0.0/4)")
+    return address
+
+
+def api_address(text: str) -> str:
+    parse_api_address(text)
+    return text
+
+
+def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def convert(text: str) -> str:
+        if text.lower() not in choices:
+            raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
+        return text.lower()
+
+    return convert
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    """The TOML key, and the flag without ``--`` (dashes for underscores)."""
+    field: str
+    """The RelayConfig field it sets."""
+    convert: Callable[[str], Any]
+    toml: type
+    """The TOML value type accepted: str, int or float (an int is a float too)."""
+    section: str
+    live: bool
+    """A reload (SIGHUP) applies it; otherwise it needs a restart."""
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "MCRELAY_" + self.name.upper()
+
+
+def _setting(name: str, field: str, convert: Callable[[str], Any], toml: type, section: str, live: bool, help: str) -> Setting:  # fmt: skip
+    return Setting(name, field, convert, toml, section, live, help)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    _setting("group", "group", multicast_group, str, "network", False, "multicast group"),
+    _setting("port", "port", port, int, "network", False, "UDP port"),
+    _setting(
+        "interface",
+        "interface",
+        ipv4_address,
+        str,
+        "network",
+        False,
+        "address of the interface that joins the group",
+    ),
+    _setting(
+        "key_file",
+        "key_file",
+        Path,
+        str,
+        "relay",
+        False,
+        "relay private key, created 0600 if missing",
+    ),
+    _setting(
+        "client_timeout",
+        "client_timeout_s",
+        positive_float,
+        float,
+        "relay",
+        True,
+        "seconds of silence before a client is removed",
+    ),
+    _setting(
+        "reassembly_timeout",
+        "reassembly_timeout_s",
+        positive_float,
+        float,
+        "relay",
+        True,
+        "seconds a message may take to arrive whole",
+    ),
+    _setting(
+        "max_message_bytes",
+        "max_message_bytes",
+        positive_int,
+        int,
+        "relay",
+        True,
+        f"largest plaintext relayed (at most {MAX_MESSAGE_BYTES})",
+    ),
+    _setting(
+        "crypto_workers", "crypto_workers", positive_int, int, "relay", True, "threads doing RSA"
+    ),
+    _setting(
+        "max_clients",
+        "max_clients",
+        positive_int,
+        int,
+        "limits",
+        True,
+        "registered clients at most",
+    ),
+    _setting(
+        "max_messages_per_source",
+        "max_messages_per_source",
+        positive_int,
+        int,
+        "limits",
+        True,
+        "messages in reassembly per client",
+    ),
+    _setting(
+        "max_reassembly_bytes",
+        "max_reassembly_bytes",
+        positive_int,
+        int,
+        "limits",
+        True,
+        "bytes in reassembly in total",
+    ),
+    _setting(
+        "max_pending_relays",
+        "max_pending_relays",
+        positive_int,
+        int,
+        "limits",
+        True,
+        "completed messages waiting for crypto",
+    ),
+    _setting(
+        "receive_buffer_bytes",
+        "receive_buffer_bytes",
+        positive_int,
+        int,
+        "limits",
+        False,
+        "socket receive buffer asked for",
+    ),
+    _setting(
+        "key_answers_per_source_burst",
+        "key_answers_per_source_burst",
+        positive_int,
+        int,
+        "limits",
+        True,
+        "key-request answers a source may get at once",
+    ),
+    _setting(
+        "key_answers_per_source_per_s",
+        "key_answers_per_source_per_s",
+        positive_float,
+        float,
+        "limits",
+        True,
+        "key-request answers a source earns per second",
+    ),
+    _setting(
+        "key_answers_total_burst",
+        "key_answers_total_burst",
+        positive_int,
+        int,
+        "limits",
+        True,
+        "key-request answers at once, all sources together",
+    ),
+    _setting(
+        "key_answers_total_per_s",
+        "key_answers_total_per_s",
+        positive_float,
+        float,
+        "limits",
+        True,
+        "key-request answers per second, all sources together",
+    ),
+    _setting(
+        "api", "api", api_address, str, "api", False, "control API: host:port, unix:/path or off"
+    ),
+    _setting(
+        "api_token_file",
+        "api_token_file",
+        Path,
+        str,
+        "api",
+        True,
+        "file holding the API's bearer token",
+    ),
+    _setting(
+        "log_level",
+        "log_level",
+        one_of(LOG_LEVELS),
+        str,
+        "log",
+        True,
+        "debug, info, warning or error",
+    ),
+    _setting(
+        "log_format",
+        "log_format",
+        one_of(LOG_FORMATS),
+        str,
+        "log",
+        True,
+        "auto (journal under systemd, else human), human, journal or json",
+    ),
+)
+BY_NAME = {setting.name: setting for setting in SETTINGS}
+CLI_DEFAULTS: dict[str, Any] = {"api": "127.0.0.1:7507"}
+"""Where the command's defaults differ from RelayConfig's (a library user opts in to the API)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    config: RelayConfig
+    sources: dict[str, str]
+    """For each setting name: 'flag', 'env MCRELAY_X', 'file PATH' or 'default'."""
+
+
+def config_file(explicit: Path | None, environ: Mapping[str, str]) -> Path | None:
+    """The file to read: ``--config``, else ``MCRELAY_CONFIG``, else the default if it exists."""
+    if explicit is not None:
+        return explicit
+    if environ.get("MCRELAY_CONFIG"):
+        return Path(environ["MCRELAY_CONFIG"])
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """The settings in a TOML file, checked key by key; ``SettingsError`` names file and key."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    for key, value in document.items():
+        if isinstance(value, dict) and key in SECTIONS:
+            for inner, inner_value in value.items():
+                values[inner] = _file_value(path, f"{key}.{inner}", inner, inner_value, key)
+        else:
+            values[key] = _file_value(path, key, key, value, None)
+    return values
+
+
+def _file_value(path: Path, where: str, key: str, value: Any, section: str | None) -> Any:
+    setting = BY_NAME.get(key)
+    if setting is None:
+        raise SettingsError(f"{path}: unknown key '{where}'")
+    if section is not None and section != setting.section:
+        raise SettingsError(f"{path}: '{key}' belongs in [{setting.section}], not [{section}]")
+    accepted = (int, float) if setting.toml is float else (setting.toml,)
+    if isinstance(value, bool) or not isinstance(value, accepted):
+        wanted = {str: "a string", int: "an integer", float: "a number"}[setting.toml]
+        raise SettingsError(f"{path}: '{where}' must be {wanted}, not {type(value).__name__}")
+    try:
+        return setting.convert(str(value))
+    except ValueError as exc:
+        raise SettingsError(f"{path}: '{where}': {exc}") from None
+
+
+def resolve(flags: Mapping[str, Any], environ: Mapping[str, str], path: Path | None) -> Resolved:
+    """The effective configuration, and where each value came from."""
+    from_file = read_file(path) if path is not None else {}
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for setting in SETTINGS:
+        if flags.get(setting.name) is not None:
+            values[setting.field], sources[setting.name] = flags[setting.name], "flag"
+        elif setting.env in environ:
+            try:
+                values[setting.field] = setting.convert(environ[setting.env])
+            except ValueError as exc:
+                raise SettingsError(f"{setting.env}={environ[setting.env]!r}: {exc}") from None
+            sources[setting.name] = f"env {setting.env}"
+        elif setting.name in from_file:
+            values[setting.field], sources[setting.name] = from_file[setting.name], f"file {path}"
+        elif setting.name in CLI_DEFAULTS:
+            values[setting.field], sources[setting.name] = CLI_DEFAULTS[setting.name], "default"
+        else:
+            sources[setting.name] = "default"
+    if values.get("key_file") is None:
+        values["key_file"] = defaults.default_key_file(dict(environ))
+    token_file = values.get("api_token_file")
+    values["api_token"] = read_token(token_file) if token_file is not None else None
+    try:
+        return Resolved(RelayConfig(**values), sources)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def read_token(path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"cannot read the API token file {path}: {exc}") from None
+    if not token or any(c.isspace() for c in token):
+        raise SettingsError(f"the API token file {path} must hold one token, with no spaces")
+    return token
+
+
+def describe(resolved: Resolved) -> list[str]:
+    """``name = value  # source`` lines (valid TOML), as ``mcrelay config check`` prints them."""
+    config = resolved.config
+    shown = {f.name: getattr(config, f.name) for f in fields(config)}
+    lines = []
+    for setting in SETTINGS:
+        value = shown[setting.field]
+        source = resolved.sources[setting.name]
+        if value is None:
+            lines.append(f"# {setting.name} is not set  # {source}")
+        elif isinstance(value, int | float):
+            lines.append(f"{setting.name} = {value}  # {source}")
+        else:
+            lines.append(f'{setting.name} = "{value}"  # {source}')
+    return lines
+
+
+def restart_needed(old: RelayConfig, new: RelayConfig) -> list[str]:
+    """Settings that differ but cannot change while running."""
+    return [
+        s.name for s in SETTINGS if not s.live and getattr(old, s.field) != getattr(new, s.field)
+    ]

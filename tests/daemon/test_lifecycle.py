@@ -1,0 +1,154 @@
+"""Reload (SIGHUP) and drain-then-stop (SIGTERM), in-process, with the test's own signals."""
+
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import ExitStack, asynccontextmanager, closing
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mcrelay.client import MessageReceived
+from mcrelay.daemon.config import RelayConfig
+from mcrelay.daemon.notify import Notifier
+from mcrelay.daemon.service import Daemon, run_daemon
+from mcrelay.daemon.settings import resolve
+from mcrelay.protocol import legacy
+from mcrelay.protocol.events import PeerJoined
+from support import WAIT_S, join, next_event, wait_until
+
+Keys = list[rsa.RSAPrivateKey]
+
+
+class NotifyListener:
+    """The systemd side of NOTIFY_SOCKET: a datagram socket the test owns."""
+
+    def __init__(self, sock: trio.socket.SocketType, path: Path) -> None:
+        self.sock, self.path = sock, path
+
+    async def next(self) -> dict[str, str]:
+        with trio.fail_after(WAIT_S):
+            data = await self.sock.recv(4096)
+        return dict(line.split("=", 1) for line in data.decode().splitlines())
+
+    async def until(self, name: str) -> dict[str, str]:
+        while name not in (message := await self.next()):
+            pass
+        return message
+
+
+@asynccontextmanager
+async def notify_listener(tmp_path: Path) -> AsyncIterator[NotifyListener]:
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with sock:
+        await sock.bind(str(tmp_path / "notify.sock"))
+        yield NotifyListener(sock, tmp_path / "notify.sock")
+
+
+class Harness:
+    """A daemon configured by a file the test rewrites, and a channel of signals."""
+
+    def __init__(self, tmp_path: Path, key_file: Path) -> None:
+        self.file = tmp_path / "mcrelay.toml"
+        self.key_file = key_file
+        self.write("")
+        self.send_signal, self._signals = trio.open_memory_channel[int](8)
+
+    def write(self, extra: str) -> None:
+        self.file.write_text(
+            f"port = 0\ninterface = '127.0.0.1'\napi = 'off'\nkey_file = '{self.key_file}'\n"
+            + extra
+        )
+
+    def load(self) -> RelayConfig:
+        return resolve({}, {}, self.file).config
+
+    async def start(
+        self, nursery: trio.Nursery, notifier: Notifier, grace_s: float = 2.0
+    ) -> Daemon:
+        run = partial(
+            run_daemon,
+            self.load(),
+            self._signals,
+            reload=self.load,
+            notifier=notifier,
+            grace_s=grace_s,
+        )
+        daemon: Daemon = await nursery.start(run)
+        return daemon
+
+
+async def test_reload_applies_live_settings_and_keeps_the_rest(
+    tmp_path: Path, relay_key_file: Path
+) -> None:
+    with ExitStack() as stack:
+        async with notify_listener(tmp_path) as heard, trio.open_nursery() as nursery:
+            harness = Harness(tmp_path, relay_key_file)
+            notifier = stack.enter_context(closing(Notifier({"NOTIFY_SOCKET": str(heard.path)})))
+            daemon = await harness.start(nursery, notifier)
+            ready = await heard.until("READY")
+            assert ready["STATUS"] == "serving 0 clients, 0 messages relayed"
+            port = daemon.relay.address[1]
+
+            harness.write("client_timeout = 7\nmax_clients = 3\ngroup = '239.9.9.9'\n")
+            await harness.send_signal.send(signal.SIGHUP)
+            reloading = await heard.next()
+            assert reloading["RELOADING"] == "1"
+            assert abs(int(reloading["MONOTONIC_USEC"]) - time.monotonic_ns() // 1000) < 60_000_000
+            assert (await heard.next())["READY"] == "1"
+            config = daemon.relay.config
+            assert (config.client_timeout_s, config.max_clients) == (7.0, 3)
+            assert daemon.relay.registry.max_clients == 3
+            assert config.group == "224.1.1.1"  # needs a restart: reported, not applied
+            assert daemon.relay.address[1] == port
+
+            harness.write("client_timeout = 'soon'\n")
+            await harness.send_signal.send(signal.SIGHUP)
+            await heard.until("READY")
+            assert daemon.relay.config.client_timeout_s == 7.0  # a bad file changes nothing
+
+            await harness.send_signal.send(signal.SIGTERM)
+            assert (await heard.next())["STOPPING"] == "1"
+
+
+async def test_sigterm_lets_a_message_in_flight_go_out(
+    tmp_path: Path, relay_key_file: Path, keys: Keys
+) -> None:
+    largest = b"z" * legacy.MAX_MESSAGE_BYTES
+    async with trio.open_nursery() as nursery:
+        harness = Harness(tmp_path, relay_key_file)
+        daemon = await harness.start(nursery, Notifier({}))
+        async with join(daemon.relay, keys[1]) as a, join(daemon.relay, keys[2]) as b:
+            assert await next_event(a) == PeerJoined(b.address)
+            assert await next_event(b) == PeerJoined(a.address)
+            await a.send(largest)
+            await wait_until(lambda: daemon.relay.statistics()["pending_relays"] == 1)
+            await harness.send_signal.send(signal.SIGTERM)
+            assert await next_event(b) == MessageReceived(a.address, largest)
+
+
+async def test_a_second_sigterm_stops_at_once(
+    tmp_path: Path, relay_key_file: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = legacy.decrypt_payload_untrusted
+
+    def slow(*args: object) -> bytes:
+        time.sleep(0.3)  # in a worker thread: a message that takes its time
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(legacy, "decrypt_payload_untrusted", slow)
+    with trio.fail_after(WAIT_S):
+        async with trio.open_nursery() as nursery:
+            harness = Harness(tmp_path, relay_key_file)
+            daemon = await harness.start(nursery, Notifier({}), grace_s=60.0)
+            async with join(daemon.relay, keys[1]) as a, join(daemon.relay, keys[2]):
+                for n in range(5):
+                    await a.send(f"slow {n}")
+                await wait_until(lambda: daemon.relay.statistics()["pending_relays"] != 0)
+                await harness.send_signal.send(signal.SIGTERM)
+                await harness.send_signal.send(signal.SIGTERM)
+    # Returned well before the 60 s grace: the second signal cut it short.

@@ -1,0 +1,91 @@
+"""Settings: precedence, the TOML file's checks, config check, and the example file."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from mcrelay.cli.status import ExitStatus
+from mcrelay.daemon.settings import SETTINGS, SettingsError, read_file, resolve
+from support import Console
+
+EXAMPLE = Path(__file__).parents[2] / "packaging" / "mcrelay.toml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mcrelay.toml"
+    path.write_text(text)
+    return path
+
+
+def test_flag_beats_env_beats_file_beats_default(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "[network]\nport = 6001\ngroup = '239.1.1.1'\n[relay]\nclient_timeout = 9\n"
+    )
+    environ = {"MCRELAY_PORT": "6002", "MCRELAY_GROUP": "239.2.2.2"}
+    resolved = resolve({"port": 6003}, environ, path)
+    config = resolved.config
+    assert (config.port, config.group, config.client_timeout_s) == (6003, "239.2.2.2", 9.0)
+    assert config.reassembly_timeout_s == 5.0
+    assert resolved.sources["port"] == "flag"
+    assert resolved.sources["group"] == "env MCRELAY_GROUP"
+    assert resolved.sources["client_timeout"] == f"file {path}"
+    assert resolved.sources["reassembly_timeout"] == "default"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("bogus = 1\n", "unknown key 'bogus'"),
+        ("[relay]\nbogus = 1\n", "unknown key 'relay.bogus'"),
+        ("[network]\nclient_timeout = 1\n", "'client_timeout' belongs in [relay], not [network]"),
+        ("port = '5007'\n", "'port' must be an integer, not str"),
+        ("client_timeout = true\n", "'client_timeout' must be a number, not bool"),
+        ("port = 70000\n", "'port': port 70000 is not 0 to 65535"),
+        ("group = '10.0.0.1'\n", "'group': '10.0.0.1' is not a multicast address"),
+        ("log_level = 'loud'\n", "'log_level': 'loud' is not one of"),
+        ("port = \n", "not valid TOML"),
+        ("max_message_bytes = 40000\n", "max message bytes must be 1 to 32768"),
+    ],
+)
+def test_bad_files_are_refused_with_file_key_and_reason(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        resolve({}, {}, path)
+
+
+def test_a_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="cannot read"):
+        read_file(tmp_path / "nope.toml")
+
+
+def test_a_non_loopback_api_needs_a_token_file(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="without a token"):
+        resolve({}, {}, write(tmp_path, "[api]\napi = '0.0.0.0:7507'\n"))
+    token = tmp_path / "token"
+    token.write_text("abc123\n")
+    text = f"[api]\napi = '0.0.0.0:7507'\napi_token_file = '{token}'\n"
+    assert resolve({}, {}, write(tmp_path, text)).config.api_token == "abc123"
+
+
+def test_the_example_file_names_every_setting_and_is_valid() -> None:
+    document = EXAMPLE.read_text()
+    for setting in SETTINGS:
+        assert f"{setting.name} = " in document, setting.name
+    resolve({}, {}, EXAMPLE)
+
+
+async def test_config_check_prints_values_and_sources(tmp_path: Path) -> None:
+    path = write(tmp_path, "[relay]\nclient_timeout = 12\n")
+    console = Console(environ={"MCRELAY_PORT": "6000"})
+    assert await console.run("config", "check", "--config", str(path)) == ExitStatus.OK
+    lines = console.out_lines()
+    assert f"client_timeout = 12.0  # file {path}" in lines
+    assert "port = 6000  # env MCRELAY_PORT" in lines
+    assert 'group = "224.1.1.1"  # default' in lines
+    bad = Console()
+    path.write_text("port = 'x'\n")
+    assert await bad.run("config", "check", "--config", str(path)) == ExitStatus.USAGE
+    assert bad.stderr.getvalue().count("\n") == 1
