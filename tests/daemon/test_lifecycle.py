@@ -152,3 +152,26 @@ async def test_a_second_sigterm_stops_at_once(
                 await harness.send_signal.send(signal.SIGTERM)
                 await harness.send_signal.send(signal.SIGTERM)
     # Returned well before the 60 s grace: the second signal cut it short.
+
+
+async def test_the_watchdog_stops_when_the_receive_loop_stops_turning(
+    tmp_path: Path, relay_key_file: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    with ExitStack() as stack:
+        async with notify_listener(tmp_path) as heard, trio.open_nursery() as nursery:
+            environ = {"NOTIFY_SOCKET": str(heard.path), "WATCHDOG_USEC": "1000000"}
+            notifier = stack.enter_context(closing(Notifier(environ)))
+            daemon = await Harness(tmp_path, relay_key_file).start(nursery, notifier)
+            await heard.until("READY")
+            await heard.until("WATCHDOG")
+            await heard.until("WATCHDOG")
+            daemon.relay.stop_receiving()  # as if the loop were stuck
+            with trio.move_on_after(10):  # mock time: ten seconds of silence cost nothing
+                while True:
+                    message = await heard.next()
+                    # One ping may already have been on its way.
+                    assert (
+                        "WATCHDOG" not in message
+                        or trio.current_time() - daemon.relay.last_turn < 1.5
+                    )
+            nursery.cancel_scope.cancel()
