@@ -262,7 +262,7 @@ SETTINGS: tuple[Setting, ...] = (
         one_of(LOG_FORMATS),
         str,
         "log",
-        True,
+        False,
         "auto (journal under systemd, else human), human, journal or json",
     ),
 )
