@@ -167,7 +167,10 @@ class Relay:
 
     def idle(self) -> bool:
         """Nothing completed is waiting for crypto or fan-out, and nothing waits to be sent."""
-        return not self._pending_relays and not self.statistics()["send_queue"]
+        queued = self._outbox.statistics().current_buffer_used
+        return not (
+            self._pending_relays or queued or self._notices.statistics().current_buffer_used
+        )
 
     def remove(self, address: Address, reason: str) -> Client | None:
         """Remove a client and tell every other client it left."""
