@@ -2,6 +2,7 @@
 
 import signal
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager, closing
@@ -116,19 +117,28 @@ async def test_reload_applies_live_settings_and_keeps_the_rest(
 
 
 async def test_sigterm_lets_a_message_in_flight_go_out(
-    tmp_path: Path, relay_key_file: Path, keys: Keys
+    tmp_path: Path, relay_key_file: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    largest = b"z" * legacy.MAX_MESSAGE_BYTES
+    real = legacy.decrypt_payload_untrusted
+    gate = threading.Event()
+
+    def held(*args: object) -> bytes:
+        gate.wait(WAIT_S)  # in a worker thread: the message stays in flight until let go
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(legacy, "decrypt_payload_untrusted", held)
     async with trio.open_nursery() as nursery:
         harness = Harness(tmp_path, relay_key_file)
         daemon = await harness.start(nursery, Notifier({}))
         async with join(daemon.relay, keys[1]) as a, join(daemon.relay, keys[2]) as b:
             assert await next_event(a) == PeerJoined(b.address)
             assert await next_event(b) == PeerJoined(a.address)
-            await a.send(largest)
+            await a.send("last one")
             await wait_until(lambda: daemon.relay.statistics()["pending_relays"] == 1)
             await harness.send_signal.send(signal.SIGTERM)
-            assert await next_event(b) == MessageReceived(a.address, largest)
+            await wait_until(lambda: daemon.relay._receiving.cancel_called)
+            gate.set()
+            assert await next_event(b) == MessageReceived(a.address, b"last one")
 
 
 async def test_a_second_sigterm_stops_at_once(

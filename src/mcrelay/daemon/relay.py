@@ -191,42 +191,43 @@ class Relay:
 
     async def fan_out(self, sender: Address, plaintext: bytes, recipients: list[Client]) -> int:
         """Encrypt ``plaintext`` for each recipient and queue it; return the copies queued."""
-        fits: list[Client] = []
-        for client in recipients:
-            if legacy.relayed_size(client.key, sender, len(plaintext)) > legacy.MAX_UDP_PAYLOAD:
-                self._drop(DropReason.DATAGRAM_TOO_LARGE, client.address)
-            else:
-                fits.append(client)
-        workers = max(1, min(len(fits), self.config.crypto_workers))
-        batches = [fits[i::workers] for i in range(workers)]
-        sealed: list[list[bytes | None]] = [[] for _ in batches]
+        keys = [client.key for client in recipients]
+        workers = max(1, min(len(keys), self.config.crypto_workers))
+        batches = [keys[i::workers] for i in range(workers)]
+        sealed_batches: list[list[Sealed]] = [[] for _ in batches]
 
         async def seal(index: int) -> None:
-            sealed[index] = await trio.to_thread.run_sync(
-                _seal_batch, sender, plaintext, batches[index], limiter=self._crypto
+            sealed_batches[index] = await trio.to_thread.run_sync(
+                seal_batch, sender, plaintext, batches[index], limiter=self._crypto
             )
 
-        if fits:
+        if keys:
             async with trio.open_nursery() as nursery:
                 for index in range(len(batches)):
                     nursery.start_soon(seal, index)
+        # Undo the round-robin split, so each sealed datagram meets its recipient again.
+        sealed: list[Sealed] = [b""] * len(keys)
+        for index, batch in enumerate(sealed_batches):
+            sealed[index::workers] = batch
+        return await self._deliver(sender, len(plaintext), recipients, sealed)
+
+    async def _deliver(
+        self, sender: Address, size: int, recipients: list[Client], sealed: list["Sealed"]
+    ) -> int:
+        """Queue each recipient's datagram (or count why it has none); return the copies."""
         copies = 0
-        for batch, datagrams in zip(batches, sealed, strict=True):
-            for client, datagram in zip(batch, datagrams, strict=True):
-                if datagram is None:
-                    self._drop(DropReason.ENCRYPT_FAILED, client.address)
-                    continue
-                await self._outbox.send((datagram, client.address))
-                client.messages_out += 1
-                client.bytes_out += len(datagram)
-                copies += 1
+        for client, datagram in zip(recipients, sealed, strict=True):
+            if isinstance(datagram, DropReason):
+                self._drop(datagram, client.address)
+                continue
+            await self._outbox.send((datagram, client.address))
+            client.messages_out += 1
+            client.bytes_out += len(datagram)
+            copies += 1
         self.counters.messages_relayed += 1
         self.counters.copies_sent += copies
         self.events.publish(
-            "message_relayed",
-            sender=format_address(sender),
-            size=len(plaintext),
-            recipients=copies,
+            "message_relayed", sender=format_address(sender), size=size, recipients=copies
         )
         return copies
 
@@ -393,13 +394,18 @@ class Relay:
     async def _relay(self, sender: Client, turn: _Turn, payload: bytes) -> None:
         """Decrypt, handle the legacy control words, fan out. Admitted by ``_admit``."""
         source = sender.address
+        # Who gets it is decided now, so that a small fan-out seals in the same worker
+        # call as the decryption: one thread hand-off per message, not one per step.
+        recipients = self.registry.others(source)
         try:
             try:
-                plaintext = await trio.to_thread.run_sync(
-                    legacy.decrypt_payload_untrusted,
+                plaintext, sealed = await trio.to_thread.run_sync(
+                    open_and_seal,
                     self._key,
                     payload,
                     self.config.max_message_bytes,
+                    source,
+                    [client.key for client in recipients],
                     limiter=self._crypto,
                 )
             except RemoteProtocolError as exc:
@@ -416,8 +422,10 @@ class Relay:
             elif plaintext == legacy.DISCONNECT_WORD:
                 if current:
                     self.remove(source, "disconnect")
+            elif sealed is None:
+                await self.fan_out(source, plaintext, recipients)
             else:
-                await self.fan_out(source, plaintext, self.registry.others(source))
+                await self._deliver(source, len(plaintext), recipients, sealed)
         except Exception:
             # A bug must cost one message, never the daemon: count it, log it, go on.
             log.exception("relaying a message from %s failed", format_address(source))
@@ -492,13 +500,42 @@ class Relay:
             log.debug("dropped %s from %s: %s", reason, format_address(source), detail or "")
 
 
-def _seal_batch(sender: Address, plaintext: bytes, clients: list[Client]) -> list[bytes | None]:
-    """Runs in a worker thread: one relayed datagram per client, ``None`` where OpenSSL refused."""
-    return [_seal(client.key, sender, plaintext) for client in clients]
+Sealed = bytes | DropReason
+"""A recipient's relayed datagram, or why it has none."""
+SEAL_INLINE_MAX = 8
+"""Recipients sealed in the decrypting worker call; more are spread over the workers."""
 
 
-def _seal(key: rsa.RSAPublicKey, sender: Address, plaintext: bytes) -> bytes | None:
+def open_and_seal(
+    relay_key: rsa.RSAPrivateKey,
+    payload: bytes,
+    max_message_bytes: int,
+    sender: Address,
+    keys: list[rsa.RSAPublicKey],
+) -> tuple[bytes, list[Sealed] | None]:
+    """Runs in a worker thread: decrypt, and seal for a few recipients while at it.
+
+    The seals are ``None`` when the message is a control word, too large, or goes to
+    more recipients than one call should seal."""
+    plaintext = legacy.decrypt_payload_untrusted(relay_key, payload, max_message_bytes)
+    if (
+        len(plaintext) > max_message_bytes
+        or plaintext in (legacy.CONNECT_WORD, legacy.DISCONNECT_WORD)
+        or len(keys) > SEAL_INLINE_MAX
+    ):
+        return plaintext, None
+    return plaintext, seal_batch(sender, plaintext, keys)
+
+
+def seal_batch(sender: Address, plaintext: bytes, keys: list[rsa.RSAPublicKey]) -> list[Sealed]:
+    """Runs in a worker thread: one relayed datagram per key, or why there is none."""
+    return [_seal(key, sender, plaintext) for key in keys]
+
+
+def _seal(key: rsa.RSAPublicKey, sender: Address, plaintext: bytes) -> Sealed:
+    if legacy.relayed_size(key, sender, len(plaintext)) > legacy.MAX_UDP_PAYLOAD:
+        return DropReason.DATAGRAM_TOO_LARGE
     try:
         return legacy.relayed_message(key, sender, plaintext)
     except ValueError:
-        return None
+        return DropReason.ENCRYPT_FAILED
