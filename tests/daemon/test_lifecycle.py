@@ -20,7 +20,7 @@ from mcrelay.daemon.service import Daemon, run_daemon
 from mcrelay.daemon.settings import resolve
 from mcrelay.protocol import legacy
 from mcrelay.protocol.events import PeerJoined
-from support import WAIT_S, join, next_event, wait_until
+from support import WAIT_S, dropped, join, next_event, raw_peer, wait_until
 
 Keys = list[rsa.RSAPrivateKey]
 
@@ -185,3 +185,51 @@ async def test_the_watchdog_stops_when_the_receive_loop_stops_turning(
                         or trio.current_time() - daemon.relay.last_turn < 1.5
                     )
             nursery.cancel_scope.cancel()
+
+
+async def test_a_shorter_reassembly_timeout_on_reload_leaks_nothing(
+    tmp_path: Path, relay_key_file: Path, keys: Keys
+) -> None:
+    async with trio.open_nursery() as nursery:
+        harness = Harness(tmp_path, relay_key_file)
+        harness.write("reassembly_timeout = 30\n")
+        daemon = await harness.start(nursery, Notifier({}))
+        relay = daemon.relay
+        async with (
+            join(relay, keys[1]) as a,
+            raw_peer(relay, keys[2]) as old,
+            raw_peer(relay, keys[3]) as new,
+        ):
+            await old.register()
+            await new.register()
+            await old.send(old.message(b"never finished")[0])  # deadline in 30 s
+            await wait_until(lambda: relay.reassembler.in_flight == 1)
+            harness.write("reassembly_timeout = 0.2\n")
+            await harness.send_signal.send(signal.SIGHUP)
+            await wait_until(lambda: relay.config.reassembly_timeout_s == 0.2)
+            first, second = new.message(b"late")
+            await new.send(first)
+            await wait_until(lambda: dropped(relay, "reassembly_timeout") == 1)
+            await new.send(second)  # after its own deadline, behind the older message
+            await new.send(*new.message(b"on time", msg_id=b"\x00\x00\x00\x09"))
+            while (event := await next_event(a)) != MessageReceived(new.address, b"on time"):
+                assert isinstance(event, PeerJoined)
+            assert relay.statistics()["pending_relays"] == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_reload_that_fails_in_any_way_keeps_the_daemon(
+    tmp_path: Path, relay_key_file: Path
+) -> None:
+    async with trio.open_nursery() as nursery:
+        harness = Harness(tmp_path, relay_key_file)
+        daemon = await harness.start(nursery, Notifier({}))
+        for text in ("x = [" * 2000 + "]" * 2000 + "\n", "port = 1\n[network]\nport = 2\n"):
+            harness.write(text)
+            await harness.send_signal.send(signal.SIGHUP)
+        harness.file.unlink()
+        await harness.send_signal.send(signal.SIGHUP)
+        harness.write("client_timeout = 4\n")
+        await harness.send_signal.send(signal.SIGHUP)
+        await wait_until(lambda: daemon.relay.config.client_timeout_s == 4.0)
+        nursery.cancel_scope.cancel()

@@ -1,6 +1,7 @@
 """Settings: precedence, the TOML file's checks, config check, and the example file."""
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,28 @@ async def test_config_check_prints_values_and_sources(tmp_path: Path) -> None:
     path.write_text("port = 'x'\n")
     assert await bad.run("config", "check", "--config", str(path)) == ExitStatus.USAGE
     assert bad.stderr.getvalue().count("\n") == 1
+
+
+def test_a_key_set_twice_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=re.escape("'network.port' is set twice")):
+        resolve({}, {}, write(tmp_path, "port = 1\n[network]\nport = 2\n"))
+
+
+def test_range_errors_name_their_source_and_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "max_reassembly_bytes = 100\n")
+    with pytest.raises(SettingsError, match=re.escape(f"file {path}: 'max_reassembly_bytes'")):
+        resolve({}, {}, path)
+    with pytest.raises(SettingsError, match="env MCRELAY_MAX_MESSAGE_BYTES: 'max_message_bytes'"):
+        resolve({}, {"MCRELAY_MAX_MESSAGE_BYTES": "99999"}, None)
+
+
+async def test_config_check_prints_valid_toml_and_takes_the_daemons_flags(
+    tmp_path: Path,
+) -> None:
+    key_file = tmp_path / 'a"b.pem'
+    console = Console()
+    argv = ["config", "check", "--key-file", str(key_file), "--api", "unix:/run/x.sock"]
+    assert await console.run(*argv) == ExitStatus.OK
+    document = tomllib.loads("\n".join(console.out_lines()))
+    assert document["key_file"] == str(key_file)
+    assert document["api"] == "unix:/run/x.sock"

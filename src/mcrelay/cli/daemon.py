@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from mcrelay.cli.options import (
 from mcrelay.cli.status import ExitStatus
 from mcrelay.daemon import config as defaults
 from mcrelay.daemon.config import RelayConfig
+from mcrelay.daemon.keyfile import KeyFileError
 from mcrelay.daemon.settings import (
     SETTINGS,
     Resolved,
@@ -52,32 +54,33 @@ def add_parser(subparsers: argparse._SubParsersAction[Parser], environ: Mapping[
         help="run the relay",
         description="Settings: flag > MCRELAY_<NAME> environment > --config file > default.",
     )
-    _add_config_flag(daemon)
-    for setting in SETTINGS:
-        daemon.add_argument(
-            setting.flag,
-            dest=setting.name,
-            type=argument_type(setting.convert),
-            default=None,
-            help=f"{setting.help}; env {setting.env}; file [{setting.section}] {setting.name}",
-        )
+    _add_setting_flags(daemon)
     daemon.set_defaults(command=run)
     config = subparsers.add_parser("config", help="check a configuration")
     actions = config.add_subparsers(title="actions", required=True, metavar="ACTION")
     check = actions.add_parser(
         "check", help="validate, and print each effective setting and where it came from"
     )
-    _add_config_flag(check)
+    _add_setting_flags(check)
     check.set_defaults(command=run_check)
 
 
-def _add_config_flag(parser: argparse.ArgumentParser) -> None:
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """--config and every setting's flag (``config check`` takes the daemon's own)."""
     parser.add_argument(
         "--config",
         type=Path,
         default=None,
         help="TOML settings file (default: /etc/mcrelay/mcrelay.toml if it exists); env MCRELAY_CONFIG",
     )
+    for setting in SETTINGS:
+        parser.add_argument(
+            setting.flag,
+            dest=setting.name,
+            type=argument_type(setting.convert),
+            default=None,
+            help=f"{setting.help}; env {setting.env}; file [{setting.section}] {setting.name}",
+        )
 
 
 def _resolve(args: argparse.Namespace, env: Environment) -> Resolved:
@@ -89,21 +92,30 @@ def _resolve(args: argparse.Namespace, env: Environment) -> Resolved:
 
 
 def loader(args: argparse.Namespace, env: Environment) -> Any:
-    """What a reload calls: the same flags and environment, the file read again."""
+    """What a reload calls: the same flags, environment and file (chosen once, at start),
+    the file read again. A file that has gone is an error, not a return to defaults."""
+    path = config_file(args.config, env.environ)
+    flags: dict[str, Any] = {s.name: getattr(args, s.name, None) for s in SETTINGS}
 
     def load() -> RelayConfig:
-        flags: dict[str, Any] = {s.name: getattr(args, s.name, None) for s in SETTINGS}
-        return resolve(flags, env.environ, config_file(args.config, env.environ)).config
+        return resolve(flags, env.environ, path).config
 
     return load
 
 
 async def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    # Until the daemon listens for it, a reload request must not end the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     config = _resolve(args, env).config
     configure_logging(config.log_level, config.log_format, env.stderr, env.environ)
     from mcrelay.daemon.service import run_until_signal
 
-    await run_until_signal(config, reload=loader(args, env), environ=env.environ)
+    try:
+        await run_until_signal(config, reload=loader(args, env), environ=env.environ)
+    except* KeyFileError as group:
+        # A key the daemon cannot use is a setting to fix, not a failure to retry:
+        # exit 2, which the systemd unit does not restart on.
+        raise UsageError(str(group.exceptions[0])) from None
     return ExitStatus.OK
 
 

@@ -26,6 +26,14 @@ KEY_ANSWERS_TOTAL_PER_S = 100.0
 KEY_FILE_NAME = "relay-key.pem"
 
 
+class ConfigValueError(ValueError):
+    """A setting's value is out of its range; ``field`` names the setting."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def default_key_file(environ: dict[str, str] | None = None) -> Path:
     """``$STATE_DIRECTORY`` (systemd), else ``$XDG_STATE_HOME/mcrelay``, else ``~/.local/state``."""
     env = os.environ if environ is None else environ
@@ -72,37 +80,48 @@ class RelayConfig:
     log_format: str = "auto"
 
     def __post_init__(self) -> None:
-        checks: list[tuple[bool, str]] = [
-            (0 <= self.port <= 0xFFFF, "port must be 0 to 65535"),
-            (self.client_timeout_s > 0, "client timeout must be above 0 seconds"),
-            (self.reassembly_timeout_s > 0, "reassembly timeout must be above 0 seconds"),
+        checks: list[tuple[str, bool, str]] = [
+            ("port", 0 <= self.port <= 0xFFFF, "must be 0 to 65535"),
+            ("client_timeout_s", self.client_timeout_s > 0, "must be above 0 seconds"),
+            ("reassembly_timeout_s", self.reassembly_timeout_s > 0, "must be above 0 seconds"),
             (
+                "max_message_bytes",
                 1 <= self.max_message_bytes <= MAX_MESSAGE_BYTES,
-                f"max message bytes must be 1 to {MAX_MESSAGE_BYTES} (the legacy profile's largest)",
+                f"must be 1 to {MAX_MESSAGE_BYTES} (the legacy profile's largest)",
             ),
-            (self.crypto_workers >= 1, "crypto workers must be at least 1"),
-            (self.max_messages_per_source >= 1, "max messages per source must be at least 1"),
-            (self.max_reassembly_bytes >= 65536, "max reassembly bytes must be at least 65536"),
-            (self.max_clients >= 1, "max clients must be at least 1"),
-            (self.max_pending_relays >= 1, "max pending relays must be at least 1"),
-            (self.send_queue_datagrams >= 1, "send queue must hold at least 1 datagram"),
+            ("crypto_workers", self.crypto_workers >= 1, "must be at least 1"),
+            ("max_messages_per_source", self.max_messages_per_source >= 1, "must be at least 1"),
+            ("max_reassembly_bytes", self.max_reassembly_bytes >= 65536, "must be at least 65536"),
+            ("max_clients", self.max_clients >= 1, "must be at least 1"),
+            ("max_pending_relays", self.max_pending_relays >= 1, "must be at least 1"),
+            ("send_queue_datagrams", self.send_queue_datagrams >= 1, "must be at least 1"),
             (
+                "receive_buffer_bytes",
                 65536 <= self.receive_buffer_bytes <= MAX_RECEIVE_BUFFER_BYTES,
-                f"receive buffer must be 65536 to {MAX_RECEIVE_BUFFER_BYTES} bytes",
+                f"must be 65536 to {MAX_RECEIVE_BUFFER_BYTES} bytes",
             ),
-            (self.key_answers_per_source_burst >= 1, "key answer bursts must be at least 1"),
-            (self.key_answers_total_burst >= 1, "key answer bursts must be at least 1"),
-            (self.key_answers_per_source_per_s > 0, "key answer rates must be above 0"),
-            (self.key_answers_total_per_s > 0, "key answer rates must be above 0"),
+            (
+                "key_answers_per_source_burst",
+                self.key_answers_per_source_burst >= 1,
+                "must be at least 1",
+            ),
+            ("key_answers_total_burst", self.key_answers_total_burst >= 1, "must be at least 1"),
+            (
+                "key_answers_per_source_per_s",
+                self.key_answers_per_source_per_s > 0,
+                "must be above 0",
+            ),
+            ("key_answers_total_per_s", self.key_answers_total_per_s > 0, "must be above 0"),
         ]
-        for ok, message in checks:
+        for name, ok, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise ConfigValueError(name, f"{name.replace('_', ' ')} {message}")
         api = parse_api_address(self.api)
         if api is not None and not api.is_loopback and not self.api_token:
-            raise ValueError(
+            raise ConfigValueError(
+                "api",
                 f"refusing to serve the control API on {api} without a token: "
-                "give --api-token-file, or bind a loopback address or unix:/path"
+                "give --api-token-file, or bind a loopback address or unix:/path",
             )
 
     @property

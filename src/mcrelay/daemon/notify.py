@@ -29,10 +29,10 @@ class Notifier:
         """Send ``NAME=value`` lines as one datagram."""
         if not self._address:
             return
-        if self._sock is None:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            self._sock.setblocking(False)
         try:
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                self._sock.setblocking(False)
             self._sock.sendto("\n".join(assignments).encode(), self._address)
         except OSError as exc:
             log.warning("cannot notify systemd (%s): %s", " ".join(assignments), exc)

@@ -106,6 +106,7 @@ class Relay:
             total_per_s=REGISTRATIONS_TOTAL_PER_S,
         )
         self._leaving: dict[Address, Client] = {}
+        self._sends_in_flight = 0
         self._waiting: dict[MessageKey, _Waiting] = {}
         self._last_turn: dict[Address, _Turn] = {}
         self._pending_relays = 0
@@ -165,12 +166,15 @@ class Relay:
         """Take no more datagrams; what is already in flight goes on."""
         self._receiving.cancel()
 
+    @property
+    def stopping(self) -> bool:
+        return self._receiving.cancel_called
+
     def idle(self) -> bool:
         """Nothing completed is waiting for crypto or fan-out, and nothing waits to be sent."""
         queued = self._outbox.statistics().current_buffer_used
-        return not (
-            self._pending_relays or queued or self._notices.statistics().current_buffer_used
-        )
+        notices = self._notices.statistics().current_buffer_used
+        return not (self._pending_relays or queued or notices or self._sends_in_flight)
 
     def remove(self, address: Address, reason: str) -> Client | None:
         """Remove a client and tell every other client it left."""
@@ -386,6 +390,11 @@ class Relay:
         with trio.move_on_at(deadline):
             await waiting.done.wait()
         if waiting.admitted is None:
+            # The task owns its deadline: whatever expire() saw, its message ends here.
+            if self._waiting.get(key) is waiting:
+                del self._waiting[key]
+            if self.reassembler.discard(key):
+                self._drop(DropReason.REASSEMBLY_TIMEOUT, key[0])
             self._expire_reassembly(trio.current_time())
             return
         sender, payload, turn = waiting.admitted
@@ -460,6 +469,7 @@ class Relay:
 
     async def _send_loop(self, drain: trio.MemoryReceiveChannel[tuple[bytes, Address]]) -> None:
         async for datagram, address in drain:
+            self._sends_in_flight += 1
             try:
                 await self._sock.sendto(datagram, address)
             except OSError as exc:
@@ -467,6 +477,8 @@ class Relay:
             else:
                 self.counters.datagrams_out += 1
                 self.counters.bytes_out += len(datagram)
+            finally:
+                self._sends_in_flight -= 1
 
     async def _cleanup_loop(self) -> None:
         while True:

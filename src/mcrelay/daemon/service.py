@@ -163,15 +163,17 @@ def apply_reload(daemon: Daemon, load: Callable[[], RelayConfig]) -> None:
     old = daemon.relay.config
     try:
         new = load()
-    except ValueError as exc:
-        log.error("reload failed, the running configuration stays: %s", exc)
-        return
-    fixed = restart_needed(old, new)
-    if fixed:
-        log.warning("reload: %s cannot change while running; restart to apply", ", ".join(fixed))
+        fixed = restart_needed(old, new)
+        # Keep what needs a restart; checking the merged whole again may still refuse it.
         new = dataclasses.replace(
             new, **{BY_NAME[name].field: getattr(old, BY_NAME[name].field) for name in fixed}
         )
+    except Exception as exc:
+        # Whatever the file holds (or however it fails to read), the daemon runs on.
+        log.error("reload failed, the running configuration stays: %s", exc)
+        return
+    if fixed:
+        log.warning("reload: %s cannot change while running; restart to apply", ", ".join(fixed))
     daemon.relay.reconfigure(new)
     daemon.api.token = new.api_token
     logging.getLogger().setLevel(new.log_level.upper())
@@ -200,7 +202,7 @@ async def _watchdog(relay: Relay, notifier: Notifier, interval_s: float) -> None
         await trio.sleep(interval_s)
         if trio.current_time() - relay.last_turn <= max(interval_s, 2 * RECEIVE_TICK_S):
             notifier.notify("WATCHDOG=1")
-        else:
+        elif not relay.stopping:
             log.error(
                 "receive loop has not turned for %.1f s", trio.current_time() - relay.last_turn
             )

@@ -6,6 +6,7 @@ and the file, feeds ``mcrelay config check`` and says what a reload may change.
 """
 
 import ipaddress
+import json
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -14,7 +15,7 @@ from typing import Any
 
 from mcrelay.api.address import parse_api_address
 from mcrelay.daemon import config as defaults
-from mcrelay.daemon.config import RelayConfig
+from mcrelay.daemon.config import ConfigValueError, RelayConfig
 from mcrelay.logs import LOG_FORMATS
 from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
 
@@ -284,7 +285,10 @@ def config_file(explicit: Path | None, environ: Mapping[str, str]) -> Path | Non
         return explicit
     if environ.get("MCRELAY_CONFIG"):
         return Path(environ["MCRELAY_CONFIG"])
-    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None
+    try:
+        return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None
+    except OSError as exc:
+        raise SettingsError(f"{DEFAULT_CONFIG_FILE}: cannot look at it: {exc.strerror}") from None
 
 
 def read_file(path: Path) -> dict[str, Any]:
@@ -295,13 +299,21 @@ def read_file(path: Path) -> dict[str, Any]:
         raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise SettingsError(f"{path}: not valid TOML: nested too deeply") from None
     values: dict[str, Any] = {}
     for key, value in document.items():
+        entries: list[tuple[str, str, Any, str | None]]
         if isinstance(value, dict) and key in SECTIONS:
-            for inner, inner_value in value.items():
-                values[inner] = _file_value(path, f"{key}.{inner}", inner, inner_value, key)
+            entries = [
+                (inner, f"{key}.{inner}", inner_value, key) for inner, inner_value in value.items()
+            ]
         else:
-            values[key] = _file_value(path, key, key, value, None)
+            entries = [(key, key, value, None)]
+        for name, where, item, section in entries:
+            if name in values:
+                raise SettingsError(f"{path}: '{where}' is set twice")
+            values[name] = _file_value(path, where, name, item, section)
     return values
 
 
@@ -347,6 +359,9 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str], path: Path | N
     values["api_token"] = read_token(token_file) if token_file is not None else None
     try:
         return Resolved(RelayConfig(**values), sources)
+    except ConfigValueError as exc:
+        name = next((s.name for s in SETTINGS if s.field == exc.field), exc.field)
+        raise SettingsError(f"{sources.get(name, 'default')}: '{name}': {exc}") from None
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
 
@@ -374,7 +389,7 @@ def describe(resolved: Resolved) -> list[str]:
         elif isinstance(value, int | float):
             lines.append(f"{setting.name} = {value}  # {source}")
         else:
-            lines.append(f'{setting.name} = "{value}"  # {source}')
+            lines.append(f"{setting.name} = {json.dumps(str(value))}  # {source}")
     return lines
 
 

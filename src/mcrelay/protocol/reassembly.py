@@ -96,6 +96,9 @@ class Reassembler:
             # Tombstones leave in completion order; this one is past its own deadline.
             del self._tombstones[key]
         partial = self._partials.get(key)
+        if partial is not None and partial.deadline <= now:
+            self._release(key, partial)
+            return Rejected(DropReason.REASSEMBLY_TIMEOUT, ended=True)
         if not self._valid_numbers(fragment) or (
             partial is not None and fragment.total != partial.total
         ):
@@ -128,6 +131,14 @@ class Reassembler:
             timed_out.append(key)
         self._forget_tombstones(now)
         return timed_out
+
+    def discard(self, key: MessageKey) -> bool:
+        """Drop an incomplete message (its deadline passed); False if it is not pending."""
+        partial = self._partials.get(key)
+        if partial is None:
+            return False
+        self._release(key, partial)
+        return True
 
     def _valid_numbers(self, fragment: Fragment) -> bool:
         return (
