@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench fuzz clean
 
 $(VENV)/.installed-%: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,8 @@ run: $(VENV)/.installed-test
 test: lint typecheck unit
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench fuzz
+	$(BIN)/ruff format --check src tests bench fuzz
 
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
@@ -29,5 +29,11 @@ unit: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/loopback_throughput.py
 
+fuzz: $(VENV)/.installed-test
+	$(BIN)/python -m pip install --quiet atheris
+	mkdir -p .fuzz/corpus
+	$(BIN)/python fuzz/fuzz_datagram.py --write-seeds .fuzz/corpus
+	$(BIN)/python fuzz/fuzz_datagram.py -max_total_time=120 -print_final_stats=1 -artifact_prefix=.fuzz/ .fuzz/corpus
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .fuzz
