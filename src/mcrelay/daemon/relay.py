@@ -406,6 +406,7 @@ class Relay:
         # Who gets it is decided now, so that a small fan-out seals in the same worker
         # call as the decryption: one thread hand-off per message, not one per step.
         recipients = self.registry.others(source)
+        keys = [client.key for client in recipients]
         try:
             try:
                 plaintext, sealed = await trio.to_thread.run_sync(
@@ -414,7 +415,7 @@ class Relay:
                     payload,
                     self.config.max_message_bytes,
                     source,
-                    [client.key for client in recipients],
+                    keys,
                     limiter=self._crypto,
                 )
             except RemoteProtocolError as exc:
@@ -431,7 +432,10 @@ class Relay:
             elif plaintext == legacy.DISCONNECT_WORD:
                 if current:
                     self.remove(source, "disconnect")
-            elif sealed is None:
+            elif sealed is None or any(
+                client.key is not key for client, key in zip(recipients, keys, strict=True)
+            ):
+                # Too many to seal inline, or someone re-keyed meanwhile: seal afresh.
                 await self.fan_out(source, plaintext, recipients)
             else:
                 await self._deliver(source, len(plaintext), recipients, sealed)

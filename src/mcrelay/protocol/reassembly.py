@@ -19,8 +19,9 @@ MessageKey = tuple[Address, bytes]
 
 FRAGMENT_OVERHEAD_BYTES = 64
 """Bytes charged per buffered fragment on top of its piece, so tiny fragments still cost."""
-MESSAGE_OVERHEAD_BYTES = 256
-"""Bytes charged per message in reassembly."""
+MESSAGE_OVERHEAD_BYTES = 4096
+"""Bytes charged per message in reassembly: what one costs the relay in memory (its
+buffers and its task, about 3.8 KB measured), so the byte cap bounds real memory."""
 MAX_TOMBSTONES = 65536
 """Finished keys remembered; past this the oldest is forgotten first (a tombstone holds no data)."""
 
