@@ -1,5 +1,6 @@
 """Hostile or unlucky sequences a review found: each of these once broke the relay."""
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -8,10 +9,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcrelay.client import MessageReceived
 from mcrelay.daemon.registry import ClientRegistry, RegistryFull
 from mcrelay.daemon.relay import REGISTRATIONS_PER_HOST_BURST
-from mcrelay.protocol import legacy
+from mcrelay.protocol import crypto, legacy
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import LocalProtocolError
-from mcrelay.protocol.events import PeerJoined, PeerLeft
+from mcrelay.protocol.events import PeerJoined, PeerLeft, RelayedMessage
 from mcrelay.sockets import open_relay_socket
 from support import (
     LOOPBACK,
@@ -121,3 +122,29 @@ async def test_the_participant_refuses_control_words_and_re_registers_when_forgo
                     await a.send(word)
             relay.registry.remove(a.address)  # as after a relay restart
             await wait_until(lambda: a.address in relay.registry)
+
+
+async def test_a_recipient_that_re_keys_while_a_message_is_in_flight_can_read_it(
+    relay_key_file: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = legacy.decrypt_payload_untrusted
+    gate = threading.Event()
+
+    def held(*args: object) -> bytes:
+        gate.wait(10)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(legacy, "decrypt_payload_untrusted", held)
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with raw_peer(relay, keys[2]) as b, join(relay, keys[1]) as a:
+            await b.register()
+            await a.send("for your new key")
+            await wait_until(lambda: relay.statistics()["pending_relays"] == 1)
+            await b.send(legacy.client_key(keys[3].public_key()))  # re-key meanwhile
+            await wait_until(lambda: relay.registry.holds(b.address, keys[3].public_key()))
+            gate.set()
+            relayed: list[RelayedMessage] = []
+            while not relayed:
+                relayed = [e for e in await b.receive() if isinstance(e, RelayedMessage)]
+            plaintext = crypto.decrypt_concatenated_untrusted(keys[3], relayed[0].ciphertext)
+            assert plaintext == b"for your new key"
