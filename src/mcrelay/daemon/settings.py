@@ -100,14 +100,10 @@ class Setting:
         return "MCRELAY_" + self.name.upper()
 
 
-def _setting(name: str, field: str, convert: Callable[[str], Any], toml: type, section: str, live: bool, help: str) -> Setting:  # fmt: skip
-    return Setting(name, field, convert, toml, section, live, help)
-
-
 SETTINGS: tuple[Setting, ...] = (
-    _setting("group", "group", multicast_group, str, "network", False, "multicast group"),
-    _setting("port", "port", port, int, "network", False, "UDP port"),
-    _setting(
+    Setting("group", "group", multicast_group, str, "network", False, "multicast group"),
+    Setting("port", "port", port, int, "network", False, "UDP port"),
+    Setting(
         "interface",
         "interface",
         ipv4_address,
@@ -116,7 +112,7 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "address of the interface that joins the group",
     ),
-    _setting(
+    Setting(
         "key_file",
         "key_file",
         Path,
@@ -125,7 +121,7 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "relay private key, created 0600 if missing",
     ),
-    _setting(
+    Setting(
         "client_timeout",
         "client_timeout_s",
         positive_float,
@@ -134,7 +130,7 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         "seconds of silence before a client is removed",
     ),
-    _setting(
+    Setting(
         "reassembly_timeout",
         "reassembly_timeout_s",
         positive_float,
@@ -143,7 +139,7 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         "seconds a message may take to arrive whole",
     ),
-    _setting(
+    Setting(
         "max_message_bytes",
         "max_message_bytes",
         positive_int,
@@ -152,10 +148,10 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         f"largest plaintext relayed (at most {MAX_MESSAGE_BYTES})",
     ),
-    _setting(
+    Setting(
         "crypto_workers", "crypto_workers", positive_int, int, "relay", True, "threads doing RSA"
     ),
-    _setting(
+    Setting(
         "max_clients",
         "max_clients",
         positive_int,
@@ -164,7 +160,7 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         "registered clients at most",
     ),
-    _setting(
+    Setting(
         "max_messages_per_source",
         "max_messages_per_source",
         positive_int,
@@ -173,7 +169,7 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         "messages in reassembly per client",
     ),
-    _setting(
+    Setting(
         "max_reassembly_bytes",
         "max_reassembly_bytes",
         positive_int,
@@ -182,7 +178,7 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         "bytes in reassembly in total",
     ),
-    _setting(
+    Setting(
         "max_pending_relays",
         "max_pending_relays",
         positive_int,
@@ -191,7 +187,7 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         "completed messages waiting for crypto",
     ),
-    _setting(
+    Setting(
         "receive_buffer_bytes",
         "receive_buffer_bytes",
         positive_int,
@@ -200,7 +196,7 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "socket receive buffer asked for",
     ),
-    _setting(
+    Setting(
         "key_answers_per_source_burst",
         "key_answers_per_source_burst",
         positive_int,
@@ -209,7 +205,7 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         "key-request answers a source may get at once",
     ),
-    _setting(
+    Setting(
         "key_answers_per_source_per_s",
         "key_answers_per_source_per_s",
         positive_float,
@@ -218,7 +214,7 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         "key-request answers a source earns per second",
     ),
-    _setting(
+    Setting(
         "key_answers_total_burst",
         "key_answers_total_burst",
         positive_int,
@@ -227,7 +223,7 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         "key-request answers at once, all sources together",
     ),
-    _setting(
+    Setting(
         "key_answers_total_per_s",
         "key_answers_total_per_s",
         positive_float,
@@ -236,10 +232,10 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         "key-request answers per second, all sources together",
     ),
-    _setting(
+    Setting(
         "api", "api", api_address, str, "api", False, "control API: host:port, unix:/path or off"
     ),
-    _setting(
+    Setting(
         "api_token_file",
         "api_token_file",
         Path,
@@ -248,7 +244,7 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         "file holding the API's bearer token",
     ),
-    _setting(
+    Setting(
         "log_level",
         "log_level",
         one_of(LOG_LEVELS),
@@ -257,7 +253,7 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         "debug, info, warning or error",
     ),
-    _setting(
+    Setting(
         "log_format",
         "log_format",
         one_of(LOG_FORMATS),
