@@ -6,12 +6,14 @@ are bounded by ``trio.fail_after`` and pytest-timeout.
 """
 
 import io
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -169,3 +171,16 @@ class Console:
 
     def err_lines(self) -> list[str]:
         return self.stderr.getvalue().splitlines()
+
+
+def hold_decryption(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Every message waits in its worker thread, in flight, until the event is set."""
+    real = legacy.decrypt_payload_untrusted
+    gate = threading.Event()
+
+    def held(*args: Any) -> bytes:
+        gate.wait(WAIT_S)
+        return real(*args)
+
+    monkeypatch.setattr(legacy, "decrypt_payload_untrusted", held)
+    return gate

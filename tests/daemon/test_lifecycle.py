@@ -2,7 +2,6 @@
 
 import signal
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager, closing
@@ -20,7 +19,7 @@ from mcrelay.daemon.service import Daemon, run_daemon
 from mcrelay.daemon.settings import resolve
 from mcrelay.protocol import legacy
 from mcrelay.protocol.events import PeerJoined
-from support import WAIT_S, dropped, join, next_event, raw_peer, wait_until
+from support import WAIT_S, dropped, hold_decryption, join, next_event, raw_peer, wait_until
 
 Keys = list[rsa.RSAPrivateKey]
 
@@ -119,14 +118,7 @@ async def test_reload_applies_live_settings_and_keeps_the_rest(
 async def test_sigterm_lets_a_message_in_flight_go_out(
     tmp_path: Path, relay_key_file: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = legacy.decrypt_payload_untrusted
-    gate = threading.Event()
-
-    def held(*args: object) -> bytes:
-        gate.wait(WAIT_S)  # in a worker thread: the message stays in flight until let go
-        return real(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(legacy, "decrypt_payload_untrusted", held)
+    gate = hold_decryption(monkeypatch)
     async with trio.open_nursery() as nursery:
         harness = Harness(tmp_path, relay_key_file)
         daemon = await harness.start(nursery, Notifier({}))

@@ -1,6 +1,5 @@
 """Hostile or unlucky sequences a review found: each of these once broke the relay."""
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from mcrelay.sockets import open_relay_socket
 from support import (
     LOOPBACK,
     dropped,
+    hold_decryption,
     join,
     next_event,
     raw_peer,
@@ -127,14 +127,7 @@ async def test_the_participant_refuses_control_words_and_re_registers_when_forgo
 async def test_a_recipient_that_re_keys_while_a_message_is_in_flight_can_read_it(
     relay_key_file: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = legacy.decrypt_payload_untrusted
-    gate = threading.Event()
-
-    def held(*args: object) -> bytes:
-        gate.wait(10)
-        return real(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(legacy, "decrypt_payload_untrusted", held)
+    gate = hold_decryption(monkeypatch)
     async with running_relay(relay_config(relay_key_file)) as relay:
         async with raw_peer(relay, keys[2]) as b, join(relay, keys[1]) as a:
             await b.register()
