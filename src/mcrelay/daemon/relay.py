@@ -317,7 +317,10 @@ class Relay:
                     break
 
     def _on_fragment(self, event: FragmentReceived, source: Address, now: float) -> None:
-        if source not in self.registry:
+        # Only a registered source's fragment can complete a message, so a message's
+        # sender is always registered at completion (the spec's "source gone" check).
+        sender = self.registry.get(source)
+        if sender is None:
             self._drop(DropReason.UNREGISTERED, source)
             return
         self._expire_reassembly(now)
@@ -327,14 +330,14 @@ class Relay:
             if outcome.ended:
                 self._wake((source, event.fragment.msg_id))
         elif isinstance(outcome, Complete):
-            self._on_complete(outcome)
+            self._on_complete(outcome, sender)
         elif outcome.new:
             waiting = self._waiting[outcome.key] = _Waiting()
             self._spawn(self._reassemble, outcome.key, outcome.deadline, waiting)
 
-    def _on_complete(self, outcome: Complete) -> None:
+    def _on_complete(self, outcome: Complete, sender: Client) -> None:
         waiting = self._waiting.pop(outcome.key, None)
-        admitted = self._admit(outcome.key[0])
+        admitted = self._admit(sender)
         if waiting is None:
             if admitted is not None:
                 self._spawn(self._relay, *admitted, outcome.payload)
@@ -360,12 +363,9 @@ class Relay:
         if waiting is not None:
             waiting.done.set()
 
-    def _admit(self, source: Address) -> tuple[Client, "_Turn"] | None:
-        """Admit a completed message to the crypto stage, or drop it and say why."""
-        client = self.registry.get(source)
-        if client is None:
-            self._drop(DropReason.SENDER_GONE, source)
-            return None
+    def _admit(self, client: Client) -> tuple[Client, "_Turn"] | None:
+        """Admit a completed message to the crypto stage, or drop it as overloaded."""
+        source = client.address
         if (
             self._pending_relays >= self.config.max_pending_relays
             or client.relays_in_flight >= MAX_RELAYS_PER_CLIENT

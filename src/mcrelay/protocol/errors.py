@@ -27,7 +27,6 @@ class DropReason(StrEnum):
     BAD_PAYLOAD = "bad_payload"
     DECRYPT_FAILED = "decrypt_failed"
     TOO_LARGE = "too_large"
-    SENDER_GONE = "sender_gone"
     OVERLOADED = "overloaded"
     DATAGRAM_TOO_LARGE = "datagram_too_large"
     ENCRYPT_FAILED = "encrypt_failed"
