@@ -184,3 +184,12 @@ def hold_decryption(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
 
     monkeypatch.setattr(legacy, "decrypt_payload_untrusted", held)
     return gate
+
+
+def assert_one_error_line(console: Console, *fragments: str) -> None:
+    lines = console.err_lines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("mcrelay: error:"), lines
+    for fragment in fragments:
+        assert fragment in lines[0], lines
+    assert "Traceback" not in console.stderr.getvalue()

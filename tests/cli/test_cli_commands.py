@@ -21,6 +21,7 @@ from support import (
     LOOPBACK,
     WAIT_S,
     Console,
+    assert_one_error_line,
     events_until,
     join,
     next_event,
@@ -52,15 +53,6 @@ async def unused_port() -> AsyncIterator[int]:
     with sock:
         await sock.bind((LOOPBACK, 0))
         yield sock.getsockname()[1]
-
-
-def assert_one_error_line(console: Console, *fragments: str) -> None:
-    lines = console.err_lines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("mcrelay: error:"), lines
-    for fragment in fragments:
-        assert fragment in lines[0], lines
-    assert "Traceback" not in console.stderr.getvalue()
 
 
 def is_left(event: ParticipantEvent) -> bool:

@@ -10,18 +10,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from mcrelay.cli.status import ExitStatus
 from mcrelay.daemon.keyfile import load_or_create_key
 from mcrelay.protocol import crypto
-from support import Console, relay_config, running_relay, write_key
+from support import Console, assert_one_error_line, relay_config, running_relay, write_key
 
 Keys = list[rsa.RSAPrivateKey]
 
 
-def assert_one_error_line(console: Console, *fragments: str) -> None:
-    lines = console.err_lines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("mcrelay: error:"), lines
-    for fragment in fragments:
-        assert fragment in lines[0], lines
-    assert "Traceback" not in console.stderr.getvalue()
+def assert_refused(console: Console, *fragments: str) -> None:
+    assert_one_error_line(console, *fragments)
     assert console.stdout.getvalue() == ""
 
 
@@ -51,7 +46,7 @@ async def test_keygen_refuses_an_existing_file(tmp_path: Path, keys: Keys) -> No
     pem = path.read_bytes()
     console = Console()
     assert await console.run("keygen", str(path)) == ExitStatus.ERROR
-    assert_one_error_line(console, str(path), "already exists")
+    assert_refused(console, str(path), "already exists")
     assert path.read_bytes() == pem
 
 
@@ -60,13 +55,13 @@ async def test_keygen_where_no_file_can_be_made(tmp_path: Path) -> None:
     blocker.write_text("")
     console = Console()
     assert await console.run("keygen", str(blocker / "relay-key.pem")) == ExitStatus.ERROR
-    assert_one_error_line(console, str(blocker / "relay-key.pem"), "not a directory")
+    assert_refused(console, str(blocker / "relay-key.pem"), "not a directory")
 
 
 async def test_keygen_needs_a_path() -> None:
     console = Console()
     assert await console.run("keygen") == ExitStatus.USAGE
-    assert_one_error_line(console, "path")
+    assert_refused(console, "path")
 
 
 async def test_two_keygens_make_two_keys(tmp_path: Path) -> None:
@@ -188,4 +183,4 @@ async def test_fingerprint_of_a_bad_file(
         path.write_bytes(bad_contents(kind, keys))
     console = Console()
     assert await console.run("fingerprint", str(path)) == ExitStatus.ERROR
-    assert_one_error_line(console, str(path), fragment)
+    assert_refused(console, str(path), fragment)
