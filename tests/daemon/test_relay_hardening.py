@@ -1,13 +1,15 @@
 """Hostile or unlucky sequences a review found: each of these once broke the relay."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.client import MessageReceived
+from mcrelay.daemon.config import REGISTRATIONS_PER_HOST_BURST
 from mcrelay.daemon.registry import ClientRegistry, RegistryFull
-from mcrelay.daemon.relay import REGISTRATIONS_PER_HOST_BURST
 from mcrelay.protocol import crypto, legacy
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import LocalProtocolError
@@ -59,6 +61,39 @@ async def test_registrations_from_one_host_are_rate_limited(
         await wait_until(lambda: relay.counters.datagrams_in == REGISTRATIONS_PER_HOST_BURST + 5)
         assert dropped(relay, "rate_limited") >= 4
         assert len(relay.registry) <= REGISTRATIONS_PER_HOST_BURST + 1
+
+
+async def test_registration_limits_are_settings_a_reload_changes(
+    relay_key_file: Path, keys: Keys
+) -> None:
+    config = relay_config(
+        relay_key_file,
+        max_clients_per_host=1,
+        registrations_per_host_burst=1,
+        registrations_per_host_per_s=0.001,
+    )
+    key = keys[2].public_key()
+
+    async def register_two() -> None:
+        for _ in range(2):
+            async with raw_peer(relay, keys[2]) as raw:
+                await raw.send(legacy.client_key(key))
+
+    async with running_relay(config) as relay:
+        await register_two()
+        await wait_until(lambda: relay.counters.datagrams_in == 2)
+        assert (len(relay.registry), dropped(relay, "rate_limited")) == (1, 1)
+        faster = replace(
+            config, registrations_per_host_burst=5, registrations_per_host_per_s=1000.0
+        )
+        relay.reconfigure(faster)
+        await trio.sleep(0.01)
+        await register_two()
+        await wait_until(lambda: relay.counters.datagrams_in == 4)
+        assert (len(relay.registry), dropped(relay, "registry_full")) == (1, 2)
+        relay.reconfigure(replace(faster, max_clients_per_host=3))
+        await register_two()
+        await wait_until(lambda: len(relay.registry) == 3)
 
 
 def test_clients_per_host_are_capped(keys: Keys) -> None:

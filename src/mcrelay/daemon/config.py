@@ -15,6 +15,8 @@ REASSEMBLY_TIMEOUT_S = 5.0
 MAX_MESSAGES_PER_SOURCE = 8
 MAX_REASSEMBLY_BYTES = 4 * 1024 * 1024
 MAX_CLIENTS = 4096
+MAX_CLIENTS_PER_HOST = 256
+"""Registered clients from one IP address (each is a port); more are refused as full."""
 MAX_PENDING_RELAYS = 256
 SEND_QUEUE_DATAGRAMS = 16384
 RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
@@ -23,6 +25,10 @@ KEY_ANSWERS_PER_SOURCE_BURST = 5
 KEY_ANSWERS_PER_SOURCE_PER_S = 1.0
 KEY_ANSWERS_TOTAL_BURST = 200
 KEY_ANSWERS_TOTAL_PER_S = 100.0
+REGISTRATIONS_PER_HOST_BURST = 20
+REGISTRATIONS_PER_HOST_PER_S = 5.0
+REGISTRATIONS_TOTAL_BURST = 200
+REGISTRATIONS_TOTAL_PER_S = 100.0
 KEY_FILE_NAME = "relay-key.pem"
 
 
@@ -63,6 +69,7 @@ class RelayConfig:
     max_messages_per_source: int = MAX_MESSAGES_PER_SOURCE
     max_reassembly_bytes: int = MAX_REASSEMBLY_BYTES
     max_clients: int = MAX_CLIENTS
+    max_clients_per_host: int = MAX_CLIENTS_PER_HOST
     max_pending_relays: int = MAX_PENDING_RELAYS
     send_queue_datagrams: int = SEND_QUEUE_DATAGRAMS
     receive_buffer_bytes: int = RECEIVE_BUFFER_BYTES
@@ -70,6 +77,11 @@ class RelayConfig:
     key_answers_per_source_per_s: float = KEY_ANSWERS_PER_SOURCE_PER_S
     key_answers_total_burst: int = KEY_ANSWERS_TOTAL_BURST
     key_answers_total_per_s: float = KEY_ANSWERS_TOTAL_PER_S
+    registrations_per_host_burst: int = REGISTRATIONS_PER_HOST_BURST
+    registrations_per_host_per_s: float = REGISTRATIONS_PER_HOST_PER_S
+    registrations_total_burst: int = REGISTRATIONS_TOTAL_BURST
+    registrations_total_per_s: float = REGISTRATIONS_TOTAL_PER_S
+    """New registrations and re-keys (each tells every client), per host and in total."""
     api: str = "off"
     """Where the control API listens: ``host:port``, ``unix:/path`` or ``off``."""
     api_token: str | None = None
@@ -93,6 +105,7 @@ class RelayConfig:
             ("max_messages_per_source", self.max_messages_per_source >= 1, "must be at least 1"),
             ("max_reassembly_bytes", self.max_reassembly_bytes >= 65536, "must be at least 65536"),
             ("max_clients", self.max_clients >= 1, "must be at least 1"),
+            ("max_clients_per_host", self.max_clients_per_host >= 1, "must be at least 1"),
             ("max_pending_relays", self.max_pending_relays >= 1, "must be at least 1"),
             ("send_queue_datagrams", self.send_queue_datagrams >= 1, "must be at least 1"),
             (
@@ -112,6 +125,22 @@ class RelayConfig:
                 "must be above 0",
             ),
             ("key_answers_total_per_s", self.key_answers_total_per_s > 0, "must be above 0"),
+            (
+                "registrations_per_host_burst",
+                self.registrations_per_host_burst >= 1,
+                "must be at least 1",
+            ),
+            (
+                "registrations_per_host_per_s",
+                self.registrations_per_host_per_s > 0,
+                "must be above 0",
+            ),
+            (
+                "registrations_total_burst",
+                self.registrations_total_burst >= 1,
+                "must be at least 1",
+            ),
+            ("registrations_total_per_s", self.registrations_total_per_s > 0, "must be above 0"),
         ]
         for name, ok, message in checks:
             if not ok:

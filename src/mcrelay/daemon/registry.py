@@ -14,11 +14,9 @@ from enum import Enum
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mcrelay.daemon.config import MAX_CLIENTS_PER_HOST
 from mcrelay.protocol import crypto, legacy
 from mcrelay.protocol.addresses import Address
-
-MAX_CLIENTS_PER_HOST = 256
-"""Registered clients from one IP address (each is a port); more are refused as full."""
 
 
 class Registration(Enum):

@@ -42,11 +42,6 @@ RECEIVE_TICK_S = 0.5
 """The receive loop turns at least this often, idle or not (the watchdog looks at it)."""
 MAX_RELAYS_PER_CLIENT = 32
 """Messages of one client between completion and fan-out; the rest are ``overloaded``."""
-REGISTRATIONS_PER_HOST_BURST = 20
-REGISTRATIONS_PER_HOST_PER_S = 5.0
-REGISTRATIONS_TOTAL_BURST = 200
-REGISTRATIONS_TOTAL_PER_S = 100.0
-"""New registrations and re-keys (each tells every client) per host and in total."""
 
 
 @dataclass(slots=True)
@@ -74,7 +69,9 @@ class Relay:
         public_key = key.public_key()
         self.fingerprint = crypto.fingerprint(public_key)
         self._server_key = legacy.server_key(public_key)
-        self.registry = ClientRegistry(max_clients=config.max_clients)
+        self.registry = ClientRegistry(
+            max_clients=config.max_clients, max_clients_per_host=config.max_clients_per_host
+        )
         self.reassembler = Reassembler(
             timeout_s=config.reassembly_timeout_s,
             max_fragments=legacy.max_fragments(public_key, config.max_message_bytes),
@@ -100,10 +97,10 @@ class Relay:
             config.send_queue_datagrams
         )
         self._registrations = AnswerLimiter(
-            per_source_burst=REGISTRATIONS_PER_HOST_BURST,
-            per_source_per_s=REGISTRATIONS_PER_HOST_PER_S,
-            total_burst=REGISTRATIONS_TOTAL_BURST,
-            total_per_s=REGISTRATIONS_TOTAL_PER_S,
+            per_source_burst=config.registrations_per_host_burst,
+            per_source_per_s=config.registrations_per_host_per_s,
+            total_burst=config.registrations_total_burst,
+            total_per_s=config.registrations_total_per_s,
         )
         self._leaving: dict[Address, Client] = {}
         self._sends_in_flight = 0
@@ -150,6 +147,7 @@ class Relay:
         self.config = config
         public_key = self._key.public_key()
         self.registry.max_clients = config.max_clients
+        self.registry.max_clients_per_host = config.max_clients_per_host
         self.reassembler.timeout_s = config.reassembly_timeout_s
         self.reassembler.max_fragments = legacy.max_fragments(public_key, config.max_message_bytes)
         self.reassembler.max_messages_per_source = config.max_messages_per_source
@@ -159,6 +157,12 @@ class Relay:
             per_source_per_s=config.key_answers_per_source_per_s,
             total_burst=config.key_answers_total_burst,
             total_per_s=config.key_answers_total_per_s,
+        )
+        self._registrations.configure(
+            per_source_burst=config.registrations_per_host_burst,
+            per_source_per_s=config.registrations_per_host_per_s,
+            total_burst=config.registrations_total_burst,
+            total_per_s=config.registrations_total_per_s,
         )
         self._crypto.total_tokens = config.crypto_workers
 
