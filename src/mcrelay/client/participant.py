@@ -4,11 +4,16 @@ Registration asks for the relay's key first (retrying every second), checks its
 fingerprint when one is pinned, and only then sends our own key, so a pinned
 client never registers with the wrong relay. After that, datagrams are accepted
 only from the address that answered.
+
+A relayed message whose ciphertext we have just received is a copy the network
+duplicated (RSA-OAEP is randomized: the relay never seals the same bytes twice),
+so it is dropped as ``duplicate_message`` before any decryption.
 """
 
+import hashlib
 import logging
 import secrets
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,6 +36,8 @@ KEY_RETRY_INTERVAL_S = 1.0
 GOODBYE_TIMEOUT_S = 1.0
 EVENT_QUEUE_EVENTS = 1024
 MAX_DATAGRAM_BYTES = 65535
+DUPLICATE_MEMORY_MESSAGES = 1024
+"""Digests of the latest relayed ciphertexts kept to spot network duplicates (32 bytes each)."""
 
 
 class RegistrationError(Exception):
@@ -58,6 +65,25 @@ class MessageReceived:
 ParticipantEvent = MessageReceived | PeerJoined | PeerLeft
 
 
+class RecentDigests:
+    """The last ``size`` digests added; the oldest is forgotten first."""
+
+    def __init__(self, size: int) -> None:
+        self._order: deque[bytes] = deque()
+        self._members: set[bytes] = set()
+        self._size = size
+
+    def add(self, digest: bytes) -> bool:
+        """Remember ``digest``; False if it is already remembered."""
+        if digest in self._members:
+            return False
+        if len(self._order) == self._size:
+            self._members.discard(self._order.popleft())
+        self._order.append(digest)
+        self._members.add(digest)
+        return True
+
+
 class Participant:
     def __init__(
         self,
@@ -78,6 +104,7 @@ class Participant:
         self.relay_address: Address | None = None
         self.relay_key: rsa.RSAPublicKey | None = None
         self.dropped: Counter[DropReason] = Counter()
+        self._recent = RecentDigests(DUPLICATE_MEMORY_MESSAGES)
         self._events_in, self.events = trio.open_memory_channel[ParticipantEvent](
             EVENT_QUEUE_EVENTS
         )
@@ -167,6 +194,9 @@ class Participant:
 
     async def _dispatch(self, event: ClientEvent) -> None:
         if isinstance(event, RelayedMessage):
+            if not self._recent.add(hashlib.sha256(event.ciphertext).digest()):
+                self.dropped[DropReason.DUPLICATE_MESSAGE] += 1
+                return
             try:
                 data = await trio.to_thread.run_sync(
                     crypto.decrypt_concatenated_untrusted, self._key, event.ciphertext

@@ -34,6 +34,7 @@ class DropReason(StrEnum):
     SEND_QUEUE_FULL = "send_queue_full"
     SEND_FAILED = "send_failed"
     NOT_FROM_RELAY = "not_from_relay"
+    DUPLICATE_MESSAGE = "duplicate_message"
 
 
 class ProtocolError(Exception):
