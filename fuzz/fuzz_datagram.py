@@ -8,7 +8,8 @@ run is deterministic, so an input that fails fails again on replay:
 - the clock is Trio's ``MockClock`` (time moves only when a program jumps it);
 - the relay's socket is a stub that records what the relay sends and never receives,
   so nothing goes on any network;
-- ``trio.to_thread.run_sync`` runs the crypto inline instead of in worker threads;
+- the crypto runs inline, on the Trio thread, instead of in worker threads (its
+  results still come back through the run loop, as from the threads);
 - Trio's scheduler is seeded, the way pytest-trio does it under Hypothesis.
 
 After every operation the harness checks that no exception escaped and that the
@@ -29,6 +30,7 @@ import contextlib
 import importlib
 import math
 import random
+import socket
 import sys
 import time
 import traceback
@@ -38,7 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn, TypeVar, cast
-from unittest import mock
 
 
 def _load_atheris(argv: list[str]) -> ModuleType | None:
@@ -53,6 +54,7 @@ def _load_atheris(argv: list[str]) -> ModuleType | None:
 
 _atheris = _load_atheris(sys.argv)
 
+import outcome  # noqa: E402
 import trio  # noqa: E402 - atheris, when present, instruments what the block below imports
 import trio.testing  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
@@ -60,6 +62,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 with _atheris.instrument_imports(include=["mcrelay"]) if _atheris else contextlib.nullcontext():
     from mcrelay.daemon.config import RelayConfig
     from mcrelay.daemon.relay import Relay
+    from mcrelay.daemon.workers import CryptoWorkers, Job
     from mcrelay.protocol import crypto, legacy
     from mcrelay.protocol.addresses import Address
     from mcrelay.protocol.errors import DropReason
@@ -80,8 +83,6 @@ SOURCES: list[Address] = [
 ]
 MAX_OPERATIONS = 64
 MAX_INPUT_BYTES = 8192
-BASELINE_TASKS = 4
-"""Relay.run's own children: two send loops, the cleanup loop and the receive loop."""
 REPORT_EVERY = 5000
 
 # Operation kinds: the low 3 bits of an operation's first byte.
@@ -91,7 +92,9 @@ DATAGRAM, FRAGMENT, KEY_DER, PAYLOAD, MESSAGE, CLOCK, CONTROL, REPLAY = range(8)
 class StubSocket:
     """Stands in for the relay's UDP socket: never receives, records every send."""
 
-    def __init__(self) -> None:
+    def __init__(self, idle: socket.socket) -> None:
+        self._idle = idle
+        """Never readable, always writable: what the relay waits on."""
         self.sent: list[tuple[bytes, Address]] = []
         self.checked = 0
         """Sends already checked by :func:`check_settled`."""
@@ -100,27 +103,38 @@ class StubSocket:
     def getsockname(self) -> Address:
         return RELAY_ADDRESS
 
-    async def recvfrom(self, _size: int) -> NoReturn:
-        await trio.sleep_forever()
+    def fileno(self) -> int:
+        return self._idle.fileno()
 
-    async def sendto(self, data: bytes, address: Address) -> int:
-        await trio.lowlevel.checkpoint()
+    def recvfrom(self, _size: int) -> NoReturn:
+        raise BlockingIOError
+
+    def sendto(self, data: bytes, address: Address) -> int:
         self.sent.append((data, address))
         self.sent_bytes += len(data)
         return len(data)
 
 
-async def _inline_run_sync(
-    sync_fn: Callable[..., T],
-    *args: Any,
-    thread_name: str | None = None,
-    abandon_on_cancel: bool = False,
-    limiter: trio.CapacityLimiter | None = None,
-) -> T:
-    """``trio.to_thread.run_sync`` without a thread, so that a run is deterministic."""
-    async with limiter if limiter is not None else contextlib.nullcontext():
-        await trio.lowlevel.checkpoint()
-        return sync_fn(*args)
+class InlineWorkers(CryptoWorkers):
+    """The crypto workers without threads: a job runs when submitted, on the Trio thread."""
+
+    def submit(self, job: Job[Any]) -> None:
+        self._hand_back(job, outcome.capture(job.work))
+
+    def resize(self, count: int) -> None:
+        self._count = count
+
+
+def running_tasks() -> int:
+    """Every task in this Trio run."""
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    count, nurseries = 0, list(root.child_nurseries)
+    while nurseries:
+        for task in nurseries.pop().child_tasks:
+            count += 1
+            nurseries.extend(task.child_nurseries)
+    return count
 
 
 @dataclass
@@ -243,6 +257,8 @@ class Program:
     fed_bytes: int = 0
     last: tuple[bytes, Address] | None = None
     dropped_before: int = 0
+    baseline_tasks: int = 0
+    """The run's tasks once the relay is up: no input may leave one more behind."""
 
     def feed(self, datagram: bytes, source: Address) -> None:
         self.relay.handle_datagram(datagram, source, trio.current_time())
@@ -366,7 +382,6 @@ class Program:
         relay = self.relay
         assert relay.reassembler.in_flight == 0, relay.reassembler.in_flight
         assert relay.reassembler.buffered_bytes == 0, relay.reassembler.buffered_bytes
-        assert not relay._waiting, relay._waiting
         assert len(relay.registry) == 0, "every client timed out"
         assert relay.idle()
 
@@ -399,8 +414,6 @@ def check_books(program: Program) -> None:
         len(partial.pieces) < partial.total <= reassembler.max_fragments
         for partial in partials.values()
     )
-    # Every message in reassembly has its waiting task's entry, and nothing else does.
-    assert set(relay._waiting) == set(partials), (set(relay._waiting), set(partials))
     pending = relay.statistics()["pending_relays"]
     assert isinstance(pending, int)
     assert 0 <= pending <= relay.config.max_pending_relays
@@ -410,12 +423,10 @@ def check_books(program: Program) -> None:
 def check_settled(program: Program) -> None:
     """Once every task is blocked: nothing is stuck between completion and fan-out."""
     relay = program.relay
-    assert relay._nursery is not None
     assert relay.statistics()["pending_relays"] == 0, "a completed message is stuck"
-    assert not relay._last_turn, relay._last_turn
+    assert not relay._in_order, relay._in_order
     assert not relay._leaving, relay._leaving
-    tasks = relay._nursery.child_tasks
-    assert len(tasks) == BASELINE_TASKS + len(relay._waiting), (len(tasks), len(relay._waiting))
+    assert running_tasks() == program.baseline_tasks, (running_tasks(), program.baseline_tasks)
     for data, address in program.sock.sent[program.sock.checked :]:
         assert address in SOURCES, f"sent to {address}, which never wrote to the relay"
         legacy.decode_relay_datagram_untrusted(data)  # the relay never sends malformed datagrams
@@ -429,6 +440,7 @@ class Harness:
         self.executions = 0
         self.reasons: Counter[str] = Counter()
         self.started = time.monotonic()
+        self.idle, self._idle_peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
 
     def run_one(self, data: bytes) -> None:
         """Play one input; raises on any failure (that is the crash the fuzzer reports)."""
@@ -439,18 +451,19 @@ class Harness:
         run_core._ALLOW_DETERMINISTIC_SCHEDULING = True
         run_core._r.seed(0)
         clock = trio.testing.MockClock()
-        with mock.patch.object(trio.to_thread, "run_sync", _inline_run_sync):
-            trio.run(self._play, data, config, clock, clock=clock)
+        trio.run(self._play, data, config, clock, clock=clock)
         self.executions += 1
         if self.executions % REPORT_EVERY == 0:
             self.report()
 
     async def _play(self, data: bytes, config: RelayConfig, clock: trio.testing.MockClock) -> None:
-        sock = StubSocket()
-        relay = Relay(config, cast(trio.socket.SocketType, sock), self.keys.relay)
+        sock = StubSocket(self.idle)
+        workers = InlineWorkers(config.crypto_workers)
+        relay = Relay(config, cast(socket.socket, sock), self.keys.relay, workers=workers)
         async with trio.open_nursery() as nursery:
             await nursery.start(relay.run)
             program = Program(relay, sock, clock, self.keys)
+            program.baseline_tasks = running_tasks()
             await program.run(data)
             for reason, count in relay.counters.dropped.items():
                 self.reasons[reason.value] += count

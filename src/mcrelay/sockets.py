@@ -12,7 +12,7 @@ MULTICAST_TTL = 1
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
-def _set_receive_buffer(sock: trio.socket.SocketType, wanted: int) -> int:
+def _set_receive_buffer(sock: socket.socket | trio.socket.SocketType, wanted: int) -> int:
     """Ask for ``wanted`` bytes of receive buffer; return what the kernel granted.
 
     SO_RCVBUFFORCE passes ``net.core.rmem_max`` but needs CAP_NET_ADMIN; without it
@@ -26,15 +26,19 @@ def _set_receive_buffer(sock: trio.socket.SocketType, wanted: int) -> int:
     return granted
 
 
-async def open_relay_socket(
+def open_relay_socket(
     *, group: str, port: int, interface: str, receive_buffer_bytes: int
-) -> tuple[trio.socket.SocketType, int]:
-    """Bind ``0.0.0.0:port``, join ``group`` on ``interface``; return the socket and its buffer."""
-    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+) -> tuple[socket.socket, int]:
+    """Bind ``0.0.0.0:port``, join ``group`` on ``interface``; return the socket and its buffer.
+
+    The socket is a plain non-blocking one: the relay reads and writes it until it
+    would block, and waits with ``trio.lowlevel.wait_readable``/``wait_writable``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
+        sock.setblocking(False)
         # No SO_REUSEADDR: a second relay on the same port must fail to start, not
         # silently take over the unicast traffic.
-        await sock.bind(("0.0.0.0", port))
+        sock.bind(("0.0.0.0", port))
         membership = socket.inet_aton(group) + socket.inet_aton(interface)
         try:
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)

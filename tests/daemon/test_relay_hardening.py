@@ -1,7 +1,9 @@
 """Hostile or unlucky sequences a review found: each of these once broke the relay."""
 
+import socket
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -108,13 +110,35 @@ def test_clients_per_host_are_capped(keys: Keys) -> None:
     registry.register(("10.0.0.1", 3), key, 0.0)
 
 
-async def test_a_full_notice_queue_counts_every_lost_notice(
-    relay_key_file: Path, keys: Keys
+class StalledSocket:
+    """The relay's socket, but ``sendto`` would block while ``stalled`` (a full NIC queue)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.stalled = True
+
+    def sendto(self, data: bytes, address: Address) -> int:
+        if self.stalled:
+            raise BlockingIOError
+        return self.sock.sendto(data, address)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+async def test_a_full_notice_backlog_counts_every_lost_notice_and_the_rest_go_out(
+    relay_key_file: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with running_relay(relay_config(relay_key_file, send_queue_datagrams=4)) as relay:
+        stalled = StalledSocket(relay._sock)
+        monkeypatch.setattr(relay, "_sock", stalled)
         relay._broadcast(b"notice", [("127.0.0.1", 9)] * 10)
-        # One goes straight to the waiting send task, four fill the queue: five are lost.
-        assert dropped(relay, "send_queue_full") == 5
+        # Four wait in the backlog; the other six are lost, and counted.
+        assert dropped(relay, "send_queue_full") == 6
+        assert relay.statistics()["send_queue"] == 4
+        stalled.stalled = False
+        await wait_until(relay.idle)
+        assert relay.counters.datagrams_out == 4
 
 
 async def test_a_client_back_before_its_leave_was_announced_is_seen_leaving_then_joining(
@@ -135,14 +159,14 @@ async def test_a_client_back_before_its_leave_was_announced_is_seen_leaving_then
             assert client.left_reason is None
 
 
-async def test_a_second_relay_on_the_same_port_cannot_start() -> None:
-    sock, _ = await open_relay_socket(
+def test_a_second_relay_on_the_same_port_cannot_start() -> None:
+    sock, _ = open_relay_socket(
         group="224.1.1.1", port=0, interface=LOOPBACK, receive_buffer_bytes=65536
     )
     with sock:
         taken = sock.getsockname()[1]
         with pytest.raises(OSError, match="in use"):
-            await open_relay_socket(
+            open_relay_socket(
                 group="224.1.1.1", port=taken, interface=LOOPBACK, receive_buffer_bytes=65536
             )
 

@@ -11,10 +11,10 @@ from mcrelay.sockets import open_relay_socket
 from support import relay_config
 
 
-async def test_joining_on_a_missing_interface_says_which() -> None:
+def test_joining_on_a_missing_interface_says_which() -> None:
     # 192.0.2.1 (TEST-NET-1) is on no interface here; joining only asks the kernel.
     with pytest.raises(OSError, match=r"cannot join 224\.1\.1\.1 on interface 192\.0\.2\.1"):
-        await open_relay_socket(
+        open_relay_socket(
             group="224.1.1.1", port=0, interface="192.0.2.1", receive_buffer_bytes=65536
         )
 

@@ -1,17 +1,25 @@
-"""The relay: one receive loop, a task per message in reassembly, crypto off the loop.
+"""The relay: one receive loop, RSA in worker threads, sends straight from the loop.
 
-The receive loop decodes and dispatches each datagram synchronously and never
-waits on crypto: a completed message goes to its own task, which decrypts and
-re-encrypts in worker threads under a ``CapacityLimiter``. Everything the relay
-sends goes through one bounded outbox drained by the send task. When a bound is
-reached the datagram or message is dropped and counted, never queued without end.
+The receive loop reads the socket until it would block, decoding and dispatching
+each datagram synchronously, and times out messages in reassembly (it wakes for
+the earliest deadline). A completed message is admitted, or dropped as overloaded,
+and queued for the crypto workers (``workers.py``), which decrypt it and seal each
+recipient's copy (``sealing.py``). Back on the Trio thread, each sender's messages
+go out in the order they completed. Datagrams are sent at once, without blocking;
+only when the kernel's send buffer is full do they wait, in bounded backlogs that
+the send task drains. When a bound is reached the datagram or message is dropped
+and counted, never queued without end.
 """
 
 import logging
+import socket
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+import outcome
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -20,7 +28,16 @@ from mcrelay.daemon.config import RelayConfig
 from mcrelay.daemon.events import EventHub
 from mcrelay.daemon.ratelimit import AnswerLimiter
 from mcrelay.daemon.registry import Client, ClientRegistry, Registration, RegistryFull
+from mcrelay.daemon.sealing import (
+    Sealed,
+    interleave,
+    is_chat,
+    open_and_seal,
+    seal_batch,
+    split,
+)
 from mcrelay.daemon.stats import RelayCounters
+from mcrelay.daemon.workers import CryptoWorkers, Job
 from mcrelay.protocol import crypto, legacy
 from mcrelay.protocol.addresses import RELAY_ITSELF, Address, format_address
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
@@ -32,7 +49,7 @@ from mcrelay.protocol.events import (
     Keepalive,
     KeyRequest,
 )
-from mcrelay.protocol.reassembly import Complete, MessageKey, Reassembler, Rejected
+from mcrelay.protocol.reassembly import Complete, Reassembler, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -40,28 +57,40 @@ MAX_DATAGRAM_BYTES = 65535
 CLEANUP_INTERVAL_S = 1.0
 RECEIVE_TICK_S = 0.5
 """The receive loop turns at least this often, idle or not (the watchdog looks at it)."""
+RECEIVE_BATCH_DATAGRAMS = 64
+SEND_BATCH_DATAGRAMS = 256
+"""Datagrams handled per turn of the receive loop, and of the send task, before they yield."""
 MAX_RELAYS_PER_CLIENT = 32
 """Messages of one client between completion and fan-out; the rest are ``overloaded``."""
 
-
-@dataclass(slots=True)
-class _Waiting:
-    """A message in reassembly, as its task sees it."""
-
-    done: trio.Event = field(default_factory=trio.Event)
-    admitted: tuple[Client, bytes, "_Turn"] | None = None
+Outgoing = deque[tuple[bytes, Address]]
 
 
-@dataclass(slots=True)
-class _Turn:
-    """A sender's messages fan out in the order they completed, though they decrypt in parallel."""
+@dataclass(slots=True, eq=False)
+class _Relaying:
+    """A completed message, from admission until its copies are out."""
 
-    previous: trio.Event | None
-    done: trio.Event = field(default_factory=trio.Event)
+    sender: Client
+    payload: bytes
+    recipients: list[Client]
+    keys: list[rsa.RSAPublicKey]
+    plaintext: bytes | None = None
+    sealed: list[Sealed] | None = None
+    failure: tuple[DropReason, object] | None = None
+    parts_left: int = 0
+    ready: bool = False
 
 
 class Relay:
-    def __init__(self, config: RelayConfig, sock: trio.socket.SocketType, key: rsa.RSAPrivateKey):
+    def __init__(
+        self,
+        config: RelayConfig,
+        sock: socket.socket,
+        key: rsa.RSAPrivateKey,
+        *,
+        workers: CryptoWorkers | None = None,
+    ):
+        """``sock`` is the bound, non-blocking relay socket; ``workers`` run the RSA work."""
         self.config = config
         self._sock = sock
         self._key = key
@@ -84,30 +113,24 @@ class Relay:
             total_burst=config.key_answers_total_burst,
             total_per_s=config.key_answers_total_per_s,
         )
-        self.counters = RelayCounters()
-        self.bans = BanList()
-        self.events = EventHub()
-        self._crypto = trio.CapacityLimiter(config.crypto_workers)
-        # Notices (joins, leaves, key answers) have their own queue, sent first-come beside
-        # relayed messages, so a burst of messages cannot crowd presence out.
-        self._notices, self._notices_drain = trio.open_memory_channel[tuple[bytes, Address]](
-            config.send_queue_datagrams
-        )
-        self._outbox, self._outbox_drain = trio.open_memory_channel[tuple[bytes, Address]](
-            config.send_queue_datagrams
-        )
         self._registrations = AnswerLimiter(
             per_source_burst=config.registrations_per_host_burst,
             per_source_per_s=config.registrations_per_host_per_s,
             total_burst=config.registrations_total_burst,
             total_per_s=config.registrations_total_per_s,
         )
+        self.counters = RelayCounters()
+        self.bans = BanList()
+        self.events = EventHub()
+        self._workers = workers if workers is not None else CryptoWorkers(config.crypto_workers)
+        # Notices (joins, leaves, key answers) wait apart from relayed messages, and go
+        # first, so a burst of messages cannot crowd presence out.
+        self._notices: Outgoing = deque()
+        self._messages: Outgoing = deque()
+        self._backlog_added = trio.Event()
         self._leaving: dict[Address, Client] = {}
-        self._sends_in_flight = 0
-        self._waiting: dict[MessageKey, _Waiting] = {}
-        self._last_turn: dict[Address, _Turn] = {}
+        self._in_order: dict[Address, deque[_Relaying]] = {}
         self._pending_relays = 0
-        self._nursery: trio.Nursery | None = None
         self._receiving = trio.CancelScope()
         self.last_turn = 0.0
         """When the receive loop last went round (Trio's clock)."""
@@ -122,9 +145,8 @@ class Relay:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(self._send_loop, self._notices_drain)
-            nursery.start_soon(self._send_loop, self._outbox_drain)
+            await nursery.start(self._workers.run)
+            nursery.start_soon(self._send_loop)
             nursery.start_soon(self._cleanup_loop)
             nursery.start_soon(self._receive_loop)
             task_status.started()
@@ -135,8 +157,7 @@ class Relay:
             "reassembly_in_flight": self.reassembler.in_flight,
             "reassembly_bytes": self.reassembler.buffered_bytes,
             "pending_relays": self._pending_relays,
-            "send_queue": self._outbox.statistics().current_buffer_used
-            + self._notices.statistics().current_buffer_used,
+            "send_queue": len(self._notices) + len(self._messages),
             "bans": len(self.bans.active(trio.current_time())),
             "event_subscribers": self.events.subscribers,
             **self.counters.snapshot(),
@@ -164,7 +185,7 @@ class Relay:
             total_burst=config.registrations_total_burst,
             total_per_s=config.registrations_total_per_s,
         )
-        self._crypto.total_tokens = config.crypto_workers
+        self._workers.resize(config.crypto_workers)
 
     def stop_receiving(self) -> None:
         """Take no more datagrams; what is already in flight goes on."""
@@ -176,9 +197,7 @@ class Relay:
 
     def idle(self) -> bool:
         """Nothing completed is waiting for crypto or fan-out, and nothing waits to be sent."""
-        queued = self._outbox.statistics().current_buffer_used
-        notices = self._notices.statistics().current_buffer_used
-        return not (self._pending_relays or queued or notices or self._sends_in_flight)
+        return not (self._pending_relays or self._notices or self._messages)
 
     def remove(self, address: Address, reason: str) -> Client | None:
         """Remove a client and tell every other client it left."""
@@ -194,64 +213,42 @@ class Relay:
         return self.remove(address, "kick")
 
     async def post(self, plaintext: bytes, recipients: list[Client]) -> int:
-        """Send a message from the relay itself (sender 0.0.0.0:0)."""
-        return await self.fan_out(RELAY_ITSELF, plaintext, recipients)
-
-    async def fan_out(self, sender: Address, plaintext: bytes, recipients: list[Client]) -> int:
-        """Encrypt ``plaintext`` for each recipient and queue it; return the copies queued."""
+        """Send a message from the relay itself (sender 0.0.0.0:0); return the copies sent."""
         keys = [client.key for client in recipients]
-        workers = max(1, min(len(keys), self.config.crypto_workers))
-        batches = [keys[i::workers] for i in range(workers)]
-        sealed_batches: list[list[Sealed]] = [[] for _ in batches]
+        batches = split(keys, max(1, min(len(keys), self._workers.count)))
+        sealed: list[list[Sealed]] = [[] for _ in batches]
 
         async def seal(index: int) -> None:
-            sealed_batches[index] = await trio.to_thread.run_sync(
-                seal_batch, sender, plaintext, batches[index], limiter=self._crypto
-            )
+            work = partial(seal_batch, RELAY_ITSELF, plaintext, batches[index])
+            sealed[index] = await self._workers.call(work)
 
-        if keys:
-            async with trio.open_nursery() as nursery:
-                for index in range(len(batches)):
-                    nursery.start_soon(seal, index)
-        # Undo the round-robin split, so each sealed datagram meets its recipient again.
-        sealed: list[Sealed] = [b""] * len(keys)
-        for index, batch in enumerate(sealed_batches):
-            sealed[index::workers] = batch
-        return await self._deliver(sender, len(plaintext), recipients, sealed)
+        async with trio.open_nursery() as nursery:
+            for index in range(len(batches)):
+                nursery.start_soon(seal, index)
+        return self._deliver(RELAY_ITSELF, len(plaintext), recipients, interleave(sealed))
 
-    async def _deliver(
-        self, sender: Address, size: int, recipients: list[Client], sealed: list["Sealed"]
-    ) -> int:
-        """Queue each recipient's datagram (or count why it has none); return the copies."""
-        copies = 0
-        for client, datagram in zip(recipients, sealed, strict=True):
-            if isinstance(datagram, DropReason):
-                self._drop(datagram, client.address)
-                continue
-            await self._outbox.send((datagram, client.address))
-            client.messages_out += 1
-            client.bytes_out += len(datagram)
-            copies += 1
-        self.counters.messages_relayed += 1
-        self.counters.copies_sent += copies
-        self.events.publish(
-            "message_relayed", sender=format_address(sender), size=size, recipients=copies
-        )
-        return copies
-
-    # The receive path: synchronous from here down to the per-message tasks.
+    # The receive path: synchronous from the socket to the crypto workers.
 
     async def _receive_loop(self) -> None:
         with self._receiving:
             while True:
-                self.last_turn = trio.current_time()
-                with trio.move_on_after(RECEIVE_TICK_S):
-                    try:
-                        data, source = await self._sock.recvfrom(MAX_DATAGRAM_BYTES)
-                    except OSError as exc:
-                        log.warning("receive failed: %s", exc)
-                        continue
-                    self.handle_datagram(data, (source[0], source[1]), trio.current_time())
+                now = trio.current_time()
+                self.last_turn = now
+                self._expire_reassembly(now)
+                with trio.move_on_at(min(now + RECEIVE_TICK_S, self.reassembler.next_deadline())):
+                    await trio.lowlevel.wait_readable(self._sock)
+                    self._receive_batch()
+
+    def _receive_batch(self) -> None:
+        for _ in range(RECEIVE_BATCH_DATAGRAMS):
+            try:
+                data, source = self._sock.recvfrom(MAX_DATAGRAM_BYTES)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                log.warning("receive failed: %s", exc)
+                return
+            self.handle_datagram(data, (source[0], source[1]), trio.current_time())
 
     def handle_datagram(self, data: bytes, source: Address, now: float) -> None:
         self.counters.datagrams_in += 1
@@ -328,27 +325,11 @@ class Relay:
             self._drop(DropReason.UNREGISTERED, source)
             return
         self._expire_reassembly(now)
-        outcome = self.reassembler.add(source, event.fragment, now)
-        if isinstance(outcome, Rejected):
-            self._drop(outcome.reason, source)
-            if outcome.ended:
-                self._wake((source, event.fragment.msg_id))
-        elif isinstance(outcome, Complete):
-            self._on_complete(outcome, sender)
-        elif outcome.new:
-            waiting = self._waiting[outcome.key] = _Waiting()
-            self._spawn(self._reassemble, outcome.key, outcome.deadline, waiting)
-
-    def _on_complete(self, outcome: Complete, sender: Client) -> None:
-        waiting = self._waiting.pop(outcome.key, None)
-        admitted = self._admit(sender)
-        if waiting is None:
-            if admitted is not None:
-                self._spawn(self._relay, *admitted, outcome.payload)
-            return
-        if admitted is not None:
-            waiting.admitted = (admitted[0], outcome.payload, admitted[1])
-        waiting.done.set()
+        added = self.reassembler.add(source, event.fragment, now)
+        if isinstance(added, Rejected):
+            self._drop(added.reason, source)
+        elif isinstance(added, Complete):
+            self._start_relay(sender, added.payload)
 
     def _on_disconnect(self, _event: DisconnectRequest, source: Address, _now: float) -> None:
         if self.remove(source, "disconnect") is None:
@@ -361,96 +342,131 @@ class Relay:
     def _on_ignored(self, event: Ignored, source: Address, _now: float) -> None:
         self._drop(DropReason.UNKNOWN_TYPE, source, f"TLV type {event.type}")
 
-    def _wake(self, key: MessageKey) -> None:
-        """End the wait of a message's task: its message completed, failed or timed out."""
-        waiting = self._waiting.pop(key, None)
-        if waiting is not None:
-            waiting.done.set()
-
-    def _admit(self, client: Client) -> tuple[Client, "_Turn"] | None:
-        """Admit a completed message to the crypto stage, or drop it as overloaded."""
-        source = client.address
-        if (
-            self._pending_relays >= self.config.max_pending_relays
-            or client.relays_in_flight >= MAX_RELAYS_PER_CLIENT
-        ):
-            self._drop(DropReason.OVERLOADED, source)
-            return None
-        client.messages_in += 1
-        client.relays_in_flight += 1
-        self._pending_relays += 1
-        previous = self._last_turn.get(source)
-        turn = self._last_turn[source] = _Turn(previous.done if previous else None)
-        return client, turn
-
     def _expire_reassembly(self, now: float) -> None:
         for key in self.reassembler.expire(now):
             self._drop(DropReason.REASSEMBLY_TIMEOUT, key[0])
-            self._wake(key)
 
-    # Per-message tasks.
+    # A completed message: admitted, opened and sealed by the workers, sent in order.
 
-    async def _reassemble(self, key: MessageKey, deadline: float, waiting: _Waiting) -> None:
-        with trio.move_on_at(deadline):
-            await waiting.done.wait()
-        if waiting.admitted is None:
-            # The task owns its deadline: whatever expire() saw, its message ends here.
-            if self._waiting.get(key) is waiting:
-                del self._waiting[key]
-            if self.reassembler.discard(key):
-                self._drop(DropReason.REASSEMBLY_TIMEOUT, key[0])
-            self._expire_reassembly(trio.current_time())
-            return
-        sender, payload, turn = waiting.admitted
-        await self._relay(sender, turn, payload)
-
-    async def _relay(self, sender: Client, turn: _Turn, payload: bytes) -> None:
-        """Decrypt, handle the legacy control words, fan out. Admitted by ``_admit``."""
+    def _start_relay(self, sender: Client, payload: bytes) -> None:
         source = sender.address
-        # Who gets it is decided now, so that a small fan-out seals in the same worker
-        # call as the decryption: one thread hand-off per message, not one per step.
+        if (
+            self._pending_relays >= self.config.max_pending_relays
+            or sender.relays_in_flight >= MAX_RELAYS_PER_CLIENT
+        ):
+            self._drop(DropReason.OVERLOADED, source)
+            return
+        sender.messages_in += 1
+        sender.relays_in_flight += 1
+        self._pending_relays += 1
+        # Who gets it is decided now, so that a small fan-out seals in the same job
+        # as the decryption: one hand-off per message, not one per step.
         recipients = self.registry.others(source)
-        keys = [client.key for client in recipients]
+        relaying = _Relaying(sender, payload, recipients, [client.key for client in recipients])
+        self._in_order.setdefault(source, deque()).append(relaying)
+        work = partial(
+            open_and_seal,
+            self._key,
+            payload,
+            self.config.max_message_bytes,
+            source,
+            relaying.keys,
+        )
+        self._workers.submit(Job(work, partial(self._opened, relaying)))
+
+    def _opened(self, relaying: _Relaying, result: outcome.Outcome[Any]) -> None:
         try:
-            try:
-                plaintext, sealed = await trio.to_thread.run_sync(
-                    open_and_seal,
-                    self._key,
-                    payload,
-                    self.config.max_message_bytes,
-                    source,
-                    keys,
-                    limiter=self._crypto,
-                )
-            except RemoteProtocolError as exc:
-                self._drop(exc.reason, source, exc)
+            relaying.plaintext, relaying.sealed = result.unwrap()
+        except RemoteProtocolError as exc:
+            relaying.failure = (exc.reason, exc)
+        except Exception as exc:
+            log.exception(
+                "decrypting a message from %s failed", format_address(relaying.sender.address)
+            )
+            relaying.failure = (DropReason.INTERNAL_ERROR, exc)
+        if (
+            relaying.sealed is None
+            and relaying.plaintext is not None
+            and is_chat(relaying.plaintext, self.config.max_message_bytes)
+        ):
+            self._seal(relaying)
+        else:
+            self._ready(relaying)
+
+    def _seal(self, relaying: _Relaying) -> None:
+        """Seal for every recipient's current key, one job per worker."""
+        assert relaying.plaintext is not None
+        relaying.keys = [client.key for client in relaying.recipients]
+        batches = split(relaying.keys, max(1, min(len(relaying.keys), self._workers.count)))
+        sealed: list[list[Sealed]] = [[] for _ in batches]
+        relaying.parts_left = len(batches)
+        source, plaintext = relaying.sender.address, relaying.plaintext
+        for index, batch in enumerate(batches):
+            work = partial(seal_batch, source, plaintext, batch)
+            self._workers.submit(Job(work, partial(self._sealed_part, relaying, sealed, index)))
+
+    def _sealed_part(
+        self,
+        relaying: _Relaying,
+        sealed: list[list[Sealed]],
+        index: int,
+        result: outcome.Outcome[list[Sealed]],
+    ) -> None:
+        try:
+            sealed[index] = result.unwrap()
+        except Exception as exc:
+            log.exception(
+                "sealing a message from %s failed", format_address(relaying.sender.address)
+            )
+            relaying.failure = (DropReason.INTERNAL_ERROR, exc)
+        relaying.parts_left -= 1
+        if not relaying.parts_left:
+            relaying.sealed = interleave(sealed)
+            self._ready(relaying)
+
+    def _ready(self, relaying: _Relaying) -> None:
+        """Send what is ready at the head of its sender's line, in completion order."""
+        relaying.ready = True
+        source = relaying.sender.address
+        line = self._in_order[source]
+        while line and line[0].ready:
+            head = line[0]
+            if head.failure is None and head.sealed is not None and _rekeyed(head):
+                # A recipient re-keyed while it was being sealed: seal afresh.
+                head.ready = False
+                self._seal(head)
                 return
-            if turn.previous is not None:
-                await turn.previous.wait()
+            line.popleft()
+            self._finish(head)
+        if not line:
+            del self._in_order[source]
+
+    def _finish(self, relaying: _Relaying) -> None:
+        sender = relaying.sender
+        source = sender.address
+        try:
             current = self.registry.get(source) is sender
-            if len(plaintext) > self.config.max_message_bytes:
+            if relaying.failure is not None:
+                self._drop(relaying.failure[0], source, relaying.failure[1])
+            elif relaying.plaintext is None:
+                raise AssertionError("a message finished neither opened nor failed")
+            elif len(relaying.plaintext) > self.config.max_message_bytes:
                 self._drop(DropReason.TOO_LARGE, source)
-            elif plaintext == legacy.CONNECT_WORD:
+            elif relaying.plaintext == legacy.CONNECT_WORD:
                 if current:
                     self.registry.touch(source, trio.current_time())
-            elif plaintext == legacy.DISCONNECT_WORD:
+            elif relaying.plaintext == legacy.DISCONNECT_WORD:
                 if current:
                     self.remove(source, "disconnect")
-            elif sealed is None or any(
-                client.key is not key for client, key in zip(recipients, keys, strict=True)
-            ):
-                # Too many to seal inline, or someone re-keyed meanwhile: seal afresh.
-                await self.fan_out(source, plaintext, recipients)
             else:
-                await self._deliver(source, len(plaintext), recipients, sealed)
+                assert relaying.sealed is not None
+                plaintext_bytes = len(relaying.plaintext)
+                self._deliver(source, plaintext_bytes, relaying.recipients, relaying.sealed)
         except Exception:
             # A bug must cost one message, never the daemon: count it, log it, go on.
             log.exception("relaying a message from %s failed", format_address(source))
             self._drop(DropReason.INTERNAL_ERROR, source)
         finally:
-            turn.done.set()
-            if self._last_turn.get(source) is turn:
-                del self._last_turn[source]
             self._pending_relays -= 1
             sender.relays_in_flight -= 1
             if sender.left_reason is not None and not sender.relays_in_flight:
@@ -458,16 +474,30 @@ class Relay:
                 self._announce_left(source, sender.left_reason)
                 sender.left_reason = None
 
+    def _deliver(
+        self, sender: Address, size: int, recipients: list[Client], sealed: list[Sealed]
+    ) -> int:
+        """Send each recipient's datagram (or count why it has none); return the copies."""
+        copies = 0
+        for client, datagram in zip(recipients, sealed, strict=True):
+            if isinstance(datagram, DropReason):
+                self._drop(datagram, client.address)
+            elif self._send(datagram, client.address, self._messages):
+                client.messages_out += 1
+                client.bytes_out += len(datagram)
+                copies += 1
+        self.counters.messages_relayed += 1
+        self.counters.copies_sent += copies
+        self.events.publish(
+            "message_relayed", sender=format_address(sender), size=size, recipients=copies
+        )
+        return copies
+
     # Sending and housekeeping.
 
     def _notify(self, datagram: bytes, address: Address) -> bool:
-        """Queue a notice; when the queue is full, drop and count it, and say so."""
-        try:
-            self._notices.send_nowait((datagram, address))
-        except trio.WouldBlock:
-            self._drop(DropReason.SEND_QUEUE_FULL, address)
-            return False
-        return True
+        """Send a notice; when its backlog is full, drop and count it, and say so."""
+        return self._send(datagram, address, self._notices)
 
     def _broadcast(self, datagram: bytes, addresses: list[Address]) -> None:
         for sent, address in enumerate(addresses):
@@ -475,18 +505,51 @@ class Relay:
                 self.counters.dropped[DropReason.SEND_QUEUE_FULL] += len(addresses) - sent - 1
                 return
 
-    async def _send_loop(self, drain: trio.MemoryReceiveChannel[tuple[bytes, Address]]) -> None:
-        async for datagram, address in drain:
-            self._sends_in_flight += 1
+    def _send(self, datagram: bytes, address: Address, backlog: Outgoing) -> bool:
+        """Send now if nothing of its kind waits, else join the backlog; False if dropped."""
+        if not backlog:
             try:
-                await self._sock.sendto(datagram, address)
+                self._sock.sendto(datagram, address)
+            except BlockingIOError:
+                pass
             except OSError as exc:
                 self._drop(DropReason.SEND_FAILED, address, exc)
+                return False
             else:
                 self.counters.datagrams_out += 1
                 self.counters.bytes_out += len(datagram)
-            finally:
-                self._sends_in_flight -= 1
+                return True
+        if len(backlog) >= self.config.send_queue_datagrams:
+            self._drop(DropReason.SEND_QUEUE_FULL, address)
+            return False
+        backlog.append((datagram, address))
+        self._backlog_added.set()
+        return True
+
+    async def _send_loop(self) -> None:
+        while True:
+            if not (self._notices or self._messages):
+                self._backlog_added = trio.Event()
+                await self._backlog_added.wait()
+            await trio.lowlevel.wait_writable(self._sock)
+            self._send_backlog()
+
+    def _send_backlog(self) -> None:
+        budget = SEND_BATCH_DATAGRAMS
+        for backlog in (self._notices, self._messages):
+            while backlog and budget:
+                datagram, address = backlog[0]
+                try:
+                    self._sock.sendto(datagram, address)
+                except BlockingIOError:
+                    return
+                except OSError as exc:
+                    self._drop(DropReason.SEND_FAILED, address, exc)
+                else:
+                    self.counters.datagrams_out += 1
+                    self.counters.bytes_out += len(datagram)
+                backlog.popleft()
+                budget -= 1
 
     async def _cleanup_loop(self) -> None:
         while True:
@@ -508,10 +571,6 @@ class Relay:
         self.events.publish("client_left", client=format_address(address), reason=reason)
         self._broadcast(legacy.peer_left(address), [other.address for other in self.registry])
 
-    def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
-        assert self._nursery is not None, "Relay.run() is not running"
-        self._nursery.start_soon(fn, *args)
-
     def _drop(self, reason: DropReason, source: Address, detail: object = None) -> None:
         self.counters.dropped[reason] += 1
         if self.events.subscribers:
@@ -520,42 +579,9 @@ class Relay:
             log.debug("dropped %s from %s: %s", reason, format_address(source), detail or "")
 
 
-Sealed = bytes | DropReason
-"""A recipient's relayed datagram, or why it has none."""
-SEAL_INLINE_MAX = 8
-"""Recipients sealed in the decrypting worker call; more are spread over the workers."""
-
-
-def open_and_seal(
-    relay_key: rsa.RSAPrivateKey,
-    payload: bytes,
-    max_message_bytes: int,
-    sender: Address,
-    keys: list[rsa.RSAPublicKey],
-) -> tuple[bytes, list[Sealed] | None]:
-    """Runs in a worker thread: decrypt, and seal for a few recipients while at it.
-
-    The seals are ``None`` when the message is a control word, too large, or goes to
-    more recipients than one call should seal."""
-    plaintext = legacy.decrypt_payload_untrusted(relay_key, payload, max_message_bytes)
-    if (
-        len(plaintext) > max_message_bytes
-        or plaintext in (legacy.CONNECT_WORD, legacy.DISCONNECT_WORD)
-        or len(keys) > SEAL_INLINE_MAX
-    ):
-        return plaintext, None
-    return plaintext, seal_batch(sender, plaintext, keys)
-
-
-def seal_batch(sender: Address, plaintext: bytes, keys: list[rsa.RSAPublicKey]) -> list[Sealed]:
-    """Runs in a worker thread: one relayed datagram per key, or why there is none."""
-    return [_seal(key, sender, plaintext) for key in keys]
-
-
-def _seal(key: rsa.RSAPublicKey, sender: Address, plaintext: bytes) -> Sealed:
-    if legacy.relayed_size(key, sender, len(plaintext)) > legacy.MAX_UDP_PAYLOAD:
-        return DropReason.DATAGRAM_TOO_LARGE
-    try:
-        return legacy.relayed_message(key, sender, plaintext)
-    except ValueError:
-        return DropReason.ENCRYPT_FAILED
+def _rekeyed(relaying: _Relaying) -> bool:
+    """Has a recipient changed its key since the message was sealed for it?"""
+    return any(
+        client.key is not key
+        for client, key in zip(relaying.recipients, relaying.keys, strict=True)
+    )

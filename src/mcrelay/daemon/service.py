@@ -6,11 +6,11 @@ run_until_signal                      SIGHUP reloads; SIGTERM/SIGINT drain, then
     ├── _drain                        after the first SIGTERM: in-flight messages go out
     └── serve
         ├── Relay.run
-        │   ├── _receive_loop         decode + dispatch, never waits on crypto
-        │   ├── _send_loop (x2)       drain the notice queue and the message queue
-        │   ├── _cleanup_loop         expires idle clients
-        │   └── per-message tasks     _reassemble (deadline = reassembly timeout) / _relay
-        │                             (crypto in worker threads under a CapacityLimiter)
+        │   ├── CryptoWorkers.run     owns the RSA threads; results come back in batches
+        │   ├── _receive_loop         read until it would block, decode, dispatch; expire
+        │   │                         reassembly at its deadlines; never waits on crypto
+        │   ├── _send_loop            drains the backlogs when the socket was full
+        │   └── _cleanup_loop         expires idle clients
         └── serve_api                 hypercorn serving the control API (unless --api off)
 """
 
@@ -70,7 +70,7 @@ async def serve(
 async def _serve(
     config: RelayConfig, api_sock: socket.socket | None, task_status: trio.TaskStatus[Daemon]
 ) -> None:
-    sock, granted = await open_relay_socket(
+    sock, granted = open_relay_socket(
         group=config.group,
         port=config.port,
         interface=config.interface,

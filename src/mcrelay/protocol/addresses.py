@@ -1,5 +1,6 @@
 """Peer addresses: the 6- or 18-byte wire form and the ``ip:port`` text form."""
 
+import functools
 import ipaddress
 import struct
 
@@ -18,6 +19,11 @@ IPV4_ADDRESS_BYTES = 4 + PORT.size
 IPV6_ADDRESS_BYTES = 16 + PORT.size
 
 
+ENCODED_ADDRESSES_CACHED = 4096
+"""Wire forms kept: the relay encodes each sender's address once per copy it relays."""
+
+
+@functools.lru_cache(maxsize=ENCODED_ADDRESSES_CACHED)
 def encode_address(address: Address) -> bytes:
     host, port = address
     if not 0 <= port <= 0xFFFF:

@@ -20,8 +20,9 @@ MessageKey = tuple[Address, bytes]
 FRAGMENT_OVERHEAD_BYTES = 64
 """Bytes charged per buffered fragment on top of its piece, so tiny fragments still cost."""
 MESSAGE_OVERHEAD_BYTES = 4096
-"""Bytes charged per message in reassembly: what one costs the relay in memory (its
-buffers and its task, about 3.8 KB measured), so the byte cap bounds real memory."""
+"""Bytes charged per message in reassembly, on top of its fragments. Its bookkeeping
+costs about 0.5 KB (tracemalloc); the charge errs high, so a storm of tiny messages
+reaches the byte cap long before it costs that much memory."""
 MAX_TOMBSTONES = 65536
 """Finished keys remembered; past this the oldest is forgotten first (a tombstone holds no data)."""
 
@@ -56,6 +57,8 @@ Outcome = Pending | Complete | Rejected
 class _Partial:
     total: int
     deadline: float
+    lane: float
+    """The timeout it started under."""
     pieces: dict[int, bytes] = field(default_factory=dict)
     charged: int = MESSAGE_OVERHEAD_BYTES
 
@@ -75,8 +78,10 @@ class Reassembler:
         self.max_messages_per_source = max_messages_per_source
         self.max_total_bytes = max_total_bytes
         self._max_tombstones = max_tombstones
-        # Insertion order is first-fragment order, so deadlines come in order too.
-        self._partials: OrderedDict[MessageKey, _Partial] = OrderedDict()
+        self._partials: dict[MessageKey, _Partial] = {}
+        # One lane per timeout a message started under (one, but for a while after the
+        # timeout changes): within a lane, first-fragment order is deadline order.
+        self._lanes: dict[float, OrderedDict[MessageKey, _Partial]] = {}
         self._tombstones: OrderedDict[MessageKey, float] = OrderedDict()
         self._per_source: dict[Address, int] = {}
         self.buffered_bytes = 0
@@ -124,22 +129,22 @@ class Reassembler:
     def expire(self, now: float) -> list[MessageKey]:
         """Drop every message whose deadline has passed; return the keys that timed out."""
         timed_out: list[MessageKey] = []
-        while self._partials:
-            key, partial = next(iter(self._partials.items()))
-            if partial.deadline > now:
-                break
-            self._release(key, partial)
-            timed_out.append(key)
+        for lane in list(self._lanes.values()):
+            while lane:
+                key, partial = next(iter(lane.items()))
+                if partial.deadline > now:
+                    break
+                self._release(key, partial)
+                timed_out.append(key)
         self._forget_tombstones(now)
         return timed_out
 
-    def discard(self, key: MessageKey) -> bool:
-        """Drop an incomplete message (its deadline passed); False if it is not pending."""
-        partial = self._partials.get(key)
-        if partial is None:
-            return False
-        self._release(key, partial)
-        return True
+    def next_deadline(self) -> float:
+        """When the earliest message in reassembly times out (infinity if there is none)."""
+        return min(
+            (next(iter(lane.values())).deadline for lane in self._lanes.values()),
+            default=float("inf"),
+        )
 
     def _valid_numbers(self, fragment: Fragment) -> bool:
         return (
@@ -157,11 +162,12 @@ class Reassembler:
             return Complete(key, fragment.piece)
         if self._per_source.get(source, 0) >= self.max_messages_per_source:
             return Rejected(DropReason.SOURCE_LIMIT)
-        partial = _Partial(fragment.total, deadline, {fragment.seq: fragment.piece})
+        partial = _Partial(fragment.total, deadline, self.timeout_s, {fragment.seq: fragment.piece})
         partial.charged += len(fragment.piece) + FRAGMENT_OVERHEAD_BYTES
         if self.buffered_bytes + partial.charged > self.max_total_bytes:
             return Rejected(DropReason.BUFFER_LIMIT)
         self._partials[key] = partial
+        self._lanes.setdefault(partial.lane, OrderedDict())[key] = partial
         self._per_source[source] = self._per_source.get(source, 0) + 1
         self.buffered_bytes += partial.charged
         return Pending(key, partial.deadline, new=True)
@@ -182,6 +188,10 @@ class Reassembler:
 
     def _release(self, key: MessageKey, partial: _Partial) -> None:
         del self._partials[key]
+        lane = self._lanes[partial.lane]
+        del lane[key]
+        if not lane:
+            del self._lanes[partial.lane]
         self.buffered_bytes -= partial.charged
         source = key[0]
         left = self._per_source[source] - 1

@@ -1,0 +1,74 @@
+"""The relay's RSA work, as plain functions the crypto workers run.
+
+A message is opened (its blocks decrypted with the relay key) and sealed (encrypted
+for each recipient). For a few recipients both happen in one job, so a message costs
+one hand-off; a larger fan-out is split into one sealing job per worker.
+"""
+
+from collections.abc import Sequence
+from typing import TypeVar
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mcrelay.protocol import legacy
+from mcrelay.protocol.addresses import Address
+from mcrelay.protocol.errors import DropReason
+
+T = TypeVar("T")
+
+Sealed = bytes | DropReason
+"""A recipient's relayed datagram, or why it has none."""
+SEAL_INLINE_MAX = 8
+"""Recipients sealed in the job that decrypts; more are split over the workers."""
+
+
+def is_chat(plaintext: bytes, max_message_bytes: int) -> bool:
+    """Is this plaintext relayed (not a legacy control word, not too large)?"""
+    return len(plaintext) <= max_message_bytes and plaintext not in (
+        legacy.CONNECT_WORD,
+        legacy.DISCONNECT_WORD,
+    )
+
+
+def open_and_seal(
+    relay_key: rsa.RSAPrivateKey,
+    payload: bytes,
+    max_message_bytes: int,
+    sender: Address,
+    keys: Sequence[rsa.RSAPublicKey],
+) -> tuple[bytes, list[Sealed] | None]:
+    """Decrypt, and seal for the recipients when there are few of them.
+
+    The seals are ``None`` when the plaintext is not relayed (see :func:`is_chat`)
+    or goes to more recipients than one job should seal."""
+    plaintext = legacy.decrypt_payload_untrusted(relay_key, payload, max_message_bytes)
+    if not is_chat(plaintext, max_message_bytes) or len(keys) > SEAL_INLINE_MAX:
+        return plaintext, None
+    return plaintext, seal_batch(sender, plaintext, keys)
+
+
+def seal_batch(sender: Address, plaintext: bytes, keys: Sequence[rsa.RSAPublicKey]) -> list[Sealed]:
+    """One relayed datagram per key, or why there is none."""
+    return [_seal(key, sender, plaintext) for key in keys]
+
+
+def _seal(key: rsa.RSAPublicKey, sender: Address, plaintext: bytes) -> Sealed:
+    if legacy.relayed_size(key, sender, len(plaintext)) > legacy.MAX_UDP_PAYLOAD:
+        return DropReason.DATAGRAM_TOO_LARGE
+    try:
+        return legacy.relayed_message(key, sender, plaintext)
+    except ValueError:
+        return DropReason.ENCRYPT_FAILED
+
+
+def split(items: Sequence[T], parts: int) -> list[list[T]]:
+    """Deal ``items`` round-robin into ``parts`` lists (:func:`interleave` undoes it)."""
+    return [list(items[index::parts]) for index in range(parts)]
+
+
+def interleave(parts: Sequence[Sequence[T]]) -> list[T]:
+    """The items :func:`split` dealt, in their first order."""
+    merged: list[T] = []
+    for index in range(max((len(part) for part in parts), default=0)):
+        merged.extend(part[index] for part in parts if index < len(part))
+    return merged
