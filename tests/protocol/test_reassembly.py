@@ -360,3 +360,27 @@ def test_a_piece_over_256_bytes_is_invalid() -> None:
     big = Fragment(MSG, 0, 1, b"x" * 257)
     assert r.add(SRC, big, 0.0) == Rejected(DropReason.INVALID_FRAGMENT)
     assert isinstance(r.add(SRC, Fragment(MSG, 0, 1, b"x" * 256), 0.0), Complete)
+
+
+def test_next_deadline_is_the_earliest_pending_one() -> None:
+    reassembler = make()
+    assert reassembler.next_deadline() == float("inf")
+    reassembler.add(SRC, frag(0, 2, msg_id=b"m001"), 1.0)
+    reassembler.add(OTHER, frag(0, 2, msg_id=b"m002"), 2.0)
+    assert reassembler.next_deadline() == 1.0 + TIMEOUT
+    reassembler.expire(1.0 + TIMEOUT)
+    assert reassembler.next_deadline() == 2.0 + TIMEOUT
+
+
+def test_a_shorter_timeout_expires_newer_messages_first_and_moves_no_deadline() -> None:
+    # A reload may shorten the timeout: a message started after it has an earlier
+    # deadline than the older ones, and must still expire on time.
+    reassembler = make()
+    reassembler.add(SRC, frag(0, 2, msg_id=b"old1"), 0.0)
+    reassembler.timeout_s = 1.0
+    reassembler.add(SRC, frag(0, 2, msg_id=b"new1"), 1.0)
+    assert reassembler.next_deadline() == 2.0
+    assert reassembler.expire(2.0) == [(SRC, b"new1")]
+    assert reassembler.next_deadline() == TIMEOUT
+    assert reassembler.expire(TIMEOUT) == [(SRC, b"old1")]
+    assert (reassembler.in_flight, reassembler.buffered_bytes) == (0, 0)

@@ -1,0 +1,108 @@
+"""The crypto workers: jobs run in threads, results come back on the Trio thread."""
+
+import functools
+import threading
+
+import outcome
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mcrelay.daemon.sealing import interleave, split
+from mcrelay.daemon.workers import CryptoWorkers, Job
+from support import wait_until
+
+
+def worker_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "mcrelay-crypto"]
+
+
+async def test_results_and_errors_come_back_on_the_trio_thread() -> None:
+    trio_thread = threading.current_thread()
+    results: list[tuple[bool, object]] = []
+
+    def done(result: outcome.Outcome[int]) -> None:
+        assert threading.current_thread() is trio_thread
+        results.append((isinstance(result, outcome.Value), result))
+
+    def fail() -> int:
+        raise ValueError("bad block")
+
+    async with trio.open_nursery() as nursery:
+        workers = CryptoWorkers(2)
+        await nursery.start(workers.run)
+        workers.submit(Job(lambda: threading.current_thread().name, done))
+        workers.submit(Job(fail, done))
+        await wait_until(lambda: len(results) == 2)
+        assert sorted(ok for ok, _ in results) == [False, True]
+        assert await workers.call(lambda: 6 * 7) == 42
+        with pytest.raises(ValueError, match="bad block"):
+            await workers.call(fail)
+        nursery.cancel_scope.cancel()
+    assert not worker_threads()
+
+
+async def test_a_failing_completion_is_logged_and_the_rest_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    finished: list[int] = []
+
+    def broken(_result: outcome.Outcome[int]) -> None:
+        raise RuntimeError("bug in a callback")
+
+    async with trio.open_nursery() as nursery:
+        workers = CryptoWorkers(1)
+        await nursery.start(workers.run)
+        workers.submit(Job(lambda: 1, broken))
+        workers.submit(Job(lambda: 2, lambda result: finished.append(result.unwrap())))
+        await wait_until(lambda: finished == [2])
+        nursery.cancel_scope.cancel()
+    assert "a crypto job's completion failed" in caplog.text
+
+
+async def test_resize_starts_and_stops_threads_and_stop_joins_them() -> None:
+    async with trio.open_nursery() as nursery:
+        workers = CryptoWorkers(1)
+        await nursery.start(workers.run)
+        assert len(worker_threads()) == 1
+        workers.resize(3)
+        assert (workers.count, len(worker_threads())) == (3, 3)
+        workers.resize(1)
+        await wait_until(lambda: len(worker_threads()) == 1)
+        assert await workers.call(lambda: "still working") == "still working"
+        workers.resize(2)
+        assert len(worker_threads()) == 2
+        nursery.cancel_scope.cancel()
+    assert not worker_threads()
+
+
+async def test_jobs_queued_at_stop_are_not_run() -> None:
+    gate = threading.Event()
+    ran: list[int] = []
+
+    def held(n: int) -> int:
+        gate.wait(5)
+        ran.append(n)
+        return n
+
+    async with trio.open_nursery() as nursery:
+        workers = CryptoWorkers(1)
+        await nursery.start(workers.run)
+        for n in range(5):
+            workers.submit(Job(functools.partial(held, n), lambda _result: None))
+        await wait_until(lambda: workers._jobs.qsize() == 4)
+        # The first job is running: it finishes once the stop has emptied the queue.
+        opener = threading.Timer(0.05, gate.set)
+        opener.start()
+        nursery.cancel_scope.cancel()
+    opener.join()
+    assert ran == [0]
+
+
+@given(st.lists(st.integers()), st.integers(min_value=1, max_value=8))
+def test_interleave_undoes_split(items: list[int], parts: int) -> None:
+    dealt = split(items, parts)
+    assert len(dealt) == parts
+    assert sorted(len(part) for part in dealt)[-1] - sorted(len(p) for p in dealt)[0] <= 1
+    assert interleave(dealt) == items
