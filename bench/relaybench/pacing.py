@@ -1,0 +1,46 @@
+"""Timer-based pacing at a precise rate, with bounded catch-up."""
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Pacer:
+    """Say how many items are due now; late by more than ``catch_up``, skip the rest.
+
+    Item ``i`` is due at ``started + i / rate_per_s``. A sender that fell behind
+    (a slow step, the scheduler) sends at most ``catch_up`` items at once and
+    counts the others as skipped, so its rate never overshoots for long, and the
+    offered rate it reports is what it really sent."""
+
+    rate_per_s: float
+    total: int
+    catch_up: int
+    time_limit_s: float
+    started: float = field(default_factory=time.monotonic)
+    done: int = 0
+    """Items sent or skipped."""
+    skipped: int = 0
+
+    def next_batch(self) -> int:
+        """Sleep until the next item is due; return how many to send now (0: finished)."""
+        if self.done >= self.total:
+            return 0
+        wait = self.started + self.done / self.rate_per_s - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        now = time.monotonic()
+        if now - self.started > self.time_limit_s:
+            return 0
+        due = min(self.total, int((now - self.started) * self.rate_per_s) + 1)
+        behind = max(1, due - self.done)
+        if behind > self.catch_up:
+            self.skipped += behind - self.catch_up
+            self.done += behind - self.catch_up
+            behind = self.catch_up
+        self.done += behind
+        return behind
+
+    @property
+    def sent(self) -> int:
+        return self.done - self.skipped

@@ -1,0 +1,211 @@
+"""Throughput and latency: S senders, R receivers, the offered rate swept past saturation.
+
+For each configuration (S, R, message size): the crypto floor and the bare
+floor for that load, then a fresh daemon and one step per rate (fractions of
+the crypto floor's all-core rate), then one step at twice the offered rate of
+the step that delivered most ("past saturation"). Then, for the first
+configuration, the same saturated rate on a daemon with ``--crypto-workers 1``
+and on one with ``--crypto-workers 2``.
+"""
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from relaybench import floors, report
+from relaybench.daemon import running_daemon
+from relaybench.keys import BenchKeys
+from relaybench.load import open_fleet
+from relaybench.stats import ratio
+
+FRACTIONS = (0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0)
+QUICK_FRACTIONS = (0.25, 0.5, 1.0, 2.0)
+BARE_FRACTION = 0.5
+"""The bare floor is measured at this fraction of the crypto floor's rate (well below its own)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    senders: int
+    receivers: int
+    size: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Config":
+        """``S:R:SIZE``, e.g. ``4:8:1000``."""
+        senders, receivers, size = (int(part) for part in text.split(":"))
+        if senders < 1 or receivers < 1 or size < 20:
+            raise ValueError(f"{text!r}: at least 1 sender, 1 receiver and 20 bytes")
+        return cls(senders, receivers, size)
+
+    @property
+    def recipients(self) -> int:
+        """Copies the relay makes of each message: every registered client but the sender."""
+        return self.receivers + self.senders - 1
+
+    @property
+    def label(self) -> str:
+        return f"S={self.senders} R={self.receivers} {self.size} B"
+
+
+CONFIGS = (Config(1, 2, 100), Config(4, 8, 100), Config(1, 2, 1000), Config(4, 8, 1000))
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    configs: tuple[Config, ...] = CONFIGS
+    fractions: tuple[float, ...] = FRACTIONS
+    step_s: float = 3.0
+    floor_s: float = 1.5
+    receiver_processes: int = 2
+
+
+def run(keys: BenchKeys, workdir: Path, options: SweepOptions) -> dict[str, Any]:
+    started = time.monotonic()
+    configs = [sweep_config(keys, workdir, config, options) for config in options.configs]
+    workers = compare_workers(keys, workdir, options.configs[0], configs[0], options)
+    settings = {**asdict(options), "configs": [asdict(c) for c in options.configs]}
+    result = {
+        **report.envelope("sweep", settings, started),
+        "configs": configs,
+        "workers": workers,
+    }
+    result["total_s"] = time.monotonic() - started
+    return result
+
+
+def sweep_config(
+    keys: BenchKeys, workdir: Path, config: Config, options: SweepOptions
+) -> dict[str, Any]:
+    blocks = floors.blocks_for(config.size)
+    crypto = floors.crypto_floor(
+        keys.relay, keys.client.public_key(), blocks, config.recipients, options.floor_s
+    )
+    bare = floors.bare_floor(
+        keys,
+        config.senders,
+        config.receivers,
+        config.size,
+        BARE_FRACTION * crypto.msgs_per_s,
+        options.step_s,
+        options.receiver_processes,
+    )
+    with (
+        running_daemon(workdir, keys.key_file) as daemon,
+        open_fleet(
+            daemon.address,
+            keys,
+            config.senders,
+            config.receivers,
+            options.receiver_processes,
+            daemon.api,
+        ) as fleet,
+    ):
+        steps = []
+        for number, fraction in enumerate(options.fractions, 1):
+            rate = fraction * crypto.msgs_per_s
+            step = fleet.step(daemon.pid, daemon.api, number, rate, options.step_s, config.size)
+            steps.append({"fraction": fraction, **step})
+        peak = max(steps, key=lambda s: s["delivered_per_s"])
+        past_rate = 2 * peak["offered_per_s"]
+        past = fleet.step(
+            daemon.pid, daemon.api, len(steps) + 1, past_rate, options.step_s, config.size
+        )
+        past["fraction"] = past_rate / crypto.msgs_per_s
+    for step in [*steps, past]:
+        step["cpu_vs_crypto"] = ratio(step["relay_cpu_ms_per_msg"], crypto.cpu_ms_per_msg)
+        step["cpu_vs_bare"] = ratio(step["relay_cpu_ms_per_msg"], bare["cpu_ms_per_msg"])
+        step["delivered_vs_crypto"] = step["delivered_per_s"] / crypto.msgs_per_s
+    return {
+        "config": asdict(config),
+        "label": config.label,
+        "recipients": config.recipients,
+        "crypto_floor": crypto.as_dict(),
+        "bare_floor": bare,
+        "steps": steps,
+        "peak": peak,
+        "past_saturation": past,
+    }
+
+
+def compare_workers(
+    keys: BenchKeys,
+    workdir: Path,
+    config: Config,
+    swept: dict[str, Any],
+    options: SweepOptions,
+) -> dict[str, Any]:
+    """The saturated rate (twice the peak's offered rate) with 1 and with 2 crypto workers."""
+    rate = swept["past_saturation"]["rate_asked_per_s"]
+    runs = {}
+    for workers in (1, 2):
+        with (
+            running_daemon(workdir, keys.key_file, ["--crypto-workers", str(workers)]) as daemon,
+            open_fleet(
+                daemon.address,
+                keys,
+                config.senders,
+                config.receivers,
+                options.receiver_processes,
+                daemon.api,
+            ) as fleet,
+        ):
+            runs[str(workers)] = fleet.step(
+                daemon.pid, daemon.api, 1, rate, options.step_s, config.size
+            )
+    return {
+        "config": asdict(config),
+        "label": config.label,
+        "rate_per_s": rate,
+        "runs": runs,
+        "ratio": ratio(runs["2"]["delivered_per_s"], runs["1"]["delivered_per_s"]),
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    parts = [f"## Throughput and latency\n\n{report.header(result)}\n"]
+    for swept in result["configs"]:
+        crypto, bare = swept["crypto_floor"], swept["bare_floor"]
+        parts.append(
+            f"### {swept['label']} ({swept['recipients']} copies per message)\n\n"
+            f"Crypto floor: {crypto['cpu_ms_per_msg']:.3f} ms CPU per message, "
+            f"{crypto['msgs_per_s']:.0f} messages/s on {crypto['threads']} threads. "
+            f"Bare floor: {report.fmt(bare['cpu_ms_per_msg'])} ms CPU per message "
+            f"(at {bare['rate_per_s']:.0f}/s).\n"
+        )
+        rows = [step_row(step) for step in swept["steps"]]
+        rows.append(step_row(swept["past_saturation"], "2x peak"))
+        parts.append(report.table(STEP_HEADERS, rows) + "\n")
+    workers = result["workers"]
+    rows = [
+        [f"--crypto-workers {n}", run["offered_per_s"], run["delivered_per_s"],
+         run["relay_cpu_ms_per_msg"], run["relay_cores"], report.drops(run["counters"])]
+        for n, run in workers["runs"].items()
+    ]  # fmt: skip
+    parts.append(
+        f"### Crypto workers, {workers['label']}, offered {workers['rate_per_s']:.0f}/s\n\n"
+        + report.table(
+            ["daemon", "offered/s", "delivered/s", "CPU ms/msg", "daemon cores", "drops"], rows
+        )
+        + f"\n\n2 workers / 1 worker, delivered: {report.fmt(workers['ratio'])}\n"
+    )
+    return "\n".join(parts)
+
+
+STEP_HEADERS = [
+    "offered (x crypto floor)", "offered/s", "delivered/s", "loss", "p50 ms", "p99 ms",
+    "max ms", "samples", "CPU ms/msg", "main", "workers", "x crypto", "x bare",
+    "daemon cores", "load cores", "other cores", "drops",
+]  # fmt: skip
+
+
+def step_row(step: dict[str, Any], label: str | None = None) -> list[object]:
+    return [
+        label or f"{step['fraction']:g}", step["offered_per_s"], step["delivered_per_s"],
+        report.pct(step["loss"]), step["latency_p50_ms"], step["latency_p99_ms"],
+        step["latency_max_ms"], step["latency_samples"], step["relay_cpu_ms_per_msg"],
+        step["relay_main_ms_per_msg"], step["relay_others_ms_per_msg"], step["cpu_vs_crypto"],
+        step["cpu_vs_bare"], step["relay_cores"], step["load_cores"], step["other_cores"],
+        report.drops(step["counters"]),
+    ]  # fmt: skip
