@@ -26,8 +26,8 @@ typecheck: $(VENV)/.installed-test
 unit: $(VENV)/.installed-test
 	$(BIN)/pytest
 
-bench: $(VENV)/.installed-test
-	$(BIN)/python bench/loopback_throughput.py
+bench: $(VENV)/.installed-bench
+	$(BIN)/python bench/run.py all
 
 fuzz: $(VENV)/.installed-test
 	$(BIN)/python -m pip install --quiet atheris
