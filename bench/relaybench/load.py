@@ -1,8 +1,10 @@
 """Senders and receivers in their own processes, and one measured step of load.
 
 A step: the receivers reset their tallies, the senders send at a rate for a
-time, the harness waits until no copy has arrived for ``QUIET_S``, then reads
-the relay's CPU (and, between steps only, its counters through the API).
+time, the harness waits until no copy has arrived for ``QUIET_S`` and the
+relay says it holds nothing in crypto or to send, then reads the relay's CPU
+and its counters. The API is only asked once the senders have stopped (and
+once before they start): those few requests are the only API work in a step.
 """
 
 import contextlib
@@ -62,7 +64,7 @@ class Fleet:
             "send", step, rate_per_s, duration_s, size, timeout_s=duration_s + 30
         )
         sent_by = time.monotonic()
-        self._wait_quiet()
+        self._wait_quiet(api)
         ended = time.monotonic()
         cpu = process_cpu(relay_pid) - cpu_before
         load_s = processes_cpu_s(self.pids) - load_before
@@ -121,15 +123,22 @@ class Fleet:
             "counters": counters,
         }
 
-    def _wait_quiet(self) -> None:
+    def _wait_quiet(self, api: Api | None) -> None:
+        """Until no copy arrived for ``QUIET_S`` and the relay (asked when there is an API)
+        holds no message in crypto and nothing to send."""
         deadline = time.monotonic() + DRAIN_LIMIT_S
         seen = -1
         while time.monotonic() < deadline:
             count = sum(call_all(self.receiving, "count"))
-            if count == seen:
+            if count == seen and (api is None or _relay_idle(api)):
                 return
             seen = count
             time.sleep(QUIET_S)
+
+
+def _relay_idle(api: Api) -> bool:
+    statistics = api.statistics()
+    return not (statistics["pending_relays"] or statistics["send_queue"])
 
 
 @contextlib.contextmanager

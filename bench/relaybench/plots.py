@@ -1,5 +1,6 @@
 """PNG plots of the sweep, the fan-out and the scale results (matplotlib, the ``bench`` extra)."""
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,10 @@ def sweep(result: dict[str, Any]) -> Path:
             (latency, "latency_p99_ms"),
             (cpu, "cpu_vs_crypto"),
         ):
-            (line,) = axes.plot(offered, [s[key] for s in steps], "o-", label=swept["label"])
-            axes.plot(past["offered_per_s"], past[key], "*", markersize=12, color=line.get_color())
+            values = [_value(s[key]) for s in steps]
+            (line,) = axes.plot(offered, values, "o-", label=swept["label"])
+            past_value = _value(past[key])
+            axes.plot(past["offered_per_s"], past_value, "*", markersize=12, color=line.get_color())
     rate.plot([0, top], [0, top], ":", color="grey", label="delivered = offered (star: 2x peak)")
     rate.set(xlabel="offered messages/s", ylabel="delivered messages/s", title="Throughput")
     latency.axhline(1000, ls=":", color="red", label="1 s")
@@ -122,6 +125,11 @@ def scale(result: dict[str, Any]) -> Path:
         axes.grid(alpha=0.3, axis="y")
         axes.legend(fontsize=8)
     return _save(figure, "scale")
+
+
+def _value(value: float | None) -> float:
+    """A figure to plot: a missing one (no latency sample, say) leaves a gap."""
+    return math.nan if value is None else value
 
 
 def _save(figure: Any, name: str) -> Path:

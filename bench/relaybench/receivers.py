@@ -77,7 +77,9 @@ def main(conn: Connection, spec: ReceiverSpec) -> None:
     interval_s = 1.0 / spec.sample_per_s if spec.sample_per_s > 0 else None
     tally = Tally()
     next_sample = 0.0
+    keepalive = sockets.Keepalive(socks, spec.relay)
     while True:
+        keepalive.when_due()
         for ready, _events in selector.select(SELECT_TIMEOUT_S):
             if ready.fileobj is conn:
                 command = conn.recv()

@@ -96,10 +96,14 @@ def pct(value: float | None) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A Markdown table; the first column left-aligned, the others right-aligned."""
+    """A Markdown table: columns of figures right-aligned, columns of words left-aligned."""
+    words = [
+        all(isinstance(cell, str) and not cell[:1].isdigit() for cell in column)
+        for column in zip(*rows, strict=True)
+    ] or [False] * len(headers)
     lines = [
         "| " + " | ".join(headers) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|",
+        "|" + "|".join("---" if word else "---:" for word in words) + "|",
     ]
     lines += ["| " + " | ".join(fmt(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)

@@ -43,7 +43,10 @@ def main(conn: Connection, spec: SenderSpec) -> None:
     makers: dict[int, wire.MessageMaker] = {}
     # msg_ids never repeat within a run: the relay ignores a completed id for a while.
     msg_id = int.from_bytes(os.urandom(4), "big")
+    keepalive = sockets.Keepalive(socks, spec.relay)
     while True:
+        while not conn.poll(sockets.KEEPALIVE_S):
+            keepalive.when_due()
         command = conn.recv()
         if command[0] == "stop":
             return

@@ -4,6 +4,7 @@ import selectors
 import socket
 import time
 
+from mcrelay.protocol import legacy
 from relaybench import wire
 
 RETRY_S = 1.0
@@ -11,6 +12,8 @@ RETRY_S = 1.0
 REGISTER_TIMEOUT_S = 30.0
 DRAIN_BATCH = 64
 """Datagrams read from one socket per wake-up, at most."""
+KEEPALIVE_S = 5.0
+"""Clients that may be silent keep alive this often (the relay's timeout is 30 s by default)."""
 
 
 def open_sockets(count: int, host: str, receive_buffer_bytes: int) -> list[socket.socket]:
@@ -72,3 +75,23 @@ def register(
                         waiting.pop(key.fd, None)
     finally:
         selector.close()
+
+
+class Keepalive:
+    """KEEPALIVE from every socket once ``KEEPALIVE_S`` has passed since the last round."""
+
+    def __init__(self, sockets: list[socket.socket], relay: tuple[str, int]) -> None:
+        self._sockets = sockets
+        self._relay = relay
+        self._datagram = legacy.keepalive()
+        self._last = time.monotonic()
+
+    def when_due(self) -> None:
+        if time.monotonic() - self._last < KEEPALIVE_S:
+            return
+        self._last = time.monotonic()
+        for sock in self._sockets:
+            try:
+                sock.sendto(self._datagram, self._relay)
+            except BlockingIOError:
+                continue

@@ -3,8 +3,8 @@
 For each configuration (S, R, message size): the crypto floor and the bare
 floor for that load, then a fresh daemon and one step per rate (fractions of
 the crypto floor's all-core rate), then one step at twice the offered rate of
-the step that delivered most ("past saturation"). Then, for the first
-configuration, the same saturated rate on a daemon with ``--crypto-workers 1``
+the step that delivered most ("past saturation"). Then, for each
+configuration again, that same rate on a daemon with ``--crypto-workers 1``
 and on one with ``--crypto-workers 2``.
 """
 
@@ -64,7 +64,10 @@ class SweepOptions:
 def run(keys: BenchKeys, workdir: Path, options: SweepOptions) -> dict[str, Any]:
     started = time.monotonic()
     configs = [sweep_config(keys, workdir, config, options) for config in options.configs]
-    workers = compare_workers(keys, workdir, options.configs[0], configs[0], options)
+    workers = [
+        compare_workers(keys, workdir, config, swept, options)
+        for config, swept in zip(options.configs, configs, strict=True)
+    ]
     settings = {**asdict(options), "configs": [asdict(c) for c in options.configs]}
     result = {
         **report.envelope("sweep", settings, started),
@@ -177,18 +180,19 @@ def markdown(result: dict[str, Any]) -> str:
         rows = [step_row(step) for step in swept["steps"]]
         rows.append(step_row(swept["past_saturation"], "2x peak"))
         parts.append(report.table(STEP_HEADERS, rows) + "\n")
-    workers = result["workers"]
     rows = [
-        [f"--crypto-workers {n}", run["offered_per_s"], run["delivered_per_s"],
+        [workers["label"], f"--crypto-workers {n}", workers["rate_per_s"], run["delivered_per_s"],
+         ratio(run["delivered_per_s"], workers["runs"]["1"]["delivered_per_s"]),
          run["relay_cpu_ms_per_msg"], run["relay_cores"], report.drops(run["counters"])]
+        for workers in result["workers"]
         for n, run in workers["runs"].items()
     ]  # fmt: skip
+    headers = ["configuration", "daemon", "offered/s", "delivered/s", "/ 1 worker",
+               "CPU ms/msg", "daemon cores", "drops"]  # fmt: skip
     parts.append(
-        f"### Crypto workers, {workers['label']}, offered {workers['rate_per_s']:.0f}/s\n\n"
-        + report.table(
-            ["daemon", "offered/s", "delivered/s", "CPU ms/msg", "daemon cores", "drops"], rows
-        )
-        + f"\n\n2 workers / 1 worker, delivered: {report.fmt(workers['ratio'])}\n"
+        "### Crypto workers: the past-saturation rate with 1 and with 2\n\n"
+        + report.table(headers, rows)
+        + "\n"
     )
     return "\n".join(parts)
 

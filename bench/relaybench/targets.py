@@ -45,8 +45,7 @@ def evaluate(sweep: dict[str, Any] | None, scale: dict[str, Any] | None) -> list
             f"< {PAST_P99_MAX_MS:g}",
             p99 is not None and p99 < PAST_P99_MAX_MS,
         )
-    if sweep:
-        workers = sweep["workers"]
+    for workers in sweep["workers"] if sweep else []:
         add(
             "saturated throughput, 2 crypto workers / 1",
             workers["label"],
