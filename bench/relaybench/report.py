@@ -86,6 +86,8 @@ def fmt(value: object, digits: int = 3) -> str:
     if isinstance(value, int):
         return str(value)
     assert isinstance(value, float)
+    if abs(value) < 5e-4:
+        return "0"
     if abs(value) >= 10 ** (digits - 1):
         return f"{value:.0f}"
     return f"{value:.{digits}g}"

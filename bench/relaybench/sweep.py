@@ -173,7 +173,8 @@ def markdown(result: dict[str, Any]) -> str:
         parts.append(
             f"### {swept['label']} ({swept['recipients']} copies per message)\n\n"
             f"Crypto floor: {crypto['cpu_ms_per_msg']:.3f} ms CPU per message, "
-            f"{crypto['msgs_per_s']:.0f} messages/s on {crypto['threads']} threads. "
+            f"{crypto['msgs_per_s']:.0f} messages/s on {crypto['threads']} threads "
+            f"(other load meanwhile: {crypto['other_cores']:.2f} cores). "
             f"Bare floor: {report.fmt(bare['cpu_ms_per_msg'])} ms CPU per message "
             f"(at {bare['rate_per_s']:.0f}/s).\n"
         )
