@@ -95,6 +95,19 @@ def crypto_floor(
     return min(rounds, key=lambda floor: floor.cpu_ms_per_msg)
 
 
+def pooled(measured: list[CryptoFloor]) -> CryptoFloor:
+    """Floors taken at different times as one: the machine's speed drifts (a VM's does)."""
+    return CryptoFloor(
+        blocks=measured[0].blocks,
+        recipients=measured[0].recipients,
+        threads=measured[0].threads,
+        messages=sum(floor.messages for floor in measured),
+        wall_s=sum(floor.wall_s for floor in measured),
+        cpu_s=sum(floor.cpu_s for floor in measured),
+        other_cores=max(floor.other_cores for floor in measured),
+    )
+
+
 def _crypto_round(
     relay_key: rsa.RSAPrivateKey,
     recipient_key: rsa.RSAPublicKey,

@@ -82,15 +82,19 @@ def sweep_config(
     keys: BenchKeys, workdir: Path, config: Config, options: SweepOptions
 ) -> dict[str, Any]:
     blocks = floors.blocks_for(config.size)
-    crypto = floors.crypto_floor(
-        keys.relay, keys.client.public_key(), blocks, config.recipients, options.floor_s
-    )
+
+    def crypto_floor() -> floors.CryptoFloor:
+        return floors.crypto_floor(
+            keys.relay, keys.client.public_key(), blocks, config.recipients, options.floor_s
+        )
+
+    before = crypto_floor()
     bare = floors.bare_floor(
         keys,
         config.senders,
         config.receivers,
         config.size,
-        BARE_FRACTION * crypto.msgs_per_s,
+        BARE_FRACTION * before.msgs_per_s,
         options.step_s,
         options.receiver_processes,
     )
@@ -107,15 +111,19 @@ def sweep_config(
     ):
         steps = []
         for number, fraction in enumerate(options.fractions, 1):
-            rate = fraction * crypto.msgs_per_s
+            rate = fraction * before.msgs_per_s
             step = fleet.step(daemon.pid, daemon.api, number, rate, options.step_s, config.size)
-            steps.append({"fraction": fraction, **step})
+            steps.append({"fraction_asked": fraction, **step})
         peak = max(steps, key=lambda s: s["delivered_per_s"])
         past_rate = 2 * peak["offered_per_s"]
         past = fleet.step(
             daemon.pid, daemon.api, len(steps) + 1, past_rate, options.step_s, config.size
         )
-        past["fraction"] = past_rate / crypto.msgs_per_s
+    # The rates were fractions of the floor before the steps; the ratios use the floor
+    # before and after together, since the machine's speed drifts.
+    after = crypto_floor()
+    crypto = floors.pooled([before, after])
+    past["fraction_asked"] = past_rate / before.msgs_per_s
     for step in [*steps, past]:
         step["cpu_vs_crypto"] = ratio(step["relay_cpu_ms_per_msg"], crypto.cpu_ms_per_msg)
         step["cpu_vs_bare"] = ratio(step["relay_cpu_ms_per_msg"], bare["cpu_ms_per_msg"])
@@ -125,6 +133,8 @@ def sweep_config(
         "label": config.label,
         "recipients": config.recipients,
         "crypto_floor": crypto.as_dict(),
+        "crypto_floor_before": before.as_dict(),
+        "crypto_floor_after": after.as_dict(),
         "bare_floor": bare,
         "steps": steps,
         "peak": peak,
@@ -170,9 +180,11 @@ def markdown(result: dict[str, Any]) -> str:
     parts = [f"## Throughput and latency\n\n{report.header(result)}\n"]
     for swept in result["configs"]:
         crypto, bare = swept["crypto_floor"], swept["bare_floor"]
+        before, after = swept["crypto_floor_before"], swept["crypto_floor_after"]
         parts.append(
             f"### {swept['label']} ({swept['recipients']} copies per message)\n\n"
-            f"Crypto floor: {crypto['cpu_ms_per_msg']:.3f} ms CPU per message, "
+            f"Crypto floor: {crypto['cpu_ms_per_msg']:.3f} ms CPU per message "
+            f"({before['cpu_ms_per_msg']:.3f} before the steps, {after['cpu_ms_per_msg']:.3f} after), "
             f"{crypto['msgs_per_s']:.0f} messages/s on {crypto['threads']} threads "
             f"(other load meanwhile: {crypto['other_cores']:.2f} cores). "
             f"Bare floor: {report.fmt(bare['cpu_ms_per_msg'])} ms CPU per message "
@@ -207,7 +219,7 @@ STEP_HEADERS = [
 
 def step_row(step: dict[str, Any], label: str | None = None) -> list[object]:
     return [
-        label or f"{step['fraction']:g}", step["offered_per_s"], step["delivered_per_s"],
+        label or f"{step['fraction_asked']:g}", step["offered_per_s"], step["delivered_per_s"],
         report.pct(step["loss"]), step["latency_p50_ms"], step["latency_p99_ms"],
         step["latency_max_ms"], step["latency_samples"], step["relay_cpu_ms_per_msg"],
         step["relay_main_ms_per_msg"], step["relay_others_ms_per_msg"], step["cpu_vs_crypto"],
