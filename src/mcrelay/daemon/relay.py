@@ -5,10 +5,11 @@ each datagram synchronously, and times out messages in reassembly (it wakes for
 the earliest deadline). A completed message is admitted, or dropped as overloaded,
 and queued for the crypto workers (``workers.py``), which decrypt it and seal each
 recipient's copy (``sealing.py``). Back on the Trio thread, each sender's messages
-go out in the order they completed. Datagrams are sent at once, without blocking;
-only when the kernel's send buffer is full do they wait, in bounded backlogs that
-the send task drains. When a bound is reached the datagram or message is dropped
-and counted, never queued without end.
+go out in the order they completed. Copies are sent at once, without blocking, and
+wait only when the kernel's send buffer is full; notices (one per client for every
+join and leave) always go through the send task, a batch per turn, so the loop
+keeps receiving. Both wait in bounded backlogs. When a bound is reached the
+datagram or message is dropped and counted, never queued without end.
 """
 
 import logging
@@ -482,7 +483,7 @@ class Relay:
         for client, datagram in zip(recipients, sealed, strict=True):
             if isinstance(datagram, DropReason):
                 self._drop(datagram, client.address)
-            elif self._send(datagram, client.address, self._messages):
+            elif self._send(datagram, client.address):
                 client.messages_out += 1
                 client.bytes_out += len(datagram)
                 copies += 1
@@ -496,8 +497,16 @@ class Relay:
     # Sending and housekeeping.
 
     def _notify(self, datagram: bytes, address: Address) -> bool:
-        """Send a notice; when its backlog is full, drop and count it, and say so."""
-        return self._send(datagram, address, self._notices)
+        """Queue a notice for the send task; when its backlog is full, drop and count it.
+
+        Notices are not sent from here: a join or leave makes one per client, and
+        thousands of sends in a row would keep the loop from receiving."""
+        if len(self._notices) >= self.config.send_queue_datagrams:
+            self._drop(DropReason.SEND_QUEUE_FULL, address)
+            return False
+        self._notices.append((datagram, address))
+        self._backlog_added.set()
+        return True
 
     def _broadcast(self, datagram: bytes, addresses: list[Address]) -> None:
         for sent, address in enumerate(addresses):
@@ -505,9 +514,9 @@ class Relay:
                 self.counters.dropped[DropReason.SEND_QUEUE_FULL] += len(addresses) - sent - 1
                 return
 
-    def _send(self, datagram: bytes, address: Address, backlog: Outgoing) -> bool:
-        """Send now if nothing of its kind waits, else join the backlog; False if dropped."""
-        if not backlog:
+    def _send(self, datagram: bytes, address: Address) -> bool:
+        """Send a copy now if no copy waits, else join their backlog; False if dropped."""
+        if not self._messages:
             try:
                 self._sock.sendto(datagram, address)
             except BlockingIOError:
@@ -519,10 +528,10 @@ class Relay:
                 self.counters.datagrams_out += 1
                 self.counters.bytes_out += len(datagram)
                 return True
-        if len(backlog) >= self.config.send_queue_datagrams:
+        if len(self._messages) >= self.config.send_queue_datagrams:
             self._drop(DropReason.SEND_QUEUE_FULL, address)
             return False
-        backlog.append((datagram, address))
+        self._messages.append((datagram, address))
         self._backlog_added.set()
         return True
 

@@ -9,7 +9,7 @@ run_until_signal                      SIGHUP reloads; SIGTERM/SIGINT drain, then
         │   ├── CryptoWorkers.run     owns the RSA threads; results come back in batches
         │   ├── _receive_loop         read until it would block, decode, dispatch; expire
         │   │                         reassembly at its deadlines; never waits on crypto
-        │   ├── _send_loop            drains the backlogs when the socket was full
+        │   ├── _send_loop            sends the notices, and copies when the socket was full
         │   └── _cleanup_loop         expires idle clients
         └── serve_api                 hypercorn serving the control API (unless --api off)
 """
