@@ -74,7 +74,8 @@ def daemon_command(key_file: Path, port: int, api_port: int, extra: Sequence[str
     ]  # fmt: skip
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a process we started, SIGKILL it if it has not gone in time."""
     if process.poll() is not None:
         return
     os.kill(process.pid, signal.SIGTERM)
@@ -112,7 +113,7 @@ def running_daemon(workdir: Path, key_file: Path, extra: Sequence[str] = ()) -> 
                 return
         finally:
             daemon.api.close()
-            _stop(process)
+            stop_process(process)
         # It exited before it served (most likely a port was taken meanwhile).
         if attempt == START_ATTEMPTS:
             raise RuntimeError(f"daemon exited with {process.returncode}:\n{daemon.log_tail()}")

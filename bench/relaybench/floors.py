@@ -13,7 +13,6 @@ other member per message, with no reassembly, no crypto and no bookkeeping.
 import contextlib
 import os
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -27,14 +26,13 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.protocol import crypto
-from relaybench.daemon import INTERFACE, free_port
+from relaybench.daemon import INTERFACE, free_port, stop_process
 from relaybench.keys import BenchKeys
 from relaybench.load import open_fleet
 from relaybench.procfs import machine_busy_s
 
 BARE_FORWARDER = Path(__file__).resolve().parent.parent / "bare_forwarder.py"
 READY_TIMEOUT_S = 10.0
-STOP_TIMEOUT_S = 5.0
 
 
 def cores() -> int:
@@ -182,13 +180,7 @@ def running_bare_forwarder(
             raise RuntimeError(f"bare forwarder did not start: {ready!r}")
         yield process.pid, (INTERFACE, port)
     finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process(process)
 
 
 def bare_floor(

@@ -8,16 +8,18 @@ configuration again, that same rate on a daemon with ``--crypto-workers 1``
 and on one with ``--crypto-workers 2``.
 """
 
+import contextlib
 import statistics
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from relaybench import floors, report
-from relaybench.daemon import running_daemon
+from relaybench.daemon import Daemon, running_daemon
 from relaybench.keys import BenchKeys
-from relaybench.load import open_fleet
+from relaybench.load import Fleet, open_fleet
 from relaybench.stats import ratio
 
 FRACTIONS = (0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -99,17 +101,7 @@ def sweep_config(
         options.step_s,
         options.receiver_processes,
     )
-    with (
-        running_daemon(workdir, keys.key_file) as daemon,
-        open_fleet(
-            daemon.address,
-            keys,
-            config.senders,
-            config.receivers,
-            options.receiver_processes,
-            daemon.api,
-        ) as fleet,
-    ):
+    with daemon_and_fleet(keys, workdir, config, options) as (daemon, fleet):
         steps = []
         for number, fraction in enumerate(options.fractions, 1):
             rate = fraction * before.msgs_per_s
@@ -147,6 +139,29 @@ WORKER_ROUNDS = 2
 """Daemons per worker count, alternating 1, 2, 1, 2: one saturated step varies by a fifth."""
 
 
+@contextlib.contextmanager
+def daemon_and_fleet(
+    keys: BenchKeys,
+    workdir: Path,
+    config: Config,
+    options: SweepOptions,
+    extra: Sequence[str] = (),
+) -> Iterator[tuple[Daemon, Fleet]]:
+    """A fresh daemon and the configuration's senders and receivers, registered with it."""
+    with (
+        running_daemon(workdir, keys.key_file, extra) as daemon,
+        open_fleet(
+            daemon.address,
+            keys,
+            config.senders,
+            config.receivers,
+            options.receiver_processes,
+            daemon.api,
+        ) as fleet,
+    ):
+        yield daemon, fleet
+
+
 def compare_workers(
     keys: BenchKeys,
     workdir: Path,
@@ -159,17 +174,8 @@ def compare_workers(
     runs: dict[str, list[dict[str, Any]]] = {"1": [], "2": []}
     for _round in range(WORKER_ROUNDS):
         for workers, measured in runs.items():
-            with (
-                running_daemon(workdir, keys.key_file, ["--crypto-workers", workers]) as daemon,
-                open_fleet(
-                    daemon.address,
-                    keys,
-                    config.senders,
-                    config.receivers,
-                    options.receiver_processes,
-                    daemon.api,
-                ) as fleet,
-            ):
+            extra = ["--crypto-workers", workers]
+            with daemon_and_fleet(keys, workdir, config, options, extra) as (daemon, fleet):
                 measured.append(
                     fleet.step(daemon.pid, daemon.api, 1, rate, options.step_s, config.size)
                 )

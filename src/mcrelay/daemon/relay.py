@@ -501,12 +501,7 @@ class Relay:
 
         Notices are not sent from here: a join or leave makes one per client, and
         thousands of sends in a row would keep the loop from receiving."""
-        if len(self._notices) >= self.config.send_queue_datagrams:
-            self._drop(DropReason.SEND_QUEUE_FULL, address)
-            return False
-        self._notices.append((datagram, address))
-        self._backlog_added.set()
-        return True
+        return self._queue(self._notices, datagram, address)
 
     def _broadcast(self, datagram: bytes, addresses: list[Address]) -> None:
         for sent, address in enumerate(addresses):
@@ -517,22 +512,31 @@ class Relay:
     def _send(self, datagram: bytes, address: Address) -> bool:
         """Send a copy now if no copy waits, else join their backlog; False if dropped."""
         if not self._messages:
-            try:
-                self._sock.sendto(datagram, address)
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                self._drop(DropReason.SEND_FAILED, address, exc)
-                return False
-            else:
-                self.counters.datagrams_out += 1
-                self.counters.bytes_out += len(datagram)
-                return True
-        if len(self._messages) >= self.config.send_queue_datagrams:
+            sent = self._sendto(datagram, address)
+            if sent is not None:
+                return sent
+        return self._queue(self._messages, datagram, address)
+
+    def _queue(self, backlog: Outgoing, datagram: bytes, address: Address) -> bool:
+        """Leave a datagram to the send task; False (dropped, counted) if its backlog is full."""
+        if len(backlog) >= self.config.send_queue_datagrams:
             self._drop(DropReason.SEND_QUEUE_FULL, address)
             return False
-        self._messages.append((datagram, address))
+        backlog.append((datagram, address))
         self._backlog_added.set()
+        return True
+
+    def _sendto(self, datagram: bytes, address: Address) -> bool | None:
+        """Send now: True when sent, False when refused (counted), None when it would block."""
+        try:
+            self._sock.sendto(datagram, address)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            self._drop(DropReason.SEND_FAILED, address, exc)
+            return False
+        self.counters.datagrams_out += 1
+        self.counters.bytes_out += len(datagram)
         return True
 
     async def _send_loop(self) -> None:
@@ -547,16 +551,8 @@ class Relay:
         budget = SEND_BATCH_DATAGRAMS
         for backlog in (self._notices, self._messages):
             while backlog and budget:
-                datagram, address = backlog[0]
-                try:
-                    self._sock.sendto(datagram, address)
-                except BlockingIOError:
+                if self._sendto(*backlog[0]) is None:
                     return
-                except OSError as exc:
-                    self._drop(DropReason.SEND_FAILED, address, exc)
-                else:
-                    self.counters.datagrams_out += 1
-                    self.counters.bytes_out += len(datagram)
                 backlog.popleft()
                 budget -= 1
 
