@@ -7,9 +7,12 @@ from typing import Any
 
 import pytest
 import trio
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.client import MessageReceived
+from mcrelay.daemon import relay as relay_module
+from mcrelay.daemon import sealing
 from mcrelay.daemon.config import REGISTRATIONS_PER_HOST_BURST
 from mcrelay.daemon.registry import ClientRegistry, RegistryFull
 from mcrelay.protocol import crypto, legacy
@@ -200,3 +203,56 @@ async def test_a_recipient_that_re_keys_while_a_message_is_in_flight_can_read_it
                 relayed = [e for e in await b.receive() if isinstance(e, RelayedMessage)]
             plaintext = crypto.decrypt_concatenated_untrusted(keys[3], relayed[0].ciphertext)
             assert plaintext == b"for your new key"
+
+
+async def test_a_leave_notice_waits_behind_the_leavers_queued_copies(
+    relay_key_file: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with join(relay, keys[1]) as a, join(relay, keys[2]) as b:
+            stalled = StalledSocket(relay._sock)
+            monkeypatch.setattr(relay, "_sock", stalled)
+            await a.send("last words")
+            await wait_until(lambda: relay._queued[False] == 1)  # the copy for b waits
+            relay.kick(a.address)
+            stalled.stalled = False
+            seen: list[object] = []
+            while (event := await next_event(b)) != PeerLeft(a.address):
+                seen.append(event)
+            assert MessageReceived(a.address, b"last words") in seen
+
+
+async def test_a_recipient_re_keying_during_every_seal_delays_a_message_once_not_forever(
+    relay_key_file: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pem = crypto.public_key_to_pem(keys[2].public_key())
+    resealed: list[object] = []
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with join(relay, keys[1]) as a, join(relay, keys[2]) as b:
+            await wait_until(lambda: b.address in relay.registry)
+            recipient = relay.registry.get(b.address)
+            assert recipient is not None
+
+            def rekey() -> None:
+                # The same key in a new object: to the relay, a re-key (as a spoofed one is).
+                recipient.key = serialization.load_pem_public_key(pem)  # type: ignore[assignment]
+
+            def open_then_rekey(*args: Any) -> Any:
+                opened = real_open(*args)
+                rekey()
+                return opened
+
+            def seal_then_rekey(*args: Any) -> Any:
+                resealed.append(args)
+                sealed = real_seal(*args)
+                rekey()
+                return sealed
+
+            real_open, real_seal = sealing.open_and_seal, sealing.seal_batch
+            monkeypatch.setattr(relay_module, "open_and_seal", open_then_rekey)
+            monkeypatch.setattr(relay_module, "seal_batch", seal_then_rekey)
+            await a.send("hello")
+            while (event := await next_event(b)) != MessageReceived(a.address, b"hello"):
+                assert isinstance(event, PeerJoined)
+            assert len(resealed) == 1
+            assert relay.idle()

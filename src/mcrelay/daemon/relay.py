@@ -1,20 +1,22 @@
-"""The relay: one receive loop, RSA in worker threads, sends straight from the loop.
+"""The relay: one receive loop, RSA in worker threads, a send task for what must wait.
 
 The receive loop reads the socket until it would block, decoding and dispatching
 each datagram synchronously, and times out messages in reassembly (it wakes for
 the earliest deadline). A completed message is admitted, or dropped as overloaded,
 and queued for the crypto workers (``workers.py``), which decrypt it and seal each
 recipient's copy (``sealing.py``). Back on the Trio thread, each sender's messages
-go out in the order they completed. Copies are sent at once, without blocking, and
-wait only when the kernel's send buffer is full; notices (one per client for every
-join and leave) always go through the send task, a batch per turn, so the loop
-keeps receiving. Both wait in bounded backlogs. When a bound is reached the
-datagram or message is dropped and counted, never queued without end.
+go out in the order they completed. Everything sent leaves in the order it was
+decided: a copy is sent at once, without blocking, when nothing waits; otherwise,
+and for every notice (one per client for each join and leave, so thousands at
+once), it waits in one queue that the send task drains a batch per turn, so the
+loop keeps receiving. Notices and copies have separate bounds in that queue.
+When a bound is reached the datagram or message is dropped and counted, never
+queued without end.
 """
 
 import logging
 import socket
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -64,8 +66,6 @@ SEND_BATCH_DATAGRAMS = 256
 MAX_RELAYS_PER_CLIENT = 32
 """Messages of one client between completion and fan-out; the rest are ``overloaded``."""
 
-Outgoing = deque[tuple[bytes, Address]]
-
 
 @dataclass(slots=True, eq=False)
 class _Relaying:
@@ -79,6 +79,7 @@ class _Relaying:
     sealed: list[Sealed] | None = None
     failure: tuple[DropReason, object] | None = None
     parts_left: int = 0
+    resealed: bool = False
     ready: bool = False
 
 
@@ -124,10 +125,11 @@ class Relay:
         self.bans = BanList()
         self.events = EventHub()
         self._workers = workers if workers is not None else CryptoWorkers(config.crypto_workers)
-        # Notices (joins, leaves, key answers) wait apart from relayed messages, and go
-        # first, so a burst of messages cannot crowd presence out.
-        self._notices: Outgoing = deque()
-        self._messages: Outgoing = deque()
+        # One queue, so a leave notice never overtakes the leaver's last copies; notices
+        # and copies are bounded apart, so a burst of either cannot crowd out the other.
+        self._outgoing: deque[tuple[bytes, Address, bool]] = deque()
+        self._queued: Counter[bool] = Counter()
+        """Datagrams in ``_outgoing``: notices under True, copies under False."""
         self._backlog_added = trio.Event()
         self._leaving: dict[Address, Client] = {}
         self._in_order: dict[Address, deque[_Relaying]] = {}
@@ -158,7 +160,7 @@ class Relay:
             "reassembly_in_flight": self.reassembler.in_flight,
             "reassembly_bytes": self.reassembler.buffered_bytes,
             "pending_relays": self._pending_relays,
-            "send_queue": len(self._notices) + len(self._messages),
+            "send_queue": len(self._outgoing),
             "bans": len(self.bans.active(trio.current_time())),
             "event_subscribers": self.events.subscribers,
             **self.counters.snapshot(),
@@ -198,7 +200,7 @@ class Relay:
 
     def idle(self) -> bool:
         """Nothing completed is waiting for crypto or fan-out, and nothing waits to be sent."""
-        return not (self._pending_relays or self._notices or self._messages)
+        return not (self._pending_relays or self._outgoing)
 
     def remove(self, address: Address, reason: str) -> Client | None:
         """Remove a client and tell every other client it left."""
@@ -378,52 +380,48 @@ class Relay:
     def _opened(self, relaying: _Relaying, result: outcome.Outcome[Any]) -> None:
         try:
             relaying.plaintext, relaying.sealed = result.unwrap()
+            if relaying.sealed is None and is_chat(
+                relaying.plaintext, self.config.max_message_bytes
+            ):
+                self._seal(relaying, list(range(len(relaying.recipients))))
+                return
         except RemoteProtocolError as exc:
             relaying.failure = (exc.reason, exc)
         except Exception as exc:
-            log.exception(
-                "decrypting a message from %s failed", format_address(relaying.sender.address)
-            )
-            relaying.failure = (DropReason.INTERNAL_ERROR, exc)
-        if (
-            relaying.sealed is None
-            and relaying.plaintext is not None
-            and is_chat(relaying.plaintext, self.config.max_message_bytes)
-        ):
-            self._seal(relaying)
-        else:
-            self._ready(relaying)
+            self._failed(relaying, "decrypting", exc)
+        self._ready(relaying)
 
-    def _seal(self, relaying: _Relaying) -> None:
-        """Seal for every recipient's current key, one job per worker."""
+    def _seal(self, relaying: _Relaying, indices: list[int]) -> None:
+        """Seal for the recipients at ``indices``, with their current keys, a job per worker."""
         assert relaying.plaintext is not None
-        relaying.keys = [client.key for client in relaying.recipients]
-        batches = split(relaying.keys, max(1, min(len(relaying.keys), self._workers.count)))
-        sealed: list[list[Sealed]] = [[] for _ in batches]
-        relaying.parts_left = len(batches)
+        if relaying.sealed is None:
+            relaying.sealed = [DropReason.INTERNAL_ERROR] * len(relaying.recipients)
+        for index in indices:
+            relaying.keys[index] = relaying.recipients[index].key
+        parts = split(indices, max(1, min(len(indices), self._workers.count)))
+        relaying.parts_left = len(parts)
         source, plaintext = relaying.sender.address, relaying.plaintext
-        for index, batch in enumerate(batches):
-            work = partial(seal_batch, source, plaintext, batch)
-            self._workers.submit(Job(work, partial(self._sealed_part, relaying, sealed, index)))
+        for part in parts:
+            work = partial(seal_batch, source, plaintext, [relaying.keys[i] for i in part])
+            self._workers.submit(Job(work, partial(self._sealed_part, relaying, part)))
 
     def _sealed_part(
-        self,
-        relaying: _Relaying,
-        sealed: list[list[Sealed]],
-        index: int,
-        result: outcome.Outcome[list[Sealed]],
+        self, relaying: _Relaying, part: list[int], result: outcome.Outcome[list[Sealed]]
     ) -> None:
         try:
-            sealed[index] = result.unwrap()
+            assert relaying.sealed is not None
+            for index, datagram in zip(part, result.unwrap(), strict=True):
+                relaying.sealed[index] = datagram
         except Exception as exc:
-            log.exception(
-                "sealing a message from %s failed", format_address(relaying.sender.address)
-            )
-            relaying.failure = (DropReason.INTERNAL_ERROR, exc)
+            self._failed(relaying, "sealing", exc)
         relaying.parts_left -= 1
         if not relaying.parts_left:
-            relaying.sealed = interleave(sealed)
             self._ready(relaying)
+
+    def _failed(self, relaying: _Relaying, doing: str, exc: Exception) -> None:
+        """A bug in a crypto job or its completion: the message is dropped, never stuck."""
+        log.exception("%s a message from %s failed", doing, format_address(relaying.sender.address))
+        relaying.failure = (DropReason.INTERNAL_ERROR, exc)
 
     def _ready(self, relaying: _Relaying) -> None:
         """Send what is ready at the head of its sender's line, in completion order."""
@@ -432,11 +430,14 @@ class Relay:
         line = self._in_order[source]
         while line and line[0].ready:
             head = line[0]
-            if head.failure is None and head.sealed is not None and _rekeyed(head):
-                # A recipient re-keyed while it was being sealed: seal afresh.
-                head.ready = False
-                self._seal(head)
-                return
+            if head.failure is None and head.sealed is not None and not head.resealed:
+                rekeyed = _rekeyed(head)
+                if rekeyed:
+                    # Recipients re-keyed while it was being sealed: seal their copies
+                    # afresh, once (re-keys can be spoofed; they must not stall the line).
+                    head.ready, head.resealed = False, True
+                    self._seal(head, rekeyed)
+                    return
             line.popleft()
             self._finish(head)
         if not line:
@@ -472,8 +473,8 @@ class Relay:
             sender.relays_in_flight -= 1
             if sender.left_reason is not None and not sender.relays_in_flight:
                 self._leaving.pop(source, None)
-                self._announce_left(source, sender.left_reason)
-                sender.left_reason = None
+                reason, sender.left_reason = sender.left_reason, None
+                self._announce_left(source, reason)
 
     def _deliver(
         self, sender: Address, size: int, recipients: list[Client], sealed: list[Sealed]
@@ -497,11 +498,11 @@ class Relay:
     # Sending and housekeeping.
 
     def _notify(self, datagram: bytes, address: Address) -> bool:
-        """Queue a notice for the send task; when its backlog is full, drop and count it.
+        """Queue a notice for the send task; when its bound is reached, drop and count it.
 
         Notices are not sent from here: a join or leave makes one per client, and
         thousands of sends in a row would keep the loop from receiving."""
-        return self._queue(self._notices, datagram, address)
+        return self._queue(datagram, address, notice=True)
 
     def _broadcast(self, datagram: bytes, addresses: list[Address]) -> None:
         for sent, address in enumerate(addresses):
@@ -510,19 +511,20 @@ class Relay:
                 return
 
     def _send(self, datagram: bytes, address: Address) -> bool:
-        """Send a copy now if no copy waits, else join their backlog; False if dropped."""
-        if not self._messages:
+        """Send a copy now if nothing waits, else queue it; False if dropped."""
+        if not self._outgoing:
             sent = self._sendto(datagram, address)
             if sent is not None:
                 return sent
-        return self._queue(self._messages, datagram, address)
+        return self._queue(datagram, address, notice=False)
 
-    def _queue(self, backlog: Outgoing, datagram: bytes, address: Address) -> bool:
-        """Leave a datagram to the send task; False (dropped, counted) if its backlog is full."""
-        if len(backlog) >= self.config.send_queue_datagrams:
+    def _queue(self, datagram: bytes, address: Address, *, notice: bool) -> bool:
+        """Leave a datagram to the send task; False (dropped, counted) past its bound."""
+        if self._queued[notice] >= self.config.send_queue_datagrams:
             self._drop(DropReason.SEND_QUEUE_FULL, address)
             return False
-        backlog.append((datagram, address))
+        self._queued[notice] += 1
+        self._outgoing.append((datagram, address, notice))
         self._backlog_added.set()
         return True
 
@@ -541,20 +543,21 @@ class Relay:
 
     async def _send_loop(self) -> None:
         while True:
-            if not (self._notices or self._messages):
+            if not self._outgoing:
                 self._backlog_added = trio.Event()
                 await self._backlog_added.wait()
             await trio.lowlevel.wait_writable(self._sock)
-            self._send_backlog()
+            self._send_queued()
 
-    def _send_backlog(self) -> None:
-        budget = SEND_BATCH_DATAGRAMS
-        for backlog in (self._notices, self._messages):
-            while backlog and budget:
-                if self._sendto(*backlog[0]) is None:
-                    return
-                backlog.popleft()
-                budget -= 1
+    def _send_queued(self) -> None:
+        for _ in range(SEND_BATCH_DATAGRAMS):
+            if not self._outgoing:
+                return
+            datagram, address, notice = self._outgoing[0]
+            if self._sendto(datagram, address) is None:
+                return
+            self._outgoing.popleft()
+            self._queued[notice] -= 1
 
     async def _cleanup_loop(self) -> None:
         while True:
@@ -584,9 +587,10 @@ class Relay:
             log.debug("dropped %s from %s: %s", reason, format_address(source), detail or "")
 
 
-def _rekeyed(relaying: _Relaying) -> bool:
-    """Has a recipient changed its key since the message was sealed for it?"""
-    return any(
-        client.key is not key
-        for client, key in zip(relaying.recipients, relaying.keys, strict=True)
-    )
+def _rekeyed(relaying: _Relaying) -> list[int]:
+    """The recipients (by index) whose key changed since the message was sealed for them."""
+    return [
+        index
+        for index, (client, key) in enumerate(zip(relaying.recipients, relaying.keys, strict=True))
+        if client.key is not key
+    ]

@@ -27,7 +27,8 @@ class Job(Generic[T]):
     work: Callable[[], T]
     """Runs in a worker thread; whatever it raises is handed to ``done`` as an ``Error``."""
     done: Callable[["outcome.Outcome[T]"], None]
-    """Runs on the Trio thread, outside any task: must not raise and cannot await."""
+    """Runs on the Trio thread, from a ``run_sync_soon`` callback: cannot await, and
+    should not raise (what it raises is logged, and the job's other state is its own)."""
 
 
 _STOP = object()
@@ -43,8 +44,8 @@ class CryptoWorkers:
         self._finished: list[tuple[Job[Any], outcome.Outcome[Any]]] = []
         self._lock = threading.Lock()
         self._flush_scheduled = False
-        self._stopping = 0
-        """Threads sent a stop by :meth:`resize` that have not taken it yet."""
+        self._running = 0
+        """Threads started and not sent a stop."""
         self._token: trio.lowlevel.TrioToken | None = None
 
     @property
@@ -80,17 +81,17 @@ class CryptoWorkers:
         return results[0].unwrap()
 
     def resize(self, count: int) -> None:
-        """Have ``count`` threads: start more, or let the surplus stop after their job."""
+        """Have ``count`` threads: start more, or stop the surplus (each after the jobs
+        queued before the resize). Called from the Trio thread only."""
         self._count = count
         self._threads = [thread for thread in self._threads if thread.is_alive()]
-        running = len(self._threads) - self._stopping
-        for _ in range(count - running):
+        for _ in range(count - self._running):
             thread = threading.Thread(target=self._work, name="mcrelay-crypto", daemon=True)
             thread.start()
             self._threads.append(thread)
-        for _ in range(running - count):
-            self._stopping += 1
+        for _ in range(self._running - count):
             self._jobs.put(_STOP)
+        self._running = count
 
     def _stop_all(self) -> None:
         while True:
@@ -100,6 +101,7 @@ class CryptoWorkers:
                 break
         for _ in self._threads:
             self._jobs.put(_STOP)
+        self._running = 0
 
     def _join_all(self) -> None:
         for thread in self._threads:
@@ -112,8 +114,6 @@ class CryptoWorkers:
                 self._hand_back(job, outcome.capture(job.work))
             except trio.RunFinishedError:
                 return
-        with self._lock:
-            self._stopping = max(0, self._stopping - 1)
 
     def _hand_back(self, job: Job[Any], result: "outcome.Outcome[Any]") -> None:
         """Queue a finished job for the Trio thread; wake it unless a wake is pending."""
