@@ -1,6 +1,7 @@
 """The ``mcrelay`` command: parse, run, and map every failure to one exit code."""
 
 import argparse
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -59,6 +60,9 @@ async def run_command(argv: Sequence[str], env: Environment) -> ExitStatus:
         return await command(args, env)
     except Exception as exc:
         leaf = _leaf(exc)
+        if isinstance(leaf, BrokenPipeError):
+            # Whoever read stdout stopped (`| head -1`, `| grep -q`): it has what it wanted.
+            return ExitStatus.OK
         if isinstance(leaf, ApiError):
             status: ExitStatus | None = _api_error_status(leaf)
         else:
@@ -72,6 +76,15 @@ async def run_command(argv: Sequence[str], env: Environment) -> ExitStatus:
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
     env = env or Environment()
     try:
-        return int(trio.run(run_command, sys.argv[1:] if argv is None else argv, env))
+        status = int(trio.run(run_command, sys.argv[1:] if argv is None else argv, env))
     except KeyboardInterrupt:
         return ExitStatus.OK
+    try:
+        env.stdout.flush()
+    except BrokenPipeError:
+        # What is left in the buffer has no reader; without this, the interpreter's own
+        # flush at exit would fail again and print a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, env.stdout.fileno())
+        os.close(devnull)
+    return status
