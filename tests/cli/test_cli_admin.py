@@ -15,7 +15,15 @@ from mcrelay.client import MessageReceived
 from mcrelay.daemon.service import Daemon
 from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
 from mcrelay.protocol.events import PeerJoined, PeerLeft
-from support import Console, join, next_event, relay_config, running_daemon, wait_until
+from support import (
+    Console,
+    assert_one_error_line,
+    join,
+    next_event,
+    relay_config,
+    running_daemon,
+    wait_until,
+)
 
 Keys = list[rsa.RSAPrivateKey]
 
@@ -121,3 +129,19 @@ async def test_api_errors_map_to_exit_codes(relay_key_file: Path, tmp_path: Path
     assert gone.stderr.getvalue().startswith("mcrelay: error: cannot reach the daemon's API")
     usage = Console()
     assert await usage.run("post", "--api", api, "text", "--lines") == ExitStatus.USAGE
+
+
+async def test_post_without_a_message_is_a_usage_error() -> None:
+    # Nothing listens on port 9: a request would exit 3, so 2 shows none was made.
+    for stdin, argv in (("never read\n", []), ("", ["-"])):
+        console = Console(stdin_text=stdin)
+        assert await console.run("post", "--api", "127.0.0.1:9", *argv) == ExitStatus.USAGE
+        assert_one_error_line(console)
+
+
+async def test_post_from_stdin_drops_the_final_newline(relay_key_file: Path, keys: Keys) -> None:
+    async with daemon_with_api(relay_key_file, "127.0.0.1:0") as (daemon, api):
+        async with join(daemon.relay, keys[1]) as a:
+            for stdin, sent in (("two\nlines\n", b"two\nlines"), ("\r\n", b"")):
+                assert await Console(stdin_text=stdin).run("post", "--api", api, "-") == 0
+                assert await next_event(a) == MessageReceived(RELAY_ITSELF, sent)

@@ -1,6 +1,7 @@
 """The real ``python -m mcrelay`` process where only a process shows it: pipes and bytes."""
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -62,3 +63,78 @@ async def test_api_commands_into_a_closed_pipe_end_quietly(relay_key_file: Path)
             with closed_pipe() as stdout:
                 done = await run(*argv, "--api", api, stdout=stdout)
             assert (argv, done.returncode, done.stderr) == (argv, 0, b"")
+
+
+# --- Ctrl-C -------------------------------------------------------------------------------
+
+ANNOUNCING_STDIN = """
+import os, runpy, sys
+
+class AnnouncingStdin:
+    '''The real stdin, but each read first writes a byte to a pipe the test reads.'''
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+    def read(self, *args):
+        os.write(int(os.environ["ANNOUNCE_FD"]), b"r")
+        return self._stream.read(*args)
+
+sys.stdin = AnnouncingStdin(sys.stdin)
+sys.argv[0] = "mcrelay"
+runpy.run_module("mcrelay", run_name="__main__")
+"""
+
+INTERRUPTED_WHILE_LOADING = """
+import os, runpy, signal, sys
+
+class InterruptOnImport:
+    '''Ctrl-C the moment the command's modules start loading.'''
+
+    def find_spec(self, name, path, target=None):
+        if name == "trio":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, InterruptOnImport())
+sys.argv[0] = "mcrelay"
+runpy.run_module("mcrelay", run_name="__main__")
+"""
+
+
+def test_ctrl_c_while_post_waits_on_stdin() -> None:
+    announce, announced = os.pipe()
+    argv = [sys.executable, "-c", ANNOUNCING_STDIN, "post", "--api", "127.0.0.1:9", "-"]
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        pass_fds=(announced,),
+        env={**child_environ(), "ANNOUNCE_FD": str(announced)},
+    )
+    os.close(announced)
+    try:
+        assert os.read(announce, 1) == b"r"  # it is reading stdin, which stays open
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=WAIT_S) == 130
+        assert proc.stderr is not None
+        assert proc.stderr.read() == b""
+    finally:
+        os.close(announce)
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def test_ctrl_c_while_the_command_loads() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_WHILE_LOADING, "--version"],
+        capture_output=True,
+        timeout=WAIT_S,
+        env=child_environ(),
+        check=False,
+    )
+    assert (done.returncode, done.stderr, done.stdout) == (130, b"", b"")

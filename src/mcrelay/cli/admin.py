@@ -58,7 +58,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
     command("unban", "lift a ban", run_unban).add_argument("id", help="ip:port")
     post = command("post", "send a message from the relay to clients", run_post)
     post.add_argument(
-        "text", nargs="?", default="-", help="the message; '-' or nothing reads stdin"
+        "text",
+        nargs="?",
+        help="the message; '-' reads it from stdin: all of it, but a final newline",
     )
     post.add_argument("--to", action="append", metavar="ID", help="only this client (repeatable)")
     post.add_argument("--lines", action="store_true", help="one message per stdin line")
@@ -148,18 +150,27 @@ async def run_unban(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 
 async def run_post(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    if args.text != "-" and args.lines:
+    if args.lines and args.text not in (None, "-"):
         raise UsageError("--lines reads stdin; give no TEXT (or '-')")
+    if args.text is None and not args.lines:
+        raise UsageError("give the message, '-' to read it from stdin, or --lines")
     async with _api(args) as api:
-        if args.text != "-":
+        if args.text not in (None, "-"):
             await _post(api, env, args.text, args.to)
         elif not args.lines:
-            await _post(api, env, await trio.to_thread.run_sync(env.stdin.read), args.to)
+            text = await trio.to_thread.run_sync(env.stdin.read, abandon_on_cancel=True)
+            if not text:
+                raise UsageError("stdin is empty; nothing was sent")
+            await _post(api, env, _without_final_newline(text), args.to)
         else:
             # One message per line as it comes, so 'tail -f log | mcrelay post --lines' works.
             while line := await trio.to_thread.run_sync(env.stdin.readline, abandon_on_cancel=True):
                 await _post(api, env, line.rstrip("\r\n"), args.to)
     return ExitStatus.OK
+
+
+def _without_final_newline(text: str) -> str:
+    return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
 
 
 async def _post(api: Api, env: Environment, text: str, to: list[str] | None) -> None:

@@ -74,11 +74,14 @@ async def run_command(argv: Sequence[str], env: Environment) -> ExitStatus:
 
 
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
+    """Run the command in a new Trio run. Ctrl-C ends chat, events and the daemon the
+    normal way (they listen for it); anywhere else it interrupts the command (130)."""
     env = env or Environment()
+    status = ExitStatus.INTERRUPTED
     try:
-        status = int(trio.run(run_command, sys.argv[1:] if argv is None else argv, env))
-    except KeyboardInterrupt:
-        return ExitStatus.OK
+        status = trio.run(run_command, sys.argv[1:] if argv is None else argv, env)
+    except* KeyboardInterrupt:
+        pass  # raised alone, or from inside a nursery: no traceback either way
     try:
         env.stdout.flush()
     except BrokenPipeError:
@@ -87,4 +90,4 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, env.stdout.fileno())
         os.close(devnull)
-    return status
+    return int(status)

@@ -14,6 +14,8 @@ class ExitStatus(IntEnum):
     SERVER_ERROR = 4
     KEY_MISMATCH = 5
     """The relay's key does not match ``--relay-fingerprint``."""
+    INTERRUPTED = 130
+    """Ctrl-C before the command finished (128 + SIGINT, as shells report it)."""
 
 
 class ApiError(Exception):
