@@ -145,3 +145,16 @@ async def test_post_from_stdin_drops_the_final_newline(relay_key_file: Path, key
             for stdin, sent in (("two\nlines\n", b"two\nlines"), ("\r\n", b"")):
                 assert await Console(stdin_text=stdin).run("post", "--api", api, "-") == 0
                 assert await next_event(a) == MessageReceived(RELAY_ITSELF, sent)
+
+
+async def test_post_passes_bytes_that_are_not_utf8(relay_key_file: Path, keys: Keys) -> None:
+    async with daemon_with_api(relay_key_file, "127.0.0.1:0") as (daemon, api):
+        async with join(daemon.relay, keys[1]) as a:
+            assert await Console().run("post", "--api", api, "\udcff") == ExitStatus.OK
+            assert await next_event(a) == MessageReceived(RELAY_ITSELF, b"\xff")
+            lines = Console(stdin_text="ok\ncaf\udce9\n\ud800\nnever\n")
+            assert await lines.run("post", "--api", api, "--lines") == ExitStatus.USAGE
+            assert await next_event(a) == MessageReceived(RELAY_ITSELF, b"ok")
+            assert await next_event(a) == MessageReceived(RELAY_ITSELF, b"caf\xe9")
+            assert lines.out_lines() == ["sent to 1 clients", "sent to 1 clients"]
+            assert_one_error_line(lines, "not text")

@@ -128,7 +128,46 @@ async def test_send_unicast_empty_and_largest_messages(relay_key_file: Path, key
             assert f"with relay {LOOPBACK}:{relay.address[1]}" in console.stderr.getvalue()
 
 
+# Python gives bytes of argv and stdin that are not UTF-8 as lone surrogates (surrogateescape).
+LATIN_1 = "caf\udce9"
+"""'café' typed in a Latin-1 terminal: the byte 0xE9 as Python hands it over."""
+
+
+async def test_send_passes_bytes_that_are_not_utf8_as_they_came(
+    relay_key_file: Path, keys: Keys
+) -> None:
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with join(relay, keys[1]) as a:
+            flags = client_flags(relay.address[1])
+            assert await Console().run("send", *flags, "\udcff", LATIN_1) == ExitStatus.OK
+            assert await Console(f"ok\n{LATIN_1}\nlast\n").run("send", *flags, "-") == 0
+            received = [e for e in await events_until(a, is_left) if isinstance(e, MessageReceived)]
+            received += [
+                e for e in await events_until(a, is_left) if isinstance(e, MessageReceived)
+            ]
+            assert [e.data for e in received] == [b"\xff", b"caf\xe9", b"ok", b"caf\xe9", b"last"]
+
+
+async def test_send_refuses_text_that_came_from_no_bytes() -> None:
+    async with unused_port() as port:
+        console = Console()
+        assert await console.run("send", *client_flags(port), "ok", "\ud800") == ExitStatus.USAGE
+    assert_one_error_line(console, "not text")
+
+
 # --- chat ---------------------------------------------------------------------------------
+
+
+async def test_chat_sends_a_latin1_line_as_its_bytes(relay_key_file: Path, keys: Keys) -> None:
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with join(relay, keys[1]) as a:
+            console = Console(f"{LATIN_1}\n\ud800\nafter\n")
+            assert await console.run("chat", *client_flags(relay.address[1])) == ExitStatus.OK
+            received = [e for e in await events_until(a, is_left) if isinstance(e, MessageReceived)]
+            assert [e.data for e in received] == [b"caf\xe9", b"after"]
+            assert [line for line in console.err_lines() if "not sent" in line] == [
+                "mcrelay: not sent: character '\\ud800' at 0 is not text; nothing sent"
+            ]
 
 
 async def test_chat_json_sends_lines_and_prints_events(relay_key_file: Path, keys: Keys) -> None:

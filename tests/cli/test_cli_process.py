@@ -7,10 +7,23 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import trio
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from support import WAIT_S, relay_config, running_daemon
+from mcrelay.client import MessageReceived
+from mcrelay.protocol.addresses import RELAY_ITSELF
+from mcrelay.protocol.events import PeerLeft
+from support import (
+    LOOPBACK,
+    WAIT_S,
+    events_until,
+    join,
+    next_event,
+    relay_config,
+    running_daemon,
+)
 
 MCRELAY = [sys.executable, "-m", "mcrelay"]
 
@@ -34,16 +47,20 @@ def closed_pipe() -> Iterator[int]:
 async def run(
     *argv: str, stdout: int | None = None, stdin: bytes = b""
 ) -> subprocess.CompletedProcess[bytes]:
+    output: dict[str, Any] = {"capture_stdout": True} if stdout is None else {"stdout": stdout}
     with trio.fail_after(WAIT_S * 3):
         return await trio.run_process(
             [*MCRELAY, *argv],
             stdin=stdin,
-            stdout=stdout,
-            capture_stdout=stdout is None,
             capture_stderr=True,
             env=child_environ(),
             check=False,
+            **output,
         )
+
+
+def is_left(event: object) -> bool:
+    return isinstance(event, PeerLeft)
 
 
 # --- a reader that stops early ------------------------------------------------------------
@@ -63,6 +80,26 @@ async def test_api_commands_into_a_closed_pipe_end_quietly(relay_key_file: Path)
             with closed_pipe() as stdout:
                 done = await run(*argv, "--api", api, stdout=stdout)
             assert (argv, done.returncode, done.stderr) == (argv, 0, b"")
+
+
+# --- bytes that are not UTF-8 ---------------------------------------------------------------
+
+
+async def test_send_and_post_pass_stdin_bytes_as_they_came(
+    relay_key_file: Path, keys: list[rsa.RSAPrivateKey]
+) -> None:
+    async with running_daemon(relay_config(relay_key_file, api="127.0.0.1:0")) as daemon:
+        async with join(daemon.relay, keys[1]) as a:
+            flags = ["--interface", LOOPBACK, "--port", str(daemon.relay.address[1])]
+            done = await run("send", *flags, "-", stdin=b"ok\n\xff\xfe\n")
+            assert (done.returncode, b"Traceback" in done.stderr) == (0, False), done.stderr
+            received = [e for e in await events_until(a, is_left) if isinstance(e, MessageReceived)]
+            assert [e.data for e in received] == [b"ok", b"\xff\xfe"]
+            api = daemon.api_urls[0].removeprefix("http://")
+            done = await run("post", "--api", api, "--lines", stdin=b"\xe9t\xe9\nok\n")
+            assert (done.returncode, done.stderr) == (0, b"")
+            assert await next_event(a) == MessageReceived(RELAY_ITSELF, b"\xe9t\xe9")
+            assert await next_event(a) == MessageReceived(RELAY_ITSELF, b"ok")
 
 
 # --- Ctrl-C -------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +16,7 @@ from mcrelay.cli.chat import cancel_on_signal
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import Parser, UsageError, add_flag, api_address, positive_float
 from mcrelay.cli.status import ExitStatus
+from mcrelay.cli.text import message_bytes
 
 if TYPE_CHECKING:
     from mcrelay.cli.api_client import Api
@@ -174,7 +176,15 @@ def _without_final_newline(text: str) -> str:
 
 
 async def _post(api: Api, env: Environment, text: str, to: list[str] | None) -> None:
-    body: dict[str, Any] = {"text": text, **({"to": to} if to else {})}
+    try:
+        data = message_bytes(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    body: dict[str, Any] = {"to": to} if to else {}
+    try:
+        body["text"] = data.decode("utf-8")
+    except UnicodeDecodeError:
+        body["data_b64"] = base64.b64encode(data).decode("ascii")  # bytes that are not text
     result = await api.call("POST", "/v1/messages", json=body)
     print(f"sent to {result['recipients']} clients", file=env.stdout, flush=True)
 

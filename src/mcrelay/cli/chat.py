@@ -21,6 +21,7 @@ from mcrelay.cli.options import (
     positive_float,
 )
 from mcrelay.cli.status import ExitStatus
+from mcrelay.cli.text import message_bytes
 from mcrelay.client import MessageReceived, Participant, ParticipantEvent, open_participant
 from mcrelay.client.participant import KEEPALIVE_INTERVAL_S, REGISTER_TIMEOUT_S
 from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
@@ -132,12 +133,16 @@ async def _print_events(participant: Participant, env: Environment, as_json: boo
 
 async def _send_lines(participant: Participant, env: Environment) -> None:
     while line := await trio.to_thread.run_sync(env.stdin.readline, abandon_on_cancel=True):
-        text = line.rstrip("\r\n")
-        if len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
+        try:
+            data = message_bytes(line.rstrip("\r\n"))
+        except ValueError as exc:
+            env.say(f"mcrelay: not sent: {exc}")
+            continue
+        if len(data) > MAX_MESSAGE_BYTES:
             env.say(f"mcrelay: line of over {MAX_MESSAGE_BYTES} bytes not sent")
             continue
         try:
-            await participant.send(text)
+            await participant.send(data)
         except LocalProtocolError as exc:
             env.say(f"mcrelay: not sent: {exc}")
 
@@ -166,15 +171,19 @@ async def run_send(args: argparse.Namespace, env: Environment) -> ExitStatus:
     texts: list[str] = args.text
     if texts == ["-"]:
         texts = [line.rstrip("\r\n") for line in env.stdin]
+    messages: list[bytes] = []
     for text in texts:
-        if text.encode("utf-8") in (CONNECT_WORD, DISCONNECT_WORD):
+        try:
+            data = message_bytes(text)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if data in (CONNECT_WORD, DISCONNECT_WORD):
             raise UsageError(f"{text!r} alone is a control word in this protocol, not a message")
-        if len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
-            raise UsageError(
-                f"a message of {len(text.encode('utf-8'))} bytes; at most {MAX_MESSAGE_BYTES}"
-            )
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise UsageError(f"a message of {len(data)} bytes; at most {MAX_MESSAGE_BYTES}")
+        messages.append(data)
     async with _open(args) as participant:
         _announce(participant, env)
-        for text in texts:
-            await participant.send(text)
+        for data in messages:
+            await participant.send(data)
     return ExitStatus.OK

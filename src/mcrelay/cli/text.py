@@ -1,0 +1,17 @@
+"""Messages from the command line and from stdin, as the bytes they came as.
+
+Python hands over bytes of argv that are not UTF-8 as lone surrogates
+(``surrogateescape``), and the command reads stdin the same way (see
+``Environment``). Encoding with that handler gives the original bytes back, so a
+message goes out exactly as it was typed or piped: the protocol carries bytes.
+"""
+
+
+def message_bytes(text: str) -> bytes:
+    """The bytes ``text`` came from; ``ValueError`` for text that came from no bytes."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"character {exc.object[exc.start]!a} at {exc.start} is not text; nothing sent"
+        ) from None
