@@ -5,11 +5,16 @@ BIN := $(VENV)/bin
 
 .PHONY: run test lint typecheck unit bench fuzz clean
 
+# Under a lock (flock, from util-linux), so that `make run` and `make test` started
+# together do not both build it; the second then finds it done and skips the install.
 $(VENV)/.installed-%: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[$*]'
-	touch $@
+	mkdir -p $(VENV)
+	flock $(VENV)/.lock sh -ec '\
+		if [ $@ -nt pyproject.toml ]; then exit; fi; \
+		test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+		$(BIN)/python -m pip install --quiet --upgrade pip; \
+		$(BIN)/python -m pip install --quiet -e ".[$*]"; \
+		touch $@'
 
 run: $(VENV)/.installed-test
 	$(BIN)/mcrelay daemon --interface 127.0.0.1
