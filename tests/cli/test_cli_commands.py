@@ -298,6 +298,17 @@ async def test_wrong_pinned_fingerprint_is_a_key_mismatch(relay_key_file: Path) 
         assert len(relay.registry) == 0
 
 
+async def test_a_mismatch_is_reported_once_the_relays_answered(relay_key_file: Path) -> None:
+    # The answers to the first request settle it: the minute-long timeout is not waited out
+    # (Console.run fails after WAIT_S).
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        console = Console()
+        flags = [*client_flags(relay.address[1]), "--register-timeout", "60"]
+        status = await console.run("send", *flags, "--relay-fingerprint", "SHA256:" + "A" * 43, "x")
+        assert status == ExitStatus.KEY_MISMATCH
+        assert_one_error_line(console, relay.fingerprint)
+
+
 @pytest.mark.parametrize(
     ("argv", "environ", "fragment"),
     [

@@ -102,6 +102,18 @@ async def test_send_and_post_pass_stdin_bytes_as_they_came(
             assert await next_event(a) == MessageReceived(RELAY_ITSELF, b"ok")
 
 
+# --- errors -----------------------------------------------------------------------------
+
+
+async def test_a_wrong_relay_fingerprint_is_one_error_line(relay_key_file: Path) -> None:
+    async with running_daemon(relay_config(relay_key_file)) as daemon:
+        flags = ["--interface", LOOPBACK, "--port", str(daemon.relay.address[1])]
+        done = await run("send", *flags, "--relay-fingerprint", "SHA256:" + "A" * 43, "x")
+    assert done.returncode == 5
+    [line] = done.stderr.decode().splitlines()
+    assert line.startswith("mcrelay: error: relay key SHA256:"), line
+
+
 # --- Ctrl-C -------------------------------------------------------------------------------
 
 ANNOUNCING_STDIN = """

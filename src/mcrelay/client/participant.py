@@ -122,7 +122,9 @@ class Participant:
     ) -> None:
         mismatched: set[str] = set()
         with trio.move_on_after(timeout_s):
-            while self.relay_key is None:
+            # After a request that only relays with another key answered, every relay
+            # that answers has: the mismatch is certain, no need to wait out the timeout.
+            while self.relay_key is None and not mismatched:
                 await self._sock.sendto(legacy.key_request(), self.destination)
                 with trio.move_on_after(retry_interval_s):
                     await self._wait_relay_key(mismatched)
@@ -177,7 +179,8 @@ class Participant:
                     continue
                 found = crypto.fingerprint(key)
                 if self.pinned_fingerprint is not None and found != self.pinned_fingerprint:
-                    log.warning("relay at %s has key %s: refused", format_address(source), found)
+                    # Not a warning: the caller reports the mismatch once, as an error.
+                    log.info("relay at %s has key %s: refused", format_address(source), found)
                     mismatched.add(found)
                     continue
                 self.relay_key, self.relay_address = key, source
