@@ -69,8 +69,15 @@ async def run_command(argv: Sequence[str], env: Environment) -> ExitStatus:
             status = next((s for kind, s in FAILURES.items() if isinstance(leaf, kind)), None)
         if status is None:
             raise
-        env.say(f"mcrelay: error: {leaf}")
+        env.say(f"mcrelay: error: {_describe(leaf)}")
         return status
+
+
+def _describe(exc: BaseException) -> str:
+    """The error's message; for an OSError without its ``[Errno N]``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc)
 
 
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
