@@ -34,7 +34,7 @@ def add_flag(
         try:
             default = convert(environ[name])
         except (ValueError, argparse.ArgumentTypeError) as exc:
-            raise UsageError(f"{name}={environ[name]!r}: {exc}") from None
+            raise UsageError(f"{name}: {exc}") from None
     shown = "" if default is None else f" (default: {default})"
     parser.add_argument(flag, type=convert, default=default, help=f"{help}{shown}; env {name}")
 
