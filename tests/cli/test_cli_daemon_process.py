@@ -161,6 +161,7 @@ def test_daemon_with_a_garbage_key_file_fails_with_one_line(tmp_path: Path) -> N
     with running_daemon(key_file) as daemon:
         # A key to fix is a setting error (2), which the systemd unit does not restart on.
         assert_fails_to_start(daemon, str(key_file), status=2)
+        assert not any("http" in line for line in daemon.seen), daemon.seen
 
 
 def assert_fails_to_start(daemon: Daemon, *fragments: str, status: int = 1) -> None:

@@ -154,6 +154,7 @@ def bad_contents(kind: str, keys: Keys) -> bytes:
         "empty": b"",
         "broken private": BROKEN_PRIVATE,
         "broken public": BROKEN_PUBLIC,
+        "cut private": BROKEN_PRIVATE.split(b"-----END")[0],
         "huge": b"-----BEGIN PUBLIC KEY-----\n" + b"A" * 100_000,
     }[kind]
 
@@ -167,7 +168,8 @@ def bad_contents(kind: str, keys: Keys) -> bytes:
         ("empty", "no PEM private key or public key"),
         ("broken private", "not an unencrypted PEM private key"),
         ("broken public", "not a PEM public key"),
-        ("encrypted", "not an unencrypted PEM private key"),
+        ("cut private", "its contents cannot be decoded"),
+        ("encrypted", "protected by a passphrase"),
         ("small RSA", "1024 bits"),
         ("EC", "not an RSA key"),
         ("huge", "not a key"),
@@ -184,3 +186,4 @@ async def test_fingerprint_of_a_bad_file(
     console = Console()
     assert await console.run("fingerprint", str(path)) == ExitStatus.ERROR
     assert_refused(console, str(path), fragment)
+    assert "http" not in console.stderr.getvalue()
