@@ -395,3 +395,23 @@ async def test_bad_admin_api_address_and_huge_buffer_are_usage_errors() -> None:
         console = Console()
         assert await console.run(*argv) == ExitStatus.USAGE
         assert console.stderr.getvalue().count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "start"),
+    [
+        (
+            ["send", "--interface", "127.0.0.1", "x", "--bogus"],
+            "send: unrecognized arguments: --bogus",
+        ),
+        (["config", "check", "extra"], "config check: unrecognized arguments: extra"),
+        (["clients", "--bogus"], "clients: unrecognized arguments: --bogus"),
+        (["--bogus", "clients"], "unrecognized arguments: --bogus"),
+        (["send"], "send: the following arguments are required: text"),
+    ],
+)
+async def test_a_usage_error_names_the_command(argv: list[str], start: str) -> None:
+    console = Console()
+    assert await console.run(*argv) == ExitStatus.USAGE
+    assert_one_error_line(console)
+    assert console.err_lines()[0].startswith(f"mcrelay: error: {start}"), console.err_lines()

@@ -1,7 +1,7 @@
 """Argument types and flags that also read ``MCRELAY_<NAME>`` from the environment."""
 
 import argparse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from mcrelay.daemon import settings
@@ -12,8 +12,23 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
+    """Errors are raised, to be printed as one line, and name the (sub)command they are
+    about: an unknown argument is reported by the command that was given it."""
+
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("mcrelay").strip()
+        where = f"{command}: " if command else ""
+        raise UsageError(f"{where}{message} (see '{self.prog} --help')")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # A subcommand's parser is run through this method, and would pass what it
+        # does not know up to the top parser, which would then blame 'mcrelay'.
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
 
 
 def env_name(flag: str) -> str:
