@@ -158,3 +158,22 @@ async def test_post_passes_bytes_that_are_not_utf8(relay_key_file: Path, keys: K
             assert await next_event(a) == MessageReceived(RELAY_ITSELF, b"caf\xe9")
             assert lines.out_lines() == ["sent to 1 clients", "sent to 1 clients"]
             assert_one_error_line(lines, "not text")
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["kick", "notanid"], "'notanid' is not ip:port"),
+        (["kick", "10.0.0.1:99999"], "port must be 0 to 65535"),
+        (["unban", "host:1"], "not an IP address"),
+        (["post", "--to", "::1:5", "x"], "[addr]:port"),
+        (["clients", "--api-token-file", "/nonexistent/token"], "/nonexistent/token"),
+    ],
+)
+async def test_bad_ids_and_files_are_usage_errors_before_any_request(
+    argv: list[str], fragment: str
+) -> None:
+    # Nothing listens on port 9: a request would exit 3, so 2 shows none was made.
+    console = Console()
+    assert await console.run(*argv, "--api", "127.0.0.1:9") == ExitStatus.USAGE
+    assert_one_error_line(console, fragment)

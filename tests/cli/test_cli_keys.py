@@ -45,7 +45,7 @@ async def test_keygen_refuses_an_existing_file(tmp_path: Path, keys: Keys) -> No
     path = write_key(tmp_path / "relay-key.pem", keys[0])
     pem = path.read_bytes()
     console = Console()
-    assert await console.run("keygen", str(path)) == ExitStatus.ERROR
+    assert await console.run("keygen", str(path)) == ExitStatus.USAGE
     assert_refused(console, str(path), "already exists")
     assert path.read_bytes() == pem
 
@@ -54,7 +54,7 @@ async def test_keygen_where_no_file_can_be_made(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     console = Console()
-    assert await console.run("keygen", str(blocker / "relay-key.pem")) == ExitStatus.ERROR
+    assert await console.run("keygen", str(blocker / "relay-key.pem")) == ExitStatus.USAGE
     assert_refused(console, str(blocker / "relay-key.pem"), "not a directory")
 
 
@@ -184,6 +184,6 @@ async def test_fingerprint_of_a_bad_file(
     elif kind != "missing":
         path.write_bytes(bad_contents(kind, keys))
     console = Console()
-    assert await console.run("fingerprint", str(path)) == ExitStatus.ERROR
+    assert await console.run("fingerprint", str(path)) == ExitStatus.USAGE
     assert_refused(console, str(path), fragment)
     assert "http" not in console.stderr.getvalue()

@@ -14,7 +14,14 @@ import trio
 from mcrelay.api.address import DEFAULT_API
 from mcrelay.cli.chat import cancel_on_signal
 from mcrelay.cli.environment import Environment
-from mcrelay.cli.options import Parser, UsageError, add_flag, api_address, positive_float
+from mcrelay.cli.options import (
+    Parser,
+    UsageError,
+    add_flag,
+    api_address,
+    client_id,
+    positive_float,
+)
 from mcrelay.cli.status import ExitStatus
 from mcrelay.cli.text import message_bytes
 
@@ -52,19 +59,21 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
     clients.add_argument("--host", help="only clients from this IP address")
     clients.add_argument("--json", action="store_true", help="print the API's JSON")
     kick = command("kick", "remove a client (and tell the others)", run_kick)
-    kick.add_argument("id", help="ip:port")
+    kick.add_argument("id", type=client_id, help="ip:port")
     kick.add_argument(
         "--ban", type=positive_float, metavar="SECONDS", help="also ignore its address that long"
     )
     command("bans", "list active bans", run_bans).add_argument("--json", action="store_true")
-    command("unban", "lift a ban", run_unban).add_argument("id", help="ip:port")
+    command("unban", "lift a ban", run_unban).add_argument("id", type=client_id, help="ip:port")
     post = command("post", "send a message from the relay to clients", run_post)
     post.add_argument(
         "text",
         nargs="?",
         help="the message; '-' reads it from stdin: all of it, but a final newline",
     )
-    post.add_argument("--to", action="append", metavar="ID", help="only this client (repeatable)")
+    post.add_argument(
+        "--to", action="append", type=client_id, metavar="ID", help="only this client (repeatable)"
+    )
     post.add_argument("--lines", action="store_true", help="one message per stdin line")
     command("status", "the daemon's version, settings and counters", run_status).add_argument(
         "--json", action="store_true"

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from mcrelay.api.address import parse_api_address
+from mcrelay.cli.options import UsageError
 from mcrelay.cli.status import ApiError, ApiUnreachable
 
 REQUEST_TIMEOUT_S = 10.0
@@ -18,7 +19,7 @@ def read_token_file(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ApiUnreachable(f"cannot read the API token file {path}: {exc}") from None
+        raise UsageError(f"cannot read the API token file {path}: {exc}") from None
 
 
 @asynccontextmanager

@@ -35,7 +35,7 @@ FAILURES: dict[type[Exception], ExitStatus] = {
     ApiUnreachable: ExitStatus.UNREACHABLE,
     RelayUnreachable: ExitStatus.UNREACHABLE,
     RelayKeyMismatch: ExitStatus.KEY_MISMATCH,
-    KeyFileError: ExitStatus.ERROR,
+    KeyFileError: ExitStatus.USAGE,
     ApiBindError: ExitStatus.ERROR,
     OSError: ExitStatus.ERROR,
 }

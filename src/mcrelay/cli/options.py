@@ -5,6 +5,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from mcrelay.daemon import settings
+from mcrelay.protocol.addresses import format_address, parse_address
 
 
 class UsageError(Exception):
@@ -78,3 +79,11 @@ def fingerprint(text: str) -> str:
     if not text.startswith("SHA256:") or len(text) != len("SHA256:") + 43:
         raise argparse.ArgumentTypeError(f"{text!r} is not a SHA256:... fingerprint")
     return text
+
+
+def client_id(text: str) -> str:
+    """A client's id as the API writes it: ``ip:port``, or ``[ipv6]:port``."""
+    try:
+        return format_address(parse_address(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; a client is ip:port") from None
