@@ -63,13 +63,15 @@ async def test_clients_post_kick_ban_unban(
             ports = [int(row["id"].rsplit(":", 1)[1]) for row in rows]
             assert ports == sorted(ports, reverse=True)
 
-            assert await Console().run("post", "--api", api, "to all") == ExitStatus.OK
+            to_all = Console()
+            assert await to_all.run("post", "--api", api, "to all") == ExitStatus.OK
+            assert to_all.out_lines() == ["sent to 2 clients"]
             for peer in (a, b):
                 assert await next_event(peer) == MessageReceived(RELAY_ITSELF, b"to all")
             to_b = format_address(b.address)
             only_b = Console(stdin_text="one\ntwo\n")
             assert await only_b.run("post", "--api", api, "--to", to_b, "--lines") == 0
-            assert only_b.out_lines() == ["sent to 1 clients", "sent to 1 clients"]
+            assert only_b.out_lines() == ["sent to 1 client", "sent to 1 client"]
             assert await next_event(b) == MessageReceived(RELAY_ITSELF, b"one")
             assert await next_event(b) == MessageReceived(RELAY_ITSELF, b"two")
 
@@ -156,7 +158,7 @@ async def test_post_passes_bytes_that_are_not_utf8(relay_key_file: Path, keys: K
             assert await lines.run("post", "--api", api, "--lines") == ExitStatus.USAGE
             assert await next_event(a) == MessageReceived(RELAY_ITSELF, b"ok")
             assert await next_event(a) == MessageReceived(RELAY_ITSELF, b"caf\xe9")
-            assert lines.out_lines() == ["sent to 1 clients", "sent to 1 clients"]
+            assert lines.out_lines() == ["sent to 1 client", "sent to 1 client"]
             assert_one_error_line(lines, "not text")
 
 

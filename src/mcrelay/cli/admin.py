@@ -94,6 +94,10 @@ def _print(env: Environment, value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False), file=env.stdout, flush=True)
 
 
+def _clients(count: int) -> str:
+    return f"{count} client" if count == 1 else f"{count} clients"
+
+
 def _table(env: Environment, header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     for row in [header, *rows]:
@@ -195,7 +199,7 @@ async def _post(api: Api, env: Environment, text: str, to: list[str] | None) -> 
     except UnicodeDecodeError:
         body["data_b64"] = base64.b64encode(data).decode("ascii")  # bytes that are not text
     result = await api.call("POST", "/v1/messages", json=body)
-    print(f"sent to {result['recipients']} clients", file=env.stdout, flush=True)
+    print(f"sent to {_clients(result['recipients'])}", file=env.stdout, flush=True)
 
 
 async def run_status(args: argparse.Namespace, env: Environment) -> ExitStatus:
@@ -209,7 +213,7 @@ async def run_status(args: argparse.Namespace, env: Environment) -> ExitStatus:
         f"mcrelay {status['version']}, up {status['uptime_s']:.0f} s",
         f"group {status['group']} port {status['port']} interface {status['interface']}",
         f"relay key {status['fingerprint']}",
-        f"{status['clients']} clients, {statistics['messages_relayed']} messages relayed, "
+        f"{_clients(status['clients'])}, {statistics['messages_relayed']} messages relayed, "
         f"{status['reassembly_in_flight']} in reassembly",
         f"in {statistics['datagrams_in']} datagrams / {statistics['bytes_in']} bytes, "
         f"out {statistics['datagrams_out']} datagrams / {statistics['bytes_out']} bytes",
