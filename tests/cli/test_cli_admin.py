@@ -179,3 +179,19 @@ async def test_bad_ids_and_files_are_usage_errors_before_any_request(
     console = Console()
     assert await console.run(*argv, "--api", "127.0.0.1:9") == ExitStatus.USAGE
     assert_one_error_line(console, fragment)
+
+
+async def test_kick_unban_and_post_print_the_apis_json(relay_key_file: Path, keys: Keys) -> None:
+    async with daemon_with_api(relay_key_file, "127.0.0.1:0") as (daemon, api):
+        async with join(daemon.relay, keys[1]) as a:
+            to_a = format_address(a.address)
+            post = Console(stdin_text="one\ntwo\n")
+            assert await post.run("post", "--api", api, "--json", "--lines") == ExitStatus.OK
+            assert [json.loads(line) for line in post.out_lines()] == [{"recipients": 1}] * 2
+            kick = Console()
+            assert await kick.run("kick", "--api", api, to_a, "--ban", "60", "--json") == 0
+            kicked = json.loads(kick.stdout.getvalue())
+            assert (kicked["id"], kicked["banned_for_s"]) == (to_a, 60)
+            unban = Console()
+            assert await unban.run("unban", "--api", api, to_a, "--json") == ExitStatus.OK
+            assert json.loads(unban.stdout.getvalue()) == {"id": to_a, "lifted": True}

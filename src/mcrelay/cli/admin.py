@@ -28,6 +28,10 @@ from mcrelay.cli.text import message_bytes
 if TYPE_CHECKING:
     from mcrelay.cli.api_client import Api
 
+JSON_HELP = {
+    "post": "print the API's answer, one JSON object per message",
+    "events": "one JSON object per event, as the API sends them",
+}
 SORTS = ("id", "connected_at", "last_seen", "idle_s", "messages_in", "bytes_in")
 
 
@@ -45,6 +49,8 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
         add_flag(
             parser, environ, "--api-token-file", Path, None, "file holding the API's bearer token"
         )
+        help_json = JSON_HELP.get(name, "print the API's JSON")
+        parser.add_argument("--json", action="store_true", help=help_json)
         parser.set_defaults(command=run)
         return parser
 
@@ -57,14 +63,14 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
         help=f"one of {', '.join(SORTS)}; descending with a '-', written --sort=-KEY",
     )
     clients.add_argument("--host", help="only clients from this IP address")
-    clients.add_argument("--json", action="store_true", help="print the API's JSON")
     kick = command("kick", "remove a client (and tell the others)", run_kick)
     kick.add_argument("id", type=client_id, help="ip:port")
     kick.add_argument(
         "--ban", type=positive_float, metavar="SECONDS", help="also ignore its address that long"
     )
-    command("bans", "list active bans", run_bans).add_argument("--json", action="store_true")
-    command("unban", "lift a ban", run_unban).add_argument("id", type=client_id, help="ip:port")
+    command("bans", "list active bans", run_bans)
+    unban = command("unban", "lift a ban", run_unban)
+    unban.add_argument("id", type=client_id, help="ip:port")
     post = command("post", "send a message from the relay to clients", run_post)
     post.add_argument(
         "text",
@@ -75,12 +81,8 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
         "--to", action="append", type=client_id, metavar="ID", help="only this client (repeatable)"
     )
     post.add_argument("--lines", action="store_true", help="one message per stdin line")
-    command("status", "the daemon's version, settings and counters", run_status).add_argument(
-        "--json", action="store_true"
-    )
-    command("events", "follow the daemon's events until interrupted", run_events).add_argument(
-        "--json", action="store_true"
-    )
+    command("status", "the daemon's version, settings and counters", run_status)
+    command("events", "follow the daemon's events until interrupted", run_events)
 
 
 def _api(args: argparse.Namespace) -> Any:
@@ -136,6 +138,9 @@ async def run_kick(args: argparse.Namespace, env: Environment) -> ExitStatus:
     params = {"ban_s": f"{args.ban:g}"} if args.ban else {}
     async with _api(args) as api:
         removed = await api.call("DELETE", f"/v1/clients/{args.id}", params=params)
+    if args.json:
+        _print(env, removed)
+        return ExitStatus.OK
     banned = f", banned for {args.ban:g} s" if args.ban else ""
     print(f"kicked {removed['id']}{banned}", file=env.stdout)
     return ExitStatus.OK
@@ -159,7 +164,10 @@ async def run_bans(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 async def run_unban(args: argparse.Namespace, env: Environment) -> ExitStatus:
     async with _api(args) as api:
-        await api.call("DELETE", f"/v1/bans/{args.id}")
+        lifted = await api.call("DELETE", f"/v1/bans/{args.id}")
+    if args.json:
+        _print(env, lifted)
+        return ExitStatus.OK
     print(f"lifted the ban on {args.id}", file=env.stdout)
     return ExitStatus.OK
 
@@ -171,16 +179,16 @@ async def run_post(args: argparse.Namespace, env: Environment) -> ExitStatus:
         raise UsageError("give the message, '-' to read it from stdin, or --lines")
     async with _api(args) as api:
         if args.text not in (None, "-"):
-            await _post(api, env, args.text, args.to)
+            await _post(api, env, args.text, args)
         elif not args.lines:
             text = await trio.to_thread.run_sync(env.stdin.read, abandon_on_cancel=True)
             if not text:
                 raise UsageError("stdin is empty; nothing was sent")
-            await _post(api, env, _without_final_newline(text), args.to)
+            await _post(api, env, _without_final_newline(text), args)
         else:
             # One message per line as it comes, so 'tail -f log | mcrelay post --lines' works.
             while line := await trio.to_thread.run_sync(env.stdin.readline, abandon_on_cancel=True):
-                await _post(api, env, line.rstrip("\r\n"), args.to)
+                await _post(api, env, line.rstrip("\r\n"), args)
     return ExitStatus.OK
 
 
@@ -188,18 +196,19 @@ def _without_final_newline(text: str) -> str:
     return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
 
 
-async def _post(api: Api, env: Environment, text: str, to: list[str] | None) -> None:
+async def _post(api: Api, env: Environment, text: str, args: argparse.Namespace) -> None:
     try:
         data = message_bytes(text)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    body: dict[str, Any] = {"to": to} if to else {}
+    body: dict[str, Any] = {"to": args.to} if args.to else {}
     try:
         body["text"] = data.decode("utf-8")
     except UnicodeDecodeError:
         body["data_b64"] = base64.b64encode(data).decode("ascii")  # bytes that are not text
     result = await api.call("POST", "/v1/messages", json=body)
-    print(f"sent to {_clients(result['recipients'])}", file=env.stdout, flush=True)
+    answer = json.dumps(result) if args.json else f"sent to {_clients(result['recipients'])}"
+    print(answer, file=env.stdout, flush=True)
 
 
 async def run_status(args: argparse.Namespace, env: Environment) -> ExitStatus:
