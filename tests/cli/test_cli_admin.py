@@ -57,6 +57,13 @@ async def test_clients_post_kick_ban_unban(
             ids = {format_address(a.address), format_address(b.address)}
             assert {line.split()[0] for line in table[1:]} == ids
 
+            here = Console()
+            assert await here.run("clients", "--api", api, "--host", "127.0.0.1") == 0
+            assert {line.split()[0] for line in here.out_lines()[1:]} == ids
+            elsewhere = Console()
+            assert await elsewhere.run("clients", "--api", api, "--host", "0:0::1") == 0
+            assert elsewhere.out_lines() == ["no clients"]
+
             listed = Console()
             assert await listed.run("clients", "--api", api, "--json", "--sort=-id") == 0
             rows = json.loads(listed.stdout.getvalue())["clients"]
@@ -168,6 +175,7 @@ async def test_post_passes_bytes_that_are_not_utf8(relay_key_file: Path, keys: K
         (["kick", "notanid"], "'notanid' is not ip:port"),
         (["kick", "10.0.0.1:99999"], "port must be 0 to 65535"),
         (["unban", "host:1"], "not an IP address"),
+        (["clients", "--host", "notanip"], "'notanip' is not an IP address"),
         (["post", "--to", "::1:5", "x"], "[addr]:port"),
         (["clients", "--api-token-file", "/nonexistent/token"], "/nonexistent/token"),
     ],

@@ -20,6 +20,7 @@ from mcrelay.cli.options import (
     add_flag,
     api_address,
     client_id,
+    ip_address,
     positive_float,
 )
 from mcrelay.cli.status import ExitStatus
@@ -62,7 +63,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
         metavar="KEY",
         help=f"one of {', '.join(SORTS)}; descending with a '-', written --sort=-KEY",
     )
-    clients.add_argument("--host", help="only clients from this IP address")
+    clients.add_argument("--host", type=ip_address, help="only clients from this IP address")
     kick = command("kick", "remove a client (and tell the others)", run_kick)
     kick.add_argument("id", type=client_id, help="ip:port")
     kick.add_argument(

@@ -1,6 +1,7 @@
 """Argument types and flags that also read ``MCRELAY_<NAME>`` from the environment."""
 
 import argparse
+import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -87,3 +88,11 @@ def client_id(text: str) -> str:
         return format_address(parse_address(text))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{exc}; a client is ip:port") from None
+
+
+def ip_address(text: str) -> str:
+    """An IPv4 or IPv6 address, written the way the API writes it."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
