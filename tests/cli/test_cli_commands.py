@@ -83,6 +83,16 @@ async def test_send_delivers_arguments_in_order(relay_key_file: Path, keys: Keys
             assert console.stdout.getvalue() == ""
 
 
+async def test_send_quiet_prints_nothing(relay_key_file: Path, keys: Keys) -> None:
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with join(relay, keys[1]) as a:
+            console = Console()
+            assert await console.run("send", "-q", *client_flags(relay.address[1]), "x") == 0
+            assert (console.stdout.getvalue(), console.stderr.getvalue()) == ("", "")
+            joined = await next_event(a)
+            assert await next_event(a) == MessageReceived(joined.peer, b"x")
+
+
 async def test_send_dash_reads_one_message_per_line(relay_key_file: Path, keys: Keys) -> None:
     async with running_relay(relay_config(relay_key_file)) as relay:
         async with join(relay, keys[1]) as a:

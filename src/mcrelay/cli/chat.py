@@ -49,6 +49,12 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
     send.add_argument(
         "text", nargs="+", help="one message per argument; '-' reads one per stdin line"
     )
+    send.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no 'registered as' line on stderr; errors are still printed",
+    )
     send.set_defaults(command=run_send)
 
 
@@ -183,7 +189,8 @@ async def run_send(args: argparse.Namespace, env: Environment) -> ExitStatus:
             raise UsageError(f"a message of {len(data)} bytes; at most {MAX_MESSAGE_BYTES}")
         messages.append(data)
     async with _open(args) as participant:
-        _announce(participant, env)
+        if not args.quiet:
+            _announce(participant, env)
         for data in messages:
             await participant.send(data)
     return ExitStatus.OK
