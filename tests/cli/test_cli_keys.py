@@ -28,7 +28,7 @@ def is_fingerprint(text: str) -> bool:
 
 
 async def test_keygen_writes_a_0600_key_and_prints_its_fingerprint(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "relay-key.pem"
+    path = tmp_path / "relay-key.pem"
     console = Console()
     assert await console.run("keygen", str(path)) == ExitStatus.OK
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -39,6 +39,18 @@ async def test_keygen_writes_a_0600_key_and_prints_its_fingerprint(tmp_path: Pat
     assert console.err_lines() == [f"mcrelay: wrote a new relay key to {path}"]
     # The daemon takes the file as it is.
     assert load_or_create_key(path).private_numbers() == key.private_numbers()
+
+
+async def test_keygen_makes_missing_directories_only_with_parents(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "mcrelay" / "relay-key.pem"
+    refused = Console()
+    assert await refused.run("keygen", str(path)) == ExitStatus.USAGE
+    assert_refused(refused, str(path.parent), "--parents")
+    assert not (tmp_path / "state").exists()
+    made = Console()
+    assert await made.run("keygen", "--parents", str(path)) == ExitStatus.OK
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert made.out_lines() == [crypto.fingerprint(load_or_create_key(path).public_key())]
 
 
 async def test_keygen_refuses_an_existing_file(tmp_path: Path, keys: Keys) -> None:
