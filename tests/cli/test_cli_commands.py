@@ -90,6 +90,7 @@ async def test_send_quiet_prints_nothing(relay_key_file: Path, keys: Keys) -> No
             assert await console.run("send", "-q", *client_flags(relay.address[1]), "x") == 0
             assert (console.stdout.getvalue(), console.stderr.getvalue()) == ("", "")
             joined = await next_event(a)
+            assert isinstance(joined, PeerJoined)
             assert await next_event(a) == MessageReceived(joined.peer, b"x")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,13 @@ from mcrelay.cli.options import (
 )
 from mcrelay.cli.status import ExitStatus
 from mcrelay.daemon import config as defaults
-from mcrelay.daemon.config import RelayConfig
+from mcrelay.daemon.config import KEY_FILE_NAME, RelayConfig
 from mcrelay.daemon.keyfile import KeyFileError
 from mcrelay.daemon.settings import (
+    CLI_DEFAULTS,
     SETTINGS,
     Resolved,
+    Setting,
     SettingsError,
     config_file,
     describe,
@@ -78,9 +81,30 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
             setting.flag,
             dest=setting.name,
             type=argument_type(setting.convert),
-            default=None,
-            help=f"{setting.help}; env {setting.env}; file [{setting.section}] {setting.name}",
+            default=None,  # None: not given, so the environment or the file decides
+            help=f"{setting.help} (default: {default_text(setting)}); env {setting.env}; "
+            f"file [{setting.section}] {setting.name}",
         )
+
+
+DESCRIBED_DEFAULTS = {
+    "key_file": f"$STATE_DIRECTORY/{KEY_FILE_NAME}, else $XDG_STATE_HOME/mcrelay/, "
+    "else ~/.local/state/mcrelay/",
+    "crypto_workers": "one per CPU",
+}
+"""Defaults that depend on the machine, said in words."""
+
+
+def default_text(setting: Setting) -> str:
+    """A setting's default as ``--help`` shows it."""
+    if setting.name in DESCRIBED_DEFAULTS:
+        return DESCRIBED_DEFAULTS[setting.name]
+    if setting.name in CLI_DEFAULTS:
+        return str(CLI_DEFAULTS[setting.name])
+    value = next(f.default for f in fields(RelayConfig) if f.name == setting.field)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "none" if value is None else str(value)
 
 
 def _resolve(args: argparse.Namespace, env: Environment) -> Resolved:
