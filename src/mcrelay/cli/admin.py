@@ -13,6 +13,7 @@ import trio
 
 from mcrelay.api.address import DEFAULT_API
 from mcrelay.cli.chat import cancel_on_signal
+from mcrelay.cli.describe import describe_event
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import (
     Parser,
@@ -234,11 +235,6 @@ async def run_status(args: argparse.Namespace, env: Environment) -> ExitStatus:
     return ExitStatus.OK
 
 
-def _describe(event: dict[str, Any]) -> str:
-    details = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("id", "event", "time"))
-    return f"{event['time']} {event['event']} {details}".rstrip()
-
-
 async def run_events(args: argparse.Namespace, env: Environment) -> ExitStatus:
     async with _api(args) as api, trio.open_nursery() as nursery:
         nursery.start_soon(cancel_on_signal, nursery.cancel_scope)
@@ -249,4 +245,4 @@ async def run_events(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 async def _follow(api: Api, env: Environment, as_json: bool) -> None:
     async for event in api.events():
-        print(json.dumps(event) if as_json else _describe(event), file=env.stdout, flush=True)
+        print(json.dumps(event) if as_json else describe_event(event), file=env.stdout, flush=True)

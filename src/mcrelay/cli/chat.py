@@ -21,7 +21,7 @@ from mcrelay.cli.options import (
     positive_float,
 )
 from mcrelay.cli.status import ExitStatus
-from mcrelay.cli.text import message_bytes
+from mcrelay.cli.text import message_bytes, printable
 from mcrelay.client import MessageReceived, Participant, ParticipantEvent, open_participant
 from mcrelay.client.participant import KEEPALIVE_INTERVAL_S, REGISTER_TIMEOUT_S
 from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
@@ -110,12 +110,6 @@ def _announce(participant: Participant, env: Environment) -> None:
         f"mcrelay: registered as {format_address(participant.address)} with relay "
         f"{format_address(participant.relay_address)}, key {participant.relay_fingerprint}"
     )
-
-
-def printable(text: str) -> str:
-    """Peer text made safe for a terminal: control characters (newlines and escape
-    sequences included) become visible ``\\xNN`` escapes, so nobody can fake a line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _render(event: ParticipantEvent, as_json: bool) -> str:
