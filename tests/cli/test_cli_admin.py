@@ -203,3 +203,17 @@ async def test_kick_unban_and_post_print_the_apis_json(relay_key_file: Path, key
             unban = Console()
             assert await unban.run("unban", "--api", api, to_a, "--json") == ExitStatus.OK
             assert json.loads(unban.stdout.getvalue()) == {"id": to_a, "lifted": True}
+
+
+async def test_events_ends_quietly_when_the_daemon_stops(relay_key_file: Path) -> None:
+    watcher = Console()
+    statuses: list[ExitStatus] = []
+
+    async def watch(api: str) -> None:
+        statuses.append(await watcher.run("events", "--api", api))
+
+    async with trio.open_nursery() as nursery:
+        async with daemon_with_api(relay_key_file, "127.0.0.1:0") as (daemon, api):
+            nursery.start_soon(watch, api)
+            await wait_until(lambda: daemon.relay.events.subscribers == 1)
+    assert (statuses, watcher.stderr.getvalue()) == ([ExitStatus.OK], "")
