@@ -31,6 +31,8 @@ from mcrelay.sockets import open_client_socket
 
 GROUP = "224.1.1.1"
 LOOPBACK = "127.0.0.1"
+ANY_COUNT = 1 << 16
+"""More TLVs than any datagram can hold: for tests of the framing alone."""
 WAIT_S = 10.0
 """Upper bound on any wait in a test; reached only when something is broken."""
 
