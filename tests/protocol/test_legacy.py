@@ -182,7 +182,7 @@ def test_sender_info_applies_to_the_relayed_messages_after_it() -> None:
     "decode", [legacy.decode_client_datagram_untrusted, legacy.decode_relay_datagram_untrusted]
 )
 def test_more_tlvs_than_the_bound_drop_the_whole_datagram(
-    type_: int, decode: Callable[[bytes], object]
+    type_: int, decode: Callable[[bytes], list[object]]
 ) -> None:
     assert len(decode(encode_tlv(type_) * legacy.MAX_TLVS_PER_DATAGRAM)) <= 4
     # The 16,376 empty TLVs of one 64 KB datagram: refused after reading the bound's worth.

@@ -236,7 +236,7 @@ def test_reassembler_under_random_traffic(
     ops: list[tuple[int, Address, bytes, int, int, bytes, float]],
 ) -> None:
     reassembler = Reassembler(
-        timeout_s=TIMEOUT, max_fragments=5, max_messages_per_source=2, max_total_bytes=2500
+        timeout_s=TIMEOUT, max_fragments=5, max_messages_per_source=2, max_total_bytes=3 * 4700
     )
     now = 0.0
     open_deadline: dict[MessageKey, float] = {}  # deadline of the pending message of a key
@@ -249,7 +249,15 @@ def test_reassembler_under_random_traffic(
                 assert open_deadline.pop(expired) <= now
             assert all(deadline > now for deadline in open_deadline.values())
         else:
+            holdings = reassembler.bytes_per_source()
             outcome = reassembler.add(source, Fragment(msg_id, seq, total, piece), now)
+            if outcome.evicted:
+                # Room is made at the expense of the heaviest holder first.
+                assert holdings[outcome.evicted[0][0]] == max(holdings.values())
+            for gone in outcome.evicted:
+                # Never the fragment's own message; what was evicted was pending and ends now.
+                assert gone != key
+                del open_deadline[gone]
             if isinstance(outcome, Pending):
                 assert outcome.key == key
                 if outcome.new:

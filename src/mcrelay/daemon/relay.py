@@ -329,6 +329,8 @@ class Relay:
             return
         self._expire_reassembly(now)
         added = self.reassembler.add(source, event.fragment, now)
+        for key in added.evicted:
+            self._drop(DropReason.REASSEMBLY_EVICTED, key[0])
         if isinstance(added, Rejected):
             self._drop(added.reason, source)
         elif isinstance(added, Complete):

@@ -25,6 +25,7 @@ class DropReason(StrEnum):
     SOURCE_LIMIT = "source_limit"
     BUFFER_LIMIT = "buffer_limit"
     REASSEMBLY_TIMEOUT = "reassembly_timeout"
+    REASSEMBLY_EVICTED = "reassembly_evicted"
     BAD_PAYLOAD = "bad_payload"
     DECRYPT_FAILED = "decrypt_failed"
     TOO_LARGE = "too_large"
