@@ -15,6 +15,7 @@ from quart import Blueprint, Response, jsonify, request
 from mcrelay.api.context import api_context
 from mcrelay.api.serialize import ban_json, client_json, error_json
 from mcrelay.daemon.registry import Client
+from mcrelay.daemon.relay import Overloaded
 from mcrelay.protocol.addresses import Address, format_address, parse_address
 
 blueprint = Blueprint("clients", __name__)
@@ -164,7 +165,13 @@ async def post_message() -> Reply:
         if unknown:
             raise BadRequest(404, "not_found", "no such clients", ids=unknown)
         targets = [c for a in recipients if (c := relay.registry.get(a)) is not None]
-    return jsonify({"recipients": await relay.post(plaintext, targets)})
+    try:
+        copies = await relay.post(plaintext, targets)
+    except Overloaded as exc:
+        response = jsonify(error_json("overloaded", str(exc)))
+        response.headers["Retry-After"] = str(math.ceil(exc.retry_after_s))
+        return response, 503
+    return jsonify({"recipients": copies})
 
 
 def _message_body(body: object) -> tuple[bytes, list[Address] | None]:

@@ -190,7 +190,7 @@ PATHS: dict[str, Any] = {
                     {"type": "object", "properties": {"recipients": {"type": "integer"}}},
                     "queued for each recipient",
                 ),
-                **_errors(400, 401, 404, 413, 415, 422),
+                **_errors(400, 401, 404, 413, 415, 422, 503),
             },
         }
     },
