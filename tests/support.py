@@ -6,6 +6,7 @@ are bounded by ``trio.fail_after`` and pytest-timeout.
 """
 
 import io
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -143,6 +144,16 @@ class RawPeer:
 async def raw_peer(relay: Relay, key: rsa.RSAPrivateKey) -> AsyncIterator[RawPeer]:
     sock = await open_client_socket(interface=LOOPBACK)
     with sock:
+        yield RawPeer(sock, relay, key)
+
+
+@asynccontextmanager
+async def peer_on(host: str, relay: Relay, key: rsa.RSAPrivateKey) -> AsyncIterator[RawPeer]:
+    """A raw peer whose datagrams come from ``host`` (another loopback address)."""
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        await sock.bind((host, 0))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(LOOPBACK))
         yield RawPeer(sock, relay, key)
 
 

@@ -15,7 +15,16 @@ from mcrelay.client import MessageReceived
 from mcrelay.daemon.service import Daemon
 from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
 from mcrelay.protocol.events import PeerJoined, PeerLeft
-from support import Console, join, next_event, relay_config, running_daemon, wait_until
+from support import (
+    Console,
+    assert_one_error_line,
+    join,
+    next_event,
+    peer_on,
+    relay_config,
+    running_daemon,
+    wait_until,
+)
 
 Keys = list[rsa.RSAPrivateKey]
 
@@ -121,3 +130,29 @@ async def test_api_errors_map_to_exit_codes(relay_key_file: Path, tmp_path: Path
     assert gone.stderr.getvalue().startswith("mcrelay: error: cannot reach the daemon's API")
     usage = Console()
     assert await usage.run("post", "--api", api, "text", "--lines") == ExitStatus.USAGE
+
+
+async def test_kick_host_bans_every_port_of_the_host(relay_key_file: Path, keys: Keys) -> None:
+    async with daemon_with_api(relay_key_file, "127.0.0.1:0") as (daemon, api):
+        async with (
+            peer_on("127.0.0.2", daemon.relay, keys[1]) as first,
+            peer_on("127.0.0.2", daemon.relay, keys[2]) as second,
+        ):
+            await first.register()
+            await second.register()
+            ident = format_address(first.address)
+            for bad in (["--host"], ["--ban", "1e3"], ["--ban", "1_000"], ["--ban", "-5"]):
+                console = Console()
+                assert await console.run("kick", "--api", api, ident, *bad) == ExitStatus.USAGE
+                assert_one_error_line(console)
+            assert len(daemon.relay.registry) == 2
+            kick = Console()
+            assert await kick.run("kick", "--api", api, ident, "--ban", "600", "--host") == 0
+            both = f"{ident}, {format_address(second.address)}"
+            assert kick.out_lines() == [f"kicked {both}, banned host 127.0.0.2 for 600 s"]
+            assert len(daemon.relay.registry) == 0
+            bans = Console()
+            assert await bans.run("bans", "--api", api) == ExitStatus.OK
+            assert bans.out_lines()[1].split()[:2] == ["127.0.0.2", "host"]
+            assert await Console().run("unban", "--api", api, "127.0.0.2") == ExitStatus.OK
+            assert daemon.relay.statistics()["bans"] == 0

@@ -13,13 +13,23 @@ import trio
 from mcrelay.api.address import DEFAULT_API
 from mcrelay.cli.chat import cancel_on_signal
 from mcrelay.cli.environment import Environment
-from mcrelay.cli.options import Parser, UsageError, add_flag, api_address, positive_float
+from mcrelay.cli.options import Parser, UsageError, add_flag, api_address, argument_type
 from mcrelay.cli.status import ExitStatus
+from mcrelay.daemon.bans import parse_ban_seconds
 
 if TYPE_CHECKING:
     from mcrelay.cli.api_client import Api
 
 SORTS = ("id", "connected_at", "last_seen", "idle_s", "messages_in", "bytes_in")
+
+
+def _ban_text(text: str) -> str:
+    """The ban's length as given, once checked: the API reads the same text."""
+    parse_ban_seconds(text)
+    return text
+
+
+ban_seconds = argument_type(_ban_text)
 
 
 def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping[str, str]) -> None:
@@ -52,10 +62,20 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
     kick = command("kick", "remove a client (and tell the others)", run_kick)
     kick.add_argument("id", help="ip:port")
     kick.add_argument(
-        "--ban", type=positive_float, metavar="SECONDS", help="also ignore its address that long"
+        "--ban",
+        type=ban_seconds,
+        metavar="SECONDS",
+        help="also ignore its address that long (plain decimal seconds)",
+    )
+    kick.add_argument(
+        "--host",
+        action="store_true",
+        help="with --ban: ban its whole host (every port) and kick every client from it",
     )
     command("bans", "list active bans", run_bans).add_argument("--json", action="store_true")
-    command("unban", "lift a ban", run_unban).add_argument("id", help="ip:port")
+    command("unban", "lift a ban", run_unban).add_argument(
+        "id", help="ip:port for a client's ban, or ip for a host ban"
+    )
     post = command("post", "send a message from the relay to clients", run_post)
     post.add_argument(
         "text", nargs="?", default="-", help="the message; '-' or nothing reads stdin"
@@ -116,11 +136,18 @@ async def run_clients(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 
 async def run_kick(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    params = {"ban_s": f"{args.ban:g}"} if args.ban else {}
+    if args.host and args.ban is None:
+        raise UsageError("--host bans a whole host: give --ban SECONDS too")
+    params = {"ban_s": args.ban} if args.ban is not None else {}
+    if args.host:
+        params["ban_scope"] = "host"
     async with _api(args) as api:
         removed = await api.call("DELETE", f"/v1/clients/{args.id}", params=params)
-    banned = f", banned for {args.ban:g} s" if args.ban else ""
-    print(f"kicked {removed['id']}{banned}", file=env.stdout)
+    banned = ""
+    if args.ban is not None:
+        host = f"host {args.id.rpartition(':')[0].strip('[]')} " if args.host else ""
+        banned = f", banned {host}for {args.ban} s"
+    print(f"kicked {', '.join(removed['removed'])}{banned}", file=env.stdout)
     return ExitStatus.OK
 
 
@@ -134,8 +161,8 @@ async def run_bans(args: argparse.Namespace, env: Environment) -> ExitStatus:
     else:
         _table(
             env,
-            ["ID", "UNTIL", "REMAINING_S"],
-            [[b["id"], b["until"], f"{b['remaining_s']:.0f}"] for b in result["bans"]],
+            ["ID", "SCOPE", "UNTIL", "REMAINING_S"],
+            [[b["id"], b["scope"], b["until"], f"{b['remaining_s']:.0f}"] for b in result["bans"]],
         )
     return ExitStatus.OK
 

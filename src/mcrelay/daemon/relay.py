@@ -221,11 +221,18 @@ class Relay:
             self._client_left(client, reason)
         return client
 
-    def kick(self, address: Address, ban_s: float | None = None) -> Client | None:
-        """An operator's removal; with ``ban_s``, the address is also ignored that long."""
+    def kick(
+        self, address: Address, ban_s: float | None = None, *, host: bool = False
+    ) -> list[Client]:
+        """An operator's removal; return the clients removed.
+
+        With ``ban_s`` the address is also ignored that long; with ``host`` as well, the
+        ban covers its whole host (every port) and every client of that host goes too."""
         if ban_s is not None:
-            self.bans.ban(address, ban_s, trio.current_time())
-        return self.remove(address, "kick")
+            self.bans.ban(address[0] if host else address, ban_s, trio.current_time())
+        chosen = [c.address for c in self.registry if c.address[0] == address[0]] if host else []
+        removed = [self.remove(a, "kick") for a in dict.fromkeys([address, *chosen])]
+        return [client for client in removed if client is not None]
 
     async def post(self, plaintext: bytes, recipients: list[Client]) -> int:
         """Send a message from the relay itself (sender 0.0.0.0:0); return the copies sent.
