@@ -112,6 +112,7 @@ async def test_status_and_events(relay_key_file: Path, keys: Keys) -> None:
 async def test_api_errors_map_to_exit_codes(relay_key_file: Path, tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("s3cret\n")
+    token_file.chmod(0o600)
     async with daemon_with_api(relay_key_file, "127.0.0.1:0", api_token="s3cret") as (_, api):
         refused = Console()
         assert await refused.run("clients", "--api", api) == ExitStatus.ERROR
@@ -156,3 +157,16 @@ async def test_kick_host_bans_every_port_of_the_host(relay_key_file: Path, keys:
             assert bans.out_lines()[1].split()[:2] == ["127.0.0.2", "host"]
             assert await Console().run("unban", "--api", api, "127.0.0.2") == ExitStatus.OK
             assert daemon.relay.statistics()["bans"] == 0
+
+
+@pytest.mark.parametrize(("mode", "data"), [(0o644, b"s3cret\n"), (0o600, "sécret".encode())])
+async def test_a_token_file_the_daemon_would_refuse_is_a_usage_error(
+    tmp_path: Path, mode: int, data: bytes
+) -> None:
+    token = tmp_path / "token"
+    token.write_bytes(data)
+    token.chmod(mode)
+    console = Console()
+    status = await console.run("status", "--api", "127.0.0.1:9", "--api-token-file", str(token))
+    assert status == ExitStatus.USAGE
+    assert_one_error_line(console, str(token))

@@ -170,7 +170,7 @@ def bad_contents(kind: str, keys: Keys) -> bytes:
         ("encrypted", "not an unencrypted PEM private key"),
         ("small RSA", "1024 bits"),
         ("EC", "not an RSA key"),
-        ("huge", "not a key"),
+        ("huge", "over 65536 bytes"),
     ],
 )
 async def test_fingerprint_of_a_bad_file(

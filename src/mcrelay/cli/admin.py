@@ -91,9 +91,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
 
 
 def _api(args: argparse.Namespace) -> Any:
-    from mcrelay.cli.api_client import open_api, read_token_file
+    from mcrelay.cli.api_client import open_api, read_token
 
-    token = read_token_file(args.api_token_file) if args.api_token_file else None
+    token = read_token(args.api_token_file) if args.api_token_file else None
     return open_api(args.api, token)
 
 

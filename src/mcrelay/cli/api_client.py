@@ -9,16 +9,18 @@ from typing import Any
 import httpx
 
 from mcrelay.api.address import parse_api_address
+from mcrelay.cli.options import UsageError
 from mcrelay.cli.status import ApiError, ApiUnreachable
+from mcrelay.files import FileError, read_token_file
 
 REQUEST_TIMEOUT_S = 10.0
 
 
-def read_token_file(path: Path) -> str:
+def read_token(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ApiUnreachable(f"cannot read the API token file {path}: {exc}") from None
+        return read_token_file(path)
+    except FileError as exc:
+        raise UsageError(str(exc)) from None
 
 
 @asynccontextmanager

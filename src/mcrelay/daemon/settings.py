@@ -5,8 +5,10 @@ TOML file > the default. The same table makes the flags, reads the environment
 and the file, feeds ``mcrelay config check`` and says what a reload may change.
 """
 
+import errno
 import ipaddress
 import json
+import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -16,10 +18,12 @@ from typing import Any
 from mcrelay.api.address import parse_api_address
 from mcrelay.daemon import config as defaults
 from mcrelay.daemon.config import ConfigValueError, RelayConfig
+from mcrelay.files import FileError, read_regular_file, read_token_file
 from mcrelay.logs import LOG_FORMATS
 from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
 
 DEFAULT_CONFIG_FILE = Path("/etc/mcrelay/mcrelay.toml")
+MAX_SETTINGS_FILE_BYTES = 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error")
 SECTIONS = ("network", "relay", "limits", "api", "log")
 
@@ -335,9 +339,13 @@ def config_file(explicit: Path | None, environ: Mapping[str, str]) -> Path | Non
 def read_file(path: Path) -> dict[str, Any]:
     """The settings in a TOML file, checked key by key; ``SettingsError`` names file and key."""
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
+        contents = read_regular_file(path, what="settings file", limit=MAX_SETTINGS_FILE_BYTES)
+    except FileError as exc:
+        raise SettingsError(str(exc)) from None
+    if contents is None:
+        raise SettingsError(f"cannot read settings file {path}: {os.strerror(errno.ENOENT)}")
+    try:
+        document = tomllib.loads(contents.data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{path}: not valid TOML: {exc}") from None
     except RecursionError:
@@ -409,12 +417,9 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str], path: Path | N
 
 def read_token(path: Path) -> str:
     try:
-        token = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"cannot read the API token file {path}: {exc}") from None
-    if not token or any(c.isspace() for c in token):
-        raise SettingsError(f"the API token file {path} must hold one token, with no spaces")
-    return token
+        return read_token_file(path)
+    except FileError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def describe(resolved: Resolved) -> list[str]:
