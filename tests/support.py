@@ -45,6 +45,8 @@ def write_key(path: Path, key: rsa.RSAPrivateKey) -> Path:
 
 
 def relay_config(key_file: Path, **overrides: Any) -> RelayConfig:
+    """A relay on loopback; a TCP API without a token is allowed unless a test says not."""
+    overrides.setdefault("api_tcp_without_token", True)
     return RelayConfig(group=GROUP, port=0, interface=LOOPBACK, key_file=key_file, **overrides)
 
 

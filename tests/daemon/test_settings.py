@@ -172,3 +172,28 @@ async def test_config_check_refuses_a_device_for_settings_file_at_once() -> None
     console = Console()
     assert await console.run("config", "check", "--config", "/dev/zero") == ExitStatus.USAGE
     assert_one_error_line(console, "/dev/zero", "not a regular file")
+
+
+def test_a_yes_or_no_setting_from_flag_env_and_file(tmp_path: Path) -> None:
+    tcp = "[api]\napi = '127.0.0.1:7507'\n"
+    with pytest.raises(SettingsError, match="every local user"):
+        resolve({}, {}, write(tmp_path, tcp))
+    chosen = resolve({}, {}, write(tmp_path, tcp + "api_tcp_without_token = true\n"))
+    assert chosen.config.api_tcp_without_token
+    for word in ("yes", "1", "On", "TRUE"):
+        environ = {"MCRELAY_API_TCP_WITHOUT_TOKEN": word}
+        assert resolve({}, environ, write(tmp_path, tcp)).config.api_tcp_without_token
+    assert resolve({"api_tcp_without_token": True}, {}, write(tmp_path, tcp)).config.api
+    with pytest.raises(SettingsError, match="must be true or false, not str"):
+        resolve({}, {}, write(tmp_path, tcp + "api_tcp_without_token = 'yes'\n"))
+    with pytest.raises(SettingsError, match="MCRELAY_API_TCP_WITHOUT_TOKEN='maybe'"):
+        resolve({}, {"MCRELAY_API_TCP_WITHOUT_TOKEN": "maybe"}, None)
+    with pytest.raises(SettingsError, match="must be an integer, not bool"):
+        resolve({}, {}, write(tmp_path, "port = true\n"))
+
+
+async def test_config_check_shows_yes_or_no_as_toml(tmp_path: Path) -> None:
+    console = Console(environ={"RUNTIME_DIRECTORY": str(tmp_path)})
+    assert await console.run("config", "check", "--api-tcp-without-token") == ExitStatus.OK
+    assert "api_tcp_without_token = true  # flag" in console.out_lines()
+    assert f'api = "unix:{tmp_path}/api.sock"  # default' in console.out_lines()

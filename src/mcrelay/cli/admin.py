@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from mcrelay.api.address import DEFAULT_API
+from mcrelay.api.address import default_api
 from mcrelay.cli.chat import cancel_on_signal
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import Parser, UsageError, add_flag, api_address, argument_type
@@ -40,8 +40,8 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
             environ,
             "--api",
             api_address,
-            DEFAULT_API,
-            "the daemon's API: host:port or unix:/path",
+            default_api(environ),
+            "the daemon's API: unix:/path or host:port",
         )
         add_flag(
             parser, environ, "--api-token-file", Path, None, "file holding the API's bearer token"

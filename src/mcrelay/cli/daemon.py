@@ -74,13 +74,24 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
         help="TOML settings file (default: /etc/mcrelay/mcrelay.toml if it exists); env MCRELAY_CONFIG",
     )
     for setting in SETTINGS:
-        parser.add_argument(
-            setting.flag,
-            dest=setting.name,
-            type=argument_type(setting.convert),
-            default=None,
-            help=f"{setting.help}; env {setting.env}; file [{setting.section}] {setting.name}",
-        )
+        where = f"env {setting.env}; file [{setting.section}] {setting.name}"
+        if setting.toml is bool:
+            parser.add_argument(
+                setting.flag,
+                dest=setting.name,
+                action="store_const",
+                const=True,
+                default=None,
+                help=f"{setting.help}; {where}",
+            )
+        else:
+            parser.add_argument(
+                setting.flag,
+                dest=setting.name,
+                type=argument_type(setting.convert),
+                default=None,
+                help=f"{setting.help}; {where}",
+            )
 
 
 def _resolve(args: argparse.Namespace, env: Environment) -> Resolved:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from mcrelay.api.address import parse_api_address
+from mcrelay.api.address import default_api, parse_api_address
 from mcrelay.daemon import config as defaults
 from mcrelay.daemon.config import ConfigValueError, RelayConfig
 from mcrelay.files import FileError, read_regular_file, read_token_file
@@ -72,6 +72,18 @@ def api_address(text: str) -> str:
     return text
 
 
+TRUE_WORDS = ("true", "yes", "on", "1")
+FALSE_WORDS = ("false", "no", "off", "0")
+
+
+def boolean(text: str) -> bool:
+    if text.lower() in TRUE_WORDS:
+        return True
+    if text.lower() in FALSE_WORDS:
+        return False
+    raise ValueError(f"{text!r} is not true or false (nor yes, no, on, off, 1, 0)")
+
+
 def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
     def convert(text: str) -> str:
         if text.lower() not in choices:
@@ -89,7 +101,8 @@ class Setting:
     """The RelayConfig field it sets."""
     convert: Callable[[str], Any]
     toml: type
-    """The TOML value type accepted: str, int or float (an int is a float too)."""
+    """The TOML value type accepted: str, int, float (an int is a float too) or bool.
+    A bool setting's flag takes no value: giving it means true."""
     section: str
     live: bool
     """A reload (SIGHUP) applies it; otherwise it needs a restart."""
@@ -285,6 +298,15 @@ SETTINGS: tuple[Setting, ...] = (
         "api", "api", api_address, str, "api", False, "control API: host:port, unix:/path or off"
     ),
     Setting(
+        "api_tcp_without_token",
+        "api_tcp_without_token",
+        boolean,
+        bool,
+        "api",
+        False,
+        "serve a loopback TCP API with no token: every local user may then administer the relay",
+    ),
+    Setting(
         "api_token_file",
         "api_token_file",
         Path,
@@ -313,8 +335,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
 )
 BY_NAME = {setting.name: setting for setting in SETTINGS}
-CLI_DEFAULTS: dict[str, Any] = {"api": "127.0.0.1:7507"}
-"""Where the command's defaults differ from RelayConfig's (a library user opts in to the API)."""
+
+
+def cli_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Where the command's defaults differ from RelayConfig's (a library user opts in to
+    the API): the command serves it on a Unix socket only its own user (or, under
+    systemd, root and the unit's group) may use."""
+    return {"api": default_api(environ)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,9 +400,13 @@ def _file_value(path: Path, where: str, key: str, value: Any, section: str | Non
     if section is not None and section != setting.section:
         raise SettingsError(f"{path}: '{key}' belongs in [{setting.section}], not [{section}]")
     accepted = (int, float) if setting.toml is float else (setting.toml,)
-    if isinstance(value, bool) or not isinstance(value, accepted):
-        wanted = {str: "a string", int: "an integer", float: "a number"}[setting.toml]
-        raise SettingsError(f"{path}: '{where}' must be {wanted}, not {type(value).__name__}")
+    if isinstance(value, bool) != (setting.toml is bool) or not isinstance(value, accepted):
+        wanted = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+        raise SettingsError(
+            f"{path}: '{where}' must be {wanted[setting.toml]}, not {type(value).__name__}"
+        )
+    if setting.toml is bool:
+        return value
     try:
         return setting.convert(str(value))
     except ValueError as exc:
@@ -387,6 +418,7 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str], path: Path | N
     from_file = read_file(path) if path is not None else {}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    command_defaults = cli_defaults(environ)
     for setting in SETTINGS:
         if flags.get(setting.name) is not None:
             values[setting.field], sources[setting.name] = flags[setting.name], "flag"
@@ -398,8 +430,9 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str], path: Path | N
             sources[setting.name] = f"env {setting.env}"
         elif setting.name in from_file:
             values[setting.field], sources[setting.name] = from_file[setting.name], f"file {path}"
-        elif setting.name in CLI_DEFAULTS:
-            values[setting.field], sources[setting.name] = CLI_DEFAULTS[setting.name], "default"
+        elif setting.name in command_defaults:
+            values[setting.field] = command_defaults[setting.name]
+            sources[setting.name] = "default"
         else:
             sources[setting.name] = "default"
     if values.get("key_file") is None:
@@ -432,6 +465,8 @@ def describe(resolved: Resolved) -> list[str]:
         source = resolved.sources[setting.name]
         if value is None:
             lines.append(f"# {setting.name} is not set  # {source}")
+        elif isinstance(value, bool):
+            lines.append(f"{setting.name} = {str(value).lower()}  # {source}")
         elif isinstance(value, int | float):
             lines.append(f"{setting.name} = {value}  # {source}")
         else:
