@@ -63,7 +63,7 @@ async def forward(port: int, server_key: bytes, ciphertext_bytes: int) -> None:
                         await send(sock, copy, member)
                 continue
             try:
-                tlvs = decode_tlvs_untrusted(data)
+                tlvs = decode_tlvs_untrusted(data, legacy.MAX_TLVS_PER_DATAGRAM)
             except RemoteProtocolError:
                 continue
             for tlv in tlvs:

@@ -332,7 +332,8 @@ def daemon_command(args: argparse.Namespace, key_file: Path) -> list[str]:
     return [
         sys.executable, "-m", "mcrelay", "daemon",
         "--interface", RELAY_IP, "--port", str(RELAY_PORT), "--key-file", str(key_file),
-        "--api", API_ADDRESS, "--reassembly-timeout", str(args.reassembly_timeout_s),
+        "--api", API_ADDRESS, "--api-tcp-without-token",
+        "--reassembly-timeout", str(args.reassembly_timeout_s),
         "--max-messages-per-source", str(RELAY_MAX_MESSAGES_PER_SOURCE),
         "--log-level", "warning",
     ]  # fmt: skip

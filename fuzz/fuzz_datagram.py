@@ -409,7 +409,9 @@ def check_books(program: Program) -> None:
     assert 0 <= reassembler.buffered_bytes <= reassembler.max_total_bytes
     per_source = Counter(key[0] for key in partials)
     assert all(n <= reassembler.max_messages_per_source for n in per_source.values()), per_source
-    assert reassembler._per_source == dict(per_source), (reassembler._per_source, per_source)
+    held = {source: len(keys) for source, keys in reassembler._per_source.items()}
+    assert held == dict(per_source), (held, per_source)
+    assert sum(reassembler.bytes_per_source().values()) == reassembler.buffered_bytes
     assert all(
         len(partial.pieces) < partial.total <= reassembler.max_fragments
         for partial in partials.values()

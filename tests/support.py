@@ -6,6 +6,7 @@ are bounded by ``trio.fail_after`` and pytest-timeout.
 """
 
 import io
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -31,6 +32,8 @@ from mcrelay.sockets import open_client_socket
 
 GROUP = "224.1.1.1"
 LOOPBACK = "127.0.0.1"
+ANY_COUNT = 1 << 16
+"""More TLVs than any datagram can hold: for tests of the framing alone."""
 WAIT_S = 10.0
 """Upper bound on any wait in a test; reached only when something is broken."""
 
@@ -42,6 +45,8 @@ def write_key(path: Path, key: rsa.RSAPrivateKey) -> Path:
 
 
 def relay_config(key_file: Path, **overrides: Any) -> RelayConfig:
+    """A relay on loopback; a TCP API without a token is allowed unless a test says not."""
+    overrides.setdefault("api_tcp_without_token", True)
     return RelayConfig(group=GROUP, port=0, interface=LOOPBACK, key_file=key_file, **overrides)
 
 
@@ -141,6 +146,16 @@ class RawPeer:
 async def raw_peer(relay: Relay, key: rsa.RSAPrivateKey) -> AsyncIterator[RawPeer]:
     sock = await open_client_socket(interface=LOOPBACK)
     with sock:
+        yield RawPeer(sock, relay, key)
+
+
+@asynccontextmanager
+async def peer_on(host: str, relay: Relay, key: rsa.RSAPrivateKey) -> AsyncIterator[RawPeer]:
+    """A raw peer whose datagrams come from ``host`` (another loopback address)."""
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        await sock.bind((host, 0))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(LOOPBACK))
         yield RawPeer(sock, relay, key)
 
 

@@ -68,6 +68,7 @@ def daemon_command(key_file: Path, port: int, api_port: int, extra: Sequence[str
         "--port", str(port),
         "--key-file", str(key_file),
         "--api", f"{INTERFACE}:{api_port}",
+        "--api-tcp-without-token",
         "--log-level", "warning",
         *BENCH_LIMITS,
         *extra,

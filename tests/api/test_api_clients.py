@@ -18,11 +18,12 @@ from api_support import (
 )
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.api.clients import MAX_BAN_S, MAX_LIMIT
+from mcrelay.api.clients import MAX_LIMIT
 from mcrelay.client import MessageReceived, Participant
+from mcrelay.daemon.bans import MAX_BAN_S
 from mcrelay.protocol import crypto, legacy
 from mcrelay.protocol.events import PeerJoined, PeerLeft
-from support import dropped, join, next_event, raw_peer, wait_until
+from support import dropped, join, next_event, peer_on, raw_peer, wait_until
 
 Keys = list[rsa.RSAPrivateKey]
 Record = dict[str, Any]
@@ -243,7 +244,8 @@ async def test_kick_removes_announces_and_returns_the_record(
         response = await api.http.delete(f"/v1/clients/{ident}")
         assert response.status_code == 200
         removed = response.json()
-        assert set(removed) == CLIENT_FIELDS
+        assert set(removed) == CLIENT_FIELDS | {"removed"}
+        assert removed["removed"] == [ident]
         for name in ("id", "fingerprint", "key_bits", "connected_at", "messages_in"):
             assert removed[name] == before[name]
         assert removed["messages_in"] == 1
@@ -274,14 +276,16 @@ async def test_kick_with_ban_then_lift(relay_key_file: Path, keys: Keys) -> None
             removed = response.json()
             assert removed["id"] == ident
             assert removed["banned_for_s"] == 60
-            assert set(removed) == CLIENT_FIELDS | {"banned_for_s"}
+            assert removed["ban_scope"] == "address"
+            assert set(removed) == CLIENT_FIELDS | {"banned_for_s", "ban_scope", "removed"}
             assert await next_event(a) == PeerLeft(raw.address)
 
             bans = (await api.http.get("/v1/bans")).json()
             assert bans["count"] == 1
             (ban,) = bans["bans"]
-            assert set(ban) == {"id", "until", "remaining_s"}
+            assert set(ban) == {"id", "scope", "until", "remaining_s"}
             assert ban["id"] == ident
+            assert ban["scope"] == "address"
             assert 0 < ban["remaining_s"] <= 60
             parse_time(ban["until"])
 
@@ -296,7 +300,7 @@ async def test_kick_with_ban_then_lift(relay_key_file: Path, keys: Keys) -> None
 
             lifted = await api.http.delete(f"/v1/bans/{ident}")
             assert lifted.status_code == 200
-            assert lifted.json() == {"id": ident, "lifted": True}
+            assert lifted.json() == {"id": ident, "scope": "address", "lifted": True}
             assert (await api.http.get("/v1/bans")).json() == {"bans": [], "count": 0}
             assert_json_error(await api.http.delete(f"/v1/bans/{ident}"), 404, "not_found")
 
@@ -329,7 +333,11 @@ async def test_bad_ban_durations_are_400_and_kick_nobody(relay_key_file: Path, k
         async with raw_peer(api.relay, keys[1]) as raw:
             await raw.register()
             ident = client_id(raw.address)
-            for ban_s in ("0", "-1", "", "abc", "nan", "inf", "-inf", str(MAX_BAN_S * 2), "1e400"):
+            for ban_s in (
+                *("0", "-1", "", "abc", "nan", "inf", "-inf", str(MAX_BAN_S * 2), "1e400"),
+                # Only plain ASCII decimal: float() would take each of these.
+                *("1_000", "\uff11\uff10", " 10", "10 ", "+10", "1e3", "10.", ".5"),
+            ):
                 response = await api.http.delete(f"/v1/clients/{ident}", params={"ban_s": ban_s})
                 error = assert_json_error(response, 400, "bad_query")
                 assert "ban_s" in error["message"]
@@ -378,3 +386,51 @@ async def test_an_ended_ban_cannot_be_lifted(relay_key_file: Path, keys: Keys) -
         assert response.status_code == 200
         await trio.sleep(0.005)  # the ban ends
         assert_json_error(await api.http.delete(f"/v1/bans/{ident}"), 404, "not_found")
+
+
+async def test_a_host_ban_removes_and_keeps_out_every_port_of_that_host(
+    relay_key_file: Path, keys: Keys
+) -> None:
+    async with api_daemon(relay_key_file) as api, join(api.relay, keys[1]) as a:
+        async with (
+            peer_on("127.0.0.2", api.relay, keys[2]) as first,
+            peer_on("127.0.0.2", api.relay, keys[3]) as second,
+        ):
+            for peer in (first, second):
+                await peer.register()
+                assert await next_event(a) == PeerJoined(peer.address)
+            response = await api.http.delete(
+                f"/v1/clients/{client_id(first.address)}",
+                params={"ban_s": "60", "ban_scope": "host"},
+            )
+            assert response.status_code == 200
+            assert response.json()["ban_scope"] == "host"
+            assert response.json()["removed"] == [
+                client_id(first.address),
+                client_id(second.address),
+            ]
+            assert {await next_event(a), await next_event(a)} == {
+                PeerLeft(first.address),
+                PeerLeft(second.address),
+            }
+            (ban,) = (await api.http.get("/v1/bans")).json()["bans"]
+            assert (ban["id"], ban["scope"]) == ("127.0.0.2", "host")
+        async with peer_on("127.0.0.2", api.relay, keys[4]) as third:
+            banned = dropped(api.relay, "banned")
+            await third.send(legacy.key_request(), legacy.client_key(keys[4].public_key()))
+            await wait_until(lambda: dropped(api.relay, "banned") == banned + 2)
+            assert third.address not in api.relay.registry
+            lifted = await api.http.delete("/v1/bans/127.0.0.2")
+            assert lifted.json() == {"id": "127.0.0.2", "scope": "host", "lifted": True}
+            await third.register()
+            assert await next_event(a) == PeerJoined(third.address)
+
+
+async def test_a_host_scope_needs_a_ban_and_a_known_scope(relay_key_file: Path, keys: Keys) -> None:
+    async with api_daemon(relay_key_file) as api, raw_peer(api.relay, keys[1]) as raw:
+        await raw.register()
+        ident = client_id(raw.address)
+        for params in ({"ban_scope": "host"}, {"ban_s": "10", "ban_scope": "subnet"}):
+            response = await api.http.delete(f"/v1/clients/{ident}", params=params)
+            assert "ban_scope" in assert_json_error(response, 400, "bad_query")["message"]
+        assert raw.address in api.relay.registry

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from api_support import api_client, assert_json_error
 
-from mcrelay.api.address import ApiAddress, ApiBindError, parse_api_address
+from mcrelay.api.address import ApiAddress, ApiBindError, default_api_socket, parse_api_address
 from mcrelay.api.app import create_app
 from mcrelay.api.context import ApiContext
 from mcrelay.daemon.config import RelayConfig
+from mcrelay.daemon.settings import resolve
 from support import LOOPBACK, relay_config, running_daemon
 
 
@@ -138,11 +139,45 @@ def test_non_loopback_address_needs_a_token(relay_key_file: Path, api: str) -> N
     assert not address.is_loopback
 
 
-@pytest.mark.parametrize("api", ["127.0.0.1:0", "127.8.9.10:7507", "[::1]:0", "unix:/run/x.sock"])
-def test_loopback_and_unix_need_no_token(relay_key_file: Path, api: str) -> None:
-    address = relay_config(relay_key_file, api=api).api_address
+@pytest.mark.parametrize("api", ["127.0.0.1:0", "127.8.9.10:7507", "[::1]:0"])
+def test_loopback_tcp_without_a_token_is_only_an_explicit_choice(
+    relay_key_file: Path, api: str
+) -> None:
+    """Loopback is no access boundary on a shared host: every local user could post,
+    kick and ban through a tokenless TCP API."""
+    with pytest.raises(ValueError, match="every local user could administer"):
+        relay_config(relay_key_file, api=api, api_tcp_without_token=False)
+    address = relay_config(relay_key_file, api=api, api_tcp_without_token=True).api_address
     assert address is not None
     assert address.is_loopback
+    assert relay_config(relay_key_file, api=api, api_token="s3cret").api_token == "s3cret"
+
+
+def test_a_unix_socket_needs_no_token(relay_key_file: Path) -> None:
+    config = relay_config(relay_key_file, api="unix:/run/x.sock", api_tcp_without_token=False)
+    assert config.api_address == ApiAddress(path=Path("/run/x.sock"))
+
+
+@pytest.mark.parametrize(
+    ("environ", "euid", "expected"),
+    [
+        ({"RUNTIME_DIRECTORY": "/run/mcrelay:/run/other"}, 61234, "/run/mcrelay/api.sock"),
+        ({"XDG_RUNTIME_DIR": "/run/user/1000"}, 0, "/run/mcrelay/api.sock"),
+        ({"XDG_RUNTIME_DIR": "/run/user/1000"}, 1000, "/run/user/1000/mcrelay/api.sock"),
+        ({"XDG_STATE_HOME": "/home/u/.st"}, 1000, "/home/u/.st/mcrelay/api.sock"),
+    ],
+)
+def test_the_default_api_is_a_socket_in_a_directory_of_the_users_own(
+    environ: dict[str, str], euid: int, expected: str
+) -> None:
+    assert default_api_socket(environ, euid) == Path(expected)
+
+
+def test_the_command_serves_the_api_on_the_default_socket(tmp_path: Path) -> None:
+    environ = {"RUNTIME_DIRECTORY": str(tmp_path)}
+    config = resolve({}, environ, None).config
+    assert config.api_address == ApiAddress(path=tmp_path / "api.sock")
+    assert not config.api_tcp_without_token
 
 
 @pytest.mark.parametrize(

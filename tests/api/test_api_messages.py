@@ -2,20 +2,26 @@
 
 import base64
 import json
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import trio
 from api_support import ApiDaemon, api_daemon, assert_json_error, client_id
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.api.app import MAX_BODY_BYTES
 from mcrelay.client import MessageReceived, Participant
+from mcrelay.daemon import relay as relay_module
+from mcrelay.daemon import sealing
 from mcrelay.protocol.addresses import RELAY_ITSELF
 from mcrelay.protocol.events import PeerJoined
-from support import join, next_event
+from support import WAIT_S, dropped, hold_decryption, join, next_event, wait_until
 
 Keys = list[rsa.RSAPrivateKey]
 JSON = {"Content-Type": "application/json"}
@@ -258,3 +264,86 @@ async def test_the_other_methods_are_405(relay_key_file: Path) -> None:
         for method in ("GET", "PUT", "DELETE", "PATCH"):
             response = await api.http.request(method, "/v1/messages")
             assert_json_error(response, 405, "method_not_allowed")
+
+
+async def test_a_post_while_another_is_sealed_is_503_and_reaches_nobody(
+    relay_key_file: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()
+    real = sealing.seal_batch
+
+    def held(*args: Any) -> Any:
+        gate.wait(WAIT_S)
+        return real(*args)
+
+    monkeypatch.setattr(relay_module, "seal_batch", held)
+    async with two_participants(relay_key_file, keys) as (api, a, b), trio.open_nursery() as n:
+        first: list[httpx.Response] = []
+
+        async def post_first() -> None:
+            first.append(await api.http.post("/v1/messages", json={"text": "first"}))
+
+        n.start_soon(post_first)
+        await wait_until(lambda: api.relay.statistics()["pending_relays"] == 1)
+        second = await api.http.post("/v1/messages", json={"text": "second"})
+        assert_json_error(second, 503, "overloaded")
+        assert second.headers["Retry-After"] == "1"
+        assert dropped(api.relay, "overloaded") == 1
+        gate.set()
+        await wait_until(lambda: bool(first))
+        assert first[0].json() == {"recipients": 2}
+        for participant in (a, b):
+            assert await next_event(participant) == MessageReceived(RELAY_ITSELF, b"first")
+        await assert_nothing_pending(api, a, b)
+
+
+async def test_a_post_when_the_crypto_stage_is_full_is_503(
+    relay_key_file: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = hold_decryption(monkeypatch)
+    async with two_participants(relay_key_file, keys, max_pending_relays=1) as (api, a, b):
+        await a.send("held in the workers")
+        await wait_until(lambda: api.relay.statistics()["pending_relays"] == 1)
+        response = await api.http.post("/v1/messages", json={"text": "refused"})
+        assert_json_error(response, 503, "overloaded")
+        assert "Retry-After" in response.headers
+        gate.set()
+        assert await next_event(b) == MessageReceived(a.address, b"held in the workers")
+        await assert_nothing_pending(api, a, b)
+
+
+async def test_clients_messages_are_sealed_between_the_batches_of_a_large_post(
+    relay_key_file: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one worker, a client's message that completes while a post is sealed is
+    decrypted after the post's current batch, not after the whole post."""
+    order: list[str] = []
+    first_batch = threading.Event()
+    real_seal, real_open = sealing.seal_batch, sealing.open_and_seal
+
+    def seal(*args: Any) -> Any:
+        order.append("post batch" if args[0] == RELAY_ITSELF else "client copies")
+        if len(order) == 1:
+            first_batch.wait(WAIT_S)
+        return real_seal(*args)
+
+    def open_and_seal(*args: Any) -> Any:
+        order.append("client message")
+        return real_open(*args)
+
+    monkeypatch.setattr(relay_module, "seal_batch", seal)
+    monkeypatch.setattr(relay_module, "open_and_seal", open_and_seal)
+    async with two_participants(relay_key_file, keys, crypto_workers=1) as (api, a, b):
+        # 20 recipients (two real, and 18 ids the test registers itself): three batches.
+        for port in range(40000, 40018):
+            api.relay.registry.register(("127.0.0.2", port), keys[3].public_key(), 0.0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(api.http.post, "/v1/messages", json={"text": "x" * 400}))
+            await wait_until(lambda: order == ["post batch"])
+            await a.send("in between")
+            await wait_until(lambda: api.relay.statistics()["pending_relays"] == 2)
+            first_batch.set()
+        # The client's message went in after the post's first batch, not its whole.
+        assert order[:2] == ["post batch", "client message"]
+        assert order.count("post batch") == 3
+        assert await next_event(b) == MessageReceived(a.address, b"in between")

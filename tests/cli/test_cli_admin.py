@@ -20,6 +20,7 @@ from support import (
     assert_one_error_line,
     join,
     next_event,
+    peer_on,
     relay_config,
     running_daemon,
     wait_until,
@@ -120,6 +121,7 @@ async def test_status_and_events(relay_key_file: Path, keys: Keys) -> None:
 async def test_api_errors_map_to_exit_codes(relay_key_file: Path, tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("s3cret\n")
+    token_file.chmod(0o600)
     async with daemon_with_api(relay_key_file, "127.0.0.1:0", api_token="s3cret") as (_, api):
         refused = Console()
         assert await refused.run("clients", "--api", api) == ExitStatus.ERROR
@@ -202,7 +204,11 @@ async def test_kick_unban_and_post_print_the_apis_json(relay_key_file: Path, key
             assert (kicked["id"], kicked["banned_for_s"]) == (to_a, 60)
             unban = Console()
             assert await unban.run("unban", "--api", api, to_a, "--json") == ExitStatus.OK
-            assert json.loads(unban.stdout.getvalue()) == {"id": to_a, "lifted": True}
+            assert json.loads(unban.stdout.getvalue()) == {
+                "id": to_a,
+                "scope": "address",
+                "lifted": True,
+            }
 
 
 async def test_events_ends_quietly_when_the_daemon_stops(relay_key_file: Path) -> None:
@@ -217,3 +223,42 @@ async def test_events_ends_quietly_when_the_daemon_stops(relay_key_file: Path) -
             nursery.start_soon(watch, api)
             await wait_until(lambda: daemon.relay.events.subscribers == 1)
     assert (statuses, watcher.stderr.getvalue()) == ([ExitStatus.OK], "")
+
+
+async def test_kick_host_bans_every_port_of_the_host(relay_key_file: Path, keys: Keys) -> None:
+    async with daemon_with_api(relay_key_file, "127.0.0.1:0") as (daemon, api):
+        async with (
+            peer_on("127.0.0.2", daemon.relay, keys[1]) as first,
+            peer_on("127.0.0.2", daemon.relay, keys[2]) as second,
+        ):
+            await first.register()
+            await second.register()
+            ident = format_address(first.address)
+            for bad in (["--host"], ["--ban", "1e3"], ["--ban", "1_000"], ["--ban", "-5"]):
+                console = Console()
+                assert await console.run("kick", "--api", api, ident, *bad) == ExitStatus.USAGE
+                assert_one_error_line(console)
+            assert len(daemon.relay.registry) == 2
+            kick = Console()
+            assert await kick.run("kick", "--api", api, ident, "--ban", "600", "--host") == 0
+            both = f"{ident}, {format_address(second.address)}"
+            assert kick.out_lines() == [f"kicked {both}, banned host 127.0.0.2 for 600 s"]
+            assert len(daemon.relay.registry) == 0
+            bans = Console()
+            assert await bans.run("bans", "--api", api) == ExitStatus.OK
+            assert bans.out_lines()[1].split()[:2] == ["127.0.0.2", "host"]
+            assert await Console().run("unban", "--api", api, "127.0.0.2") == ExitStatus.OK
+            assert daemon.relay.statistics()["bans"] == 0
+
+
+@pytest.mark.parametrize(("mode", "data"), [(0o644, b"s3cret\n"), (0o600, "sécret".encode())])
+async def test_a_token_file_the_daemon_would_refuse_is_a_usage_error(
+    tmp_path: Path, mode: int, data: bytes
+) -> None:
+    token = tmp_path / "token"
+    token.write_bytes(data)
+    token.chmod(mode)
+    console = Console()
+    status = await console.run("status", "--api", "127.0.0.1:9", "--api-token-file", str(token))
+    assert status == ExitStatus.USAGE
+    assert_one_error_line(console, str(token))

@@ -87,6 +87,7 @@ def daemon_argv(key_file: Path, *, port: int = 0, api: str = f"{LOOPBACK}:0") ->
         str(key_file),
         "--api",
         api,
+        *([] if api.startswith("unix:") else ["--api-tcp-without-token"]),
     ]
 
 

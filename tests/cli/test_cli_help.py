@@ -4,7 +4,7 @@ import argparse
 
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.main import build_parser
-from mcrelay.daemon.settings import CLI_DEFAULTS, SETTINGS
+from mcrelay.daemon.settings import SETTINGS
 
 
 def subcommand(parser: argparse.ArgumentParser, *names: str) -> argparse.ArgumentParser:
@@ -24,4 +24,4 @@ def test_daemon_help_shows_every_default() -> None:
         assert "(default: 30)" in helps["client_timeout"]
         assert "(default: one per CPU)" in helps["crypto_workers"]
         assert "(default: none)" in helps["api_token_file"]
-        assert f"(default: {CLI_DEFAULTS['api']})" in helps["api"]
+        assert "(default: unix:$RUNTIME_DIRECTORY/api.sock, else " in helps["api"]

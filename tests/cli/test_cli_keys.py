@@ -184,7 +184,7 @@ def bad_contents(kind: str, keys: Keys) -> bytes:
         ("encrypted", "protected by a passphrase"),
         ("small RSA", "1024 bits"),
         ("EC", "not an RSA key"),
-        ("huge", "not a key"),
+        ("huge", "over 65536 bytes"),
     ],
 )
 async def test_fingerprint_of_a_bad_file(

@@ -24,7 +24,7 @@ NOT_NUMBERS = ["abc", "", " 5", "5 ", "1_000", "\uff15", "0x10", "nan", "inf", "
         (["send", "x"], {"MCRELAY_REGISTER_TIMEOUT": "nan"}, ["MCRELAY_REGISTER_TIMEOUT"]),
         (["send", "--port", "abc", "x"], {}, ["--port", "'abc'", "0 to 65535"]),
         (["daemon", "--crypto-workers", "two"], {}, ["--crypto-workers", "'two'", "integer"]),
-        (["kick", "127.0.0.1:9", "--ban", "\uff16\uff10"], {}, ["--ban", "number"]),
+        (["kick", "127.0.0.1:9", "--ban", "\uff16\uff10"], {}, ["--ban", "plain decimal"]),
     ],
 )
 async def test_a_bad_number_names_where_and_what(

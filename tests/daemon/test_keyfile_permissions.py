@@ -143,7 +143,7 @@ def test_huge_file_is_refused_without_reading_it_all(tmp_path: Path) -> None:
     with path.open("wb") as file:
         file.truncate(keyfile.MAX_KEY_FILE_BYTES * 100)
     path.chmod(0o600)
-    with pytest.raises(KeyFileError, match="not a key") as caught:
+    with pytest.raises(KeyFileError, match="too large to be one") as caught:
         load_or_create_key(path)
     assert str(path) in str(caught.value)
 

@@ -1,7 +1,9 @@
 """Reload (SIGHUP) and drain-then-stop (SIGTERM), in-process, with the test's own signals."""
 
+import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager, closing
@@ -15,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcrelay.client import MessageReceived
 from mcrelay.daemon.config import RelayConfig
 from mcrelay.daemon.notify import Notifier
-from mcrelay.daemon.service import Daemon, run_daemon
+from mcrelay.daemon.service import Daemon, apply_reload, run_daemon
 from mcrelay.daemon.settings import resolve
 from mcrelay.protocol import legacy
 from mcrelay.protocol.events import PeerJoined
@@ -224,4 +226,45 @@ async def test_a_reload_that_fails_in_any_way_keeps_the_daemon(
         harness.write("client_timeout = 4\n")
         await harness.send_signal.send(signal.SIGHUP)
         await wait_until(lambda: daemon.relay.config.client_timeout_s == 4.0)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_reload_with_a_fifo_for_token_file_is_refused_and_the_relay_goes_on(
+    tmp_path: Path, relay_key_file: Path, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reading a FIFO blocked the event loop until someone wrote to it: a reload froze the
+    relay. Files are now refused unless regular, and read off the loop."""
+    fifo = tmp_path / "token"
+    os.mkfifo(fifo, 0o600)
+    async with trio.open_nursery() as nursery:
+        harness = Harness(tmp_path, relay_key_file)
+        daemon = await harness.start(nursery, Notifier({}))
+        async with join(daemon.relay, keys[1]) as a, join(daemon.relay, keys[2]) as b:
+            assert await next_event(a) == PeerJoined(b.address)
+            harness.write(f"api_token_file = '{fifo}'\nclient_timeout = 9\n")
+            await harness.send_signal.send(signal.SIGHUP)
+            await wait_until(lambda: "not a regular file" in caplog.text)
+            assert daemon.relay.config.client_timeout_s != 9.0
+            await a.send("still relaying")
+            while (event := await next_event(b)) != MessageReceived(a.address, b"still relaying"):
+                assert isinstance(event, PeerJoined)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_reload_whose_files_hang_is_given_up(
+    tmp_path: Path, relay_key_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    released = threading.Event()
+    async with trio.open_nursery() as nursery:
+        harness = Harness(tmp_path, relay_key_file)
+        daemon = await harness.start(nursery, Notifier({}))
+
+        def hung() -> RelayConfig:
+            released.wait(WAIT_S)
+            return harness.load()
+
+        with trio.fail_after(WAIT_S):
+            await apply_reload(daemon, hung, timeout_s=0.05)
+        assert "took over 0.05 s" in caplog.text
+        released.set()
         nursery.cancel_scope.cancel()

@@ -1,5 +1,6 @@
 """Settings: precedence, the TOML file's checks, config check, and the example file."""
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -7,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from mcrelay.cli.status import ExitStatus
-from mcrelay.daemon.settings import SETTINGS, SettingsError, read_file, resolve
-from support import Console
+from mcrelay.daemon.settings import SETTINGS, SettingsError, read_file, read_token, resolve
+from support import Console, assert_one_error_line
 
 EXAMPLE = Path(__file__).parents[2] / "packaging" / "mcrelay.toml"
 
@@ -67,6 +68,7 @@ def test_a_non_loopback_api_needs_a_token_file(tmp_path: Path) -> None:
         resolve({}, {}, write(tmp_path, "[api]\napi = '0.0.0.0:7507'\n"))
     token = tmp_path / "token"
     token.write_text("abc123\n")
+    token.chmod(0o600)
     text = f"[api]\napi = '0.0.0.0:7507'\napi_token_file = '{token}'\n"
     assert resolve({}, {}, write(tmp_path, text)).config.api_token == "abc123"
 
@@ -115,3 +117,83 @@ async def test_config_check_prints_valid_toml_and_takes_the_daemons_flags(
     document = tomllib.loads("\n".join(console.out_lines()))
     assert document["key_file"] == str(key_file)
     assert document["api"] == "unix:/run/x.sock"
+
+
+def token_file(tmp_path: Path, data: bytes, mode: int = 0o600) -> Path:
+    path = tmp_path / "token"
+    path.write_bytes(data)
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_a_token_file_others_may_access_is_refused_as_a_key_file_is(
+    tmp_path: Path, mode: int
+) -> None:
+    path = token_file(tmp_path, b"abc123\n", mode)
+    with pytest.raises(SettingsError, match=re.escape(f"chmod 600 {path}")):
+        read_token(path)
+
+
+@pytest.mark.parametrize(
+    "data", ["tökén\n".encode(), b"\xff\xfe\n", b"two words\n", b"\n", b"a\x00b\n", b"x" * 5000]
+)
+def test_a_token_a_header_cannot_carry_is_refused_at_start(tmp_path: Path, data: bytes) -> None:
+    with pytest.raises(SettingsError, match="API token file"):
+        read_token(token_file(tmp_path, data))
+
+
+def test_a_token_is_one_line_of_printable_ascii(tmp_path: Path) -> None:
+    assert read_token(token_file(tmp_path, b"  Zm9v.Y-mF_y~!\r\n")) == "Zm9v.Y-mF_y~!"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory", "huge"])
+def test_settings_and_token_files_must_be_regular_files_of_bounded_size(
+    tmp_path: Path, kind: str
+) -> None:
+    """A FIFO hung the relay on reload, /dev/zero hung 'config check': both are refused."""
+    path = tmp_path / "file"
+    if kind == "fifo":
+        os.mkfifo(path, 0o600)
+    elif kind == "device":
+        path = Path("/dev/zero")
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes(b"#" * (2 * 1024 * 1024))
+        path.chmod(0o600)
+    with pytest.raises(SettingsError, match=str(path)):
+        read_file(path)
+    with pytest.raises(SettingsError, match=str(path)):
+        read_token(path)
+
+
+async def test_config_check_refuses_a_device_for_settings_file_at_once() -> None:
+    console = Console()
+    assert await console.run("config", "check", "--config", "/dev/zero") == ExitStatus.USAGE
+    assert_one_error_line(console, "/dev/zero", "not a regular file")
+
+
+def test_a_yes_or_no_setting_from_flag_env_and_file(tmp_path: Path) -> None:
+    tcp = "[api]\napi = '127.0.0.1:7507'\n"
+    with pytest.raises(SettingsError, match="every local user"):
+        resolve({}, {}, write(tmp_path, tcp))
+    chosen = resolve({}, {}, write(tmp_path, tcp + "api_tcp_without_token = true\n"))
+    assert chosen.config.api_tcp_without_token
+    for word in ("yes", "1", "On", "TRUE"):
+        environ = {"MCRELAY_API_TCP_WITHOUT_TOKEN": word}
+        assert resolve({}, environ, write(tmp_path, tcp)).config.api_tcp_without_token
+    assert resolve({"api_tcp_without_token": True}, {}, write(tmp_path, tcp)).config.api
+    with pytest.raises(SettingsError, match="must be true or false, not str"):
+        resolve({}, {}, write(tmp_path, tcp + "api_tcp_without_token = 'yes'\n"))
+    with pytest.raises(SettingsError, match="MCRELAY_API_TCP_WITHOUT_TOKEN: 'maybe'"):
+        resolve({}, {"MCRELAY_API_TCP_WITHOUT_TOKEN": "maybe"}, None)
+    with pytest.raises(SettingsError, match="must be an integer, not bool"):
+        resolve({}, {}, write(tmp_path, "port = true\n"))
+
+
+async def test_config_check_shows_yes_or_no_as_toml(tmp_path: Path) -> None:
+    console = Console(environ={"RUNTIME_DIRECTORY": str(tmp_path)})
+    assert await console.run("config", "check", "--api-tcp-without-token") == ExitStatus.OK
+    assert "api_tcp_without_token = true  # flag" in console.out_lines()
+    assert f'api = "unix:{tmp_path}/api.sock"  # default' in console.out_lines()

@@ -23,6 +23,7 @@ from mcrelay.protocol.events import (
 from mcrelay.protocol.fragments import Fragment, decode_fragment_untrusted
 from mcrelay.protocol.reassembly import Complete, Reassembler
 from mcrelay.protocol.tlv import TlvType, decode_tlvs_untrusted, encode_tlv
+from support import ANY_COUNT
 
 MSG_ID = b"\x00\x01\x02\x03"
 ALICE: Address = ("192.168.1.20", 40001)
@@ -167,16 +168,28 @@ def test_sender_info_applies_to_the_relayed_messages_after_it() -> None:
             encode_tlv(6, b"one"),
             encode_tlv(11, encode_address(BOB_V6)),
             encode_tlv(6, b"two"),
-            encode_tlv(10, encode_address(RELAY_ITSELF)),
-            encode_tlv(6, b"three"),
         ]
     )
     assert legacy.decode_relay_datagram_untrusted(data) == [
         RelayedMessage(ALICE, b"one"),
         PeerJoined(BOB_V6),
         RelayedMessage(ALICE, b"two"),
-        RelayedMessage(RELAY_ITSELF, b"three"),
     ]
+
+
+@pytest.mark.parametrize("type_", [9, 7, 8, 0x7777])
+@pytest.mark.parametrize(
+    "decode", [legacy.decode_client_datagram_untrusted, legacy.decode_relay_datagram_untrusted]
+)
+def test_more_tlvs_than_the_bound_drop_the_whole_datagram(
+    type_: int, decode: Callable[[bytes], list[object]]
+) -> None:
+    assert len(decode(encode_tlv(type_) * legacy.MAX_TLVS_PER_DATAGRAM)) <= 4
+    # The 16,376 empty TLVs of one 64 KB datagram: refused after reading the bound's worth.
+    for count in (legacy.MAX_TLVS_PER_DATAGRAM + 1, 16376):
+        with pytest.raises(RemoteProtocolError) as info:
+            decode(encode_tlv(type_) * count)
+        assert info.value.reason is DropReason.TOO_MANY_TLVS
 
 
 def test_sender_info_alone_gives_no_event() -> None:
@@ -237,7 +250,7 @@ def test_message_datagrams_round_trip(relay_key: rsa.RSAPrivateKey, plaintext: b
     # Every message travels as fragments; one 260-byte block already takes two.
     assert len(datagrams) >= 2
     for seq, datagram in enumerate(datagrams):
-        (tlv,) = decode_tlvs_untrusted(datagram)
+        (tlv,) = decode_tlvs_untrusted(datagram, ANY_COUNT)
         assert tlv.type == TlvType.FRAGMENT
         fragment = decode_fragment_untrusted(tlv.value)
         assert (fragment.msg_id, fragment.seq, fragment.total) == (MSG_ID, seq, len(datagrams))
@@ -246,7 +259,7 @@ def test_message_datagrams_round_trip(relay_key: rsa.RSAPrivateKey, plaintext: b
         else:
             assert 0 < len(fragment.piece) <= 256
     payload = reassemble(datagrams)
-    blocks = decode_tlvs_untrusted(payload)
+    blocks = decode_tlvs_untrusted(payload, ANY_COUNT)
     assert {t.type for t in blocks} == {TlvType.ENCRYPTED_BLOCK}
     assert {len(t.value) for t in blocks} == {256}
     assert len(blocks) == max(1, -(-len(plaintext) // 190))

@@ -38,6 +38,7 @@ from mcrelay.protocol.events import (
 from mcrelay.protocol.fragments import Fragment
 from mcrelay.protocol.reassembly import Complete, Reassembler, Rejected
 from mcrelay.protocol.tlv import TlvType, decode_tlvs_untrusted, encode_tlv
+from support import ANY_COUNT
 
 VECTORS: dict[str, Any] = json.loads(
     (Path(__file__).resolve().parents[1] / "data" / "legacy-vectors.json").read_text("utf-8")
@@ -87,7 +88,7 @@ def test_vector_keys_are_2048_bit_rsa(
 def test_tlv_vector_decodes(vector: dict[str, str], client_key: rsa.RSAPrivateKey) -> None:
     data = bytes.fromhex(vector["hex"])
     type_, address = named(vector)
-    (tlv,) = decode_tlvs_untrusted(data)
+    (tlv,) = decode_tlvs_untrusted(data, ANY_COUNT)
     assert tlv.type == type_
     relay_side: list[RelayEvent] = legacy.decode_client_datagram_untrusted(data)
     client_side: list[ClientEvent] = legacy.decode_relay_datagram_untrusted(data)
@@ -171,7 +172,7 @@ def test_malformed_vector_is_refused(vector: dict[str, str]) -> None:
     relay_side = outcome(legacy.decode_client_datagram_untrusted, data)
     client_side = outcome(legacy.decode_relay_datagram_untrusted, data)
     try:
-        tlvs = decode_tlvs_untrusted(data)
+        tlvs = decode_tlvs_untrusted(data, ANY_COUNT)
     except RemoteProtocolError:
         # Broken framing: malformed whichever side reads it.
         assert (relay_side, client_side) == (DropReason.MALFORMED, DropReason.MALFORMED)
@@ -282,5 +283,7 @@ def test_our_message_datagrams_have_the_vector_structure(relay_key: rsa.RSAPriva
     # TLV header + msg_id + seq + total are deterministic; only the ciphertext differs.
     assert [d[:12] for d in ours] == [d[:12] for d in DATAGRAMS]
     payload = reassemble(fragments_of(ours))
-    assert [(t.type, len(t.value)) for t in decode_tlvs_untrusted(payload)] == [(3, 256)] * 2
+    assert [(t.type, len(t.value)) for t in decode_tlvs_untrusted(payload, ANY_COUNT)] == [
+        (3, 256)
+    ] * 2
     assert legacy.decrypt_payload_untrusted(relay_key, payload) == PLAINTEXT

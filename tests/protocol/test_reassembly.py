@@ -286,19 +286,51 @@ FIRST_COST = MESSAGE_OVERHEAD_BYTES + FRAGMENT_OVERHEAD_BYTES + 100
 NEXT_COST = FRAGMENT_OVERHEAD_BYTES + 100
 
 
-def test_total_limit_rejects_a_new_message_and_evicts_nothing() -> None:
-    r = make(max_total_bytes=2 * FIRST_COST + 2 * NEXT_COST)
-    assert isinstance(r.add(SRC, frag(0, 2, piece(0, 100)), 0.0), Pending)
+def test_at_the_total_limit_the_heaviest_source_loses_its_oldest_message() -> None:
+    r = make(max_total_bytes=3 * FIRST_COST + 2 * NEXT_COST)
+    older, newer = (SRC, b"old1"), (SRC, b"new1")
+    assert isinstance(r.add(SRC, frag(0, 3, piece(0, 100), msg_id=b"old1"), 0.0), Pending)
     assert isinstance(r.add(OTHER, frag(0, 2, piece(0, 100)), 0.0), Pending)
-    assert r.buffered_bytes == 2 * FIRST_COST
+    assert isinstance(r.add(SRC, frag(0, 3, piece(0, 100), msg_id=b"new1"), 0.0), Pending)
+    assert isinstance(r.add(SRC, frag(1, 3, piece(1, 100), msg_id=b"new1"), 0.0), Pending)
+    assert r.bytes_per_source() == {SRC: 2 * FIRST_COST + NEXT_COST, OTHER: FIRST_COST}
     third = ("10.0.0.3", 5000)
-    assert r.add(third, frag(0, 2, piece(0, 100)), 0.1) == BUFFER_LIMIT
-    assert r.buffered_bytes == 2 * FIRST_COST
-    assert r.in_flight == 2
-    assert r.add(SRC, frag(1, 2, piece(1, 100)), 0.2) == Complete(KEY, payload(2, 100))
+    started = r.add(third, frag(0, 2, piece(0, 100)), 0.1)
+    assert started == Pending((third, MSG), 0.1 + TIMEOUT, new=True, evicted=(older,))
+    assert r.bytes_per_source() == {
+        SRC: FIRST_COST + NEXT_COST,
+        OTHER: FIRST_COST,
+        third: FIRST_COST,
+    }
+    # The evicted message is over: its later fragments are late, as after an invalid one.
+    assert r.add(SRC, frag(1, 3, piece(1, 100), msg_id=b"old1"), 0.2) == LATE
+    # The others still complete.
     assert r.add(OTHER, frag(1, 2, piece(1, 100)), 0.2) == Complete((OTHER, MSG), payload(2, 100))
+    done = r.add(SRC, frag(2, 3, piece(2, 100), msg_id=b"new1"), 0.2)
+    assert done == Complete(newer, payload(3, 100))
+    assert r.add(third, frag(1, 2, piece(1, 100)), 0.3) == Complete((third, MSG), payload(2, 100))
     assert r.buffered_bytes == 0
-    assert isinstance(r.add(third, frag(0, 2, piece(0, 100)), 0.3), Pending)
+    assert r.bytes_per_source() == {}
+
+
+def test_many_light_sources_cannot_starve_a_well_behaved_one() -> None:
+    """150 sources each hold 8 never-completing messages (the cap is full); a sender of
+    two-fragment messages still gets every message through."""
+    r = make(max_total_bytes=4 * 1024 * 1024)
+    delivered = 0
+    for round_ in range(20):
+        now = round_ * 0.25
+        for attacker in range(150):
+            source = (f"10.9.{attacker // 100}.{attacker % 100}", 4000)
+            for msg in range(8):
+                msg_id = bytes([round_, msg, 0, 0])
+                r.add(source, frag(0, 2, piece(0, 8), msg_id=msg_id), now)
+        r.expire(now)
+        msg_id = bytes([round_, 0xFF, 0, 0])
+        assert isinstance(r.add(SRC, frag(0, 2, piece(0, 200), msg_id=msg_id), now), Pending)
+        delivered += isinstance(r.add(SRC, frag(1, 2, piece(1, 200), msg_id=msg_id), now), Complete)
+        assert r.buffered_bytes <= r.max_total_bytes
+    assert delivered == 20
 
 
 def test_total_limit_rejects_a_next_fragment_without_ending_the_message() -> None:
@@ -335,7 +367,8 @@ def test_buffered_bytes_never_pass_the_total_limit_under_a_flood() -> None:
             if isinstance(outcome, Rejected):
                 reasons.add(outcome.reason)
             assert 0 < r.buffered_bytes <= limit
-    assert reasons == {DropReason.BUFFER_LIMIT}
+    # Each new message made room by evicting the oldest of the heaviest holder.
+    assert reasons == {DropReason.LATE_FRAGMENT} or not reasons
     assert r.expire(10.0) != []
     assert r.buffered_bytes == 0
     assert r.in_flight == 0

@@ -12,6 +12,7 @@ from mcrelay.protocol.tlv import (
     encode_tlv,
     encode_tlvs,
 )
+from support import ANY_COUNT
 
 
 def test_type_numbers_match_the_spec() -> None:
@@ -46,7 +47,11 @@ def test_encode_tlvs_concatenates() -> None:
 
 def test_decode_back_to_back() -> None:
     data = encode_tlv(7) + encode_tlv(4, b"pem") + encode_tlv(0x1234, b"\x00" * 10)
-    assert decode_tlvs_untrusted(data) == [Tlv(7, b""), Tlv(4, b"pem"), Tlv(0x1234, b"\x00" * 10)]
+    assert decode_tlvs_untrusted(data, ANY_COUNT) == [
+        Tlv(7, b""),
+        Tlv(4, b"pem"),
+        Tlv(0x1234, b"\x00" * 10),
+    ]
 
 
 def test_largest_value_round_trips() -> None:
@@ -54,12 +59,12 @@ def test_largest_value_round_trips() -> None:
     assert len(value) == MAX_TLV_VALUE_BYTES
     data = encode_tlv(6, value)
     assert data[:4] == b"\x00\x06\xff\xff"
-    assert decode_tlvs_untrusted(data) == [Tlv(6, value)]
+    assert decode_tlvs_untrusted(data, ANY_COUNT) == [Tlv(6, value)]
 
 
 def test_empty_input_is_malformed() -> None:
     with pytest.raises(RemoteProtocolError) as info:
-        decode_tlvs_untrusted(b"")
+        decode_tlvs_untrusted(b"", ANY_COUNT)
     assert info.value.reason is DropReason.MALFORMED
 
 
@@ -78,7 +83,7 @@ def test_empty_input_is_malformed() -> None:
 )
 def test_cut_input_is_malformed(data: bytes) -> None:
     with pytest.raises(RemoteProtocolError) as info:
-        decode_tlvs_untrusted(data)
+        decode_tlvs_untrusted(data, ANY_COUNT)
     assert info.value.reason is DropReason.MALFORMED
 
 

@@ -1,10 +1,34 @@
 """Where the control API listens: ``host:port``, ``[v6]:port``, ``unix:/path`` or ``off``."""
 
 import ipaddress
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_API = "127.0.0.1:7507"
+SOCKET_NAME = "api.sock"
+SYSTEM_RUNTIME_DIRECTORY = Path("/run/mcrelay")
+
+
+def default_api_socket(environ: Mapping[str, str], euid: int) -> Path:
+    """Where the daemon listens, and the CLI looks, when ``--api`` is not given.
+
+    ``$RUNTIME_DIRECTORY`` (systemd's ``RuntimeDirectory=``), else ``/run/mcrelay`` for
+    root, else ``$XDG_RUNTIME_DIR/mcrelay``, else beside the key in the user's state
+    directory: in each case a directory no other user may write."""
+    runtime = [d for d in environ.get("RUNTIME_DIRECTORY", "").split(":") if d]
+    if runtime:
+        return Path(runtime[0]) / SOCKET_NAME
+    if euid == 0:
+        return SYSTEM_RUNTIME_DIRECTORY / SOCKET_NAME
+    if environ.get("XDG_RUNTIME_DIR"):
+        return Path(environ["XDG_RUNTIME_DIR"]) / "mcrelay" / SOCKET_NAME
+    state = Path(environ["XDG_STATE_HOME"]) if environ.get("XDG_STATE_HOME") else None
+    return (state or Path.home() / ".local" / "state") / "mcrelay" / SOCKET_NAME
+
+
+def default_api(environ: Mapping[str, str]) -> str:
+    return f"unix:{default_api_socket(environ, os.geteuid())}"
 
 
 class ApiBindError(Exception):

@@ -14,14 +14,15 @@ from quart import Blueprint, Response, jsonify, request
 
 from mcrelay.api.context import api_context
 from mcrelay.api.serialize import ban_json, client_json, error_json
+from mcrelay.daemon.bans import parse_ban_seconds, parse_ban_target
 from mcrelay.daemon.registry import Client
+from mcrelay.daemon.relay import Overloaded
 from mcrelay.protocol.addresses import Address, format_address, parse_address
 
 blueprint = Blueprint("clients", __name__)
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10000
-MAX_BAN_S = 365 * 24 * 3600.0
 
 Reply = Response | tuple[Response, int]
 
@@ -98,14 +99,21 @@ async def kick_client(client_id: str) -> Reply:
     relay = api_context().relay
     address = _address(client_id)
     ban_s = _ban_seconds()
+    scope = request.args.get("ban_scope", "address")
+    if scope not in ("address", "host"):
+        raise BadRequest(400, "bad_query", "ban_scope must be 'address' or 'host'")
+    if scope == "host" and ban_s is None:
+        raise BadRequest(400, "bad_query", "ban_scope=host needs ban_s")
     now, wall = _now()
     client = relay.registry.get(address)
     if client is None:
         raise BadRequest(404, "not_found", f"no client {client_id}")
     record = client_json(client, now, wall)
-    relay.kick(address, ban_s)
+    removed = relay.kick(address, ban_s, host=scope == "host")
     if ban_s is not None:
         record["banned_for_s"] = ban_s
+        record["ban_scope"] = scope
+    record["removed"] = [format_address(c.address) for c in removed]
     return jsonify(record)
 
 
@@ -114,14 +122,9 @@ def _ban_seconds() -> float | None:
     if text is None:
         return None
     try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value <= MAX_BAN_S:
-        raise BadRequest(
-            400, "bad_query", f"ban_s must be a number of seconds above 0, at most {MAX_BAN_S:g}"
-        )
-    return value
+        return parse_ban_seconds(text)
+    except ValueError as exc:
+        raise BadRequest(400, "bad_query", f"ban_s: {exc}") from None
 
 
 @blueprint.get("/v1/bans")
@@ -131,14 +134,17 @@ async def list_bans() -> Reply:
     return jsonify({"bans": bans, "count": len(bans)})
 
 
-@blueprint.delete("/v1/bans/<path:client_id>")
-async def lift_ban(client_id: str) -> Reply:
+@blueprint.delete("/v1/bans/<path:ban_id>")
+async def lift_ban(ban_id: str) -> Reply:
     relay = api_context().relay
-    address = _address(client_id)
-    ban = relay.bans.lift(address, trio.current_time())
+    try:
+        target = parse_ban_target(ban_id)
+    except ValueError as exc:
+        raise BadRequest(404, "not_found", f"no ban on {ban_id!r}: {exc}") from None
+    ban = relay.bans.lift(target, trio.current_time())
     if ban is None:
-        raise BadRequest(404, "not_found", f"no ban on {client_id}")
-    return jsonify({"id": format_address(address), "lifted": True})
+        raise BadRequest(404, "not_found", f"no ban on {ban_id}")
+    return jsonify({"id": ban.id, "scope": ban.scope, "lifted": True})
 
 
 @blueprint.post("/v1/messages")
@@ -164,7 +170,13 @@ async def post_message() -> Reply:
         if unknown:
             raise BadRequest(404, "not_found", "no such clients", ids=unknown)
         targets = [c for a in recipients if (c := relay.registry.get(a)) is not None]
-    return jsonify({"recipients": await relay.post(plaintext, targets)})
+    try:
+        copies = await relay.post(plaintext, targets)
+    except Overloaded as exc:
+        response = jsonify(error_json("overloaded", str(exc)))
+        response.headers["Retry-After"] = str(math.ceil(exc.retry_after_s))
+        return response, 503
+    return jsonify({"recipients": copies})
 
 
 def _message_body(body: object) -> tuple[bytes, list[Address] | None]:

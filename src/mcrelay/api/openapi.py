@@ -63,6 +63,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "id": {"type": "string"},
+            "scope": {"type": "string", "enum": ["address", "host"]},
             "until": {"type": "string", "format": "date-time"},
             "remaining_s": {"type": "number"},
         },
@@ -147,13 +148,20 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _json(_ref("Client"), "the client"), **_errors(401, 404)},
         },
         "delete": {
-            "summary": "Kick a client; with ban_s, also ignore its address that long",
+            "summary": "Kick a client; with ban_s, also ignore its address (or, with "
+            "ban_scope=host, its whole host) that long",
             "parameters": [
                 _ID,
                 {
                     "name": "ban_s",
                     "in": "query",
-                    "schema": {"type": "number", "exclusiveMinimum": 0},
+                    "schema": {"type": "string", "pattern": "^[0-9]{1,9}(\\.[0-9]{1,6})?$"},
+                    "description": "plain decimal seconds, above 0, at most 31536000",
+                },
+                {
+                    "name": "ban_scope",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["address", "host"]},
                 },
             ],
             "responses": {
@@ -174,7 +182,9 @@ PATHS: dict[str, Any] = {
     "/v1/bans/{id}": {
         "delete": {
             "summary": "Lift a ban",
-            "parameters": [_ID],
+            "parameters": [
+                {**_ID, "description": "ip:port for an address ban, the IP alone for a host ban"}
+            ],
             "responses": {"200": _json({"type": "object"}, "lifted"), **_errors(401, 404)},
         }
     },
@@ -190,7 +200,7 @@ PATHS: dict[str, Any] = {
                     {"type": "object", "properties": {"recipients": {"type": "integer"}}},
                     "queued for each recipient",
                 ),
-                **_errors(400, 401, 404, 413, 415, 422),
+                **_errors(400, 401, 404, 413, 415, 422, 503),
             },
         }
     },

@@ -36,7 +36,8 @@ def client_json(client: Client, now: float, wall_now: float) -> dict[str, Any]:
 
 def ban_json(ban: Ban, now: float) -> dict[str, Any]:
     return {
-        "id": format_address(ban.address),
+        "id": ban.id,
+        "scope": ban.scope,
         "until": rfc3339(ban.until_wall),
         "remaining_s": round(max(0.0, ban.until - now), 3),
     }

@@ -40,6 +40,9 @@ def open_api_socket(address: ApiAddress) -> socket.socket:
 
 
 def _open_unix(path: Path) -> socket.socket:
+    # A directory made here is the owner's alone; one that exists (systemd's
+    # RuntimeDirectory=, say) keeps the mode it was given.
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     _remove_stale(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

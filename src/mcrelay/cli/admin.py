@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from mcrelay.api.address import DEFAULT_API
+from mcrelay.api.address import default_api
 from mcrelay.cli.chat import cancel_on_signal
 from mcrelay.cli.describe import describe_event
 from mcrelay.cli.environment import Environment
@@ -20,12 +20,13 @@ from mcrelay.cli.options import (
     UsageError,
     add_flag,
     api_address,
+    argument_type,
     client_id,
     ip_address,
-    positive_float,
 )
 from mcrelay.cli.status import ExitStatus
 from mcrelay.cli.text import message_bytes
+from mcrelay.daemon.bans import parse_ban_seconds, parse_ban_target
 
 if TYPE_CHECKING:
     from mcrelay.cli.api_client import Api
@@ -37,6 +38,24 @@ JSON_HELP = {
 SORTS = ("id", "connected_at", "last_seen", "idle_s", "messages_in", "bytes_in")
 
 
+def _ban_text(text: str) -> str:
+    """The ban's length as given, once checked: the API reads the same text."""
+    parse_ban_seconds(text)
+    return text
+
+
+ban_seconds = argument_type(_ban_text)
+
+
+def _ban_id(text: str) -> str:
+    """A ban's id as given, once checked: ``ip:port``, or an IP address for a host ban."""
+    parse_ban_target(text)
+    return text
+
+
+ban_id = argument_type(_ban_id)
+
+
 def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping[str, str]) -> None:
     def command(name: str, help: str, run: Any) -> argparse.ArgumentParser:
         parser = subparsers.add_parser(name, help=help)
@@ -45,8 +64,8 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
             environ,
             "--api",
             api_address,
-            DEFAULT_API,
-            "the daemon's API: host:port or unix:/path",
+            default_api(environ),
+            "the daemon's API: unix:/path or host:port",
         )
         add_flag(
             parser, environ, "--api-token-file", Path, None, "file holding the API's bearer token"
@@ -68,11 +87,19 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
     kick = command("kick", "remove a client (and tell the others)", run_kick)
     kick.add_argument("id", type=client_id, help="ip:port")
     kick.add_argument(
-        "--ban", type=positive_float, metavar="SECONDS", help="also ignore its address that long"
+        "--ban",
+        type=ban_seconds,
+        metavar="SECONDS",
+        help="also ignore its address that long (plain decimal seconds)",
+    )
+    kick.add_argument(
+        "--host",
+        action="store_true",
+        help="with --ban: ban its whole host (every port) and kick every client from it",
     )
     command("bans", "list active bans", run_bans)
     unban = command("unban", "lift a ban", run_unban)
-    unban.add_argument("id", type=client_id, help="ip:port")
+    unban.add_argument("id", type=ban_id, help="ip:port for a client's ban, or ip for a host ban")
     post = command("post", "send a message from the relay to clients", run_post)
     post.add_argument(
         "text",
@@ -88,9 +115,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
 
 
 def _api(args: argparse.Namespace) -> Any:
-    from mcrelay.cli.api_client import open_api, read_token_file
+    from mcrelay.cli.api_client import open_api, read_token
 
-    token = read_token_file(args.api_token_file) if args.api_token_file else None
+    token = read_token(args.api_token_file) if args.api_token_file else None
     return open_api(args.api, token)
 
 
@@ -137,14 +164,21 @@ async def run_clients(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 
 async def run_kick(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    params = {"ban_s": f"{args.ban:g}"} if args.ban else {}
+    if args.host and args.ban is None:
+        raise UsageError("--host bans a whole host: give --ban SECONDS too")
+    params = {"ban_s": args.ban} if args.ban is not None else {}
+    if args.host:
+        params["ban_scope"] = "host"
     async with _api(args) as api:
         removed = await api.call("DELETE", f"/v1/clients/{args.id}", params=params)
     if args.json:
         _print(env, removed)
         return ExitStatus.OK
-    banned = f", banned for {args.ban:g} s" if args.ban else ""
-    print(f"kicked {removed['id']}{banned}", file=env.stdout)
+    banned = ""
+    if args.ban is not None:
+        host = f"host {args.id.rpartition(':')[0].strip('[]')} " if args.host else ""
+        banned = f", banned {host}for {args.ban} s"
+    print(f"kicked {', '.join(removed['removed'])}{banned}", file=env.stdout)
     return ExitStatus.OK
 
 
@@ -158,8 +192,8 @@ async def run_bans(args: argparse.Namespace, env: Environment) -> ExitStatus:
     else:
         _table(
             env,
-            ["ID", "UNTIL", "REMAINING_S"],
-            [[b["id"], b["until"], f"{b['remaining_s']:.0f}"] for b in result["bans"]],
+            ["ID", "SCOPE", "UNTIL", "REMAINING_S"],
+            [[b["id"], b["scope"], b["until"], f"{b['remaining_s']:.0f}"] for b in result["bans"]],
         )
     return ExitStatus.OK
 

@@ -1,6 +1,7 @@
 """The CLI's side of the control API: requests, errors as exceptions, the event stream."""
 
 import json
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,15 +12,17 @@ import httpx
 from mcrelay.api.address import parse_api_address
 from mcrelay.cli.options import UsageError
 from mcrelay.cli.status import ApiError, ApiUnreachable
+from mcrelay.cli.trust import check_api_socket
+from mcrelay.files import FileError, read_token_file
 
 REQUEST_TIMEOUT_S = 10.0
 
 
-def read_token_file(path: Path) -> str:
+def read_token(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read the API token file {path}: {exc}") from None
+        return read_token_file(path)
+    except FileError as exc:
+        raise UsageError(str(exc)) from None
 
 
 @asynccontextmanager
@@ -29,6 +32,7 @@ async def open_api(address: str, token: str | None) -> AsyncIterator["Api"]:
         raise ApiUnreachable("the API address is 'off'; give --api or MCRELAY_API")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     if parsed.path is not None:
+        check_api_socket(parsed.path, os.geteuid())
         transport = httpx.AsyncHTTPTransport(uds=str(parsed.path))
         base_url = "http://mcrelay"
     else:

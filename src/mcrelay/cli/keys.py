@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +15,7 @@ from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import Parser, UsageError
 from mcrelay.cli.status import ExitStatus
 from mcrelay.daemon.keyfile import MAX_KEY_FILE_BYTES, KeyFileError, generate_key_file
+from mcrelay.files import FileError, read_regular_file
 from mcrelay.protocol import crypto
 from mcrelay.protocol.errors import ProtocolError
 
@@ -60,12 +62,12 @@ def read_public_key(path: Path) -> rsa.RSAPublicKey:
     Only reads: the private key file's mode is the daemon's concern, not checked here.
     """
     try:
-        with path.open("rb") as file:
-            data = file.read(MAX_KEY_FILE_BYTES + 1)
-    except OSError as exc:
-        raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None
-    if len(data) > MAX_KEY_FILE_BYTES:
-        raise KeyFileError(f"key file {path}: over {MAX_KEY_FILE_BYTES} bytes, not a key")
+        contents = read_regular_file(path, what="key file", limit=MAX_KEY_FILE_BYTES)
+    except FileError as exc:
+        raise KeyFileError(str(exc)) from None
+    if contents is None:
+        raise KeyFileError(f"cannot read key file {path}: {os.strerror(errno.ENOENT)}")
+    data = contents.data
     try:
         if b"PRIVATE KEY-----" in data:
             return crypto.load_private_key_pem(data).public_key()

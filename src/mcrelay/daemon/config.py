@@ -84,6 +84,8 @@ class RelayConfig:
     """New registrations and re-keys (each tells every client), per host and in total."""
     api: str = "off"
     """Where the control API listens: ``host:port``, ``unix:/path`` or ``off``."""
+    api_tcp_without_token: bool = False
+    """Allow a loopback TCP API with no token (every local user may then administer)."""
     api_token: str | None = None
     """When set, every API request but the health checks needs it as a bearer token."""
     api_token_file: Path | None = None
@@ -146,11 +148,20 @@ class RelayConfig:
             if not ok:
                 raise ConfigValueError(name, f"{name.replace('_', ' ')} {message}")
         api = parse_api_address(self.api)
-        if api is not None and not api.is_loopback and not self.api_token:
+        if api is None or api.path is not None or self.api_token:
+            return
+        if not api.is_loopback:
             raise ConfigValueError(
                 "api",
                 f"refusing to serve the control API on {api} without a token: "
-                "give --api-token-file, or bind a loopback address or unix:/path",
+                "give --api-token-file, or use a unix:/path socket",
+            )
+        if not self.api_tcp_without_token:
+            raise ConfigValueError(
+                "api",
+                f"refusing to serve the control API on {api} without a token: every local "
+                "user could administer the relay. Give --api-token-file, use a unix:/path "
+                "socket (the default), or say --api-tcp-without-token if that is intended",
             )
 
     @property

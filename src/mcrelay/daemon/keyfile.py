@@ -1,19 +1,19 @@
 """The relay's private key on disk: loaded, or created with mode 0600 on first start.
 
-A key file is read through one descriptor, opened without following a symbolic link,
-and its mode is checked on that descriptor (no window between checking and reading).
-A key that group or others may read or write is refused: it is no longer a secret.
+A key file is read as :mod:`mcrelay.files` reads every file, and without following a
+symbolic link; its mode is checked on the descriptor the key came through (no window
+between checking and reading). A key that group or others may read or write is
+refused: it is no longer a secret.
 """
 
-import errno
 import logging
 import os
-import stat
 import tempfile
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mcrelay.files import FileError, read_regular_file, require_private
 from mcrelay.protocol import crypto
 from mcrelay.protocol.errors import LocalProtocolError
 
@@ -21,13 +21,6 @@ log = logging.getLogger(__name__)
 
 MAX_KEY_FILE_BYTES = 64 * 1024
 """Far above any PEM key of 4096 bits (about 3.3 kB); anything larger is not a key file."""
-
-_OPEN_FLAGS = (
-    os.O_RDONLY
-    | os.O_NOFOLLOW  # a symbolic link as the last component fails with ELOOP
-    | os.O_NONBLOCK  # a FIFO opens at once (and is then refused) instead of hanging
-    | os.O_CLOEXEC
-)
 
 
 class KeyFileError(Exception):
@@ -67,52 +60,22 @@ def _exists(path: Path) -> KeyFileError:
 def _load(path: Path) -> rsa.RSAPrivateKey | None:
     """The key in ``path``, or ``None`` when there is no such file."""
     try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP and os.path.islink(path):
-            raise KeyFileError(
-                f"key file {path} is a symbolic link; refusing to follow it: "
-                "give the path of the key file itself"
-            ) from None
-        raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise KeyFileError(f"cannot read key file {path}: {os.strerror(errno.EISDIR)}")
-        if not stat.S_ISREG(info.st_mode):
-            raise KeyFileError(f"cannot read key file {path}: not a regular file")
-        data = _read_at_most(fd, MAX_KEY_FILE_BYTES + 1)
-    except OSError as exc:
-        raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_KEY_FILE_BYTES:
-        raise KeyFileError(f"key file {path}: over {MAX_KEY_FILE_BYTES} bytes, not a key")
-    try:
-        key = crypto.load_private_key_pem(data)
-    except LocalProtocolError as exc:
-        raise KeyFileError(f"key file {path}: {exc}") from None
-    # Checked once the file is known to hold a key: a file that is not one is reported as
-    # such first (it is to be replaced, whatever its mode), and the mode is the one read
-    # through this descriptor, whatever happens to the path meanwhile.
-    mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o077:
-        raise KeyFileError(
-            f"key file {path} has mode {mode:04o}; it must not be accessible to group or "
-            f"others: chmod 600 {path}"
+        contents = read_regular_file(
+            path, what="key file", limit=MAX_KEY_FILE_BYTES, follow_symlinks=False
         )
+        if contents is None:
+            return None
+        try:
+            key = crypto.load_private_key_pem(contents.data)
+        except LocalProtocolError as exc:
+            raise KeyFileError(f"key file {path}: {exc}") from None
+        # Checked once the file is known to hold a key: a file that is not one is reported
+        # as such first (it is to be replaced, whatever its mode), and the mode is the one
+        # read through the same descriptor as the data, whatever happens to the path.
+        require_private(path, contents, "key file")
+    except FileError as exc:
+        raise KeyFileError(str(exc)) from None
     return key
-
-
-def _read_at_most(fd: int, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while size < limit and (chunk := os.read(fd, limit - size)):
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
 
 
 def _create(path: Path) -> rsa.RSAPrivateKey | None:

@@ -32,8 +32,8 @@ from mcrelay.daemon.events import EventHub
 from mcrelay.daemon.ratelimit import AnswerLimiter
 from mcrelay.daemon.registry import Client, ClientRegistry, Registration, RegistryFull
 from mcrelay.daemon.sealing import (
+    SEAL_INLINE_MAX,
     Sealed,
-    interleave,
     is_chat,
     open_and_seal,
     seal_batch,
@@ -65,6 +65,17 @@ SEND_BATCH_DATAGRAMS = 256
 """Datagrams handled per turn of the receive loop, and of the send task, before they yield."""
 MAX_RELAYS_PER_CLIENT = 32
 """Messages of one client between completion and fan-out; the rest are ``overloaded``."""
+MAX_POSTS_IN_FLIGHT = 1
+"""Operator messages being sealed at once; another is refused (:class:`Overloaded`)."""
+POST_RETRY_AFTER_S = 1.0
+
+
+class Overloaded(Exception):
+    """The relay cannot take this message now; ``retry_after_s`` says when to try again."""
+
+    def __init__(self, message: str, retry_after_s: float = POST_RETRY_AFTER_S) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(slots=True, eq=False)
@@ -134,6 +145,7 @@ class Relay:
         self._leaving: dict[Address, Client] = {}
         self._in_order: dict[Address, deque[_Relaying]] = {}
         self._pending_relays = 0
+        self._posts_in_flight = 0
         self._receiving = trio.CancelScope()
         self.last_turn = 0.0
         """When the receive loop last went round (Trio's clock)."""
@@ -209,26 +221,55 @@ class Relay:
             self._client_left(client, reason)
         return client
 
-    def kick(self, address: Address, ban_s: float | None = None) -> Client | None:
-        """An operator's removal; with ``ban_s``, the address is also ignored that long."""
+    def kick(
+        self, address: Address, ban_s: float | None = None, *, host: bool = False
+    ) -> list[Client]:
+        """An operator's removal; return the clients removed.
+
+        With ``ban_s`` the address is also ignored that long; with ``host`` as well, the
+        ban covers its whole host (every port) and every client of that host goes too."""
         if ban_s is not None:
-            self.bans.ban(address, ban_s, trio.current_time())
-        return self.remove(address, "kick")
+            self.bans.ban(address[0] if host else address, ban_s, trio.current_time())
+        chosen = [c.address for c in self.registry if c.address[0] == address[0]] if host else []
+        removed = [self.remove(a, "kick") for a in dict.fromkeys([address, *chosen])]
+        return [client for client in removed if client is not None]
 
     async def post(self, plaintext: bytes, recipients: list[Client]) -> int:
-        """Send a message from the relay itself (sender 0.0.0.0:0); return the copies sent."""
-        keys = [client.key for client in recipients]
-        batches = split(keys, max(1, min(len(keys), self._workers.count)))
-        sealed: list[list[Sealed]] = [[] for _ in batches]
+        """Send a message from the relay itself (sender 0.0.0.0:0); return the copies sent.
 
-        async def seal(index: int) -> None:
-            work = partial(seal_batch, RELAY_ITSELF, plaintext, batches[index])
-            sealed[index] = await self._workers.call(work)
+        Admitted as a client's message is (it counts against ``max_pending_relays``),
+        one at a time; otherwise :class:`Overloaded` is raised and ``overloaded`` counted.
+        Its sealing goes to the workers a few recipients per job, at most one job per
+        worker queued at once, so clients' messages are sealed in between: a large
+        post to many clients delays them by a job's time, not by the whole post's."""
+        if (
+            self._pending_relays >= self.config.max_pending_relays
+            or self._posts_in_flight >= MAX_POSTS_IN_FLIGHT
+        ):
+            self._drop(DropReason.OVERLOADED, RELAY_ITSELF)
+            raise Overloaded("the relay is busy sealing other messages; try again shortly")
+        self._pending_relays += 1
+        self._posts_in_flight += 1
+        try:
+            keys = [client.key for client in recipients]
+            sealed: list[Sealed] = [DropReason.INTERNAL_ERROR] * len(keys)
+            starts = iter(range(0, len(keys), SEAL_INLINE_MAX))
 
-        async with trio.open_nursery() as nursery:
-            for index in range(len(batches)):
-                nursery.start_soon(seal, index)
-        return self._deliver(RELAY_ITSELF, len(plaintext), recipients, interleave(sealed))
+            async def seal_batches() -> None:
+                for start in starts:
+                    batch = keys[start : start + SEAL_INLINE_MAX]
+                    done = await self._workers.call(
+                        partial(seal_batch, RELAY_ITSELF, plaintext, batch)
+                    )
+                    sealed[start : start + len(done)] = done
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(min(self._workers.count, len(keys))):
+                    nursery.start_soon(seal_batches)
+            return self._deliver(RELAY_ITSELF, len(plaintext), recipients, sealed)
+        finally:
+            self._pending_relays -= 1
+            self._posts_in_flight -= 1
 
     # The receive path: synchronous from the socket to the crypto workers.
 
@@ -329,6 +370,8 @@ class Relay:
             return
         self._expire_reassembly(now)
         added = self.reassembler.add(source, event.fragment, now)
+        for key in added.evicted:
+            self._drop(DropReason.REASSEMBLY_EVICTED, key[0])
         if isinstance(added, Rejected):
             self._drop(added.reason, source)
         elif isinstance(added, Complete):

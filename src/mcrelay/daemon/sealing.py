@@ -62,13 +62,5 @@ def _seal(key: rsa.RSAPublicKey, sender: Address, plaintext: bytes) -> Sealed:
 
 
 def split(items: Sequence[T], parts: int) -> list[list[T]]:
-    """Deal ``items`` round-robin into ``parts`` lists (:func:`interleave` undoes it)."""
+    """Deal ``items`` round-robin into ``parts`` lists."""
     return [list(items[index::parts]) for index in range(parts)]
-
-
-def interleave(parts: Sequence[Sequence[T]]) -> list[T]:
-    """The items :func:`split` dealt, in their first order."""
-    merged: list[T] = []
-    for index in range(max((len(part) for part in parts), default=0)):
-        merged.extend(part[index] for part in parts if index < len(part))
-    return merged

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 2.0
 """After SIGTERM, how long messages already in flight may take to go out."""
 STATUS_INTERVAL_S = 5.0
+RELOAD_TIMEOUT_S = 10.0
+"""How long a reload may take to read its files before it is given up."""
 DRAIN_POLL_S = 0.01
 
 
@@ -145,7 +147,7 @@ async def run_daemon(
             if signum == signal.SIGHUP:
                 if not stopping and reload is not None:
                     notifier.reloading()
-                    apply_reload(daemon, reload)
+                    await apply_reload(daemon, reload)
                     notifier.notify("READY=1", f"STATUS={status_line(daemon.relay)}")
                 continue
             if stopping:
@@ -158,16 +160,28 @@ async def run_daemon(
             nursery.start_soon(_drain, daemon.relay, grace_s, nursery.cancel_scope)
 
 
-def apply_reload(daemon: Daemon, load: Callable[[], RelayConfig]) -> None:
-    """Read the configuration again and apply what can change live; keep the rest."""
+async def apply_reload(
+    daemon: Daemon, load: Callable[[], RelayConfig], timeout_s: float = RELOAD_TIMEOUT_S
+) -> None:
+    """Read the configuration again and apply what can change live; keep the rest.
+
+    The files are read in a thread, so the relay goes on meanwhile; a read still under
+    way after ``timeout_s`` (a hung file system) is abandoned and the reload fails."""
     old = daemon.relay.config
     try:
-        new = load()
+        with trio.fail_after(timeout_s):
+            new = await trio.to_thread.run_sync(load, abandon_on_cancel=True)
         fixed = restart_needed(old, new)
         # Keep what needs a restart; checking the merged whole again may still refuse it.
         new = dataclasses.replace(
             new, **{BY_NAME[name].field: getattr(old, BY_NAME[name].field) for name in fixed}
         )
+    except trio.TooSlowError:
+        log.error(
+            "reload failed, the running configuration stays: reading the settings took over %g s",
+            timeout_s,
+        )
+        return
     except Exception as exc:
         # Whatever the file holds (or however it fails to read), the daemon runs on.
         log.error("reload failed, the running configuration stays: %s", exc)

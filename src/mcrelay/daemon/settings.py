@@ -5,8 +5,10 @@ TOML file > the default. The same table makes the flags, reads the environment
 and the file, feeds ``mcrelay config check`` and says what a reload may change.
 """
 
+import errno
 import ipaddress
 import json
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -14,13 +16,15 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from mcrelay.api.address import parse_api_address
+from mcrelay.api.address import default_api, parse_api_address
 from mcrelay.daemon import config as defaults
 from mcrelay.daemon.config import ConfigValueError, RelayConfig
+from mcrelay.files import FileError, read_regular_file, read_token_file
 from mcrelay.logs import LOG_FORMATS
 from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
 
 DEFAULT_CONFIG_FILE = Path("/etc/mcrelay/mcrelay.toml")
+MAX_SETTINGS_FILE_BYTES = 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error")
 SECTIONS = ("network", "relay", "limits", "api", "log")
 
@@ -73,6 +77,18 @@ def api_address(text: str) -> str:
     return text
 
 
+TRUE_WORDS = ("true", "yes", "on", "1")
+FALSE_WORDS = ("false", "no", "off", "0")
+
+
+def boolean(text: str) -> bool:
+    if text.lower() in TRUE_WORDS:
+        return True
+    if text.lower() in FALSE_WORDS:
+        return False
+    raise ValueError(f"{text!r} is not true or false (nor yes, no, on, off, 1, 0)")
+
+
 def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
     def convert(text: str) -> str:
         if text.lower() not in choices:
@@ -90,7 +106,8 @@ class Setting:
     """The RelayConfig field it sets."""
     convert: Callable[[str], Any]
     toml: type
-    """The TOML value type accepted: str, int or float (an int is a float too)."""
+    """The TOML value type accepted: str, int, float (an int is a float too) or bool.
+    A bool setting's flag takes no value: giving it means true."""
     section: str
     live: bool
     """A reload (SIGHUP) applies it; otherwise it needs a restart."""
@@ -286,6 +303,15 @@ SETTINGS: tuple[Setting, ...] = (
         "api", "api", api_address, str, "api", False, "control API: host:port, unix:/path or off"
     ),
     Setting(
+        "api_tcp_without_token",
+        "api_tcp_without_token",
+        boolean,
+        bool,
+        "api",
+        False,
+        "serve a loopback TCP API with no token: every local user may then administer the relay",
+    ),
+    Setting(
         "api_token_file",
         "api_token_file",
         Path,
@@ -314,8 +340,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
 )
 BY_NAME = {setting.name: setting for setting in SETTINGS}
-CLI_DEFAULTS: dict[str, Any] = {"api": "127.0.0.1:7507"}
-"""Where the command's defaults differ from RelayConfig's (a library user opts in to the API)."""
+
+
+def cli_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Where the command's defaults differ from RelayConfig's (a library user opts in to
+    the API): the command serves it on a Unix socket only its own user (or, under
+    systemd, root and the unit's group) may use."""
+    return {"api": default_api(environ)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,9 +371,13 @@ def config_file(explicit: Path | None, environ: Mapping[str, str]) -> Path | Non
 def read_file(path: Path) -> dict[str, Any]:
     """The settings in a TOML file, checked key by key; ``SettingsError`` names file and key."""
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
+        contents = read_regular_file(path, what="settings file", limit=MAX_SETTINGS_FILE_BYTES)
+    except FileError as exc:
+        raise SettingsError(str(exc)) from None
+    if contents is None:
+        raise SettingsError(f"cannot read settings file {path}: {os.strerror(errno.ENOENT)}")
+    try:
+        document = tomllib.loads(contents.data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{path}: not valid TOML: {exc}") from None
     except RecursionError:
@@ -370,9 +405,13 @@ def _file_value(path: Path, where: str, key: str, value: Any, section: str | Non
     if section is not None and section != setting.section:
         raise SettingsError(f"{path}: '{key}' belongs in [{setting.section}], not [{section}]")
     accepted = (int, float) if setting.toml is float else (setting.toml,)
-    if isinstance(value, bool) or not isinstance(value, accepted):
-        wanted = {str: "a string", int: "an integer", float: "a number"}[setting.toml]
-        raise SettingsError(f"{path}: '{where}' must be {wanted}, not {type(value).__name__}")
+    if isinstance(value, bool) != (setting.toml is bool) or not isinstance(value, accepted):
+        wanted = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+        raise SettingsError(
+            f"{path}: '{where}' must be {wanted[setting.toml]}, not {type(value).__name__}"
+        )
+    if setting.toml is bool:
+        return value
     try:
         return setting.convert(str(value))
     except ValueError as exc:
@@ -384,6 +423,7 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str], path: Path | N
     from_file = read_file(path) if path is not None else {}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    command_defaults = cli_defaults(environ)
     for setting in SETTINGS:
         if flags.get(setting.name) is not None:
             values[setting.field], sources[setting.name] = flags[setting.name], "flag"
@@ -395,8 +435,9 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str], path: Path | N
             sources[setting.name] = f"env {setting.env}"
         elif setting.name in from_file:
             values[setting.field], sources[setting.name] = from_file[setting.name], f"file {path}"
-        elif setting.name in CLI_DEFAULTS:
-            values[setting.field], sources[setting.name] = CLI_DEFAULTS[setting.name], "default"
+        elif setting.name in command_defaults:
+            values[setting.field] = command_defaults[setting.name]
+            sources[setting.name] = "default"
         else:
             sources[setting.name] = "default"
     if values.get("key_file") is None:
@@ -414,12 +455,9 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str], path: Path | N
 
 def read_token(path: Path) -> str:
     try:
-        token = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"cannot read the API token file {path}: {exc}") from None
-    if not token or any(c.isspace() for c in token):
-        raise SettingsError(f"the API token file {path} must hold one token, with no spaces")
-    return token
+        return read_token_file(path)
+    except FileError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def describe(resolved: Resolved) -> list[str]:
@@ -432,6 +470,8 @@ def describe(resolved: Resolved) -> list[str]:
         source = resolved.sources[setting.name]
         if value is None:
             lines.append(f"# {setting.name} is not set  # {source}")
+        elif isinstance(value, bool):
+            lines.append(f"{setting.name} = {str(value).lower()}  # {source}")
         elif isinstance(value, int | float):
             lines.append(f"{setting.name} = {value}  # {source}")
         else:

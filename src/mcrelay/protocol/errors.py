@@ -12,6 +12,7 @@ class DropReason(StrEnum):
     """Why a datagram, a TLV or a message was not acted on. Every drop is counted."""
 
     MALFORMED = "malformed"
+    TOO_MANY_TLVS = "too_many_tlvs"
     UNKNOWN_TYPE = "unknown_type"
     UNREGISTERED = "unregistered"
     BANNED = "banned"
@@ -24,6 +25,7 @@ class DropReason(StrEnum):
     SOURCE_LIMIT = "source_limit"
     BUFFER_LIMIT = "buffer_limit"
     REASSEMBLY_TIMEOUT = "reassembly_timeout"
+    REASSEMBLY_EVICTED = "reassembly_evicted"
     BAD_PAYLOAD = "bad_payload"
     DECRYPT_FAILED = "decrypt_failed"
     TOO_LARGE = "too_large"

@@ -38,6 +38,10 @@ from mcrelay.protocol.tlv import TLV_HEADER, TlvType, decode_tlvs_untrusted, enc
 MAX_MESSAGE_BYTES = 32768
 """Largest plaintext of one message: 176 fragments with a 2048-bit relay key."""
 MAX_UDP_PAYLOAD = 65507
+MAX_TLVS_PER_DATAGRAM = 4
+"""TLVs in one datagram at most, either way. The well-known combinations hold one or
+two (CLIENT_PUBLIC_KEY with SERVER_KEY_REQUEST or KEEPALIVE; SENDER_INFO with
+RELAYED_MESSAGE); a datagram with more is dropped whole, at the cost of reading four."""
 CONNECT_WORD = b"CONNECT"
 DISCONNECT_WORD = b"DISCONNECT"
 
@@ -59,7 +63,7 @@ _CLIENT_BOUND: dict[int, Callable[[bytes], ClientEvent]] = {
 def decode_client_datagram_untrusted(data: bytes) -> list[RelayEvent]:
     """Events in a datagram a client sent to the relay; malformed means nothing is acted on."""
     events: list[RelayEvent] = []
-    for tlv in decode_tlvs_untrusted(data):
+    for tlv in decode_tlvs_untrusted(data, MAX_TLVS_PER_DATAGRAM):
         decode = _RELAY_BOUND.get(tlv.type)
         events.append(decode(tlv.value) if decode else Ignored(tlv.type))
     return events
@@ -73,7 +77,7 @@ def decode_relay_datagram_untrusted(data: bytes) -> list[ClientEvent]:
     """
     events: list[ClientEvent] = []
     sender: Address | None = None
-    for tlv in decode_tlvs_untrusted(data):
+    for tlv in decode_tlvs_untrusted(data, MAX_TLVS_PER_DATAGRAM):
         if tlv.type == TlvType.SENDER_INFO:
             sender = decode_address_untrusted(tlv.value)
         elif tlv.type == TlvType.RELAYED_MESSAGE:
@@ -132,13 +136,13 @@ def decrypt_payload_untrusted(
 
     A payload with more blocks than ``max_message_bytes`` needs is refused before
     any decryption (``too_large``), so its cost is bounded."""
-    try:
-        tlvs = decode_tlvs_untrusted(payload)
-    except RemoteProtocolError as exc:
-        raise RemoteProtocolError(f"payload: {exc}", DropReason.BAD_PAYLOAD) from None
     max_blocks = max(1, -(-max_message_bytes // crypto.max_chunk_bytes(relay_key)))
-    if len(tlvs) > max_blocks:
-        raise RemoteProtocolError(f"{len(tlvs)} blocks, at most {max_blocks}", DropReason.TOO_LARGE)
+    try:
+        tlvs = decode_tlvs_untrusted(payload, max_blocks)
+    except RemoteProtocolError as exc:
+        if exc.reason is DropReason.TOO_MANY_TLVS:
+            raise RemoteProtocolError(f"over {max_blocks} blocks", DropReason.TOO_LARGE) from None
+        raise RemoteProtocolError(f"payload: {exc}", DropReason.BAD_PAYLOAD) from None
     if any(tlv.type != TlvType.ENCRYPTED_BLOCK for tlv in tlvs):
         raise RemoteProtocolError(
             "payload holds a TLV other than ENCRYPTED_BLOCK", DropReason.BAD_PAYLOAD

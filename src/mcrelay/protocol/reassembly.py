@@ -5,7 +5,9 @@ is complete when every seq in ``0..total-1`` has arrived. A bad ``total``, a
 ``seq`` out of range or a repeated seq with different bytes invalidates the
 message. Completed and invalidated keys stay as tombstones until their
 deadline, so a duplicated datagram is never delivered twice. Buffers are
-bounded per source and in total; nothing is ever evicted to make room.
+bounded per source and in total. At the total bound the source holding the most
+buffered bytes loses its oldest partial message to make room (the outcome names
+what was evicted), so that many sources together cannot starve a well-behaved one.
 """
 
 from collections import OrderedDict
@@ -34,12 +36,15 @@ class Pending:
     key: MessageKey
     deadline: float
     new: bool
+    evicted: tuple[MessageKey, ...] = ()
+    """Partial messages dropped to make room for this fragment (see :class:`Reassembler`)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Complete:
     key: MessageKey
     payload: bytes
+    evicted: tuple[MessageKey, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +53,7 @@ class Rejected:
 
     reason: DropReason
     ended: bool = False
+    evicted: tuple[MessageKey, ...] = ()
 
 
 Outcome = Pending | Complete | Rejected
@@ -60,7 +66,7 @@ class _Partial:
     lane: float
     """The timeout it started under."""
     pieces: dict[int, bytes] = field(default_factory=dict)
-    charged: int = MESSAGE_OVERHEAD_BYTES
+    charged: int = 0
 
 
 class Reassembler:
@@ -83,12 +89,18 @@ class Reassembler:
         # timeout changes): within a lane, first-fragment order is deadline order.
         self._lanes: dict[float, OrderedDict[MessageKey, _Partial]] = {}
         self._tombstones: OrderedDict[MessageKey, float] = OrderedDict()
-        self._per_source: dict[Address, int] = {}
+        # Each source's partial messages, oldest first, and the bytes charged for them.
+        self._per_source: dict[Address, dict[MessageKey, _Partial]] = {}
+        self._bytes_per_source: dict[Address, int] = {}
         self.buffered_bytes = 0
 
     @property
     def in_flight(self) -> int:
         return len(self._partials)
+
+    def bytes_per_source(self) -> dict[Address, int]:
+        """Bytes charged to each source holding a partial message."""
+        return dict(self._bytes_per_source)
 
     def add(self, source: Address, fragment: Fragment, now: float) -> Outcome:
         """Take one fragment. Call :meth:`expire` with the same ``now`` first, so that
@@ -117,14 +129,14 @@ class Reassembler:
                 return Rejected(DropReason.DUPLICATE_FRAGMENT)
             return self._invalidate(key, partial)
         cost = len(fragment.piece) + FRAGMENT_OVERHEAD_BYTES
+        evicted = self._make_room(cost, key)
         if self.buffered_bytes + cost > self.max_total_bytes:
-            return Rejected(DropReason.BUFFER_LIMIT)
+            return Rejected(DropReason.BUFFER_LIMIT, evicted=evicted)
         partial.pieces[fragment.seq] = fragment.piece
-        partial.charged += cost
-        self.buffered_bytes += cost
+        self._charge(source, partial, cost)
         if len(partial.pieces) == partial.total:
-            return self._complete(key, partial)
-        return Pending(key, partial.deadline, new=False)
+            return self._complete(key, partial, evicted)
+        return Pending(key, partial.deadline, new=False, evicted=evicted)
 
     def expire(self, now: float) -> list[MessageKey]:
         """Drop every message whose deadline has passed; return the keys that timed out."""
@@ -160,23 +172,46 @@ class Reassembler:
             # Complete at once: never buffered, so no bound applies.
             self._bury(key, deadline)
             return Complete(key, fragment.piece)
-        if self._per_source.get(source, 0) >= self.max_messages_per_source:
+        if len(self._per_source.get(source, ())) >= self.max_messages_per_source:
             return Rejected(DropReason.SOURCE_LIMIT)
+        cost = MESSAGE_OVERHEAD_BYTES + len(fragment.piece) + FRAGMENT_OVERHEAD_BYTES
+        evicted = self._make_room(cost, key)
+        if self.buffered_bytes + cost > self.max_total_bytes:
+            return Rejected(DropReason.BUFFER_LIMIT, evicted=evicted)
         partial = _Partial(fragment.total, deadline, self.timeout_s, {fragment.seq: fragment.piece})
-        partial.charged += len(fragment.piece) + FRAGMENT_OVERHEAD_BYTES
-        if self.buffered_bytes + partial.charged > self.max_total_bytes:
-            return Rejected(DropReason.BUFFER_LIMIT)
         self._partials[key] = partial
         self._lanes.setdefault(partial.lane, OrderedDict())[key] = partial
-        self._per_source[source] = self._per_source.get(source, 0) + 1
-        self.buffered_bytes += partial.charged
-        return Pending(key, partial.deadline, new=True)
+        self._per_source.setdefault(source, {})[key] = partial
+        self._charge(source, partial, cost)
+        return Pending(key, partial.deadline, new=True, evicted=evicted)
 
-    def _complete(self, key: MessageKey, partial: _Partial) -> Complete:
+    def _charge(self, source: Address, partial: _Partial, cost: int) -> None:
+        partial.charged += cost
+        self.buffered_bytes += cost
+        self._bytes_per_source[source] = self._bytes_per_source.get(source, 0) + cost
+
+    def _make_room(self, cost: int, keep: MessageKey) -> tuple[MessageKey, ...]:
+        """Evict until ``cost`` more bytes fit: each time, the oldest partial message of
+        the source holding the most bytes (never ``keep``, the fragment's own message)."""
+        evicted: list[MessageKey] = []
+        while self.buffered_bytes + cost > self.max_total_bytes and self._bytes_per_source:
+            heaviest = max(self._bytes_per_source, key=self._bytes_per_source.__getitem__)
+            victim = next((k for k in self._per_source[heaviest] if k != keep), None)
+            if victim is None:
+                break
+            partial = self._partials[victim]
+            self._release(victim, partial)
+            self._bury(victim, partial.deadline)
+            evicted.append(victim)
+        return tuple(evicted)
+
+    def _complete(
+        self, key: MessageKey, partial: _Partial, evicted: tuple[MessageKey, ...]
+    ) -> Complete:
         payload = b"".join(partial.pieces[seq] for seq in range(partial.total))
         self._release(key, partial)
         self._bury(key, partial.deadline)
-        return Complete(key, payload)
+        return Complete(key, payload, evicted)
 
     def _invalidate(self, key: MessageKey, partial: _Partial | None) -> Rejected:
         if partial is None:
@@ -194,11 +229,12 @@ class Reassembler:
             del self._lanes[partial.lane]
         self.buffered_bytes -= partial.charged
         source = key[0]
-        left = self._per_source[source] - 1
-        if left:
-            self._per_source[source] = left
+        held = self._per_source[source]
+        del held[key]
+        if held:
+            self._bytes_per_source[source] -= partial.charged
         else:
-            del self._per_source[source]
+            del self._per_source[source], self._bytes_per_source[source]
 
     def _bury(self, key: MessageKey, deadline: float) -> None:
         self._tombstones[key] = deadline

@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 
-from mcrelay.protocol.errors import LocalProtocolError, RemoteProtocolError
+from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
 
 # +--------+--------+----------------+
 # | type   | length | value ...      |
@@ -51,11 +51,13 @@ def encode_tlvs(tlvs: Iterable[Tlv]) -> bytes:
     return b"".join(encode_tlv(tlv.type, tlv.value) for tlv in tlvs)
 
 
-def decode_tlvs_untrusted(data: bytes) -> list[Tlv]:
-    """Split a datagram (or a reassembled payload) into TLVs.
+def decode_tlvs_untrusted(data: bytes, max_tlvs: int) -> list[Tlv]:
+    """Split a datagram (or a reassembled payload) into at most ``max_tlvs`` TLVs.
 
     An empty input, a cut header or a length that runs past the end makes the
-    whole input malformed: nothing in it is returned.
+    whole input malformed; more than ``max_tlvs`` TLVs makes it ``too_many_tlvs``.
+    Either way nothing in it is returned, and the cost is bounded by ``max_tlvs``
+    whatever the input holds.
     """
     if not data:
         raise RemoteProtocolError("empty datagram")
@@ -63,6 +65,8 @@ def decode_tlvs_untrusted(data: bytes) -> list[Tlv]:
     offset = 0
     end = len(data)
     while offset < end:
+        if len(tlvs) == max_tlvs:
+            raise RemoteProtocolError(f"more than {max_tlvs} TLVs", DropReason.TOO_MANY_TLVS)
         if end - offset < TLV_HEADER.size:
             raise RemoteProtocolError(f"TLV header cut short at byte {offset}")
         type_, length = TLV_HEADER.unpack_from(data, offset)
