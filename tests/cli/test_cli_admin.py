@@ -10,9 +10,11 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mcrelay.api.openapi import SCHEMAS
 from mcrelay.cli.status import ExitStatus
 from mcrelay.client import MessageReceived
 from mcrelay.daemon.service import Daemon
+from mcrelay.daemon.settings import SETTINGS
 from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
 from mcrelay.protocol.events import PeerJoined, PeerLeft
 from support import (
@@ -262,3 +264,41 @@ async def test_a_token_file_the_daemon_would_refuse_is_a_usage_error(
     status = await console.run("status", "--api", "127.0.0.1:9", "--api-token-file", str(token))
     assert status == ExitStatus.USAGE
     assert_one_error_line(console, str(token))
+
+
+async def test_status_shows_the_settings_but_never_the_token(
+    relay_key_file: Path, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-t0ken\n")
+    token_file.chmod(0o600)
+    overrides = {
+        "api_token": "s3cret-t0ken",
+        "api_token_file": token_file,
+        "client_timeout_s": 42.5,
+    }
+    async with daemon_with_api(relay_key_file, "127.0.0.1:0", **overrides) as (daemon, api):
+        flags = ["--api", api, "--api-token-file", str(token_file)]
+        as_json = Console()
+        assert await as_json.run("status", *flags, "--json") == ExitStatus.OK
+        settings = json.loads(as_json.stdout.getvalue())["settings"]
+        assert set(settings) == {s.name for s in SETTINGS}
+        documented = SCHEMAS["Status"]["properties"]["settings"]["properties"]
+        assert set(documented) == set(settings)
+        assert settings["client_timeout"] == 42.5
+        assert settings["port"] == daemon.relay.config.port
+        assert settings["key_file"] == str(relay_key_file)
+        assert settings["api_token_file"] == str(token_file)
+        human = Console()
+        assert await human.run("status", *flags) == ExitStatus.OK
+        lines = human.out_lines()
+        shown = lines[lines.index("settings:") + 1 :]
+        assert len(shown) == len(SETTINGS)
+        for line in (
+            "client_timeout = 42.5",
+            f"api_token_file = {token_file}",
+            "group = 224.1.1.1",
+        ):
+            assert f"  {line}" in shown
+        for console in (as_json, human):
+            assert "s3cret-t0ken" not in console.stdout.getvalue()

@@ -25,7 +25,7 @@ from mcrelay.cli.options import (
     ip_address,
 )
 from mcrelay.cli.status import ExitStatus
-from mcrelay.cli.text import message_bytes
+from mcrelay.cli.text import message_bytes, printable
 from mcrelay.daemon.bans import parse_ban_seconds, parse_ban_target
 
 if TYPE_CHECKING:
@@ -127,6 +127,14 @@ def _print(env: Environment, value: Any) -> None:
 
 def _clients(count: int) -> str:
     return f"{count} client" if count == 1 else f"{count} clients"
+
+
+def _setting(value: Any) -> str:
+    if value is None:
+        return "(not set)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return printable(str(value))
 
 
 def _table(env: Environment, header: list[str], rows: list[list[str]]) -> None:
@@ -265,6 +273,9 @@ async def run_status(args: argparse.Namespace, env: Environment) -> ExitStatus:
     ]
     dropped = {k: v for k, v in statistics["dropped"].items() if v}
     lines.append("dropped: " + (", ".join(f"{k} {v}" for k, v in dropped.items()) or "none"))
+    settings = status.get("settings", {})  # an older daemon sends none
+    lines.extend(["settings:"] if settings else [])
+    lines.extend(f"  {name} = {_setting(value)}" for name, value in settings.items())
     print("\n".join(lines), file=env.stdout)
     return ExitStatus.OK
 
