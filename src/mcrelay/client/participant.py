@@ -13,6 +13,7 @@ so it is dropped as ``duplicate_message`` before any decryption.
 import hashlib
 import logging
 import secrets
+import socket
 from collections import Counter, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,6 +37,7 @@ KEY_RETRY_INTERVAL_S = 1.0
 GOODBYE_TIMEOUT_S = 1.0
 EVENT_QUEUE_EVENTS = 1024
 MAX_DATAGRAM_BYTES = 65535
+WILDCARD = "0.0.0.0"
 DUPLICATE_MEMORY_MESSAGES = 1024
 """Digests of the latest relayed ciphertexts kept to spot network duplicates (32 bytes each)."""
 
@@ -97,6 +99,7 @@ class Participant:
         self._sock = sock
         host, port = sock.getsockname()[:2]
         self.address: Address = (host, port)
+        """Our address as the relay and the peers see it (once registered)."""
         self.destination = destination
         self._key = key
         self.pinned_fingerprint = relay_fingerprint
@@ -138,6 +141,8 @@ class Participant:
                 f"no relay answered at {format_address(self.destination)} within {timeout_s:g} s"
             )
         await self._sock.sendto(legacy.client_key(self._key.public_key()), self.destination)
+        if self.address[0] == WILDCARD and self.relay_address is not None:
+            self.address = _source_toward(self.relay_address, self.address[1])
 
     async def send(self, message: bytes | str) -> None:
         """Encrypt for the relay, fragment and send (raises ``LocalProtocolError`` if too long)."""
@@ -227,6 +232,16 @@ class Participant:
         while True:
             await trio.sleep(self.keepalive_interval_s)
             await self._sock.sendto(ping, self.destination)
+
+
+def _source_toward(remote: Address, port: int) -> Address:
+    """The source address the system gives a datagram to ``remote`` from a socket bound
+    to the wildcard: what the relay saw, and the peers see. (Connecting a UDP socket
+    only looks up the route; it sends nothing.)"""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(remote)
+        host: str = probe.getsockname()[0]
+    return (host, port)
 
 
 @asynccontextmanager
