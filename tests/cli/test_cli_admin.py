@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.api.openapi import SCHEMAS
 from mcrelay.cli.status import ExitStatus
-from mcrelay.client import MessageReceived
+from mcrelay.client import MessageReceived, PeerPresent
 from mcrelay.daemon.service import Daemon
 from mcrelay.daemon.settings import SETTINGS
 from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
@@ -52,7 +52,7 @@ async def test_clients_post_kick_ban_unban(
     async with daemon_with_api(relay_key_file, api_address) as (daemon, api):
         async with join(daemon.relay, keys[1]) as a, join(daemon.relay, keys[2]) as b:
             assert await next_event(a) == PeerJoined(b.address)
-            assert await next_event(b) == PeerJoined(a.address)
+            assert await next_event(b) == PeerPresent(a.address)
             console = Console()
             assert await console.run("clients", "--api", api) == ExitStatus.OK
             table = console.out_lines()

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcrelay.cli.chat import _render
 from mcrelay.cli.main import main, run_command
 from mcrelay.cli.status import ExitStatus
-from mcrelay.client import MessageReceived, ParticipantEvent
+from mcrelay.client import MessageReceived, ParticipantEvent, PeerPresent
 from mcrelay.protocol.addresses import RELAY_ITSELF, Address, format_address
 from mcrelay.protocol.events import PeerJoined, PeerLeft
 from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
@@ -201,19 +201,19 @@ async def test_chat_json_sends_lines_and_prints_events(relay_key_file: Path, key
                     assert await next_event(a) == MessageReceived(chatter, b"hello")
                     await a.send("reply")
                     await wait_until(lambda: expected in json_lines(console))
+                    async with join(relay, keys[2]) as b:
+                        later = {"event": "joined", "peer": format_address(b.address)}
+                        await wait_until(lambda: later in json_lines(console))
                     nursery.cancel_scope.cancel()
 
             assert statuses == []  # cancelled while staying, never returned
             records = json_lines(console)  # every line is JSON
-            assert records
-            assert {"event": "joined", "peer": format_address(a.address)} in records
-            assert expected in records
-            assert records.index({"event": "joined", "peer": format_address(a.address)}) < (
-                records.index(expected)
-            )
+            # a was there before the chat registered; b came after.
+            present = {"event": "present", "peer": format_address(a.address)}
+            assert records[:3] == [present, expected, later]
             assert relay.fingerprint in console.stderr.getvalue()
             # The chat said goodbye on its way out.
-            assert await next_event(a) == PeerLeft(chatter)
+            await events_until(a, lambda event: event == PeerLeft(chatter))
 
 
 async def test_chat_without_stay_ends_with_its_input(relay_key_file: Path, keys: Keys) -> None:
@@ -256,6 +256,11 @@ PEER: Address = ("127.0.0.1", 5000)
             PeerJoined(PEER),
             "* 127.0.0.1:5000 joined",
             {"event": "joined", "peer": "127.0.0.1:5000"},
+        ),
+        (
+            PeerPresent(PEER),
+            "* 127.0.0.1:5000 present",
+            {"event": "present", "peer": "127.0.0.1:5000"},
         ),
         (PeerLeft(PEER), "* 127.0.0.1:5000 left", {"event": "left", "peer": "127.0.0.1:5000"}),
         (

@@ -22,11 +22,17 @@ from mcrelay.cli.options import (
 )
 from mcrelay.cli.status import ExitStatus
 from mcrelay.cli.text import message_bytes, printable
-from mcrelay.client import MessageReceived, Participant, ParticipantEvent, open_participant
+from mcrelay.client import (
+    MessageReceived,
+    Participant,
+    ParticipantEvent,
+    PeerPresent,
+    open_participant,
+)
 from mcrelay.client.participant import KEEPALIVE_INTERVAL_S, REGISTER_TIMEOUT_S
 from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
 from mcrelay.protocol.errors import LocalProtocolError
-from mcrelay.protocol.events import PeerJoined
+from mcrelay.protocol.events import PeerJoined, PeerLeft
 from mcrelay.protocol.legacy import CONNECT_WORD, DISCONNECT_WORD, MAX_MESSAGE_BYTES
 
 
@@ -120,7 +126,7 @@ def _render(event: ParticipantEvent, as_json: bool) -> str:
                 {"event": "message", "from": sender, "text": event.text}, ensure_ascii=False
             )
         return f"[{'relay' if event.sender == RELAY_ITSELF else sender}] {printable(event.text)}"
-    kind = "joined" if isinstance(event, PeerJoined) else "left"
+    kind = {PeerPresent: "present", PeerJoined: "joined", PeerLeft: "left"}[type(event)]
     if as_json:
         return json.dumps({"event": kind, "peer": format_address(event.peer)})
     return f"* {format_address(event.peer)} {kind}"

@@ -8,6 +8,14 @@ only from the address that answered.
 A relayed message whose ciphertext we have just received is a copy the network
 duplicated (RSA-OAEP is randomized: the relay never seals the same bytes twice),
 so it is dropped as ``duplicate_message`` before any decryption.
+
+Right after our key, the relay sends one CLIENT_CONNECTED per client already there
+(the roster), then a CLIENT_CONNECTED for each client that joins later: the same
+TLV. To tell them apart, our key goes in one datagram with a SERVER_KEY_REQUEST.
+The relay handles a datagram's TLVs in order and sends in the order it decides, so
+its answer, a SERVER_PUBLIC_KEY, comes right after the roster: what arrives before
+it is ``PeerPresent``, what comes after is ``PeerJoined``. Should the answer not
+come (rate limited, lost), the roster ends ``ROSTER_WAIT_S`` after registering.
 """
 
 import hashlib
@@ -34,6 +42,8 @@ log = logging.getLogger(__name__)
 KEEPALIVE_INTERVAL_S = 10.0
 REGISTER_TIMEOUT_S = 5.0
 KEY_RETRY_INTERVAL_S = 1.0
+ROSTER_WAIT_S = 1.0
+"""The roster's end at the latest, should the relay's answer that marks it not come."""
 GOODBYE_TIMEOUT_S = 1.0
 EVENT_QUEUE_EVENTS = 1024
 MAX_DATAGRAM_BYTES = 65535
@@ -64,7 +74,14 @@ class MessageReceived:
         return self.data.decode("utf-8", errors="replace")
 
 
-ParticipantEvent = MessageReceived | PeerJoined | PeerLeft
+@dataclass(frozen=True, slots=True)
+class PeerPresent:
+    """A client that was registered before us (the relay lists them as we register)."""
+
+    peer: Address
+
+
+ParticipantEvent = MessageReceived | PeerPresent | PeerJoined | PeerLeft
 
 
 class RecentDigests:
@@ -107,6 +124,8 @@ class Participant:
         self.relay_address: Address | None = None
         self.relay_key: rsa.RSAPublicKey | None = None
         self.dropped: Counter[DropReason] = Counter()
+        self._roster_until: float | None = None
+        """While the roster comes: when it ends at the latest (trio time)."""
         self._recent = RecentDigests(DUPLICATE_MEMORY_MESSAGES)
         self._events_in, self.events = trio.open_memory_channel[ParticipantEvent](
             EVENT_QUEUE_EVENTS
@@ -140,7 +159,10 @@ class Participant:
             raise RelayUnreachable(
                 f"no relay answered at {format_address(self.destination)} within {timeout_s:g} s"
             )
-        await self._sock.sendto(legacy.client_key(self._key.public_key()), self.destination)
+        # The key request beside our key marks the end of the roster (see the module's doc).
+        registration = legacy.client_key(self._key.public_key()) + legacy.key_request()
+        await self._sock.sendto(registration, self.destination)
+        self._roster_until = trio.current_time() + ROSTER_WAIT_S
         if self.address[0] == WILDCARD and self.relay_address is not None:
             self.address = _source_toward(self.relay_address, self.address[1])
 
@@ -213,11 +235,20 @@ class Participant:
                 self.dropped[exc.reason] += 1
                 return
             self._emit(MessageReceived(event.sender, data))
-        elif isinstance(event, PeerJoined | PeerLeft):
+        elif isinstance(event, PeerJoined):
+            self._emit(PeerPresent(event.peer) if self._in_roster() else event)
+        elif isinstance(event, PeerLeft):
             self._emit(event)
+        elif isinstance(event, ServerKey) and self._in_roster():
+            self._roster_until = None  # the answer sent after the roster
         else:
             # A repeated SERVER_PUBLIC_KEY after registration, or a type we do not know.
             self.dropped[DropReason.UNKNOWN_TYPE] += 1
+
+    def _in_roster(self) -> bool:
+        if self._roster_until is not None and trio.current_time() >= self._roster_until:
+            self._roster_until = None
+        return self._roster_until is not None
 
     def _emit(self, event: ParticipantEvent) -> None:
         try:
