@@ -9,7 +9,7 @@ import trio
 
 from mcrelay import __version__
 from mcrelay.api.address import ApiBindError
-from mcrelay.cli import admin, chat, daemon, keys
+from mcrelay.cli import admin, chat, completion, daemon, keys
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import Parser, UsageError
 from mcrelay.cli.status import ApiError, ApiUnreachable, ExitStatus
@@ -27,6 +27,7 @@ def build_parser(env: Environment) -> argparse.ArgumentParser:
     chat.add_parsers(subparsers, env.environ)
     admin.add_parsers(subparsers, env.environ)
     keys.add_parsers(subparsers, env.environ)
+    completion.add_parser(subparsers, env.environ)
     return parser
 
 
