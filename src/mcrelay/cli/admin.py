@@ -13,6 +13,7 @@ import trio
 
 from mcrelay.api.address import default_api
 from mcrelay.cli.chat import cancel_on_signal
+from mcrelay.cli.daemon import DESCRIBED_DEFAULTS
 from mcrelay.cli.describe import describe_event
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import (
@@ -66,6 +67,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
             api_address,
             default_api(environ),
             "the daemon's API: unix:/path or host:port",
+            default_text=DESCRIBED_DEFAULTS["api"],
         )
         add_flag(
             parser, environ, "--api-token-file", Path, None, "file holding the API's bearer token"

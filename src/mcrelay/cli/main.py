@@ -3,6 +3,7 @@
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Awaitable, Callable, Sequence
 
 import trio
@@ -12,7 +13,7 @@ from mcrelay.api.address import ApiBindError
 from mcrelay.cli import admin, chat, completion, daemon, keys
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import Parser, UsageError
-from mcrelay.cli.status import ApiError, ApiUnreachable, ExitStatus
+from mcrelay.cli.status import MEANINGS, ApiError, ApiUnreachable, ExitStatus
 from mcrelay.client import RelayKeyMismatch, RelayUnreachable
 from mcrelay.daemon.keyfile import KeyFileError
 
@@ -20,7 +21,17 @@ Command = Callable[[argparse.Namespace, Environment], Awaitable[ExitStatus]]
 
 
 def build_parser(env: Environment) -> argparse.ArgumentParser:
-    parser = Parser(prog="mcrelay", description="Secure group-messaging relay for local networks.")
+    codes = "".join(
+        textwrap.fill(f"{int(code):>5}  {meaning}", 79, subsequent_indent=" " * 7) + "\n"
+        for code, meaning in MEANINGS.items()
+    )
+    parser = Parser(
+        prog="mcrelay",
+        description="Secure group-messaging relay for local networks.",
+        epilog="'mcrelay COMMAND --help' tells about each command.\n\n"
+        f"exit status:\n{codes}\nerrors are one line on stderr, starting 'mcrelay: error:'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"mcrelay {__version__}")
     subparsers = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     daemon.add_parser(subparsers, env.environ)

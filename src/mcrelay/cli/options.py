@@ -44,15 +44,18 @@ def add_flag(
     convert: Callable[[str], Any],
     default: Any,
     help: str,
+    default_text: str | None = None,
 ) -> None:
-    """Add ``flag`` whose default comes from ``MCRELAY_<NAME>`` when that is set."""
+    """Add ``flag`` whose default comes from ``MCRELAY_<NAME>`` when that is set.
+    ``default_text`` says the default in words where it depends on the user."""
     name = env_name(flag)
     if name in environ:
         try:
-            default = convert(environ[name])
+            default = default_text = convert(environ[name])
         except (ValueError, argparse.ArgumentTypeError) as exc:
             raise UsageError(f"{name}: {exc}") from None
-    shown = "" if default is None else f" (default: {default})"
+    default_text = default_text or default
+    shown = "" if default_text is None else f" (default: {default_text})"
     parser.add_argument(flag, type=convert, default=default, help=f"{help}{shown}; env {name}")
 
 
