@@ -77,7 +77,7 @@ async def test_a_client_that_keeps_alive_is_never_displaced_by_a_registration_fl
     relay_key_file: Path, keys: Keys
 ) -> None:
     config = relay_config(
-        relay_key_file, max_clients=40, client_timeout_s=1.0, registrations_total_burst=1000
+        relay_key_file, max_clients=40, client_timeout_s=2.0, registrations_total_burst=1000
     )
     async with running_relay(config) as relay:
         async with (
@@ -85,9 +85,9 @@ async def test_a_client_that_keeps_alive_is_never_displaced_by_a_registration_fl
             join(relay, keys[2], keepalive_interval_s=0.2) as b,
         ):
             # Fill the registry, then churn: the flood's clients do not keep alive, so they
-            # time out and new ones take their places, over and over, for three timeouts.
+            # time out and new ones take their places, over and over, for two timeouts.
             next_fake = 0
-            end = trio.current_time() + 3 * config.client_timeout_s
+            end = trio.current_time() + 2 * config.client_timeout_s
             while trio.current_time() < end:
                 while len(relay.registry) < config.max_clients:
                     source = fake(next_fake)
@@ -98,7 +98,7 @@ async def test_a_client_that_keeps_alive_is_never_displaced_by_a_registration_fl
                 assert a.address in relay.registry
                 assert b.address in relay.registry
                 await trio.sleep(0.05)
-            assert next_fake > 2 * config.max_clients  # the flood did churn
+            assert next_fake > config.max_clients + 1  # the flood did churn
             full = dropped(relay, "registry_full")
             relay.handle_datagram(
                 legacy.client_key(keys[3].public_key()), fake(next_fake), trio.current_time()

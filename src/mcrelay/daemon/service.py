@@ -32,7 +32,7 @@ from mcrelay.daemon.config import RelayConfig
 from mcrelay.daemon.keyfile import load_or_create_key
 from mcrelay.daemon.notify import Notifier
 from mcrelay.daemon.relay import RECEIVE_TICK_S, Relay
-from mcrelay.daemon.settings import BY_NAME, restart_needed
+from mcrelay.daemon.settings import BY_NAME, live_changes, restart_needed
 from mcrelay.sockets import open_relay_socket
 
 log = logging.getLogger(__name__)
@@ -188,10 +188,14 @@ async def apply_reload(
         return
     if fixed:
         log.warning("reload: %s cannot change while running; restart to apply", ", ".join(fixed))
+    changed = live_changes(old, new)
     daemon.relay.reconfigure(new)
     daemon.api.token = new.api_token
     logging.getLogger().setLevel(new.log_level.upper())
-    log.info("configuration reloaded")
+    log.info(
+        "configuration reloaded; %s",
+        f"changed: {', '.join(changed)}" if changed else "no setting changed",
+    )
 
 
 def status_line(relay: Relay) -> str:

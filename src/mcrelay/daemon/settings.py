@@ -479,3 +479,11 @@ def restart_needed(old: RelayConfig, new: RelayConfig) -> list[str]:
     return [
         s.name for s in SETTINGS if not s.live and getattr(old, s.field) != getattr(new, s.field)
     ]
+
+
+def live_changes(old: RelayConfig, new: RelayConfig) -> list[str]:
+    """Settings that differ and that a reload applies; a new token in the same file counts."""
+    names = [s.name for s in SETTINGS if s.live and getattr(old, s.field) != getattr(new, s.field)]
+    if old.api_token != new.api_token and "api_token_file" not in names:
+        names.append("api_token_file")
+    return names
