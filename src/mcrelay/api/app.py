@@ -29,6 +29,7 @@ def create_app(context: ApiContext) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["JSON_SORT_KEYS"] = False
     app.extensions[EXTENSION] = context
+    context.relay.events.encoder = events.encode_frame
     # An id like '/x' or '//' in a path gets a JSON 404, not an HTML redirect.
     app.url_map.merge_slashes = False
     app.register_blueprint(clients.blueprint)

@@ -16,9 +16,14 @@ HEARTBEAT_S = 15.0
 """A comment line this often, so proxies keep the stream and dead peers are noticed."""
 
 
-def sse_frame(event: RelayEvent) -> bytes:
+def encode_frame(event: RelayEvent) -> bytes:
+    """The event as one Server-Sent Events frame (the hub calls it once per event)."""
     data = {"id": event.id, "event": event.kind, "time": rfc3339(event.time), **event.data}
     return f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def sse_frame(event: RelayEvent) -> bytes:
+    return event.frame or encode_frame(event)
 
 
 @blueprint.get("/v1/events")

@@ -11,6 +11,7 @@ run_until_signal                      SIGHUP reloads; SIGTERM/SIGINT drain, then
         │   │                         reassembly at its deadlines; never waits on crypto
         │   ├── _send_loop            sends the notices, and copies when the socket was full
         │   └── _cleanup_loop         expires idle clients
+        ├── EventHub.run              publishes the counted drops once a second
         └── serve_api                 hypercorn serving the control API (unless --api off)
 """
 
@@ -97,6 +98,7 @@ async def _serve(
             )
         async with trio.open_nursery() as nursery:
             await nursery.start(relay.run)
+            await nursery.start(relay.events.run)
             urls: list[str] = []
             if api_sock is not None:
                 urls = await nursery.start(serve_api, create_app(context), api_sock)
