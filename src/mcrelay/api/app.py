@@ -91,7 +91,7 @@ async def _status() -> Response:
     context = api_context()
     relay = context.relay
     config = relay.config
-    statistics = relay.statistics()
+    statistics = {**relay.statistics(), **context.statistics()}
     return jsonify(
         {
             "version": __version__,
@@ -110,7 +110,7 @@ async def _status() -> Response:
 
 
 async def _metrics() -> Response:
-    body, content_type = render_metrics(api_context().relay)
+    body, content_type = render_metrics(api_context())
     return Response(body, content_type=content_type)
 
 
