@@ -125,11 +125,15 @@ class Connections:
     def __len__(self) -> int:
         return len(self._open)
 
-    def full(self, wanted: int) -> bool:
-        """Whether a new connection would pass ``wanted`` (api_max_connections), or what fits
-        under the file limit beside ``FD_RESERVE``."""
+    def fit(self, wanted: int) -> None:
+        """Take ``wanted`` (api_max_connections) as the cap, lowered to what fits under the
+        open-file limit beside ``FD_RESERVE`` (said in the log); at start and on a change."""
         if wanted != self._wanted:
             self._wanted, self._room = wanted, connection_room(wanted)
+
+    def full(self, wanted: int) -> bool:
+        """Whether one more connection would pass the cap."""
+        self.fit(wanted)
         return len(self._open) >= self._room
 
     def add(self, sock: socket.socket) -> ApiStream:

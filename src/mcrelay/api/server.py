@@ -134,6 +134,7 @@ async def serve_api(
             def max_connections() -> int:
                 return context.relay.config.api_max_connections
 
+            connections.fit(max_connections())
             nursery.start_soon(_accept, sock, connections, max_connections, serve_one, nursery)
             task_status.started([url])
             try:
