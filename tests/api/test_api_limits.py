@@ -11,6 +11,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ import trio.testing
 from api_support import ApiDaemon, api_daemon, assert_json_error, event_stream
 
 from mcrelay.api.connections import Connections
-from mcrelay.api.server import _accept
+from mcrelay.api.server import accept_connections
 from support import WAIT_S, wait_until
 
 H2C_UPGRADE = (
@@ -204,7 +205,7 @@ class FailingListener:
     def fileno(self) -> int:
         return self._readable.fileno()
 
-    def accept(self) -> tuple[socket.socket, object]:
+    def accept(self) -> tuple[socket.socket, Any]:
         self.attempts += 1
         raise OSError(errno.EMFILE, "Too many open files")
 
@@ -224,7 +225,7 @@ async def test_accept_errors_are_counted_and_logged_once_a_minute(
         with caplog.at_level(logging.ERROR, logger="mcrelay.api.connections"):
             async with trio.open_nursery() as nursery:
                 with trio.move_on_after(150):  # mock time
-                    await _accept(listener, connections, lambda: 8, serve_one, nursery)  # type: ignore[arg-type]
+                    await accept_connections(listener, connections, lambda: 8, serve_one, nursery)
     lines = [r for r in caplog.records if "cannot accept connections" in r.getMessage()]
     assert len(lines) == 3  # at 0, 60 and 120 s, not one per attempt
     assert all(r.exc_info is None for r in lines)  # a line, no traceback

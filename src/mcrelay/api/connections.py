@@ -64,13 +64,14 @@ class ApiStream:
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         data = bytes(await self._stream.receive_some(max_bytes))
         if self._opening is not None:
-            self._check_opening(data)
+            self._check_opening(self._opening + data[: len(HTTP2_PREFACE_START)])
         return data
 
-    def _check_opening(self, data: bytes) -> None:
-        opening = self._opening = (self._opening or b"") + data[: len(HTTP2_PREFACE_START)]
+    def _check_opening(self, opening: bytes) -> None:
+        """Close a connection that opens as HTTP/2 does, before hypercorn switches to it."""
         if len(opening) < len(HTTP2_PREFACE_START) and HTTP2_PREFACE_START.startswith(opening):
-            return  # too early to tell
+            self._opening = opening  # too early to tell
+            return
         self._opening = None
         if opening.startswith(HTTP2_PREFACE_START):
             self.close_now()

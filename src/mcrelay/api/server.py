@@ -7,6 +7,7 @@ import socket
 import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 import trio
 from hypercorn.config import Config
@@ -135,7 +136,9 @@ async def serve_api(
                 return context.relay.config.api_max_connections
 
             connections.fit(max_connections())
-            nursery.start_soon(_accept, sock, connections, max_connections, serve_one, nursery)
+            nursery.start_soon(
+                accept_connections, sock, connections, max_connections, serve_one, nursery
+            )
             task_status.started([url])
             try:
                 await trio.sleep_forever()
@@ -143,13 +146,22 @@ async def serve_api(
                 connections.close_all()
 
 
-async def _accept(
-    listener: socket.socket,
+class Listener(Protocol):
+    """A listening socket, as the accept loop uses it."""
+
+    def fileno(self) -> int: ...
+
+    def accept(self) -> tuple[socket.socket, Any]: ...
+
+
+async def accept_connections(
+    listener: Listener,
     connections: Connections,
     max_connections: Callable[[], int],
     serve_one: Callable[[ApiStream], Awaitable[None]],
     nursery: trio.Nursery,
 ) -> None:
+    """Take connections as they come: each served in ``nursery``, or refused past the cap."""
     while True:
         await trio.lowlevel.wait_readable(listener)
         try:
