@@ -85,12 +85,18 @@ class ApiDaemon:
         return self.daemon.relay
 
 
+DROP_INTERVAL_S = 0.05
+"""The daemons here publish their counted drops this often (every second by default),
+so a test waits little for a ``dropped`` event."""
+
+
 @asynccontextmanager
 async def api_daemon(key_file: Path, **overrides: Any) -> AsyncIterator[ApiDaemon]:
     """A daemon with its API on 127.0.0.1:0 and a client that sends its token, if any."""
     overrides.setdefault("api", "127.0.0.1:0")
     config = relay_config(key_file, **overrides)
     async with running_daemon(config) as daemon:
+        daemon.relay.events.drop_interval_s = DROP_INTERVAL_S
         async with api_client(daemon, config.api_token) as http:
             yield ApiDaemon(daemon, http)
 

@@ -32,6 +32,10 @@ STATISTICS = frozenset(
         "messages_relayed",
         "copies_sent",
         "dropped",
+        "api_connections",
+        "api_connections_refused",
+        "api_accept_errors",
+        "api_event_subscribers_refused",
     }
 )
 REASONS = frozenset(reason.value for reason in DropReason)

@@ -358,6 +358,18 @@ async def test_daemon_refuses_a_bad_setting(tmp_path: Path) -> None:
     assert not (tmp_path / "k.pem").exists()
 
 
+async def test_the_error_line_has_priority_err_when_stderr_is_the_journal(tmp_path: Path) -> None:
+    """Under systemd the line saying why the daemon could not start is filed at priority
+    err (3), so ``journalctl -p err`` shows it. (A buffer has no descriptor to compare with
+    JOURNAL_STREAM, so the variable is taken at its word: see is_journal_stream.)"""
+    console = Console(environ={"JOURNAL_STREAM": "8:1234"})
+    status = await console.run("daemon", "--key-file", str(tmp_path / "k.pem"), "--port", "x")
+    assert status == ExitStatus.USAGE
+    [line] = console.err_lines()
+    assert line.startswith("<3>mcrelay: error: "), line
+    assert "--port" in line
+
+
 @pytest.mark.parametrize(
     "text", ["x" * (MAX_MESSAGE_BYTES + 1), "é" * (MAX_MESSAGE_BYTES // 2 + 1)]
 )

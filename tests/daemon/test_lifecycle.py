@@ -85,7 +85,7 @@ class Harness:
 
 
 async def test_reload_applies_live_settings_and_keeps_the_rest(
-    tmp_path: Path, relay_key_file: Path
+    tmp_path: Path, relay_key_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with ExitStack() as stack:
         async with notify_listener(tmp_path) as heard, trio.open_nursery() as nursery:
@@ -107,11 +107,14 @@ async def test_reload_applies_live_settings_and_keeps_the_rest(
             assert daemon.relay.registry.max_clients == 3
             assert config.group == "224.1.1.1"  # needs a restart: reported, not applied
             assert daemon.relay.address[1] == port
+            reloaded = [m for m in caplog.messages if m.startswith("configuration reloaded")]
+            assert reloaded == ["configuration reloaded; changed: client_timeout, max_clients"]
 
             harness.write("client_timeout = 'soon'\n")
             await harness.send_signal.send(signal.SIGHUP)
             await heard.until("READY")
             assert daemon.relay.config.client_timeout_s == 7.0  # a bad file changes nothing
+            assert sum(m.startswith("configuration reloaded") for m in caplog.messages) == 1
 
             await harness.send_signal.send(signal.SIGTERM)
             assert (await heard.next())["STOPPING"] == "1"

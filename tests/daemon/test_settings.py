@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from mcrelay.cli.status import ExitStatus
-from mcrelay.daemon.settings import SETTINGS, SettingsError, read_file, read_token, resolve
+from mcrelay.daemon.settings import (
+    SETTINGS,
+    SettingsError,
+    live_changes,
+    read_file,
+    read_token,
+    resolve,
+)
 from support import Console, assert_one_error_line
 
 EXAMPLE = Path(__file__).parents[2] / "packaging" / "mcrelay.toml"
@@ -71,6 +78,21 @@ def test_a_non_loopback_api_needs_a_token_file(tmp_path: Path) -> None:
     token.chmod(0o600)
     text = f"[api]\napi = '0.0.0.0:7507'\napi_token_file = '{token}'\n"
     assert resolve({}, {}, write(tmp_path, text)).config.api_token == "abc123"
+
+
+def test_live_changes_name_what_a_reload_applies(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("abc123\n")
+    token.chmod(0o600)
+    before = resolve({}, {}, write(tmp_path, f"api_token_file = '{token}'\n")).config
+    text = f"api_token_file = '{token}'\nclient_timeout = 9\nport = 6001\nlog_level = 'debug'\n"
+    after = resolve({}, {}, write(tmp_path, text)).config
+    assert live_changes(before, after) == ["client_timeout", "log_level"]  # port needs a restart
+    token.write_text("def456\n")
+    assert live_changes(after, resolve({}, {}, tmp_path / "mcrelay.toml").config) == [
+        "api_token_file"
+    ]
+    assert live_changes(after, after) == []
 
 
 def test_the_example_file_names_every_setting_and_is_valid() -> None:

@@ -32,6 +32,7 @@ def create_app(context: ApiContext) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["JSON_SORT_KEYS"] = False
     app.extensions[EXTENSION] = context
+    context.relay.events.encoder = events.encode_frame
     # An id like '/x' or '//' in a path gets a JSON 404, not an HTML redirect.
     app.url_map.merge_slashes = False
     app.register_blueprint(clients.blueprint)
@@ -93,7 +94,7 @@ async def _status() -> Response:
     context = api_context()
     relay = context.relay
     config = relay.config
-    statistics = relay.statistics()
+    statistics = {**relay.statistics(), **context.statistics()}
     return jsonify(
         {
             "version": __version__,
@@ -120,7 +121,7 @@ def settings_json(config: RelayConfig) -> dict[str, Any]:
 
 
 async def _metrics() -> Response:
-    body, content_type = render_metrics(api_context().relay)
+    body, content_type = render_metrics(api_context())
     return Response(body, content_type=content_type)
 
 

@@ -1,9 +1,12 @@
-"""What the API's views reach: the relay, the settings and the readiness flag."""
+"""What the API's views reach: the relay, the settings, the readiness flag, the API's counts."""
 
+import weakref
 from dataclasses import dataclass, field
+from typing import Any
 
 from quart import current_app
 
+from mcrelay.api.connections import Connections
 from mcrelay.daemon.relay import Relay
 
 EXTENSION = "mcrelay"
@@ -18,6 +21,18 @@ class ApiContext:
     started_monotonic: float = 0.0
     ready: bool = False
     open_paths: frozenset[str] = field(default=frozenset({"/healthz", "/readyz"}))
+    connections: Connections = field(default_factory=Connections)
+    subscribers_refused: int = 0
+    streams_starting: "weakref.WeakSet[Any]" = field(default_factory=weakref.WeakSet)
+    """Event streams answered but not yet subscribed: they count against the cap."""
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            "api_connections": len(self.connections),
+            "api_connections_refused": self.connections.refused,
+            "api_accept_errors": self.connections.accept_errors,
+            "api_event_subscribers_refused": self.subscribers_refused,
+        }
 
 
 def api_context() -> ApiContext:

@@ -6,7 +6,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from mcrelay.daemon.relay import Relay
+from mcrelay.api.context import ApiContext
 
 COUNTERS = {
     "datagrams_in": "Datagrams received",
@@ -15,6 +15,9 @@ COUNTERS = {
     "bytes_out": "Bytes sent",
     "messages_relayed": "Messages fanned out to their recipients",
     "copies_sent": "Relayed-message datagrams queued, one per recipient",
+    "api_connections_refused": "API connections refused at api_max_connections",
+    "api_event_subscribers_refused": "Event streams refused at api_max_event_subscribers",
+    "api_accept_errors": "API connections the kernel would not accept (out of descriptors)",
 }
 GAUGES = {
     "clients": "Registered clients",
@@ -24,15 +27,16 @@ GAUGES = {
     "send_queue": "Datagrams waiting in the send queue",
     "bans": "Active bans",
     "event_subscribers": "Open event streams",
+    "api_connections": "Open API connections",
 }
 
 
 class RelayCollector(Collector):
-    def __init__(self, relay: Relay) -> None:
-        self._relay = relay
+    def __init__(self, context: ApiContext) -> None:
+        self._context = context
 
     def collect(self) -> Iterator[Metric]:
-        statistics = self._relay.statistics()
+        statistics = {**self._context.relay.statistics(), **self._context.statistics()}
         for name, help_text in COUNTERS.items():
             counter = CounterMetricFamily(f"mcrelay_{name}", help_text)
             counter.add_metric([], _number(statistics[name]))
@@ -52,7 +56,7 @@ def _number(value: object) -> float:
     return float(value)
 
 
-def render_metrics(relay: Relay) -> tuple[bytes, str]:
+def render_metrics(context: ApiContext) -> tuple[bytes, str]:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RelayCollector(relay))
+    registry.register(RelayCollector(context))
     return generate_latest(registry), CONTENT_TYPE_LATEST

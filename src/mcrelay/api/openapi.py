@@ -249,7 +249,7 @@ PATHS: dict[str, Any] = {
                     "description": "event stream",
                     "content": {"text/event-stream": {"schema": {"type": "string"}}},
                 },
-                **_errors(401),
+                **_errors(401, 503),
             },
         }
     },

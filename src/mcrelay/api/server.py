@@ -1,23 +1,42 @@
-"""Opening the API's listening socket and serving the app on it with hypercorn."""
+"""Opening the API's listening socket, and serving the app on it with hypercorn's parts."""
 
 import errno
 import logging
 import os
 import socket
 import stat
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 import trio
 from hypercorn.config import Config
-from hypercorn.trio import serve
-from quart_trio import QuartTrio
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import LifespanState
+from hypercorn.utils import repr_socket_addr, wrap_app
 
 from mcrelay.api.address import ApiAddress, ApiBindError
+from mcrelay.api.app import create_app
+from mcrelay.api.connections import ApiStream, Connections
+from mcrelay.api.context import ApiContext
+from mcrelay.api.http11 import HttpConnection
 
 log = logging.getLogger(__name__)
 
 UNIX_SOCKET_MODE = 0o660
 LISTEN_BACKLOG = 64
+ACCEPT_RETRY_S = 0.1
+"""After a failed accept (out of file descriptors), wait this long before the next."""
+IGNORED_ACCEPT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        *("ECONNABORTED", "EPROTO", "EPERM", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN"),
+        *("ENONET", "EHOSTUNREACH", "EOPNOTSUPP", "ENETUNREACH"),
+    )
+    if hasattr(errno, name)
+)
+"""A connection that failed before we took it (trio's SocketListener skips the same)."""
 
 
 def open_api_socket(address: ApiAddress) -> socket.socket:
@@ -81,15 +100,85 @@ def _remove_stale(path: Path) -> None:
 
 
 async def serve_api(
-    app: QuartTrio,
+    context: ApiContext,
     sock: socket.socket,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` on an already listening socket until cancelled (hypercorn owns the socket)."""
+    """Serve the API on a listening socket until cancelled; then close every connection.
+
+    hypercorn's parts (its Lifespan, WorkerContext and a TCPServer per connection) run
+    under our own accept loop, as its ``worker_serve`` runs them under
+    ``trio.serve_listeners``: so that every connection is capped, tracked and closed
+    at once on the way out (see connections.py), whatever its reader does."""
     config = Config()
-    config.bind = [f"fd://{sock.detach()}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("mcrelay.api.http")
-    config.graceful_timeout = 1.0
-    await serve(app, config, task_status=task_status)
+    app = wrap_app(create_app(context), config.wsgi_max_body_size, "asgi")
+    state: LifespanState = {}
+    lifespan = Lifespan(app, config, state)
+    worker = WorkerContext(None)
+    connections = context.connections
+    sock.setblocking(False)
+    url = f"http://{repr_socket_addr(sock.family, sock.getsockname())}"
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as nursery:
+
+            async def serve_one(stream: ApiStream) -> None:
+                try:
+                    await HttpConnection(app, config, worker, state, stream).run()
+                except Exception:
+                    # A bug costs its connection, never the API or the relay.
+                    log.exception("an API connection failed")
+                finally:
+                    connections.discard(stream)
+
+            def max_connections() -> int:
+                return context.relay.config.api_max_connections
+
+            connections.fit(max_connections())
+            nursery.start_soon(
+                accept_connections, sock, connections, max_connections, serve_one, nursery
+            )
+            task_status.started([url])
+            try:
+                await trio.sleep_forever()
+            finally:
+                connections.close_all()
+
+
+class Listener(Protocol):
+    """A listening socket, as the accept loop uses it."""
+
+    def fileno(self) -> int: ...
+
+    def accept(self) -> tuple[socket.socket, Any]: ...
+
+
+async def accept_connections(
+    listener: Listener,
+    connections: Connections,
+    max_connections: Callable[[], int],
+    serve_one: Callable[[ApiStream], Awaitable[None]],
+    nursery: trio.Nursery,
+) -> None:
+    """Take connections as they come: each served in ``nursery``, or refused past the cap."""
+    while True:
+        await trio.lowlevel.wait_readable(listener)
+        try:
+            sock, _ = listener.accept()
+        except BlockingIOError:
+            continue
+        except OSError as exc:
+            if exc.errno not in IGNORED_ACCEPT_ERRNOS:
+                # Out of file descriptors or memory, most likely: the connection waits
+                # in the backlog; try again soon.
+                connections.accept_failed(exc)
+                await trio.sleep(ACCEPT_RETRY_S)
+            continue
+        if connections.full(max_connections()):
+            connections.refuse(sock)
+        else:
+            nursery.start_soon(serve_one, connections.add(sock))

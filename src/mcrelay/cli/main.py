@@ -1,6 +1,7 @@
 """The ``mcrelay`` command: parse, run, and map every failure to one exit code."""
 
 import argparse
+import logging
 import os
 import sys
 import textwrap
@@ -16,6 +17,7 @@ from mcrelay.cli.options import Parser, UsageError
 from mcrelay.cli.status import MEANINGS, ApiError, ApiUnreachable, ExitStatus
 from mcrelay.client import RelayKeyMismatch, RelayUnreachable
 from mcrelay.daemon.keyfile import KeyFileError
+from mcrelay.logs import is_journal_stream, syslog_priority
 
 Command = Callable[[argparse.Namespace, Environment], Awaitable[ExitStatus]]
 
@@ -81,7 +83,7 @@ async def run_command(argv: Sequence[str], env: Environment) -> ExitStatus:
             status = next((s for kind, s in FAILURES.items() if isinstance(leaf, kind)), None)
         if status is None:
             raise
-        env.say(f"mcrelay: error: {_describe(leaf)}")
+        env.say(f"{_error_prefix(env)}mcrelay: error: {_describe(leaf)}")
         return status
 
 
@@ -90,6 +92,14 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
     return str(exc)
+
+
+def _error_prefix(env: Environment) -> str:
+    """``<3>`` when stderr is the journal (the daemon under systemd), so that journald files
+    the line at priority err, where ``journalctl -p err`` shows why a start failed."""
+    if is_journal_stream(env.stderr, env.environ):
+        return f"<{syslog_priority(logging.ERROR)}>"
+    return ""
 
 
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:

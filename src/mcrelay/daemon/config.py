@@ -29,6 +29,10 @@ REGISTRATIONS_PER_HOST_BURST = 20
 REGISTRATIONS_PER_HOST_PER_S = 5.0
 REGISTRATIONS_TOTAL_BURST = 200
 REGISTRATIONS_TOTAL_PER_S = 100.0
+API_MAX_CONNECTIONS = 128
+"""Open API connections at most; more are refused at once (a 503, then closed)."""
+API_MAX_EVENT_SUBSCRIBERS = 64
+"""Open ``/v1/events`` streams at most; more get a 503. Each holds a connection."""
 KEY_FILE_NAME = "relay-key.pem"
 
 
@@ -90,6 +94,8 @@ class RelayConfig:
     """When set, every API request but the health checks needs it as a bearer token."""
     api_token_file: Path | None = None
     """Where ``api_token`` was read from (a reload reads it again)."""
+    api_max_connections: int = API_MAX_CONNECTIONS
+    api_max_event_subscribers: int = API_MAX_EVENT_SUBSCRIBERS
     log_level: str = "info"
     log_format: str = "auto"
 
@@ -143,6 +149,13 @@ class RelayConfig:
                 "must be at least 1",
             ),
             ("registrations_total_per_s", self.registrations_total_per_s > 0, "must be above 0"),
+            ("api_max_connections", self.api_max_connections >= 2, "must be at least 2"),
+            (
+                "api_max_event_subscribers",
+                1 <= self.api_max_event_subscribers < self.api_max_connections,
+                "must be at least 1 and below api_max_connections "
+                "(each stream holds a connection; the others are for requests)",
+            ),
         ]
         for name, ok, message in checks:
             if not ok:

@@ -1,20 +1,35 @@
 """Relay events for operators: a bounded queue per subscriber, never slowing the relay.
 
 Kinds: ``client_joined``, ``client_left`` (with ``reason``), ``message_relayed``
-(sender, size, recipients; never the text) and ``dropped`` (reason, source).
-A subscriber whose queue is full misses events; where the gap is, it reads an
-``overflow`` event saying how many it missed.
+(sender, size, recipients; never the text) and ``dropped``. Drops are counted,
+not published one by one: once per ``drop_interval_s`` (while there are any) one
+``dropped`` event per reason and source says how many (``count``); past
+``MAX_DROP_SOURCES`` pairs in an interval, drops are counted per reason only, in
+events whose ``source`` is None. A subscriber whose queue is full misses events;
+where the gap is, it reads an ``overflow`` event saying how many it missed.
+
+Each event is encoded once, by the ``encoder`` the API gives the hub, whatever
+the number of subscribers.
 """
 
+import dataclasses
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
+from mcrelay.protocol.addresses import Address, format_address
+
 SUBSCRIBER_QUEUE_EVENTS = 1024
+DROP_INTERVAL_S = 1.0
+"""How often counted drops are published as ``dropped`` events."""
+MAX_DROP_SOURCES = 256
+"""(reason, source) pairs counted apart per interval; a flood from spoofed sources
+beyond them is counted per reason only, so the count never grows without end."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +39,12 @@ class RelayEvent:
     time: float
     """Unix time."""
     data: dict[str, Any]
+    frame: bytes = b""
+    """The event as the API sends it, encoded once for every subscriber (empty when the
+    hub has no encoder, as for the ``overflow`` events a subscription makes itself)."""
+
+
+EventEncoder = Callable[[RelayEvent], bytes]
 
 
 @dataclass(slots=True)
@@ -75,14 +96,29 @@ class EventHub:
         self._queue_events = queue_events
         self._subscriptions: list[Subscription] = []
         self._next_id = 1
+        self.encoder: EventEncoder | None = None
+        self.drop_interval_s = DROP_INTERVAL_S
+        self._drops: dict[tuple[str, Address], int] = {}
+        self._drops_by_reason: Counter[str] = Counter()
+        self._drops_counted = trio.Event()
 
     @property
     def subscribers(self) -> int:
         return len(self._subscriptions)
 
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Publish the counted drops once per interval, while there are any."""
+        task_status.started()
+        while True:
+            await self._drops_counted.wait()
+            await trio.sleep(self.drop_interval_s)
+            self.flush_drops()
+
     def make(self, kind: str, data: dict[str, Any]) -> RelayEvent:
         event = RelayEvent(self._next_id, kind, time.time(), data)
         self._next_id += 1
+        if self.encoder is not None:
+            event = dataclasses.replace(event, frame=self.encoder(event))
         return event
 
     def publish(self, kind: str, **data: Any) -> None:
@@ -91,6 +127,37 @@ class EventHub:
         event = self.make(kind, data)
         for subscription in self._subscriptions:
             subscription.offer(event)
+
+    def dropped(self, reason: str, source: Address) -> None:
+        """Count a drop for the next ``dropped`` events (only while someone subscribes)."""
+        if not self._subscriptions:
+            return
+        key = (reason, source)
+        drops = self._drops
+        if key in drops:
+            drops[key] += 1
+        elif len(drops) < MAX_DROP_SOURCES:
+            drops[key] = 1
+        else:
+            self._drops_by_reason[reason] += 1
+        self._drops_counted.set()
+
+    def flush_drops(self) -> None:
+        """Publish what was counted since the last time, and start counting afresh."""
+        drops, by_reason = self._drops, self._drops_by_reason
+        self._drops, self._drops_by_reason = {}, Counter()
+        self._drops_counted = trio.Event()
+        interval_s = self.drop_interval_s
+        for (reason, source), count in drops.items():
+            self.publish(
+                "dropped",
+                reason=reason,
+                source=format_address(source),
+                count=count,
+                interval_s=interval_s,
+            )
+        for reason, count in by_reason.items():
+            self.publish("dropped", reason=reason, source=None, count=count, interval_s=interval_s)
 
     @contextmanager
     def subscribe(self) -> Iterator[Subscription]:

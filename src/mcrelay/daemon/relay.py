@@ -624,8 +624,7 @@ class Relay:
 
     def _drop(self, reason: DropReason, source: Address, detail: object = None) -> None:
         self.counters.dropped[reason] += 1
-        if self.events.subscribers:
-            self.events.publish("dropped", reason=reason.value, source=format_address(source))
+        self.events.dropped(reason.value, source)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("dropped %s from %s: %s", reason, format_address(source), detail or "")
 

@@ -11,7 +11,9 @@ run_until_signal                      SIGHUP reloads; SIGTERM/SIGINT drain, then
         │   │                         reassembly at its deadlines; never waits on crypto
         │   ├── _send_loop            sends the notices, and copies when the socket was full
         │   └── _cleanup_loop         expires idle clients
-        └── serve_api                 hypercorn serving the control API (unless --api off)
+        ├── EventHub.run              publishes the counted drops once a second
+        └── serve_api                 the control API (unless --api off): our accept loop,
+                                      hypercorn's HTTP/1.1 per connection; all closed at stop
 """
 
 import dataclasses
@@ -25,14 +27,13 @@ from dataclasses import dataclass
 
 import trio
 
-from mcrelay.api.app import create_app
 from mcrelay.api.context import ApiContext
 from mcrelay.api.server import open_api_socket, serve_api
 from mcrelay.daemon.config import RelayConfig
 from mcrelay.daemon.keyfile import load_or_create_key
 from mcrelay.daemon.notify import Notifier
 from mcrelay.daemon.relay import RECEIVE_TICK_S, Relay
-from mcrelay.daemon.settings import BY_NAME, restart_needed
+from mcrelay.daemon.settings import BY_NAME, live_changes, restart_needed
 from mcrelay.sockets import open_relay_socket
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ async def serve(
         await _serve(config, api_sock, task_status)
     finally:
         if api_sock is not None:
-            api_sock.close()  # a no-op once hypercorn has taken it over
+            api_sock.close()
         if api_address is not None and api_address.path is not None:
             api_address.path.unlink(missing_ok=True)
 
@@ -99,9 +100,10 @@ async def _serve(
             )
         async with trio.open_nursery() as nursery:
             await nursery.start(relay.run)
+            await nursery.start(relay.events.run)
             urls: list[str] = []
             if api_sock is not None:
-                urls = await nursery.start(serve_api, create_app(context), api_sock)
+                urls = await nursery.start(serve_api, context, api_sock)
                 log.info("control API on %s", config.api_address)
             context.ready = True
             task_status.started(Daemon(relay, context, urls))
@@ -188,10 +190,14 @@ async def apply_reload(
         return
     if fixed:
         log.warning("reload: %s cannot change while running; restart to apply", ", ".join(fixed))
+    changed = live_changes(old, new)
     daemon.relay.reconfigure(new)
     daemon.api.token = new.api_token
     logging.getLogger().setLevel(new.log_level.upper())
-    log.info("configuration reloaded")
+    log.info(
+        "configuration reloaded; %s",
+        f"changed: {', '.join(changed)}" if changed else "no setting changed",
+    )
 
 
 def status_line(relay: Relay) -> str:

@@ -321,6 +321,24 @@ SETTINGS: tuple[Setting, ...] = (
         "file holding the API's bearer token",
     ),
     Setting(
+        "api_max_connections",
+        "api_max_connections",
+        positive_int,
+        int,
+        "api",
+        True,
+        "open API connections at most; more are refused with a 503",
+    ),
+    Setting(
+        "api_max_event_subscribers",
+        "api_max_event_subscribers",
+        positive_int,
+        int,
+        "api",
+        True,
+        "open event streams (/v1/events) at most, below api_max_connections",
+    ),
+    Setting(
         "log_level",
         "log_level",
         one_of(LOG_LEVELS),
@@ -484,3 +502,11 @@ def restart_needed(old: RelayConfig, new: RelayConfig) -> list[str]:
     return [
         s.name for s in SETTINGS if not s.live and getattr(old, s.field) != getattr(new, s.field)
     ]
+
+
+def live_changes(old: RelayConfig, new: RelayConfig) -> list[str]:
+    """Settings that differ and that a reload applies; a new token in the same file counts."""
+    names = [s.name for s in SETTINGS if s.live and getattr(old, s.field) != getattr(new, s.field)]
+    if old.api_token != new.api_token and "api_token_file" not in names:
+        names.append("api_token_file")
+    return names

@@ -1,0 +1,235 @@
+"""Caps on API connections and event streams, HTTP/1.1 only, and accept errors logged once.
+
+Loopback only, port 0; every wait is bounded (``WAIT_S``), the accept-error test
+runs on the mock clock.
+"""
+
+import dataclasses
+import errno
+import logging
+import socket
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+import trio.testing
+from api_support import ApiDaemon, api_daemon, assert_json_error, event_stream
+
+from mcrelay.api.connections import Connections
+from mcrelay.api.server import accept_connections
+from support import WAIT_S, wait_until
+
+H2C_UPGRADE = (
+    b"GET /healthz HTTP/1.1\r\nHost: mcrelay\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+    b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+)
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+HTTP2_SETTINGS = bytes.fromhex("000000040000000000")
+"""An empty SETTINGS frame: what an h2 client sends after the preface."""
+
+
+def api_port(api: ApiDaemon) -> int:
+    return int(api.daemon.api_urls[0].rsplit(":", 1)[1])
+
+
+async def connect(api: ApiDaemon) -> trio.SocketStream:
+    return await trio.open_tcp_stream("127.0.0.1", api_port(api))
+
+
+async def read_until_closed(stream: trio.SocketStream) -> bytes:
+    """Everything the server sends until it closes the connection (a reset counts as closed)."""
+    received = b""
+    with trio.fail_after(WAIT_S):
+        while True:
+            try:
+                data = await stream.receive_some()
+            except trio.BrokenResourceError:
+                return received
+            if not data:
+                return received
+            received += data
+
+
+async def read_response(stream: trio.SocketStream) -> bytes:
+    """One response with a Content-Length body (enough for these tests)."""
+    received = b""
+    with trio.fail_after(WAIT_S):
+        while b"\r\n\r\n" not in received:
+            received += await stream.receive_some()
+        head, _, body = received.partition(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        while len(body) < length:
+            body += await stream.receive_some()
+    return head + b"\r\n\r\n" + body
+
+
+@asynccontextmanager
+async def idle_connections(api: ApiDaemon, count: int) -> AsyncIterator[list[trio.SocketStream]]:
+    """``count`` connections the API has accepted, that have asked for nothing yet."""
+    async with AsyncExitStack() as stack:
+        before = len(api.daemon.api.connections)
+        streams = [await stack.enter_async_context(await connect(api)) for _ in range(count)]
+        await wait_until(lambda: len(api.daemon.api.connections) == before + count)
+        yield streams
+
+
+def statistics(api: ApiDaemon) -> dict[str, int]:
+    return api.daemon.api.statistics()
+
+
+async def test_event_streams_past_the_cap_get_a_503_with_retry_after(relay_key_file: Path) -> None:
+    async with api_daemon(relay_key_file, api_max_event_subscribers=2) as api:
+        async with event_stream(api.http):
+            async with event_stream(api.http):
+                refused = await api.http.get("/v1/events")
+                error = assert_json_error(refused, 503, "too_many_subscribers")
+                assert "2 event streams" in error["message"]
+                assert refused.headers["retry-after"] == "5"
+                assert statistics(api)["api_event_subscribers_refused"] == 1
+                assert api.relay.events.subscribers == 2
+            await wait_until(lambda: api.relay.events.subscribers == 1)
+            async with event_stream(api.http):
+                assert api.relay.events.subscribers == 2
+        status = (await api.http.get("/v1/status")).json()
+        assert status["statistics"]["api_event_subscribers_refused"] == 1
+
+
+async def test_streams_asked_for_together_cannot_pass_the_cap(relay_key_file: Path) -> None:
+    statuses: list[int] = []
+
+    async def ask(http: httpx.AsyncClient) -> None:
+        async with http.stream("GET", "/v1/events") as response:
+            statuses.append(response.status_code)
+            if response.status_code == 200:
+                await trio.sleep_forever()
+
+    async with api_daemon(relay_key_file, api_max_event_subscribers=2) as api:
+        async with trio.open_nursery() as nursery:
+            for _ in range(6):
+                nursery.start_soon(ask, api.http)
+            await wait_until(lambda: len(statuses) == 6)
+            assert sorted(statuses) == [200, 200, 503, 503, 503, 503]
+            assert api.relay.events.subscribers == 2
+            nursery.cancel_scope.cancel()
+
+
+async def test_the_subscriber_cap_is_live_on_reload(relay_key_file: Path) -> None:
+    async with api_daemon(relay_key_file, api_max_event_subscribers=1) as api:
+        async with event_stream(api.http):
+            assert (await api.http.get("/v1/events")).status_code == 503
+            config = dataclasses.replace(api.relay.config, api_max_event_subscribers=2)
+            api.relay.reconfigure(config)
+            async with event_stream(api.http):
+                assert api.relay.events.subscribers == 2
+
+
+async def test_connections_past_the_cap_are_refused_with_a_503(relay_key_file: Path) -> None:
+    limits = {"api_max_connections": 4, "api_max_event_subscribers": 1}
+    async with api_daemon(relay_key_file, **limits) as api:
+        assert (await api.http.get("/healthz")).status_code == 200  # the client's own
+        async with idle_connections(api, 3) as idle:
+            async with await connect(api) as refused:
+                answer = await read_until_closed(refused)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 503 ")
+            assert b"retry-after: 1" in head.lower()
+            assert b"connection: close" in head.lower()
+            response = httpx.Response(
+                503, content=body, headers={"content-type": "application/json"}
+            )
+            assert_json_error(response, 503, "too_many_connections")
+            assert statistics(api)["api_connections_refused"] == 1
+            assert statistics(api)["api_connections"] == 4
+            # Those open are served as before.
+            assert (await api.http.get("/healthz")).status_code == 200
+            await idle[0].aclose()
+            await wait_until(lambda: len(api.daemon.api.connections) == 3)
+            async with await connect(api) as admitted:
+                await admitted.send_all(b"GET /healthz HTTP/1.1\r\nHost: mcrelay\r\n\r\n")
+                assert (await read_response(admitted)).startswith(b"HTTP/1.1 200 ")
+        status = (await api.http.get("/v1/status")).json()
+        assert status["statistics"]["api_connections_refused"] == 1
+
+
+async def test_the_connection_cap_is_live_on_reload(relay_key_file: Path) -> None:
+    limits = {"api_max_connections": 2, "api_max_event_subscribers": 1}
+    async with api_daemon(relay_key_file, **limits) as api:
+        assert (await api.http.get("/healthz")).status_code == 200
+        async with idle_connections(api, 1):
+            async with await connect(api) as refused:
+                assert (await read_until_closed(refused)).startswith(b"HTTP/1.1 503 ")
+            api.relay.reconfigure(dataclasses.replace(api.relay.config, api_max_connections=3))
+            async with idle_connections(api, 1):
+                assert statistics(api)["api_connections"] == 3
+
+
+async def test_an_h2c_upgrade_is_answered_in_http11(relay_key_file: Path) -> None:
+    async with api_daemon(relay_key_file) as api, await connect(api) as stream:
+        await stream.send_all(H2C_UPGRADE)
+        first = await read_response(stream)
+        assert first.startswith(b"HTTP/1.1 200 "), first
+        # Still HTTP/1.1 on the same connection.
+        await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: mcrelay\r\n\r\n")
+        assert (await read_response(stream)).startswith(b"HTTP/1.1 200 ")
+
+
+@pytest.mark.parametrize("pieces", [1, 3], ids=["whole", "dribbled"])
+async def test_http2_with_prior_knowledge_is_refused(relay_key_file: Path, pieces: int) -> None:
+    opening = HTTP2_PREFACE + HTTP2_SETTINGS
+    async with api_daemon(relay_key_file) as api, await connect(api) as stream:
+        if pieces == 1:
+            await stream.send_all(opening)
+        else:
+            for piece in (opening[:2], opening[2:3], opening[3:]):
+                await stream.send_all(piece)
+                await trio.sleep(0.01)
+        assert await read_until_closed(stream) == b""
+        await wait_until(lambda: len(api.daemon.api.connections) <= 1)
+
+
+class FailingListener:
+    """A listening socket that is always readable and never has a descriptor to give."""
+
+    def __init__(self, readable: socket.socket) -> None:
+        self._readable = readable
+        self.attempts = 0
+
+    def fileno(self) -> int:
+        return self._readable.fileno()
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        self.attempts += 1
+        raise OSError(errno.EMFILE, "Too many open files")
+
+
+async def test_accept_errors_are_counted_and_logged_once_a_minute(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        right.send(b"x")  # left stays readable
+        listener = FailingListener(left)
+        connections = Connections()
+
+        async def serve_one(_: object) -> None:
+            raise AssertionError("nothing was accepted")  # pragma: no cover
+
+        with caplog.at_level(logging.ERROR, logger="mcrelay.api.connections"):
+            async with trio.open_nursery() as nursery:
+                with trio.move_on_after(150):  # mock time
+                    await accept_connections(listener, connections, lambda: 8, serve_one, nursery)
+    lines = [r for r in caplog.records if "cannot accept connections" in r.getMessage()]
+    assert len(lines) == 3  # at 0, 60 and 120 s, not one per attempt
+    assert all(r.exc_info is None for r in lines)  # a line, no traceback
+    assert "Too many open files" in lines[0].getMessage()
+    assert connections.accept_errors == listener.attempts > 1000
+    assert "(0 more times" in lines[0].getMessage()
+    assert "(599 more times" in lines[1].getMessage() or "(600 more times" in lines[1].getMessage()
