@@ -83,11 +83,11 @@ async def run_command(argv: Sequence[str], env: Environment) -> ExitStatus:
             status = next((s for kind, s in FAILURES.items() if isinstance(leaf, kind)), None)
         if status is None:
             raise
-        env.say(f"{_error_prefix(env)}mcrelay: error: {_describe(leaf)}")
+        env.say(f"{_error_prefix(env)}mcrelay: error: {_error_text(leaf)}")
         return status
 
 
-def _describe(exc: BaseException) -> str:
+def _error_text(exc: BaseException) -> str:
     """The error's message; for an OSError without its ``[Errno N]``."""
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
