@@ -3,13 +3,20 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck unit bench fuzz clean
+MAN_DIR ?= build/man
 
+.PHONY: run test lint typecheck unit bench fuzz man clean
+
+# Under a lock (flock, from util-linux), so that `make run` and `make test` started
+# together do not both build it; the second then finds it done and skips the install.
 $(VENV)/.installed-%: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[$*]'
-	touch $@
+	mkdir -p $(VENV)
+	flock $(VENV)/.lock sh -ec '\
+		if [ $@ -nt pyproject.toml ]; then exit; fi; \
+		test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+		$(BIN)/python -m pip install --quiet --upgrade pip; \
+		$(BIN)/python -m pip install --quiet -e ".[$*]"; \
+		touch $@'
 
 run: $(VENV)/.installed-test
 	$(BIN)/mcrelay daemon --interface 127.0.0.1
@@ -28,6 +35,15 @@ unit: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py all
+
+# The manual page, made from the command's own parser (argparse-manpage, in the test extra).
+man: $(VENV)/.installed-test
+	mkdir -p $(MAN_DIR)
+	$(BIN)/argparse-manpage --module mcrelay.cli.manual --function manual_parser \
+		--project-name mcrelay --prog mcrelay --manual-title 'mcrelay manual' \
+		--version "$$($(BIN)/python -c 'import mcrelay; print(mcrelay.__version__)')" \
+		--description 'secure group-messaging relay for local networks' \
+		--output $(MAN_DIR)/mcrelay.1
 
 fuzz: $(VENV)/.installed-test
 	$(BIN)/python -m pip install --quiet atheris

@@ -1,5 +1,5 @@
 """`python -m mcrelay` runs the `mcrelay` command."""
 
-from mcrelay.cli.main import main
+from mcrelay.cli.entry import main
 
 raise SystemExit(main())

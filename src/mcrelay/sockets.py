@@ -38,7 +38,10 @@ def open_relay_socket(
         sock.setblocking(False)
         # No SO_REUSEADDR: a second relay on the same port must fail to start, not
         # silently take over the unicast traffic.
-        sock.bind(("0.0.0.0", port))
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot bind UDP port {port}: {exc.strerror}") from None
         membership = socket.inet_aton(group) + socket.inet_aton(interface)
         try:
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)

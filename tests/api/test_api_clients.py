@@ -19,7 +19,7 @@ from api_support import (
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.api.clients import MAX_LIMIT
-from mcrelay.client import MessageReceived, Participant
+from mcrelay.client import MessageReceived, Participant, PeerPresent
 from mcrelay.daemon.bans import MAX_BAN_S
 from mcrelay.protocol import crypto, legacy
 from mcrelay.protocol.events import PeerJoined, PeerLeft
@@ -61,13 +61,13 @@ async def three_participants(
     async with join(api.relay, keys[1]) as a:
         async with join(api.relay, keys[2]) as b:
             assert await next_event(a) == PeerJoined(b.address)
-            assert await next_event(b) == PeerJoined(a.address)
+            assert await next_event(b) == PeerPresent(a.address)
             async with join(api.relay, keys[3]) as c:
                 for peer in (a, b):
                     assert await next_event(peer) == PeerJoined(c.address)
                 assert {await next_event(c), await next_event(c)} == {
-                    PeerJoined(a.address),
-                    PeerJoined(b.address),
+                    PeerPresent(a.address),
+                    PeerPresent(b.address),
                 }
                 for sender, count in ((a, 2), (b, 1)):
                     for n in range(count):
@@ -86,7 +86,7 @@ async def test_list_has_every_field_of_every_client(relay_key_file: Path, keys: 
         assert (await api.http.get("/v1/clients")).json() == {"clients": [], "count": 0}
         async with join(api.relay, keys[1]) as a, join(api.relay, keys[2]) as b:
             assert await next_event(a) == PeerJoined(b.address)
-            assert await next_event(b) == PeerJoined(a.address)
+            assert await next_event(b) == PeerPresent(a.address)
             await a.send("hello")
             assert await next_event(b) == MessageReceived(a.address, b"hello")
             await wait_until(lambda: messages_in(api, a) == 1)

@@ -18,7 +18,7 @@ from api_support import (
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 import mcrelay.api.events
-from mcrelay.client import MessageReceived
+from mcrelay.client import MessageReceived, PeerPresent
 from mcrelay.daemon.events import SUBSCRIBER_QUEUE_EVENTS, EventHub, RelayEvent, Subscription
 from mcrelay.daemon.relay import Relay
 from mcrelay.protocol import crypto, legacy
@@ -62,7 +62,7 @@ async def test_join_message_and_leave(relay_key_file: Path, keys: Keys) -> None:
         async with join(api.relay, keys[1]) as a:
             async with join(api.relay, keys[2]) as b:
                 assert await next_event(a) == PeerJoined(b.address)
-                assert await next_event(b) == PeerJoined(a.address)
+                assert await next_event(b) == PeerPresent(a.address)
                 await a.send(secret)
                 assert await next_event(b) == MessageReceived(a.address, secret.encode())
         frames = await collect(stream, 5)

@@ -16,7 +16,7 @@ from api_support import ApiDaemon, api_daemon, assert_json_error, client_id
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.api.app import MAX_BODY_BYTES
-from mcrelay.client import MessageReceived, Participant
+from mcrelay.client import MessageReceived, Participant, PeerPresent
 from mcrelay.daemon import relay as relay_module
 from mcrelay.daemon import sealing
 from mcrelay.protocol.addresses import RELAY_ITSELF
@@ -34,7 +34,7 @@ async def two_participants(
     async with api_daemon(relay_key_file, **overrides) as api:
         async with join(api.relay, keys[1]) as a, join(api.relay, keys[2]) as b:
             assert await next_event(a) == PeerJoined(b.address)
-            assert await next_event(b) == PeerJoined(a.address)
+            assert await next_event(b) == PeerPresent(a.address)
             yield api, a, b
 
 

@@ -19,7 +19,7 @@ from api_support import api_client
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 import mcrelay.api.connections
-from mcrelay.client import MessageReceived
+from mcrelay.client import MessageReceived, PeerPresent
 from mcrelay.daemon.notify import Notifier
 from mcrelay.daemon.service import Daemon, run_daemon
 from mcrelay.protocol.events import PeerJoined
@@ -100,7 +100,7 @@ async def test_a_stalled_reader_holds_neither_relay_nor_api_nor_shutdown(
         async with stalled_reader(daemon):
             async with join(daemon.relay, keys[1]) as a, join(daemon.relay, keys[2]) as b:
                 assert await next_event(a) == PeerJoined(b.address)
-                assert await next_event(b) == PeerJoined(a.address)
+                assert await next_event(b) == PeerPresent(a.address)
                 await a.send("relayed anyway")
                 assert await next_event(b) == MessageReceived(a.address, b"relayed anyway")
             async with api_client(daemon) as http:

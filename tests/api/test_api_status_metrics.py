@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mcrelay import __version__
 from mcrelay.api.metrics import COUNTERS, GAUGES
-from mcrelay.client import MessageReceived
+from mcrelay.client import MessageReceived, PeerPresent
 from mcrelay.protocol import crypto
 from mcrelay.protocol.errors import DropReason
 from mcrelay.protocol.events import PeerJoined
@@ -90,7 +90,7 @@ async def test_status_counts_traffic_clients_and_drops(relay_key_file: Path, key
     async with api_daemon(relay_key_file) as api:
         async with join(api.relay, keys[1]) as a, join(api.relay, keys[2]) as b:
             assert await next_event(a) == PeerJoined(b.address)
-            assert await next_event(b) == PeerJoined(a.address)
+            assert await next_event(b) == PeerPresent(a.address)
             await a.send("counted")
             assert await next_event(b) == MessageReceived(a.address, b"counted")
             async with raw_peer(api.relay, keys[3]) as raw:
@@ -119,7 +119,7 @@ async def test_metrics_are_prometheus_text(relay_key_file: Path, keys: Keys) -> 
     async with api_daemon(relay_key_file) as api:
         async with join(api.relay, keys[1]) as a, join(api.relay, keys[2]) as b:
             assert await next_event(a) == PeerJoined(b.address)
-            assert await next_event(b) == PeerJoined(a.address)
+            assert await next_event(b) == PeerPresent(a.address)
             await a.send("measured")
             assert await next_event(b) == MessageReceived(a.address, b"measured")
             async with raw_peer(api.relay, keys[3]) as raw:

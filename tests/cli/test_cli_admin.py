@@ -10,9 +10,11 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mcrelay.api.openapi import SCHEMAS
 from mcrelay.cli.status import ExitStatus
-from mcrelay.client import MessageReceived
+from mcrelay.client import MessageReceived, PeerPresent
 from mcrelay.daemon.service import Daemon
+from mcrelay.daemon.settings import SETTINGS
 from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
 from mcrelay.protocol.events import PeerJoined, PeerLeft
 from support import (
@@ -50,7 +52,7 @@ async def test_clients_post_kick_ban_unban(
     async with daemon_with_api(relay_key_file, api_address) as (daemon, api):
         async with join(daemon.relay, keys[1]) as a, join(daemon.relay, keys[2]) as b:
             assert await next_event(a) == PeerJoined(b.address)
-            assert await next_event(b) == PeerJoined(a.address)
+            assert await next_event(b) == PeerPresent(a.address)
             console = Console()
             assert await console.run("clients", "--api", api) == ExitStatus.OK
             table = console.out_lines()
@@ -58,19 +60,28 @@ async def test_clients_post_kick_ban_unban(
             ids = {format_address(a.address), format_address(b.address)}
             assert {line.split()[0] for line in table[1:]} == ids
 
+            here = Console()
+            assert await here.run("clients", "--api", api, "--host", "127.0.0.1") == 0
+            assert {line.split()[0] for line in here.out_lines()[1:]} == ids
+            elsewhere = Console()
+            assert await elsewhere.run("clients", "--api", api, "--host", "0:0::1") == 0
+            assert elsewhere.out_lines() == ["no clients"]
+
             listed = Console()
             assert await listed.run("clients", "--api", api, "--json", "--sort=-id") == 0
             rows = json.loads(listed.stdout.getvalue())["clients"]
             ports = [int(row["id"].rsplit(":", 1)[1]) for row in rows]
             assert ports == sorted(ports, reverse=True)
 
-            assert await Console().run("post", "--api", api, "to all") == ExitStatus.OK
+            to_all = Console()
+            assert await to_all.run("post", "--api", api, "to all") == ExitStatus.OK
+            assert to_all.out_lines() == ["sent to 2 clients"]
             for peer in (a, b):
                 assert await next_event(peer) == MessageReceived(RELAY_ITSELF, b"to all")
             to_b = format_address(b.address)
             only_b = Console(stdin_text="one\ntwo\n")
             assert await only_b.run("post", "--api", api, "--to", to_b, "--lines") == 0
-            assert only_b.out_lines() == ["sent to 1 clients", "sent to 1 clients"]
+            assert only_b.out_lines() == ["sent to 1 client", "sent to 1 client"]
             assert await next_event(b) == MessageReceived(RELAY_ITSELF, b"one")
             assert await next_event(b) == MessageReceived(RELAY_ITSELF, b"two")
 
@@ -133,6 +144,89 @@ async def test_api_errors_map_to_exit_codes(relay_key_file: Path, tmp_path: Path
     assert await usage.run("post", "--api", api, "text", "--lines") == ExitStatus.USAGE
 
 
+async def test_post_without_a_message_is_a_usage_error() -> None:
+    # Nothing listens on port 9: a request would exit 3, so 2 shows none was made.
+    for stdin, argv in (("never read\n", []), ("", ["-"])):
+        console = Console(stdin_text=stdin)
+        assert await console.run("post", "--api", "127.0.0.1:9", *argv) == ExitStatus.USAGE
+        assert_one_error_line(console)
+
+
+async def test_post_from_stdin_drops_the_final_newline(relay_key_file: Path, keys: Keys) -> None:
+    async with daemon_with_api(relay_key_file, "127.0.0.1:0") as (daemon, api):
+        async with join(daemon.relay, keys[1]) as a:
+            for stdin, sent in (("two\nlines\n", b"two\nlines"), ("\r\n", b"")):
+                assert await Console(stdin_text=stdin).run("post", "--api", api, "-") == 0
+                assert await next_event(a) == MessageReceived(RELAY_ITSELF, sent)
+
+
+async def test_post_passes_bytes_that_are_not_utf8(relay_key_file: Path, keys: Keys) -> None:
+    async with daemon_with_api(relay_key_file, "127.0.0.1:0") as (daemon, api):
+        async with join(daemon.relay, keys[1]) as a:
+            assert await Console().run("post", "--api", api, "\udcff") == ExitStatus.OK
+            assert await next_event(a) == MessageReceived(RELAY_ITSELF, b"\xff")
+            lines = Console(stdin_text="ok\ncaf\udce9\n\ud800\nnever\n")
+            assert await lines.run("post", "--api", api, "--lines") == ExitStatus.USAGE
+            assert await next_event(a) == MessageReceived(RELAY_ITSELF, b"ok")
+            assert await next_event(a) == MessageReceived(RELAY_ITSELF, b"caf\xe9")
+            assert lines.out_lines() == ["sent to 1 client", "sent to 1 client"]
+            assert_one_error_line(lines, "not text")
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["kick", "notanid"], "'notanid' is not ip:port"),
+        (["kick", "10.0.0.1:99999"], "port must be 0 to 65535"),
+        (["unban", "host:1"], "not an IP address"),
+        (["clients", "--host", "notanip"], "'notanip' is not an IP address"),
+        (["post", "--to", "::1:5", "x"], "[addr]:port"),
+        (["clients", "--api-token-file", "/nonexistent/token"], "/nonexistent/token"),
+    ],
+)
+async def test_bad_ids_and_files_are_usage_errors_before_any_request(
+    argv: list[str], fragment: str
+) -> None:
+    # Nothing listens on port 9: a request would exit 3, so 2 shows none was made.
+    console = Console()
+    assert await console.run(*argv, "--api", "127.0.0.1:9") == ExitStatus.USAGE
+    assert_one_error_line(console, fragment)
+
+
+async def test_kick_unban_and_post_print_the_apis_json(relay_key_file: Path, keys: Keys) -> None:
+    async with daemon_with_api(relay_key_file, "127.0.0.1:0") as (daemon, api):
+        async with join(daemon.relay, keys[1]) as a:
+            to_a = format_address(a.address)
+            post = Console(stdin_text="one\ntwo\n")
+            assert await post.run("post", "--api", api, "--json", "--lines") == ExitStatus.OK
+            assert [json.loads(line) for line in post.out_lines()] == [{"recipients": 1}] * 2
+            kick = Console()
+            assert await kick.run("kick", "--api", api, to_a, "--ban", "60", "--json") == 0
+            kicked = json.loads(kick.stdout.getvalue())
+            assert (kicked["id"], kicked["banned_for_s"]) == (to_a, 60)
+            unban = Console()
+            assert await unban.run("unban", "--api", api, to_a, "--json") == ExitStatus.OK
+            assert json.loads(unban.stdout.getvalue()) == {
+                "id": to_a,
+                "scope": "address",
+                "lifted": True,
+            }
+
+
+async def test_events_ends_quietly_when_the_daemon_stops(relay_key_file: Path) -> None:
+    watcher = Console()
+    statuses: list[ExitStatus] = []
+
+    async def watch(api: str) -> None:
+        statuses.append(await watcher.run("events", "--api", api))
+
+    async with trio.open_nursery() as nursery:
+        async with daemon_with_api(relay_key_file, "127.0.0.1:0") as (daemon, api):
+            nursery.start_soon(watch, api)
+            await wait_until(lambda: daemon.relay.events.subscribers == 1)
+    assert (statuses, watcher.stderr.getvalue()) == ([ExitStatus.OK], "")
+
+
 async def test_kick_host_bans_every_port_of_the_host(relay_key_file: Path, keys: Keys) -> None:
     async with daemon_with_api(relay_key_file, "127.0.0.1:0") as (daemon, api):
         async with (
@@ -170,3 +264,41 @@ async def test_a_token_file_the_daemon_would_refuse_is_a_usage_error(
     status = await console.run("status", "--api", "127.0.0.1:9", "--api-token-file", str(token))
     assert status == ExitStatus.USAGE
     assert_one_error_line(console, str(token))
+
+
+async def test_status_shows_the_settings_but_never_the_token(
+    relay_key_file: Path, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-t0ken\n")
+    token_file.chmod(0o600)
+    overrides = {
+        "api_token": "s3cret-t0ken",
+        "api_token_file": token_file,
+        "client_timeout_s": 42.5,
+    }
+    async with daemon_with_api(relay_key_file, "127.0.0.1:0", **overrides) as (daemon, api):
+        flags = ["--api", api, "--api-token-file", str(token_file)]
+        as_json = Console()
+        assert await as_json.run("status", *flags, "--json") == ExitStatus.OK
+        settings = json.loads(as_json.stdout.getvalue())["settings"]
+        assert set(settings) == {s.name for s in SETTINGS}
+        documented = SCHEMAS["Status"]["properties"]["settings"]["properties"]
+        assert set(documented) == set(settings)
+        assert settings["client_timeout"] == 42.5
+        assert settings["port"] == daemon.relay.config.port
+        assert settings["key_file"] == str(relay_key_file)
+        assert settings["api_token_file"] == str(token_file)
+        human = Console()
+        assert await human.run("status", *flags) == ExitStatus.OK
+        lines = human.out_lines()
+        shown = lines[lines.index("settings:") + 1 :]
+        assert len(shown) == len(SETTINGS)
+        for line in (
+            "client_timeout = 42.5",
+            f"api_token_file = {token_file}",
+            "group = 224.1.1.1",
+        ):
+            assert f"  {line}" in shown
+        for console in (as_json, human):
+            assert "s3cret-t0ken" not in console.stdout.getvalue()

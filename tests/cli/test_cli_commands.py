@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcrelay.cli.chat import _render
 from mcrelay.cli.main import main, run_command
 from mcrelay.cli.status import ExitStatus
-from mcrelay.client import MessageReceived, ParticipantEvent
+from mcrelay.client import MessageReceived, ParticipantEvent, PeerPresent
 from mcrelay.protocol.addresses import RELAY_ITSELF, Address, format_address
 from mcrelay.protocol.events import PeerJoined, PeerLeft
 from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
@@ -83,6 +83,17 @@ async def test_send_delivers_arguments_in_order(relay_key_file: Path, keys: Keys
             assert console.stdout.getvalue() == ""
 
 
+async def test_send_quiet_prints_nothing(relay_key_file: Path, keys: Keys) -> None:
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with join(relay, keys[1]) as a:
+            console = Console()
+            assert await console.run("send", "-q", *client_flags(relay.address[1]), "x") == 0
+            assert (console.stdout.getvalue(), console.stderr.getvalue()) == ("", "")
+            joined = await next_event(a)
+            assert isinstance(joined, PeerJoined)
+            assert await next_event(a) == MessageReceived(joined.peer, b"x")
+
+
 async def test_send_dash_reads_one_message_per_line(relay_key_file: Path, keys: Keys) -> None:
     async with running_relay(relay_config(relay_key_file)) as relay:
         async with join(relay, keys[1]) as a:
@@ -128,7 +139,46 @@ async def test_send_unicast_empty_and_largest_messages(relay_key_file: Path, key
             assert f"with relay {LOOPBACK}:{relay.address[1]}" in console.stderr.getvalue()
 
 
+# Python gives bytes of argv and stdin that are not UTF-8 as lone surrogates (surrogateescape).
+LATIN_1 = "caf\udce9"
+"""'café' typed in a Latin-1 terminal: the byte 0xE9 as Python hands it over."""
+
+
+async def test_send_passes_bytes_that_are_not_utf8_as_they_came(
+    relay_key_file: Path, keys: Keys
+) -> None:
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with join(relay, keys[1]) as a:
+            flags = client_flags(relay.address[1])
+            assert await Console().run("send", *flags, "\udcff", LATIN_1) == ExitStatus.OK
+            assert await Console(f"ok\n{LATIN_1}\nlast\n").run("send", *flags, "-") == 0
+            received = [e for e in await events_until(a, is_left) if isinstance(e, MessageReceived)]
+            received += [
+                e for e in await events_until(a, is_left) if isinstance(e, MessageReceived)
+            ]
+            assert [e.data for e in received] == [b"\xff", b"caf\xe9", b"ok", b"caf\xe9", b"last"]
+
+
+async def test_send_refuses_text_that_came_from_no_bytes() -> None:
+    async with unused_port() as port:
+        console = Console()
+        assert await console.run("send", *client_flags(port), "ok", "\ud800") == ExitStatus.USAGE
+    assert_one_error_line(console, "not text")
+
+
 # --- chat ---------------------------------------------------------------------------------
+
+
+async def test_chat_sends_a_latin1_line_as_its_bytes(relay_key_file: Path, keys: Keys) -> None:
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with join(relay, keys[1]) as a:
+            console = Console(f"{LATIN_1}\n\ud800\nafter\n")
+            assert await console.run("chat", *client_flags(relay.address[1])) == ExitStatus.OK
+            received = [e for e in await events_until(a, is_left) if isinstance(e, MessageReceived)]
+            assert [e.data for e in received] == [b"caf\xe9", b"after"]
+            assert [line for line in console.err_lines() if "not sent" in line] == [
+                "mcrelay: not sent: character '\\ud800' at 0 is not text; nothing sent"
+            ]
 
 
 async def test_chat_json_sends_lines_and_prints_events(relay_key_file: Path, keys: Keys) -> None:
@@ -151,19 +201,19 @@ async def test_chat_json_sends_lines_and_prints_events(relay_key_file: Path, key
                     assert await next_event(a) == MessageReceived(chatter, b"hello")
                     await a.send("reply")
                     await wait_until(lambda: expected in json_lines(console))
+                    async with join(relay, keys[2]) as b:
+                        later = {"event": "joined", "peer": format_address(b.address)}
+                        await wait_until(lambda: later in json_lines(console))
                     nursery.cancel_scope.cancel()
 
             assert statuses == []  # cancelled while staying, never returned
             records = json_lines(console)  # every line is JSON
-            assert records
-            assert {"event": "joined", "peer": format_address(a.address)} in records
-            assert expected in records
-            assert records.index({"event": "joined", "peer": format_address(a.address)}) < (
-                records.index(expected)
-            )
+            # a was there before the chat registered; b came after.
+            present = {"event": "present", "peer": format_address(a.address)}
+            assert records[:3] == [present, expected, later]
             assert relay.fingerprint in console.stderr.getvalue()
             # The chat said goodbye on its way out.
-            assert await next_event(a) == PeerLeft(chatter)
+            await events_until(a, lambda event: event == PeerLeft(chatter))
 
 
 async def test_chat_without_stay_ends_with_its_input(relay_key_file: Path, keys: Keys) -> None:
@@ -206,6 +256,11 @@ PEER: Address = ("127.0.0.1", 5000)
             PeerJoined(PEER),
             "* 127.0.0.1:5000 joined",
             {"event": "joined", "peer": "127.0.0.1:5000"},
+        ),
+        (
+            PeerPresent(PEER),
+            "* 127.0.0.1:5000 present",
+            {"event": "present", "peer": "127.0.0.1:5000"},
         ),
         (PeerLeft(PEER), "* 127.0.0.1:5000 left", {"event": "left", "peer": "127.0.0.1:5000"}),
         (
@@ -257,6 +312,17 @@ async def test_wrong_pinned_fingerprint_is_a_key_mismatch(relay_key_file: Path) 
         assert int(status) == 5
         assert_one_error_line(console, relay.fingerprint)
         assert len(relay.registry) == 0
+
+
+async def test_a_mismatch_is_reported_once_the_relays_answered(relay_key_file: Path) -> None:
+    # The answers to the first request settle it: the minute-long timeout is not waited out
+    # (Console.run fails after WAIT_S).
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        console = Console()
+        flags = [*client_flags(relay.address[1]), "--register-timeout", "60"]
+        status = await console.run("send", *flags, "--relay-fingerprint", "SHA256:" + "A" * 43, "x")
+        assert status == ExitStatus.KEY_MISMATCH
+        assert_one_error_line(console, relay.fingerprint)
 
 
 @pytest.mark.parametrize(
@@ -357,3 +423,23 @@ async def test_bad_admin_api_address_and_huge_buffer_are_usage_errors() -> None:
         console = Console()
         assert await console.run(*argv) == ExitStatus.USAGE
         assert console.stderr.getvalue().count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "start"),
+    [
+        (
+            ["send", "--interface", "127.0.0.1", "x", "--bogus"],
+            "send: unrecognized arguments: --bogus",
+        ),
+        (["config", "check", "extra"], "config check: unrecognized arguments: extra"),
+        (["clients", "--bogus"], "clients: unrecognized arguments: --bogus"),
+        (["--bogus", "clients"], "unrecognized arguments: --bogus"),
+        (["send"], "send: the following arguments are required: text"),
+    ],
+)
+async def test_a_usage_error_names_the_command(argv: list[str], start: str) -> None:
+    console = Console()
+    assert await console.run(*argv) == ExitStatus.USAGE
+    assert_one_error_line(console)
+    assert console.err_lines()[0].startswith(f"mcrelay: error: {start}"), console.err_lines()

@@ -162,6 +162,7 @@ def test_daemon_with_a_garbage_key_file_fails_with_one_line(tmp_path: Path) -> N
     with running_daemon(key_file) as daemon:
         # A key to fix is a setting error (2), which the systemd unit does not restart on.
         assert_fails_to_start(daemon, str(key_file), status=2)
+        assert not any("http" in line for line in daemon.seen), daemon.seen
 
 
 def assert_fails_to_start(daemon: Daemon, *fragments: str, status: int = 1) -> None:
@@ -179,8 +180,11 @@ def test_daemon_on_a_udp_port_in_use_fails_with_one_line(tmp_path: Path, keys: K
     holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # no SO_REUSEADDR: exclusive
     with holder:
         holder.bind((LOOPBACK, 0))
-        with running_daemon(key_file, port=holder.getsockname()[1]) as daemon:
-            assert_fails_to_start(daemon, "Address already in use")
+        port = holder.getsockname()[1]
+        with running_daemon(key_file, port=port) as daemon:
+            assert_fails_to_start(
+                daemon, f"error: cannot bind UDP port {port}: Address already in use"
+            )
 
 
 def test_daemon_with_its_api_port_in_use_fails_with_one_line(tmp_path: Path, keys: Keys) -> None:

@@ -28,7 +28,7 @@ def is_fingerprint(text: str) -> bool:
 
 
 async def test_keygen_writes_a_0600_key_and_prints_its_fingerprint(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "relay-key.pem"
+    path = tmp_path / "relay-key.pem"
     console = Console()
     assert await console.run("keygen", str(path)) == ExitStatus.OK
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -41,11 +41,23 @@ async def test_keygen_writes_a_0600_key_and_prints_its_fingerprint(tmp_path: Pat
     assert load_or_create_key(path).private_numbers() == key.private_numbers()
 
 
+async def test_keygen_makes_missing_directories_only_with_parents(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "mcrelay" / "relay-key.pem"
+    refused = Console()
+    assert await refused.run("keygen", str(path)) == ExitStatus.USAGE
+    assert_refused(refused, str(path.parent), "--parents")
+    assert not (tmp_path / "state").exists()
+    made = Console()
+    assert await made.run("keygen", "--parents", str(path)) == ExitStatus.OK
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert made.out_lines() == [crypto.fingerprint(load_or_create_key(path).public_key())]
+
+
 async def test_keygen_refuses_an_existing_file(tmp_path: Path, keys: Keys) -> None:
     path = write_key(tmp_path / "relay-key.pem", keys[0])
     pem = path.read_bytes()
     console = Console()
-    assert await console.run("keygen", str(path)) == ExitStatus.ERROR
+    assert await console.run("keygen", str(path)) == ExitStatus.USAGE
     assert_refused(console, str(path), "already exists")
     assert path.read_bytes() == pem
 
@@ -54,7 +66,7 @@ async def test_keygen_where_no_file_can_be_made(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     console = Console()
-    assert await console.run("keygen", str(blocker / "relay-key.pem")) == ExitStatus.ERROR
+    assert await console.run("keygen", str(blocker / "relay-key.pem")) == ExitStatus.USAGE
     assert_refused(console, str(blocker / "relay-key.pem"), "not a directory")
 
 
@@ -154,6 +166,7 @@ def bad_contents(kind: str, keys: Keys) -> bytes:
         "empty": b"",
         "broken private": BROKEN_PRIVATE,
         "broken public": BROKEN_PUBLIC,
+        "cut private": BROKEN_PRIVATE.split(b"-----END")[0],
         "huge": b"-----BEGIN PUBLIC KEY-----\n" + b"A" * 100_000,
     }[kind]
 
@@ -167,7 +180,8 @@ def bad_contents(kind: str, keys: Keys) -> bytes:
         ("empty", "no PEM private key or public key"),
         ("broken private", "not an unencrypted PEM private key"),
         ("broken public", "not a PEM public key"),
-        ("encrypted", "not an unencrypted PEM private key"),
+        ("cut private", "its contents cannot be decoded"),
+        ("encrypted", "protected by a passphrase"),
         ("small RSA", "1024 bits"),
         ("EC", "not an RSA key"),
         ("huge", "over 65536 bytes"),
@@ -182,5 +196,6 @@ async def test_fingerprint_of_a_bad_file(
     elif kind != "missing":
         path.write_bytes(bad_contents(kind, keys))
     console = Console()
-    assert await console.run("fingerprint", str(path)) == ExitStatus.ERROR
+    assert await console.run("fingerprint", str(path)) == ExitStatus.USAGE
     assert_refused(console, str(path), fragment)
+    assert "http" not in console.stderr.getvalue()

@@ -14,7 +14,7 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.client import MessageReceived
+from mcrelay.client import MessageReceived, PeerPresent
 from mcrelay.daemon.config import RelayConfig
 from mcrelay.daemon.notify import Notifier
 from mcrelay.daemon.service import Daemon, apply_reload, run_daemon
@@ -129,7 +129,7 @@ async def test_sigterm_lets_a_message_in_flight_go_out(
         daemon = await harness.start(nursery, Notifier({}))
         async with join(daemon.relay, keys[1]) as a, join(daemon.relay, keys[2]) as b:
             assert await next_event(a) == PeerJoined(b.address)
-            assert await next_event(b) == PeerJoined(a.address)
+            assert await next_event(b) == PeerPresent(a.address)
             await a.send("last one")
             await wait_until(lambda: daemon.relay.statistics()["pending_relays"] == 1)
             await harness.send_signal.send(signal.SIGTERM)
@@ -210,7 +210,7 @@ async def test_a_shorter_reassembly_timeout_on_reload_leaks_nothing(
             await new.send(second)  # after its own deadline, behind the older message
             await new.send(*new.message(b"on time", msg_id=b"\x00\x00\x00\x09"))
             while (event := await next_event(a)) != MessageReceived(new.address, b"on time"):
-                assert isinstance(event, PeerJoined)
+                assert isinstance(event, PeerJoined | PeerPresent)
             assert relay.statistics()["pending_relays"] == 0
         nursery.cancel_scope.cancel()
 
@@ -250,7 +250,7 @@ async def test_a_reload_with_a_fifo_for_token_file_is_refused_and_the_relay_goes
             assert daemon.relay.config.client_timeout_s != 9.0
             await a.send("still relaying")
             while (event := await next_event(b)) != MessageReceived(a.address, b"still relaying"):
-                assert isinstance(event, PeerJoined)
+                assert isinstance(event, PeerJoined | PeerPresent)
         nursery.cancel_scope.cancel()
 
 

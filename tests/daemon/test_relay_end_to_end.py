@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcrelay.client import (
     MessageReceived,
     ParticipantEvent,
+    PeerPresent,
     RelayKeyMismatch,
     RelayUnreachable,
     open_participant,
@@ -45,12 +46,12 @@ async def test_three_clients_join_talk_and_leave(relay_key_file: Path, keys: Key
         async with join(relay, keys[1]) as a:
             async with join(relay, keys[2]) as b:
                 assert await next_event(a) == PeerJoined(b.address)
-                assert await next_event(b) == PeerJoined(a.address)
+                assert await next_event(b) == PeerPresent(a.address)
                 async with join(relay, keys[3]) as c:
                     assert await next_event(a) == PeerJoined(c.address)
                     assert await next_event(b) == PeerJoined(c.address)
                     roster = {await next_event(c), await next_event(c)}
-                    assert roster == {PeerJoined(a.address), PeerJoined(b.address)}
+                    assert roster == {PeerPresent(a.address), PeerPresent(b.address)}
                     assert a.relay_fingerprint == relay.fingerprint
 
                     await a.send("short")
@@ -78,7 +79,7 @@ async def test_largest_message_sent_as_one_burst_arrives(relay_key_file: Path, k
     async with running_relay(relay_config(relay_key_file)) as relay:
         async with join(relay, keys[1]) as a, join(relay, keys[2]) as b:
             assert await next_event(a) == PeerJoined(b.address)
-            assert await next_event(b) == PeerJoined(a.address)
+            assert await next_event(b) == PeerPresent(a.address)
             await a.send(largest)
             assert await next_event(b) == MessageReceived(a.address, largest)
 
@@ -268,7 +269,7 @@ async def test_a_senders_messages_keep_their_order(relay_key_file: Path, keys: K
     async with running_relay(relay_config(relay_key_file)) as relay:
         async with join(relay, keys[1]) as a, join(relay, keys[2]) as b:
             assert await next_event(a) == PeerJoined(b.address)
-            assert await next_event(b) == PeerJoined(a.address)
+            assert await next_event(b) == PeerPresent(a.address)
             for text in texts:
                 await a.send(text)
             received = [await next_event(b) for _ in texts]

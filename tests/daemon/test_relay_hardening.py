@@ -10,7 +10,7 @@ import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.client import MessageReceived
+from mcrelay.client import MessageReceived, PeerPresent
 from mcrelay.daemon import relay as relay_module
 from mcrelay.daemon import sealing
 from mcrelay.daemon.config import REGISTRATIONS_PER_HOST_BURST
@@ -52,7 +52,7 @@ async def test_a_recipient_openssl_refuses_costs_one_copy_not_the_daemon(
             async with join(relay, keys[3]):
                 await a.send("still here")
                 while (event := await next_event(b)) != MessageReceived(a.address, b"still here"):
-                    assert isinstance(event, PeerJoined)
+                    assert isinstance(event, PeerJoined | PeerPresent)
                 await wait_until(lambda: dropped(relay, "encrypt_failed") == 1)
 
 
@@ -253,6 +253,6 @@ async def test_a_recipient_re_keying_during_every_seal_delays_a_message_once_not
             monkeypatch.setattr(relay_module, "seal_batch", seal_then_rekey)
             await a.send("hello")
             while (event := await next_event(b)) != MessageReceived(a.address, b"hello"):
-                assert isinstance(event, PeerJoined)
+                assert isinstance(event, PeerJoined | PeerPresent)
             assert len(resealed) == 1
             assert relay.idle()

@@ -50,7 +50,7 @@ def test_flag_beats_env_beats_file_beats_default(tmp_path: Path) -> None:
         ("[network]\nclient_timeout = 1\n", "'client_timeout' belongs in [relay], not [network]"),
         ("port = '5007'\n", "'port' must be an integer, not str"),
         ("client_timeout = true\n", "'client_timeout' must be a number, not bool"),
-        ("port = 70000\n", "'port': port 70000 is not 0 to 65535"),
+        ("port = 70000\n", "'port': '70000' is not a port number (an integer from 0 to 65535)"),
         ("group = '10.0.0.1'\n", "'group': '10.0.0.1' is not a multicast address"),
         ("log_level = 'loud'\n", "'log_level': 'loud' is not one of"),
         ("port = \n", "not valid TOML"),
@@ -208,7 +208,7 @@ def test_a_yes_or_no_setting_from_flag_env_and_file(tmp_path: Path) -> None:
     assert resolve({"api_tcp_without_token": True}, {}, write(tmp_path, tcp)).config.api
     with pytest.raises(SettingsError, match="must be true or false, not str"):
         resolve({}, {}, write(tmp_path, tcp + "api_tcp_without_token = 'yes'\n"))
-    with pytest.raises(SettingsError, match="MCRELAY_API_TCP_WITHOUT_TOKEN='maybe'"):
+    with pytest.raises(SettingsError, match="MCRELAY_API_TCP_WITHOUT_TOKEN: 'maybe'"):
         resolve({}, {"MCRELAY_API_TCP_WITHOUT_TOKEN": "maybe"}, None)
     with pytest.raises(SettingsError, match="must be an integer, not bool"):
         resolve({}, {}, write(tmp_path, "port = true\n"))

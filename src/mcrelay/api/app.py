@@ -6,6 +6,7 @@ Every response is JSON (except ``/metrics`` and the event stream); every error i
 
 import hmac
 import time
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -19,6 +20,8 @@ from mcrelay.api.context import EXTENSION, ApiContext, api_context
 from mcrelay.api.metrics import render_metrics
 from mcrelay.api.openapi import openapi_document
 from mcrelay.api.serialize import error_json, rfc3339
+from mcrelay.daemon.config import RelayConfig
+from mcrelay.daemon.settings import SETTINGS
 
 MAX_BODY_BYTES = 128 * 1024
 """Room for a base64 message of the largest size and its JSON."""
@@ -104,9 +107,17 @@ async def _status() -> Response:
             "clients": statistics["clients"],
             "reassembly_in_flight": statistics["reassembly_in_flight"],
             "statistics": statistics,
+            "settings": settings_json(config),
             "time": rfc3339(time.time()),
         }
     )
+
+
+def settings_json(config: RelayConfig) -> dict[str, Any]:
+    """The effective settings, by the names ``mcrelay config check`` uses; a reload shows.
+    The API token's file is named, never the token itself."""
+    values = {setting.name: getattr(config, setting.field) for setting in SETTINGS}
+    return {name: str(v) if isinstance(v, Path) else v for name, v in values.items()}
 
 
 async def _metrics() -> Response:

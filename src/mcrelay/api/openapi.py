@@ -1,8 +1,11 @@
 """The OpenAPI 3.1 document of the control API (a test checks it against the routes)."""
 
+from dataclasses import fields
 from typing import Any
 
 from mcrelay import __version__
+from mcrelay.daemon.config import RelayConfig
+from mcrelay.daemon.settings import SETTINGS
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -35,6 +38,23 @@ _COUNTERS = {
     for name in ("messages_in", "messages_out", "bytes_in", "bytes_out", "port", "key_bits")
 }
 
+
+def _settings_schema() -> dict[str, Any]:
+    """One property per setting, typed as in the settings file; null where it may be unset."""
+    kinds = {str: "string", int: "integer", float: "number", bool: "boolean"}
+    unset = {f.name for f in fields(RelayConfig) if f.default is None}
+    properties = {
+        s.name: {"type": [kinds[s.toml], "null"] if s.field in unset else kinds[s.toml]}
+        for s in SETTINGS
+    }
+    return {
+        "type": "object",
+        "description": "the effective settings, named as in the settings file "
+        "(api_token_file names the token's file; the token is never shown)",
+        "properties": properties,
+    }
+
+
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -66,6 +86,23 @@ SCHEMAS: dict[str, Any] = {
             "scope": {"type": "string", "enum": ["address", "host"]},
             "until": {"type": "string", "format": "date-time"},
             "remaining_s": {"type": "number"},
+        },
+    },
+    "Status": {
+        "type": "object",
+        "properties": {
+            "version": {"type": "string"},
+            "started_at": {"type": "string", "format": "date-time"},
+            "uptime_s": {"type": "number"},
+            "group": {"type": "string"},
+            "port": {"type": "integer"},
+            "interface": {"type": "string"},
+            "fingerprint": {"type": "string"},
+            "clients": {"type": "integer"},
+            "reassembly_in_flight": {"type": "integer"},
+            "statistics": {"type": "object", "description": "every counter of the relay"},
+            "settings": _settings_schema(),
+            "time": {"type": "string", "format": "date-time"},
         },
     },
     "Message": {
@@ -110,7 +147,7 @@ PATHS: dict[str, Any] = {
     "/v1/status": {
         "get": {
             "summary": "Version, settings and every counter",
-            "responses": {"200": _json({"type": "object"}, "status"), **_errors(401)},
+            "responses": {"200": _json(_ref("Status"), "status"), **_errors(401)},
         }
     },
     "/metrics": {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,14 +13,29 @@ import trio
 
 from mcrelay.api.address import default_api
 from mcrelay.cli.chat import cancel_on_signal
+from mcrelay.cli.daemon import DESCRIBED_DEFAULTS
+from mcrelay.cli.describe import describe_event
 from mcrelay.cli.environment import Environment
-from mcrelay.cli.options import Parser, UsageError, add_flag, api_address, argument_type
+from mcrelay.cli.options import (
+    Parser,
+    UsageError,
+    add_flag,
+    api_address,
+    argument_type,
+    client_id,
+    ip_address,
+)
 from mcrelay.cli.status import ExitStatus
-from mcrelay.daemon.bans import parse_ban_seconds
+from mcrelay.cli.text import message_bytes, printable
+from mcrelay.daemon.bans import parse_ban_seconds, parse_ban_target
 
 if TYPE_CHECKING:
     from mcrelay.cli.api_client import Api
 
+JSON_HELP = {
+    "post": "print the API's answer, one JSON object per message",
+    "events": "one JSON object per event, as the API sends them",
+}
 SORTS = ("id", "connected_at", "last_seen", "idle_s", "messages_in", "bytes_in")
 
 
@@ -32,6 +48,15 @@ def _ban_text(text: str) -> str:
 ban_seconds = argument_type(_ban_text)
 
 
+def _ban_id(text: str) -> str:
+    """A ban's id as given, once checked: ``ip:port``, or an IP address for a host ban."""
+    parse_ban_target(text)
+    return text
+
+
+ban_id = argument_type(_ban_id)
+
+
 def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping[str, str]) -> None:
     def command(name: str, help: str, run: Any) -> argparse.ArgumentParser:
         parser = subparsers.add_parser(name, help=help)
@@ -42,10 +67,13 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
             api_address,
             default_api(environ),
             "the daemon's API: unix:/path or host:port",
+            default_text=DESCRIBED_DEFAULTS["api"],
         )
         add_flag(
             parser, environ, "--api-token-file", Path, None, "file holding the API's bearer token"
         )
+        help_json = JSON_HELP.get(name, "print the API's JSON")
+        parser.add_argument("--json", action="store_true", help=help_json)
         parser.set_defaults(command=run)
         return parser
 
@@ -57,10 +85,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
         metavar="KEY",
         help=f"one of {', '.join(SORTS)}; descending with a '-', written --sort=-KEY",
     )
-    clients.add_argument("--host", help="only clients from this IP address")
-    clients.add_argument("--json", action="store_true", help="print the API's JSON")
+    clients.add_argument("--host", type=ip_address, help="only clients from this IP address")
     kick = command("kick", "remove a client (and tell the others)", run_kick)
-    kick.add_argument("id", help="ip:port")
+    kick.add_argument("id", type=client_id, help="ip:port")
     kick.add_argument(
         "--ban",
         type=ban_seconds,
@@ -72,22 +99,21 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
         action="store_true",
         help="with --ban: ban its whole host (every port) and kick every client from it",
     )
-    command("bans", "list active bans", run_bans).add_argument("--json", action="store_true")
-    command("unban", "lift a ban", run_unban).add_argument(
-        "id", help="ip:port for a client's ban, or ip for a host ban"
-    )
+    command("bans", "list active bans", run_bans)
+    unban = command("unban", "lift a ban", run_unban)
+    unban.add_argument("id", type=ban_id, help="ip:port for a client's ban, or ip for a host ban")
     post = command("post", "send a message from the relay to clients", run_post)
     post.add_argument(
-        "text", nargs="?", default="-", help="the message; '-' or nothing reads stdin"
+        "text",
+        nargs="?",
+        help="the message; '-' reads it from stdin: all of it, but a final newline",
     )
-    post.add_argument("--to", action="append", metavar="ID", help="only this client (repeatable)")
+    post.add_argument(
+        "--to", action="append", type=client_id, metavar="ID", help="only this client (repeatable)"
+    )
     post.add_argument("--lines", action="store_true", help="one message per stdin line")
-    command("status", "the daemon's version, settings and counters", run_status).add_argument(
-        "--json", action="store_true"
-    )
-    command("events", "follow the daemon's events until interrupted", run_events).add_argument(
-        "--json", action="store_true"
-    )
+    command("status", "the daemon's version, settings and counters", run_status)
+    command("events", "follow the daemon's events until interrupted", run_events)
 
 
 def _api(args: argparse.Namespace) -> Any:
@@ -99,6 +125,18 @@ def _api(args: argparse.Namespace) -> Any:
 
 def _print(env: Environment, value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False), file=env.stdout, flush=True)
+
+
+def _clients(count: int) -> str:
+    return f"{count} client" if count == 1 else f"{count} clients"
+
+
+def _setting(value: Any) -> str:
+    if value is None:
+        return "(not set)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return printable(str(value))
 
 
 def _table(env: Environment, header: list[str], rows: list[list[str]]) -> None:
@@ -143,6 +181,9 @@ async def run_kick(args: argparse.Namespace, env: Environment) -> ExitStatus:
         params["ban_scope"] = "host"
     async with _api(args) as api:
         removed = await api.call("DELETE", f"/v1/clients/{args.id}", params=params)
+    if args.json:
+        _print(env, removed)
+        return ExitStatus.OK
     banned = ""
     if args.ban is not None:
         host = f"host {args.id.rpartition(':')[0].strip('[]')} " if args.host else ""
@@ -169,30 +210,51 @@ async def run_bans(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 async def run_unban(args: argparse.Namespace, env: Environment) -> ExitStatus:
     async with _api(args) as api:
-        await api.call("DELETE", f"/v1/bans/{args.id}")
+        lifted = await api.call("DELETE", f"/v1/bans/{args.id}")
+    if args.json:
+        _print(env, lifted)
+        return ExitStatus.OK
     print(f"lifted the ban on {args.id}", file=env.stdout)
     return ExitStatus.OK
 
 
 async def run_post(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    if args.text != "-" and args.lines:
+    if args.lines and args.text not in (None, "-"):
         raise UsageError("--lines reads stdin; give no TEXT (or '-')")
+    if args.text is None and not args.lines:
+        raise UsageError("give the message, '-' to read it from stdin, or --lines")
     async with _api(args) as api:
-        if args.text != "-":
-            await _post(api, env, args.text, args.to)
+        if args.text not in (None, "-"):
+            await _post(api, env, args.text, args)
         elif not args.lines:
-            await _post(api, env, await trio.to_thread.run_sync(env.stdin.read), args.to)
+            text = await trio.to_thread.run_sync(env.stdin.read, abandon_on_cancel=True)
+            if not text:
+                raise UsageError("stdin is empty; nothing was sent")
+            await _post(api, env, _without_final_newline(text), args)
         else:
             # One message per line as it comes, so 'tail -f log | mcrelay post --lines' works.
             while line := await trio.to_thread.run_sync(env.stdin.readline, abandon_on_cancel=True):
-                await _post(api, env, line.rstrip("\r\n"), args.to)
+                await _post(api, env, line.rstrip("\r\n"), args)
     return ExitStatus.OK
 
 
-async def _post(api: Api, env: Environment, text: str, to: list[str] | None) -> None:
-    body: dict[str, Any] = {"text": text, **({"to": to} if to else {})}
+def _without_final_newline(text: str) -> str:
+    return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
+
+
+async def _post(api: Api, env: Environment, text: str, args: argparse.Namespace) -> None:
+    try:
+        data = message_bytes(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    body: dict[str, Any] = {"to": args.to} if args.to else {}
+    try:
+        body["text"] = data.decode("utf-8")
+    except UnicodeDecodeError:
+        body["data_b64"] = base64.b64encode(data).decode("ascii")  # bytes that are not text
     result = await api.call("POST", "/v1/messages", json=body)
-    print(f"sent to {result['recipients']} clients", file=env.stdout, flush=True)
+    answer = json.dumps(result) if args.json else f"sent to {_clients(result['recipients'])}"
+    print(answer, file=env.stdout, flush=True)
 
 
 async def run_status(args: argparse.Namespace, env: Environment) -> ExitStatus:
@@ -206,20 +268,18 @@ async def run_status(args: argparse.Namespace, env: Environment) -> ExitStatus:
         f"mcrelay {status['version']}, up {status['uptime_s']:.0f} s",
         f"group {status['group']} port {status['port']} interface {status['interface']}",
         f"relay key {status['fingerprint']}",
-        f"{status['clients']} clients, {statistics['messages_relayed']} messages relayed, "
+        f"{_clients(status['clients'])}, {statistics['messages_relayed']} messages relayed, "
         f"{status['reassembly_in_flight']} in reassembly",
         f"in {statistics['datagrams_in']} datagrams / {statistics['bytes_in']} bytes, "
         f"out {statistics['datagrams_out']} datagrams / {statistics['bytes_out']} bytes",
     ]
     dropped = {k: v for k, v in statistics["dropped"].items() if v}
     lines.append("dropped: " + (", ".join(f"{k} {v}" for k, v in dropped.items()) or "none"))
+    settings = status.get("settings", {})  # an older daemon sends none
+    lines.extend(["settings:"] if settings else [])
+    lines.extend(f"  {name} = {_setting(value)}" for name, value in settings.items())
     print("\n".join(lines), file=env.stdout)
     return ExitStatus.OK
-
-
-def _describe(event: dict[str, Any]) -> str:
-    details = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("id", "event", "time"))
-    return f"{event['time']} {event['event']} {details}".rstrip()
 
 
 async def run_events(args: argparse.Namespace, env: Environment) -> ExitStatus:
@@ -232,4 +292,4 @@ async def run_events(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 async def _follow(api: Api, env: Environment, as_json: bool) -> None:
     async for event in api.events():
-        print(json.dumps(event) if as_json else _describe(event), file=env.stdout, flush=True)
+        print(json.dumps(event) if as_json else describe_event(event), file=env.stdout, flush=True)

@@ -59,19 +59,25 @@ class Api:
         return response.json()
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
-        """Follow ``/v1/events``; one dict per event, until the stream ends."""
+        """Follow ``/v1/events``; one dict per event, until the stream ends.
+
+        A daemon that stops closes the stream in the middle of its (endless) body: that
+        is the end of the events, not a failure to reach the daemon."""
         try:
             async with self._client.stream("GET", "/v1/events", timeout=None) as response:
                 if response.is_error:
                     await response.aread()
                     raise ApiError(response.status_code, _error_message(response))
                 data: list[str] = []
-                async for line in response.aiter_lines():
-                    if line.startswith("data:"):
-                        data.append(line.removeprefix("data:").strip())
-                    elif not line and data:
-                        yield json.loads("\n".join(data))
-                        data = []
+                try:
+                    async for line in response.aiter_lines():
+                        if line.startswith("data:"):
+                            data.append(line.removeprefix("data:").strip())
+                        elif not line and data:
+                            yield json.loads("\n".join(data))
+                            data = []
+                except httpx.RemoteProtocolError:
+                    return  # closed before the end of the body
         except httpx.TransportError as exc:
             raise ApiUnreachable(f"cannot reach the daemon's API at {self.where}: {exc}") from None
 

@@ -21,11 +21,18 @@ from mcrelay.cli.options import (
     positive_float,
 )
 from mcrelay.cli.status import ExitStatus
-from mcrelay.client import MessageReceived, Participant, ParticipantEvent, open_participant
+from mcrelay.cli.text import message_bytes, printable
+from mcrelay.client import (
+    MessageReceived,
+    Participant,
+    ParticipantEvent,
+    PeerPresent,
+    open_participant,
+)
 from mcrelay.client.participant import KEEPALIVE_INTERVAL_S, REGISTER_TIMEOUT_S
 from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
 from mcrelay.protocol.errors import LocalProtocolError
-from mcrelay.protocol.events import PeerJoined
+from mcrelay.protocol.events import PeerJoined, PeerLeft
 from mcrelay.protocol.legacy import CONNECT_WORD, DISCONNECT_WORD, MAX_MESSAGE_BYTES
 
 
@@ -47,6 +54,12 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
     _add_client_flags(send, environ)
     send.add_argument(
         "text", nargs="+", help="one message per argument; '-' reads one per stdin line"
+    )
+    send.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no 'registered as' line on stderr; errors are still printed",
     )
     send.set_defaults(command=run_send)
 
@@ -105,12 +118,6 @@ def _announce(participant: Participant, env: Environment) -> None:
     )
 
 
-def printable(text: str) -> str:
-    """Peer text made safe for a terminal: control characters (newlines and escape
-    sequences included) become visible ``\\xNN`` escapes, so nobody can fake a line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def _render(event: ParticipantEvent, as_json: bool) -> str:
     if isinstance(event, MessageReceived):
         sender = format_address(event.sender)
@@ -119,7 +126,7 @@ def _render(event: ParticipantEvent, as_json: bool) -> str:
                 {"event": "message", "from": sender, "text": event.text}, ensure_ascii=False
             )
         return f"[{'relay' if event.sender == RELAY_ITSELF else sender}] {printable(event.text)}"
-    kind = "joined" if isinstance(event, PeerJoined) else "left"
+    kind = {PeerPresent: "present", PeerJoined: "joined", PeerLeft: "left"}[type(event)]
     if as_json:
         return json.dumps({"event": kind, "peer": format_address(event.peer)})
     return f"* {format_address(event.peer)} {kind}"
@@ -132,12 +139,16 @@ async def _print_events(participant: Participant, env: Environment, as_json: boo
 
 async def _send_lines(participant: Participant, env: Environment) -> None:
     while line := await trio.to_thread.run_sync(env.stdin.readline, abandon_on_cancel=True):
-        text = line.rstrip("\r\n")
-        if len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
+        try:
+            data = message_bytes(line.rstrip("\r\n"))
+        except ValueError as exc:
+            env.say(f"mcrelay: not sent: {exc}")
+            continue
+        if len(data) > MAX_MESSAGE_BYTES:
             env.say(f"mcrelay: line of over {MAX_MESSAGE_BYTES} bytes not sent")
             continue
         try:
-            await participant.send(text)
+            await participant.send(data)
         except LocalProtocolError as exc:
             env.say(f"mcrelay: not sent: {exc}")
 
@@ -166,15 +177,20 @@ async def run_send(args: argparse.Namespace, env: Environment) -> ExitStatus:
     texts: list[str] = args.text
     if texts == ["-"]:
         texts = [line.rstrip("\r\n") for line in env.stdin]
+    messages: list[bytes] = []
     for text in texts:
-        if text.encode("utf-8") in (CONNECT_WORD, DISCONNECT_WORD):
+        try:
+            data = message_bytes(text)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if data in (CONNECT_WORD, DISCONNECT_WORD):
             raise UsageError(f"{text!r} alone is a control word in this protocol, not a message")
-        if len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
-            raise UsageError(
-                f"a message of {len(text.encode('utf-8'))} bytes; at most {MAX_MESSAGE_BYTES}"
-            )
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise UsageError(f"a message of {len(data)} bytes; at most {MAX_MESSAGE_BYTES}")
+        messages.append(data)
     async with _open(args) as participant:
-        _announce(participant, env)
-        for text in texts:
-            await participant.send(text)
+        if not args.quiet:
+            _announce(participant, env)
+        for data in messages:
+            await participant.send(data)
     return ExitStatus.OK

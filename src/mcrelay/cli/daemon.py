@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import signal
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from mcrelay.api.address import SOCKET_NAME
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import (
     Parser,
@@ -20,11 +22,12 @@ from mcrelay.cli.options import (
 )
 from mcrelay.cli.status import ExitStatus
 from mcrelay.daemon import config as defaults
-from mcrelay.daemon.config import RelayConfig
+from mcrelay.daemon.config import KEY_FILE_NAME, RelayConfig
 from mcrelay.daemon.keyfile import KeyFileError
 from mcrelay.daemon.settings import (
     SETTINGS,
     Resolved,
+    Setting,
     SettingsError,
     config_file,
     describe,
@@ -74,15 +77,16 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
         help="TOML settings file (default: /etc/mcrelay/mcrelay.toml if it exists); env MCRELAY_CONFIG",
     )
     for setting in SETTINGS:
-        where = f"env {setting.env}; file [{setting.section}] {setting.name}"
+        where = f"(default: {default_text(setting)}); env {setting.env}; "
+        where += f"file [{setting.section}] {setting.name}"
         if setting.toml is bool:
             parser.add_argument(
                 setting.flag,
                 dest=setting.name,
                 action="store_const",
                 const=True,
-                default=None,
-                help=f"{setting.help}; {where}",
+                default=None,  # None: not given, so the environment or the file decides
+                help=f"{setting.help} {where}",
             )
         else:
             parser.add_argument(
@@ -90,8 +94,30 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
                 dest=setting.name,
                 type=argument_type(setting.convert),
                 default=None,
-                help=f"{setting.help}; {where}",
+                help=f"{setting.help} {where}",
             )
+
+
+DESCRIBED_DEFAULTS = {
+    "key_file": f"$STATE_DIRECTORY/{KEY_FILE_NAME}, else $XDG_STATE_HOME/mcrelay/, "
+    "else ~/.local/state/mcrelay/",
+    "crypto_workers": "one per CPU",
+    "api": f"unix:$RUNTIME_DIRECTORY/{SOCKET_NAME}, else unix:/run/mcrelay/{SOCKET_NAME} "
+    f"for root, else unix:$XDG_RUNTIME_DIR/mcrelay/{SOCKET_NAME}, else beside the key",
+}
+"""Defaults that depend on the machine or the user, said in words."""
+
+
+def default_text(setting: Setting) -> str:
+    """A setting's default as ``--help`` shows it."""
+    if setting.name in DESCRIBED_DEFAULTS:
+        return DESCRIBED_DEFAULTS[setting.name]
+    value = next(f.default for f in fields(RelayConfig) if f.name == setting.field)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "none" if value is None else str(value)
 
 
 def _resolve(args: argparse.Namespace, env: Environment) -> Resolved:

@@ -1,5 +1,6 @@
 """Where a command reads and writes: the real process, or a test's buffers."""
 
+import io
 import os
 import sys
 from collections.abc import Mapping
@@ -7,9 +8,17 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 
+def _stdin() -> TextIO:
+    """The process's stdin, where bytes that are not UTF-8 arrive as lone surrogates
+    (as they do in argv) instead of failing the read: see ``mcrelay.cli.text``."""
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        sys.stdin.reconfigure(errors="surrogateescape")
+    return sys.stdin
+
+
 @dataclass
 class Environment:
-    stdin: TextIO = field(default_factory=lambda: sys.stdin)
+    stdin: TextIO = field(default_factory=_stdin)
     stdout: TextIO = field(default_factory=lambda: sys.stdout)
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))

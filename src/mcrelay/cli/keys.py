@@ -12,7 +12,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.cli.environment import Environment
-from mcrelay.cli.options import Parser
+from mcrelay.cli.options import Parser, UsageError
 from mcrelay.cli.status import ExitStatus
 from mcrelay.daemon.keyfile import MAX_KEY_FILE_BYTES, KeyFileError, generate_key_file
 from mcrelay.files import FileError, read_regular_file
@@ -25,6 +25,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
         "keygen", help="create a relay key file (mode 0600) and print its fingerprint"
     )
     keygen.add_argument("path", type=Path, help="where to write it; an existing file is kept")
+    keygen.add_argument(
+        "--parents", action="store_true", help="create missing directories (mode 0700)"
+    )
     keygen.set_defaults(command=run_keygen)
     fingerprint = subparsers.add_parser(
         "fingerprint", help="print the fingerprint of a private or public key (PEM)"
@@ -35,10 +38,16 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
 
 async def run_keygen(args: argparse.Namespace, env: Environment) -> ExitStatus:
     path: Path = args.path
-    key = await trio.to_thread.run_sync(generate_key_file, path)
+    key = await trio.to_thread.run_sync(_generate, path, args.parents)
     env.say(f"mcrelay: wrote a new relay key to {path}")
     print(crypto.fingerprint(key.public_key()), file=env.stdout, flush=True)
     return ExitStatus.OK
+
+
+def _generate(path: Path, parents: bool) -> rsa.RSAPrivateKey:
+    if not parents and not os.path.lexists(path.parent):
+        raise UsageError(f"directory {path.parent} does not exist; create it, or give --parents")
+    return generate_key_file(path)
 
 
 async def run_fingerprint(args: argparse.Namespace, env: Environment) -> ExitStatus:

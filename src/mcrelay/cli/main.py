@@ -2,17 +2,19 @@
 
 import argparse
 import logging
+import os
 import sys
+import textwrap
 from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
 from mcrelay import __version__
 from mcrelay.api.address import ApiBindError
-from mcrelay.cli import admin, chat, daemon, keys
+from mcrelay.cli import admin, chat, completion, daemon, keys
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import Parser, UsageError
-from mcrelay.cli.status import ApiError, ApiUnreachable, ExitStatus
+from mcrelay.cli.status import MEANINGS, ApiError, ApiUnreachable, ExitStatus
 from mcrelay.client import RelayKeyMismatch, RelayUnreachable
 from mcrelay.daemon.keyfile import KeyFileError
 from mcrelay.logs import is_journal_stream, syslog_priority
@@ -21,13 +23,24 @@ Command = Callable[[argparse.Namespace, Environment], Awaitable[ExitStatus]]
 
 
 def build_parser(env: Environment) -> argparse.ArgumentParser:
-    parser = Parser(prog="mcrelay", description="Secure group-messaging relay for local networks.")
+    codes = "".join(
+        textwrap.fill(f"{int(code):>5}  {meaning}", 79, subsequent_indent=" " * 7) + "\n"
+        for code, meaning in MEANINGS.items()
+    )
+    parser = Parser(
+        prog="mcrelay",
+        description="Secure group-messaging relay for local networks.",
+        epilog="'mcrelay COMMAND --help' tells about each command.\n\n"
+        f"exit status:\n{codes}\nerrors are one line on stderr, starting 'mcrelay: error:'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"mcrelay {__version__}")
     subparsers = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     daemon.add_parser(subparsers, env.environ)
     chat.add_parsers(subparsers, env.environ)
     admin.add_parsers(subparsers, env.environ)
     keys.add_parsers(subparsers, env.environ)
+    completion.add_parser(subparsers, env.environ)
     return parser
 
 
@@ -36,7 +49,7 @@ FAILURES: dict[type[Exception], ExitStatus] = {
     ApiUnreachable: ExitStatus.UNREACHABLE,
     RelayUnreachable: ExitStatus.UNREACHABLE,
     RelayKeyMismatch: ExitStatus.KEY_MISMATCH,
-    KeyFileError: ExitStatus.ERROR,
+    KeyFileError: ExitStatus.USAGE,
     ApiBindError: ExitStatus.ERROR,
     OSError: ExitStatus.ERROR,
 }
@@ -61,14 +74,24 @@ async def run_command(argv: Sequence[str], env: Environment) -> ExitStatus:
         return await command(args, env)
     except Exception as exc:
         leaf = _leaf(exc)
+        if isinstance(leaf, BrokenPipeError):
+            # Whoever read stdout stopped (`| head -1`, `| grep -q`): it has what it wanted.
+            return ExitStatus.OK
         if isinstance(leaf, ApiError):
             status: ExitStatus | None = _api_error_status(leaf)
         else:
             status = next((s for kind, s in FAILURES.items() if isinstance(leaf, kind)), None)
         if status is None:
             raise
-        env.say(f"{_error_prefix(env)}mcrelay: error: {leaf}")
+        env.say(f"{_error_prefix(env)}mcrelay: error: {_error_text(leaf)}")
         return status
+
+
+def _error_text(exc: BaseException) -> str:
+    """The error's message; for an OSError without its ``[Errno N]``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc)
 
 
 def _error_prefix(env: Environment) -> str:
@@ -80,8 +103,20 @@ def _error_prefix(env: Environment) -> str:
 
 
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
+    """Run the command in a new Trio run. Ctrl-C ends chat, events and the daemon the
+    normal way (they listen for it); anywhere else it interrupts the command (130)."""
     env = env or Environment()
+    status = ExitStatus.INTERRUPTED
     try:
-        return int(trio.run(run_command, sys.argv[1:] if argv is None else argv, env))
-    except KeyboardInterrupt:
-        return ExitStatus.OK
+        status = trio.run(run_command, sys.argv[1:] if argv is None else argv, env)
+    except* KeyboardInterrupt:
+        pass  # raised alone, or from inside a nursery: no traceback either way
+    try:
+        env.stdout.flush()
+    except BrokenPipeError:
+        # What is left in the buffer has no reader; without this, the interpreter's own
+        # flush at exit would fail again and print a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, env.stdout.fileno())
+        os.close(devnull)
+    return int(status)

@@ -1,10 +1,12 @@
 """Argument types and flags that also read ``MCRELAY_<NAME>`` from the environment."""
 
 import argparse
-from collections.abc import Callable, Mapping
+import ipaddress
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from mcrelay.daemon import settings
+from mcrelay.protocol.addresses import format_address, parse_address
 
 
 class UsageError(Exception):
@@ -12,8 +14,23 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
+    """Errors are raised, to be printed as one line, and name the (sub)command they are
+    about: an unknown argument is reported by the command that was given it."""
+
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("mcrelay").strip()
+        where = f"{command}: " if command else ""
+        raise UsageError(f"{where}{message} (see '{self.prog} --help')")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # A subcommand's parser is run through this method, and would pass what it
+        # does not know up to the top parser, which would then blame 'mcrelay'.
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
 
 
 def env_name(flag: str) -> str:
@@ -27,15 +44,18 @@ def add_flag(
     convert: Callable[[str], Any],
     default: Any,
     help: str,
+    default_text: str | None = None,
 ) -> None:
-    """Add ``flag`` whose default comes from ``MCRELAY_<NAME>`` when that is set."""
+    """Add ``flag`` whose default comes from ``MCRELAY_<NAME>`` when that is set.
+    ``default_text`` says the default in words where it depends on the user."""
     name = env_name(flag)
     if name in environ:
         try:
-            default = convert(environ[name])
+            default = default_text = convert(environ[name])
         except (ValueError, argparse.ArgumentTypeError) as exc:
-            raise UsageError(f"{name}={environ[name]!r}: {exc}") from None
-    shown = "" if default is None else f" (default: {default})"
+            raise UsageError(f"{name}: {exc}") from None
+    default_text = default_text or default
+    shown = "" if default_text is None else f" (default: {default_text})"
     parser.add_argument(flag, type=convert, default=default, help=f"{help}{shown}; env {name}")
 
 
@@ -63,3 +83,19 @@ def fingerprint(text: str) -> str:
     if not text.startswith("SHA256:") or len(text) != len("SHA256:") + 43:
         raise argparse.ArgumentTypeError(f"{text!r} is not a SHA256:... fingerprint")
     return text
+
+
+def client_id(text: str) -> str:
+    """A client's id as the API writes it: ``ip:port``, or ``[ipv6]:port``."""
+    try:
+        return format_address(parse_address(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; a client is ip:port") from None
+
+
+def ip_address(text: str) -> str:
+    """An IPv4 or IPv6 address, written the way the API writes it."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None

@@ -6,14 +6,26 @@ from enum import IntEnum
 class ExitStatus(IntEnum):
     OK = 0
     ERROR = 1
-    """The request was refused, or the daemon could not start."""
     USAGE = 2
-    """Bad arguments, environment variables or settings."""
     UNREACHABLE = 3
-    """No relay (or daemon) answered."""
     SERVER_ERROR = 4
     KEY_MISMATCH = 5
-    """The relay's key does not match ``--relay-fingerprint``."""
+    INTERRUPTED = 130
+    """128 + SIGINT, as shells report a process that Ctrl-C ended."""
+
+
+MEANINGS = {
+    ExitStatus.OK: "done",
+    ExitStatus.ERROR: "the API refused (4xx), or the daemon could not start (port in use)",
+    ExitStatus.USAGE: "usage: bad arguments, environment variables or settings, or a file "
+    "that cannot be used (a key file, the API token file)",
+    ExitStatus.UNREACHABLE: "no relay answered, or the daemon's API cannot be reached",
+    ExitStatus.SERVER_ERROR: "the API failed (5xx)",
+    ExitStatus.KEY_MISMATCH: "the relay's key does not match --relay-fingerprint",
+    ExitStatus.INTERRUPTED: "interrupted by Ctrl-C before it finished (chat, events and "
+    "the daemon end on Ctrl-C with 0)",
+}
+"""What each exit status means, for --help and the manual page (and the README's table)."""
 
 
 class ApiError(Exception):

@@ -8,11 +8,20 @@ only from the address that answered.
 A relayed message whose ciphertext we have just received is a copy the network
 duplicated (RSA-OAEP is randomized: the relay never seals the same bytes twice),
 so it is dropped as ``duplicate_message`` before any decryption.
+
+Right after our key, the relay sends one CLIENT_CONNECTED per client already there
+(the roster), then a CLIENT_CONNECTED for each client that joins later: the same
+TLV. To tell them apart, our key goes in one datagram with a SERVER_KEY_REQUEST.
+The relay handles a datagram's TLVs in order and sends in the order it decides, so
+its answer, a SERVER_PUBLIC_KEY, comes right after the roster: what arrives before
+it is ``PeerPresent``, what comes after is ``PeerJoined``. Should the answer not
+come (rate limited, lost), the roster ends ``ROSTER_WAIT_S`` after registering.
 """
 
 import hashlib
 import logging
 import secrets
+import socket
 from collections import Counter, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,9 +42,12 @@ log = logging.getLogger(__name__)
 KEEPALIVE_INTERVAL_S = 10.0
 REGISTER_TIMEOUT_S = 5.0
 KEY_RETRY_INTERVAL_S = 1.0
+ROSTER_WAIT_S = 1.0
+"""The roster's end at the latest, should the relay's answer that marks it not come."""
 GOODBYE_TIMEOUT_S = 1.0
 EVENT_QUEUE_EVENTS = 1024
 MAX_DATAGRAM_BYTES = 65535
+WILDCARD = "0.0.0.0"
 DUPLICATE_MEMORY_MESSAGES = 1024
 """Digests of the latest relayed ciphertexts kept to spot network duplicates (32 bytes each)."""
 
@@ -62,7 +74,14 @@ class MessageReceived:
         return self.data.decode("utf-8", errors="replace")
 
 
-ParticipantEvent = MessageReceived | PeerJoined | PeerLeft
+@dataclass(frozen=True, slots=True)
+class PeerPresent:
+    """A client that was registered before us (the relay lists them as we register)."""
+
+    peer: Address
+
+
+ParticipantEvent = MessageReceived | PeerPresent | PeerJoined | PeerLeft
 
 
 class RecentDigests:
@@ -97,6 +116,7 @@ class Participant:
         self._sock = sock
         host, port = sock.getsockname()[:2]
         self.address: Address = (host, port)
+        """Our address as the relay and the peers see it (once registered)."""
         self.destination = destination
         self._key = key
         self.pinned_fingerprint = relay_fingerprint
@@ -104,6 +124,8 @@ class Participant:
         self.relay_address: Address | None = None
         self.relay_key: rsa.RSAPublicKey | None = None
         self.dropped: Counter[DropReason] = Counter()
+        self._roster_until: float | None = None
+        """While the roster comes: when it ends at the latest (trio time)."""
         self._recent = RecentDigests(DUPLICATE_MEMORY_MESSAGES)
         self._events_in, self.events = trio.open_memory_channel[ParticipantEvent](
             EVENT_QUEUE_EVENTS
@@ -122,7 +144,9 @@ class Participant:
     ) -> None:
         mismatched: set[str] = set()
         with trio.move_on_after(timeout_s):
-            while self.relay_key is None:
+            # After a request that only relays with another key answered, every relay
+            # that answers has: the mismatch is certain, no need to wait out the timeout.
+            while self.relay_key is None and not mismatched:
                 await self._sock.sendto(legacy.key_request(), self.destination)
                 with trio.move_on_after(retry_interval_s):
                     await self._wait_relay_key(mismatched)
@@ -135,7 +159,12 @@ class Participant:
             raise RelayUnreachable(
                 f"no relay answered at {format_address(self.destination)} within {timeout_s:g} s"
             )
-        await self._sock.sendto(legacy.client_key(self._key.public_key()), self.destination)
+        # The key request beside our key marks the end of the roster (see the module's doc).
+        registration = legacy.client_key(self._key.public_key()) + legacy.key_request()
+        await self._sock.sendto(registration, self.destination)
+        self._roster_until = trio.current_time() + ROSTER_WAIT_S
+        if self.address[0] == WILDCARD and self.relay_address is not None:
+            self.address = _source_toward(self.relay_address, self.address[1])
 
     async def send(self, message: bytes | str) -> None:
         """Encrypt for the relay, fragment and send (raises ``LocalProtocolError`` if too long)."""
@@ -177,7 +206,8 @@ class Participant:
                     continue
                 found = crypto.fingerprint(key)
                 if self.pinned_fingerprint is not None and found != self.pinned_fingerprint:
-                    log.warning("relay at %s has key %s: refused", format_address(source), found)
+                    # Not a warning: the caller reports the mismatch once, as an error.
+                    log.info("relay at %s has key %s: refused", format_address(source), found)
                     mismatched.add(found)
                     continue
                 self.relay_key, self.relay_address = key, source
@@ -205,11 +235,20 @@ class Participant:
                 self.dropped[exc.reason] += 1
                 return
             self._emit(MessageReceived(event.sender, data))
-        elif isinstance(event, PeerJoined | PeerLeft):
+        elif isinstance(event, PeerJoined):
+            self._emit(PeerPresent(event.peer) if self._in_roster() else event)
+        elif isinstance(event, PeerLeft):
             self._emit(event)
+        elif isinstance(event, ServerKey) and self._in_roster():
+            self._roster_until = None  # the answer sent after the roster
         else:
             # A repeated SERVER_PUBLIC_KEY after registration, or a type we do not know.
             self.dropped[DropReason.UNKNOWN_TYPE] += 1
+
+    def _in_roster(self) -> bool:
+        if self._roster_until is not None and trio.current_time() >= self._roster_until:
+            self._roster_until = None
+        return self._roster_until is not None
 
     def _emit(self, event: ParticipantEvent) -> None:
         try:
@@ -224,6 +263,16 @@ class Participant:
         while True:
             await trio.sleep(self.keepalive_interval_s)
             await self._sock.sendto(ping, self.destination)
+
+
+def _source_toward(remote: Address, port: int) -> Address:
+    """The source address the system gives a datagram to ``remote`` from a socket bound
+    to the wildcard: what the relay saw, and the peers see. (Connecting a UDP socket
+    only looks up the route; it sends nothing.)"""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(remote)
+        host: str = probe.getsockname()[0]
+    return (host, port)
 
 
 @asynccontextmanager

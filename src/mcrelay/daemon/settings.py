@@ -9,6 +9,7 @@ import errno
 import ipaddress
 import json
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -32,25 +33,29 @@ class SettingsError(ValueError):
     """A setting from a flag, the environment or the file is wrong; the message says where."""
 
 
+# Plain ASCII decimal only: int() and float() also take '1_000', spaces, fullwidth
+# digits, 'inf' and 'nan', and their errors ("invalid literal for int()") say nothing useful.
+_INTEGER = re.compile(r"[0-9]{1,30}")
+_DECIMAL = re.compile(r"(?:[0-9]{1,30}(?:\.[0-9]{0,30})?|\.[0-9]{1,30})(?:[eE][+-]?[0-9]{1,3})?")
+"""A TOML float reaches the converter as Python writes it, so an exponent is allowed."""
+
+
 def port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 0xFFFF:
-        raise ValueError(f"port {value} is not 0 to 65535")
-    return value
+    if not _INTEGER.fullmatch(text) or int(text) > 0xFFFF:
+        raise ValueError(f"{text!r} is not a port number (an integer from 0 to 65535)")
+    return int(text)
 
 
 def positive_float(text: str) -> float:
-    value = float(text)
-    if not 0 < value < float("inf"):
-        raise ValueError(f"{text} is not a positive number")
-    return value
+    if not _DECIMAL.fullmatch(text) or not 0 < float(text) < float("inf"):
+        raise ValueError(f"{text!r} is not a positive number (such as 30 or 0.5)")
+    return float(text)
 
 
 def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"{text} is not a positive integer")
-    return value
+    if not _INTEGER.fullmatch(text) or int(text) < 1:
+        raise ValueError(f"{text!r} is not a positive integer (such as 8)")
+    return int(text)
 
 
 def ipv4_address(text: str) -> str:
@@ -444,7 +449,7 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str], path: Path | N
             try:
                 values[setting.field] = setting.convert(environ[setting.env])
             except ValueError as exc:
-                raise SettingsError(f"{setting.env}={environ[setting.env]!r}: {exc}") from None
+                raise SettingsError(f"{setting.env}: {exc}") from None
             sources[setting.name] = f"env {setting.env}"
         elif setting.name in from_file:
             values[setting.field], sources[setting.name] = from_file[setting.name], f"file {path}"

@@ -86,10 +86,21 @@ def private_key_to_pem(key: rsa.RSAPrivateKey) -> bytes:
 
 def load_private_key_pem(data: bytes) -> rsa.RSAPrivateKey:
     """Load our own key (a file we trust); raises ``LocalProtocolError`` on anything but RSA."""
+    # cryptography's own messages run over several sentences and end in a URL.
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise LocalProtocolError(f"not an unencrypted PEM private key: {exc}") from None
+    except TypeError:
+        raise LocalProtocolError(
+            "not an unencrypted PEM private key: it is protected by a passphrase"
+        ) from None
+    except UnsupportedAlgorithm:
+        raise LocalProtocolError(
+            "not an unencrypted PEM private key: an unsupported kind"
+        ) from None
+    except ValueError:
+        raise LocalProtocolError(
+            "not an unencrypted PEM private key: its contents cannot be decoded"
+        ) from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise LocalProtocolError("the key is not an RSA key")
     if not MIN_PEER_KEY_BITS <= key.key_size <= MAX_PEER_KEY_BITS:
