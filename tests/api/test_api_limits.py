@@ -21,7 +21,7 @@ from api_support import ApiDaemon, api_daemon, assert_json_error, event_stream
 
 from mcrelay.api.connections import Connections
 from mcrelay.api.server import accept_connections
-from support import WAIT_S, wait_until
+from support import WAIT_S, relay_config, running_daemon, wait_until
 
 H2C_UPGRADE = (
     b"GET /healthz HTTP/1.1\r\nHost: mcrelay\r\nConnection: Upgrade, HTTP2-Settings\r\n"
@@ -233,3 +233,25 @@ async def test_accept_errors_are_counted_and_logged_once_a_minute(
     assert connections.accept_errors == listener.attempts > 1000
     assert "(0 more times" in lines[0].getMessage()
     assert "(599 more times" in lines[1].getMessage() or "(600 more times" in lines[1].getMessage()
+
+
+async def test_a_burst_of_connections_to_the_unix_socket_is_served(
+    relay_key_file: Path, tmp_path: Path
+) -> None:
+    """200 clients connecting at once: each used to wait in the backlog behind the
+    start of the ones accepted before it, and past 64 a client's connect failed."""
+    path = tmp_path / "api.sock"
+    config = relay_config(relay_key_file, api=f"unix:{path}", api_max_connections=256)
+    async with running_daemon(config):
+        answers: list[int] = []
+
+        async def one() -> None:
+            transport = httpx.AsyncHTTPTransport(uds=str(path))
+            async with httpx.AsyncClient(transport=transport, base_url="http://mcrelay") as http:
+                answers.append((await http.get("/healthz")).status_code)
+
+        with trio.fail_after(WAIT_S):
+            async with trio.open_nursery() as nursery:
+                for _ in range(200):
+                    nursery.start_soon(one)
+        assert answers == [200] * 200

@@ -25,7 +25,9 @@ from mcrelay.api.http11 import HttpConnection
 log = logging.getLogger(__name__)
 
 UNIX_SOCKET_MODE = 0o660
-LISTEN_BACKLOG = 64
+LISTEN_BACKLOG = 256
+ACCEPT_BATCH = 64
+"""Connections taken per wake of the accept loop before it yields."""
 ACCEPT_RETRY_S = 0.1
 """After a failed accept (out of file descriptors), wait this long before the next."""
 IGNORED_ACCEPT_ERRNOS = frozenset(
@@ -164,21 +166,26 @@ async def accept_connections(
     serve_one: Callable[[ApiStream], Awaitable[None]],
     nursery: trio.Nursery,
 ) -> None:
-    """Take connections as they come: each served in ``nursery``, or refused past the cap."""
+    """Take connections as they come: each served in ``nursery``, or refused past the cap.
+
+    Each wake takes every connection waiting, up to ``ACCEPT_BATCH``: a burst must not
+    wait in the backlog behind the new connections' own start, or it overflows it
+    (a client's connect to a full Unix socket backlog fails)."""
     while True:
         await trio.lowlevel.wait_readable(listener)
-        try:
-            sock, _ = listener.accept()
-        except BlockingIOError:
-            continue
-        except OSError as exc:
-            if exc.errno not in IGNORED_ACCEPT_ERRNOS:
-                # Out of file descriptors or memory, most likely: the connection waits
-                # in the backlog; try again soon.
-                connections.accept_failed(exc)
-                await trio.sleep(ACCEPT_RETRY_S)
-            continue
-        if connections.full(max_connections()):
-            connections.refuse(sock)
-        else:
-            nursery.start_soon(serve_one, connections.add(sock))
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _ = listener.accept()
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno not in IGNORED_ACCEPT_ERRNOS:
+                    # Out of file descriptors or memory, most likely: the connection waits
+                    # in the backlog; try again soon.
+                    connections.accept_failed(exc)
+                    await trio.sleep(ACCEPT_RETRY_S)
+                break
+            if connections.full(max_connections()):
+                connections.refuse(sock)
+            else:
+                nursery.start_soon(serve_one, connections.add(sock))
