@@ -29,6 +29,7 @@ from support import (
     raw_peer,
     relay_config,
     running_relay,
+    settled,
     wait_until,
 )
 
@@ -140,7 +141,7 @@ async def test_a_full_notice_backlog_counts_every_lost_notice_and_the_rest_go_ou
         assert dropped(relay, "send_queue_full") == 6
         assert relay.statistics()["send_queue"] == 4
         stalled.stalled = False
-        await wait_until(relay.idle)
+        await wait_until(lambda: settled(relay))
         assert relay.counters.datagrams_out == 4
 
 
@@ -255,4 +256,4 @@ async def test_a_recipient_re_keying_during_every_seal_delays_a_message_once_not
             while (event := await next_event(b)) != MessageReceived(a.address, b"hello"):
                 assert isinstance(event, PeerJoined | PeerPresent)
             assert len(resealed) == 1
-            assert relay.idle()
+            assert settled(relay)
