@@ -405,6 +405,9 @@ class Relay:
             self._drop(DropReason.UNREGISTERED, source)
             return
         key = (source, event.fragment.msg_id)
+        if self.reassembler.starts(key, now) and not self._admit(sender):
+            # Refused before it costs anything: no reassembly, no task.
+            return
         added = self.reassembler.add(source, event.fragment, now)
         for ended, reason in added.dropped:
             self._drop(reason, ended[0])
@@ -469,6 +472,8 @@ class Relay:
                 self._end_reassembly(late)
 
     def _admit(self, sender: Client) -> bool:
+        """Is there room for one more of its messages in the crypto stage? Asked when a
+        message would start and again when it completes; a refusal is ``overloaded``."""
         if (
             self._pending_relays >= self.config.max_pending_relays
             or sender.relays_in_flight >= MAX_RELAYS_PER_CLIENT

@@ -108,6 +108,11 @@ class Reassembler:
         """Bytes charged to each source holding a partial message."""
         return dict(self._bytes_per_source)
 
+    def starts(self, key: MessageKey, now: float) -> bool:
+        """Would a fragment of ``key`` start a message (none pending, none just ended)?"""
+        buried_until = self._tombstones.get(key)
+        return key not in self._partials and (buried_until is None or buried_until <= now)
+
     def add(self, source: Address, fragment: Fragment, now: float) -> Outcome:
         """Take one fragment, at ``now``. Messages past their deadline are dropped first
         (a late fragment of one starts it afresh), and named in the outcome's ``dropped``
