@@ -6,7 +6,7 @@ import pytest
 
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import DropReason
-from mcrelay.protocol.fragments import MAX_FRAGMENTS, Fragment
+from mcrelay.protocol.legacy.fragments import MAX_FRAGMENTS, Fragment
 from mcrelay.protocol.reassembly import (
     FRAGMENT_OVERHEAD_BYTES,
     MESSAGE_OVERHEAD_BYTES,
@@ -409,3 +409,16 @@ def test_a_shorter_timeout_expires_newer_messages_first_and_moves_no_deadline() 
     assert reassembler.expire(TIMEOUT - 0.01) == []
     assert reassembler.expire(TIMEOUT) == [(SRC, b"old1")]
     assert (reassembler.in_flight, reassembler.buffered_bytes) == (0, 0)
+
+
+def test_a_refused_message_stays_refused_until_its_deadline() -> None:
+    """A relay with no room refuses the first fragment it sees of a message; a later one
+    must not start the message without it (it would hold a slot to no end)."""
+    r = make()
+    assert r.starts(KEY, 0.0)
+    r.refuse(KEY, 0.0)
+    assert not r.starts(KEY, 1.0)
+    assert r.add(SRC, frag(1, 2), 1.0) == Rejected(DropReason.OVERLOADED)
+    assert r.in_flight == 0
+    assert r.starts(KEY, TIMEOUT)
+    assert isinstance(r.add(SRC, frag(0, 2), TIMEOUT), Pending)

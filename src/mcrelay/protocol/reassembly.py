@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import DropReason
-from mcrelay.protocol.fragments import FRAGMENT_SIZE, MAX_FRAGMENTS, Fragment
+from mcrelay.protocol.legacy.fragments import FRAGMENT_SIZE, MAX_FRAGMENTS, Fragment
 
 MessageKey = tuple[Address, bytes]
 
@@ -94,7 +94,8 @@ class Reassembler:
         # One lane per timeout a message started under (one, but for a while after the
         # timeout changes): within a lane, first-fragment order is deadline order.
         self._lanes: dict[float, OrderedDict[MessageKey, _Partial]] = {}
-        self._tombstones: OrderedDict[MessageKey, float] = OrderedDict()
+        # Ended keys: until when their fragments are refused, and as what.
+        self._tombstones: OrderedDict[MessageKey, tuple[float, DropReason]] = OrderedDict()
         # Each source's partial messages, oldest first, and the bytes charged for them.
         self._per_source: dict[Address, dict[MessageKey, _Partial]] = {}
         self._bytes_per_source: dict[Address, int] = {}
@@ -110,8 +111,14 @@ class Reassembler:
 
     def starts(self, key: MessageKey, now: float) -> bool:
         """Would a fragment of ``key`` start a message (none pending, none just ended)?"""
-        buried_until = self._tombstones.get(key)
-        return key not in self._partials and (buried_until is None or buried_until <= now)
+        buried = self._tombstones.get(key)
+        return key not in self._partials and (buried is None or buried[0] <= now)
+
+    def refuse(self, key: MessageKey, now: float) -> None:
+        """The caller refused the message a fragment of ``key`` would start: its other
+        fragments are refused as ``overloaded`` too, until the deadline it would have had
+        (else a later one could start it, missing the first, and hold a slot to no end)."""
+        self._bury(key, now + self.timeout_s, DropReason.OVERLOADED)
 
     def add(self, source: Address, fragment: Fragment, now: float) -> Outcome:
         """Take one fragment, at ``now``. Messages past their deadline are dropped first
@@ -128,10 +135,10 @@ class Reassembler:
         now: float,
         dropped: list[tuple[MessageKey, DropReason]],
     ) -> Outcome:
-        buried_until = self._tombstones.get(key)
-        if buried_until is not None:
-            if buried_until > now:
-                return Rejected(DropReason.LATE_FRAGMENT)
+        buried = self._tombstones.get(key)
+        if buried is not None:
+            if buried[0] > now:
+                return Rejected(buried[1])
             # Tombstones leave in completion order; this one is past its own deadline.
             del self._tombstones[key]
         partial = self._partials.get(key)
@@ -251,14 +258,16 @@ class Reassembler:
         else:
             del self._per_source[source], self._bytes_per_source[source]
 
-    def _bury(self, key: MessageKey, deadline: float) -> None:
-        self._tombstones[key] = deadline
+    def _bury(
+        self, key: MessageKey, deadline: float, reason: DropReason = DropReason.LATE_FRAGMENT
+    ) -> None:
+        self._tombstones[key] = (deadline, reason)
         while len(self._tombstones) > self._max_tombstones:
             self._tombstones.popitem(last=False)
 
     def _forget_tombstones(self, now: float) -> None:
         while self._tombstones:
-            key, deadline = next(iter(self._tombstones.items()))
+            key, (deadline, _) = next(iter(self._tombstones.items()))
             if deadline > now:
                 break
             del self._tombstones[key]
