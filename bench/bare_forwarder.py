@@ -20,11 +20,12 @@ from pathlib import Path
 import trio
 from relaybench import wire
 
-from mcrelay.protocol import crypto, legacy
+from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address, encode_address
 from mcrelay.protocol.errors import RemoteProtocolError
-from mcrelay.protocol.fragments import FRAGMENT_HEADER
-from mcrelay.protocol.tlv import TLV_HEADER, TlvType, decode_tlvs_untrusted
+from mcrelay.protocol.legacy import crypto
+from mcrelay.protocol.legacy.fragments import FRAGMENT_HEADER
+from mcrelay.protocol.legacy.tlv import TLV_HEADER, TlvType, decode_tlvs_untrusted
 
 FRAGMENT_TYPE = TLV_HEADER.pack(TlvType.FRAGMENT, 0)[:2]
 

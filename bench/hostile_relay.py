@@ -47,9 +47,10 @@ import trio
 from relaybench.procfs import process_cpu, raise_nofile
 
 from mcrelay.client import MessageReceived, Participant, open_participant
-from mcrelay.daemon.keyfile import generate_key_file
-from mcrelay.protocol import crypto, legacy
-from mcrelay.protocol.fragments import Fragment, encode_fragment
+from mcrelay.daemon.legacy.keyfile import generate_key_file
+from mcrelay.protocol import legacy
+from mcrelay.protocol.legacy import crypto
+from mcrelay.protocol.legacy.fragments import Fragment, encode_fragment
 
 RESULTS = Path(__file__).parent / "results" / "hostile_relay.json"
 INTERFACE = "127.0.0.1"

@@ -58,9 +58,9 @@ from mcrelay.client.participant import MessageReceived, Participant, open_partic
 from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
-from mcrelay.protocol.events import FragmentReceived, RelayedMessage
-from mcrelay.protocol.fragments import FRAGMENT_SIZE, MAX_FRAGMENTS
-from mcrelay.protocol.tlv import TLV_HEADER
+from mcrelay.protocol.legacy.events import FragmentReceived, RelayedMessage
+from mcrelay.protocol.legacy.fragments import FRAGMENT_SIZE, MAX_FRAGMENTS
+from mcrelay.protocol.legacy.tlv import TLV_HEADER
 
 GROUP = "224.1.1.1"
 RELAY_PORT = 5007

@@ -63,12 +63,13 @@ with _atheris.instrument_imports(include=["mcrelay"]) if _atheris else contextli
     from mcrelay.daemon.config import RelayConfig
     from mcrelay.daemon.relay import Relay
     from mcrelay.daemon.workers import CryptoWorkers, Job
-    from mcrelay.protocol import crypto, legacy
-    from mcrelay.protocol.addresses import Address
+    from mcrelay.protocol import legacy
+    from mcrelay.protocol.addresses import Address, format_address
     from mcrelay.protocol.errors import DropReason
-    from mcrelay.protocol.fragments import FRAGMENT_HEADER, MAX_FRAGMENTS, split_payload
+    from mcrelay.protocol.legacy import crypto
+    from mcrelay.protocol.legacy.fragments import FRAGMENT_HEADER, MAX_FRAGMENTS, split_payload
+    from mcrelay.protocol.legacy.tlv import TlvType, encode_tlv
     from mcrelay.protocol.reassembly import FRAGMENT_OVERHEAD_BYTES, MESSAGE_OVERHEAD_BYTES
-    from mcrelay.protocol.tlv import TlvType, encode_tlv
 
 T = TypeVar("T")
 UNUSABLE_PEM = crypto.public_key_to_pem(rsa.RSAPublicNumbers(65537, (1 << 2047) | 2).public_key())
@@ -315,9 +316,9 @@ class Program:
     def operator(self, choice: int, source: Address, value: bytes) -> bool:
         """An operator's action on ``source`` (through the API, in the daemon); false if none."""
         if choice == 8:
-            self.relay.kick(source)
+            self.relay.kick(format_address(source))
         elif choice == 9:
-            self.relay.kick(source, ban_s=float(value[1] if len(value) > 1 else 1))
+            self.relay.kick(format_address(source), ban_s=float(value[1] if len(value) > 1 else 1))
         else:
             return False
         return True
@@ -380,10 +381,10 @@ class Program:
         check_books(self)
         check_settled(self)
         relay = self.relay
-        assert relay.reassembler.in_flight == 0, relay.reassembler.in_flight
-        assert relay.reassembler.buffered_bytes == 0, relay.reassembler.buffered_bytes
-        assert len(relay.registry) == 0, "every client timed out"
-        assert relay.statistics()["send_queue"] == 0
+        assert relay.legacy.reassembler.in_flight == 0, relay.legacy.reassembler.in_flight
+        assert relay.legacy.reassembler.buffered_bytes == 0, relay.legacy.reassembler.buffered_bytes
+        assert len(relay.roster) == 0, "every client timed out"
+        assert relay.statistics().send_queue == 0
 
 
 def check_books(program: Program) -> None:
@@ -398,7 +399,7 @@ def check_books(program: Program) -> None:
     program.dropped_before = dropped
     assert counters.datagrams_out == len(program.sock.sent)
     assert counters.bytes_out == program.sock.sent_bytes
-    reassembler = relay.reassembler
+    reassembler = relay.legacy.reassembler
     partials = reassembler._partials
     charged = sum(
         MESSAGE_OVERHEAD_BYTES
@@ -416,20 +417,19 @@ def check_books(program: Program) -> None:
         len(partial.pieces) < partial.total <= reassembler.max_fragments
         for partial in partials.values()
     )
-    pending = relay.statistics()["pending_relays"]
+    pending = relay.statistics().pending_relays
     assert isinstance(pending, int)
     assert 0 <= pending <= relay.config.max_pending_relays
-    assert relay.registry._per_host == Counter(address[0] for address in relay.registry._clients)
+    assert relay.roster._per_host == Counter(member.address[0] for member in relay.roster)
 
 
 def check_settled(program: Program) -> None:
     """Once every task is blocked: nothing is stuck between completion and fan-out."""
     relay = program.relay
-    assert relay.statistics()["pending_relays"] == 0, "a completed message is stuck"
-    assert not relay._latest, relay._latest
-    assert not relay._leaving, relay._leaving
+    assert relay.statistics().pending_relays == 0, "a completed message is stuck"
+    assert relay.statistics().leaves_pending == 0, "a leave is stuck behind no message"
     # What runs beyond the relay's own tasks: one task per message still in reassembly.
-    expected = program.baseline_tasks + relay.reassembler.in_flight
+    expected = program.baseline_tasks + relay.legacy.reassembler.in_flight
     assert running_tasks() == expected, (running_tasks(), expected)
     for data, address in program.sock.sent[program.sock.checked :]:
         assert address in SOURCES, f"sent to {address}, which never wrote to the relay"

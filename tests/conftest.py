@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.protocol import crypto
+from mcrelay.protocol.legacy import crypto
 from support import write_key
 
 

@@ -25,9 +25,10 @@ from mcrelay.client import Participant, ParticipantEvent, open_participant
 from mcrelay.daemon.config import RelayConfig
 from mcrelay.daemon.relay import Relay
 from mcrelay.daemon.service import Daemon, serve
-from mcrelay.protocol import crypto, legacy
+from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address
-from mcrelay.protocol.events import ClientEvent, ServerKey
+from mcrelay.protocol.legacy import crypto
+from mcrelay.protocol.legacy.events import ClientEvent, ServerKey
 from mcrelay.sockets import open_client_socket
 
 GROUP = "224.1.1.1"
@@ -101,11 +102,11 @@ async def wait_until(condition: Callable[[], bool]) -> None:
 def settled(relay: Relay) -> bool:
     """No completed message waits for crypto or fan-out, and nothing waits to be sent."""
     statistics = relay.statistics()
-    return statistics["pending_relays"] == 0 and statistics["send_queue"] == 0
+    return statistics.pending_relays == 0 and statistics.send_queue == 0
 
 
 def dropped(relay: Relay, reason: str) -> int:
-    counts = relay.statistics()["dropped"]
+    counts = relay.statistics().dropped
     assert isinstance(counts, dict)
     value = counts[reason]
     assert isinstance(value, int)
@@ -141,7 +142,7 @@ class RawPeer:
             pass  # notices meant for an earlier registration
         self.relay_key = crypto.load_public_key_untrusted(answer.pem)
         await self.send(legacy.client_key(self.key.public_key()))
-        await wait_until(lambda: self.address in self.relay.registry)
+        await wait_until(lambda: self.relay.roster.at(self.address) is not None)
 
     def message(self, text: bytes, msg_id: bytes = b"\x00\x00\x00\x01") -> list[bytes]:
         assert self.relay_key is not None

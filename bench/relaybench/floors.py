@@ -25,7 +25,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.protocol import crypto
+from mcrelay.protocol.legacy import crypto
 from relaybench.daemon import INTERFACE, free_port, stop_process
 from relaybench.keys import BenchKeys
 from relaybench.load import open_fleet

@@ -13,7 +13,8 @@ from multiprocessing.connection import Connection
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.protocol import crypto, legacy
+from mcrelay.protocol import legacy
+from mcrelay.protocol.legacy import crypto
 from relaybench import sockets
 from relaybench.pacing import Pacer
 from relaybench.procfs import raise_nofile

@@ -5,7 +5,7 @@ from multiprocessing.connection import Connection
 
 from cryptography.hazmat.primitives import serialization
 
-from mcrelay.protocol import crypto
+from mcrelay.protocol.legacy import crypto
 from relaybench.idle import synthetic_public_key
 from relaybench.procfs import rss_bytes
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.daemon.keyfile import generate_key_file
-from mcrelay.protocol import crypto
+from mcrelay.daemon.legacy.keyfile import generate_key_file
+from mcrelay.protocol.legacy import crypto
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from mcrelay.protocol import crypto
 from mcrelay.protocol.errors import RemoteProtocolError
+from mcrelay.protocol.legacy import crypto
 from relaybench import sockets, wire
 from relaybench.procfs import raise_nofile
 

@@ -9,7 +9,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.protocol import crypto
+from mcrelay.protocol.legacy import crypto
 from relaybench import sockets, wire
 from relaybench.pacing import Pacer
 

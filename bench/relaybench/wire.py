@@ -12,10 +12,11 @@ import struct
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.protocol import crypto, legacy
+from mcrelay.protocol import legacy
 from mcrelay.protocol.errors import RemoteProtocolError
-from mcrelay.protocol.fragments import encode_fragment, split_payload
-from mcrelay.protocol.tlv import TLV_HEADER, TlvType, decode_tlvs_untrusted, encode_tlv
+from mcrelay.protocol.legacy import crypto
+from mcrelay.protocol.legacy.fragments import encode_fragment, split_payload
+from mcrelay.protocol.legacy.tlv import TLV_HEADER, TlvType, decode_tlvs_untrusted, encode_tlv
 
 # +----------+------------+----------+--------------------------+
 # | step u32 | sender u32 | seq u32  | sent_at f64 (monotonic)  |

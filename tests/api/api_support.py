@@ -28,6 +28,7 @@ RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 CLIENT_FIELDS = frozenset(
     {
         "id",
+        "profile",
         "host",
         "port",
         "fingerprint",

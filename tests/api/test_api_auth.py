@@ -61,7 +61,7 @@ async def test_every_protected_route_refuses_a_missing_or_wrong_token(
                     assert "Bearer" in error["message"]
                     assert response.headers["WWW-Authenticate"].startswith("Bearer")
         # Nothing a refused request asked for happened.
-        assert api.relay.statistics()["messages_relayed"] == 0
+        assert api.relay.statistics().counters.messages_relayed == 0
         assert api.relay.events.subscribers == 0
 
 
@@ -114,7 +114,7 @@ async def test_a_request_with_a_bad_token_never_reaches_the_relay(
             assert_json_error(response, 401, "unauthorized")
             with pytest.raises(httpx.HTTPStatusError):
                 response.raise_for_status()
-        assert api.relay.statistics()["messages_relayed"] == 0
+        assert api.relay.statistics().counters.messages_relayed == 0
 
 
 async def test_the_scheme_is_case_insensitive(relay_key_file: Path) -> None:

@@ -20,9 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.api.clients import MAX_LIMIT
 from mcrelay.client import MessageReceived, Participant, PeerPresent
-from mcrelay.daemon.bans import MAX_BAN_S
-from mcrelay.protocol import crypto, legacy
-from mcrelay.protocol.events import PeerJoined, PeerLeft
+from mcrelay.core.bans import MAX_BAN_S
+from mcrelay.protocol import legacy
+from mcrelay.protocol.legacy import crypto
+from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
 from support import dropped, join, next_event, peer_on, raw_peer, wait_until
 
 Keys = list[rsa.RSAPrivateKey]
@@ -44,7 +45,7 @@ async def records(api: ApiDaemon, **params: str) -> list[Record]:
 
 
 def messages_in(api: ApiDaemon, participant: Participant) -> int:
-    client = api.relay.registry.get(participant.address)
+    client = api.relay.roster.at(participant.address)
     assert client is not None
     return client.messages_in
 
@@ -251,7 +252,7 @@ async def test_kick_removes_announces_and_returns_the_record(
         assert removed["messages_in"] == 1
         assert await next_event(a) == PeerLeft(b.address)
         assert await next_event(c) == PeerLeft(b.address)
-        assert b.address not in api.relay.registry
+        assert api.relay.roster.at(b.address) is None
         assert sorted(await list_ids(api)) == sorted([client_id(a.address), client_id(c.address)])
         assert_json_error(await api.http.get(f"/v1/clients/{ident}"), 404, "not_found")
         assert_json_error(await api.http.delete(f"/v1/clients/{ident}"), 404, "not_found")
@@ -294,7 +295,7 @@ async def test_kick_with_ban_then_lift(relay_key_file: Path, keys: Keys) -> None
             await raw.send(legacy.key_request(), legacy.client_key(keys[2].public_key()))
             await raw.send(*raw.message(b"let me back in"))
             await wait_until(lambda: dropped(api.relay, "banned") >= banned + 4)
-            assert raw.address not in api.relay.registry
+            assert api.relay.roster.at(raw.address) is None
             assert ident not in await list_ids(api)
             assert_json_error(await api.http.get(f"/v1/clients/{ident}"), 404, "not_found")
 
@@ -325,7 +326,7 @@ async def test_bans_are_listed_soonest_end_first(relay_key_file: Path, keys: Key
                 client_id(second.address),
                 client_id(first.address),
             ]
-            assert api.relay.statistics()["bans"] == 2
+            assert api.relay.statistics().bans == 2
 
 
 async def test_bad_ban_durations_are_400_and_kick_nobody(relay_key_file: Path, keys: Keys) -> None:
@@ -341,7 +342,7 @@ async def test_bad_ban_durations_are_400_and_kick_nobody(relay_key_file: Path, k
                 response = await api.http.delete(f"/v1/clients/{ident}", params={"ban_s": ban_s})
                 error = assert_json_error(response, 400, "bad_query")
                 assert "ban_s" in error["message"]
-            assert raw.address in api.relay.registry
+            assert api.relay.roster.at(raw.address) is not None
             assert (await api.http.get("/v1/bans")).json()["count"] == 0
             response = await api.http.delete(
                 f"/v1/clients/{ident}", params={"ban_s": f"{MAX_BAN_S:.0f}"}
@@ -375,7 +376,7 @@ async def test_an_id_starting_with_a_slash_is_a_json_404(relay_key_file: Path, k
         ):
             response = await api.http.request(method, path)
             assert_json_error(response, 404, "not_found")
-        assert raw.address in api.relay.registry
+        assert api.relay.roster.at(raw.address) is not None
 
 
 async def test_an_ended_ban_cannot_be_lifted(relay_key_file: Path, keys: Keys) -> None:
@@ -419,7 +420,7 @@ async def test_a_host_ban_removes_and_keeps_out_every_port_of_that_host(
             banned = dropped(api.relay, "banned")
             await third.send(legacy.key_request(), legacy.client_key(keys[4].public_key()))
             await wait_until(lambda: dropped(api.relay, "banned") == banned + 2)
-            assert third.address not in api.relay.registry
+            assert api.relay.roster.at(third.address) is None
             lifted = await api.http.delete("/v1/bans/127.0.0.2")
             assert lifted.json() == {"id": "127.0.0.2", "scope": "host", "lifted": True}
             await third.register()
@@ -433,4 +434,4 @@ async def test_a_host_scope_needs_a_ban_and_a_known_scope(relay_key_file: Path, 
         for params in ({"ban_scope": "host"}, {"ban_s": "10", "ban_scope": "subnet"}):
             response = await api.http.delete(f"/v1/clients/{ident}", params=params)
             assert "ban_scope" in assert_json_error(response, 400, "bad_query")["message"]
-        assert raw.address in api.relay.registry
+        assert api.relay.roster.at(raw.address) is not None

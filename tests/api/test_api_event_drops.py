@@ -8,7 +8,7 @@ import trio
 import trio.testing
 
 from mcrelay.api.events import encode_frame
-from mcrelay.daemon.events import MAX_DROP_SOURCES, EventHub, RelayEvent, Subscription
+from mcrelay.core.events import MAX_DROP_SOURCES, EventHub, RelayEvent, Subscription
 from mcrelay.daemon.relay import Relay
 from support import relay_config, running_daemon
 
@@ -121,7 +121,7 @@ def test_each_event_is_encoded_once_whatever_the_subscribers() -> None:
 
 
 def drop_counts(relay: Relay) -> Counter[str]:
-    counts = relay.statistics()["dropped"]
+    counts = relay.statistics().dropped
     assert isinstance(counts, dict)
     return Counter(counts)
 

@@ -19,10 +19,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 import mcrelay.api.events
 from mcrelay.client import MessageReceived, PeerPresent
-from mcrelay.daemon.events import SUBSCRIBER_QUEUE_EVENTS, EventHub, RelayEvent, Subscription
+from mcrelay.core.events import SUBSCRIBER_QUEUE_EVENTS, EventHub, RelayEvent, Subscription
 from mcrelay.daemon.relay import Relay
-from mcrelay.protocol import crypto, legacy
-from mcrelay.protocol.events import PeerJoined
+from mcrelay.protocol import legacy
+from mcrelay.protocol.legacy import crypto
+from mcrelay.protocol.legacy.events import PeerJoined
 from support import WAIT_S, dropped, join, next_event, raw_peer, wait_until
 
 Keys = list[rsa.RSAPrivateKey]
@@ -96,10 +97,10 @@ async def test_joined_event_carries_the_key_fingerprint(relay_key_file: Path, ke
             await raw.register()
             joined = await stream.next_of("client_joined")
             check_frame(joined)
-            client = api.relay.registry.get(raw.address)
+            client = api.relay.roster.at(raw.address)
             assert client is not None
             assert joined.data["client"] == client_id(raw.address)
-            assert joined.data["fingerprint"] == client.fingerprint
+            assert joined.data["fingerprint"] == client.identity.key_id
             assert joined.data["rekeyed"] is False
             await raw.send(legacy.client_key(keys[4].public_key()))
             rekeyed = await stream.next_of("client_joined")
@@ -151,7 +152,7 @@ async def test_timeout_event(relay_key_file: Path, keys: Keys) -> None:
             assert left.event == "client_left"
             assert left.data["client"] == client_id(silent.address)
             assert left.data["reason"] == "timeout"
-            assert silent.address not in api.relay.registry
+            assert api.relay.roster.at(silent.address) is None
 
 
 async def collect_drops(stream: EventStream, total: int) -> list[SseFrame]:
@@ -208,7 +209,7 @@ async def test_every_stream_gets_every_event_and_closing_unsubscribes(
         assert api.relay.events.subscribers == 0
         async with event_stream(api.http) as first, event_stream(api.http) as second:
             assert api.relay.events.subscribers == 2
-            assert api.relay.statistics()["event_subscribers"] == 2
+            assert api.relay.statistics().event_subscribers == 2
             async with raw_peer(api.relay, keys[1]) as raw:
                 await raw.send(MALFORMED, MALFORMED)
                 seen_first = await collect_drops(first, 2)

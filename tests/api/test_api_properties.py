@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from mcrelay.client import MessageReceived
 from mcrelay.protocol.addresses import RELAY_ITSELF
-from mcrelay.protocol.events import PeerJoined
+from mcrelay.protocol.legacy.events import PeerJoined
 from support import join, next_event, raw_peer
 
 Keys = list[rsa.RSAPrivateKey]
@@ -141,7 +141,7 @@ async def test_any_client_id_is_answered_in_json(relay_key_file: Path, keys: Key
             assert response.status_code in (400, 404, 405), (ident, response.text)
 
         await run_in_thread(check)()
-        assert raw.address in api.relay.registry
+        assert api.relay.roster.at(raw.address) is not None
         response = await api.http.get(f"/v1/clients/{quote(real, safe='')}")
         assert response.status_code == 200
 

@@ -22,7 +22,7 @@ import mcrelay.api.connections
 from mcrelay.client import MessageReceived, PeerPresent
 from mcrelay.daemon.notify import Notifier
 from mcrelay.daemon.service import Daemon, run_daemon
-from mcrelay.protocol.events import PeerJoined
+from mcrelay.protocol.legacy.events import PeerJoined
 from support import WAIT_S, hold_decryption, join, next_event, relay_config, wait_until
 
 Keys = list[rsa.RSAPrivateKey]
@@ -123,7 +123,7 @@ async def test_a_second_sigterm_stops_at_once_with_a_stalled_reader(
                 assert await next_event(a) == PeerJoined(b.address)
                 # A message in flight, so that the first signal waits for its grace.
                 await a.send("held")
-                await wait_until(lambda: relay.statistics()["pending_relays"] == 1)
+                await wait_until(lambda: relay.statistics().pending_relays == 1)
                 await running.signals.send(signal.SIGTERM)
                 await wait_until(lambda: relay.stopping)
                 await running.signals.send(signal.SIGTERM)

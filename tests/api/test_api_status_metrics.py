@@ -10,9 +10,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from mcrelay import __version__
 from mcrelay.api.metrics import COUNTERS, GAUGES
 from mcrelay.client import MessageReceived, PeerPresent
-from mcrelay.protocol import crypto
 from mcrelay.protocol.errors import DropReason
-from mcrelay.protocol.events import PeerJoined
+from mcrelay.protocol.legacy import crypto
+from mcrelay.protocol.legacy.events import PeerJoined
 from support import GROUP, LOOPBACK, dropped, join, next_event, raw_peer, wait_until
 
 Keys = list[rsa.RSAPrivateKey]
@@ -22,6 +22,7 @@ STATISTICS = frozenset(
         "reassembly_in_flight",
         "reassembly_bytes",
         "pending_relays",
+        "leaves_pending",
         "send_queue",
         "bans",
         "event_subscribers",
@@ -96,7 +97,7 @@ async def test_status_counts_traffic_clients_and_drops(relay_key_file: Path, key
             async with raw_peer(api.relay, keys[3]) as raw:
                 await raw.send(b"\x00", b"\x00")
                 await wait_until(lambda: dropped(api.relay, "malformed") == 2)
-            await wait_until(lambda: api.relay.statistics()["copies_sent"] == 1)
+            await wait_until(lambda: api.relay.statistics().counters.copies_sent == 1)
             status = (await api.http.get("/v1/status")).json()
             assert status["clients"] == 2
             statistics = status["statistics"]
@@ -142,7 +143,7 @@ async def test_metrics_are_prometheus_text(relay_key_file: Path, keys: Keys) -> 
             for name in GAUGES:
                 assert families[f"mcrelay_{name}"].type == "gauge"
 
-            assert value(families, "mcrelay_clients") == len(api.relay.registry) == 2
+            assert value(families, "mcrelay_clients") == len(api.relay.roster) == 2
             assert value(families, "mcrelay_messages_relayed_total") == 1
             assert value(families, "mcrelay_copies_sent_total") == 1
             assert value(families, "mcrelay_event_subscribers") == 0
@@ -159,7 +160,7 @@ async def test_metrics_are_prometheus_text(relay_key_file: Path, keys: Keys) -> 
             statistics = (await api.http.get("/v1/status")).json()["statistics"]
             for name in ("messages_relayed", "copies_sent"):
                 assert value(families, f"mcrelay_{name}_total") == statistics[name]
-        await wait_until(lambda: len(api.relay.registry) == 0)
+        await wait_until(lambda: len(api.relay.roster) == 0)
         families = await metric_families(api)
         assert value(families, "mcrelay_clients") == 0
 

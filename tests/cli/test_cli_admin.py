@@ -16,7 +16,7 @@ from mcrelay.client import MessageReceived, PeerPresent
 from mcrelay.daemon.service import Daemon
 from mcrelay.daemon.settings import SETTINGS
 from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
-from mcrelay.protocol.events import PeerJoined, PeerLeft
+from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
 from support import (
     Console,
     assert_one_error_line,
@@ -240,17 +240,17 @@ async def test_kick_host_bans_every_port_of_the_host(relay_key_file: Path, keys:
                 console = Console()
                 assert await console.run("kick", "--api", api, ident, *bad) == ExitStatus.USAGE
                 assert_one_error_line(console)
-            assert len(daemon.relay.registry) == 2
+            assert len(daemon.relay.roster) == 2
             kick = Console()
             assert await kick.run("kick", "--api", api, ident, "--ban", "600", "--host") == 0
             both = f"{ident}, {format_address(second.address)}"
             assert kick.out_lines() == [f"kicked {both}, banned host 127.0.0.2 for 600 s"]
-            assert len(daemon.relay.registry) == 0
+            assert len(daemon.relay.roster) == 0
             bans = Console()
             assert await bans.run("bans", "--api", api) == ExitStatus.OK
             assert bans.out_lines()[1].split()[:2] == ["127.0.0.2", "host"]
             assert await Console().run("unban", "--api", api, "127.0.0.2") == ExitStatus.OK
-            assert daemon.relay.statistics()["bans"] == 0
+            assert daemon.relay.statistics().bans == 0
 
 
 @pytest.mark.parametrize(("mode", "data"), [(0o644, b"s3cret\n"), (0o600, "sécret".encode())])

@@ -15,8 +15,8 @@ from mcrelay.cli.main import main, run_command
 from mcrelay.cli.status import ExitStatus
 from mcrelay.client import MessageReceived, ParticipantEvent, PeerPresent
 from mcrelay.protocol.addresses import RELAY_ITSELF, Address, format_address
-from mcrelay.protocol.events import PeerJoined, PeerLeft
 from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
+from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
 from support import (
     LOOPBACK,
     WAIT_S,
@@ -311,7 +311,7 @@ async def test_wrong_pinned_fingerprint_is_a_key_mismatch(relay_key_file: Path) 
         assert status == ExitStatus.KEY_MISMATCH
         assert int(status) == 5
         assert_one_error_line(console, relay.fingerprint)
-        assert len(relay.registry) == 0
+        assert len(relay.roster) == 0
 
 
 async def test_a_mismatch_is_reported_once_the_relays_answered(relay_key_file: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 import mcrelay
-from mcrelay.protocol import crypto
+from mcrelay.protocol.legacy import crypto
 from support import GROUP, LOOPBACK, WAIT_S, write_key
 
 Keys = list[rsa.RSAPrivateKey]

@@ -8,8 +8,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from mcrelay.cli.status import ExitStatus
-from mcrelay.daemon.keyfile import load_or_create_key
-from mcrelay.protocol import crypto
+from mcrelay.daemon.legacy.keyfile import load_or_create_key
+from mcrelay.protocol.legacy import crypto
 from support import Console, assert_one_error_line, relay_config, running_relay, write_key
 
 Keys = list[rsa.RSAPrivateKey]

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.client import MessageReceived
 from mcrelay.protocol.addresses import RELAY_ITSELF
-from mcrelay.protocol.events import PeerLeft
+from mcrelay.protocol.legacy.events import PeerLeft
 from support import (
     LOOPBACK,
     WAIT_S,

@@ -7,7 +7,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.client import Participant
-from mcrelay.protocol.events import PeerJoined
+from mcrelay.protocol.legacy.events import PeerJoined
 from support import LOOPBACK, WAIT_S, join, next_event, relay_config, running_relay
 
 

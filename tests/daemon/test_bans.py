@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mcrelay.daemon.bans import MAX_BAN_S, Ban, BanList, parse_ban_seconds, parse_ban_target
+from mcrelay.core.bans import MAX_BAN_S, Ban, BanList, parse_ban_seconds, parse_ban_target
 from mcrelay.protocol.addresses import format_address
 
 

@@ -30,10 +30,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from mcrelay.client import MessageReceived, Participant, PeerPresent
 from mcrelay.daemon.config import RelayConfig
 from mcrelay.daemon.relay import Relay
-from mcrelay.protocol import crypto, legacy
+from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
-from mcrelay.protocol.events import (
+from mcrelay.protocol.legacy import crypto
+from mcrelay.protocol.legacy.events import (
     ClientKey,
     DisconnectRequest,
     FragmentReceived,
@@ -43,7 +44,13 @@ from mcrelay.protocol.events import (
     PeerJoined,
     ServerKey,
 )
-from mcrelay.protocol.fragments import FRAGMENT_HEADER, Fragment, encode_fragment, split_payload
+from mcrelay.protocol.legacy.fragments import (
+    FRAGMENT_HEADER,
+    Fragment,
+    encode_fragment,
+    split_payload,
+)
+from mcrelay.protocol.legacy.tlv import TLV_HEADER, TlvType
 from mcrelay.protocol.reassembly import (
     FRAGMENT_OVERHEAD_BYTES,
     MESSAGE_OVERHEAD_BYTES,
@@ -52,7 +59,6 @@ from mcrelay.protocol.reassembly import (
     Reassembler,
     Rejected,
 )
-from mcrelay.protocol.tlv import TLV_HEADER, TlvType
 from mcrelay.sockets import open_client_socket
 from support import (
     GROUP,
@@ -520,7 +526,7 @@ class Garbage:
 
 
 def pending_relays(relay: Relay) -> int:
-    pending = relay.statistics()["pending_relays"]
+    pending = relay.statistics().pending_relays
     assert isinstance(pending, int)
     return pending
 
@@ -581,7 +587,7 @@ async def test_garbage_flood_while_three_clients_chat(relay_key_file: Path, keys
         strangers = [await stack.enter_async_context(raw_peer(relay, keys[4])) for _ in range(3)]
         for hostile in hostiles:
             await hostile.register()
-        await wait_until(lambda: len(relay.registry) == 3 + len(PROFILES) and settled(relay))
+        await wait_until(lambda: len(relay.roster) == 3 + len(PROFILES) and settled(relay))
         real = {p.address for p in chatters} | {r.address for r in hostiles + strangers}
 
         # The flood, generated up front: (kind, datagram, who).
@@ -664,7 +670,7 @@ async def test_garbage_flood_while_three_clients_chat(relay_key_file: Path, keys
             # Every message in reassembly reaches its deadline; nothing stays in flight.
             shadow.finish()
             expected += shadow.drops
-            await wait_until(lambda: relay.reassembler.in_flight == 0)
+            await wait_until(lambda: relay.legacy.reassembler.in_flight == 0)
             await wait_until(lambda: settled(relay))
 
             # Every real message reached each other participant exactly once; so did
@@ -701,11 +707,11 @@ async def test_garbage_flood_while_three_clients_chat(relay_key_file: Path, keys
             assert caused[DropReason(reason)] > 0, reason
         assert relay.counters.dropped[DropReason.INTERNAL_ERROR] == 0
         # No leak: nothing held, nothing pending, no task more than before the flood.
-        assert relay.reassembler.in_flight == 0
-        assert relay.reassembler.buffered_bytes == 0
-        assert relay.statistics()["pending_relays"] == 0
+        assert relay.legacy.reassembler.in_flight == 0
+        assert relay.legacy.reassembler.buffered_bytes == 0
+        assert relay.statistics().pending_relays == 0
         assert running_tasks() == baseline_tasks
-        assert {c.address for c in relay.registry} == {p.address for p in chatters} | {
+        assert {c.address for c in relay.roster} == {p.address for p in chatters} | {
             h.address for h in hostiles
         }
         print(
@@ -782,7 +788,7 @@ async def test_fragment_storm_from_many_sources_stays_under_the_byte_cap(
     )
     rng = random.Random(SEED)
     async with running_relay(config) as relay, AsyncExitStack() as stack:
-        reassembler = relay.reassembler
+        reassembler = relay.legacy.reassembler
         seen = {"peak": 0, "over": 0, "started": 0}
         add = reassembler.add
 

@@ -15,9 +15,9 @@ from mcrelay.client import MessageReceived, PeerPresent
 from mcrelay.daemon.relay import Relay
 from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address
-from mcrelay.protocol.events import PeerJoined
-from mcrelay.protocol.fragments import Fragment, encode_fragment
-from mcrelay.protocol.tlv import TlvType, encode_tlv
+from mcrelay.protocol.legacy.events import PeerJoined
+from mcrelay.protocol.legacy.fragments import Fragment, encode_fragment
+from mcrelay.protocol.legacy.tlv import TlvType, encode_tlv
 from support import dropped, join, next_event, relay_config, running_relay, wait_until
 
 Keys = list[rsa.RSAPrivateKey]
@@ -31,7 +31,7 @@ async def test_a_64_kb_datagram_of_empty_tlvs_is_one_drop(relay_key_file: Path) 
     async with running_relay(relay_config(relay_key_file)) as relay:
         for type_ in (TlvType.KEEPALIVE, TlvType.SERVER_KEY_REQUEST, TlvType.DISCONNECT, 0x7777):
             relay.handle_datagram(encode_tlv(type_) * 16376, fake(0), trio.current_time())
-        counts = relay.statistics()["dropped"]
+        counts = relay.statistics().dropped
         assert isinstance(counts, dict)
         assert {reason: n for reason, n in counts.items() if n} == {"too_many_tlvs": 4}
 
@@ -40,7 +40,7 @@ def register_fakes(relay: Relay, key: rsa.RSAPrivateKey, count: int) -> list[Add
     sources = [fake(n) for n in range(count)]
     for source in sources:
         relay.handle_datagram(legacy.client_key(key.public_key()), source, trio.current_time())
-    assert all(source in relay.registry for source in sources)
+    assert all(relay.roster.at(source) is not None for source in sources)
     return sources
 
 
@@ -62,7 +62,10 @@ async def test_a_well_behaved_sender_gets_through_while_150_sources_hold_reassem
                         relay.handle_datagram(
                             encode_fragment(fragment), source, trio.current_time()
                         )
-                assert relay.reassembler.buffered_bytes > relay.config.max_reassembly_bytes * 0.9
+                assert (
+                    relay.legacy.reassembler.buffered_bytes
+                    > relay.config.max_reassembly_bytes * 0.9
+                )
                 text = f"legit {round_}".encode()
                 await a.send(text)
                 with trio.move_on_after(2):
@@ -85,20 +88,25 @@ async def test_a_client_that_keeps_alive_is_never_displaced_by_a_registration_fl
             join(relay, keys[2], keepalive_interval_s=0.2) as b,
         ):
             # Registered first: join returns once the key is sent, not once it is handled.
-            await wait_until(lambda: a.address in relay.registry and b.address in relay.registry)
+            await wait_until(
+                lambda: (
+                    relay.roster.at(a.address) is not None
+                    and relay.roster.at(b.address) is not None
+                )
+            )
             # Fill the registry, then churn: the flood's clients do not keep alive, so they
             # time out and new ones take their places, over and over, for two timeouts.
             next_fake = 0
             end = trio.current_time() + 2 * config.client_timeout_s
             while trio.current_time() < end:
-                while len(relay.registry) < config.max_clients:
+                while len(relay.roster) < config.max_clients:
                     source = fake(next_fake)
                     next_fake += 1
                     relay.handle_datagram(
                         legacy.client_key(keys[3].public_key()), source, trio.current_time()
                     )
-                assert a.address in relay.registry
-                assert b.address in relay.registry
+                assert relay.roster.at(a.address) is not None
+                assert relay.roster.at(b.address) is not None
                 await trio.sleep(0.05)
             assert next_fake > config.max_clients + 1  # the flood did churn
             full = dropped(relay, "registry_full")

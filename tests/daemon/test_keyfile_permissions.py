@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.daemon import keyfile
-from mcrelay.daemon.keyfile import KeyFileError, generate_key_file, load_or_create_key
-from mcrelay.protocol import crypto
+from mcrelay.daemon.legacy import keyfile
+from mcrelay.daemon.legacy.keyfile import KeyFileError, generate_key_file, load_or_create_key
+from mcrelay.protocol.legacy import crypto
 from support import write_key
 
 Keys = list[rsa.RSAPrivateKey]

@@ -20,7 +20,7 @@ from mcrelay.daemon.notify import Notifier
 from mcrelay.daemon.service import Daemon, apply_reload, run_daemon
 from mcrelay.daemon.settings import resolve
 from mcrelay.protocol import legacy
-from mcrelay.protocol.events import PeerJoined
+from mcrelay.protocol.legacy.events import PeerJoined
 from support import WAIT_S, dropped, hold_decryption, join, next_event, raw_peer, wait_until
 
 Keys = list[rsa.RSAPrivateKey]
@@ -104,7 +104,7 @@ async def test_reload_applies_live_settings_and_keeps_the_rest(
             assert (await heard.next())["READY"] == "1"
             config = daemon.relay.config
             assert (config.client_timeout_s, config.max_clients) == (7.0, 3)
-            assert daemon.relay.registry.max_clients == 3
+            assert daemon.relay.roster.max_members == 3
             assert config.group == "224.1.1.1"  # needs a restart: reported, not applied
             assert daemon.relay.address[1] == port
             reloaded = [m for m in caplog.messages if m.startswith("configuration reloaded")]
@@ -131,7 +131,7 @@ async def test_sigterm_lets_a_message_in_flight_go_out(
             assert await next_event(a) == PeerJoined(b.address)
             assert await next_event(b) == PeerPresent(a.address)
             await a.send("last one")
-            await wait_until(lambda: daemon.relay.statistics()["pending_relays"] == 1)
+            await wait_until(lambda: daemon.relay.statistics().pending_relays == 1)
             await harness.send_signal.send(signal.SIGTERM)
             await wait_until(lambda: daemon.relay._receiving.cancel_called)
             gate.set()
@@ -155,7 +155,7 @@ async def test_a_second_sigterm_stops_at_once(
             async with join(daemon.relay, keys[1]) as a, join(daemon.relay, keys[2]):
                 for n in range(5):
                     await a.send(f"slow {n}")
-                await wait_until(lambda: daemon.relay.statistics()["pending_relays"] != 0)
+                await wait_until(lambda: daemon.relay.statistics().pending_relays != 0)
                 await harness.send_signal.send(signal.SIGTERM)
                 await harness.send_signal.send(signal.SIGTERM)
     # Returned well before the 60 s grace: the second signal cut it short.
@@ -200,7 +200,7 @@ async def test_a_shorter_reassembly_timeout_on_reload_leaks_nothing(
             await old.register()
             await new.register()
             await old.send(old.message(b"never finished")[0])  # deadline in 30 s
-            await wait_until(lambda: relay.reassembler.in_flight == 1)
+            await wait_until(lambda: relay.legacy.reassembler.in_flight == 1)
             harness.write("reassembly_timeout = 0.2\n")
             await harness.send_signal.send(signal.SIGHUP)
             await wait_until(lambda: relay.config.reassembly_timeout_s == 0.2)
@@ -211,7 +211,7 @@ async def test_a_shorter_reassembly_timeout_on_reload_leaks_nothing(
             await new.send(*new.message(b"on time", msg_id=b"\x00\x00\x00\x09"))
             while (event := await next_event(a)) != MessageReceived(new.address, b"on time"):
                 assert isinstance(event, PeerJoined | PeerPresent)
-            assert relay.statistics()["pending_relays"] == 0
+            assert relay.statistics().pending_relays == 0
         nursery.cancel_scope.cancel()
 
 

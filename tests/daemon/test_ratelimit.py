@@ -1,6 +1,6 @@
 """AnswerLimiter: token buckets per source and in total, with explicit ``now``."""
 
-from mcrelay.daemon.ratelimit import AnswerLimiter
+from mcrelay.core.ratelimit import AnswerLimiter
 from mcrelay.protocol.addresses import Address
 
 A: Address = ("127.0.0.1", 50001)

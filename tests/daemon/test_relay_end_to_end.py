@@ -16,10 +16,11 @@ from mcrelay.client import (
     RelayUnreachable,
     open_participant,
 )
-from mcrelay.protocol import crypto, legacy
+from mcrelay.protocol import legacy
 from mcrelay.protocol.errors import DropReason
-from mcrelay.protocol.events import PeerJoined, PeerLeft
-from mcrelay.protocol.tlv import TlvType, encode_tlv
+from mcrelay.protocol.legacy import crypto
+from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
+from mcrelay.protocol.legacy.tlv import TlvType, encode_tlv
 from support import (
     GROUP,
     LOOPBACK,
@@ -68,10 +69,9 @@ async def test_three_clients_join_talk_and_leave(relay_key_file: Path, keys: Key
                 assert await next_event(a) == PeerLeft(c.address)
                 assert await next_event(b) == PeerLeft(c.address)
             assert await next_event(a) == PeerLeft(b.address)
-        await wait_until(lambda: len(relay.registry) == 0)
-        stats = relay.statistics()
-        assert stats["messages_relayed"] == 3
-        assert stats["copies_sent"] == 6
+        await wait_until(lambda: len(relay.roster) == 0)
+        counters = relay.statistics().counters
+        assert (counters.messages_relayed, counters.copies_sent) == (3, 6)
 
 
 async def test_largest_message_sent_as_one_burst_arrives(relay_key_file: Path, keys: Keys) -> None:
@@ -141,7 +141,7 @@ async def test_traffic_from_unregistered_sources_is_dropped(
             raw.relay_key = a.relay_key
             await raw.send(*raw.message(b"who am I"), legacy.keepalive(), legacy.disconnect())
             await wait_until(lambda: dropped(relay, "unregistered") == 4)
-            assert len(relay.registry) == 1
+            assert len(relay.roster) == 1
 
 
 async def test_client_timeout_is_announced(relay_key_file: Path, keys: Keys) -> None:
@@ -152,7 +152,7 @@ async def test_client_timeout_is_announced(relay_key_file: Path, keys: Keys) -> 
                 await silent.register()
                 assert await next_event(a) == PeerJoined(silent.address)
                 assert await next_event(a) == PeerLeft(silent.address)
-            assert a.address in relay.registry
+            assert relay.roster.at(a.address) is not None
 
 
 async def test_legacy_control_words(relay_key_file: Path, keys: Keys) -> None:
@@ -163,7 +163,7 @@ async def test_legacy_control_words(relay_key_file: Path, keys: Keys) -> None:
             await raw.send(*raw.message(legacy.CONNECT_WORD, msg_id=b"\x00\x00\x00\x01"))
             await raw.send(*raw.message(legacy.DISCONNECT_WORD, msg_id=b"\x00\x00\x00\x02"))
             assert await next_event(a) == PeerLeft(raw.address)
-            assert relay.statistics()["messages_relayed"] == 0
+            assert relay.statistics().counters.messages_relayed == 0
 
 
 async def test_rekey_is_announced_again(relay_key_file: Path, keys: Keys) -> None:
@@ -174,9 +174,9 @@ async def test_rekey_is_announced_again(relay_key_file: Path, keys: Keys) -> Non
             await raw.send(legacy.client_key(keys[2].public_key()))  # same key: refresh only
             await raw.send(legacy.client_key(keys[3].public_key()))
             assert await next_event(a) == PeerJoined(raw.address)
-            client = relay.registry.get(raw.address)
+            client = relay.roster.at(raw.address)
             assert client is not None
-            assert client.numbers == keys[3].public_key().public_numbers()
+            assert client.identity.key_id == crypto.fingerprint(keys[3].public_key())
 
 
 async def test_bad_keys_are_refused(relay_key_file: Path, keys: Keys) -> None:
@@ -186,7 +186,7 @@ async def test_bad_keys_are_refused(relay_key_file: Path, keys: Keys) -> None:
             await raw.send(encode_tlv(TlvType.CLIENT_PUBLIC_KEY, pem[:-60] + b"-----END-----\n"))
             await raw.send(encode_tlv(TlvType.CLIENT_PUBLIC_KEY, b"abc"))
             await wait_until(lambda: dropped(relay, "bad_key") == 2)
-            assert len(relay.registry) == 0
+            assert len(relay.roster) == 0
 
 
 async def test_incomplete_message_times_out(relay_key_file: Path, keys: Keys) -> None:
@@ -195,10 +195,10 @@ async def test_incomplete_message_times_out(relay_key_file: Path, keys: Keys) ->
         await raw.register()
         first, _second = raw.message(b"never finished")
         await raw.send(first)
-        await wait_until(lambda: relay.reassembler.in_flight == 1)
+        await wait_until(lambda: relay.legacy.reassembler.in_flight == 1)
         await wait_until(lambda: dropped(relay, "reassembly_timeout") == 1)
-        assert relay.reassembler.in_flight == 0
-        assert relay.reassembler.buffered_bytes == 0
+        assert relay.legacy.reassembler.in_flight == 0
+        assert relay.legacy.reassembler.buffered_bytes == 0
 
 
 async def test_reassembly_bound_per_source(relay_key_file: Path, keys: Keys) -> None:
@@ -208,14 +208,14 @@ async def test_reassembly_bound_per_source(relay_key_file: Path, keys: Keys) -> 
         for n in range(3):
             await raw.send(raw.message(b"held", msg_id=bytes([0, 0, 0, n]))[0])
         await wait_until(lambda: dropped(relay, "source_limit") == 1)
-        assert relay.reassembler.in_flight == 2
+        assert relay.legacy.reassembler.in_flight == 2
 
 
 async def test_key_requests_are_rate_limited(relay_key_file: Path, keys: Keys) -> None:
     async with running_relay(relay_config(relay_key_file)) as relay:
         async with raw_peer(relay, keys[2]) as raw:
             await raw.send(*[legacy.key_request()] * 20)
-            await wait_until(lambda: relay.statistics()["datagrams_in"] == 20)
+            await wait_until(lambda: relay.statistics().counters.datagrams_in == 20)
             # A burst of 5, then one a second: at most a refill or two got through.
             assert 13 <= dropped(relay, "rate_limited") <= 15
 
@@ -227,7 +227,7 @@ async def test_pinned_fingerprint(relay_key_file: Path, keys: Keys) -> None:
                 relay, keys[1], relay_fingerprint="SHA256:" + "A" * 43, register_timeout_s=0.5
             ):
                 pass  # pragma: no cover
-        assert len(relay.registry) == 0
+        assert len(relay.roster) == 0
         async with join(relay, keys[1], relay_fingerprint=relay.fingerprint) as a:
             assert a.relay_fingerprint == relay.fingerprint
 

@@ -11,14 +11,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.client import MessageReceived, PeerPresent
-from mcrelay.daemon import relay as relay_module
-from mcrelay.daemon import sealing
+from mcrelay.core.members import Roster, RosterFull
 from mcrelay.daemon.config import REGISTRATIONS_PER_HOST_BURST
-from mcrelay.daemon.registry import ClientRegistry, RegistryFull
-from mcrelay.protocol import crypto, legacy
-from mcrelay.protocol.addresses import Address
+from mcrelay.daemon.legacy import profile as profile_module
+from mcrelay.daemon.legacy import sealing
+from mcrelay.daemon.legacy.profile import identity
+from mcrelay.protocol import legacy
+from mcrelay.protocol.addresses import Address, format_address
 from mcrelay.protocol.errors import LocalProtocolError
-from mcrelay.protocol.events import PeerJoined, PeerLeft, RelayedMessage
+from mcrelay.protocol.legacy import crypto
+from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft, RelayedMessage
 from mcrelay.sockets import open_relay_socket
 from support import (
     LOOPBACK,
@@ -66,7 +68,7 @@ async def test_registrations_from_one_host_are_rate_limited(
                 await raw.send(legacy.client_key(keys[2].public_key()))
         await wait_until(lambda: relay.counters.datagrams_in == REGISTRATIONS_PER_HOST_BURST + 5)
         assert dropped(relay, "rate_limited") >= 4
-        assert len(relay.registry) <= REGISTRATIONS_PER_HOST_BURST + 1
+        assert len(relay.roster) <= REGISTRATIONS_PER_HOST_BURST + 1
 
 
 async def test_registration_limits_are_settings_a_reload_changes(
@@ -88,7 +90,7 @@ async def test_registration_limits_are_settings_a_reload_changes(
     async with running_relay(config) as relay:
         await register_two()
         await wait_until(lambda: relay.counters.datagrams_in == 2)
-        assert (len(relay.registry), dropped(relay, "rate_limited")) == (1, 1)
+        assert (len(relay.roster), dropped(relay, "rate_limited")) == (1, 1)
         faster = replace(
             config, registrations_per_host_burst=5, registrations_per_host_per_s=1000.0
         )
@@ -96,22 +98,26 @@ async def test_registration_limits_are_settings_a_reload_changes(
         await trio.sleep(0.01)
         await register_two()
         await wait_until(lambda: relay.counters.datagrams_in == 4)
-        assert (len(relay.registry), dropped(relay, "registry_full")) == (1, 2)
+        assert (len(relay.roster), dropped(relay, "registry_full")) == (1, 2)
         relay.reconfigure(replace(faster, max_clients_per_host=3))
         await register_two()
-        await wait_until(lambda: len(relay.registry) == 3)
+        await wait_until(lambda: len(relay.roster) == 3)
 
 
 def test_clients_per_host_are_capped(keys: Keys) -> None:
-    registry = ClientRegistry(max_clients=10, max_clients_per_host=2)
+    roster = Roster(max_members=10, max_members_per_host=2)
     key = keys[1].public_key()
-    registry.register(("10.0.0.1", 1), key, 0.0)
-    registry.register(("10.0.0.1", 2), key, 0.0)
-    registry.register(("10.0.0.2", 1), key, 0.0)
-    with pytest.raises(RegistryFull):
-        registry.register(("10.0.0.1", 3), key, 0.0)
-    registry.remove(("10.0.0.1", 1))
-    registry.register(("10.0.0.1", 3), key, 0.0)
+
+    def register(address: Address) -> None:
+        roster.register(identity(key, address), address, 0.0)
+
+    register(("10.0.0.1", 1))
+    register(("10.0.0.1", 2))
+    register(("10.0.0.2", 1))
+    with pytest.raises(RosterFull):
+        register(("10.0.0.1", 3))
+    roster.remove("10.0.0.1:1", "disconnect")
+    register(("10.0.0.1", 3))
 
 
 class StalledSocket:
@@ -134,12 +140,12 @@ async def test_a_full_notice_backlog_counts_every_lost_notice_and_the_rest_go_ou
     relay_key_file: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with running_relay(relay_config(relay_key_file, send_queue_datagrams=4)) as relay:
-        stalled = StalledSocket(relay._sock)
-        monkeypatch.setattr(relay, "_sock", stalled)
-        relay._broadcast(b"notice", [("127.0.0.1", 9)] * 10)
+        stalled = StalledSocket(relay.outbox._sock)
+        monkeypatch.setattr(relay.outbox, "_sock", stalled)
+        relay.broadcast(b"notice", [("127.0.0.1", 9)] * 10)
         # Four wait in the backlog; the other six are lost, and counted.
         assert dropped(relay, "send_queue_full") == 6
-        assert relay.statistics()["send_queue"] == 4
+        assert relay.statistics().send_queue == 4
         stalled.stalled = False
         await wait_until(lambda: settled(relay))
         assert relay.counters.datagrams_out == 4
@@ -152,15 +158,15 @@ async def test_a_client_back_before_its_leave_was_announced_is_seen_leaving_then
         async with join(relay, keys[1]) as a, raw_peer(relay, keys[2]) as raw:
             await raw.register()
             assert await next_event(a) == PeerJoined(raw.address)
-            client = relay.registry.get(raw.address)
+            client = relay.roster.at(raw.address)
             assert client is not None
-            client.relays_in_flight = 1  # as if a message of its were being relayed
+            relay.roster.message_started(client)  # as if a message of its were being relayed
             await raw.send(legacy.disconnect())
-            await wait_until(lambda: raw.address not in relay.registry)
+            await wait_until(lambda: relay.roster.at(raw.address) is None)
             await raw.send(legacy.client_key(keys[2].public_key()))
             assert await next_event(a) == PeerLeft(raw.address)
             assert await next_event(a) == PeerJoined(raw.address)
-            assert client.left_reason is None
+            assert client.leaving is None
 
 
 def test_a_second_relay_on_the_same_port_cannot_start() -> None:
@@ -183,8 +189,8 @@ async def test_the_participant_refuses_control_words_and_re_registers_when_forgo
             for word in ("DISCONNECT", "CONNECT"):
                 with pytest.raises(LocalProtocolError):
                     await a.send(word)
-            relay.registry.remove(a.address)  # as after a relay restart
-            await wait_until(lambda: a.address in relay.registry)
+            relay.roster.remove(format_address(a.address), "timeout")  # as after a restart
+            await wait_until(lambda: relay.roster.at(a.address) is not None)
 
 
 async def test_a_recipient_that_re_keys_while_a_message_is_in_flight_can_read_it(
@@ -195,9 +201,9 @@ async def test_a_recipient_that_re_keys_while_a_message_is_in_flight_can_read_it
         async with raw_peer(relay, keys[2]) as b, join(relay, keys[1]) as a:
             await b.register()
             await a.send("for your new key")
-            await wait_until(lambda: relay.statistics()["pending_relays"] == 1)
+            await wait_until(lambda: relay.statistics().pending_relays == 1)
             await b.send(legacy.client_key(keys[3].public_key()))  # re-key meanwhile
-            await wait_until(lambda: relay.registry.holds(b.address, keys[3].public_key()))
+            await wait_until(lambda: relay.roster.holds(identity(keys[3].public_key(), b.address)))
             gate.set()
             relayed: list[RelayedMessage] = []
             while not relayed:
@@ -211,11 +217,11 @@ async def test_a_leave_notice_waits_behind_the_leavers_queued_copies(
 ) -> None:
     async with running_relay(relay_config(relay_key_file)) as relay:
         async with join(relay, keys[1]) as a, join(relay, keys[2]) as b:
-            stalled = StalledSocket(relay._sock)
-            monkeypatch.setattr(relay, "_sock", stalled)
+            stalled = StalledSocket(relay.outbox._sock)
+            monkeypatch.setattr(relay.outbox, "_sock", stalled)
             await a.send("last words")
-            await wait_until(lambda: relay._queued[False] == 1)  # the copy for b waits
-            relay.kick(a.address)
+            await wait_until(lambda: relay.outbox._queued[False] == 1)  # the copy for b waits
+            relay.kick(format_address(a.address))
             stalled.stalled = False
             seen: list[object] = []
             while (event := await next_event(b)) != PeerLeft(a.address):
@@ -230,13 +236,15 @@ async def test_a_recipient_re_keying_during_every_seal_delays_a_message_once_not
     resealed: list[object] = []
     async with running_relay(relay_config(relay_key_file)) as relay:
         async with join(relay, keys[1]) as a, join(relay, keys[2]) as b:
-            await wait_until(lambda: b.address in relay.registry)
-            recipient = relay.registry.get(b.address)
+            await wait_until(lambda: relay.roster.at(b.address) is not None)
+            recipient = relay.roster.at(b.address)
             assert recipient is not None
 
             def rekey() -> None:
                 # The same key in a new object: to the relay, a re-key (as a spoofed one is).
-                recipient.key = serialization.load_pem_public_key(pem)  # type: ignore[assignment]
+                key = serialization.load_pem_public_key(pem)
+                assert isinstance(key, rsa.RSAPublicKey)
+                recipient.identity = identity(key, b.address)
 
             def open_then_rekey(*args: Any) -> Any:
                 opened = real_open(*args)
@@ -250,8 +258,8 @@ async def test_a_recipient_re_keying_during_every_seal_delays_a_message_once_not
                 return sealed
 
             real_open, real_seal = sealing.open_and_seal, sealing.seal_batch
-            monkeypatch.setattr(relay_module, "open_and_seal", open_then_rekey)
-            monkeypatch.setattr(relay_module, "seal_batch", seal_then_rekey)
+            monkeypatch.setattr(profile_module, "open_and_seal", open_then_rekey)
+            monkeypatch.setattr(profile_module, "seal_batch", seal_then_rekey)
             await a.send("hello")
             while (event := await next_event(b)) != MessageReceived(a.address, b"hello"):
                 assert isinstance(event, PeerJoined | PeerPresent)
@@ -272,11 +280,11 @@ async def test_a_message_the_crypto_stage_has_no_room_for_is_refused_at_its_firs
             async with raw_peer(relay, keys[3]) as c:
                 await c.register()
                 await a.send("held in the workers")
-                await wait_until(lambda: relay.statistics()["pending_relays"] == 1)
+                await wait_until(lambda: relay.statistics().pending_relays == 1)
                 await c.send(*c.message(b"no room"))
                 await wait_until(lambda: dropped(relay, "overloaded") == 2)
-                assert relay.statistics()["reassembly_in_flight"] == 0
-                assert relay.statistics()["reassembly_bytes"] == 0
+                assert relay.statistics().reassembly_in_flight == 0
+                assert relay.statistics().reassembly_bytes == 0
                 gate.set()
                 while (event := await next_event(b)) != MessageReceived(
                     a.address, b"held in the workers"

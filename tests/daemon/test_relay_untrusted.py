@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mcrelay.client import MessageReceived
-from mcrelay.protocol.events import PeerJoined
-from mcrelay.protocol.fragments import FRAGMENT_HEADER
-from mcrelay.protocol.tlv import TlvType, encode_tlv
+from mcrelay.protocol.legacy.events import PeerJoined
+from mcrelay.protocol.legacy.fragments import FRAGMENT_HEADER
+from mcrelay.protocol.legacy.tlv import TlvType, encode_tlv
 from support import join, next_event, raw_peer, relay_config, running_relay
 
 tlv_types = st.sampled_from([int(t) for t in TlvType]) | st.integers(0, 0xFFFF)

@@ -6,10 +6,7 @@ import threading
 import outcome
 import pytest
 import trio
-from hypothesis import given
-from hypothesis import strategies as st
 
-from mcrelay.daemon.sealing import split
 from mcrelay.daemon.workers import CryptoWorkers, Job
 from support import wait_until
 
@@ -98,11 +95,3 @@ async def test_jobs_queued_at_stop_are_not_run() -> None:
         nursery.cancel_scope.cancel()
     opener.join()
     assert ran == [0]
-
-
-@given(st.lists(st.integers()), st.integers(min_value=1, max_value=8))
-def test_split_deals_every_item_round_robin(items: list[int], parts: int) -> None:
-    dealt = split(items, parts)
-    assert len(dealt) == parts
-    assert sorted(len(part) for part in dealt)[-1] - sorted(len(p) for p in dealt)[0] <= 1
-    assert [dealt[i % parts][i // parts] for i in range(len(items))] == items

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.protocol import crypto
+from mcrelay.protocol.legacy import crypto
 
 VECTORS_PATH = Path(__file__).resolve().parents[1] / "data" / "legacy-vectors.json"
 

@@ -8,8 +8,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from mcrelay.protocol import crypto
 from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
+from mcrelay.protocol.legacy import crypto
 
 OAEP = padding.OAEP(
     mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None

@@ -5,7 +5,7 @@ import struct
 import pytest
 
 from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
-from mcrelay.protocol.fragments import (
+from mcrelay.protocol.legacy.fragments import (
     FRAGMENT_HEADER,
     FRAGMENT_SIZE,
     MAX_FRAGMENTS,
@@ -15,7 +15,7 @@ from mcrelay.protocol.fragments import (
     encode_fragment,
     split_payload,
 )
-from mcrelay.protocol.tlv import Tlv, TlvType, decode_tlvs_untrusted
+from mcrelay.protocol.legacy.tlv import Tlv, TlvType, decode_tlvs_untrusted
 from support import ANY_COUNT
 
 MSG_ID = bytes.fromhex("a1b2c3d4")

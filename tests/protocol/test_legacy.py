@@ -5,10 +5,11 @@ from collections.abc import Callable
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.protocol import crypto, legacy
+from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import RELAY_ITSELF, Address, encode_address
 from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
-from mcrelay.protocol.events import (
+from mcrelay.protocol.legacy import crypto
+from mcrelay.protocol.legacy.events import (
     ClientKey,
     DisconnectRequest,
     FragmentReceived,
@@ -20,9 +21,9 @@ from mcrelay.protocol.events import (
     RelayedMessage,
     ServerKey,
 )
-from mcrelay.protocol.fragments import Fragment, decode_fragment_untrusted
+from mcrelay.protocol.legacy.fragments import Fragment, decode_fragment_untrusted
+from mcrelay.protocol.legacy.tlv import TlvType, decode_tlvs_untrusted, encode_tlv
 from mcrelay.protocol.reassembly import Complete, Reassembler
-from mcrelay.protocol.tlv import TlvType, decode_tlvs_untrusted, encode_tlv
 from support import ANY_COUNT
 
 MSG_ID = b"\x00\x01\x02\x03"

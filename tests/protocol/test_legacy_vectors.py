@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.protocol import crypto, legacy
+from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import (
     RELAY_ITSELF,
     Address,
@@ -22,7 +22,8 @@ from mcrelay.protocol.addresses import (
     parse_address,
 )
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
-from mcrelay.protocol.events import (
+from mcrelay.protocol.legacy import crypto
+from mcrelay.protocol.legacy.events import (
     ClientEvent,
     ClientKey,
     DisconnectRequest,
@@ -35,9 +36,9 @@ from mcrelay.protocol.events import (
     RelayedMessage,
     RelayEvent,
 )
-from mcrelay.protocol.fragments import Fragment
+from mcrelay.protocol.legacy.fragments import Fragment
+from mcrelay.protocol.legacy.tlv import TlvType, decode_tlvs_untrusted, encode_tlv
 from mcrelay.protocol.reassembly import Complete, Reassembler, Rejected
-from mcrelay.protocol.tlv import TlvType, decode_tlvs_untrusted, encode_tlv
 from support import ANY_COUNT
 
 VECTORS: dict[str, Any] = json.loads(

@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcrelay.protocol import crypto, legacy
+from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import (
     Address,
     decode_address_untrusted,
@@ -17,8 +17,9 @@ from mcrelay.protocol.addresses import (
     parse_address,
 )
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
-from mcrelay.protocol.events import FragmentReceived
-from mcrelay.protocol.fragments import (
+from mcrelay.protocol.legacy import crypto
+from mcrelay.protocol.legacy.events import FragmentReceived
+from mcrelay.protocol.legacy.fragments import (
     FRAGMENT_SIZE,
     MAX_FRAGMENTS,
     Fragment,
@@ -26,8 +27,8 @@ from mcrelay.protocol.fragments import (
     encode_fragment,
     split_payload,
 )
+from mcrelay.protocol.legacy.tlv import Tlv, decode_tlvs_untrusted, encode_tlv, encode_tlvs
 from mcrelay.protocol.reassembly import Complete, MessageKey, Pending, Reassembler, Rejected
-from mcrelay.protocol.tlv import Tlv, decode_tlvs_untrusted, encode_tlv, encode_tlvs
 from support import ANY_COUNT
 
 FAST = settings(deadline=None, max_examples=200)

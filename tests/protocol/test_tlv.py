@@ -3,7 +3,7 @@
 import pytest
 
 from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
-from mcrelay.protocol.tlv import (
+from mcrelay.protocol.legacy.tlv import (
     MAX_TLV_VALUE_BYTES,
     TLV_HEADER,
     Tlv,

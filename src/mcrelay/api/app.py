@@ -94,7 +94,7 @@ async def _status() -> Response:
     context = api_context()
     relay = context.relay
     config = relay.config
-    statistics = {**relay.statistics(), **context.statistics()}
+    statistics = {**relay.statistics().as_dict(), **context.statistics()}
     return jsonify(
         {
             "version": __version__,

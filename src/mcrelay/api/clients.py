@@ -14,10 +14,10 @@ from quart import Blueprint, Response, jsonify, request
 
 from mcrelay.api.context import api_context
 from mcrelay.api.serialize import ban_json, client_json, error_json
-from mcrelay.daemon.bans import parse_ban_seconds, parse_ban_target
-from mcrelay.daemon.registry import Client
+from mcrelay.core.bans import parse_ban_seconds, parse_ban_target
+from mcrelay.core.members import Member
 from mcrelay.daemon.relay import Overloaded
-from mcrelay.protocol.addresses import Address, format_address, parse_address
+from mcrelay.protocol.addresses import format_address, parse_address
 
 blueprint = Blueprint("clients", __name__)
 
@@ -26,7 +26,7 @@ MAX_LIMIT = 10000
 
 Reply = Response | tuple[Response, int]
 
-SORT_KEYS: dict[str, Callable[[Client], Any]] = {
+SORT_KEYS: dict[str, Callable[[Member], Any]] = {
     "id": lambda c: (ipaddress.ip_address(c.address[0]), c.address[1]),
     "connected_at": lambda c: c.connected_at,
     "last_seen": lambda c: c.last_seen,
@@ -56,11 +56,12 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     return int(text)
 
 
-def _address(client_id: str) -> Address:
+def _member_id(text: str) -> str:
+    """A member's id as given: opaque, but ``ip:port`` is read in its canonical form."""
     try:
-        return parse_address(client_id)
-    except ValueError as exc:
-        raise BadRequest(404, "not_found", f"no client {client_id!r}: {exc}") from None
+        return format_address(parse_address(text))
+    except ValueError:
+        return text
 
 
 def _now() -> tuple[float, float]:
@@ -79,7 +80,7 @@ async def list_clients() -> Reply:
     limit = _int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = _int_arg("offset", 0, 0, 2**31)
     host = request.args.get("host")
-    chosen = [c for c in relay.registry if host is None or c.address[0] == host]
+    chosen = [c for c in relay.roster if host is None or c.address[0] == host]
     chosen.sort(key=key, reverse=sort.startswith("-"))
     now, wall = _now()
     page = [client_json(c, now, wall) for c in chosen[offset : offset + limit]]
@@ -88,7 +89,7 @@ async def list_clients() -> Reply:
 
 @blueprint.get("/v1/clients/<path:client_id>")
 async def get_client(client_id: str) -> Reply:
-    client = api_context().relay.registry.get(_address(client_id))
+    client = api_context().relay.roster.get(_member_id(client_id))
     if client is None:
         raise BadRequest(404, "not_found", f"no client {client_id}")
     return jsonify(client_json(client, *_now()))
@@ -97,7 +98,7 @@ async def get_client(client_id: str) -> Reply:
 @blueprint.delete("/v1/clients/<path:client_id>")
 async def kick_client(client_id: str) -> Reply:
     relay = api_context().relay
-    address = _address(client_id)
+    member_id = _member_id(client_id)
     ban_s = _ban_seconds()
     scope = request.args.get("ban_scope", "address")
     if scope not in ("address", "host"):
@@ -105,15 +106,15 @@ async def kick_client(client_id: str) -> Reply:
     if scope == "host" and ban_s is None:
         raise BadRequest(400, "bad_query", "ban_scope=host needs ban_s")
     now, wall = _now()
-    client = relay.registry.get(address)
+    client = relay.roster.get(member_id)
     if client is None:
         raise BadRequest(404, "not_found", f"no client {client_id}")
     record = client_json(client, now, wall)
-    removed = relay.kick(address, ban_s, host=scope == "host")
+    removed = relay.kick(member_id, ban_s, host=scope == "host")
     if ban_s is not None:
         record["banned_for_s"] = ban_s
         record["ban_scope"] = scope
-    record["removed"] = [format_address(c.address) for c in removed]
+    record["removed"] = [member.id for member in removed]
     return jsonify(record)
 
 
@@ -164,12 +165,12 @@ async def post_message() -> Reply:
             413, "too_large", f"{len(plaintext)} bytes; at most {relay.config.max_message_bytes}"
         )
     if recipients is None:
-        targets = list(relay.registry)
+        targets = list(relay.roster)
     else:
-        unknown = [format_address(a) for a in recipients if a not in relay.registry]
+        unknown = [i for i in recipients if relay.roster.get(i) is None]
         if unknown:
             raise BadRequest(404, "not_found", "no such clients", ids=unknown)
-        targets = [c for a in recipients if (c := relay.registry.get(a)) is not None]
+        targets = [member for i in recipients if (member := relay.roster.get(i)) is not None]
     try:
         copies = await relay.post(plaintext, targets)
     except Overloaded as exc:
@@ -179,7 +180,7 @@ async def post_message() -> Reply:
     return jsonify({"recipients": copies})
 
 
-def _message_body(body: object) -> tuple[bytes, list[Address] | None]:
+def _message_body(body: object) -> tuple[bytes, list[str] | None]:
     if not isinstance(body, dict):
         raise BadRequest(422, "invalid_body", "the body must be a JSON object")
     extra = set(body) - {"text", "data_b64", "to"}
@@ -206,7 +207,4 @@ def _message_body(body: object) -> tuple[bytes, list[Address] | None]:
     to = body["to"]
     if not isinstance(to, list) or not to or not all(isinstance(i, str) for i in to):
         raise BadRequest(422, "invalid_body", "'to' must be a non-empty list of client ids")
-    try:
-        return plaintext, list(dict.fromkeys(parse_address(i) for i in to))
-    except ValueError as exc:
-        raise BadRequest(422, "invalid_body", f"'to': {exc}") from None
+    return plaintext, list(dict.fromkeys(_member_id(i) for i in to))

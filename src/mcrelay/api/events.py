@@ -10,7 +10,7 @@ from quart import Blueprint, Response, jsonify, request
 
 from mcrelay.api.context import api_context
 from mcrelay.api.serialize import error_json, rfc3339
-from mcrelay.daemon.events import EventHub, RelayEvent
+from mcrelay.core.events import EventHub, RelayEvent
 
 blueprint = Blueprint("events", __name__)
 

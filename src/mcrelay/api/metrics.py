@@ -24,6 +24,7 @@ GAUGES = {
     "reassembly_in_flight": "Messages in reassembly",
     "reassembly_bytes": "Bytes charged to reassembly buffers",
     "pending_relays": "Completed messages waiting for or in crypto",
+    "leaves_pending": "Removed clients whose leave waits for their messages in flight",
     "send_queue": "Datagrams waiting in the send queue",
     "bans": "Active bans",
     "event_subscribers": "Open event streams",
@@ -36,7 +37,7 @@ class RelayCollector(Collector):
         self._context = context
 
     def collect(self) -> Iterator[Metric]:
-        statistics = {**self._context.relay.statistics(), **self._context.statistics()}
+        statistics = {**self._context.relay.statistics().as_dict(), **self._context.statistics()}
         for name, help_text in COUNTERS.items():
             counter = CounterMetricFamily(f"mcrelay_{name}", help_text)
             counter.add_metric([], _number(statistics[name]))

@@ -3,9 +3,8 @@
 from datetime import UTC, datetime
 from typing import Any
 
-from mcrelay.daemon.bans import Ban
-from mcrelay.daemon.registry import Client
-from mcrelay.protocol.addresses import format_address
+from mcrelay.core.bans import Ban
+from mcrelay.core.members import Member
 
 
 def rfc3339(unix_time: float) -> str:
@@ -14,23 +13,25 @@ def rfc3339(unix_time: float) -> str:
     return stamp.replace("+00:00", "Z")
 
 
-def client_json(client: Client, now: float, wall_now: float) -> dict[str, Any]:
+def client_json(member: Member, now: float, wall_now: float) -> dict[str, Any]:
     """``now`` is the relay's monotonic clock; ``wall_now`` the Unix time of the same moment."""
-    idle_s = max(0.0, now - client.last_seen)
-    host, port = client.address
+    idle_s = max(0.0, now - member.last_seen)
+    host, port = member.address
+    identity = member.identity
     return {
-        "id": format_address(client.address),
+        "id": member.id,
+        "profile": identity.profile,
         "host": host,
         "port": port,
-        "fingerprint": client.fingerprint,
-        "key_bits": client.key_bits,
-        "connected_at": rfc3339(client.connected_at),
+        "fingerprint": identity.key_id,
+        **identity.details,
+        "connected_at": rfc3339(member.connected_at),
         "last_seen": rfc3339(wall_now - idle_s),
         "idle_s": round(idle_s, 3),
-        "messages_in": client.messages_in,
-        "messages_out": client.messages_out,
-        "bytes_in": client.bytes_in,
-        "bytes_out": client.bytes_out,
+        "messages_in": member.messages_in,
+        "messages_out": member.messages_out,
+        "bytes_in": member.bytes_in,
+        "bytes_out": member.bytes_out,
     }
 
 

@@ -27,7 +27,7 @@ from mcrelay.cli.options import (
 )
 from mcrelay.cli.status import ExitStatus
 from mcrelay.cli.text import message_bytes, printable
-from mcrelay.daemon.bans import parse_ban_seconds, parse_ban_target
+from mcrelay.core.bans import parse_ban_seconds, parse_ban_target
 
 if TYPE_CHECKING:
     from mcrelay.cli.api_client import Api

@@ -32,8 +32,8 @@ from mcrelay.client import (
 from mcrelay.client.participant import KEEPALIVE_INTERVAL_S, REGISTER_TIMEOUT_S
 from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
 from mcrelay.protocol.errors import LocalProtocolError
-from mcrelay.protocol.events import PeerJoined, PeerLeft
 from mcrelay.protocol.legacy import CONNECT_WORD, DISCONNECT_WORD, MAX_MESSAGE_BYTES
+from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
 
 
 def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping[str, str]) -> None:

@@ -23,7 +23,7 @@ from mcrelay.cli.options import (
 from mcrelay.cli.status import ExitStatus
 from mcrelay.daemon import config as defaults
 from mcrelay.daemon.config import KEY_FILE_NAME, RelayConfig
-from mcrelay.daemon.keyfile import KeyFileError
+from mcrelay.daemon.legacy.keyfile import KeyFileError
 from mcrelay.daemon.settings import (
     SETTINGS,
     Resolved,

@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import Parser, UsageError
 from mcrelay.cli.status import ExitStatus
-from mcrelay.daemon.keyfile import MAX_KEY_FILE_BYTES, KeyFileError, generate_key_file
+from mcrelay.daemon.legacy.keyfile import MAX_KEY_FILE_BYTES, KeyFileError, generate_key_file
 from mcrelay.files import FileError, read_regular_file
-from mcrelay.protocol import crypto
 from mcrelay.protocol.errors import ProtocolError
+from mcrelay.protocol.legacy import crypto
 
 
 def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping[str, str]) -> None:

@@ -16,7 +16,7 @@ from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import Parser, UsageError
 from mcrelay.cli.status import MEANINGS, ApiError, ApiUnreachable, ExitStatus
 from mcrelay.client import RelayKeyMismatch, RelayUnreachable
-from mcrelay.daemon.keyfile import KeyFileError
+from mcrelay.daemon.legacy.keyfile import KeyFileError
 from mcrelay.logs import is_journal_stream, syslog_priority
 
 Command = Callable[[argparse.Namespace, Environment], Awaitable[ExitStatus]]

@@ -30,11 +30,18 @@ from dataclasses import dataclass
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.protocol import crypto, legacy
+from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address, format_address
 from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
-from mcrelay.protocol.events import ClientEvent, PeerJoined, PeerLeft, RelayedMessage, ServerKey
-from mcrelay.protocol.fragments import MSG_ID_BYTES
+from mcrelay.protocol.legacy import crypto
+from mcrelay.protocol.legacy.events import (
+    ClientEvent,
+    PeerJoined,
+    PeerLeft,
+    RelayedMessage,
+    ServerKey,
+)
+from mcrelay.protocol.legacy.fragments import MSG_ID_BYTES
 from mcrelay.sockets import open_client_socket
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,8 @@
-"""Counters of the relay: traffic, relayed messages and drops by reason."""
+"""Counters of the relay (traffic, relayed messages, drops by reason) and its figures."""
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from mcrelay.protocol.errors import DropReason
 
@@ -16,13 +17,45 @@ class RelayCounters:
     copies_sent: int = 0
     dropped: Counter[DropReason] = field(default_factory=Counter)
 
-    def snapshot(self) -> dict[str, object]:
+
+@dataclass(frozen=True, slots=True)
+class Statistics:
+    """The relay's figures at one moment: gauges, then the counters so far."""
+
+    clients: int
+    reassembly_in_flight: int
+    reassembly_bytes: int
+    pending_relays: int
+    """Admitted messages not yet settled."""
+    leaves_pending: int
+    """Removed members whose leave waits for their messages in flight."""
+    send_queue: int
+    bans: int
+    event_subscribers: int
+    counters: RelayCounters
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Every drop reason, with its count (0 included)."""
+        return {reason.value: self.counters.dropped[reason] for reason in DropReason}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures as the API serves them (``/v1/status``): flat, drops by reason."""
+        counters = self.counters
         return {
-            "datagrams_in": self.datagrams_in,
-            "bytes_in": self.bytes_in,
-            "datagrams_out": self.datagrams_out,
-            "bytes_out": self.bytes_out,
-            "messages_relayed": self.messages_relayed,
-            "copies_sent": self.copies_sent,
-            "dropped": {reason.value: self.dropped[reason] for reason in DropReason},
+            "clients": self.clients,
+            "reassembly_in_flight": self.reassembly_in_flight,
+            "reassembly_bytes": self.reassembly_bytes,
+            "pending_relays": self.pending_relays,
+            "leaves_pending": self.leaves_pending,
+            "send_queue": self.send_queue,
+            "bans": self.bans,
+            "event_subscribers": self.event_subscribers,
+            "datagrams_in": counters.datagrams_in,
+            "bytes_in": counters.bytes_in,
+            "datagrams_out": counters.datagrams_out,
+            "bytes_out": counters.bytes_out,
+            "messages_relayed": counters.messages_relayed,
+            "copies_sent": counters.copies_sent,
+            "dropped": self.dropped,
         }

@@ -36,7 +36,7 @@ import trio
 from mcrelay.api.context import ApiContext
 from mcrelay.api.server import open_api_socket, serve_api
 from mcrelay.daemon.config import RelayConfig
-from mcrelay.daemon.keyfile import load_or_create_key
+from mcrelay.daemon.legacy.keyfile import load_or_create_key
 from mcrelay.daemon.notify import Notifier
 from mcrelay.daemon.relay import RECEIVE_TICK_S, Relay
 from mcrelay.daemon.settings import BY_NAME, live_changes, restart_needed
@@ -207,7 +207,7 @@ async def apply_reload(
 
 def status_line(relay: Relay) -> str:
     return (
-        f"serving {len(relay.registry)} clients, {relay.counters.messages_relayed} messages relayed"
+        f"serving {len(relay.roster)} clients, {relay.counters.messages_relayed} messages relayed"
     )
 
 

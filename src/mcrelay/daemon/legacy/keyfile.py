@@ -14,8 +14,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.files import FileError, read_regular_file, require_private
-from mcrelay.protocol import crypto
 from mcrelay.protocol.errors import LocalProtocolError
+from mcrelay.protocol.legacy import crypto
 
 log = logging.getLogger(__name__)
 

@@ -2,22 +2,18 @@
 
 A message is opened (its blocks decrypted with the relay key) and sealed (encrypted
 for each recipient). For a few recipients both happen in one job, so a message costs
-one hand-off; a larger fan-out is split into one sealing job per worker.
+one hand-off; a larger fan-out is sealed in jobs of a few recipients each.
 """
 
 from collections.abc import Sequence
-from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mcrelay.core.profile import Sealed
 from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import DropReason
 
-T = TypeVar("T")
-
-Sealed = bytes | DropReason
-"""A recipient's relayed datagram, or why it has none."""
 SEAL_INLINE_MAX = 8
 """Recipients sealed in the job that decrypts; more are split over the workers."""
 
@@ -35,14 +31,14 @@ def open_and_seal(
     payload: bytes,
     max_message_bytes: int,
     sender: Address,
-    keys: Sequence[rsa.RSAPublicKey],
+    keys: Sequence[rsa.RSAPublicKey] | None,
 ) -> tuple[bytes, list[Sealed] | None]:
-    """Decrypt, and seal for the recipients when there are few of them.
+    """Decrypt, and seal for the recipients' ``keys`` when there are few of them.
 
-    The seals are ``None`` when the plaintext is not relayed (see :func:`is_chat`)
-    or goes to more recipients than one job should seal."""
+    The seals are ``None`` when the plaintext is not relayed (see :func:`is_chat`), when
+    there are no keys to seal for here, or more than one job should seal."""
     plaintext = legacy.decrypt_payload_untrusted(relay_key, payload, max_message_bytes)
-    if not is_chat(plaintext, max_message_bytes) or len(keys) > SEAL_INLINE_MAX:
+    if keys is None or not is_chat(plaintext, max_message_bytes) or len(keys) > SEAL_INLINE_MAX:
         return plaintext, None
     return plaintext, seal_batch(sender, plaintext, keys)
 
@@ -59,8 +55,3 @@ def _seal(key: rsa.RSAPublicKey, sender: Address, plaintext: bytes) -> Sealed:
         return legacy.relayed_message(key, sender, plaintext)
     except ValueError:
         return DropReason.ENCRYPT_FAILED
-
-
-def split(items: Sequence[T], parts: int) -> list[list[T]]:
-    """Deal ``items`` round-robin into ``parts`` lists."""
-    return [list(items[index::parts]) for index in range(parts)]

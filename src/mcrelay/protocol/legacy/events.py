@@ -7,7 +7,7 @@ Relay side (client -> relay): :data:`RelayEvent`. Client side (relay -> client):
 from dataclasses import dataclass
 
 from mcrelay.protocol.addresses import Address
-from mcrelay.protocol.fragments import Fragment
+from mcrelay.protocol.legacy.fragments import Fragment
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ import struct
 from dataclasses import dataclass
 
 from mcrelay.protocol.errors import LocalProtocolError, RemoteProtocolError
-from mcrelay.protocol.tlv import TlvType, encode_tlv
+from mcrelay.protocol.legacy.tlv import TlvType, encode_tlv
 
 # +-----------+--------+--------+--------------------------+
 # | msg_id    | seq    | total  | piece ...                |

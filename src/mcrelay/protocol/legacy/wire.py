@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.protocol import crypto
 from mcrelay.protocol.addresses import Address, decode_address_untrusted, encode_address
 from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
-from mcrelay.protocol.events import (
+from mcrelay.protocol.legacy import crypto
+from mcrelay.protocol.legacy.events import (
     ClientEvent,
     ClientKey,
     DisconnectRequest,
@@ -26,14 +26,14 @@ from mcrelay.protocol.events import (
     RelayEvent,
     ServerKey,
 )
-from mcrelay.protocol.fragments import (
+from mcrelay.protocol.legacy.fragments import (
     FRAGMENT_SIZE,
     MAX_FRAGMENTS,
     decode_fragment_untrusted,
     encode_fragment,
     split_payload,
 )
-from mcrelay.protocol.tlv import TLV_HEADER, TlvType, decode_tlvs_untrusted, encode_tlv
+from mcrelay.protocol.legacy.tlv import TLV_HEADER, TlvType, decode_tlvs_untrusted, encode_tlv
 
 MAX_MESSAGE_BYTES = 32768
 """Largest plaintext of one message: 176 fragments with a 2048-bit relay key."""

@@ -1,0 +1,103 @@
+"""Where a wire profile plugs into the relay, and what the relay offers it.
+
+The relay's socket loop hands each datagram to a profile chosen by its first byte
+(:meth:`Profile.datagram_untrusted`). The profile decodes it and acts through
+:class:`Services`: it registers and removes members in the roster, starts a message's
+task, admits it and hands it on. Fan-out asks each recipient's profile to seal a copy
+(:meth:`Profile.seal`) and to word presence notices for its members.
+"""
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from mcrelay.core.events import EventHub
+from mcrelay.core.members import Identity, Member, Roster
+from mcrelay.protocol.addresses import RELAY_ITSELF, Address
+from mcrelay.protocol.errors import DropReason
+
+Sealed = bytes | DropReason
+"""A recipient's copy, or why it has none."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who a relayed message is from, as recipients are told."""
+
+    id: str
+    address: Address
+
+
+RELAY_ORIGIN = Origin("relay", RELAY_ITSELF)
+"""The relay itself: an operator's message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A message as its profile decoded it."""
+
+    plaintext: bytes
+    sealed: list[Sealed] | None = None
+    """Copies for the recipients, when the profile sealed them on the way."""
+    control: str | None = None
+    """Not a message to relay but an in-band request of its sender: ``refresh`` (it is
+    alive) or ``disconnect`` (it leaves)."""
+
+
+class Profile(Protocol):
+    name: str
+
+    def datagram_untrusted(self, data: bytes, source: Address, now: float) -> None:
+        """Decode one datagram and act on it; whatever is wrong with it is a counted drop."""
+
+    async def seal(
+        self, origin: Origin, plaintext: bytes, recipients: Sequence[Member]
+    ) -> list[Sealed]:
+        """One copy for each recipient (all of this profile), or why it has none."""
+
+    def announce_joined(self, member: Member, recipients: Sequence[Member]) -> None:
+        """Tell these members (of this profile) that ``member`` joined."""
+
+    def announce_present(self, newcomer: Member, present: Sequence[Member]) -> None:
+        """Tell ``newcomer`` (of this profile) who is already there."""
+
+    def announce_left(self, member: Member, recipients: Sequence[Member]) -> None:
+        """Tell these members (of this profile) that ``member`` left."""
+
+
+Opener = Callable[[list[Member]], Awaitable[Opened]]
+"""A profile's way to open a message it received: given the recipients (decided when
+the message is admitted), its plaintext and, if it sealed them on the way, the copies."""
+
+
+class Services(Protocol):
+    """What the relay offers a profile."""
+
+    roster: Roster
+    events: EventHub
+
+    def drop(self, reason: DropReason, source: Address, detail: object = None) -> None:
+        """Count (and log at debug) a drop."""
+
+    def notify(self, datagram: bytes, address: Address) -> bool:
+        """Queue a notice or an answer; False when it was dropped (its queue is full)."""
+
+    def broadcast(self, datagram: bytes, addresses: list[Address]) -> None:
+        """The same notice to many."""
+
+    def register(self, identity: Identity, address: Address, now: float) -> None:
+        """Register, re-key or refresh a member, and announce it (raises ``RosterFull``)."""
+
+    def remove(self, member_id: str, reason: str) -> Member | None:
+        """Remove a member and announce its leave (once its messages in flight are out)."""
+
+    def start_message(self, life: Callable[[], Awaitable[None]]) -> None:
+        """Run a message's life as a task in the relay's ``messages`` nursery."""
+
+    def room_for(self, sender: Member) -> bool:
+        """May a new message of ``sender`` start? A refusal is counted (``overloaded``)."""
+
+    def admit(self, sender: Member, opener: Opener) -> Callable[[], Awaitable[None]] | None:
+        """Admit a complete message, taking its place in its sender's line now; the
+        returned coroutine function is its life from there, to be awaited once by the
+        message's task. None (counted) when there is no room."""

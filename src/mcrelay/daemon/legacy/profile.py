@@ -1,0 +1,295 @@
+"""The legacy profile in the relay: its datagrams, reassembly, key answers and RSA work.
+
+Each datagram is decoded (``mcrelay.protocol.legacy``) and its TLVs handled in order.
+A message's task starts with its first fragment: it waits for the rest under a cancel
+scope at the reassembly deadline; once complete and admitted it runs the relay's
+pipeline (``mcrelay.daemon.messages``), with this profile's opener: the relay key
+decrypts the payload and, for a small fan-out, the same worker job seals the copies.
+"""
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, cast
+
+import trio
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mcrelay.core.members import Identity, Member, RosterFull
+from mcrelay.core.profile import Opened, Origin, Sealed, Services
+from mcrelay.core.ratelimit import AnswerLimiter
+from mcrelay.daemon.config import RelayConfig
+from mcrelay.daemon.legacy.sealing import SEAL_INLINE_MAX, open_and_seal, seal_batch
+from mcrelay.daemon.workers import CryptoWorkers
+from mcrelay.protocol import legacy
+from mcrelay.protocol.addresses import Address, format_address
+from mcrelay.protocol.errors import DropReason, RemoteProtocolError
+from mcrelay.protocol.legacy import crypto
+from mcrelay.protocol.legacy.events import (
+    ClientKey,
+    DisconnectRequest,
+    FragmentReceived,
+    Ignored,
+    Keepalive,
+    KeyRequest,
+)
+from mcrelay.protocol.reassembly import Complete, MessageKey, Pending, Reassembler, Rejected
+
+log = logging.getLogger(__name__)
+
+PROFILE = "legacy"
+CONTROL_WORDS = {legacy.CONNECT_WORD: "refresh", legacy.DISCONNECT_WORD: "disconnect"}
+"""The seed client's in-band words: a message of exactly one of these is not chat."""
+
+
+@dataclass(slots=True, eq=False)
+class _Message:
+    """A message from its first fragment until it is complete (or dropped)."""
+
+    sender: Member
+    completed: trio.Event = field(default_factory=trio.Event)
+    """Set when the message is complete, or ended in reassembly (then ``relay`` is None)."""
+    relay: Callable[[], Awaitable[None]] | None = None
+    """Its life after admission, taken when it completed."""
+
+
+def _key(member: Member) -> rsa.RSAPublicKey:
+    """A legacy member's RSA key (its identity's key, set by :func:`identity`)."""
+    return cast(rsa.RSAPublicKey, member.identity.key)
+
+
+def identity(key: rsa.RSAPublicKey, address: Address) -> Identity:
+    """A legacy member: its address is its id; its RSA key seals its copies."""
+    fingerprint = crypto.fingerprint(key)
+    details = {"fingerprint": fingerprint, "key_bits": key.key_size}
+    return Identity(PROFILE, format_address(address), fingerprint, key, details)
+
+
+class LegacyProfile:
+    name = PROFILE
+
+    def __init__(
+        self,
+        services: Services,
+        key: rsa.RSAPrivateKey,
+        workers: CryptoWorkers,
+        config: RelayConfig,
+    ) -> None:
+        self._services = services
+        self._key = key
+        self._workers = workers
+        public_key = key.public_key()
+        self.fingerprint = crypto.fingerprint(public_key)
+        self._server_key = legacy.server_key(public_key)
+        self.max_message_bytes = config.max_message_bytes
+        self.reassembler = Reassembler(**self._reassembly_limits(config))
+        self._answers = AnswerLimiter(**_answer_limits(config))
+        self._registrations = AnswerLimiter(**_registration_limits(config))
+        self._reassembling: dict[MessageKey, _Message] = {}
+        self._handlers: dict[type[Any], Callable[[Any, Address, Member | None, float], None]] = {
+            KeyRequest: self._on_key_request,
+            ClientKey: self._on_client_key,
+            FragmentReceived: self._on_fragment,
+            DisconnectRequest: self._on_disconnect,
+            Keepalive: self._on_keepalive,
+            Ignored: self._on_ignored,
+        }
+
+    def configure(self, config: RelayConfig) -> None:
+        """Apply the settings this profile reads (on every reload)."""
+        self.max_message_bytes = config.max_message_bytes
+        for name, value in self._reassembly_limits(config).items():
+            setattr(self.reassembler, name, value)
+        self._answers.configure(**_answer_limits(config))
+        self._registrations.configure(**_registration_limits(config))
+
+    def _reassembly_limits(self, config: RelayConfig) -> dict[str, Any]:
+        public_key = self._key.public_key()
+        return {
+            "timeout_s": config.reassembly_timeout_s,
+            "max_fragments": legacy.max_fragments(public_key, config.max_message_bytes),
+            "max_messages_per_source": config.max_messages_per_source,
+            "max_total_bytes": config.max_reassembly_bytes,
+        }
+
+    # Datagrams in.
+
+    def datagram_untrusted(self, data: bytes, source: Address, now: float) -> None:
+        try:
+            events = legacy.decode_client_datagram_untrusted(data)
+        except RemoteProtocolError as exc:
+            self._services.drop(exc.reason, source, exc)
+            return
+        member = self._services.roster.at(source)
+        if member is not None:
+            self._services.roster.touch(member, now)
+            member.bytes_in += len(data)
+        for event in events:
+            self._handlers[type(event)](event, source, member, now)
+
+    def _on_key_request(
+        self, _event: KeyRequest, source: Address, _: Member | None, now: float
+    ) -> None:
+        if self._answers.allow(source, now):
+            self._services.notify(self._server_key, source)
+        else:
+            self._services.drop(DropReason.RATE_LIMITED, source)
+
+    def _on_client_key(
+        self, event: ClientKey, source: Address, _: Member | None, now: float
+    ) -> None:
+        services = self._services
+        try:
+            claimed = identity(crypto.load_public_key_untrusted(event.pem), source)
+        except RemoteProtocolError as exc:
+            log.info("refused key from %s: %s", format_address(source), exc)
+            services.drop(exc.reason, source, exc)
+            return
+        if not services.roster.holds(claimed) and not self._registrations.allow(
+            (source[0], 0), now
+        ):
+            services.drop(DropReason.RATE_LIMITED, source, "registration")
+            return
+        try:
+            services.register(claimed, source, now)
+        except RosterFull as exc:
+            services.drop(DropReason.REGISTRY_FULL, source, exc)
+
+    def _on_fragment(
+        self, event: FragmentReceived, source: Address, sender: Member | None, now: float
+    ) -> None:
+        # Only a registered source's fragment can complete a message, so a message's
+        # sender is always registered at completion (the spec's "source gone" check).
+        services = self._services
+        if sender is None:
+            services.drop(DropReason.UNREGISTERED, source)
+            return
+        key = (source, event.fragment.msg_id)
+        if self.reassembler.starts(key, now) and not services.room_for(sender):
+            self.reassembler.refuse(key, now)  # before it costs anything: no buffer, no task
+            return
+        added = self.reassembler.add(source, event.fragment, now)
+        for ended, reason in added.dropped:
+            services.drop(reason, ended[0])
+            self._end(ended)
+        if isinstance(added, Rejected):
+            services.drop(added.reason, source)
+            if added.ended:
+                self._end(key)
+        elif isinstance(added, Pending):
+            if added.new:
+                message = self._reassembling[key] = _Message(sender)
+                services.start_message(partial(self._message, message, added.deadline))
+        else:
+            self._complete(key, sender, added)
+
+    def _on_disconnect(
+        self, _event: DisconnectRequest, source: Address, member: Member | None, _now: float
+    ) -> None:
+        if member is None or self._services.remove(member.id, "disconnect") is None:
+            self._services.drop(DropReason.UNREGISTERED, source)
+
+    def _on_keepalive(
+        self, _event: Keepalive, source: Address, member: Member | None, _now: float
+    ) -> None:
+        if member is None:
+            self._services.drop(DropReason.UNREGISTERED, source)
+
+    def _on_ignored(self, event: Ignored, source: Address, _: Member | None, _now: float) -> None:
+        self._services.drop(DropReason.UNKNOWN_TYPE, source, f"TLV type {event.type}")
+
+    # A message's task, from its first fragment.
+
+    def _complete(self, key: MessageKey, sender: Member, complete: Complete) -> None:
+        """Admit a message as it completes: it takes its place in its sender's line now."""
+        message = self._reassembling.pop(key, None)
+        if message is None:  # one fragment: complete at once, its task has nothing to wait for
+            message = _Message(sender)
+            self._services.start_message(partial(self._message, message, trio.current_time()))
+        opener = partial(self._open, sender, complete.payload)
+        message.relay = self._services.admit(sender, opener)
+        message.completed.set()
+
+    def _end(self, key: MessageKey) -> None:
+        """The reassembler dropped the message (counted there): its task ends."""
+        message = self._reassembling.pop(key, None)
+        if message is not None:
+            message.completed.set()
+
+    async def _message(self, message: _Message, deadline: float) -> None:
+        with trio.move_on_at(deadline):
+            await message.completed.wait()
+        if message.relay is not None:
+            await message.relay()
+        elif not message.completed.is_set():  # its deadline passed
+            for late in self.reassembler.expire(trio.current_time()):
+                self._services.drop(DropReason.REASSEMBLY_TIMEOUT, late[0])
+                self._end(late)
+
+    async def _open(self, sender: Member, payload: bytes, recipients: list[Member]) -> Opened:
+        """Decrypt in a worker, sealing there too when the recipients are few and all legacy."""
+        legacy_only = all(member.identity.profile == PROFILE for member in recipients)
+        keys = [_key(member) for member in recipients] if legacy_only else None
+        work = partial(
+            open_and_seal, self._key, payload, self.max_message_bytes, sender.address, keys
+        )
+        plaintext, sealed = await self._workers.call(work)
+        return Opened(plaintext, sealed, CONTROL_WORDS.get(plaintext))
+
+    # Copies and notices out.
+
+    async def seal(
+        self, origin: Origin, plaintext: bytes, recipients: Sequence[Member]
+    ) -> list[Sealed]:
+        """One copy per recipient, sealed by the workers a few recipients per job, with at
+        most one job per worker queued at once: so other messages are sealed in between,
+        and a large fan-out delays them by a job's time, not by its whole."""
+        keys = [_key(member) for member in recipients]
+        sealed: list[Sealed] = [DropReason.INTERNAL_ERROR] * len(keys)
+        starts = iter(range(0, len(keys), SEAL_INLINE_MAX))
+
+        async def seal_batches() -> None:
+            for start in starts:
+                batch = keys[start : start + SEAL_INLINE_MAX]
+                work = partial(seal_batch, origin.address, plaintext, batch)
+                sealed[start : start + len(batch)] = await self._workers.call(work)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(min(self._workers.count, -(-len(keys) // SEAL_INLINE_MAX))):
+                nursery.start_soon(seal_batches)
+        return sealed
+
+    def announce_joined(self, member: Member, recipients: Sequence[Member]) -> None:
+        self._broadcast(legacy.peer_joined(member.address), recipients)
+
+    def announce_present(self, newcomer: Member, present: Sequence[Member]) -> None:
+        for member in present:
+            if not self._services.notify(legacy.peer_joined(member.address), newcomer.address):
+                return
+
+    def announce_left(self, member: Member, recipients: Sequence[Member]) -> None:
+        self._broadcast(legacy.peer_left(member.address), recipients)
+
+    def _broadcast(self, datagram: bytes, recipients: Sequence[Member]) -> None:
+        self._services.broadcast(datagram, [member.address for member in recipients])
+
+
+def _answer_limits(config: RelayConfig) -> dict[str, Any]:
+    """Answers to key requests: a small request earns a large answer."""
+    return {
+        "per_source_burst": config.key_answers_per_source_burst,
+        "per_source_per_s": config.key_answers_per_source_per_s,
+        "total_burst": config.key_answers_total_burst,
+        "total_per_s": config.key_answers_total_per_s,
+    }
+
+
+def _registration_limits(config: RelayConfig) -> dict[str, Any]:
+    """Registrations and re-keys (each tells every member), per host and in all."""
+    return {
+        "per_source_burst": config.registrations_per_host_burst,
+        "per_source_per_s": config.registrations_per_host_per_s,
+        "total_burst": config.registrations_total_burst,
+        "total_per_s": config.registrations_total_per_s,
+    }

@@ -1,0 +1,247 @@
+"""A message's life after admission, whatever its profile: the relay's pipeline.
+
+A message is admitted when it completes (or, for an operator's post, when it is
+asked for): it counts against ``max_pending_relays`` and takes its place in its
+sender's line at once, so each sender's messages go out in the order they were
+admitted. Its life, run by its task in the relay's ``messages`` nursery: the
+profile opens it (decrypting, and sealing on the way when it can), each recipient's
+profile seals the copies still missing, it waits for its sender's earlier message,
+seals afresh once for recipients that re-keyed meanwhile, sends, and settles in
+``finally`` whatever happened. Whether there is room is asked before the work (a
+refusal is ``overloaded``), so the tasks are bounded.
+"""
+
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+from mcrelay.core.events import EventHub
+from mcrelay.core.members import Identity, Left, Member, Roster
+from mcrelay.core.profile import RELAY_ORIGIN, Opened, Opener, Origin, Profile, Sealed
+from mcrelay.core.stats import RelayCounters
+from mcrelay.daemon.outbox import Outbox
+from mcrelay.protocol.addresses import format_address
+from mcrelay.protocol.errors import DropReason, RemoteProtocolError
+
+log = logging.getLogger(__name__)
+
+MAX_RELAYS_PER_CLIENT = 32
+"""Messages of one member between admission and fan-out; more are ``overloaded``."""
+MAX_POSTS_IN_FLIGHT = 1
+"""Operator messages being sealed at once; another is refused (:class:`Overloaded`)."""
+POST_RETRY_AFTER_S = 1.0
+
+
+class Overloaded(Exception):
+    """The relay cannot take this message now; ``retry_after_s`` says when to try again."""
+
+    def __init__(self, message: str, retry_after_s: float = POST_RETRY_AFTER_S) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(slots=True, eq=False)
+class _Turn:
+    """A message's place in its sender's line: it goes out after ``previous`` is set."""
+
+    previous: trio.Event | None
+    done: trio.Event = field(default_factory=trio.Event)
+
+    async def wait_previous(self) -> None:
+        if self.previous is not None and not self.previous.is_set():
+            await self.previous.wait()
+
+
+class Messages:
+    def __init__(
+        self,
+        *,
+        roster: Roster,
+        outbox: Outbox,
+        counters: RelayCounters,
+        events: EventHub,
+        profiles: Mapping[str, Profile],
+        drop: Callable[..., None],
+        left: Callable[[Left], None],
+        remove: Callable[[str, str], object],
+        max_message_bytes: Callable[[], int],
+        max_pending: Callable[[], int],
+    ) -> None:
+        self._roster = roster
+        self._outbox = outbox
+        self._counters = counters
+        self._events = events
+        self._profiles = profiles
+        self._drop = drop
+        self._left = left
+        self._remove = remove
+        self._max_message_bytes = max_message_bytes
+        self._max_pending = max_pending
+        self.pending = 0
+        """Admitted messages not yet settled."""
+        self._posts_in_flight = 0
+        self._latest: dict[str, trio.Event] = {}
+        """Per sender, the event its latest admitted message sets once it has settled."""
+
+    def room_for(self, sender: Member) -> bool:
+        if (
+            self.pending >= self._max_pending()
+            or sender.messages_in_flight >= MAX_RELAYS_PER_CLIENT
+        ):
+            self._drop(DropReason.OVERLOADED, sender.address)
+            return False
+        return True
+
+    def admit(self, sender: Member, opener: Opener) -> Callable[[], Awaitable[None]] | None:
+        if not self.room_for(sender):
+            return None
+        self._roster.message_started(sender)
+        turn = self._enter_line(sender.id)
+
+        async def life() -> None:
+            try:
+                await self._relay(sender, turn, opener)
+            finally:
+                self._leave_line(sender.id, turn)
+                left = self._roster.message_settled(sender)
+                if left is not None:
+                    self._left(left)
+
+        return life
+
+    def admit_post(self) -> _Turn:
+        """Admit an operator's message, or raise :class:`Overloaded` (counted)."""
+        if self.pending >= self._max_pending() or self._posts_in_flight >= MAX_POSTS_IN_FLIGHT:
+            self._drop(DropReason.OVERLOADED, RELAY_ORIGIN.address)
+            raise Overloaded("the relay is busy sealing other messages; try again shortly")
+        self._posts_in_flight += 1
+        return self._enter_line(RELAY_ORIGIN.id)
+
+    async def post(self, turn: _Turn, plaintext: bytes, recipients: list[Member]) -> int:
+        """An admitted operator's message: sealed a few recipients per worker job, so
+        members' messages are sealed in between; returns the copies sent."""
+        try:
+            sealed = await self._seal(RELAY_ORIGIN, plaintext, recipients)
+            await turn.wait_previous()
+            return self._deliver(RELAY_ORIGIN, len(plaintext), recipients, sealed)
+        except Exception:
+            log.exception("posting a message failed")
+            self._drop(DropReason.INTERNAL_ERROR, RELAY_ORIGIN.address)
+            return 0
+        finally:
+            self._posts_in_flight -= 1
+            self._leave_line(RELAY_ORIGIN.id, turn)
+
+    def _enter_line(self, sender_id: str) -> _Turn:
+        self.pending += 1
+        turn = _Turn(self._latest.get(sender_id))
+        self._latest[sender_id] = turn.done
+        return turn
+
+    def _leave_line(self, sender_id: str, turn: _Turn) -> None:
+        self.pending -= 1
+        turn.done.set()
+        if self._latest.get(sender_id) is turn.done:
+            del self._latest[sender_id]
+
+    async def _relay(self, sender: Member, turn: _Turn, opener: Opener) -> None:
+        """Open (and seal), wait for the sender's earlier messages, re-seal once for
+        whoever re-keyed meanwhile, send. A bug costs this message, never the relay."""
+        origin = Origin(sender.id, sender.address)
+        try:
+            # Who gets it is decided now, so that a small fan-out can be sealed in the
+            # job that opens it: one hand-off per message, not one per step.
+            recipients = self._roster.others(sender)
+            identities = [member.identity for member in recipients]
+            failure: RemoteProtocolError | None = None
+            opened = Opened(b"")
+            try:
+                opened = await opener(recipients)
+                if opened.sealed is None and self._relayed(opened):
+                    opened = Opened(
+                        opened.plaintext, await self._seal(origin, opened.plaintext, recipients)
+                    )
+            except RemoteProtocolError as exc:
+                failure = exc
+            await turn.wait_previous()
+            if failure is not None:
+                self._drop(failure.reason, sender.address, failure)
+            elif len(opened.plaintext) > self._max_message_bytes():
+                self._drop(DropReason.TOO_LARGE, sender.address)
+            elif opened.control is not None:
+                self._control(sender, opened.control)
+            else:
+                assert opened.sealed is not None
+                await self._reseal_rekeyed(
+                    origin, opened.plaintext, recipients, identities, opened.sealed
+                )
+                self._deliver(origin, len(opened.plaintext), recipients, opened.sealed)
+        except Exception:
+            log.exception("relaying a message from %s failed", format_address(sender.address))
+            self._drop(DropReason.INTERNAL_ERROR, sender.address)
+
+    def _relayed(self, opened: Opened) -> bool:
+        return opened.control is None and len(opened.plaintext) <= self._max_message_bytes()
+
+    def _control(self, sender: Member, control: str) -> None:
+        """The sender's in-band request, if it is still the member it was."""
+        if self._roster.get(sender.id) is not sender:
+            return
+        if control == "refresh":
+            self._roster.touch(sender, trio.current_time())
+        else:
+            self._remove(sender.id, "disconnect")
+
+    async def _reseal_rekeyed(
+        self,
+        origin: Origin,
+        plaintext: bytes,
+        recipients: list[Member],
+        identities: list[Identity],
+        sealed: list[Sealed],
+    ) -> None:
+        """Recipients re-keyed while it was being sealed: seal their copies afresh, once
+        (re-keys can be spoofed; they must not hold the line)."""
+        rekeyed = [i for i, member in enumerate(recipients) if member.identity is not identities[i]]
+        if rekeyed:
+            again = await self._seal(origin, plaintext, [recipients[i] for i in rekeyed])
+            for index, copy in zip(rekeyed, again, strict=True):
+                sealed[index] = copy
+
+    async def _seal(
+        self, origin: Origin, plaintext: bytes, recipients: Sequence[Member]
+    ) -> list[Sealed]:
+        """Each recipient's copy, sealed by its own profile."""
+        by_profile: defaultdict[str, list[int]] = defaultdict(list)
+        for index, member in enumerate(recipients):
+            by_profile[member.identity.profile].append(index)
+        sealed: list[Sealed] = [DropReason.INTERNAL_ERROR] * len(recipients)
+        for name, indexes in by_profile.items():
+            copies = await self._profiles[name].seal(
+                origin, plaintext, [recipients[i] for i in indexes]
+            )
+            for index, copy in zip(indexes, copies, strict=True):
+                sealed[index] = copy
+        return sealed
+
+    def _deliver(
+        self, origin: Origin, size: int, recipients: list[Member], sealed: list[Sealed]
+    ) -> int:
+        """Send each recipient's copy (or count why it has none); return the copies."""
+        copies = 0
+        for member, copy in zip(recipients, sealed, strict=True):
+            if isinstance(copy, DropReason):
+                self._drop(copy, member.address)
+            elif self._outbox.send(copy, member.address):
+                member.messages_out += 1
+                member.bytes_out += len(copy)
+                copies += 1
+        self._counters.messages_relayed += 1
+        self._counters.copies_sent += copies
+        self._events.publish(
+            "message_relayed", sender=format_address(origin.address), size=size, recipients=copies
+        )
+        return copies

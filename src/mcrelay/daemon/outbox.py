@@ -1,0 +1,113 @@
+"""What the relay sends: at once when nothing waits, else in one bounded queue, in order.
+
+A copy of a message is sent at once, without blocking, when nothing waits; otherwise,
+and for every notice (a join or a leave makes one per member, so thousands at once),
+it waits in one queue that :meth:`Outbox.run` drains a batch per turn, so the loop
+keeps receiving. One queue, so a leave notice never overtakes the leaver's last
+copies; notices and copies are bounded apart, so a burst of either cannot crowd out
+the other. Past a bound the datagram is dropped and counted, never queued without end.
+"""
+
+import socket
+from collections import Counter, deque
+from collections.abc import Callable
+
+import trio
+
+from mcrelay.core.stats import RelayCounters
+from mcrelay.protocol.addresses import Address
+from mcrelay.protocol.errors import DropReason
+
+SEND_BATCH_DATAGRAMS = 256
+"""Datagrams sent per turn of the send task before it yields."""
+
+Drop = Callable[[DropReason, Address, object], None]
+
+
+class Outbox:
+    def __init__(
+        self, sock: socket.socket, counters: RelayCounters, drop: Drop, bound: Callable[[], int]
+    ) -> None:
+        """``bound()`` is how many notices, and apart how many copies, may wait."""
+        self._sock = sock
+        self._counters = counters
+        self._drop = drop
+        self._bound = bound
+        self._queue: deque[tuple[bytes, Address, bool]] = deque()
+        self._queued: Counter[bool] = Counter()
+        """Datagrams in the queue: notices under True, copies under False."""
+        self._added = trio.Event()
+        self._emptied = trio.Event()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def notify(self, datagram: bytes, address: Address) -> bool:
+        """Queue a notice for the send task; False (dropped, counted) past its bound.
+
+        Notices are not sent from here: a join or leave makes one per member, and
+        thousands of sends in a row would keep the loop from receiving."""
+        return self._enqueue(datagram, address, notice=True)
+
+    def broadcast(self, datagram: bytes, addresses: list[Address]) -> None:
+        for sent, address in enumerate(addresses):
+            if not self.notify(datagram, address):
+                self._counters.dropped[DropReason.SEND_QUEUE_FULL] += len(addresses) - sent - 1
+                return
+
+    def send(self, datagram: bytes, address: Address) -> bool:
+        """Send a copy now if nothing waits, else queue it; False if dropped."""
+        if not self._queue:
+            sent = self._sendto(datagram, address)
+            if sent is not None:
+                return sent
+        return self._enqueue(datagram, address, notice=False)
+
+    async def run(self) -> None:
+        """Drain the queue as the socket takes it."""
+        while True:
+            if not self._queue:
+                self._added = trio.Event()
+                await self._added.wait()
+            await trio.lowlevel.wait_writable(self._sock)
+            self._send_queued()
+
+    async def wait_empty(self) -> None:
+        while self._queue:
+            self._emptied = trio.Event()
+            await self._emptied.wait()
+
+    def _enqueue(self, datagram: bytes, address: Address, *, notice: bool) -> bool:
+        if self._queued[notice] >= self._bound():
+            self._drop(DropReason.SEND_QUEUE_FULL, address, None)
+            return False
+        self._queued[notice] += 1
+        self._queue.append((datagram, address, notice))
+        self._added.set()
+        return True
+
+    def _sendto(self, datagram: bytes, address: Address) -> bool | None:
+        """Send now: True when sent, False when refused (counted), None when it would block."""
+        try:
+            self._sock.sendto(datagram, address)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            self._drop(DropReason.SEND_FAILED, address, exc)
+            return False
+        self._counters.datagrams_out += 1
+        self._counters.bytes_out += len(datagram)
+        return True
+
+    def _send_queued(self) -> None:
+        for _ in range(SEND_BATCH_DATAGRAMS):
+            if not self._queue:
+                self._emptied.set()
+                return
+            datagram, address, notice = self._queue[0]
+            if self._sendto(datagram, address) is None:
+                return
+            self._queue.popleft()
+            self._queued[notice] -= 1
+        if not self._queue:
+            self._emptied.set()
