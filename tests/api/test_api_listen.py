@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from api_support import api_client, assert_json_error
 
-from mcrelay.api.address import ApiAddress, ApiBindError, default_api_socket, parse_api_address
 from mcrelay.api.app import create_app
 from mcrelay.api.context import ApiContext
-from mcrelay.daemon.config import RelayConfig
-from mcrelay.daemon.settings import resolve
+from mcrelay.api.errors import ApiBindError
+from mcrelay.settings.address import ApiAddress, default_api_socket, parse_api_address
+from mcrelay.settings.config import RelayConfig
+from mcrelay.settings.resolve import resolve
 from support import LOOPBACK, relay_config, running_daemon
 
 

@@ -28,7 +28,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from mcrelay.client import MessageReceived, Participant, PeerPresent
-from mcrelay.daemon.config import RelayConfig
 from mcrelay.daemon.relay import Relay
 from mcrelay.protocol import crypto, legacy
 from mcrelay.protocol.addresses import Address
@@ -53,6 +52,7 @@ from mcrelay.protocol.reassembly import (
     Rejected,
 )
 from mcrelay.protocol.tlv import TLV_HEADER, TlvType
+from mcrelay.settings.config import RelayConfig
 from mcrelay.sockets import open_client_socket
 from support import (
     GROUP,

@@ -13,12 +13,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcrelay.client import MessageReceived, PeerPresent
 from mcrelay.daemon import relay as relay_module
 from mcrelay.daemon import sealing
-from mcrelay.daemon.config import REGISTRATIONS_PER_HOST_BURST
 from mcrelay.daemon.registry import ClientRegistry, RegistryFull
 from mcrelay.protocol import crypto, legacy
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import LocalProtocolError
 from mcrelay.protocol.events import PeerJoined, PeerLeft, RelayedMessage
+from mcrelay.settings.config import REGISTRATIONS_PER_HOST_BURST
 from mcrelay.sockets import open_relay_socket
 from support import (
     LOOPBACK,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mcrelay.cli.status import ExitStatus
-from mcrelay.daemon.settings import (
+from mcrelay.settings.resolve import (
     SETTINGS,
     SettingsError,
     live_changes,

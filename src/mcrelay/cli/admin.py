@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from mcrelay.api.address import default_api
 from mcrelay.cli.chat import cancel_on_signal
 from mcrelay.cli.daemon import DESCRIBED_DEFAULTS
 from mcrelay.cli.describe import describe_event
@@ -28,6 +27,7 @@ from mcrelay.cli.options import (
 from mcrelay.cli.status import ExitStatus
 from mcrelay.cli.text import message_bytes, printable
 from mcrelay.daemon.bans import parse_ban_seconds, parse_ban_target
+from mcrelay.settings.address import default_api
 
 if TYPE_CHECKING:
     from mcrelay.cli.api_client import Api

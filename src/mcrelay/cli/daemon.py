@@ -9,7 +9,6 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from mcrelay.api.address import SOCKET_NAME
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import (
     Parser,
@@ -21,10 +20,12 @@ from mcrelay.cli.options import (
     port,
 )
 from mcrelay.cli.status import ExitStatus
-from mcrelay.daemon import config as defaults
-from mcrelay.daemon.config import KEY_FILE_NAME, RelayConfig
 from mcrelay.daemon.keyfile import KeyFileError
-from mcrelay.daemon.settings import (
+from mcrelay.logs import configure_logging
+from mcrelay.settings import config as defaults
+from mcrelay.settings.address import SOCKET_NAME
+from mcrelay.settings.config import KEY_FILE_NAME, RelayConfig
+from mcrelay.settings.resolve import (
     SETTINGS,
     Resolved,
     Setting,
@@ -33,7 +34,6 @@ from mcrelay.daemon.settings import (
     describe,
     resolve,
 )
-from mcrelay.logs import configure_logging
 
 
 def add_network_flags(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:

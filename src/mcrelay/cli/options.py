@@ -5,8 +5,8 @@ import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
-from mcrelay.daemon import settings
 from mcrelay.protocol.addresses import format_address, parse_address
+from mcrelay.settings import resolve as settings
 
 
 class UsageError(Exception):

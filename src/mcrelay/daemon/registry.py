@@ -14,9 +14,9 @@ from enum import Enum
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.daemon.config import MAX_CLIENTS_PER_HOST
 from mcrelay.protocol import crypto, legacy
 from mcrelay.protocol.addresses import Address
+from mcrelay.settings.config import MAX_CLIENTS_PER_HOST
 
 
 class Registration(Enum):

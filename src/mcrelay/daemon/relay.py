@@ -27,7 +27,6 @@ import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.daemon.bans import BanList
-from mcrelay.daemon.config import RelayConfig
 from mcrelay.daemon.events import EventHub
 from mcrelay.daemon.ratelimit import AnswerLimiter
 from mcrelay.daemon.registry import Client, ClientRegistry, Registration, RegistryFull
@@ -53,6 +52,7 @@ from mcrelay.protocol.events import (
     KeyRequest,
 )
 from mcrelay.protocol.reassembly import Complete, Reassembler, Rejected
+from mcrelay.settings.config import RelayConfig
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mcrelay.api.address import ApiAddress, parse_api_address
 from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
+from mcrelay.settings.address import ApiAddress, parse_api_address
 
 DEFAULT_GROUP = "224.1.1.1"
 DEFAULT_PORT = 5007

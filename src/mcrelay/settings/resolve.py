@@ -16,12 +16,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from mcrelay.api.address import default_api, parse_api_address
-from mcrelay.daemon import config as defaults
-from mcrelay.daemon.config import ConfigValueError, RelayConfig
 from mcrelay.files import FileError, read_regular_file, read_token_file
 from mcrelay.logs import LOG_FORMATS
 from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
+from mcrelay.settings import config as defaults
+from mcrelay.settings.address import default_api, parse_api_address
+from mcrelay.settings.config import ConfigValueError, RelayConfig
 
 DEFAULT_CONFIG_FILE = Path("/etc/mcrelay/mcrelay.toml")
 MAX_SETTINGS_FILE_BYTES = 1024 * 1024
