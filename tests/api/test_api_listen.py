@@ -227,14 +227,15 @@ async def test_status_over_the_unix_socket_with_a_token(
 
 async def test_a_failed_start_leaves_no_socket_file(relay_key_file: Path, tmp_path: Path) -> None:
     path = tmp_path / "api.sock"
-    config = RelayConfig(
-        group="192.0.2.1",  # not a multicast group: joining it fails
-        port=0,
-        interface=LOOPBACK,
-        key_file=relay_key_file,
-        api=f"unix:{path}",
-    )
-    with pytest.RaisesGroup(OSError, flatten_subgroups=True):
-        async with running_daemon(config):
-            pass  # pragma: no cover
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind((LOOPBACK, 0))  # the relay's port is taken: binding it fails
+        config = RelayConfig(
+            port=holder.getsockname()[1],
+            interface=LOOPBACK,
+            key_file=relay_key_file,
+            api=f"unix:{path}",
+        )
+        with pytest.RaisesGroup(OSError, flatten_subgroups=True):
+            async with running_daemon(config):
+                pass  # pragma: no cover
     assert not path.exists()

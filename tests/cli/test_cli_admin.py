@@ -16,7 +16,7 @@ from mcrelay.client import MessageReceived, PeerPresent
 from mcrelay.daemon.service import Daemon
 from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
 from mcrelay.protocol.events import PeerJoined, PeerLeft
-from mcrelay.settings.resolve import SETTINGS
+from mcrelay.settings.table import SETTINGS
 from support import (
     Console,
     assert_one_error_line,

@@ -1,5 +1,7 @@
 """ClientRegistry: registration, refresh, re-key, capacity and idle expiry, with explicit ``now``."""
 
+import re
+
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -16,6 +18,12 @@ C: Address = ("127.0.0.1", 40003)
 D: Address = ("127.0.0.1", 40004)
 
 
+def configured(*, max_clients: int, max_clients_per_host: int = 256) -> ClientRegistry:
+    registry = ClientRegistry()
+    registry.configure(max_clients=max_clients, max_clients_per_host=max_clients_per_host)
+    return registry
+
+
 def addresses(clients: list[Client]) -> list[Address]:
     return [client.address for client in clients]
 
@@ -28,7 +36,7 @@ def same_key_other_object(key: rsa.RSAPrivateKey) -> rsa.RSAPublicKey:
 
 
 def test_new_client_is_registered(keys: Keys) -> None:
-    registry = ClientRegistry(max_clients=4)
+    registry = configured(max_clients=4)
     assert registry.register(A, keys[1].public_key(), now=10.0) is Registration.NEW
     assert len(registry) == 1
     assert A in registry
@@ -44,7 +52,7 @@ def test_new_client_is_registered(keys: Keys) -> None:
 
 
 def test_same_key_refreshes(keys: Keys) -> None:
-    registry = ClientRegistry(max_clients=4)
+    registry = configured(max_clients=4)
     registry.register(A, keys[1].public_key(), now=1.0)
     # A different object with equal public numbers is the same key.
     other_object = same_key_other_object(keys[1])
@@ -59,7 +67,7 @@ def test_same_key_refreshes(keys: Keys) -> None:
 
 
 def test_other_key_rekeys(keys: Keys) -> None:
-    registry = ClientRegistry(max_clients=4)
+    registry = configured(max_clients=4)
     registry.register(A, keys[1].public_key(), now=1.0)
     assert registry.register(A, keys[2].public_key(), now=2.0) is Registration.REKEYED
     client = registry.get(A)
@@ -75,7 +83,7 @@ def test_other_key_rekeys(keys: Keys) -> None:
 
 
 def test_full_registry_refuses_new_clients_only(keys: Keys) -> None:
-    registry = ClientRegistry(max_clients=2)
+    registry = configured(max_clients=2)
     assert registry.register(A, keys[1].public_key(), now=1.0) is Registration.NEW
     assert registry.register(B, keys[2].public_key(), now=1.0) is Registration.NEW
     with pytest.raises(RegistryFull):
@@ -92,7 +100,7 @@ def test_full_registry_refuses_new_clients_only(keys: Keys) -> None:
 
 
 def test_touch(keys: Keys) -> None:
-    registry = ClientRegistry(max_clients=4)
+    registry = configured(max_clients=4)
     registry.register(A, keys[1].public_key(), now=1.0)
     assert registry.touch(A, now=5.0) is True
     client = registry.get(A)
@@ -104,7 +112,7 @@ def test_touch(keys: Keys) -> None:
 
 
 def test_remove(keys: Keys) -> None:
-    registry = ClientRegistry(max_clients=4)
+    registry = configured(max_clients=4)
     registry.register(A, keys[1].public_key(), now=1.0)
     registry.register(B, keys[2].public_key(), now=1.0)
     removed = registry.remove(A)
@@ -118,7 +126,7 @@ def test_remove(keys: Keys) -> None:
 
 
 def test_expire_takes_only_idle_clients_stalest_first(keys: Keys) -> None:
-    registry = ClientRegistry(max_clients=4)
+    registry = configured(max_clients=4)
     registry.register(A, keys[1].public_key(), now=0.0)
     registry.register(B, keys[2].public_key(), now=1.0)
     registry.register(C, keys[3].public_key(), now=2.0)
@@ -136,7 +144,7 @@ def test_expire_takes_only_idle_clients_stalest_first(keys: Keys) -> None:
 
 
 def test_touched_client_moves_to_the_back(keys: Keys) -> None:
-    registry = ClientRegistry(max_clients=4)
+    registry = configured(max_clients=4)
     registry.register(A, keys[1].public_key(), now=0.0)
     registry.register(B, keys[2].public_key(), now=1.0)
     registry.register(C, keys[3].public_key(), now=2.0)
@@ -148,7 +156,7 @@ def test_touched_client_moves_to_the_back(keys: Keys) -> None:
 
 
 def test_refresh_moves_to_the_back(keys: Keys) -> None:
-    registry = ClientRegistry(max_clients=4)
+    registry = configured(max_clients=4)
     registry.register(A, keys[1].public_key(), now=0.0)
     registry.register(B, keys[2].public_key(), now=1.0)
     registry.register(C, keys[3].public_key(), now=2.0)
@@ -159,7 +167,7 @@ def test_refresh_moves_to_the_back(keys: Keys) -> None:
 
 
 def test_others_excludes_the_address(keys: Keys) -> None:
-    registry = ClientRegistry(max_clients=4)
+    registry = configured(max_clients=4)
     registry.register(A, keys[1].public_key(), now=0.0)
     registry.register(B, keys[2].public_key(), now=0.0)
     registry.register(C, keys[3].public_key(), now=0.0)
@@ -173,9 +181,21 @@ def test_others_excludes_the_address(keys: Keys) -> None:
 
 
 def test_iteration_is_a_snapshot(keys: Keys) -> None:
-    registry = ClientRegistry(max_clients=4)
+    registry = configured(max_clients=4)
     registry.register(A, keys[1].public_key(), now=0.0)
     registry.register(B, keys[2].public_key(), now=0.0)
     for client in registry:
         registry.remove(client.address)  # must not break the iteration
     assert len(registry) == 0
+
+
+def test_a_registry_takes_no_one_until_configured(keys: Keys) -> None:
+    registry = ClientRegistry()
+    with pytest.raises(RegistryFull):
+        registry.register(A, keys[1].public_key(), now=10.0)
+    registry.configure(max_clients=1, max_clients_per_host=1)
+    assert registry.register(A, keys[1].public_key(), now=10.0) is Registration.NEW
+    registry.configure(max_clients=2, max_clients_per_host=1)
+    with pytest.raises(RegistryFull, match=re.escape("1 clients registered from 127.0.0.1")):
+        registry.register(B, keys[2].public_key(), now=10.0)
+    assert A in registry  # a tighter bound removes no one

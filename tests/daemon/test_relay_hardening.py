@@ -18,7 +18,6 @@ from mcrelay.protocol import crypto, legacy
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import LocalProtocolError
 from mcrelay.protocol.events import PeerJoined, PeerLeft, RelayedMessage
-from mcrelay.settings.config import REGISTRATIONS_PER_HOST_BURST
 from mcrelay.sockets import open_relay_socket
 from support import (
     LOOPBACK,
@@ -60,12 +59,13 @@ async def test_registrations_from_one_host_are_rate_limited(
     relay_key_file: Path, keys: Keys
 ) -> None:
     async with running_relay(relay_config(relay_key_file)) as relay:
-        for _ in range(REGISTRATIONS_PER_HOST_BURST + 5):
+        burst = relay.config.registrations_per_host_burst
+        for _ in range(burst + 5):
             async with raw_peer(relay, keys[2]) as raw:
                 await raw.send(legacy.client_key(keys[2].public_key()))
-        await wait_until(lambda: relay.counters.datagrams_in == REGISTRATIONS_PER_HOST_BURST + 5)
+        await wait_until(lambda: relay.counters.datagrams_in == burst + 5)
         assert dropped(relay, "rate_limited") >= 4
-        assert len(relay.registry) <= REGISTRATIONS_PER_HOST_BURST + 1
+        assert len(relay.registry) <= burst + 1
 
 
 async def test_registration_limits_are_settings_a_reload_changes(
@@ -102,7 +102,8 @@ async def test_registration_limits_are_settings_a_reload_changes(
 
 
 def test_clients_per_host_are_capped(keys: Keys) -> None:
-    registry = ClientRegistry(max_clients=10, max_clients_per_host=2)
+    registry = ClientRegistry()
+    registry.configure(max_clients=10, max_clients_per_host=2)
     key = keys[1].public_key()
     registry.register(("10.0.0.1", 1), key, 0.0)
     registry.register(("10.0.0.1", 2), key, 0.0)

@@ -5,7 +5,7 @@ from typing import Any
 
 from mcrelay import __version__
 from mcrelay.settings.config import RelayConfig
-from mcrelay.settings.resolve import SETTINGS
+from mcrelay.settings.table import SETTINGS
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:

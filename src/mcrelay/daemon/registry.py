@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.protocol import crypto, legacy
 from mcrelay.protocol.addresses import Address
-from mcrelay.settings.config import MAX_CLIENTS_PER_HOST
 
 
 class Registration(Enum):
@@ -56,14 +55,18 @@ class Client:
 
 
 class ClientRegistry:
-    def __init__(
-        self, *, max_clients: int, max_clients_per_host: int = MAX_CLIENTS_PER_HOST
-    ) -> None:
-        self.max_clients = max_clients
-        self.max_clients_per_host = max_clients_per_host
+    def __init__(self) -> None:
+        self.max_clients = 0
+        self.max_clients_per_host = 0
+        """The bounds on registration; until :meth:`configure`, the registry is full."""
         self._per_host: Counter[str] = Counter()
         # Ordered by last activity, stalest first: expiry looks only at the front.
         self._clients: OrderedDict[Address, Client] = OrderedDict()
+
+    def configure(self, *, max_clients: int, max_clients_per_host: int) -> None:
+        """New bounds; they apply to new registrations, and every client registered stays."""
+        self.max_clients = max_clients
+        self.max_clients_per_host = max_clients_per_host
 
     def __len__(self) -> int:
         return len(self._clients)

@@ -103,39 +103,22 @@ class Relay:
         *,
         workers: CryptoWorkers | None = None,
     ):
-        """``sock`` is the bound, non-blocking relay socket; ``workers`` run the RSA work."""
-        self.config = config
+        """``sock`` is the bound, non-blocking relay socket; ``workers`` run the RSA work.
+        Every setting reaches the relay's parts through :meth:`reconfigure`."""
         self._sock = sock
         self._key = key
         self.address: Address = sock.getsockname()[:2]
         public_key = key.public_key()
         self.fingerprint = crypto.fingerprint(public_key)
         self._server_key = legacy.server_key(public_key)
-        self.registry = ClientRegistry(
-            max_clients=config.max_clients, max_clients_per_host=config.max_clients_per_host
-        )
-        self.reassembler = Reassembler(
-            timeout_s=config.reassembly_timeout_s,
-            max_fragments=legacy.max_fragments(public_key, config.max_message_bytes),
-            max_messages_per_source=config.max_messages_per_source,
-            max_total_bytes=config.max_reassembly_bytes,
-        )
-        self._answers = AnswerLimiter(
-            per_source_burst=config.key_answers_per_source_burst,
-            per_source_per_s=config.key_answers_per_source_per_s,
-            total_burst=config.key_answers_total_burst,
-            total_per_s=config.key_answers_total_per_s,
-        )
-        self._registrations = AnswerLimiter(
-            per_source_burst=config.registrations_per_host_burst,
-            per_source_per_s=config.registrations_per_host_per_s,
-            total_burst=config.registrations_total_burst,
-            total_per_s=config.registrations_total_per_s,
-        )
+        self.registry = ClientRegistry()
+        self.reassembler = Reassembler(timeout_s=config.reassembly_timeout_s)
+        self._answers = AnswerLimiter()
+        self._registrations = AnswerLimiter()
         self.counters = RelayCounters()
         self.bans = BanList()
         self.events = EventHub()
-        self._workers = workers if workers is not None else CryptoWorkers(config.crypto_workers)
+        self._workers = workers if workers is not None else CryptoWorkers()
         # One queue, so a leave notice never overtakes the leaver's last copies; notices
         # and copies are bounded apart, so a burst of either cannot crowd out the other.
         self._outgoing: deque[tuple[bytes, Address, bool]] = deque()
@@ -157,6 +140,7 @@ class Relay:
             Keepalive: self._on_keepalive,
             Ignored: self._on_ignored,
         }
+        self.reconfigure(config)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -179,11 +163,13 @@ class Relay:
         }
 
     def reconfigure(self, config: RelayConfig) -> None:
-        """Apply the settings that can change while running (the caller keeps the rest)."""
+        """Apply the settings that can change while running (the caller keeps the rest);
+        at start, every setting."""
         self.config = config
         public_key = self._key.public_key()
-        self.registry.max_clients = config.max_clients
-        self.registry.max_clients_per_host = config.max_clients_per_host
+        self.registry.configure(
+            max_clients=config.max_clients, max_clients_per_host=config.max_clients_per_host
+        )
         self.reassembler.timeout_s = config.reassembly_timeout_s
         self.reassembler.max_fragments = legacy.max_fragments(public_key, config.max_message_bytes)
         self.reassembler.max_messages_per_source = config.max_messages_per_source

@@ -33,7 +33,7 @@ from mcrelay.daemon.keyfile import load_or_create_key
 from mcrelay.daemon.notify import Notifier
 from mcrelay.daemon.relay import RECEIVE_TICK_S, Relay
 from mcrelay.settings.config import RelayConfig
-from mcrelay.settings.resolve import BY_NAME, live_changes, restart_needed
+from mcrelay.settings.table import BY_NAME, live_changes, restart_needed
 from mcrelay.sockets import open_relay_socket
 
 log = logging.getLogger(__name__)
