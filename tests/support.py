@@ -98,6 +98,12 @@ async def wait_until(condition: Callable[[], bool]) -> None:
             await trio.sleep(0.005)
 
 
+def settled(relay: Relay) -> bool:
+    """No completed message waits for crypto or fan-out, and nothing waits to be sent."""
+    statistics = relay.statistics()
+    return statistics["pending_relays"] == 0 and statistics["send_queue"] == 0
+
+
 def dropped(relay: Relay, reason: str) -> int:
     counts = relay.statistics()["dropped"]
     assert isinstance(counts, dict)

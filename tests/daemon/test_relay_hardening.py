@@ -28,6 +28,7 @@ from support import (
     raw_peer,
     relay_config,
     running_relay,
+    settled,
     wait_until,
 )
 
@@ -141,7 +142,7 @@ async def test_a_full_notice_backlog_counts_every_lost_notice_and_the_rest_go_ou
         assert dropped(relay, "send_queue_full") == 6
         assert relay.statistics()["send_queue"] == 4
         stalled.stalled = False
-        await wait_until(relay.idle)
+        await wait_until(lambda: settled(relay))
         assert relay.counters.datagrams_out == 4
 
 
@@ -256,4 +257,32 @@ async def test_a_recipient_re_keying_during_every_seal_delays_a_message_once_not
             while (event := await next_event(b)) != MessageReceived(a.address, b"hello"):
                 assert isinstance(event, PeerJoined | PeerPresent)
             assert len(resealed) == 1
-            assert relay.idle()
+            assert settled(relay)
+
+
+async def test_a_message_the_crypto_stage_has_no_room_for_is_refused_at_its_first_fragment(
+    relay_key_file: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past saturation the loop spent its time on messages it would drop at completion:
+    now a message that finds the stage full is refused before reassembly (no buffer,
+    no task), each of its fragments counted as overloaded."""
+    gate = hold_decryption(monkeypatch)
+    config = relay_config(relay_key_file, max_pending_relays=1)
+    async with running_relay(config) as relay:
+        async with join(relay, keys[1]) as a, join(relay, keys[2]) as b:
+            async with raw_peer(relay, keys[3]) as c:
+                await c.register()
+                await a.send("held in the workers")
+                await wait_until(lambda: relay.statistics()["pending_relays"] == 1)
+                await c.send(*c.message(b"no room"))
+                await wait_until(lambda: dropped(relay, "overloaded") == 2)
+                assert relay.statistics()["reassembly_in_flight"] == 0
+                assert relay.statistics()["reassembly_bytes"] == 0
+                gate.set()
+                while (event := await next_event(b)) != MessageReceived(
+                    a.address, b"held in the workers"
+                ):
+                    assert isinstance(event, PeerJoined | PeerPresent)
+                await c.send(*c.message(b"room again", msg_id=b"\x00\x00\x00\x02"))
+                while (event := await next_event(b)) != MessageReceived(c.address, b"room again"):
+                    assert isinstance(event, PeerJoined | PeerPresent)

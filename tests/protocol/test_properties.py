@@ -230,6 +230,9 @@ operations = st.lists(
 )
 
 
+TIMED_OUT, EVICTED = DropReason.REASSEMBLY_TIMEOUT, DropReason.REASSEMBLY_EVICTED
+
+
 @FAST
 @given(operations)
 def test_reassembler_under_random_traffic(
@@ -251,10 +254,17 @@ def test_reassembler_under_random_traffic(
         else:
             holdings = reassembler.bytes_per_source()
             outcome = reassembler.add(source, Fragment(msg_id, seq, total, piece), now)
-            if outcome.evicted:
+            timed_out = [k for k, reason in outcome.dropped if reason is TIMED_OUT]
+            evicted = [k for k, reason in outcome.dropped if reason is EVICTED]
+            assert len(timed_out) + len(evicted) == len(outcome.dropped)
+            for gone in timed_out:
+                # What passed its deadline went first, the fragment's own message too.
+                assert open_deadline.pop(gone) <= now
+            assert all(deadline > now for deadline in open_deadline.values())
+            if evicted and not timed_out:
                 # Room is made at the expense of the heaviest holder first.
-                assert holdings[outcome.evicted[0][0]] == max(holdings.values())
-            for gone in outcome.evicted:
+                assert holdings[evicted[0][0]] == max(holdings.values())
+            for gone in evicted:
                 # Never the fragment's own message; what was evicted was pending and ends now.
                 assert gone != key
                 del open_deadline[gone]

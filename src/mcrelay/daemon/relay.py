@@ -1,28 +1,33 @@
-"""The relay: one receive loop, RSA in worker threads, a send task for what must wait.
+"""The relay: one receive loop, a task per message, RSA in worker threads, a send task.
 
 The receive loop reads the socket until it would block, decoding and dispatching
-each datagram synchronously, and times out messages in reassembly (it wakes for
-the earliest deadline). A completed message is admitted, or dropped as overloaded,
-and queued for the crypto workers (``workers.py``), which decrypt it and seal each
-recipient's copy (``sealing.py``). Back on the Trio thread, each sender's messages
-go out in the order they completed. Everything sent leaves in the order it was
-decided: a copy is sent at once, without blocking, when nothing waits; otherwise,
-and for every notice (one per client for each join and leave, so thousands at
-once), it waits in one queue that the send task drains a batch per turn, so the
-loop keeps receiving. Notices and copies have separate bounds in that queue.
-When a bound is reached the datagram or message is dropped and counted, never
-queued without end.
+each datagram synchronously. A message's life is a task in the ``messages``
+nursery, started when its first fragment arrives (or, for a message of one
+fragment, when it completes): it waits for the message to complete under a cancel
+scope at the reassembly deadline, hands the decryption and sealing to the crypto
+workers (``workers.py``, ``sealing.py``) and awaits them, waits for its sender's
+earlier messages so that each sender's messages go out in the order they completed,
+seals afresh once for recipients that re-keyed meanwhile, sends, and settles its
+bookkeeping in ``finally``. Whether a message may go on is decided before it costs
+anything (admission: dropped and counted as ``overloaded``), so the number of tasks
+is bounded by the reassembly byte cap and ``max_pending_relays``.
+
+Everything sent leaves in the order it was decided: a copy is sent at once, without
+blocking, when nothing waits; otherwise, and for every notice (one per client for
+each join and leave, so thousands at once), it waits in one queue that the send task
+drains a batch per turn, so the loop keeps receiving. Notices and copies have
+separate bounds in that queue. When a bound is reached the datagram or message is
+dropped and counted, never queued without end.
 """
 
 import logging
 import socket
 from collections import Counter, deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import outcome
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -39,7 +44,7 @@ from mcrelay.daemon.sealing import (
     split,
 )
 from mcrelay.daemon.stats import RelayCounters
-from mcrelay.daemon.workers import CryptoWorkers, Job
+from mcrelay.daemon.workers import CryptoWorkers
 from mcrelay.protocol import crypto, legacy
 from mcrelay.protocol.addresses import RELAY_ITSELF, Address, format_address
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
@@ -51,7 +56,7 @@ from mcrelay.protocol.events import (
     Keepalive,
     KeyRequest,
 )
-from mcrelay.protocol.reassembly import Complete, Reassembler, Rejected
+from mcrelay.protocol.reassembly import Complete, MessageKey, Pending, Reassembler, Rejected
 from mcrelay.settings.config import RelayConfig
 
 log = logging.getLogger(__name__)
@@ -79,19 +84,27 @@ class Overloaded(Exception):
 
 
 @dataclass(slots=True, eq=False)
-class _Relaying:
-    """A completed message, from admission until its copies are out."""
+class _Message:
+    """A message from its first fragment until its copies are out (or it is dropped)."""
 
     sender: Client
-    payload: bytes
-    recipients: list[Client]
-    keys: list[rsa.RSAPublicKey]
-    plaintext: bytes | None = None
-    sealed: list[Sealed] | None = None
-    failure: tuple[DropReason, object] | None = None
-    parts_left: int = 0
-    resealed: bool = False
-    ready: bool = False
+    completed: trio.Event = field(default_factory=trio.Event)
+    """Set when the message is complete, or ended in reassembly (then ``turn`` is None)."""
+    payload: bytes = b""
+    turn: "_Turn | None" = None
+    """Its place in its sender's line, taken when it completed and was admitted."""
+
+
+@dataclass(slots=True, eq=False)
+class _Turn:
+    """A message's place in its sender's line: it goes out after ``previous`` is set."""
+
+    previous: trio.Event | None
+    done: trio.Event = field(default_factory=trio.Event)
+
+    async def wait_previous(self) -> None:
+        if self.previous is not None and not self.previous.is_set():
+            await self.previous.wait()
 
 
 class Relay:
@@ -125,11 +138,17 @@ class Relay:
         self._queued: Counter[bool] = Counter()
         """Datagrams in ``_outgoing``: notices under True, copies under False."""
         self._backlog_added = trio.Event()
+        self._backlog_sent = trio.Event()
         self._leaving: dict[Address, Client] = {}
-        self._in_order: dict[Address, deque[_Relaying]] = {}
+        self._reassembling: dict[MessageKey, _Message] = {}
+        self._latest: dict[Address, trio.Event] = {}
+        """Per sender, the event its latest admitted message sets once it has settled."""
         self._pending_relays = 0
         self._posts_in_flight = 0
+        self._messages: trio.Nursery | None = None
         self._receiving = trio.CancelScope()
+        self.drained = trio.Event()
+        """Set once receiving has stopped and every message has settled and gone out."""
         self.last_turn = 0.0
         """When the receive loop last went round (Trio's clock)."""
         self._handlers: dict[type[Any], Callable[[Any, Address, float], None]] = {
@@ -143,12 +162,21 @@ class Relay:
         self.reconfigure(config)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The relay's tasks; after :meth:`stop_receiving`, :attr:`drained` is set once the
+        ``messages`` nursery has closed and the send queue is empty (then it idles)."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self._workers.run)
             nursery.start_soon(self._send_loop)
             nursery.start_soon(self._cleanup_loop)
-            nursery.start_soon(self._receive_loop)
-            task_status.started()
+            async with trio.open_nursery() as messages:
+                self._messages = messages
+                messages.start_soon(self._receive_loop)
+                task_status.started()
+            self._messages = None
+            while self._outgoing:
+                self._backlog_sent = trio.Event()
+                await self._backlog_sent.wait()
+            self.drained.set()
 
     def statistics(self) -> dict[str, object]:
         return {
@@ -196,10 +224,6 @@ class Relay:
     def stopping(self) -> bool:
         return self._receiving.cancel_called
 
-    def idle(self) -> bool:
-        """Nothing completed is waiting for crypto or fan-out, and nothing waits to be sent."""
-        return not (self._pending_relays or self._outgoing)
-
     def remove(self, address: Address, reason: str) -> Client | None:
         """Remove a client and tell every other client it left."""
         client = self.registry.remove(address)
@@ -225,17 +249,29 @@ class Relay:
 
         Admitted as a client's message is (it counts against ``max_pending_relays``),
         one at a time; otherwise :class:`Overloaded` is raised and ``overloaded`` counted.
-        Its sealing goes to the workers a few recipients per job, at most one job per
-        worker queued at once, so clients' messages are sealed in between: a large
-        post to many clients delays them by a job's time, not by the whole post's."""
+        It is a task in the ``messages`` nursery, ordered after the relay's earlier
+        posts, so a stop waits for it. Its sealing goes to the workers a few recipients
+        per job, at most one job per worker queued at once, so clients' messages are
+        sealed in between: a large post delays them by a job's time, not the post's."""
+        messages = self._messages
+        if messages is None or self.stopping:
+            raise Overloaded("the relay is stopping")
         if (
             self._pending_relays >= self.config.max_pending_relays
             or self._posts_in_flight >= MAX_POSTS_IN_FLIGHT
         ):
             self._drop(DropReason.OVERLOADED, RELAY_ITSELF)
             raise Overloaded("the relay is busy sealing other messages; try again shortly")
-        self._pending_relays += 1
+        copies: list[int] = []
+        turn = self._enter_line(RELAY_ITSELF)
         self._posts_in_flight += 1
+        messages.start_soon(self._post, plaintext, recipients, copies, turn)
+        await turn.done.wait()
+        return copies[0] if copies else 0
+
+    async def _post(
+        self, plaintext: bytes, recipients: list[Client], copies: list[int], turn: _Turn
+    ) -> None:
         try:
             keys = [client.key for client in recipients]
             sealed: list[Sealed] = [DropReason.INTERNAL_ERROR] * len(keys)
@@ -244,28 +280,28 @@ class Relay:
             async def seal_batches() -> None:
                 for start in starts:
                     batch = keys[start : start + SEAL_INLINE_MAX]
-                    done = await self._workers.call(
-                        partial(seal_batch, RELAY_ITSELF, plaintext, batch)
-                    )
-                    sealed[start : start + len(done)] = done
+                    work = partial(seal_batch, RELAY_ITSELF, plaintext, batch)
+                    sealed[start : start + len(batch)] = await self._workers.call(work)
 
             async with trio.open_nursery() as nursery:
                 for _ in range(min(self._workers.count, len(keys))):
                     nursery.start_soon(seal_batches)
-            return self._deliver(RELAY_ITSELF, len(plaintext), recipients, sealed)
+            await turn.wait_previous()
+            copies.append(self._deliver(RELAY_ITSELF, len(plaintext), recipients, sealed))
+        except Exception:
+            log.exception("posting a message failed")
+            self._drop(DropReason.INTERNAL_ERROR, RELAY_ITSELF)
         finally:
-            self._pending_relays -= 1
             self._posts_in_flight -= 1
+            self._leave_line(RELAY_ITSELF, turn)
 
     # The receive path: synchronous from the socket to the crypto workers.
 
     async def _receive_loop(self) -> None:
         with self._receiving:
             while True:
-                now = trio.current_time()
-                self.last_turn = now
-                self._expire_reassembly(now)
-                with trio.move_on_at(min(now + RECEIVE_TICK_S, self.reassembler.next_deadline())):
+                self.last_turn = trio.current_time()
+                with trio.move_on_after(RECEIVE_TICK_S):
                     await trio.lowlevel.wait_readable(self._sock)
                     self._receive_batch()
 
@@ -354,14 +390,23 @@ class Relay:
         if sender is None:
             self._drop(DropReason.UNREGISTERED, source)
             return
-        self._expire_reassembly(now)
+        key = (source, event.fragment.msg_id)
+        if self.reassembler.starts(key, now) and not self._admit(sender):
+            # Refused before it costs anything: no reassembly, no task.
+            return
         added = self.reassembler.add(source, event.fragment, now)
-        for key in added.evicted:
-            self._drop(DropReason.REASSEMBLY_EVICTED, key[0])
+        for ended, reason in added.dropped:
+            self._drop(reason, ended[0])
+            self._end_reassembly(ended)
         if isinstance(added, Rejected):
             self._drop(added.reason, source)
-        elif isinstance(added, Complete):
-            self._start_relay(sender, added.payload)
+            if added.ended:
+                self._end_reassembly(key)
+        elif isinstance(added, Pending):
+            if added.new:
+                self._start_message(key, _Message(sender), added.deadline)
+        else:
+            self._complete(key, sender, added)
 
     def _on_disconnect(self, _event: DisconnectRequest, source: Address, _now: float) -> None:
         if self.remove(source, "disconnect") is None:
@@ -374,136 +419,152 @@ class Relay:
     def _on_ignored(self, event: Ignored, source: Address, _now: float) -> None:
         self._drop(DropReason.UNKNOWN_TYPE, source, f"TLV type {event.type}")
 
-    def _expire_reassembly(self, now: float) -> None:
-        for key in self.reassembler.expire(now):
-            self._drop(DropReason.REASSEMBLY_TIMEOUT, key[0])
+    # A message's life: a task in the messages nursery, from its first fragment on.
 
-    # A completed message: admitted, opened and sealed by the workers, sent in order.
+    def _start_message(self, key: MessageKey, message: _Message, deadline: float) -> None:
+        assert self._messages is not None, "fragments are received only while receiving"
+        self._reassembling[key] = message
+        self._messages.start_soon(self._message, message, deadline)
 
-    def _start_relay(self, sender: Client, payload: bytes) -> None:
-        source = sender.address
+    def _complete(self, key: MessageKey, sender: Client, complete: Complete) -> None:
+        """Admit a message as it completes: it takes its place in its sender's line now,
+        so that its sender's messages go out in the order they completed, and a leave
+        announced meanwhile waits for it."""
+        message = self._reassembling.pop(key, None)
+        if message is None:  # one fragment: complete at once, its task has nothing to wait for
+            message = _Message(sender)
+            assert self._messages is not None, "fragments are received only while receiving"
+            self._messages.start_soon(self._message, message, trio.current_time())
+        if self._admit(sender):
+            sender.messages_in += 1
+            sender.relays_in_flight += 1
+            message.payload, message.turn = complete.payload, self._enter_line(sender.address)
+        message.completed.set()
+
+    def _end_reassembly(self, key: MessageKey) -> None:
+        """The reassembler dropped the message (counted there): its task ends."""
+        message = self._reassembling.pop(key, None)
+        if message is not None:
+            message.completed.set()
+
+    async def _message(self, message: _Message, deadline: float) -> None:
+        with trio.move_on_at(deadline):
+            await message.completed.wait()
+        if message.turn is not None:
+            await self._relay(message.sender, message.payload, message.turn)
+        elif not message.completed.is_set():  # its deadline passed
+            for late in self.reassembler.expire(trio.current_time()):
+                self._drop(DropReason.REASSEMBLY_TIMEOUT, late[0])
+                self._end_reassembly(late)
+
+    def _admit(self, sender: Client) -> bool:
+        """Is there room for one more of its messages in the crypto stage? Asked when a
+        message would start and again when it completes; a refusal is ``overloaded``."""
         if (
             self._pending_relays >= self.config.max_pending_relays
             or sender.relays_in_flight >= MAX_RELAYS_PER_CLIENT
         ):
-            self._drop(DropReason.OVERLOADED, source)
-            return
-        sender.messages_in += 1
-        sender.relays_in_flight += 1
+            self._drop(DropReason.OVERLOADED, sender.address)
+            return False
+        return True
+
+    def _enter_line(self, source: Address) -> _Turn:
+        """A new message of ``source``: it counts as pending and takes its place in line."""
         self._pending_relays += 1
-        # Who gets it is decided now, so that a small fan-out seals in the same job
-        # as the decryption: one hand-off per message, not one per step.
-        recipients = self.registry.others(source)
-        relaying = _Relaying(sender, payload, recipients, [client.key for client in recipients])
-        self._in_order.setdefault(source, deque()).append(relaying)
-        work = partial(
-            open_and_seal,
-            self._key,
-            payload,
-            self.config.max_message_bytes,
-            source,
-            relaying.keys,
-        )
-        self._workers.submit(Job(work, partial(self._opened, relaying)))
+        turn = _Turn(self._latest.get(source))
+        self._latest[source] = turn.done
+        return turn
 
-    def _opened(self, relaying: _Relaying, result: outcome.Outcome[Any]) -> None:
-        try:
-            relaying.plaintext, relaying.sealed = result.unwrap()
-            if relaying.sealed is None and is_chat(
-                relaying.plaintext, self.config.max_message_bytes
-            ):
-                self._seal(relaying, list(range(len(relaying.recipients))))
-                return
-        except RemoteProtocolError as exc:
-            relaying.failure = (exc.reason, exc)
-        except Exception as exc:
-            self._failed(relaying, "decrypting", exc)
-        self._ready(relaying)
+    def _leave_line(self, source: Address, turn: _Turn) -> None:
+        self._pending_relays -= 1
+        turn.done.set()
+        if self._latest.get(source) is turn.done:
+            del self._latest[source]
 
-    def _seal(self, relaying: _Relaying, indices: list[int]) -> None:
-        """Seal for the recipients at ``indices``, with their current keys, a job per worker."""
-        assert relaying.plaintext is not None
-        if relaying.sealed is None:
-            relaying.sealed = [DropReason.INTERNAL_ERROR] * len(relaying.recipients)
-        for index in indices:
-            relaying.keys[index] = relaying.recipients[index].key
-        parts = split(indices, max(1, min(len(indices), self._workers.count)))
-        relaying.parts_left = len(parts)
-        source, plaintext = relaying.sender.address, relaying.plaintext
-        for part in parts:
-            work = partial(seal_batch, source, plaintext, [relaying.keys[i] for i in part])
-            self._workers.submit(Job(work, partial(self._sealed_part, relaying, part)))
-
-    def _sealed_part(
-        self, relaying: _Relaying, part: list[int], result: outcome.Outcome[list[Sealed]]
-    ) -> None:
-        try:
-            assert relaying.sealed is not None
-            for index, datagram in zip(part, result.unwrap(), strict=True):
-                relaying.sealed[index] = datagram
-        except Exception as exc:
-            self._failed(relaying, "sealing", exc)
-        relaying.parts_left -= 1
-        if not relaying.parts_left:
-            self._ready(relaying)
-
-    def _failed(self, relaying: _Relaying, doing: str, exc: Exception) -> None:
-        """A bug in a crypto job or its completion: the message is dropped, never stuck."""
-        log.exception("%s a message from %s failed", doing, format_address(relaying.sender.address))
-        relaying.failure = (DropReason.INTERNAL_ERROR, exc)
-
-    def _ready(self, relaying: _Relaying) -> None:
-        """Send what is ready at the head of its sender's line, in completion order."""
-        relaying.ready = True
-        source = relaying.sender.address
-        line = self._in_order[source]
-        while line and line[0].ready:
-            head = line[0]
-            if head.failure is None and head.sealed is not None and not head.resealed:
-                rekeyed = _rekeyed(head)
-                if rekeyed:
-                    # Recipients re-keyed while it was being sealed: seal their copies
-                    # afresh, once (re-keys can be spoofed; they must not stall the line).
-                    head.ready, head.resealed = False, True
-                    self._seal(head, rekeyed)
-                    return
-            line.popleft()
-            self._finish(head)
-        if not line:
-            del self._in_order[source]
-
-    def _finish(self, relaying: _Relaying) -> None:
-        sender = relaying.sender
+    async def _relay(self, sender: Client, payload: bytes, turn: _Turn) -> None:
+        """Open and seal in the workers, wait for the sender's earlier messages, re-seal
+        once for whoever re-keyed meanwhile, send; settle whatever happens."""
         source = sender.address
         try:
-            current = self.registry.get(source) is sender
-            if relaying.failure is not None:
-                self._drop(relaying.failure[0], source, relaying.failure[1])
-            elif relaying.plaintext is None:
-                raise AssertionError("a message finished neither opened nor failed")
-            elif len(relaying.plaintext) > self.config.max_message_bytes:
-                self._drop(DropReason.TOO_LARGE, source)
-            elif relaying.plaintext == legacy.CONNECT_WORD:
-                if current:
-                    self.registry.touch(source, trio.current_time())
-            elif relaying.plaintext == legacy.DISCONNECT_WORD:
-                if current:
-                    self.remove(source, "disconnect")
-            else:
-                assert relaying.sealed is not None
-                plaintext_bytes = len(relaying.plaintext)
-                self._deliver(source, plaintext_bytes, relaying.recipients, relaying.sealed)
+            # Who gets it is decided now, so that a small fan-out seals in the same job
+            # as the decryption: one hand-off per message, not one per step.
+            recipients = self.registry.others(source)
+            keys = [client.key for client in recipients]
+            failure: RemoteProtocolError | None = None
+            plaintext, sealed = b"", None
+            try:
+                work = partial(
+                    open_and_seal, self._key, payload, self.config.max_message_bytes, source, keys
+                )
+                plaintext, sealed = await self._workers.call(work)
+                if sealed is None and is_chat(plaintext, self.config.max_message_bytes):
+                    sealed = await self._seal(source, plaintext, keys)
+            except RemoteProtocolError as exc:
+                failure = exc
+            await turn.wait_previous()
+            if failure is not None:
+                self._drop(failure.reason, source, failure)
+                return
+            if sealed is not None:
+                # Recipients re-keyed while it was being sealed: seal their copies afresh,
+                # once (re-keys can be spoofed; they must not hold the line).
+                rekeyed = [i for i, c in enumerate(recipients) if c.key is not keys[i]]
+                if rekeyed:
+                    again = await self._seal(
+                        source, plaintext, [recipients[i].key for i in rekeyed]
+                    )
+                    for index, copy in zip(rekeyed, again, strict=True):
+                        sealed[index] = copy
+            self._finish(sender, plaintext, recipients, sealed)
         except Exception:
             # A bug must cost one message, never the daemon: count it, log it, go on.
             log.exception("relaying a message from %s failed", format_address(source))
             self._drop(DropReason.INTERNAL_ERROR, source)
         finally:
-            self._pending_relays -= 1
+            self._leave_line(source, turn)
             sender.relays_in_flight -= 1
             if sender.left_reason is not None and not sender.relays_in_flight:
                 self._leaving.pop(source, None)
                 reason, sender.left_reason = sender.left_reason, None
                 self._announce_left(source, reason)
+
+    async def _seal(
+        self, source: Address, plaintext: bytes, keys: Sequence[rsa.RSAPublicKey]
+    ) -> list[Sealed]:
+        """One copy per key, sealed by the workers, a job per worker."""
+        parts = split(range(len(keys)), max(1, min(len(keys), self._workers.count)))
+        sealed: list[Sealed] = [DropReason.INTERNAL_ERROR] * len(keys)
+
+        async def seal_part(part: list[int]) -> None:
+            work = partial(seal_batch, source, plaintext, [keys[i] for i in part])
+            for index, copy in zip(part, await self._workers.call(work), strict=True):
+                sealed[index] = copy
+
+        async with trio.open_nursery() as nursery:
+            for part in parts:
+                nursery.start_soon(seal_part, part)
+        return sealed
+
+    def _finish(
+        self,
+        sender: Client,
+        plaintext: bytes,
+        recipients: list[Client],
+        sealed: list[Sealed] | None,
+    ) -> None:
+        source = sender.address
+        current = self.registry.get(source) is sender
+        if len(plaintext) > self.config.max_message_bytes:
+            self._drop(DropReason.TOO_LARGE, source)
+        elif plaintext == legacy.CONNECT_WORD:
+            if current:
+                self.registry.touch(source, trio.current_time())
+        elif plaintext == legacy.DISCONNECT_WORD:
+            if current:
+                self.remove(source, "disconnect")
+        else:
+            assert sealed is not None
+            self._deliver(source, len(plaintext), recipients, sealed)
 
     def _deliver(
         self, sender: Address, size: int, recipients: list[Client], sealed: list[Sealed]
@@ -581,6 +642,7 @@ class Relay:
     def _send_queued(self) -> None:
         for _ in range(SEND_BATCH_DATAGRAMS):
             if not self._outgoing:
+                self._backlog_sent.set()
                 return
             datagram, address, notice = self._outgoing[0]
             if self._sendto(datagram, address) is None:
@@ -613,12 +675,3 @@ class Relay:
         self.events.dropped(reason.value, source)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("dropped %s from %s: %s", reason, format_address(source), detail or "")
-
-
-def _rekeyed(relaying: _Relaying) -> list[int]:
-    """The recipients (by index) whose key changed since the message was sealed for them."""
-    return [
-        index
-        for index, (client, key) in enumerate(zip(relaying.recipients, relaying.keys, strict=True))
-        if client.key is not key
-    ]

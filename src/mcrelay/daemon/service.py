@@ -3,14 +3,20 @@
 run_until_signal                      SIGHUP reloads; SIGTERM/SIGINT drain, then stop
 └── run_daemon
     ├── _report_status, _watchdog     sd_notify STATUS= and WATCHDOG=1 (under systemd)
-    ├── _drain                        after the first SIGTERM: in-flight messages go out
+    ├── _drain                        after the first SIGTERM: waits (within the grace
+    │                                 period) for Relay.drained: messages in flight go out
     └── serve
         ├── Relay.run
         │   ├── CryptoWorkers.run     owns the RSA threads; results come back in batches
-        │   ├── _receive_loop         read until it would block, decode, dispatch; expire
-        │   │                         reassembly at its deadlines; never waits on crypto
         │   ├── _send_loop            sends the notices, and copies when the socket was full
-        │   └── _cleanup_loop         expires idle clients
+        │   ├── _cleanup_loop         expires idle clients
+        │   └── messages              closes once receiving stops and every message settled
+        │       ├── _receive_loop     read until it would block, decode, dispatch; never
+        │       │                     waits on crypto
+        │       ├── _message          one per message, from its first fragment: waits for
+        │       │                     the rest under move_on_at(reassembly deadline), then
+        │       │                     crypto (workers), its sender's earlier messages, send
+        │       └── _post             an operator's message (POST /v1/messages), one at most
         ├── EventHub.run              publishes the counted drops once a second
         └── serve_api                 the control API (unless --api off): our accept loop,
                                       hypercorn's HTTP/1.1 per connection; all closed at stop
@@ -43,7 +49,6 @@ SHUTDOWN_GRACE_S = 2.0
 STATUS_INTERVAL_S = 5.0
 RELOAD_TIMEOUT_S = 10.0
 """How long a reload may take to read its files before it is given up."""
-DRAIN_POLL_S = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,8 +234,8 @@ async def _watchdog(relay: Relay, notifier: Notifier, interval_s: float) -> None
 
 
 async def _drain(relay: Relay, grace_s: float, scope: trio.CancelScope) -> None:
+    """Stop receiving; give the messages in flight ``grace_s`` to settle and go out."""
     relay.stop_receiving()
     with trio.move_on_after(grace_s):
-        while not relay.idle():  # noqa: ASYNC110 - shutdown only; no event to wait on
-            await trio.sleep(DRAIN_POLL_S)
+        await relay.drained.wait()
     scope.cancel()

@@ -6,10 +6,13 @@ is complete when every seq in ``0..total-1`` has arrived. A bad ``total``, a
 message. Completed and invalidated keys stay as tombstones until their
 deadline, so a duplicated datagram is never delivered twice. Buffers are
 bounded per source and in total. At the total bound the source holding the most
-buffered bytes loses its oldest partial message to make room (the outcome names
-what was evicted), so that many sources together cannot starve a well-behaved one.
+buffered bytes loses its oldest partial message to make room, so that many sources
+together cannot starve a well-behaved one. :meth:`Reassembler.add` first drops the
+messages whose deadline has passed; its outcome names every other message it
+dropped, and why (timed out or evicted), so the caller counts each once.
 """
 
+import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -29,6 +32,10 @@ MAX_TOMBSTONES = 65536
 """Finished keys remembered; past this the oldest is forgotten first (a tombstone holds no data)."""
 
 
+Dropped = tuple[tuple[MessageKey, DropReason], ...]
+"""Messages a call ended besides the fragment's own: timed out, or evicted for room."""
+
+
 @dataclass(frozen=True, slots=True)
 class Pending:
     """The fragment was buffered; ``new`` when it started the message."""
@@ -36,15 +43,14 @@ class Pending:
     key: MessageKey
     deadline: float
     new: bool
-    evicted: tuple[MessageKey, ...] = ()
-    """Partial messages dropped to make room for this fragment (see :class:`Reassembler`)."""
+    dropped: Dropped = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Complete:
     key: MessageKey
     payload: bytes
-    evicted: tuple[MessageKey, ...] = ()
+    dropped: Dropped = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +59,7 @@ class Rejected:
 
     reason: DropReason
     ended: bool = False
-    evicted: tuple[MessageKey, ...] = ()
+    dropped: Dropped = ()
 
 
 Outcome = Pending | Complete | Rejected
@@ -102,11 +108,26 @@ class Reassembler:
         """Bytes charged to each source holding a partial message."""
         return dict(self._bytes_per_source)
 
+    def starts(self, key: MessageKey, now: float) -> bool:
+        """Would a fragment of ``key`` start a message (none pending, none just ended)?"""
+        buried_until = self._tombstones.get(key)
+        return key not in self._partials and (buried_until is None or buried_until <= now)
+
     def add(self, source: Address, fragment: Fragment, now: float) -> Outcome:
-        """Take one fragment. Call :meth:`expire` with the same ``now`` first, so that
-        a message past its deadline is dropped as timed out rather than completed."""
-        key = (source, fragment.msg_id)
-        self._forget_tombstones(now)
+        """Take one fragment, at ``now``. Messages past their deadline are dropped first
+        (a late fragment of one starts it afresh), and named in the outcome's ``dropped``
+        with the messages evicted to make room, so each is counted once."""
+        dropped = [(key, DropReason.REASSEMBLY_TIMEOUT) for key in self.expire(now)]
+        outcome = self._add((source, fragment.msg_id), fragment, now, dropped)
+        return dataclasses.replace(outcome, dropped=tuple(dropped)) if dropped else outcome
+
+    def _add(
+        self,
+        key: MessageKey,
+        fragment: Fragment,
+        now: float,
+        dropped: list[tuple[MessageKey, DropReason]],
+    ) -> Outcome:
         buried_until = self._tombstones.get(key)
         if buried_until is not None:
             if buried_until > now:
@@ -114,29 +135,26 @@ class Reassembler:
             # Tombstones leave in completion order; this one is past its own deadline.
             del self._tombstones[key]
         partial = self._partials.get(key)
-        if partial is not None and partial.deadline <= now:
-            self._release(key, partial)
-            return Rejected(DropReason.REASSEMBLY_TIMEOUT, ended=True)
         if not self._valid_numbers(fragment) or (
             partial is not None and fragment.total != partial.total
         ):
             return self._invalidate(key, partial)
         if partial is None:
-            return self._start(key, fragment, now)
+            return self._start(key, fragment, now, dropped)
         known = partial.pieces.get(fragment.seq)
         if known is not None:
             if known == fragment.piece:
                 return Rejected(DropReason.DUPLICATE_FRAGMENT)
             return self._invalidate(key, partial)
         cost = len(fragment.piece) + FRAGMENT_OVERHEAD_BYTES
-        evicted = self._make_room(cost, key)
+        self._make_room(cost, key, dropped)
         if self.buffered_bytes + cost > self.max_total_bytes:
-            return Rejected(DropReason.BUFFER_LIMIT, evicted=evicted)
+            return Rejected(DropReason.BUFFER_LIMIT)
         partial.pieces[fragment.seq] = fragment.piece
-        self._charge(source, partial, cost)
+        self._charge(key[0], partial, cost)
         if len(partial.pieces) == partial.total:
-            return self._complete(key, partial, evicted)
-        return Pending(key, partial.deadline, new=False, evicted=evicted)
+            return self._complete(key, partial)
+        return Pending(key, partial.deadline, new=False)
 
     def expire(self, now: float) -> list[MessageKey]:
         """Drop every message whose deadline has passed; return the keys that timed out."""
@@ -151,13 +169,6 @@ class Reassembler:
         self._forget_tombstones(now)
         return timed_out
 
-    def next_deadline(self) -> float:
-        """When the earliest message in reassembly times out (infinity if there is none)."""
-        return min(
-            (next(iter(lane.values())).deadline for lane in self._lanes.values()),
-            default=float("inf"),
-        )
-
     def _valid_numbers(self, fragment: Fragment) -> bool:
         return (
             0 < fragment.total <= self.max_fragments
@@ -165,7 +176,13 @@ class Reassembler:
             and len(fragment.piece) <= FRAGMENT_SIZE
         )
 
-    def _start(self, key: MessageKey, fragment: Fragment, now: float) -> Outcome:
+    def _start(
+        self,
+        key: MessageKey,
+        fragment: Fragment,
+        now: float,
+        dropped: list[tuple[MessageKey, DropReason]],
+    ) -> Outcome:
         source = key[0]
         deadline = now + self.timeout_s
         if fragment.total == 1:
@@ -175,25 +192,26 @@ class Reassembler:
         if len(self._per_source.get(source, ())) >= self.max_messages_per_source:
             return Rejected(DropReason.SOURCE_LIMIT)
         cost = MESSAGE_OVERHEAD_BYTES + len(fragment.piece) + FRAGMENT_OVERHEAD_BYTES
-        evicted = self._make_room(cost, key)
+        self._make_room(cost, key, dropped)
         if self.buffered_bytes + cost > self.max_total_bytes:
-            return Rejected(DropReason.BUFFER_LIMIT, evicted=evicted)
+            return Rejected(DropReason.BUFFER_LIMIT)
         partial = _Partial(fragment.total, deadline, self.timeout_s, {fragment.seq: fragment.piece})
         self._partials[key] = partial
         self._lanes.setdefault(partial.lane, OrderedDict())[key] = partial
         self._per_source.setdefault(source, {})[key] = partial
         self._charge(source, partial, cost)
-        return Pending(key, partial.deadline, new=True, evicted=evicted)
+        return Pending(key, partial.deadline, new=True)
 
     def _charge(self, source: Address, partial: _Partial, cost: int) -> None:
         partial.charged += cost
         self.buffered_bytes += cost
         self._bytes_per_source[source] = self._bytes_per_source.get(source, 0) + cost
 
-    def _make_room(self, cost: int, keep: MessageKey) -> tuple[MessageKey, ...]:
+    def _make_room(
+        self, cost: int, keep: MessageKey, dropped: list[tuple[MessageKey, DropReason]]
+    ) -> None:
         """Evict until ``cost`` more bytes fit: each time, the oldest partial message of
         the source holding the most bytes (never ``keep``, the fragment's own message)."""
-        evicted: list[MessageKey] = []
         while self.buffered_bytes + cost > self.max_total_bytes and self._bytes_per_source:
             heaviest = max(self._bytes_per_source, key=self._bytes_per_source.__getitem__)
             victim = next((k for k in self._per_source[heaviest] if k != keep), None)
@@ -202,16 +220,13 @@ class Reassembler:
             partial = self._partials[victim]
             self._release(victim, partial)
             self._bury(victim, partial.deadline)
-            evicted.append(victim)
-        return tuple(evicted)
+            dropped.append((victim, DropReason.REASSEMBLY_EVICTED))
 
-    def _complete(
-        self, key: MessageKey, partial: _Partial, evicted: tuple[MessageKey, ...]
-    ) -> Complete:
+    def _complete(self, key: MessageKey, partial: _Partial) -> Complete:
         payload = b"".join(partial.pieces[seq] for seq in range(partial.total))
         self._release(key, partial)
         self._bury(key, partial.deadline)
-        return Complete(key, payload, evicted)
+        return Complete(key, payload)
 
     def _invalidate(self, key: MessageKey, partial: _Partial | None) -> Rejected:
         if partial is None:
