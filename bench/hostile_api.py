@@ -37,10 +37,10 @@ from relaybench.procfs import raise_nofile, rss_bytes
 from mcrelay.api.events import sse_frame
 from mcrelay.client import MessageReceived, open_participant
 from mcrelay.core.events import EventHub, Subscription
-from mcrelay.daemon.config import RelayConfig
 from mcrelay.daemon.legacy.keyfile import generate_key_file
 from mcrelay.daemon.service import serve
 from mcrelay.protocol.legacy import crypto
+from mcrelay.settings.config import RelayConfig
 
 RESULTS = Path(__file__).parent / "results" / "hostile_api.json"
 HOSTILE = struct.pack("!HH", 9, 0) * 16376

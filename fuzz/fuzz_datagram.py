@@ -60,7 +60,6 @@ import trio.testing  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
 with _atheris.instrument_imports(include=["mcrelay"]) if _atheris else contextlib.nullcontext():
-    from mcrelay.daemon.config import RelayConfig
     from mcrelay.daemon.relay import Relay
     from mcrelay.daemon.workers import CryptoWorkers, Job
     from mcrelay.protocol import legacy
@@ -70,6 +69,7 @@ with _atheris.instrument_imports(include=["mcrelay"]) if _atheris else contextli
     from mcrelay.protocol.legacy.fragments import FRAGMENT_HEADER, MAX_FRAGMENTS, split_payload
     from mcrelay.protocol.legacy.tlv import TlvType, encode_tlv
     from mcrelay.protocol.reassembly import FRAGMENT_OVERHEAD_BYTES, MESSAGE_OVERHEAD_BYTES
+    from mcrelay.settings.config import RelayConfig
 
 T = TypeVar("T")
 UNUSABLE_PEM = crypto.public_key_to_pem(rsa.RSAPublicNumbers(65537, (1 << 2047) | 2).public_key())

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from api_support import api_client, assert_json_error
 
-from mcrelay.api.address import ApiAddress, ApiBindError, default_api_socket, parse_api_address
 from mcrelay.api.app import create_app
 from mcrelay.api.context import ApiContext
-from mcrelay.daemon.config import RelayConfig
-from mcrelay.daemon.settings import resolve
+from mcrelay.api.errors import ApiBindError
+from mcrelay.settings.address import ApiAddress, default_api_socket, parse_api_address
+from mcrelay.settings.config import RelayConfig
+from mcrelay.settings.resolve import resolve
 from support import LOOPBACK, relay_config, running_daemon
 
 
@@ -226,14 +227,15 @@ async def test_status_over_the_unix_socket_with_a_token(
 
 async def test_a_failed_start_leaves_no_socket_file(relay_key_file: Path, tmp_path: Path) -> None:
     path = tmp_path / "api.sock"
-    config = RelayConfig(
-        group="192.0.2.1",  # not a multicast group: joining it fails
-        port=0,
-        interface=LOOPBACK,
-        key_file=relay_key_file,
-        api=f"unix:{path}",
-    )
-    with pytest.RaisesGroup(OSError, flatten_subgroups=True):
-        async with running_daemon(config):
-            pass  # pragma: no cover
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind((LOOPBACK, 0))  # the relay's port is taken: binding it fails
+        config = RelayConfig(
+            port=holder.getsockname()[1],
+            interface=LOOPBACK,
+            key_file=relay_key_file,
+            api=f"unix:{path}",
+        )
+        with pytest.RaisesGroup(OSError, flatten_subgroups=True):
+            async with running_daemon(config):
+                pass  # pragma: no cover
     assert not path.exists()

@@ -14,9 +14,9 @@ from mcrelay.api.openapi import SCHEMAS
 from mcrelay.cli.status import ExitStatus
 from mcrelay.client import MessageReceived, PeerPresent
 from mcrelay.daemon.service import Daemon
-from mcrelay.daemon.settings import SETTINGS
 from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
+from mcrelay.settings.table import SETTINGS
 from support import (
     Console,
     assert_one_error_line,

@@ -4,7 +4,7 @@ import argparse
 
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.main import build_parser
-from mcrelay.daemon.settings import SETTINGS
+from mcrelay.settings.table import SETTINGS
 
 
 def subcommand(parser: argparse.ArgumentParser, *names: str) -> argparse.ArgumentParser:

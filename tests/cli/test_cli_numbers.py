@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mcrelay.cli.status import ExitStatus
-from mcrelay.daemon.settings import port, positive_float, positive_int
+from mcrelay.settings.convert import port, positive_float, positive_int
 from support import Console, assert_one_error_line
 
 NOT_NUMBERS = ["abc", "", " 5", "5 ", "1_000", "\uff15", "0x10", "nan", "inf", "-1", "+5", "1e999"]

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.daemon.config import KEY_FILE_NAME, RelayConfig, default_key_file
 from mcrelay.daemon.legacy.keyfile import KeyFileError, load_or_create_key
 from mcrelay.protocol.legacy import crypto
+from mcrelay.settings.config import KEY_FILE_NAME, RelayConfig, default_key_file
 from support import write_key
 
 Keys = list[rsa.RSAPrivateKey]

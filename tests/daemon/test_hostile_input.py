@@ -28,7 +28,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from mcrelay.client import MessageReceived, Participant, PeerPresent
-from mcrelay.daemon.config import RelayConfig
 from mcrelay.daemon.relay import Relay
 from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address
@@ -59,6 +58,7 @@ from mcrelay.protocol.reassembly import (
     Reassembler,
     Rejected,
 )
+from mcrelay.settings.config import RelayConfig
 from mcrelay.sockets import open_client_socket
 from support import (
     GROUP,

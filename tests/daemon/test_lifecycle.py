@@ -15,12 +15,12 @@ import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.client import MessageReceived, PeerPresent
-from mcrelay.daemon.config import RelayConfig
 from mcrelay.daemon.notify import Notifier
 from mcrelay.daemon.service import Daemon, apply_reload, run_daemon
-from mcrelay.daemon.settings import resolve
 from mcrelay.protocol import legacy
 from mcrelay.protocol.legacy.events import PeerJoined
+from mcrelay.settings.config import RelayConfig
+from mcrelay.settings.resolve import resolve
 from support import WAIT_S, dropped, hold_decryption, join, next_event, raw_peer, wait_until
 
 Keys = list[rsa.RSAPrivateKey]

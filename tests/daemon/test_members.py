@@ -182,3 +182,11 @@ def test_an_id_back_before_its_leave_is_first_seen_leaving(keys: Keys) -> None:
     assert r.leaves_pending() == 0
     # The old member's last message settles later: no second leave.
     assert r.message_settled(first) is None
+
+
+def test_a_roster_has_room_for_nobody_until_its_limits_are_set(keys: Keys) -> None:
+    r = Roster()
+    with pytest.raises(RosterFull):
+        register(r, A, keys[1], now=0.0)
+    r.max_members, r.max_members_per_host = 1, 1
+    assert register(r, A, keys[1], now=0.0) is Registration.NEW

@@ -19,13 +19,14 @@ def limiter(
     total_per_s: float = 1000.0,
     max_sources: int = 65536,
 ) -> AnswerLimiter:
-    return AnswerLimiter(
+    limit = AnswerLimiter(max_sources=max_sources)
+    limit.configure(
         per_source_burst=per_source_burst,
         per_source_per_s=per_source_per_s,
         total_burst=total_burst,
         total_per_s=total_per_s,
-        max_sources=max_sources,
     )
+    return limit
 
 
 def allowed(limit: AnswerLimiter, address: Address, now: float, times: int) -> int:
@@ -91,3 +92,11 @@ def test_refilled_sources_are_forgotten() -> None:
     assert len(limit._sources) == 101
     limit.allow(A, 5.0)  # five seconds refill five tokens: the 100 are full again
     assert len(limit._sources) == 1
+
+
+def test_nothing_is_allowed_until_configured_then_the_total_burst_is_whole() -> None:
+    limit = AnswerLimiter()
+    assert not limit.allow(A, 100.0)
+    limit = AnswerLimiter()
+    limit.configure(per_source_burst=10, per_source_per_s=1.0, total_burst=3, total_per_s=1.0)
+    assert allowed(limit, A, 0.0, 5) == 3

@@ -12,7 +12,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.client import MessageReceived, PeerPresent
 from mcrelay.core.members import Roster, RosterFull
-from mcrelay.daemon.config import REGISTRATIONS_PER_HOST_BURST
 from mcrelay.daemon.legacy import profile as profile_module
 from mcrelay.daemon.legacy import sealing
 from mcrelay.daemon.legacy.profile import identity
@@ -63,12 +62,13 @@ async def test_registrations_from_one_host_are_rate_limited(
     relay_key_file: Path, keys: Keys
 ) -> None:
     async with running_relay(relay_config(relay_key_file)) as relay:
-        for _ in range(REGISTRATIONS_PER_HOST_BURST + 5):
+        burst = relay.config.registrations_per_host_burst
+        for _ in range(burst + 5):
             async with raw_peer(relay, keys[2]) as raw:
                 await raw.send(legacy.client_key(keys[2].public_key()))
-        await wait_until(lambda: relay.counters.datagrams_in == REGISTRATIONS_PER_HOST_BURST + 5)
+        await wait_until(lambda: relay.counters.datagrams_in == burst + 5)
         assert dropped(relay, "rate_limited") >= 4
-        assert len(relay.roster) <= REGISTRATIONS_PER_HOST_BURST + 1
+        assert len(relay.roster) <= burst + 1
 
 
 async def test_registration_limits_are_settings_a_reload_changes(

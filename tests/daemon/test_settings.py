@@ -8,14 +8,8 @@ from pathlib import Path
 import pytest
 
 from mcrelay.cli.status import ExitStatus
-from mcrelay.daemon.settings import (
-    SETTINGS,
-    SettingsError,
-    live_changes,
-    read_file,
-    read_token,
-    resolve,
-)
+from mcrelay.settings.resolve import SettingsError, read_file, read_token, resolve
+from mcrelay.settings.table import SETTINGS, live_changes
 from support import Console, assert_one_error_line
 
 EXAMPLE = Path(__file__).parents[2] / "packaging" / "mcrelay.toml"

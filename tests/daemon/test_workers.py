@@ -74,6 +74,17 @@ async def test_resize_starts_and_stops_threads_and_stop_joins_them() -> None:
     assert not worker_threads()
 
 
+async def test_a_resize_before_run_starts_no_thread_and_sets_how_many_run_starts() -> None:
+    workers = CryptoWorkers()
+    workers.resize(3)
+    assert (workers.count, len(worker_threads())) == (3, 0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(workers.run)
+        assert len(worker_threads()) == 3
+        nursery.cancel_scope.cancel()
+    assert not worker_threads()
+
+
 async def test_jobs_queued_at_stop_are_not_run() -> None:
     gate = threading.Event()
     ran: list[int] = []

@@ -20,8 +20,8 @@ from mcrelay.api.context import EXTENSION, ApiContext, api_context
 from mcrelay.api.metrics import render_metrics
 from mcrelay.api.openapi import openapi_document
 from mcrelay.api.serialize import error_json, rfc3339
-from mcrelay.daemon.config import RelayConfig
-from mcrelay.daemon.settings import SETTINGS
+from mcrelay.settings.config import RelayConfig
+from mcrelay.settings.table import SETTINGS
 
 MAX_BODY_BYTES = 128 * 1024
 """Room for a base64 message of the largest size and its JSON."""

@@ -4,8 +4,8 @@ from dataclasses import fields
 from typing import Any
 
 from mcrelay import __version__
-from mcrelay.daemon.config import RelayConfig
-from mcrelay.daemon.settings import SETTINGS
+from mcrelay.settings.config import RelayConfig
+from mcrelay.settings.table import SETTINGS
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:

@@ -16,11 +16,12 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import LifespanState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
-from mcrelay.api.address import ApiAddress, ApiBindError
 from mcrelay.api.app import create_app
 from mcrelay.api.connections import ApiStream, Connections
 from mcrelay.api.context import ApiContext
+from mcrelay.api.errors import ApiBindError
 from mcrelay.api.http11 import HttpConnection
+from mcrelay.settings.address import ApiAddress
 
 log = logging.getLogger(__name__)
 

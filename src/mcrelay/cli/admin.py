@@ -11,9 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from mcrelay.api.address import default_api
 from mcrelay.cli.chat import cancel_on_signal
-from mcrelay.cli.daemon import DESCRIBED_DEFAULTS
 from mcrelay.cli.describe import describe_event
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import (
@@ -28,6 +26,8 @@ from mcrelay.cli.options import (
 from mcrelay.cli.status import ExitStatus
 from mcrelay.cli.text import message_bytes, printable
 from mcrelay.core.bans import parse_ban_seconds, parse_ban_target
+from mcrelay.settings.address import default_api
+from mcrelay.settings.table import BY_NAME
 
 if TYPE_CHECKING:
     from mcrelay.cli.api_client import Api
@@ -67,7 +67,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
             api_address,
             default_api(environ),
             "the daemon's API: unix:/path or host:port",
-            default_text=DESCRIBED_DEFAULTS["api"],
+            default_text=BY_NAME["api"].default_text,
         )
         add_flag(
             parser, environ, "--api-token-file", Path, None, "file holding the API's bearer token"

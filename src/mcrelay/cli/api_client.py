@@ -9,11 +9,11 @@ from typing import Any
 
 import httpx
 
-from mcrelay.api.address import parse_api_address
 from mcrelay.cli.options import UsageError
 from mcrelay.cli.status import ApiError, ApiUnreachable
 from mcrelay.cli.trust import check_api_socket
 from mcrelay.files import FileError, read_token_file
+from mcrelay.settings.address import parse_api_address
 
 REQUEST_TIMEOUT_S = 10.0
 

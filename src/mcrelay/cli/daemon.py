@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import signal
 from collections.abc import Mapping
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from mcrelay.api.address import SOCKET_NAME
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import (
     Parser,
@@ -21,31 +19,24 @@ from mcrelay.cli.options import (
     port,
 )
 from mcrelay.cli.status import ExitStatus
-from mcrelay.daemon import config as defaults
-from mcrelay.daemon.config import KEY_FILE_NAME, RelayConfig
 from mcrelay.daemon.legacy.keyfile import KeyFileError
-from mcrelay.daemon.settings import (
-    SETTINGS,
-    Resolved,
-    Setting,
-    SettingsError,
-    config_file,
-    describe,
-    resolve,
-)
 from mcrelay.logs import configure_logging
+from mcrelay.settings.config import RelayConfig
+from mcrelay.settings.resolve import Resolved, SettingsError, config_file, describe, resolve
+from mcrelay.settings.table import BY_NAME, SETTINGS, Setting
 
 
 def add_network_flags(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
     """The client commands' --group, --port and --interface (flag, else env, else default)."""
-    add_flag(parser, environ, "--group", multicast_group, defaults.DEFAULT_GROUP, "multicast group")
-    add_flag(parser, environ, "--port", port, defaults.DEFAULT_PORT, "UDP port")
+    group, udp_port = BY_NAME["group"].default, BY_NAME["port"].default
+    add_flag(parser, environ, "--group", multicast_group, group, "multicast group")
+    add_flag(parser, environ, "--port", port, udp_port, "UDP port")
     add_flag(
         parser,
         environ,
         "--interface",
         ipv4_address,
-        defaults.DEFAULT_INTERFACE,
+        BY_NAME["interface"].default,
         "address of the interface for multicast",
     )
 
@@ -77,7 +68,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
         help="TOML settings file (default: /etc/mcrelay/mcrelay.toml if it exists); env MCRELAY_CONFIG",
     )
     for setting in SETTINGS:
-        where = f"(default: {default_text(setting)}); env {setting.env}; "
+        where = f"(default: {shown_default(setting)}); env {setting.env}; "
         where += f"file [{setting.section}] {setting.name}"
         if setting.toml is bool:
             parser.add_argument(
@@ -98,21 +89,11 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
             )
 
 
-DESCRIBED_DEFAULTS = {
-    "key_file": f"$STATE_DIRECTORY/{KEY_FILE_NAME}, else $XDG_STATE_HOME/mcrelay/, "
-    "else ~/.local/state/mcrelay/",
-    "crypto_workers": "one per CPU",
-    "api": f"unix:$RUNTIME_DIRECTORY/{SOCKET_NAME}, else unix:/run/mcrelay/{SOCKET_NAME} "
-    f"for root, else unix:$XDG_RUNTIME_DIR/mcrelay/{SOCKET_NAME}, else beside the key",
-}
-"""Defaults that depend on the machine or the user, said in words."""
-
-
-def default_text(setting: Setting) -> str:
+def shown_default(setting: Setting) -> str:
     """A setting's default as ``--help`` shows it."""
-    if setting.name in DESCRIBED_DEFAULTS:
-        return DESCRIBED_DEFAULTS[setting.name]
-    value = next(f.default for f in fields(RelayConfig) if f.name == setting.field)
+    if setting.default_text is not None:
+        return setting.default_text
+    value = setting.default
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, float):

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 
 from mcrelay import __version__
-from mcrelay.api.address import ApiBindError
+from mcrelay.api.errors import ApiBindError
 from mcrelay.cli import admin, chat, completion, daemon, keys
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import Parser, UsageError

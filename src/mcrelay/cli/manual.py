@@ -10,7 +10,7 @@ import argparse
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.main import build_parser
 from mcrelay.cli.status import MEANINGS
-from mcrelay.daemon.settings import DEFAULT_CONFIG_FILE
+from mcrelay.settings.resolve import DEFAULT_CONFIG_FILE
 
 
 def manual_parser() -> argparse.ArgumentParser:

@@ -5,8 +5,8 @@ import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
-from mcrelay.daemon import settings
 from mcrelay.protocol.addresses import format_address, parse_address
+from mcrelay.settings import convert
 
 
 class UsageError(Exception):
@@ -72,11 +72,11 @@ def argument_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
-port = argument_type(settings.port)
-positive_float = argument_type(settings.positive_float)
-ipv4_address = argument_type(settings.ipv4_address)
-multicast_group = argument_type(settings.multicast_group)
-api_address = argument_type(settings.api_address)
+port = argument_type(convert.port)
+positive_float = argument_type(convert.positive_float)
+ipv4_address = argument_type(convert.ipv4_address)
+multicast_group = argument_type(convert.multicast_group)
+api_address = argument_type(convert.api_address)
 
 
 def fingerprint(text: str) -> str:

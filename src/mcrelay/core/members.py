@@ -75,7 +75,8 @@ class Left:
 
 
 class Roster:
-    def __init__(self, *, max_members: int, max_members_per_host: int) -> None:
+    def __init__(self, *, max_members: int = 0, max_members_per_host: int = 0) -> None:
+        """A roster with room for nobody until its limits are set (they are settings)."""
         self.max_members = max_members
         self.max_members_per_host = max_members_per_host
         self._per_host: Counter[str] = Counter()

@@ -1,5 +1,6 @@
 """Token buckets for the answers to key requests (a small request earns a large answer)."""
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -25,20 +26,17 @@ class TokenBucket:
 
 
 class AnswerLimiter:
-    """A bucket per source and one in total; a source is tracked while its bucket is not full."""
+    """A bucket per source and one in total; a source is tracked while its bucket is not full.
 
-    def __init__(
-        self,
-        *,
-        per_source_burst: int,
-        per_source_per_s: float,
-        total_burst: int,
-        total_per_s: float,
-        max_sources: int = MAX_TRACKED_SOURCES,
-    ) -> None:
-        self._per_source_burst = per_source_burst
-        self._per_source_per_s = per_source_per_s
-        self._total = TokenBucket(total_burst, total_per_s, total_burst, 0.0)
+    Until :meth:`configure` gives it rates, it allows nothing."""
+
+    def __init__(self, *, max_sources: int = MAX_TRACKED_SOURCES) -> None:
+        self._per_source_burst = 0
+        self._per_source_per_s = 0.0
+        self._refill_s = 0.0
+        """How long an emptied source bucket takes to fill again."""
+        # Full, whatever burst the first configure() gives it; empty until then.
+        self._total = TokenBucket(0, 0.0, math.inf, 0.0)
         self._sources: OrderedDict[Address, TokenBucket] = OrderedDict()
         self._max_sources = max_sources
 
@@ -53,6 +51,7 @@ class AnswerLimiter:
         """New rates; buckets keep their tokens (capped at the new bursts)."""
         self._per_source_burst = per_source_burst
         self._per_source_per_s = per_source_per_s
+        self._refill_s = per_source_burst / per_source_per_s
         self._total.burst, self._total.rate_per_s = total_burst, total_per_s
         self._total.tokens = min(self._total.tokens, total_burst)
         for bucket in self._sources.values():
@@ -73,9 +72,8 @@ class AnswerLimiter:
         return bucket.take(now) and self._total.take(now)
 
     def _forget_refilled(self, now: float) -> None:
-        refill_s = self._per_source_burst / self._per_source_per_s
         while self._sources:
             bucket = next(iter(self._sources.values()))
-            if now - bucket.updated < refill_s:
+            if now - bucket.updated < self._refill_s:
                 break
             self._sources.popitem(last=False)

@@ -22,13 +22,13 @@ from mcrelay.core.events import EventHub
 from mcrelay.core.members import Identity, Left, Member, Registration, Roster
 from mcrelay.core.profile import Opener, Profile
 from mcrelay.core.stats import RelayCounters, Statistics
-from mcrelay.daemon.config import RelayConfig
 from mcrelay.daemon.legacy.profile import LegacyProfile
 from mcrelay.daemon.messages import Messages, Overloaded
 from mcrelay.daemon.outbox import Outbox
 from mcrelay.daemon.workers import CryptoWorkers
 from mcrelay.protocol.addresses import Address, format_address
 from mcrelay.protocol.errors import DropReason
+from mcrelay.settings.config import RelayConfig
 
 log = logging.getLogger(__name__)
 
@@ -51,21 +51,19 @@ class Relay:
         *,
         workers: CryptoWorkers | None = None,
     ):
-        """``sock`` is the bound, non-blocking relay socket; ``workers`` run the RSA work."""
-        self.config = config
+        """``sock`` is the bound, non-blocking relay socket; ``workers`` run the RSA work.
+        Every setting reaches the relay's parts through :meth:`reconfigure`."""
         self._sock = sock
         self.address: Address = sock.getsockname()[:2]
         self.counters = RelayCounters()
         self.bans = BanList()
         self.events = EventHub()
-        self.roster = Roster(
-            max_members=config.max_clients, max_members_per_host=config.max_clients_per_host
-        )
+        self.roster = Roster()
         self.outbox = Outbox(
             sock, self.counters, self.drop, lambda: self.config.send_queue_datagrams
         )
-        self._workers = workers if workers is not None else CryptoWorkers(config.crypto_workers)
-        self.legacy = LegacyProfile(self, key, self._workers, config)
+        self._workers = workers if workers is not None else CryptoWorkers()
+        self.legacy = LegacyProfile(self, key, self._workers)
         self._profiles: dict[str, Profile] = {self.legacy.name: self.legacy}
         self._by_first_byte: dict[int, Profile] = {}
         """Profiles that claim datagrams by their first byte; the rest are legacy. The
@@ -88,6 +86,7 @@ class Relay:
         """Set once receiving has stopped and every message has settled and gone out."""
         self.last_turn = 0.0
         """When the receive loop last went round (Trio's clock)."""
+        self.reconfigure(config)
 
     @property
     def fingerprint(self) -> str:
@@ -124,7 +123,8 @@ class Relay:
         )
 
     def reconfigure(self, config: RelayConfig) -> None:
-        """Apply the settings that can change while running (the caller keeps the rest)."""
+        """Apply the settings that can change while running (the caller keeps the rest);
+        at start, every setting."""
         self.config = config
         self.roster.max_members = config.max_clients
         self.roster.max_members_per_host = config.max_clients_per_host

@@ -35,11 +35,11 @@ import trio
 
 from mcrelay.api.context import ApiContext
 from mcrelay.api.server import open_api_socket, serve_api
-from mcrelay.daemon.config import RelayConfig
 from mcrelay.daemon.legacy.keyfile import load_or_create_key
 from mcrelay.daemon.notify import Notifier
 from mcrelay.daemon.relay import RECEIVE_TICK_S, Relay
-from mcrelay.daemon.settings import BY_NAME, live_changes, restart_needed
+from mcrelay.settings.config import RelayConfig
+from mcrelay.settings.table import BY_NAME, live_changes, restart_needed
 from mcrelay.sockets import open_relay_socket
 
 log = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ _STOP = object()
 class CryptoWorkers:
     """``count`` threads running :class:`Job` s; :meth:`run` owns them."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int = 1) -> None:
         self._count = count
         self._jobs: queue.SimpleQueue[Job[Any] | object] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
@@ -82,8 +82,11 @@ class CryptoWorkers:
 
     def resize(self, count: int) -> None:
         """Have ``count`` threads: start more, or stop the surplus (each after the jobs
-        queued before the resize). Called from the Trio thread only."""
+        queued before the resize). Called from the Trio thread only; before :meth:`run`,
+        it only sets how many threads that starts."""
         self._count = count
+        if self._token is None:
+            return
         self._threads = [thread for thread in self._threads if thread.is_alive()]
         for _ in range(count - self._running):
             thread = threading.Thread(target=self._work, name="mcrelay-crypto", daemon=True)

@@ -28,6 +28,8 @@ MESSAGE_OVERHEAD_BYTES = 4096
 """Bytes charged per message in reassembly, on top of its fragments. Its bookkeeping
 costs about 0.5 KB (tracemalloc); the charge errs high, so a storm of tiny messages
 reaches the byte cap long before it costs that much memory."""
+REASSEMBLY_TIMEOUT_S = 5.0
+"""The legacy profile's deadline: the default the relay's setting starts from."""
 MAX_TOMBSTONES = 65536
 """Finished keys remembered; past this the oldest is forgotten first (a tombstone holds no data)."""
 
@@ -79,7 +81,7 @@ class Reassembler:
     def __init__(
         self,
         *,
-        timeout_s: float,
+        timeout_s: float = REASSEMBLY_TIMEOUT_S,
         max_fragments: int = MAX_FRAGMENTS,
         max_messages_per_source: int = 8,
         max_total_bytes: int = 4 * 1024 * 1024,

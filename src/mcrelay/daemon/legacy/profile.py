@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcrelay.core.members import Identity, Member, RosterFull
 from mcrelay.core.profile import Opened, Origin, Sealed, Services
 from mcrelay.core.ratelimit import AnswerLimiter
-from mcrelay.daemon.config import RelayConfig
 from mcrelay.daemon.legacy.sealing import SEAL_INLINE_MAX, open_and_seal, seal_batch
 from mcrelay.daemon.workers import CryptoWorkers
 from mcrelay.protocol import legacy
@@ -35,6 +34,7 @@ from mcrelay.protocol.legacy.events import (
     KeyRequest,
 )
 from mcrelay.protocol.reassembly import Complete, MessageKey, Pending, Reassembler, Rejected
+from mcrelay.settings.config import RelayConfig
 
 log = logging.getLogger(__name__)
 
@@ -69,23 +69,18 @@ def identity(key: rsa.RSAPublicKey, address: Address) -> Identity:
 class LegacyProfile:
     name = PROFILE
 
-    def __init__(
-        self,
-        services: Services,
-        key: rsa.RSAPrivateKey,
-        workers: CryptoWorkers,
-        config: RelayConfig,
-    ) -> None:
+    def __init__(self, services: Services, key: rsa.RSAPrivateKey, workers: CryptoWorkers) -> None:
+        """Call :meth:`configure` before use: its limits are settings."""
         self._services = services
         self._key = key
         self._workers = workers
         public_key = key.public_key()
         self.fingerprint = crypto.fingerprint(public_key)
         self._server_key = legacy.server_key(public_key)
-        self.max_message_bytes = config.max_message_bytes
-        self.reassembler = Reassembler(**self._reassembly_limits(config))
-        self._answers = AnswerLimiter(**_answer_limits(config))
-        self._registrations = AnswerLimiter(**_registration_limits(config))
+        self.max_message_bytes = legacy.MAX_MESSAGE_BYTES
+        self.reassembler = Reassembler()
+        self._answers = AnswerLimiter()
+        self._registrations = AnswerLimiter()
         self._reassembling: dict[MessageKey, _Message] = {}
         self._handlers: dict[type[Any], Callable[[Any, Address, Member | None, float], None]] = {
             KeyRequest: self._on_key_request,
@@ -97,7 +92,7 @@ class LegacyProfile:
         }
 
     def configure(self, config: RelayConfig) -> None:
-        """Apply the settings this profile reads (on every reload)."""
+        """Apply the settings this profile reads (at start, and on every reload)."""
         self.max_message_bytes = config.max_message_bytes
         for name, value in self._reassembly_limits(config).items():
             setattr(self.reassembler, name, value)

@@ -31,10 +31,6 @@ def default_api(environ: Mapping[str, str]) -> str:
     return f"unix:{default_api_socket(environ, os.geteuid())}"
 
 
-class ApiBindError(Exception):
-    """The API cannot listen where it was told to; the message says why."""
-
-
 @dataclass(frozen=True, slots=True)
 class ApiAddress:
     host: str = ""

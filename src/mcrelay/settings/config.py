@@ -1,0 +1,372 @@
+"""The relay's settings: each declared once, as a RelayConfig field.
+
+Adding a setting is one declaration here, plus its use::
+
+    max_widgets: int = setting(
+        16, convert=positive_int, check=at_least(1), section="limits", live=True,
+        help="widgets at most",
+    )
+
+That field is then a flag (``--max-widgets``), a variable (``MCRELAY_MAX_WIDGETS``),
+a key of the TOML file (``[limits] max_widgets``), a line of ``mcrelay config check``
+and of the API's status, and a reload applies it (``live=True``) or names it as
+needing a restart. ``check`` is the rule on the value, which RelayConfig applies
+however the value was given; a rule between fields goes in ``__post_init__``. Where
+the relay uses it: for a live setting, ``Relay.reconfigure`` hands it to the component
+that needs it (its ``configure``). Then regenerate the example file with
+``python -m mcrelay.settings.example > packaging/mcrelay.toml``; a test checks that
+the file matches.
+"""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from mcrelay.logs import LOG_FORMATS
+from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
+from mcrelay.settings.address import SOCKET_NAME, ApiAddress, default_api, parse_api_address
+from mcrelay.settings.convert import (
+    above_zero,
+    accepted_by,
+    api_address,
+    at_least,
+    boolean,
+    ipv4_address,
+    multicast_group,
+    one_of,
+    port,
+    positive_float,
+    positive_int,
+    within,
+)
+from mcrelay.settings.declare import CHECK, internal, setting
+
+KEY_FILE_NAME = "relay-key.pem"
+MAX_RECEIVE_BUFFER_BYTES = 2**31 - 1
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigValueError(ValueError):
+    """A setting's value is out of its range; ``field`` names the setting."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def default_key_file(environ: Mapping[str, str] | None = None) -> Path:
+    """``$STATE_DIRECTORY`` (systemd), else ``$XDG_STATE_HOME/mcrelay``, else ``~/.local/state``."""
+    env = os.environ if environ is None else environ
+    state_directories = [d for d in env.get("STATE_DIRECTORY", "").split(":") if d]
+    if state_directories:
+        # systemd may pass several directories separated by colons; the first is ours.
+        return Path(state_directories[0]) / KEY_FILE_NAME
+    if env.get("XDG_STATE_HOME"):
+        return Path(env["XDG_STATE_HOME"]) / "mcrelay" / KEY_FILE_NAME
+    return Path.home() / ".local" / "state" / "mcrelay" / KEY_FILE_NAME
+
+
+def default_crypto_workers() -> int:
+    return len(os.sched_getaffinity(0)) or 1
+
+
+_AT_LEAST_1 = at_least(1)
+_ABOVE_0 = above_zero()
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    group: str = setting(
+        "224.1.1.1",
+        convert=multicast_group,
+        check=accepted_by(multicast_group),
+        section="network",
+        live=False,
+        help="multicast group",
+    )
+    port: int = setting(
+        5007,
+        convert=port,
+        check=within(0, 0xFFFF),
+        section="network",
+        live=False,
+        help="UDP port",
+    )
+    interface: str = setting(
+        "0.0.0.0",
+        convert=ipv4_address,
+        check=accepted_by(ipv4_address),
+        section="network",
+        live=False,
+        help="address of the interface that joins the group",
+    )
+    key_file: Path = setting(
+        default_factory=default_key_file,
+        convert=Path,
+        section="relay",
+        live=False,
+        help="relay private key, created 0600 if missing",
+        default_text=f"$STATE_DIRECTORY/{KEY_FILE_NAME}, else $XDG_STATE_HOME/mcrelay/, "
+        "else ~/.local/state/mcrelay/",
+        example=Path("/var/lib/mcrelay") / KEY_FILE_NAME,
+        command_default=default_key_file,
+    )
+    client_timeout_s: float = setting(
+        30.0,
+        name="client_timeout",
+        convert=positive_float,
+        check=above_zero(" seconds"),
+        section="relay",
+        live=True,
+        help="seconds of silence before a client is removed",
+    )
+    reassembly_timeout_s: float = setting(
+        5.0,
+        name="reassembly_timeout",
+        convert=positive_float,
+        check=above_zero(" seconds"),
+        section="relay",
+        live=True,
+        help="seconds a message may take to arrive whole",
+    )
+    max_message_bytes: int = setting(
+        MAX_MESSAGE_BYTES,
+        convert=positive_int,
+        check=within(1, MAX_MESSAGE_BYTES, " (the legacy profile's largest)"),
+        section="relay",
+        live=True,
+        help=f"largest plaintext relayed (at most {MAX_MESSAGE_BYTES})",
+    )
+    crypto_workers: int = setting(
+        default_factory=default_crypto_workers,
+        convert=positive_int,
+        check=_AT_LEAST_1,
+        section="relay",
+        live=True,
+        help="threads doing RSA",
+        default_text="one per CPU",
+        example=2,
+    )
+    max_clients: int = setting(
+        4096,
+        convert=positive_int,
+        check=_AT_LEAST_1,
+        section="limits",
+        live=True,
+        help="registered clients at most",
+    )
+    max_clients_per_host: int = setting(
+        256,
+        convert=positive_int,
+        check=_AT_LEAST_1,
+        section="limits",
+        live=True,
+        help="registered clients from one IP address at most",
+    )
+    max_messages_per_source: int = setting(
+        8,
+        convert=positive_int,
+        check=_AT_LEAST_1,
+        section="limits",
+        live=True,
+        help="messages in reassembly per client",
+    )
+    max_reassembly_bytes: int = setting(
+        4 * 1024 * 1024,
+        convert=positive_int,
+        check=at_least(65536),
+        section="limits",
+        live=True,
+        help="bytes in reassembly in total",
+    )
+    max_pending_relays: int = setting(
+        256,
+        convert=positive_int,
+        check=_AT_LEAST_1,
+        section="limits",
+        live=True,
+        help="completed messages waiting for crypto",
+    )
+    send_queue_datagrams: int = internal(
+        16384,
+        why="the send queue's bound, which tests and library users set; not offered to operators",
+        check=_AT_LEAST_1,
+    )
+    receive_buffer_bytes: int = setting(
+        4 * 1024 * 1024,
+        convert=positive_int,
+        check=within(65536, MAX_RECEIVE_BUFFER_BYTES, " bytes"),
+        section="limits",
+        live=False,
+        help="socket receive buffer asked for",
+    )
+    key_answers_per_source_burst: int = setting(
+        5,
+        convert=positive_int,
+        check=_AT_LEAST_1,
+        section="limits",
+        live=True,
+        help="key-request answers a source may get at once",
+    )
+    key_answers_per_source_per_s: float = setting(
+        1.0,
+        convert=positive_float,
+        check=_ABOVE_0,
+        section="limits",
+        live=True,
+        help="key-request answers a source earns per second",
+    )
+    key_answers_total_burst: int = setting(
+        200,
+        convert=positive_int,
+        check=_AT_LEAST_1,
+        section="limits",
+        live=True,
+        help="key-request answers at once, all sources together",
+    )
+    key_answers_total_per_s: float = setting(
+        100.0,
+        convert=positive_float,
+        check=_ABOVE_0,
+        section="limits",
+        live=True,
+        help="key-request answers per second, all sources together",
+    )
+    registrations_per_host_burst: int = setting(
+        20,
+        convert=positive_int,
+        check=_AT_LEAST_1,
+        section="limits",
+        live=True,
+        help="registrations and re-keys one host may make at once",
+    )
+    registrations_per_host_per_s: float = setting(
+        5.0,
+        convert=positive_float,
+        check=_ABOVE_0,
+        section="limits",
+        live=True,
+        help="registrations and re-keys one host earns per second",
+    )
+    registrations_total_burst: int = setting(
+        200,
+        convert=positive_int,
+        check=_AT_LEAST_1,
+        section="limits",
+        live=True,
+        help="registrations and re-keys at once, all hosts together",
+    )
+    registrations_total_per_s: float = setting(
+        100.0,
+        convert=positive_float,
+        check=_ABOVE_0,
+        section="limits",
+        live=True,
+        help="registrations and re-keys per second, all hosts together",
+    )
+    api: str = setting(
+        "off",
+        convert=api_address,
+        check=accepted_by(api_address),
+        section="api",
+        live=False,
+        help="control API: host:port, unix:/path or off",
+        # A library user opts in to the API; the command serves it on a Unix socket only
+        # its own user (or, under systemd, root and the unit's group) may use.
+        command_default=default_api,
+        default_text=f"unix:$RUNTIME_DIRECTORY/{SOCKET_NAME}, else unix:/run/mcrelay/"
+        f"{SOCKET_NAME} for root, else unix:$XDG_RUNTIME_DIR/mcrelay/{SOCKET_NAME}, "
+        "else beside the key",
+        example=f"unix:/run/mcrelay/{SOCKET_NAME}",
+    )
+    api_tcp_without_token: bool = setting(
+        False,
+        convert=boolean,
+        section="api",
+        live=False,
+        help="serve a loopback TCP API with no token: every local user may then administer "
+        "the relay",
+    )
+    api_token: str | None = internal(
+        None, why="read from api_token_file, at start and on each reload; never shown"
+    )
+    api_token_file: Path | None = setting(
+        None,
+        convert=Path,
+        section="api",
+        live=True,
+        help="file holding the API's bearer token (mode 0600); required for a host:port API",
+        example=Path("/etc/mcrelay/api-token"),
+    )
+    api_max_connections: int = setting(
+        128,
+        convert=positive_int,
+        check=at_least(2),
+        section="api",
+        live=True,
+        help="open API connections at most; more are refused with a 503",
+    )
+    api_max_event_subscribers: int = setting(
+        64,
+        convert=positive_int,
+        section="api",
+        live=True,
+        help="open event streams (/v1/events) at most, below api_max_connections; more get a 503",
+    )
+    """Checked against api_max_connections, in ``__post_init__``."""
+    log_level: str = setting(
+        "info",
+        convert=one_of(LOG_LEVELS),
+        check=accepted_by(one_of(LOG_LEVELS)),
+        section="log",
+        live=True,
+        help="debug, info, warning or error",
+    )
+    log_format: str = setting(
+        "auto",
+        convert=one_of(LOG_FORMATS),
+        check=accepted_by(one_of(LOG_FORMATS)),
+        section="log",
+        live=False,
+        help="auto (journal under systemd, else human), human, journal or json",
+    )
+
+    def __post_init__(self) -> None:
+        for each in fields(self):
+            check = each.metadata[CHECK]
+            if check is None:
+                continue
+            try:
+                check(getattr(self, each.name))
+            except ValueError as exc:
+                raise ConfigValueError(each.name, f"{each.name.replace('_', ' ')} {exc}") from None
+        self._check_across_fields()
+
+    def _check_across_fields(self) -> None:
+        if not 1 <= self.api_max_event_subscribers < self.api_max_connections:
+            raise ConfigValueError(
+                "api_max_event_subscribers",
+                "api max event subscribers must be at least 1 and below api_max_connections "
+                "(each stream holds a connection; the others are for requests)",
+            )
+        api = parse_api_address(self.api)
+        if api is None or api.path is not None or self.api_token:
+            return
+        if not api.is_loopback:
+            raise ConfigValueError(
+                "api",
+                f"refusing to serve the control API on {api} without a token: "
+                "give --api-token-file, or use a unix:/path socket",
+            )
+        if not self.api_tcp_without_token:
+            raise ConfigValueError(
+                "api",
+                f"refusing to serve the control API on {api} without a token: every local "
+                "user could administer the relay. Give --api-token-file, use a unix:/path "
+                "socket (the default), or say --api-tcp-without-token if that is intended",
+            )
+
+    @property
+    def api_address(self) -> ApiAddress | None:
+        return parse_api_address(self.api)

@@ -1,0 +1,144 @@
+"""Where each setting's value comes from, and ``mcrelay config check``'s account of it.
+
+Precedence: command-line flag > ``MCRELAY_<NAME>`` environment variable > the
+TOML file > the default (the command's own, where it has one). The table
+(``table.py``) says which flags, variables and keys there are.
+"""
+
+import errno
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mcrelay.files import FileError, read_regular_file, read_token_file
+from mcrelay.settings.config import ConfigValueError, RelayConfig
+from mcrelay.settings.declare import SECTIONS
+from mcrelay.settings.table import BY_FIELD, BY_NAME, SETTINGS, toml_value
+
+DEFAULT_CONFIG_FILE = Path("/etc/mcrelay/mcrelay.toml")
+MAX_SETTINGS_FILE_BYTES = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A setting from a flag, the environment or the file is wrong; the message says where."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    config: RelayConfig
+    sources: dict[str, str]
+    """For each setting name: 'flag', 'env MCRELAY_X', 'file PATH' or 'default'."""
+
+
+def config_file(explicit: Path | None, environ: Mapping[str, str]) -> Path | None:
+    """The file to read: ``--config``, else ``MCRELAY_CONFIG``, else the default if it exists."""
+    if explicit is not None:
+        return explicit
+    if environ.get("MCRELAY_CONFIG"):
+        return Path(environ["MCRELAY_CONFIG"])
+    try:
+        return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None
+    except OSError as exc:
+        raise SettingsError(f"{DEFAULT_CONFIG_FILE}: cannot look at it: {exc.strerror}") from None
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """The settings in a TOML file, checked key by key; ``SettingsError`` names file and key."""
+    try:
+        contents = read_regular_file(path, what="settings file", limit=MAX_SETTINGS_FILE_BYTES)
+    except FileError as exc:
+        raise SettingsError(str(exc)) from None
+    if contents is None:
+        raise SettingsError(f"cannot read settings file {path}: {os.strerror(errno.ENOENT)}")
+    try:
+        document = tomllib.loads(contents.data.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise SettingsError(f"{path}: not valid TOML: nested too deeply") from None
+    values: dict[str, Any] = {}
+    for key, value in document.items():
+        entries: list[tuple[str, str, Any, str | None]]
+        if isinstance(value, dict) and key in SECTIONS:
+            entries = [
+                (inner, f"{key}.{inner}", inner_value, key) for inner, inner_value in value.items()
+            ]
+        else:
+            entries = [(key, key, value, None)]
+        for name, where, item, section in entries:
+            if name in values:
+                raise SettingsError(f"{path}: '{where}' is set twice")
+            values[name] = _file_value(path, where, name, item, section)
+    return values
+
+
+def _file_value(path: Path, where: str, key: str, value: Any, section: str | None) -> Any:
+    setting = BY_NAME.get(key)
+    if setting is None:
+        raise SettingsError(f"{path}: unknown key '{where}'")
+    if section is not None and section != setting.section:
+        raise SettingsError(f"{path}: '{key}' belongs in [{setting.section}], not [{section}]")
+    accepted = (int, float) if setting.toml is float else (setting.toml,)
+    if isinstance(value, bool) != (setting.toml is bool) or not isinstance(value, accepted):
+        wanted = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+        raise SettingsError(
+            f"{path}: '{where}' must be {wanted[setting.toml]}, not {type(value).__name__}"
+        )
+    if setting.toml is bool:
+        return value
+    try:
+        return setting.convert(str(value))
+    except ValueError as exc:
+        raise SettingsError(f"{path}: '{where}': {exc}") from None
+
+
+def resolve(flags: Mapping[str, Any], environ: Mapping[str, str], path: Path | None) -> Resolved:
+    """The effective configuration, and where each value came from."""
+    from_file = read_file(path) if path is not None else {}
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for setting in SETTINGS:
+        if flags.get(setting.name) is not None:
+            values[setting.field], sources[setting.name] = flags[setting.name], "flag"
+        elif setting.env in environ:
+            try:
+                values[setting.field] = setting.convert(environ[setting.env])
+            except ValueError as exc:
+                raise SettingsError(f"{setting.env}: {exc}") from None
+            sources[setting.name] = f"env {setting.env}"
+        elif setting.name in from_file:
+            values[setting.field], sources[setting.name] = from_file[setting.name], f"file {path}"
+        else:
+            if setting.command_default is not None:
+                values[setting.field] = setting.command_default(environ)
+            sources[setting.name] = "default"
+    token_file = values.get("api_token_file")
+    values["api_token"] = read_token(token_file) if token_file is not None else None
+    try:
+        return Resolved(RelayConfig(**values), sources)
+    except ConfigValueError as exc:
+        name = BY_FIELD[exc.field].name if exc.field in BY_FIELD else exc.field
+        raise SettingsError(f"{sources.get(name, 'default')}: '{name}': {exc}") from None
+
+
+def read_token(path: Path) -> str:
+    try:
+        return read_token_file(path)
+    except FileError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def describe(resolved: Resolved) -> list[str]:
+    """``name = value  # source`` lines (valid TOML), as ``mcrelay config check`` prints them."""
+    lines = []
+    for setting in SETTINGS:
+        value = getattr(resolved.config, setting.field)
+        source = resolved.sources[setting.name]
+        if value is None:
+            lines.append(f"# {setting.name} is not set  # {source}")
+        else:
+            lines.append(f"{setting.name} = {toml_value(value)}  # {source}")
+    return lines
