@@ -11,7 +11,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.client import MessageReceived, PeerPresent
-from mcrelay.core.members import Roster, RosterFull
 from mcrelay.daemon.legacy import profile as profile_module
 from mcrelay.daemon.legacy import sealing
 from mcrelay.daemon.legacy.profile import identity
@@ -102,22 +101,6 @@ async def test_registration_limits_are_settings_a_reload_changes(
         relay.reconfigure(replace(faster, max_clients_per_host=3))
         await register_two()
         await wait_until(lambda: len(relay.roster) == 3)
-
-
-def test_clients_per_host_are_capped(keys: Keys) -> None:
-    roster = Roster(max_members=10, max_members_per_host=2)
-    key = keys[1].public_key()
-
-    def register(address: Address) -> None:
-        roster.register(identity(key, address), address, 0.0)
-
-    register(("10.0.0.1", 1))
-    register(("10.0.0.1", 2))
-    register(("10.0.0.2", 1))
-    with pytest.raises(RosterFull):
-        register(("10.0.0.1", 3))
-    roster.remove("10.0.0.1:1", "disconnect")
-    register(("10.0.0.1", 3))
 
 
 class StalledSocket:
