@@ -38,8 +38,8 @@ from mcrelay.api.events import sse_frame
 from mcrelay.client import MessageReceived, open_participant
 from mcrelay.core.events import EventHub, Subscription
 from mcrelay.daemon.legacy.keyfile import generate_key_file
-from mcrelay.daemon.service import serve
 from mcrelay.protocol.legacy import crypto
+from mcrelay.service import serve
 from mcrelay.settings.config import RelayConfig
 
 RESULTS = Path(__file__).parent / "results" / "hostile_api.json"

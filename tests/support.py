@@ -23,11 +23,11 @@ from mcrelay.cli.main import run_command
 from mcrelay.cli.status import ExitStatus
 from mcrelay.client import Participant, ParticipantEvent, open_participant
 from mcrelay.daemon.relay import Relay
-from mcrelay.daemon.service import Daemon, serve
 from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.legacy import crypto
 from mcrelay.protocol.legacy.events import ClientEvent, ServerKey
+from mcrelay.service import Daemon, serve
 from mcrelay.settings.config import RelayConfig
 from mcrelay.sockets import open_client_socket
 

@@ -19,8 +19,8 @@ import httpx
 import trio
 
 from mcrelay.daemon.relay import Relay
-from mcrelay.daemon.service import Daemon
 from mcrelay.protocol.addresses import Address, format_address
+from mcrelay.service import Daemon
 from support import WAIT_S, relay_config, running_daemon
 
 TOKEN = "s3cret"

@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.api.connections import FD_RESERVE
-from mcrelay.daemon.service import SHUTDOWN_GRACE_S
+from mcrelay.service import SHUTDOWN_GRACE_S
 from support import LOOPBACK, WAIT_S, write_key
 
 Keys = list[rsa.RSAPrivateKey]

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 import mcrelay.api.connections
 from mcrelay.client import MessageReceived, PeerPresent
 from mcrelay.daemon.notify import Notifier
-from mcrelay.daemon.service import Daemon, run_daemon
 from mcrelay.protocol.legacy.events import PeerJoined
+from mcrelay.service import Daemon, run_daemon
 from support import WAIT_S, hold_decryption, join, next_event, relay_config, wait_until
 
 Keys = list[rsa.RSAPrivateKey]

@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcrelay.api.openapi import SCHEMAS
 from mcrelay.cli.status import ExitStatus
 from mcrelay.client import MessageReceived, PeerPresent
-from mcrelay.daemon.service import Daemon
 from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
+from mcrelay.service import Daemon
 from mcrelay.settings.table import SETTINGS
 from support import (
     Console,

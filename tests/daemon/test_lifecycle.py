@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.client import MessageReceived, PeerPresent
 from mcrelay.daemon.notify import Notifier
-from mcrelay.daemon.service import Daemon, apply_reload, run_daemon
 from mcrelay.protocol import legacy
 from mcrelay.protocol.legacy.events import PeerJoined
+from mcrelay.service import Daemon, apply_reload, run_daemon
 from mcrelay.settings.config import RelayConfig
 from mcrelay.settings.resolve import resolve
 from support import WAIT_S, dropped, hold_decryption, join, next_event, raw_peer, wait_until

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from mcrelay.api.errors import ApiBindError
-from mcrelay.daemon.service import serve
+from mcrelay.service import serve
 from mcrelay.sockets import open_relay_socket
 from support import relay_config
 

@@ -15,8 +15,8 @@ from quart import Blueprint, Response, jsonify, request
 from mcrelay.api.context import api_context
 from mcrelay.api.serialize import ban_json, client_json, error_json
 from mcrelay.core.bans import parse_ban_seconds, parse_ban_target
+from mcrelay.core.control import Overloaded
 from mcrelay.core.members import Member
-from mcrelay.daemon.relay import Overloaded
 from mcrelay.protocol.addresses import format_address, parse_address
 
 blueprint = Blueprint("clients", __name__)

@@ -7,14 +7,14 @@ from typing import Any
 from quart import current_app
 
 from mcrelay.api.connections import Connections
-from mcrelay.daemon.relay import Relay
+from mcrelay.core.control import Control
 
 EXTENSION = "mcrelay"
 
 
 @dataclass
 class ApiContext:
-    relay: Relay
+    relay: Control
     token: str | None = None
     started_at: float = 0.0
     """Unix time the daemon started."""

@@ -126,7 +126,7 @@ async def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     config = _resolve(args, env).config
     configure_logging(config.log_level, config.log_format, env.stderr, env.environ)
-    from mcrelay.daemon.service import run_until_signal
+    from mcrelay.service import run_until_signal
 
     try:
         await run_until_signal(config, reload=loader(args, env), environ=env.environ)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from mcrelay.core.control import Overloaded
 from mcrelay.core.events import EventHub
 from mcrelay.core.members import Identity, Left, Member, Roster
 from mcrelay.core.profile import RELAY_ORIGIN, Opened, Opener, Origin, Profile, Sealed
@@ -32,15 +33,6 @@ MAX_RELAYS_PER_CLIENT = 32
 """Messages of one member between admission and fan-out; more are ``overloaded``."""
 MAX_POSTS_IN_FLIGHT = 1
 """Operator messages being sealed at once; another is refused (:class:`Overloaded`)."""
-POST_RETRY_AFTER_S = 1.0
-
-
-class Overloaded(Exception):
-    """The relay cannot take this message now; ``retry_after_s`` says when to try again."""
-
-    def __init__(self, message: str, retry_after_s: float = POST_RETRY_AFTER_S) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 @dataclass(slots=True, eq=False)

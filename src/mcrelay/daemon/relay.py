@@ -18,12 +18,13 @@ import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.core.bans import BanList
+from mcrelay.core.control import Overloaded
 from mcrelay.core.events import EventHub
 from mcrelay.core.members import Identity, Left, Member, Registration, Roster
 from mcrelay.core.profile import Opener, Profile
 from mcrelay.core.stats import RelayCounters, Statistics
 from mcrelay.daemon.legacy.profile import LegacyProfile
-from mcrelay.daemon.messages import Messages, Overloaded
+from mcrelay.daemon.messages import Messages
 from mcrelay.daemon.outbox import Outbox
 from mcrelay.daemon.workers import CryptoWorkers
 from mcrelay.protocol.addresses import Address, format_address
@@ -38,8 +39,6 @@ RECEIVE_TICK_S = 0.5
 """The receive loop turns at least this often, idle or not (the watchdog looks at it)."""
 RECEIVE_BATCH_DATAGRAMS = 64
 """Datagrams handled per turn of the receive loop before it yields."""
-
-__all__ = ["Overloaded", "Relay"]
 
 
 class Relay:

@@ -1,0 +1,48 @@
+"""What operators may do with a running relay: the interface the control API is given.
+
+The API depends on this and nothing of the daemon's; the service hands it the relay.
+"""
+
+from typing import Protocol
+
+from mcrelay.core.bans import BanList
+from mcrelay.core.events import EventHub
+from mcrelay.core.members import Member, Roster
+from mcrelay.core.stats import Statistics
+from mcrelay.protocol.addresses import Address
+from mcrelay.settings.config import RelayConfig
+
+POST_RETRY_AFTER_S = 1.0
+
+
+class Overloaded(Exception):
+    """The relay cannot take this message now; ``retry_after_s`` says when to try again."""
+
+    def __init__(self, message: str, retry_after_s: float = POST_RETRY_AFTER_S) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Control(Protocol):
+    config: RelayConfig
+    """The settings in effect."""
+    address: Address
+    """The relay's socket address (its port)."""
+    roster: Roster
+    bans: BanList
+    events: EventHub
+
+    @property
+    def fingerprint(self) -> str:
+        """The relay key's fingerprint, which legacy clients pin."""
+
+    def statistics(self) -> Statistics: ...
+
+    def kick(
+        self, member_id: str, ban_s: float | None = None, *, host: bool = False
+    ) -> list[Member]:
+        """Remove a member, and with ``ban_s`` ban its address (``host``: its whole host,
+        every member of which goes too); the members removed."""
+
+    async def post(self, plaintext: bytes, recipients: list[Member]) -> int:
+        """A message from the relay itself; the copies sent. Raises :class:`Overloaded`."""
