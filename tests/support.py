@@ -26,7 +26,7 @@ from mcrelay.daemon.relay import Relay
 from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.legacy import crypto
-from mcrelay.protocol.legacy.events import ClientEvent, ServerKey
+from mcrelay.protocol.legacy.events import ClientBound, ServerKey
 from mcrelay.service import Daemon, serve
 from mcrelay.settings.config import RelayConfig
 from mcrelay.sockets import open_client_socket
@@ -131,7 +131,7 @@ class RawPeer:
         for datagram in datagrams:
             await self.sock.sendto(datagram, (GROUP, self.relay.address[1]))
 
-    async def receive(self) -> list[ClientEvent]:
+    async def receive(self) -> list[ClientBound]:
         with trio.fail_after(WAIT_S):
             data, _source = await self.sock.recvfrom(65535)
         return legacy.decode_relay_datagram_untrusted(data)

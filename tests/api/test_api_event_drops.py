@@ -8,7 +8,7 @@ import trio
 import trio.testing
 
 from mcrelay.api.events import encode_frame
-from mcrelay.core.events import MAX_DROP_SOURCES, EventHub, RelayEvent, Subscription
+from mcrelay.core.events import MAX_DROP_SOURCES, EventHub, OperatorEvent, Subscription
 from mcrelay.daemon.relay import Relay
 from support import relay_config, running_daemon
 
@@ -17,7 +17,7 @@ HOSTILE = struct.pack("!HH", 99, 0) * 16376
 the TLVs of a datagram."""
 
 
-def queued(subscription: Subscription) -> list[RelayEvent]:
+def queued(subscription: Subscription) -> list[OperatorEvent]:
     events = []
     while True:
         try:
@@ -104,7 +104,7 @@ def test_without_subscribers_nothing_is_counted() -> None:
 def test_each_event_is_encoded_once_whatever_the_subscribers() -> None:
     encoded: list[int] = []
 
-    def encoder(event: RelayEvent) -> bytes:
+    def encoder(event: OperatorEvent) -> bytes:
         encoded.append(event.id)
         return encode_frame(event)
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 import mcrelay.api.events
 from mcrelay.client import MessageReceived, PeerPresent
-from mcrelay.core.events import SUBSCRIBER_QUEUE_EVENTS, EventHub, RelayEvent, Subscription
+from mcrelay.core.events import SUBSCRIBER_QUEUE_EVENTS, EventHub, OperatorEvent, Subscription
 from mcrelay.daemon.relay import Relay
 from mcrelay.protocol import legacy
 from mcrelay.protocol.legacy import crypto
@@ -264,10 +264,10 @@ def test_publish_without_subscribers_is_a_no_op() -> None:
 
 
 @asynccontextmanager
-async def reading(subscription: Subscription) -> AsyncIterator[AsyncIterator[RelayEvent]]:
+async def reading(subscription: Subscription) -> AsyncIterator[AsyncIterator[OperatorEvent]]:
     """The subscription's events; closed on exit if they come from an async generator
     (Trio warns of generators left for the garbage collector)."""
-    events: AsyncIterator[RelayEvent] = aiter(subscription)
+    events: AsyncIterator[OperatorEvent] = aiter(subscription)
     try:
         yield events
     finally:
@@ -275,8 +275,8 @@ async def reading(subscription: Subscription) -> AsyncIterator[AsyncIterator[Rel
             await events.aclose()
 
 
-async def take(events: AsyncIterator[RelayEvent], count: int) -> list[RelayEvent]:
-    taken: list[RelayEvent] = []
+async def take(events: AsyncIterator[OperatorEvent], count: int) -> list[OperatorEvent]:
+    taken: list[OperatorEvent] = []
     with trio.fail_after(WAIT_S):
         for _ in range(count):
             taken.append(await anext(events))

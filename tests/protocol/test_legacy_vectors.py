@@ -24,7 +24,7 @@ from mcrelay.protocol.addresses import (
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
 from mcrelay.protocol.legacy import crypto
 from mcrelay.protocol.legacy.events import (
-    ClientEvent,
+    ClientBound,
     ClientKey,
     DisconnectRequest,
     FragmentReceived,
@@ -33,8 +33,8 @@ from mcrelay.protocol.legacy.events import (
     KeyRequest,
     PeerJoined,
     PeerLeft,
+    RelayBound,
     RelayedMessage,
-    RelayEvent,
 )
 from mcrelay.protocol.legacy.fragments import Fragment
 from mcrelay.protocol.legacy.tlv import TlvType, decode_tlvs_untrusted, encode_tlv
@@ -91,8 +91,8 @@ def test_tlv_vector_decodes(vector: dict[str, str], client_key: rsa.RSAPrivateKe
     type_, address = named(vector)
     (tlv,) = decode_tlvs_untrusted(data, ANY_COUNT)
     assert tlv.type == type_
-    relay_side: list[RelayEvent] = legacy.decode_client_datagram_untrusted(data)
-    client_side: list[ClientEvent] = legacy.decode_relay_datagram_untrusted(data)
+    relay_side: list[RelayBound] = legacy.decode_client_datagram_untrusted(data)
+    client_side: list[ClientBound] = legacy.decode_relay_datagram_untrusted(data)
     if type_ in RELAY_BOUND:
         assert client_side == [Ignored(type_)]
     else:

@@ -10,7 +10,7 @@ from quart import Blueprint, Response, jsonify, request
 
 from mcrelay.api.context import api_context
 from mcrelay.api.serialize import error_json, rfc3339
-from mcrelay.core.events import EventHub, RelayEvent
+from mcrelay.core.events import EventHub, OperatorEvent
 
 blueprint = Blueprint("events", __name__)
 
@@ -19,13 +19,13 @@ HEARTBEAT_S = 15.0
 SUBSCRIBERS_RETRY_AFTER_S = 5
 
 
-def encode_frame(event: RelayEvent) -> bytes:
+def encode_frame(event: OperatorEvent) -> bytes:
     """The event as one Server-Sent Events frame (the hub calls it once per event)."""
     data = {"id": event.id, "event": event.kind, "time": rfc3339(event.time), **event.data}
     return f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-def sse_frame(event: RelayEvent) -> bytes:
+def sse_frame(event: OperatorEvent) -> bytes:
     return event.frame or encode_frame(event)
 
 

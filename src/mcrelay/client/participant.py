@@ -35,7 +35,7 @@ from mcrelay.protocol.addresses import Address, format_address
 from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
 from mcrelay.protocol.legacy import crypto
 from mcrelay.protocol.legacy.events import (
-    ClientEvent,
+    ClientBound,
     PeerJoined,
     PeerLeft,
     RelayedMessage,
@@ -190,7 +190,7 @@ class Participant:
     async def disconnect(self) -> None:
         await self._sock.sendto(legacy.disconnect(), self.destination)
 
-    async def _receive_untrusted(self) -> tuple[Address, list[ClientEvent]]:
+    async def _receive_untrusted(self) -> tuple[Address, list[ClientBound]]:
         """The next decodable datagram's source and events; others are counted and skipped."""
         while True:
             data, source = await self._sock.recvfrom(MAX_DATAGRAM_BYTES)
@@ -229,7 +229,7 @@ class Participant:
             for event in events:
                 await self._dispatch(event)
 
-    async def _dispatch(self, event: ClientEvent) -> None:
+    async def _dispatch(self, event: ClientBound) -> None:
         if isinstance(event, RelayedMessage):
             if not self._recent.add(hashlib.sha256(event.ciphertext).digest()):
                 self.dropped[DropReason.DUPLICATE_MESSAGE] += 1

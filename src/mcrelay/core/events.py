@@ -33,7 +33,7 @@ beyond them is counted per reason only, so the count never grows without end."""
 
 
 @dataclass(frozen=True, slots=True)
-class RelayEvent:
+class OperatorEvent:
     id: int
     kind: str
     time: float
@@ -44,7 +44,7 @@ class RelayEvent:
     hub has no encoder, as for the ``overflow`` events a subscription makes itself)."""
 
 
-EventEncoder = Callable[[RelayEvent], bytes]
+EventEncoder = Callable[[OperatorEvent], bytes]
 
 
 @dataclass(slots=True)
@@ -53,15 +53,15 @@ class Subscription:
     cancel (a heartbeat timeout around them loses nothing)."""
 
     hub: "EventHub"
-    send: trio.MemorySendChannel[RelayEvent]
-    receive_channel: trio.MemoryReceiveChannel[RelayEvent]
+    send: trio.MemorySendChannel[OperatorEvent]
+    receive_channel: trio.MemoryReceiveChannel[OperatorEvent]
     missed: int = 0
     _last_queued: int = 0
     _gap_after: int = 0
     _first_missed: int = 0
     _overflow_due: bool = False
 
-    def offer(self, event: RelayEvent) -> None:
+    def offer(self, event: OperatorEvent) -> None:
         """Queue an event, or count it missed; never waits."""
         try:
             self.send.send_nowait(event)
@@ -72,13 +72,13 @@ class Subscription:
         else:
             self._last_queued = event.id
 
-    async def receive(self) -> RelayEvent:
+    async def receive(self) -> OperatorEvent:
         """The next event; an ``overflow`` event stands where events were missed."""
         if self._overflow_due:
             self._overflow_due = False
             missed, self.missed = self.missed, 0
             # It stands where the first missed event stood, so ids still increase.
-            return RelayEvent(self._first_missed, "overflow", time.time(), {"missed": missed})
+            return OperatorEvent(self._first_missed, "overflow", time.time(), {"missed": missed})
         event = await self.receive_channel.receive()
         if self.missed and event.id == self._gap_after:
             self._overflow_due = True
@@ -87,7 +87,7 @@ class Subscription:
     def __aiter__(self) -> "Subscription":
         return self
 
-    async def __anext__(self) -> RelayEvent:
+    async def __anext__(self) -> OperatorEvent:
         return await self.receive()
 
 
@@ -114,8 +114,8 @@ class EventHub:
             await trio.sleep(self.drop_interval_s)
             self.flush_drops()
 
-    def make(self, kind: str, data: dict[str, Any]) -> RelayEvent:
-        event = RelayEvent(self._next_id, kind, time.time(), data)
+    def make(self, kind: str, data: dict[str, Any]) -> OperatorEvent:
+        event = OperatorEvent(self._next_id, kind, time.time(), data)
         self._next_id += 1
         if self.encoder is not None:
             event = dataclasses.replace(event, frame=self.encoder(event))
@@ -161,7 +161,7 @@ class EventHub:
 
     @contextmanager
     def subscribe(self) -> Iterator[Subscription]:
-        send, receive = trio.open_memory_channel[RelayEvent](self._queue_events)
+        send, receive = trio.open_memory_channel[OperatorEvent](self._queue_events)
         subscription = Subscription(self, send, receive)
         self._subscriptions.append(subscription)
         try:

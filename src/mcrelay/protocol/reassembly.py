@@ -127,8 +127,8 @@ class Reassembler:
         (a late fragment of one starts it afresh), and named in the outcome's ``dropped``
         with the messages evicted to make room, so each is counted once."""
         dropped = [(key, DropReason.REASSEMBLY_TIMEOUT) for key in self.expire(now)]
-        outcome = self._add((source, fragment.msg_id), fragment, now, dropped)
-        return dataclasses.replace(outcome, dropped=tuple(dropped)) if dropped else outcome
+        result = self._add((source, fragment.msg_id), fragment, now, dropped)
+        return dataclasses.replace(result, dropped=tuple(dropped)) if dropped else result
 
     def _add(
         self,

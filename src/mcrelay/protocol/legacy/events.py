@@ -1,7 +1,7 @@
 """Typed events decoded from datagrams: what a peer asked for, with no I/O attached.
 
-Relay side (client -> relay): :data:`RelayEvent`. Client side (relay -> client):
-:data:`ClientEvent`. Every event is a frozen, slotted dataclass.
+Relay side (client -> relay): :data:`RelayBound`. Client side (relay -> client):
+:data:`ClientBound`. Every event is a frozen, slotted dataclass.
 """
 
 from dataclasses import dataclass
@@ -46,7 +46,7 @@ class Ignored:
     type: int
 
 
-RelayEvent = KeyRequest | ClientKey | FragmentReceived | DisconnectRequest | Keepalive | Ignored
+RelayBound = KeyRequest | ClientKey | FragmentReceived | DisconnectRequest | Keepalive | Ignored
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,4 +78,4 @@ class PeerLeft:
     peer: Address
 
 
-ClientEvent = ServerKey | RelayedMessage | PeerJoined | PeerLeft | Ignored
+ClientBound = ServerKey | RelayedMessage | PeerJoined | PeerLeft | Ignored

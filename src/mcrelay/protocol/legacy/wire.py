@@ -13,7 +13,7 @@ from mcrelay.protocol.addresses import Address, decode_address_untrusted, encode
 from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
 from mcrelay.protocol.legacy import crypto
 from mcrelay.protocol.legacy.events import (
-    ClientEvent,
+    ClientBound,
     ClientKey,
     DisconnectRequest,
     FragmentReceived,
@@ -22,8 +22,8 @@ from mcrelay.protocol.legacy.events import (
     KeyRequest,
     PeerJoined,
     PeerLeft,
+    RelayBound,
     RelayedMessage,
-    RelayEvent,
     ServerKey,
 )
 from mcrelay.protocol.legacy.fragments import (
@@ -45,7 +45,7 @@ RELAYED_MESSAGE); a datagram with more is dropped whole, at the cost of reading 
 CONNECT_WORD = b"CONNECT"
 DISCONNECT_WORD = b"DISCONNECT"
 
-_RELAY_BOUND: dict[int, Callable[[bytes], RelayEvent]] = {
+_RELAY_BOUND: dict[int, Callable[[bytes], RelayBound]] = {
     TlvType.SERVER_KEY_REQUEST: lambda _value: KeyRequest(),
     TlvType.CLIENT_PUBLIC_KEY: ClientKey,
     TlvType.FRAGMENT: lambda value: FragmentReceived(decode_fragment_untrusted(value)),
@@ -53,29 +53,29 @@ _RELAY_BOUND: dict[int, Callable[[bytes], RelayEvent]] = {
     TlvType.KEEPALIVE: lambda _value: Keepalive(),
 }
 
-_CLIENT_BOUND: dict[int, Callable[[bytes], ClientEvent]] = {
+_CLIENT_BOUND: dict[int, Callable[[bytes], ClientBound]] = {
     TlvType.SERVER_PUBLIC_KEY: ServerKey,
     TlvType.CLIENT_CONNECTED: lambda value: PeerJoined(decode_address_untrusted(value)),
     TlvType.CLIENT_DISCONNECTED: lambda value: PeerLeft(decode_address_untrusted(value)),
 }
 
 
-def decode_client_datagram_untrusted(data: bytes) -> list[RelayEvent]:
+def decode_client_datagram_untrusted(data: bytes) -> list[RelayBound]:
     """Events in a datagram a client sent to the relay; malformed means nothing is acted on."""
-    events: list[RelayEvent] = []
+    events: list[RelayBound] = []
     for tlv in decode_tlvs_untrusted(data, MAX_TLVS_PER_DATAGRAM):
         decode = _RELAY_BOUND.get(tlv.type)
         events.append(decode(tlv.value) if decode else Ignored(tlv.type))
     return events
 
 
-def decode_relay_datagram_untrusted(data: bytes) -> list[ClientEvent]:
+def decode_relay_datagram_untrusted(data: bytes) -> list[ClientBound]:
     """Events in a datagram the relay sent to a client.
 
     RELAYED_MESSAGE takes its sender from the SENDER_INFO before it in the same
     datagram; one without a SENDER_INFO makes the datagram malformed.
     """
-    events: list[ClientEvent] = []
+    events: list[ClientBound] = []
     sender: Address | None = None
     for tlv in decode_tlvs_untrusted(data, MAX_TLVS_PER_DATAGRAM):
         if tlv.type == TlvType.SENDER_INFO:
