@@ -6,17 +6,19 @@ run_until_signal                      SIGHUP reloads; SIGTERM/SIGINT drain, then
     ├── _drain                        after the first SIGTERM: waits (within the grace
     │                                 period) for Relay.drained: messages in flight go out
     └── serve
-        ├── Relay.run
+        ├── Relay.run                 (daemon/relay.py)
         │   ├── CryptoWorkers.run     owns the RSA threads; results come back in batches
-        │   ├── _send_loop            sends the notices, and copies when the socket was full
-        │   ├── _cleanup_loop         expires idle clients
+        │   ├── Outbox.run            sends the notices, and copies when the socket was full
+        │   ├── _cleanup_loop         expires idle members
         │   └── messages              closes once receiving stops and every message settled
-        │       ├── _receive_loop     read until it would block, decode, dispatch; never
-        │       │                     waits on crypto
-        │       ├── _message          one per message, from its first fragment: waits for
-        │       │                     the rest under move_on_at(reassembly deadline), then
-        │       │                     crypto (workers), its sender's earlier messages, send
-        │       └── _post             an operator's message (POST /v1/messages), one at most
+        │       ├── _receive_loop     read until it would block; each datagram to its
+        │       │                     profile by its first byte; never waits on crypto
+        │       ├── a message's life  one task per message, from its first fragment
+        │       │                     (LegacyProfile._message): the rest under
+        │       │                     move_on_at(reassembly deadline); admitted, then the
+        │       │                     pipeline (Messages): crypto in the workers, its
+        │       │                     sender's earlier messages, send, settle
+        │       └── a post            an operator's message (POST /v1/messages), one at most
         ├── EventHub.run              publishes the counted drops once a second
         └── serve_api                 the control API (unless --api off): our accept loop,
                                       hypercorn's HTTP/1.1 per connection; all closed at stop
