@@ -31,7 +31,7 @@ _ID = {
     "in": "path",
     "required": True,
     "schema": {"type": "string"},
-    "description": "ip:port, or [ipv6]:port",
+    "description": "a client's id, an opaque string (a legacy client's is ip:port, or [ipv6]:port)",
 }
 _COUNTERS = {
     name: {"type": "integer"}
@@ -70,7 +70,8 @@ SCHEMAS: dict[str, Any] = {
     "Client": {
         "type": "object",
         "properties": {
-            "id": {"type": "string"},
+            "id": {"type": "string", "description": "opaque; a legacy client's is ip:port"},
+            "profile": {"type": "string", "enum": ["legacy"]},
             "host": {"type": "string"},
             "fingerprint": {"type": "string"},
             "connected_at": {"type": "string", "format": "date-time"},
