@@ -66,8 +66,9 @@ class Profile(Protocol):
 
 
 Opener = Callable[[list[Member]], Awaitable[Opened]]
-"""A profile's way to open a message it received: given the recipients (decided when
-the message is admitted), its plaintext and, if it sealed them on the way, the copies."""
+"""A profile's way to open a message it received, given the recipients (decided when
+the message is admitted): called at admission, so the work may start at once; awaited
+by the message's task for the plaintext and, if it sealed them on the way, the copies."""
 
 
 class Services(Protocol):

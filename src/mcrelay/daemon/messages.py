@@ -92,17 +92,31 @@ class Messages:
             return None
         self._roster.message_started(sender)
         turn = self._enter_line(sender.id)
+        # Who gets it is decided now, and its opening starts now (a small fan-out is
+        # sealed in the job that opens it: one hand-off per message, not one per step).
+        recipients = self._roster.others(sender)
+        identities = [member.identity for member in recipients]
+        try:
+            opening = opener(recipients)
+        except Exception:
+            log.exception("opening a message from %s failed", format_address(sender.address))
+            self._drop(DropReason.INTERNAL_ERROR, sender.address)
+            self._settle(sender, turn)
+            return None
 
         async def life() -> None:
             try:
-                await self._relay(sender, turn, opener)
+                await self._relay(sender, turn, recipients, identities, opening)
             finally:
-                self._leave_line(sender.id, turn)
-                left = self._roster.message_settled(sender)
-                if left is not None:
-                    self._left(left)
+                self._settle(sender, turn)
 
         return life
+
+    def _settle(self, sender: Member, turn: _Turn) -> None:
+        self._leave_line(sender.id, turn)
+        left = self._roster.message_settled(sender)
+        if left is not None:
+            self._left(left)
 
     def admit_post(self) -> _Turn:
         """Admit an operator's message, or raise :class:`Overloaded` (counted)."""
@@ -139,19 +153,22 @@ class Messages:
         if self._latest.get(sender_id) is turn.done:
             del self._latest[sender_id]
 
-    async def _relay(self, sender: Member, turn: _Turn, opener: Opener) -> None:
-        """Open (and seal), wait for the sender's earlier messages, re-seal once for
+    async def _relay(
+        self,
+        sender: Member,
+        turn: _Turn,
+        recipients: list[Member],
+        identities: list[Identity],
+        opening: Awaitable[Opened],
+    ) -> None:
+        """Opened (and sealed), wait for the sender's earlier messages, re-seal once for
         whoever re-keyed meanwhile, send. A bug costs this message, never the relay."""
         origin = Origin(sender.id, sender.address)
         try:
-            # Who gets it is decided now, so that a small fan-out can be sealed in the
-            # job that opens it: one hand-off per message, not one per step.
-            recipients = self._roster.others(sender)
-            identities = [member.identity for member in recipients]
             failure: RemoteProtocolError | None = None
             opened = Opened(b"")
             try:
-                opened = await opener(recipients)
+                opened = await opening
                 if opened.sealed is None and self._relayed(opened):
                     opened = Opened(
                         opened.plaintext, await self._seal(origin, opened.plaintext, recipients)

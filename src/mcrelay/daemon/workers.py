@@ -10,7 +10,7 @@ that finished meanwhile, and their ``done`` callbacks run there, in order.
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -29,6 +29,26 @@ class Job(Generic[T]):
     done: Callable[["outcome.Outcome[T]"], None]
     """Runs on the Trio thread, from a ``run_sync_soon`` callback: cannot await, and
     should not raise (what it raises is logged, and the job's other state is its own)."""
+
+
+class Running(Generic[T]):
+    """A job's result to come: awaiting it waits (if need be) and returns or raises it."""
+
+    __slots__ = ("_finished", "_result")
+
+    def __init__(self) -> None:
+        self._finished = trio.Event()
+        self._result: outcome.Outcome[T] | None = None
+
+    def finish(self, result: "outcome.Outcome[T]") -> None:
+        self._result = result
+        self._finished.set()
+
+    def __await__(self) -> Generator[Any, None, T]:
+        if self._result is None:
+            yield from self._finished.wait().__await__()
+        assert self._result is not None
+        return self._result.unwrap()
 
 
 _STOP = object()
@@ -67,18 +87,15 @@ class CryptoWorkers:
         """Queue a job (from the Trio thread); never blocks. The caller bounds the queue."""
         self._jobs.put(job)
 
+    def start(self, work: Callable[[], T]) -> "Running[T]":
+        """Queue ``work`` now (from the Trio thread, never blocking); await the result."""
+        running: Running[T] = Running()
+        self.submit(Job(work, running.finish))
+        return running
+
     async def call(self, work: Callable[[], T]) -> T:
-        """Run ``work`` in a worker and wait for its result (for callers that may wait)."""
-        finished = trio.Event()
-        results: list[outcome.Outcome[T]] = []
-
-        def done(result: outcome.Outcome[T]) -> None:
-            results.append(result)
-            finished.set()
-
-        self.submit(Job(work, done))
-        await finished.wait()
-        return results[0].unwrap()
+        """Run ``work`` in a worker and wait for its result."""
+        return await self.start(work)
 
     def resize(self, count: int) -> None:
         """Have ``count`` threads: start more, or stop the surplus (each after the jobs

@@ -222,15 +222,13 @@ class LegacyProfile:
                 self._services.drop(DropReason.REASSEMBLY_TIMEOUT, late[0])
                 self._end(late)
 
-    async def _open(self, sender: Member, payload: bytes, recipients: list[Member]) -> Opened:
-        """Decrypt in a worker, sealing there too when the recipients are few and all legacy."""
+    def _open(self, sender: Member, payload: bytes, recipients: list[Member]) -> Awaitable[Opened]:
+        """Decrypt in a worker, starting now, sealing there too when the recipients are few
+        and all legacy; the result is awaited by the message's task."""
         legacy_only = all(member.identity.profile == PROFILE for member in recipients)
         keys = [_key(member) for member in recipients] if legacy_only else None
-        work = partial(
-            open_and_seal, self._key, payload, self.max_message_bytes, sender.address, keys
-        )
-        plaintext, sealed = await self._workers.call(work)
-        return Opened(plaintext, sealed, CONTROL_WORDS.get(plaintext))
+        work = partial(_opened, self._key, payload, self.max_message_bytes, sender.address, keys)
+        return self._workers.start(work)
 
     # Copies and notices out.
 
@@ -288,3 +286,15 @@ def _registration_limits(config: RelayConfig) -> dict[str, Any]:
         "total_burst": config.registrations_total_burst,
         "total_per_s": config.registrations_total_per_s,
     }
+
+
+def _opened(
+    relay_key: rsa.RSAPrivateKey,
+    payload: bytes,
+    max_message_bytes: int,
+    sender: Address,
+    keys: Sequence[rsa.RSAPublicKey] | None,
+) -> Opened:
+    """The worker's job: decrypt, and seal when :func:`open_and_seal` does."""
+    plaintext, sealed = open_and_seal(relay_key, payload, max_message_bytes, sender, keys)
+    return Opened(plaintext, sealed, CONTROL_WORDS.get(plaintext))
