@@ -84,66 +84,6 @@ async def test_largest_message_sent_as_one_burst_arrives(relay_key_file: Path, k
             assert await next_event(b) == MessageReceived(a.address, largest)
 
 
-async def test_reordered_and_duplicated_fragments_deliver_once(
-    relay_key_file: Path, keys: Keys
-) -> None:
-    async with running_relay(relay_config(relay_key_file)) as relay:
-        async with join(relay, keys[1]) as a, raw_peer(relay, keys[2]) as raw:
-            await raw.register()
-            assert await next_event(a) == PeerJoined(raw.address)
-            datagrams = raw.message(b"x" * 1000)
-            shuffled = datagrams + datagrams[:3]
-            random.Random(1).shuffle(shuffled)
-            await raw.send(*shuffled)
-            await raw.send(*datagrams)  # a replay of the whole message, within its deadline
-            await raw.send(*raw.message("after é".encode(), msg_id=b"\x00\x00\x00\x02"))
-            assert await next_event(a) == MessageReceived(raw.address, b"x" * 1000)
-            assert await next_event(a) == MessageReceived(raw.address, "after é".encode())
-            # A copy that lands before completion is a duplicate, after it a late fragment.
-            repeats = dropped(relay, "duplicate_fragment") + dropped(relay, "late_fragment")
-            assert repeats == 3 + len(datagrams)
-
-
-async def test_malformed_datagrams_are_counted_and_traffic_goes_on(
-    relay_key_file: Path, keys: Keys
-) -> None:
-    junk = [
-        b"",
-        bytes.fromhex("0009000501"),
-        bytes.fromhex("000b00"),
-        bytes.fromhex("00090000000a00067f00"),
-        bytes.fromhex("0001000300"),  # FRAGMENT shorter than its header
-        random.Random(3).randbytes(300),
-    ]
-    async with running_relay(relay_config(relay_key_file)) as relay:
-        async with join(relay, keys[1]) as a, raw_peer(relay, keys[2]) as raw:
-            await raw.register()
-            assert await next_event(a) == PeerJoined(raw.address)
-            first, second = raw.message(b"through the noise")
-            await raw.send(*junk, first, *junk, second, *junk)
-            assert await next_event(a) == MessageReceived(raw.address, b"through the noise")
-            assert dropped(relay, "malformed") >= 3 * 5
-
-
-async def test_unknown_types_are_counted_not_fatal(relay_key_file: Path, keys: Keys) -> None:
-    async with running_relay(relay_config(relay_key_file)) as relay:
-        async with raw_peer(relay, keys[2]) as raw:
-            await raw.send(bytes.fromhex("00630000") + legacy.key_request())
-            await raw.receive()
-            assert dropped(relay, "unknown_type") == 1
-
-
-async def test_traffic_from_unregistered_sources_is_dropped(
-    relay_key_file: Path, keys: Keys
-) -> None:
-    async with running_relay(relay_config(relay_key_file)) as relay:
-        async with join(relay, keys[1]) as a, raw_peer(relay, keys[2]) as raw:
-            raw.relay_key = a.relay_key
-            await raw.send(*raw.message(b"who am I"), legacy.keepalive(), legacy.disconnect())
-            await wait_until(lambda: dropped(relay, "unregistered") == 4)
-            assert len(relay.roster) == 1
-
-
 async def test_client_timeout_is_announced(relay_key_file: Path, keys: Keys) -> None:
     config = relay_config(relay_key_file, client_timeout_s=0.5)
     async with running_relay(config) as relay:
@@ -153,17 +93,6 @@ async def test_client_timeout_is_announced(relay_key_file: Path, keys: Keys) -> 
                 assert await next_event(a) == PeerJoined(silent.address)
                 assert await next_event(a) == PeerLeft(silent.address)
             assert relay.roster.at(a.address) is not None
-
-
-async def test_legacy_control_words(relay_key_file: Path, keys: Keys) -> None:
-    async with running_relay(relay_config(relay_key_file)) as relay:
-        async with join(relay, keys[1]) as a, raw_peer(relay, keys[2]) as raw:
-            await raw.register()
-            assert await next_event(a) == PeerJoined(raw.address)
-            await raw.send(*raw.message(legacy.CONNECT_WORD, msg_id=b"\x00\x00\x00\x01"))
-            await raw.send(*raw.message(legacy.DISCONNECT_WORD, msg_id=b"\x00\x00\x00\x02"))
-            assert await next_event(a) == PeerLeft(raw.address)
-            assert relay.statistics().counters.messages_relayed == 0
 
 
 async def test_rekey_is_announced_again(relay_key_file: Path, keys: Keys) -> None:
@@ -187,28 +116,6 @@ async def test_bad_keys_are_refused(relay_key_file: Path, keys: Keys) -> None:
             await raw.send(encode_tlv(TlvType.CLIENT_PUBLIC_KEY, b"abc"))
             await wait_until(lambda: dropped(relay, "bad_key") == 2)
             assert len(relay.roster) == 0
-
-
-async def test_incomplete_message_times_out(relay_key_file: Path, keys: Keys) -> None:
-    config = relay_config(relay_key_file, reassembly_timeout_s=0.2)
-    async with running_relay(config) as relay, raw_peer(relay, keys[2]) as raw:
-        await raw.register()
-        first, _second = raw.message(b"never finished")
-        await raw.send(first)
-        await wait_until(lambda: relay.legacy.reassembler.in_flight == 1)
-        await wait_until(lambda: dropped(relay, "reassembly_timeout") == 1)
-        assert relay.legacy.reassembler.in_flight == 0
-        assert relay.legacy.reassembler.buffered_bytes == 0
-
-
-async def test_reassembly_bound_per_source(relay_key_file: Path, keys: Keys) -> None:
-    config = relay_config(relay_key_file, max_messages_per_source=2)
-    async with running_relay(config) as relay, raw_peer(relay, keys[2]) as raw:
-        await raw.register()
-        for n in range(3):
-            await raw.send(raw.message(b"held", msg_id=bytes([0, 0, 0, n]))[0])
-        await wait_until(lambda: dropped(relay, "source_limit") == 1)
-        assert relay.legacy.reassembler.in_flight == 2
 
 
 async def test_key_requests_are_rate_limited(relay_key_file: Path, keys: Keys) -> None:
@@ -262,25 +169,3 @@ async def test_datagrams_from_others_than_the_relay_are_ignored(
                 MessageReceived(b.address, b"real")
             ]
             assert a.dropped[DropReason.NOT_FROM_RELAY] == 1
-
-
-async def test_a_senders_messages_keep_their_order(relay_key_file: Path, keys: Keys) -> None:
-    texts = [f"line {n} " + "y" * (n * 300) for n in range(8)]
-    async with running_relay(relay_config(relay_key_file)) as relay:
-        async with join(relay, keys[1]) as a, join(relay, keys[2]) as b:
-            assert await next_event(a) == PeerJoined(b.address)
-            assert await next_event(b) == PeerPresent(a.address)
-            for text in texts:
-                await a.send(text)
-            received = [await next_event(b) for _ in texts]
-            assert received == [MessageReceived(a.address, t.encode()) for t in texts]
-
-
-async def test_leave_is_announced_after_the_last_message(relay_key_file: Path, keys: Keys) -> None:
-    async with running_relay(relay_config(relay_key_file)) as relay:
-        async with join(relay, keys[1]) as a:
-            async with join(relay, keys[2]) as b:
-                assert await next_event(a) == PeerJoined(b.address)
-                await b.send("last words " * 300)
-            assert await next_event(a) == MessageReceived(b.address, b"last words " * 300)
-            assert await next_event(a) == PeerLeft(b.address)
