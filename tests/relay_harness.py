@@ -235,7 +235,6 @@ class Peer:
         self.key = key
         self.register()
 
-    @property
     def registered(self) -> bool:
         return self.relay.roster.at(self.address) is not None
 

@@ -18,7 +18,7 @@ from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.legacy.events import PeerJoined
 from mcrelay.protocol.legacy.fragments import Fragment, encode_fragment
 from mcrelay.protocol.legacy.tlv import TlvType, encode_tlv
-from support import dropped, join, next_event, relay_config, running_relay, wait_until
+from support import dropped, join, next_event, relay_config, running_relay
 
 Keys = list[rsa.RSAPrivateKey]
 
@@ -74,46 +74,3 @@ async def test_a_well_behaved_sender_gets_through_while_150_sources_hold_reassem
                     delivered += 1
             assert delivered >= 19  # 95 %; eviction makes it all of them
             assert dropped(relay, "reassembly_evicted") > 0
-
-
-async def test_a_client_that_keeps_alive_is_never_displaced_by_a_registration_flood(
-    relay_key_file: Path, keys: Keys
-) -> None:
-    config = relay_config(
-        relay_key_file, max_clients=40, client_timeout_s=2.0, registrations_total_burst=1000
-    )
-    async with running_relay(config) as relay:
-        async with (
-            join(relay, keys[1], keepalive_interval_s=0.2) as a,
-            join(relay, keys[2], keepalive_interval_s=0.2) as b,
-        ):
-            # Registered first: join returns once the key is sent, not once it is handled.
-            await wait_until(
-                lambda: (
-                    relay.roster.at(a.address) is not None
-                    and relay.roster.at(b.address) is not None
-                )
-            )
-            # Fill the registry, then churn: the flood's clients do not keep alive, so they
-            # time out and new ones take their places, over and over, for two timeouts.
-            next_fake = 0
-            end = trio.current_time() + 2 * config.client_timeout_s
-            while trio.current_time() < end:
-                while len(relay.roster) < config.max_clients:
-                    source = fake(next_fake)
-                    next_fake += 1
-                    relay.handle_datagram(
-                        legacy.client_key(keys[3].public_key()), source, trio.current_time()
-                    )
-                assert relay.roster.at(a.address) is not None
-                assert relay.roster.at(b.address) is not None
-                await trio.sleep(0.05)
-            assert next_fake > config.max_clients + 1  # the flood did churn
-            full = dropped(relay, "registry_full")
-            relay.handle_datagram(
-                legacy.client_key(keys[3].public_key()), fake(next_fake), trio.current_time()
-            )
-            await wait_until(lambda: dropped(relay, "registry_full") == full + 1)
-            await a.send("still here")
-            while (event := await next_event(b)) != MessageReceived(a.address, b"still here"):
-                assert not isinstance(event, MessageReceived)

@@ -18,17 +18,13 @@ from mcrelay.client import (
 )
 from mcrelay.protocol import legacy
 from mcrelay.protocol.errors import DropReason
-from mcrelay.protocol.legacy import crypto
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
-from mcrelay.protocol.legacy.tlv import TlvType, encode_tlv
 from support import (
     GROUP,
     LOOPBACK,
-    dropped,
     events_until,
     join,
     next_event,
-    raw_peer,
     relay_config,
     running_relay,
     wait_until,
@@ -82,49 +78,6 @@ async def test_largest_message_sent_as_one_burst_arrives(relay_key_file: Path, k
             assert await next_event(b) == PeerPresent(a.address)
             await a.send(largest)
             assert await next_event(b) == MessageReceived(a.address, largest)
-
-
-async def test_client_timeout_is_announced(relay_key_file: Path, keys: Keys) -> None:
-    config = relay_config(relay_key_file, client_timeout_s=0.5)
-    async with running_relay(config) as relay:
-        async with join(relay, keys[1], keepalive_interval_s=0.05) as a:
-            async with raw_peer(relay, keys[2]) as silent:
-                await silent.register()
-                assert await next_event(a) == PeerJoined(silent.address)
-                assert await next_event(a) == PeerLeft(silent.address)
-            assert relay.roster.at(a.address) is not None
-
-
-async def test_rekey_is_announced_again(relay_key_file: Path, keys: Keys) -> None:
-    async with running_relay(relay_config(relay_key_file)) as relay:
-        async with join(relay, keys[1]) as a, raw_peer(relay, keys[2]) as raw:
-            await raw.register()
-            assert await next_event(a) == PeerJoined(raw.address)
-            await raw.send(legacy.client_key(keys[2].public_key()))  # same key: refresh only
-            await raw.send(legacy.client_key(keys[3].public_key()))
-            assert await next_event(a) == PeerJoined(raw.address)
-            client = relay.roster.at(raw.address)
-            assert client is not None
-            assert client.identity.key_id == crypto.fingerprint(keys[3].public_key())
-
-
-async def test_bad_keys_are_refused(relay_key_file: Path, keys: Keys) -> None:
-    async with running_relay(relay_config(relay_key_file)) as relay:
-        async with raw_peer(relay, keys[2]) as raw:
-            pem = crypto.public_key_to_pem(keys[2].public_key())
-            await raw.send(encode_tlv(TlvType.CLIENT_PUBLIC_KEY, pem[:-60] + b"-----END-----\n"))
-            await raw.send(encode_tlv(TlvType.CLIENT_PUBLIC_KEY, b"abc"))
-            await wait_until(lambda: dropped(relay, "bad_key") == 2)
-            assert len(relay.roster) == 0
-
-
-async def test_key_requests_are_rate_limited(relay_key_file: Path, keys: Keys) -> None:
-    async with running_relay(relay_config(relay_key_file)) as relay:
-        async with raw_peer(relay, keys[2]) as raw:
-            await raw.send(*[legacy.key_request()] * 20)
-            await wait_until(lambda: relay.statistics().counters.datagrams_in == 20)
-            # A burst of 5, then one a second: at most a refill or two got through.
-            assert 13 <= dropped(relay, "rate_limited") <= 15
 
 
 async def test_pinned_fingerprint(relay_key_file: Path, keys: Keys) -> None:
