@@ -1,4 +1,12 @@
-"""A relay and real participants in one Trio run, on loopback."""
+"""A relay and real participants in one Trio run, on loopback.
+
+The few tests where the sockets are the point: real participants join over
+multicast and talk through the relay, a burst of the largest message through the
+kernel's buffers, the participant's own checks (the relay's key, the relay's
+address, no relay at all) and its re-registration. The relay's own behaviour is
+tested on the harness (``test_relay_messages``, ``test_relay_members``,
+``test_relay_sending``), with the mock clock.
+"""
 
 import random
 from collections.abc import Callable
@@ -6,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.client import (
@@ -17,7 +26,8 @@ from mcrelay.client import (
     open_participant,
 )
 from mcrelay.protocol import legacy
-from mcrelay.protocol.errors import DropReason
+from mcrelay.protocol.addresses import format_address
+from mcrelay.protocol.errors import DropReason, LocalProtocolError
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
 from support import (
     GROUP,
@@ -92,7 +102,7 @@ async def test_pinned_fingerprint(relay_key_file: Path, keys: Keys) -> None:
             assert a.relay_fingerprint == relay.fingerprint
 
 
-async def test_no_relay_is_unreachable(keys: Keys) -> None:
+async def test_no_relay_is_unreachable(keys: Keys, autojump_clock: trio.testing.MockClock) -> None:
     sock = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
     with sock:
         await sock.bind((LOOPBACK, 0))
@@ -122,3 +132,15 @@ async def test_datagrams_from_others_than_the_relay_are_ignored(
                 MessageReceived(b.address, b"real")
             ]
             assert a.dropped[DropReason.NOT_FROM_RELAY] == 1
+
+
+async def test_the_participant_refuses_control_words_and_re_registers_when_forgotten(
+    relay_key_file: Path, keys: Keys
+) -> None:
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with join(relay, keys[1], keepalive_interval_s=0.05) as a:
+            for word in ("DISCONNECT", "CONNECT"):
+                with pytest.raises(LocalProtocolError):
+                    await a.send(word)
+            relay.roster.remove(format_address(a.address), "timeout")  # as after a restart
+            await wait_until(lambda: relay.roster.at(a.address) is not None)
