@@ -70,7 +70,7 @@ with _atheris.instrument_imports(include=["mcrelay"]) if _atheris else contextli
     from mcrelay.protocol.legacy.tlv import TlvType, encode_tlv
     from mcrelay.protocol.reassembly import FRAGMENT_OVERHEAD_BYTES, MESSAGE_OVERHEAD_BYTES
     from mcrelay.settings.config import RelayConfig
-    from relay_harness import UNUSABLE_PEM, Harness, harness_config, open_relay
+    from relay_harness import UNUSABLE_PEM, Harness, harness_config, open_relay, running_tasks
 
 T = TypeVar("T")
 
@@ -86,18 +86,6 @@ REPORT_EVERY = 5000
 
 # Operation kinds: the low 3 bits of an operation's first byte.
 DATAGRAM, FRAGMENT, KEY_DER, PAYLOAD, MESSAGE, CLOCK, CONTROL, REPLAY = range(8)
-
-
-def running_tasks() -> int:
-    """Every task in this Trio run."""
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    count, nurseries = 0, list(root.child_nurseries)
-    while nurseries:
-        for task in nurseries.pop().child_tasks:
-            count += 1
-            nurseries.extend(task.child_nurseries)
-    return count
 
 
 @dataclass

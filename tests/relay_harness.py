@@ -182,6 +182,18 @@ class Harness:
         return {reason: n for reason, n in self.relay.statistics().dropped.items() if n}
 
 
+def running_tasks() -> int:
+    """Every task in this Trio run (for tests that no task is left behind)."""
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    count, nurseries = 0, list(root.child_nurseries)
+    while nurseries:
+        for task in nurseries.pop().child_tasks:
+            count += 1
+            nurseries.extend(task.child_nurseries)
+    return count
+
+
 async def settle() -> None:
     """Until every task of the run waits (on the clock, a socket or an event): what the
     datagrams fed so far cause has happened. The clock does not move."""
