@@ -6,6 +6,7 @@ order, and time is the mock clock.
 """
 
 import random
+from dataclasses import replace
 
 import trio
 import trio.testing
@@ -16,7 +17,15 @@ from mcrelay.protocol import legacy
 from mcrelay.protocol.legacy import crypto
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft, RelayedMessage
 from mcrelay.protocol.legacy.tlv import TlvType, encode_tlv
-from relay_harness import UNUSABLE_PEM, Harness, Peer, client_address, open_relay, settle
+from relay_harness import (
+    UNUSABLE_PEM,
+    Harness,
+    Peer,
+    client_address,
+    harness_config,
+    open_relay,
+    settle,
+)
 
 Keys = list[rsa.RSAPrivateKey]
 LONG_TEXT = ("Größe ✓ 日本語 " * 2000)[: legacy.MAX_MESSAGE_BYTES // 4].encode()
@@ -283,3 +292,30 @@ async def test_a_message_the_crypto_stage_has_no_room_for_is_refused_at_its_firs
         c.say(b"room again", msg_id(2))
         await settle()
         assert b.messages() == [MessageReceived(c.address, b"room again")]
+
+
+async def test_a_shorter_reassembly_timeout_applies_to_new_messages_and_leaks_nothing(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = harness_config(reassembly_timeout_s=30.0)
+    async with open_relay(keys[0], config) as harness:
+        relay = harness.relay
+        a, old, new = await registered(harness, keys, 3)
+        old.send(old.message(b"never finished")[0])  # deadline in 30 s
+        relay.reconfigure(replace(config, reassembly_timeout_s=0.2))
+        first, second = new.message(b"late")
+        new.send(first)  # deadline in 0.2 s, behind the older message
+        await trio.sleep(0.2)
+        await settle()
+        assert harness.drops() == {"reassembly_timeout": 1}
+        assert relay.statistics().reassembly_in_flight == 1  # the old one, until its own
+        new.send(second)  # after its message's deadline: starts it afresh, never completes
+        new.say(b"on time", msg_id(9))
+        await settle()
+        assert a.messages() == [MessageReceived(new.address, b"on time")]
+        await trio.sleep(30.0)
+        await settle()
+        statistics = relay.statistics()
+        assert (statistics.reassembly_in_flight, statistics.reassembly_bytes) == (0, 0)
+        assert (statistics.pending_relays, statistics.send_queue) == (0, 0)
+        assert harness.drops() == {"reassembly_timeout": 3}
