@@ -210,19 +210,36 @@ async def test_the_watchdog_stops_when_the_receive_loop_stops_turning(
 
 
 async def test_a_reload_that_fails_in_any_way_keeps_the_daemon(
-    tmp_path: Path, relay_key_file: Path
+    tmp_path: Path, relay_key_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
+
+    def outcomes() -> list[str]:
+        return [m for m in caplog.messages if m.startswith(("reload failed", "configuration"))]
+
     async with trio.open_nursery() as nursery:
         harness = Harness(tmp_path, relay_key_file)
         daemon = await harness.start(nursery, Notifier({}))
-        for text in ("x = [" * 2000 + "]" * 2000 + "\n", "port = 1\n[network]\nport = 2\n"):
-            harness.write(text)
+
+        async def reload(text: str | None) -> str:
+            """Reload from a file holding ``text`` (none: no file); how it ended."""
+            done = len(outcomes())
+            if text is None:
+                harness.file.unlink()
+            else:
+                harness.write(text)
             await harness.send_signal.send(signal.SIGHUP)
-        harness.file.unlink()
-        await harness.send_signal.send(signal.SIGHUP)
-        harness.write("client_timeout = 4\n")
-        await harness.send_signal.send(signal.SIGHUP)
-        await wait_until(lambda: daemon.relay.config.client_timeout_s == 4.0)
+            await wait_until(lambda: len(outcomes()) > done)
+            return outcomes()[-1]
+
+        for text in ("x = [" * 2000 + "]" * 2000 + "\n", "port = 1\n[network]\nport = 2\n", None):
+            outcome = await reload(text)
+            assert outcome.startswith("reload failed"), (text and text[:20], outcome)
+            assert daemon.relay.config.client_timeout_s == 30.0
+        assert await reload("client_timeout = 4\n") == (
+            "configuration reloaded; changed: client_timeout"
+        )
+        assert daemon.relay.config.client_timeout_s == 4.0
         nursery.cancel_scope.cancel()
 
 
