@@ -122,6 +122,7 @@ class InlineWorkers(CryptoWorkers):
         self.jobs_run = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """No thread to own (and resize() then only sets :attr:`count`)."""
         task_status.started()
         await trio.sleep_forever()
 
@@ -138,9 +139,9 @@ class InlineWorkers(CryptoWorkers):
     def release(self, order: Sequence[int] | None = None) -> None:
         """Run the held jobs at these indexes of :attr:`held`, in this order (default:
         all, in the order they came); without ``order``, stop holding as well."""
-        chosen = range(len(self.held)) if order is None else order
+        chosen = list(range(len(self.held)) if order is None else order)
         jobs = [self.held[index] for index in chosen]
-        self.held = [job for index, job in enumerate(self.held) if index not in set(chosen)]
+        self.held = [job for index, job in enumerate(self.held) if index not in chosen]
         if order is None:
             self.holding = False
         for job in jobs:
@@ -170,6 +171,17 @@ class Harness:
 
     def peer(self, address: Address, key: rsa.RSAPrivateKey) -> "Peer":
         return Peer(self, address, key)
+
+    async def members(self, keys: Sequence[rsa.RSAPrivateKey], count: int) -> list["Peer"]:
+        """``count`` clients at ``client_address(0...)`` with ``keys[1:]``, registered,
+        and the notices of their registration read."""
+        peers = [self.peer(client_address(n), keys[1 + n]) for n in range(count)]
+        for peer in peers:
+            peer.register()
+        await settle()
+        for peer in peers:
+            peer.take()
+        return peers
 
     def sent_to(self, address: Address) -> list[bytes]:
         return [data for data, to in self.sock.sent if to == address]

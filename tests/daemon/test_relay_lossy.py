@@ -20,7 +20,7 @@ from mcrelay.client import MessageReceived
 from mcrelay.daemon.relay import Relay
 from mcrelay.protocol import legacy
 from mcrelay.protocol.legacy.events import FragmentReceived
-from relay_harness import Harness, Peer, client_address, open_relay, settle
+from relay_harness import open_relay, settle
 
 Keys = list[rsa.RSAPrivateKey]
 SEED = 7
@@ -101,17 +101,6 @@ def text(fragments: int, index: int) -> bytes:
     return body + bytes([index % 251]) * (BLOCKS[fragments] * 190 - len(body))
 
 
-async def registered(harness: Harness, keys: Keys) -> tuple[Peer, list[Peer]]:
-    sender = harness.peer(client_address(0), keys[1])
-    receivers = [harness.peer(client_address(1 + n), keys[2 + n]) for n in range(2)]
-    for peer in [sender, *receivers]:
-        peer.register()
-    await settle()
-    for peer in receivers:
-        peer.take()
-    return sender, receivers
-
-
 async def test_every_copy_a_lossy_link_costs_is_explained_and_none_is_delivered_twice(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -121,7 +110,7 @@ async def test_every_copy_a_lossy_link_costs_is_explained_and_none_is_delivered_
         keys[0], reassembly_timeout_s=REASSEMBLY_TIMEOUT_S, max_messages_per_source=ROUND
     ) as harness:
         relay = harness.relay
-        sender, receivers = await registered(harness, keys)
+        sender, *receivers = await harness.members(keys, 3)
         read = [len(harness.sent_to(receiver.address)) for receiver in receivers]
         for fragments, count in MESSAGES.items():
             before = Figures.of(relay)

@@ -18,7 +18,7 @@ from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.legacy import crypto
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft, ServerKey
 from mcrelay.protocol.legacy.tlv import TlvType, encode_tlv
-from relay_harness import Harness, Peer, client_address, harness_config, open_relay, settle
+from relay_harness import Harness, client_address, harness_config, open_relay, settle
 
 Keys = list[rsa.RSAPrivateKey]
 
@@ -28,21 +28,11 @@ def fake(n: int) -> Address:
     return (f"127.0.{1 + n // 200}.{1 + n % 200}", 40000 + n)
 
 
-async def registered(harness: Harness, keys: Keys, count: int) -> list[Peer]:
-    peers = [harness.peer(client_address(n), keys[1 + n]) for n in range(count)]
-    for peer in peers:
-        peer.register()
-    await settle()
-    for peer in peers:
-        peer.take()
-    return peers
-
-
 async def test_a_newcomer_is_told_who_is_there_and_the_others_that_it_joined(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a, b = await registered(harness, keys, 2)
+        a, b = await harness.members(keys, 2)
         c = harness.peer(client_address(2), keys[3])
         c.send(legacy.key_request())
         c.register()
@@ -56,7 +46,7 @@ async def test_a_silent_client_times_out_and_its_leave_is_announced(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0], client_timeout_s=30.0) as harness:
-        a, silent = await registered(harness, keys, 2)
+        a, silent = await harness.members(keys, 2)
         start = trio.current_time()
         await trio.sleep_until(start + 20.0)
         a.send(legacy.keepalive())
@@ -73,7 +63,7 @@ async def test_a_rekey_is_announced_again_and_a_refresh_is_not(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a, raw = await registered(harness, keys, 2)
+        a, raw = await harness.members(keys, 2)
         raw.register()  # the same key: a refresh only
         await settle()
         assert a.take() == []
@@ -170,7 +160,7 @@ async def test_a_client_back_before_its_leave_was_announced_is_seen_leaving_then
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a, raw = await registered(harness, keys, 2)
+        a, raw = await harness.members(keys, 2)
         harness.workers.hold()
         raw.say(b"from its first visit")  # in flight: its leave waits for it
         raw.send(legacy.disconnect())
@@ -194,7 +184,7 @@ async def test_a_client_that_keeps_alive_is_never_displaced_by_a_registration_fl
     config = harness_config(max_clients=40, client_timeout_s=2.0, registrations_total_burst=1000)
     async with open_relay(keys[0], config) as harness:
         relay = harness.relay
-        a, b = await registered(harness, keys, 2)
+        a, b = await harness.members(keys, 2)
         # Fill the registry, then churn: the flood's clients do not keep alive, so they
         # time out and new ones take their places, over and over, for two timeouts,
         # while a and b keep alive every 0.2 s.

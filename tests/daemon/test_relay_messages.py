@@ -19,8 +19,6 @@ from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft, RelayedMessage
 from mcrelay.protocol.legacy.tlv import TlvType, encode_tlv
 from relay_harness import (
     UNUSABLE_PEM,
-    Harness,
-    Peer,
     client_address,
     harness_config,
     open_relay,
@@ -35,22 +33,11 @@ def msg_id(n: int) -> bytes:
     return n.to_bytes(4, "big")
 
 
-async def registered(harness: Harness, keys: Keys, count: int) -> list[Peer]:
-    """``count`` clients, registered with keys[1:], their notices read."""
-    peers = [harness.peer(client_address(n), keys[1 + n]) for n in range(count)]
-    for peer in peers:
-        peer.register()
-    await settle()
-    for peer in peers:
-        peer.take()
-    return peers
-
-
 async def test_a_message_reaches_every_other_member_once(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a, b, c = await registered(harness, keys, 3)
+        a, b, c = await harness.members(keys, 3)
         a.say(b"short")
         a.send(*a.message(LONG_TEXT, msg_id(2)))
         await settle()
@@ -68,7 +55,7 @@ async def test_reordered_and_duplicated_fragments_deliver_once(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a, raw = await registered(harness, keys, 2)
+        a, raw = await harness.members(keys, 2)
         datagrams = raw.message(b"x" * 1000)
         shuffled = datagrams + datagrams[:3]
         random.Random(1).shuffle(shuffled)
@@ -97,7 +84,7 @@ async def test_malformed_datagrams_are_counted_and_traffic_goes_on(
         random.Random(3).randbytes(300),
     ]
     async with open_relay(keys[0]) as harness:
-        a, raw = await registered(harness, keys, 2)
+        a, raw = await harness.members(keys, 2)
         first, second = raw.message(b"through the noise")
         raw.send(*junk, first, *junk, second, *junk)
         await settle()
@@ -122,7 +109,7 @@ async def test_traffic_from_unregistered_sources_is_dropped(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        (a,) = await registered(harness, keys, 1)
+        (a,) = await harness.members(keys, 1)
         stranger = harness.peer(client_address(9), keys[2])
         stranger.send(*stranger.message(b"who am I"), legacy.keepalive(), legacy.disconnect())
         await settle()
@@ -135,7 +122,7 @@ async def test_legacy_control_words_are_not_relayed(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a, raw = await registered(harness, keys, 2)
+        a, raw = await harness.members(keys, 2)
         raw.say(legacy.CONNECT_WORD, msg_id(1))
         raw.say(legacy.DISCONNECT_WORD, msg_id(2))
         await settle()
@@ -148,7 +135,7 @@ async def test_an_incomplete_message_times_out_at_its_deadline(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0], reassembly_timeout_s=5.0) as harness:
-        (raw,) = await registered(harness, keys, 1)
+        (raw,) = await harness.members(keys, 1)
         first, _second = raw.message(b"never finished")
         raw.send(first)
         await trio.sleep(4.9)
@@ -166,7 +153,7 @@ async def test_reassembly_is_bounded_per_source(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0], max_messages_per_source=2) as harness:
-        (raw,) = await registered(harness, keys, 1)
+        (raw,) = await harness.members(keys, 1)
         for n in range(3):
             raw.send(raw.message(b"held", msg_id(n))[0])
         await settle()
@@ -179,7 +166,7 @@ async def test_a_senders_messages_keep_their_order_whatever_order_crypto_ends_in
 ) -> None:
     texts = [f"line {n} ".encode() + b"y" * (n * 300) for n in range(8)]
     async with open_relay(keys[0]) as harness:
-        a, b = await registered(harness, keys, 2)
+        a, b = await harness.members(keys, 2)
         harness.workers.hold()
         for n, text in enumerate(texts):
             a.say(text, msg_id(n))
@@ -197,7 +184,7 @@ async def test_a_leave_is_announced_after_the_leavers_last_message(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a, b = await registered(harness, keys, 2)
+        a, b = await harness.members(keys, 2)
         harness.workers.hold()
         b.say(b"last words " * 300)
         b.send(legacy.disconnect())
@@ -215,7 +202,7 @@ async def test_a_recipient_openssl_refuses_costs_one_copy_not_the_message(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a, b = await registered(harness, keys, 2)
+        a, b = await harness.members(keys, 2)
         unusable = harness.peer(client_address(7), keys[3])
         unusable.send(encode_tlv(TlvType.CLIENT_PUBLIC_KEY, UNUSABLE_PEM))
         await settle()
@@ -232,7 +219,7 @@ async def test_a_recipient_that_re_keys_while_a_message_is_in_flight_can_read_it
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a, b = await registered(harness, keys, 2)
+        a, b = await harness.members(keys, 2)
         harness.workers.hold()
         a.say(b"for your new key")
         await settle()
@@ -251,7 +238,7 @@ async def test_a_recipient_re_keying_during_every_seal_delays_a_message_once_not
     """Re-keys can be spoofed: a message is sealed afresh once for a recipient that
     re-keyed while it was sealed, and then goes out whatever happens meanwhile."""
     async with open_relay(keys[0]) as harness:
-        a, b = await registered(harness, keys, 2)
+        a, b = await harness.members(keys, 2)
         workers = harness.workers
         workers.hold()
         a.say(b"hello")
@@ -276,7 +263,7 @@ async def test_a_message_the_crypto_stage_has_no_room_for_is_refused_at_its_firs
     a message that finds the stage full is refused before reassembly (no buffer, no
     task), each of its fragments counted as overloaded."""
     async with open_relay(keys[0], max_pending_relays=1) as harness:
-        a, b, c = await registered(harness, keys, 3)
+        a, b, c = await harness.members(keys, 3)
         harness.workers.hold()
         a.say(b"held in the workers")
         await settle()
@@ -300,7 +287,7 @@ async def test_a_shorter_reassembly_timeout_applies_to_new_messages_and_leaks_no
     config = harness_config(reassembly_timeout_s=30.0)
     async with open_relay(keys[0], config) as harness:
         relay = harness.relay
-        a, old, new = await registered(harness, keys, 3)
+        a, old, new = await harness.members(keys, 3)
         old.send(old.message(b"never finished")[0])  # deadline in 30 s
         relay.reconfigure(replace(config, reassembly_timeout_s=0.2))
         first, second = new.message(b"late")

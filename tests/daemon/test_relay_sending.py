@@ -14,20 +14,10 @@ from mcrelay.client import MessageReceived
 from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address, format_address
 from mcrelay.protocol.legacy.events import PeerLeft
-from relay_harness import Harness, Peer, client_address, open_relay, settle, stalled
+from relay_harness import open_relay, settle, stalled
 
 Keys = list[rsa.RSAPrivateKey]
 NOWHERE: Address = ("127.0.0.1", 9)
-
-
-async def registered(harness: Harness, keys: Keys, count: int) -> list[Peer]:
-    peers = [harness.peer(client_address(n), keys[1 + n]) for n in range(count)]
-    for peer in peers:
-        peer.register()
-    await settle()
-    for peer in peers:
-        peer.take()
-    return peers
 
 
 async def test_a_full_notice_backlog_counts_every_lost_notice_and_the_rest_go_out(
@@ -52,7 +42,7 @@ async def test_copies_wait_behind_queued_notices_and_are_bounded_apart(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0], send_queue_datagrams=2) as harness:
-        a, b = await registered(harness, keys, 2)
+        a, b = await harness.members(keys, 2)
         with stalled(harness.sock):
             harness.relay.broadcast(legacy.peer_left(NOWHERE), [b.address] * 3)  # one too many
             for n in range(3):  # and one copy too many
@@ -73,7 +63,7 @@ async def test_a_leave_notice_waits_behind_the_leavers_queued_copies(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a, b = await registered(harness, keys, 2)
+        a, b = await harness.members(keys, 2)
         with stalled(harness.sock):
             a.say(b"last words")
             await settle()
@@ -87,7 +77,7 @@ async def test_a_send_the_kernel_refuses_costs_that_copy_and_is_counted(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a, b, c = await registered(harness, keys, 3)
+        a, b, c = await harness.members(keys, 3)
         harness.sock.refused.add(b.address)
         a.say(b"to whoever can hear")
         await settle()
@@ -103,7 +93,7 @@ async def test_after_stop_receiving_the_relay_drains_once_messages_are_out(
 ) -> None:
     async with open_relay(keys[0]) as harness:
         relay = harness.relay
-        a, b = await registered(harness, keys, 2)
+        a, b = await harness.members(keys, 2)
         harness.workers.hold()
         a.say(b"in flight at the stop")
         await settle()
