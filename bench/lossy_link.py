@@ -11,8 +11,11 @@ checksum, so the receivers count duplicates and corruption. The link records,
 from the cleartext FRAGMENT headers and RELAYED_MESSAGE lengths, which messages
 reached the relay whole, in part or not at all, and which relayed copies it
 lost: the relay's counters must agree with it. bench/README.md ("Lossy links")
-explains the figures and the expected ratio. Ctrl-C or SIGTERM stops what we
-started (by pid) and deletes both namespaces.
+explains the figures and the expected ratio. With ``--check`` the run is also
+judged (see :func:`check`): exit status 1 when the relay delivered a message twice
+or corrupted, left a loss unexplained, or the delivery ratio is off what the link
+allows by more than five sigma. Ctrl-C or SIGTERM stops what we started (by pid)
+and deletes both namespaces.
 """
 
 from __future__ import annotations
@@ -85,6 +88,12 @@ SLACK_S = 10.0
 QUIET_S = 0.5
 STOP_LIMIT_S = 5.0
 RUN_LIMIT_S = 600.0
+CHECK_SIGMAS = 5.0
+"""``--check``: the band around the expected ratio; a correct relay leaves it about
+once in 1.7 million runs (for each fragment count judged)."""
+CHECK_MIN_MESSAGES = 100
+"""``--check`` judges the ratio of a fragment count sent at least this many times (fewer
+make the normal approximation of the ratio's spread too rough)."""
 # Message plaintext: magic 4s | fragments u16 | index u32 | filler | SHA-256 of the rest, cut
 MESSAGE_HEADER = struct.Struct("!4sHI")
 MESSAGE_MAGIC = b"LOSY"
@@ -507,6 +516,47 @@ def summarise(
     }
 
 
+def check(report: dict[str, Any]) -> list[str]:
+    """What is wrong with a run, one line each (nothing: it passes).
+
+    No message delivered twice or corrupted; every undelivered copy explained by the
+    relay's counters (each term at least 0, no other relay drop, none relayed and not
+    sent); the link's own view agrees; the receivers dropped exactly the relayed
+    datagrams the link duplicated; no kernel queue dropped a packet; and for each
+    fragment count sent at least ``CHECK_MIN_MESSAGES`` times, the delivery ratio is
+    within ``CHECK_SIGMAS`` sigma of what the link allows."""
+    failures: list[str] = []
+    for row in report["results"]:
+        name = f"{row['fragments']} fragments"
+        if row["duplicates_delivered"] or row["corrupted"]:
+            failures.append(
+                f"{name}: {row['duplicates_delivered']} delivered twice, "
+                f"{row['corrupted']} corrupted"
+            )
+        if not row["accounting_adds_up"] or row["missing"]["relayed_not_sent"]:
+            failures.append(
+                f"{name}: the counters do not explain every loss: {row['missing']}, "
+                f"relay drops {row['relay_drops']}"
+            )
+        if not row["link_agrees"]:
+            failures.append(f"{name}: the link saw otherwise: {row['link_view']}")
+        if row["sent"] >= CHECK_MIN_MESSAGES and abs(row["z"]) > CHECK_SIGMAS:
+            failures.append(
+                f"{name}: ratio {row['delivery_ratio']:.3f}, expected "
+                f"{row['expected_ratio']:.3f} +- {CHECK_SIGMAS:g} x {row['sigma']:.3f}"
+            )
+    duplicated = sum(row["link_view"]["copies_duplicated"] for row in report["results"])
+    suppressed = sum(d.get("duplicate_message", 0) for d in report["receivers_dropped"])
+    if suppressed != duplicated:
+        failures.append(
+            f"the link duplicated {duplicated} relayed datagrams, receivers dropped {suppressed}"
+        )
+    for device, queue in report["link"]["kernel_queues"].items():
+        if queue["drops"]:
+            failures.append(f"kernel queue {device} dropped {queue['drops']} packets")
+    return failures
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         "| fragments | bytes | sent | relayed | delivered copies | ratio | expected (sigma) "
@@ -650,6 +700,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="the link's random seed (default: drawn)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "lossy.json")
     p.add_argument(
+        "--check",
+        action="store_true",
+        help="judge the run: exit 1 on a duplicate, corruption, an unexplained loss or a ratio "
+        "off by more than 5 sigma",
+    )
+    p.add_argument(
         "--role", choices=("main", "relay", "clients"), default="main", help=argparse.SUPPRESS
     )
     p.add_argument("--clients-ns", help=argparse.SUPPRESS)
@@ -688,6 +744,14 @@ def main() -> int:
         f"crosses with p = {report['datagram_delivery']:.4f}; {report['settings']['destination']} "
         f"to the relay\n\n{markdown(report)}\n\nJSON: {args.out} ({report['total_s']:.1f} s)"
     )
+    if not args.check:
+        return 0
+    failures = check(report)
+    for failure in failures:
+        print(f"check: FAILED: {failure}")
+    if failures:
+        return 1
+    print("check: passed")
     return 0
 
 

@@ -6,10 +6,10 @@ payloads, encrypted messages, key TLVs, control TLVs, replays and clock jumps. T
 run is deterministic, so an input that fails fails again on replay:
 
 - the clock is Trio's ``MockClock`` (time moves only when a program jumps it);
-- the relay's socket is a stub that records what the relay sends and never receives,
-  so nothing goes on any network;
-- the crypto runs inline, on the Trio thread, instead of in worker threads (its
-  results still come back through the run loop, as from the threads);
+- the relay runs on the tests' harness (``tests/relay_harness.py``): its socket is a
+  stub that records what the relay sends and never receives, so nothing goes on any
+  network, and the crypto runs inline, on the Trio thread, instead of in worker
+  threads (its results still come back through the run loop, as from the threads);
 - Trio's scheduler is seeded, the way pytest-trio does it under Hypothesis.
 
 After every operation the harness checks that no exception escaped and that the
@@ -30,7 +30,6 @@ import contextlib
 import importlib
 import math
 import random
-import socket
 import sys
 import time
 import traceback
@@ -39,7 +38,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, NoReturn, TypeVar
 
 
 def _load_atheris(argv: list[str]) -> ModuleType | None:
@@ -54,14 +53,15 @@ def _load_atheris(argv: list[str]) -> ModuleType | None:
 
 _atheris = _load_atheris(sys.argv)
 
-import outcome  # noqa: E402
 import trio  # noqa: E402 - atheris, when present, instruments what the block below imports
 import trio.testing  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
+# The relay on a stub socket with inline crypto: the tests' harness, one copy.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
 with _atheris.instrument_imports(include=["mcrelay"]) if _atheris else contextlib.nullcontext():
     from mcrelay.daemon.relay import Relay
-    from mcrelay.daemon.workers import CryptoWorkers, Job
     from mcrelay.protocol import legacy
     from mcrelay.protocol.addresses import Address, format_address
     from mcrelay.protocol.errors import DropReason
@@ -70,12 +70,10 @@ with _atheris.instrument_imports(include=["mcrelay"]) if _atheris else contextli
     from mcrelay.protocol.legacy.tlv import TlvType, encode_tlv
     from mcrelay.protocol.reassembly import FRAGMENT_OVERHEAD_BYTES, MESSAGE_OVERHEAD_BYTES
     from mcrelay.settings.config import RelayConfig
+    from relay_harness import UNUSABLE_PEM, Harness, harness_config, open_relay, running_tasks
 
 T = TypeVar("T")
-UNUSABLE_PEM = crypto.public_key_to_pem(rsa.RSAPublicNumbers(65537, (1 << 2047) | 2).public_key())
-"""A 2048-bit "RSA" key with an even modulus: it loads, and OpenSSL refuses to encrypt with it."""
 
-RELAY_ADDRESS: Address = ("127.0.0.1", 5007)
 SOURCES: list[Address] = [
     ("127.0.0.1", 40001),  # registered before the program runs
     ("127.0.0.1", 40002),  # registered before the program runs
@@ -88,54 +86,6 @@ REPORT_EVERY = 5000
 
 # Operation kinds: the low 3 bits of an operation's first byte.
 DATAGRAM, FRAGMENT, KEY_DER, PAYLOAD, MESSAGE, CLOCK, CONTROL, REPLAY = range(8)
-
-
-class StubSocket:
-    """Stands in for the relay's UDP socket: never receives, records every send."""
-
-    def __init__(self, idle: socket.socket) -> None:
-        self._idle = idle
-        """Never readable, always writable: what the relay waits on."""
-        self.sent: list[tuple[bytes, Address]] = []
-        self.checked = 0
-        """Sends already checked by :func:`check_settled`."""
-        self.sent_bytes = 0
-
-    def getsockname(self) -> Address:
-        return RELAY_ADDRESS
-
-    def fileno(self) -> int:
-        return self._idle.fileno()
-
-    def recvfrom(self, _size: int) -> NoReturn:
-        raise BlockingIOError
-
-    def sendto(self, data: bytes, address: Address) -> int:
-        self.sent.append((data, address))
-        self.sent_bytes += len(data)
-        return len(data)
-
-
-class InlineWorkers(CryptoWorkers):
-    """The crypto workers without threads: a job runs when submitted, on the Trio thread."""
-
-    def submit(self, job: Job[Any]) -> None:
-        self._hand_back(job, outcome.capture(job.work))
-
-    def resize(self, count: int) -> None:
-        self._count = count
-
-
-def running_tasks() -> int:
-    """Every task in this Trio run."""
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    count, nurseries = 0, list(root.child_nurseries)
-    while nurseries:
-        for task in nurseries.pop().child_tasks:
-            count += 1
-            nurseries.extend(task.child_nurseries)
-    return count
 
 
 @dataclass
@@ -196,15 +146,7 @@ def deterministic_key(seed: int, bits: int = crypto.KEY_BITS) -> rsa.RSAPrivateK
 def make_configs() -> list[RelayConfig]:
     """Three profiles, picked by an input's first byte: tight limits (most bounds within
     a few datagrams), roomy messages under the smallest byte cap, and the defaults."""
-    common: dict[str, Any] = {
-        "group": "224.1.1.1",
-        "port": 0,
-        "interface": "127.0.0.1",
-        "key_file": Path("/nonexistent/relay-key.pem"),
-        "crypto_workers": 2,
-    }
-    tight = RelayConfig(
-        **common,
+    tight = harness_config(
         client_timeout_s=5.0,
         reassembly_timeout_s=0.5,
         max_message_bytes=1000,
@@ -218,8 +160,8 @@ def make_configs() -> list[RelayConfig]:
         key_answers_total_burst=3,
         key_answers_total_per_s=2.0,
     )
-    roomy = RelayConfig(**common, reassembly_timeout_s=2.0, max_reassembly_bytes=65536)
-    return [tight, roomy, RelayConfig(**common)]
+    roomy = harness_config(reassembly_timeout_s=2.0, max_reassembly_bytes=65536)
+    return [tight, roomy, harness_config()]
 
 
 def operations(data: bytes) -> Iterator[tuple[int, int, int, bool, bytes]]:
@@ -250,8 +192,7 @@ def armored(der: bytes, label: bytes) -> bytes:
 class Program:
     """One input, played against one relay."""
 
-    relay: Relay
-    sock: StubSocket
+    harness: Harness
     clock: trio.testing.MockClock
     keys: Keys
     fed: int = 0
@@ -260,6 +201,12 @@ class Program:
     dropped_before: int = 0
     baseline_tasks: int = 0
     """The run's tasks once the relay is up: no input may leave one more behind."""
+    checked: int = 0
+    """Sends already checked by :func:`check_settled`."""
+
+    @property
+    def relay(self) -> Relay:
+        return self.harness.relay
 
     def feed(self, datagram: bytes, source: Address) -> None:
         self.relay.handle_datagram(datagram, source, trio.current_time())
@@ -397,8 +344,11 @@ def check_books(program: Program) -> None:
     dropped = sum(counters.dropped.values())
     assert dropped >= program.dropped_before
     program.dropped_before = dropped
-    assert counters.datagrams_out == len(program.sock.sent)
-    assert counters.bytes_out == program.sock.sent_bytes
+    sock = program.harness.sock
+    assert counters.datagrams_out == len(sock.sent)
+    assert counters.bytes_out == sock.sent_bytes
+    # The reassembler's and the roster's books are checked against what they hold, which
+    # only their private fields show: the one place that reads them (the tests do not).
     reassembler = relay.legacy.reassembler
     partials = reassembler._partials
     charged = sum(
@@ -431,20 +381,20 @@ def check_settled(program: Program) -> None:
     # What runs beyond the relay's own tasks: one task per message still in reassembly.
     expected = program.baseline_tasks + relay.legacy.reassembler.in_flight
     assert running_tasks() == expected, (running_tasks(), expected)
-    for data, address in program.sock.sent[program.sock.checked :]:
+    sent = program.harness.sock.sent
+    for data, address in sent[program.checked :]:
         assert address in SOURCES, f"sent to {address}, which never wrote to the relay"
         legacy.decode_relay_datagram_untrusted(data)  # the relay never sends malformed datagrams
-    program.sock.checked = len(program.sock.sent)
+    program.checked = len(sent)
 
 
-class Harness:
+class Fuzzer:
     def __init__(self) -> None:
         self.keys = Keys.derive()
         self.configs = make_configs()
         self.executions = 0
         self.reasons: Counter[str] = Counter()
         self.started = time.monotonic()
-        self.idle, self._idle_peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
 
     def run_one(self, data: bytes) -> None:
         """Play one input; raises on any failure (that is the crash the fuzzer reports)."""
@@ -461,17 +411,12 @@ class Harness:
             self.report()
 
     async def _play(self, data: bytes, config: RelayConfig, clock: trio.testing.MockClock) -> None:
-        sock = StubSocket(self.idle)
-        workers = InlineWorkers(config.crypto_workers)
-        relay = Relay(config, cast(socket.socket, sock), self.keys.relay, workers=workers)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(relay.run)
-            program = Program(relay, sock, clock, self.keys)
+        async with open_relay(self.keys.relay, config) as harness:
+            program = Program(harness, clock, self.keys)
             program.baseline_tasks = running_tasks()
             await program.run(data)
-            for reason, count in relay.counters.dropped.items():
+            for reason, count in harness.relay.counters.dropped.items():
                 self.reasons[reason.value] += count
-            nursery.cancel_scope.cancel()
 
     def report(self) -> None:
         elapsed = time.monotonic() - self.started
@@ -534,9 +479,9 @@ def seeds(keys: Keys) -> dict[str, bytes]:
     }
 
 
-def run_atheris(atheris: ModuleType, harness: Harness, libfuzzer_argv: list[str]) -> NoReturn:
+def run_atheris(atheris: ModuleType, fuzzer: Fuzzer, libfuzzer_argv: list[str]) -> NoReturn:
     def test_one_input(data: bytes) -> None:
-        harness.run_one(data)
+        fuzzer.run_one(data)
 
     argv = [sys.argv[0], f"-max_len={MAX_INPUT_BYTES}", *libfuzzer_argv]
     atheris.Setup(argv, test_one_input)
@@ -544,13 +489,13 @@ def run_atheris(atheris: ModuleType, harness: Harness, libfuzzer_argv: list[str]
     raise SystemExit(0)  # pragma: no cover - libFuzzer exits the process itself
 
 
-def run_hypothesis(harness: Harness, examples: int, seed: int | None) -> None:
+def run_hypothesis(fuzzer: Fuzzer, examples: int, seed: int | None) -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import seed as hypothesis_seed
     from hypothesis import strategies as st
 
     head = st.integers(0, 255)
-    value = st.binary(max_size=600) | st.sampled_from(list(seeds(harness.keys).values()))
+    value = st.binary(max_size=600) | st.sampled_from(list(seeds(fuzzer.keys).values()))
     operation = st.builds(lambda h, v: bytes([h]) + len(v).to_bytes(2, "big") + v, head, value)
     programs = st.builds(
         lambda first, ops: bytes([first]) + b"".join(ops),
@@ -559,7 +504,7 @@ def run_hypothesis(harness: Harness, examples: int, seed: int | None) -> None:
     )
 
     def target(data: bytes) -> None:
-        harness.run_one(data)
+        fuzzer.run_one(data)
 
     test: Callable[[], None] = settings(
         max_examples=examples,
@@ -569,16 +514,16 @@ def run_hypothesis(harness: Harness, examples: int, seed: int | None) -> None:
     )(given(programs | st.binary(max_size=2048))(target))
     if seed is not None:
         test = hypothesis_seed(seed)(test)
-    for sample in seeds(harness.keys).values():
-        harness.run_one(sample)
+    for sample in seeds(fuzzer.keys).values():
+        fuzzer.run_one(sample)
     test()
 
 
-def replay(harness: Harness, paths: list[Path]) -> int:
+def replay(fuzzer: Fuzzer, paths: list[Path]) -> int:
     failed = 0
     for path in paths:
         try:
-            harness.run_one(path.read_bytes())
+            fuzzer.run_one(path.read_bytes())
         except Exception:
             failed += 1
             print(f"{path}: FAILED", file=sys.stderr)
@@ -598,25 +543,25 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--replay", type=Path, nargs="+", metavar="FILE", help="replay inputs")
     options, rest = parser.parse_known_args(argv)
-    harness = Harness()
+    fuzzer = Fuzzer()
     if options.write_seeds:
         options.write_seeds.mkdir(parents=True, exist_ok=True)
-        for name, data in seeds(harness.keys).items():
+        for name, data in seeds(fuzzer.keys).items():
             (options.write_seeds / f"seed-{name}").write_bytes(data)
         return 0
     if options.replay:
-        return replay(harness, options.replay)
+        return replay(fuzzer, options.replay)
     engine = options.engine or ("atheris" if _atheris else "hypothesis")
     if engine == "atheris":
         if _atheris is None:
             parser.error("atheris is not installed: pip install atheris, or --engine hypothesis")
-        run_atheris(_atheris, harness, rest)
+        run_atheris(_atheris, fuzzer, rest)
     if rest:
         parser.error(f"unknown arguments: {' '.join(rest)}")
     start = time.monotonic()
-    run_hypothesis(harness, options.examples, options.seed)
-    harness.report()
-    print(f"hypothesis: {harness.executions} runs in {time.monotonic() - start:.0f} s, no failure")
+    run_hypothesis(fuzzer, options.examples, options.seed)
+    fuzzer.report()
+    print(f"hypothesis: {fuzzer.executions} runs in {time.monotonic() - start:.0f} s, no failure")
     return 0
 
 

@@ -2,7 +2,10 @@
 
 Rules for every test: loopback only (multicast interface pinned to 127.0.0.1),
 port 0, no real sleep longer than a few milliseconds, no timing asserts; waits
-are bounded by ``trio.fail_after`` and pytest-timeout.
+are bounded by ``trio.fail_after`` and pytest-timeout. A test of the relay's own
+behaviour runs it on the harness (``relay_harness``: a stub socket, inline crypto,
+the mock clock) instead; the real daemon on loopback is for the tests where the
+sockets are the point (end to end, the API, the CLI, the service's signals).
 """
 
 import io
@@ -97,12 +100,6 @@ async def wait_until(condition: Callable[[], bool]) -> None:
     with trio.fail_after(WAIT_S):
         while not condition():  # noqa: ASYNC110 - counters have no event to wait on
             await trio.sleep(0.005)
-
-
-def settled(relay: Relay) -> bool:
-    """No completed message waits for crypto or fan-out, and nothing waits to be sent."""
-    statistics = relay.statistics()
-    return statistics.pending_relays == 0 and statistics.send_queue == 0
 
 
 def dropped(relay: Relay, reason: str) -> int:

@@ -246,7 +246,8 @@ async def test_a_burst_of_connections_to_the_unix_socket_is_served(
         answers: list[int] = []
 
         async def one() -> None:
-            transport = httpx.AsyncHTTPTransport(uds=str(path))
+            # Plain HTTP on a Unix socket: no TLS, so no CA bundle to load (18 ms a client).
+            transport = httpx.AsyncHTTPTransport(uds=str(path), verify=False)
             async with httpx.AsyncClient(transport=transport, base_url="http://mcrelay") as http:
                 answers.append((await http.get("/healthz")).status_code)
 

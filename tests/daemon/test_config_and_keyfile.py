@@ -44,7 +44,8 @@ def test_config_accepts_the_limits(tmp_path: Path) -> None:
         {"client_timeout_s": 0.001, "reassembly_timeout_s": 0.001},
     ]
     for overrides in accepted:
-        RelayConfig(key_file=tmp_path / "k.pem", **overrides)
+        config = RelayConfig(key_file=tmp_path / "k.pem", **overrides)
+        assert {name: getattr(config, name) for name in overrides} == overrides
 
 
 def test_default_key_file_prefers_state_directory() -> None:

@@ -1,24 +1,17 @@
-"""What hostile local users tried (issue 9): one-datagram stalls, taking reassembly
-over from many registered sources, and crowding the registry. Each ran against the
-landed relay and hurt it; each is a loopback test here.
-
-Fake sources are addresses in 127.0.0.0/8 fed straight to ``Relay.handle_datagram``:
-whatever the relay answers them goes to loopback.
+"""What hostile local users tried (issue 9): one-datagram stalls and taking reassembly
+over from many registered sources (crowding the registry: ``test_relay_members``).
+Each ran against the landed relay and hurt it; each is a test on the harness here.
 """
 
-from pathlib import Path
-
 import trio
+import trio.testing
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.client import MessageReceived, PeerPresent
-from mcrelay.daemon.relay import Relay
-from mcrelay.protocol import legacy
+from mcrelay.client import MessageReceived
 from mcrelay.protocol.addresses import Address
-from mcrelay.protocol.legacy.events import PeerJoined
 from mcrelay.protocol.legacy.fragments import Fragment, encode_fragment
 from mcrelay.protocol.legacy.tlv import TlvType, encode_tlv
-from support import dropped, join, next_event, relay_config, running_relay, wait_until
+from relay_harness import Harness, client_address, open_relay, settle
 
 Keys = list[rsa.RSAPrivateKey]
 
@@ -27,93 +20,48 @@ def fake(n: int) -> Address:
     return (f"127.0.{1 + n // 200}.{1 + n % 200}", 40000 + n)
 
 
-async def test_a_64_kb_datagram_of_empty_tlvs_is_one_drop(relay_key_file: Path) -> None:
-    async with running_relay(relay_config(relay_key_file)) as relay:
+async def test_a_64_kb_datagram_of_empty_tlvs_is_one_drop(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
         for type_ in (TlvType.KEEPALIVE, TlvType.SERVER_KEY_REQUEST, TlvType.DISCONNECT, 0x7777):
-            relay.handle_datagram(encode_tlv(type_) * 16376, fake(0), trio.current_time())
-        counts = relay.statistics().dropped
-        assert isinstance(counts, dict)
-        assert {reason: n for reason, n in counts.items() if n} == {"too_many_tlvs": 4}
+            harness.relay.handle_datagram(encode_tlv(type_) * 16376, fake(0), trio.current_time())
+        await settle()
+        assert harness.drops() == {"too_many_tlvs": 4}
+        assert harness.sock.sent == []
 
 
-def register_fakes(relay: Relay, key: rsa.RSAPrivateKey, count: int) -> list[Address]:
+def register_fakes(harness: Harness, key: rsa.RSAPrivateKey, count: int) -> list[Address]:
     sources = [fake(n) for n in range(count)]
     for source in sources:
-        relay.handle_datagram(legacy.client_key(key.public_key()), source, trio.current_time())
-    assert all(relay.roster.at(source) is not None for source in sources)
+        harness.peer(source, key).register()
+    assert all(harness.relay.roster.at(source) is not None for source in sources)
     return sources
 
 
 async def test_a_well_behaved_sender_gets_through_while_150_sources_hold_reassembly(
-    relay_key_file: Path, keys: Keys
+    keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     """150 registered sources each keep 8 never-completing messages in reassembly, past
-    the 4 MiB cap; before, legit delivery fell to 128 of 317."""
-    async with running_relay(relay_config(relay_key_file)) as relay:
-        attackers = register_fakes(relay, keys[3], 150)
-        async with join(relay, keys[1]) as a, join(relay, keys[2]) as b:
-            while await next_event(b) != PeerPresent(a.address):
-                pass
-            delivered = 0
-            for round_ in range(20):
-                for source in attackers:
-                    for msg in range(8):
-                        fragment = Fragment(bytes([round_, msg, 1, 2]), 0, 2, b"\x00" * 8)
-                        relay.handle_datagram(
-                            encode_fragment(fragment), source, trio.current_time()
-                        )
-                assert (
-                    relay.legacy.reassembler.buffered_bytes
-                    > relay.config.max_reassembly_bytes * 0.9
-                )
-                text = f"legit {round_}".encode()
-                await a.send(text)
-                with trio.move_on_after(2):
-                    while (event := await next_event(b)) != MessageReceived(a.address, text):
-                        assert isinstance(event, PeerJoined | PeerPresent)
-                    delivered += 1
-            assert delivered >= 19  # 95 %; eviction makes it all of them
-            assert dropped(relay, "reassembly_evicted") > 0
-
-
-async def test_a_client_that_keeps_alive_is_never_displaced_by_a_registration_flood(
-    relay_key_file: Path, keys: Keys
-) -> None:
-    config = relay_config(
-        relay_key_file, max_clients=40, client_timeout_s=2.0, registrations_total_burst=1000
-    )
-    async with running_relay(config) as relay:
-        async with (
-            join(relay, keys[1], keepalive_interval_s=0.2) as a,
-            join(relay, keys[2], keepalive_interval_s=0.2) as b,
-        ):
-            # Registered first: join returns once the key is sent, not once it is handled.
-            await wait_until(
-                lambda: (
-                    relay.roster.at(a.address) is not None
-                    and relay.roster.at(b.address) is not None
-                )
-            )
-            # Fill the registry, then churn: the flood's clients do not keep alive, so they
-            # time out and new ones take their places, over and over, for two timeouts.
-            next_fake = 0
-            end = trio.current_time() + 2 * config.client_timeout_s
-            while trio.current_time() < end:
-                while len(relay.roster) < config.max_clients:
-                    source = fake(next_fake)
-                    next_fake += 1
-                    relay.handle_datagram(
-                        legacy.client_key(keys[3].public_key()), source, trio.current_time()
-                    )
-                assert relay.roster.at(a.address) is not None
-                assert relay.roster.at(b.address) is not None
-                await trio.sleep(0.05)
-            assert next_fake > config.max_clients + 1  # the flood did churn
-            full = dropped(relay, "registry_full")
-            relay.handle_datagram(
-                legacy.client_key(keys[3].public_key()), fake(next_fake), trio.current_time()
-            )
-            await wait_until(lambda: dropped(relay, "registry_full") == full + 1)
-            await a.send("still here")
-            while (event := await next_event(b)) != MessageReceived(a.address, b"still here"):
-                assert not isinstance(event, MessageReceived)
+    the 4 MiB cap; before, legit delivery fell to 128 of 317. Eviction makes it all."""
+    async with open_relay(keys[0]) as harness:
+        relay = harness.relay
+        attackers = register_fakes(harness, keys[3], 150)
+        a, b = harness.peer(client_address(1), keys[1]), harness.peer(client_address(2), keys[2])
+        a.register()
+        b.register()
+        await settle()
+        b.take()
+        for round_ in range(20):
+            for source in attackers:
+                for msg in range(8):
+                    fragment = Fragment(bytes([round_, msg, 1, 2]), 0, 2, b"\x00" * 8)
+                    relay.handle_datagram(encode_fragment(fragment), source, trio.current_time())
+            assert relay.statistics().reassembly_bytes > relay.config.max_reassembly_bytes * 0.9
+            text = f"legit {round_}".encode()
+            a.say(text, round_.to_bytes(4, "big"))
+            await settle()
+            assert b.messages() == [MessageReceived(a.address, text)]
+            await trio.sleep(0.1)
+        assert harness.dropped("reassembly_evicted") > 0
+        assert relay.statistics().reassembly_bytes <= relay.config.max_reassembly_bytes

@@ -1,5 +1,6 @@
 """Reload (SIGHUP) and drain-then-stop (SIGTERM), in-process, with the test's own signals."""
 
+import logging
 import os
 import signal
 import socket
@@ -21,7 +22,7 @@ from mcrelay.protocol.legacy.events import PeerJoined
 from mcrelay.service import Daemon, apply_reload, run_daemon
 from mcrelay.settings.config import RelayConfig
 from mcrelay.settings.resolve import resolve
-from support import WAIT_S, dropped, hold_decryption, join, next_event, raw_peer, wait_until
+from support import WAIT_S, hold_decryption, join, next_event, wait_until
 
 Keys = list[rsa.RSAPrivateKey]
 
@@ -96,7 +97,10 @@ async def test_reload_applies_live_settings_and_keeps_the_rest(
             assert ready["STATUS"] == "serving 0 clients, 0 messages relayed"
             port = daemon.relay.address[1]
 
-            harness.write("client_timeout = 7\nmax_clients = 3\ngroup = '239.9.9.9'\n")
+            harness.write(
+                "client_timeout = 7\nmax_clients = 3\nreassembly_timeout = 0.2\n"
+                "group = '239.9.9.9'\n"
+            )
             await harness.send_signal.send(signal.SIGHUP)
             reloading = await heard.next()
             assert reloading["RELOADING"] == "1"
@@ -105,10 +109,13 @@ async def test_reload_applies_live_settings_and_keeps_the_rest(
             config = daemon.relay.config
             assert (config.client_timeout_s, config.max_clients) == (7.0, 3)
             assert daemon.relay.roster.max_members == 3
+            assert daemon.relay.legacy.reassembler.timeout_s == 0.2
             assert config.group == "224.1.1.1"  # needs a restart: reported, not applied
             assert daemon.relay.address[1] == port
             reloaded = [m for m in caplog.messages if m.startswith("configuration reloaded")]
-            assert reloaded == ["configuration reloaded; changed: client_timeout, max_clients"]
+            assert reloaded == [
+                "configuration reloaded; changed: client_timeout, reassembly_timeout, max_clients"
+            ]
 
             harness.write("client_timeout = 'soon'\n")
             await harness.send_signal.send(signal.SIGHUP)
@@ -133,32 +140,50 @@ async def test_sigterm_lets_a_message_in_flight_go_out(
             await a.send("last one")
             await wait_until(lambda: daemon.relay.statistics().pending_relays == 1)
             await harness.send_signal.send(signal.SIGTERM)
-            await wait_until(lambda: daemon.relay._receiving.cancel_called)
+            await wait_until(lambda: daemon.relay.stopping)
             gate.set()
             assert await next_event(b) == MessageReceived(a.address, b"last one")
 
 
 async def test_a_second_sigterm_stops_at_once(
-    tmp_path: Path, relay_key_file: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    relay_key_file: Path,
+    keys: Keys,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    real = legacy.decrypt_payload_untrusted
-
-    def slow(*args: object) -> bytes:
-        time.sleep(0.3)  # in a worker thread: a message that takes its time
-        return real(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(legacy, "decrypt_payload_untrusted", slow)
+    """With five messages held in crypto and a grace of 60 s, the first SIGTERM would wait
+    for them; the second stops the daemon at once, the messages undelivered."""
+    caplog.set_level(logging.INFO)
+    gate = hold_decryption(monkeypatch)
+    grace_s = 60.0
     with trio.fail_after(WAIT_S):
         async with trio.open_nursery() as nursery:
             harness = Harness(tmp_path, relay_key_file)
-            daemon = await harness.start(nursery, Notifier({}), grace_s=60.0)
-            async with join(daemon.relay, keys[1]) as a, join(daemon.relay, keys[2]):
-                for n in range(5):
-                    await a.send(f"slow {n}")
-                await wait_until(lambda: daemon.relay.statistics().pending_relays != 0)
-                await harness.send_signal.send(signal.SIGTERM)
-                await harness.send_signal.send(signal.SIGTERM)
-    # Returned well before the 60 s grace: the second signal cut it short.
+            daemon = await harness.start(nursery, Notifier({}), grace_s=grace_s)
+            relay = daemon.relay
+            sender, other = ("127.0.0.1", 40001), ("127.0.0.1", 40002)
+            for source, key in ((sender, keys[1]), (other, keys[2])):
+                relay.handle_datagram(
+                    legacy.client_key(key.public_key()), source, trio.current_time()
+                )
+            for n in range(5):
+                text = f"slow {n}".encode()
+                for datagram in legacy.message_datagrams(
+                    keys[0].public_key(), text, n.to_bytes(4, "big")
+                ):
+                    relay.handle_datagram(datagram, sender, trio.current_time())
+            assert relay.statistics().pending_relays == 5
+            start = trio.current_time()
+            await harness.send_signal.send(signal.SIGTERM)
+            await harness.send_signal.send(signal.SIGTERM)
+            # The daemon cancels everything as it logs this, the crypto still held; the
+            # worker threads are then let go so that they can be joined.
+            await wait_until(lambda: "second SIGTERM: stopping now" in caplog.messages)
+            gate.set()
+    assert trio.current_time() - start < grace_s
+    counters = relay.statistics().counters
+    assert (counters.messages_relayed, counters.copies_sent) == (0, 0)
 
 
 async def test_the_watchdog_stops_when_the_receive_loop_stops_turning(
@@ -184,51 +209,37 @@ async def test_the_watchdog_stops_when_the_receive_loop_stops_turning(
             nursery.cancel_scope.cancel()
 
 
-async def test_a_shorter_reassembly_timeout_on_reload_leaks_nothing(
-    tmp_path: Path, relay_key_file: Path, keys: Keys
-) -> None:
-    async with trio.open_nursery() as nursery:
-        harness = Harness(tmp_path, relay_key_file)
-        harness.write("reassembly_timeout = 30\n")
-        daemon = await harness.start(nursery, Notifier({}))
-        relay = daemon.relay
-        async with (
-            join(relay, keys[1]) as a,
-            raw_peer(relay, keys[2]) as old,
-            raw_peer(relay, keys[3]) as new,
-        ):
-            await old.register()
-            await new.register()
-            await old.send(old.message(b"never finished")[0])  # deadline in 30 s
-            await wait_until(lambda: relay.legacy.reassembler.in_flight == 1)
-            harness.write("reassembly_timeout = 0.2\n")
-            await harness.send_signal.send(signal.SIGHUP)
-            await wait_until(lambda: relay.config.reassembly_timeout_s == 0.2)
-            first, second = new.message(b"late")
-            await new.send(first)
-            await wait_until(lambda: dropped(relay, "reassembly_timeout") == 1)
-            await new.send(second)  # after its own deadline, behind the older message
-            await new.send(*new.message(b"on time", msg_id=b"\x00\x00\x00\x09"))
-            while (event := await next_event(a)) != MessageReceived(new.address, b"on time"):
-                assert isinstance(event, PeerJoined | PeerPresent)
-            assert relay.statistics().pending_relays == 0
-        nursery.cancel_scope.cancel()
-
-
 async def test_a_reload_that_fails_in_any_way_keeps_the_daemon(
-    tmp_path: Path, relay_key_file: Path
+    tmp_path: Path, relay_key_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
+
+    def outcomes() -> list[str]:
+        return [m for m in caplog.messages if m.startswith(("reload failed", "configuration"))]
+
     async with trio.open_nursery() as nursery:
         harness = Harness(tmp_path, relay_key_file)
         daemon = await harness.start(nursery, Notifier({}))
-        for text in ("x = [" * 2000 + "]" * 2000 + "\n", "port = 1\n[network]\nport = 2\n"):
-            harness.write(text)
+
+        async def reload(text: str | None) -> str:
+            """Reload from a file holding ``text`` (none: no file); how it ended."""
+            done = len(outcomes())
+            if text is None:
+                harness.file.unlink()
+            else:
+                harness.write(text)
             await harness.send_signal.send(signal.SIGHUP)
-        harness.file.unlink()
-        await harness.send_signal.send(signal.SIGHUP)
-        harness.write("client_timeout = 4\n")
-        await harness.send_signal.send(signal.SIGHUP)
-        await wait_until(lambda: daemon.relay.config.client_timeout_s == 4.0)
+            await wait_until(lambda: len(outcomes()) > done)
+            return outcomes()[-1]
+
+        for text in ("x = [" * 2000 + "]" * 2000 + "\n", "port = 1\n[network]\nport = 2\n", None):
+            outcome = await reload(text)
+            assert outcome.startswith("reload failed"), (text and text[:20], outcome)
+            assert daemon.relay.config.client_timeout_s == 30.0
+        assert await reload("client_timeout = 4\n") == (
+            "configuration reloaded; changed: client_timeout"
+        )
+        assert daemon.relay.config.client_timeout_s == 4.0
         nursery.cancel_scope.cancel()
 
 

@@ -80,18 +80,18 @@ def test_tracked_sources_are_bounded() -> None:
     assert limit.allow(b, 0.0) is True  # forgotten, so a fresh bucket
     for n in range(10, 1010):
         limit.allow(source(n), 0.0)
-    assert len(limit._sources) == 3
+    assert limit.tracked_sources == 3
 
 
 def test_refilled_sources_are_forgotten() -> None:
     limit = limiter(per_source_burst=5, per_source_per_s=1.0)
     for n in range(100):
         limit.allow(source(n), 0.0)
-    assert len(limit._sources) == 100
+    assert limit.tracked_sources == 100
     limit.allow(A, 4.9)
-    assert len(limit._sources) == 101
+    assert limit.tracked_sources == 101
     limit.allow(A, 5.0)  # five seconds refill five tokens: the 100 are full again
-    assert len(limit._sources) == 1
+    assert limit.tracked_sources == 1
 
 
 def test_nothing_is_allowed_until_configured_then_the_total_burst_is_whole() -> None:

@@ -1,4 +1,12 @@
-"""A relay and real participants in one Trio run, on loopback."""
+"""A relay and real participants in one Trio run, on loopback.
+
+The few tests where the sockets are the point: real participants join over
+multicast and talk through the relay, a burst of the largest message through the
+kernel's buffers, the participant's own checks (the relay's key, the relay's
+address, no relay at all) and its re-registration. The relay's own behaviour is
+tested on the harness (``test_relay_messages``, ``test_relay_members``,
+``test_relay_sending``), with the mock clock.
+"""
 
 import random
 from collections.abc import Callable
@@ -6,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.client import (
@@ -17,18 +26,15 @@ from mcrelay.client import (
     open_participant,
 )
 from mcrelay.protocol import legacy
-from mcrelay.protocol.errors import DropReason
-from mcrelay.protocol.legacy import crypto
+from mcrelay.protocol.addresses import format_address
+from mcrelay.protocol.errors import DropReason, LocalProtocolError
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
-from mcrelay.protocol.legacy.tlv import TlvType, encode_tlv
 from support import (
     GROUP,
     LOOPBACK,
-    dropped,
     events_until,
     join,
     next_event,
-    raw_peer,
     relay_config,
     running_relay,
     wait_until,
@@ -84,142 +90,6 @@ async def test_largest_message_sent_as_one_burst_arrives(relay_key_file: Path, k
             assert await next_event(b) == MessageReceived(a.address, largest)
 
 
-async def test_reordered_and_duplicated_fragments_deliver_once(
-    relay_key_file: Path, keys: Keys
-) -> None:
-    async with running_relay(relay_config(relay_key_file)) as relay:
-        async with join(relay, keys[1]) as a, raw_peer(relay, keys[2]) as raw:
-            await raw.register()
-            assert await next_event(a) == PeerJoined(raw.address)
-            datagrams = raw.message(b"x" * 1000)
-            shuffled = datagrams + datagrams[:3]
-            random.Random(1).shuffle(shuffled)
-            await raw.send(*shuffled)
-            await raw.send(*datagrams)  # a replay of the whole message, within its deadline
-            await raw.send(*raw.message("after é".encode(), msg_id=b"\x00\x00\x00\x02"))
-            assert await next_event(a) == MessageReceived(raw.address, b"x" * 1000)
-            assert await next_event(a) == MessageReceived(raw.address, "after é".encode())
-            # A copy that lands before completion is a duplicate, after it a late fragment.
-            repeats = dropped(relay, "duplicate_fragment") + dropped(relay, "late_fragment")
-            assert repeats == 3 + len(datagrams)
-
-
-async def test_malformed_datagrams_are_counted_and_traffic_goes_on(
-    relay_key_file: Path, keys: Keys
-) -> None:
-    junk = [
-        b"",
-        bytes.fromhex("0009000501"),
-        bytes.fromhex("000b00"),
-        bytes.fromhex("00090000000a00067f00"),
-        bytes.fromhex("0001000300"),  # FRAGMENT shorter than its header
-        random.Random(3).randbytes(300),
-    ]
-    async with running_relay(relay_config(relay_key_file)) as relay:
-        async with join(relay, keys[1]) as a, raw_peer(relay, keys[2]) as raw:
-            await raw.register()
-            assert await next_event(a) == PeerJoined(raw.address)
-            first, second = raw.message(b"through the noise")
-            await raw.send(*junk, first, *junk, second, *junk)
-            assert await next_event(a) == MessageReceived(raw.address, b"through the noise")
-            assert dropped(relay, "malformed") >= 3 * 5
-
-
-async def test_unknown_types_are_counted_not_fatal(relay_key_file: Path, keys: Keys) -> None:
-    async with running_relay(relay_config(relay_key_file)) as relay:
-        async with raw_peer(relay, keys[2]) as raw:
-            await raw.send(bytes.fromhex("00630000") + legacy.key_request())
-            await raw.receive()
-            assert dropped(relay, "unknown_type") == 1
-
-
-async def test_traffic_from_unregistered_sources_is_dropped(
-    relay_key_file: Path, keys: Keys
-) -> None:
-    async with running_relay(relay_config(relay_key_file)) as relay:
-        async with join(relay, keys[1]) as a, raw_peer(relay, keys[2]) as raw:
-            raw.relay_key = a.relay_key
-            await raw.send(*raw.message(b"who am I"), legacy.keepalive(), legacy.disconnect())
-            await wait_until(lambda: dropped(relay, "unregistered") == 4)
-            assert len(relay.roster) == 1
-
-
-async def test_client_timeout_is_announced(relay_key_file: Path, keys: Keys) -> None:
-    config = relay_config(relay_key_file, client_timeout_s=0.5)
-    async with running_relay(config) as relay:
-        async with join(relay, keys[1], keepalive_interval_s=0.05) as a:
-            async with raw_peer(relay, keys[2]) as silent:
-                await silent.register()
-                assert await next_event(a) == PeerJoined(silent.address)
-                assert await next_event(a) == PeerLeft(silent.address)
-            assert relay.roster.at(a.address) is not None
-
-
-async def test_legacy_control_words(relay_key_file: Path, keys: Keys) -> None:
-    async with running_relay(relay_config(relay_key_file)) as relay:
-        async with join(relay, keys[1]) as a, raw_peer(relay, keys[2]) as raw:
-            await raw.register()
-            assert await next_event(a) == PeerJoined(raw.address)
-            await raw.send(*raw.message(legacy.CONNECT_WORD, msg_id=b"\x00\x00\x00\x01"))
-            await raw.send(*raw.message(legacy.DISCONNECT_WORD, msg_id=b"\x00\x00\x00\x02"))
-            assert await next_event(a) == PeerLeft(raw.address)
-            assert relay.statistics().counters.messages_relayed == 0
-
-
-async def test_rekey_is_announced_again(relay_key_file: Path, keys: Keys) -> None:
-    async with running_relay(relay_config(relay_key_file)) as relay:
-        async with join(relay, keys[1]) as a, raw_peer(relay, keys[2]) as raw:
-            await raw.register()
-            assert await next_event(a) == PeerJoined(raw.address)
-            await raw.send(legacy.client_key(keys[2].public_key()))  # same key: refresh only
-            await raw.send(legacy.client_key(keys[3].public_key()))
-            assert await next_event(a) == PeerJoined(raw.address)
-            client = relay.roster.at(raw.address)
-            assert client is not None
-            assert client.identity.key_id == crypto.fingerprint(keys[3].public_key())
-
-
-async def test_bad_keys_are_refused(relay_key_file: Path, keys: Keys) -> None:
-    async with running_relay(relay_config(relay_key_file)) as relay:
-        async with raw_peer(relay, keys[2]) as raw:
-            pem = crypto.public_key_to_pem(keys[2].public_key())
-            await raw.send(encode_tlv(TlvType.CLIENT_PUBLIC_KEY, pem[:-60] + b"-----END-----\n"))
-            await raw.send(encode_tlv(TlvType.CLIENT_PUBLIC_KEY, b"abc"))
-            await wait_until(lambda: dropped(relay, "bad_key") == 2)
-            assert len(relay.roster) == 0
-
-
-async def test_incomplete_message_times_out(relay_key_file: Path, keys: Keys) -> None:
-    config = relay_config(relay_key_file, reassembly_timeout_s=0.2)
-    async with running_relay(config) as relay, raw_peer(relay, keys[2]) as raw:
-        await raw.register()
-        first, _second = raw.message(b"never finished")
-        await raw.send(first)
-        await wait_until(lambda: relay.legacy.reassembler.in_flight == 1)
-        await wait_until(lambda: dropped(relay, "reassembly_timeout") == 1)
-        assert relay.legacy.reassembler.in_flight == 0
-        assert relay.legacy.reassembler.buffered_bytes == 0
-
-
-async def test_reassembly_bound_per_source(relay_key_file: Path, keys: Keys) -> None:
-    config = relay_config(relay_key_file, max_messages_per_source=2)
-    async with running_relay(config) as relay, raw_peer(relay, keys[2]) as raw:
-        await raw.register()
-        for n in range(3):
-            await raw.send(raw.message(b"held", msg_id=bytes([0, 0, 0, n]))[0])
-        await wait_until(lambda: dropped(relay, "source_limit") == 1)
-        assert relay.legacy.reassembler.in_flight == 2
-
-
-async def test_key_requests_are_rate_limited(relay_key_file: Path, keys: Keys) -> None:
-    async with running_relay(relay_config(relay_key_file)) as relay:
-        async with raw_peer(relay, keys[2]) as raw:
-            await raw.send(*[legacy.key_request()] * 20)
-            await wait_until(lambda: relay.statistics().counters.datagrams_in == 20)
-            # A burst of 5, then one a second: at most a refill or two got through.
-            assert 13 <= dropped(relay, "rate_limited") <= 15
-
-
 async def test_pinned_fingerprint(relay_key_file: Path, keys: Keys) -> None:
     async with running_relay(relay_config(relay_key_file)) as relay:
         with pytest.raises(RelayKeyMismatch):
@@ -232,7 +102,7 @@ async def test_pinned_fingerprint(relay_key_file: Path, keys: Keys) -> None:
             assert a.relay_fingerprint == relay.fingerprint
 
 
-async def test_no_relay_is_unreachable(keys: Keys) -> None:
+async def test_no_relay_is_unreachable(keys: Keys, autojump_clock: trio.testing.MockClock) -> None:
     sock = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
     with sock:
         await sock.bind((LOOPBACK, 0))
@@ -264,23 +134,13 @@ async def test_datagrams_from_others_than_the_relay_are_ignored(
             assert a.dropped[DropReason.NOT_FROM_RELAY] == 1
 
 
-async def test_a_senders_messages_keep_their_order(relay_key_file: Path, keys: Keys) -> None:
-    texts = [f"line {n} " + "y" * (n * 300) for n in range(8)]
+async def test_the_participant_refuses_control_words_and_re_registers_when_forgotten(
+    relay_key_file: Path, keys: Keys
+) -> None:
     async with running_relay(relay_config(relay_key_file)) as relay:
-        async with join(relay, keys[1]) as a, join(relay, keys[2]) as b:
-            assert await next_event(a) == PeerJoined(b.address)
-            assert await next_event(b) == PeerPresent(a.address)
-            for text in texts:
-                await a.send(text)
-            received = [await next_event(b) for _ in texts]
-            assert received == [MessageReceived(a.address, t.encode()) for t in texts]
-
-
-async def test_leave_is_announced_after_the_last_message(relay_key_file: Path, keys: Keys) -> None:
-    async with running_relay(relay_config(relay_key_file)) as relay:
-        async with join(relay, keys[1]) as a:
-            async with join(relay, keys[2]) as b:
-                assert await next_event(a) == PeerJoined(b.address)
-                await b.send("last words " * 300)
-            assert await next_event(a) == MessageReceived(b.address, b"last words " * 300)
-            assert await next_event(a) == PeerLeft(b.address)
+        async with join(relay, keys[1], keepalive_interval_s=0.05) as a:
+            for word in ("DISCONNECT", "CONNECT"):
+                with pytest.raises(LocalProtocolError):
+                    await a.send(word)
+            relay.roster.remove(format_address(a.address), "timeout")  # as after a restart
+            await wait_until(lambda: relay.roster.at(a.address) is not None)

@@ -8,7 +8,7 @@ import pytest
 from mcrelay.api.errors import ApiBindError
 from mcrelay.service import serve
 from mcrelay.sockets import open_relay_socket
-from support import relay_config
+from support import LOOPBACK, relay_config
 
 
 def test_joining_on_a_missing_interface_says_which() -> None:
@@ -29,3 +29,15 @@ async def test_a_start_that_cannot_bind_creates_no_key(tmp_path: Path) -> None:
         with pytest.raises(ApiBindError):
             await serve(relay_config(key_file, api=f"127.0.0.1:{port}"))
     assert not key_file.exists()
+
+
+def test_a_second_relay_on_the_same_port_cannot_start() -> None:
+    sock, _ = open_relay_socket(
+        group="224.1.1.1", port=0, interface=LOOPBACK, receive_buffer_bytes=65536
+    )
+    with sock:
+        taken = sock.getsockname()[1]
+        with pytest.raises(OSError, match="in use"):
+            open_relay_socket(
+                group="224.1.1.1", port=taken, interface=LOOPBACK, receive_buffer_bytes=65536
+            )

@@ -6,6 +6,7 @@ import threading
 import outcome
 import pytest
 import trio
+import trio.testing
 
 from mcrelay.daemon.workers import CryptoWorkers, Job
 from support import wait_until
@@ -86,23 +87,30 @@ async def test_a_resize_before_run_starts_no_thread_and_sets_how_many_run_starts
 
 
 async def test_jobs_queued_at_stop_are_not_run() -> None:
-    gate = threading.Event()
+    started, gate = threading.Event(), threading.Event()
+    stopping = trio.Event()
     ran: list[int] = []
 
     def held(n: int) -> int:
+        started.set()
         gate.wait(5)
         ran.append(n)
         return n
 
-    async with trio.open_nursery() as nursery:
-        workers = CryptoWorkers(1)
-        await nursery.start(workers.run)
-        for n in range(5):
-            workers.submit(Job(functools.partial(held, n), lambda _result: None))
-        await wait_until(lambda: workers._jobs.qsize() == 4)
-        # The first job is running: it finishes once the stop has emptied the queue.
-        opener = threading.Timer(0.05, gate.set)
-        opener.start()
-        nursery.cancel_scope.cancel()
-    opener.join()
+    async def open_the_gate_once_stopped() -> None:
+        await stopping.wait()
+        await trio.testing.wait_all_tasks_blocked()  # the stop emptied the queue, and joins
+        gate.set()
+
+    async with trio.open_nursery() as outer:
+        outer.start_soon(open_the_gate_once_stopped)
+        async with trio.open_nursery() as nursery:
+            workers = CryptoWorkers(1)
+            await nursery.start(workers.run)
+            for n in range(5):
+                workers.submit(Job(functools.partial(held, n), lambda _result: None))
+            # The first job is running, the other four wait in the queue.
+            assert await trio.to_thread.run_sync(started.wait, 5)
+            nursery.cancel_scope.cancel()
+            stopping.set()
     assert ran == [0]

@@ -106,6 +106,10 @@ class EventHub:
     def subscribers(self) -> int:
         return len(self._subscriptions)
 
+    def queued(self) -> list[int]:
+        """Events waiting in each subscriber's queue, oldest subscriber first."""
+        return [s.receive_channel.statistics().current_buffer_used for s in self._subscriptions]
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Publish the counted drops once per interval, while there are any."""
         task_status.started()

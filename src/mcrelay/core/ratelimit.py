@@ -58,6 +58,11 @@ class AnswerLimiter:
             bucket.burst, bucket.rate_per_s = per_source_burst, per_source_per_s
             bucket.tokens = min(bucket.tokens, per_source_burst)
 
+    @property
+    def tracked_sources(self) -> int:
+        """Sources it remembers (their buckets not full again): what it holds in memory."""
+        return len(self._sources)
+
     def allow(self, source: Address, now: float) -> bool:
         self._forget_refilled(now)
         bucket = self._sources.pop(source, None)

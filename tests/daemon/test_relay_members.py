@@ -1,0 +1,214 @@
+"""Who is in the relay: registration, re-keys, bad keys, timeouts, leaves and the
+rate limits on key answers and registrations.
+
+On the harness (``relay_harness``), with the mock clock: timeouts and token buckets
+are checked at exact moments, and counts are exact.
+"""
+
+from dataclasses import replace
+
+import trio
+import trio.testing
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mcrelay.client import MessageReceived
+from mcrelay.daemon.relay import CLEANUP_INTERVAL_S
+from mcrelay.protocol import legacy
+from mcrelay.protocol.addresses import Address
+from mcrelay.protocol.legacy import crypto
+from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft, ServerKey
+from mcrelay.protocol.legacy.tlv import TlvType, encode_tlv
+from relay_harness import Harness, client_address, harness_config, open_relay, settle
+
+Keys = list[rsa.RSAPrivateKey]
+
+
+def fake(n: int) -> Address:
+    """Sources on many loopback hosts (the per-host limits do not bite)."""
+    return (f"127.0.{1 + n // 200}.{1 + n % 200}", 40000 + n)
+
+
+async def test_a_newcomer_is_told_who_is_there_and_the_others_that_it_joined(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        a, b = await harness.members(keys, 2)
+        c = harness.peer(client_address(2), keys[3])
+        c.send(legacy.key_request())
+        c.register()
+        await settle()
+        assert a.take() == b.take() == [PeerJoined(c.address)]
+        server_key = ServerKey(legacy.server_key(keys[0].public_key())[4:])
+        assert c.take() == [server_key, PeerJoined(a.address), PeerJoined(b.address)]
+
+
+async def test_a_silent_client_times_out_and_its_leave_is_announced(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0], client_timeout_s=30.0) as harness:
+        a, silent = await harness.members(keys, 2)
+        start = trio.current_time()
+        await trio.sleep_until(start + 20.0)
+        a.send(legacy.keepalive())
+        await trio.sleep_until(start + 30.0)
+        assert silent.registered()  # silent for exactly the timeout: not yet
+        await trio.sleep_until(start + 30.0 + CLEANUP_INTERVAL_S)
+        await settle()
+        assert not silent.registered()
+        assert a.registered()
+        assert a.take() == [PeerLeft(silent.address)]
+
+
+async def test_a_rekey_is_announced_again_and_a_refresh_is_not(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        a, raw = await harness.members(keys, 2)
+        raw.register()  # the same key: a refresh only
+        await settle()
+        assert a.take() == []
+        raw.rekey(keys[3])
+        await settle()
+        assert a.take() == [PeerJoined(raw.address)]
+        member = harness.relay.roster.at(raw.address)
+        assert member is not None
+        assert member.identity.key_id == crypto.fingerprint(keys[3].public_key())
+
+
+async def test_bad_keys_are_refused(keys: Keys, autojump_clock: trio.testing.MockClock) -> None:
+    async with open_relay(keys[0]) as harness:
+        raw = harness.peer(client_address(1), keys[2])
+        pem = crypto.public_key_to_pem(keys[2].public_key())
+        raw.send(encode_tlv(TlvType.CLIENT_PUBLIC_KEY, pem[:-60] + b"-----END-----\n"))
+        raw.send(encode_tlv(TlvType.CLIENT_PUBLIC_KEY, b"abc"))
+        await settle()
+        assert harness.drops() == {"bad_key": 2}
+        assert len(harness.relay.roster) == 0
+        assert raw.take() == []
+
+
+async def test_key_requests_are_answered_at_the_configured_rate(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = harness_config()
+    async with open_relay(keys[0], config) as harness:
+        raw = harness.peer(client_address(1), keys[2])
+        raw.send(*[legacy.key_request()] * 20)
+        await settle()
+        burst = config.key_answers_per_source_burst
+        assert len(raw.take()) == burst
+        assert harness.drops() == {"rate_limited": 20 - burst}
+        # One a second after that (key_answers_per_source_per_s = 1).
+        await trio.sleep(1.0 / config.key_answers_per_source_per_s)
+        raw.send(legacy.key_request(), legacy.key_request())
+        await settle()
+        assert len(raw.take()) == 1
+        assert harness.drops() == {"rate_limited": 20 - burst + 1}
+
+
+async def test_registrations_from_one_host_are_rate_limited(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = harness_config()
+    burst = config.registrations_per_host_burst
+    async with open_relay(keys[0], config) as harness:
+        for n in range(burst + 5):
+            harness.peer(client_address(n), keys[2]).register()
+        await settle()
+        assert harness.drops() == {"rate_limited": 5}
+        assert len(harness.relay.roster) == burst
+        # Refilled at registrations_per_host_per_s: one more a fifth of a second on.
+        await trio.sleep(1.0 / config.registrations_per_host_per_s)
+        harness.peer(client_address(burst + 5), keys[2]).register()
+        harness.peer(client_address(burst + 6), keys[2]).register()
+        await settle()
+        assert len(harness.relay.roster) == burst + 1
+
+
+async def test_registration_limits_are_settings_a_reload_changes(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = harness_config(
+        max_clients_per_host=1, registrations_per_host_burst=1, registrations_per_host_per_s=0.001
+    )
+    ports = iter(range(100))
+
+    def register_two(harness: Harness) -> None:
+        for _ in range(2):
+            harness.peer(client_address(next(ports)), keys[2]).register()
+
+    async with open_relay(keys[0], config) as harness:
+        relay = harness.relay
+        register_two(harness)
+        await settle()
+        assert (len(relay.roster), harness.drops()) == (1, {"rate_limited": 1})
+        faster = replace(
+            config, registrations_per_host_burst=5, registrations_per_host_per_s=1000.0
+        )
+        relay.reconfigure(faster)
+        await trio.sleep(0.01)  # the bucket refills at the new rate
+        register_two(harness)
+        await settle()
+        assert (len(relay.roster), harness.dropped("registry_full")) == (1, 2)
+        relay.reconfigure(replace(faster, max_clients_per_host=3))
+        register_two(harness)
+        await settle()
+        assert len(relay.roster) == 3
+
+
+async def test_a_client_back_before_its_leave_was_announced_is_seen_leaving_then_joining(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        a, raw = await harness.members(keys, 2)
+        harness.workers.hold()
+        raw.say(b"from its first visit")  # in flight: its leave waits for it
+        raw.send(legacy.disconnect())
+        await settle()
+        assert not raw.registered()
+        assert harness.relay.statistics().leaves_pending == 1
+        raw.register()
+        await settle()
+        assert a.take() == [PeerLeft(raw.address), PeerJoined(raw.address)]
+        assert harness.relay.statistics().leaves_pending == 0
+        harness.workers.release()
+        await settle()
+        # The message still goes out, and its settling announces no second leave.
+        assert a.take() == [MessageReceived(raw.address, b"from its first visit")]
+        assert raw.registered()
+
+
+async def test_a_client_that_keeps_alive_is_never_displaced_by_a_registration_flood(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = harness_config(max_clients=40, client_timeout_s=2.0, registrations_total_burst=1000)
+    async with open_relay(keys[0], config) as harness:
+        relay = harness.relay
+        a, b = await harness.members(keys, 2)
+        # Fill the registry, then churn: the flood's clients do not keep alive, so they
+        # time out and new ones take their places, over and over, for two timeouts,
+        # while a and b keep alive every 0.2 s.
+        next_fake = 0
+        for step in range(int(2 * config.client_timeout_s / 0.05)):
+            if step % 4 == 0:
+                a.send(legacy.keepalive())
+                b.send(legacy.keepalive())
+            while len(relay.roster) < config.max_clients:
+                relay.handle_datagram(
+                    legacy.client_key(keys[3].public_key()), fake(next_fake), trio.current_time()
+                )
+                next_fake += 1
+            assert a.registered()
+            assert b.registered()
+            await trio.sleep(0.05)
+        assert next_fake >= 2 * (config.max_clients - 2)  # the flood did churn: a second wave
+        full = harness.dropped("registry_full")
+        relay.handle_datagram(
+            legacy.client_key(keys[3].public_key()), fake(next_fake), trio.current_time()
+        )
+        assert harness.dropped("registry_full") == full + 1
+        a.take()
+        b.take()
+        a.say(b"still here")
+        await settle()
+        assert b.messages() == [MessageReceived(a.address, b"still here")]

@@ -1,0 +1,308 @@
+"""A message's way through the relay: reassembly, admission, crypto, order, fan-out.
+
+On the harness (``relay_harness``): datagrams go straight into the relay, what it
+sends is read from its stub socket, crypto jobs can be held and released in any
+order, and time is the mock clock.
+"""
+
+import random
+from dataclasses import replace
+
+import trio
+import trio.testing
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mcrelay.client import MessageReceived
+from mcrelay.protocol import legacy
+from mcrelay.protocol.legacy import crypto
+from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft, RelayedMessage
+from mcrelay.protocol.legacy.tlv import TlvType, encode_tlv
+from relay_harness import (
+    UNUSABLE_PEM,
+    client_address,
+    harness_config,
+    open_relay,
+    settle,
+)
+
+Keys = list[rsa.RSAPrivateKey]
+LONG_TEXT = ("Größe ✓ 日本語 " * 2000)[: legacy.MAX_MESSAGE_BYTES // 4].encode()
+
+
+def msg_id(n: int) -> bytes:
+    return n.to_bytes(4, "big")
+
+
+async def test_a_message_reaches_every_other_member_once(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        a, b, c = await harness.members(keys, 3)
+        a.say(b"short")
+        a.send(*a.message(LONG_TEXT, msg_id(2)))
+        await settle()
+        for peer in (b, c):
+            assert peer.take() == [
+                MessageReceived(a.address, b"short"),
+                MessageReceived(a.address, LONG_TEXT),
+            ]
+        assert a.take() == []
+        counters = harness.relay.statistics().counters
+        assert (counters.messages_relayed, counters.copies_sent) == (2, 4)
+
+
+async def test_reordered_and_duplicated_fragments_deliver_once(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        a, raw = await harness.members(keys, 2)
+        datagrams = raw.message(b"x" * 1000)
+        shuffled = datagrams + datagrams[:3]
+        random.Random(1).shuffle(shuffled)
+        raw.send(*shuffled)
+        raw.send(*datagrams)  # a replay of the whole message, within its deadline
+        raw.say("after é".encode(), msg_id(2))
+        await settle()
+        assert a.take() == [
+            MessageReceived(raw.address, b"x" * 1000),
+            MessageReceived(raw.address, "after é".encode()),
+        ]
+        # A copy that lands before completion is a duplicate, after it a late fragment.
+        repeats = harness.dropped("duplicate_fragment") + harness.dropped("late_fragment")
+        assert repeats == 3 + len(datagrams)
+
+
+async def test_malformed_datagrams_are_counted_and_traffic_goes_on(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    junk = [
+        b"",
+        bytes.fromhex("0009000501"),
+        bytes.fromhex("000b00"),
+        bytes.fromhex("00090000000a00067f00"),
+        bytes.fromhex("0001000300"),  # FRAGMENT shorter than its header
+        random.Random(3).randbytes(300),
+    ]
+    async with open_relay(keys[0]) as harness:
+        a, raw = await harness.members(keys, 2)
+        first, second = raw.message(b"through the noise")
+        raw.send(*junk, first, *junk, second, *junk)
+        await settle()
+        assert a.take() == [MessageReceived(raw.address, b"through the noise")]
+        assert harness.drops() == {"malformed": 3 * len(junk)}
+
+
+async def test_unknown_types_are_counted_not_fatal(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        stranger = harness.peer(client_address(9), keys[2])
+        stranger.send(bytes.fromhex("00630000") + legacy.key_request())
+        await settle()
+        assert stranger.take() == [
+            legacy.decode_relay_datagram_untrusted(legacy.server_key(keys[0].public_key()))[0]
+        ]
+        assert harness.drops() == {"unknown_type": 1}
+
+
+async def test_traffic_from_unregistered_sources_is_dropped(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        (a,) = await harness.members(keys, 1)
+        stranger = harness.peer(client_address(9), keys[2])
+        stranger.send(*stranger.message(b"who am I"), legacy.keepalive(), legacy.disconnect())
+        await settle()
+        assert harness.drops() == {"unregistered": 4}
+        assert len(harness.relay.roster) == 1
+        assert a.take() == stranger.take() == []
+
+
+async def test_legacy_control_words_are_not_relayed(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        a, raw = await harness.members(keys, 2)
+        raw.say(legacy.CONNECT_WORD, msg_id(1))
+        raw.say(legacy.DISCONNECT_WORD, msg_id(2))
+        await settle()
+        assert a.take() == [PeerLeft(raw.address)]
+        assert not raw.registered()
+        assert harness.relay.statistics().counters.messages_relayed == 0
+
+
+async def test_an_incomplete_message_times_out_at_its_deadline(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0], reassembly_timeout_s=5.0) as harness:
+        (raw,) = await harness.members(keys, 1)
+        first, _second = raw.message(b"never finished")
+        raw.send(first)
+        await trio.sleep(4.9)
+        statistics = harness.relay.statistics()
+        assert (statistics.reassembly_in_flight, harness.dropped("reassembly_timeout")) == (1, 0)
+        assert statistics.reassembly_bytes > 0
+        await trio.sleep(0.1)
+        await settle()
+        statistics = harness.relay.statistics()
+        assert (statistics.reassembly_in_flight, statistics.reassembly_bytes) == (0, 0)
+        assert harness.drops() == {"reassembly_timeout": 1}
+
+
+async def test_reassembly_is_bounded_per_source(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0], max_messages_per_source=2) as harness:
+        (raw,) = await harness.members(keys, 1)
+        for n in range(3):
+            raw.send(raw.message(b"held", msg_id(n))[0])
+        await settle()
+        assert harness.drops() == {"source_limit": 1}
+        assert harness.relay.statistics().reassembly_in_flight == 2
+
+
+async def test_a_senders_messages_keep_their_order_whatever_order_crypto_ends_in(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    texts = [f"line {n} ".encode() + b"y" * (n * 300) for n in range(8)]
+    async with open_relay(keys[0]) as harness:
+        a, b = await harness.members(keys, 2)
+        harness.workers.hold()
+        for n, text in enumerate(texts):
+            a.say(text, msg_id(n))
+            await settle()  # its crypto job waits in the workers, after the last one's
+        assert len(harness.workers.held) == len(texts)
+        harness.workers.release(range(len(texts) - 1, 0, -1))  # all but the first, last first
+        await settle()
+        assert b.take() == []  # each waits for the one before
+        harness.workers.release()
+        await settle()
+        assert b.take() == [MessageReceived(a.address, text) for text in texts]
+
+
+async def test_a_leave_is_announced_after_the_leavers_last_message(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        a, b = await harness.members(keys, 2)
+        harness.workers.hold()
+        b.say(b"last words " * 300)
+        b.send(legacy.disconnect())
+        await settle()
+        assert not b.registered()
+        assert harness.relay.statistics().leaves_pending == 1
+        assert a.take() == []
+        harness.workers.release()
+        await settle()
+        assert a.take() == [MessageReceived(b.address, b"last words " * 300), PeerLeft(b.address)]
+        assert harness.relay.statistics().leaves_pending == 0
+
+
+async def test_a_recipient_openssl_refuses_costs_one_copy_not_the_message(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        a, b = await harness.members(keys, 2)
+        unusable = harness.peer(client_address(7), keys[3])
+        unusable.send(encode_tlv(TlvType.CLIENT_PUBLIC_KEY, UNUSABLE_PEM))
+        await settle()
+        assert unusable.registered()
+        a.say(b"still here")
+        await settle()
+        assert b.take() == [PeerJoined(unusable.address), MessageReceived(a.address, b"still here")]
+        assert not [event for event in unusable.take_raw() if isinstance(event, RelayedMessage)]
+        assert harness.drops() == {"encrypt_failed": 1}
+        assert harness.relay.statistics().counters.copies_sent == 1
+
+
+async def test_a_recipient_that_re_keys_while_a_message_is_in_flight_can_read_it(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        a, b = await harness.members(keys, 2)
+        harness.workers.hold()
+        a.say(b"for your new key")
+        await settle()
+        assert harness.relay.statistics().pending_relays == 1
+        b.rekey(keys[3])  # sealed for its old key meanwhile
+        harness.workers.release()
+        await settle()
+        (relayed,) = [event for event in b.take_raw() if isinstance(event, RelayedMessage)]
+        plaintext = crypto.decrypt_concatenated_untrusted(keys[3], relayed.ciphertext)
+        assert plaintext == b"for your new key"
+
+
+async def test_a_recipient_re_keying_during_every_seal_delays_a_message_once_not_forever(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Re-keys can be spoofed: a message is sealed afresh once for a recipient that
+    re-keyed while it was sealed, and then goes out whatever happens meanwhile."""
+    async with open_relay(keys[0]) as harness:
+        a, b = await harness.members(keys, 2)
+        workers = harness.workers
+        workers.hold()
+        a.say(b"hello")
+        await settle()
+        b.rekey(keys[3])  # while the message is opened (and sealed for b's first key)
+        workers.release([0])
+        await settle()
+        assert len(workers.held) == 1  # sealed again for keys[3]
+        b.rekey(keys[2])  # and while that seal runs
+        workers.release()
+        await settle()
+        assert workers.jobs_run == 2
+        assert b.messages() == [MessageReceived(a.address, b"hello")]  # for keys[3]
+        statistics = harness.relay.statistics()
+        assert (statistics.pending_relays, statistics.send_queue) == (0, 0)
+
+
+async def test_a_message_the_crypto_stage_has_no_room_for_is_refused_at_its_first_fragment(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Past saturation the loop spent its time on messages it would drop at completion:
+    a message that finds the stage full is refused before reassembly (no buffer, no
+    task), each of its fragments counted as overloaded."""
+    async with open_relay(keys[0], max_pending_relays=1) as harness:
+        a, b, c = await harness.members(keys, 3)
+        harness.workers.hold()
+        a.say(b"held in the workers")
+        await settle()
+        assert harness.relay.statistics().pending_relays == 1
+        c.say(b"no room")
+        await settle()
+        assert harness.drops() == {"overloaded": 2}
+        statistics = harness.relay.statistics()
+        assert (statistics.reassembly_in_flight, statistics.reassembly_bytes) == (0, 0)
+        harness.workers.release()
+        await settle()
+        assert b.messages() == [MessageReceived(a.address, b"held in the workers")]
+        c.say(b"room again", msg_id(2))
+        await settle()
+        assert b.messages() == [MessageReceived(c.address, b"room again")]
+
+
+async def test_a_shorter_reassembly_timeout_applies_to_new_messages_and_leaks_nothing(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = harness_config(reassembly_timeout_s=30.0)
+    async with open_relay(keys[0], config) as harness:
+        relay = harness.relay
+        a, old, new = await harness.members(keys, 3)
+        old.send(old.message(b"never finished")[0])  # deadline in 30 s
+        relay.reconfigure(replace(config, reassembly_timeout_s=0.2))
+        first, second = new.message(b"late")
+        new.send(first)  # deadline in 0.2 s, behind the older message
+        await trio.sleep(0.2)
+        await settle()
+        assert harness.drops() == {"reassembly_timeout": 1}
+        assert relay.statistics().reassembly_in_flight == 1  # the old one, until its own
+        new.send(second)  # after its message's deadline: starts it afresh, never completes
+        new.say(b"on time", msg_id(9))
+        await settle()
+        assert a.messages() == [MessageReceived(new.address, b"on time")]
+        await trio.sleep(30.0)
+        await settle()
+        statistics = relay.statistics()
+        assert (statistics.reassembly_in_flight, statistics.reassembly_bytes) == (0, 0)
+        assert (statistics.pending_relays, statistics.send_queue) == (0, 0)
+        assert harness.drops() == {"reassembly_timeout": 3}
