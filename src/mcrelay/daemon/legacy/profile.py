@@ -213,8 +213,9 @@ class LegacyProfile:
             message.completed.set()
 
     async def _message(self, message: _Message, deadline: float) -> None:
-        with trio.move_on_at(deadline):
-            await message.completed.wait()
+        if not message.completed.is_set():  # its last fragments usually came meanwhile
+            with trio.move_on_at(deadline):
+                await message.completed.wait()
         if message.relay is not None:
             await message.relay()
         elif not message.completed.is_set():  # its deadline passed
