@@ -182,8 +182,10 @@ async def test_a_second_sigterm_stops_at_once(
             await wait_until(lambda: "second SIGTERM: stopping now" in caplog.messages)
             gate.set()
     assert trio.current_time() - start < grace_s
-    counters = relay.statistics().counters
-    assert (counters.messages_relayed, counters.copies_sent) == (0, 0)
+    statistics = relay.statistics()
+    assert (statistics.counters.messages_relayed, statistics.counters.copies_sent) == (0, 0)
+    # Every message cancelled on its way settled its place: none is left pending.
+    assert statistics.pending_relays == 0
 
 
 async def test_the_watchdog_stops_when_the_receive_loop_stops_turning(

@@ -71,6 +71,15 @@ the message is admitted): called at admission, so the work may start at once; aw
 by the message's task for the plaintext and, if it sealed them on the way, the copies."""
 
 
+class Admitted(Protocol):
+    """An admitted message's life from admission on: its task runs it once, or, if the
+    task is cancelled first, abandons it (either way its place and counts are settled)."""
+
+    async def run(self) -> None: ...
+
+    def abandon(self) -> None: ...
+
+
 class Services(Protocol):
     """What the relay offers a profile."""
 
@@ -98,7 +107,6 @@ class Services(Protocol):
     def room_for(self, sender: Member) -> bool:
         """May a new message of ``sender`` start? A refusal is counted (``overloaded``)."""
 
-    def admit(self, sender: Member, opener: Opener) -> Callable[[], Awaitable[None]] | None:
-        """Admit a complete message, taking its place in its sender's line now; the
-        returned coroutine function is its life from there, to be awaited once by the
-        message's task. None (counted) when there is no room."""
+    def admit(self, sender: Member, opener: Opener) -> "Admitted | None":
+        """Admit a complete message, taking its place in its sender's line now; None
+        (counted) when there is no room."""

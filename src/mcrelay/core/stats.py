@@ -1,5 +1,6 @@
 """Counters of the relay (traffic, relayed messages, drops by reason) and its figures."""
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,10 +18,15 @@ class RelayCounters:
     copies_sent: int = 0
     dropped: Counter[DropReason] = field(default_factory=Counter)
 
+    def snapshot(self) -> "RelayCounters":
+        """A copy that does not move on with the relay."""
+        return dataclasses.replace(self, dropped=Counter(self.dropped))
+
 
 @dataclass(frozen=True, slots=True)
 class Statistics:
-    """The relay's figures at one moment: gauges, then the counters so far."""
+    """The relay's figures at one moment: gauges, then the counters so far (a copy:
+    the record does not change as the relay goes on)."""
 
     clients: int
     reassembly_in_flight: int

@@ -15,6 +15,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import trio
 
@@ -33,6 +34,24 @@ MAX_RELAYS_PER_CLIENT = 32
 """Messages of one member between admission and fan-out; more are ``overloaded``."""
 MAX_POSTS_IN_FLIGHT = 1
 """Operator messages being sealed at once; another is refused (:class:`Overloaded`)."""
+
+
+@dataclass(slots=True, eq=False)
+class _Admitted:
+    _run: Callable[[], Awaitable[None]]
+    _settle: Callable[[], None]
+    _settled: bool = False
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self.abandon()
+
+    def abandon(self) -> None:
+        if not self._settled:
+            self._settled = True
+            self._settle()
 
 
 @dataclass(slots=True, eq=False)
@@ -87,7 +106,7 @@ class Messages:
             return False
         return True
 
-    def admit(self, sender: Member, opener: Opener) -> Callable[[], Awaitable[None]] | None:
+    def admit(self, sender: Member, opener: Opener) -> "_Admitted | None":
         if not self.room_for(sender):
             return None
         self._roster.message_started(sender)
@@ -104,13 +123,8 @@ class Messages:
             self._settle(sender, turn)
             return None
 
-        async def life() -> None:
-            try:
-                await self._relay(sender, turn, recipients, identities, opening)
-            finally:
-                self._settle(sender, turn)
-
-        return life
+        run = partial(self._relay, sender, turn, recipients, identities, opening)
+        return _Admitted(run, partial(self._settle, sender, turn))
 
     def _settle(self, sender: Member, turn: _Turn) -> None:
         self._leave_line(sender.id, turn)

@@ -21,7 +21,7 @@ from mcrelay.core.bans import BanList
 from mcrelay.core.control import Overloaded
 from mcrelay.core.events import EventHub
 from mcrelay.core.members import Identity, Left, Member, Registration, Roster
-from mcrelay.core.profile import Opener, Profile
+from mcrelay.core.profile import Admitted, Opener, Profile
 from mcrelay.core.stats import RelayCounters, Statistics
 from mcrelay.daemon.legacy.profile import LegacyProfile
 from mcrelay.daemon.messages import Messages
@@ -118,7 +118,7 @@ class Relay:
             send_queue=len(self.outbox),
             bans=len(self.bans.active(trio.current_time())),
             event_subscribers=self.events.subscribers,
-            counters=self.counters,
+            counters=self.counters.snapshot(),
         )
 
     def reconfigure(self, config: RelayConfig) -> None:
@@ -253,7 +253,7 @@ class Relay:
     def room_for(self, sender: Member) -> bool:
         return self.messages.room_for(sender)
 
-    def admit(self, sender: Member, opener: Opener) -> Callable[[], Awaitable[None]] | None:
+    def admit(self, sender: Member, opener: Opener) -> Admitted | None:
         return self.messages.admit(sender, opener)
 
     # Housekeeping.

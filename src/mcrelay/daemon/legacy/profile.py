@@ -8,6 +8,7 @@ decrypts the payload and, for a small fan-out, the same worker job seals the cop
 """
 
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -17,10 +18,10 @@ import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.core.members import Identity, Member, RosterFull
-from mcrelay.core.profile import Opened, Origin, Sealed, Services
+from mcrelay.core.profile import Admitted, Opened, Origin, Sealed, Services
 from mcrelay.core.ratelimit import AnswerLimiter
 from mcrelay.daemon.legacy.sealing import SEAL_INLINE_MAX, open_and_seal, seal_batch
-from mcrelay.daemon.workers import CryptoWorkers
+from mcrelay.daemon.workers import CryptoWorkers, Running
 from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address, format_address
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
@@ -49,8 +50,8 @@ class _Message:
 
     sender: Member
     completed: trio.Event = field(default_factory=trio.Event)
-    """Set when the message is complete, or ended in reassembly (then ``relay`` is None)."""
-    relay: Callable[[], Awaitable[None]] | None = None
+    """Set when the message is complete, or ended in reassembly (then ``admitted`` is None)."""
+    admitted: Admitted | None = None
     """Its life after admission, taken when it completed."""
 
 
@@ -203,7 +204,7 @@ class LegacyProfile:
             message = _Message(sender)
             self._services.start_message(partial(self._message, message, trio.current_time()))
         opener = partial(self._open, sender, complete.payload)
-        message.relay = self._services.admit(sender, opener)
+        message.admitted = self._services.admit(sender, opener)
         message.completed.set()
 
     def _end(self, key: MessageKey) -> None:
@@ -213,11 +214,16 @@ class LegacyProfile:
             message.completed.set()
 
     async def _message(self, message: _Message, deadline: float) -> None:
-        if not message.completed.is_set():  # its last fragments usually came meanwhile
-            with trio.move_on_at(deadline):
-                await message.completed.wait()
-        if message.relay is not None:
-            await message.relay()
+        try:
+            if not message.completed.is_set():  # its last fragments usually came meanwhile
+                with trio.move_on_at(deadline):
+                    await message.completed.wait()
+        except BaseException:  # cancelled (a stop), perhaps just as it was admitted
+            if message.admitted is not None:
+                message.admitted.abandon()
+            raise
+        if message.admitted is not None:
+            await message.admitted.run()
         elif not message.completed.is_set():  # its deadline passed
             for late in self.reassembler.expire(trio.current_time()):
                 self._services.drop(DropReason.REASSEMBLY_TIMEOUT, late[0])
@@ -238,20 +244,20 @@ class LegacyProfile:
     ) -> list[Sealed]:
         """One copy per recipient, sealed by the workers a few recipients per job, with at
         most one job per worker queued at once: so other messages are sealed in between,
-        and a large fan-out delays them by a job's time, not by its whole."""
+        and a large fan-out delays them by a job's time, not by its whole. (No task per
+        job: the jobs are queued in turn and their results awaited in order.)"""
         keys = [_key(member) for member in recipients]
-        sealed: list[Sealed] = [DropReason.INTERNAL_ERROR] * len(keys)
-        starts = iter(range(0, len(keys), SEAL_INLINE_MAX))
-
-        async def seal_batches() -> None:
-            for start in starts:
-                batch = keys[start : start + SEAL_INLINE_MAX]
-                work = partial(seal_batch, origin.address, plaintext, batch)
-                sealed[start : start + len(batch)] = await self._workers.call(work)
-
-        async with trio.open_nursery() as nursery:
-            for _ in range(min(self._workers.count, -(-len(keys) // SEAL_INLINE_MAX))):
-                nursery.start_soon(seal_batches)
+        sealed: list[Sealed] = []
+        queued: deque[Running[list[Sealed]]] = deque()
+        for start in range(0, len(keys), SEAL_INLINE_MAX):
+            if len(queued) == self._workers.count:
+                sealed.extend(await queued.popleft())
+            work = partial(
+                seal_batch, origin.address, plaintext, keys[start : start + SEAL_INLINE_MAX]
+            )
+            queued.append(self._workers.start(work))
+        while queued:
+            sealed.extend(await queued.popleft())
         return sealed
 
     def announce_joined(self, member: Member, recipients: Sequence[Member]) -> None:
