@@ -20,6 +20,7 @@ from mcrelay.client import MessageReceived, Participant, PeerPresent
 from mcrelay.daemon.legacy import profile as profile_module
 from mcrelay.daemon.legacy import sealing
 from mcrelay.daemon.legacy.profile import identity
+from mcrelay.daemon.legacy.sealing import SEAL_INLINE_MAX
 from mcrelay.protocol.addresses import RELAY_ITSELF
 from mcrelay.protocol.legacy.events import PeerJoined
 from support import WAIT_S, dropped, hold_decryption, join, next_event, wait_until
@@ -350,8 +351,8 @@ async def test_clients_messages_are_sealed_between_the_batches_of_a_large_post(
     monkeypatch.setattr(profile_module, "seal_batch", seal)
     monkeypatch.setattr(profile_module, "open_and_seal", open_and_seal)
     async with two_participants(relay_key_file, keys, crypto_workers=1) as (api, a, b):
-        # 20 recipients (two real, and 18 ids the test registers itself): three batches.
-        for port in range(40000, 40018):
+        # Two real recipients and enough registered here to make three batches.
+        for port in range(40000, 40000 + 2 * SEAL_INLINE_MAX + 2):
             address = ("127.0.0.2", port)
             api.relay.roster.register(identity(keys[3].public_key(), address), address, 0.0)
         async with trio.open_nursery() as nursery:

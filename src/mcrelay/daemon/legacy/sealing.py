@@ -14,8 +14,11 @@ from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import DropReason
 
-SEAL_INLINE_MAX = 8
-"""Recipients sealed in the job that decrypts; more are split over the workers."""
+SEAL_INLINE_MAX = 16
+"""Recipients sealed in the job that decrypts; more are sealed in jobs of this many.
+(At 8, a message to 11 recipients cost two more jobs, and its task two more wakes: the
+sweep's S=4 R=8 peak was 12 % lower; at 16 a job of the largest 100-byte fan-out it
+takes whole is still about 1 ms.)"""
 
 
 def is_chat(plaintext: bytes, max_message_bytes: int) -> bool:
