@@ -1,6 +1,6 @@
-"""AnswerLimiter: token buckets per source and in total, with explicit ``now``."""
+"""SourceLimiter: token buckets per source and in total, with explicit ``now``."""
 
-from mcrelay.core.ratelimit import AnswerLimiter
+from mcrelay.core.ratelimit import SourceLimiter
 from mcrelay.protocol.addresses import Address
 
 A: Address = ("127.0.0.1", 50001)
@@ -18,8 +18,8 @@ def limiter(
     total_burst: int = 1000,
     total_per_s: float = 1000.0,
     max_sources: int = 65536,
-) -> AnswerLimiter:
-    limit = AnswerLimiter(max_sources=max_sources)
+) -> SourceLimiter:
+    limit = SourceLimiter(max_sources=max_sources)
     limit.configure(
         per_source_burst=per_source_burst,
         per_source_per_s=per_source_per_s,
@@ -29,7 +29,7 @@ def limiter(
     return limit
 
 
-def allowed(limit: AnswerLimiter, address: Address, now: float, times: int) -> int:
+def allowed(limit: SourceLimiter, address: Address, now: float, times: int) -> int:
     return sum(limit.allow(address, now) for _ in range(times))
 
 
@@ -95,8 +95,8 @@ def test_refilled_sources_are_forgotten() -> None:
 
 
 def test_nothing_is_allowed_until_configured_then_the_total_burst_is_whole() -> None:
-    limit = AnswerLimiter()
+    limit = SourceLimiter()
     assert not limit.allow(A, 100.0)
-    limit = AnswerLimiter()
+    limit = SourceLimiter()
     limit.configure(per_source_burst=10, per_source_per_s=1.0, total_burst=3, total_per_s=1.0)
     assert allowed(limit, A, 0.0, 5) == 3

@@ -1,4 +1,5 @@
-"""Token buckets for the answers to key requests (a small request earns a large answer)."""
+"""Token buckets per source and in total: for answers to key requests (a small request
+earns a large answer) and for registrations (each tells every member)."""
 
 import math
 from collections import OrderedDict
@@ -25,7 +26,7 @@ class TokenBucket:
         return False
 
 
-class AnswerLimiter:
+class SourceLimiter:
     """A bucket per source and one in total; a source is tracked while its bucket is not full.
 
     Until :meth:`configure` gives it rates, it allows nothing."""

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.core.members import Identity, Member, RosterFull
 from mcrelay.core.profile import Admitted, Opened, Origin, Sealed, Services
-from mcrelay.core.ratelimit import AnswerLimiter
+from mcrelay.core.ratelimit import SourceLimiter
 from mcrelay.daemon.legacy.sealing import SEAL_INLINE_MAX, open_and_seal, seal_batch
 from mcrelay.daemon.workers import CryptoWorkers, Running
 from mcrelay.protocol import legacy
@@ -80,8 +80,8 @@ class LegacyProfile:
         self._server_key = legacy.server_key(public_key)
         self.max_message_bytes = legacy.MAX_MESSAGE_BYTES
         self.reassembler = Reassembler()
-        self._answers = AnswerLimiter()
-        self._registrations = AnswerLimiter()
+        self._answers = SourceLimiter()
+        self._registrations = SourceLimiter()
         self._reassembling: dict[MessageKey, _Message] = {}
         self._handlers: dict[type[Any], Callable[[Any, Address, Member | None, float], None]] = {
             KeyRequest: self._on_key_request,
@@ -95,19 +95,27 @@ class LegacyProfile:
     def configure(self, config: RelayConfig) -> None:
         """Apply the settings this profile reads (at start, and on every reload)."""
         self.max_message_bytes = config.max_message_bytes
-        for name, value in self._reassembly_limits(config).items():
-            setattr(self.reassembler, name, value)
-        self._answers.configure(**_answer_limits(config))
-        self._registrations.configure(**_registration_limits(config))
-
-    def _reassembly_limits(self, config: RelayConfig) -> dict[str, Any]:
-        public_key = self._key.public_key()
-        return {
-            "timeout_s": config.reassembly_timeout_s,
-            "max_fragments": legacy.max_fragments(public_key, config.max_message_bytes),
-            "max_messages_per_source": config.max_messages_per_source,
-            "max_total_bytes": config.max_reassembly_bytes,
-        }
+        reassembler = self.reassembler
+        reassembler.timeout_s = config.reassembly_timeout_s
+        reassembler.max_fragments = legacy.max_fragments(
+            self._key.public_key(), config.max_message_bytes
+        )
+        reassembler.max_messages_per_source = config.max_messages_per_source
+        reassembler.max_total_bytes = config.max_reassembly_bytes
+        # Answers to key requests: a small request earns a large answer.
+        self._answers.configure(
+            per_source_burst=config.key_answers_per_source_burst,
+            per_source_per_s=config.key_answers_per_source_per_s,
+            total_burst=config.key_answers_total_burst,
+            total_per_s=config.key_answers_total_per_s,
+        )
+        # Registrations and re-keys: each tells every member.
+        self._registrations.configure(
+            per_source_burst=config.registrations_per_host_burst,
+            per_source_per_s=config.registrations_per_host_per_s,
+            total_burst=config.registrations_total_burst,
+            total_per_s=config.registrations_total_per_s,
+        )
 
     # Datagrams in.
 
@@ -273,26 +281,6 @@ class LegacyProfile:
 
     def _broadcast(self, datagram: bytes, recipients: Sequence[Member]) -> None:
         self._services.broadcast(datagram, [member.address for member in recipients])
-
-
-def _answer_limits(config: RelayConfig) -> dict[str, Any]:
-    """Answers to key requests: a small request earns a large answer."""
-    return {
-        "per_source_burst": config.key_answers_per_source_burst,
-        "per_source_per_s": config.key_answers_per_source_per_s,
-        "total_burst": config.key_answers_total_burst,
-        "total_per_s": config.key_answers_total_per_s,
-    }
-
-
-def _registration_limits(config: RelayConfig) -> dict[str, Any]:
-    """Registrations and re-keys (each tells every member), per host and in all."""
-    return {
-        "per_source_burst": config.registrations_per_host_burst,
-        "per_source_per_s": config.registrations_per_host_per_s,
-        "total_burst": config.registrations_total_burst,
-        "total_per_s": config.registrations_total_per_s,
-    }
 
 
 def _opened(
