@@ -1,0 +1,236 @@
+"""Frames, the contents of a secure DATA plaintext: ``type u8, length u16 LE, value``.
+
+Several frames share one DATA; a plaintext whose frames overrun it is dropped whole
+(:func:`decode_frames_untrusted` raises), and frames of an unknown type are skipped
+and counted by the caller (``unknown`` in :class:`Frames`).
+"""
+
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+
+from mcrelay.protocol.errors import LocalProtocolError, RemoteProtocolError
+
+# +--------+-----------+----------------+
+# | type   | length    | value ...      |
+# | u8     | u16 LE    | length bytes   |
+# +--------+-----------+----------------+
+FRAME_HEADER = struct.Struct("<BH")
+# FRAGMENT value: msg_seq u32 LE, index u16 LE, count u16 LE, then the bytes.
+FRAGMENT_HEADER = struct.Struct("<IHH")
+# ACK value: msg_seq u32 LE, count u16 LE, then ceil(count / 8) bitmap bytes.
+ACK_HEADER = struct.Struct("<IH")
+# ABANDON value: msg_seq u32 LE.
+ABANDON_VALUE = struct.Struct("<I")
+PATH_DATA_BYTES = 8
+MAX_PLAINTEXT_BYTES = 1200
+"""The most plaintext one DATA carries (its datagram is then 1,232 bytes)."""
+MAX_FRAGMENT_BYTES = 1150
+"""The most message bytes one FRAGMENT carries."""
+MAX_FRAGMENTS = 64
+"""The most fragments a receiver accepts for one message (a sender needs at most 58)."""
+MAX_MSG_SEQ = 0xFFFFFFFF
+
+
+class FrameType(IntEnum):
+    FRAGMENT = 1
+    ACK = 2
+    PATH_CHALLENGE = 3
+    PATH_RESPONSE = 4
+    ABANDON = 5
+
+
+def _check_msg_seq(msg_seq: int) -> None:
+    if not 0 <= msg_seq <= MAX_MSG_SEQ:
+        raise LocalProtocolError(f"msg_seq {msg_seq} does not fit in 32 bits")
+
+
+@dataclass(frozen=True, slots=True)
+class Fragment:
+    """Piece ``index`` (0-based) of ``count`` of message ``msg_seq``."""
+
+    msg_seq: int
+    index: int
+    count: int
+    data: bytes
+
+    def __post_init__(self) -> None:
+        _check_msg_seq(self.msg_seq)
+        if not 0 <= self.index < self.count <= 0xFFFF:
+            raise LocalProtocolError(f"fragment {self.index} of {self.count} is not a fragment")
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Which of message ``msg_seq``'s ``count`` fragments the receiver holds."""
+
+    msg_seq: int
+    count: int
+    received: frozenset[int]
+
+    def __post_init__(self) -> None:
+        _check_msg_seq(self.msg_seq)
+        if not 0 <= self.count <= 0xFFFF:
+            raise LocalProtocolError(f"ACK count {self.count} does not fit in 16 bits")
+        if any(not 0 <= index < self.count for index in self.received):
+            raise LocalProtocolError("ACK names a fragment past its count")
+
+    @property
+    def complete(self) -> bool:
+        return len(self.received) == self.count
+
+
+@dataclass(frozen=True, slots=True)
+class PathChallenge:
+    data: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.data) != PATH_DATA_BYTES:
+            raise LocalProtocolError(f"PATH_CHALLENGE holds {PATH_DATA_BYTES} bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class PathResponse:
+    data: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.data) != PATH_DATA_BYTES:
+            raise LocalProtocolError(f"PATH_RESPONSE holds {PATH_DATA_BYTES} bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class Abandon:
+    """The sender gave message ``msg_seq`` up: stop waiting for it."""
+
+    msg_seq: int
+
+    def __post_init__(self) -> None:
+        _check_msg_seq(self.msg_seq)
+
+
+Frame = Fragment | Ack | PathChallenge | PathResponse | Abandon
+
+
+@dataclass(frozen=True, slots=True)
+class Frames:
+    """A plaintext's frames, in order, and how many of unknown type were skipped."""
+
+    frames: tuple[Frame, ...]
+    unknown: int = 0
+
+
+def ack_bitmap(received: Iterable[int], count: int) -> bytes:
+    """Index ``i`` is bit ``1 << (i % 8)`` of byte ``i // 8``."""
+    bitmap = bytearray((count + 7) // 8)
+    for index in received:
+        bitmap[index // 8] |= 1 << (index % 8)
+    return bytes(bitmap)
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """One frame as bytes: its header and its value."""
+    match frame:
+        case Fragment(msg_seq, index, count, data):
+            type_, value = FrameType.FRAGMENT, FRAGMENT_HEADER.pack(msg_seq, index, count) + data
+        case Ack(msg_seq, count, received):
+            type_ = FrameType.ACK
+            value = ACK_HEADER.pack(msg_seq, count) + ack_bitmap(received, count)
+        case PathChallenge(data):
+            type_, value = FrameType.PATH_CHALLENGE, data
+        case PathResponse(data):
+            type_, value = FrameType.PATH_RESPONSE, data
+        case Abandon(msg_seq):
+            type_, value = FrameType.ABANDON, ABANDON_VALUE.pack(msg_seq)
+    if len(value) > 0xFFFF:
+        raise LocalProtocolError(f"a frame value of {len(value)} bytes is over 65535")
+    return FRAME_HEADER.pack(type_, len(value)) + value
+
+
+def encode_frames(frames: Iterable[Frame]) -> bytes:
+    return b"".join(encode_frame(frame) for frame in frames)
+
+
+def frame_size(frame: Frame) -> int:
+    """How many plaintext bytes ``frame`` takes, header included."""
+    match frame:
+        case Fragment(data=data):
+            return FRAME_HEADER.size + FRAGMENT_HEADER.size + len(data)
+        case Ack(count=count):
+            return FRAME_HEADER.size + ACK_HEADER.size + (count + 7) // 8
+        case PathChallenge() | PathResponse():
+            return FRAME_HEADER.size + PATH_DATA_BYTES
+        case Abandon():
+            return FRAME_HEADER.size + ABANDON_VALUE.size
+
+
+def decode_frames_untrusted(plaintext: bytes) -> Frames:
+    """Every frame of a DATA plaintext (empty: a keep-alive, no frames).
+
+    A frame header or value that runs past the end, or a known frame whose value
+    breaks its layout, makes the whole plaintext malformed: nothing in it is acted on.
+    """
+    frames: list[Frame] = []
+    unknown = 0
+    offset = 0
+    end = len(plaintext)
+    while offset < end:
+        if end - offset < FRAME_HEADER.size:
+            raise RemoteProtocolError(f"frame header cut short at byte {offset}")
+        type_, length = FRAME_HEADER.unpack_from(plaintext, offset)
+        offset += FRAME_HEADER.size
+        if offset + length > end:
+            raise RemoteProtocolError(
+                f"frame type {type_} claims {length} bytes, {end - offset} remain"
+            )
+        value = plaintext[offset : offset + length]
+        offset += length
+        if type_ in _DECODERS:
+            frames.append(_DECODERS[type_](value))
+        else:
+            unknown += 1
+    return Frames(tuple(frames), unknown)
+
+
+def _fragment_untrusted(value: bytes) -> Frame:
+    if len(value) < FRAGMENT_HEADER.size:
+        raise RemoteProtocolError(f"FRAGMENT of {len(value)} bytes, its header needs 8")
+    msg_seq, index, count = FRAGMENT_HEADER.unpack_from(value)
+    if not index < count:
+        raise RemoteProtocolError(f"FRAGMENT {index} of {count}")
+    return Fragment(msg_seq, index, count, bytes(value[FRAGMENT_HEADER.size :]))
+
+
+def _ack_untrusted(value: bytes) -> Frame:
+    if len(value) < ACK_HEADER.size:
+        raise RemoteProtocolError(f"ACK of {len(value)} bytes, its header needs 6")
+    msg_seq, count = ACK_HEADER.unpack_from(value)
+    bitmap = value[ACK_HEADER.size :]
+    if len(bitmap) != (count + 7) // 8:
+        raise RemoteProtocolError(f"ACK of {count} fragments with a {len(bitmap)}-byte bitmap")
+    received = frozenset(index for index in range(count) if bitmap[index // 8] & (1 << (index % 8)))
+    return Ack(msg_seq, count, received)
+
+
+def _path_untrusted(kind: type[PathChallenge] | type[PathResponse]) -> Callable[[bytes], Frame]:
+    def decode(value: bytes) -> Frame:
+        if len(value) != PATH_DATA_BYTES:
+            raise RemoteProtocolError(f"{kind.__name__} of {len(value)} bytes, not 8")
+        return kind(bytes(value))
+
+    return decode
+
+
+def _abandon_untrusted(value: bytes) -> Frame:
+    if len(value) != ABANDON_VALUE.size:
+        raise RemoteProtocolError(f"ABANDON of {len(value)} bytes, not 4")
+    return Abandon(ABANDON_VALUE.unpack(value)[0])
+
+
+_DECODERS: dict[int, Callable[[bytes], Frame]] = {
+    FrameType.FRAGMENT: _fragment_untrusted,
+    FrameType.ACK: _ack_untrusted,
+    FrameType.PATH_CHALLENGE: _path_untrusted(PathChallenge),
+    FrameType.PATH_RESPONSE: _path_untrusted(PathResponse),
+    FrameType.ABANDON: _abandon_untrusted,
+}
