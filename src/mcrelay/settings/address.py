@@ -14,8 +14,9 @@ def default_api_socket(environ: Mapping[str, str], euid: int) -> Path:
     """Where the daemon listens, and the CLI looks, when ``--api`` is not given.
 
     ``$RUNTIME_DIRECTORY`` (systemd's ``RuntimeDirectory=``), else ``/run/mcrelay`` for
-    root, else ``$XDG_RUNTIME_DIR/mcrelay``, else beside the key in the user's state
-    directory: in each case a directory no other user may write."""
+    root, else ``$XDG_RUNTIME_DIR/mcrelay``, else ``$XDG_STATE_HOME/mcrelay``
+    (``~/.local/state/mcrelay`` when unset): in each case a directory no other user
+    may write."""
     runtime = [d for d in environ.get("RUNTIME_DIRECTORY", "").split(":") if d]
     if runtime:
         return Path(runtime[0]) / SOCKET_NAME

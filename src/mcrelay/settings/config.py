@@ -277,7 +277,7 @@ class RelayConfig:
         command_default=default_api,
         default_text=f"unix:$RUNTIME_DIRECTORY/{SOCKET_NAME}, else unix:/run/mcrelay/"
         f"{SOCKET_NAME} for root, else unix:$XDG_RUNTIME_DIR/mcrelay/{SOCKET_NAME}, "
-        "else beside the key",
+        f"else unix:$XDG_STATE_HOME/mcrelay/{SOCKET_NAME} (~/.local/state when unset)",
         example=f"unix:/run/mcrelay/{SOCKET_NAME}",
     )
     api_tcp_without_token: bool = setting(
