@@ -306,3 +306,48 @@ async def test_a_shorter_reassembly_timeout_applies_to_new_messages_and_leaks_no
         assert (statistics.reassembly_in_flight, statistics.reassembly_bytes) == (0, 0)
         assert (statistics.pending_relays, statistics.send_queue) == (0, 0)
         assert harness.drops() == {"reassembly_timeout": 3}
+
+
+async def test_fragments_after_a_disconnect_in_the_same_datagram_are_not_relayed(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Each TLV sees the roster as the ones before it left it (found in review)."""
+    async with open_relay(keys[0]) as harness:
+        a, b = await harness.members(keys, 2)
+        a.send(legacy.disconnect() + b"".join(a.message(b"after I left", msg_id(9))))
+        await settle()
+        assert not a.registered()
+        assert b.take() == [PeerLeft(a.address)]
+        assert harness.dropped("unregistered") == 2
+
+
+async def test_a_fragment_after_a_registration_in_the_same_datagram_counts(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        (b,) = await harness.members(keys, 1)
+        a = harness.peer(client_address(5), keys[2])
+        first, *rest = a.message(b"hi", msg_id(1))
+        a.send(legacy.client_key(a.key.public_key()) + first, *rest)
+        await settle()
+        assert b.take() == [PeerJoined(a.address), MessageReceived(a.address, b"hi")]
+        assert harness.drops() == {}
+
+
+async def test_stopping_ends_messages_still_in_reassembly_at_once(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A partial message cannot complete once receiving stops: it must not hold the
+    drain for its reassembly deadline (found in review)."""
+    async with open_relay(keys[0], reassembly_timeout_s=5.0) as harness:
+        (raw,) = await harness.members(keys, 1)
+        first, *_rest = raw.message(b"x" * 300, msg_id(7))
+        raw.send(first)
+        await settle()
+        started = trio.current_time()
+        harness.relay.stop_receiving()
+        await harness.relay.drained.wait()
+        assert trio.current_time() - started < 0.1
+        assert harness.drops() == {"stopped": 1}
+        statistics = harness.relay.statistics()
+        assert (statistics.reassembly_in_flight, statistics.reassembly_bytes) == (0, 0)

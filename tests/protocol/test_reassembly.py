@@ -422,3 +422,12 @@ def test_a_refused_message_stays_refused_until_its_deadline() -> None:
     assert r.in_flight == 0
     assert r.starts(KEY, TIMEOUT)
     assert isinstance(r.add(SRC, frag(0, 2), TIMEOUT), Pending)
+
+
+def test_clear_drops_every_partial_message_and_frees_its_bytes() -> None:
+    r = Reassembler(timeout_s=TIMEOUT)
+    r.add(SRC, Fragment(MSG, 0, 2, b"a" * 10), now=0.0)
+    r.add(OTHER, Fragment(MSG, 0, 3, b"b" * 10), now=0.0)
+    assert sorted(r.clear()) == sorted([KEY, (OTHER, MSG)])
+    assert (r.in_flight, r.buffered_bytes, r.bytes_per_source()) == (0, 0, {})
+    assert r.expire(now=TIMEOUT + 1) == []

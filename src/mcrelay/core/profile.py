@@ -55,6 +55,9 @@ class Profile(Protocol):
     ) -> list[Sealed]:
         """One copy for each recipient (all of this profile), or why it has none."""
 
+    def stop_receiving(self) -> None:
+        """No datagram comes any more: end what only more datagrams could finish."""
+
     def announce_joined(self, member: Member, recipients: Sequence[Member]) -> None:
         """Tell these members (of this profile) that ``member`` joined."""
 

@@ -131,8 +131,11 @@ class Relay:
         self._workers.resize(config.crypto_workers)
 
     def stop_receiving(self) -> None:
-        """Take no more datagrams; what is already in flight goes on."""
+        """Take no more datagrams; what is already in flight goes on (messages still in
+        reassembly end, counted as ``stopped``)."""
         self._receiving.cancel()
+        for profile in self._profiles.values():
+            profile.stop_receiving()
 
     @property
     def stopping(self) -> bool:

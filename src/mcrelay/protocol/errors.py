@@ -37,6 +37,7 @@ class DropReason(StrEnum):
     SEND_FAILED = "send_failed"
     NOT_FROM_RELAY = "not_from_relay"
     DUPLICATE_MESSAGE = "duplicate_message"
+    STOPPED = "stopped"
 
 
 class ProtocolError(Exception):

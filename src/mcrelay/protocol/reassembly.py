@@ -165,6 +165,13 @@ class Reassembler:
             return self._complete(key, partial)
         return Pending(key, partial.deadline, new=False)
 
+    def clear(self) -> list[MessageKey]:
+        """Drop every partial message (nothing more will come); return their keys."""
+        ended = list(self._partials)
+        for key in ended:
+            self._release(key, self._partials[key])
+        return ended
+
     def expire(self, now: float) -> list[MessageKey]:
         """Drop every message whose deadline has passed; return the keys that timed out."""
         timed_out: list[MessageKey] = []

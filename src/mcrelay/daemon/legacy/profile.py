@@ -125,12 +125,16 @@ class LegacyProfile:
         except RemoteProtocolError as exc:
             self._services.drop(exc.reason, source, exc)
             return
-        member = self._services.roster.at(source)
+        roster = self._services.roster
+        member = roster.at(source)
         if member is not None:
-            self._services.roster.touch(member, now)
+            roster.touch(member, now)
             member.bytes_in += len(data)
         for event in events:
             self._handlers[type(event)](event, source, member, now)
+            # Each TLV acts on the roster as the TLVs before it left it (a DISCONNECT
+            # then a FRAGMENT: the fragment's source is gone).
+            member = roster.at(source)
 
     def _on_key_request(
         self, _event: KeyRequest, source: Address, _: Member | None, now: float
@@ -202,6 +206,12 @@ class LegacyProfile:
 
     def _on_ignored(self, event: Ignored, source: Address, _: Member | None, _now: float) -> None:
         self._services.drop(DropReason.UNKNOWN_TYPE, source, f"TLV type {event.type}")
+
+    def stop_receiving(self) -> None:
+        """Messages still in reassembly cannot complete: they end now, each counted."""
+        for key in self.reassembler.clear():
+            self._services.drop(DropReason.STOPPED, key[0])
+            self._end(key)
 
     # A message's task, from its first fragment.
 
