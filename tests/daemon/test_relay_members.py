@@ -18,7 +18,7 @@ from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.legacy import crypto
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft, ServerKey
 from mcrelay.protocol.legacy.tlv import TlvType, encode_tlv
-from relay_harness import Harness, client_address, harness_config, open_relay, settle
+from relay_harness import Harness, client_address, harness_config, open_relay, settle, stalled
 
 Keys = list[rsa.RSAPrivateKey]
 
@@ -167,9 +167,11 @@ async def test_a_client_back_before_its_leave_was_announced_is_seen_leaving_then
         await settle()
         assert not raw.registered()
         assert harness.relay.statistics().leaves_pending == 1
+        raw.take()
         raw.register()
         await settle()
         assert a.take() == [PeerLeft(raw.address), PeerJoined(raw.address)]
+        assert PeerLeft(raw.address) not in raw.take()  # only the others see it leave
         assert harness.relay.statistics().leaves_pending == 0
         harness.workers.release()
         await settle()
@@ -212,3 +214,17 @@ async def test_a_client_that_keeps_alive_is_never_displaced_by_a_registration_fl
         a.say(b"still here")
         await settle()
         assert b.messages() == [MessageReceived(a.address, b"still here")]
+
+
+async def test_already_present_notices_lost_to_a_full_backlog_are_each_counted(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Found in review: only the first lost "already present" notice was counted."""
+    async with open_relay(keys[0], send_queue_datagrams=3) as harness:
+        await harness.members(keys, 3)
+        newcomer = harness.peer(client_address(3), keys[4])
+        before = harness.dropped("send_queue_full")
+        with stalled(harness.sock):
+            newcomer.register()  # 3 "joined" fill the backlog: its 3 "present" are lost
+            await settle()
+            assert harness.dropped("send_queue_full") - before == 3

@@ -26,9 +26,14 @@ async def test_a_full_notice_backlog_counts_every_lost_notice_and_the_rest_go_ou
     async with open_relay(keys[0], send_queue_datagrams=4) as harness:
         relay = harness.relay
         with stalled(harness.sock):
-            relay.broadcast(b"notice", [NOWHERE] * 10)
-            # Four wait in the backlog; the other six are lost, and counted.
-            assert harness.drops() == {"send_queue_full": 6}
+            with relay.events.subscribe() as subscription:
+                relay.notify_all([(b"notice", NOWHERE)] * 10)
+                relay.events.flush_drops()
+                # Four wait in the backlog; the other six are lost, and counted, also
+                # in the dropped events.
+                assert harness.drops() == {"send_queue_full": 6}
+                event = subscription.receive_channel.receive_nowait()
+                assert (event.kind, event.data["count"]) == ("dropped", 6)
             await trio.sleep(60)  # however long the socket stays full
             assert relay.statistics().send_queue == 4
             assert harness.sock.sent == []
@@ -44,7 +49,7 @@ async def test_copies_wait_behind_queued_notices_and_are_bounded_apart(
     async with open_relay(keys[0], send_queue_datagrams=2) as harness:
         a, b = await harness.members(keys, 2)
         with stalled(harness.sock):
-            harness.relay.broadcast(legacy.peer_left(NOWHERE), [b.address] * 3)  # one too many
+            harness.relay.notify_all([(legacy.peer_left(NOWHERE), b.address)] * 3)  # one too many
             for n in range(3):  # and one copy too many
                 a.say(f"copy {n}".encode(), n.to_bytes(4, "big"))
                 await settle()

@@ -14,10 +14,10 @@ the number of subscribers.
 
 import dataclasses
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -48,6 +48,15 @@ EventEncoder = Callable[[OperatorEvent], bytes]
 
 
 @dataclass(slots=True)
+class _Gap:
+    after: int
+    """The id of the queued event the missed ones followed."""
+    first: int
+    """The id of the first missed event."""
+    missed: int = 1
+
+
+@dataclass(slots=True)
 class Subscription:
     """One reader's bounded queue. Iterate it, or call :meth:`receive`; both are safe to
     cancel (a heartbeat timeout around them loses nothing)."""
@@ -55,32 +64,38 @@ class Subscription:
     hub: "EventHub"
     send: trio.MemorySendChannel[OperatorEvent]
     receive_channel: trio.MemoryReceiveChannel[OperatorEvent]
-    missed: int = 0
     _last_queued: int = 0
-    _gap_after: int = 0
-    _first_missed: int = 0
+    _gaps: deque[_Gap] = field(default_factory=deque)
+    """Runs of missed events, oldest first, each after the queued event it follows."""
     _overflow_due: bool = False
+
+    @property
+    def missed(self) -> int:
+        """Events missed and not yet reported by an ``overflow`` event."""
+        return sum(gap.missed for gap in self._gaps)
 
     def offer(self, event: OperatorEvent) -> None:
         """Queue an event, or count it missed; never waits."""
         try:
             self.send.send_nowait(event)
         except trio.WouldBlock:
-            if not self.missed:
-                self._gap_after, self._first_missed = self._last_queued, event.id
-            self.missed += 1
+            gaps = self._gaps
+            if gaps and gaps[-1].after == self._last_queued:
+                gaps[-1].missed += 1
+            else:
+                gaps.append(_Gap(self._last_queued, event.id))
         else:
             self._last_queued = event.id
 
     async def receive(self) -> OperatorEvent:
-        """The next event; an ``overflow`` event stands where events were missed."""
+        """The next event; an ``overflow`` event stands where each run of events was missed."""
         if self._overflow_due:
             self._overflow_due = False
-            missed, self.missed = self.missed, 0
+            gap = self._gaps.popleft()
             # It stands where the first missed event stood, so ids still increase.
-            return OperatorEvent(self._first_missed, "overflow", time.time(), {"missed": missed})
+            return OperatorEvent(gap.first, "overflow", time.time(), {"missed": gap.missed})
         event = await self.receive_channel.receive()
-        if self.missed and event.id == self._gap_after:
+        if self._gaps and event.id == self._gaps[0].after:
             self._overflow_due = True
         return event
 
@@ -132,18 +147,18 @@ class EventHub:
         for subscription in self._subscriptions:
             subscription.offer(event)
 
-    def dropped(self, reason: str, source: Address) -> None:
-        """Count a drop for the next ``dropped`` events (only while someone subscribes)."""
+    def dropped(self, reason: str, source: Address, count: int = 1) -> None:
+        """Count drops for the next ``dropped`` events (only while someone subscribes)."""
         if not self._subscriptions:
             return
         key = (reason, source)
         drops = self._drops
         if key in drops:
-            drops[key] += 1
+            drops[key] += count
         elif len(drops) < MAX_DROP_SOURCES:
-            drops[key] = 1
+            drops[key] = count
         else:
-            self._drops_by_reason[reason] += 1
+            self._drops_by_reason[reason] += count
         self._drops_counted.set()
 
     def flush_drops(self) -> None:

@@ -89,14 +89,16 @@ class Services(Protocol):
     roster: Roster
     events: EventHub
 
-    def drop(self, reason: DropReason, source: Address, detail: object = None) -> None:
-        """Count (and log at debug) a drop."""
+    def drop(
+        self, reason: DropReason, source: Address, detail: object = None, count: int = 1
+    ) -> None:
+        """Count (and log at debug) a drop, or ``count`` of them."""
 
     def notify(self, datagram: bytes, address: Address) -> bool:
         """Queue a notice or an answer; False when it was dropped (its queue is full)."""
 
-    def broadcast(self, datagram: bytes, addresses: list[Address]) -> None:
-        """The same notice to many."""
+    def notify_all(self, notices: Sequence[tuple[bytes, Address]]) -> None:
+        """Queue many notices; past the backlog's bound the rest are dropped, counted."""
 
     def register(self, identity: Identity, address: Address, now: float) -> None:
         """Register, re-key or refresh a member, and announce it (raises ``RosterFull``)."""

@@ -10,7 +10,7 @@ the other. Past a bound the datagram is dropped and counted, never queued withou
 
 import socket
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -21,7 +21,7 @@ from mcrelay.protocol.errors import DropReason
 SEND_BATCH_DATAGRAMS = 256
 """Datagrams sent per turn of the send task before it yields."""
 
-Drop = Callable[[DropReason, Address, object], None]
+Drop = Callable[[DropReason, Address, object, int], None]
 
 
 class Outbox:
@@ -49,11 +49,15 @@ class Outbox:
         thousands of sends in a row would keep the loop from receiving."""
         return self._enqueue(datagram, address, notice=True)
 
-    def broadcast(self, datagram: bytes, addresses: list[Address]) -> None:
-        for sent, address in enumerate(addresses):
-            if not self.notify(datagram, address):
-                self._counters.dropped[DropReason.SEND_QUEUE_FULL] += len(addresses) - sent - 1
-                return
+    def notify_all(self, notices: Sequence[tuple[bytes, Address]]) -> None:
+        """Queue many notices; at the bound the rest are dropped, counted together
+        under the first address that missed its notice (no work per lost notice)."""
+        room = self._bound() - self._queued[True]
+        for datagram, address in notices[:room]:
+            self._append(datagram, address, notice=True)
+        if len(notices) > room:
+            lost = len(notices) - max(room, 0)
+            self._drop(DropReason.SEND_QUEUE_FULL, notices[max(room, 0)][1], "backlog full", lost)
 
     def send(self, datagram: bytes, address: Address) -> bool:
         """Send a copy now if nothing waits, else queue it; False if dropped."""
@@ -79,12 +83,15 @@ class Outbox:
 
     def _enqueue(self, datagram: bytes, address: Address, *, notice: bool) -> bool:
         if self._queued[notice] >= self._bound():
-            self._drop(DropReason.SEND_QUEUE_FULL, address, None)
+            self._drop(DropReason.SEND_QUEUE_FULL, address, None, 1)
             return False
+        self._append(datagram, address, notice=notice)
+        return True
+
+    def _append(self, datagram: bytes, address: Address, *, notice: bool) -> None:
         self._queued[notice] += 1
         self._queue.append((datagram, address, notice))
         self._added.set()
-        return True
 
     def _sendto(self, datagram: bytes, address: Address) -> bool | None:
         """Send now: True when sent, False when refused (counted), None when it would block."""
@@ -93,7 +100,7 @@ class Outbox:
         except BlockingIOError:
             return None
         except OSError as exc:
-            self._drop(DropReason.SEND_FAILED, address, exc)
+            self._drop(DropReason.SEND_FAILED, address, exc, 1)
             return False
         self._counters.datagrams_out += 1
         self._counters.bytes_out += len(datagram)

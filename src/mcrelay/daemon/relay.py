@@ -12,7 +12,7 @@ pipeline of :mod:`mcrelay.daemon.messages`; what is sent goes through the
 import logging
 import socket
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -210,17 +210,19 @@ class Relay:
 
     # The services a profile uses (core.profile.Services).
 
-    def drop(self, reason: DropReason, source: Address, detail: object = None) -> None:
-        self.counters.dropped[reason] += 1
-        self.events.dropped(reason.value, source)
+    def drop(
+        self, reason: DropReason, source: Address, detail: object = None, count: int = 1
+    ) -> None:
+        self.counters.dropped[reason] += count
+        self.events.dropped(reason.value, source, count)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("dropped %s from %s: %s", reason, format_address(source), detail or "")
 
     def notify(self, datagram: bytes, address: Address) -> bool:
         return self.outbox.notify(datagram, address)
 
-    def broadcast(self, datagram: bytes, addresses: list[Address]) -> None:
-        self.outbox.broadcast(datagram, addresses)
+    def notify_all(self, notices: Sequence[tuple[bytes, Address]]) -> None:
+        self.outbox.notify_all(notices)
 
     def register(self, identity: Identity, address: Address, now: float) -> None:
         registration, earlier = self.roster.register(identity, address, now)
@@ -231,12 +233,12 @@ class Relay:
         self.events.publish(
             "client_joined", client=identity.id, fingerprint=identity.key_id, rekeyed=rekeyed
         )
-        if earlier is not None:
-            # The id left with messages in flight and is back: say it left first.
-            self._announce_left(earlier)
         member = self.roster.get(identity.id)
         assert member is not None
         others = self.roster.others(member)
+        if earlier is not None:
+            # The id left with messages in flight and is back: the others see it leave first.
+            self._announce_left(earlier, others)
         for profile, group in self._by_profile(others):
             profile.announce_joined(member, group)
         if not rekeyed:
@@ -267,11 +269,12 @@ class Relay:
             for left in self.roster.expire(trio.current_time(), self.config.client_timeout_s):
                 self._announce_left(left)
 
-    def _announce_left(self, left: Left) -> None:
+    def _announce_left(self, left: Left, recipients: Iterable[Member] | None = None) -> None:
+        """Tell ``recipients`` (every member by default) that ``left.member`` left."""
         member = left.member
         log.info("client %s left (%s)", member.id, left.reason)
         self.events.publish("client_left", client=member.id, reason=left.reason)
-        for profile, group in self._by_profile(self.roster):
+        for profile, group in self._by_profile(self.roster if recipients is None else recipients):
             profile.announce_left(member, group)
 
     def _by_profile(self, members: Iterable[Member]) -> list[tuple[Profile, list[Member]]]:

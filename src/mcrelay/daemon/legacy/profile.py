@@ -282,15 +282,14 @@ class LegacyProfile:
         self._broadcast(legacy.peer_joined(member.address), recipients)
 
     def announce_present(self, newcomer: Member, present: Sequence[Member]) -> None:
-        for member in present:
-            if not self._services.notify(legacy.peer_joined(member.address), newcomer.address):
-                return
+        to = newcomer.address
+        self._services.notify_all([(legacy.peer_joined(member.address), to) for member in present])
 
     def announce_left(self, member: Member, recipients: Sequence[Member]) -> None:
         self._broadcast(legacy.peer_left(member.address), recipients)
 
     def _broadcast(self, datagram: bytes, recipients: Sequence[Member]) -> None:
-        self._services.broadcast(datagram, [member.address for member in recipients])
+        self._services.notify_all([(datagram, member.address) for member in recipients])
 
 
 def _opened(
