@@ -37,6 +37,12 @@ class DropReason(StrEnum):
     SEND_FAILED = "send_failed"
     NOT_FROM_RELAY = "not_from_relay"
     DUPLICATE_MESSAGE = "duplicate_message"
+    # protocol/secure: data.py, replay.py, messages.py (DATA, replay window, message bodies)
+    REPLAYED = "replayed"
+    COUNTER_TOO_OLD = "counter_too_old"
+    COUNTER_LIMIT = "counter_limit"
+    UNKNOWN_KIND = "unknown_kind"
+    NOTICE_TOO_LONG = "notice_too_long"
 
 
 class ProtocolError(Exception):
