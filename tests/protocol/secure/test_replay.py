@@ -79,11 +79,12 @@ def walks(draw: st.DrawFn, start: st.SearchStrategy[int]) -> list[int]:
         st.just(0),
     )
     for _ in range(draw(st.integers(1, 120))):
-        if counters and draw(st.booleans()):
+        repeat = draw(st.booleans())
+        if counters and repeat:
             counters.append(draw(st.sampled_from(counters)))
-            continue
-        position = max(0, position + draw(step))
-        counters.append(position)
+        else:
+            position = max(0, position + draw(step))
+            counters.append(position)
     return counters
 
 
