@@ -6,8 +6,8 @@ counter u64 LE and the header as associated data: nothing in it can change unsee
 
 A receiver reads the header with :func:`peek_data_untrusted` (no decryption) to find
 the keypair by ``receiver_index`` and drop a counter already too old for its replay
-window, then opens the datagram with :meth:`TransportKey.open_untrusted`, and only then marks
-the counter in the window (:mod:`mcrelay.protocol.secure.replay`).
+window, then opens the datagram with :meth:`TransportKey.open_untrusted`, and only
+then marks the counter in the window (:mod:`mcrelay.protocol.secure.replay`).
 """
 
 import struct
