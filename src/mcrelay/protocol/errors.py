@@ -38,6 +38,12 @@ class DropReason(StrEnum):
     NOT_FROM_RELAY = "not_from_relay"
     DUPLICATE_MESSAGE = "duplicate_message"
     STOPPED = "stopped"
+    # protocol/secure: data.py, replay.py, messages.py (DATA, replay window, message bodies)
+    REPLAYED = "replayed"
+    COUNTER_TOO_OLD = "counter_too_old"
+    COUNTER_LIMIT = "counter_limit"
+    UNKNOWN_KIND = "unknown_kind"
+    NOTICE_TOO_LONG = "notice_too_long"
 
 
 class ProtocolError(Exception):
