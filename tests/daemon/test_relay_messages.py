@@ -351,3 +351,29 @@ async def test_stopping_ends_messages_still_in_reassembly_at_once(
         assert harness.drops() == {"stopped": 1}
         statistics = harness.relay.statistics()
         assert (statistics.reassembly_in_flight, statistics.reassembly_bytes) == (0, 0)
+
+
+async def test_one_hosts_members_cannot_take_every_place_in_the_crypto_stage(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Found in review: 8 members of one host (32 places each) filled all 256."""
+    async with open_relay(keys[0]) as harness:
+        hostile = [harness.peer(("127.0.0.1", 41000 + n), keys[1]) for n in range(8)]
+        victim = harness.peer(("127.0.0.2", 40000), keys[2])
+        for peer in [*hostile, victim]:
+            peer.register()
+        await settle()
+        harness.workers.hold()
+        for peer in hostile:
+            for n in range(32):
+                peer.say(b"x", msg_id(n))
+        await settle()
+        assert harness.relay.statistics().pending_relays == 128  # half of 256
+        fragments = len(victim.message(b"x"))  # each fragment of a refused message counts
+        assert harness.dropped("overloaded") == (8 * 32 - 128) * fragments
+        victim.say(b"hello")
+        await settle()
+        assert harness.relay.statistics().pending_relays == 129
+        harness.workers.release()
+        await settle()
+        assert MessageReceived(victim.address, b"hello") in hostile[0].take()

@@ -12,7 +12,7 @@ refusal is ``overloaded``), so the tasks are bounded.
 """
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 MAX_RELAYS_PER_CLIENT = 32
 """Messages of one member between admission and fan-out; more are ``overloaded``."""
+HOST_SHARE_OF_PENDING = 0.5
+"""The share of ``max_pending_relays`` the members of one host may hold together, so
+one host's members cannot take every place (other hosts keep the rest)."""
 MAX_POSTS_IN_FLIGHT = 1
 """Operator messages being sealed at once; another is refused (:class:`Overloaded`)."""
 
@@ -93,14 +96,18 @@ class Messages:
         self._max_pending = max_pending
         self.pending = 0
         """Admitted messages not yet settled."""
+        self._pending_per_host: Counter[str] = Counter()
         self._posts_in_flight = 0
         self._latest: dict[str, trio.Event] = {}
         """Per sender, the event its latest admitted message sets once it has settled."""
 
     def room_for(self, sender: Member) -> bool:
+        max_pending = self._max_pending()
         if (
-            self.pending >= self._max_pending()
+            self.pending >= max_pending
             or sender.messages_in_flight >= MAX_RELAYS_PER_CLIENT
+            or self._pending_per_host[sender.address[0]]
+            >= max(1, int(max_pending * HOST_SHARE_OF_PENDING))
         ):
             self._drop(DropReason.OVERLOADED, sender.address)
             return False
@@ -110,6 +117,8 @@ class Messages:
         if not self.room_for(sender):
             return None
         self._roster.message_started(sender)
+        host = sender.address[0]
+        self._pending_per_host[host] += 1
         turn = self._enter_line(sender.id)
         # Who gets it is decided now, and its opening starts now (a small fan-out is
         # sealed in the job that opens it: one hand-off per message, not one per step).
@@ -120,13 +129,16 @@ class Messages:
         except Exception:
             log.exception("opening a message from %s failed", format_address(sender.address))
             self._drop(DropReason.INTERNAL_ERROR, sender.address)
-            self._settle(sender, turn)
+            self._settle(sender, host, turn)
             return None
 
         run = partial(self._relay, sender, turn, recipients, identities, opening)
-        return _Admitted(run, partial(self._settle, sender, turn))
+        return _Admitted(run, partial(self._settle, sender, host, turn))
 
-    def _settle(self, sender: Member, turn: _Turn) -> None:
+    def _settle(self, sender: Member, host: str, turn: _Turn) -> None:
+        self._pending_per_host[host] -= 1
+        if not self._pending_per_host[host]:
+            del self._pending_per_host[host]
         self._leave_line(sender.id, turn)
         left = self._roster.message_settled(sender)
         if left is not None:

@@ -186,7 +186,8 @@ class RelayConfig:
         check=_AT_LEAST_1,
         section="limits",
         live=True,
-        help="completed messages waiting for crypto",
+        help="messages admitted and not yet sent (in crypto, or behind their sender's "
+        "earlier one), operator posts included; one host's members hold half at most",
     )
     send_queue_datagrams: int = internal(
         16384,
