@@ -431,3 +431,13 @@ def test_clear_drops_every_partial_message_and_frees_its_bytes() -> None:
     assert sorted(r.clear()) == sorted([KEY, (OTHER, MSG)])
     assert (r.in_flight, r.buffered_bytes, r.bytes_per_source()) == (0, 0, {})
     assert r.expire(now=TIMEOUT + 1) == []
+
+
+def test_a_key_whose_message_is_past_its_deadline_starts_afresh() -> None:
+    """Found in review: starts() said no for a partial past its deadline that add()
+    would expire and start again, so the caller's admission check was skipped."""
+    r = Reassembler(timeout_s=TIMEOUT)
+    r.add(SRC, Fragment(MSG, 0, 2, b"a"), now=0.0)
+    assert not r.starts(KEY, now=TIMEOUT - 0.1)
+    assert r.starts(KEY, now=TIMEOUT)
+    assert isinstance(r.add(SRC, Fragment(MSG, 1, 2, b"b"), now=TIMEOUT), Pending)

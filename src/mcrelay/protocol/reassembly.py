@@ -112,9 +112,13 @@ class Reassembler:
         return dict(self._bytes_per_source)
 
     def starts(self, key: MessageKey, now: float) -> bool:
-        """Would a fragment of ``key`` start a message (none pending, none just ended)?"""
+        """Would a fragment of ``key`` start a message (none pending, none just ended)?
+        A pending one past its deadline is expired by :meth:`add` first: it starts anew."""
+        partial = self._partials.get(key)
+        if partial is not None:
+            return partial.deadline <= now
         buried = self._tombstones.get(key)
-        return key not in self._partials and (buried is None or buried[0] <= now)
+        return buried is None or buried[0] <= now
 
     def refuse(self, key: MessageKey, now: float) -> None:
         """The caller refused the message a fragment of ``key`` would start: its other
