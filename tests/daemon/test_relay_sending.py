@@ -115,3 +115,20 @@ async def test_after_stop_receiving_the_relay_drains_once_messages_are_out(
         await settle()
         assert relay.drained.is_set()
         assert b.messages() == [MessageReceived(a.address, b"in flight at the stop")]
+
+
+async def test_copies_waiting_for_the_socket_are_bounded_in_bytes(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Found in review: 16,384 copies of up to 44 KB could wait, some 700 MB."""
+    async with open_relay(keys[0], max_send_queue_bytes=65536) as harness:
+        a, b = await harness.members(keys, 2)
+        with stalled(harness.sock):
+            for n in range(6):
+                a.say(b"z" * 10000, n.to_bytes(4, "big"))  # a copy of some 13 KB each
+                await settle()
+            assert harness.relay.outbox.copy_bytes <= 65536
+            assert harness.drops() == {"send_queue_full": 2}
+        await settle()
+        assert len(b.messages()) == 4
+        assert harness.relay.outbox.copy_bytes == 0

@@ -4,8 +4,8 @@ A copy of a message is sent at once, without blocking, when nothing waits; other
 and for every notice (a join or a leave makes one per member, so thousands at once),
 it waits in one queue that :meth:`Outbox.run` drains a batch per turn, so the loop
 keeps receiving. One queue, so a leave notice never overtakes the leaver's last
-copies; notices and copies are bounded apart, so a burst of either cannot crowd out
-the other. Past a bound the datagram is dropped and counted, never queued without end.
+copies; notices and copies are bounded apart (copies in bytes too: one can be 44 KB),
+so a burst of either cannot crowd out the other. Past a bound the datagram is dropped and counted, never queued without end.
 """
 
 import socket
@@ -26,13 +26,22 @@ Drop = Callable[[DropReason, Address, object, int], None]
 
 class Outbox:
     def __init__(
-        self, sock: socket.socket, counters: RelayCounters, drop: Drop, bound: Callable[[], int]
+        self,
+        sock: socket.socket,
+        counters: RelayCounters,
+        drop: Drop,
+        bound: Callable[[], int],
+        bytes_bound: Callable[[], int],
     ) -> None:
-        """``bound()`` is how many notices, and apart how many copies, may wait."""
+        """``bound()`` is how many notices, and apart how many copies, may wait;
+        ``bytes_bound()`` how many bytes of copies may wait."""
         self._sock = sock
         self._counters = counters
         self._drop = drop
         self._bound = bound
+        self._bytes_bound = bytes_bound
+        self.copy_bytes = 0
+        """Bytes of the copies waiting (notices are small, and bounded by count alone)."""
         self._queue: deque[tuple[bytes, Address, bool]] = deque()
         self._queued: Counter[bool] = Counter()
         """Datagrams in the queue: notices under True, copies under False."""
@@ -52,12 +61,12 @@ class Outbox:
     def notify_all(self, notices: Sequence[tuple[bytes, Address]]) -> None:
         """Queue many notices; at the bound the rest are dropped, counted together
         under the first address that missed its notice (no work per lost notice)."""
-        room = self._bound() - self._queued[True]
+        room = max(self._bound() - self._queued[True], 0)
         for datagram, address in notices[:room]:
             self._append(datagram, address, notice=True)
         if len(notices) > room:
-            lost = len(notices) - max(room, 0)
-            self._drop(DropReason.SEND_QUEUE_FULL, notices[max(room, 0)][1], "backlog full", lost)
+            lost = len(notices) - room
+            self._drop(DropReason.SEND_QUEUE_FULL, notices[room][1], "backlog full", lost)
 
     def send(self, datagram: bytes, address: Address) -> bool:
         """Send a copy now if nothing waits, else queue it; False if dropped."""
@@ -82,7 +91,9 @@ class Outbox:
             await self._emptied.wait()
 
     def _enqueue(self, datagram: bytes, address: Address, *, notice: bool) -> bool:
-        if self._queued[notice] >= self._bound():
+        if self._queued[notice] >= self._bound() or (
+            not notice and self.copy_bytes + len(datagram) > self._bytes_bound()
+        ):
             self._drop(DropReason.SEND_QUEUE_FULL, address, None, 1)
             return False
         self._append(datagram, address, notice=notice)
@@ -90,6 +101,8 @@ class Outbox:
 
     def _append(self, datagram: bytes, address: Address, *, notice: bool) -> None:
         self._queued[notice] += 1
+        if not notice:
+            self.copy_bytes += len(datagram)
         self._queue.append((datagram, address, notice))
         self._added.set()
 
@@ -116,5 +129,7 @@ class Outbox:
                 return
             self._queue.popleft()
             self._queued[notice] -= 1
+            if not notice:
+                self.copy_bytes -= len(datagram)
         if not self._queue:
             self._emptied.set()

@@ -59,7 +59,11 @@ class Relay:
         self.events = EventHub()
         self.roster = Roster()
         self.outbox = Outbox(
-            sock, self.counters, self.drop, lambda: self.config.send_queue_datagrams
+            sock,
+            self.counters,
+            self.drop,
+            lambda: self.config.send_queue_datagrams,
+            lambda: self.config.max_send_queue_bytes,
         )
         self._workers = workers if workers is not None else CryptoWorkers()
         self.legacy = LegacyProfile(self, key, self._workers)

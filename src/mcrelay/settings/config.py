@@ -189,6 +189,15 @@ class RelayConfig:
         help="messages admitted and not yet sent (in crypto, or behind their sender's "
         "earlier one), operator posts included; one host's members hold half at most",
     )
+    max_send_queue_bytes: int = setting(
+        64 * 1024 * 1024,
+        convert=positive_int,
+        check=at_least(65536),
+        section="limits",
+        live=True,
+        help="bytes of copies waiting while the socket's send buffer is full; past it a "
+        "copy is dropped, send_queue_full",
+    )
     send_queue_datagrams: int = internal(
         16384,
         why="the send queue's bound, which tests and library users set; not offered to operators",
