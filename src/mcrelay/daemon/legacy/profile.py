@@ -40,15 +40,12 @@ from mcrelay.settings.config import RelayConfig
 log = logging.getLogger(__name__)
 
 PROFILE = "legacy"
-CONTROL_WORDS = {legacy.CONNECT_WORD: "refresh", legacy.DISCONNECT_WORD: "disconnect"}
-"""The seed client's in-band words: a message of exactly one of these is not chat."""
 
 
 @dataclass(slots=True, eq=False)
 class _Message:
     """A message from its first fragment until it is complete (or dropped)."""
 
-    sender: Member
     completed: trio.Event = field(default_factory=trio.Event)
     """Set when the message is complete, or ended in reassembly (then ``admitted`` is None)."""
     admitted: Admitted | None = None
@@ -187,7 +184,7 @@ class LegacyProfile:
                 self._end(key)
         elif isinstance(added, Pending):
             if added.new:
-                message = self._reassembling[key] = _Message(sender)
+                message = self._reassembling[key] = _Message()
                 services.start_message(partial(self._message, message, added.deadline))
         else:
             self._complete(key, sender, added)
@@ -219,7 +216,7 @@ class LegacyProfile:
         """Admit a message as it completes: it takes its place in its sender's line now."""
         message = self._reassembling.pop(key, None)
         if message is None:  # one fragment: complete at once, its task has nothing to wait for
-            message = _Message(sender)
+            message = _Message()
             self._services.start_message(partial(self._message, message, trio.current_time()))
         opener = partial(self._open, sender, complete.payload)
         message.admitted = self._services.admit(sender, opener)
@@ -252,7 +249,9 @@ class LegacyProfile:
         and all legacy; the result is awaited by the message's task."""
         legacy_only = all(member.identity.profile == PROFILE for member in recipients)
         keys = [_key(member) for member in recipients] if legacy_only else None
-        work = partial(_opened, self._key, payload, self.max_message_bytes, sender.address, keys)
+        work = partial(
+            open_and_seal, self._key, payload, self.max_message_bytes, sender.address, keys
+        )
         return self._workers.start(work)
 
     # Copies and notices out.
@@ -290,15 +289,3 @@ class LegacyProfile:
 
     def _broadcast(self, datagram: bytes, recipients: Sequence[Member]) -> None:
         self._services.notify_all([(datagram, member.address) for member in recipients])
-
-
-def _opened(
-    relay_key: rsa.RSAPrivateKey,
-    payload: bytes,
-    max_message_bytes: int,
-    sender: Address,
-    keys: Sequence[rsa.RSAPublicKey] | None,
-) -> Opened:
-    """The worker's job: decrypt, and seal when :func:`open_and_seal` does."""
-    plaintext, sealed = open_and_seal(relay_key, payload, max_message_bytes, sender, keys)
-    return Opened(plaintext, sealed, CONTROL_WORDS.get(plaintext))

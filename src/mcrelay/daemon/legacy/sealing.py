@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.core.profile import Sealed
+from mcrelay.core.profile import Opened, Sealed
 from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import DropReason
@@ -21,12 +21,8 @@ sweep's S=4 R=8 peak was 12 % lower; at 16 a job of the largest 100-byte fan-out
 takes whole is still about 1 ms.)"""
 
 
-def is_chat(plaintext: bytes, max_message_bytes: int) -> bool:
-    """Is this plaintext relayed (not a legacy control word, not too large)?"""
-    return len(plaintext) <= max_message_bytes and plaintext not in (
-        legacy.CONNECT_WORD,
-        legacy.DISCONNECT_WORD,
-    )
+CONTROL_WORDS = {legacy.CONNECT_WORD: "refresh", legacy.DISCONNECT_WORD: "disconnect"}
+"""The seed client's in-band words: a message of exactly one of these is not chat."""
 
 
 def open_and_seal(
@@ -35,15 +31,18 @@ def open_and_seal(
     max_message_bytes: int,
     sender: Address,
     keys: Sequence[rsa.RSAPublicKey] | None,
-) -> tuple[bytes, list[Sealed] | None]:
+) -> Opened:
     """Decrypt, and seal for the recipients' ``keys`` when there are few of them.
 
-    The seals are ``None`` when the plaintext is not relayed (see :func:`is_chat`), when
-    there are no keys to seal for here, or more than one job should seal."""
+    Nothing is sealed when the plaintext is not relayed (a control word, or too large:
+    the relay drops it), when there are no keys to seal for here, or when more than
+    one job should seal."""
     plaintext = legacy.decrypt_payload_untrusted(relay_key, payload, max_message_bytes)
-    if keys is None or not is_chat(plaintext, max_message_bytes) or len(keys) > SEAL_INLINE_MAX:
-        return plaintext, None
-    return plaintext, seal_batch(sender, plaintext, keys)
+    control = CONTROL_WORDS.get(plaintext)
+    relayed = control is None and len(plaintext) <= max_message_bytes
+    if keys is None or not relayed or len(keys) > SEAL_INLINE_MAX:
+        return Opened(plaintext, None, control)
+    return Opened(plaintext, seal_batch(sender, plaintext, keys), control)
 
 
 def seal_batch(sender: Address, plaintext: bytes, keys: Sequence[rsa.RSAPublicKey]) -> list[Sealed]:
