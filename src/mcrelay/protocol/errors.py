@@ -37,6 +37,13 @@ class DropReason(StrEnum):
     SEND_FAILED = "send_failed"
     NOT_FROM_RELAY = "not_from_relay"
     DUPLICATE_MESSAGE = "duplicate_message"
+    # protocol/secure: noise.py, handshake.py, cookies.py, admission.py (before a session)
+    BAD_MAC1 = "bad_mac1"
+    COOKIE_REQUIRED = "cookie_required"
+    HANDSHAKE_FAILED = "handshake_failed"
+    STALE_TIMESTAMP = "stale_timestamp"
+    UNKNOWN_INDEX = "unknown_index"
+    KEY_QUERY_LIMIT = "key_query_limit"
 
 
 class ProtocolError(Exception):
