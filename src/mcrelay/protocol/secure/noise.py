@@ -138,6 +138,13 @@ class SymmetricState:
             result.append(previous)
         return result
 
+    def copy(self) -> "SymmetricState":
+        twin = object.__new__(SymmetricState)
+        twin._hash, twin.ck, twin.h = self._hash, self.ck, self.h
+        twin.cipher = CipherState(self.cipher.key)
+        twin.cipher.nonce = self.cipher.nonce
+        return twin
+
     def mix_key(self, input_key_material: bytes) -> None:
         self.ck, temp_k = self._hkdf(input_key_material, 2)
         self.cipher = CipherState(temp_k[:32])
@@ -155,10 +162,14 @@ class SymmetricState:
         self.mix_hash(ciphertext)
         return plaintext
 
-    def split(self) -> tuple[CipherState, CipherState]:
-        """The initiator sends with the first, the responder with the second."""
+    def split_keys(self) -> tuple[bytes, bytes]:
+        """Split's two keys: the initiator sends with the first, the responder with the second."""
         temp_k1, temp_k2 = self._hkdf(b"", 2)
-        return CipherState(temp_k1[:32]), CipherState(temp_k2[:32])
+        return temp_k1[:32], temp_k2[:32]
+
+    def split(self) -> tuple[CipherState, CipherState]:
+        first, second = self.split_keys()
+        return CipherState(first), CipherState(second)
 
 
 class HandshakeState:
@@ -167,7 +178,9 @@ class HandshakeState:
 
     ``protocol_name`` is the full name (``Noise_IK_25519_ChaChaPoly_BLAKE2s``); ``s``
     and ``e`` are our private keys, ``rs`` the peer's static key when the pattern
-    gives it before the first message.
+    gives it before the first message. ``e`` may be set later, before the message
+    that sends it. A failed read leaves the state unusable: read a :meth:`copy` when
+    a forged message must not spoil the genuine one that may follow.
     """
 
     __slots__ = ("_messages", "e", "initiator", "re", "rs", "s", "symmetric")
@@ -178,7 +191,7 @@ class HandshakeState:
         *,
         initiator: bool,
         prologue: bytes,
-        e: bytes,
+        e: bytes | None = None,
         s: bytes | None = None,
         rs: bytes | None = None,
     ) -> None:
@@ -208,6 +221,14 @@ class HandshakeState:
         if key is None:
             raise LocalProtocolError("the pattern needs a static key known before the handshake")
         return key
+
+    def copy(self) -> "HandshakeState":
+        twin = object.__new__(HandshakeState)
+        twin.symmetric = self.symmetric.copy()
+        twin.initiator, twin.s, twin.e = self.initiator, self.s, self.e
+        twin.rs, twin.re = self.rs, self.re
+        twin._messages = list(self._messages)
+        return twin
 
     @property
     def finished(self) -> bool:
@@ -242,6 +263,8 @@ class HandshakeState:
         for token in self._next_tokens():
             match token:
                 case "e":
+                    if self.e is None:
+                        raise LocalProtocolError("the ephemeral key is not set")
                     ephemeral = public_key(self.e)
                     message += ephemeral
                     self.symmetric.mix_hash(ephemeral)
@@ -285,8 +308,12 @@ class HandshakeState:
             )
         return self.symmetric.decrypt_and_hash_untrusted(message[offset:])
 
-    def split(self) -> tuple[CipherState, CipherState]:
-        """Transport CipherStates: (initiator to responder, responder to initiator)."""
+    def split_keys(self) -> tuple[bytes, bytes]:
+        """Transport keys: (initiator to responder, responder to initiator)."""
         if not self.finished:
             raise LocalProtocolError("Split before the handshake is finished")
-        return self.symmetric.split()
+        return self.symmetric.split_keys()
+
+    def split(self) -> tuple[CipherState, CipherState]:
+        first, second = self.split_keys()
+        return CipherState(first), CipherState(second)
