@@ -17,6 +17,7 @@ from mcrelay.protocol.secure.header import SIZES, DatagramType
 from mcrelay.protocol.secure.keyquery import (
     KEY_INFO,
     KEY_QUERY,
+    KeyQuery,
     decode_key_info_untrusted,
     decode_key_query_untrusted,
     encode_key_info,
@@ -152,12 +153,36 @@ def test_a_key_info_for_another_query_is_refused() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=120))
-def test_any_bytes_into_the_key_decoders(datagram: bytes) -> None:
-    for decode in (decode_key_query_untrusted, lambda d: decode_key_info_untrusted(d, bytes(16))):
+def test_any_bytes_into_the_decoders(datagram: bytes) -> None:
+    decoders = (
+        decode_key_query_untrusted,
+        lambda d: decode_key_info_untrusted(d, bytes(16)),
+        lambda d: open_cookie_reply_untrusted(d, cookie_key=bytes(32), init_mac1=bytes(16)),
+    )
+    for decode in decoders:
         try:
             decode(datagram)
         except RemoteProtocolError:
             continue
+
+
+def test_a_key_query_refuses_two_different_answers() -> None:
+    query = KeyQuery(KEY_QUERY_NONCE)
+
+    def state() -> tuple[bytes | None, bool]:
+        return query.key, query.conflict
+
+    assert query.datagram == QUERY
+    assert state() == (None, False)
+    assert query.read_answer_untrusted(INFO) == RELAY.public
+    assert query.read_answer_untrusted(INFO) == RELAY.public
+    assert state() == (RELAY.public, False)
+    other = bytes(range(32))
+    assert query.read_answer_untrusted(encode_key_info(other, KEY_QUERY_NONCE)) == other
+    assert state() == (None, True)
+    with pytest.raises(RemoteProtocolError):
+        query.read_answer_untrusted(encode_key_info(other, bytes(16)))
+    assert state() == (None, True)
 
 
 def test_key_query_misuse_is_local() -> None:

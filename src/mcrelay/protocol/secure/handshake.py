@@ -137,6 +137,7 @@ class Initiator:
             initiator=True,
             prologue=PROLOGUE,
             s=static.private,
+            s_public=static.public,
             e=ephemeral_private,
             rs=relay_static,
         )
@@ -238,7 +239,11 @@ class Responder:
             raise RemoteProtocolError("INIT with a wrong mac1", DropReason.BAD_MAC1)
         _, sender_index, message, _, _ = INIT.unpack(datagram)
         noise = HandshakeState(
-            PROTOCOL_NAME, initiator=False, prologue=PROLOGUE, s=self.static.private
+            PROTOCOL_NAME,
+            initiator=False,
+            prologue=PROLOGUE,
+            s=self.static.private,
+            s_public=self.static.public,
         )
         timestamp, epoch = INIT_PAYLOAD.unpack(noise.read_message_untrusted(message))
         return ReceivedInit(noise, sender_index, timestamp, epoch)

@@ -66,3 +66,31 @@ def decode_key_info_untrusted(datagram: bytes, query_nonce: bytes) -> bytes:
         raise RemoteProtocolError("KEY_INFO does not answer our query", DropReason.NOT_FROM_RELAY)
     key: bytes = relay_public
     return key
+
+
+class KeyQuery:
+    """A client's KEY_QUERY and the answers to it: two different keys mean refuse."""
+
+    __slots__ = ("_keys", "datagram", "nonce")
+
+    def __init__(self, nonce: bytes) -> None:
+        self.datagram = encode_key_query(nonce)
+        self.nonce = nonce
+        self._keys: list[bytes] = []
+
+    def read_answer_untrusted(self, datagram: bytes) -> bytes:
+        """The relay key in a KEY_INFO answering this query (see :attr:`conflict`)."""
+        key = decode_key_info_untrusted(datagram, self.nonce)
+        if key not in self._keys and len(self._keys) < 2:
+            self._keys.append(key)
+        return key
+
+    @property
+    def key(self) -> bytes | None:
+        """The key every answer so far gave; ``None`` before an answer or on a conflict."""
+        return self._keys[0] if len(self._keys) == 1 else None
+
+    @property
+    def conflict(self) -> bool:
+        """Two answers gave different keys: refuse to connect."""
+        return len(self._keys) > 1

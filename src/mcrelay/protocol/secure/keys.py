@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mcrelay.protocol.errors import LocalProtocolError
 from mcrelay.protocol.secure.noise import DH_BYTES, public_key
 
 KEY_TEXT_CHARS = 44
@@ -43,7 +44,7 @@ class KeyPair:
 
     def __post_init__(self) -> None:
         if len(self.private) != DH_BYTES or len(self.public) != DH_BYTES:
-            raise KeyTextError("a Curve25519 key has 32 bytes")
+            raise LocalProtocolError("a Curve25519 key has 32 bytes")
 
 
 def _check_key_bytes(key: bytes) -> None:

@@ -178,12 +178,13 @@ class HandshakeState:
 
     ``protocol_name`` is the full name (``Noise_IK_25519_ChaChaPoly_BLAKE2s``); ``s``
     and ``e`` are our private keys, ``rs`` the peer's static key when the pattern
-    gives it before the first message. ``e`` may be set later, before the message
+    gives it before the first message; ``s_public``, the public key of ``s``, spares a
+    scalar multiplication when the caller has it. ``e`` may be set later, before the message
     that sends it. A failed read leaves the state unusable: read a :meth:`copy` when
     a forged message must not spoil the genuine one that may follow.
     """
 
-    __slots__ = ("_messages", "e", "initiator", "re", "rs", "s", "symmetric")
+    __slots__ = ("_messages", "_s_public", "e", "initiator", "re", "rs", "s", "symmetric")
 
     def __init__(
         self,
@@ -193,6 +194,7 @@ class HandshakeState:
         prologue: bytes,
         e: bytes | None = None,
         s: bytes | None = None,
+        s_public: bytes | None = None,
         rs: bytes | None = None,
     ) -> None:
         parts = protocol_name.split("_")
@@ -204,6 +206,7 @@ class HandshakeState:
         self.symmetric = SymmetricState(protocol_name)
         self.initiator = initiator
         self.s = s
+        self._s_public = s_public if s_public is not None or s is None else public_key(s)
         self.e = e
         self.rs = rs
         self.re: bytes | None = None
@@ -217,7 +220,7 @@ class HandshakeState:
     def _pre_message_key(self, token: str, *, mine: bool) -> bytes:
         if token != "s":  # noqa: S105 (a Noise token, not a password)
             raise LocalProtocolError(f"pre-message token {token!r} is not supported")
-        key = (None if self.s is None else public_key(self.s)) if mine else self.rs
+        key = self._s_public if mine else self.rs
         if key is None:
             raise LocalProtocolError("the pattern needs a static key known before the handshake")
         return key
@@ -225,7 +228,12 @@ class HandshakeState:
     def copy(self) -> "HandshakeState":
         twin = object.__new__(HandshakeState)
         twin.symmetric = self.symmetric.copy()
-        twin.initiator, twin.s, twin.e = self.initiator, self.s, self.e
+        twin.initiator, twin.s, twin._s_public, twin.e = (
+            self.initiator,
+            self.s,
+            self._s_public,
+            self.e,
+        )
         twin.rs, twin.re = self.rs, self.re
         twin._messages = list(self._messages)
         return twin
@@ -269,9 +277,9 @@ class HandshakeState:
                     message += ephemeral
                     self.symmetric.mix_hash(ephemeral)
                 case "s":
-                    if self.s is None:
+                    if self._s_public is None:
                         raise LocalProtocolError("the pattern sends a static key this side lacks")
-                    message += self.symmetric.encrypt_and_hash(public_key(self.s))
+                    message += self.symmetric.encrypt_and_hash(self._s_public)
                 case _:
                     self._mix_dh(token, reading=False)
         message += self.symmetric.encrypt_and_hash(payload)
