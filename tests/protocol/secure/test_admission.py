@@ -141,6 +141,21 @@ def test_more_than_64_waiting_is_load() -> None:
     assert screen.screen_init(INIT, CLIENT_ADDRESS, 1.0, waiting=0) == Admit()
 
 
+@pytest.mark.parametrize("position", range(152))
+def test_under_load_an_init_with_any_byte_flipped_is_not_admitted(position: int) -> None:
+    """Before mac2 a flip breaks mac1 (silence) or the type; in mac2, it earns a COOKIE."""
+    tampered = bytearray(INIT_WITH_MAC2)
+    tampered[position] ^= 0x01
+    verdict = gate(cookies_always=True).screen_init(bytes(tampered), CLIENT_ADDRESS, 0.0, 0)
+    if position < 4:
+        assert isinstance(verdict, Silence)
+    elif position < 136:
+        assert verdict == Silence(DropReason.BAD_MAC1)
+    else:
+        assert isinstance(verdict, Reply)
+        assert verdict.reason is DropReason.COOKIE_REQUIRED
+
+
 def test_cookies_always_can_be_switched() -> None:
     screen = gate(cookies_always=True)
     assert isinstance(screen.screen_init(INIT, CLIENT_ADDRESS, 0.0, 0), Reply)
