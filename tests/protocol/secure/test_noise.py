@@ -139,6 +139,11 @@ def test_misuse_is_a_local_error() -> None:
     responder, message = ik_message_one()
     with pytest.raises(LocalProtocolError, match="before the handshake is finished"):
         responder.split()
+    with pytest.raises(LocalProtocolError, match="turn to write"):
+        responder.write_message(b"")
+    initiator, _ = pair(next(v for v in VECTORS if v["protocol_name"] == IK))
+    with pytest.raises(LocalProtocolError, match="turn to read"):
+        initiator.read_message_untrusted(message)
     responder.read_message_untrusted(message)
     responder.write_message(b"")
     with pytest.raises(LocalProtocolError, match="already finished"):

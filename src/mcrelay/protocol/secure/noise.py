@@ -184,7 +184,17 @@ class HandshakeState:
     a forged message must not spoil the genuine one that may follow.
     """
 
-    __slots__ = ("_messages", "_s_public", "e", "initiator", "re", "rs", "s", "symmetric")
+    __slots__ = (
+        "_messages",
+        "_pattern",
+        "_s_public",
+        "e",
+        "initiator",
+        "re",
+        "rs",
+        "s",
+        "symmetric",
+    )
 
     def __init__(
         self,
@@ -210,6 +220,7 @@ class HandshakeState:
         self.e = e
         self.rs = rs
         self.re: bytes | None = None
+        self._pattern = pattern
         self._messages = list(pattern.messages)
         self.symmetric.mix_hash(prologue)
         for token in pattern.pre_initiator:
@@ -235,7 +246,7 @@ class HandshakeState:
             self.e,
         )
         twin.rs, twin.re = self.rs, self.re
-        twin._messages = list(self._messages)
+        twin._pattern, twin._messages = self._pattern, list(self._messages)
         return twin
 
     @property
@@ -246,9 +257,12 @@ class HandshakeState:
     def handshake_hash(self) -> bytes:
         return self.symmetric.h
 
-    def _next_tokens(self) -> tuple[str, ...]:
+    def _next_tokens(self, *, writing: bool) -> tuple[str, ...]:
         if not self._messages:
             raise LocalProtocolError("the handshake is already finished")
+        initiators_turn = (len(self._pattern.messages) - len(self._messages)) % 2 == 0
+        if writing != (initiators_turn == self.initiator):
+            raise LocalProtocolError(f"not this side's turn to {'write' if writing else 'read'}")
         return self._messages.pop(0)
 
     def _mix_dh(self, token: str, *, reading: bool) -> None:
@@ -268,7 +282,7 @@ class HandshakeState:
 
     def write_message(self, payload: bytes) -> bytes:
         message = bytearray()
-        for token in self._next_tokens():
+        for token in self._next_tokens(writing=True):
             match token:
                 case "e":
                     if self.e is None:
@@ -299,7 +313,7 @@ class HandshakeState:
             offset += size
             return message[offset - size : offset]
 
-        for token in self._next_tokens():
+        for token in self._next_tokens(writing=False):
             match token:
                 case "e":
                     self.re = take(DH_BYTES)
