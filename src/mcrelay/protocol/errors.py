@@ -44,6 +44,13 @@ class DropReason(StrEnum):
     COUNTER_LIMIT = "counter_limit"
     UNKNOWN_KIND = "unknown_kind"
     NOTICE_TOO_LONG = "notice_too_long"
+    # protocol/secure: noise.py, handshake.py, cookies.py, admission.py (before a session)
+    BAD_MAC1 = "bad_mac1"
+    COOKIE_REQUIRED = "cookie_required"
+    HANDSHAKE_FAILED = "handshake_failed"
+    STALE_TIMESTAMP = "stale_timestamp"
+    UNKNOWN_INDEX = "unknown_index"
+    KEY_QUERY_LIMIT = "key_query_limit"
 
 
 class ProtocolError(Exception):
