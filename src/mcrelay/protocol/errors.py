@@ -37,6 +37,13 @@ class DropReason(StrEnum):
     SEND_FAILED = "send_failed"
     NOT_FROM_RELAY = "not_from_relay"
     DUPLICATE_MESSAGE = "duplicate_message"
+    # secure channel (protocol/secure/sending.py, receiving.py)
+    BACKPRESSURE = "backpressure"
+    ABANDONED = "abandoned"
+    UNREACHABLE = "unreachable"
+    REPLACED = "replaced"
+    STALE_EPOCH = "stale_epoch"
+    INVALID_ACK = "invalid_ack"
 
 
 class ProtocolError(Exception):
