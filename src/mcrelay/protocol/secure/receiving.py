@@ -29,15 +29,13 @@ from mcrelay.protocol.secure.frames import (
     Ack,
     Fragment,
 )
-from mcrelay.protocol.secure.sending import FRAGMENT_WINDOW, MESSAGE_WINDOW
+from mcrelay.protocol.secure.sending import ACK_INTERVAL_S, FRAGMENT_WINDOW, MESSAGE_WINDOW
 from mcrelay.protocol.secure.serial import serial_add, serial_diff
 
 RECEIVE_DEADLINE_S = 10.0
 """From a message's first fragment to giving it up."""
 ACK_DELAY_S = 0.010
 """The longest a completed message's ACK waits to ride with other frames."""
-ACK_INTERVAL_S = 0.040
-"""The bitmap so far, this often, while a message is incomplete."""
 REACK_WINDOW = 1024
 """A fragment of a completed message this close to the highest completed is ACKed again."""
 HELD_MESSAGES = MESSAGE_WINDOW

@@ -42,6 +42,8 @@ ABANDON_SENDS = 3
 LOSS_DELAY_FACTOR = 9 / 8
 """A fragment an ACK shows missing is sent again once this many SRTTs have passed
 since its last transmission (QUIC's time threshold): earlier, it may still be on its way."""
+ACK_INTERVAL_S = 0.040
+"""A receiver sends the bitmap so far this often while a message is incomplete."""
 _FRAGMENT_OVERHEAD = FRAME_HEADER.size + FRAGMENT_HEADER.size
 ABANDON_FRAME_BYTES = FRAME_HEADER.size + ABANDON_VALUE.size
 
@@ -197,7 +199,12 @@ class Sender:
             return
         received = sum(1 << index for index in ack.received) & ((1 << outgoing.sent) - 1)
         newly = received & ~outgoing.acked
+        if newly & ~outgoing.retransmitted:
+            # An unambiguous answer within the timeout: the path works, stop doubling.
+            self.rtt.backoff = 0
         if received == (1 << outgoing.count) - 1:
+            # Karn: a sample only when no fragment this ACK settles was sent twice, from
+            # the newest of them (its ACK waited at most ACK_DELAY_S: the message completed).
             if newly and not newly & outgoing.retransmitted:
                 self.rtt.sample(now - max(outgoing.sent_at[index] for index in _bits(newly)))
             self._settle(outgoing)
@@ -211,13 +218,16 @@ class Sender:
             outgoing.rto_at = None
         elif newly:
             self._arm(outgoing, now)
-        loss_delay = max(LOSS_DELAY_FACTOR * (self.rtt.srtt_s or 0.0), GRANULARITY_S)
+        rtt = max(self.rtt.srtt_s or 0.0, self.rtt.latest_s or 0.0)
+        loss_delay = max(LOSS_DELAY_FACTOR * rtt, GRANULARITY_S)
         for index in _bits(outgoing.unacked):
             if outgoing.sent_at[index] + loss_delay <= now:
                 outgoing.resend |= 1 << index
 
     def _arm(self, outgoing: _Outgoing, now: float) -> None:
-        outgoing.rto_at = now + self.rtt.rto_s
+        # The receiver reports an incomplete message only every ACK_INTERVAL_S: a
+        # message of several fragments waits for that report too (QUIC's max_ack_delay).
+        outgoing.rto_at = now + self.rtt.rto_s + (ACK_INTERVAL_S if outgoing.count > 1 else 0.0)
         outgoing.armed_at = now
 
     def _settle(self, outgoing: _Outgoing) -> None:
