@@ -33,6 +33,8 @@ class Side:
     delivered: list[bytes] = field(default_factory=list)
     events: list[tuple[float, Event]] = field(default_factory=list)
     datagrams: int = 0
+    first_sent: dict[int, float] = field(default_factory=dict)
+    """msg_seq -> when its first fragment went out."""
 
 
 @dataclass(order=True)
@@ -53,10 +55,11 @@ class Link:
         duplicate: float = 0.0,
         reorder: float = 0.0,
         delay_s: float = 0.005,
-        initial_rtt_s: float | None = None,
+        initial_rtt_s: float | None = 0.010,
         client: Channel | None = None,
         relay: Channel | None = None,
     ) -> None:
+        """``initial_rtt_s``: the handshake's round trip, given to both channels (two delays)."""
         self.now = 0.0
         self.random = random.Random(seed)
         self.loss, self.duplicate, self.reorder, self.delay_s = loss, duplicate, reorder, delay_s
@@ -67,6 +70,7 @@ class Link:
         self._transit: list[_Transit] = []
         self._order = 0
         self.max_held = 0
+        self.lost = self.duplicated = self.reordered = 0
         self.drop_next: Callable[[int, bytes], bool] = lambda _to, _plaintext: False
         """A test's own filter: True drops that DATA (after the random losses)."""
 
@@ -85,17 +89,21 @@ class Link:
         """Every DATA both sides have ready now, into the network."""
         for index, side in enumerate(self.sides):
             while frames := side.channel.frames_to_send(self.now):
+                for frame in frames:
+                    if isinstance(frame, Fragment):
+                        side.first_sent.setdefault(frame.msg_seq, self.now)
                 plaintext = encode_frames(frames)
                 assert len(plaintext) <= MAX_PLAINTEXT_BYTES
                 side.datagrams += 1
                 copies = 2 if self.random.random() < self.duplicate else 1
+                self.duplicated += copies - 1
                 for _ in range(copies):
-                    if self.random.random() < self.loss:
-                        continue
-                    if self.drop_next(1 - index, plaintext):
+                    if self.random.random() < self.loss or self.drop_next(1 - index, plaintext):
+                        self.lost += 1
                         continue
                     delay = self.delay_s
                     if self.random.random() < self.reorder:
+                        self.reordered += 1
                         delay = self.random.uniform(0, self.delay_s / 2)
                     self._order += 1
                     heapq.heappush(
