@@ -66,6 +66,7 @@ class ChannelStatistics:
     queued: int
     held: int
     held_bytes: int
+    acks_pending: int
     drops: Mapping[DropReason, int]
 
 
@@ -202,6 +203,7 @@ class Channel:
             queued=self._sender.queued,
             held=self._receiver.held,
             held_bytes=self._receiver.held_bytes,
+            acks_pending=self._receiver.acks_pending,
             drops=MappingProxyType(dict(self._drops)),
         )
 

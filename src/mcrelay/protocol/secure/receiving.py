@@ -116,6 +116,11 @@ class Receiver:
     def held_bytes(self) -> int:
         return self.budget.held(self)
 
+    @property
+    def acks_pending(self) -> int:
+        """Full ACKs waiting to go out."""
+        return len(self._acks)
+
     def on_fragment(self, fragment: Fragment, now: float) -> None:
         msg_seq = fragment.msg_seq
         if fragment.count > MAX_FRAGMENTS:
