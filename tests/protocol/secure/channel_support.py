@@ -1,6 +1,7 @@
 """Helpers for driving one secure channel by hand, with explicit times."""
 
-from mcrelay.protocol.secure.channel import Channel, ChannelFrame, Event, Role
+from mcrelay.protocol.secure.channel import Channel, ChannelFrame, Role
+from mcrelay.protocol.secure.channel_events import Event
 from mcrelay.protocol.secure.frames import MAX_PLAINTEXT_BYTES, Ack, Fragment, encode_frames
 
 PEER_EPOCH = 7

@@ -11,7 +11,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mcrelay.protocol.secure.channel import Channel, Event, Role
+from mcrelay.protocol.secure.channel import Channel, Role
+from mcrelay.protocol.secure.channel_events import Event, MessageDelivered
 from mcrelay.protocol.secure.frames import (
     MAX_PLAINTEXT_BYTES,
     Abandon,
@@ -20,7 +21,7 @@ from mcrelay.protocol.secure.frames import (
     decode_frames_untrusted,
     encode_frames,
 )
-from mcrelay.protocol.secure.receiving import HELD_MESSAGES, MessageDelivered
+from mcrelay.protocol.secure.receiving import HELD_MESSAGES
 from mcrelay.protocol.secure.sending import FRAGMENT_WINDOW, MESSAGE_WINDOW
 
 CLIENT, RELAY = 0, 1

@@ -4,14 +4,15 @@ them after every DATA)."""
 
 import pytest
 
-from mcrelay.protocol.secure.frames import MAX_FRAGMENT_BYTES
-from mcrelay.protocol.secure.receiving import HELD_MESSAGES, MessageDelivered
-from mcrelay.protocol.secure.sending import (
-    MESSAGE_DEADLINE_S,
+from mcrelay.protocol.secure.channel_events import (
     MessageAbandoned,
     MessageAcknowledged,
+    MessageDelivered,
     MessageFailed,
 )
+from mcrelay.protocol.secure.frames import MAX_FRAGMENT_BYTES
+from mcrelay.protocol.secure.receiving import HELD_MESSAGES
+from mcrelay.protocol.secure.sending import MESSAGE_DEADLINE_S
 
 from .link import Link
 

@@ -7,6 +7,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from mcrelay.protocol.secure.budget import ReceiveBudget
 from mcrelay.protocol.secure.channel import Channel, ChannelFrame, Role
+from mcrelay.protocol.secure.channel_events import MessageDelivered
 from mcrelay.protocol.secure.frames import (
     MAX_PLAINTEXT_BYTES,
     Abandon,
@@ -18,7 +19,6 @@ from mcrelay.protocol.secure.receiving import (
     HELD_MESSAGES,
     MAX_PEER_BYTES,
     MAX_PENDING_ACKS,
-    MessageDelivered,
 )
 from mcrelay.protocol.secure.sending import FRAGMENT_WINDOW, MESSAGE_WINDOW, QUEUE_LIMIT
 

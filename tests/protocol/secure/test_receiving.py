@@ -4,12 +4,12 @@ import pytest
 
 from mcrelay.protocol.errors import DropReason
 from mcrelay.protocol.secure.channel import Channel, Role
+from mcrelay.protocol.secure.channel_events import MessageDelivered
 from mcrelay.protocol.secure.frames import Abandon, Ack, Fragment
 from mcrelay.protocol.secure.receiving import (
     ACK_DELAY_S,
     MAX_PEER_BYTES,
     RECEIVE_DEADLINE_S,
-    MessageDelivered,
 )
 from mcrelay.protocol.secure.sending import ACK_INTERVAL_S
 

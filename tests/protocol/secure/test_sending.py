@@ -4,15 +4,17 @@ import pytest
 
 from mcrelay.protocol.errors import DropReason, LocalProtocolError
 from mcrelay.protocol.secure.channel import Role
+from mcrelay.protocol.secure.channel_events import (
+    MessageAbandoned,
+    MessageAcknowledged,
+    MessageFailed,
+)
 from mcrelay.protocol.secure.frames import MAX_FRAGMENT_BYTES, Abandon, Fragment
 from mcrelay.protocol.secure.sending import (
     ACK_INTERVAL_S,
     MAX_BODY_BYTES,
     MESSAGE_DEADLINE_S,
     QUEUE_LIMIT,
-    MessageAbandoned,
-    MessageAcknowledged,
-    MessageFailed,
     QueueFull,
 )
 

@@ -22,19 +22,13 @@ from types import MappingProxyType
 
 from mcrelay.protocol.errors import DropReason
 from mcrelay.protocol.secure.budget import ReceiveBudget
+from mcrelay.protocol.secure.channel_events import Event
 from mcrelay.protocol.secure.frames import MAX_PLAINTEXT_BYTES, Abandon, Ack, Fragment, frame_size
-from mcrelay.protocol.secure.receiving import MessageDelivered, Receiver
+from mcrelay.protocol.secure.receiving import Receiver
 from mcrelay.protocol.secure.rtt import RttEstimator
-from mcrelay.protocol.secure.sending import (
-    QUEUE_LIMIT,
-    MessageAbandoned,
-    MessageAcknowledged,
-    MessageFailed,
-    Sender,
-)
+from mcrelay.protocol.secure.sending import QUEUE_LIMIT, Sender
 
 ChannelFrame = Fragment | Ack | Abandon
-Event = MessageDelivered | MessageAcknowledged | MessageAbandoned | MessageFailed
 
 
 class Role(Enum):

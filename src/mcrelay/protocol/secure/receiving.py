@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 from mcrelay.protocol.errors import DropReason
 from mcrelay.protocol.secure.budget import ReceiveBudget
+from mcrelay.protocol.secure.channel_events import MessageDelivered
+from mcrelay.protocol.secure.completed import CompletedWindow
 from mcrelay.protocol.secure.frames import (
     ACK_HEADER,
     FRAME_HEADER,
@@ -36,8 +38,6 @@ RECEIVE_DEADLINE_S = 10.0
 """From a message's first fragment to giving it up."""
 ACK_DELAY_S = 0.010
 """The longest a completed message's ACK waits to ride with other frames."""
-REACK_WINDOW = 1024
-"""A fragment of a completed message this close to the highest completed is ACKed again."""
 HELD_MESSAGES = MESSAGE_WINDOW
 MAX_PEER_BYTES = 576 * 1024
 """Bytes held per peer: 8 of the largest messages fit, with the charges below."""
@@ -48,13 +48,6 @@ MESSAGE_OVERHEAD_BYTES = 1024
 MAX_PENDING_ACKS = 64
 """Full ACKs waiting to go out; past this a re-ACK is skipped (the sender asks again)."""
 DISCONNECT_KIND = 4
-
-
-@dataclass(frozen=True, slots=True)
-class MessageDelivered:
-    """A message of the peer, complete, in msg_seq order."""
-
-    body: bytes
 
 
 def ack_frame_bytes(count: int) -> int:
@@ -100,9 +93,7 @@ class Receiver:
         self._next_seq = 0
         self._held: dict[int, _Incoming] = {}
         self._highest_seen: int | None = None
-        self._completed_top: int | None = None
-        self._completed_bits = 0
-        """Bit d: msg_seq ``_completed_top - d`` completed (d < REACK_WINDOW)."""
+        self._completed = CompletedWindow()
         self._acks: dict[int, tuple[float, int]] = {}
         """Full ACKs to send: msg_seq -> (due, count)."""
         self.delivered = 0
@@ -128,7 +119,7 @@ class Receiver:
             return
         ahead = serial_diff(msg_seq, self._next_seq)
         if ahead < 0:
-            if self._completed(msg_seq):
+            if msg_seq in self._completed:
                 self._drops[DropReason.DUPLICATE_FRAGMENT] += 1
                 self._schedule_ack(msg_seq, fragment.count, now, reack=True)
             else:
@@ -175,7 +166,7 @@ class Receiver:
         body = b"".join(incoming.pieces[index] for index in range(incoming.count))
         incoming.pieces = {}
         incoming.body = body
-        self._mark_completed(msg_seq)
+        self._completed.add(msg_seq)
         at_once = body[:1] == bytes([DISCONNECT_KIND])
         self._schedule_ack(msg_seq, incoming.count, now, at_once=at_once)
         self._deliver()
@@ -214,9 +205,7 @@ class Receiver:
     def _give_up(self, msg_seq: int, incoming: _Incoming, reason: DropReason) -> None:
         self._drops[reason] += 1
         self.budget.release(self, incoming.charged)
-        behind = serial_diff(self._completed_top or 0, msg_seq)
-        if incoming.body is not None and 0 <= behind < REACK_WINDOW:
-            self._completed_bits &= ~(1 << behind)
+        self._completed.discard(msg_seq)
         self._acks.pop(msg_seq, None)
         incoming.charged = 0
         incoming.pieces = {}
@@ -246,24 +235,6 @@ class Receiver:
                 self.delivered += 1
                 self._emit(MessageDelivered(incoming.body))
             self._next_seq = serial_add(self._next_seq, 1)
-
-    def _completed(self, msg_seq: int) -> bool:
-        if self._completed_top is None:
-            return False
-        behind = serial_diff(self._completed_top, msg_seq)
-        return 0 <= behind < REACK_WINDOW and bool(self._completed_bits >> behind & 1)
-
-    def _mark_completed(self, msg_seq: int) -> None:
-        if self._completed_top is None:
-            self._completed_top, self._completed_bits = msg_seq, 1
-            return
-        ahead = serial_diff(msg_seq, self._completed_top)
-        if ahead > 0:
-            kept = self._completed_bits << ahead if ahead < REACK_WINDOW else 0
-            self._completed_bits = (kept | 1) & ((1 << REACK_WINDOW) - 1)
-            self._completed_top = msg_seq
-        elif -ahead < REACK_WINDOW:
-            self._completed_bits |= 1 << -ahead
 
     def _schedule_ack(
         self, msg_seq: int, count: int, now: float, *, at_once: bool = False, reack: bool = False
@@ -344,5 +315,5 @@ class Receiver:
         self._held.clear()
         self._acks.clear()
         self._next_seq = 0
-        self._highest_seen = self._completed_top = None
-        self._completed_bits = 0
+        self._highest_seen = None
+        self._completed = CompletedWindow()

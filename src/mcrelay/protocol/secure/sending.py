@@ -14,6 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mcrelay.protocol.errors import DropReason, LocalProtocolError, ProtocolError
+from mcrelay.protocol.secure.channel_events import (
+    MessageAbandoned,
+    MessageAcknowledged,
+    MessageFailed,
+    SendEvent,
+)
 from mcrelay.protocol.secure.frames import (
     ABANDON_VALUE,
     FRAGMENT_HEADER,
@@ -48,34 +54,8 @@ _FRAGMENT_OVERHEAD = FRAME_HEADER.size + FRAGMENT_HEADER.size
 ABANDON_FRAME_BYTES = FRAME_HEADER.size + ABANDON_VALUE.size
 
 
-@dataclass(frozen=True, slots=True)
-class MessageAcknowledged:
-    """The peer holds message ``message_id`` (hop by hop)."""
-
-    message_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class MessageAbandoned:
-    """The client gave message ``message_id`` up at its deadline and sent ABANDON."""
-
-    message_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class MessageFailed:
-    """The relay could not deliver message ``message_id``: its peer is ``unreachable``
-    (deadline passed) or ``replaced`` (a new epoch); the caller removes the member."""
-
-    message_id: int
-    reason: DropReason
-
-
 class QueueFull(ProtocolError):
     """:data:`QUEUE_LIMIT` messages already wait: the caller waits or drops and counts."""
-
-
-SendEvent = MessageAcknowledged | MessageAbandoned | MessageFailed
 
 
 def _bits(mask: int) -> list[int]:
