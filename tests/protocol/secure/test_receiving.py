@@ -60,6 +60,13 @@ def test_a_fragment_settles_every_message_below_its_msg_seq_minus_seven() -> Non
     assert delivered(channel) == [chat(seq) for seq in range(4, 10)]
 
 
+def test_a_settled_gap_releases_the_complete_message_behind_it() -> None:
+    channel = relay()
+    feed(channel, 0.0, *whole(3, chat(3)))  # complete, waits for 0..2
+    feed(channel, 0.1, whole(10, bytes(2000))[0])  # incomplete: settles 0..2
+    assert delivered(channel) == [chat(3)]
+
+
 def test_abandon_skips_a_message_and_settles_below_minus_seven() -> None:
     channel = relay()
     feed(channel, 0.0, whole(0, bytes(2000))[0], *whole(1, chat(1)))

@@ -176,14 +176,14 @@ class Receiver:
         ahead = serial_diff(msg_seq, self._next_seq)
         if ahead < 0:
             return
-        if ahead >= HELD_MESSAGES:
-            self._settle_below(serial_add(msg_seq, 1 - HELD_MESSAGES), DropReason.ABANDONED)
         incoming = self._held.get(msg_seq)
         if incoming is None:
             self._drops[DropReason.ABANDONED] += 1
             self._held[msg_seq] = _Incoming(0, now, now, given_up=True)
         elif not incoming.given_up:
             self._give_up(msg_seq, incoming, DropReason.ABANDONED)
+        if ahead >= HELD_MESSAGES:
+            self._settle_below(serial_add(msg_seq, 1 - HELD_MESSAGES), DropReason.ABANDONED)
         self._deliver()
 
     def poll(self, now: float) -> None:
@@ -197,10 +197,10 @@ class Receiver:
             return
         last = max(expired, key=lambda msg_seq: serial_diff(msg_seq, self._next_seq))
         self._settle_below(last, DropReason.REASSEMBLY_TIMEOUT)
-        incoming = self._held[last]
-        if incoming.partial:
+        incoming = self._held.get(last)
+        if incoming is not None and incoming.partial:
             self._give_up(last, incoming, DropReason.REASSEMBLY_TIMEOUT)
-        self._deliver()
+            self._deliver()
 
     def _give_up(self, msg_seq: int, incoming: _Incoming, reason: DropReason) -> None:
         self._drops[reason] += 1
@@ -214,7 +214,7 @@ class Receiver:
 
     def _settle_below(self, limit: int, reason: DropReason) -> None:
         """Every message before ``limit`` is settled: deliver the complete ones in order,
-        give up the others."""
+        give up the others, and deliver what then no longer waits."""
         below = [msg_seq for msg_seq in self._held if serial_diff(msg_seq, limit) < 0]
         for msg_seq in sorted(below, key=lambda seq: serial_diff(seq, self._next_seq)):
             incoming = self._held.pop(msg_seq)
@@ -226,6 +226,7 @@ class Receiver:
                 self._drops[reason] += 1
         if serial_diff(limit, self._next_seq) > 0:
             self._next_seq = limit
+        self._deliver()
 
     def _deliver(self) -> None:
         while (incoming := self._held.get(self._next_seq)) is not None and not incoming.partial:
