@@ -9,8 +9,8 @@ held for :data:`RECEIVE_DEADLINE_S`: the sender started every earlier message be
 that one, so its own deadline for them has passed.
 
 ACKs: the full bitmap when a message completes, after up to :data:`ACK_DELAY_S` to
-ride with other frames, at once for a DISCONNECT or when the sender's window is half
-used; the bitmap so far every :data:`ACK_INTERVAL_S` while a message is incomplete;
+ride with other frames, at once for a DISCONNECT or when half the sender's window
+waits on us (4 completed messages, or 32 fragments, not yet acknowledged); the bitmap so far every :data:`ACK_INTERVAL_S` while a message is incomplete;
 the full bitmap again for a fragment of a message completed within the last
 :data:`REACK_WINDOW` msg_seqs.
 """
@@ -92,7 +92,6 @@ class Receiver:
         self._drops = drops
         self._next_seq = 0
         self._held: dict[int, _Incoming] = {}
-        self._highest_seen: int | None = None
         self._completed = CompletedWindow()
         self._acks: dict[int, tuple[float, int]] = {}
         """Full ACKs to send: msg_seq -> (due, count)."""
@@ -155,10 +154,7 @@ class Receiver:
             return
         incoming.pieces[fragment.index] = fragment.data
         incoming.charged += charge
-        if msg_seq not in self._held:
-            self._held[msg_seq] = incoming
-            if self._highest_seen is None or serial_diff(msg_seq, self._highest_seen) > 0:
-                self._highest_seen = msg_seq
+        self._held[msg_seq] = incoming
         if len(incoming.pieces) == incoming.count:
             self._complete(msg_seq, incoming, now)
 
@@ -243,21 +239,17 @@ class Receiver:
         pending = self._acks.get(msg_seq)
         if pending is None and reack and len(self._acks) >= MAX_PENDING_ACKS:
             return
-        at_once = at_once or self._window_half_used(msg_seq, count)
+        at_once = at_once or self._window_half_used(count)
         due = now if at_once else now + ACK_DELAY_S
         self._acks[msg_seq] = (min(due, pending[0]) if pending else due, count)
 
-    def _window_half_used(self, msg_seq: int, count: int) -> bool:
-        """Would the sender's window be half used, counting what we hold and have not
-        yet acknowledged in full? Then its ACK goes at once: the sender waits on it."""
-        top = self._highest_seen if self._highest_seen is not None else msg_seq
-        if serial_diff(msg_seq, top) > 0:
-            top = msg_seq
-        bases = [self._next_seq, msg_seq, *self._acks]
-        span = max(serial_diff(top, base) for base in bases) + 1
-        fragments = count + sum(pending for _, pending in self._acks.values())
-        fragments += sum(len(incoming.pieces) for incoming in self._held.values())
-        return span >= MESSAGE_WINDOW // 2 or fragments >= FRAGMENT_WINDOW // 2
+    def _window_half_used(self, count: int) -> bool:
+        """Is half the sender's window waiting on us: 4 completed messages not yet
+        acknowledged, or 32 fragments held unacknowledged? Then the ACKs go at once."""
+        if len(self._acks) + 1 >= MESSAGE_WINDOW // 2:
+            return True
+        held = sum(len(incoming.pieces) for incoming in self._held.values())
+        return count + held >= FRAGMENT_WINDOW // 2
 
     def acks_due(self, now: float) -> bool:
         return any(due <= now for due, _ in self._acks.values()) or any(
@@ -316,5 +308,4 @@ class Receiver:
         self._held.clear()
         self._acks.clear()
         self._next_seq = 0
-        self._highest_seen = None
         self._completed = CompletedWindow()
