@@ -129,6 +129,8 @@ class Sender:
         self._abandon_at: dict[int, tuple[float, int]] = {}
         """msg_seq -> (when the next ABANDON is due, how many remain)."""
         self._last_backoff_at = float("-inf")
+        self._unacked = 0
+        """Fragments sent and not shown received, over the messages in flight."""
         self.messages_sent = 0
         self.fragments_sent = 0
         self.retransmissions = 0
@@ -145,7 +147,7 @@ class Sender:
 
     @property
     def fragments_in_flight(self) -> int:
-        return sum(outgoing.unacked.bit_count() for outgoing in self._flight.values())
+        return self._unacked
 
     def send(self, body: bytes) -> int:
         """Queue ``body``; its message id (for the events that settle it)."""
@@ -192,7 +194,9 @@ class Sender:
             return
         # The latest ACK is the receiver's state: a fragment it showed before and no
         # longer shows was dropped there (evicted), and is sent again.
+        before = outgoing.unacked.bit_count()
         outgoing.acked = received
+        self._unacked += outgoing.unacked.bit_count() - before
         outgoing.resend &= ~received
         if not outgoing.unacked:
             outgoing.rto_at = None
@@ -211,6 +215,7 @@ class Sender:
         outgoing.armed_at = now
 
     def _settle(self, outgoing: _Outgoing) -> None:
+        self._unacked -= outgoing.unacked.bit_count()
         del self._flight[outgoing.msg_seq]
         self._admit()
 
@@ -245,8 +250,9 @@ class Sender:
             return True
         if any(outgoing.resend for outgoing in self._flight.values()):
             return True
-        return self.fragments_in_flight < FRAGMENT_WINDOW and any(
-            outgoing.sent < outgoing.count for outgoing in self._flight.values()
+        return (
+            any(outgoing.sent < outgoing.count for outgoing in self._flight.values())
+            and self.fragments_in_flight < FRAGMENT_WINDOW
         )
 
     def next_deadline(self) -> float | None:
@@ -270,6 +276,8 @@ class Sender:
                 else:
                     del self._abandon_at[msg_seq]
         for outgoing in self._flight.values():
+            if not outgoing.resend:
+                continue
             for index in _bits(outgoing.resend):
                 if outgoing.size(index) > room:
                     return out
@@ -281,7 +289,7 @@ class Sender:
                 self.retransmissions += 1
                 if outgoing.rto_at is None:
                     self._arm(outgoing, now)
-        budget = FRAGMENT_WINDOW - self.fragments_in_flight
+        budget = FRAGMENT_WINDOW - self._unacked
         for outgoing in self._flight.values():
             while outgoing.sent < outgoing.count and budget > 0:
                 if outgoing.size(outgoing.sent) > room:
@@ -291,6 +299,7 @@ class Sender:
                 out.append(outgoing.fragment(outgoing.sent))
                 outgoing.sent_at.append(now)
                 outgoing.sent += 1
+                self._unacked += 1
                 self.fragments_sent += 1
                 if outgoing.first_sent is None:
                     outgoing.first_sent = now
@@ -308,6 +317,7 @@ class Sender:
             outgoing.restart(msg_seq)
             self._flight[msg_seq] = outgoing
         self._next_seq = len(flight)
+        self._unacked = 0
         self._abandon_at.clear()
         self._admit()
 
@@ -319,4 +329,5 @@ class Sender:
         self._flight.clear()
         self._queue.clear()
         self._next_seq = 0
+        self._unacked = 0
         self._abandon_at.clear()
