@@ -37,7 +37,7 @@ class DropReason(StrEnum):
     SEND_FAILED = "send_failed"
     NOT_FROM_RELAY = "not_from_relay"
     DUPLICATE_MESSAGE = "duplicate_message"
-    # secure channel (protocol/secure/sending.py, receiving.py)
+    # protocol/secure: sending.py, receiving.py (the reliable message channel)
     BACKPRESSURE = "backpressure"
     ABANDONED = "abandoned"
     UNREACHABLE = "unreachable"
