@@ -51,6 +51,13 @@ class DropReason(StrEnum):
     STALE_TIMESTAMP = "stale_timestamp"
     UNKNOWN_INDEX = "unknown_index"
     KEY_QUERY_LIMIT = "key_query_limit"
+    # protocol/secure: sending.py, receiving.py (the reliable message channel)
+    BACKPRESSURE = "backpressure"
+    ABANDONED = "abandoned"
+    UNREACHABLE = "unreachable"
+    REPLACED = "replaced"
+    STALE_EPOCH = "stale_epoch"
+    INVALID_ACK = "invalid_ack"
 
 
 class ProtocolError(Exception):

@@ -1,0 +1,88 @@
+"""The reassembly budget the relay's channels share: the peer holding the most pays."""
+
+from mcrelay.protocol.errors import DropReason
+from mcrelay.protocol.secure.budget import ReceiveBudget
+from mcrelay.protocol.secure.channel import Channel, Role
+from mcrelay.protocol.secure.frames import Fragment
+from mcrelay.protocol.secure.receiving import FRAGMENT_OVERHEAD_BYTES, MESSAGE_OVERHEAD_BYTES
+
+from .channel_support import ack, drain, events, feed
+
+PIECE = bytes(1150)
+FIRST = MESSAGE_OVERHEAD_BYTES + FRAGMENT_OVERHEAD_BYTES + len(PIECE)
+"""What the first fragment of a message costs."""
+
+
+def member(budget: ReceiveBudget) -> Channel:
+    return Channel(Role.RELAY, peer_epoch=1, budget=budget)
+
+
+def start(channel: Channel, msg_seq: int, now: float) -> None:
+    """The first of two fragments of message ``msg_seq``."""
+    feed(channel, now, Fragment(msg_seq, 0, 2, PIECE))
+
+
+def test_at_the_total_bound_the_biggest_peer_loses_its_oldest_partial_message() -> None:
+    budget = ReceiveBudget(max_bytes=4 * FIRST + 2000)
+    big, small, late = member(budget), member(budget), member(budget)
+    start(big, 0, 0.0)
+    start(big, 1, 0.1)
+    start(big, 2, 0.2)
+    start(small, 0, 0.3)
+    assert budget.total == 4 * FIRST
+    start(late, 0, 0.4)
+    assert big.statistics().drops == {DropReason.REASSEMBLY_EVICTED: 1}
+    assert big.statistics().held == 2
+    assert small.statistics().held == late.statistics().held == 1
+    assert budget.total == 4 * FIRST
+    # The evicted message is forgotten, not settled: its last ACK shows it empty...
+    feed(big, 0.5, Fragment(1, 1, 2, PIECE), Fragment(2, 1, 2, PIECE))
+    assert events(big) == []
+    # ...and the sender's retransmission starts it again, once there is room.
+    small.close()
+    late.close()
+    start(big, 0, 0.6)
+    feed(big, 0.6, Fragment(0, 1, 2, PIECE))
+    assert len(events(big)) == 3
+    assert budget.total == 0
+
+
+def test_the_asking_peer_can_be_the_one_that_pays() -> None:
+    budget = ReceiveBudget(max_bytes=3 * FIRST + 100)
+    greedy, other = member(budget), member(budget)
+    start(greedy, 0, 0.0)
+    start(greedy, 1, 0.1)
+    start(other, 0, 0.2)
+    feed(greedy, 0.3, Fragment(1, 1, 2, PIECE[:50]))  # its own message 1 is kept
+    assert greedy.statistics().drops == {DropReason.REASSEMBLY_EVICTED: 1}
+    assert greedy.statistics().held == 1
+
+
+def test_without_a_partial_message_to_evict_the_fragment_is_refused() -> None:
+    budget = ReceiveBudget(max_bytes=FIRST + 100)
+    waiting, newcomer = member(budget), member(budget)
+    feed(waiting, 0.0, Fragment(1, 0, 1, PIECE))  # complete, waits for message 0
+    start(newcomer, 0, 0.1)
+    assert newcomer.statistics().drops == {DropReason.BUFFER_LIMIT: 1}
+    assert waiting.statistics().drops == {}
+    assert drain(newcomer, 1.0) == []  # nothing held, nothing acknowledged
+
+
+def test_close_gives_the_bytes_back() -> None:
+    budget = ReceiveBudget()
+    channel = member(budget)
+    start(channel, 0, 0.0)
+    feed(channel, 0.0, Fragment(3, 0, 1, b"\x01"))
+    assert budget.total == channel.statistics().held_bytes > 0
+    channel.close()
+    assert budget.total == 0
+    assert channel.statistics().drops == {}
+
+
+def test_delivery_gives_the_bytes_back() -> None:
+    budget = ReceiveBudget()
+    channel = member(budget)
+    start(channel, 0, 0.0)
+    feed(channel, 0.0, Fragment(0, 1, 2, PIECE))
+    assert budget.total == 0
+    assert drain(channel, 0.01) == [ack(0, 2)]
