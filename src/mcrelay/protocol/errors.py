@@ -58,6 +58,8 @@ class DropReason(StrEnum):
     REPLACED = "replaced"
     STALE_EPOCH = "stale_epoch"
     INVALID_ACK = "invalid_ack"
+    # protocol/secure: keypairs.py, session.py (a session's DATA)
+    KEYPAIR_EXPIRED = "keypair_expired"
 
 
 class ProtocolError(Exception):
