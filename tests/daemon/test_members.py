@@ -31,10 +31,6 @@ def addresses(members: list[Member]) -> list[Address]:
     return [member.address for member in members]
 
 
-def left(leaves: list[Left]) -> list[Address]:
-    return [leave.member.address for leave in leaves]
-
-
 def same_key_other_object(key: rsa.RSAPrivateKey) -> rsa.RSAPublicKey:
     """The public half of ``key`` as a separate object (parsed back from its PEM)."""
     loaded = serialization.load_pem_public_key(crypto.public_key_to_pem(key.public_key()))
@@ -111,19 +107,16 @@ def test_remove_returns_the_member_and_its_leave(keys: Keys) -> None:
     assert addresses(list(r)) == [B]
 
 
-def test_expire_takes_only_idle_members_stalest_first(keys: Keys) -> None:
+def test_idle_finds_only_idle_members_stalest_first(keys: Keys) -> None:
     r = roster()
     for n, address in enumerate((A, B, C, D)):
         register(r, address, keys[n + 1], now=float(n))
-    assert r.expire(now=2.0, timeout_s=5.0) == []
+    assert r.idle(now=2.0, timeout_s=5.0) == []
     # Idle: A 5.0 (exactly the timeout: kept), B 4.0, C 3.0, D 2.0.
-    assert r.expire(now=5.0, timeout_s=5.0) == []
-    # Idle: A 6.5, B 5.5, C 4.5, D 3.5 -> A and B, A first, leaving by timeout.
-    leaves = r.expire(now=6.5, timeout_s=5.0)
-    assert left(leaves) == [A, B]
-    assert {leave.reason for leave in leaves} == {"timeout"}
-    assert left(r.expire(now=100.0, timeout_s=5.0)) == [C, D]
-    assert len(r) == 0
+    assert r.idle(now=5.0, timeout_s=5.0) == []
+    # Idle: A 6.5, B 5.5, C 4.5, D 3.5 -> A and B, A first.
+    assert addresses(r.idle(now=6.5, timeout_s=5.0)) == [A, B]
+    assert addresses(r.idle(now=100.0, timeout_s=5.0)) == [A, B, C, D]
 
 
 def test_a_touched_or_refreshed_member_moves_to_the_back(keys: Keys) -> None:
@@ -137,7 +130,7 @@ def test_a_touched_or_refreshed_member_moves_to_the_back(keys: Keys) -> None:
     assert addresses(list(r)) == [B, C, A]
     register(r, B, keys[2], now=4.0)  # refresh
     assert addresses(list(r)) == [C, A, B]
-    assert left(r.expire(now=10.0, timeout_s=1.0)) == [C, A, B]
+    assert addresses(r.idle(now=10.0, timeout_s=1.0)) == [C, A, B]
 
 
 def test_others_is_a_list_the_caller_keeps(keys: Keys) -> None:

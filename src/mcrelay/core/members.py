@@ -148,19 +148,15 @@ class Roster:
         self._forget(member)
         return member, self._leave(member, reason)
 
-    def expire(self, now: float, timeout_s: float) -> list[Left]:
-        """Remove every member idle for longer than ``timeout_s``; the leaves to announce."""
-        leaves: list[Left] = []
-        while self._members:
-            member = next(iter(self._members.values()))
+    def idle(self, now: float, timeout_s: float) -> list[Member]:
+        """Every member idle for longer than ``timeout_s``, stalest first (the caller
+        removes them, by ``timeout``)."""
+        found: list[Member] = []
+        for member in self._members.values():
             if now - member.last_seen <= timeout_s:
                 break
-            del self._members[member.id]
-            self._forget(member)
-            left = self._leave(member, "timeout")
-            if left is not None:
-                leaves.append(left)
-        return leaves
+            found.append(member)
+        return found
 
     def message_started(self, member: Member) -> None:
         member.messages_in += 1

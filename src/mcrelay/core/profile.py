@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import trio
+
 from mcrelay.core.events import EventHub
 from mcrelay.core.members import Identity, Member, Roster
 from mcrelay.protocol.addresses import RELAY_ITSELF, Address
@@ -26,6 +28,8 @@ class Origin:
 
     id: str
     address: Address
+    identity: Identity | None = None
+    """The sender's identity (None for the relay itself): how a profile names it."""
 
 
 RELAY_ORIGIN = Origin("relay", RELAY_ITSELF)
@@ -46,6 +50,11 @@ class Opened:
 
 class Profile(Protocol):
     name: str
+    max_message_bytes: int
+    """The largest plaintext its members may send (larger ones are dropped, counted)."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Its own tasks, if any (timers), in the relay's nursery."""
 
     def datagram_untrusted(self, data: bytes, source: Address, now: float) -> None:
         """Decode one datagram and act on it; whatever is wrong with it is a counted drop."""
@@ -54,6 +63,12 @@ class Profile(Protocol):
         self, origin: Origin, plaintext: bytes, recipients: Sequence[Member]
     ) -> list[Sealed]:
         """One copy for each recipient (all of this profile), or why it has none."""
+
+    def deliver(self, member: Member, copy: bytes) -> bool:
+        """Send a member of this profile its copy; False when it was dropped (counted)."""
+
+    def removed(self, member: Member, reason: str) -> None:
+        """A member of this profile left the roster (``reason`` as its leave says)."""
 
     def stop_receiving(self) -> None:
         """No datagram comes any more: end what only more datagrams could finish."""
@@ -64,8 +79,8 @@ class Profile(Protocol):
     def announce_present(self, newcomer: Member, present: Sequence[Member]) -> None:
         """Tell ``newcomer`` (of this profile) who is already there."""
 
-    def announce_left(self, member: Member, recipients: Sequence[Member]) -> None:
-        """Tell these members (of this profile) that ``member`` left."""
+    def announce_left(self, member: Member, recipients: Sequence[Member], reason: str) -> None:
+        """Tell these members (of this profile) that ``member`` left, and why."""
 
 
 Opener = Callable[[list[Member]], Awaitable[Opened]]
@@ -96,6 +111,9 @@ class Services(Protocol):
 
     def notify(self, datagram: bytes, address: Address) -> bool:
         """Queue a notice or an answer; False when it was dropped (its queue is full)."""
+
+    def send(self, datagram: bytes, address: Address) -> bool:
+        """Send a copy now, or queue it behind what waits; False when dropped (counted)."""
 
     def notify_all(self, notices: Sequence[tuple[bytes, Address]]) -> None:
         """Queue many notices; past the backlog's bound the rest are dropped, counted."""

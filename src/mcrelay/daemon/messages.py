@@ -24,7 +24,6 @@ from mcrelay.core.events import EventHub
 from mcrelay.core.members import Identity, Left, Member, Roster
 from mcrelay.core.profile import RELAY_ORIGIN, Opened, Opener, Origin, Profile, Sealed
 from mcrelay.core.stats import RelayCounters
-from mcrelay.daemon.outbox import Outbox
 from mcrelay.protocol.addresses import format_address
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
 
@@ -74,18 +73,16 @@ class Messages:
         self,
         *,
         roster: Roster,
-        outbox: Outbox,
         counters: RelayCounters,
         events: EventHub,
         profiles: Mapping[str, Profile],
         drop: Callable[..., None],
         left: Callable[[Left], None],
         remove: Callable[[str, str], object],
-        max_message_bytes: Callable[[], int],
+        max_message_bytes: Callable[[Member], int],
         max_pending: Callable[[], int],
     ) -> None:
         self._roster = roster
-        self._outbox = outbox
         self._counters = counters
         self._events = events
         self._profiles = profiles
@@ -189,13 +186,13 @@ class Messages:
     ) -> None:
         """Opened (and sealed), wait for the sender's earlier messages, re-seal once for
         whoever re-keyed meanwhile, send. A bug costs this message, never the relay."""
-        origin = Origin(sender.id, sender.address)
+        origin = Origin(sender.id, sender.address, sender.identity)
         try:
             failure: RemoteProtocolError | None = None
             opened = Opened(b"")
             try:
                 opened = await opening
-                if opened.sealed is None and self._relayed(opened):
+                if opened.sealed is None and self._relayed(sender, opened):
                     opened = Opened(
                         opened.plaintext, await self._seal(origin, opened.plaintext, recipients)
                     )
@@ -204,7 +201,7 @@ class Messages:
             await turn.wait_previous()
             if failure is not None:
                 self._drop(failure.reason, sender.address, failure)
-            elif len(opened.plaintext) > self._max_message_bytes():
+            elif len(opened.plaintext) > self._max_message_bytes(sender):
                 self._drop(DropReason.TOO_LARGE, sender.address)
             elif opened.control is not None:
                 self._control(sender, opened.control)
@@ -218,8 +215,8 @@ class Messages:
             log.exception("relaying a message from %s failed", format_address(sender.address))
             self._drop(DropReason.INTERNAL_ERROR, sender.address)
 
-    def _relayed(self, opened: Opened) -> bool:
-        return opened.control is None and len(opened.plaintext) <= self._max_message_bytes()
+    def _relayed(self, sender: Member, opened: Opened) -> bool:
+        return opened.control is None and len(opened.plaintext) <= self._max_message_bytes(sender)
 
     def _control(self, sender: Member, control: str) -> None:
         """The sender's in-band request, if it is still the member it was."""
@@ -270,7 +267,7 @@ class Messages:
         for member, copy in zip(recipients, sealed, strict=True):
             if isinstance(copy, DropReason):
                 self._drop(copy, member.address)
-            elif self._outbox.send(copy, member.address):
+            elif self._profiles[member.identity.profile].deliver(member, copy):
                 member.messages_out += 1
                 member.bytes_out += len(copy)
                 copies += 1

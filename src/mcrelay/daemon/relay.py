@@ -73,14 +73,15 @@ class Relay:
         secure profile's magic byte (0x4D) plugs in here."""
         self.messages = Messages(
             roster=self.roster,
-            outbox=self.outbox,
             counters=self.counters,
             events=self.events,
             profiles=self._profiles,
             drop=self.drop,
             left=self._announce_left,
             remove=self.remove,
-            max_message_bytes=lambda: self.config.max_message_bytes,
+            max_message_bytes=lambda member: (
+                self._profiles[member.identity.profile].max_message_bytes
+            ),
             max_pending=lambda: self.config.max_pending_relays,
         )
         self._nursery: trio.Nursery | None = None
@@ -101,6 +102,8 @@ class Relay:
         ``messages`` nursery has closed and the send queue is empty (then it idles)."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self._workers.run)
+            for profile in self._profiles.values():
+                await nursery.start(profile.run)
             nursery.start_soon(self.outbox.run)
             nursery.start_soon(self._cleanup_loop)
             async with trio.open_nursery() as messages:
@@ -225,6 +228,9 @@ class Relay:
     def notify(self, datagram: bytes, address: Address) -> bool:
         return self.outbox.notify(datagram, address)
 
+    def send(self, datagram: bytes, address: Address) -> bool:
+        return self.outbox.send(datagram, address)
+
     def notify_all(self, notices: Sequence[tuple[bytes, Address]]) -> None:
         self.outbox.notify_all(notices)
 
@@ -251,6 +257,8 @@ class Relay:
     def remove(self, member_id: str, reason: str) -> Member | None:
         """Remove a member; tell every other member it left, once its messages are out."""
         member, left = self.roster.remove(member_id, reason)
+        if member is not None:
+            self._profiles[member.identity.profile].removed(member, reason)
         if left is not None:
             self._announce_left(left)
         return member
@@ -270,8 +278,8 @@ class Relay:
     async def _cleanup_loop(self) -> None:
         while True:
             await trio.sleep(min(CLEANUP_INTERVAL_S, self.config.client_timeout_s / 4))
-            for left in self.roster.expire(trio.current_time(), self.config.client_timeout_s):
-                self._announce_left(left)
+            for member in self.roster.idle(trio.current_time(), self.config.client_timeout_s):
+                self.remove(member.id, "timeout")
 
     def _announce_left(self, left: Left, recipients: Iterable[Member] | None = None) -> None:
         """Tell ``recipients`` (every member by default) that ``left.member`` left."""
@@ -279,7 +287,7 @@ class Relay:
         log.info("client %s left (%s)", member.id, left.reason)
         self.events.publish("client_left", client=member.id, reason=left.reason)
         for profile, group in self._by_profile(self.roster if recipients is None else recipients):
-            profile.announce_left(member, group)
+            profile.announce_left(member, group, left.reason)
 
     def _by_profile(self, members: Iterable[Member]) -> list[tuple[Profile, list[Member]]]:
         groups: defaultdict[str, list[Member]] = defaultdict(list)

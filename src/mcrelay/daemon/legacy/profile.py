@@ -114,6 +114,16 @@ class LegacyProfile:
             total_per_s=config.registrations_total_per_s,
         )
 
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """No tasks of its own: a message's task is started by its first fragment."""
+        task_status.started()
+
+    def deliver(self, member: Member, copy: bytes) -> bool:
+        return self._services.send(copy, member.address)
+
+    def removed(self, member: Member, reason: str) -> None:
+        """Nothing to close: a legacy member's state is its roster entry."""
+
     # Datagrams in.
 
     def datagram_untrusted(self, data: bytes, source: Address, now: float) -> None:
@@ -284,7 +294,7 @@ class LegacyProfile:
         to = newcomer.address
         self._services.notify_all([(legacy.peer_joined(member.address), to) for member in present])
 
-    def announce_left(self, member: Member, recipients: Sequence[Member]) -> None:
+    def announce_left(self, member: Member, recipients: Sequence[Member], reason: str) -> None:
         self._broadcast(legacy.peer_left(member.address), recipients)
 
     def _broadcast(self, datagram: bytes, recipients: Sequence[Member]) -> None:
