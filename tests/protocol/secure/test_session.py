@@ -238,3 +238,22 @@ def test_a_spoofed_new_address_gets_at_most_three_times_what_came_from_it() -> N
         sent_to_moved += sum(len(d) for d, to in p.relay.datagrams(now) if to == MOVED)
     assert 0 < sent_to_moved <= 3 * len(data)
     assert p.relay.address == CLIENT_ADDRESS
+
+
+def test_once_expired_the_deadline_is_not_held_in_the_past() -> None:
+    p = pair()
+    p.to_relay(0.0)
+    p.to_client(0.0)
+    p.client.datagrams(40.0)  # a keep-alive; the relay has been silent for 40 s
+    assert p.client.expired(40.0)
+    assert p.client.next_deadline() > 40.0
+
+
+def test_a_keypair_that_can_no_longer_send_holds_no_deadline_in_the_past() -> None:
+    p = pair()
+    p.to_relay(0.0)
+    p.to_client(0.0)
+    p.client.channel.send(b"\x01late", REJECT_AFTER_S - 1)
+    p.client.datagrams(REJECT_AFTER_S - 1)
+    assert p.client.datagrams(REJECT_AFTER_S + 1) == []
+    assert p.client.next_deadline() > REJECT_AFTER_S + 1

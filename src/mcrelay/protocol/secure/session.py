@@ -85,6 +85,8 @@ class Session:
         self.timeout_s = timeout_s
         self.last_sent = float("-inf")
         self.last_received = now
+        self._now = now
+        """The latest time this session was told."""
         self._responses: deque[bytes] = deque(maxlen=MAX_PATH_RESPONSES)
         self._confirm_at: float | None = None
         self._confirm_interval_s = 0.0
@@ -152,7 +154,7 @@ class Session:
         """Act on the frames of an authenticated DATA of ``size`` bytes under ``keypair``
         (what :meth:`receive_untrusted` does once it has opened and decoded one; the
         relay calls it directly for the DATA that confirms a new member's handshake)."""
-        self.last_received = now
+        self.last_received = self._now = now
         if keypair is self.next:
             self.previous, self.current, self.next = self.current, keypair, None
         elif keypair is self.current and self.role is Role.CLIENT:
@@ -181,6 +183,7 @@ class Session:
     def datagrams(self, now: float) -> list[tuple[bytes, Address]]:
         """Every DATA due now, and where each goes: the channel's frames packed into as
         few as fit, a path challenge, a PATH_RESPONSE, a keep-alive or a confirmation."""
+        self._now = max(self._now, now)
         keypair = self.current
         if not keypair.can_send(now):
             return []  # the client rekeys in time; the channel keeps its messages meanwhile
@@ -220,12 +223,18 @@ class Session:
         return now - self.last_received >= self.timeout_s
 
     def next_deadline(self) -> float:
-        """When :meth:`datagrams` next has something to send, or :meth:`expired` turns."""
-        times = [
-            self.last_sent + KEEPALIVE_AFTER_S,
-            self.last_received + self.timeout_s,
-            self.channel.next_deadline(),
-            self._confirm_at,
-            None if self.paths is None else self.paths.next_deadline(),
-        ]
-        return min(time for time in times if time is not None)
+        """When :meth:`datagrams` next has something to send, or :meth:`expired` turns
+        (``inf``: neither). Neither term stays in the past once the session was told
+        that time: an expired session is the caller's to act on, and while the current
+        keypair cannot send, nothing is due until :meth:`install` brings the next one."""
+        times: list[float | None] = []
+        if not self.expired(self._now):
+            times.append(self.last_received + self.timeout_s)
+        if self.current.can_send(self._now):
+            times += [
+                self.last_sent + KEEPALIVE_AFTER_S,
+                self.channel.next_deadline(),
+                self._confirm_at,
+                None if self.paths is None else self.paths.next_deadline(),
+            ]
+        return min((time for time in times if time is not None), default=float("inf"))
