@@ -1,17 +1,26 @@
-"""Reading the small files an operator gives: settings, the API token, keys.
+"""Reading the small files an operator gives (settings, the API token, keys, lists of
+keys), and writing the private ones the programs make themselves.
 
 Each is read through one descriptor, opened non-blocking (a FIFO opens at once and
 is then refused instead of hanging), checked to be a regular file on that very
 descriptor, and read up to a bound (``/dev/zero`` or a huge file cannot fill the
-memory). A secret is refused when group or others may access it. Callers that run
-on the event loop hand these reads to a thread: a file system can still be slow.
+memory). A secret is refused when group or others may access it; a list that says
+whom to trust, when anyone but its owner (root or us) may change it. A private file
+is written beside its place (mode 0600), synced, then linked or renamed into place,
+so no reader ever sees half of one. Callers that run on the event loop hand these
+reads and writes to a thread: a file system can still be slow.
 """
 
 import errno
 import os
 import stat
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -25,6 +34,8 @@ class FileContents:
     data: bytes
     mode: int
     """Its permission bits, as read through the descriptor the data came from."""
+    owner: int
+    """Its owner's uid, from that same descriptor."""
 
 
 def read_regular_file(
@@ -58,7 +69,7 @@ def read_regular_file(
         os.close(fd)
     if len(data) > limit:
         raise FileError(f"{what} {path} is over {limit} bytes: too large to be one")
-    return FileContents(data, stat.S_IMODE(info.st_mode))
+    return FileContents(data, stat.S_IMODE(info.st_mode), info.st_uid)
 
 
 def require_private(path: Path, contents: FileContents, what: str) -> None:
@@ -68,6 +79,148 @@ def require_private(path: Path, contents: FileContents, what: str) -> None:
             f"{what} {path} has mode {contents.mode:04o}; it must not be accessible to "
             f"group or others: chmod 600 {path}"
         )
+
+
+def require_trusted_writers(path: Path, contents: FileContents, what: str) -> None:
+    """Refuse a file that says whom to trust when someone else could change it: it must
+    belong to root or to us, and group and others must not be able to write it (as
+    sshd's StrictModes asks of authorized_keys)."""
+    if contents.owner not in (0, os.geteuid()):
+        raise FileError(
+            f"{what} {path} belongs to uid {contents.owner}, neither root nor this user "
+            f"(uid {os.geteuid()}), who could change it: chown it"
+        )
+    if contents.mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise FileError(
+            f"{what} {path} has mode {contents.mode:04o}; group or others may change it: "
+            f"chmod go-w {path}"
+        )
+
+
+def load_private_file(
+    path: Path, *, what: str, limit: int, parse: Callable[[bytes], T]
+) -> T | None:
+    """What ``parse`` makes of the private file at ``path``, or ``None`` when there is none.
+
+    The file is read without following a symbolic link. ``parse`` raises ``ValueError``
+    with a message for a file that is not what it should be; that is reported before the
+    mode, so a file that is not one is reported as such (it is to be replaced, whatever
+    its mode), and the mode is the one read through the descriptor the data came from."""
+    contents = read_regular_file(path, what=what, limit=limit, follow_symlinks=False)
+    if contents is None:
+        return None
+    try:
+        value = parse(contents.data)
+    except ValueError as exc:
+        raise FileError(f"{what} {path}: {exc}") from None
+    require_private(path, contents, what)
+    return value
+
+
+def load_or_create_private_file(
+    path: Path,
+    *,
+    what: str,
+    limit: int,
+    parse: Callable[[bytes], T],
+    make: Callable[[], tuple[T, bytes]],
+) -> tuple[T, bool]:
+    """The value in the private file at ``path``, or a new one (``make``: the value and the
+    bytes to write) written there, mode 0600; and whether it was created.
+
+    Two processes starting at once both keep whichever file was linked into place first."""
+    value = load_private_file(path, what=what, limit=limit, parse=parse)
+    if value is not None:
+        return value, False
+    made, data = make()
+    if create_private_file(path, data, what=what):
+        return made, True
+    value = load_private_file(path, what=what, limit=limit, parse=parse)
+    if value is None:
+        raise FileError(f"cannot read {what} {path}: it vanished while being created")
+    return value, False
+
+
+def write_new_private_file(path: Path, make: Callable[[], tuple[T, bytes]], *, what: str) -> T:
+    """A new private file at ``path`` (mode 0600) holding what ``make`` returns, whose value
+    is returned; an existing file (or link, or anything) is never replaced."""
+    if os.path.lexists(path):  # before making, which may be slow; the link below decides
+        raise _exists(path, what)
+    made, data = make()
+    if not create_private_file(path, data, what=what):
+        raise _exists(path, what)
+    return made
+
+
+def _exists(path: Path, what: str) -> FileError:
+    return FileError(f"{what} {path} already exists; it is not replaced")
+
+
+def create_private_file(path: Path, data: bytes, *, what: str) -> bool:
+    """Write ``data`` to a new file at ``path``, mode 0600, making its directory (0700) if
+    missing. It is written beside ``path`` and linked into place, so that no reader ever
+    sees half of it and an existing file is never replaced: False, and nothing written,
+    when ``path`` exists."""
+    partial = _write_beside(path, data, what)
+    try:
+        os.link(partial, path)
+        sync_directory(path.parent)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise FileError(f"cannot create {what} {path}: {exc.strerror}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return True
+
+
+def replace_private_file(path: Path, data: bytes, *, what: str) -> None:
+    """Write ``data`` to ``path``, mode 0600, in place of what is there: written beside it,
+    then renamed over it, so a reader sees the old file or the new one, whole."""
+    partial = _write_beside(path, data, what)
+    try:
+        os.replace(partial, path)
+        sync_directory(path.parent)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise FileError(f"cannot write {what} {path}: {exc.strerror}") from None
+
+
+def _write_beside(path: Path, data: bytes, what: str) -> Path:
+    """A new file in ``path``'s directory holding ``data``, synced; the caller moves it."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # mkstemp: mode 0600, O_EXCL and a random name, so no stale or planted file is reused.
+        fd, partial_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except FileExistsError as exc:  # from mkdir: a file where a directory should be
+        raise FileError(f"cannot create {what} {path}: {exc.filename} is not a directory") from None
+    except OSError as exc:
+        raise FileError(f"cannot create {what} {path}: {exc.strerror}") from None
+    partial = Path(partial_name)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise FileError(f"cannot create {what} {path}: {exc.strerror}") from None
+    return partial
+
+
+def sync_directory(directory: Path) -> None:
+    """Make a new link survive a crash, so a restart finds the key clients have pinned.
+    Best effort: some file systems cannot sync a directory, and the file is in place."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _read_at_most(fd: int, limit: int) -> bytes:

@@ -24,7 +24,6 @@ run_until_signal                      SIGHUP reloads; SIGTERM/SIGINT drain, then
                                       hypercorn's HTTP/1.1 per connection; all closed at stop
 """
 
-import dataclasses
 import logging
 import os
 import signal
@@ -40,8 +39,11 @@ from mcrelay.api.server import open_api_socket, serve_api
 from mcrelay.daemon.legacy.keyfile import load_or_create_key
 from mcrelay.daemon.notify import Notifier
 from mcrelay.daemon.relay import RECEIVE_TICK_S, Relay
+from mcrelay.daemon.secure_keyfile import load_or_create_secure_key
+from mcrelay.protocol.secure.keys import KeyPair, encode_key
 from mcrelay.settings.config import RelayConfig
-from mcrelay.settings.table import BY_NAME, live_changes, restart_needed
+from mcrelay.settings.profiles import BRIDGE_WARNING, SECURE
+from mcrelay.settings.table import live_changes, reloadable
 from mcrelay.sockets import open_relay_socket
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ async def _serve(
     with sock:
         # After the sockets, so a start that cannot bind leaves no new key behind.
         key = await trio.to_thread.run_sync(load_or_create_key, config.key_file)
+        secure_key = await load_secure_key(config)
         relay = Relay(config, sock, key)
         context = ApiContext(relay, config.api_token, time.time(), trio.current_time())
         log.info(
@@ -98,6 +101,7 @@ async def _serve(
             config.interface,
             relay.fingerprint,
         )
+        log_profiles(config, secure_key)
         if granted < config.receive_buffer_bytes:
             log.warning(
                 "receive buffer is %d bytes, %d asked for: raise net.core.rmem_max "
@@ -114,6 +118,26 @@ async def _serve(
                 log.info("control API on %s", config.api_address)
             context.ready = True
             task_status.started(Daemon(relay, context, urls))
+
+
+async def load_secure_key(config: RelayConfig) -> KeyPair | None:
+    """The secure profile's key pair, made on first start, when that profile is served."""
+    if SECURE not in config.served_profiles:
+        return None
+    return await trio.to_thread.run_sync(load_or_create_secure_key, config.secure_key_path)
+
+
+def log_profiles(config: RelayConfig, secure_key: KeyPair | None) -> None:
+    """The profiles served and the secure public key (what clients pin with --relay-key),
+    beside the RSA fingerprint's line; a warning when legacy members are bridged in."""
+    line = f"profiles={','.join(config.served_profiles)}"
+    if secure_key is not None:
+        line += f" secure_key={encode_key(secure_key.public)}"
+    if config.authorized_key_list is not None:
+        line += f" authorized_keys={len(config.authorized_key_list)}"
+    log.info("%s", line)
+    if config.legacy_bridged:
+        log.warning("%s", BRIDGE_WARNING)
 
 
 async def run_until_signal(
@@ -180,11 +204,8 @@ async def apply_reload(
     try:
         with trio.fail_after(timeout_s):
             new = await trio.to_thread.run_sync(load, abandon_on_cancel=True)
-        fixed = restart_needed(old, new)
         # Keep what needs a restart; checking the merged whole again may still refuse it.
-        new = dataclasses.replace(
-            new, **{BY_NAME[name].field: getattr(old, BY_NAME[name].field) for name in fixed}
-        )
+        new, fixed = reloadable(old, new)
     except trio.TooSlowError:
         log.error(
             "reload failed, the running configuration stays: reading the settings took over %g s",

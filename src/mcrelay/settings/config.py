@@ -25,6 +25,7 @@ from pathlib import Path
 
 from mcrelay.logs import LOG_FORMATS
 from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
+from mcrelay.protocol.secure.keys import AuthorizedKey
 from mcrelay.settings.address import SOCKET_NAME, ApiAddress, default_api, parse_api_address
 from mcrelay.settings.convert import (
     above_zero,
@@ -41,6 +42,16 @@ from mcrelay.settings.convert import (
     within,
 )
 from mcrelay.settings.declare import CHECK, internal, setting
+from mcrelay.settings.profiles import (
+    COOKIE_MODES,
+    LEGACY,
+    PROFILES,
+    SECURE_KEY_FILE_NAME,
+    check_profile_list,
+    contradiction,
+    profile_list,
+    served_profiles,
+)
 
 KEY_FILE_NAME = "relay-key.pem"
 MAX_RECEIVE_BUFFER_BYTES = 2**31 - 1
@@ -55,16 +66,26 @@ class ConfigValueError(ValueError):
         self.field = field
 
 
-def default_key_file(environ: Mapping[str, str] | None = None) -> Path:
-    """``$STATE_DIRECTORY`` (systemd), else ``$XDG_STATE_HOME/mcrelay``, else ``~/.local/state``."""
+def state_directory(environ: Mapping[str, str] | None = None) -> Path:
+    """``$STATE_DIRECTORY`` (systemd), else ``$XDG_STATE_HOME/mcrelay``, else
+    ``~/.local/state/mcrelay``: where the relay keeps its keys, and a client its own."""
     env = os.environ if environ is None else environ
     state_directories = [d for d in env.get("STATE_DIRECTORY", "").split(":") if d]
     if state_directories:
         # systemd may pass several directories separated by colons; the first is ours.
-        return Path(state_directories[0]) / KEY_FILE_NAME
+        return Path(state_directories[0])
     if env.get("XDG_STATE_HOME"):
-        return Path(env["XDG_STATE_HOME"]) / "mcrelay" / KEY_FILE_NAME
-    return Path.home() / ".local" / "state" / "mcrelay" / KEY_FILE_NAME
+        return Path(env["XDG_STATE_HOME"]) / "mcrelay"
+    return Path.home() / ".local" / "state" / "mcrelay"
+
+
+def default_key_file(environ: Mapping[str, str] | None = None) -> Path:
+    return state_directory(environ) / KEY_FILE_NAME
+
+
+def secure_key_beside(key_file: Path) -> Path:
+    """The secure key file's default: ``relay-secure.key`` in the RSA key file's directory."""
+    return key_file.parent / SECURE_KEY_FILE_NAME
 
 
 def default_crypto_workers() -> int:
@@ -112,6 +133,55 @@ class RelayConfig:
         example=Path("/var/lib/mcrelay") / KEY_FILE_NAME,
         command_default=default_key_file,
     )
+    profiles: str | None = setting(
+        None,
+        convert=profile_list,
+        check=check_profile_list,
+        section="relay",
+        live=False,
+        help="wire profiles served: legacy, secure, or both (legacy,secure)",
+        default_text="legacy,secure; only secure with authorized_keys, unless bridge_legacy",
+        example=",".join(PROFILES),
+    )
+    secure_key_file: Path | None = setting(
+        None,
+        convert=Path,
+        section="secure",
+        live=False,
+        help="relay private key of the secure profile (Curve25519, base64 text), created "
+        "0600 if missing",
+        default_text=f"{SECURE_KEY_FILE_NAME} in key_file's directory",
+        example=Path("/var/lib/mcrelay") / SECURE_KEY_FILE_NAME,
+    )
+    authorized_keys: Path | None = setting(
+        None,
+        convert=Path,
+        section="secure",
+        live=True,
+        help="file of 'KEY name' lines: only those keys may join by the secure profile "
+        "(re-read on reload); with it the legacy profile is off unless bridge_legacy",
+        example=Path("/etc/mcrelay/authorized-keys"),
+    )
+    authorized_key_list: tuple[AuthorizedKey, ...] | None = internal(
+        None, why="read from authorized_keys, at start and on each reload"
+    )
+    bridge_legacy: bool = setting(
+        False,
+        convert=boolean,
+        section="secure",
+        live=False,
+        help="with authorized_keys, serve the legacy profile too: a legacy member reads and "
+        "can send everything, so the relay then has legacy-level confidentiality",
+    )
+    cookies: str = setting(
+        "auto",
+        convert=one_of(COOKIE_MODES),
+        check=accepted_by(one_of(COOKIE_MODES)),
+        section="secure",
+        live=True,
+        help="auto: a secure handshake needs a cookie while the relay is under load; "
+        "always: at all times",
+    )
     client_timeout_s: float = setting(
         30.0,
         name="client_timeout",
@@ -119,7 +189,7 @@ class RelayConfig:
         check=above_zero(" seconds"),
         section="relay",
         live=True,
-        help="seconds of silence before a client is removed",
+        help="seconds of silence before a client (of either profile) is removed",
     )
     reassembly_timeout_s: float = setting(
         5.0,
@@ -195,8 +265,10 @@ class RelayConfig:
         check=at_least(65536),
         section="limits",
         live=True,
-        help="bytes of copies waiting while the socket's send buffer is full; past it a "
-        "copy is dropped, send_queue_full",
+        help="bytes all send buffers hold together: legacy copies waiting while the "
+        "socket's send buffer is full, and secure messages queued or unacknowledged; "
+        "past it a legacy copy is dropped (send_queue_full), or the secure member "
+        "holding the most is removed (left, unreachable)",
     )
     send_queue_datagrams: int = internal(
         16384,
@@ -354,6 +426,7 @@ class RelayConfig:
         self._check_across_fields()
 
     def _check_across_fields(self) -> None:
+        self._check_profiles()
         if not 1 <= self.api_max_event_subscribers < self.api_max_connections:
             raise ConfigValueError(
                 "api_max_event_subscribers",
@@ -377,6 +450,56 @@ class RelayConfig:
                 "socket (the default), or say --api-tcp-without-token if that is intended",
             )
 
+    def _check_profiles(self) -> None:
+        if (self.authorized_keys is None) != (self.authorized_key_list is None):
+            raise ConfigValueError(
+                "authorized_keys",
+                "authorized_keys and the keys read from it go together "
+                "(settings.resolve reads them; so does settings.authorized.read_authorized_keys)",
+            )
+        if self.secure_key_path == self.key_file:
+            raise ConfigValueError(
+                "secure_key_file",
+                f"secure_key_file and key_file are both {self.key_file}: each key needs its "
+                f"own file (secure_key_file is {SECURE_KEY_FILE_NAME} beside key_file unless "
+                "given)",
+            )
+        wrong = contradiction(
+            self.profiles,
+            restricted=self.authorized_keys is not None,
+            bridge_legacy=self.bridge_legacy,
+        )
+        if wrong is not None:
+            raise ConfigValueError(*wrong)
+
     @property
     def api_address(self) -> ApiAddress | None:
         return parse_api_address(self.api)
+
+    @property
+    def served_profiles(self) -> tuple[str, ...]:
+        """The wire profiles the relay serves (``legacy``, ``secure``), decided here only."""
+        return served_profiles(
+            self.profiles,
+            restricted=self.authorized_keys is not None,
+            bridge_legacy=self.bridge_legacy,
+        )
+
+    @property
+    def legacy_bridged(self) -> bool:
+        """Membership is restricted by key, and legacy members are let in beside it: the
+        relay has legacy-level confidentiality, which the daemon says at start."""
+        return self.authorized_keys is not None and LEGACY in self.served_profiles
+
+    @property
+    def secure_key_path(self) -> Path:
+        """The secure key's file: ``secure_key_file``, else :func:`secure_key_beside`."""
+        if self.secure_key_file is not None:
+            return self.secure_key_file
+        return secure_key_beside(self.key_file)
+
+    def authorized_names(self) -> dict[bytes, str] | None:
+        """Each authorized key's name, by its raw 32 bytes; None when membership is open."""
+        if self.authorized_key_list is None:
+            return None
+        return {entry.key: entry.name for entry in self.authorized_key_list}

@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from mcrelay.files import FileError, read_regular_file, read_token_file
-from mcrelay.settings.config import ConfigValueError, RelayConfig
+from mcrelay.protocol.secure.keys import AuthorizedKey
+from mcrelay.settings.authorized import read_authorized_keys
+from mcrelay.settings.config import ConfigValueError, RelayConfig, secure_key_beside
 from mcrelay.settings.declare import SECTIONS
+from mcrelay.settings.profiles import BRIDGE_WARNING, LEGACY
 from mcrelay.settings.table import BY_FIELD, BY_NAME, SETTINGS, toml_value
 
 DEFAULT_CONFIG_FILE = Path("/etc/mcrelay/mcrelay.toml")
@@ -117,6 +120,11 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str], path: Path | N
             sources[setting.name] = "default"
     token_file = values.get("api_token_file")
     values["api_token"] = read_token(token_file) if token_file is not None else None
+    authorized = values.get("authorized_keys")
+    values["authorized_key_list"] = authorized_list(authorized) if authorized is not None else None
+    if values.get("secure_key_file") is None and "key_file" in values:
+        # Shown where it is, by config check and the API, rather than as "not set".
+        values["secure_key_file"] = secure_key_beside(values["key_file"])
     try:
         return Resolved(RelayConfig(**values), sources)
     except ConfigValueError as exc:
@@ -131,8 +139,16 @@ def read_token(path: Path) -> str:
         raise SettingsError(str(exc)) from None
 
 
+def authorized_list(path: Path) -> tuple[AuthorizedKey, ...]:
+    try:
+        return read_authorized_keys(path)
+    except FileError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 def describe(resolved: Resolved) -> list[str]:
-    """``name = value  # source`` lines (valid TOML), as ``mcrelay config check`` prints them."""
+    """``name = value  # source`` lines (valid TOML), as ``mcrelay config check`` prints them,
+    then comments on what they make together."""
     lines = []
     for setting in SETTINGS:
         value = getattr(resolved.config, setting.field)
@@ -141,4 +157,22 @@ def describe(resolved: Resolved) -> list[str]:
             lines.append(f"# {setting.name} is not set  # {source}")
         else:
             lines.append(f"{setting.name} = {toml_value(value)}  # {source}")
+    return lines + consequences(resolved.config)
+
+
+def consequences(config: RelayConfig) -> list[str]:
+    """What the settings make together: the profiles served, who may join, and the
+    warning the daemon logs when legacy members are bridged into a restricted relay."""
+    served = ",".join(config.served_profiles)
+    lines = [f"# profiles served: {served}"]
+    if config.authorized_key_list is not None:
+        count = len(config.authorized_key_list)
+        lines.append(
+            f"# authorized keys: {count} key{'' if count == 1 else 's'} from "
+            f"{config.authorized_keys}; secure members are restricted to those"
+        )
+        if config.profiles is None and LEGACY not in config.served_profiles:
+            lines[0] += " (legacy is off: authorized_keys without bridge_legacy)"
+    if config.legacy_bridged:
+        lines.append(f"# warning: {BRIDGE_WARNING}")
     return lines

@@ -14,6 +14,7 @@ from typing import Any
 from mcrelay.settings.config import RelayConfig
 from mcrelay.settings.convert import Check
 from mcrelay.settings.declare import CHECK, SETTING, Declared
+from mcrelay.settings.profiles import served_profiles
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,15 +98,41 @@ BY_FIELD = {setting.field: setting for setting in SETTINGS}
 
 
 def restart_needed(old: RelayConfig, new: RelayConfig) -> list[str]:
-    """Settings that differ but cannot change while running."""
-    return [
+    """Settings that differ but cannot change while running.
+
+    The profiles served are fixed at start too, so an authorized-keys file that a reload
+    gives or takes away, which would turn the legacy profile off or on, waits for a
+    restart (a reload from one such file to another applies at once)."""
+    names = [
         s.name for s in SETTINGS if not s.live and getattr(old, s.field) != getattr(new, s.field)
     ]
+    restricting = served_profiles(
+        old.profiles, restricted=new.authorized_keys is not None, bridge_legacy=old.bridge_legacy
+    )
+    if restricting != old.served_profiles:
+        names.append("authorized_keys")
+    return names
+
+
+FOLLOWERS = {"authorized_keys": ("authorized_key_list",)}
+"""Internal fields read from a setting's file, kept with it when it is kept."""
+
+
+def reloadable(old: RelayConfig, new: RelayConfig) -> tuple[RelayConfig, list[str]]:
+    """What a reload applies: ``new``, with what cannot change while running kept as in
+    ``old``; and the names of the settings so kept, for the log."""
+    fixed = restart_needed(old, new)
+    fields = [BY_NAME[name].field for name in fixed]
+    fields += [follower for name in fixed for follower in FOLLOWERS.get(name, ())]
+    return dataclasses.replace(new, **{field: getattr(old, field) for field in fields}), fixed
 
 
 def live_changes(old: RelayConfig, new: RelayConfig) -> list[str]:
-    """Settings that differ and that a reload applies; a new token in the same file counts."""
+    """Settings that differ and that a reload applies; a new token in the same file counts,
+    and so do new authorized keys."""
     names = [s.name for s in SETTINGS if s.live and getattr(old, s.field) != getattr(new, s.field)]
     if old.api_token != new.api_token and "api_token_file" not in names:
         names.append("api_token_file")
+    if old.authorized_key_list != new.authorized_key_list and "authorized_keys" not in names:
+        names.append("authorized_keys")
     return names

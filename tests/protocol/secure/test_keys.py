@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcrelay.protocol.secure.keys import (
+    PRIVATE_KEY_TEXT_ERROR,
     AuthorizedKey,
     KeyPair,
     KeyTextError,
@@ -17,6 +18,8 @@ from mcrelay.protocol.secure.keys import (
     parse_authorized_key,
     parse_authorized_keys,
     parse_client_id,
+    parse_private_key_text,
+    private_key_text,
 )
 
 from .conftest import SECURE_VECTORS
@@ -43,6 +46,31 @@ def test_the_private_key_never_shows() -> None:
     assert pair == KeyPair.from_private(b"\x42" * 32)
     assert "private" not in repr(pair)
     assert "4242" not in repr(pair)
+
+
+def test_a_private_key_file_holds_the_base64_and_a_newline() -> None:
+    private = bytes.fromhex(INPUTS["relay_static_private"])
+    pair = KeyPair.from_private(private)
+    text = private_key_text(pair)
+    assert text == base64.b64encode(private) + b"\n"
+    assert parse_private_key_text(text) == pair
+    assert parse_private_key_text(b"\r\n " + text.strip() + b" \r\n") == pair
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=60)
+    | st.binary(min_size=32, max_size=32).map(lambda key: base64.b64encode(key)[:-1])
+)
+def test_a_private_key_file_is_a_key_or_an_error_that_never_quotes_it(data: bytes) -> None:
+    try:
+        pair = parse_private_key_text(data)
+    except KeyTextError as error:
+        message = str(error)
+    else:
+        assert private_key_text(pair).decode().strip() == data.decode("ascii").strip()
+        return
+    assert message == PRIVATE_KEY_TEXT_ERROR
 
 
 def test_surrounding_whitespace_is_ignored() -> None:

@@ -1,5 +1,6 @@
 """Curve25519 keys as text: standard base64 (44 characters, as WireGuard shows them),
-the API's client id (``k:`` + unpadded base64url), and ``--authorized-keys`` lines.
+a private key file's bytes, the API's client id (``k:`` + unpadded base64url), and
+``--authorized-keys`` lines.
 
 Every parse error is a :class:`KeyTextError` (a ``ValueError``) whose message is one
 line the CLI can show as it is. No file is read here: callers pass the text.
@@ -75,6 +76,26 @@ def decode_key(text: str) -> bytes:
     if len(key) != DH_BYTES or encode_key(key) != stripped:
         raise KeyTextError(f"{shown!r} is not the base64 of a 32-byte key")
     return key
+
+
+PRIVATE_KEY_TEXT_ERROR = (
+    "not a Curve25519 private key: the file must hold its 44 characters of base64 and nothing else"
+)
+
+
+def private_key_text(pair: KeyPair) -> bytes:
+    """A private key file's bytes: the private key's base64 and a newline (as ``wg genkey``)."""
+    return encode_key(pair.private).encode("ascii") + b"\n"
+
+
+def parse_private_key_text(data: bytes) -> KeyPair:
+    """The key pair whose private key a file's bytes hold (:func:`private_key_text`; blank
+    space around the key is ignored). The error never quotes the bytes: they would show
+    most of a secret in a log."""
+    try:
+        return KeyPair.from_private(decode_key(data.decode("ascii")))
+    except (UnicodeDecodeError, KeyTextError):
+        raise KeyTextError(PRIVATE_KEY_TEXT_ERROR) from None
 
 
 def client_id(key: bytes) -> str:
