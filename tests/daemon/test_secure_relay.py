@@ -27,7 +27,7 @@ from mcrelay.protocol.secure.messages import (
 )
 from mcrelay.protocol.secure.origins import Origin, OriginKind, legacy_origin_id
 from relay_harness import client_address, harness_config, open_relay, settle
-from secure_harness import SecurePeer
+from secure_harness import HarnessLink, SecurePeer
 
 Keys = list[rsa.RSAPrivateKey]
 
@@ -46,8 +46,8 @@ async def test_two_secure_members_see_each_other_and_chat(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a = SecurePeer(harness, client_address(0))
-        b = SecurePeer(harness, client_address(1))
+        a = SecurePeer(HarnessLink(harness), client_address(0))
+        b = SecurePeer(HarnessLink(harness), client_address(1))
         await a.connect()
         assert harness.relay.roster.get(a.id) is not None
         await b.connect()
@@ -71,7 +71,7 @@ async def test_legacy_and_secure_members_meet_as_the_page_says(
 ) -> None:
     async with open_relay(keys[0]) as harness:
         (old,) = await harness.members(keys, 1)
-        s = SecurePeer(harness, client_address(5))
+        s = SecurePeer(HarnessLink(harness), client_address(5))
         await s.connect()
         await settle()
         legacy_origin = Origin(
@@ -99,9 +99,9 @@ async def test_a_leave_carries_its_reason(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0], client_timeout_s=20.0) as harness:
-        c = SecurePeer(harness, client_address(2))
-        a = SecurePeer(harness, client_address(0))
-        b = SecurePeer(harness, client_address(1))
+        c = SecurePeer(HarnessLink(harness), client_address(2))
+        a = SecurePeer(HarnessLink(harness), client_address(0))
+        b = SecurePeer(HarnessLink(harness), client_address(1))
         for peer in (c, a, b):
             await peer.connect()
         await b.leave()
@@ -121,8 +121,8 @@ async def test_a_member_that_acknowledges_nothing_is_removed_unreachable(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a = SecurePeer(harness, client_address(0))
-        b = SecurePeer(harness, client_address(1))
+        a = SecurePeer(HarnessLink(harness), client_address(0))
+        b = SecurePeer(HarnessLink(harness), client_address(1))
         await a.connect()
         await b.connect()  # b never reads again: a's messages pass their deadline
         await a.say(b"anyone?")
@@ -138,8 +138,8 @@ async def test_a_kicked_member_is_told_and_a_banned_key_gets_silence(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a = SecurePeer(harness, client_address(0))
-        b = SecurePeer(harness, client_address(1))
+        a = SecurePeer(HarnessLink(harness), client_address(0))
+        b = SecurePeer(HarnessLink(harness), client_address(1))
         await a.connect()
         await b.connect()
         await a.pump()
@@ -161,7 +161,7 @@ async def test_a_kicked_member_is_told_and_a_banned_key_gets_silence(
         assert a.take() == [presence(PresenceEvent.LEFT, b, LeaveReason.BAN)]
         assert [ban.scope for ban in harness.relay.bans.active(trio.current_time())] == ["key"]
 
-        moved = SecurePeer(harness, client_address(9), static=b.static)
+        moved = SecurePeer(HarnessLink(harness), client_address(9), static=b.static)
         assert not await moved.handshake()  # its key is banned wherever it comes from
         assert moved.others == []
         assert harness.drops()["banned"] == 1
@@ -174,11 +174,11 @@ async def test_only_authorized_keys_join(
     authorized = (AuthorizedKey(allowed.public, "alice"),)
     config = harness_config(authorized_keys=Path("/etc/keys"), authorized_key_list=authorized)
     async with open_relay(keys[0], config) as harness:
-        stranger = SecurePeer(harness, client_address(0))
+        stranger = SecurePeer(HarnessLink(harness), client_address(0))
         assert not await stranger.handshake()
         assert stranger.others == []
         assert harness.drops() == {"unauthorized": 1}
-        alice = SecurePeer(harness, client_address(1), static=allowed)
+        alice = SecurePeer(HarnessLink(harness), client_address(1), static=allowed)
         await alice.connect()
         assert harness.relay.roster.get(alice.id) is not None
         # Legacy is off with an authorized-keys file (no bridge_legacy).
@@ -196,7 +196,7 @@ async def test_legacy_control_from_a_secure_members_address_is_ignored(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        s = SecurePeer(harness, client_address(0))
+        s = SecurePeer(HarnessLink(harness), client_address(0))
         await s.connect()
         s.send(legacy.disconnect(), legacy.keepalive())
         assert harness.drops() == {"secure_address": 2}
@@ -207,14 +207,16 @@ async def test_a_new_epoch_replaces_the_member_without_a_leave(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a = SecurePeer(harness, client_address(0))
-        b = SecurePeer(harness, client_address(1))
+        a = SecurePeer(HarnessLink(harness), client_address(0))
+        b = SecurePeer(HarnessLink(harness), client_address(1))
         await a.connect()
         await b.connect()
         await a.pump()
         a.take()
         b.take()
-        again = SecurePeer(harness, client_address(2), static=b.static, epoch=b.epoch + 1)
+        again = SecurePeer(
+            HarnessLink(harness), client_address(2), static=b.static, epoch=b.epoch + 1
+        )
         await again.connect()
         await b.pump()
         await a.pump()
@@ -233,8 +235,8 @@ async def test_a_rekey_keeps_the_session_and_its_messages(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a = SecurePeer(harness, client_address(0))
-        b = SecurePeer(harness, client_address(1))
+        a = SecurePeer(HarnessLink(harness), client_address(0))
+        b = SecurePeer(HarnessLink(harness), client_address(1))
         await a.connect()
         await b.connect()
         assert await a.handshake()  # same epoch: a rekey
@@ -248,7 +250,7 @@ async def test_stopping_tells_every_secure_member(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a = SecurePeer(harness, client_address(0))
+        a = SecurePeer(HarnessLink(harness), client_address(0))
         await a.connect()
         harness.relay.stop_receiving()
         await settle()
