@@ -111,7 +111,9 @@ class SecurePeer:
     received: list[RelayMessage] = field(default_factory=list)
     """The relay's messages delivered to it, in order, until :meth:`take`."""
     others: list[tuple[bytes, DatagramType]] = field(default_factory=list)
-    """Handshake answers (RESPONSE, COOKIE, KEY_INFO) the relay sent it."""
+    """Handshake answers (COOKIE, KEY_INFO, a RESPONSE not taken) the relay sent it."""
+    cookies: int = 1
+    """COOKIEs a handshake answers with a new INIT (the page: once per INIT scheduled)."""
 
     @property
     def id(self) -> str:
@@ -133,23 +135,34 @@ class SecurePeer:
             self.link.send(datagram, self.address)
 
     async def handshake(self) -> bool:
-        """Send an INIT; with the RESPONSE, start (or rekey) the session. False when the
-        relay did not answer with a RESPONSE."""
+        """Send an INIT (again with the cookie when a COOKIE answers it); with the
+        RESPONSE, start (or rekey) the session. False when no RESPONSE came."""
         initiator = self.initiator()
-        self.send(initiator.datagram)
-        await self.link.settle()
-        for data in self._new_datagrams():
-            if datagram_type_untrusted(data) is DatagramType.RESPONSE:
-                established = initiator.read_response_untrusted(data)
-                now = trio.current_time()
-                keypair = Keypair.from_handshake(established.keys, established.relay_epoch, now)
-                if self.session is None:
-                    self.session = Session(Role.CLIENT, keypair, RELAY_ADDRESS, now)
-                else:
-                    self.session.install(keypair, now)
-                return True
-            self.others.append((data, datagram_type_untrusted(data)))
+        for _ in range(1 + self.cookies):
+            self.send(initiator.datagram)
+            await self.link.settle()
+            cookie = None
+            for data in self._new_datagrams():
+                kind = datagram_type_untrusted(data)
+                if kind is DatagramType.RESPONSE:
+                    self._start(initiator, data)
+                    return True
+                self.others.append((data, kind))
+                if kind is DatagramType.COOKIE:
+                    cookie = initiator.read_cookie_untrusted(data)
+            if cookie is None:
+                return False
+            initiator = self.initiator(cookie=cookie)
         return False
+
+    def _start(self, initiator: Initiator, response: bytes) -> None:
+        established = initiator.read_response_untrusted(response)
+        now = trio.current_time()
+        keypair = Keypair.from_handshake(established.keys, established.relay_epoch, now)
+        if self.session is None:
+            self.session = Session(Role.CLIENT, keypair, RELAY_ADDRESS, now)
+        else:
+            self.session.install(keypair, now)
 
     async def connect(self) -> None:
         """Handshake, confirm, and let the relay register it."""

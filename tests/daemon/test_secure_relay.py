@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcrelay.client import MessageReceived
 from mcrelay.protocol import legacy
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
+from mcrelay.protocol.secure.header import DatagramType
+from mcrelay.protocol.secure.keyquery import KeyQuery
 from mcrelay.protocol.secure.keys import AuthorizedKey, KeyPair
 from mcrelay.protocol.secure.messages import (
     LeaveReason,
@@ -265,3 +267,54 @@ async def test_a_secure_only_relay_counts_legacy_datagrams_as_profile_off(
         harness.peer(client_address(0), keys[1]).register()
         assert harness.drops() == {"profile_off": 1}
         assert set(harness.relay.statistics().profiles) == {"secure"}
+
+
+async def test_under_load_an_init_earns_a_cookie_smaller_than_itself_then_a_session(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0], cookies="always") as harness:
+        a = SecurePeer(HarnessLink(harness), client_address(0))
+        await a.connect()
+        ((cookie, kind),) = a.others
+        assert kind is DatagramType.COOKIE
+        assert len(cookie) < len(a.initiator().datagram)
+        assert harness.drops() == {"cookie_required": 1}
+        assert harness.relay.roster.get(a.id) is not None
+
+
+async def test_a_key_query_is_answered_with_the_relays_key(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        asker = SecurePeer(HarnessLink(harness), client_address(0))
+        query = KeyQuery(bytes(range(16)))
+        asker.send(query.datagram)
+        await settle()
+        (answer,) = asker.link.received(asker.address)
+        assert len(answer) < len(query.datagram)
+        assert query.read_answer_untrusted(answer) == harness.secure_key.public
+
+
+async def test_a_secure_member_roams_and_legacy_members_see_it_move(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        (old,) = await harness.members(keys, 1)
+        s = SecurePeer(HarnessLink(harness), client_address(5))
+        await s.connect()
+        old.take()
+        first = s.address
+        s.address = client_address(6)  # a new source port (a NAT rebinding, say)
+        await s.say(b"from the new port")
+        await s.pump()
+        member = harness.relay.roster.get(s.id)
+        assert member is not None
+        assert member.address == s.address
+        await settle()
+        assert old.take() == [
+            MessageReceived(first, b"from the new port"),
+            PeerLeft(first),
+            PeerJoined(s.address),
+        ]
+        # The old address is no longer the member's: legacy traffic from it is legacy.
+        assert harness.relay.roster.at(first) is None
