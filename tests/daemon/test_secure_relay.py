@@ -9,11 +9,13 @@ hand); time is the mock clock.
 import dataclasses
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.client import MessageReceived
+from mcrelay.daemon.secure.peers import Peer
 from mcrelay.protocol import legacy
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
 from mcrelay.protocol.secure.header import DatagramType
@@ -151,6 +153,11 @@ async def test_a_kicked_member_is_told_and_a_banned_key_gets_silence(
         await b.pump()
         await a.pump()
         assert b.take()[-1] == Notice(NoticeCode.KICKED, b"kicked")
+        await trio.sleep(0.05)
+        await b.pump()  # its ACK of the NOTICE (and a keep-alive) closes its session
+        assert b.session is not None
+        assert b.session.channel.statistics().in_flight == 0
+        assert harness.relay.statistics().profiles["secure"]["clients"] == 1
         assert a.take() == [presence(PresenceEvent.LEFT, b, LeaveReason.KICK)]
 
         await b.connect()  # it may come back: it was not banned
@@ -318,3 +325,29 @@ async def test_a_secure_member_roams_and_legacy_members_see_it_move(
         ]
         # The old address is no longer the member's: legacy traffic from it is legacy.
         assert harness.relay.roster.at(first) is None
+
+
+async def test_a_bug_in_a_session_costs_that_member_not_the_relay(
+    keys: Keys, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        a = SecurePeer(HarnessLink(harness), client_address(0))
+        b = SecurePeer(HarnessLink(harness), client_address(1))
+        await a.connect()
+        await b.connect()
+        secure = harness.relay.secure
+        assert secure is not None
+        turn = secure._turn
+
+        def broken_for_b(peer: Peer, now: float) -> None:
+            if peer.key == b.static.public:
+                raise RuntimeError("a bug")
+            turn(peer, now)
+
+        monkeypatch.setattr(secure, "_turn", broken_for_b)
+        for _ in range(15):  # keep-alives come due: the timers turn both sessions
+            await trio.sleep(1.0)
+            await a.pump()
+        assert harness.relay.roster.get(b.id) is None
+        assert harness.relay.roster.get(a.id) is not None
+        assert harness.drops()["internal_error"] == 1
