@@ -126,6 +126,8 @@ class SecureProfile:
         self._peers: dict[bytes, Peer] = {}
         self._pending: OrderedDict[int, Pending] = OrderedDict()
         """By local index, oldest first."""
+        self._pending_keys: dict[bytes, int] = {}
+        """A key's pending handshake (its latest INIT's), by local index."""
         self._indexes: dict[int, Peer | Pending] = {}
         self._congested: set[Peer] = set()
         self._copy_bytes = 0
@@ -157,14 +159,6 @@ class SecureProfile:
             "send_buffer_bytes": self._copy_bytes,
             "receive_buffer_bytes": self._budget.total,
         }
-
-    @property
-    def members(self) -> int:
-        return len(self._peers)
-
-    @property
-    def handshakes_pending(self) -> int:
-        return len(self._pending)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The sessions' timers, and the unconfirmed handshakes' lifetime."""
@@ -244,6 +238,7 @@ class SecureProfile:
         else:
             pending = Pending(key, keypair, init.epoch, relay_epoch, source, now)
             self._pending[local_index] = pending
+            self._pending_keys[key] = local_index
             self._indexes[local_index] = pending
             self._timers.wake_by(now + PENDING_LIFETIME_S)
         services.notify(response.datagram, source)
@@ -555,16 +550,18 @@ class SecureProfile:
             if now - pending.created < PENDING_LIFETIME_S:
                 break
             del self._pending[index]
+            del self._pending_keys[pending.key]
             self._indexes.pop(index, None)
 
     def _forget_pending_of(self, key: bytes) -> None:
-        for index in [i for i, p in self._pending.items() if p.key == key]:
+        index = self._pending_keys.pop(key, None)
+        if index is not None:
             del self._pending[index]
             self._indexes.pop(index, None)
 
     def _holds(self, key: bytes) -> bool:
         """Is this key a member's, or a pending handshake's (its timestamp is kept)?"""
-        return key in self._peers or any(p.key == key for p in self._pending.values())
+        return key in self._peers or key in self._pending_keys
 
     def _epoch(self) -> int:
         return int.from_bytes(self._random_bytes(4), "little")
