@@ -442,7 +442,7 @@ class SecureProfile:
         peer.copy_bytes += len(copy)
         self._copy_bytes += len(copy)
         self._update_backpressure(peer)
-        self._turn(peer, now)
+        self._timers.schedule(peer, now)  # soon: the copies of one batch share datagrams
         return True
 
     def _room_for(self, peer: Peer, size: int) -> bool:
@@ -463,7 +463,7 @@ class SecureProfile:
         if peer is None or peer.closed:
             return
         peer.session.channel.send(encode_message(message), now, bounded=False)
-        self._turn(peer, now)
+        self._timers.schedule(peer, now)
 
     def _presence(
         self, event: PresenceEvent, member: Member, reason: str | None = None
