@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcrelay.protocol.addresses import Address
-from mcrelay.protocol.errors import DropReason, LocalProtocolError
+from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
 from mcrelay.protocol.secure.channel_events import MessageAcknowledged
 from mcrelay.protocol.secure.client import (
     DISCONNECT_WAIT_S,
@@ -26,6 +26,7 @@ from mcrelay.protocol.secure.client_events import (
     Connected,
     NoticeReceived,
     PresenceChanged,
+    relay_message_event_untrusted,
 )
 from mcrelay.protocol.secure.header import DatagramType
 from mcrelay.protocol.secure.keyquery import encode_key_info
@@ -395,3 +396,12 @@ def test_init_timestamps_rise_even_at_one_instant() -> None:
     connection = client(net, relay_key=RELAY_KEY.public)
     stamps = [connection._timestamp(5.0) for _ in range(3)]
     assert stamps == sorted(set(stamps))
+
+
+@given(st.binary(max_size=200))
+def test_any_relay_message_body_is_an_event_or_the_one_error(body: bytes) -> None:
+    try:
+        event = relay_message_event_untrusted(body)
+    except RemoteProtocolError:
+        return
+    assert isinstance(event, ChatReceived | PresenceChanged | NoticeReceived)

@@ -35,37 +35,21 @@ from mcrelay.protocol.secure.channel_events import (
     MessageDelivered,
 )
 from mcrelay.protocol.secure.client_events import (
-    ChatReceived,
     ClientEvent,
     Closed,
     CloseReason,
     Connected,
     NoticeReceived,
-    PresenceChanged,
+    relay_message_event_untrusted,
 )
-from mcrelay.protocol.secure.client_handshake import HandshakeAttempt
+from mcrelay.protocol.secure.client_handshake import HandshakeAttempt, KeyCheck
 from mcrelay.protocol.secure.data import peek_data_untrusted
 from mcrelay.protocol.secure.handshake import MAX_EPOCH, tai64n
 from mcrelay.protocol.secure.header import DatagramType, datagram_type_untrusted
 from mcrelay.protocol.secure.keypairs import REKEY_AFTER_S, Keypair
-from mcrelay.protocol.secure.keyquery import QUERY_NONCE_BYTES, KeyQuery
 from mcrelay.protocol.secure.keys import KeyPair
-from mcrelay.protocol.secure.messages import (
-    Chat,
-    Disconnect,
-    Notice,
-    NoticeCode,
-    Presence,
-    RelayedChat,
-    decode_relay_message_untrusted,
-    encode_message,
-)
-from mcrelay.protocol.secure.retries import (
-    GIVE_UP_AFTER_S,
-    HandshakeRetries,
-    HeldCookie,
-    RetryAction,
-)
+from mcrelay.protocol.secure.messages import Chat, Disconnect, NoticeCode, encode_message
+from mcrelay.protocol.secure.retries import GIVE_UP_AFTER_S, HeldCookie, RetryAction
 from mcrelay.protocol.secure.session import SESSION_TIMEOUT_S, Session
 
 DISCONNECT_WAIT_S = 1.0
@@ -121,8 +105,8 @@ class ClientConnection:
         self._clock = (now, wall_clock_ns)
         self._last_timestamp_ns = -1
         self._cookie = HeldCookie()
-        self._query: KeyQuery | None = KeyQuery(random_bytes(QUERY_NONCE_BYTES))
-        self._query_retries = HandshakeRetries(now, random_bytes)
+        self._keys: KeyCheck | None = KeyCheck(relay_key, now, random_bytes)
+        """Until connected: the KEY_QUERY and its answers."""
         self._attempt: HandshakeAttempt | None = None
         self.session: Session | None = None
         self._answered_at = now
@@ -135,7 +119,7 @@ class ClientConnection:
         self._events: deque[ClientEvent] = deque()
         self.drops: Counter[DropReason] = Counter()
         """Datagrams and messages from the network that were not acted on, by reason."""
-        self._out: list[tuple[bytes, Address]] = [(self._query.datagram, destination)]
+        self._out: list[tuple[bytes, Address]] = [(self._keys.query.datagram, destination)]
         if relay_key is not None:
             self._start_handshake(now)
 
@@ -227,8 +211,8 @@ class ClientConnection:
         times = [self._give_up_at] if not self.connected else []
         if self._ending is not None:
             times.append(self._ending[0])
-        if self._querying:
-            times.append(self._query_retries.deadline)
+        if self._keys is not None and not self._keys.answered:
+            times.append(self._keys.retries.deadline)
         if self._attempt is not None:
             times.append(self._attempt.deadline)
         session = self.session
@@ -240,10 +224,6 @@ class ClientConnection:
         return min(times, default=None)
 
     # Inside.
-
-    @property
-    def _querying(self) -> bool:
-        return self._query is not None and self._query.key is None and not self.connected
 
     @property
     def _may_handshake(self) -> bool:
@@ -284,9 +264,8 @@ class ClientConnection:
         if not self.connected and now >= self._give_up_at:
             self._close(CloseReason.UNREACHABLE)
             return
-        if self._querying and self._query_retries.poll(now) is RetryAction.SEND_INIT:
-            assert self._query is not None
-            self._out.append((self._query.datagram, self.destination))
+        if self._keys is not None and self._keys.due(now):
+            self._out.append((self._keys.query.datagram, self.destination))
         attempt = self._attempt
         if attempt is not None:
             action = attempt.poll(now)
@@ -302,16 +281,16 @@ class ClientConnection:
                 self._start_handshake(now)
 
     def _on_key_info(self, datagram: bytes, now: float) -> None:
-        query = self._query
-        if query is None or self.connected:
+        check = self._keys
+        if check is None:
             raise RemoteProtocolError("KEY_INFO to no query of ours", DropReason.UNKNOWN_INDEX)
-        key = query.read_answer_untrusted(datagram)
-        first = self.relay_key
-        if first is not None and key != first:
-            # The expected key, or the first answer's (two answers disagree: refuse).
-            self._close(CloseReason.KEY_MISMATCH, expected_key=first, found_key=key)
-        elif first is None:
-            self.relay_key = key
+        mismatch = check.read_answer_untrusted(datagram)
+        if mismatch is not None:
+            self._close(
+                CloseReason.KEY_MISMATCH, expected_key=mismatch.expected, found_key=mismatch.found
+            )
+        elif self.relay_key is None:
+            self.relay_key = check.key
             self._start_handshake(now)
 
     def _on_cookie(self, datagram: bytes, now: float) -> None:
@@ -355,7 +334,7 @@ class ClientConnection:
             assert self.relay is not None
             assert self.relay_key is not None
             self.connected = True
-            self._query = None
+            self._keys = None
             self._events.append(Connected(self.relay, self.relay_key, self._expected_key is None))
 
     def _collect(self, now: float) -> None:
@@ -374,17 +353,13 @@ class ClientConnection:
 
     def _deliver(self, body: bytes, now: float) -> None:
         try:
-            message = decode_relay_message_untrusted(body)
+            event = relay_message_event_untrusted(body)
         except RemoteProtocolError as error:
             self.drops[error.reason] += 1  # the channel acknowledged it all the same
             return
-        if isinstance(message, RelayedChat):
-            self._events.append(ChatReceived(message.origin, message.text))
-        elif isinstance(message, Presence):
-            self._events.append(PresenceChanged(message.event, message.origin, message.reason))
-        elif isinstance(message, Notice):
-            self._events.append(NoticeReceived(message.code, message.readable_text))
-            final = FINAL_NOTICES.get(message.code)
+        self._events.append(event)
+        if isinstance(event, NoticeReceived):
+            final = FINAL_NOTICES.get(event.code)
             if final is not None and self._ending is None:
                 self._attempt = None
                 self._ending = (now + NOTICE_LINGER_S, final)

@@ -10,7 +10,15 @@ from enum import Enum
 
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.secure.channel_events import MessageAbandoned, MessageAcknowledged
-from mcrelay.protocol.secure.messages import LeaveReason, NoticeCode, PresenceEvent
+from mcrelay.protocol.secure.messages import (
+    LeaveReason,
+    Notice,
+    NoticeCode,
+    Presence,
+    PresenceEvent,
+    RelayedChat,
+    decode_relay_message_untrusted,
+)
 from mcrelay.protocol.secure.origins import Origin
 
 
@@ -85,3 +93,16 @@ ClientEvent = (
     | MessageAbandoned
     | Closed
 )
+
+
+def relay_message_event_untrusted(
+    body: bytes,
+) -> ChatReceived | PresenceChanged | NoticeReceived:
+    """The event a message body from the relay makes (raises ``RemoteProtocolError``)."""
+    message = decode_relay_message_untrusted(body)
+    if isinstance(message, RelayedChat):
+        return ChatReceived(message.origin, message.text)
+    if isinstance(message, Presence):
+        return PresenceChanged(message.event, message.origin, message.reason)
+    assert isinstance(message, Notice)
+    return NoticeReceived(message.code, message.readable_text)

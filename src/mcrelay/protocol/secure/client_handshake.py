@@ -1,5 +1,9 @@
-"""A client's handshake attempts: the INITs of one handshake (the first, a rekey, or a
-new one after the relay fell silent), their retries and cookies, until a RESPONSE.
+"""A client before its session: the KEY_QUERY that learns or checks the relay's key,
+and the INITs of one handshake (the first, a rekey, or a new one after the relay
+fell silent), their retries and cookies, until a RESPONSE.
+
+The KEY_QUERY is resent on the INITs' schedule until an answer comes; it is the same
+query every time, so that two answers with different keys are seen as such.
 
 Every INIT is fresh (a new ephemeral key, index and timestamp); they go out on the
 page's schedule (:class:`.retries.HandshakeRetries`), and one COOKIE per scheduled
@@ -12,6 +16,7 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 from mcrelay.protocol.secure.handshake import Established, Initiator, fresh_index
+from mcrelay.protocol.secure.keyquery import QUERY_NONCE_BYTES, KeyQuery
 from mcrelay.protocol.secure.keys import KeyPair
 from mcrelay.protocol.secure.noise import DH_BYTES
 from mcrelay.protocol.secure.retries import HandshakeRetries, HeldCookie, RetryAction
@@ -112,3 +117,45 @@ class HandshakeAttempt:
         ``RemoteProtocolError``, leaving the attempt as it was."""
         established = self._initiator.read_response_untrusted(datagram)
         return Answered(established, now - self._sent_at)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyMismatch:
+    """An answer's key is not the one expected (pinned, known, or the first answer's)."""
+
+    expected: bytes
+    found: bytes
+
+
+class KeyCheck:
+    """One KEY_QUERY, resent until answered, and what its answers say of the relay key."""
+
+    __slots__ = ("key", "query", "retries")
+
+    def __init__(
+        self,
+        expected: bytes | None,
+        now: float,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.query = KeyQuery(random_bytes(QUERY_NONCE_BYTES))
+        self.retries = HandshakeRetries(now, random_bytes)
+        self.key = expected
+        """The key expected, else the first answer's."""
+
+    @property
+    def answered(self) -> bool:
+        return self.query.key is not None or self.query.conflict
+
+    def due(self, now: float) -> bool:
+        """Whether to send the query (again) now."""
+        return not self.answered and self.retries.poll(now) is RetryAction.SEND_INIT
+
+    def read_answer_untrusted(self, datagram: bytes) -> KeyMismatch | None:
+        """Take a KEY_INFO; a mismatch means refuse. Raises ``RemoteProtocolError``."""
+        found = self.query.read_answer_untrusted(datagram)
+        if self.key is None:
+            self.key = found
+        elif found != self.key:
+            return KeyMismatch(self.key, found)
+        return None
