@@ -37,6 +37,7 @@ from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import RemoteProtocolError
 from mcrelay.protocol.legacy import crypto
 from mcrelay.protocol.legacy.events import ClientBound, RelayedMessage
+from mcrelay.protocol.secure.keys import KeyPair
 from mcrelay.settings.config import RelayConfig
 
 RELAY_ADDRESS: Address = ("127.0.0.1", 5007)
@@ -168,6 +169,8 @@ class Harness:
     workers: InlineWorkers
     key: rsa.RSAPrivateKey
     """The relay's key."""
+    secure_key: KeyPair
+    """The relay's secure profile key."""
 
     def peer(self, address: Address, key: rsa.RSAPrivateKey) -> "Peer":
         return Peer(self, address, key)
@@ -214,18 +217,23 @@ async def settle() -> None:
 
 @asynccontextmanager
 async def open_relay(
-    key: rsa.RSAPrivateKey, config: RelayConfig | None = None, **overrides: Any
+    key: rsa.RSAPrivateKey,
+    config: RelayConfig | None = None,
+    *,
+    secure_key: KeyPair | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Harness]:
     """A relay on a :class:`StubSocket` and :class:`InlineWorkers`, running in this Trio
     run; ``overrides`` are settings for :func:`harness_config` (when no ``config``)."""
     config = config if config is not None else harness_config(**overrides)
     sock = StubSocket()
     workers = InlineWorkers(config.crypto_workers)
-    relay = Relay(config, cast(socket.socket, sock), key, workers=workers)
+    secure_key = secure_key if secure_key is not None else KeyPair.generate()
+    relay = Relay(config, cast(socket.socket, sock), key, secure_key=secure_key, workers=workers)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(relay.run)
-            yield Harness(relay, sock, workers, key)
+            yield Harness(relay, sock, workers, key, secure_key)
             nursery.cancel_scope.cancel()
     finally:
         sock.close()

@@ -39,7 +39,7 @@ from mcrelay.api.server import open_api_socket, serve_api
 from mcrelay.daemon.legacy.keyfile import load_or_create_key
 from mcrelay.daemon.notify import Notifier
 from mcrelay.daemon.relay import RECEIVE_TICK_S, Relay
-from mcrelay.daemon.secure_keyfile import load_or_create_secure_key
+from mcrelay.daemon.secure.keyfile import load_or_create_secure_key
 from mcrelay.protocol.secure.keys import KeyPair, encode_key
 from mcrelay.settings.config import RelayConfig
 from mcrelay.settings.profiles import BRIDGE_WARNING, SECURE
@@ -92,7 +92,7 @@ async def _serve(
         # After the sockets, so a start that cannot bind leaves no new key behind.
         key = await trio.to_thread.run_sync(load_or_create_key, config.key_file)
         secure_key = await load_secure_key(config)
-        relay = Relay(config, sock, key)
+        relay = Relay(config, sock, key, secure_key=secure_key)
         context = ApiContext(relay, config.api_token, time.time(), trio.current_time())
         log.info(
             "relay listening group=%s port=%d interface=%s fingerprint=%s",

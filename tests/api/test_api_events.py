@@ -137,7 +137,7 @@ async def test_kick_and_ban_events(relay_key_file: Path, keys: Keys) -> None:
             joined, left, banned = await collect(stream, 3)
             assert (joined.event, joined.data["client"]) == ("client_joined", ident)
             assert left.event == "client_left"
-            assert (left.data["client"], left.data["reason"]) == (ident, "kick")
+            assert (left.data["client"], left.data["reason"]) == (ident, "ban")
             assert banned.event == "dropped"
             assert (banned.data["reason"], banned.data["source"]) == ("banned", ident)
 

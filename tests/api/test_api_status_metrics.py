@@ -8,7 +8,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from mcrelay import __version__
-from mcrelay.api.metrics import COUNTERS, GAUGES
+from mcrelay.api.metrics import COUNTERS, GAUGES, PROFILE_COUNTERS, PROFILE_GAUGES
 from mcrelay.client import MessageReceived, PeerPresent
 from mcrelay.protocol.errors import DropReason
 from mcrelay.protocol.legacy import crypto
@@ -19,6 +19,7 @@ Keys = list[rsa.RSAPrivateKey]
 STATISTICS = frozenset(
     {
         "clients",
+        "profiles",
         "reassembly_in_flight",
         "reassembly_bytes",
         "pending_relays",
@@ -82,9 +83,20 @@ async def test_status_of_an_idle_relay(relay_key_file: Path, keys: Keys) -> None
         assert set(statistics) == STATISTICS
         assert set(statistics["dropped"]) == REASONS
         assert all(count == 0 for count in statistics["dropped"].values())
-        for name in STATISTICS - {"dropped"}:
+        for name in STATISTICS - {"dropped", "profiles"}:
             assert isinstance(statistics[name], int), name
         assert statistics["messages_relayed"] == 0
+        assert statistics["profiles"] == {
+            "legacy": {"clients": 0, "datagrams_in": 0, "copies_sent": 0},
+            "secure": {
+                "clients": 0,
+                "datagrams_in": 0,
+                "copies_sent": 0,
+                "handshakes_pending": 0,
+                "send_buffer_bytes": 0,
+                "receive_buffer_bytes": 0,
+            },
+        }
 
 
 async def test_status_counts_traffic_clients_and_drops(relay_key_file: Path, keys: Keys) -> None:
@@ -136,6 +148,8 @@ async def test_metrics_are_prometheus_text(relay_key_file: Path, keys: Keys) -> 
             assert set(families) == {
                 *(f"mcrelay_{n}" for n in COUNTERS),
                 *(f"mcrelay_{n}" for n in GAUGES),
+                *(f"mcrelay_profile_{n}" for n in PROFILE_COUNTERS),
+                *(f"mcrelay_profile_{n}" for n in PROFILE_GAUGES),
                 "mcrelay_dropped",
             }
             for name in COUNTERS:
@@ -147,6 +161,10 @@ async def test_metrics_are_prometheus_text(relay_key_file: Path, keys: Keys) -> 
             assert value(families, "mcrelay_messages_relayed_total") == 1
             assert value(families, "mcrelay_copies_sent_total") == 1
             assert value(families, "mcrelay_event_subscribers") == 0
+            assert value(families, "mcrelay_profile_clients", profile="legacy") == 2
+            assert value(families, "mcrelay_profile_clients", profile="secure") == 0
+            assert value(families, "mcrelay_profile_copies_sent_total", profile="legacy") == 1
+            assert value(families, "mcrelay_profile_handshakes_pending", profile="secure") == 0
             drops = families["mcrelay_dropped"]
             assert drops.type == "counter"
             by_reason = {s.labels["reason"]: s.value for s in drops.samples}

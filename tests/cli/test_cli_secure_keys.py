@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mcrelay.cli.status import ExitStatus
-from mcrelay.daemon.secure_keyfile import load_or_create_secure_key
+from mcrelay.daemon.secure.keyfile import load_or_create_secure_key
 from mcrelay.protocol.secure.keys import KeyPair, client_id, encode_key, private_key_text
 from support import Console, assert_one_error_line
 

@@ -35,6 +35,7 @@ from mcrelay.protocol.legacy.fragments import (
 )
 from mcrelay.protocol.legacy.tlv import TLV_HEADER, TlvType
 from mcrelay.protocol.reassembly import Complete, Reassembler, Rejected
+from mcrelay.protocol.secure.header import MAGIC
 from mcrelay.settings.config import RelayConfig
 
 # The oracle: what the relay does with a datagram.
@@ -48,7 +49,10 @@ def datagram_outcome(
     ``None`` for a datagram that would earn an answer or change the roster (a key
     request, a key the relay accepts, a registered source's DISCONNECT): the flood
     leaves those out, so that nothing is sent to a fake source and the roster holds.
+    So it does a secure datagram (first byte 0x4D): this flood is the legacy profile's.
     """
+    if data[:1] == bytes([MAGIC]):
+        return None
     try:
         events = legacy.decode_client_datagram_untrusted(data)
     except RemoteProtocolError as exc:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mcrelay.daemon import secure_keyfile
 from mcrelay.daemon.legacy.keyfile import KeyFileError
-from mcrelay.daemon.secure_keyfile import generate_secure_key_file, load_or_create_secure_key
+from mcrelay.daemon.secure import keyfile as secure_keyfile
+from mcrelay.daemon.secure.keyfile import generate_secure_key_file, load_or_create_secure_key
 from mcrelay.protocol.secure.keys import KeyPair, private_key_text
 
 PAIR = KeyPair.from_private(bytes(range(32)))

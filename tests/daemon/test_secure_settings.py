@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from mcrelay.daemon.notify import Notifier
-from mcrelay.daemon.secure_keyfile import load_or_create_secure_key
+from mcrelay.daemon.secure.keyfile import load_or_create_secure_key
 from mcrelay.protocol.secure.keys import AuthorizedKey, encode_key
 from mcrelay.service import Daemon, run_daemon
 from mcrelay.settings.config import RelayConfig

@@ -100,20 +100,23 @@ async def kick_client(client_id: str) -> Reply:
     relay = api_context().relay
     member_id = _member_id(client_id)
     ban_s = _ban_seconds()
-    scope = request.args.get("ban_scope", "address")
-    if scope not in ("address", "host"):
-        raise BadRequest(400, "bad_query", "ban_scope must be 'address' or 'host'")
-    if scope == "host" and ban_s is None:
-        raise BadRequest(400, "bad_query", "ban_scope=host needs ban_s")
+    scope = request.args.get("ban_scope")
+    if scope not in (None, "address", "host", "key"):
+        raise BadRequest(400, "bad_query", "ban_scope must be 'address', 'host' or 'key'")
+    if scope is not None and ban_s is None:
+        raise BadRequest(400, "bad_query", f"ban_scope={scope} needs ban_s")
     now, wall = _now()
     client = relay.roster.get(member_id)
     if client is None:
         raise BadRequest(404, "not_found", f"no client {client_id}")
     record = client_json(client, now, wall)
-    removed = relay.kick(member_id, ban_s, host=scope == "host")
+    try:
+        removed = relay.kick(member_id, ban_s, scope=scope)
+    except ValueError as exc:
+        raise BadRequest(400, "bad_query", f"ban_scope=key: {exc}") from None
     if ban_s is not None:
         record["banned_for_s"] = ban_s
-        record["ban_scope"] = scope
+        record["ban_scope"] = scope or ("key" if client.identity.profile == "secure" else "address")
     record["removed"] = [member.id for member in removed]
     return jsonify(record)
 

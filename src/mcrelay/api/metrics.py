@@ -44,12 +44,41 @@ class RelayCollector(Collector):
             yield counter
         for name, help_text in GAUGES.items():
             yield GaugeMetricFamily(f"mcrelay_{name}", help_text, value=_number(statistics[name]))
+        yield from _per_profile(statistics["profiles"])
         dropped = CounterMetricFamily("mcrelay_dropped", "Drops by reason", labels=["reason"])
         counts = statistics["dropped"]
         assert isinstance(counts, dict)
         for reason, count in counts.items():
             dropped.add_metric([reason], count)
         yield dropped
+
+
+PROFILE_COUNTERS = {
+    "datagrams_in": "Datagrams handed to each wire profile",
+    "copies_sent": "Copies sent to each wire profile's members",
+}
+PROFILE_GAUGES = {
+    "clients": "Registered clients of each wire profile",
+    "handshakes_pending": "Secure handshakes answered and not yet confirmed",
+    "send_buffer_bytes": "Secure copies queued or not yet acknowledged, in bytes",
+    "receive_buffer_bytes": "Secure messages in reassembly, in bytes",
+}
+
+
+def _per_profile(profiles: object) -> Iterator[Metric]:
+    """``mcrelay_profile_*{profile="legacy"|"secure"}``: a profile's figures, for those
+    it has."""
+    assert isinstance(profiles, dict)
+    for names, family in (
+        (PROFILE_COUNTERS, CounterMetricFamily),
+        (PROFILE_GAUGES, GaugeMetricFamily),
+    ):
+        for name, help_text in names.items():
+            metric = family(f"mcrelay_profile_{name}", help_text, labels=["profile"])
+            for profile, figures in profiles.items():
+                if name in figures:
+                    metric.add_metric([profile], _number(figures[name]))
+            yield metric
 
 
 def _number(value: object) -> float:

@@ -24,7 +24,7 @@ from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import Parser, UsageError
 from mcrelay.cli.status import ExitStatus
 from mcrelay.daemon.legacy.keyfile import MAX_KEY_FILE_BYTES, KeyFileError, generate_key_file
-from mcrelay.daemon.secure_keyfile import generate_secure_key_file
+from mcrelay.daemon.secure.keyfile import generate_secure_key_file
 from mcrelay.files import FileContents, FileError, read_regular_file
 from mcrelay.protocol.errors import ProtocolError
 from mcrelay.protocol.legacy import crypto

@@ -1,8 +1,10 @@
-"""Addresses and hosts the operator banned: all their traffic is dropped until the ban ends.
+"""Addresses, hosts and keys the operator banned, until the ban ends.
 
-A ban names one client address (``ip:port``) or a whole host (``ip``): a legacy
-client is its source address, so a banned client that merely changes its port is
-kept out only by a host ban.
+A ban names one client address (``ip:port``) or a whole host (``ip``), whose traffic
+is all dropped, or a secure client's key (its id, ``k:`` and base64url), whose
+handshakes get silence wherever they come from. A legacy client is its source
+address, so a banned legacy client that merely changes its port is kept out only by
+a host ban; a secure client is its key.
 """
 
 import ipaddress
@@ -11,9 +13,10 @@ import time
 from dataclasses import dataclass
 
 from mcrelay.protocol.addresses import Address, format_address, parse_address
+from mcrelay.protocol.secure.keys import CLIENT_ID_PREFIX, parse_client_id
 
 BanTarget = Address | str
-"""An ``(ip, port)`` address, or a host's IP address alone."""
+"""An ``(ip, port)`` address, a host's IP address alone, or a secure client's id."""
 MAX_BAN_S = 365 * 24 * 3600.0
 BAN_SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?")
 """Plain ASCII decimal seconds: no sign, exponent, underscore, space or other digits."""
@@ -34,13 +37,19 @@ class Ban:
 
     @property
     def scope(self) -> str:
-        return "host" if isinstance(self.target, str) else "address"
+        if not isinstance(self.target, str):
+            return "address"
+        return "key" if self.target.startswith(CLIENT_ID_PREFIX) else "host"
 
 
 def parse_ban_target(text: str) -> BanTarget:
-    """``ip:port`` / ``[v6]:port`` (an address), or a bare IP address (a host).
+    """``ip:port`` / ``[v6]:port`` (an address), a bare IP address (a host), or a secure
+    client's id (``k:`` and base64url: its key).
 
     Raises ``ValueError`` with a readable reason."""
+    if text.startswith(CLIENT_ID_PREFIX):
+        parse_client_id(text)
+        return text
     try:
         return str(ipaddress.ip_address(text.removeprefix("[").removesuffix("]")))
     except ValueError:
@@ -72,6 +81,10 @@ class BanList:
     def is_banned(self, address: Address, now: float) -> bool:
         """Is this source banned, by its own address or by its host's?"""
         return self._active(address, now) or self._active(address[0], now)
+
+    def is_key_banned(self, client_id: str, now: float) -> bool:
+        """Is this secure client's key banned?"""
+        return self._active(client_id, now)
 
     def _active(self, target: BanTarget, now: float) -> bool:
         ban = self._bans.get(target)

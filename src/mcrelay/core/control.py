@@ -39,10 +39,11 @@ class Control(Protocol):
     def statistics(self) -> Statistics: ...
 
     def kick(
-        self, member_id: str, ban_s: float | None = None, *, host: bool = False
+        self, member_id: str, ban_s: float | None = None, *, scope: str | None = None
     ) -> list[Member]:
-        """Remove a member, and with ``ban_s`` ban its address (``host``: its whole host,
-        every member of which goes too); the members removed."""
+        """Remove a member, and with ``ban_s`` ban it by ``scope``: its address, its whole
+        host (every member of which goes too) or its key (a secure member's, always
+        banned); the members removed. ``ValueError`` for a key ban of a legacy member."""
 
     async def post(self, plaintext: bytes, recipients: list[Member]) -> int:
         """A message from the relay itself; the copies sent. Raises :class:`Overloaded`."""

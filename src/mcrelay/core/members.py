@@ -33,13 +33,15 @@ class Identity:
     """Who a member is, as its profile established it."""
 
     profile: str
-    """The wire profile it speaks: ``legacy``."""
+    """The wire profile it speaks: ``legacy`` or ``secure``."""
     id: str
-    """Opaque and stable while the member is: ``ip:port`` for a legacy member."""
+    """Opaque and stable while the member is: ``ip:port`` for a legacy member, ``k:`` and
+    its static key (base64url) for a secure one."""
     key_id: str
     """Its key's fingerprint: a change of it is a re-key."""
     key: object
-    """The key its profile seals copies with (an RSA public key for a legacy member)."""
+    """The key its profile seals copies with (an RSA public key for a legacy member, the
+    static public key's 32 bytes for a secure one)."""
     details: Mapping[str, object] = field(default_factory=dict)
     """What the API shows of the key, beyond the fingerprint (``key_bits``, say)."""
 
@@ -131,6 +133,13 @@ class Roster:
         earlier.leaving = None
         return Registration.NEW, left
 
+    def has_room(self, host: str) -> bool:
+        """Is there room for a new member from ``host``?"""
+        return (
+            len(self._members) < self.max_members
+            and self._per_host[host] < self.max_members_per_host
+        )
+
     def holds(self, identity: Identity) -> bool:
         """Is this identity registered with this very key (a refresh, not a registration)?"""
         member = self._members.get(identity.id)
@@ -139,6 +148,14 @@ class Roster:
     def touch(self, member: Member, now: float) -> None:
         member.last_seen = now
         self._members.move_to_end(member.id)
+
+    def move(self, member: Member, address: Address) -> None:
+        """A member's new current address (a secure member roams; it proved the address).
+        The host limit is not applied: the member is already admitted."""
+        self._forget(member)
+        member.address = address
+        self._at[address] = member
+        self._per_host[address[0]] += 1
 
     def remove(self, member_id: str, reason: str) -> tuple[Member | None, Left | None]:
         """Remove a member: it, and its leave to announce now (None while deferred)."""

@@ -82,6 +82,10 @@ class Profile(Protocol):
     def announce_left(self, member: Member, recipients: Sequence[Member], reason: str) -> None:
         """Tell these members (of this profile) that ``member`` left, and why."""
 
+    def announce_moved(self, member: Member, old: Address, recipients: Sequence[Member]) -> None:
+        """Tell these members (of this profile) that ``member`` moved from ``old`` to its
+        current address."""
+
 
 Opener = Callable[[list[Member]], Awaitable[Opened]]
 """A profile's way to open a message it received, given the recipients (decided when
@@ -124,8 +128,17 @@ class Services(Protocol):
     def remove(self, member_id: str, reason: str) -> Member | None:
         """Remove a member and announce its leave (once its messages in flight are out)."""
 
+    def move(self, member: Member, address: Address) -> None:
+        """A member's proven new address: the roster follows it, the others are told."""
+
+    def key_banned(self, member_id: str, now: float) -> bool:
+        """Is this identity (a secure member's id) banned by the operator?"""
+
     def start_message(self, life: Callable[[], Awaitable[None]]) -> None:
         """Run a message's life as a task in the relay's ``messages`` nursery."""
+
+    def has_room(self, sender: Member) -> bool:
+        """Could a message of ``sender`` be admitted now? (Nothing is counted.)"""
 
     def room_for(self, sender: Member) -> bool:
         """May a new message of ``sender`` start? A refusal is counted (``overloaded``)."""

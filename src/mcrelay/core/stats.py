@@ -17,10 +17,19 @@ class RelayCounters:
     messages_relayed: int = 0
     copies_sent: int = 0
     dropped: Counter[DropReason] = field(default_factory=Counter)
+    datagrams_in_by_profile: Counter[str] = field(default_factory=Counter)
+    """Datagrams handed to each wire profile (by its name)."""
+    copies_by_profile: Counter[str] = field(default_factory=Counter)
+    """Copies sent to the members of each wire profile."""
 
     def snapshot(self) -> "RelayCounters":
         """A copy that does not move on with the relay."""
-        return dataclasses.replace(self, dropped=Counter(self.dropped))
+        return dataclasses.replace(
+            self,
+            dropped=Counter(self.dropped),
+            datagrams_in_by_profile=Counter(self.datagrams_in_by_profile),
+            copies_by_profile=Counter(self.copies_by_profile),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +38,10 @@ class Statistics:
     the record does not change as the relay goes on)."""
 
     clients: int
+    profiles: dict[str, dict[str, int]]
+    """Each profile served, by name: its ``clients``, ``datagrams_in`` and ``copies_sent``,
+    and the secure profile's ``handshakes_pending``, ``send_buffer_bytes`` and
+    ``receive_buffer_bytes``."""
     reassembly_in_flight: int
     reassembly_bytes: int
     pending_relays: int
@@ -50,6 +63,7 @@ class Statistics:
         counters = self.counters
         return {
             "clients": self.clients,
+            "profiles": self.profiles,
             "reassembly_in_flight": self.reassembly_in_flight,
             "reassembly_bytes": self.reassembly_bytes,
             "pending_relays": self.pending_relays,

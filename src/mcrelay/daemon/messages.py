@@ -98,14 +98,18 @@ class Messages:
         self._latest: dict[str, trio.Event] = {}
         """Per sender, the event its latest admitted message sets once it has settled."""
 
-    def room_for(self, sender: Member) -> bool:
+    def has_room(self, sender: Member) -> bool:
+        """Could a message of ``sender`` be admitted now (nothing counted)?"""
         max_pending = self._max_pending()
-        if (
+        return not (
             self.pending >= max_pending
             or sender.messages_in_flight >= MAX_RELAYS_PER_CLIENT
             or self._pending_per_host[sender.address[0]]
             >= max(1, int(max_pending * HOST_SHARE_OF_PENDING))
-        ):
+        )
+
+    def room_for(self, sender: Member) -> bool:
+        if not self.has_room(sender):
             self._drop(DropReason.OVERLOADED, sender.address)
             return False
         return True
@@ -270,6 +274,7 @@ class Messages:
             elif self._profiles[member.identity.profile].deliver(member, copy):
                 member.messages_out += 1
                 member.bytes_out += len(copy)
+                self._counters.copies_by_profile[member.identity.profile] += 1
                 copies += 1
         self._counters.messages_relayed += 1
         self._counters.copies_sent += copies

@@ -1,8 +1,8 @@
 """The relay: one socket, a profile per datagram, a task per message, workers for RSA.
 
 The receive loop reads the socket until it would block and hands each datagram to
-its wire profile, chosen by its first byte (the legacy profile takes any datagram no
-other profile claims). The profile decodes it and acts through the relay's services
+its wire profile, chosen by its first byte (0x4D: the secure profile; the legacy
+profile takes any other, when it is served). The profile decodes it and acts through the relay's services
 (:class:`mcrelay.core.profile.Services`): the roster, presence, a message's task in
 the ``messages`` nursery and its admission. After admission a message's life is the
 pipeline of :mod:`mcrelay.daemon.messages`; what is sent goes through the
@@ -11,7 +11,7 @@ pipeline of :mod:`mcrelay.daemon.messages`; what is sent goes through the
 
 import logging
 import socket
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import trio
@@ -26,10 +26,14 @@ from mcrelay.core.stats import RelayCounters, Statistics
 from mcrelay.daemon.legacy.profile import LegacyProfile
 from mcrelay.daemon.messages import Messages
 from mcrelay.daemon.outbox import Outbox
+from mcrelay.daemon.secure.profile import SecureProfile
 from mcrelay.daemon.workers import CryptoWorkers
 from mcrelay.protocol.addresses import Address, format_address
 from mcrelay.protocol.errors import DropReason
+from mcrelay.protocol.secure.header import MAGIC
+from mcrelay.protocol.secure.keys import KeyPair
 from mcrelay.settings.config import RelayConfig
+from mcrelay.settings.profiles import LEGACY, SECURE
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +52,12 @@ class Relay:
         sock: socket.socket,
         key: rsa.RSAPrivateKey,
         *,
+        secure_key: KeyPair | None = None,
         workers: CryptoWorkers | None = None,
     ):
         """``sock`` is the bound, non-blocking relay socket; ``workers`` run the RSA work.
-        Every setting reaches the relay's parts through :meth:`reconfigure`."""
+        The profiles served are the settings' (``served_profiles``); the secure one needs
+        ``secure_key``. Every setting reaches the relay's parts through :meth:`reconfigure`."""
         self._sock = sock
         self.address: Address = sock.getsockname()[:2]
         self.counters = RelayCounters()
@@ -67,10 +73,18 @@ class Relay:
         )
         self._workers = workers if workers is not None else CryptoWorkers()
         self.legacy = LegacyProfile(self, key, self._workers)
-        self._profiles: dict[str, Profile] = {self.legacy.name: self.legacy}
+        self.secure = None if secure_key is None else SecureProfile(self, secure_key)
+        self._profiles: dict[str, Profile] = {}
         self._by_first_byte: dict[int, Profile] = {}
-        """Profiles that claim datagrams by their first byte; the rest are legacy. The
-        secure profile's magic byte (0x4D) plugs in here."""
+        """Profiles that claim datagrams by their first byte; the rest go to
+        :attr:`_default` (the legacy profile, when it is served)."""
+        self._default: Profile | None = None
+        if LEGACY in config.served_profiles:
+            self._profiles[LEGACY] = self._default = self.legacy
+        if SECURE in config.served_profiles:
+            if self.secure is None:
+                raise ValueError("the secure profile is served, and no secure key was given")
+            self._profiles[SECURE] = self._by_first_byte[MAGIC] = self.secure
         self.messages = Messages(
             roster=self.roster,
             counters=self.counters,
@@ -116,8 +130,21 @@ class Relay:
 
     def statistics(self) -> Statistics:
         reassembler = self.legacy.reassembler
+        counters = self.counters.snapshot()
+        clients = Counter(member.identity.profile for member in self.roster)
+        profiles = {
+            name: {
+                "clients": clients[name],
+                "datagrams_in": counters.datagrams_in_by_profile[name],
+                "copies_sent": counters.copies_by_profile[name],
+            }
+            for name in self._profiles
+        }
+        if self.secure is not None and SECURE in profiles:
+            profiles[SECURE].update(self.secure.figures())
         return Statistics(
             clients=len(self.roster),
+            profiles=profiles,
             reassembly_in_flight=reassembler.in_flight,
             reassembly_bytes=reassembler.buffered_bytes,
             pending_relays=self.messages.pending,
@@ -125,7 +152,7 @@ class Relay:
             send_queue=len(self.outbox),
             bans=len(self.bans.active(trio.current_time())),
             event_subscribers=self.events.subscribers,
-            counters=self.counters.snapshot(),
+            counters=counters,
         )
 
     def reconfigure(self, config: RelayConfig) -> None:
@@ -135,6 +162,8 @@ class Relay:
         self.roster.max_members = config.max_clients
         self.roster.max_members_per_host = config.max_clients_per_host
         self.legacy.configure(config)
+        if self.secure is not None:
+            self.secure.configure(config)
         self._workers.resize(config.crypto_workers)
 
     def stop_receiving(self) -> None:
@@ -151,19 +180,33 @@ class Relay:
     # What operators do (the control API).
 
     def kick(
-        self, member_id: str, ban_s: float | None = None, *, host: bool = False
+        self, member_id: str, ban_s: float | None = None, *, scope: str | None = None
     ) -> list[Member]:
-        """An operator's removal; return the members removed.
+        """An operator's removal; return the members removed (reason ``kick``, or ``ban``
+        with ``ban_s``).
 
-        With ``ban_s`` its address is also ignored that long; with ``host`` as well, the
-        ban covers its whole host (every port) and every member of that host goes too."""
+        With ``ban_s`` it is also kept out that long, by ``scope``: ``address`` (a legacy
+        member's default), ``host`` (every port; every member of that host goes too) or
+        ``key`` (a secure member's default). A secure member's key is banned whatever the
+        scope: it is who the member is. ``ValueError`` for ``key`` on a legacy member."""
         member = self.roster.get(member_id)
         if member is None:
             return []
+        secure = member.identity.profile == SECURE
+        if scope == "key" and not secure:
+            raise ValueError("a legacy client has no key to ban: ban its address or host")
+        chosen: list[str] = []
         if ban_s is not None:
-            self.bans.ban(member.address[0] if host else member.address, ban_s, trio.current_time())
-        chosen = [m.id for m in self.roster if m.address[0] == member.address[0]] if host else []
-        removed = [self.remove(i, "kick") for i in dict.fromkeys([member_id, *chosen])]
+            now = trio.current_time()
+            if secure:
+                self.bans.ban(member.id, ban_s, now)
+            if scope == "host":
+                self.bans.ban(member.address[0], ban_s, now)
+                chosen = [m.id for m in self.roster if m.address[0] == member.address[0]]
+            elif scope == "address" or (scope is None and not secure):
+                self.bans.ban(member.address, ban_s, now)
+        reason = "kick" if ban_s is None else "ban"
+        removed = [self.remove(i, reason) for i in dict.fromkeys([member_id, *chosen])]
         return [m for m in removed if m is not None]
 
     async def post(self, plaintext: bytes, recipients: list[Member]) -> int:
@@ -212,7 +255,11 @@ class Relay:
         if self.bans and self.bans.is_banned(source, now):
             self.drop(DropReason.BANNED, source)
             return
-        profile = self._by_first_byte.get(data[0], self.legacy) if data else self.legacy
+        profile = self._by_first_byte.get(data[0], self._default) if data else self._default
+        if profile is None:
+            self.drop(DropReason.PROFILE_OFF, source)
+            return
+        self.counters.datagrams_in_by_profile[profile.name] += 1
         profile.datagram_untrusted(data, source, now)
 
     # The services a profile uses (core.profile.Services).
@@ -263,9 +310,30 @@ class Relay:
             self._announce_left(left)
         return member
 
+    def move(self, member: Member, address: Address) -> None:
+        old = member.address
+        if address == old:
+            return
+        self.roster.move(member, address)
+        log.info("client %s moved from %s", member.id, format_address(old))
+        self.events.publish(
+            "client_moved",
+            client=member.id,
+            address=format_address(address),
+            previous=format_address(old),
+        )
+        for profile, group in self._by_profile(self.roster.others(member)):
+            profile.announce_moved(member, old, group)
+
+    def key_banned(self, member_id: str, now: float) -> bool:
+        return bool(self.bans) and self.bans.is_key_banned(member_id, now)
+
     def start_message(self, life: Callable[[], Awaitable[None]]) -> None:
         assert self._nursery is not None, "datagrams are handled only while receiving"
         self._nursery.start_soon(life)
+
+    def has_room(self, sender: Member) -> bool:
+        return self.messages.has_room(sender)
 
     def room_for(self, sender: Member) -> bool:
         return self.messages.room_for(sender)

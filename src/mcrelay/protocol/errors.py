@@ -60,6 +60,10 @@ class DropReason(StrEnum):
     INVALID_ACK = "invalid_ack"
     # protocol/secure: keypairs.py, session.py (a session's DATA)
     KEYPAIR_EXPIRED = "keypair_expired"
+    # daemon: the relay serving both profiles (daemon/relay.py, daemon/secure/)
+    UNAUTHORIZED = "unauthorized"
+    SECURE_ADDRESS = "secure_address"
+    PROFILE_OFF = "profile_off"
 
 
 class ProtocolError(Exception):

@@ -134,6 +134,11 @@ class LegacyProfile:
             return
         roster = self._services.roster
         member = roster.at(source)
+        if member is not None and member.identity.profile != PROFILE:
+            # A secure member's address: legacy TLVs from it (a spoofed DISCONNECT, say)
+            # cannot speak for it.
+            self._services.drop(DropReason.SECURE_ADDRESS, source)
+            return
         if member is not None:
             roster.touch(member, now)
             member.bytes_in += len(data)
@@ -296,6 +301,12 @@ class LegacyProfile:
 
     def announce_left(self, member: Member, recipients: Sequence[Member], reason: str) -> None:
         self._broadcast(legacy.peer_left(member.address), recipients)
+
+    def announce_moved(self, member: Member, old: Address, recipients: Sequence[Member]) -> None:
+        """A member that roams is, to a legacy member, one address leaving and another
+        joining (the page's "Between profiles")."""
+        self._broadcast(legacy.peer_left(old), recipients)
+        self._broadcast(legacy.peer_joined(member.address), recipients)
 
     def _broadcast(self, datagram: bytes, recipients: Sequence[Member]) -> None:
         self._services.notify_all([(datagram, member.address) for member in recipients])

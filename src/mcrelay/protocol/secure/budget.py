@@ -21,6 +21,9 @@ class Holder(Protocol):
 class ReceiveBudget:
     def __init__(self, max_bytes: int = MAX_TOTAL_BYTES) -> None:
         self.max_bytes = max_bytes
+        self.backpressure = False
+        """Set by the relay for every channel at once: no new message is started (see
+        :attr:`Channel.backpressure <mcrelay.protocol.secure.channel.Channel.backpressure>`)."""
         self.total = 0
         self._held: dict[Holder, int] = {}
 

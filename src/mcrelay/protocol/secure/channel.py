@@ -83,6 +83,7 @@ class Channel:
         self.rtt = RttEstimator(initial_rtt_s)
         self._events: deque[Event] = deque()
         self._drops: Counter[DropReason] = Counter()
+        self._reported: Counter[DropReason] = Counter()
         self._sender = Sender(
             self.rtt, abandons=role is Role.CLIENT, emit=self._events.append, drops=self._drops
         )
@@ -112,14 +113,16 @@ class Channel:
     def can_send(self) -> bool:
         return self._sender.queued < QUEUE_LIMIT
 
-    def send(self, body: bytes, now: float) -> int:
+    def send(self, body: bytes, now: float, *, bounded: bool = True) -> int:
         """Queue a message body; its id, named again by the event that settles it.
 
         Raises :class:`~mcrelay.protocol.secure.sending.QueueFull` when
-        :data:`~mcrelay.protocol.secure.sending.QUEUE_LIMIT` messages already wait.
+        :data:`~mcrelay.protocol.secure.sending.QUEUE_LIMIT` messages already wait,
+        unless ``bounded`` is false: the relay bounds its queues itself (its own
+        messages, one PRESENCE per member for a newcomer, are not held to 64).
         """
         self.poll(now)
-        return self._sender.send(body)
+        return self._sender.send(body, bounded=bounded)
 
     def receive(self, frames: Iterable[ChannelFrame], now: float, *, epoch: int) -> None:
         """Act on the channel's frames of one authenticated DATA, sent under the peer's
@@ -200,6 +203,14 @@ class Channel:
             acks_pending=self._receiver.acks_pending,
             drops=MappingProxyType(dict(self._drops)),
         )
+
+    def take_drops(self) -> Counter[DropReason]:
+        """The drops counted since the last call (:meth:`statistics` keeps the totals)."""
+        if self._drops == self._reported:
+            return Counter()
+        fresh = self._drops - self._reported
+        self._reported.update(fresh)
+        return fresh
 
     def close(self) -> None:
         """The channel ends (its member is gone): give its bytes back to the shared budget."""

@@ -127,7 +127,7 @@ class Receiver:
         incoming = self._held.get(msg_seq)
         charge = FRAGMENT_OVERHEAD_BYTES + len(fragment.data)
         if incoming is None:
-            if self.backpressure and not _whole_disconnect(fragment):
+            if (self.backpressure or self.budget.backpressure) and not _whole_disconnect(fragment):
                 self._drops[DropReason.BACKPRESSURE] += 1
                 return
             if ahead >= HELD_MESSAGES:

@@ -149,11 +149,12 @@ class Sender:
     def fragments_in_flight(self) -> int:
         return self._unacked
 
-    def send(self, body: bytes) -> int:
-        """Queue ``body``; its message id (for the events that settle it)."""
+    def send(self, body: bytes, *, bounded: bool = True) -> int:
+        """Queue ``body``; its message id (for the events that settle it). ``bounded``:
+        refuse it past :data:`QUEUE_LIMIT` (unbounded, the caller bounds the queue)."""
         if len(body) > MAX_BODY_BYTES:
             raise LocalProtocolError(f"a message of {len(body)} bytes is over {MAX_BODY_BYTES}")
-        if len(self._queue) >= QUEUE_LIMIT:
+        if bounded and len(self._queue) >= QUEUE_LIMIT:
             raise QueueFull(f"{QUEUE_LIMIT} messages already wait behind the window")
         count = max(1, -(-len(body) // MAX_FRAGMENT_BYTES))
         message_id = self._next_id

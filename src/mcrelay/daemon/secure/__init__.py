@@ -1,0 +1,1 @@
+"""The secure profile in the relay: handshakes, sessions and members' reliable messages."""

@@ -1,0 +1,145 @@
+"""The secure profile's records: a member's session (a peer), a handshake waiting for
+its first DATA (pending), what the API shows of a peer, and the timers of all peers.
+
+Timers: every peer's session says when it next needs a turn (a retransmission, an
+ACK, a keep-alive); one heap holds those times and one task sleeps until the
+earliest. A task per member would cost a few KB each, and the relay holds tens of
+thousands of idle members.
+"""
+
+import heapq
+import itertools
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import trio
+
+from mcrelay.core.members import Member
+from mcrelay.protocol.addresses import Address
+from mcrelay.protocol.secure.keypairs import Keypair
+from mcrelay.protocol.secure.session import Session
+
+PENDING_LIFETIME_S = 15.0
+"""An unconfirmed handshake (RESPONSE sent, no DATA yet) is forgotten after this."""
+TIMER_GRANULARITY_S = 0.001
+"""A peer is turned again no sooner than this (a session that has work it cannot do
+now must not spin the loop)."""
+
+
+@dataclass(eq=False, slots=True)
+class Pending:
+    """A handshake answered, waiting for the client's first DATA under its keypair."""
+
+    key: bytes
+    keypair: Keypair
+    client_epoch: int
+    relay_epoch: int
+    address: Address
+    """The INIT's source: validated once the handshake is confirmed."""
+    created: float
+
+
+@dataclass(eq=False, slots=True)
+class Peer:
+    """A secure member's state beyond its roster entry."""
+
+    key: bytes
+    session: Session
+    client_epoch: int
+    relay_epoch: int
+    member: Member | None = None
+    """Its roster entry (set as it is registered)."""
+    scheduled: float = math.inf
+    """When its next turn is due (inf: none scheduled)."""
+    copies: dict[int, int] = field(default_factory=dict)
+    """Relayed copies not yet acknowledged: message id -> bytes."""
+    copy_bytes: int = 0
+    farewell: int | None = None
+    """The id of the NOTICE (kicked, banned) it is sent before it goes."""
+    closing_at: float | None = None
+    """When a peer that is being sent its farewell closes, acknowledged or not."""
+    closed: bool = False
+    indexes: set[int] = field(default_factory=set)
+    """Every local index its keypairs were given (forgotten together when it closes)."""
+
+
+class Details(Mapping[str, object]):
+    """What the API shows of a secure member beyond its roster entry, read live."""
+
+    _FIELDS = ("key", "epoch", "relay_epoch", "rtt_ms", "retransmissions")
+
+    def __init__(self, peer: Peer, key_text: str) -> None:
+        self.peer = peer
+        """The member's current session (a replacement's, once it replaced one)."""
+        self._key_text = key_text
+
+    def __getitem__(self, name: str) -> object:
+        peer = self.peer
+        statistics = peer.session.channel.statistics()
+        match name:
+            case "key":
+                return self._key_text
+            case "epoch":
+                return peer.client_epoch
+            case "relay_epoch":
+                return peer.relay_epoch
+            case "rtt_ms":
+                srtt = statistics.srtt_s
+                return None if srtt is None else round(srtt * 1000, 3)
+            case "retransmissions":
+                return statistics.retransmissions
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._FIELDS)
+
+    def __len__(self) -> int:
+        return len(self._FIELDS)
+
+
+class Timers:
+    """When each peer next needs a turn; :meth:`wait` sleeps until the earliest."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Peer]] = []
+        self._order = itertools.count()
+        self._sleep: trio.CancelScope | None = None
+
+    def schedule(self, peer: Peer, at: float) -> None:
+        """Turn ``peer`` at ``at`` or before (an earlier time wins; a later one waits
+        for the turn already scheduled, which schedules again)."""
+        if at >= peer.scheduled:
+            return
+        peer.scheduled = at
+        heapq.heappush(self._heap, (at, next(self._order), peer))
+        self.wake_by(at)
+
+    def due(self, now: float) -> list[Peer]:
+        """The peers whose turn has come (each once), to be scheduled again after it."""
+        found: list[Peer] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            at, _, peer = heapq.heappop(heap)
+            if at == peer.scheduled and not peer.closed:
+                peer.scheduled = math.inf
+                found.append(peer)
+        return found
+
+    def wake_by(self, at: float) -> None:
+        """Have :meth:`wait` return by ``at`` (something else is due then)."""
+        if self._sleep is not None and at < self._sleep.deadline:
+            self._sleep.deadline = at
+
+    async def wait(self, also_at: float) -> None:
+        """Sleep until the earliest turn, or ``also_at``, or an earlier :meth:`schedule`."""
+        first = self._heap[0][0] if self._heap else math.inf
+        with trio.CancelScope(deadline=min(first, also_at)) as sleep:
+            self._sleep = sleep
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._sleep = None
+
+    def __len__(self) -> int:
+        return len(self._heap)

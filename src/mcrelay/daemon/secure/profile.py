@@ -1,0 +1,569 @@
+"""The secure profile in the relay: handshakes, sessions and reliable messages.
+
+Datagrams whose first byte is 0x4D come here (:meth:`SecureProfile.datagram_untrusted`).
+INIT is screened (mac1, cookies under load, per-IP limits), read (Noise IK), checked
+against the authorized keys, the key bans and the timestamp table, and answered with a
+RESPONSE; the handshake waits (at most 15 s, at most 4,096 of them) for the client's
+first DATA, which makes the client a member: registered in the roster, told who is
+there, announced to the others. DATA is opened by its keypair's session; a complete
+CHAT is admitted into the relay's pipeline as any message is, and its copies for
+secure members are reliable messages in their channels. What the sessions send, and
+when, is their business: after each datagram in or message out, and at the time each
+asks for (:class:`~mcrelay.daemon.secure.peers.Timers`).
+"""
+
+import logging
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import cast
+
+import trio
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mcrelay.core.members import Identity, Member, RosterFull
+from mcrelay.core.profile import Opened, Origin, Sealed, Services
+from mcrelay.daemon.secure.peers import (
+    PENDING_LIFETIME_S,
+    TIMER_GRANULARITY_S,
+    Details,
+    Peer,
+    Pending,
+    Timers,
+)
+from mcrelay.protocol.addresses import Address
+from mcrelay.protocol.errors import DropReason, RemoteProtocolError
+from mcrelay.protocol.secure import origins
+from mcrelay.protocol.secure.admission import (
+    MAX_UNCONFIRMED_HANDSHAKES,
+    Admit,
+    HandshakeGate,
+    Reply,
+    TimestampTable,
+)
+from mcrelay.protocol.secure.budget import ReceiveBudget
+from mcrelay.protocol.secure.channel import Role
+from mcrelay.protocol.secure.channel_events import (
+    MessageAcknowledged,
+    MessageDelivered,
+    MessageFailed,
+)
+from mcrelay.protocol.secure.data import peek_data_untrusted
+from mcrelay.protocol.secure.frames import decode_frames_untrusted
+from mcrelay.protocol.secure.handshake import Responder, fresh_index
+from mcrelay.protocol.secure.header import DatagramType, datagram_type_untrusted
+from mcrelay.protocol.secure.keypairs import Keypair
+from mcrelay.protocol.secure.keys import KeyPair, client_id, encode_key
+from mcrelay.protocol.secure.messages import (
+    MAX_CHAT_BYTES,
+    Chat,
+    LeaveReason,
+    Notice,
+    NoticeCode,
+    Presence,
+    PresenceEvent,
+    RelayedChat,
+    decode_client_message_untrusted,
+    encode_message,
+)
+from mcrelay.protocol.secure.sending import MESSAGE_WINDOW, QUEUE_LIMIT
+from mcrelay.protocol.secure.session import Session
+from mcrelay.settings.config import RelayConfig
+
+log = logging.getLogger(__name__)
+
+PROFILE = "secure"
+FAREWELL_WAIT_S = 2.0
+"""A kicked or banned member is removed once its NOTICE is acknowledged, or after this."""
+BACKPRESSURE_COPIES = MESSAGE_WINDOW + QUEUE_LIMIT // 2
+"""Relayed copies outstanding towards one member (in flight and queued) past which no
+new message is started from anyone: its queue is half full."""
+MAX_COPIES = MESSAGE_WINDOW + QUEUE_LIMIT
+"""Past this, the member's queue overflows: it is removed (``unreachable``)."""
+LEAVE_REASONS = {
+    "disconnect": LeaveReason.DISCONNECT,
+    "timeout": LeaveReason.TIMEOUT,
+    "kick": LeaveReason.KICK,
+    "ban": LeaveReason.BAN,
+    "unreachable": LeaveReason.UNREACHABLE,
+}
+FAREWELLS = {"kick": (NoticeCode.KICKED, b"kicked"), "ban": (NoticeCode.BANNED, b"banned")}
+
+
+def _key(member: Member) -> bytes:
+    """A secure member's static public key (its identity's key, set by :func:`identity`)."""
+    key = member.identity.key
+    assert isinstance(key, bytes)
+    return key
+
+
+async def _ready(opened: Opened) -> Opened:
+    return opened
+
+
+class SecureProfile:
+    name = PROFILE
+    max_message_bytes = MAX_CHAT_BYTES
+
+    def __init__(
+        self,
+        services: Services,
+        static: KeyPair,
+        *,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        """Call :meth:`configure` before use: its limits are settings."""
+        self._services = services
+        self._static = static
+        self._random_bytes = random_bytes
+        self.public_key = encode_key(static.public)
+        self._responder = Responder(static)
+        self._gate = HandshakeGate(static.public, random_bytes=random_bytes)
+        self._timestamps = TimestampTable(held=self._holds)
+        self._budget = ReceiveBudget()
+        self._timers = Timers()
+        self._peers: dict[bytes, Peer] = {}
+        self._pending: OrderedDict[int, Pending] = OrderedDict()
+        """By local index, oldest first."""
+        self._indexes: dict[int, Peer | Pending] = {}
+        self._congested: set[Peer] = set()
+        self._copy_bytes = 0
+        self._timeout_s = 30.0
+        self._max_copy_bytes = 64 * 1024 * 1024
+        self.authorized: frozenset[bytes] | None = None
+        """The keys that may be members (None: any)."""
+
+    def configure(self, config: RelayConfig) -> None:
+        """Apply the settings this profile reads (at start, and on every reload): a
+        member whose key is no longer authorized is removed (``kick``, with its NOTICE)."""
+        self._timeout_s = config.client_timeout_s
+        self._max_copy_bytes = config.max_send_queue_bytes
+        self._gate.cookies_always = config.cookies == "always"
+        keys = config.authorized_key_list
+        self.authorized = None if keys is None else frozenset(entry.key for entry in keys)
+        for peer in list(self._peers.values()):
+            peer.session.timeout_s = config.client_timeout_s
+            if self.authorized is not None and peer.key not in self.authorized:
+                member = peer.member
+                if member is not None:
+                    log.info("client %s is no longer authorized", member.id)
+                    self._services.remove(member.id, "kick")
+
+    def figures(self) -> dict[str, int]:
+        """What the API shows of this profile beyond its members and traffic."""
+        return {
+            "handshakes_pending": len(self._pending),
+            "send_buffer_bytes": self._copy_bytes,
+            "receive_buffer_bytes": self._budget.total,
+        }
+
+    @property
+    def members(self) -> int:
+        return len(self._peers)
+
+    @property
+    def handshakes_pending(self) -> int:
+        return len(self._pending)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The sessions' timers, and the unconfirmed handshakes' lifetime."""
+        task_status.started()
+        while True:
+            oldest = next(iter(self._pending.values()), None)
+            await self._timers.wait(
+                math.inf if oldest is None else oldest.created + PENDING_LIFETIME_S
+            )
+            now = trio.current_time()
+            self._forget_pending(now)
+            for peer in self._timers.due(now):
+                self._turn(peer, now)
+
+    # Datagrams in.
+
+    def datagram_untrusted(self, data: bytes, source: Address, now: float) -> None:
+        try:
+            kind = datagram_type_untrusted(data)
+            if kind is DatagramType.DATA:
+                self._on_data(data, source, now)
+            elif kind is DatagramType.INIT:
+                self._on_init(data, source, now)
+            elif kind is DatagramType.KEY_QUERY:
+                answer = self._gate.answer_key_query(data, now)
+                if isinstance(answer, Reply):
+                    self._services.notify(answer.datagram, source)
+                else:
+                    self._services.drop(answer.reason, source)
+            else:  # RESPONSE, COOKIE, KEY_INFO: the relay never asks for them
+                self._services.drop(DropReason.UNKNOWN_TYPE, source, kind.name)
+        except RemoteProtocolError as exc:
+            self._services.drop(exc.reason, source, exc)
+
+    def _on_init(self, data: bytes, source: Address, now: float) -> None:
+        services = self._services
+        verdict = self._gate.screen_init(data, source, now, waiting=0)
+        if isinstance(verdict, Reply):  # under load, no valid mac2: a COOKIE, nothing more
+            services.notify(verdict.datagram, source)
+            services.drop(verdict.reason or DropReason.COOKIE_REQUIRED, source)
+            return
+        if not isinstance(verdict, Admit):
+            services.drop(verdict.reason, source)
+            return
+        init = self._responder.read_init_untrusted(data)
+        key = init.client_static
+        if self.authorized is not None and key not in self.authorized:
+            services.drop(DropReason.UNAUTHORIZED, source, client_id(key))
+            return
+        if services.key_banned(client_id(key), now):
+            services.drop(DropReason.BANNED, source, client_id(key))
+            return
+        if services.roster.get(client_id(key)) is None and not services.roster.has_room(source[0]):
+            services.drop(DropReason.REGISTRY_FULL, source, client_id(key))
+            return
+        stale = self._timestamps.advance(key, init.timestamp)
+        if stale is not None:
+            services.drop(stale, source)
+            return
+        peer = self._peers.get(key)
+        rekey = peer is not None and peer.client_epoch == init.epoch and not peer.closed
+        if not rekey:
+            self._forget_pending_of(key)
+            if len(self._pending) >= MAX_UNCONFIRMED_HANDSHAKES:
+                services.drop(DropReason.REGISTRY_FULL, source, "unconfirmed handshakes")
+                return
+        relay_epoch = peer.relay_epoch if rekey and peer is not None else self._epoch()
+        local_index = fresh_index(self._indexes, self._random_bytes)
+        response = init.respond(
+            ephemeral_private=self._random_bytes(32), sender_index=local_index, epoch=relay_epoch
+        )
+        keypair = Keypair.from_handshake(response.keys, init.epoch, now)
+        if rekey and peer is not None:
+            peer.session.install(keypair, now)
+            peer.indexes.add(local_index)
+            self._indexes[local_index] = peer
+        else:
+            pending = Pending(key, keypair, init.epoch, relay_epoch, source, now)
+            self._pending[local_index] = pending
+            self._indexes[local_index] = pending
+            self._timers.wake_by(now + PENDING_LIFETIME_S)
+        services.notify(response.datagram, source)
+
+    def _on_data(self, data: bytes, source: Address, now: float) -> None:
+        header = peek_data_untrusted(data)
+        owner = self._indexes.get(header.receiver_index)
+        if owner is None:
+            raise RemoteProtocolError("DATA for no keypair", DropReason.UNKNOWN_INDEX)
+        if isinstance(owner, Pending):
+            self._confirm(owner, data, header.counter, source, now)
+            return
+        keypair = owner.session.keypair(header.receiver_index, now)
+        if keypair is None:
+            del self._indexes[header.receiver_index]
+            raise RemoteProtocolError("DATA for a forgotten keypair", DropReason.UNKNOWN_INDEX)
+        member = owner.member
+        # A sender the pipeline has no room for starts no new message (its channel
+        # would acknowledge one the relay then drops): its client sends it again later.
+        owner.session.channel.backpressure = member is not None and not self._services.has_room(
+            member
+        )
+        received = owner.session.receive_untrusted(keypair, data, header.counter, source, now)
+        if member is not None:
+            self._services.roster.touch(member, now)
+            member.bytes_in += len(data)
+            if received.moved_from is not None:
+                self._services.move(member, owner.session.address)
+        if received.unknown_frames:
+            self._services.drop(DropReason.UNKNOWN_TYPE, source, "frames", received.unknown_frames)
+        self._turn(owner, now)
+
+    def _confirm(
+        self, pending: Pending, data: bytes, counter: int, source: Address, now: float
+    ) -> None:
+        """The client's first DATA under a new handshake: it becomes a member (or, with
+        a new epoch, replaces the member of its key)."""
+        opened = pending.keypair.open_untrusted(data, counter, now)
+        frames = decode_frames_untrusted(opened.plaintext)
+        self._forget_pending_of(pending.key)
+        session = Session(
+            Role.RELAY,
+            pending.keypair,
+            pending.address,
+            now,
+            timeout_s=self._timeout_s,
+            initial_rtt_s=now - pending.created,
+            budget=self._budget,
+            random_bytes=self._random_bytes,
+        )
+        earlier = self._peers.get(pending.key)
+        peer = Peer(pending.key, session, pending.client_epoch, pending.relay_epoch)
+        peer.indexes = session.local_indexes()
+        for index in peer.indexes:
+            self._indexes[index] = peer
+        self._peers[pending.key] = peer
+        if earlier is not None and earlier.member is not None:
+            self._replace(earlier, peer, now)
+        else:
+            identity = Identity(
+                PROFILE,
+                client_id(pending.key),
+                encode_key(pending.key),
+                pending.key,
+                Details(peer, encode_key(pending.key)),
+            )
+            try:
+                self._services.register(identity, pending.address, now)
+            except RosterFull as exc:
+                self._close(peer)
+                self._services.drop(DropReason.REGISTRY_FULL, source, exc)
+                return
+        session.act(pending.keypair, frames, opened.new_highest, len(data), source, now)
+        self._turn(peer, now)
+
+    def _replace(self, earlier: Peer, peer: Peer, now: float) -> None:
+        """A new client epoch under a member's key: the old session is told (best effort)
+        and closed, what was in flight to it dropped and counted; no leave, no join."""
+        member = earlier.member
+        assert member is not None
+        notice = Notice(NoticeCode.REPLACED, b"replaced by a new session")
+        earlier.session.channel.send(encode_message(notice), now, bounded=False)
+        self._flush(earlier, now)
+        self._close(earlier)
+        peer.member = member
+        details = member.identity.details
+        assert isinstance(details, Details)
+        details.peer = peer
+        self._services.move(member, peer.session.address)
+        self.announce_present(member, self._services.roster.others(member))
+        log.info("client %s replaced its session (epoch %d)", member.id, peer.client_epoch)
+
+    # A peer's turn: what its session sends now, and what its channel says.
+
+    def _turn(self, peer: Peer, now: float) -> None:
+        if peer.closed:
+            return
+        if peer.closing_at is not None and now >= peer.closing_at:
+            self._close(peer)
+            return
+        self._flush(peer, now)
+        self._read_events(peer, now)
+        for reason, count in peer.session.channel.take_drops().items():
+            self._services.drop(reason, peer.session.address, "channel", count)
+        if not peer.closed:
+            self._flush(peer, now)
+            self._timers.schedule(
+                peer, max(peer.session.next_deadline(), now + TIMER_GRANULARITY_S)
+            )
+
+    def _flush(self, peer: Peer, now: float) -> None:
+        for datagram, address in peer.session.datagrams(now):
+            self._services.send(datagram, address)
+
+    def _read_events(self, peer: Peer, now: float) -> None:
+        channel = peer.session.channel
+        while not peer.closed and (event := channel.next_event()) is not None:
+            match event:
+                case MessageDelivered(body):
+                    self._delivered(peer, body)
+                case MessageAcknowledged(message_id):
+                    self._settled(peer, message_id)
+                    if message_id == peer.farewell:
+                        self._close(peer)
+                case MessageFailed(message_id, reason):
+                    self._settled(peer, message_id)
+                    self._services.drop(reason, peer.session.address)
+                    if peer.member is not None and peer.closing_at is None:
+                        self._services.remove(peer.member.id, "unreachable")
+        self._update_backpressure(peer)
+
+    def _delivered(self, peer: Peer, body: bytes) -> None:
+        member = peer.member
+        address = peer.session.address
+        if member is None or peer.closing_at is not None:
+            self._services.drop(DropReason.UNREGISTERED, address)
+            return
+        try:
+            message = decode_client_message_untrusted(body)
+        except RemoteProtocolError as exc:  # acknowledged already: dropped and counted
+            self._services.drop(exc.reason, address, exc)
+            return
+        if not isinstance(message, Chat):
+            self._services.remove(member.id, "disconnect")
+            return
+        admitted = self._services.admit(member, lambda _: _ready(Opened(message.text)))
+        if admitted is not None:
+            self._services.start_message(admitted.run)
+
+    def _settled(self, peer: Peer, message_id: int) -> None:
+        size = peer.copies.pop(message_id, None)
+        if size is not None:
+            peer.copy_bytes -= size
+            self._copy_bytes -= size
+
+    def _update_backpressure(self, peer: Peer) -> None:
+        if len(peer.copies) >= BACKPRESSURE_COPIES and not peer.closed:
+            self._congested.add(peer)
+        else:
+            self._congested.discard(peer)
+        self._budget.backpressure = bool(self._congested)
+
+    # Copies and notices out.
+
+    async def seal(
+        self, origin: Origin, plaintext: bytes, recipients: Sequence[Member]
+    ) -> list[Sealed]:
+        """The same body for every secure recipient: the channels carry it."""
+        if len(plaintext) > MAX_CHAT_BYTES:
+            return [DropReason.TOO_LARGE] * len(recipients)
+        body = encode_message(RelayedChat(self._origin(origin.identity, origin.address), plaintext))
+        return [body] * len(recipients)
+
+    def deliver(self, member: Member, copy: bytes) -> bool:
+        peer = self._peers.get(_key(member))
+        if peer is None or peer.closed or peer.closing_at is not None:
+            self._services.drop(DropReason.UNREGISTERED, member.address)
+            return False
+        if len(peer.copies) >= MAX_COPIES:
+            self._services.drop(DropReason.UNREACHABLE, member.address, "queue full")
+            self._services.remove(member.id, "unreachable")
+            return False
+        if not self._room_for(peer, len(copy)):
+            return False
+        now = trio.current_time()
+        message_id = peer.session.channel.send(copy, now, bounded=False)
+        peer.copies[message_id] = len(copy)
+        peer.copy_bytes += len(copy)
+        self._copy_bytes += len(copy)
+        self._update_backpressure(peer)
+        self._turn(peer, now)
+        return True
+
+    def _room_for(self, peer: Peer, size: int) -> bool:
+        """Within the bound on copies not yet acknowledged, removing the members that
+        hold the most of them first (``unreachable``); False if ``peer`` itself went."""
+        while self._copy_bytes + size > self._max_copy_bytes:
+            heaviest = max(self._peers.values(), key=lambda other: other.copy_bytes)
+            if heaviest.member is None or not heaviest.copy_bytes:
+                break
+            self._services.drop(DropReason.UNREACHABLE, heaviest.session.address, "send buffer")
+            self._services.remove(heaviest.member.id, "unreachable")
+            if heaviest is peer:
+                return False
+        return True
+
+    def _send_own(self, peer: Peer | None, message: Presence | Notice, now: float) -> None:
+        """A message of the relay's own to a member (not bound by the copies' limits)."""
+        if peer is None or peer.closed:
+            return
+        peer.session.channel.send(encode_message(message), now, bounded=False)
+        self._turn(peer, now)
+
+    def _presence(
+        self, event: PresenceEvent, member: Member, reason: str | None = None
+    ) -> Presence:
+        leave = LEAVE_REASONS.get(reason or "", LeaveReason.UNREACHABLE)
+        origin = self._origin(member.identity, member.address)
+        return Presence(event, origin, leave if event is PresenceEvent.LEFT else LeaveReason.NONE)
+
+    def announce_joined(self, member: Member, recipients: Sequence[Member]) -> None:
+        presence = self._presence(PresenceEvent.JOINED, member)
+        now = trio.current_time()
+        for recipient in recipients:
+            self._send_own(self._peers.get(_key(recipient)), presence, now)
+
+    def announce_present(self, newcomer: Member, present: Sequence[Member]) -> None:
+        peer = self._peers.get(_key(newcomer))
+        if peer is None:
+            return
+        peer.member = newcomer
+        now = trio.current_time()
+        for member in present:
+            self._send_own(peer, self._presence(PresenceEvent.ALREADY_PRESENT, member), now)
+
+    def announce_left(self, member: Member, recipients: Sequence[Member], reason: str) -> None:
+        presence = self._presence(PresenceEvent.LEFT, member, reason)
+        now = trio.current_time()
+        for recipient in recipients:
+            self._send_own(self._peers.get(_key(recipient)), presence, now)
+
+    def announce_moved(self, member: Member, old: Address, recipients: Sequence[Member]) -> None:
+        """Nothing: a secure member learns another's new address from the origin of its
+        next message (the page has no PRESENCE for a move)."""
+
+    def removed(self, member: Member, reason: str) -> None:
+        """Close its session; a kicked or banned member is told first (its session lives
+        until the NOTICE is acknowledged, 2 s at most)."""
+        peer = self._peers.get(_key(member))
+        if peer is None or peer.member is not member:
+            return
+        del self._peers[peer.key]
+        farewell = FAREWELLS.get(reason)
+        if farewell is None:
+            self._close(peer)
+            return
+        now = trio.current_time()
+        notice = encode_message(Notice(*farewell))
+        peer.farewell = peer.session.channel.send(notice, now, bounded=False)
+        peer.closing_at = now + FAREWELL_WAIT_S
+        self._turn(peer, now)
+        self._timers.schedule(peer, peer.closing_at)
+
+    def stop_receiving(self) -> None:
+        """Tell every member the relay is going (best effort: one try, no ACK awaited)."""
+        now = trio.current_time()
+        notice = Notice(NoticeCode.SHUTTING_DOWN, b"the relay is shutting down")
+        for peer in list(self._peers.values()):
+            self._send_own(peer, notice, now)
+
+    # Bookkeeping.
+
+    def _close(self, peer: Peer) -> None:
+        if peer.closed:
+            return
+        peer.closed = True
+        if self._peers.get(peer.key) is peer:
+            del self._peers[peer.key]
+        for index in peer.indexes:
+            if self._indexes.get(index) is peer:
+                del self._indexes[index]
+        statistics = peer.session.channel.statistics()
+        lost = statistics.in_flight + statistics.queued
+        if lost:
+            self._services.drop(DropReason.REPLACED, peer.session.address, "closed", lost)
+        self._copy_bytes -= peer.copy_bytes
+        peer.copies.clear()
+        peer.copy_bytes = 0
+        self._congested.discard(peer)
+        self._budget.backpressure = bool(self._congested)
+        peer.session.channel.close()
+
+    def _forget_pending(self, now: float) -> None:
+        while self._pending:
+            index, pending = next(iter(self._pending.items()))
+            if now - pending.created < PENDING_LIFETIME_S:
+                break
+            del self._pending[index]
+            self._indexes.pop(index, None)
+
+    def _forget_pending_of(self, key: bytes) -> None:
+        for index in [i for i, p in self._pending.items() if p.key == key]:
+            del self._pending[index]
+            self._indexes.pop(index, None)
+
+    def _holds(self, key: bytes) -> bool:
+        """Is this key a member's, or a pending handshake's (its timestamp is kept)?"""
+        return key in self._peers or any(p.key == key for p in self._pending.values())
+
+    def _epoch(self) -> int:
+        return int.from_bytes(self._random_bytes(4), "little")
+
+    def _origin(self, identity: Identity | None, address: Address) -> origins.Origin:
+        if identity is None:
+            return origins.RELAY_ORIGIN
+        if identity.profile == PROFILE:
+            assert isinstance(identity.key, bytes)
+            return origins.Origin(origins.OriginKind.SECURE_CLIENT, identity.key, address)
+        return origins.Origin(
+            origins.OriginKind.LEGACY_CLIENT,
+            origins.legacy_origin_id(cast(rsa.RSAPublicKey, identity.key)),
+            address,
+        )

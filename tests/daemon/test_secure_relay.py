@@ -1,0 +1,265 @@
+"""The relay serving the secure profile beside the legacy one, on the harness: members
+by handshake, presence, chat both ways between profiles, leaves and their reasons,
+operators' kicks and bans, authorized keys, replacement, rekeys and shutdown.
+
+Secure clients are :class:`secure_harness.SecurePeer` (the sans-I/O parts, driven by
+hand); time is the mock clock.
+"""
+
+import dataclasses
+from pathlib import Path
+
+import trio
+import trio.testing
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mcrelay.client import MessageReceived
+from mcrelay.protocol import legacy
+from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
+from mcrelay.protocol.secure.keys import AuthorizedKey, KeyPair
+from mcrelay.protocol.secure.messages import (
+    LeaveReason,
+    Notice,
+    NoticeCode,
+    Presence,
+    PresenceEvent,
+    RelayedChat,
+)
+from mcrelay.protocol.secure.origins import Origin, OriginKind, legacy_origin_id
+from relay_harness import client_address, harness_config, open_relay, settle
+from secure_harness import SecurePeer
+
+Keys = list[rsa.RSAPrivateKey]
+
+
+def secure_origin(peer: SecurePeer) -> Origin:
+    return Origin(OriginKind.SECURE_CLIENT, peer.static.public, peer.address)
+
+
+def presence(
+    event: PresenceEvent, peer: SecurePeer, reason: LeaveReason = LeaveReason.NONE
+) -> Presence:
+    return Presence(event, secure_origin(peer), reason)
+
+
+async def test_two_secure_members_see_each_other_and_chat(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        a = SecurePeer(harness, client_address(0))
+        b = SecurePeer(harness, client_address(1))
+        await a.connect()
+        assert harness.relay.roster.get(a.id) is not None
+        await b.connect()
+        await a.pump()
+        assert b.take() == [presence(PresenceEvent.ALREADY_PRESENT, a)]
+        assert a.take() == [presence(PresenceEvent.JOINED, b)]
+        await a.say(b"hello")
+        await b.pump()
+        assert b.take() == [RelayedChat(secure_origin(a), b"hello")]
+        assert a.take() == []
+        figures = harness.relay.statistics().profiles["secure"]
+        assert (figures["clients"], figures["copies_sent"]) == (2, 1)
+        await trio.sleep(0.05)  # b's ACK waits up to 10 ms for other frames
+        await b.pump()
+        await a.pump()
+        assert harness.relay.statistics().profiles["secure"]["send_buffer_bytes"] == 0
+
+
+async def test_legacy_and_secure_members_meet_as_the_page_says(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        (old,) = await harness.members(keys, 1)
+        s = SecurePeer(harness, client_address(5))
+        await s.connect()
+        await settle()
+        legacy_origin = Origin(
+            OriginKind.LEGACY_CLIENT, legacy_origin_id(old.key.public_key()), old.address
+        )
+        assert s.take() == [Presence(PresenceEvent.ALREADY_PRESENT, legacy_origin)]
+        assert old.take() == [PeerJoined(s.address)]
+
+        old.say(b"from legacy")
+        await settle()
+        await s.pump()
+        assert s.take() == [RelayedChat(legacy_origin, b"from legacy")]
+
+        await s.say(b"from secure")
+        await settle()
+        assert old.take() == [MessageReceived(s.address, b"from secure")]
+
+        await s.leave()
+        await settle()
+        assert old.take() == [PeerLeft(s.address)]
+        assert harness.relay.roster.get(s.id) is None
+
+
+async def test_a_leave_carries_its_reason(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0], client_timeout_s=20.0) as harness:
+        c = SecurePeer(harness, client_address(2))
+        a = SecurePeer(harness, client_address(0))
+        b = SecurePeer(harness, client_address(1))
+        for peer in (c, a, b):
+            await peer.connect()
+        await b.leave()
+        await trio.sleep(0.05)
+        await c.pump()  # c acknowledges the joins and b's leave, then falls silent
+        await a.pump()
+        assert a.take()[-1] == presence(PresenceEvent.LEFT, b, LeaveReason.DISCONNECT)
+        for _ in range(25):  # a keeps its session alive
+            await trio.sleep(1.0)
+            await a.pump()
+        assert harness.relay.roster.get(c.id) is None
+        assert a.take() == [presence(PresenceEvent.LEFT, c, LeaveReason.TIMEOUT)]
+        assert harness.relay.roster.get(a.id) is not None
+
+
+async def test_a_member_that_acknowledges_nothing_is_removed_unreachable(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        a = SecurePeer(harness, client_address(0))
+        b = SecurePeer(harness, client_address(1))
+        await a.connect()
+        await b.connect()  # b never reads again: a's messages pass their deadline
+        await a.say(b"anyone?")
+        for _ in range(12):
+            await trio.sleep(1.0)
+            await a.pump()
+        assert harness.relay.roster.get(b.id) is None
+        assert a.take()[-1] == presence(PresenceEvent.LEFT, b, LeaveReason.UNREACHABLE)
+        assert harness.drops()["unreachable"] >= 1
+
+
+async def test_a_kicked_member_is_told_and_a_banned_key_gets_silence(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        a = SecurePeer(harness, client_address(0))
+        b = SecurePeer(harness, client_address(1))
+        await a.connect()
+        await b.connect()
+        await a.pump()
+        a.take()
+        removed = harness.relay.kick(b.id)
+        assert [member.id for member in removed] == [b.id]
+        await b.pump()
+        await a.pump()
+        assert b.take()[-1] == Notice(NoticeCode.KICKED, b"kicked")
+        assert a.take() == [presence(PresenceEvent.LEFT, b, LeaveReason.KICK)]
+
+        await b.connect()  # it may come back: it was not banned
+        await a.pump()
+        assert a.take() == [presence(PresenceEvent.JOINED, b)]
+        harness.relay.kick(b.id, ban_s=60.0)
+        await b.pump()
+        await a.pump()
+        assert b.take()[-1] == Notice(NoticeCode.BANNED, b"banned")
+        assert a.take() == [presence(PresenceEvent.LEFT, b, LeaveReason.BAN)]
+        assert [ban.scope for ban in harness.relay.bans.active(trio.current_time())] == ["key"]
+
+        moved = SecurePeer(harness, client_address(9), static=b.static)
+        assert not await moved.handshake()  # its key is banned wherever it comes from
+        assert moved.others == []
+        assert harness.drops()["banned"] == 1
+
+
+async def test_only_authorized_keys_join(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    allowed = KeyPair.generate()
+    authorized = (AuthorizedKey(allowed.public, "alice"),)
+    config = harness_config(authorized_keys=Path("/etc/keys"), authorized_key_list=authorized)
+    async with open_relay(keys[0], config) as harness:
+        stranger = SecurePeer(harness, client_address(0))
+        assert not await stranger.handshake()
+        assert stranger.others == []
+        assert harness.drops() == {"unauthorized": 1}
+        alice = SecurePeer(harness, client_address(1), static=allowed)
+        await alice.connect()
+        assert harness.relay.roster.get(alice.id) is not None
+        # Legacy is off with an authorized-keys file (no bridge_legacy).
+        harness.peer(client_address(2), keys[1]).register()
+        assert harness.drops()["profile_off"] == 1
+
+        # A reload that takes alice's key out removes her, with a NOTICE.
+        harness.relay.reconfigure(dataclasses.replace(harness.relay.config, authorized_key_list=()))
+        await alice.pump()
+        assert alice.take()[-1] == Notice(NoticeCode.KICKED, b"kicked")
+        assert harness.relay.roster.get(alice.id) is None
+
+
+async def test_legacy_control_from_a_secure_members_address_is_ignored(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        s = SecurePeer(harness, client_address(0))
+        await s.connect()
+        s.send(legacy.disconnect(), legacy.keepalive())
+        assert harness.drops() == {"secure_address": 2}
+        assert harness.relay.roster.get(s.id) is not None
+
+
+async def test_a_new_epoch_replaces_the_member_without_a_leave(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        a = SecurePeer(harness, client_address(0))
+        b = SecurePeer(harness, client_address(1))
+        await a.connect()
+        await b.connect()
+        await a.pump()
+        a.take()
+        b.take()
+        again = SecurePeer(harness, client_address(2), static=b.static, epoch=b.epoch + 1)
+        await again.connect()
+        await b.pump()
+        await a.pump()
+        assert b.take() == [Notice(NoticeCode.REPLACED, b"replaced by a new session")]
+        assert again.take() == [presence(PresenceEvent.ALREADY_PRESENT, a)]
+        assert a.take() == []  # no leave, no join
+        member = harness.relay.roster.get(b.id)
+        assert member is not None
+        assert member.address == again.address
+        await a.say(b"to the new session")
+        await again.pump()
+        assert again.take() == [RelayedChat(secure_origin(a), b"to the new session")]
+
+
+async def test_a_rekey_keeps_the_session_and_its_messages(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        a = SecurePeer(harness, client_address(0))
+        b = SecurePeer(harness, client_address(1))
+        await a.connect()
+        await b.connect()
+        assert await a.handshake()  # same epoch: a rekey
+        await a.say(b"under the new keys")
+        await b.pump()
+        assert b.take()[-1] == RelayedChat(secure_origin(a), b"under the new keys")
+        assert len(harness.relay.roster) == 2
+
+
+async def test_stopping_tells_every_secure_member(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        a = SecurePeer(harness, client_address(0))
+        await a.connect()
+        harness.relay.stop_receiving()
+        await settle()
+        a.receive()
+        assert a.take() == [Notice(NoticeCode.SHUTTING_DOWN, b"the relay is shutting down")]
+
+
+async def test_a_secure_only_relay_counts_legacy_datagrams_as_profile_off(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0], profiles="secure") as harness:
+        harness.peer(client_address(0), keys[1]).register()
+        assert harness.drops() == {"profile_off": 1}
+        assert set(harness.relay.statistics().profiles) == {"secure"}
