@@ -17,7 +17,7 @@ from mcrelay.protocol.secure.client_events import ChatReceived, PresenceChanged
 from mcrelay.protocol.secure.keys import KeyPair, encode_key
 from mcrelay.protocol.secure.messages import LeaveReason, PresenceEvent
 from mcrelay.protocol.secure.origins import OriginKind
-from support import LOOPBACK, WAIT_S, Console, join, relay_config, running_relay
+from support import GROUP, LOOPBACK, WAIT_S, Console, join, relay_config, running_relay
 
 OTHER_KEY = KeyPair.from_private(bytes([9] * 32))
 
@@ -142,3 +142,18 @@ async def test_send_trusts_on_first_use_then_refuses_a_changed_key(
         assert encode_key(OTHER_KEY.public) in line
         assert relay.secure is not None
         assert relay.secure.members == 0
+
+
+async def test_without_relay_the_first_datagrams_go_to_the_group_then_unicast(
+    tmp_path: Path, relay_key_file: Path
+) -> None:
+    async with secure_relay(tmp_path, relay_key_file) as (relay, key):
+        async with open_secure_participant(
+            destination=(GROUP, relay.address[1]),
+            interface=LOOPBACK,
+            identity=KeyPair.generate(),
+        ) as participant:
+            assert participant.connected is not None
+            assert participant.connected.relay == (LOOPBACK, relay.address[1])
+            assert participant.connected.relay_key == key.public
+            assert participant.connection.relay == (LOOPBACK, relay.address[1])
