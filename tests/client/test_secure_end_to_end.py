@@ -2,10 +2,12 @@
 presence, DISCONNECT, a legacy member beside them, and the CLI's trust on first use
 and refusal of a changed key."""
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -14,10 +16,19 @@ from mcrelay.client.secure import SecureEvent, SecureParticipant, open_secure_pa
 from mcrelay.daemon.relay import Relay
 from mcrelay.daemon.secure.keyfile import load_or_create_secure_key
 from mcrelay.protocol.secure.client_events import ChatReceived, PresenceChanged
-from mcrelay.protocol.secure.keys import KeyPair, encode_key
+from mcrelay.protocol.secure.keys import KeyPair, client_id, encode_key, parse_private_key_text
 from mcrelay.protocol.secure.messages import LeaveReason, PresenceEvent
 from mcrelay.protocol.secure.origins import OriginKind
-from support import GROUP, LOOPBACK, WAIT_S, Console, join, relay_config, running_relay
+from support import (
+    GROUP,
+    LOOPBACK,
+    WAIT_S,
+    Console,
+    join,
+    relay_config,
+    running_relay,
+    wait_until,
+)
 
 OTHER_KEY = KeyPair.from_private(bytes([9] * 32))
 
@@ -157,3 +168,30 @@ async def test_without_relay_the_first_datagrams_go_to_the_group_then_unicast(
             assert participant.connected.relay == (LOOPBACK, relay.address[1])
             assert participant.connected.relay_key == key.public
             assert participant.connection.relay == (LOOPBACK, relay.address[1])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the relay (daemon/secure/profile.py) crashes on the kicked member's ACK of its "
+    "NOTICE: _on_data touches a member the roster no longer holds (KeyError)",
+)
+async def test_a_kicked_chat_shows_the_notice_and_exits_1(
+    tmp_path: Path, relay_key_file: Path
+) -> None:
+    async with secure_relay(tmp_path, relay_key_file) as (relay, _key):
+        console = Console()
+        argv = ["chat", *cli_flags(tmp_path, relay.address[1]), "--stay"]
+        status: list[ExitStatus] = []
+
+        async def chat() -> None:
+            status.append(await console.run(*argv))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chat)
+            await wait_until(lambda: relay.secure is not None and relay.secure.members == 1)
+            identity = parse_private_key_text((tmp_path / "identity").read_bytes())
+            assert relay.kick(client_id(identity.public))
+        assert status == [ExitStatus.ERROR]
+        notice = json.loads(console.out_lines()[-1])
+        assert notice == {"event": "notice", "notice": "kicked", "text": notice["text"]}
+        assert "the relay kicked this client" in console.err_lines()[-1]
