@@ -150,3 +150,10 @@ def test_events_render_as_the_legacy_client_does_plus_the_origin() -> None:
     assert render(ChatReceived(RELAY_ORIGIN, b"note"), as_json=False) == "[relay] note"
     notice = NoticeReceived(NoticeCode.KICKED, "bye")
     assert render(notice, as_json=False) == "* relay notice: kicked: bye"
+
+
+async def test_a_pinned_key_of_low_order_is_a_usage_error(tmp_path: Path) -> None:
+    console = Console()
+    status = await console.run("send", *flags(tmp_path, 5007, "--relay-key", "A" * 43 + "="), "x")
+    assert status == ExitStatus.USAGE
+    assert "low order" in console.err_lines()[-1]

@@ -48,13 +48,22 @@ from mcrelay.protocol.secure.client_events import (
     CloseReason,
     PresenceChanged,
 )
+from mcrelay.protocol.secure.client_handshake import low_order
 from mcrelay.protocol.secure.keys import KeyPair, client_id, decode_key, encode_key
 from mcrelay.protocol.secure.messages import MAX_CHAT_BYTES, PresenceEvent
 from mcrelay.protocol.secure.origins import Origin, OriginKind
 from mcrelay.protocol.secure.retries import GIVE_UP_AFTER_S
 from mcrelay.settings.config import state_directory
 
-relay_key = argument_type(decode_key)
+
+def _relay_public_key(text: str) -> bytes:
+    key = decode_key(text)
+    if low_order(key):
+        raise ValueError(f"{text.strip()!r} is a Curve25519 key of low order: no relay holds it")
+    return key
+
+
+relay_key = argument_type(_relay_public_key)
 PRESENCE_WORDS = {
     PresenceEvent.JOINED: "joined",
     PresenceEvent.LEFT: "left",

@@ -405,3 +405,33 @@ def test_any_relay_message_body_is_an_event_or_the_one_error(body: bytes) -> Non
     except RemoteProtocolError:
         return
     assert isinstance(event, ChatReceived | PresenceChanged | NoticeReceived)
+
+
+def test_an_answer_with_a_key_of_low_order_is_dropped_not_used() -> None:
+    net = Net(StubRelay())
+    connection = client(net)
+    ((query, _),) = connection.datagrams_to_send(0.0)
+    connection.receive_datagram(encode_key_info(bytes(32), query[4:20]), RELAY_ADDRESS, 0.001)
+    assert connection.drops[DropReason.HANDSHAKE_FAILED] == 1
+    assert connection.relay_key is None
+    assert connection.datagrams_to_send(0.001) == []
+    net.run(lambda: connection.connected)  # the genuine answer still counts
+    assert connection.relay_key == RELAY_KEY.public
+
+
+def test_a_pinned_key_of_low_order_is_refused_at_once() -> None:
+    with pytest.raises(LocalProtocolError, match="low order"):
+        ClientConnection(IDENTITY, RELAY_ADDRESS, 0.0, WALL_NS, relay_key=bytes(32))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=32, max_size=32), st.binary(max_size=200))
+def test_any_answer_while_connecting_is_taken_or_counted(key: bytes, junk: bytes) -> None:
+    net = Net(StubRelay())
+    connection = client(net)
+    ((query, _),) = connection.datagrams_to_send(0.0)
+    connection.receive_datagram(junk, RELAY_ADDRESS, 0.001)
+    connection.receive_datagram(encode_key_info(key, query[4:20]), RELAY_ADDRESS, 0.002)
+    assert connection.relay_key in (key, None)
+    assert (connection.relay_key is None) == (connection.drops[DropReason.HANDSHAKE_FAILED] == 1)
+    connection.datagrams_to_send(0.003)

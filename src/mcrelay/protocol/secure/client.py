@@ -42,7 +42,7 @@ from mcrelay.protocol.secure.client_events import (
     NoticeReceived,
     relay_message_event_untrusted,
 )
-from mcrelay.protocol.secure.client_handshake import HandshakeAttempt, KeyCheck
+from mcrelay.protocol.secure.client_handshake import HandshakeAttempt, KeyCheck, low_order
 from mcrelay.protocol.secure.data import peek_data_untrusted
 from mcrelay.protocol.secure.handshake import MAX_EPOCH, tai64n
 from mcrelay.protocol.secure.header import DatagramType, datagram_type_untrusted
@@ -95,6 +95,8 @@ class ClientConnection:
         self.destination = destination
         self.relay: Address | None = None if _is_multicast(destination) else destination
         """Whom we talk to: the destination, or (for a group) who answered our INIT."""
+        if relay_key is not None and low_order(relay_key):
+            raise LocalProtocolError("the relay key is of low order: no relay can hold it")
         self.relay_key = relay_key
         self._expected_key = relay_key
         self.epoch = int.from_bytes(random_bytes(4), "little") if epoch is None else epoch

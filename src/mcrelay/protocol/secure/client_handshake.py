@@ -15,11 +15,26 @@ import os
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 
+from mcrelay.protocol.errors import DropReason, RemoteProtocolError
 from mcrelay.protocol.secure.handshake import Established, Initiator, fresh_index
-from mcrelay.protocol.secure.keyquery import QUERY_NONCE_BYTES, KeyQuery
+from mcrelay.protocol.secure.keyquery import (
+    QUERY_NONCE_BYTES,
+    KeyQuery,
+    decode_key_info_untrusted,
+)
 from mcrelay.protocol.secure.keys import KeyPair
-from mcrelay.protocol.secure.noise import DH_BYTES
+from mcrelay.protocol.secure.noise import DH_BYTES, dh
 from mcrelay.protocol.secure.retries import HandshakeRetries, HeldCookie, RetryAction
+
+_PROBE = bytes(range(DH_BYTES))
+"""Any private key: X25519 clamps it to a multiple of 8, which a point of low order
+always turns into zero."""
+
+
+def low_order(public: bytes) -> bool:
+    """Whether ``public`` is a Curve25519 point of low order: no handshake with it can
+    succeed, since nobody holds its private key."""
+    return dh(_PROBE, public) is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +168,10 @@ class KeyCheck:
 
     def read_answer_untrusted(self, datagram: bytes) -> KeyMismatch | None:
         """Take a KEY_INFO; a mismatch means refuse. Raises ``RemoteProtocolError``."""
+        if low_order(decode_key_info_untrusted(datagram, self.query.nonce)):
+            raise RemoteProtocolError(
+                "KEY_INFO with a key of low order", DropReason.HANDSHAKE_FAILED
+            )
         found = self.query.read_answer_untrusted(datagram)
         if self.key is None:
             self.key = found
