@@ -1,11 +1,14 @@
-"""A secure client for the relay harness (:mod:`relay_harness`): the page's handshake
-and a client session, built from the sans-I/O parts, its datagrams fed straight into
-the relay and the relay's read from the stub socket. Tests drive it by hand."""
+"""A secure client for tests: the page's handshake and a client session, built from
+the sans-I/O parts, and driven by hand. On the relay harness (:mod:`relay_harness`)
+its datagrams go straight into the relay and the relay's are read from the stub
+socket; over UDP (:class:`UdpLink`) it talks to a real daemon on loopback."""
 
 import itertools
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
@@ -26,25 +29,91 @@ from mcrelay.protocol.secure.messages import (
 )
 from mcrelay.protocol.secure.session import Session
 from relay_harness import RELAY_ADDRESS, Harness, settle
+from support import wait_until
 
 _indexes = itertools.count(1)
 _wall_ns = itertools.count(1_800_000_000 * 10**9, 10**6)
 """TAI64N timestamps that only grow, whatever the (mock) clock says."""
 
 
+class Link(Protocol):
+    """How a :class:`SecurePeer` reaches the relay."""
+
+    relay_public: bytes
+
+    def send(self, data: bytes, source: Address) -> None: ...
+
+    def received(self, address: Address) -> list[bytes]:
+        """What the relay sent ``address`` since the last call."""
+        ...
+
+    async def settle(self) -> None:
+        """Until what was sent has been acted on."""
+
+
+class HarnessLink:
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
+        self.relay_public = harness.secure_key.public
+        self._read: dict[Address, int] = {}
+
+    def send(self, data: bytes, source: Address) -> None:
+        self.harness.relay.handle_datagram(data, source, trio.current_time())
+
+    def received(self, address: Address) -> list[bytes]:
+        sent = self.harness.sock.sent
+        mine = [data for data, to in sent[self._read.get(address, 0) :] if to == address]
+        self._read[address] = len(sent)
+        return mine
+
+    async def settle(self) -> None:
+        await settle()
+
+
+class UdpLink:
+    """A UDP socket on loopback to a real relay (one peer per link: its address is the
+    socket's)."""
+
+    def __init__(self, relay: Address, relay_public: bytes) -> None:
+        self.relay = relay
+        self.relay_public = relay_public
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.address: Address = self.sock.getsockname()
+
+    def send(self, data: bytes, source: Address) -> None:
+        self.sock.sendto(data, self.relay)
+
+    def received(self, address: Address) -> list[bytes]:
+        found: list[bytes] = []
+        while True:
+            try:
+                data, _ = self.sock.recvfrom(65535)
+            except BlockingIOError:
+                return found
+            found.append(data)
+
+    async def settle(self) -> None:
+        await trio.sleep(0.02)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 @dataclass
 class SecurePeer:
-    harness: Harness
+    link: Link
     address: Address
     static: KeyPair = field(default_factory=KeyPair.generate)
     epoch: int = 1
     session: Session | None = None
-    read: int = 0
-    """How much of the stub's record :meth:`receive` has looked at."""
     received: list[RelayMessage] = field(default_factory=list)
     """The relay's messages delivered to it, in order, until :meth:`take`."""
     others: list[tuple[bytes, DatagramType]] = field(default_factory=list)
-    """Handshake answers (RESPONSE, COOKIE, KEY_INFO) the relay sent it."""
+    """Handshake answers (COOKIE, KEY_INFO, a RESPONSE not taken) the relay sent it."""
+    cookies: int = 1
+    """COOKIEs a handshake answers with a new INIT (the page: once per INIT scheduled)."""
 
     @property
     def id(self) -> str:
@@ -53,7 +122,7 @@ class SecurePeer:
     def initiator(self, *, cookie: bytes | None = None) -> Initiator:
         return Initiator(
             self.static,
-            self.harness.secure_key.public,
+            self.link.relay_public,
             ephemeral_private=os.urandom(32),
             sender_index=next(_indexes),
             timestamp=tai64n(next(_wall_ns)),
@@ -63,38 +132,49 @@ class SecurePeer:
 
     def send(self, *datagrams: bytes) -> None:
         for datagram in datagrams:
-            self.harness.relay.handle_datagram(datagram, self.address, trio.current_time())
+            self.link.send(datagram, self.address)
 
     async def handshake(self) -> bool:
-        """Send an INIT; with the RESPONSE, start (or rekey) the session. False when the
-        relay did not answer with a RESPONSE."""
+        """Send an INIT (again with the cookie when a COOKIE answers it); with the
+        RESPONSE, start (or rekey) the session. False when no RESPONSE came."""
         initiator = self.initiator()
-        self.send(initiator.datagram)
-        await settle()
-        for data in self._new_datagrams():
-            if datagram_type_untrusted(data) is DatagramType.RESPONSE:
-                established = initiator.read_response_untrusted(data)
-                now = trio.current_time()
-                keypair = Keypair.from_handshake(established.keys, established.relay_epoch, now)
-                if self.session is None:
-                    self.session = Session(Role.CLIENT, keypair, RELAY_ADDRESS, now)
-                else:
-                    self.session.install(keypair, now)
-                return True
-            self.others.append((data, datagram_type_untrusted(data)))
+        for _ in range(1 + self.cookies):
+            self.send(initiator.datagram)
+            await self.link.settle()
+            cookie = None
+            for data in self._new_datagrams():
+                kind = datagram_type_untrusted(data)
+                if kind is DatagramType.RESPONSE:
+                    self._start(initiator, data)
+                    return True
+                self.others.append((data, kind))
+                if kind is DatagramType.COOKIE:
+                    cookie = initiator.read_cookie_untrusted(data)
+            if cookie is None:
+                return False
+            initiator = self.initiator(cookie=cookie)
         return False
+
+    def _start(self, initiator: Initiator, response: bytes) -> None:
+        established = initiator.read_response_untrusted(response)
+        now = trio.current_time()
+        keypair = Keypair.from_handshake(established.keys, established.relay_epoch, now)
+        if self.session is None:
+            self.session = Session(Role.CLIENT, keypair, RELAY_ADDRESS, now)
+        else:
+            self.session.install(keypair, now)
 
     async def connect(self) -> None:
         """Handshake, confirm, and let the relay register it."""
-        assert await self.handshake(), f"no RESPONSE: {self.harness.drops()}"
+        assert await self.handshake(), "no RESPONSE"
         await self.pump()
 
     async def pump(self, rounds: int = 3) -> None:
         """Exchange what is due both ways until quiet (a few rounds)."""
         for _ in range(rounds):
-            await settle()
+            await self.link.settle()
             self.flush()
-            await settle()
+            await self.link.settle()
             self.receive()
 
     def flush(self) -> None:
@@ -135,8 +215,16 @@ class SecurePeer:
         taken, self.received = self.received, []
         return taken
 
+    async def wait_for(self, count: int) -> list[RelayMessage]:
+        """Until it holds ``count`` messages (over UDP: they take their time); them."""
+
+        def arrived() -> bool:
+            self.flush()
+            self.receive()
+            return len(self.received) >= count
+
+        await wait_until(arrived)
+        return self.take()
+
     def _new_datagrams(self) -> Iterator[bytes]:
-        sent = self.harness.sock.sent
-        mine = [data for data, to in sent[self.read :] if to == self.address]
-        self.read = len(sent)
-        return iter(mine)
+        return iter(self.link.received(self.address))

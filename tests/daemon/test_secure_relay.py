@@ -9,13 +9,17 @@ hand); time is the mock clock.
 import dataclasses
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.client import MessageReceived
+from mcrelay.daemon.secure.peers import Peer
 from mcrelay.protocol import legacy
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
+from mcrelay.protocol.secure.header import DatagramType
+from mcrelay.protocol.secure.keyquery import KeyQuery
 from mcrelay.protocol.secure.keys import AuthorizedKey, KeyPair
 from mcrelay.protocol.secure.messages import (
     LeaveReason,
@@ -27,7 +31,7 @@ from mcrelay.protocol.secure.messages import (
 )
 from mcrelay.protocol.secure.origins import Origin, OriginKind, legacy_origin_id
 from relay_harness import client_address, harness_config, open_relay, settle
-from secure_harness import SecurePeer
+from secure_harness import HarnessLink, SecurePeer
 
 Keys = list[rsa.RSAPrivateKey]
 
@@ -46,8 +50,8 @@ async def test_two_secure_members_see_each_other_and_chat(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a = SecurePeer(harness, client_address(0))
-        b = SecurePeer(harness, client_address(1))
+        a = SecurePeer(HarnessLink(harness), client_address(0))
+        b = SecurePeer(HarnessLink(harness), client_address(1))
         await a.connect()
         assert harness.relay.roster.get(a.id) is not None
         await b.connect()
@@ -71,7 +75,7 @@ async def test_legacy_and_secure_members_meet_as_the_page_says(
 ) -> None:
     async with open_relay(keys[0]) as harness:
         (old,) = await harness.members(keys, 1)
-        s = SecurePeer(harness, client_address(5))
+        s = SecurePeer(HarnessLink(harness), client_address(5))
         await s.connect()
         await settle()
         legacy_origin = Origin(
@@ -99,9 +103,9 @@ async def test_a_leave_carries_its_reason(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0], client_timeout_s=20.0) as harness:
-        c = SecurePeer(harness, client_address(2))
-        a = SecurePeer(harness, client_address(0))
-        b = SecurePeer(harness, client_address(1))
+        c = SecurePeer(HarnessLink(harness), client_address(2))
+        a = SecurePeer(HarnessLink(harness), client_address(0))
+        b = SecurePeer(HarnessLink(harness), client_address(1))
         for peer in (c, a, b):
             await peer.connect()
         await b.leave()
@@ -121,8 +125,8 @@ async def test_a_member_that_acknowledges_nothing_is_removed_unreachable(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a = SecurePeer(harness, client_address(0))
-        b = SecurePeer(harness, client_address(1))
+        a = SecurePeer(HarnessLink(harness), client_address(0))
+        b = SecurePeer(HarnessLink(harness), client_address(1))
         await a.connect()
         await b.connect()  # b never reads again: a's messages pass their deadline
         await a.say(b"anyone?")
@@ -138,8 +142,8 @@ async def test_a_kicked_member_is_told_and_a_banned_key_gets_silence(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a = SecurePeer(harness, client_address(0))
-        b = SecurePeer(harness, client_address(1))
+        a = SecurePeer(HarnessLink(harness), client_address(0))
+        b = SecurePeer(HarnessLink(harness), client_address(1))
         await a.connect()
         await b.connect()
         await a.pump()
@@ -149,6 +153,11 @@ async def test_a_kicked_member_is_told_and_a_banned_key_gets_silence(
         await b.pump()
         await a.pump()
         assert b.take()[-1] == Notice(NoticeCode.KICKED, b"kicked")
+        await trio.sleep(0.05)
+        await b.pump()  # its ACK of the NOTICE (and a keep-alive) closes its session
+        assert b.session is not None
+        assert b.session.channel.statistics().in_flight == 0
+        assert harness.relay.statistics().profiles["secure"]["clients"] == 1
         assert a.take() == [presence(PresenceEvent.LEFT, b, LeaveReason.KICK)]
 
         await b.connect()  # it may come back: it was not banned
@@ -161,7 +170,7 @@ async def test_a_kicked_member_is_told_and_a_banned_key_gets_silence(
         assert a.take() == [presence(PresenceEvent.LEFT, b, LeaveReason.BAN)]
         assert [ban.scope for ban in harness.relay.bans.active(trio.current_time())] == ["key"]
 
-        moved = SecurePeer(harness, client_address(9), static=b.static)
+        moved = SecurePeer(HarnessLink(harness), client_address(9), static=b.static)
         assert not await moved.handshake()  # its key is banned wherever it comes from
         assert moved.others == []
         assert harness.drops()["banned"] == 1
@@ -174,11 +183,11 @@ async def test_only_authorized_keys_join(
     authorized = (AuthorizedKey(allowed.public, "alice"),)
     config = harness_config(authorized_keys=Path("/etc/keys"), authorized_key_list=authorized)
     async with open_relay(keys[0], config) as harness:
-        stranger = SecurePeer(harness, client_address(0))
+        stranger = SecurePeer(HarnessLink(harness), client_address(0))
         assert not await stranger.handshake()
         assert stranger.others == []
         assert harness.drops() == {"unauthorized": 1}
-        alice = SecurePeer(harness, client_address(1), static=allowed)
+        alice = SecurePeer(HarnessLink(harness), client_address(1), static=allowed)
         await alice.connect()
         assert harness.relay.roster.get(alice.id) is not None
         # Legacy is off with an authorized-keys file (no bridge_legacy).
@@ -196,7 +205,7 @@ async def test_legacy_control_from_a_secure_members_address_is_ignored(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        s = SecurePeer(harness, client_address(0))
+        s = SecurePeer(HarnessLink(harness), client_address(0))
         await s.connect()
         s.send(legacy.disconnect(), legacy.keepalive())
         assert harness.drops() == {"secure_address": 2}
@@ -207,14 +216,16 @@ async def test_a_new_epoch_replaces_the_member_without_a_leave(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a = SecurePeer(harness, client_address(0))
-        b = SecurePeer(harness, client_address(1))
+        a = SecurePeer(HarnessLink(harness), client_address(0))
+        b = SecurePeer(HarnessLink(harness), client_address(1))
         await a.connect()
         await b.connect()
         await a.pump()
         a.take()
         b.take()
-        again = SecurePeer(harness, client_address(2), static=b.static, epoch=b.epoch + 1)
+        again = SecurePeer(
+            HarnessLink(harness), client_address(2), static=b.static, epoch=b.epoch + 1
+        )
         await again.connect()
         await b.pump()
         await a.pump()
@@ -233,8 +244,8 @@ async def test_a_rekey_keeps_the_session_and_its_messages(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a = SecurePeer(harness, client_address(0))
-        b = SecurePeer(harness, client_address(1))
+        a = SecurePeer(HarnessLink(harness), client_address(0))
+        b = SecurePeer(HarnessLink(harness), client_address(1))
         await a.connect()
         await b.connect()
         assert await a.handshake()  # same epoch: a rekey
@@ -248,7 +259,7 @@ async def test_stopping_tells_every_secure_member(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a = SecurePeer(harness, client_address(0))
+        a = SecurePeer(HarnessLink(harness), client_address(0))
         await a.connect()
         harness.relay.stop_receiving()
         await settle()
@@ -263,3 +274,80 @@ async def test_a_secure_only_relay_counts_legacy_datagrams_as_profile_off(
         harness.peer(client_address(0), keys[1]).register()
         assert harness.drops() == {"profile_off": 1}
         assert set(harness.relay.statistics().profiles) == {"secure"}
+
+
+async def test_under_load_an_init_earns_a_cookie_smaller_than_itself_then_a_session(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0], cookies="always") as harness:
+        a = SecurePeer(HarnessLink(harness), client_address(0))
+        await a.connect()
+        ((cookie, kind),) = a.others
+        assert kind is DatagramType.COOKIE
+        assert len(cookie) < len(a.initiator().datagram)
+        assert harness.drops() == {"cookie_required": 1}
+        assert harness.relay.roster.get(a.id) is not None
+
+
+async def test_a_key_query_is_answered_with_the_relays_key(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        asker = SecurePeer(HarnessLink(harness), client_address(0))
+        query = KeyQuery(bytes(range(16)))
+        asker.send(query.datagram)
+        await settle()
+        (answer,) = asker.link.received(asker.address)
+        assert len(answer) < len(query.datagram)
+        assert query.read_answer_untrusted(answer) == harness.secure_key.public
+
+
+async def test_a_secure_member_roams_and_legacy_members_see_it_move(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        (old,) = await harness.members(keys, 1)
+        s = SecurePeer(HarnessLink(harness), client_address(5))
+        await s.connect()
+        old.take()
+        first = s.address
+        s.address = client_address(6)  # a new source port (a NAT rebinding, say)
+        await s.say(b"from the new port")
+        await s.pump()
+        member = harness.relay.roster.get(s.id)
+        assert member is not None
+        assert member.address == s.address
+        await settle()
+        assert old.take() == [
+            MessageReceived(first, b"from the new port"),
+            PeerLeft(first),
+            PeerJoined(s.address),
+        ]
+        # The old address is no longer the member's: legacy traffic from it is legacy.
+        assert harness.relay.roster.at(first) is None
+
+
+async def test_a_bug_in_a_session_costs_that_member_not_the_relay(
+    keys: Keys, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        a = SecurePeer(HarnessLink(harness), client_address(0))
+        b = SecurePeer(HarnessLink(harness), client_address(1))
+        await a.connect()
+        await b.connect()
+        secure = harness.relay.secure
+        assert secure is not None
+        turn = secure._turn
+
+        def broken_for_b(peer: Peer, now: float) -> None:
+            if peer.key == b.static.public:
+                raise RuntimeError("a bug")
+            turn(peer, now)
+
+        monkeypatch.setattr(secure, "_turn", broken_for_b)
+        for _ in range(15):  # keep-alives come due: the timers turn both sessions
+            await trio.sleep(1.0)
+            await a.pump()
+        assert harness.relay.roster.get(b.id) is None
+        assert harness.relay.roster.get(a.id) is not None
+        assert harness.drops()["internal_error"] == 1

@@ -49,7 +49,8 @@ ban_seconds = argument_type(_ban_text)
 
 
 def _ban_id(text: str) -> str:
-    """A ban's id as given, once checked: ``ip:port``, or an IP address for a host ban."""
+    """A ban's id as given, once checked: ``ip:port``, an IP address for a host ban, or a
+    secure client's ``k:`` id."""
     parse_ban_target(text)
     return text
 
@@ -87,12 +88,13 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
     )
     clients.add_argument("--host", type=ip_address, help="only clients from this IP address")
     kick = command("kick", "remove a client (and tell the others)", run_kick)
-    kick.add_argument("id", type=client_id, help="ip:port")
+    kick.add_argument("id", type=client_id, help="ip:port, or k:KEY for a secure client")
     kick.add_argument(
         "--ban",
         type=ban_seconds,
         metavar="SECONDS",
-        help="also ignore its address that long (plain decimal seconds)",
+        help="also keep it out that long (plain decimal seconds): a legacy client by its "
+        "address, a secure client by its key",
     )
     kick.add_argument(
         "--host",
@@ -101,7 +103,11 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
     )
     command("bans", "list active bans", run_bans)
     unban = command("unban", "lift a ban", run_unban)
-    unban.add_argument("id", type=ban_id, help="ip:port for a client's ban, or ip for a host ban")
+    unban.add_argument(
+        "id",
+        type=ban_id,
+        help="ip:port for a client's ban, ip for a host ban, k:KEY for a secure client's key",
+    )
     post = command("post", "send a message from the relay to clients", run_post)
     post.add_argument(
         "text",
@@ -186,8 +192,8 @@ async def run_kick(args: argparse.Namespace, env: Environment) -> ExitStatus:
         return ExitStatus.OK
     banned = ""
     if args.ban is not None:
-        host = f"host {args.id.rpartition(':')[0].strip('[]')} " if args.host else ""
-        banned = f", banned {host}for {args.ban} s"
+        what = {"host": f"host {removed['host']} ", "key": "key "}.get(removed["ban_scope"], "")
+        banned = f", banned {what}for {args.ban} s"
     print(f"kicked {', '.join(removed['removed'])}{banned}", file=env.stdout)
     return ExitStatus.OK
 

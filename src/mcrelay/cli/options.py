@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from mcrelay.protocol.addresses import format_address, parse_address
+from mcrelay.protocol.secure.keys import CLIENT_ID_PREFIX, parse_client_id
 from mcrelay.settings import convert
 
 
@@ -86,11 +87,18 @@ def fingerprint(text: str) -> str:
 
 
 def client_id(text: str) -> str:
-    """A client's id as the API writes it: ``ip:port``, or ``[ipv6]:port``."""
+    """A client's id as the API writes it: ``ip:port`` or ``[ipv6]:port`` (legacy), or
+    ``k:`` and its key in base64url (secure)."""
+    if text.startswith(CLIENT_ID_PREFIX):
+        try:
+            parse_client_id(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
     try:
         return format_address(parse_address(text))
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{exc}; a client is ip:port") from None
+        raise argparse.ArgumentTypeError(f"{exc}; a client is ip:port, or k:KEY") from None
 
 
 def ip_address(text: str) -> str:

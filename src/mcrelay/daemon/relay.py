@@ -247,7 +247,12 @@ class Relay:
             except OSError as exc:
                 log.warning("receive failed: %s", exc)
                 return
-            self.handle_datagram(data, (source[0], source[1]), trio.current_time())
+            address = (source[0], source[1])
+            try:
+                self.handle_datagram(data, address, trio.current_time())
+            except Exception:  # a bug must cost one datagram, not the relay
+                log.exception("a datagram from %s broke the relay", format_address(address))
+                self.drop(DropReason.INTERNAL_ERROR, address)
 
     def handle_datagram(self, data: bytes, source: Address, now: float) -> None:
         self.counters.datagrams_in += 1

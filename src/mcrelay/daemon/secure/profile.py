@@ -177,7 +177,7 @@ class SecureProfile:
             now = trio.current_time()
             self._forget_pending(now)
             for peer in self._timers.due(now):
-                self._turn(peer, now)
+                self._turn_safely(peer, now)
 
     # Datagrams in.
 
@@ -260,7 +260,8 @@ class SecureProfile:
         if keypair is None:
             del self._indexes[header.receiver_index]
             raise RemoteProtocolError("DATA for a forgotten keypair", DropReason.UNKNOWN_INDEX)
-        member = owner.member
+        # A member being sent its farewell has left the roster already.
+        member = owner.member if owner.closing_at is None else None
         # A sender the pipeline has no room for starts no new message (its channel
         # would acknowledge one the relay then drops): its client sends it again later.
         owner.session.channel.backpressure = member is not None and not self._services.has_room(
@@ -337,6 +338,18 @@ class SecureProfile:
         log.info("client %s replaced its session (epoch %d)", member.id, peer.client_epoch)
 
     # A peer's turn: what its session sends now, and what its channel says.
+
+    def _turn_safely(self, peer: Peer, now: float) -> None:
+        """A timer's turn: a bug in one session costs that member, not the relay."""
+        try:
+            self._turn(peer, now)
+        except Exception:
+            log.exception("the session of %s failed", client_id(peer.key))
+            self._services.drop(DropReason.INTERNAL_ERROR, peer.session.address)
+            member = peer.member
+            self._close(peer)
+            if member is not None and peer.closing_at is None:
+                self._services.remove(member.id, "unreachable")
 
     def _turn(self, peer: Peer, now: float) -> None:
         if peer.closed:
