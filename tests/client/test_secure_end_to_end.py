@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -170,11 +169,6 @@ async def test_without_relay_the_first_datagrams_go_to_the_group_then_unicast(
             assert participant.connection.relay == (LOOPBACK, relay.address[1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the relay (daemon/secure/profile.py) crashes on the kicked member's ACK of its "
-    "NOTICE: _on_data touches a member the roster no longer holds (KeyError)",
-)
 async def test_a_kicked_chat_shows_the_notice_and_exits_1(
     tmp_path: Path, relay_key_file: Path
 ) -> None:
