@@ -41,7 +41,7 @@ printf '%s\\n' "${COMPREPLY[@]}"
     ("words", "expected"),
     [
         (["s"], ["send", "status"]),
-        (["send", "--re"], ["--relay", "--relay-fingerprint", "--register-timeout"]),
+        (["send", "--re"], ["--relay", "--relay-fingerprint", "--register-timeout", "--relay-key"]),
         (["completion", ""], ["bash", "zsh", "fish"]),
         (["clients", "--sort", "i"], ["id", "idle_s"]),
     ],

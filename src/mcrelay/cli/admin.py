@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from mcrelay.cli.chat import cancel_on_signal
 from mcrelay.cli.describe import describe_event
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import (
@@ -23,6 +22,7 @@ from mcrelay.cli.options import (
     client_id,
     ip_address,
 )
+from mcrelay.cli.signals import cancel_on_signal
 from mcrelay.cli.status import ExitStatus
 from mcrelay.cli.text import message_bytes, printable
 from mcrelay.core.bans import parse_ban_seconds, parse_ban_target

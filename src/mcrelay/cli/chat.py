@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 
@@ -20,6 +19,13 @@ from mcrelay.cli.options import (
     ipv4_address,
     positive_float,
 )
+from mcrelay.cli.secure_chat import (
+    add_secure_flags,
+    connect_timeout_s,
+    run_secure_chat,
+    run_secure_send,
+)
+from mcrelay.cli.signals import cancel_on_signal
 from mcrelay.cli.status import ExitStatus
 from mcrelay.cli.text import message_bytes, printable
 from mcrelay.client import (
@@ -34,6 +40,7 @@ from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
 from mcrelay.protocol.errors import LocalProtocolError
 from mcrelay.protocol.legacy import CONNECT_WORD, DISCONNECT_WORD, MAX_MESSAGE_BYTES
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
+from mcrelay.protocol.secure.retries import GIVE_UP_AFTER_S
 
 
 def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping[str, str]) -> None:
@@ -87,8 +94,9 @@ def _add_client_flags(parser: argparse.ArgumentParser, environ: Mapping[str, str
         environ,
         "--register-timeout",
         positive_float,
-        REGISTER_TIMEOUT_S,
+        None,
         "seconds to wait for the relay",
+        default_text=f"{REGISTER_TIMEOUT_S:g}, or {GIVE_UP_AFTER_S:g} with --secure",
     )
     add_flag(
         parser,
@@ -96,8 +104,19 @@ def _add_client_flags(parser: argparse.ArgumentParser, environ: Mapping[str, str
         "--keepalive-interval",
         positive_float,
         KEEPALIVE_INTERVAL_S,
-        "seconds between keep-alives",
+        "seconds between keep-alives (legacy profile; the secure one sends them after 10 s "
+        "without traffic)",
     )
+    add_secure_flags(parser, environ)
+
+
+def _check_profile(args: argparse.Namespace) -> None:
+    if args.secure and args.relay_fingerprint is not None:
+        raise UsageError(
+            "--relay-fingerprint is for the legacy profile; with --secure, --relay-key"
+        )
+    if not args.secure and args.relay_key is not None:
+        raise UsageError("--relay-key is for the secure profile: add --secure")
 
 
 def _open(args: argparse.Namespace) -> AbstractAsyncContextManager[Participant]:
@@ -106,7 +125,7 @@ def _open(args: argparse.Namespace) -> AbstractAsyncContextManager[Participant]:
         interface=args.interface,
         relay_fingerprint=args.relay_fingerprint,
         keepalive_interval_s=args.keepalive_interval,
-        register_timeout_s=args.register_timeout,
+        register_timeout_s=connect_timeout_s(args),
     )
 
 
@@ -153,14 +172,10 @@ async def _send_lines(participant: Participant, env: Environment) -> None:
             env.say(f"mcrelay: not sent: {exc}")
 
 
-async def cancel_on_signal(scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            scope.cancel()
-            return
-
-
 async def run_chat(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    _check_profile(args)
+    if args.secure:
+        return await run_secure_chat(args, env)
     as_json = args.json or not env.stdin_isatty
     async with _open(args) as participant, trio.open_nursery() as nursery:
         _announce(participant, env)
@@ -175,8 +190,11 @@ async def run_chat(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 async def run_send(args: argparse.Namespace, env: Environment) -> ExitStatus:
     texts: list[str] = args.text
+    _check_profile(args)
     if texts == ["-"]:
         texts = [line.rstrip("\r\n") for line in env.stdin]
+    if args.secure:
+        return await run_secure_send(args, env, texts)
     messages: list[bytes] = []
     for text in texts:
         try:

@@ -16,6 +16,7 @@ from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import Parser, UsageError
 from mcrelay.cli.status import MEANINGS, ApiError, ApiUnreachable, ExitStatus
 from mcrelay.client import RelayKeyMismatch, RelayUnreachable
+from mcrelay.client.secure import SessionEnded
 from mcrelay.daemon.legacy.keyfile import KeyFileError
 from mcrelay.logs import is_journal_stream, syslog_priority
 
@@ -49,6 +50,7 @@ FAILURES: dict[type[Exception], ExitStatus] = {
     ApiUnreachable: ExitStatus.UNREACHABLE,
     RelayUnreachable: ExitStatus.UNREACHABLE,
     RelayKeyMismatch: ExitStatus.KEY_MISMATCH,
+    SessionEnded: ExitStatus.ERROR,
     KeyFileError: ExitStatus.USAGE,
     ApiBindError: ExitStatus.ERROR,
     OSError: ExitStatus.ERROR,

@@ -16,12 +16,16 @@ class ExitStatus(IntEnum):
 
 MEANINGS = {
     ExitStatus.OK: "done",
-    ExitStatus.ERROR: "the API refused (4xx), or the daemon could not start (port in use)",
+    ExitStatus.ERROR: "the API refused (4xx), the daemon could not start (port in use), or "
+    "the relay ended a secure session (kicked, banned, or replaced by another client with "
+    "the same identity key)",
     ExitStatus.USAGE: "usage: bad arguments, environment variables or settings, or a file "
     "that cannot be used (a key file, the API token file)",
     ExitStatus.UNREACHABLE: "no relay answered, or the daemon's API cannot be reached",
     ExitStatus.SERVER_ERROR: "the API failed (5xx)",
-    ExitStatus.KEY_MISMATCH: "the relay's key does not match --relay-fingerprint",
+    ExitStatus.KEY_MISMATCH: "the relay's key does not match --relay-fingerprint; with "
+    "--secure, not the one pinned with --relay-key or known from an earlier use, or two "
+    "relays answered with different keys",
     ExitStatus.INTERRUPTED: "interrupted by Ctrl-C before it finished (chat, events and "
     "the daemon end on Ctrl-C with 0)",
 }

@@ -62,13 +62,13 @@ class Keypair:
 
     def usable(self, now: float) -> bool:
         """Before the reject limit in time (the counter limit is checked per datagram)."""
-        return now - self.created < REJECT_AFTER_S
+        return now < self.created + REJECT_AFTER_S
 
     def can_send(self, now: float) -> bool:
         return self.usable(now) and self.next_counter < REJECT_AFTER_MESSAGES
 
     def wants_rekey(self, now: float) -> bool:
-        return now - self.created >= REKEY_AFTER_S or self.next_counter >= REKEY_AFTER_MESSAGES
+        return now >= self.created + REKEY_AFTER_S or self.next_counter >= REKEY_AFTER_MESSAGES
 
     def seal(self, plaintext: bytes) -> bytes:
         """The next DATA under this keypair (the caller checked :meth:`can_send`)."""

@@ -70,7 +70,7 @@ class PathValidator:
         candidate = self._candidate
         if (
             candidate is None
-            or now - candidate.last_challenge < CHALLENGE_INTERVAL_S
+            or now < candidate.last_challenge + CHALLENGE_INTERVAL_S
             or not self._within_limit(candidate)
         ):
             return None

@@ -205,7 +205,7 @@ class Session:
             out.append((keypair.seal(encode_frames(frames)), self.address))
             sent += 1
         confirming = self._confirm_at is not None and now >= self._confirm_at
-        if not sent and (confirming or now - self.last_sent >= KEEPALIVE_AFTER_S):
+        if not sent and (confirming or now >= self.last_sent + KEEPALIVE_AFTER_S):
             out.append((keypair.seal(b""), self.address))
             sent += 1
         if confirming:
@@ -220,7 +220,7 @@ class Session:
     def expired(self, now: float) -> bool:
         """No authenticated DATA for longer than the timeout (the relay removes the
         member; the client starts a new handshake)."""
-        return now - self.last_received >= self.timeout_s
+        return now >= self.last_received + self.timeout_s
 
     def next_deadline(self) -> float:
         """When :meth:`datagrams` next has something to send, or :meth:`expired` turns

@@ -1,0 +1,280 @@
+"""``mcrelay chat --secure`` and ``mcrelay send --secure``: the secure profile's client.
+
+The same shape and output as the legacy commands (a sender is its ``ip:port``, the
+relay's own messages ``relay``; joins and leaves are ``* ip:port joined``), and in
+JSON the same events plus the origin's ``profile`` and ``key`` (the client id
+``k:...`` of a secure member, the fingerprint ``SHA256:...`` of a legacy one).
+
+The relay key: ``--relay-key`` pins it; else the known-relays file's entry for the
+relay's ``host:port``; else the first answer to KEY_QUERY is trusted and, once the
+handshake proves the relay holds that key, written to the known-relays file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from mcrelay.cli.environment import Environment
+from mcrelay.cli.options import UsageError, add_flag, argument_type
+from mcrelay.cli.signals import cancel_on_signal
+from mcrelay.cli.status import ExitStatus
+from mcrelay.cli.text import message_bytes, printable
+from mcrelay.client.participant import REGISTER_TIMEOUT_S, RelayUnreachable
+from mcrelay.client.secure import (
+    SecureEvent,
+    SecureParticipant,
+    SessionEnded,
+    open_secure_participant,
+)
+from mcrelay.client.secure_files import (
+    IDENTITY_FILE_NAME,
+    KNOWN_RELAYS_FILE_NAME,
+    load_known_relays,
+    load_or_create_identity,
+    remember_relay,
+)
+from mcrelay.files import FileError
+from mcrelay.protocol.addresses import RELAY_ITSELF, Address, format_address
+from mcrelay.protocol.secure.client_events import (
+    ChatReceived,
+    CloseReason,
+    PresenceChanged,
+)
+from mcrelay.protocol.secure.client_handshake import low_order
+from mcrelay.protocol.secure.keys import KeyPair, client_id, decode_key, encode_key
+from mcrelay.protocol.secure.messages import MAX_CHAT_BYTES, PresenceEvent
+from mcrelay.protocol.secure.origins import Origin, OriginKind
+from mcrelay.protocol.secure.retries import GIVE_UP_AFTER_S
+from mcrelay.settings.config import state_directory
+
+
+def _relay_public_key(text: str) -> bytes:
+    key = decode_key(text)
+    if low_order(key):
+        raise ValueError(f"{text.strip()!r} is a Curve25519 key of low order: no relay holds it")
+    return key
+
+
+relay_key = argument_type(_relay_public_key)
+PRESENCE_WORDS = {
+    PresenceEvent.JOINED: "joined",
+    PresenceEvent.LEFT: "left",
+    PresenceEvent.ALREADY_PRESENT: "present",
+}
+STATE_TEXT = "$XDG_STATE_HOME/mcrelay/ (~/.local/state/mcrelay/ when unset)"
+
+
+def add_secure_flags(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="use the secure profile (Noise sessions, unicast to the relay) instead of the "
+        "legacy one",
+    )
+    add_flag(
+        parser,
+        environ,
+        "--relay-key",
+        relay_key,
+        None,
+        "with --secure: the relay's public key (base64); any other is refused",
+    )
+    add_flag(
+        parser,
+        environ,
+        "--known-relays",
+        Path,
+        state_directory(environ) / KNOWN_RELAYS_FILE_NAME,
+        "with --secure: relays' keys trusted on first use, one 'HOST:PORT KEY' a line",
+        default_text=f"{KNOWN_RELAYS_FILE_NAME} in {STATE_TEXT}",
+    )
+    add_flag(
+        parser,
+        environ,
+        "--identity-file",
+        Path,
+        state_directory(environ) / IDENTITY_FILE_NAME,
+        "with --secure: this client's private key (base64, mode 0600), made if missing",
+        default_text=f"{IDENTITY_FILE_NAME} in {STATE_TEXT}",
+    )
+
+
+def connect_timeout_s(args: argparse.Namespace) -> float:
+    """--register-timeout, else the page's 90 s (the legacy profile's 5 s without --secure)."""
+    if args.register_timeout is not None:
+        timeout: float = args.register_timeout
+        return timeout
+    return GIVE_UP_AFTER_S if args.secure else REGISTER_TIMEOUT_S
+
+
+def _destination(args: argparse.Namespace) -> Address:
+    return (args.relay or args.group, args.port)
+
+
+def _load_files(args: argparse.Namespace) -> tuple[KeyPair, bytes | None, bool]:
+    """The identity, the key to expect, and whether the identity was just made."""
+    try:
+        identity, created = load_or_create_identity(args.identity_file)
+        expected: bytes | None = args.relay_key
+        if expected is None:
+            expected = load_known_relays(args.known_relays).get(format_address(_destination(args)))
+    except FileError as exc:
+        raise UsageError(str(exc)) from None
+    return identity, expected, created
+
+
+@asynccontextmanager
+async def _open(
+    args: argparse.Namespace, env: Environment, *, announce: bool
+) -> AsyncIterator[SecureParticipant]:
+    identity, expected, created = await trio.to_thread.run_sync(_load_files, args)
+    if created:
+        env.say(f"mcrelay: made a new identity key in {args.identity_file}")
+    async with open_secure_participant(
+        destination=_destination(args),
+        interface=args.interface,
+        identity=identity,
+        relay_key=expected,
+        connect_timeout_s=connect_timeout_s(args),
+    ) as participant:
+        connected = participant.connected
+        assert connected is not None
+        where = format_address(_destination(args))
+        if connected.learned:
+            try:
+                await trio.to_thread.run_sync(
+                    remember_relay, args.known_relays, where, connected.relay_key
+                )
+            except FileError as exc:
+                env.say(f"mcrelay: the relay's key is not remembered: {exc}")
+            else:
+                env.say(
+                    f"mcrelay: trusting relay {where} key {encode_key(connected.relay_key)} on "
+                    f"first use; remembered in {args.known_relays}"
+                )
+        if announce:
+            env.say(
+                f"mcrelay: connected as {client_id(identity.public)} with relay "
+                f"{format_address(connected.relay)}, key {encode_key(connected.relay_key)}"
+            )
+        yield participant
+
+
+def _origin_fields(origin: Origin) -> dict[str, Any]:
+    if origin.kind == OriginKind.RELAY:
+        return {}
+    if origin.kind == OriginKind.SECURE_CLIENT:
+        return {"profile": "secure", "key": client_id(origin.id)}
+    digest = base64.b64encode(origin.id).decode("ascii").rstrip("=")
+    return {"profile": "legacy", "key": f"SHA256:{digest}"}
+
+
+def _name(origin: Origin) -> str:
+    return format_address(origin.address or RELAY_ITSELF)
+
+
+def render(event: SecureEvent, as_json: bool) -> str:
+    if isinstance(event, ChatReceived):
+        text = event.text.decode("utf-8", errors="replace")
+        if as_json:
+            fields = {"event": "message", "from": _name(event.origin), "text": text}
+            return json.dumps(fields | _origin_fields(event.origin), ensure_ascii=False)
+        shown = "relay" if event.origin.kind == OriginKind.RELAY else _name(event.origin)
+        return f"[{shown}] {printable(text)}"
+    if isinstance(event, PresenceChanged):
+        kind = PRESENCE_WORDS[event.event]
+        reason = event.reason.name.lower() if event.event == PresenceEvent.LEFT else None
+        if as_json:
+            fields = {"event": kind, "peer": _name(event.origin)} | _origin_fields(event.origin)
+            return json.dumps(fields | ({"reason": reason} if reason else {}))
+        return f"* {_name(event.origin)} {kind}" + (f" ({reason})" if reason else "")
+    notice = event.code.name.lower()
+    if as_json:
+        return json.dumps({"event": "notice", "notice": notice, "text": event.text})
+    return f"* relay notice: {notice}" + (f": {printable(event.text)}" if event.text else "")
+
+
+async def _print_events(participant: SecureParticipant, env: Environment, as_json: bool) -> None:
+    async for event in participant.events:
+        print(render(event, as_json), file=env.stdout, flush=True)
+
+
+async def _send_lines(participant: SecureParticipant, env: Environment) -> None:
+    while line := await trio.to_thread.run_sync(env.stdin.readline, abandon_on_cancel=True):
+        try:
+            data = message_bytes(line.rstrip("\r\n"))
+        except ValueError as exc:
+            env.say(f"mcrelay: not sent: {exc}")
+            continue
+        if len(data) > MAX_CHAT_BYTES:
+            env.say(f"mcrelay: line of over {MAX_CHAT_BYTES} bytes not sent")
+            continue
+        await participant.send(data)
+
+
+async def _cancel_when_closed(participant: SecureParticipant, scope: trio.CancelScope) -> None:
+    await participant.wait_until(lambda: False)
+    scope.cancel()
+
+
+def _ended(participant: SecureParticipant) -> None:
+    """Raise for a session the relay ended (or lost) while the command ran."""
+    closed = participant.closed
+    if closed is None or closed.reason is CloseReason.DISCONNECTED:
+        return
+    if closed.reason is CloseReason.UNREACHABLE:
+        raise RelayUnreachable("the relay stopped answering")
+    raise SessionEnded(closed.reason)
+
+
+async def run_secure_chat(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    as_json = args.json or not env.stdin_isatty
+    async with _open(args, env, announce=True) as participant:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cancel_on_signal, nursery.cancel_scope)
+            nursery.start_soon(_print_events, participant, env, as_json)
+            nursery.start_soon(_cancel_when_closed, participant, nursery.cancel_scope)
+            await _send_lines(participant, env)
+            if args.stay:
+                await participant.wait_until(lambda: False)
+            nursery.cancel_scope.cancel()
+        _ended(participant)
+    return ExitStatus.OK
+
+
+def secure_messages(texts: list[str]) -> list[bytes]:
+    messages = []
+    for text in texts:
+        try:
+            data = message_bytes(text)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if len(data) > MAX_CHAT_BYTES:
+            raise UsageError(f"a message of {len(data)} bytes; at most {MAX_CHAT_BYTES}")
+        messages.append(data)
+    return messages
+
+
+async def run_secure_send(
+    args: argparse.Namespace, env: Environment, texts: list[str]
+) -> ExitStatus:
+    """Exits 0 only once the relay acknowledged every message (hop by hop)."""
+    messages = secure_messages(texts)
+    async with _open(args, env, announce=not args.quiet) as participant:
+        ids = [await participant.send(data) for data in messages]
+        await participant.wait_until(lambda: all(i in participant.settled for i in ids))
+        _ended(participant)
+        missing = sum(not participant.settled.get(i, False) for i in ids)
+        if missing:
+            raise RelayUnreachable(
+                f"the relay did not acknowledge {missing} of {len(ids)} messages"
+            )
+    return ExitStatus.OK

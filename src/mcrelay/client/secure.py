@@ -1,0 +1,213 @@
+"""A secure participant: a :class:`ClientConnection` on a UDP socket, in Trio.
+
+One task reads the socket, one wakes the connection at its deadlines; both, and the
+application's calls, send what the connection has to send right after. The
+connection gets Trio's clock as ``now`` (so tests run it on ``autojump_clock``) and
+the wall clock once, for its INIT timestamps.
+"""
+
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import trio
+
+from mcrelay.client.participant import (
+    EVENT_QUEUE_EVENTS,
+    MAX_DATAGRAM_BYTES,
+    RelayKeyMismatch,
+    RelayUnreachable,
+)
+from mcrelay.protocol.addresses import Address, format_address
+from mcrelay.protocol.errors import DropReason
+from mcrelay.protocol.secure.channel_events import MessageAbandoned, MessageAcknowledged
+from mcrelay.protocol.secure.client import DISCONNECT_WAIT_S, ClientConnection
+from mcrelay.protocol.secure.client_events import (
+    ChatReceived,
+    Closed,
+    CloseReason,
+    Connected,
+    NoticeReceived,
+    PresenceChanged,
+)
+from mcrelay.protocol.secure.keys import KeyPair, encode_key
+from mcrelay.protocol.secure.retries import GIVE_UP_AFTER_S
+from mcrelay.protocol.secure.session import SESSION_TIMEOUT_S
+from mcrelay.sockets import open_client_socket
+
+log = logging.getLogger(__name__)
+
+SecureEvent = ChatReceived | PresenceChanged | NoticeReceived
+"""What the application reads from :attr:`SecureParticipant.events`."""
+DISCONNECT_MARGIN_S = 0.5
+"""Beyond the connection's own wait for the ACK of DISCONNECT."""
+
+
+class RelayKeyChanged(RelayKeyMismatch):
+    """KEY_QUERY showed a relay key other than the one pinned or known (exits 5)."""
+
+    def __init__(self, relay: str, expected: bytes, found: bytes) -> None:
+        super().__init__(
+            f"relay {relay} answered with key {encode_key(found)}, not the expected "
+            f"{encode_key(expected)}: refusing to connect (if the relay's key was changed on "
+            "purpose, pin the new one with --relay-key or remove its line from the "
+            "known-relays file)"
+        )
+        self.expected, self.found = expected, found
+
+
+class SessionEnded(Exception):
+    """The relay ended our session (kicked, banned, replaced) or fell silent for good."""
+
+    def __init__(self, reason: CloseReason) -> None:
+        texts = {
+            CloseReason.KICKED: "the relay kicked this client",
+            CloseReason.BANNED: "the relay banned this client",
+            CloseReason.REPLACED: "another client with this identity key took its place",
+        }
+        super().__init__(texts.get(reason, f"the session ended ({reason.value})"))
+        self.reason = reason
+
+
+class SecureParticipant:
+    def __init__(self, sock: trio.socket.SocketType, connection: ClientConnection) -> None:
+        self._sock = sock
+        self.connection = connection
+        self.dropped: Counter[DropReason] = Counter()
+        """What the network sent that was not acted on, beyond the connection's own drops."""
+        self.connected: Connected | None = None
+        self.closed: Closed | None = None
+        self.settled: dict[int, bool] = {}
+        """Message id -> acknowledged (True) or abandoned (False)."""
+        self._changed = trio.Event()
+        self._events_in, self.events = trio.open_memory_channel[SecureEvent](EVENT_QUEUE_EVENTS)
+
+    @property
+    def identity(self) -> KeyPair:
+        return self.connection.identity
+
+    def _now(self) -> float:
+        return trio.current_time()
+
+    async def flush(self) -> None:
+        """Send what the connection has due, and take its events."""
+        for data, to in self.connection.datagrams_to_send(self._now()):
+            try:
+                await self._sock.sendto(data, to)
+            except OSError as exc:
+                log.debug("cannot send to %s: %s", format_address(to), exc)
+                self.dropped[DropReason.SEND_FAILED] += 1
+        self._take_events()
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _take_events(self) -> None:
+        while (event := self.connection.next_event()) is not None:
+            if isinstance(event, Connected):
+                self.connected = event
+            elif isinstance(event, Closed):
+                self.closed = event
+                self._events_in.close()
+            elif isinstance(event, MessageAcknowledged | MessageAbandoned):
+                self.settled[event.message_id] = isinstance(event, MessageAcknowledged)
+            else:
+                try:
+                    self._events_in.send_nowait(event)
+                except trio.WouldBlock:
+                    self.dropped[DropReason.OVERLOADED] += 1
+
+    async def _wait_change(self, deadline: float = float("inf")) -> None:
+        """Until the next :meth:`flush`, or ``deadline`` (every waiter is woken)."""
+        with trio.move_on_at(deadline):
+            await self._changed.wait()
+
+    async def wait_until(self, done: Callable[[], bool]) -> None:
+        """Until ``done()`` holds, looked at after every change, or the connection closed."""
+        while not done() and self.closed is None:
+            await self._wait_change()
+
+    async def receive_loop(self) -> None:
+        while self.closed is None:
+            data, source = await self._sock.recvfrom(MAX_DATAGRAM_BYTES)
+            self.connection.receive_datagram(data, (source[0], source[1]), self._now())
+            await self.flush()
+
+    async def timer_loop(self) -> None:
+        while (deadline := self.connection.next_deadline()) is not None:
+            if deadline > self._now():
+                await self._wait_change(deadline)
+            self.connection.handle_timer(self._now())
+            await self.flush()
+
+    async def send(self, text: bytes) -> int:
+        """Queue a CHAT, waiting while 64 already wait; its message id (see :attr:`settled`)."""
+        await self.wait_until(lambda: self.connection.can_send)
+        if self.closed is not None:
+            raise SessionEnded(self.closed.reason)
+        message_id = self.connection.send_chat(text, self._now())
+        await self.flush()
+        return message_id
+
+    async def disconnect(self) -> None:
+        """DISCONNECT, then wait (at most a second) for the relay to acknowledge it."""
+        self.connection.disconnect(self._now())
+        await self.flush()
+        await self.wait_until(lambda: False)
+
+
+@asynccontextmanager
+async def open_secure_participant(
+    *,
+    destination: Address,
+    interface: str,
+    identity: KeyPair,
+    relay_key: bytes | None = None,
+    connect_timeout_s: float = GIVE_UP_AFTER_S,
+    session_timeout_s: float = SESSION_TIMEOUT_S,
+) -> AsyncIterator[SecureParticipant]:
+    """Connect to a relay, run the session while the block runs, then DISCONNECT.
+
+    Raises :class:`RelayUnreachable` or :class:`RelayKeyChanged` before the block runs
+    when connecting fails.
+    """
+    sock = await open_client_socket(interface=interface)
+    with sock:
+        connection = ClientConnection(
+            identity,
+            destination,
+            trio.current_time(),
+            time.time_ns(),
+            relay_key=relay_key,
+            timeout_s=session_timeout_s,
+            give_up_after_s=connect_timeout_s,
+        )
+        participant = SecureParticipant(sock, connection)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(participant.receive_loop)
+            nursery.start_soon(participant.timer_loop)
+            await participant.flush()
+            await participant.wait_until(lambda: participant.connected is not None)
+            closed = participant.closed
+            if closed is not None:
+                nursery.cancel_scope.cancel()
+                _raise_for(closed, destination, connect_timeout_s)
+            try:
+                yield participant
+            finally:
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(DISCONNECT_WAIT_S + DISCONNECT_MARGIN_S):
+                        await participant.disconnect()
+                nursery.cancel_scope.cancel()
+
+
+def _raise_for(closed: Closed, destination: Address, timeout_s: float) -> None:
+    where = format_address(destination)
+    if closed.reason is CloseReason.KEY_MISMATCH:
+        assert closed.expected_key is not None
+        assert closed.found_key is not None
+        raise RelayKeyChanged(where, closed.expected_key, closed.found_key)
+    if closed.reason is CloseReason.UNREACHABLE:
+        raise RelayUnreachable(f"no secure relay answered at {where} within {timeout_s:g} s")
+    raise SessionEnded(closed.reason)

@@ -1,0 +1,90 @@
+"""A secure client's files: its identity key and the relays it knows.
+
+The identity is a Curve25519 private key file, base64 text, mode 0600, made on first
+use (as the relay's secure key file). The known-relays file is one line per relay,
+``HOST:PORT KEY`` (the address the client was told to use, and the relay's public key
+in base64), as ssh's known_hosts: it says whom to trust, so it must belong to root or
+to us and nobody else may write it; the client rewrites it whole (mode 0600) when it
+learns a key. Blank lines and ``#`` comments are kept out of the parse.
+"""
+
+from pathlib import Path
+
+from mcrelay.files import (
+    FileError,
+    load_or_create_private_file,
+    read_regular_file,
+    replace_private_file,
+    require_trusted_writers,
+)
+from mcrelay.protocol.addresses import parse_address
+from mcrelay.protocol.secure.keys import (
+    KeyPair,
+    KeyTextError,
+    decode_key,
+    encode_key,
+    parse_private_key_text,
+    private_key_text,
+)
+
+MAX_IDENTITY_FILE_BYTES = 1024
+MAX_KNOWN_RELAYS_BYTES = 1024 * 1024
+IDENTITY_WHAT = "identity key file"
+KNOWN_WHAT = "known-relays file"
+IDENTITY_FILE_NAME = "identity-key"
+KNOWN_RELAYS_FILE_NAME = "known_relays"
+
+
+def load_or_create_identity(path: Path) -> tuple[KeyPair, bool]:
+    """The key pair in ``path``, or a new one written there (0600); and whether it is new.
+    Raises :class:`FileError`."""
+
+    def make() -> tuple[KeyPair, bytes]:
+        pair = KeyPair.generate()
+        return pair, private_key_text(pair)
+
+    return load_or_create_private_file(
+        path,
+        what=IDENTITY_WHAT,
+        limit=MAX_IDENTITY_FILE_BYTES,
+        parse=parse_private_key_text,
+        make=make,
+    )
+
+
+def parse_known_relays(text: str) -> dict[str, bytes]:
+    """``HOST:PORT KEY`` lines; raises ``ValueError`` naming the first bad line."""
+    known: dict[str, bytes] = {}
+    for number, line in enumerate(text.split("\n"), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        words = stripped.split()
+        try:
+            if len(words) != 2:
+                raise ValueError("write HOST:PORT KEY")
+            parse_address(words[0])
+            known[words[0]] = decode_key(words[1])
+        except (ValueError, KeyTextError) as exc:
+            raise ValueError(f"line {number}: {exc}") from None
+    return known
+
+
+def load_known_relays(path: Path) -> dict[str, bytes]:
+    """The relays ``path`` lists (none when there is no file). Raises :class:`FileError`."""
+    contents = read_regular_file(path, what=KNOWN_WHAT, limit=MAX_KNOWN_RELAYS_BYTES)
+    if contents is None:
+        return {}
+    require_trusted_writers(path, contents, KNOWN_WHAT)
+    try:
+        return parse_known_relays(contents.data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FileError(f"{KNOWN_WHAT} {path}: {exc}") from None
+
+
+def remember_relay(path: Path, relay: str, key: bytes) -> None:
+    """Add (or replace) ``relay``'s key in the file, rewritten whole, mode 0600."""
+    known = load_known_relays(path)
+    known[relay] = key
+    text = "".join(f"{name} {encode_key(value)}\n" for name, value in sorted(known.items()))
+    replace_private_file(path, text.encode("ascii"), what=KNOWN_WHAT)

@@ -1,0 +1,386 @@
+"""A secure client's connection to a relay, sans-I/O (as h11, or aioquic's
+``QuicConnection``): told the time, given datagrams, it returns the datagrams to send,
+its next deadline, and events for the application (:mod:`.client_events`).
+
+The caller sends what :meth:`ClientConnection.datagrams_to_send` returns after every
+call that may have changed something, hands it every datagram that arrives
+(:meth:`~ClientConnection.receive_datagram`), wakes it at
+:meth:`~ClientConnection.next_deadline`, and reads :meth:`~ClientConnection.next_event`
+until ``None``.
+
+How it connects. A KEY_QUERY goes out at once. Without a relay key to expect, the
+handshake waits for the answer (trust on first use); with one (pinned, or known from
+an earlier use), INIT goes out beside the query, and an answer with another key ends
+the connection (``key_mismatch``, both keys shown), as do two answers that disagree.
+A handshake is retried on the page's schedule and answers COOKIE with a fresh INIT
+carrying mac2. The first DATA from the relay makes us a member (:class:`Connected`).
+
+Afterwards it rekeys 120 s into a keypair, starts a new handshake after 30 s without
+DATA from the relay (a relay that restarted answers with a new epoch: our messages
+not yet acknowledged go again, renumbered), and after a NOTICE kicked, banned or
+replaced starts none: it acknowledges the notice and closes a second later.
+"""
+
+import ipaddress
+import os
+from collections import Counter, deque
+from collections.abc import Callable
+
+from mcrelay.protocol.addresses import Address
+from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
+from mcrelay.protocol.secure.channel import Role
+from mcrelay.protocol.secure.channel_events import (
+    MessageAbandoned,
+    MessageAcknowledged,
+    MessageDelivered,
+)
+from mcrelay.protocol.secure.client_events import (
+    ClientEvent,
+    Closed,
+    CloseReason,
+    Connected,
+    NoticeReceived,
+    relay_message_event_untrusted,
+)
+from mcrelay.protocol.secure.client_handshake import HandshakeAttempt, KeyCheck, low_order
+from mcrelay.protocol.secure.data import peek_data_untrusted
+from mcrelay.protocol.secure.handshake import MAX_EPOCH, tai64n
+from mcrelay.protocol.secure.header import DatagramType, datagram_type_untrusted
+from mcrelay.protocol.secure.keypairs import REKEY_AFTER_S, Keypair
+from mcrelay.protocol.secure.keys import KeyPair
+from mcrelay.protocol.secure.messages import Chat, Disconnect, NoticeCode, encode_message
+from mcrelay.protocol.secure.retries import GIVE_UP_AFTER_S, HeldCookie, RetryAction
+from mcrelay.protocol.secure.session import SESSION_TIMEOUT_S, Session
+
+DISCONNECT_WAIT_S = 1.0
+"""How long a client that sent DISCONNECT waits for its ACK before it closes."""
+NOTICE_LINGER_S = 1.0
+"""After NOTICE kicked, banned or replaced: time to acknowledge it, then close."""
+FINAL_NOTICES = {
+    NoticeCode.KICKED: CloseReason.KICKED,
+    NoticeCode.BANNED: CloseReason.BANNED,
+    NoticeCode.REPLACED: CloseReason.REPLACED,
+}
+"""The notices after which a client starts no new handshake by itself."""
+NS_PER_S = 1_000_000_000
+
+
+class NotConnected(LocalProtocolError):
+    """A message cannot be sent: no session yet, or the connection is ending."""
+
+
+class ClientConnection:
+    """One client's connection to one relay, from KEY_QUERY to :class:`Closed`."""
+
+    def __init__(
+        self,
+        identity: KeyPair,
+        destination: Address,
+        now: float,
+        wall_clock_ns: int,
+        *,
+        relay_key: bytes | None = None,
+        epoch: int | None = None,
+        timeout_s: float = SESSION_TIMEOUT_S,
+        give_up_after_s: float = GIVE_UP_AFTER_S,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        """``destination``: the relay's address, or a multicast group (the session then
+        follows the address the RESPONSE came from). ``wall_clock_ns``: the wall clock
+        at ``now`` (``time.time_ns()``); INIT timestamps count on from it with ``now``,
+        so they rise even when the wall clock steps back. ``relay_key``: the key to
+        expect (pinned or known). ``epoch``: ours, drawn at random when not given.
+        ``give_up_after_s``: until the first :class:`Connected`."""
+        self.identity = identity
+        self.destination = destination
+        self.relay: Address | None = None if _is_multicast(destination) else destination
+        """Whom we talk to: the destination, or (for a group) who answered our INIT."""
+        if relay_key is not None and low_order(relay_key):
+            raise LocalProtocolError("the relay key is of low order: no relay can hold it")
+        self.relay_key = relay_key
+        self._expected_key = relay_key
+        self.epoch = int.from_bytes(random_bytes(4), "little") if epoch is None else epoch
+        if not 0 <= self.epoch <= MAX_EPOCH:
+            raise LocalProtocolError(f"epoch {self.epoch} is not a u32")
+        self.timeout_s = timeout_s
+        self._random_bytes = random_bytes
+        self._clock = (now, wall_clock_ns)
+        self._last_timestamp_ns = -1
+        self._cookie = HeldCookie()
+        self._keys: KeyCheck | None = KeyCheck(relay_key, now, random_bytes)
+        """Until connected: the KEY_QUERY and its answers."""
+        self._attempt: HandshakeAttempt | None = None
+        self.session: Session | None = None
+        self._answered_at = now
+        self.connected = False
+        self.closed = False
+        self._give_up_at = now + give_up_after_s
+        self._ending: tuple[float, CloseReason] | None = None
+        """When we close, and why: after DISCONNECT, or a final NOTICE."""
+        self._disconnect_id: int | None = None
+        self._events: deque[ClientEvent] = deque()
+        self.drops: Counter[DropReason] = Counter()
+        """Datagrams and messages from the network that were not acted on, by reason."""
+        self._out: list[tuple[bytes, Address]] = [(self._keys.query.datagram, destination)]
+        if relay_key is not None:
+            self._start_handshake(now)
+
+    # The application's side.
+
+    def next_event(self) -> ClientEvent | None:
+        return self._events.popleft() if self._events else None
+
+    @property
+    def can_send(self) -> bool:
+        """Whether :meth:`send_chat` would take a message now (64 at most wait)."""
+        return self._sendable and self.session is not None and self.session.channel.can_send
+
+    @property
+    def _sendable(self) -> bool:
+        return self.connected and not self.closed and self._ending is None
+
+    def send_chat(self, text: bytes, now: float) -> int:
+        """Queue a CHAT; its message id, named by the :class:`MessageAcknowledged` or
+        :class:`MessageAbandoned` that settles it.
+
+        Raises :class:`NotConnected` before :class:`Connected` or once ending,
+        :class:`~.sending.QueueFull` when 64 messages already wait, and
+        ``LocalProtocolError`` for a text over 65,536 bytes.
+        """
+        self._poll(now)
+        if not self._sendable or self.session is None:
+            raise NotConnected("not connected to the relay")
+        return self.session.channel.send(encode_message(Chat(text)), now)
+
+    def disconnect(self, now: float) -> None:
+        """Send DISCONNECT and close once it is acknowledged, or after 1 s."""
+        self._poll(now)
+        if self.closed or self._ending is not None:
+            return
+        self._attempt = None
+        session = self.session
+        if session is None or not session.channel.can_send:
+            self._close(CloseReason.DISCONNECTED)
+            return
+        self._disconnect_id = session.channel.send(encode_message(Disconnect()), now)
+        self._ending = (now + DISCONNECT_WAIT_S, CloseReason.DISCONNECTED)
+
+    # The network's side.
+
+    def receive_datagram(self, datagram: bytes, source: Address, now: float) -> None:
+        """Act on a datagram from ``source``; what is not acted on is counted in :attr:`drops`."""
+        self._poll(now)
+        if self.closed:
+            return
+        if self.relay is not None and source != self.relay:
+            self.drops[DropReason.NOT_FROM_RELAY] += 1
+            return
+        try:
+            kind = datagram_type_untrusted(datagram)
+            if kind is DatagramType.DATA:
+                self._on_data(datagram, source, now)
+            elif kind is DatagramType.RESPONSE:
+                self._on_response(datagram, source, now)
+            elif kind is DatagramType.COOKIE:
+                self._on_cookie(datagram, now)
+            elif kind is DatagramType.KEY_INFO:
+                self._on_key_info(datagram, now)
+            else:
+                raise RemoteProtocolError(
+                    f"{kind.name} is not for a client", DropReason.UNKNOWN_TYPE
+                )
+        except RemoteProtocolError as error:
+            self.drops[error.reason] += 1
+        self._collect(now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """Every datagram due now, and where it goes."""
+        self._poll(now)
+        out, self._out = self._out, []
+        if self.session is not None and not self.closed:
+            out += self.session.datagrams(now)
+            self._collect(now)
+        return out
+
+    def handle_timer(self, now: float) -> None:
+        """Act on the timers that have passed (every other method does this first)."""
+        self._poll(now)
+
+    def next_deadline(self) -> float | None:
+        """When to call :meth:`datagrams_to_send` (or :meth:`handle_timer`) next."""
+        if self.closed:
+            return None
+        times = [self._give_up_at] if not self.connected else []
+        if self._ending is not None:
+            times.append(self._ending[0])
+        if self._keys is not None and not self._keys.answered:
+            times.append(self._keys.retries.deadline)
+        if self._attempt is not None:
+            times.append(self._attempt.deadline)
+        session = self.session
+        if session is not None:
+            times.append(session.next_deadline())
+            if self._attempt is None and self._may_handshake:
+                times.append(self._silent_since + self.timeout_s)
+                times.append(session.current.created + REKEY_AFTER_S)
+        return min(times, default=None)
+
+    # Inside.
+
+    @property
+    def _may_handshake(self) -> bool:
+        return self._ending is None and not self.closed
+
+    @property
+    def _silent_since(self) -> float:
+        assert self.session is not None
+        return max(self.session.last_received, self._answered_at)
+
+    def _timestamp(self, now: float) -> bytes:
+        start, wall_ns = self._clock
+        ns = max(wall_ns + round((now - start) * NS_PER_S), self._last_timestamp_ns + 1)
+        self._last_timestamp_ns = ns
+        return tai64n(ns)
+
+    def _start_handshake(self, now: float) -> None:
+        assert self.relay_key is not None
+        session = self.session
+        self._attempt = HandshakeAttempt(
+            self.identity,
+            self.relay_key,
+            self.epoch,
+            now,
+            cookie=self._cookie,
+            timestamp=self._timestamp,
+            in_use=set() if session is None else session.local_indexes(),
+            random_bytes=self._random_bytes,
+        )
+        self._out.append((self._attempt.init, self.relay or self.destination))
+
+    def _poll(self, now: float) -> None:
+        if self.closed:
+            return
+        if self._ending is not None and now >= self._ending[0]:
+            self._close(self._ending[1])
+            return
+        if not self.connected and now >= self._give_up_at:
+            self._close(CloseReason.UNREACHABLE)
+            return
+        if self._keys is not None and self._keys.due(now):
+            self._out.append((self._keys.query.datagram, self.destination))
+        attempt = self._attempt
+        if attempt is not None:
+            action = attempt.poll(now)
+            if action is RetryAction.GIVE_UP:
+                self._close(CloseReason.UNREACHABLE)
+                return
+            if action is RetryAction.SEND_INIT:
+                self._out.append((attempt.init, self.relay or self.destination))
+        session = self.session
+        if session is not None and attempt is None and self._may_handshake:
+            silent = now >= self._silent_since + self.timeout_s
+            if silent or session.current.wants_rekey(now):
+                self._start_handshake(now)
+
+    def _on_key_info(self, datagram: bytes, now: float) -> None:
+        check = self._keys
+        if check is None:
+            raise RemoteProtocolError("KEY_INFO to no query of ours", DropReason.UNKNOWN_INDEX)
+        mismatch = check.read_answer_untrusted(datagram)
+        if mismatch is not None:
+            self._close(
+                CloseReason.KEY_MISMATCH, expected_key=mismatch.expected, found_key=mismatch.found
+            )
+        elif self.relay_key is None:
+            self.relay_key = check.key
+            self._start_handshake(now)
+
+    def _on_cookie(self, datagram: bytes, now: float) -> None:
+        if self._attempt is None:
+            raise RemoteProtocolError("COOKIE for no INIT of ours", DropReason.UNKNOWN_INDEX)
+        init = self._attempt.read_cookie_untrusted(datagram, now)
+        if init is not None:
+            self._out.append((init, self.relay or self.destination))
+
+    def _on_response(self, datagram: bytes, source: Address, now: float) -> None:
+        if self._attempt is None:
+            raise RemoteProtocolError("RESPONSE to no INIT of ours", DropReason.UNKNOWN_INDEX)
+        answered = self._attempt.read_response_untrusted(datagram, now)
+        self._attempt = None
+        self._answered_at = now
+        established = answered.established
+        keypair = Keypair.from_handshake(established.keys, established.relay_epoch, now)
+        self.relay = source
+        if self.session is None:
+            self.session = Session(
+                Role.CLIENT,
+                keypair,
+                source,
+                now,
+                timeout_s=self.timeout_s,
+                initial_rtt_s=answered.round_trip_s,
+                random_bytes=self._random_bytes,
+            )
+        else:
+            self.session.install(keypair, now)
+
+    def _on_data(self, datagram: bytes, source: Address, now: float) -> None:
+        session = self.session
+        header = peek_data_untrusted(datagram)
+        keypair = None if session is None else session.keypair(header.receiver_index, now)
+        if session is None or keypair is None:
+            raise RemoteProtocolError("DATA for no keypair of ours", DropReason.UNKNOWN_INDEX)
+        received = session.receive_untrusted(keypair, datagram, header.counter, source, now)
+        self.drops[DropReason.UNKNOWN_TYPE] += received.unknown_frames
+        if not self.connected:
+            assert self.relay is not None
+            assert self.relay_key is not None
+            self.connected = True
+            self._keys = None
+            self._events.append(Connected(self.relay, self.relay_key, self._expected_key is None))
+
+    def _collect(self, now: float) -> None:
+        """The channel's events, as the application's."""
+        if self.session is None:
+            return
+        channel = self.session.channel
+        while not self.closed and (event := channel.next_event()) is not None:
+            if isinstance(event, MessageDelivered):
+                self._deliver(event.body, now)
+            elif isinstance(event, MessageAcknowledged | MessageAbandoned):
+                if event.message_id == self._disconnect_id:
+                    self._close(CloseReason.DISCONNECTED)
+                else:
+                    self._events.append(event)
+
+    def _deliver(self, body: bytes, now: float) -> None:
+        try:
+            event = relay_message_event_untrusted(body)
+        except RemoteProtocolError as error:
+            self.drops[error.reason] += 1  # the channel acknowledged it all the same
+            return
+        self._events.append(event)
+        if isinstance(event, NoticeReceived):
+            final = FINAL_NOTICES.get(event.code)
+            if final is not None and self._ending is None:
+                self._attempt = None
+                self._ending = (now + NOTICE_LINGER_S, final)
+
+    def _close(
+        self,
+        reason: CloseReason,
+        *,
+        expected_key: bytes | None = None,
+        found_key: bytes | None = None,
+    ) -> None:
+        self.closed = True
+        self._attempt = None
+        self._out = []
+        self._events.append(Closed(reason, expected_key, found_key))
+
+
+def _is_multicast(address: Address) -> bool:
+    try:
+        return ipaddress.ip_address(address[0]).is_multicast
+    except ValueError:
+        return False

@@ -1,0 +1,108 @@
+"""What a secure client tells its application (:meth:`ClientConnection.next_event`).
+
+Beside these, the settlement of each message the application sent comes as the
+channel's :class:`~.channel_events.MessageAcknowledged` (the relay holds it, hop by
+hop) or :class:`~.channel_events.MessageAbandoned` (given up at its deadline).
+"""
+
+from dataclasses import dataclass
+from enum import Enum
+
+from mcrelay.protocol.addresses import Address
+from mcrelay.protocol.secure.channel_events import MessageAbandoned, MessageAcknowledged
+from mcrelay.protocol.secure.messages import (
+    LeaveReason,
+    Notice,
+    NoticeCode,
+    Presence,
+    PresenceEvent,
+    RelayedChat,
+    decode_relay_message_untrusted,
+)
+from mcrelay.protocol.secure.origins import Origin
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The relay answered our first handshake with DATA: we are a member.
+
+    ``learned``: the relay key came from KEY_QUERY with nothing to compare it to
+    (trust on first use); the application may now keep it as a known relay.
+    """
+
+    relay: Address
+    relay_key: bytes
+    learned: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ChatReceived:
+    origin: Origin
+    text: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChanged:
+    """A member joined, left (with its reason), or was there before us."""
+
+    event: PresenceEvent
+    origin: Origin
+    reason: LeaveReason
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeReceived:
+    """What the relay did to us; ``text`` is its readable text (invalid UTF-8 replaced)."""
+
+    code: NoticeCode
+    text: str
+
+
+class CloseReason(Enum):
+    DISCONNECTED = "disconnected"
+    """We sent DISCONNECT (and the relay acknowledged it, or 1 s passed)."""
+    UNREACHABLE = "unreachable"
+    """No relay answered in time (a first handshake, or a new one after 30 s of silence)."""
+    KEY_MISMATCH = "key_mismatch"
+    """KEY_INFO showed a key other than the one expected, or two answers disagreed."""
+    KICKED = "kicked"
+    BANNED = "banned"
+    REPLACED = "replaced"
+    """Another session with our key took our place (a second client with one identity)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The connection ended; nothing more comes or goes.
+
+    For ``KEY_MISMATCH``, ``expected_key`` and ``found_key`` are the two keys (the one
+    pinned or known, or the first answer's; and the other).
+    """
+
+    reason: CloseReason
+    expected_key: bytes | None = None
+    found_key: bytes | None = None
+
+
+ClientEvent = (
+    Connected
+    | ChatReceived
+    | PresenceChanged
+    | NoticeReceived
+    | MessageAcknowledged
+    | MessageAbandoned
+    | Closed
+)
+
+
+def relay_message_event_untrusted(
+    body: bytes,
+) -> ChatReceived | PresenceChanged | NoticeReceived:
+    """The event a message body from the relay makes (raises ``RemoteProtocolError``)."""
+    message = decode_relay_message_untrusted(body)
+    if isinstance(message, RelayedChat):
+        return ChatReceived(message.origin, message.text)
+    if isinstance(message, Presence):
+        return PresenceChanged(message.event, message.origin, message.reason)
+    assert isinstance(message, Notice)
+    return NoticeReceived(message.code, message.readable_text)

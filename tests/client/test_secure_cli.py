@@ -1,0 +1,159 @@
+"""``chat --secure`` and ``send --secure`` against the protocol tests' relay served on
+loopback: first use and the known-relays file, a pinned or changed key (exit 5), no
+relay (exit 3), acknowledged sends, chat output, and the identity file."""
+
+import json
+import stat
+from pathlib import Path
+
+import trio
+from stub_secure_relay import LOOPBACK, ServedRelay, served_relay
+
+from mcrelay.cli.secure_chat import render
+from mcrelay.cli.status import ExitStatus
+from mcrelay.client.secure import open_secure_participant
+from mcrelay.client.secure_files import load_known_relays, parse_known_relays
+from mcrelay.protocol.secure.client_events import ChatReceived, NoticeReceived, PresenceChanged
+from mcrelay.protocol.secure.keys import KeyPair, client_id, encode_key, parse_private_key_text
+from mcrelay.protocol.secure.messages import LeaveReason, NoticeCode, PresenceEvent
+from mcrelay.protocol.secure.origins import RELAY_ORIGIN, Origin, OriginKind
+from protocol.secure.client_support import RELAY_KEY
+from support import WAIT_S, Console
+
+OTHER_KEY = KeyPair.from_private(bytes([9] * 32))
+
+
+def flags(tmp_path: Path, port: int, *more: str) -> list[str]:
+    return [
+        "--secure",
+        "--interface",
+        LOOPBACK,
+        "--relay",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--known-relays",
+        str(tmp_path / "known_relays"),
+        "--identity-file",
+        str(tmp_path / "identity"),
+        *more,
+    ]
+
+
+def delivered_texts(served: ServedRelay) -> list[bytes]:
+    return [body for m in served.relay.members.values() for body in m.delivered]
+
+
+async def test_first_use_trusts_and_remembers_the_relay_key(tmp_path: Path) -> None:
+    async with served_relay() as served:
+        console = Console()
+        status = await console.run("send", *flags(tmp_path, served.address[1]), "hello")
+        assert status == ExitStatus.OK, console.err_lines()
+        assert delivered_texts(served) == [b"\x01hello", b"\x04"]
+    known = load_known_relays(tmp_path / "known_relays")
+    assert known == {f"{LOOPBACK}:{served.address[1]}": RELAY_KEY.public}
+    for name in ("known_relays", "identity"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
+    assert any("trusting relay" in line for line in console.err_lines())
+    assert any("made a new identity key" in line for line in console.err_lines())
+
+
+async def test_a_changed_relay_key_is_refused_with_both_keys(tmp_path: Path) -> None:
+    async with served_relay(OTHER_KEY) as served:
+        where = f"{LOOPBACK}:{served.address[1]}"
+        (tmp_path / "known_relays").write_text(f"{where} {encode_key(RELAY_KEY.public)}\n")
+        (tmp_path / "known_relays").chmod(0o600)
+        console = Console()
+        status = await console.run("send", *flags(tmp_path, served.address[1]), "hello")
+        assert status == ExitStatus.KEY_MISMATCH
+        (line,) = console.err_lines()[-1:]
+        assert encode_key(RELAY_KEY.public) in line
+        assert encode_key(OTHER_KEY.public) in line
+        assert line.startswith("mcrelay: error: ")
+        assert not served.relay.members
+    assert parse_known_relays((tmp_path / "known_relays").read_text()) == {where: RELAY_KEY.public}
+
+
+async def test_a_pinned_key_that_differs_is_refused(tmp_path: Path) -> None:
+    async with served_relay() as served:
+        pin = ["--relay-key", encode_key(OTHER_KEY.public)]
+        console = Console()
+        status = await console.run("send", *flags(tmp_path, served.address[1], *pin), "x")
+        assert status == ExitStatus.KEY_MISMATCH
+        assert not (tmp_path / "known_relays").exists()
+
+
+async def test_no_relay_exits_3(tmp_path: Path) -> None:
+    sock = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
+    with sock:
+        await sock.bind((LOOPBACK, 0))
+        console = Console()
+        more = ["--register-timeout", "0.3"]
+        status = await console.run("send", *flags(tmp_path, sock.getsockname()[1], *more), "x")
+    assert status == ExitStatus.UNREACHABLE
+    assert "no secure relay answered" in console.err_lines()[-1]
+
+
+async def test_relay_key_without_secure_is_a_usage_error(tmp_path: Path) -> None:
+    console = Console()
+    argv = ["send", "--relay-key", encode_key(RELAY_KEY.public), "x"]
+    assert await console.run(*argv) == ExitStatus.USAGE
+
+
+async def test_a_bad_known_relays_file_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "known_relays").write_text("127.0.0.1:5007 not-a-key\n")
+    console = Console()
+    status = await console.run("send", *flags(tmp_path, 5007), "x")
+    assert status == ExitStatus.USAGE
+    assert "line 1" in console.err_lines()[-1]
+
+
+async def test_chat_shows_presence_and_messages_with_their_origin(tmp_path: Path) -> None:
+    async with served_relay() as served:
+        other = KeyPair.from_private(bytes([5] * 32))
+        async with open_secure_participant(
+            destination=served.address,
+            interface=LOOPBACK,
+            identity=other,
+            relay_key=RELAY_KEY.public,
+        ) as peer:
+            console = Console(stdin_text="hi there\n")
+            status = await console.run("chat", *flags(tmp_path, served.address[1]), "--json")
+            assert status == ExitStatus.OK, console.err_lines()
+            received = []
+            with trio.fail_after(WAIT_S):
+                async for event in peer.events:
+                    received.append(event)
+                    if isinstance(event, PresenceChanged) and event.event == PresenceEvent.LEFT:
+                        break
+        me = parse_private_key_text((tmp_path / "identity").read_bytes()).public
+        chats = [e for e in received if isinstance(e, ChatReceived)]
+        assert [e.text for e in chats] == [b"hi there"]
+        assert chats[0].origin.id == me
+
+
+def test_events_render_as_the_legacy_client_does_plus_the_origin() -> None:
+    peer = Origin(OriginKind.SECURE_CLIENT, OTHER_KEY.public, ("127.0.0.1", 40001))
+    legacy = Origin(OriginKind.LEGACY_CLIENT, bytes(32), ("127.0.0.1", 40002))
+    left = PresenceChanged(PresenceEvent.LEFT, peer, LeaveReason.TIMEOUT)
+    assert render(left, as_json=False) == "* 127.0.0.1:40001 left (timeout)"
+    assert json.loads(render(left, as_json=True)) == {
+        "event": "left",
+        "peer": "127.0.0.1:40001",
+        "profile": "secure",
+        "key": client_id(OTHER_KEY.public),
+        "reason": "timeout",
+    }
+    chat = ChatReceived(legacy, b"hi\x1b[2J")
+    assert render(chat, as_json=False) == "[127.0.0.1:40002] hi\\x1b[2J"
+    assert json.loads(render(chat, as_json=True))["key"] == "SHA256:" + "A" * 43
+    assert render(ChatReceived(RELAY_ORIGIN, b"note"), as_json=False) == "[relay] note"
+    notice = NoticeReceived(NoticeCode.KICKED, "bye")
+    assert render(notice, as_json=False) == "* relay notice: kicked: bye"
+
+
+async def test_a_pinned_key_of_low_order_is_a_usage_error(tmp_path: Path) -> None:
+    console = Console()
+    status = await console.run("send", *flags(tmp_path, 5007, "--relay-key", "A" * 43 + "="), "x")
+    assert status == ExitStatus.USAGE
+    assert "low order" in console.err_lines()[-1]

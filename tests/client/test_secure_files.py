@@ -1,0 +1,68 @@
+"""The secure client's files: the known-relays file and the identity key."""
+
+import stat
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mcrelay.client.secure_files import (
+    load_known_relays,
+    load_or_create_identity,
+    parse_known_relays,
+    remember_relay,
+)
+from mcrelay.files import FileError
+from mcrelay.protocol.secure.keys import KeyPair, encode_key
+
+KEY = KeyPair.from_private(bytes([3] * 32)).public
+OTHER = KeyPair.from_private(bytes([4] * 32)).public
+
+
+@given(st.text(max_size=300))
+def test_any_text_is_relays_or_a_value_error_naming_its_line(text: str) -> None:
+    try:
+        known = parse_known_relays(text)
+    except ValueError as exc:
+        message = str(exc)
+    else:
+        assert all(len(key) == 32 for key in known.values())
+        return
+    assert message.startswith("line ")
+
+
+def test_remembering_adds_and_replaces_lines_and_keeps_the_file_private(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "known_relays"
+    remember_relay(path, "127.0.0.1:5007", KEY)
+    remember_relay(path, "[::1]:5007", KEY)
+    remember_relay(path, "127.0.0.1:5007", OTHER)
+    assert load_known_relays(path) == {"127.0.0.1:5007": OTHER, "[::1]:5007": KEY}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert f"127.0.0.1:5007 {encode_key(OTHER)}\n" in path.read_text()
+
+
+def test_comments_and_blank_lines_are_skipped() -> None:
+    text = f"# relays\n\n  127.0.0.1:5007   {encode_key(KEY)}  \n"
+    assert parse_known_relays(text) == {"127.0.0.1:5007": KEY}
+
+
+def test_a_file_others_may_change_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "known_relays"
+    path.write_text(f"127.0.0.1:5007 {encode_key(KEY)}\n")
+    path.chmod(0o666)
+    with pytest.raises(FileError, match="group or others may change it"):
+        load_known_relays(path)
+
+
+def test_the_identity_is_made_once_then_read(tmp_path: Path) -> None:
+    path = tmp_path / "identity-key"
+    made, created = load_or_create_identity(path)
+    again, created_again = load_or_create_identity(path)
+    assert created
+    assert not created_again
+    assert again == made
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.chmod(0o644)
+    with pytest.raises(FileError, match="chmod 600"):
+        load_or_create_identity(path)
