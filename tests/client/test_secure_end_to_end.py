@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.cli.status import ExitStatus
 from mcrelay.client.secure import SecureEvent, SecureParticipant, open_secure_participant
+from mcrelay.client.secure_files import hold_identity
 from mcrelay.daemon.relay import Relay
 from mcrelay.daemon.secure.keyfile import load_or_create_secure_key
 from mcrelay.protocol.secure.client_events import ChatReceived, PresenceChanged
@@ -193,3 +194,20 @@ async def test_a_kicked_chat_shows_the_notice_and_exits_1(
         notice = json.loads(console.out_lines()[-1])
         assert notice == {"event": "notice", "notice": "kicked", "text": notice["text"]}
         assert "the relay kicked this client" in console.err_lines()[-1]
+
+
+async def test_a_second_client_with_the_same_identity_is_refused_not_a_replacement(
+    tmp_path: Path, relay_key_file: Path
+) -> None:
+    async with secure_relay(tmp_path, relay_key_file) as (relay, _):
+        port = relay.address[1]
+        first = Console()
+        assert await first.run("send", *cli_flags(tmp_path, port), "made") == ExitStatus.OK
+        with hold_identity(tmp_path / "identity"):  # as a running chat holds it
+            second = Console()
+            status = await second.run("send", *cli_flags(tmp_path, port), "refused")
+            assert status == ExitStatus.USAGE
+            assert "in use by another mcrelay client" in second.err_lines()[-1]
+            assert "--identity-file" in second.err_lines()[-1]
+        third = Console()
+        assert await third.run("send", *cli_flags(tmp_path, port), "free again") == ExitStatus.OK

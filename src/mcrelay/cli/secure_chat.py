@@ -16,7 +16,7 @@ import argparse
 import base64
 import json
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from mcrelay.client.secure import (
 from mcrelay.client.secure_files import (
     IDENTITY_FILE_NAME,
     KNOWN_RELAYS_FILE_NAME,
+    hold_identity,
     load_known_relays,
     load_or_create_identity,
     remember_relay,
@@ -138,6 +139,24 @@ async def _open(
     identity, expected, created = await trio.to_thread.run_sync(_load_files, args)
     if created:
         env.say(f"mcrelay: made a new identity key in {args.identity_file}")
+    with ExitStack() as held:
+        try:
+            held.enter_context(hold_identity(args.identity_file))
+        except FileError as exc:
+            raise UsageError(str(exc)) from None
+        async with _participant(args, env, identity, expected, announce=announce) as participant:
+            yield participant
+
+
+@asynccontextmanager
+async def _participant(
+    args: argparse.Namespace,
+    env: Environment,
+    identity: KeyPair,
+    expected: bytes | None,
+    *,
+    announce: bool,
+) -> AsyncIterator[SecureParticipant]:
     async with open_secure_participant(
         destination=_destination(args),
         interface=args.interface,

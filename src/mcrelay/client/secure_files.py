@@ -6,8 +6,16 @@ use (as the relay's secure key file). The known-relays file is one line per rela
 in base64), as ssh's known_hosts: it says whom to trust, so it must belong to root or
 to us and nobody else may write it; the client rewrites it whole (mode 0600) when it
 learns a key. Blank lines and ``#`` comments are kept out of the parse.
+
+One key is one member: a second client with the same identity would replace the
+first one's session at the relay. So a client holds its identity file locked while it
+runs (:func:`hold_identity`), and a second one on this machine is refused and told.
 """
 
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mcrelay.files import (
@@ -50,6 +58,28 @@ def load_or_create_identity(path: Path) -> tuple[KeyPair, bool]:
         parse=parse_private_key_text,
         make=make,
     )
+
+
+@contextmanager
+def hold_identity(path: Path) -> Iterator[None]:
+    """Hold the identity file locked (``flock``) while the client runs; raises
+    :class:`FileError` when another client on this machine holds it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise FileError(f"cannot open {IDENTITY_WHAT} {path}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FileError(
+                f"{IDENTITY_WHAT} {path} is in use by another mcrelay client: one key is one "
+                "member (the relay would replace that client's session); give this one its "
+                "own --identity-file"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def parse_known_relays(text: str) -> dict[str, bytes]:
