@@ -31,7 +31,8 @@ _ID = {
     "in": "path",
     "required": True,
     "schema": {"type": "string"},
-    "description": "a client's id, an opaque string (a legacy client's is ip:port, or [ipv6]:port)",
+    "description": "a client's id, an opaque string (a legacy client's is ip:port, or "
+    "[ipv6]:port; a secure client's is k: and its static key in unpadded base64url)",
 }
 _COUNTERS = {
     name: {"type": "integer"}
@@ -70,21 +71,35 @@ SCHEMAS: dict[str, Any] = {
     "Client": {
         "type": "object",
         "properties": {
-            "id": {"type": "string", "description": "opaque; a legacy client's is ip:port"},
-            "profile": {"type": "string", "enum": ["legacy"]},
+            "id": {
+                "type": "string",
+                "description": "opaque; a legacy client's is ip:port, a secure client's k:KEY",
+            },
+            "profile": {"type": "string", "enum": ["legacy", "secure"]},
             "host": {"type": "string"},
             "fingerprint": {"type": "string"},
             "connected_at": {"type": "string", "format": "date-time"},
             "last_seen": {"type": "string", "format": "date-time"},
             "idle_s": {"type": "number"},
             **_COUNTERS,
+            "key": {"type": "string", "description": "secure: the static public key, base64"},
+            "epoch": {"type": "integer", "description": "secure: the client's session epoch"},
+            "relay_epoch": {"type": "integer", "description": "secure: the relay's epoch for it"},
+            "rtt_ms": {
+                "type": ["number", "null"],
+                "description": "secure: smoothed round-trip time; null before a sample",
+            },
+            "retransmissions": {
+                "type": "integer",
+                "description": "secure: fragments the relay sent it again",
+            },
         },
     },
     "Ban": {
         "type": "object",
         "properties": {
             "id": {"type": "string"},
-            "scope": {"type": "string", "enum": ["address", "host"]},
+            "scope": {"type": "string", "enum": ["address", "host", "key"]},
             "until": {"type": "string", "format": "date-time"},
             "remaining_s": {"type": "number"},
         },
@@ -101,7 +116,11 @@ SCHEMAS: dict[str, Any] = {
             "fingerprint": {"type": "string"},
             "clients": {"type": "integer"},
             "reassembly_in_flight": {"type": "integer"},
-            "statistics": {"type": "object", "description": "every counter of the relay"},
+            "statistics": {
+                "type": "object",
+                "description": "every counter of the relay; under profiles, each served "
+                "profile's figures",
+            },
             "settings": _settings_schema(),
             "time": {"type": "string", "format": "date-time"},
         },
@@ -186,8 +205,8 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _json(_ref("Client"), "the client"), **_errors(401, 404)},
         },
         "delete": {
-            "summary": "Kick a client; with ban_s, also ignore its address (or, with "
-            "ban_scope=host, its whole host) that long",
+            "summary": "Kick a client; with ban_s, also keep it out that long: a legacy "
+            "client by its address, a secure one by its key (ban_scope: address, host, key)",
             "parameters": [
                 _ID,
                 {
@@ -199,7 +218,10 @@ PATHS: dict[str, Any] = {
                 {
                     "name": "ban_scope",
                     "in": "query",
-                    "schema": {"type": "string", "enum": ["address", "host"]},
+                    "schema": {"type": "string", "enum": ["address", "host", "key"]},
+                    "description": "with ban_s: address (a legacy client's default), host "
+                    "(every port), key (a secure client's default; a secure client's key is "
+                    "banned whatever the scope; 400 for a legacy client)",
                 },
             ],
             "responses": {
@@ -221,7 +243,11 @@ PATHS: dict[str, Any] = {
         "delete": {
             "summary": "Lift a ban",
             "parameters": [
-                {**_ID, "description": "ip:port for an address ban, the IP alone for a host ban"}
+                {
+                    **_ID,
+                    "description": "ip:port for an address ban, the IP alone for a host ban, "
+                    "k:KEY for a key ban",
+                }
             ],
             "responses": {"200": _json({"type": "object"}, "lifted"), **_errors(401, 404)},
         }
@@ -244,7 +270,8 @@ PATHS: dict[str, Any] = {
     },
     "/v1/events": {
         "get": {
-            "summary": "Server-Sent Events: client_joined, client_left, message_relayed, dropped, overflow",
+            "summary": "Server-Sent Events: client_joined, client_left, client_moved, "
+            "message_relayed, dropped, overflow",
             "responses": {
                 "200": {
                     "description": "event stream",
