@@ -8,6 +8,9 @@ run_until_signal                      SIGHUP reloads; SIGTERM/SIGINT drain, then
     └── serve
         ├── Relay.run                 (daemon/relay.py)
         │   ├── CryptoWorkers.run     owns the RSA threads; results come back in batches
+        │   ├── each profile's run    the secure one's: one task turns every session when
+        │   │                         it is due (retransmissions, ACKs, keep-alives) and
+        │   │                         forgets unconfirmed handshakes (daemon/secure/)
         │   ├── Outbox.run            sends the notices, and copies when the socket was full
         │   ├── _cleanup_loop         expires idle members
         │   └── messages              closes once receiving stops and every message settled

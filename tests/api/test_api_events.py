@@ -79,12 +79,13 @@ async def test_join_message_and_leave(relay_key_file: Path, keys: Keys) -> None:
         assert joined_a["fingerprint"] == crypto.fingerprint(keys[1].public_key())
         assert joined_a["rekeyed"] is False
         assert joined_b["client"] == client_id(b.address)
-        assert {k: relayed[k] for k in ("sender", "size", "recipients")} == {
+        assert {k: relayed[k] for k in ("sender", "client", "size", "recipients")} == {
             "sender": client_id(a.address),
+            "client": client_id(a.address),
             "size": len(secret.encode()),
             "recipients": 1,
         }
-        assert set(relayed) == {"id", "event", "time", "sender", "size", "recipients"}
+        assert set(relayed) == {"id", "event", "time", "sender", "client", "size", "recipients"}
         assert "SECRET" not in frames[2].raw
         assert secret not in frames[2].raw
         assert left_b == {**left_b, "client": client_id(b.address), "reason": "disconnect"}

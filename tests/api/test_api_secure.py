@@ -96,3 +96,14 @@ async def test_a_key_ban_is_for_secure_members_only(relay_key_file: Path, keys: 
         response = await api.http.delete(f"/v1/clients/{ident}", params=params)
         assert "no key to ban" in assert_json_error(response, 400, "bad_query")["message"]
         assert api.relay.roster.get(ident) is not None
+
+
+async def test_status_shows_the_secure_key_and_the_profiles(relay_key_file: Path) -> None:
+    async with api_daemon(relay_key_file) as api:
+        status = (await api.http.get("/v1/status")).json()
+        assert api.relay.secure is not None
+        assert status["secure_key"] == api.relay.secure.public_key
+        assert status["profiles"] == ["legacy", "secure"]
+    async with api_daemon(relay_key_file, profiles="legacy") as api:
+        status = (await api.http.get("/v1/status")).json()
+        assert (status["secure_key"], status["profiles"]) == (None, ["legacy"])

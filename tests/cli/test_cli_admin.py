@@ -15,8 +15,10 @@ from mcrelay.cli.status import ExitStatus
 from mcrelay.client import MessageReceived, PeerPresent
 from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
+from mcrelay.protocol.secure.keys import decode_key
 from mcrelay.service import Daemon
 from mcrelay.settings.table import SETTINGS
+from secure_harness import SecurePeer, UdpLink
 from support import (
     Console,
     assert_one_error_line,
@@ -56,7 +58,7 @@ async def test_clients_post_kick_ban_unban(
             console = Console()
             assert await console.run("clients", "--api", api) == ExitStatus.OK
             table = console.out_lines()
-            assert table[0].split()[:3] == ["ID", "FINGERPRINT", "BITS"]
+            assert table[0].split()[:4] == ["ID", "PROFILE", "ADDRESS", "FINGERPRINT"]
             ids = {format_address(a.address), format_address(b.address)}
             assert {line.split()[0] for line in table[1:]} == ids
 
@@ -105,7 +107,8 @@ async def test_status_and_events(relay_key_file: Path, keys: Keys) -> None:
         assert json.loads(status.stdout.getvalue())["fingerprint"] == daemon.relay.fingerprint
         human = Console()
         assert await human.run("status", "--api", api) == ExitStatus.OK
-        assert f"relay key {daemon.relay.fingerprint}" in human.out_lines()
+        shown = f"relay key {daemon.relay.fingerprint}, secure key {daemon.relay.secure_key}"
+        assert shown in human.out_lines()
 
         watcher = Console()
         async with trio.open_nursery() as nursery:
@@ -302,3 +305,27 @@ async def test_status_shows_the_settings_but_never_the_token(
             assert f"  {line}" in shown
         for console in (as_json, human):
             assert "s3cret-t0ken" not in console.stdout.getvalue()
+
+
+async def test_clients_lists_both_profiles_and_kick_bans_a_secure_key(
+    relay_key_file: Path, keys: Keys
+) -> None:
+    async with daemon_with_api(relay_key_file, "127.0.0.1:0") as (daemon, api):
+        relay = daemon.relay
+        assert relay.secure_key is not None
+        link = UdpLink(relay.address, decode_key(relay.secure_key))
+        with link.sock:
+            s = SecurePeer(link, link.address)
+            await s.connect()
+            async with join(relay, keys[1]) as a:
+                await wait_until(lambda: len(relay.roster) == 2)
+                console = Console()
+                assert await console.run("clients", "--api", api) == ExitStatus.OK
+                rows = {line.split()[0]: line.split() for line in console.out_lines()[1:]}
+                assert rows[s.id][1:3] == ["secure", format_address(s.address)]
+                assert rows[format_address(a.address)][1] == "legacy"
+                kick = Console()
+                assert await kick.run("kick", "--api", api, s.id, "--ban", "60") == ExitStatus.OK
+                assert kick.out_lines() == [f"kicked {s.id}, banned key for 60 s"]
+                unban = Console()
+                assert await unban.run("unban", "--api", api, s.id) == ExitStatus.OK

@@ -104,6 +104,8 @@ async def _status() -> Response:
             "port": relay.address[1],
             "interface": config.interface,
             "fingerprint": relay.fingerprint,
+            "secure_key": relay.secure_key,
+            "profiles": list(relay.config.served_profiles),
             "clients": statistics["clients"],
             "reassembly_in_flight": statistics["reassembly_in_flight"],
             "statistics": statistics,

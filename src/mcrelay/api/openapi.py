@@ -114,6 +114,14 @@ SCHEMAS: dict[str, Any] = {
             "port": {"type": "integer"},
             "interface": {"type": "string"},
             "fingerprint": {"type": "string"},
+            "secure_key": {
+                "type": ["string", "null"],
+                "description": "the secure profile's public key (base64), as clients pin it",
+            },
+            "profiles": {
+                "type": "array",
+                "items": {"type": "string", "enum": ["legacy", "secure"]},
+            },
             "clients": {"type": "integer"},
             "reassembly_in_flight": {"type": "integer"},
             "statistics": {

@@ -26,6 +26,7 @@ from mcrelay.cli.signals import cancel_on_signal
 from mcrelay.cli.status import ExitStatus
 from mcrelay.cli.text import message_bytes, printable
 from mcrelay.core.bans import parse_ban_seconds, parse_ban_target
+from mcrelay.protocol.addresses import format_address
 from mcrelay.settings.address import default_api
 from mcrelay.settings.table import BY_NAME
 
@@ -166,8 +167,9 @@ async def run_clients(args: argparse.Namespace, env: Environment) -> ExitStatus:
         rows = [
             [
                 c["id"],
+                c["profile"],
+                format_address((c["host"], c["port"])),
                 c["fingerprint"],
-                str(c["key_bits"]),
                 c["connected_at"],
                 f"{c['idle_s']:.1f}",
                 str(c["messages_in"]),
@@ -175,7 +177,8 @@ async def run_clients(args: argparse.Namespace, env: Environment) -> ExitStatus:
             ]
             for c in result["clients"]
         ]
-        _table(env, ["ID", "FINGERPRINT", "BITS", "CONNECTED", "IDLE_S", "IN", "OUT"], rows)
+        header = ["ID", "PROFILE", "ADDRESS", "FINGERPRINT", "CONNECTED", "IDLE_S", "IN", "OUT"]
+        _table(env, header, rows)
     return ExitStatus.OK
 
 
@@ -273,7 +276,8 @@ async def run_status(args: argparse.Namespace, env: Environment) -> ExitStatus:
     lines = [
         f"mcrelay {status['version']}, up {status['uptime_s']:.0f} s",
         f"group {status['group']} port {status['port']} interface {status['interface']}",
-        f"relay key {status['fingerprint']}",
+        f"relay key {status['fingerprint']}"
+        + (f", secure key {status['secure_key']}" if status.get("secure_key") else ""),
         f"{_clients(status['clients'])}, {statistics['messages_relayed']} messages relayed, "
         f"{status['reassembly_in_flight']} in reassembly",
         f"in {statistics['datagrams_in']} datagrams / {statistics['bytes_in']} bytes, "

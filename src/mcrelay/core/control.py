@@ -36,6 +36,11 @@ class Control(Protocol):
     def fingerprint(self) -> str:
         """The relay key's fingerprint, which legacy clients pin."""
 
+    @property
+    def secure_key(self) -> str | None:
+        """The secure profile's public key (base64), which secure clients pin; None when
+        that profile is not served."""
+
     def statistics(self) -> Statistics: ...
 
     def kick(

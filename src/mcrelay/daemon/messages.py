@@ -279,6 +279,10 @@ class Messages:
         self._counters.messages_relayed += 1
         self._counters.copies_sent += copies
         self._events.publish(
-            "message_relayed", sender=format_address(origin.address), size=size, recipients=copies
+            "message_relayed",
+            sender=format_address(origin.address),
+            client=origin.id,
+            size=size,
+            recipients=copies,
         )
         return copies

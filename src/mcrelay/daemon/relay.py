@@ -111,6 +111,13 @@ class Relay:
         """The relay key's fingerprint, as legacy clients pin it."""
         return self.legacy.fingerprint
 
+    @property
+    def secure_key(self) -> str | None:
+        """The secure profile's public key (base64), as secure clients pin it."""
+        return (
+            None if SECURE not in self._profiles or self.secure is None else self.secure.public_key
+        )
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The relay's tasks; after :meth:`stop_receiving`, :attr:`drained` is set once the
         ``messages`` nursery has closed and the send queue is empty (then it idles)."""
