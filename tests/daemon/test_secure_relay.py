@@ -351,3 +351,23 @@ async def test_a_bug_in_a_session_costs_that_member_not_the_relay(
         assert harness.relay.roster.get(b.id) is None
         assert harness.relay.roster.get(a.id) is not None
         assert harness.drops()["internal_error"] == 1
+
+
+async def test_joins_are_rate_limited_per_host_at_confirmation(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    limits = {"registrations_per_host_burst": 1, "registrations_per_host_per_s": 0.5}
+    async with open_relay(keys[0], **limits) as harness:
+        a = SecurePeer(HarnessLink(harness), client_address(0))
+        b = SecurePeer(HarnessLink(harness), client_address(1))
+        await a.connect()
+        # A spoofed INIT from a's host (the relay's RESPONSE goes to a) spends nothing.
+        spoofer = SecurePeer(HarnessLink(harness), client_address(7))
+        spoofer.send(spoofer.initiator().datagram)
+        await b.connect()  # the same host: over the rate, its confirming DATA is dropped
+        assert harness.relay.roster.get(b.id) is None
+        assert harness.drops() == {"rate_limited": 1}
+        for _ in range(4):  # it sends that DATA again (RTO, doubling, at most 2 s)
+            await trio.sleep(1.0)
+            await b.pump()
+        assert harness.relay.roster.get(b.id) is not None

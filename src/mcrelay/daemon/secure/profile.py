@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.core.members import Identity, Member, RosterFull
 from mcrelay.core.profile import Opened, Origin, Sealed, Services
+from mcrelay.core.ratelimit import SourceLimiter
 from mcrelay.daemon.secure.peers import (
     PENDING_LIFETIME_S,
     TIMER_GRANULARITY_S,
@@ -123,6 +124,7 @@ class SecureProfile:
         self._timestamps = TimestampTable(held=self._holds)
         self._budget = ReceiveBudget()
         self._timers = Timers()
+        self._registrations = SourceLimiter()
         self._peers: dict[bytes, Peer] = {}
         self._pending: OrderedDict[int, Pending] = OrderedDict()
         """By local index, oldest first."""
@@ -142,6 +144,12 @@ class SecureProfile:
         self._timeout_s = config.client_timeout_s
         self._max_copy_bytes = config.max_send_queue_bytes
         self._gate.cookies_always = config.cookies == "always"
+        self._registrations.configure(
+            per_source_burst=config.registrations_per_host_burst,
+            per_source_per_s=config.registrations_per_host_per_s,
+            total_burst=config.registrations_total_burst,
+            total_per_s=config.registrations_total_per_s,
+        )
         keys = config.authorized_key_list
         self.authorized = None if keys is None else frozenset(entry.key for entry in keys)
         for peer in list(self._peers.values()):
@@ -214,12 +222,12 @@ class SecureProfile:
         if services.roster.get(client_id(key)) is None and not services.roster.has_room(source[0]):
             services.drop(DropReason.REGISTRY_FULL, source, client_id(key))
             return
+        peer = self._peers.get(key)
+        rekey = peer is not None and peer.client_epoch == init.epoch and not peer.closed
         stale = self._timestamps.advance(key, init.timestamp)
         if stale is not None:
             services.drop(stale, source)
             return
-        peer = self._peers.get(key)
-        rekey = peer is not None and peer.client_epoch == init.epoch and not peer.closed
         if not rekey:
             self._forget_pending_of(key)
             if len(self._pending) >= MAX_UNCONFIRMED_HANDSHAKES:
@@ -279,6 +287,11 @@ class SecureProfile:
         a new epoch, replaces the member of its key)."""
         opened = pending.keypair.open_untrusted(data, counter, now)
         frames = decode_frames_untrusted(opened.plaintext)
+        # A join (or a replacement) tells every member: no faster than legacy
+        # registrations, from the host that proved it got the RESPONSE (a spoofer
+        # cannot spend a victim's share). The client sends its DATA again later.
+        if not self._registrations.allow((pending.address[0], 0), now):
+            raise RemoteProtocolError("a join over the registration rate", DropReason.RATE_LIMITED)
         self._forget_pending_of(pending.key)
         session = Session(
             Role.RELAY,
