@@ -153,3 +153,27 @@ async def test_backpressure_refuses_new_messages_until_the_slow_member_catches_u
         assert [m.text for m in b.take() if isinstance(m, RelayedChat)] == texts
         assert secure_figures(harness)["copies_sent"] == len(texts)
         assert len(harness.relay.roster) == 2
+
+
+async def test_under_backpressure_a_whole_disconnect_still_goes_through(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        a, b, c = (SecurePeer(harness, client_address(n)) for n in range(3))
+        for peer in (a, b, c):
+            await peer.connect()  # b reads nothing from here on
+        await a.pump()
+        for n in range(MESSAGE_WINDOW + QUEUE_LIMIT // 2):
+            await a.say(b"m%d" % n)
+            await trio.sleep(0.02)
+            await a.pump()
+        await c.pump()
+        c.take()
+        await a.say(b"refused for now")
+        assert harness.drops()["backpressure"] >= 1
+        await c.leave()
+        await trio.sleep(0.02)
+        await c.pump()
+        assert harness.relay.roster.get(c.id) is None
+        await a.pump()
+        assert left(c, a.take()) == [LeaveReason.DISCONNECT]

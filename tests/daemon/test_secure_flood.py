@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from secure_hostile_peers import CookiePeer
 
 from mcrelay.protocol.addresses import Address
+from mcrelay.protocol.secure.admission import PER_IP_BURST, PER_IP_PER_S
 from mcrelay.protocol.secure.cookies import add_macs, mac1_key
 from mcrelay.protocol.secure.header import SIZES, DatagramType, header
 from mcrelay.protocol.secure.keyquery import encode_key_query
@@ -129,3 +130,25 @@ async def test_a_flood_past_the_load_threshold_gets_cookies_and_members_go_on(
         assert check_answers(harness, flooders) == 50
         assert relay.secure is not None
         assert relay.secure.handshakes_pending == 0
+
+
+async def test_under_load_a_valid_cookie_is_rate_limited_per_source_ip(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0], cookies="always") as harness:
+        peer = CookiePeer(harness, client_address(0))
+        first = peer.initiator()
+        peer.send(first.datagram)
+        await settle()
+        (answer,) = harness.sent_to(peer.address)
+        cookie = first.read_cookie_untrusted(answer)
+        for _ in range(PER_IP_BURST + 2):  # one burst at the same instant
+            peer.send(peer.initiator(cookie=cookie).datagram)
+        await settle()
+        kinds = [DatagramType(data[1]) for data in harness.sent_to(peer.address)]
+        assert kinds == [DatagramType.COOKIE] + [DatagramType.RESPONSE] * PER_IP_BURST
+        assert harness.drops() == {"cookie_required": 1, "rate_limited": 2}
+        await trio.sleep(1.0 / PER_IP_PER_S)
+        peer.send(peer.initiator(cookie=cookie).datagram)  # a token came back
+        await settle()
+        assert DatagramType(harness.sent_to(peer.address)[-1][1]) is DatagramType.RESPONSE

@@ -15,7 +15,7 @@ from secure_hostile_peers import RecordingPeer
 from mcrelay.client import MessageReceived
 from mcrelay.protocol import legacy
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
-from mcrelay.protocol.secure.messages import RelayedChat
+from mcrelay.protocol.secure.messages import Chat, RelayedChat, encode_message
 from relay_harness import Harness, client_address, open_relay, settle
 from secure_harness import SecurePeer
 
@@ -148,3 +148,40 @@ async def test_spoofed_legacy_control_from_a_secure_members_address_has_no_effec
         await s.leave()
         await settle()
         assert old.take() == [PeerLeft(s.address)]
+
+
+async def test_a_datagram_raced_from_a_spoofed_address_moves_nothing(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """An on-path attacker re-sends a member's DATA from its own address before the
+    original arrives: the relay acts on it once, challenges the new address within 3x
+    the bytes it got from it, and goes on sending to the validated one."""
+    async with open_relay(keys[0]) as harness:
+        a = SecurePeer(harness, client_address(0))
+        b = SecurePeer(harness, client_address(1))
+        await a.connect()
+        await b.connect()
+        await quiet(a, b)
+        assert a.session is not None
+        attacker = ("10.6.6.6", 6666)
+        a.session.channel.send(encode_message(Chat(b"raced")), trio.current_time())
+        raced = [data for data, _ in a.session.datagrams(trio.current_time())]
+        for data in raced:
+            harness.relay.handle_datagram(data, attacker, trio.current_time())
+        drops = replay(harness, raced, a.address)  # the originals, second: replays
+        assert drops == Counter({"replayed": len(raced)})
+        for _ in range(10):  # challenges are due every 200 ms, within the limit
+            await trio.sleep(0.2)
+            await a.pump()
+            await b.pump()
+        assert chats(b) == [b"raced"]
+        to_attacker = harness.sent_to(attacker)
+        assert to_attacker  # it was challenged...
+        assert sum(map(len, to_attacker)) <= 3 * sum(map(len, raced))  # ...within 3x
+        member = harness.relay.roster.get(a.id)
+        assert member is not None
+        assert member.address == a.address
+        await b.say(b"to a, where it is")
+        await a.pump()
+        assert chats(a) == [b"to a, where it is"]
+        assert len(harness.sent_to(attacker)) == len(to_attacker)
