@@ -239,8 +239,7 @@ class SecureProfile:
         keypair = Keypair.from_handshake(response.keys, init.epoch, now)
         if rekey and peer is not None:
             peer.session.install(keypair, now)
-            peer.indexes.add(local_index)
-            self._indexes[local_index] = peer
+            self._hold_indexes(peer)
         else:
             pending = Pending(key, keypair, init.epoch, relay_epoch, source, now)
             self._pending[local_index] = pending
@@ -535,6 +534,18 @@ class SecureProfile:
         self._congested.discard(peer)
         self._budget.backpressure = bool(self._congested)
         peer.session.channel.close()
+
+    def _hold_indexes(self, peer: Peer) -> None:
+        """Look up exactly the keypairs its session holds: a rekey's keypair that a later
+        rekey replaced before any DATA came under it is forgotten, so a member that
+        rekeys without end does not grow the table."""
+        held = peer.session.local_indexes()
+        for index in peer.indexes - held:
+            if self._indexes.get(index) is peer:
+                del self._indexes[index]
+        for index in held:
+            self._indexes[index] = peer
+        peer.indexes = held
 
     def _forget_pending(self, now: float) -> None:
         while self._pending:
