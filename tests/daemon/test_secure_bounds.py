@@ -14,7 +14,7 @@ import trio.testing
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.daemon.secure import profile
-from mcrelay.daemon.secure.peers import PENDING_LIFETIME_S
+from mcrelay.daemon.secure.peers import PENDING_LIFETIME_S, Details
 from mcrelay.protocol.secure.admission import MAX_UNCONFIRMED_HANDSHAKES
 from mcrelay.protocol.secure.messages import LeaveReason, Presence, PresenceEvent, RelayedChat
 from mcrelay.protocol.secure.sending import MESSAGE_WINDOW, QUEUE_LIMIT
@@ -177,3 +177,30 @@ async def test_under_backpressure_a_whole_disconnect_still_goes_through(
         assert harness.relay.roster.get(c.id) is None
         await a.pump()
         assert left(c, a.take()) == [LeaveReason.DISCONNECT]
+
+
+async def test_rekeys_without_data_do_not_grow_the_relays_index_table(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Each INIT of a member's rekey gets a fresh index; one whose keypair the session
+    no longer holds (a later rekey replaced it before any DATA) is forgotten."""
+    async with open_relay(keys[0]) as harness:
+        a = SecurePeer(harness, client_address(0))
+        b = SecurePeer(harness, client_address(1))
+        await a.connect()
+        await b.connect()
+        member = harness.relay.roster.get(a.id)
+        assert member is not None
+        details = member.identity.details
+        assert isinstance(details, Details)
+        for _ in range(50):
+            assert await a.handshake()  # and no DATA under it
+        assert len(details.peer.indexes) <= 3  # current, previous, next
+        await a.pump()
+        await a.say(b"under the latest keys")
+        await trio.sleep(0.05)
+        await b.pump()
+        assert [m.text for m in b.take() if isinstance(m, RelayedChat)] == [
+            b"under the latest keys"
+        ]
+        assert len(details.peer.indexes) <= 3
