@@ -259,7 +259,8 @@ class SecureProfile:
         if keypair is None:
             del self._indexes[header.receiver_index]
             raise RemoteProtocolError("DATA for a forgotten keypair", DropReason.UNKNOWN_INDEX)
-        member = owner.member
+        # A peer being sent its farewell (kicked, banned) has left the roster already.
+        member = owner.member if owner.closing_at is None else None
         # A sender the pipeline has no room for starts no new message (its channel
         # would acknowledge one the relay then drops): its client sends it again later.
         owner.session.channel.backpressure = member is not None and not self._services.has_room(
