@@ -50,6 +50,9 @@ fuzz: $(VENV)/.installed-test
 	mkdir -p .fuzz/corpus
 	$(BIN)/python fuzz/fuzz_datagram.py --write-seeds .fuzz/corpus
 	$(BIN)/python fuzz/fuzz_datagram.py -max_total_time=120 -print_final_stats=1 -artifact_prefix=.fuzz/ .fuzz/corpus
+	mkdir -p .fuzz/secure-corpus
+	$(BIN)/python fuzz/fuzz_secure.py --write-seeds .fuzz/secure-corpus
+	$(BIN)/python fuzz/fuzz_secure.py -max_total_time=120 -print_final_stats=1 -artifact_prefix=.fuzz/secure- .fuzz/secure-corpus
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .fuzz

@@ -112,8 +112,13 @@ class SecurePeer:
     """The relay's messages delivered to it, in order, until :meth:`take`."""
     others: list[tuple[bytes, DatagramType]] = field(default_factory=list)
     """Handshake answers (COOKIE, KEY_INFO, a RESPONSE not taken) the relay sent it."""
-    cookies: int = 1
+    cookie_rounds: int = 1
     """COOKIEs a handshake answers with a new INIT (the page: once per INIT scheduled)."""
+
+    @property
+    def cookies(self) -> int:
+        """The COOKIEs the relay sent it."""
+        return sum(kind is DatagramType.COOKIE for _, kind in self.others)
 
     @property
     def id(self) -> str:
@@ -138,7 +143,7 @@ class SecurePeer:
         """Send an INIT (again with the cookie when a COOKIE answers it); with the
         RESPONSE, start (or rekey) the session. False when no RESPONSE came."""
         initiator = self.initiator()
-        for _ in range(1 + self.cookies):
+        for _ in range(1 + self.cookie_rounds):
             self.send(initiator.datagram)
             await self.link.settle()
             cookie = None

@@ -356,8 +356,8 @@ async def test_a_bug_in_a_session_costs_that_member_not_the_relay(
 async def test_joins_are_rate_limited_per_host_at_confirmation(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
-    limits = {"registrations_per_host_burst": 1, "registrations_per_host_per_s": 0.5}
-    async with open_relay(keys[0], **limits) as harness:
+    limits = harness_config(registrations_per_host_burst=1, registrations_per_host_per_s=0.5)
+    async with open_relay(keys[0], limits) as harness:
         a = SecurePeer(HarnessLink(harness), client_address(0))
         b = SecurePeer(HarnessLink(harness), client_address(1))
         await a.connect()

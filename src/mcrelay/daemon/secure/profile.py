@@ -241,8 +241,7 @@ class SecureProfile:
         keypair = Keypair.from_handshake(response.keys, init.epoch, now)
         if rekey and peer is not None:
             peer.session.install(keypair, now)
-            peer.indexes.add(local_index)
-            self._indexes[local_index] = peer
+            self._hold_indexes(peer)
         else:
             pending = Pending(key, keypair, init.epoch, relay_epoch, source, now)
             self._pending[local_index] = pending
@@ -263,7 +262,7 @@ class SecureProfile:
         if keypair is None:
             del self._indexes[header.receiver_index]
             raise RemoteProtocolError("DATA for a forgotten keypair", DropReason.UNKNOWN_INDEX)
-        # A member being sent its farewell has left the roster already.
+        # A peer being sent its farewell (kicked, banned) has left the roster already.
         member = owner.member if owner.closing_at is None else None
         # A sender the pipeline has no room for starts no new message (its channel
         # would acknowledge one the relay then drops): its client sends it again later.
@@ -556,6 +555,18 @@ class SecureProfile:
         self._congested.discard(peer)
         self._budget.backpressure = bool(self._congested)
         peer.session.channel.close()
+
+    def _hold_indexes(self, peer: Peer) -> None:
+        """Look up exactly the keypairs its session holds: a rekey's keypair that a later
+        rekey replaced before any DATA came under it is forgotten, so a member that
+        rekeys without end does not grow the table."""
+        held = peer.session.local_indexes()
+        for index in peer.indexes - held:
+            if self._indexes.get(index) is peer:
+                del self._indexes[index]
+        for index in held:
+            self._indexes[index] = peer
+        peer.indexes = held
 
     def _forget_pending(self, now: float) -> None:
         while self._pending:
