@@ -121,14 +121,14 @@ async def test_copies_waiting_for_the_socket_are_bounded_in_bytes(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Found in review: 16,384 copies of up to 44 KB could wait, some 700 MB."""
-    async with open_relay(keys[0], max_send_queue_bytes=65536) as harness:
+    async with open_relay(keys[0], max_send_queue_bytes=131072) as harness:
         a, b = await harness.members(keys, 2)
         with stalled(harness.sock):
-            for n in range(6):
-                a.say(b"z" * 10000, n.to_bytes(4, "big"))  # a copy of some 13 KB each
+            for n in range(12):
+                a.say(b"z" * 20000, n.to_bytes(4, "big"))  # a copy of some 26 KB each
                 await settle()
-            assert harness.relay.outbox.copy_bytes <= 65536
-            assert harness.drops() == {"send_queue_full": 2}
+            assert harness.relay.outbox.copy_bytes <= 131072
+            assert harness.drops() == {"send_queue_full": 8}  # 4 copies fit in 128 KiB
         await settle()
         assert len(b.messages()) == 4
         assert harness.relay.outbox.copy_bytes == 0

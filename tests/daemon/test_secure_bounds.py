@@ -16,7 +16,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcrelay.daemon.secure import profile
 from mcrelay.daemon.secure.peers import PENDING_LIFETIME_S, Details
 from mcrelay.protocol.secure.admission import MAX_UNCONFIRMED_HANDSHAKES
-from mcrelay.protocol.secure.messages import LeaveReason, Presence, PresenceEvent, RelayedChat
+from mcrelay.protocol.secure.messages import (
+    MAX_CHAT_BYTES,
+    LeaveReason,
+    Presence,
+    PresenceEvent,
+    RelayedChat,
+)
 from mcrelay.protocol.secure.sending import MESSAGE_WINDOW, QUEUE_LIMIT
 from relay_harness import Harness, client_address, open_relay, settle
 from secure_harness import HarnessLink, SecurePeer
@@ -102,14 +108,14 @@ async def test_a_member_whose_queue_overflows_is_removed_unreachable(
 async def test_all_send_buffers_together_stay_within_the_bound(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
-    bound = 65536
+    bound = 131072
     async with open_relay(keys[0], max_send_queue_bytes=bound) as harness:
         a, b, c = (SecurePeer(HarnessLink(harness), client_address(n)) for n in range(3))
         for peer in (a, b, c):
             await peer.connect()  # b and c never read again
         await a.pump()
         a.take()
-        big = b"x" * 40_000
+        big = b"x" * MAX_CHAT_BYTES  # a copy of 65,589 bytes: two do not fit in 128 KiB
         await a.say(big)  # b's copy fits; c's would not: b holds the most, b goes
         assert harness.relay.roster.get(b.id) is None
         assert harness.relay.roster.get(c.id) is not None

@@ -262,7 +262,7 @@ class RelayConfig:
     max_send_queue_bytes: int = setting(
         64 * 1024 * 1024,
         convert=positive_int,
-        check=at_least(65536),
+        check=at_least(131072),
         section="limits",
         live=True,
         help="bytes all send buffers hold together: legacy copies waiting while the "
