@@ -255,3 +255,22 @@ def test_both_roles_receive_alike(role: Role) -> None:
     channel = Channel(role, peer_epoch=1)
     channel.receive(whole(0, chat(0)), 0.0, epoch=1)
     assert delivered(channel) == [chat(0)]
+
+
+def test_a_disconnect_behind_a_refused_message_is_not_held_behind_it() -> None:
+    # Found in review: the CHAT refused under back-pressure never comes again (its
+    # client closes once its DISCONNECT is acknowledged), so the DISCONNECT waited
+    # behind it until the member timed out.
+    channel = relay()
+    feed(channel, 0.0, *whole(0, chat(0)))
+    channel.backpressure = True
+    feed(channel, 0.1, *whole(1, chat(1)))  # refused: not started
+    first, second = whole(2, bytes(2000))
+    feed(channel, 0.1, first)  # refused as well
+    channel.backpressure = False
+    feed(channel, 0.2, *whole(3, chat(3)))  # complete, waiting behind 1 and 2
+    feed(channel, 0.3, Fragment(4, 0, 1, b"\x04"))
+    assert delivered(channel) == [chat(0), chat(3), b"\x04"]
+    assert channel.statistics().drops == {DropReason.BACKPRESSURE: 2}  # counted once
+    feed(channel, 0.4, second)  # too late: settled
+    assert delivered(channel) == []

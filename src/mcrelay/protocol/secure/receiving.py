@@ -163,9 +163,16 @@ class Receiver:
         incoming.pieces = {}
         incoming.body = body
         self._completed.add(msg_seq)
-        at_once = body[:1] == bytes([DISCONNECT_KIND])
-        self._schedule_ack(msg_seq, incoming.count, now, at_once=at_once)
-        self._deliver()
+        disconnect = body[:1] == bytes([DISCONNECT_KIND])
+        self._schedule_ack(msg_seq, incoming.count, now, at_once=disconnect)
+        if disconnect:
+            # The peer leaves once this is acknowledged: what it sent before and we
+            # have not completed will not come (a message refused under back-pressure,
+            # say), so nothing waits for it: the complete ones go in order, the rest
+            # are given up (counted), then the DISCONNECT.
+            self._settle_below(msg_seq, DropReason.ABANDONED)
+        else:
+            self._deliver()
 
     def on_abandon(self, abandon: Abandon, now: float) -> None:
         msg_seq = abandon.msg_seq
