@@ -331,10 +331,11 @@ async def started(command: list[str], **options: Any) -> AsyncIterator[trio.Proc
                 await process.wait()
 
 
-def this_script(netns: str, *options: str) -> list[str]:
-    """This script, run again in ``netns`` with ``options`` (the last of a repeated one wins)."""
-    script = str(Path(__file__).resolve())
-    return [tool("ip"), "netns", "exec", netns, sys.executable, script, *options]
+def this_script(netns: str, *options: str, script: str = __file__) -> list[str]:
+    """A bench script (this one unless told), run again in ``netns`` with ``options`` (the
+    last of a repeated one wins)."""
+    path = str(Path(script).resolve())
+    return [tool("ip"), "netns", "exec", netns, sys.executable, path, *options]
 
 
 def daemon_command(args: argparse.Namespace, key_file: Path) -> list[str]:
@@ -601,9 +602,19 @@ def impairment_of(args: argparse.Namespace) -> Impairment:
     )
 
 
-def run_inside(args: argparse.Namespace, relay_ns: str, clients_ns: str) -> dict[str, Any]:
+def run_inside(
+    args: argparse.Namespace,
+    relay_ns: str,
+    clients_ns: str,
+    *,
+    script: str = __file__,
+    extra: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The relay's side of ``script`` (this one unless told) run in ``relay_ns`` with our
+    options and ``extra``; what it printed, as JSON."""
     options = [
         *sys.argv[1:],
+        *extra,
         "--seed",
         str(args.seed),
         "--role",
@@ -611,7 +622,7 @@ def run_inside(args: argparse.Namespace, relay_ns: str, clients_ns: str) -> dict
         "--clients-ns",
         clients_ns,
     ]
-    command = this_script(relay_ns, *options)
+    command = this_script(relay_ns, *options, script=script)
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         out, _ = child.communicate(timeout=RUN_LIMIT_S)
