@@ -74,7 +74,7 @@ from netem_link import (
 from mcrelay.cli.api_client import Api, open_api
 from mcrelay.client.secure import SecureParticipant, open_secure_participant
 from mcrelay.daemon.secure.keyfile import generate_secure_key_file
-from mcrelay.protocol.errors import RemoteProtocolError
+from mcrelay.protocol.errors import DropReason, RemoteProtocolError
 from mcrelay.protocol.secure.client_events import ChatReceived
 from mcrelay.protocol.secure.frames import MAX_FRAGMENT_BYTES
 from mcrelay.protocol.secure.keys import KeyPair, client_id, decode_key, encode_key
@@ -86,7 +86,9 @@ RECEIVERS = 2
 CONNECT_LIMIT_S = 30.0
 """Per participant: its INIT is retried after 1, 2, 4 s and then every 5 s."""
 LISTED_LIMIT_S = 15.0
-RUN_LIMIT_S = 300.0
+DUPLICATE = DropReason.DUPLICATE_FRAGMENT.value
+"""A fragment the channel already had: a retransmission that was not needed (a copy the
+link duplicated is a replayed DATA, dropped before its frames are read)."""
 # Text: magic 4s | fragments u16 | number u32 | random filler | SHA-256 of the rest, cut
 TEXT_HEADER = struct.Struct("!4sHI")
 TEXT_MAGIC = b"SLSY"
@@ -237,6 +239,7 @@ async def clients_side(args: argparse.Namespace) -> None:
             numbers = range(first, first + count)
             first += count
             before = channel_figures(sender)
+            receivers_before = [channel_figures(r) for r in receivers]
             began = trio.current_time()
             sent_at, ids = await send_phase(
                 sender, fragments, numbers, fragments * args.pace_s_per_fragment
@@ -252,6 +255,7 @@ async def clients_side(args: argparse.Namespace) -> None:
                     "unsettled": sum(i not in sender.settled for i in ids),
                     "sender_before": before,
                     "sender_after": channel_figures(sender),
+                    "receivers_before": receivers_before,
                     "arrivals": [
                         [[n, at - sent_at[n]] for n, at in a.got if n in numbers] for a in arrivals
                     ],
@@ -304,9 +308,10 @@ async def relay_figures(api: Api, members: list[str], link: list[LinkDirection])
 
 async def wait_listed(api: Api, members: list[str]) -> None:
     with trio.fail_after(LISTED_LIMIT_S):
-        while not set(members) <= {
-            c["id"] for c in (await api.call("GET", "/v1/clients"))["clients"]
-        }:  # noqa: ASYNC110
+        while True:
+            listed = (await api.call("GET", "/v1/clients"))["clients"]
+            if set(members) <= {c["id"] for c in listed}:
+                return
             await trio.sleep(POLL_S)
 
 
@@ -331,6 +336,11 @@ async def drive(
             phases[-1]["relay_after"] = before = after
         await clients.send({"command": "finish"})
         report = await clients.receive(2 * SLACK_S)
+    # The receivers' channels as each next phase began (the relay had settled): the
+    # duplicate fragments the relay's retransmissions caused arrive until then.
+    ends = [phase["receivers_before"] for phase in phases[1:]] + [report["receiver_channels"]]
+    for phase, end in zip(phases, ends, strict=True):
+        phase["receivers_after"] = end
     return {"phases": phases} | report
 
 
@@ -380,7 +390,9 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
-def summarise(loss: float, phase: dict[str, Any]) -> dict[str, Any]:
+def summarise(impairment: Impairment, phase: dict[str, Any]) -> dict[str, Any]:
+    """One fragment count's figures. The floor of retransmissions: each transmission is
+    lost with q = L (1 - D), so a fragment needs q / (1 - q) retransmissions on average."""
     sent, fragments = phase["sent"], phase["fragments"]
     wanted = set(range(*phase["numbers"]))
     pairs = {"exactly_once_in_order": 0, "duplicates": 0, "out_of_order": 0, "missing": 0}
@@ -415,8 +427,13 @@ def summarise(loss: float, phase: dict[str, Any]) -> dict[str, Any]:
         for reason, n in phase["relay_after"]["dropped"].items()
     }
     copies = RECEIVERS * sent
+    repeated = [
+        after["drops"].get(DUPLICATE, 0) - before["drops"].get(DUPLICATE, 0)
+        for before, after in zip(phase["receivers_before"], phase["receivers_after"], strict=True)
+    ]
+    q = 1 - impairment.datagram_delivery()
     return {
-        "loss_percent": loss,
+        "loss_percent": impairment.loss * 100,
         "fragments": fragments,
         "text_bytes": text_bytes(fragments),
         "sent": sent,
@@ -433,6 +450,9 @@ def summarise(loss: float, phase: dict[str, Any]) -> dict[str, Any]:
         "relay_retransmissions_to_receivers": relay[1:],
         "relay_retransmissions_to_sender": relay[0],
         "relay_retransmissions_per_copy": sum(relay[1:]) / copies,
+        "retransmissions_floor_per_message": fragments * q / (1 - q),
+        "spurious_at_relay": dropped.get(DUPLICATE, 0),
+        "spurious_at_receivers": sum(repeated),
         "latency_ms": {
             name: None if (x := percentile(latencies, q)) is None else x * 1000
             for name, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))
@@ -493,6 +513,20 @@ def markdown(report: dict[str, Any]) -> str:
         )
     lines += [
         "",
+        "| loss | fragments | floor / message | sender: retransmitted | RTO expiries "
+        "| not needed (relay had them) | relay: retransmitted to receivers "
+        "| not needed (receivers had them) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["results"]:
+        lines.append(
+            f"| {r['loss_percent']:g} % | {r['fragments']} "
+            f"| {r['retransmissions_floor_per_message']:.2f} | {r['sender_retransmissions']} "
+            f"| {r['sender_timeouts']} | {r['spurious_at_relay']} "
+            f"| {sum(r['relay_retransmissions_to_receivers'])} | {r['spurious_at_receivers']} |"
+        )
+    lines += [
+        "",
         "| loss | link | packets | lost | duplicated | sent at once | delayed | kernel queue drops |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -518,13 +552,13 @@ def impairments(args: argparse.Namespace) -> list[Impairment]:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     began = time.monotonic()
     runs, results = [], []
-    for loss in args.loss:
+    for loss, impairment in zip(args.loss, impairments(args), strict=True):
         with namespaces(f"mcrelay-slossy-{os.getpid()}") as (relay_ns, clients_ns):
             run = run_inside(
                 args, relay_ns, clients_ns, script=__file__, extra=("--loss", str(loss))
             )
         runs.append({"loss_percent": loss} | run)
-        results += [summarise(loss, phase) for phase in run["phases"]]
+        results += [summarise(impairment, phase) for phase in run["phases"]]
     head, changes = git("rev-parse", "HEAD"), git("status", "--porcelain", "--", "src")
     settings = {
         "impairments": [asdict(i) for i in impairments(args)],
@@ -563,9 +597,9 @@ def parser() -> argparse.ArgumentParser:
         "--messages",
         type=fragment_messages,
         nargs="+",
-        default=[(2, 150), (4, 80), (16, 30)],
+        default=[(2, 200), (4, 100), (16, 40)],
         metavar="F:K",
-        help="K messages of F fragments, in this order (2:150 4:80 16:30)",
+        help="K messages of F fragments, in this order (2:200 4:100 16:40)",
     )
     p.add_argument(
         "--loss",
@@ -583,8 +617,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pace-s-per-fragment",
         type=float,
-        default=0.02,
-        help="seconds between messages per fragment (0.02: 25 two-fragment messages/s)",
+        default=0.015,
+        help="seconds between messages per fragment (0.015: 33 two-fragment messages/s)",
     )
     p.add_argument("--unicast", action="store_true", help="send to 192.0.2.1, not the group")
     p.add_argument("--seed", type=int, default=None, help="the link's random seed (default: drawn)")
