@@ -14,7 +14,8 @@ deadline; fragments retransmitted per message by the sender (its channel's
 ``ChannelStatistics``) and per relayed copy by the relay (each receiver's
 ``retransmissions`` in ``GET /v1/clients``); and latency from ``send`` to receipt
 at each receiver. ``--check`` exits 1 on any duplicate, out-of-order, missing,
-corrupted, late or abandoned message. Ctrl-C or SIGTERM stops what we started (by
+corrupted, late or abandoned message, or one the sender did not cut into exactly F
+fragments. Ctrl-C or SIGTERM stops what we started (by
 pid) and deletes the namespaces.
 """
 
@@ -28,7 +29,6 @@ import math
 import os
 import platform
 import random
-import signal
 import struct
 import subprocess
 import sys
@@ -47,15 +47,18 @@ from lossy_link import (
     RELAY_PORT,
     SLACK_S,
     JsonLines,
+    add_link_options,
     cancel_on_signals,
     emit,
     git,
     impairment_of,
+    judged,
+    may_start,
     next_command,
     run_inside,
+    run_role,
     started,
     statistics,
-    stop_on_sigterm,
     this_script,
     wait_ready,
 )
@@ -475,6 +478,8 @@ def check(report: dict[str, Any]) -> list[str]:
                 f"(duplicates {row['duplicates']}, out of order {row['out_of_order']}, "
                 f"missing {row['missing']})"
             )
+        if row["fragments_per_message"] != row["fragments"]:
+            failures.append(f"{name}: the sender sent {row['fragments_per_message']:g} per message")
         if row["abandoned"] or row["unsettled"]:
             failures.append(
                 f"{name}: the sender abandoned {row['abandoned']}, {row['unsettled']} never settled"
@@ -608,27 +613,21 @@ def parser() -> argparse.ArgumentParser:
         default=[5.0, 10.0],
         help="percent of packets lost; one run per value (5 10)",
     )
-    p.add_argument("--duplicate", type=float, default=2.0, help="percent duplicated (2)")
-    p.add_argument(
-        "--reorder", type=float, default=25.0, help="percent sent at once, skipping the delay (25)"
-    )
-    p.add_argument("--delay-ms", type=float, default=10.0, help="delay of the others (10)")
-    p.add_argument("--jitter-ms", type=float, default=5.0, help="uniform +- around the delay (5)")
+    add_link_options(p)
     p.add_argument(
         "--pace-s-per-fragment",
         type=float,
         default=0.015,
         help="seconds between messages per fragment (0.015: 33 two-fragment messages/s)",
     )
-    p.add_argument("--unicast", action="store_true", help="send to 192.0.2.1, not the group")
-    p.add_argument("--seed", type=int, default=None, help="the link's random seed (default: drawn)")
     p.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "secure_lossy.json"
     )
     p.add_argument(
         "--check",
         action="store_true",
-        help="exit 1 on a duplicate, out-of-order, missing, late or abandoned message",
+        help="exit 1 on a duplicate, out-of-order, missing, late or abandoned message, or one "
+        "not of exactly F fragments",
     )
     p.add_argument(
         "--role", choices=("main", "relay", "clients"), default="main", help=argparse.SUPPRESS
@@ -642,20 +641,10 @@ def main() -> int:
     args = parser().parse_args()
     if args.role != "main":
         (args.loss,) = args.loss
-    if args.role == "clients":
-        trio.run(clients_side, args)
-        return 0
-    if args.role == "relay":
-        if (run := trio.run(relay_side, args)) is None:
-            return 130
-        print(json.dumps(run))
-        return 0
-    if os.geteuid() != 0:
-        print("secure_lossy: needs root (network namespaces and TUN devices)", file=sys.stderr)
+    if (status := run_role(args, clients_side, relay_side)) is not None:
+        return status
+    if not may_start("secure_lossy", args):
         return 2
-    if args.seed is None:
-        args.seed = random.randrange(2**32)
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         report = measure(args)
     except KeyboardInterrupt:
@@ -668,15 +657,7 @@ def main() -> int:
         f"{args.jitter_ms:g} ms (seed {args.seed}); {report['settings']['destination']} to "
         f"the relay\n\n{markdown(report)}\n\nJSON: {args.out} ({report['total_s']:.1f} s)"
     )
-    if not args.check:
-        return 0
-    failures = check(report)
-    for failure in failures:
-        print(f"check: FAILED: {failure}")
-    if failures:
-        return 1
-    print("check: passed")
-    return 0
+    return judged(check(report)) if args.check else 0
 
 
 if __name__ == "__main__":
