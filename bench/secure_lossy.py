@@ -400,14 +400,17 @@ def summarise(impairment: Impairment, phase: dict[str, Any]) -> dict[str, Any]:
     wanted = set(range(*phase["numbers"]))
     pairs = {"exactly_once_in_order": 0, "duplicates": 0, "out_of_order": 0, "missing": 0}
     latencies: list[float] = []
+    """Of each (message, receiver) pair delivered: its first arrival's."""
     for got in phase["arrivals"]:
         seen: Counter[int] = Counter()
         late_in_order: set[int] = set()
+        first: dict[int, float] = {}
         highest = -1
-        for number, _ in got:
+        for number, latency in got:
             if not seen[number] and number < highest:
                 late_in_order.add(number)
             seen[number] += 1
+            first.setdefault(number, latency)
             highest = max(highest, number)
         pairs["duplicates"] += sum(seen.values()) - len(seen)
         pairs["out_of_order"] += len(late_in_order)
@@ -415,7 +418,7 @@ def summarise(impairment: Impairment, phase: dict[str, Any]) -> dict[str, Any]:
         pairs["exactly_once_in_order"] += sum(
             1 for n in wanted if seen[n] == 1 and n not in late_in_order
         )
-        latencies += [latency for _, latency in got]
+        latencies += first.values()
     sender = {k: phase["sender_after"][k] - phase["sender_before"][k] for k in ("retransmissions", "timeouts", "messages_sent", "fragments_sent")}  # fmt: skip
     relay = [
         after - before
