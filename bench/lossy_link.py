@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -331,10 +331,11 @@ async def started(command: list[str], **options: Any) -> AsyncIterator[trio.Proc
                 await process.wait()
 
 
-def this_script(netns: str, *options: str) -> list[str]:
-    """This script, run again in ``netns`` with ``options`` (the last of a repeated one wins)."""
-    script = str(Path(__file__).resolve())
-    return [tool("ip"), "netns", "exec", netns, sys.executable, script, *options]
+def this_script(netns: str, *options: str, script: str = __file__) -> list[str]:
+    """A bench script (this one unless told), run again in ``netns`` with ``options`` (the
+    last of a repeated one wins)."""
+    path = str(Path(script).resolve())
+    return [tool("ip"), "netns", "exec", netns, sys.executable, path, *options]
 
 
 def daemon_command(args: argparse.Namespace, key_file: Path) -> list[str]:
@@ -601,9 +602,19 @@ def impairment_of(args: argparse.Namespace) -> Impairment:
     )
 
 
-def run_inside(args: argparse.Namespace, relay_ns: str, clients_ns: str) -> dict[str, Any]:
+def run_inside(
+    args: argparse.Namespace,
+    relay_ns: str,
+    clients_ns: str,
+    *,
+    script: str = __file__,
+    extra: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The relay's side of ``script`` (this one unless told) run in ``relay_ns`` with our
+    options and ``extra``; what it printed, as JSON."""
     options = [
         *sys.argv[1:],
+        *extra,
         "--seed",
         str(args.seed),
         "--role",
@@ -611,7 +622,7 @@ def run_inside(args: argparse.Namespace, relay_ns: str, clients_ns: str) -> dict
         "--clients-ns",
         clients_ns,
     ]
-    command = this_script(relay_ns, *options)
+    command = this_script(relay_ns, *options, script=script)
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         out, _ = child.communicate(timeout=RUN_LIMIT_S)
@@ -672,6 +683,19 @@ def fragment_messages(text: str) -> tuple[int, int]:
     return int(fragments), int(count)
 
 
+def add_link_options(p: argparse.ArgumentParser) -> None:
+    """The link's options beside ``--loss`` (netem's meanings), where the clients send, and
+    the link's seed: the same in every lossy-link bench."""
+    p.add_argument("--duplicate", type=float, default=2.0, help="percent duplicated (2)")
+    p.add_argument(
+        "--reorder", type=float, default=25.0, help="percent sent at once, skipping the delay (25)"
+    )
+    p.add_argument("--delay-ms", type=float, default=10.0, help="delay of the others (10)")
+    p.add_argument("--jitter-ms", type=float, default=5.0, help="uniform +- around the delay (5)")
+    p.add_argument("--unicast", action="store_true", help="send to 192.0.2.1, not the group")
+    p.add_argument("--seed", type=int, default=None, help="the link's random seed (default: drawn)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument(
@@ -683,12 +707,7 @@ def parser() -> argparse.ArgumentParser:
         help="K messages of F fragments, in this order (2:400 4:300 16:150)",
     )
     p.add_argument("--loss", type=float, default=5.0, help="percent of packets lost (5)")
-    p.add_argument("--duplicate", type=float, default=2.0, help="percent duplicated (2)")
-    p.add_argument(
-        "--reorder", type=float, default=25.0, help="percent sent at once, skipping the delay (25)"
-    )
-    p.add_argument("--delay-ms", type=float, default=10.0, help="delay of the others (10)")
-    p.add_argument("--jitter-ms", type=float, default=5.0, help="uniform +- around the delay (5)")
+    add_link_options(p)
     p.add_argument(
         "--pace-s-per-block",
         type=float,
@@ -696,8 +715,6 @@ def parser() -> argparse.ArgumentParser:
         help="seconds between messages per 190-byte block (0.01: 100 two-fragment messages/s)",
     )
     p.add_argument("--reassembly-timeout-s", type=float, default=0.5, help="the relay's (0.5)")
-    p.add_argument("--unicast", action="store_true", help="send to 192.0.2.1, not the group")
-    p.add_argument("--seed", type=int, default=None, help="the link's random seed (default: drawn)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "lossy.json")
     p.add_argument(
         "--check",
@@ -716,22 +733,52 @@ def stop_on_sigterm(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main() -> int:
-    args = parser().parse_args()
+def run_role(
+    args: argparse.Namespace,
+    clients: Callable[[argparse.Namespace], Awaitable[None]],
+    relay: Callable[[argparse.Namespace], Awaitable[dict[str, Any] | None]],
+) -> int | None:
+    """Run the clients' or the relay's side when ``--role`` says this process is one, and
+    its exit status; None for the main process."""
     if args.role == "clients":
-        trio.run(clients_side, args)
+        trio.run(clients, args)
         return 0
     if args.role == "relay":
-        if (run := trio.run(relay_side, args)) is None:
+        if (run := trio.run(relay, args)) is None:
             return 130
         print(json.dumps(run))
         return 0
+    return None
+
+
+def may_start(name: str, args: argparse.Namespace) -> bool:
+    """The main process's start: only as root; a seed drawn unless given; SIGTERM unwinds
+    as Ctrl-C does."""
     if os.geteuid() != 0:
-        print("lossy_link: needs root (network namespaces and TUN devices)", file=sys.stderr)
-        return 2
+        print(f"{name}: needs root (network namespaces and TUN devices)", file=sys.stderr)
+        return False
     if args.seed is None:
         args.seed = random.randrange(2**32)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
+    return True
+
+
+def judged(failures: list[str]) -> int:
+    """Print each failure of ``--check`` (or that it passed); the exit status."""
+    for failure in failures:
+        print(f"check: FAILED: {failure}")
+    if failures:
+        return 1
+    print("check: passed")
+    return 0
+
+
+def main() -> int:
+    args = parser().parse_args()
+    if (status := run_role(args, clients_side, relay_side)) is not None:
+        return status
+    if not may_start("lossy_link", args):
+        return 2
     try:
         report = measure(args)
     except KeyboardInterrupt:
@@ -744,15 +791,7 @@ def main() -> int:
         f"crosses with p = {report['datagram_delivery']:.4f}; {report['settings']['destination']} "
         f"to the relay\n\n{markdown(report)}\n\nJSON: {args.out} ({report['total_s']:.1f} s)"
     )
-    if not args.check:
-        return 0
-    failures = check(report)
-    for failure in failures:
-        print(f"check: FAILED: {failure}")
-    if failures:
-        return 1
-    print("check: passed")
-    return 0
+    return judged(check(report)) if args.check else 0
 
 
 if __name__ == "__main__":
