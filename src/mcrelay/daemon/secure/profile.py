@@ -364,7 +364,7 @@ class SecureProfile:
         if peer.closing_at is not None and now >= peer.closing_at:
             self._close(peer)
             return
-        self._flush(peer, now)
+        peer.session.channel.poll(now)  # its timers first: what they settle is read now
         self._read_events(peer, now)
         for reason, count in peer.session.channel.take_drops().items():
             self._services.drop(reason, peer.session.address, "channel", count)
@@ -518,6 +518,7 @@ class SecureProfile:
         del self._peers[peer.key]
         farewell = FAREWELLS.get(reason)
         if farewell is None:
+            self._flush(peer, trio.current_time())  # what is due, the ACK of a DISCONNECT
             self._close(peer)
             return
         now = trio.current_time()

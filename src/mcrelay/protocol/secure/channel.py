@@ -158,8 +158,11 @@ class Channel:
             self._sender.discard()
 
     def poll(self, now: float) -> None:
-        """Act on every timer that has passed (the other methods do this first)."""
-        self._now = max(self._now, now)
+        """Act on every timer that has passed (the other methods do this first). Once
+        per time told: a timer set meanwhile is set after that time, never at it."""
+        if now <= self._now:
+            return
+        self._now = now
         self._sender.poll(now)
         self._receiver.poll(now)
 
