@@ -12,6 +12,7 @@ from typing import Protocol
 
 import trio
 
+from mcrelay.daemon.secure.peers import COALESCE_S
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.secure.channel import Role
 from mcrelay.protocol.secure.channel_events import MessageDelivered
@@ -67,6 +68,10 @@ class HarnessLink:
         return mine
 
     async def settle(self) -> None:
+        """What was sent has been acted on, and what the relay holds back to share a
+        datagram (:data:`COALESCE_S`) has gone (the mock clock moves that much)."""
+        await settle()
+        await trio.sleep(COALESCE_S)
         await settle()
 
 

@@ -25,6 +25,9 @@ PENDING_LIFETIME_S = 15.0
 TIMER_GRANULARITY_S = 0.001
 """A peer is turned again no sooner than this (a session that has work it cannot do
 now must not spin the loop)."""
+COALESCE_S = 0.001
+"""Copies and notices for a peer that was sent DATA less than this ago wait until
+then, so that a busy peer's copies share datagrams (an idle one's go at once)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -52,6 +55,8 @@ class Peer:
     """Its roster entry (set as it is registered)."""
     scheduled: float = math.inf
     """When its next turn is due (inf: none scheduled)."""
+    flushed_at: float = -math.inf
+    """When DATA last went to it."""
     copies: dict[int, int] = field(default_factory=dict)
     """Relayed copies not yet acknowledged: message id -> bytes."""
     copy_bytes: int = 0

@@ -26,6 +26,7 @@ from mcrelay.core.members import Identity, Member, RosterFull
 from mcrelay.core.profile import Opened, Origin, Sealed, Services
 from mcrelay.core.ratelimit import SourceLimiter
 from mcrelay.daemon.secure.peers import (
+    COALESCE_S,
     PENDING_LIFETIME_S,
     TIMER_GRANULARITY_S,
     Details,
@@ -377,6 +378,12 @@ class SecureProfile:
     def _flush(self, peer: Peer, now: float) -> None:
         for datagram, address in peer.session.datagrams(now):
             self._services.send(datagram, address)
+            peer.flushed_at = now
+
+    def _soon(self, peer: Peer, now: float) -> None:
+        """A turn for what was queued for ``peer``: now, or, when DATA went to it less
+        than :data:`COALESCE_S` ago, then (what is queued meanwhile goes together)."""
+        self._timers.schedule(peer, max(now, peer.flushed_at + COALESCE_S))
 
     def _read_events(self, peer: Peer, now: float) -> None:
         channel = peer.session.channel
@@ -454,7 +461,7 @@ class SecureProfile:
         peer.copy_bytes += len(copy)
         self._copy_bytes += len(copy)
         self._update_backpressure(peer)
-        self._timers.schedule(peer, now)  # soon: the copies of one batch share datagrams
+        self._soon(peer, now)
         return True
 
     def _room_for(self, peer: Peer, size: int) -> bool:
@@ -475,7 +482,7 @@ class SecureProfile:
         if peer is None or peer.closed:
             return
         peer.session.channel.send(encode_message(message), now, bounded=False)
-        self._timers.schedule(peer, now)
+        self._soon(peer, now)
 
     def _presence(
         self, event: PresenceEvent, member: Member, reason: str | None = None
