@@ -247,14 +247,13 @@ class Sender:
 
     def has_ready(self, now: float) -> bool:
         """Is a frame due now (an ABANDON, a fragment to resend, one allowed to go out)?"""
-        if any(due <= now for due, _ in self._abandon_at.values()):
+        if self._abandon_at and any(due <= now for due, _ in self._abandon_at.values()):
             return True
-        if any(outgoing.resend for outgoing in self._flight.values()):
-            return True
-        return (
-            any(outgoing.sent < outgoing.count for outgoing in self._flight.values())
-            and self.fragments_in_flight < FRAGMENT_WINDOW
-        )
+        room = self._unacked < FRAGMENT_WINDOW
+        for outgoing in self._flight.values():
+            if outgoing.resend or (room and outgoing.sent < outgoing.count):
+                return True
+        return False
 
     def next_deadline(self) -> float | None:
         times = [due for due, _ in self._abandon_at.values()]
