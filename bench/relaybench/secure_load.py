@@ -88,6 +88,8 @@ def receiver_main(conn: Connection, spec: SecureSpec) -> None:
                 conn.send(("ok", None))
             elif command[0] == "count":
                 conn.send(("ok", tally.copies))
+            elif command[0] == "others":
+                conn.send(("ok", tally.other))
             else:
                 conn.send(("ok", tally.report()))
     finally:
@@ -205,9 +207,7 @@ def open_secure_fleet(
             workers.append(Worker(f"secure-receivers-{index}", receiver_main, spec))
         for worker in workers:
             worker.reply()
-        sending = Worker(
-            "secure-senders", sender_main, SecureSpec(senders_count, relay, relay_key)
-        )
+        sending = Worker("secure-senders", sender_main, SecureSpec(senders_count, relay, relay_key))
         workers.append(sending)
         sending.reply()
         wait_registered(api, senders_count + receivers_count)

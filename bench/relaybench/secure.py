@@ -1,0 +1,331 @@
+"""The secure profile beside the legacy one, in one run (issue 11's figures).
+
+For each configuration (S senders, R receivers, 100-byte messages), each profile
+on a fresh daemon of its own (a daemon serves both, but clients of one profile
+would then get the other's copies too):
+
+1. a ladder of offered rates, each step ``step_s`` long, until two steps in a
+   row are not lossless. A step is lossless when the senders sent every message
+   at its due time (none skipped: a secure sender skips only when its channel's
+   queue of 64 is full), and every receiver got every message;
+2. ``repeats`` more steps at the highest lossless rate of the ladder: the medians
+   of their CPU per message and latency are the profile's figures;
+3. the bare floor (``bench/bare_forwarder.py``, legacy datagrams) at that rate.
+
+Then the fan-out: one secure sender, N secure receivers, at a fixed rate, each N
+on a fresh daemon once every receiver has its roster (N + S - 1 PRESENCEs).
+"""
+
+import contextlib
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mcrelay.daemon.secure.keyfile import generate_secure_key_file, load_or_create_secure_key
+from mcrelay.settings.config import secure_key_beside
+from relaybench import floors, report
+from relaybench.daemon import Daemon, running_daemon
+from relaybench.keys import BenchKeys
+from relaybench.load import Fleet, open_fleet
+from relaybench.secure_load import open_secure_fleet
+from relaybench.stats import ratio
+from relaybench.sweep import Config
+from relaybench.workers import call_all
+
+SIZE = 100
+CONFIGS = (Config(1, 2, SIZE), Config(4, 8, SIZE))
+RATES = (250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000)
+QUICK_RATES = (500, 1000, 2000, 4000)
+PROFILES = ("legacy", "secure")
+FAN_OUTS = (1, 10, 100, 500)
+FAN_OUT_RATE_PER_S = 50.0
+ROSTER_TIMEOUT_S = 120.0
+"""Receivers of a large fan-out wait this long at most for every PRESENCE (N^2 of them)."""
+FAILED_IN_A_ROW = 2
+OFFERED_AT_LEAST = 0.95
+"""A lossless step sent at least this share of the rate asked for."""
+
+
+@dataclass(frozen=True)
+class SecureOptions:
+    configs: tuple[Config, ...] = CONFIGS
+    rates: tuple[int, ...] = RATES
+    step_s: float = 2.0
+    repeats: int = 3
+    fan_outs: tuple[int, ...] = FAN_OUTS
+    fan_out_rate_per_s: float = FAN_OUT_RATE_PER_S
+    fan_out_step_s: float = 3.0
+    receiver_processes: int = 2
+
+
+QUICK = SecureOptions(
+    configs=CONFIGS[:1], rates=QUICK_RATES, step_s=1.5, repeats=1, fan_outs=(1, 10, 100)
+)
+
+
+def secure_key(keys: BenchKeys) -> bytes:
+    """The relay's secure public key, written beside its RSA key file (the daemon's default)."""
+    path = secure_key_beside(keys.key_file)
+    pair = load_or_create_secure_key(path) if path.exists() else generate_secure_key_file(path)
+    return pair.public
+
+
+def run(keys: BenchKeys, workdir: Path, options: SecureOptions) -> dict[str, Any]:
+    started = time.monotonic()
+    relay_key = secure_key(keys)
+    configs = [compare(keys, relay_key, workdir, config, options) for config in options.configs]
+    fan_outs = [fan_out(keys, relay_key, workdir, n, options) for n in options.fan_outs]
+    settings = {**asdict(options), "configs": [asdict(c) for c in options.configs]}
+    result = {
+        **report.envelope("secure", settings, started),
+        "configs": configs,
+        "fan_outs": fan_outs,
+    }
+    result["total_s"] = time.monotonic() - started
+    return result
+
+
+@contextlib.contextmanager
+def fleet_of(
+    profile: str,
+    keys: BenchKeys,
+    relay_key: bytes,
+    workdir: Path,
+    senders: int,
+    receivers: int,
+    processes: int,
+) -> Iterator[tuple[Daemon, Fleet]]:
+    with running_daemon(workdir, keys.key_file) as daemon:
+        fleet: contextlib.AbstractContextManager[Fleet]
+        if profile == "secure":
+            fleet = open_secure_fleet(
+                daemon.address, relay_key, senders, receivers, processes, daemon.api
+            )
+        else:
+            fleet = open_fleet(daemon.address, keys, senders, receivers, processes, daemon.api)
+        with fleet as opened:
+            yield daemon, opened
+
+
+def lossless(step: dict[str, Any]) -> bool:
+    return bool(
+        step["skipped"] == 0
+        and step["copies"] >= step["copies_expected"]
+        and step["offered_per_s"] >= OFFERED_AT_LEAST * step["rate_asked_per_s"]
+    )
+
+
+def compare(
+    keys: BenchKeys, relay_key: bytes, workdir: Path, config: Config, options: SecureOptions
+) -> dict[str, Any]:
+    profiles = {
+        profile: ladder(profile, keys, relay_key, workdir, config, options) for profile in PROFILES
+    }
+    for measured in profiles.values():
+        rate = measured["lossless_rate"] or options.rates[0]
+        measured["bare_floor"] = floors.bare_floor(
+            keys,
+            config.senders,
+            config.receivers,
+            SIZE,
+            rate,
+            options.step_s,
+            options.receiver_processes,
+        )
+        measured["cpu_vs_bare"] = ratio(
+            measured["median"]["relay_cpu_ms_per_msg"], measured["bare_floor"]["cpu_ms_per_msg"]
+        )
+    legacy, secure = profiles["legacy"], profiles["secure"]
+    return {
+        "config": asdict(config),
+        "label": config.label,
+        "profiles": profiles,
+        "lossless_ratio": ratio(secure["lossless_rate"], legacy["lossless_rate"]),
+        "cpu_ratio": ratio(
+            secure["median"]["relay_cpu_ms_per_msg"], legacy["median"]["relay_cpu_ms_per_msg"]
+        ),
+    }
+
+
+def ladder(
+    profile: str,
+    keys: BenchKeys,
+    relay_key: bytes,
+    workdir: Path,
+    config: Config,
+    options: SecureOptions,
+) -> dict[str, Any]:
+    print(f"secure: {profile} {config.label}", flush=True)
+    with fleet_of(
+        profile,
+        keys,
+        relay_key,
+        workdir,
+        config.senders,
+        config.receivers,
+        options.receiver_processes,
+    ) as (daemon, fleet):
+        steps: list[dict[str, Any]] = []
+        failed = 0
+        for rate in options.rates:
+            step = fleet.step(daemon.pid, daemon.api, len(steps) + 1, rate, options.step_s, SIZE)
+            step["lossless"] = lossless(step)
+            steps.append(step)
+            failed = 0 if step["lossless"] else failed + 1
+            if failed >= FAILED_IN_A_ROW:
+                break
+        best = max((s["rate_asked_per_s"] for s in steps if s["lossless"]), default=None)
+        repeats = [
+            fleet.step(
+                daemon.pid,
+                daemon.api,
+                len(steps) + 1 + i,
+                best or options.rates[0],
+                options.step_s,
+                SIZE,
+            )
+            for i in range(options.repeats)
+        ]
+    for step in repeats:
+        step["lossless"] = lossless(step)
+    return {
+        "profile": profile,
+        "steps": steps,
+        "lossless_rate": best,
+        "repeats": repeats,
+        "repeats_lossless": sum(step["lossless"] for step in repeats),
+        "median": medians(repeats),
+    }
+
+
+MEDIAN_FIGURES = (
+    "offered_per_s", "delivered_per_s", "loss", "latency_p50_ms", "latency_p99_ms",
+    "relay_cpu_ms_per_msg", "relay_main_ms_per_msg", "relay_others_ms_per_msg",
+    "relay_cores", "load_cores", "other_cores",
+)  # fmt: skip
+
+
+def medians(steps: list[dict[str, Any]]) -> dict[str, float | None]:
+    def median(name: str) -> float | None:
+        values = [step[name] for step in steps if step[name] is not None]
+        return statistics.median(values) if values else None
+
+    return {name: median(name) for name in MEDIAN_FIGURES}
+
+
+def fan_out(
+    keys: BenchKeys, relay_key: bytes, workdir: Path, n: int, options: SecureOptions
+) -> dict[str, Any]:
+    print(f"secure: fan-out {n}", flush=True)
+    rate = options.fan_out_rate_per_s
+    bare = floors.bare_floor(keys, 1, n, SIZE, rate, options.fan_out_step_s, 2)
+    with fleet_of("secure", keys, relay_key, workdir, 1, n, options.receiver_processes) as (
+        daemon,
+        fleet,
+    ):
+        settled_s = wait_rosters(fleet, n * n)
+        registration = daemon.api.statistics()
+        step = fleet.step(daemon.pid, daemon.api, 1, rate, options.fan_out_step_s, SIZE)
+    counters = step["counters"]
+    copies = counters["copies_sent"] if counters else 0
+    return {
+        "receivers": n,
+        "rate_per_s": rate,
+        "roster_s": settled_s,
+        "registration_drops": {k: v for k, v in registration["dropped"].items() if v},
+        "step": step,
+        "lossless": lossless(step),
+        "cpu_ms_per_copy": 1e3 * step["relay_cpu_s"] / copies if copies else None,
+        "bare_floor": bare,
+        "cpu_vs_bare": ratio(step["relay_cpu_ms_per_msg"], bare["cpu_ms_per_msg"]),
+    }
+
+
+def wait_rosters(fleet: Fleet, expected: int) -> float:
+    """Until the receivers got ``expected`` PRESENCEs together (each one per other
+    member); the seconds that took."""
+    started = time.monotonic()
+    while sum(call_all(fleet.receiving, "others")) < expected:
+        if time.monotonic() - started > ROSTER_TIMEOUT_S:
+            raise RuntimeError(f"the receivers' rosters were not complete in {ROSTER_TIMEOUT_S} s")
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def markdown(result: dict[str, Any]) -> str:
+    parts = [f"## The secure profile beside the legacy one\n\n{report.header(result)}\n"]
+    summary = []
+    for compared in result["configs"]:
+        for name, measured in compared["profiles"].items():
+            median, bare = measured["median"], measured["bare_floor"]
+            summary.append([
+                compared["label"], name, measured["lossless_rate"],
+                f"{measured['repeats_lossless']} of {len(measured['repeats'])}",
+                median["delivered_per_s"], median["latency_p50_ms"], median["latency_p99_ms"],
+                median["relay_cpu_ms_per_msg"], median["relay_main_ms_per_msg"],
+                median["relay_others_ms_per_msg"], bare["cpu_ms_per_msg"], measured["cpu_vs_bare"],
+                median["relay_cores"], median["load_cores"], median["other_cores"],
+            ])  # fmt: skip
+    parts.append(report.table(SUMMARY_HEADERS, summary) + "\n")
+    ratios = [
+        [c["label"], c["lossless_ratio"], c["cpu_ratio"],
+         c["profiles"]["secure"]["cpu_vs_bare"], c["profiles"]["legacy"]["cpu_vs_bare"]]
+        for c in result["configs"]
+    ]  # fmt: skip
+    parts.append(report.table(RATIO_HEADERS, ratios) + "\n")
+    for compared in result["configs"]:
+        for name, measured in compared["profiles"].items():
+            rows = [step_row(step) for step in measured["steps"]]
+            rows += [step_row(step, "repeat") for step in measured["repeats"]]
+            parts.append(
+                f"### {compared['label']}, {name}\n\n" + report.table(STEP_HEADERS, rows) + "\n"
+            )
+    rows = [fan_out_row(row) for row in result["fan_outs"]]
+    parts.append(
+        "### Fan-out: 1 secure sender, N secure receivers\n\n"
+        + report.table(FAN_OUT_HEADERS, rows)
+        + "\n"
+    )
+    return "\n".join(parts)
+
+
+SUMMARY_HEADERS = [
+    "configuration", "profile", "lossless msgs/s", "repeats lossless", "delivered/s",
+    "p50 ms", "p99 ms", "CPU ms/msg", "main", "workers", "bare ms/msg", "x bare",
+    "daemon cores", "load cores", "other cores",
+]  # fmt: skip
+RATIO_HEADERS = [
+    "configuration", "lossless rate, secure / legacy", "CPU/msg, secure / legacy",
+    "secure x bare", "legacy x bare",
+]  # fmt: skip
+STEP_HEADERS = [
+    "asked/s", "offered/s", "delivered/s", "skipped", "loss", "lossless", "p50 ms", "p99 ms",
+    "CPU ms/msg", "main", "daemon cores", "load cores", "drops",
+]  # fmt: skip
+FAN_OUT_HEADERS = [
+    "receivers", "rate/s", "lossless", "p50 ms", "p99 ms", "CPU ms/msg", "main",
+    "CPU ms/copy", "bare ms/msg", "x bare", "roster s", "step drops", "registration drops",
+]  # fmt: skip
+
+
+def step_row(step: dict[str, Any], label: str | None = None) -> list[object]:
+    return [
+        label or step["rate_asked_per_s"], step["offered_per_s"], step["delivered_per_s"], step["skipped"],
+        report.pct(step["loss"]), "yes" if step["lossless"] else "no", step["latency_p50_ms"],
+        step["latency_p99_ms"], step["relay_cpu_ms_per_msg"], step["relay_main_ms_per_msg"],
+        step["relay_cores"], step["load_cores"], report.drops(step["counters"]),
+    ]  # fmt: skip
+
+
+def fan_out_row(row: dict[str, Any]) -> list[object]:
+    step = row["step"]
+    return [
+        row["receivers"], row["rate_per_s"], "yes" if row["lossless"] else "no",
+        step["latency_p50_ms"], step["latency_p99_ms"], step["relay_cpu_ms_per_msg"],
+        step["relay_main_ms_per_msg"], row["cpu_ms_per_copy"], row["bare_floor"]["cpu_ms_per_msg"],
+        row["cpu_vs_bare"], row["roster_s"], report.drops(step["counters"]),
+        report.drops({"dropped": row["registration_drops"]}),
+    ]  # fmt: skip
