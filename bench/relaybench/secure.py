@@ -5,21 +5,24 @@ on a fresh daemon of its own (a daemon serves both, but clients of one profile
 would then get the other's copies too):
 
 1. a ladder of offered rates, each step ``step_s`` long, until two steps in a
-   row are not lossless. A step is lossless when the senders sent every message
-   at its due time (none skipped: a secure sender skips only when its channel's
-   queue of 64 is full), and every receiver got every message;
-2. ``repeats`` more steps at the highest lossless rate of the ladder: the medians
-   of their CPU per message and latency are the profile's figures;
+   row are not lossless, or the relay removed a member. A step is lossless when
+   the senders sent every message at its due time (none skipped: a secure sender
+   skips only when its channel's queue of 64 is full), every receiver got every
+   message, and the relay still lists every member;
+2. ``repeats`` more steps at the highest lossless rate of the ladder, on a fresh
+   daemon: the medians of their CPU per message and latency are the profile's
+   figures;
 3. the bare floor (``bench/bare_forwarder.py``, legacy datagrams) at that rate.
 
-Then the fan-out: one secure sender, N secure receivers, at a fixed rate, each N
-on a fresh daemon once every receiver has its roster (N + S - 1 PRESENCEs).
+Then the fan-out: one secure sender, N secure receivers, at 50 messages/s (at most
+5,000 copies/s), each N on a fresh daemon once every receiver has its roster (one
+PRESENCE per other member), with the bare floor at the same rate.
 """
 
 import contextlib
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,8 @@ QUICK_RATES = (500, 1000, 2000, 4000)
 PROFILES = ("legacy", "secure")
 FAN_OUTS = (1, 10, 100, 500)
 FAN_OUT_RATE_PER_S = 50.0
+FAN_OUT_COPIES_PER_S = 5000.0
+"""The fan-out's rate is at most this over N (10 messages/s to 500): below saturation."""
 ROSTER_TIMEOUT_S = 120.0
 """Receivers of a large fan-out wait this long at most for every PRESENCE (N^2 of them)."""
 FAILED_IN_A_ROW = 2
@@ -94,20 +99,43 @@ def fleet_of(
     keys: BenchKeys,
     relay_key: bytes,
     workdir: Path,
+    config: Config,
+    options: SecureOptions,
+) -> Iterator[Callable[[int, float], dict[str, Any]]]:
+    """A fresh daemon and a fleet of ``profile``; yields the function that measures one
+    step (number, rate), also telling whether the relay removed members meanwhile."""
+    with (
+        running_daemon(workdir, keys.key_file) as daemon,
+        open_any_fleet(
+            profile, daemon, keys, relay_key, config.senders, config.receivers, options
+        ) as fleet,
+    ):
+        members = config.senders + config.receivers
+
+        def measure(number: int, rate: float) -> dict[str, Any]:
+            step = fleet.step(daemon.pid, daemon.api, number, rate, options.step_s, SIZE)
+            step["members_lost"] = members - daemon.api.client_count()
+            step["lossless"] = lossless(step) and not step["members_lost"]
+            return step
+
+        yield measure
+
+
+def open_any_fleet(
+    profile: str,
+    daemon: Daemon,
+    keys: BenchKeys,
+    relay_key: bytes,
     senders: int,
     receivers: int,
-    processes: int,
-) -> Iterator[tuple[Daemon, Fleet]]:
-    with running_daemon(workdir, keys.key_file) as daemon:
-        fleet: contextlib.AbstractContextManager[Fleet]
-        if profile == "secure":
-            fleet = open_secure_fleet(
-                daemon.address, relay_key, senders, receivers, processes, daemon.api
-            )
-        else:
-            fleet = open_fleet(daemon.address, keys, senders, receivers, processes, daemon.api)
-        with fleet as opened:
-            yield daemon, opened
+    options: SecureOptions,
+) -> contextlib.AbstractContextManager[Fleet]:
+    processes = options.receiver_processes
+    if profile == "secure":
+        return open_secure_fleet(
+            daemon.address, relay_key, senders, receivers, processes, daemon.api
+        )
+    return open_fleet(daemon.address, keys, senders, receivers, processes, daemon.api)
 
 
 def lossless(step: dict[str, Any]) -> bool:
@@ -158,39 +186,20 @@ def ladder(
     config: Config,
     options: SecureOptions,
 ) -> dict[str, Any]:
+    """The ladder on one daemon, then the repeats at its best rate on a fresh one (the
+    ladder's last steps may have left the relay holding back, or removing, members)."""
     print(f"secure: {profile} {config.label}", flush=True)
-    with fleet_of(
-        profile,
-        keys,
-        relay_key,
-        workdir,
-        config.senders,
-        config.receivers,
-        options.receiver_processes,
-    ) as (daemon, fleet):
-        steps: list[dict[str, Any]] = []
+    steps: list[dict[str, Any]] = []
+    with fleet_of(profile, keys, relay_key, workdir, config, options) as measure:
         failed = 0
         for rate in options.rates:
-            step = fleet.step(daemon.pid, daemon.api, len(steps) + 1, rate, options.step_s, SIZE)
-            step["lossless"] = lossless(step)
-            steps.append(step)
-            failed = 0 if step["lossless"] else failed + 1
-            if failed >= FAILED_IN_A_ROW:
+            steps.append(measure(len(steps) + 1, rate))
+            failed = 0 if steps[-1]["lossless"] else failed + 1
+            if failed >= FAILED_IN_A_ROW or steps[-1]["members_lost"]:
                 break
-        best = max((s["rate_asked_per_s"] for s in steps if s["lossless"]), default=None)
-        repeats = [
-            fleet.step(
-                daemon.pid,
-                daemon.api,
-                len(steps) + 1 + i,
-                best or options.rates[0],
-                options.step_s,
-                SIZE,
-            )
-            for i in range(options.repeats)
-        ]
-    for step in repeats:
-        step["lossless"] = lossless(step)
+    best = max((s["rate_asked_per_s"] for s in steps if s["lossless"]), default=None)
+    with fleet_of(profile, keys, relay_key, workdir, config, options) as measure:
+        repeats = [measure(i + 1, best or options.rates[0]) for i in range(options.repeats)]
     return {
         "profile": profile,
         "steps": steps,
@@ -220,11 +229,11 @@ def fan_out(
     keys: BenchKeys, relay_key: bytes, workdir: Path, n: int, options: SecureOptions
 ) -> dict[str, Any]:
     print(f"secure: fan-out {n}", flush=True)
-    rate = options.fan_out_rate_per_s
+    rate = min(options.fan_out_rate_per_s, FAN_OUT_COPIES_PER_S / n)
     bare = floors.bare_floor(keys, 1, n, SIZE, rate, options.fan_out_step_s, 2)
-    with fleet_of("secure", keys, relay_key, workdir, 1, n, options.receiver_processes) as (
-        daemon,
-        fleet,
+    with (
+        running_daemon(workdir, keys.key_file) as daemon,
+        open_any_fleet("secure", daemon, keys, relay_key, 1, n, options) as fleet,
     ):
         settled_s = wait_rosters(fleet, n * n)
         registration = daemon.api.statistics()

@@ -78,11 +78,11 @@ class SecureClient:
                 )
             elif kind is DatagramType.DATA and self.session is not None:
                 header = peek_data_untrusted(data)
-                keypair = self.session.keypair(header.receiver_index, now)
-                if keypair is None:
+                opener = self.session.keypair(header.receiver_index, now)
+                if opener is None:
                     self.errors += 1
                     return
-                self.session.receive_untrusted(keypair, data, header.counter, self.relay, now)
+                self.session.receive_untrusted(opener, data, header.counter, self.relay, now)
         except RemoteProtocolError:
             self.errors += 1
             return
