@@ -286,6 +286,12 @@ def markdown(result: dict[str, Any]) -> str:
     ]  # fmt: skip
     parts.append(report.table(RATIO_HEADERS, ratios) + "\n")
     for compared in result["configs"]:
+        parts.append(
+            f"### {compared['label']}: the ladders side by side\n\n"
+            + report.table(SIDE_HEADERS, side_by_side(compared["profiles"]))
+            + "\n"
+        )
+    for compared in result["configs"]:
         for name, measured in compared["profiles"].items():
             rows = [step_row(step) for step in measured["steps"]]
             rows += [step_row(step, "repeat") for step in measured["repeats"]]
@@ -318,6 +324,37 @@ FAN_OUT_HEADERS = [
     "receivers", "rate/s", "lossless", "p50 ms", "p99 ms", "CPU ms/msg", "main",
     "CPU ms/copy", "bare ms/msg", "x bare", "roster s", "step drops", "registration drops",
 ]  # fmt: skip
+
+
+SIDE_FIGURES = ("delivered_per_s", "loss", "latency_p99_ms", "relay_cpu_ms_per_msg")
+SIDE_HEADERS = [
+    "asked/s",
+    *(f"{profile} {figure}" for profile in PROFILES
+      for figure in ("delivered/s", "loss", "p99 ms", "CPU ms/msg", "lossless")),
+]  # fmt: skip
+
+
+def side_by_side(profiles: dict[str, dict[str, Any]]) -> list[list[object]]:
+    """One row per rate asked of either ladder: each profile's step at that rate."""
+    by_rate = {
+        profile: {step["rate_asked_per_s"]: step for step in measured["steps"]}
+        for profile, measured in profiles.items()
+    }
+    rates = sorted({rate for steps in by_rate.values() for rate in steps})
+    rows: list[list[object]] = []
+    for rate in rates:
+        row: list[object] = [rate]
+        for profile in PROFILES:
+            step = by_rate[profile].get(rate)
+            if step is None:
+                row += ["-"] * (len(SIDE_FIGURES) + 1)
+                continue
+            row += [
+                step["delivered_per_s"], report.pct(step["loss"]), step["latency_p99_ms"],
+                step["relay_cpu_ms_per_msg"], "yes" if step["lossless"] else "no",
+            ]  # fmt: skip
+        rows.append(row)
+    return rows
 
 
 def step_row(step: dict[str, Any], label: str | None = None) -> list[object]:
