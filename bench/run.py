@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relaybench import fanout, plots, report, scale, secure, sweep, targets
+from relaybench import fanout, plots, report, scale, secure, secure_report, sweep, targets
 from relaybench.keys import BenchKeys
 from relaybench.procfs import raise_nofile
 
@@ -102,7 +102,7 @@ EXPERIMENTS = {
     "sweep": Experiment(sweep_options, sweep.run, sweep.markdown, plots.sweep),
     "fanout": Experiment(fanout_options, fanout.run, fanout.markdown, plots.fanout),
     "scale": Experiment(scale_options, scale.run, scale.markdown, plots.scale),
-    "secure": Experiment(secure_options, secure.run, secure.markdown),
+    "secure": Experiment(secure_options, secure.run, secure_report.markdown),
 }
 
 

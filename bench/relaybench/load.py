@@ -120,6 +120,9 @@ class Fleet:
             "other_cores": (machine_s - cpu.total_s - load_s) / (ended - started),
             "kernel_rcvbuf_drops": kernel_drops,
             "copies_to_senders": sent["copies_back"],
+            "sender": sent,
+            "client_errors": sum(report.get("client_errors", 0) for report in reports)
+            + sent.get("client_errors", 0),
             "counters": counters,
         }
 

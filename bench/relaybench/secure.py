@@ -27,13 +27,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mcrelay.daemon.secure.keyfile import generate_secure_key_file, load_or_create_secure_key
+from mcrelay.daemon.secure.keyfile import load_or_create_secure_key
 from mcrelay.settings.config import secure_key_beside
 from relaybench import floors, report
 from relaybench.daemon import Daemon, running_daemon
 from relaybench.keys import BenchKeys
 from relaybench.load import Fleet, open_fleet
 from relaybench.secure_load import open_secure_fleet
+from relaybench.secure_report import PROFILES
 from relaybench.stats import ratio
 from relaybench.sweep import Config
 from relaybench.workers import call_all
@@ -42,7 +43,6 @@ SIZE = 100
 CONFIGS = (Config(1, 2, SIZE), Config(4, 8, SIZE))
 RATES = (250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000)
 QUICK_RATES = (500, 1000, 2000, 4000)
-PROFILES = ("legacy", "secure")
 FAN_OUTS = (1, 10, 100, 500)
 FAN_OUT_RATE_PER_S = 50.0
 FAN_OUT_COPIES_PER_S = 5000.0
@@ -73,9 +73,7 @@ QUICK = SecureOptions(
 
 def secure_key(keys: BenchKeys) -> bytes:
     """The relay's secure public key, written beside its RSA key file (the daemon's default)."""
-    path = secure_key_beside(keys.key_file)
-    pair = load_or_create_secure_key(path) if path.exists() else generate_secure_key_file(path)
-    return pair.public
+    return load_or_create_secure_key(secure_key_beside(keys.key_file)).public
 
 
 def run(keys: BenchKeys, workdir: Path, options: SecureOptions) -> dict[str, Any]:
@@ -230,7 +228,9 @@ def fan_out(
 ) -> dict[str, Any]:
     print(f"secure: fan-out {n}", flush=True)
     rate = min(options.fan_out_rate_per_s, FAN_OUT_COPIES_PER_S / n)
-    bare = floors.bare_floor(keys, 1, n, SIZE, rate, options.fan_out_step_s, 2)
+    bare = floors.bare_floor(
+        keys, 1, n, SIZE, rate, options.fan_out_step_s, options.receiver_processes
+    )
     with (
         running_daemon(workdir, keys.key_file) as daemon,
         open_any_fleet("secure", daemon, keys, relay_key, 1, n, options) as fleet,
@@ -262,116 +262,3 @@ def wait_rosters(fleet: Fleet, expected: int) -> float:
             raise RuntimeError(f"the receivers' rosters were not complete in {ROSTER_TIMEOUT_S} s")
         time.sleep(0.2)
     return time.monotonic() - started
-
-
-def markdown(result: dict[str, Any]) -> str:
-    parts = [f"## The secure profile beside the legacy one\n\n{report.header(result)}\n"]
-    summary = []
-    for compared in result["configs"]:
-        for name, measured in compared["profiles"].items():
-            median, bare = measured["median"], measured["bare_floor"]
-            summary.append([
-                compared["label"], name, measured["lossless_rate"],
-                f"{measured['repeats_lossless']} of {len(measured['repeats'])}",
-                median["delivered_per_s"], median["latency_p50_ms"], median["latency_p99_ms"],
-                median["relay_cpu_ms_per_msg"], median["relay_main_ms_per_msg"],
-                median["relay_others_ms_per_msg"], bare["cpu_ms_per_msg"], measured["cpu_vs_bare"],
-                median["relay_cores"], median["load_cores"], median["other_cores"],
-            ])  # fmt: skip
-    parts.append(report.table(SUMMARY_HEADERS, summary) + "\n")
-    ratios = [
-        [c["label"], c["lossless_ratio"], c["cpu_ratio"],
-         c["profiles"]["secure"]["cpu_vs_bare"], c["profiles"]["legacy"]["cpu_vs_bare"]]
-        for c in result["configs"]
-    ]  # fmt: skip
-    parts.append(report.table(RATIO_HEADERS, ratios) + "\n")
-    for compared in result["configs"]:
-        parts.append(
-            f"### {compared['label']}: the ladders side by side\n\n"
-            + report.table(SIDE_HEADERS, side_by_side(compared["profiles"]))
-            + "\n"
-        )
-    for compared in result["configs"]:
-        for name, measured in compared["profiles"].items():
-            rows = [step_row(step) for step in measured["steps"]]
-            rows += [step_row(step, "repeat") for step in measured["repeats"]]
-            parts.append(
-                f"### {compared['label']}, {name}\n\n" + report.table(STEP_HEADERS, rows) + "\n"
-            )
-    rows = [fan_out_row(row) for row in result["fan_outs"]]
-    parts.append(
-        "### Fan-out: 1 secure sender, N secure receivers\n\n"
-        + report.table(FAN_OUT_HEADERS, rows)
-        + "\n"
-    )
-    return "\n".join(parts)
-
-
-SUMMARY_HEADERS = [
-    "configuration", "profile", "lossless msgs/s", "repeats lossless", "delivered/s",
-    "p50 ms", "p99 ms", "CPU ms/msg", "main", "workers", "bare ms/msg", "x bare",
-    "daemon cores", "load cores", "other cores",
-]  # fmt: skip
-RATIO_HEADERS = [
-    "configuration", "lossless rate, secure / legacy", "CPU/msg, secure / legacy",
-    "secure x bare", "legacy x bare",
-]  # fmt: skip
-STEP_HEADERS = [
-    "asked/s", "offered/s", "delivered/s", "skipped", "loss", "lossless", "p50 ms", "p99 ms",
-    "CPU ms/msg", "main", "daemon cores", "load cores", "drops",
-]  # fmt: skip
-FAN_OUT_HEADERS = [
-    "receivers", "rate/s", "lossless", "p50 ms", "p99 ms", "CPU ms/msg", "main",
-    "CPU ms/copy", "bare ms/msg", "x bare", "roster s", "step drops", "registration drops",
-]  # fmt: skip
-
-
-SIDE_FIGURES = ("delivered_per_s", "loss", "latency_p99_ms", "relay_cpu_ms_per_msg")
-SIDE_HEADERS = [
-    "asked/s",
-    *(f"{profile} {figure}" for profile in PROFILES
-      for figure in ("delivered/s", "loss", "p99 ms", "CPU ms/msg", "lossless")),
-]  # fmt: skip
-
-
-def side_by_side(profiles: dict[str, dict[str, Any]]) -> list[list[object]]:
-    """One row per rate asked of either ladder: each profile's step at that rate."""
-    by_rate = {
-        profile: {step["rate_asked_per_s"]: step for step in measured["steps"]}
-        for profile, measured in profiles.items()
-    }
-    rates = sorted({rate for steps in by_rate.values() for rate in steps})
-    rows: list[list[object]] = []
-    for rate in rates:
-        row: list[object] = [rate]
-        for profile in PROFILES:
-            step = by_rate[profile].get(rate)
-            if step is None:
-                row += ["-"] * (len(SIDE_FIGURES) + 1)
-                continue
-            row += [
-                step["delivered_per_s"], report.pct(step["loss"]), step["latency_p99_ms"],
-                step["relay_cpu_ms_per_msg"], "yes" if step["lossless"] else "no",
-            ]  # fmt: skip
-        rows.append(row)
-    return rows
-
-
-def step_row(step: dict[str, Any], label: str | None = None) -> list[object]:
-    return [
-        label or step["rate_asked_per_s"], step["offered_per_s"], step["delivered_per_s"], step["skipped"],
-        report.pct(step["loss"]), "yes" if step["lossless"] else "no", step["latency_p50_ms"],
-        step["latency_p99_ms"], step["relay_cpu_ms_per_msg"], step["relay_main_ms_per_msg"],
-        step["relay_cores"], step["load_cores"], report.drops(step["counters"]),
-    ]  # fmt: skip
-
-
-def fan_out_row(row: dict[str, Any]) -> list[object]:
-    step = row["step"]
-    return [
-        row["receivers"], row["rate_per_s"], "yes" if row["lossless"] else "no",
-        step["latency_p50_ms"], step["latency_p99_ms"], step["relay_cpu_ms_per_msg"],
-        step["relay_main_ms_per_msg"], row["cpu_ms_per_copy"], row["bare_floor"]["cpu_ms_per_msg"],
-        row["cpu_vs_bare"], row["roster_s"], report.drops(step["counters"]),
-        report.drops({"dropped": row["registration_drops"]}),
-    ]  # fmt: skip

@@ -19,6 +19,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import RemoteProtocolError
@@ -51,7 +52,8 @@ class SecureClient:
     initiator: Initiator | None = None
     init_sent_at: float = 0.0
     errors: int = 0
-    """Datagrams that failed to authenticate or decode (there should be none)."""
+    """Datagrams that failed to authenticate or decode, or could not be sent (a full
+    buffer: the channel sends them again): the step tables show them."""
 
     def start_handshake(self, now: float) -> None:
         self.initiator = Initiator(
@@ -106,13 +108,17 @@ class SecureClient:
             self.errors += 1  # a full send buffer: the channel retransmits
 
 
+OnBody = Callable[[SecureClient, bytes, float], None]
+"""What a process does with each message body its clients deliver (client, body, now)."""
+
+
 class Clients:
     """Many clients in one selector loop, each woken at its session's deadline."""
 
     def __init__(
         self, count: int, relay: Address, relay_key: bytes, receive_buffer_bytes: int
     ) -> None:
-        self.clients = []
+        self.clients: list[SecureClient] = []
         self._selector = selectors.DefaultSelector()
         self._by_fd: dict[int, SecureClient] = {}
         self._timers: list[tuple[float, int, SecureClient]] = []
@@ -126,9 +132,13 @@ class Clients:
             self._by_fd[sock.fileno()] = client
             self._selector.register(sock, selectors.EVENT_READ)
 
-    def add_reader(self, fileobj: object) -> None:
+    @property
+    def errors(self) -> int:
+        return sum(client.errors for client in self.clients)
+
+    def add_reader(self, conn: Connection) -> None:
         """Something else to wake for (the worker's pipe): :meth:`poll` returns it."""
-        self._selector.register(fileobj, selectors.EVENT_READ)  # type: ignore[arg-type]
+        self._selector.register(conn, selectors.EVENT_READ)
 
     def wake(self, client: SecureClient, now: float) -> None:
         """Flush ``client`` now and keep its next deadline."""
@@ -136,9 +146,7 @@ class Clients:
         if deadline != float("inf"):
             heapq.heappush(self._timers, (deadline, id(client), client))
 
-    def poll(
-        self, until: float, on_body: Callable[[SecureClient, bytes, float], None]
-    ) -> list[object]:
+    def poll(self, until: float, on_body: OnBody) -> list[object]:
         """Wait until ``until`` at most (or a datagram, or another reader); act on what
         came and on every deadline passed. The other readers that are ready."""
         now = time.monotonic()
@@ -167,7 +175,7 @@ class Clients:
             self.wake(client, now)
         return others
 
-    def register(self, on_body: Callable[[SecureClient, bytes, float], None]) -> None:
+    def register(self, on_body: OnBody) -> None:
         """Handshake every client, paced at :data:`INITS_PER_S`; an INIT without an
         answer is sent afresh after :data:`INIT_RETRY_S`. Raises after
         :data:`REGISTER_TIMEOUT_S`."""

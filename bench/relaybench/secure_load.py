@@ -33,7 +33,7 @@ from relaybench.load import Fleet, wait_registered
 from relaybench.pacing import Pacer
 from relaybench.procfs import raise_nofile
 from relaybench.receivers import BUCKET_S, Tally
-from relaybench.secure_client import Clients, SecureClient
+from relaybench.secure_client import Clients, OnBody, SecureClient
 from relaybench.wire import STAMP
 from relaybench.workers import Worker, stop_all
 
@@ -91,7 +91,7 @@ def receiver_main(conn: Connection, spec: SecureSpec) -> None:
             elif command[0] == "others":
                 conn.send(("ok", tally.other))
             else:
-                conn.send(("ok", tally.report()))
+                conn.send(("ok", {**tally.report(), "client_errors": clients.errors}))
     finally:
         clients.close()
 
@@ -124,7 +124,7 @@ def sender_main(conn: Connection, spec: SecureSpec) -> None:
 
 def send(
     clients: Clients,
-    on_body: Any,
+    on_body: OnBody,
     spec: SecureSpec,
     step: int,
     rate_per_s: float,
@@ -140,6 +140,7 @@ def send(
         time_limit_s=duration_s + legacy_senders.SEND_SLACK_S,
     )
     full = 0
+    retransmitted = _retransmissions(clients)
     while pacer.done < pacer.total:
         due_at = pacer.started + pacer.done / rate_per_s
         if time.monotonic() >= due_at:
@@ -169,10 +170,18 @@ def send(
         "queue_full": full,
         "elapsed_s": elapsed,
         "unsettled": not _settled(clients),
-        "retransmissions": sum(
-            c.session.channel.statistics().retransmissions for c in clients.clients if c.session
-        ),
+        "retransmissions": _retransmissions(clients) - retransmitted,
+        "client_errors": clients.errors,
     }
+
+
+def _retransmissions(clients: Clients) -> int:
+    """Fragments the senders' channels sent again, since they started."""
+    return sum(
+        client.session.channel.statistics().retransmissions
+        for client in clients.clients
+        if client.session is not None
+    )
 
 
 def _settled(clients: Clients) -> bool:
