@@ -121,8 +121,12 @@ class Fleet:
             "kernel_rcvbuf_drops": kernel_drops,
             "copies_to_senders": sent["copies_back"],
             "sender": sent,
-            "client_errors": sum(report.get("client_errors", 0) for report in reports)
-            + sent.get("client_errors", 0),
+            "client_errors": dict(
+                sum(
+                    (Counter(part.get("client_errors", {})) for part in [*reports, sent]),
+                    Counter(),
+                )
+            ),
             "counters": counters,
         }
 

@@ -17,6 +17,7 @@ import os
 import selectors
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -51,9 +52,10 @@ class SecureClient:
     session: Session | None = None
     initiator: Initiator | None = None
     init_sent_at: float = 0.0
-    errors: int = 0
-    """Datagrams that failed to authenticate or decode, or could not be sent (a full
-    buffer: the channel sends them again): the step tables show them."""
+    errors: Counter[str] = field(default_factory=Counter)
+    """Datagrams it dropped, by the reason the protocol gave (a RESPONSE to an INIT it
+    already replaced is ``unknown_index``), and ``send_blocked`` for one a full send
+    buffer refused (the channel sends it again): the step tables show them."""
 
     def start_handshake(self, now: float) -> None:
         self.initiator = Initiator(
@@ -82,11 +84,11 @@ class SecureClient:
                 header = peek_data_untrusted(data)
                 opener = self.session.keypair(header.receiver_index, now)
                 if opener is None:
-                    self.errors += 1
+                    self.errors["no_keypair"] += 1
                     return
                 self.session.receive_untrusted(opener, data, header.counter, self.relay, now)
-        except RemoteProtocolError:
-            self.errors += 1
+        except RemoteProtocolError as exc:
+            self.errors[exc.reason] += 1
             return
         session = self.session
         while session is not None and (event := session.channel.next_event()) is not None:
@@ -105,7 +107,7 @@ class SecureClient:
         try:
             self.sock.sendto(data, address)
         except BlockingIOError:
-            self.errors += 1  # a full send buffer: the channel retransmits
+            self.errors["send_blocked"] += 1
 
 
 OnBody = Callable[[SecureClient, bytes, float], None]
@@ -132,9 +134,12 @@ class Clients:
             self._by_fd[sock.fileno()] = client
             self._selector.register(sock, selectors.EVENT_READ)
 
-    @property
-    def errors(self) -> int:
-        return sum(client.errors for client in self.clients)
+    def errors(self) -> Counter[str]:
+        """Every client's :attr:`SecureClient.errors` together."""
+        total: Counter[str] = Counter()
+        for client in self.clients:
+            total.update(client.errors)
+        return total
 
     def add_reader(self, conn: Connection) -> None:
         """Something else to wake for (the worker's pipe): :meth:`poll` returns it."""

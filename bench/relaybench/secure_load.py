@@ -14,6 +14,7 @@ when that queue is full, so the offered rate is what the relay was really given.
 
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -55,6 +56,7 @@ def receiver_main(conn: Connection, spec: SecureSpec) -> None:
     raise_nofile(spec.clients + 256)
     clients = Clients(spec.clients, spec.relay, spec.relay_key, RECEIVE_BUFFER_BYTES)
     tally = Tally()
+    errors_before: Counter[str] = Counter()
 
     def on_body(_client: SecureClient, body: bytes, now: float) -> None:
         try:
@@ -85,13 +87,15 @@ def receiver_main(conn: Connection, spec: SecureSpec) -> None:
                 return
             if command[0] == "reset":
                 tally = Tally(step=command[1])
+                errors_before = clients.errors()
                 conn.send(("ok", None))
             elif command[0] == "count":
                 conn.send(("ok", tally.copies))
             elif command[0] == "others":
                 conn.send(("ok", tally.other))
             else:
-                conn.send(("ok", {**tally.report(), "client_errors": clients.errors}))
+                errors = dict(clients.errors() - errors_before)
+                conn.send(("ok", {**tally.report(), "client_errors": errors}))
     finally:
         clients.close()
 
@@ -140,7 +144,7 @@ def send(
         time_limit_s=duration_s + legacy_senders.SEND_SLACK_S,
     )
     full = 0
-    retransmitted = _retransmissions(clients)
+    retransmitted, errors_before = _retransmissions(clients), clients.errors()
     while pacer.done < pacer.total:
         due_at = pacer.started + pacer.done / rate_per_s
         if time.monotonic() >= due_at:
@@ -171,7 +175,7 @@ def send(
         "elapsed_s": elapsed,
         "unsettled": not _settled(clients),
         "retransmissions": _retransmissions(clients) - retransmitted,
-        "client_errors": clients.errors,
+        "client_errors": dict(clients.errors() - errors_before),
     }
 
 

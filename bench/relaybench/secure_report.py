@@ -109,12 +109,12 @@ def step_row(step: dict[str, Any], label: str | None = None) -> list[object]:
 
 
 def drops(step: dict[str, Any]) -> str:
-    """The relay's drops in the step, and the clients' errors (datagrams they could not
-    open or send) when there were any."""
+    """The relay's drops in the step, and the clients' (datagrams they dropped, or
+    could not send) when there were any."""
     text = report.drops(step["counters"])
     if not step["client_errors"]:
         return text
-    errors = f"client errors {step['client_errors']}"
+    errors = "client errors: " + report.drops({"dropped": step["client_errors"]})
     return errors if text == "-" else f"{text}; {errors}"
 
 
