@@ -18,7 +18,7 @@ import selectors
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
@@ -39,7 +39,6 @@ INITS_PER_S = 80.0
 """Handshakes a process starts per second: two processes together stay below the 200
 INITs a second past which the relay wants cookies (that is not what is measured)."""
 DRAIN_BATCH = 64
-IDLE_WAIT_S = 0.1
 
 
 @dataclass(eq=False)
@@ -69,7 +68,7 @@ class SecureClient:
         self.init_sent_at = now
         self._send(self.initiator.datagram, self.relay)
 
-    def receive(self, data: bytes, now: float) -> Iterator[bytes]:
+    def receive(self, data: bytes, now: float) -> list[bytes]:
         """Act on one datagram from the relay; the message bodies it delivered."""
         try:
             kind = datagram_type_untrusted(data)
@@ -85,15 +84,17 @@ class SecureClient:
                 opener = self.session.keypair(header.receiver_index, now)
                 if opener is None:
                     self.errors["no_keypair"] += 1
-                    return
+                    return []
                 self.session.receive_untrusted(opener, data, header.counter, self.relay, now)
         except RemoteProtocolError as exc:
             self.errors[exc.reason] += 1
-            return
+            return []
+        bodies = []
         session = self.session
         while session is not None and (event := session.channel.next_event()) is not None:
             if isinstance(event, MessageDelivered):
-                yield event.body
+                bodies.append(event.body)
+        return bodies
 
     def flush(self, now: float) -> float:
         """Send what the session has due; its next deadline (``inf`` without one)."""
@@ -124,6 +125,8 @@ class Clients:
         self._selector = selectors.DefaultSelector()
         self._by_fd: dict[int, SecureClient] = {}
         self._timers: list[tuple[float, int, SecureClient]] = []
+        self._due: dict[SecureClient, float] = {}
+        """Each client's earliest deadline in ``_timers`` (later entries are stale)."""
         for _ in range(count):
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes)
@@ -146,9 +149,11 @@ class Clients:
         self._selector.register(conn, selectors.EVENT_READ)
 
     def wake(self, client: SecureClient, now: float) -> None:
-        """Flush ``client`` now and keep its next deadline."""
+        """Flush ``client`` now and keep its next deadline (unless an earlier one is
+        kept already: waking then finds nothing due, and keeps the next)."""
         deadline = client.flush(now)
-        if deadline != float("inf"):
+        if deadline < self._due.get(client, float("inf")):
+            self._due[client] = deadline
             heapq.heappush(self._timers, (deadline, id(client), client))
 
     def poll(self, until: float, on_body: OnBody) -> list[object]:
@@ -175,7 +180,10 @@ class Clients:
             touched.add(client)
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:
-            touched.add(heapq.heappop(self._timers)[2])
+            deadline, _, client = heapq.heappop(self._timers)
+            if self._due.get(client) == deadline:
+                del self._due[client]
+                touched.add(client)
         for client in touched:
             self.wake(client, now)
         return others
