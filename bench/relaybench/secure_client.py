@@ -39,6 +39,7 @@ INITS_PER_S = 80.0
 """Handshakes a process starts per second: two processes together stay below the 200
 INITs a second past which the relay wants cookies (that is not what is measured)."""
 DRAIN_BATCH = 64
+HOST = "127.0.0.1"
 
 
 @dataclass(eq=False)
@@ -130,7 +131,9 @@ class Clients:
         for _ in range(count):
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes)
-            sock.bind(("127.0.0.1", 0))
+            # They send unicast only; pinned anyway, so nothing could leave by multicast.
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(HOST))
+            sock.bind((HOST, 0))
             sock.setblocking(False)
             client = SecureClient(sock, relay, relay_key)
             self.clients.append(client)
