@@ -114,6 +114,7 @@ def fleet_of(
             step = fleet.step(daemon.pid, daemon.api, number, rate, options.step_s, SIZE)
             step["members_lost"] = members - daemon.api.client_count()
             step["lossless"] = lossless(step) and not step["members_lost"]
+            step["relay_rtt_ms"] = receivers_rtt_ms(daemon.api.clients())
             return step
 
         yield measure
@@ -134,6 +135,14 @@ def open_any_fleet(
             daemon.address, relay_key, senders, receivers, processes, daemon.api
         )
     return open_fleet(daemon.address, keys, senders, receivers, processes, daemon.api)
+
+
+def receivers_rtt_ms(clients: list[dict[str, Any]]) -> float | None:
+    """The median of the relay's smoothed round-trip times to the secure members it
+    sent messages to (the receivers; the API's ``rtt_ms``, from its ACK samples, the
+    receivers' ACK delay included): the pace of the 8 messages in flight per member."""
+    rtts = [c["rtt_ms"] for c in clients if c.get("rtt_ms") is not None and c["messages_out"]]
+    return statistics.median(rtts) if rtts else None
 
 
 def lossless(step: dict[str, Any]) -> bool:

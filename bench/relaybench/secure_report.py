@@ -62,7 +62,7 @@ RATIO_HEADERS = [
 ]  # fmt: skip
 STEP_HEADERS = [
     "asked/s", "offered/s", "delivered/s", "skipped", "loss", "lossless", "p50 ms", "p99 ms",
-    "CPU ms/msg", "main", "daemon cores", "load cores", "resent", "drops",
+    "CPU ms/msg", "main", "daemon cores", "load cores", "RTT ms", "resent", "drops",
 ]  # fmt: skip
 FAN_OUT_HEADERS = [
     "receivers", "rate/s", "lossless", "p50 ms", "p99 ms", "CPU ms/msg", "main",
@@ -103,7 +103,8 @@ def step_row(step: dict[str, Any], label: str | None = None) -> list[object]:
         label or step["rate_asked_per_s"], step["offered_per_s"], step["delivered_per_s"], step["skipped"],
         report.pct(step["loss"]), "yes" if step["lossless"] else "no", step["latency_p50_ms"],
         step["latency_p99_ms"], step["relay_cpu_ms_per_msg"], step["relay_main_ms_per_msg"],
-        step["relay_cores"], step["load_cores"], step["sender"].get("retransmissions"),
+        step["relay_cores"], step["load_cores"], step.get("relay_rtt_ms"),
+        step["sender"].get("retransmissions"),
         drops(step),
     ]  # fmt: skip
 
