@@ -17,6 +17,7 @@ def markdown(result: dict[str, Any]) -> str:
             summary.append([
                 compared["label"], name, measured["lossless_rate"],
                 f"{measured['repeats_lossless']} of {len(measured['repeats'])}",
+                measured["median_of"],
                 median["delivered_per_s"], median["latency_p50_ms"], median["latency_p99_ms"],
                 median["relay_cpu_ms_per_msg"], median["relay_main_ms_per_msg"],
                 median["relay_others_ms_per_msg"], bare["cpu_ms_per_msg"], measured["cpu_vs_bare"],
@@ -52,7 +53,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 SUMMARY_HEADERS = [
-    "configuration", "profile", "lossless msgs/s", "repeats lossless", "delivered/s",
+    "configuration", "profile", "lossless msgs/s", "repeats lossless", "steps in medians",
+    "delivered/s",
     "p50 ms", "p99 ms", "CPU ms/msg", "main", "workers", "bare ms/msg", "x bare",
     "daemon cores", "load cores", "other cores",
 ]  # fmt: skip
