@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relaybench import fanout, plots, report, scale, sweep, targets
+from relaybench import fanout, plots, report, scale, secure, secure_report, sweep, targets
 from relaybench.keys import BenchKeys
 from relaybench.procfs import raise_nofile
 
@@ -76,18 +76,33 @@ def scale_options(args: argparse.Namespace) -> scale.ScaleOptions:
     )
 
 
+def secure_options(args: argparse.Namespace) -> secure.SecureOptions:
+    options = secure.QUICK if args.quick else secure.SecureOptions()
+    return secure.SecureOptions(
+        configs=tuple(args.config) or options.configs,
+        rates=args.rates or options.rates,
+        step_s=args.step_s or options.step_s,
+        repeats=options.repeats,
+        fan_outs=args.fan_outs or options.fan_outs,
+        fan_out_rate_per_s=args.rate or options.fan_out_rate_per_s,
+        fan_out_step_s=options.fan_out_step_s,
+        receiver_processes=args.receiver_processes,
+    )
+
+
 @dataclass(frozen=True)
 class Experiment:
     options: Callable[[argparse.Namespace], Any]
     run: Callable[[BenchKeys, Path, Any], dict[str, Any]]
     markdown: Callable[[dict[str, Any]], str]
-    plot: Callable[[dict[str, Any]], Path]
+    plot: Callable[[dict[str, Any]], Path] | None = None
 
 
 EXPERIMENTS = {
     "sweep": Experiment(sweep_options, sweep.run, sweep.markdown, plots.sweep),
     "fanout": Experiment(fanout_options, fanout.run, fanout.markdown, plots.fanout),
     "scale": Experiment(scale_options, scale.run, scale.markdown, plots.scale),
+    "secure": Experiment(secure_options, secure.run, secure_report.markdown),
 }
 
 
@@ -97,8 +112,8 @@ def experiment(name: str, args: argparse.Namespace, keys: BenchKeys, workdir: Pa
     result = chosen.run(keys, workdir, chosen.options(args))
     text = chosen.markdown(result)
     path = report.write(name, result, text)
-    png = chosen.plot(result)
-    print(f"{text}\n\n{name}: {path}, {png}\n", flush=True)
+    written = [path] if chosen.plot is None else [path, chosen.plot(result)]
+    print(f"{text}\n\n{name}: {', '.join(map(str, written))}\n", flush=True)
 
 
 def write_targets() -> None:
@@ -115,14 +130,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="fewer and shorter steps")
     parser.add_argument(
         "--config", type=sweep.Config.parse, action="append", default=[],
-        help="sweep: S:R:SIZE (senders, receivers, message bytes); repeat for several",
+        help="sweep, secure: S:R:SIZE (senders, receivers, message bytes); repeat for several",
     )  # fmt: skip
     parser.add_argument(
         "--fractions", type=floats, help="sweep: rates, as fractions of the crypto floor"
     )
-    parser.add_argument("--step-s", type=float, help="sweep, fanout: seconds per step")
-    parser.add_argument("--fan-outs", type=ints, help="fanout: receiver counts, e.g. 1,10,100,500")
-    parser.add_argument("--rate", type=float, help="fanout: messages/s (capped below saturation)")
+    parser.add_argument(
+        "--rates", type=ints, help="secure: offered rates of the ladder, messages/s"
+    )
+    parser.add_argument("--step-s", type=float, help="sweep, fanout, secure: seconds per step")
+    parser.add_argument(
+        "--fan-outs", type=ints, help="fanout, secure: receiver counts, e.g. 1,10,100,500"
+    )
+    parser.add_argument("--rate", type=float, help="fanout, secure: fan-out messages/s")
     parser.add_argument("--clients", type=ints, help="scale: client counts, e.g. 1000,10000")
     parser.add_argument(
         "--register-limit", type=float, help="scale: seconds to register N, at most"

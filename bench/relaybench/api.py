@@ -38,6 +38,13 @@ class Api:
         count: int = self.status()["clients"]
         return count
 
+    def clients(self) -> list[dict[str, Any]]:
+        """The first page of ``GET /v1/clients`` (1,000 clients)."""
+        response = self._http.get("/v1/clients")
+        response.raise_for_status()
+        clients: list[dict[str, Any]] = response.json()["clients"]
+        return clients
+
     def timed_clients(self, limit: int | None) -> tuple[float, int]:
         """Seconds one ``GET /v1/clients`` took (body read and parsed), and the clients in it."""
         params = {} if limit is None else {"limit": str(limit)}

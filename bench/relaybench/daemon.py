@@ -61,9 +61,15 @@ class Daemon:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def daemon_command(key_file: Path, port: int, api_port: int, extra: Sequence[str]) -> list[str]:
+MODULE = ("-m", "mcrelay")
+"""How the interpreter runs the command (a profiler may wrap it: ``bench/profile_secure.py``)."""
+
+
+def daemon_command(
+    key_file: Path, port: int, api_port: int, extra: Sequence[str], runner: Sequence[str] = MODULE
+) -> list[str]:
     return [
-        sys.executable, "-m", "mcrelay", "daemon",
+        sys.executable, *runner, "daemon",
         "--interface", INTERFACE,
         "--port", str(port),
         "--key-file", str(key_file),
@@ -88,7 +94,9 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def running_daemon(workdir: Path, key_file: Path, extra: Sequence[str] = ()) -> Iterator[Daemon]:
+def running_daemon(
+    workdir: Path, key_file: Path, extra: Sequence[str] = (), runner: Sequence[str] = MODULE
+) -> Iterator[Daemon]:
     """Start the daemon on free loopback ports, wait until ``/readyz``; stop it on exit.
 
     The environment is cleared of ``MCRELAY_*`` so that nothing of the caller's leaks in.
@@ -99,7 +107,7 @@ def running_daemon(workdir: Path, key_file: Path, extra: Sequence[str] = ()) -> 
         log = workdir / f"daemon-{port}.log"
         with open(log, "wb") as log_file:
             process = subprocess.Popen(
-                daemon_command(key_file, port, api_port, extra),
+                daemon_command(key_file, port, api_port, extra, runner),
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
         daemon = Daemon(process, port, Api(api_port), log)

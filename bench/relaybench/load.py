@@ -120,6 +120,13 @@ class Fleet:
             "other_cores": (machine_s - cpu.total_s - load_s) / (ended - started),
             "kernel_rcvbuf_drops": kernel_drops,
             "copies_to_senders": sent["copies_back"],
+            "sender": sent,
+            "client_errors": dict(
+                sum(
+                    (Counter(part.get("client_errors", {})) for part in [*reports, sent]),
+                    Counter(),
+                )
+            ),
             "counters": counters,
         }
 
