@@ -143,6 +143,10 @@ class Services(Protocol):
     def room_for(self, sender: Member) -> bool:
         """May a new message of ``sender`` start? A refusal is counted (``overloaded``)."""
 
-    def admit(self, sender: Member, opener: Opener) -> "Admitted | None":
+    def admit(
+        self, sender: Member, opener: Opener, *, acknowledged: bool = False
+    ) -> "Admitted | None":
         """Admit a complete message, taking its place in its sender's line now; None
-        (counted) when there is no room."""
+        (counted) when there is no room. An ``acknowledged`` message (its sender was
+        told it arrived) is admitted whatever the room: its profile bounds how many
+        such messages start (the secure channel's back-pressure)."""

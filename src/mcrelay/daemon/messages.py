@@ -114,8 +114,10 @@ class Messages:
             return False
         return True
 
-    def admit(self, sender: Member, opener: Opener) -> "_Admitted | None":
-        if not self.room_for(sender):
+    def admit(
+        self, sender: Member, opener: Opener, *, acknowledged: bool = False
+    ) -> "_Admitted | None":
+        if not acknowledged and not self.room_for(sender):
             return None
         self._roster.message_started(sender)
         host = sender.address[0]

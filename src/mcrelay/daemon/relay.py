@@ -350,8 +350,10 @@ class Relay:
     def room_for(self, sender: Member) -> bool:
         return self.messages.room_for(sender)
 
-    def admit(self, sender: Member, opener: Opener) -> Admitted | None:
-        return self.messages.admit(sender, opener)
+    def admit(
+        self, sender: Member, opener: Opener, *, acknowledged: bool = False
+    ) -> Admitted | None:
+        return self.messages.admit(sender, opener, acknowledged=acknowledged)
 
     # Housekeeping.
 

@@ -82,7 +82,9 @@ BACKPRESSURE_COPIES = MESSAGE_WINDOW + QUEUE_LIMIT // 2
 """Relayed copies outstanding towards one member (in flight and queued) past which no
 new message is started from anyone: its queue is half full."""
 MAX_COPIES = MESSAGE_WINDOW + QUEUE_LIMIT
-"""Past this, the member's queue overflows: it is removed (``unreachable``)."""
+"""Copies outstanding towards one member past which its queue overflows, beside the
+messages the pipeline held when back-pressure began (``max_pending_relays``): past
+both, it is removed (``unreachable``)."""
 LEAVE_REASONS = {
     "disconnect": LeaveReason.DISCONNECT,
     "timeout": LeaveReason.TIMEOUT,
@@ -136,6 +138,7 @@ class SecureProfile:
         self._copy_bytes = 0
         self._timeout_s = 30.0
         self._max_copy_bytes = 64 * 1024 * 1024
+        self._max_copies = MAX_COPIES
         self.authorized: frozenset[bytes] | None = None
         """The keys that may be members (None: any)."""
 
@@ -144,6 +147,7 @@ class SecureProfile:
         member whose key is no longer authorized is removed (``kick``, with its NOTICE)."""
         self._timeout_s = config.client_timeout_s
         self._max_copy_bytes = config.max_send_queue_bytes
+        self._max_copies = MAX_COPIES + config.max_pending_relays
         self._gate.cookies_always = config.cookies == "always"
         self._registrations.configure(
             per_source_burst=config.registrations_per_host_burst,
@@ -416,7 +420,9 @@ class SecureProfile:
         if not isinstance(message, Chat):
             self._services.remove(member.id, "disconnect")
             return
-        admitted = self._services.admit(member, lambda _: _ready(Opened(message.text)))
+        admitted = self._services.admit(
+            member, lambda _: _ready(Opened(message.text)), acknowledged=True
+        )
         if admitted is not None:
             self._services.start_message(admitted.run)
 
@@ -449,7 +455,7 @@ class SecureProfile:
         if peer is None or peer.closed or peer.closing_at is not None:
             self._services.drop(DropReason.UNREGISTERED, member.address)
             return False
-        if len(peer.copies) >= MAX_COPIES:
+        if len(peer.copies) >= self._max_copies:
             self._services.drop(DropReason.UNREACHABLE, member.address, "queue full")
             self._services.remove(member.id, "unreachable")
             return False
