@@ -257,3 +257,18 @@ def test_a_keypair_that_can_no_longer_send_holds_no_deadline_in_the_past() -> No
     p.client.datagrams(REJECT_AFTER_S - 1)
     assert p.client.datagrams(REJECT_AFTER_S + 1) == []
     assert p.client.next_deadline() > REJECT_AFTER_S + 1
+
+
+def test_frames_are_packed_into_as_few_data_as_fit_in_one_call() -> None:
+    p = pair()
+    p.to_relay(0.0)
+    p.to_client(0.0)
+    for n in range(4):  # 4 small messages share one DATA
+        p.client.channel.send(b"\x01%d" % n, 0.01)
+    big = b"\x01" + bytes(5 * 1150)  # 6 fragments: 6 DATA, all due now
+    p.client.channel.send(big, 0.01)
+    sent = p.to_relay(0.01)
+    assert len(sent) == 6
+    assert all(len(data) <= 1232 for data in sent)
+    assert delivered(p.relay) == [b"\x01%d" % n for n in range(4)] + [big]
+    assert p.client.datagrams(0.01) == []

@@ -93,6 +93,8 @@ class Channel:
             drops=self._drops,
         )
         self._now = float("-inf")
+        self.more_to_send = False
+        """The last :meth:`frames_to_send` left due frames for another DATA."""
 
     @property
     def backpressure(self) -> bool:
@@ -170,11 +172,14 @@ class Channel:
         """The frames of the next DATA, at most ``room`` plaintext bytes; [] when nothing
         is due. ACKs not yet due ride along with anything that is. Call until []."""
         self.poll(now)
+        self.more_to_send = False
         if not (self._receiver.acks_due(now) or self._sender.has_ready(now)):
             return []
         acks = self._receiver.ack_frames(now, room)
         room -= sum(frame_size(ack) for ack in acks)
-        return [*acks, *self._sender.frames(now, room)]
+        frames: list[ChannelFrame] = [*acks, *self._sender.frames(now, room)]
+        self.more_to_send = self._receiver.filled or self._sender.filled
+        return frames
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None

@@ -87,6 +87,8 @@ class Receiver:
     ) -> None:
         self.budget = budget
         self.backpressure = False
+        self.filled = False
+        """The last :meth:`ack_frames` left ACKs out for want of room."""
         """Set by the caller: fragments of messages not started are dropped (but a DISCONNECT)."""
         self._emit = emit
         self._drops = drops
@@ -266,8 +268,10 @@ class Receiver:
     def ack_frames(self, now: float, room: int) -> list[Ack]:
         """Every pending full ACK (due or riding along), then the due bitmaps so far."""
         out: list[Ack] = []
+        self.filled = False
         for msg_seq, (_, count) in sorted(self._acks.items(), key=lambda item: item[1][0]):
             if ack_frame_bytes(count) > room:
+                self.filled = True
                 break
             room -= ack_frame_bytes(count)
             out.append(Ack(msg_seq, count, frozenset(range(count))))
@@ -275,6 +279,7 @@ class Receiver:
         for msg_seq, incoming in self._held.items():
             if incoming.partial and incoming.ack_at <= now:
                 if ack_frame_bytes(incoming.count) > room:
+                    self.filled = True
                     break
                 room -= ack_frame_bytes(incoming.count)
                 out.append(Ack(msg_seq, incoming.count, frozenset(incoming.pieces)))

@@ -131,6 +131,8 @@ class Sender:
         self._last_backoff_at = float("-inf")
         self._unacked = 0
         """Fragments sent and not shown received, over the messages in flight."""
+        self.filled = False
+        """The last :meth:`frames` left due frames out for want of room."""
         self.messages_sent = 0
         self.fragments_sent = 0
         self.retransmissions = 0
@@ -267,7 +269,10 @@ class Sender:
     def frames(self, now: float, room: int) -> list[Abandon | Fragment]:
         """Frames due now that fit in ``room`` bytes: ABANDONs, resent, then new fragments."""
         out: list[Abandon | Fragment] = []
+        self.filled = True  # until every due frame fitted (the returns below are for room)
+        left_out = False
         for msg_seq, (due, left) in list(self._abandon_at.items()):
+            left_out = left_out or (due <= now and room < ABANDON_FRAME_BYTES)
             if due <= now and room >= ABANDON_FRAME_BYTES:
                 out.append(Abandon(msg_seq))
                 room -= ABANDON_FRAME_BYTES
@@ -306,6 +311,7 @@ class Sender:
                     self.messages_sent += 1
                 if outgoing.rto_at is None:
                     self._arm(outgoing, now)
+        self.filled = left_out
         return out
 
     def renumber(self) -> None:

@@ -204,6 +204,8 @@ class Session:
                 break
             out.append((keypair.seal(encode_frames(frames)), self.address))
             sent += 1
+            if not self.channel.more_to_send:
+                break
         confirming = self._confirm_at is not None and now >= self._confirm_at
         if not sent and (confirming or now >= self.last_sent + KEEPALIVE_AFTER_S):
             out.append((keypair.seal(b""), self.address))
