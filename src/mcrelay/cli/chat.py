@@ -6,9 +6,11 @@ import argparse
 import json
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
+from functools import partial
 
 import trio
 
+from mcrelay.cli.console import print_events, send_lines
 from mcrelay.cli.daemon import add_network_flags
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import (
@@ -37,7 +39,6 @@ from mcrelay.client import (
 )
 from mcrelay.client.participant import KEEPALIVE_INTERVAL_S, REGISTER_TIMEOUT_S
 from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
-from mcrelay.protocol.errors import LocalProtocolError
 from mcrelay.protocol.legacy import CONNECT_WORD, DISCONNECT_WORD, MAX_MESSAGE_BYTES
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
 from mcrelay.protocol.secure.retries import GIVE_UP_AFTER_S
@@ -151,27 +152,6 @@ def _render(event: ParticipantEvent, as_json: bool) -> str:
     return f"* {format_address(event.peer)} {kind}"
 
 
-async def _print_events(participant: Participant, env: Environment, as_json: bool) -> None:
-    async for event in participant.events:
-        print(_render(event, as_json), file=env.stdout, flush=True)
-
-
-async def _send_lines(participant: Participant, env: Environment) -> None:
-    while line := await trio.to_thread.run_sync(env.stdin.readline, abandon_on_cancel=True):
-        try:
-            data = message_bytes(line.rstrip("\r\n"))
-        except ValueError as exc:
-            env.say(f"mcrelay: not sent: {exc}")
-            continue
-        if len(data) > MAX_MESSAGE_BYTES:
-            env.say(f"mcrelay: line of over {MAX_MESSAGE_BYTES} bytes not sent")
-            continue
-        try:
-            await participant.send(data)
-        except LocalProtocolError as exc:
-            env.say(f"mcrelay: not sent: {exc}")
-
-
 async def run_chat(args: argparse.Namespace, env: Environment) -> ExitStatus:
     _check_profile(args)
     if args.secure:
@@ -180,8 +160,8 @@ async def run_chat(args: argparse.Namespace, env: Environment) -> ExitStatus:
     async with _open(args) as participant, trio.open_nursery() as nursery:
         _announce(participant, env)
         nursery.start_soon(cancel_on_signal, nursery.cancel_scope)
-        nursery.start_soon(_print_events, participant, env, as_json)
-        await _send_lines(participant, env)
+        nursery.start_soon(print_events, participant.events, partial(_render, as_json=as_json), env)
+        await send_lines(participant.send, env, MAX_MESSAGE_BYTES)
         if args.stay:
             await trio.sleep_forever()
         nursery.cancel_scope.cancel()

@@ -17,11 +17,13 @@ import base64
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import ExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from mcrelay.cli.console import print_events, send_lines
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import UsageError, add_flag, argument_type
 from mcrelay.cli.signals import cancel_on_signal
@@ -221,24 +223,6 @@ def render(event: SecureEvent, as_json: bool) -> str:
     return f"* relay notice: {notice}" + (f": {printable(event.text)}" if event.text else "")
 
 
-async def _print_events(participant: SecureParticipant, env: Environment, as_json: bool) -> None:
-    async for event in participant.events:
-        print(render(event, as_json), file=env.stdout, flush=True)
-
-
-async def _send_lines(participant: SecureParticipant, env: Environment) -> None:
-    while line := await trio.to_thread.run_sync(env.stdin.readline, abandon_on_cancel=True):
-        try:
-            data = message_bytes(line.rstrip("\r\n"))
-        except ValueError as exc:
-            env.say(f"mcrelay: not sent: {exc}")
-            continue
-        if len(data) > MAX_CHAT_BYTES:
-            env.say(f"mcrelay: line of over {MAX_CHAT_BYTES} bytes not sent")
-            continue
-        await participant.send(data)
-
-
 async def _cancel_when_closed(participant: SecureParticipant, scope: trio.CancelScope) -> None:
     await participant.wait_until(lambda: False)
     scope.cancel()
@@ -259,9 +243,11 @@ async def run_secure_chat(args: argparse.Namespace, env: Environment) -> ExitSta
     async with _open(args, env, announce=True) as participant:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cancel_on_signal, nursery.cancel_scope)
-            nursery.start_soon(_print_events, participant, env, as_json)
+            nursery.start_soon(
+                print_events, participant.events, partial(render, as_json=as_json), env
+            )
             nursery.start_soon(_cancel_when_closed, participant, nursery.cancel_scope)
-            await _send_lines(participant, env)
+            await send_lines(participant.send, env, MAX_CHAT_BYTES)
             if args.stay:
                 await participant.wait_until(lambda: False)
             nursery.cancel_scope.cancel()

@@ -1,0 +1,40 @@
+"""A chat's console, whatever the profile: lines read from stdin go out as messages,
+and the participant's events are printed as they come."""
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import trio
+
+from mcrelay.cli.environment import Environment
+from mcrelay.cli.text import message_bytes
+from mcrelay.protocol.errors import LocalProtocolError
+
+Event = TypeVar("Event")
+
+
+async def print_events(
+    events: AsyncIterator[Event], render: Callable[[Event], str], env: Environment
+) -> None:
+    async for event in events:
+        print(render(event), file=env.stdout, flush=True)
+
+
+async def send_lines(
+    send: Callable[[bytes], Awaitable[Any]], env: Environment, max_bytes: int
+) -> None:
+    """Each line of stdin as a message, until its end; a line that cannot go is said
+    on stderr and skipped."""
+    while line := await trio.to_thread.run_sync(env.stdin.readline, abandon_on_cancel=True):
+        try:
+            data = message_bytes(line.rstrip("\r\n"))
+        except ValueError as exc:
+            env.say(f"mcrelay: not sent: {exc}")
+            continue
+        if len(data) > max_bytes:
+            env.say(f"mcrelay: line of over {max_bytes} bytes not sent")
+            continue
+        try:
+            await send(data)
+        except LocalProtocolError as exc:
+            env.say(f"mcrelay: not sent: {exc}")
