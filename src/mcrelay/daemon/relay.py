@@ -294,6 +294,7 @@ class Relay:
         self.outbox.notify_all(notices)
 
     def register(self, identity: Identity, address: Address, now: float) -> None:
+        self._take_address(identity.id, address)
         registration, earlier = self.roster.register(identity, address, now)
         if registration is Registration.REFRESHED:
             return
@@ -326,6 +327,7 @@ class Relay:
         old = member.address
         if address == old:
             return
+        self._take_address(member.id, address)
         self.roster.move(member, address)
         log.info("client %s moved from %s", member.id, format_address(old))
         self.events.publish(
@@ -336,6 +338,15 @@ class Relay:
         )
         for profile, group in self._by_profile(self.roster.others(member)):
             profile.announce_moved(member, old, group)
+
+    def _take_address(self, member_id: str, address: Address) -> None:
+        """A member proved it receives at ``address`` (a secure handshake or path
+        validation): another member held there (a legacy one whose NAT mapping was
+        reused, say) is no longer reachable there, and goes (unreachable), so that
+        one address is one member."""
+        holder = self.roster.at(address)
+        if holder is not None and holder.id != member_id:
+            self.remove(holder.id, "unreachable")
 
     def key_banned(self, member_id: str, now: float) -> bool:
         return bool(self.bans) and self.bans.is_key_banned(member_id, now)

@@ -10,6 +10,7 @@ thousands of idle members.
 import heapq
 import itertools
 import math
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -59,7 +60,10 @@ class Peer:
     """When DATA last went to it."""
     copies: dict[int, int] = field(default_factory=dict)
     """Relayed copies not yet acknowledged: message id -> bytes."""
+    own: dict[int, int] = field(default_factory=dict)
+    """The relay's own messages (PRESENCE, NOTICE) not yet acknowledged, likewise."""
     copy_bytes: int = 0
+    """The bytes of both."""
     farewell: int | None = None
     """The id of the NOTICE (kicked, banned) it is sent before it goes."""
     closing_at: float | None = None
@@ -67,6 +71,56 @@ class Peer:
     closed: bool = False
     indexes: set[int] = field(default_factory=set)
     """Every local index its keypairs were given (forgotten together when it closes)."""
+
+
+class PendingHandshakes:
+    """Handshakes answered and waiting for their first DATA: one per key (its latest
+    INIT's), oldest first, each forgotten after :data:`PENDING_LIFETIME_S`. Their
+    local indexes are in the profile's table of indexes, shared with the peers."""
+
+    def __init__(self, indexes: dict[int, "Peer | Pending"]) -> None:
+        self._indexes = indexes
+        self._by_index: OrderedDict[int, Pending] = OrderedDict()
+        self._by_key: dict[bytes, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_index)
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._by_key
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The keys (a copy: the caller may forget them as it goes)."""
+        return iter(list(self._by_key))
+
+    def get(self, index: int) -> Pending | None:
+        return self._by_index.get(index)
+
+    def add(self, index: int, pending: Pending) -> None:
+        """Hold ``pending`` under its local index (the caller forgot its key's earlier one)."""
+        self._by_index[index] = pending
+        self._by_key[pending.key] = index
+        self._indexes[index] = pending
+
+    def forget(self, key: bytes) -> None:
+        index = self._by_key.pop(key, None)
+        if index is not None:
+            del self._by_index[index]
+            self._indexes.pop(index, None)
+
+    def expire(self, now: float) -> None:
+        while self._by_index:
+            index, pending = next(iter(self._by_index.items()))
+            if now - pending.created < PENDING_LIFETIME_S:
+                return
+            del self._by_index[index]
+            del self._by_key[pending.key]
+            self._indexes.pop(index, None)
+
+    def next_expiry(self) -> float:
+        """When the oldest is forgotten (inf: none is held)."""
+        oldest = next(iter(self._by_index.values()), None)
+        return math.inf if oldest is None else oldest.created + PENDING_LIFETIME_S
 
 
 class Details(Mapping[str, object]):

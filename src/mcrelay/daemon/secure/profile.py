@@ -13,9 +13,7 @@ asks for (:class:`~mcrelay.daemon.secure.peers.Timers`).
 """
 
 import logging
-import math
 import os
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import cast
 
@@ -32,6 +30,7 @@ from mcrelay.daemon.secure.peers import (
     Details,
     Peer,
     Pending,
+    PendingHandshakes,
     Timers,
 )
 from mcrelay.protocol.addresses import Address
@@ -129,11 +128,8 @@ class SecureProfile:
         self._timers = Timers()
         self._registrations = SourceLimiter()
         self._peers: dict[bytes, Peer] = {}
-        self._pending: OrderedDict[int, Pending] = OrderedDict()
-        """By local index, oldest first."""
-        self._pending_keys: dict[bytes, int] = {}
-        """A key's pending handshake (its latest INIT's), by local index."""
         self._indexes: dict[int, Peer | Pending] = {}
+        self._pending = PendingHandshakes(self._indexes)
         self._congested: set[Peer] = set()
         self._copy_bytes = 0
         self._timeout_s = 30.0
@@ -157,6 +153,9 @@ class SecureProfile:
         )
         keys = config.authorized_key_list
         self.authorized = None if keys is None else frozenset(entry.key for entry in keys)
+        if self.authorized is not None:
+            for key in [key for key in self._pending if key not in self.authorized]:
+                self._pending.forget(key)
         for peer in list(self._peers.values()):
             peer.session.timeout_s = config.client_timeout_s
             if self.authorized is not None and peer.key not in self.authorized:
@@ -177,12 +176,9 @@ class SecureProfile:
         """The sessions' timers, and the unconfirmed handshakes' lifetime."""
         task_status.started()
         while True:
-            oldest = next(iter(self._pending.values()), None)
-            await self._timers.wait(
-                math.inf if oldest is None else oldest.created + PENDING_LIFETIME_S
-            )
+            await self._timers.wait(self._pending.next_expiry())
             now = trio.current_time()
-            self._forget_pending(now)
+            self._pending.expire(now)
             for peer in self._timers.due(now):
                 self._turn_safely(peer, now)
 
@@ -218,11 +214,9 @@ class SecureProfile:
             return
         init = self._responder.read_init_untrusted(data)
         key = init.client_static
-        if self.authorized is not None and key not in self.authorized:
-            services.drop(DropReason.UNAUTHORIZED, source, client_id(key))
-            return
-        if services.key_banned(client_id(key), now):
-            services.drop(DropReason.BANNED, source, client_id(key))
+        refused = self._refusal(key, now)
+        if refused is not None:
+            services.drop(refused, source, client_id(key))
             return
         if services.roster.get(client_id(key)) is None and not services.roster.has_room(source[0]):
             services.drop(DropReason.REGISTRY_FULL, source, client_id(key))
@@ -234,7 +228,7 @@ class SecureProfile:
             services.drop(stale, source)
             return
         if not rekey:
-            self._forget_pending_of(key)
+            self._pending.forget(key)
             if len(self._pending) >= MAX_UNCONFIRMED_HANDSHAKES:
                 services.drop(DropReason.REGISTRY_FULL, source, "unconfirmed handshakes")
                 return
@@ -249,9 +243,7 @@ class SecureProfile:
             self._hold_indexes(peer)
         else:
             pending = Pending(key, keypair, init.epoch, relay_epoch, source, now)
-            self._pending[local_index] = pending
-            self._pending_keys[key] = local_index
-            self._indexes[local_index] = pending
+            self._pending.add(local_index, pending)
             self._timers.wake_by(now + PENDING_LIFETIME_S)
         services.notify(response.datagram, source)
 
@@ -291,12 +283,18 @@ class SecureProfile:
         a new epoch, replaces the member of its key)."""
         opened = pending.keypair.open_untrusted(data, counter, now)
         frames = decode_frames_untrusted(opened.plaintext)
+        # The key may have been banned or taken out of the authorized keys since its
+        # INIT was answered: it does not become a member through that handshake.
+        refused = self._refusal(pending.key, now)
+        if refused is not None:
+            self._pending.forget(pending.key)
+            raise RemoteProtocolError("a key refused since its INIT", refused)
         # A join (or a replacement) tells every member: no faster than legacy
         # registrations, from the host that proved it got the RESPONSE (a spoofer
         # cannot spend a victim's share). The client sends its DATA again later.
         if not self._registrations.allow((pending.address[0], 0), now):
             raise RemoteProtocolError("a join over the registration rate", DropReason.RATE_LIMITED)
-        self._forget_pending_of(pending.key)
+        self._pending.forget(pending.key)
         session = Session(
             Role.RELAY,
             pending.keypair,
@@ -330,7 +328,19 @@ class SecureProfile:
                 self._services.drop(DropReason.REGISTRY_FULL, source, exc)
                 return
         session.act(pending.keypair, frames, opened.new_highest, len(data), source, now)
+        member = peer.member
+        if member is not None:  # its first DATA is a sign of life (a replacement's too)
+            self._services.roster.touch(member, now)
+            member.bytes_in += len(data)
         self._turn(peer, now)
+
+    def _refusal(self, key: bytes, now: float) -> DropReason | None:
+        """Why this key may not be a member now (not authorized, banned), if it may not."""
+        if self.authorized is not None and key not in self.authorized:
+            return DropReason.UNAUTHORIZED
+        if self._services.key_banned(client_id(key), now):
+            return DropReason.BANNED
+        return None
 
     def _replace(self, earlier: Peer, peer: Peer, now: float) -> None:
         """A new client epoch under a member's key: the old session is told (best effort)
@@ -428,6 +438,8 @@ class SecureProfile:
 
     def _settled(self, peer: Peer, message_id: int) -> None:
         size = peer.copies.pop(message_id, None)
+        if size is None:
+            size = peer.own.pop(message_id, None)
         if size is not None:
             peer.copy_bytes -= size
             self._copy_bytes -= size
@@ -484,10 +496,25 @@ class SecureProfile:
         return True
 
     def _send_own(self, peer: Peer | None, message: Presence | Notice, now: float) -> None:
-        """A message of the relay's own to a member (not bound by the copies' limits)."""
+        """A message of the relay's own to a member. They take no part in back-pressure
+        (a newcomer gets one per member at once), but they are bounded: past a queue
+        (64) beyond one per member, the member is removed (unreachable); and their
+        bytes count in the bound of all send buffers."""
         if peer is None or peer.closed:
             return
-        peer.session.channel.send(encode_message(message), now, bounded=False)
+        body = encode_message(message)
+        member = peer.member
+        if member is not None and peer.closing_at is None:
+            if len(peer.own) >= QUEUE_LIMIT + len(self._services.roster):
+                self._services.drop(DropReason.UNREACHABLE, peer.session.address, "own queue")
+                self._services.remove(member.id, "unreachable")
+                return
+            if not self._room_for(peer, len(body)):
+                return
+        message_id = peer.session.channel.send(body, now, bounded=False)
+        peer.own[message_id] = len(body)
+        peer.copy_bytes += len(body)
+        self._copy_bytes += len(body)
         self._soon(peer, now)
 
     def _presence(
@@ -529,6 +556,8 @@ class SecureProfile:
         if peer is None or peer.member is not member:
             return
         del self._peers[peer.key]
+        if reason == "ban":
+            self._pending.forget(peer.key)  # a handshake answered before the ban
         farewell = FAREWELLS.get(reason)
         if farewell is None:
             self._flush(peer, trio.current_time())  # what is due, the ACK of a DISCONNECT
@@ -565,6 +594,7 @@ class SecureProfile:
             self._services.drop(DropReason.REPLACED, peer.session.address, "closed", lost)
         self._copy_bytes -= peer.copy_bytes
         peer.copies.clear()
+        peer.own.clear()
         peer.copy_bytes = 0
         self._congested.discard(peer)
         self._budget.backpressure = bool(self._congested)
@@ -582,24 +612,9 @@ class SecureProfile:
             self._indexes[index] = peer
         peer.indexes = held
 
-    def _forget_pending(self, now: float) -> None:
-        while self._pending:
-            index, pending = next(iter(self._pending.items()))
-            if now - pending.created < PENDING_LIFETIME_S:
-                break
-            del self._pending[index]
-            del self._pending_keys[pending.key]
-            self._indexes.pop(index, None)
-
-    def _forget_pending_of(self, key: bytes) -> None:
-        index = self._pending_keys.pop(key, None)
-        if index is not None:
-            del self._pending[index]
-            self._indexes.pop(index, None)
-
     def _holds(self, key: bytes) -> bool:
         """Is this key a member's, or a pending handshake's (its timestamp is kept)?"""
-        return key in self._peers or key in self._pending_keys
+        return key in self._peers or key in self._pending
 
     def _epoch(self) -> int:
         return int.from_bytes(self._random_bytes(4), "little")

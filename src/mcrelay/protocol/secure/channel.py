@@ -85,7 +85,11 @@ class Channel:
         self._drops: Counter[DropReason] = Counter()
         self._reported: Counter[DropReason] = Counter()
         self._sender = Sender(
-            self.rtt, abandons=role is Role.CLIENT, emit=self._events.append, drops=self._drops
+            self.rtt,
+            abandons=role is Role.CLIENT,
+            sticky_acks=role is Role.RELAY,
+            emit=self._events.append,
+            drops=self._drops,
         )
         self._receiver = Receiver(
             budget if budget is not None else ReceiveBudget(),

@@ -113,12 +113,16 @@ class Sender:
         rtt: RttEstimator,
         *,
         abandons: bool,
+        sticky_acks: bool = False,
         emit: Callable[[SendEvent], None],
         drops: Counter[DropReason],
     ) -> None:
         self.rtt = rtt
         self.abandons = abandons
         """True for a client (ABANDON at the deadline), False for the relay (fail)."""
+        self.sticky_acks = sticky_acks
+        """The relay's: a fragment a client showed received stays so (a client never
+        evicts); the client's peer, the relay, may evict under its total bound."""
         self._emit = emit
         self._drops = drops
         self._queue: deque[_Outgoing] = deque()
@@ -183,6 +187,11 @@ class Sender:
             self._drops[DropReason.INVALID_ACK] += 1
             return
         received = sum(1 << index for index in ack.received) & ((1 << outgoing.sent) - 1)
+        if self.sticky_acks and outgoing.acked & ~received:
+            # A client never evicts (8 of the largest messages fit its buffer): an ACK
+            # taking back what it showed is a lie meant to make us resend; ignored.
+            self._drops[DropReason.INVALID_ACK] += 1
+            received |= outgoing.acked
         newly = received & ~outgoing.acked
         if newly & ~outgoing.retransmitted:
             # An unambiguous answer within the timeout: the path works, stop doubling.
@@ -205,10 +214,17 @@ class Sender:
             outgoing.rto_at = None
         elif newly:
             self._arm(outgoing, now)
+        if not newly:
+            return  # no progress: no fragment is shown lost by it (the timer resends)
+        # QUIC's rule: a fragment is lost when one sent after it arrived and it has had
+        # the time threshold to arrive too. An ACK that shows nothing new triggers no
+        # resend: else a peer could make us resend the whole flight at every ACK.
+        newest = max(outgoing.sent_at[index] for index in _bits(newly))
         rtt = max(self.rtt.srtt_s or 0.0, self.rtt.latest_s or 0.0)
         loss_delay = max(LOSS_DELAY_FACTOR * rtt, GRANULARITY_S)
         for index in _bits(outgoing.unacked):
-            if outgoing.sent_at[index] + loss_delay <= now:
+            sent_at = outgoing.sent_at[index]
+            if sent_at <= newest and sent_at + loss_delay <= now:
                 outgoing.resend |= 1 << index
 
     def _arm(self, outgoing: _Outgoing, now: float) -> None:

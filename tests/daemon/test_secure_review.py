@@ -1,0 +1,133 @@
+"""Found in review of the secure relay (each failed before its fix): bans and
+authorization checked again when a handshake is confirmed, a replacement is a sign
+of life, ACKs cannot make the relay resend, and the relay's own messages to a
+member are bounded."""
+
+import dataclasses
+from pathlib import Path
+
+import trio
+import trio.testing
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mcrelay.protocol.secure.frames import Ack, encode_frames
+from mcrelay.protocol.secure.keys import AuthorizedKey, KeyPair
+from mcrelay.protocol.secure.messages import MAX_CHAT_BYTES, Chat, encode_message
+from mcrelay.protocol.secure.sending import QUEUE_LIMIT
+from relay_harness import Harness, client_address, harness_config, open_relay
+from secure_harness import HarnessLink, SecurePeer
+
+Keys = list[rsa.RSAPrivateKey]
+
+
+async def test_a_banned_key_cannot_confirm_a_handshake_answered_before_the_ban(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        a = SecurePeer(HarnessLink(harness), client_address(0))
+        b = SecurePeer(HarnessLink(harness), client_address(1))
+        await a.connect()
+        await b.connect()
+        # b's client restarted (new epoch): INIT answered, its first DATA not yet in.
+        again = SecurePeer(HarnessLink(harness), client_address(2), static=b.static, epoch=9)
+        assert await again.handshake()
+        harness.relay.kick(b.id, ban_s=600.0)
+        assert harness.relay.roster.get(b.id) is None
+        await again.pump()  # its confirming DATA, after the ban
+        assert harness.relay.roster.get(b.id) is None, "a banned key is a member again"
+
+
+async def test_a_key_taken_out_of_authorized_keys_cannot_confirm_a_pending_handshake(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    allowed = KeyPair.generate()
+    authorized = (AuthorizedKey(allowed.public, "alice"),)
+    config = harness_config(authorized_keys=Path("/etc/keys"), authorized_key_list=authorized)
+    async with open_relay(keys[0], config) as harness:
+        alice = SecurePeer(HarnessLink(harness), client_address(1), static=allowed)
+        assert await alice.handshake()  # answered, not yet confirmed
+        harness.relay.reconfigure(dataclasses.replace(harness.relay.config, authorized_key_list=()))
+        await alice.pump()
+        assert harness.relay.roster.get(alice.id) is None, "an unauthorized key joined"
+
+
+async def test_a_replacement_counts_as_a_sign_of_life(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        b = SecurePeer(HarnessLink(harness), client_address(1))
+        await b.connect()
+        await trio.sleep(28.0)  # b's client died; it restarts 28 s later
+        again = SecurePeer(HarnessLink(harness), client_address(2), static=b.static, epoch=9)
+        assert await again.handshake()
+        again.flush()  # its first DATA: the member is replaced
+        await trio.sleep(4.0)  # and nothing more for 4 s (well within 30 s)
+        assert harness.relay.roster.get(b.id) is not None, "removed for a timeout"
+
+
+async def test_acks_that_show_no_progress_or_take_back_make_the_relay_send_nothing_more(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Found in review: every ACK marked each fragment unacknowledged for 5 ms as lost,
+    # so an empty ACK every 5 ms made the relay resend a 58-fragment copy each time
+    # (472 times what the ACKs weighed); and an ACK may not take back what it showed.
+    async with open_relay(keys[0]) as harness:
+        a, b, c = (SecurePeer(HarnessLink(harness), client_address(n)) for n in range(3))
+        for peer in (a, b, c):
+            await peer.connect()
+        for peer in (a, b, c):
+            await peer.pump()
+        assert a.session is not None
+        assert b.session is not None
+        a.session.channel.send(encode_message(Chat(b"x" * MAX_CHAT_BYTES)), trio.current_time())
+        await a.pump()  # the relay sends b and c a copy of 58 fragments; c never answers
+        secure = harness.relay.secure
+        assert secure is not None
+        flight = secure._peers[b.static.public].session.channel._sender._flight
+        msg_seq, outgoing = next((seq, out) for seq, out in flight.items() if out.count > 1)
+        all_but_last = frozenset(range(outgoing.count - 1))
+        b.send(b.session.current.seal(encode_frames([Ack(msg_seq, outgoing.count, all_but_last)])))
+        before = {peer.address: sent_to(harness, peer) for peer in (b, c)}
+        for _ in range(200):  # one second: "I hold nothing" every 5 ms
+            b.send(
+                b.session.current.seal(encode_frames([Ack(msg_seq, outgoing.count, frozenset())]))
+            )
+            await trio.sleep(0.005)
+        to_b = sent_to(harness, b) - before[b.address]
+        to_c = sent_to(harness, c) - before[c.address]
+        assert to_b < to_c / 10  # b is owed one fragment; c, silent, the whole copy
+        assert harness.drops()["invalid_ack"] == 200
+
+
+def sent_to(harness: Harness, peer: SecurePeer) -> int:
+    return sum(len(data) for data, to in harness.sock.sent if to == peer.address)
+
+
+async def test_the_relays_own_messages_to_a_slow_member_are_bounded(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Found in review: PRESENCE and NOTICE were queued without bound (and out of the
+    # send buffers' bound): a member that acknowledges slowly grew the queue with
+    # every join and leave.
+    config = harness_config(
+        registrations_per_host_burst=10_000,
+        registrations_per_host_per_s=10_000.0,
+        registrations_total_burst=10_000,
+        registrations_total_per_s=10_000.0,
+    )
+    async with open_relay(keys[0], config) as harness:
+        b = SecurePeer(HarnessLink(harness), client_address(1))
+        await b.connect()
+        secure = harness.relay.secure
+        assert secure is not None
+        peer = secure._peers[b.static.public]
+        start = trio.current_time()
+        for n in range(200):  # churn: someone joins and leaves; b acknowledges nothing
+            c = SecurePeer(HarnessLink(harness), client_address(100 + n))
+            await c.connect()
+            await c.leave()
+            assert len(peer.own) <= QUEUE_LIMIT + len(harness.relay.roster)
+        assert trio.current_time() - start < 9.0  # no message to b passed its deadline
+        assert harness.relay.roster.get(b.id) is None  # removed, unreachable
+        assert harness.drops()["unreachable"] == 1
+        assert secure.figures()["send_buffer_bytes"] == 0
