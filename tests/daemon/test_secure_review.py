@@ -10,6 +10,7 @@ import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mcrelay.protocol.addresses import format_address
 from mcrelay.protocol.secure.frames import Ack, encode_frames
 from mcrelay.protocol.secure.keys import AuthorizedKey, KeyPair
 from mcrelay.protocol.secure.messages import MAX_CHAT_BYTES, Chat, encode_message
@@ -131,3 +132,21 @@ async def test_the_relays_own_messages_to_a_slow_member_are_bounded(
         assert harness.relay.roster.get(b.id) is None  # removed, unreachable
         assert harness.drops()["unreachable"] == 1
         assert secure.figures()["send_buffer_bytes"] == 0
+
+
+async def test_a_secure_member_at_a_legacy_members_address_takes_it(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Found in review: the roster's address table was overwritten, and once the
+    # secure member left, the legacy member there could no longer be found (its
+    # fragments dropped as unregistered) nor time out (its keys refreshed it).
+    async with open_relay(keys[0]) as harness:
+        (old,) = await harness.members(keys, 1)
+        reused = SecurePeer(HarnessLink(harness), old.address)  # a reused NAT mapping
+        await reused.connect()
+        roster = harness.relay.roster
+        assert roster.get(format_address(old.address)) is None  # gone, unreachable
+        assert roster.at(old.address) is roster.get(reused.id)
+        await reused.leave()
+        assert roster.at(old.address) is None
+        assert len(roster) == 0
