@@ -11,7 +11,7 @@ import trio.testing
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.protocol.addresses import format_address
-from mcrelay.protocol.secure.frames import Ack, encode_frames
+from mcrelay.protocol.secure.frames import Ack, Fragment, encode_frames
 from mcrelay.protocol.secure.keys import AuthorizedKey, KeyPair
 from mcrelay.protocol.secure.messages import MAX_CHAT_BYTES, Chat, encode_message
 from mcrelay.protocol.secure.sending import QUEUE_LIMIT
@@ -150,3 +150,31 @@ async def test_a_secure_member_at_a_legacy_members_address_takes_it(
         await reused.leave()
         assert roster.at(old.address) is None
         assert len(roster) == 0
+
+
+async def test_a_message_completed_by_a_timer_after_receiving_stopped_is_counted(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Found in review: a complete message waiting behind one that is given up at
+    # its deadline is delivered by the session's timer; after stop_receiving that
+    # admission asserted (the messages nursery closed), costing the member.
+    async with open_relay(keys[0]) as harness:
+        a = SecurePeer(HarnessLink(harness), client_address(0))
+        b = SecurePeer(HarnessLink(harness), client_address(1))
+        await a.connect()
+        await b.connect()
+        await trio.sleep(0.05)
+        for peer in (a, b):
+            await peer.pump()  # both acknowledge what the relay sent them
+        assert a.session is not None
+        frames = [Fragment(0, 0, 2, b"\x01half"), Fragment(1, 0, 1, b"\x01whole")]
+        a.send(a.session.current.seal(encode_frames(frames)))  # 1 waits behind 0
+        harness.relay.stop_receiving()
+        for _ in range(2):  # both acknowledge the NOTICE "shutting down"
+            for peer in (a, b):
+                await peer.pump()
+            await trio.sleep(0.05)
+        await trio.sleep(11.0)  # message 0 is given up; message 1 would go now
+        drops = harness.drops()
+        assert drops["stopped"] == 1
+        assert "internal_error" not in drops

@@ -364,6 +364,11 @@ class Relay:
     def admit(
         self, sender: Member, opener: Opener, *, acknowledged: bool = False
     ) -> Admitted | None:
+        if self.stopping:
+            # A secure message completed by a timer (behind one given up) after
+            # receiving stopped: no message starts any more.
+            self.drop(DropReason.STOPPED, sender.address)
+            return None
         return self.messages.admit(sender, opener, acknowledged=acknowledged)
 
     # Housekeeping.
