@@ -32,13 +32,12 @@ import math
 import random
 import sys
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NoReturn, TypeVar
+from typing import TypeVar
 
 
 def _load_atheris(argv: list[str]) -> ModuleType | None:
@@ -61,6 +60,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 with _atheris.instrument_imports(include=["mcrelay"]) if _atheris else contextlib.nullcontext():
+    from runner import Runs, replay, run_atheris
+
     from mcrelay.daemon.relay import Relay
     from mcrelay.protocol import legacy
     from mcrelay.protocol.addresses import Address, format_address
@@ -388,45 +389,18 @@ def check_settled(program: Program) -> None:
     program.checked = len(sent)
 
 
-class Fuzzer:
+class Fuzzer(Runs):
     def __init__(self) -> None:
+        super().__init__(make_configs(), MAX_INPUT_BYTES, REPORT_EVERY)
         self.keys = Keys.derive()
-        self.configs = make_configs()
-        self.executions = 0
-        self.reasons: Counter[str] = Counter()
-        self.started = time.monotonic()
 
-    def run_one(self, data: bytes) -> None:
-        """Play one input; raises on any failure (that is the crash the fuzzer reports)."""
-        if len(data) > MAX_INPUT_BYTES:
-            return
-        config = self.configs[data[0] % len(self.configs)] if data else self.configs[0]
-        run_core: Any = importlib.import_module("trio._core._run")
-        run_core._ALLOW_DETERMINISTIC_SCHEDULING = True
-        run_core._r.seed(0)
-        clock = trio.testing.MockClock()
-        trio.run(self._play, data, config, clock, clock=clock)
-        self.executions += 1
-        if self.executions % REPORT_EVERY == 0:
-            self.report()
-
-    async def _play(self, data: bytes, config: RelayConfig, clock: trio.testing.MockClock) -> None:
+    async def play(self, data: bytes, config: RelayConfig, clock: trio.testing.MockClock) -> None:
         async with open_relay(self.keys.relay, config) as harness:
             program = Program(harness, clock, self.keys)
             program.baseline_tasks = running_tasks()
             await program.run(data)
             for reason, count in harness.relay.counters.dropped.items():
                 self.reasons[reason.value] += count
-
-    def report(self) -> None:
-        elapsed = time.monotonic() - self.started
-        reasons = ", ".join(f"{name}={count}" for name, count in sorted(self.reasons.items()))
-        print(
-            f"#{self.executions} in {elapsed:.0f} s ({self.executions / elapsed:.0f}/s); "
-            f"drops seen: {reasons}",
-            file=sys.stderr,
-            flush=True,
-        )
 
 
 def seeds(keys: Keys) -> dict[str, bytes]:
@@ -479,16 +453,6 @@ def seeds(keys: Keys) -> dict[str, bytes]:
     }
 
 
-def run_atheris(atheris: ModuleType, fuzzer: Fuzzer, libfuzzer_argv: list[str]) -> NoReturn:
-    def test_one_input(data: bytes) -> None:
-        fuzzer.run_one(data)
-
-    argv = [sys.argv[0], f"-max_len={MAX_INPUT_BYTES}", *libfuzzer_argv]
-    atheris.Setup(argv, test_one_input)
-    atheris.Fuzz()
-    raise SystemExit(0)  # pragma: no cover - libFuzzer exits the process itself
-
-
 def run_hypothesis(fuzzer: Fuzzer, examples: int, seed: int | None) -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import seed as hypothesis_seed
@@ -519,20 +483,6 @@ def run_hypothesis(fuzzer: Fuzzer, examples: int, seed: int | None) -> None:
     test()
 
 
-def replay(fuzzer: Fuzzer, paths: list[Path]) -> int:
-    failed = 0
-    for path in paths:
-        try:
-            fuzzer.run_one(path.read_bytes())
-        except Exception:
-            failed += 1
-            print(f"{path}: FAILED", file=sys.stderr)
-            traceback.print_exc()
-        else:
-            print(f"{path}: ok", file=sys.stderr)
-    return 1 if failed else 0
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--engine", choices=["atheris", "hypothesis"], default=None)
@@ -550,12 +500,12 @@ def main(argv: list[str]) -> int:
             (options.write_seeds / f"seed-{name}").write_bytes(data)
         return 0
     if options.replay:
-        return replay(fuzzer, options.replay)
+        return replay(fuzzer.run_one, options.replay)
     engine = options.engine or ("atheris" if _atheris else "hypothesis")
     if engine == "atheris":
         if _atheris is None:
             parser.error("atheris is not installed: pip install atheris, or --engine hypothesis")
-        run_atheris(_atheris, fuzzer, rest)
+        run_atheris(_atheris, fuzzer.run_one, MAX_INPUT_BYTES, rest)
     if rest:
         parser.error(f"unknown arguments: {' '.join(rest)}")
     start = time.monotonic()

@@ -27,21 +27,17 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
-import importlib
 import sys
 import time
-import traceback
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
-from typing import Any, NoReturn
 
 import trio
 import trio.testing
 
 # Before mcrelay is imported: fuzz_datagram loads atheris and instruments mcrelay.
 from fuzz_datagram import _atheris, deterministic_key, operations
+from runner import Runs, replay, run_atheris
 
 with _atheris.instrument_imports(include=["mcrelay"]) if _atheris else contextlib.nullcontext():
     from mcrelay.core.control import Overloaded
@@ -336,28 +332,12 @@ def check_idle(program: Program) -> None:
     assert len(secure._timers) == 0, len(secure._timers)
 
 
-class Fuzzer:
+class Fuzzer(Runs):
     def __init__(self) -> None:
+        super().__init__(make_configs(), MAX_INPUT_BYTES, REPORT_EVERY)
         self.rsa_key = deterministic_key(1)
-        self.configs = make_configs()
-        self.executions = 0
-        self.reasons: Counter[str] = Counter()
-        self.started = time.monotonic()
 
-    def run_one(self, data: bytes) -> None:
-        if len(data) > MAX_INPUT_BYTES:
-            return
-        config = self.configs[data[0] % len(self.configs)] if data else self.configs[0]
-        run_core: Any = importlib.import_module("trio._core._run")
-        run_core._ALLOW_DETERMINISTIC_SCHEDULING = True
-        run_core._r.seed(0)
-        clock = trio.testing.MockClock()
-        trio.run(self._play, data, config, clock, clock=clock)
-        self.executions += 1
-        if self.executions % REPORT_EVERY == 0:
-            self.report()
-
-    async def _play(self, data: bytes, config: RelayConfig, clock: trio.testing.MockClock) -> None:
+    async def play(self, data: bytes, config: RelayConfig, clock: trio.testing.MockClock) -> None:
         relay_key = fixed_key(b"relay")
         async with open_relay(self.rsa_key, config, secure_key=relay_key) as harness:
             clients = [
@@ -366,16 +346,6 @@ class Fuzzer:
             await Program(harness, clock, clients).run(data)
             for reason, count in harness.relay.counters.dropped.items():
                 self.reasons[reason.value] += count
-
-    def report(self) -> None:
-        elapsed = time.monotonic() - self.started
-        reasons = ", ".join(f"{name}={count}" for name, count in sorted(self.reasons.items()))
-        print(
-            f"#{self.executions} in {elapsed:.0f} s ({self.executions / elapsed:.0f}/s); "
-            f"drops seen: {reasons}",
-            file=sys.stderr,
-            flush=True,
-        )
 
 
 def op(kind: int, who: int, value: bytes, variant: int = 0, settle: bool = True) -> bytes:
@@ -403,27 +373,6 @@ def seeds() -> dict[str, bytes]:
         "timeout": b"\x02" + op(MESSAGE, 0, b"x") + op(CLOCK, 0, b"\x00\x06", variant=3),
         "disconnect": b"\x00" + op(MESSAGE, 1, b"", variant=2) + op(PUMP, 0, b""),
     }
-
-
-def run_atheris(atheris: ModuleType, fuzzer: Fuzzer, libfuzzer_argv: list[str]) -> NoReturn:
-    argv = [sys.argv[0], f"-max_len={MAX_INPUT_BYTES}", *libfuzzer_argv]
-    atheris.Setup(argv, fuzzer.run_one)
-    atheris.Fuzz()
-    raise SystemExit(0)  # pragma: no cover - libFuzzer exits the process itself
-
-
-def replay(fuzzer: Fuzzer, paths: list[Path]) -> int:
-    failed = 0
-    for path in paths:
-        try:
-            fuzzer.run_one(path.read_bytes())
-        except Exception:
-            failed += 1
-            print(f"{path}: FAILED", file=sys.stderr)
-            traceback.print_exc()
-        else:
-            print(f"{path}: ok", file=sys.stderr)
-    return 1 if failed else 0
 
 
 def run_hypothesis(fuzzer: Fuzzer, examples: int) -> None:
@@ -461,12 +410,12 @@ def main(argv: list[str]) -> int:
         return 0
     fuzzer = Fuzzer()
     if options.replay:
-        return replay(fuzzer, options.replay)
+        return replay(fuzzer.run_one, options.replay)
     engine = options.engine or ("atheris" if _atheris else "hypothesis")
     if engine == "atheris":
         if _atheris is None:
             parser.error("atheris is not installed: pip install atheris, or --engine hypothesis")
-        run_atheris(_atheris, fuzzer, rest)
+        run_atheris(_atheris, fuzzer.run_one, MAX_INPUT_BYTES, rest)
     if rest:
         parser.error(f"unknown arguments: {' '.join(rest)}")
     start = time.monotonic()
