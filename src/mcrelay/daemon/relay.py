@@ -4,9 +4,10 @@ The receive loop reads the socket until it would block and hands each datagram t
 its wire profile, chosen by its first byte (0x4D: the secure profile; the legacy
 profile takes any other, when it is served). The profile decodes it and acts
 through the relay's services (:class:`mcrelay.core.profile.Services`): the roster,
-presence, a message's task in the ``messages`` nursery and its admission. After admission a message's life is the
-pipeline of :mod:`mcrelay.daemon.messages`; what is sent goes through the
-:class:`~mcrelay.daemon.outbox.Outbox`. Every drop is counted with its reason.
+presence, a message's task in the ``messages`` nursery and its admission. After
+admission a message's life is the pipeline of :mod:`mcrelay.daemon.messages`; what
+is sent goes through the :class:`~mcrelay.daemon.outbox.Outbox`. Every drop is
+counted with its reason.
 """
 
 import logging
