@@ -95,7 +95,7 @@ FAREWELLS = {"kick": (NoticeCode.KICKED, b"kicked"), "ban": (NoticeCode.BANNED, 
 
 
 def _key(member: Member) -> bytes:
-    """A secure member's static public key (its identity's key, set by :func:`identity`)."""
+    """A secure member's static public key (its identity's key, set in :meth:`_confirm`)."""
     key = member.identity.key
     assert isinstance(key, bytes)
     return key
@@ -118,7 +118,6 @@ class SecureProfile:
     ) -> None:
         """Call :meth:`configure` before use: its limits are settings."""
         self._services = services
-        self._static = static
         self._random_bytes = random_bytes
         self.public_key = encode_key(static.public)
         self._responder = Responder(static)
