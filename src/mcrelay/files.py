@@ -45,6 +45,8 @@ def read_regular_file(
 
     ``what`` names the file in errors ("settings file", "API token file")."""
     flags = _OPEN_FLAGS if follow_symlinks else _OPEN_FLAGS | os.O_NOFOLLOW
+    if "\0" in str(path):
+        raise FileError(f"cannot read {what} {str(path)!r}: a path holds no NUL character")
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
@@ -114,6 +116,12 @@ def load_private_file(
     except ValueError as exc:
         raise FileError(f"{what} {path}: {exc}") from None
     require_private(path, contents, what)
+    if contents.owner != os.geteuid():
+        # A key someone else put there (in a shared directory, say) is one they know.
+        raise FileError(
+            f"{what} {path} belongs to uid {contents.owner}, not to this user "
+            f"(uid {os.geteuid()}): a private key is its owner's; chown it, or make a new one"
+        )
     return value
 
 

@@ -96,7 +96,17 @@ async def test_a_bare_key_others_may_read_is_no_private_key_and_says_so(tmp_path
     path = write(tmp_path / "alice.pub", encode_key(PAIR.public).encode() + b"\n", 0o644)
     console = Console()
     assert await console.run("fingerprint", str(path)) == ExitStatus.USAGE
-    assert_refused(console, f"key file {path} has mode 0644", "chmod 600", "give --public")
+    assert_refused(console, f"key file {path} has mode 0644", "chmod 600")
+
+
+async def test_fingerprint_public_never_shows_a_private_key_as_public(tmp_path: Path) -> None:
+    # Found in review: --public on a private key file (0600) printed the private key's
+    # base64 as the "public key", to be pasted into an authorized-keys file.
+    path = write(tmp_path / "identity-key", private_key_text(PAIR), 0o600)
+    console = Console()
+    assert await console.run("fingerprint", "--public", str(path)) == ExitStatus.USAGE
+    assert_refused(console, "readable by its owner alone", "drop --public")
+    assert encode_key(PAIR.private) not in console.stdout.getvalue() + console.stderr.getvalue()
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
 """The secure client's files: the known-relays file and the identity key."""
 
+import os
+import re
 import stat
 from pathlib import Path
 
@@ -8,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mcrelay.client.secure_files import (
+    hold_identity,
     load_known_relays,
     load_or_create_identity,
     parse_known_relays,
@@ -66,3 +69,40 @@ def test_the_identity_is_made_once_then_read(tmp_path: Path) -> None:
     path.chmod(0o644)
     with pytest.raises(FileError, match="chmod 600"):
         load_or_create_identity(path)
+
+
+KNOWN = KeyPair.from_private(bytes([3] * 32)).public
+OTHER = KeyPair.from_private(bytes([4] * 32)).public
+
+
+def test_a_known_relay_written_otherwise_is_still_found(tmp_path: Path) -> None:
+    # Found in review: the lines were kept under their text, and the client looks up
+    # the address as it writes it: a pin written otherwise protected nothing.
+    path = tmp_path / "known_relays"
+    path.write_text(
+        f"127.0.0.1:05007 {encode_key(KNOWN)}\n[::FFFF:7f00:1]:5007 {encode_key(KNOWN)}\n"
+    )
+    path.chmod(0o600)
+    known = load_known_relays(path)
+    assert known == {"127.0.0.1:5007": KNOWN, "[::ffff:7f00:1]:5007": KNOWN}
+
+
+def test_a_relay_listed_twice_with_different_keys_is_refused() -> None:
+    text = f"127.0.0.1:5007 {encode_key(KNOWN)}\n127.0.0.1:05007 {encode_key(OTHER)}\n"
+    with pytest.raises(ValueError, match=re.escape("line 2: 127.0.0.1:5007 is also on line 1")):
+        parse_known_relays(text)
+    same = f"127.0.0.1:5007 {encode_key(KNOWN)}\n127.0.0.1:5007 {encode_key(KNOWN)}\n"
+    assert parse_known_relays(same) == {"127.0.0.1:5007": KNOWN}
+
+
+def test_the_identity_lock_refuses_a_fifo_or_a_link_swapped_in(tmp_path: Path) -> None:
+    # Found in review: the lock opened the path again, following a link and waiting
+    # on a FIFO swapped in after the key was read (the client hung).
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(FileError, match="not a regular file"), hold_identity(fifo):
+        pass
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(FileError, match="cannot open"), hold_identity(link):
+        pass

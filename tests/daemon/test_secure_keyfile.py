@@ -172,3 +172,14 @@ def test_generate_writes_a_0600_key_the_daemon_loads_and_never_replaces_one(
     assert str(caught.value) == f"secure key file {path} already exists; it is not replaced"
     assert load_or_create_secure_key(path) == pair
     assert generate_secure_key_file(tmp_path / "second.key") != pair
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_a_key_file_another_user_owns_is_refused(tmp_path: Path) -> None:
+    # Found in review: as root, a 0600 key another user planted (in a shared directory,
+    # say) was loaded: a relay or identity key the planter knows.
+    path = tmp_path / "relay-secure.key"
+    write_pair(path)
+    os.chown(path, 65534, 65534)
+    with pytest.raises(KeyFileError, match="belongs to uid 65534"):
+        load_or_create_secure_key(path)

@@ -208,3 +208,22 @@ def test_what_a_reload_may_change(tmp_path: Path) -> None:
     merged, fixed = reloadable(base, moved)
     assert fixed == ["secure_key_file"]
     assert (merged.secure_key_file, merged.cookies) == (None, "always")
+
+
+def test_a_reload_giving_bridge_legacy_and_authorized_keys_together_keeps_both(
+    tmp_path: Path,
+) -> None:
+    # Found in review: on a relay serving profiles=legacy,secure, a reload adding both
+    # (bridge_legacy waits for a restart, authorized_keys is live) was refused, telling
+    # the operator to give the bridge_legacy just given, and lost the other changes.
+    named = RelayConfig(key_file=tmp_path / "relay-key.pem", profiles="legacy,secure")
+    both = dataclasses.replace(
+        named,
+        bridge_legacy=True,
+        authorized_keys=tmp_path / "a",
+        authorized_key_list=(AuthorizedKey(ALICE, "alice"),),
+        cookies="always",
+    )
+    merged, fixed = reloadable(named, both)
+    assert sorted(fixed) == ["authorized_keys", "bridge_legacy"]
+    assert (merged.authorized_keys, merged.bridge_legacy, merged.cookies) == (None, False, "always")

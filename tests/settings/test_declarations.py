@@ -7,15 +7,19 @@ import sys
 import typing
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.main import build_parser
+from mcrelay.cli.status import ExitStatus
 from mcrelay.settings import example
 from mcrelay.settings.config import ConfigValueError, RelayConfig
 from mcrelay.settings.declare import INTERNAL, SECTIONS, SETTING
+from mcrelay.settings.resolve import SettingsError, resolve
 from mcrelay.settings.table import BY_NAME, SETTINGS, Setting, toml_type
+from support import Console
 
 EXAMPLE = Path(__file__).parents[2] / "packaging" / "mcrelay.toml"
 FIELDS = dataclasses.fields(RelayConfig)
@@ -98,3 +102,26 @@ def test_the_settings_import_no_trio_api_daemon_cli_or_client() -> None:
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == []
+
+
+@pytest.mark.parametrize(
+    "line",
+    ['authorized_keys = "/tmp/a\\u0000b"', 'api_token_file = "/tmp/a\\u0000b"', 'key_file = ""'],
+)
+def test_a_file_setting_with_a_nul_or_nothing_is_a_settings_error(
+    tmp_path: Path, line: str
+) -> None:
+    # Found in review: a NUL reached os.open (ValueError: a traceback, exit 1, and a
+    # unit that restarts in a loop); an empty path was the current directory.
+    toml = tmp_path / "mcrelay.toml"
+    toml.write_text(line + "\n")
+    with pytest.raises(SettingsError, match="not a file path"):
+        resolve({}, {}, toml)
+
+
+async def test_config_check_of_a_nul_path_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    toml = tmp_path / "mcrelay.toml"
+    toml.write_text('[secure]\nauthorized_keys = "/tmp/a\\u0000b"\n')
+    console = Console()
+    assert await console.run("config", "check", "--config", str(toml)) == ExitStatus.USAGE
+    assert "not a file path" in console.stderr.getvalue()

@@ -149,13 +149,22 @@ def _secure_public_key(path: Path, contents: FileContents, public: bool) -> byte
             f"{KEY_TEXT_CHARS} characters of base64)"
         )
     try:
-        if public or len(words) > 1:
+        if len(words) > 1:  # "KEY name": an authorized-keys line, a public key
+            return decode_key(words[0])
+        if public:
+            if not contents.mode & 0o044:
+                # Only its owner may read it, as a private key's file: a private key's
+                # base64 must never be shown as a public key (the two look alike).
+                raise KeyFileError(
+                    f"{path} is readable by its owner alone, as a private key file is: it is "
+                    "not shown as a public key (drop --public to show the public key of the "
+                    "private key it holds)"
+                )
             return decode_key(words[0])
         if contents.mode & 0o077:
             raise KeyFileError(
                 f"key file {path} has mode {contents.mode:04o}: a secure private key must not "
-                f"be accessible to group or others (chmod 600 {path}); if it holds a public "
-                "key, give --public"
+                f"be accessible to group or others (chmod 600 {path})"
             )
         return parse_private_key_text(contents.data).public
     except KeyTextError as exc:

@@ -14,6 +14,7 @@ runs (:func:`hold_identity`), and a second one on this machine is refused and to
 
 import fcntl
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +26,7 @@ from mcrelay.files import (
     replace_private_file,
     require_trusted_writers,
 )
-from mcrelay.protocol.addresses import parse_address
+from mcrelay.protocol.addresses import format_address, parse_address
 from mcrelay.protocol.secure.keys import (
     KeyPair,
     KeyTextError,
@@ -65,10 +66,13 @@ def hold_identity(path: Path) -> Iterator[None]:
     """Hold the identity file locked (``flock``) while the client runs; raises
     :class:`FileError` when another client on this machine holds it."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # As the key was read: no symbolic link followed, no FIFO waited on.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         raise FileError(f"cannot open {IDENTITY_WHAT} {path}: {exc.strerror}") from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FileError(f"{IDENTITY_WHAT} {path} is not a regular file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -85,6 +89,7 @@ def hold_identity(path: Path) -> Iterator[None]:
 def parse_known_relays(text: str) -> dict[str, bytes]:
     """``HOST:PORT KEY`` lines; raises ``ValueError`` naming the first bad line."""
     known: dict[str, bytes] = {}
+    lines: dict[str, int] = {}
     for number, line in enumerate(text.split("\n"), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
@@ -93,10 +98,16 @@ def parse_known_relays(text: str) -> dict[str, bytes]:
         try:
             if len(words) != 2:
                 raise ValueError("write HOST:PORT KEY")
-            parse_address(words[0])
-            known[words[0]] = decode_key(words[1])
+            # Kept under the address as the client writes it, so that a pin written
+            # otherwise (a leading zero, an IPv6 spelling) is still found.
+            relay = format_address(parse_address(words[0]))
+            key = decode_key(words[1])
+            if known.get(relay, key) != key:
+                raise ValueError(f"{relay} is also on line {lines[relay]}, with another key")
         except (ValueError, KeyTextError) as exc:
             raise ValueError(f"line {number}: {exc}") from None
+        known[relay] = key
+        lines.setdefault(relay, number)
     return known
 
 

@@ -33,6 +33,7 @@ from mcrelay.settings.convert import (
     api_address,
     at_least,
     boolean,
+    file_path,
     ipv4_address,
     multicast_group,
     one_of,
@@ -124,7 +125,7 @@ class RelayConfig:
     )
     key_file: Path = setting(
         default_factory=default_key_file,
-        convert=Path,
+        convert=file_path,
         section="relay",
         live=False,
         help="relay private key, created 0600 if missing",
@@ -145,7 +146,7 @@ class RelayConfig:
     )
     secure_key_file: Path | None = setting(
         None,
-        convert=Path,
+        convert=file_path,
         section="secure",
         live=False,
         help="relay private key of the secure profile (Curve25519, base64 text), created "
@@ -155,7 +156,7 @@ class RelayConfig:
     )
     authorized_keys: Path | None = setting(
         None,
-        convert=Path,
+        convert=file_path,
         section="secure",
         live=True,
         help="file of 'KEY name' lines: only those keys may join by the secure profile "
@@ -375,7 +376,7 @@ class RelayConfig:
     )
     api_token_file: Path | None = setting(
         None,
-        convert=Path,
+        convert=file_path,
         section="api",
         live=True,
         help="file holding the API's bearer token (mode 0600); required for a host:port API",

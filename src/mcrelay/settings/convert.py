@@ -9,6 +9,7 @@ and raises ``ValueError`` saying the rule it breaks ("must be at least 1").
 import ipaddress
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mcrelay.settings.address import parse_api_address
@@ -20,6 +21,13 @@ Check = Callable[[Any], None]
 _INTEGER = re.compile(r"[0-9]{1,30}")
 _DECIMAL = re.compile(r"(?:[0-9]{1,30}(?:\.[0-9]{0,30})?|\.[0-9]{1,30})(?:[eE][+-]?[0-9]{1,3})?")
 """A TOML float reaches the converter as Python writes it, so an exponent is allowed."""
+
+
+def file_path(text: str) -> Path:
+    if not text or "\0" in text:
+        what = "a NUL character" if text else "nothing"
+        raise ValueError(f"{text!r} is not a file path: it holds {what}")
+    return Path(text)
 
 
 def port(text: str) -> int:

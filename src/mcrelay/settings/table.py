@@ -14,7 +14,7 @@ from typing import Any
 from mcrelay.settings.config import RelayConfig
 from mcrelay.settings.convert import Check
 from mcrelay.settings.declare import CHECK, SETTING, Declared
-from mcrelay.settings.profiles import served_profiles
+from mcrelay.settings.profiles import contradiction, served_profiles
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +106,15 @@ def restart_needed(old: RelayConfig, new: RelayConfig) -> list[str]:
     names = [
         s.name for s in SETTINGS if not s.live and getattr(old, s.field) != getattr(new, s.field)
     ]
+    restricted = new.authorized_keys is not None
     restricting = served_profiles(
-        old.profiles, restricted=new.authorized_keys is not None, bridge_legacy=old.bridge_legacy
+        old.profiles, restricted=restricted, bridge_legacy=old.bridge_legacy
     )
-    if restricting != old.served_profiles:
+    # Nor is it applied where, beside the profiles and bridge_legacy kept as they run,
+    # it would contradict them (bridge_legacy given with it: both wait together).
+    if restricting != old.served_profiles or contradiction(
+        old.profiles, restricted=restricted, bridge_legacy=old.bridge_legacy
+    ):
         names.append("authorized_keys")
     return names
 
