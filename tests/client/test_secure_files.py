@@ -1,5 +1,6 @@
 """The secure client's files: the known-relays file and the identity key."""
 
+import concurrent.futures
 import os
 import re
 import stat
@@ -106,3 +107,12 @@ def test_the_identity_lock_refuses_a_fifo_or_a_link_swapped_in(tmp_path: Path) -
     link.symlink_to(tmp_path / "elsewhere")
     with pytest.raises(FileError, match="cannot open"), hold_identity(link):
         pass
+
+
+def test_two_clients_remembering_two_relays_at_once_keep_both(tmp_path: Path) -> None:
+    # Found in review: read, change, rewrite without a lock: one entry could be lost.
+    path = tmp_path / "known_relays"
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for n in range(40):
+            pool.submit(remember_relay, path, f"127.0.0.1:{5000 + n}", KNOWN)
+    assert len(load_known_relays(path)) == 40

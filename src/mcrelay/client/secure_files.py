@@ -124,8 +124,20 @@ def load_known_relays(path: Path) -> dict[str, bytes]:
 
 
 def remember_relay(path: Path, relay: str, key: bytes) -> None:
-    """Add (or replace) ``relay``'s key in the file, rewritten whole, mode 0600."""
-    known = load_known_relays(path)
-    known[relay] = key
-    text = "".join(f"{name} {encode_key(value)}\n" for name, value in sorted(known.items()))
-    replace_private_file(path, text.encode("ascii"), what=KNOWN_WHAT)
+    """Add (or replace) ``relay``'s key in the file, rewritten whole, mode 0600; under a
+    lock (``known_relays.lock`` beside it), so that two clients learning two relays at
+    once both keep theirs."""
+    lock = path.with_name(path.name + ".lock")
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise FileError(f"cannot lock {KNOWN_WHAT} {path} ({lock}): {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        known = load_known_relays(path)
+        known[relay] = key
+        text = "".join(f"{name} {encode_key(value)}\n" for name, value in sorted(known.items()))
+        replace_private_file(path, text.encode("ascii"), what=KNOWN_WHAT)
+    finally:
+        os.close(fd)
