@@ -29,7 +29,7 @@ from mcrelay.protocol.secure.messages import (
     encode_message,
 )
 from mcrelay.protocol.secure.session import Session
-from relay_harness import RELAY_ADDRESS, Harness, settle
+from relay_harness import RELAY_ADDRESS, Harness, client_address, settle
 from support import wait_until
 
 _indexes = itertools.count(1)
@@ -238,3 +238,11 @@ class SecurePeer:
 
     def _new_datagrams(self) -> Iterator[bytes]:
         return iter(self.link.received(self.address))
+
+
+async def connected(harness: Harness, count: int) -> list[SecurePeer]:
+    """``count`` secure members at ``client_address(0...)``, joined in that order."""
+    peers = [SecurePeer(HarnessLink(harness), client_address(n)) for n in range(count)]
+    for peer in peers:
+        await peer.connect()
+    return peers

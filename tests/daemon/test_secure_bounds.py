@@ -25,7 +25,7 @@ from mcrelay.protocol.secure.messages import (
 )
 from mcrelay.protocol.secure.sending import MESSAGE_WINDOW, QUEUE_LIMIT
 from relay_harness import Harness, client_address, open_relay, settle
-from secure_harness import HarnessLink, SecurePeer
+from secure_harness import HarnessLink, SecurePeer, connected
 
 Keys = list[rsa.RSAPrivateKey]
 CAP = 8
@@ -196,10 +196,7 @@ async def test_rekeys_without_data_do_not_grow_the_relays_index_table(
     """Each INIT of a member's rekey gets a fresh index; one whose keypair the session
     no longer holds (a later rekey replaced it before any DATA) is forgotten."""
     async with open_relay(keys[0]) as harness:
-        a = SecurePeer(HarnessLink(harness), client_address(0))
-        b = SecurePeer(HarnessLink(harness), client_address(1))
-        await a.connect()
-        await b.connect()
+        a, b = await connected(harness, 2)
         member = harness.relay.roster.get(a.id)
         assert member is not None
         details = member.identity.details

@@ -20,7 +20,7 @@ from mcrelay.protocol.secure.header import SIZES, DatagramType, header
 from mcrelay.protocol.secure.keyquery import encode_key_query
 from mcrelay.protocol.secure.messages import RelayedChat
 from relay_harness import Harness, client_address, open_relay, settle
-from secure_harness import HarnessLink, SecurePeer
+from secure_harness import HarnessLink, SecurePeer, connected
 
 Keys = list[rsa.RSAPrivateKey]
 INIT_BODY_BYTES = SIZES[DatagramType.INIT] - 32
@@ -81,10 +81,7 @@ async def test_cookies_always_answers_a_flood_with_cookies_only(
         assert relay.secure is not None
         assert relay.statistics().profiles["secure"]["handshakes_pending"] == 0
 
-        a = SecurePeer(HarnessLink(harness), client_address(0))
-        b = SecurePeer(HarnessLink(harness), client_address(1))
-        await a.connect()
-        await b.connect()
+        a, b = await connected(harness, 2)
         assert (a.cookies, b.cookies) == (1, 1)
         await a.pump()
         await chat(a, b, b"through the flood")
@@ -96,10 +93,7 @@ async def test_a_flood_past_the_load_threshold_gets_cookies_and_members_go_on(
 ) -> None:
     async with open_relay(keys[0]) as harness:
         relay = harness.relay
-        a = SecurePeer(HarnessLink(harness), client_address(0))
-        b = SecurePeer(HarnessLink(harness), client_address(1))
-        await a.connect()
-        await b.connect()
+        a, b = await connected(harness, 2)
         assert (a.cookies, b.cookies) == (0, 0)  # not under load: no cookie needed
         await a.pump()
         await trio.sleep(1.5)  # their INITs are out of the trailing second

@@ -33,7 +33,7 @@ from mcrelay.protocol.secure.messages import (
 )
 from mcrelay.protocol.secure.origins import Origin, OriginKind, legacy_origin_id
 from relay_harness import client_address, harness_config, open_relay, settle
-from secure_harness import HarnessLink, SecurePeer
+from secure_harness import HarnessLink, SecurePeer, connected
 
 Keys = list[rsa.RSAPrivateKey]
 
@@ -144,10 +144,7 @@ async def test_a_kicked_member_is_told_and_a_banned_key_gets_silence(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a = SecurePeer(HarnessLink(harness), client_address(0))
-        b = SecurePeer(HarnessLink(harness), client_address(1))
-        await a.connect()
-        await b.connect()
+        a, b = await connected(harness, 2)
         await a.pump()
         a.take()
         removed = harness.relay.kick(b.id)
@@ -218,10 +215,7 @@ async def test_a_new_epoch_replaces_the_member_without_a_leave(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a = SecurePeer(HarnessLink(harness), client_address(0))
-        b = SecurePeer(HarnessLink(harness), client_address(1))
-        await a.connect()
-        await b.connect()
+        a, b = await connected(harness, 2)
         await a.pump()
         a.take()
         b.take()
@@ -246,10 +240,7 @@ async def test_a_rekey_keeps_the_session_and_its_messages(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a = SecurePeer(HarnessLink(harness), client_address(0))
-        b = SecurePeer(HarnessLink(harness), client_address(1))
-        await a.connect()
-        await b.connect()
+        a, b = await connected(harness, 2)
         assert await a.handshake()  # same epoch: a rekey
         await a.say(b"under the new keys")
         await b.pump()
@@ -333,10 +324,7 @@ async def test_a_bug_in_a_session_costs_that_member_not_the_relay(
     keys: Keys, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a = SecurePeer(HarnessLink(harness), client_address(0))
-        b = SecurePeer(HarnessLink(harness), client_address(1))
-        await a.connect()
-        await b.connect()
+        a, b = await connected(harness, 2)
         secure = harness.relay.secure
         assert secure is not None
         turn = secure._turn
@@ -382,10 +370,7 @@ async def test_messages_the_channel_acknowledged_are_never_refused_at_admission(
     # can complete 8 messages; those past the pipeline's room were acknowledged, then
     # refused (overloaded): lost, with their sender told they arrived.
     async with open_relay(keys[0], max_pending_relays=2) as harness:
-        a = SecurePeer(HarnessLink(harness), client_address(0))
-        b = SecurePeer(HarnessLink(harness), client_address(1))
-        await a.connect()
-        await b.connect()
+        a, b = await connected(harness, 2)
         assert a.session is not None
         for n in range(8):  # one DATA
             a.session.channel.send(encode_message(Chat(b"%d" % n)), trio.current_time())

@@ -17,7 +17,7 @@ from mcrelay.protocol import legacy
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
 from mcrelay.protocol.secure.messages import Chat, RelayedChat, encode_message
 from relay_harness import Harness, client_address, open_relay, settle
-from secure_harness import HarnessLink, SecurePeer
+from secure_harness import HarnessLink, SecurePeer, connected
 
 Keys = list[rsa.RSAPrivateKey]
 REPLAY_REASONS = {"stale_timestamp", "replayed", "counter_too_old", "unknown_index"}
@@ -157,10 +157,7 @@ async def test_a_datagram_raced_from_a_spoofed_address_moves_nothing(
     original arrives: the relay acts on it once, challenges the new address within 3x
     the bytes it got from it, and goes on sending to the validated one."""
     async with open_relay(keys[0]) as harness:
-        a = SecurePeer(HarnessLink(harness), client_address(0))
-        b = SecurePeer(HarnessLink(harness), client_address(1))
-        await a.connect()
-        await b.connect()
+        a, b = await connected(harness, 2)
         await quiet(a, b)
         assert a.session is not None
         attacker = ("10.6.6.6", 6666)

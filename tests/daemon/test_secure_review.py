@@ -16,7 +16,7 @@ from mcrelay.protocol.secure.keys import AuthorizedKey, KeyPair
 from mcrelay.protocol.secure.messages import MAX_CHAT_BYTES, Chat, encode_message
 from mcrelay.protocol.secure.sending import QUEUE_LIMIT
 from relay_harness import Harness, client_address, harness_config, open_relay
-from secure_harness import HarnessLink, SecurePeer
+from secure_harness import HarnessLink, SecurePeer, connected
 
 Keys = list[rsa.RSAPrivateKey]
 
@@ -25,10 +25,7 @@ async def test_a_banned_key_cannot_confirm_a_handshake_answered_before_the_ban(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0]) as harness:
-        a = SecurePeer(HarnessLink(harness), client_address(0))
-        b = SecurePeer(HarnessLink(harness), client_address(1))
-        await a.connect()
-        await b.connect()
+        _, b = await connected(harness, 2)
         # b's client restarted (new epoch): INIT answered, its first DATA not yet in.
         again = SecurePeer(HarnessLink(harness), client_address(2), static=b.static, epoch=9)
         assert await again.handshake()
@@ -73,9 +70,7 @@ async def test_acks_that_show_no_progress_or_take_back_make_the_relay_send_nothi
     # so an empty ACK every 5 ms made the relay resend a 58-fragment copy each time
     # (472 times what the ACKs weighed); and an ACK may not take back what it showed.
     async with open_relay(keys[0]) as harness:
-        a, b, c = (SecurePeer(HarnessLink(harness), client_address(n)) for n in range(3))
-        for peer in (a, b, c):
-            await peer.connect()
+        a, b, c = await connected(harness, 3)
         for peer in (a, b, c):
             await peer.pump()
         assert a.session is not None
@@ -159,10 +154,7 @@ async def test_a_message_completed_by_a_timer_after_receiving_stopped_is_counted
     # its deadline is delivered by the session's timer; after stop_receiving that
     # admission asserted (the messages nursery closed), costing the member.
     async with open_relay(keys[0]) as harness:
-        a = SecurePeer(HarnessLink(harness), client_address(0))
-        b = SecurePeer(HarnessLink(harness), client_address(1))
-        await a.connect()
-        await b.connect()
+        a, b = await connected(harness, 2)
         await trio.sleep(0.05)
         for peer in (a, b):
             await peer.pump()  # both acknowledge what the relay sent them
