@@ -31,7 +31,6 @@ import importlib
 import math
 import random
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -60,7 +59,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 with _atheris.instrument_imports(include=["mcrelay"]) if _atheris else contextlib.nullcontext():
-    from runner import Runs, replay, run_atheris
+    from runner import Runs, run_engine
 
     from mcrelay.daemon.relay import Relay
     from mcrelay.protocol import legacy
@@ -499,20 +498,14 @@ def main(argv: list[str]) -> int:
         for name, data in seeds(fuzzer.keys).items():
             (options.write_seeds / f"seed-{name}").write_bytes(data)
         return 0
-    if options.replay:
-        return replay(fuzzer.run_one, options.replay)
-    engine = options.engine or ("atheris" if _atheris else "hypothesis")
-    if engine == "atheris":
-        if _atheris is None:
-            parser.error("atheris is not installed: pip install atheris, or --engine hypothesis")
-        run_atheris(_atheris, fuzzer.run_one, MAX_INPUT_BYTES, rest)
-    if rest:
-        parser.error(f"unknown arguments: {' '.join(rest)}")
-    start = time.monotonic()
-    run_hypothesis(fuzzer, options.examples, options.seed)
-    fuzzer.report()
-    print(f"hypothesis: {fuzzer.executions} runs in {time.monotonic() - start:.0f} s, no failure")
-    return 0
+    return run_engine(
+        parser,
+        options,
+        rest,
+        fuzzer,
+        _atheris,
+        lambda: run_hypothesis(fuzzer, options.examples, options.seed),
+    )
 
 
 if __name__ == "__main__":

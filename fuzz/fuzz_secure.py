@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import hashlib
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +36,7 @@ import trio.testing
 
 # Before mcrelay is imported: fuzz_datagram loads atheris and instruments mcrelay.
 from fuzz_datagram import _atheris, deterministic_key, operations
-from runner import Runs, replay, run_atheris
+from runner import Runs, run_engine
 
 with _atheris.instrument_imports(include=["mcrelay"]) if _atheris else contextlib.nullcontext():
     from mcrelay.core.control import Overloaded
@@ -409,20 +408,9 @@ def main(argv: list[str]) -> int:
             (options.write_seeds / f"seed-{name}").write_bytes(data)
         return 0
     fuzzer = Fuzzer()
-    if options.replay:
-        return replay(fuzzer.run_one, options.replay)
-    engine = options.engine or ("atheris" if _atheris else "hypothesis")
-    if engine == "atheris":
-        if _atheris is None:
-            parser.error("atheris is not installed: pip install atheris, or --engine hypothesis")
-        run_atheris(_atheris, fuzzer.run_one, MAX_INPUT_BYTES, rest)
-    if rest:
-        parser.error(f"unknown arguments: {' '.join(rest)}")
-    start = time.monotonic()
-    run_hypothesis(fuzzer, options.examples)
-    fuzzer.report()
-    print(f"hypothesis: {fuzzer.executions} runs in {time.monotonic() - start:.0f} s, no failure")
-    return 0
+    return run_engine(
+        parser, options, rest, fuzzer, _atheris, lambda: run_hypothesis(fuzzer, options.examples)
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ the drop reasons reached, and the engines' plumbing (libFuzzer through atheris, 
 replaying inputs). Imports nothing of mcrelay: a target loads atheris first, so that
 mcrelay is instrumented when the target imports it."""
 
+import argparse
 import importlib
 import sys
 import time
@@ -59,6 +60,32 @@ class Runs:
             file=sys.stderr,
             flush=True,
         )
+
+
+def run_engine(
+    parser: argparse.ArgumentParser,
+    options: argparse.Namespace,
+    rest: list[str],
+    runs: Runs,
+    atheris: ModuleType | None,
+    hypothesis: Callable[[], None],
+) -> int:
+    """Replay ``options.replay``, or fuzz with atheris (``rest`` is libFuzzer's) when it is
+    installed and chosen, else with ``hypothesis``; the exit status."""
+    if options.replay:
+        return replay(runs.run_one, options.replay)
+    engine = options.engine or ("atheris" if atheris else "hypothesis")
+    if engine == "atheris":
+        if atheris is None:
+            parser.error("atheris is not installed: pip install atheris, or --engine hypothesis")
+        run_atheris(atheris, runs.run_one, runs.max_input_bytes, rest)
+    if rest:
+        parser.error(f"unknown arguments: {' '.join(rest)}")
+    start = time.monotonic()
+    hypothesis()
+    runs.report()
+    print(f"hypothesis: {runs.executions} runs in {time.monotonic() - start:.0f} s, no failure")
+    return 0
 
 
 def run_atheris(

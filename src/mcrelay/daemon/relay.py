@@ -74,7 +74,8 @@ class Relay:
         )
         self._workers = workers if workers is not None else CryptoWorkers()
         self.legacy = LegacyProfile(self, key, self._workers)
-        self.secure = None if secure_key is None else SecureProfile(self, secure_key)
+        self.secure: SecureProfile | None = None
+        """The secure profile, when it is served."""
         self._profiles: dict[str, Profile] = {}
         self._by_first_byte: dict[int, Profile] = {}
         """Profiles that claim datagrams by their first byte; the rest go to
@@ -83,8 +84,9 @@ class Relay:
         if LEGACY in config.served_profiles:
             self._profiles[LEGACY] = self._default = self.legacy
         if SECURE in config.served_profiles:
-            if self.secure is None:
+            if secure_key is None:
                 raise ValueError("the secure profile is served, and no secure key was given")
+            self.secure = SecureProfile(self, secure_key)
             self._profiles[SECURE] = self._by_first_byte[MAGIC] = self.secure
         self.messages = Messages(
             roster=self.roster,
@@ -115,9 +117,7 @@ class Relay:
     @property
     def secure_key(self) -> str | None:
         """The secure profile's public key (base64), as secure clients pin it."""
-        return (
-            None if SECURE not in self._profiles or self.secure is None else self.secure.public_key
-        )
+        return None if self.secure is None else self.secure.public_key
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The relay's tasks; after :meth:`stop_receiving`, :attr:`drained` is set once the
@@ -148,7 +148,7 @@ class Relay:
             }
             for name in self._profiles
         }
-        if self.secure is not None and SECURE in profiles:
+        if self.secure is not None:
             profiles[SECURE].update(self.secure.figures())
         return Statistics(
             clients=len(self.roster),

@@ -74,6 +74,8 @@ from mcrelay.settings.config import RelayConfig
 
 log = logging.getLogger(__name__)
 
+DATA_TYPE = bytes([DatagramType.DATA])
+
 PROFILE = "secure"
 FAREWELL_WAIT_S = 2.0
 """A kicked or banned member is removed once its NOTICE is acknowledged, or after this."""
@@ -185,10 +187,11 @@ class SecureProfile:
 
     def datagram_untrusted(self, data: bytes, source: Address, now: float) -> None:
         try:
-            kind = datagram_type_untrusted(data)
-            if kind is DatagramType.DATA:
+            if data[1:2] == DATA_TYPE:  # most datagrams: its header is checked as it is read
                 self._on_data(data, source, now)
-            elif kind is DatagramType.INIT:
+                return
+            kind = datagram_type_untrusted(data)
+            if kind is DatagramType.INIT:
                 self._on_init(data, source, now)
             elif kind is DatagramType.KEY_QUERY:
                 answer = self._gate.answer_key_query(data, now)
@@ -472,14 +475,18 @@ class SecureProfile:
             return False
         if not self._room_for(peer, len(copy)):
             return False
-        now = trio.current_time()
-        message_id = peer.session.channel.send(copy, now, bounded=False)
-        peer.copies[message_id] = len(copy)
-        peer.copy_bytes += len(copy)
-        self._copy_bytes += len(copy)
+        self._queue(peer, copy, peer.copies, trio.current_time())
         self._update_backpressure(peer)
-        self._soon(peer, now)
         return True
+
+    def _queue(self, peer: Peer, body: bytes, held: dict[int, int], now: float) -> None:
+        """Send ``body`` in ``peer``'s channel, held in ``held`` (its copies, or the
+        relay's own messages) and in the send buffers' bytes until acknowledged."""
+        message_id = peer.session.channel.send(body, now, bounded=False)
+        held[message_id] = len(body)
+        peer.copy_bytes += len(body)
+        self._copy_bytes += len(body)
+        self._soon(peer, now)
 
     def _room_for(self, peer: Peer, size: int) -> bool:
         """Within the bound on copies not yet acknowledged, removing the members that
@@ -510,11 +517,7 @@ class SecureProfile:
                 return
             if not self._room_for(peer, len(body)):
                 return
-        message_id = peer.session.channel.send(body, now, bounded=False)
-        peer.own[message_id] = len(body)
-        peer.copy_bytes += len(body)
-        self._copy_bytes += len(body)
-        self._soon(peer, now)
+        self._queue(peer, body, peer.own, now)
 
     def _presence(
         self, event: PresenceEvent, member: Member, reason: str | None = None
