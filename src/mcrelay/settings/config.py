@@ -43,6 +43,13 @@ from mcrelay.settings.convert import (
     within,
 )
 from mcrelay.settings.declare import CHECK, internal, setting
+from mcrelay.settings.federation import (
+    DEFAULT_CLUSTER,
+    check_name,
+    check_nats_urls,
+    name,
+    nats_urls,
+)
 from mcrelay.settings.profiles import (
     COOKIE_MODES,
     LEGACY,
@@ -398,6 +405,67 @@ class RelayConfig:
         help="open event streams (/v1/events) at most, below api_max_connections; more get a 503",
     )
     """Checked against api_max_connections, in ``__post_init__``."""
+    federation: str | None = setting(
+        None,
+        convert=nats_urls,
+        check=check_nats_urls,
+        section="federation",
+        live=False,
+        help="join a federation: its NATS servers, nats://HOST:PORT[,...] (tls:// for TLS); "
+        "off when not set",
+        example="nats://127.0.0.1:4222",
+    )
+    federation_cluster: str = setting(
+        DEFAULT_CLUSTER,
+        convert=name,
+        check=check_name,
+        section="federation",
+        live=False,
+        help="the cluster's name: relays of one cluster are one group (subjects mcrelay.NAME.*)",
+    )
+    relay_name: str | None = setting(
+        None,
+        convert=name,
+        check=check_name,
+        section="federation",
+        live=False,
+        help="this relay's name in the cluster, unique there",
+        default_text="the host name and the relay's port, as host-port",
+        example="lab-4446",
+    )
+    federation_key_file: Path | None = setting(
+        None,
+        convert=file_path,
+        section="federation",
+        live=False,
+        help="the cluster key (mode 0600; mcrelay keygen --federation) sealing every "
+        "envelope; required with federation; every relay of the cluster has a copy",
+        example=Path("/etc/mcrelay/federation.key"),
+    )
+    federation_credentials: Path | None = setting(
+        None,
+        convert=file_path,
+        section="federation",
+        live=False,
+        help="NATS credentials file (.creds: user JWT and nkey seed)",
+        example=Path("/etc/mcrelay/nats.creds"),
+    )
+    federation_nkey_file: Path | None = setting(
+        None,
+        convert=file_path,
+        section="federation",
+        live=False,
+        help="NATS nkey seed file (instead of a credentials file)",
+        example=Path("/etc/mcrelay/nats.nk"),
+    )
+    federation_tls_ca: Path | None = setting(
+        None,
+        convert=file_path,
+        section="federation",
+        live=False,
+        help="CA certificate (PEM) the NATS servers' TLS certificates are checked against",
+        example=Path("/etc/mcrelay/nats-ca.pem"),
+    )
     log_level: str = setting(
         "info",
         convert=one_of(LOG_LEVELS),
@@ -428,6 +496,7 @@ class RelayConfig:
 
     def _check_across_fields(self) -> None:
         self._check_profiles()
+        self._check_federation()
         if not 1 <= self.api_max_event_subscribers < self.api_max_connections:
             raise ConfigValueError(
                 "api_max_event_subscribers",
@@ -472,6 +541,26 @@ class RelayConfig:
         )
         if wrong is not None:
             raise ConfigValueError(*wrong)
+
+    def _check_federation(self) -> None:
+        if self.federation is None:
+            return
+        if self.federation_key_file is None:
+            raise ConfigValueError(
+                "federation_key_file",
+                "federation needs federation_key_file: the cluster key every envelope is "
+                "sealed with (mcrelay keygen --federation PATH; every relay gets a copy)",
+            )
+        if self.federation_credentials is not None and self.federation_nkey_file is not None:
+            raise ConfigValueError(
+                "federation_nkey_file",
+                "give federation_credentials or federation_nkey_file, not both",
+            )
+
+    @property
+    def federation_servers(self) -> tuple[str, ...]:
+        """The NATS servers' URLs; none when the relay does not federate."""
+        return () if self.federation is None else tuple(self.federation.split(","))
 
     @property
     def api_address(self) -> ApiAddress | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from mcrelay.settings.convert import Check
 
-SECTIONS = ("network", "relay", "secure", "limits", "api", "log")
+SECTIONS = ("network", "relay", "secure", "limits", "api", "federation", "log")
 """The TOML file's sections, in the order the example file shows them."""
 
 SETTING = "mcrelay.setting"

@@ -1,0 +1,70 @@
+"""The federation's settings: URLs, names, and the cluster key it cannot go without."""
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mcrelay.settings.config import ConfigValueError, RelayConfig
+from mcrelay.settings.federation import NAME, default_relay_name, name, nats_urls
+
+
+def test_federation_is_off_by_default() -> None:
+    assert RelayConfig().federation_servers == ()
+
+
+def test_urls_are_listed_in_order() -> None:
+    text = nats_urls(" nats://127.0.0.1:4222, tls://[::1]:4223")
+    assert text == "nats://127.0.0.1:4222,tls://[::1]:4223"
+    config = RelayConfig(federation=text, federation_key_file=Path("/k"))
+    assert config.federation_servers == ("nats://127.0.0.1:4222", "tls://[::1]:4223")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "127.0.0.1:4222",
+        "http://127.0.0.1:4222",
+        "nats://127.0.0.1",
+        "nats://127.0.0.1:99999",
+        "nats://user:pw@127.0.0.1:4222",
+        "nats://127.0.0.1:4222/path",
+        "nats://127.0.0.1:4222,nats://127.0.0.1:4222",
+        "nats://:4222",
+    ],
+)
+def test_bad_urls_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=r"NATS|names|credentials"):
+        nats_urls(text)
+
+
+def test_federation_needs_the_cluster_key() -> None:
+    with pytest.raises(ConfigValueError, match="federation_key_file") as caught:
+        RelayConfig(federation="nats://127.0.0.1:4222")
+    assert caught.value.field == "federation_key_file"
+
+
+def test_credentials_or_nkey_not_both() -> None:
+    with pytest.raises(ConfigValueError, match="not both"):
+        RelayConfig(
+            federation="nats://127.0.0.1:4222",
+            federation_key_file=Path("/k"),
+            federation_credentials=Path("/c"),
+            federation_nkey_file=Path("/n"),
+        )
+
+
+@pytest.mark.parametrize("text", ["", "a.b", "a/b", "a b", "x" * 65, "é"])
+def test_bad_names_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="not a name"):
+        name(text)
+    with pytest.raises(ConfigValueError):
+        RelayConfig(relay_name=text)
+
+
+@given(st.integers(min_value=0, max_value=65535))
+def test_the_default_relay_name_is_a_name(port: int) -> None:
+    assert NAME.fullmatch(default_relay_name(port))
+    assert default_relay_name(port).endswith(f"-{port}")
