@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcrelay.client import MessageReceived
 from mcrelay.daemon.secure.peers import Peer
 from mcrelay.protocol import legacy
+from mcrelay.protocol.legacy.crypto import key_digest
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
 from mcrelay.protocol.secure.header import DatagramType
 from mcrelay.protocol.secure.keyquery import KeyQuery
@@ -31,7 +32,7 @@ from mcrelay.protocol.secure.messages import (
     RelayedChat,
     encode_message,
 )
-from mcrelay.protocol.secure.origins import Origin, OriginKind, legacy_origin_id
+from mcrelay.protocol.secure.origins import Origin, OriginKind
 from relay_harness import client_address, harness_config, open_relay, settle
 from secure_harness import HarnessLink, SecurePeer, connected
 
@@ -81,7 +82,7 @@ async def test_legacy_and_secure_members_meet_as_the_page_says(
         await s.connect()
         await settle()
         legacy_origin = Origin(
-            OriginKind.LEGACY_CLIENT, legacy_origin_id(old.key.public_key()), old.address
+            OriginKind.LEGACY_CLIENT, key_digest(old.key.public_key()), old.address
         )
         assert s.take() == [Presence(PresenceEvent.ALREADY_PRESENT, legacy_origin)]
         assert old.take() == [PeerJoined(s.address)]

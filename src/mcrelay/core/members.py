@@ -41,9 +41,15 @@ class Identity:
     """Its key's fingerprint: a change of it is a re-key."""
     key: object
     """The key its profile seals copies with (an RSA public key for a legacy member, the
-    static public key's 32 bytes for a secure one)."""
+    static public key's 32 bytes for a secure one; None for a remote member)."""
+    origin_id: bytes
+    """Its 32-byte id in origins (secure PRESENCE and CHAT, federation envelopes): a
+    secure member's static key, the SHA-256 of a legacy member's RSA key (DER)."""
     details: Mapping[str, object] = field(default_factory=dict)
     """What the API shows of the key, beyond the fingerprint (``key_bits``, say)."""
+    relay: str | None = None
+    """The relay it is a member of, when that is another relay of the federation (its
+    id then starts with that relay's name and ``/``); None for this relay's own."""
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
 from mcrelay.protocol.legacy import crypto
+from mcrelay.protocol.legacy.crypto import key_digest
 from mcrelay.protocol.secure.frames import Fragment, decode_frames_untrusted
 from mcrelay.protocol.secure.messages import (
     MAX_CHAT_BYTES,
@@ -27,7 +28,7 @@ from mcrelay.protocol.secure.messages import (
     decode_relay_message_untrusted,
     encode_message,
 )
-from mcrelay.protocol.secure.origins import RELAY_ORIGIN, Origin, OriginKind, legacy_origin_id
+from mcrelay.protocol.secure.origins import RELAY_ORIGIN, Origin, OriginKind
 
 from .conftest import SECURE_VECTORS
 
@@ -153,9 +154,9 @@ def test_vector_message_decodes_and_encodes_back(name: str) -> None:
 
 def test_the_legacy_origin_id_is_the_sha256_of_the_spki(vectors: dict[str, Any]) -> None:
     key = crypto.load_private_key_pem(vectors["keys"]["client_private_pem"].encode()).public_key()
-    digest = base64.b64encode(legacy_origin_id(key)).decode().rstrip("=")
+    digest = base64.b64encode(key_digest(key)).decode().rstrip("=")
     assert crypto.fingerprint(key) == f"SHA256:{digest}"
-    assert len(legacy_origin_id(key)) == 32
+    assert len(key_digest(key)) == 32
 
 
 def test_a_notice_with_invalid_utf8_is_kept_and_shown_replaced() -> None:

@@ -59,9 +59,10 @@ def _key(member: Member) -> rsa.RSAPublicKey:
 
 def identity(key: rsa.RSAPublicKey, address: Address) -> Identity:
     """A legacy member: its address is its id; its RSA key seals its copies."""
-    fingerprint = crypto.fingerprint(key)
+    origin_id = crypto.key_digest(key)
+    fingerprint = crypto.digest_fingerprint(origin_id)
     details = {"fingerprint": fingerprint, "key_bits": key.key_size}
-    return Identity(PROFILE, format_address(address), fingerprint, key, details)
+    return Identity(PROFILE, format_address(address), fingerprint, key, origin_id, details)
 
 
 class LegacyProfile:

@@ -15,10 +15,8 @@ asks for (:class:`~mcrelay.daemon.secure.peers.Timers`).
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import cast
 
 import trio
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.core.members import Identity, Member, RosterFull
 from mcrelay.core.profile import Opened, Origin, Sealed, Services
@@ -320,6 +318,7 @@ class SecureProfile:
                 PROFILE,
                 client_id(pending.key),
                 encode_key(pending.key),
+                pending.key,
                 pending.key,
                 Details(peer, encode_key(pending.key)),
             )
@@ -625,10 +624,5 @@ class SecureProfile:
         if identity is None:
             return origins.RELAY_ORIGIN
         if identity.profile == PROFILE:
-            assert isinstance(identity.key, bytes)
-            return origins.Origin(origins.OriginKind.SECURE_CLIENT, identity.key, address)
-        return origins.Origin(
-            origins.OriginKind.LEGACY_CLIENT,
-            origins.legacy_origin_id(cast(rsa.RSAPublicKey, identity.key)),
-            address,
-        )
+            return origins.Origin(origins.OriginKind.SECURE_CLIENT, identity.origin_id, address)
+        return origins.Origin(origins.OriginKind.LEGACY_CLIENT, identity.origin_id, address)

@@ -146,8 +146,18 @@ def same_key(a: rsa.RSAPublicKey, b: rsa.RSAPublicKey) -> bool:
 
 def fingerprint(key: rsa.RSAPublicKey) -> str:
     """``SHA256:`` and the unpadded base64 of the SHA-256 of the DER public key (in the format OpenSSH prints, over the DER SubjectPublicKeyInfo)."""
+    return digest_fingerprint(key_digest(key))
+
+
+def key_digest(key: rsa.RSAPublicKey) -> bytes:
+    """The SHA-256 of the key's DER SubjectPublicKeyInfo: what the fingerprint shows, and
+    a legacy member's id in origins."""
     der = key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    digest = base64.b64encode(hashlib.sha256(der).digest()).decode("ascii").rstrip("=")
-    return f"SHA256:{digest}"
+    return hashlib.sha256(der).digest()
+
+
+def digest_fingerprint(digest: bytes) -> str:
+    """The fingerprint of a key, from :func:`key_digest`."""
+    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")

@@ -2,17 +2,14 @@
 
 An origin is ``kind u8`` (0 the relay, 1 a secure client, 2 a legacy client), an ``id``
 of 32 bytes (a secure client's static public key; the SHA-256 of a legacy client's RSA
-SubjectPublicKeyInfo DER; zeros for the relay), and ``addr_len u8`` + the address in
-the legacy profile's format (6 bytes IPv4, 18 bytes IPv6; none for the relay).
+SubjectPublicKeyInfo DER, ``protocol.legacy.crypto.key_digest``; zeros for the relay),
+and ``addr_len u8`` + the address in the legacy profile's format (6 bytes IPv4, 18
+bytes IPv6; none for the relay).
 """
 
-import hashlib
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.protocol.addresses import (
     IPV4_ADDRESS_BYTES,
@@ -63,14 +60,6 @@ class Origin:
 _KINDS = frozenset(OriginKind)
 RELAY_ORIGIN = Origin(OriginKind.RELAY, NO_ID, None)
 """The origin of what the relay's operator posts."""
-
-
-def legacy_origin_id(key: rsa.RSAPublicKey) -> bytes:
-    """A legacy client's origin id: the SHA-256 of its RSA key's SubjectPublicKeyInfo DER."""
-    der = key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(der).digest()
 
 
 def encode_origin(origin: Origin) -> bytes:
