@@ -36,6 +36,9 @@ HOST_SHARE_OF_PENDING = 0.5
 one host's members cannot take every place (other hosts keep the rest)."""
 MAX_POSTS_IN_FLIGHT = 1
 """Operator messages being sealed at once; another is refused (:class:`Overloaded`)."""
+REMOTE_SHARE_OF_PENDING = 0.5
+"""The share of ``max_pending_relays`` that messages from other relays of a federation
+may hold together: this relay's members keep the rest."""
 
 
 @dataclass(slots=True, eq=False)
@@ -81,7 +84,10 @@ class Messages:
         remove: Callable[[str, str], object],
         max_message_bytes: Callable[[Member], int],
         max_pending: Callable[[], int],
+        forward: Callable[[Origin, bytes], None],
     ) -> None:
+        """``forward`` is told each message of this relay's members (and each operator's
+        post that is to go further) once it was delivered here: the federation's hook."""
         self._roster = roster
         self._counters = counters
         self._events = events
@@ -91,10 +97,12 @@ class Messages:
         self._remove = remove
         self._max_message_bytes = max_message_bytes
         self._max_pending = max_pending
+        self._forward = forward
         self.pending = 0
         """Admitted messages not yet settled."""
         self._pending_per_host: Counter[str] = Counter()
         self._posts_in_flight = 0
+        self._remote_pending = 0
         self._latest: dict[str, trio.Event] = {}
         """Per sender, the event its latest admitted message sets once it has settled."""
 
@@ -155,20 +163,51 @@ class Messages:
         self._posts_in_flight += 1
         return self._enter_line(RELAY_ORIGIN.id)
 
-    async def post(self, turn: _Turn, plaintext: bytes, recipients: list[Member]) -> int:
+    async def post(
+        self, turn: _Turn, plaintext: bytes, recipients: list[Member], *, forward: bool
+    ) -> int:
         """An admitted operator's message: sealed a few recipients per worker job, so
-        members' messages are sealed in between; returns the copies sent."""
+        members' messages are sealed in between; returns the copies sent. ``forward``:
+        it goes on to the federation too."""
         try:
-            sealed = await self._seal(RELAY_ORIGIN, plaintext, recipients)
-            await turn.wait_previous()
-            return self._deliver(RELAY_ORIGIN, len(plaintext), recipients, sealed)
-        except Exception:
-            log.exception("posting a message failed")
-            self._drop(DropReason.INTERNAL_ERROR, RELAY_ORIGIN.address)
-            return 0
+            copies = await self._send(RELAY_ORIGIN, turn, plaintext, recipients)
+            if forward:
+                self._forward(RELAY_ORIGIN, plaintext)
+            return copies
         finally:
             self._posts_in_flight -= 1
             self._leave_line(RELAY_ORIGIN.id, turn)
+
+    def admit_remote(self, line: str) -> _Turn | None:
+        """Admit a message from another relay (in ``line``, that relay's: its messages go
+        out in the order they came); None, counted, past its share of the room."""
+        limit = max(1, int(self._max_pending() * REMOTE_SHARE_OF_PENDING))
+        if self.pending >= self._max_pending() or self._remote_pending >= limit:
+            return None
+        self._remote_pending += 1
+        return self._enter_line(line)
+
+    async def remote(
+        self, turn: _Turn, line: str, origin: Origin, plaintext: bytes, recipients: list[Member]
+    ) -> None:
+        """An admitted message from another relay, to this relay's members (never on)."""
+        try:
+            await self._send(origin, turn, plaintext, recipients)
+        finally:
+            self._remote_pending -= 1
+            self._leave_line(line, turn)
+
+    async def _send(
+        self, origin: Origin, turn: _Turn, plaintext: bytes, recipients: list[Member]
+    ) -> int:
+        try:
+            sealed = await self._seal(origin, plaintext, recipients)
+            await turn.wait_previous()
+            return self._deliver(origin, len(plaintext), recipients, sealed)
+        except Exception:
+            log.exception("sending a message from %s failed", origin.id)
+            self._drop(DropReason.INTERNAL_ERROR, origin.address)
+            return 0
 
     def _enter_line(self, sender_id: str) -> _Turn:
         self.pending += 1
@@ -217,6 +256,7 @@ class Messages:
                     origin, opened.plaintext, recipients, identities, opened.sealed
                 )
                 self._deliver(origin, len(opened.plaintext), recipients, opened.sealed)
+                self._forward(origin, opened.plaintext)
         except Exception:
             log.exception("relaying a message from %s failed", format_address(sender.address))
             self._drop(DropReason.INTERNAL_ERROR, sender.address)

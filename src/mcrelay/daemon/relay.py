@@ -21,8 +21,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcrelay.core.bans import BanList
 from mcrelay.core.control import Overloaded
 from mcrelay.core.events import EventHub
+from mcrelay.core.federation import Publisher
 from mcrelay.core.members import Identity, Left, Member, Registration, Roster
-from mcrelay.core.profile import Admitted, Opener, Profile
+from mcrelay.core.profile import Admitted, Opener, Origin, Profile
+from mcrelay.core.remotes import Change, Remotes
 from mcrelay.core.stats import RelayCounters, Statistics
 from mcrelay.daemon.legacy.profile import LegacyProfile
 from mcrelay.daemon.messages import Messages
@@ -65,6 +67,10 @@ class Relay:
         self.bans = BanList()
         self.events = EventHub()
         self.roster = Roster()
+        self.remotes = Remotes()
+        """The other relays' members, when this relay federates."""
+        self.federation: Publisher | None = None
+        """Told what happens to this relay's members and messages, when it federates."""
         self.outbox = Outbox(
             sock,
             self.counters,
@@ -100,6 +106,7 @@ class Relay:
                 self._profiles[member.identity.profile].max_message_bytes
             ),
             max_pending=lambda: self.config.max_pending_relays,
+            forward=self._forward,
         )
         self._nursery: trio.Nursery | None = None
         self._receiving = trio.CancelScope()
@@ -217,12 +224,15 @@ class Relay:
         removed = [self.remove(i, reason) for i in dict.fromkeys([member_id, *chosen])]
         return [m for m in removed if m is not None]
 
-    async def post(self, plaintext: bytes, recipients: list[Member]) -> int:
+    async def post(
+        self, plaintext: bytes, recipients: list[Member], *, federate: bool = False
+    ) -> int:
         """Send a message from the relay itself (sender 0.0.0.0:0); return the copies sent.
 
         Admitted as a member's message is (it counts against ``max_pending_relays``), one
         at a time, else :class:`Overloaded` (counted); a task in the ``messages`` nursery,
-        ordered after the relay's earlier posts, so a stop waits for it."""
+        ordered after the relay's earlier posts, so a stop waits for it. ``federate``:
+        the other relays of the federation deliver it to their members too."""
         nursery = self._nursery
         if nursery is None or self.stopping:
             raise Overloaded("the relay is stopping")
@@ -230,11 +240,63 @@ class Relay:
         copies: list[int] = []
 
         async def life() -> None:
-            copies.append(await self.messages.post(turn, plaintext, recipients))
+            copies.append(await self.messages.post(turn, plaintext, recipients, forward=federate))
 
         nursery.start_soon(life)
         await turn.done.wait()
         return copies[0] if copies else 0
+
+    # What the federation does (federation.link): the other relays' messages and members.
+
+    def deliver_remote(self, origin: Origin, plaintext: bytes, line: str) -> bool:
+        """A message from another relay, to every member here, in ``line`` (its relay's
+        order); False when there is no room for it (the caller counts it)."""
+        nursery = self._nursery
+        if nursery is None or self.stopping:
+            return False
+        turn = self.messages.admit_remote(line)
+        if turn is None:
+            return False
+        nursery.start_soon(self.messages.remote, turn, line, origin, plaintext, list(self.roster))
+        return True
+
+    def remote_changes(self, changes: Iterable[Change]) -> None:
+        """Tell every member here of other relays' members joining, leaving, moving."""
+        for change in changes:
+            member = change.member
+            relay = member.identity.relay
+            groups = self._by_profile(self.roster)
+            if change.event == "joined":
+                self.events.publish(
+                    "client_joined",
+                    client=member.id,
+                    fingerprint=member.identity.key_id,
+                    rekeyed=False,
+                    relay=relay,
+                )
+                for profile, group in groups:
+                    profile.announce_joined(member, group)
+            elif change.event == "left":
+                self.events.publish(
+                    "client_left", client=member.id, reason=change.reason, relay=relay
+                )
+                for profile, group in groups:
+                    profile.announce_left(member, group, change.reason)
+            else:
+                assert change.old is not None
+                self.events.publish(
+                    "client_moved",
+                    client=member.id,
+                    address=format_address(member.address),
+                    previous=format_address(change.old),
+                    relay=relay,
+                )
+                for profile, group in groups:
+                    profile.announce_moved(member, change.old, group)
+
+    def _forward(self, origin: Origin, plaintext: bytes) -> None:
+        if self.federation is not None:
+            self.federation.relayed(origin, plaintext)
 
     # The receive path: synchronous from the socket to a message's task.
 
@@ -313,7 +375,10 @@ class Relay:
         for profile, group in self._by_profile(others):
             profile.announce_joined(member, group)
         if not rekeyed:
-            self._profiles[identity.profile].announce_present(member, others)
+            present = [*others, *self.remotes]
+            self._profiles[identity.profile].announce_present(member, present)
+        if self.federation is not None:
+            self.federation.joined(member)
 
     def remove(self, member_id: str, reason: str) -> Member | None:
         """Remove a member; tell every other member it left, once its messages are out."""
@@ -339,6 +404,8 @@ class Relay:
         )
         for profile, group in self._by_profile(self.roster.others(member)):
             profile.announce_moved(member, old, group)
+        if self.federation is not None:
+            self.federation.moved(member)
 
     def _take_address(self, member_id: str, address: Address) -> None:
         """A member proved it receives at ``address`` (a secure handshake or path
@@ -387,6 +454,8 @@ class Relay:
         self.events.publish("client_left", client=member.id, reason=left.reason)
         for profile, group in self._by_profile(self.roster if recipients is None else recipients):
             profile.announce_left(member, group, left.reason)
+        if self.federation is not None:
+            self.federation.left(member, left.reason)
 
     def _by_profile(self, members: Iterable[Member]) -> list[tuple[Profile, list[Member]]]:
         groups: defaultdict[str, list[Member]] = defaultdict(list)

@@ -1,0 +1,104 @@
+"""The relay's side of federation (no bus here): what it tells its publisher, and how
+other relays' members and messages reach its own members."""
+
+from dataclasses import dataclass, field
+
+import trio
+import trio.testing
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mcrelay.client import MessageReceived
+from mcrelay.core.members import Identity, Member
+from mcrelay.core.profile import Origin
+from mcrelay.core.remotes import Remote
+from mcrelay.daemon.messages import REMOTE_SHARE_OF_PENDING
+from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
+from relay_harness import client_address, open_relay, settle
+
+Keys = list[rsa.RSAPrivateKey]
+FAR: tuple[str, int] = ("10.9.0.7", 4100)
+
+
+@dataclass
+class Recorder:
+    said: list[tuple[str, object]] = field(default_factory=list)
+
+    def joined(self, member: Member) -> None:
+        self.said.append(("joined", member.id))
+
+    def left(self, member: Member, reason: str) -> None:
+        self.said.append(("left", (member.id, reason)))
+
+    def moved(self, member: Member) -> None:
+        self.said.append(("moved", member.id))
+
+    def relayed(self, origin: Origin, plaintext: bytes) -> None:
+        self.said.append(("relayed", (origin.id, plaintext)))
+
+
+def far_member() -> Remote:
+    identity = Identity("legacy", "10.9.0.7:4100", "SHA256:x", None, bytes(32))
+    return Remote(identity, FAR, 1.0)
+
+
+async def test_local_joins_messages_and_leaves_are_told_to_the_publisher(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        recorder = Recorder()
+        harness.relay.federation = recorder
+        a, b = await harness.members(keys, 2)
+        a.say(b"hello")
+        await settle()
+        assert [m.data for m in b.messages()] == [b"hello"]
+        harness.relay.remove("127.0.0.1:40001", "kick")
+        await settle()
+    assert recorder.said == [
+        ("joined", "127.0.0.1:40000"),
+        ("joined", "127.0.0.1:40001"),
+        ("relayed", ("127.0.0.1:40000", b"hello")),
+        ("left", ("127.0.0.1:40001", "kick")),
+    ]
+
+
+async def test_remote_members_are_announced_and_shown_to_newcomers(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        relay = harness.relay
+        (a,) = await harness.members(keys, 1)
+        relay.remote_changes(relay.remotes.heard("b", 1, trio.current_time()))
+        relay.remote_changes(relay.remotes.joined("b", far_member(), trio.current_time()))
+        await settle()
+        assert a.take() == [PeerJoined(FAR)]
+        c = harness.peer(client_address(2), keys[2])
+        c.register()
+        await settle()
+        assert PeerJoined(FAR) in c.take()
+        relay.remote_changes(relay.remotes.expire(trio.current_time() + 11))
+        await settle()
+        assert a.take() == [PeerJoined(c.address), PeerLeft(FAR)]
+
+
+async def test_a_remote_message_reaches_every_member_and_goes_no_further(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        recorder = Recorder()
+        harness.relay.federation = recorder
+        a, b = await harness.members(keys, 2)
+        origin = Origin("b/10.9.0.7:4100", FAR, far_member().identity)
+        assert harness.relay.deliver_remote(origin, b"from afar", "b/")
+        await settle()
+        assert a.messages() == b.messages() == [MessageReceived(FAR, b"from afar")]
+        assert [said for said in recorder.said if said[0] == "relayed"] == []
+
+
+async def test_remote_messages_take_at_most_their_share_of_the_room(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0], max_pending_relays=8) as harness:
+        await harness.members(keys, 1)
+        origin = Origin("b/relay", ("0.0.0.0", 0))
+        taken = [harness.relay.deliver_remote(origin, b"x", "b/") for _ in range(10)]
+        assert taken.count(True) == int(8 * REMOTE_SHARE_OF_PENDING)
