@@ -40,6 +40,7 @@ CLIENT_FIELDS = frozenset(
         "messages_out",
         "bytes_in",
         "bytes_out",
+        "relay",
     }
 )
 

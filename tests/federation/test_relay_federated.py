@@ -8,6 +8,7 @@ import trio.testing
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.client import MessageReceived
+from mcrelay.core.federation import KickResult
 from mcrelay.core.members import Identity, Member
 from mcrelay.core.profile import Origin
 from mcrelay.core.remotes import Remote
@@ -34,6 +35,15 @@ class Recorder:
 
     def relayed(self, origin: Origin, plaintext: bytes) -> None:
         self.said.append(("relayed", (origin.id, plaintext)))
+
+    def status(self) -> dict[str, object]:
+        return {}
+
+    def relays(self) -> list[dict[str, object]]:
+        return []
+
+    async def kick(self, member: Member, ban_s: float | None, scope: str | None) -> KickResult:
+        raise TimeoutError
 
 
 def far_member() -> Remote:

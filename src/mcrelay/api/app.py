@@ -43,6 +43,7 @@ def create_app(context: ApiContext) -> QuartTrio:
     app.add_url_rule("/healthz", view_func=_healthz, methods=["GET"])
     app.add_url_rule("/readyz", view_func=_readyz, methods=["GET"])
     app.add_url_rule("/v1/status", view_func=_status, methods=["GET"])
+    app.add_url_rule("/v1/relays", view_func=_relays, methods=["GET"])
     app.add_url_rule("/metrics", view_func=_metrics, methods=["GET"])
     app.add_url_rule("/v1/openapi.json", view_func=_openapi, methods=["GET"])
     return app
@@ -85,8 +86,13 @@ async def _healthz() -> Response:
 
 
 async def _readyz() -> Response | tuple[Response, int]:
-    if api_context().ready:
-        return jsonify({"status": "ready"})
+    context = api_context()
+    if context.ready:
+        # The bus's state is shown, not required: local relaying goes on without it.
+        federation = context.relay.federation
+        if federation is None:
+            return jsonify({"status": "ready"})
+        return jsonify({"status": "ready", "federation": federation.status()["bus"]})
     return error(503, "not_ready", "the relay is not serving yet")
 
 
@@ -110,9 +116,18 @@ async def _status() -> Response:
             "reassembly_in_flight": statistics["reassembly_in_flight"],
             "statistics": statistics,
             "settings": settings_json(config),
+            "federation": None if relay.federation is None else relay.federation.status(),
             "time": rfc3339(time.time()),
         }
     )
+
+
+async def _relays() -> Response:
+    federation = api_context().relay.federation
+    if federation is None:
+        return jsonify({"federation": None, "relays": [], "count": 0})
+    relays = federation.relays()
+    return jsonify({"federation": federation.status(), "relays": relays, "count": len(relays)})
 
 
 def settings_json(config: RelayConfig) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from quart import Blueprint, Response, jsonify, request
 from mcrelay.api.context import api_context
 from mcrelay.api.serialize import ban_json, client_json, error_json
 from mcrelay.core.bans import parse_ban_seconds, parse_ban_target
-from mcrelay.core.control import Overloaded
+from mcrelay.core.control import Control, Overloaded
 from mcrelay.core.members import Member
 from mcrelay.protocol.addresses import format_address, parse_address
 
@@ -68,9 +68,24 @@ def _now() -> tuple[float, float]:
     return trio.current_time(), time.time()
 
 
+def _name(relay: Control) -> str | None:
+    """This relay's name in its federation, if it federates."""
+    federation = relay.federation
+    return None if federation is None else str(federation.status()["relay"])
+
+
+def _find(relay: Control, member_id: str) -> Member | None:
+    """A member here, or of another relay of the federation (its id prefixed)."""
+    return relay.roster.get(member_id) or relay.remotes.get(member_id)
+
+
 @blueprint.get("/v1/clients")
 async def list_clients() -> Reply:
     relay = api_context().relay
+    scope = request.args.get("scope", "all")
+    if scope not in ("all", "local"):
+        raise BadRequest(400, "bad_query", "scope must be 'all' or 'local'")
+    only = request.args.get("relay")
     sort = request.args.get("sort", "id")
     key = SORT_KEYS.get(sort.removeprefix("-"))
     if key is None:
@@ -80,19 +95,27 @@ async def list_clients() -> Reply:
     limit = _int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = _int_arg("offset", 0, 0, 2**31)
     host = request.args.get("host")
-    chosen = [c for c in relay.roster if host is None or c.address[0] == host]
+    name = _name(relay)
+    members = list(relay.roster) if scope == "local" else [*relay.roster, *relay.remotes]
+    chosen = [
+        c
+        for c in members
+        if (host is None or c.address[0] == host)
+        and (only is None or (c.identity.relay or name) == only)
+    ]
     chosen.sort(key=key, reverse=sort.startswith("-"))
     now, wall = _now()
-    page = [client_json(c, now, wall) for c in chosen[offset : offset + limit]]
+    page = [client_json(c, now, wall, name) for c in chosen[offset : offset + limit]]
     return jsonify({"clients": page, "count": len(chosen)})
 
 
 @blueprint.get("/v1/clients/<path:client_id>")
 async def get_client(client_id: str) -> Reply:
-    client = api_context().relay.roster.get(_member_id(client_id))
+    relay = api_context().relay
+    client = _find(relay, _member_id(client_id))
     if client is None:
         raise BadRequest(404, "not_found", f"no client {client_id}")
-    return jsonify(client_json(client, *_now()))
+    return jsonify(client_json(client, *_now(), _name(relay)))
 
 
 @blueprint.delete("/v1/clients/<path:client_id>")
@@ -106,19 +129,42 @@ async def kick_client(client_id: str) -> Reply:
     if scope is not None and ban_s is None:
         raise BadRequest(400, "bad_query", f"ban_scope={scope} needs ban_s")
     now, wall = _now()
-    client = relay.roster.get(member_id)
+    client = _find(relay, member_id)
     if client is None:
         raise BadRequest(404, "not_found", f"no client {client_id}")
-    record = client_json(client, now, wall)
-    try:
-        removed = relay.kick(member_id, ban_s, scope=scope)
-    except ValueError as exc:
-        raise BadRequest(400, "bad_query", f"ban_scope=key: {exc}") from None
+    record = client_json(client, now, wall, _name(relay))
+    if client.identity.relay is not None:
+        removed = await _kick_remote(relay, client, ban_s, scope)
+    else:
+        try:
+            removed = [member.id for member in relay.kick(member_id, ban_s, scope=scope)]
+        except ValueError as exc:
+            raise BadRequest(400, "bad_query", f"ban_scope=key: {exc}") from None
     if ban_s is not None:
         record["banned_for_s"] = ban_s
         record["ban_scope"] = scope or ("key" if client.identity.profile == "secure" else "address")
-    record["removed"] = [member.id for member in removed]
+    record["removed"] = removed
     return jsonify(record)
+
+
+async def _kick_remote(
+    relay: Control, client: Member, ban_s: float | None, scope: str | None
+) -> list[str]:
+    """Ask the member's own relay to kick it, over the bus; 504 when it does not answer."""
+    federation = relay.federation
+    if federation is None:  # remote members are held only while the relay federates
+        raise BadRequest(404, "not_found", f"no client {client.id}")
+    try:
+        result = await federation.kick(client, ban_s, scope)
+    except TimeoutError:
+        raise BadRequest(
+            504, "relay_timeout", f"relay {client.identity.relay} did not answer the kick in time"
+        ) from None
+    if result.status == "not_found":
+        raise BadRequest(404, "not_found", f"relay {client.identity.relay}: {result.message}")
+    if result.status == "refused":
+        raise BadRequest(400, "bad_query", f"relay {client.identity.relay}: {result.message}")
+    return list(result.removed)
 
 
 def _ban_seconds() -> float | None:
@@ -163,6 +209,9 @@ async def post_message() -> Reply:
     except RecursionError:
         raise BadRequest(400, "bad_json", "the body is nested too deeply") from None
     plaintext, recipients = _message_body(body)
+    scope = request.args.get("scope", "federation")
+    if scope not in ("federation", "local"):
+        raise BadRequest(400, "bad_query", "scope must be 'federation' or 'local'")
     if len(plaintext) > relay.config.max_message_bytes:
         raise BadRequest(
             413, "too_large", f"{len(plaintext)} bytes; at most {relay.config.max_message_bytes}"
@@ -170,12 +219,22 @@ async def post_message() -> Reply:
     if recipients is None:
         targets = list(relay.roster)
     else:
+        remote = [i for i in recipients if relay.remotes.get(i) is not None]
+        if remote:
+            raise BadRequest(
+                422,
+                "remote_client",
+                "a message to chosen clients reaches this relay's own; post it on their "
+                "relay, or to everyone (without 'to')",
+                ids=remote,
+            )
         unknown = [i for i in recipients if relay.roster.get(i) is None]
         if unknown:
             raise BadRequest(404, "not_found", "no such clients", ids=unknown)
         targets = [member for i in recipients if (member := relay.roster.get(i)) is not None]
+    federate = recipients is None and scope == "federation" and relay.federation is not None
     try:
-        copies = await relay.post(plaintext, targets)
+        copies = await relay.post(plaintext, targets, federate=federate)
     except Overloaded as exc:
         response = jsonify(error_json("overloaded", str(exc)))
         response.headers["Retry-After"] = str(math.ceil(exc.retry_after_s))

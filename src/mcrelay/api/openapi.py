@@ -32,7 +32,8 @@ _ID = {
     "required": True,
     "schema": {"type": "string"},
     "description": "a client's id, an opaque string (a legacy client's is ip:port, or "
-    "[ipv6]:port; a secure client's is k: and its static key in unpadded base64url)",
+    "[ipv6]:port; a secure client's is k: and its static key in unpadded base64url; "
+    "another relay's member's is that relay's name, '/' and its id there)",
 }
 _COUNTERS = {
     name: {"type": "integer"}
@@ -93,6 +94,47 @@ SCHEMAS: dict[str, Any] = {
                 "type": "integer",
                 "description": "secure: fragments the relay sent it again",
             },
+            "relay": {
+                "type": ["string", "null"],
+                "description": "the relay of the federation it is a member of (this one's "
+                "name for its own); null when the relay does not federate",
+            },
+        },
+    },
+    "Federation": {
+        "type": ["object", "null"],
+        "description": "the bus and this relay's place in it; null when it does not federate",
+        "properties": {
+            "cluster": {"type": "string"},
+            "relay": {"type": "string", "description": "this relay's name"},
+            "epoch": {"type": "integer"},
+            "bus": {
+                "type": "string",
+                "enum": ["connecting", "connected", "disconnected", "closed"],
+            },
+            "servers": {"type": "array", "items": {"type": "string"}},
+            "reconnects": {"type": "integer"},
+            "envelopes_published": {"type": "integer"},
+            "envelopes_received": {"type": "integer"},
+            "envelopes_dropped": {"type": "object", "description": "by reason"},
+            "gaps": {"type": "integer"},
+        },
+    },
+    "Relay": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "local": {"type": "boolean"},
+            "epoch": {"type": "integer"},
+            "members": {"type": "integer"},
+            "last_heartbeat_s": {
+                "type": ["number", "null"],
+                "description": "seconds since it was last heard; null for this relay",
+            },
+            "envelopes_in": {"type": "integer"},
+            "envelopes_out": {"type": "integer"},
+            "gaps": {"type": "integer"},
+            "duplicates": {"type": "integer"},
         },
     },
     "Ban": {
@@ -130,6 +172,7 @@ SCHEMAS: dict[str, Any] = {
                 "profile's figures",
             },
             "settings": _settings_schema(),
+            "federation": _ref("Federation"),
             "time": {"type": "string", "format": "date-time"},
         },
     },
@@ -155,6 +198,18 @@ _QUERY = [
         "description": "id, connected_at, last_seen, idle_s, messages_in or bytes_in; '-' prefix for descending",
     },
     {"name": "host", "in": "query", "schema": {"type": "string"}},
+    {
+        "name": "relay",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "only the members of this relay of the federation",
+    },
+    {
+        "name": "scope",
+        "in": "query",
+        "schema": {"type": "string", "enum": ["all", "local"]},
+        "description": "local: only this relay's own members (default all)",
+    },
 ]
 
 PATHS: dict[str, Any] = {
@@ -234,7 +289,7 @@ PATHS: dict[str, Any] = {
             ],
             "responses": {
                 "200": _json(_ref("Client"), "the removed client"),
-                **_errors(400, 401, 404),
+                **_errors(400, 401, 404, 504),
             },
         },
     },
@@ -262,7 +317,16 @@ PATHS: dict[str, Any] = {
     },
     "/v1/messages": {
         "post": {
-            "summary": "Send a message from the relay itself (sender 0.0.0.0:0)",
+            "summary": "Send a message from the relay itself (sender 0.0.0.0:0); without "
+            "'to' it reaches the whole federation unless scope=local",
+            "parameters": [
+                {
+                    "name": "scope",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["federation", "local"]},
+                    "description": "local: this relay's members only (default federation)",
+                }
+            ],
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": _ref("Message")}},
@@ -273,6 +337,25 @@ PATHS: dict[str, Any] = {
                     "queued for each recipient",
                 ),
                 **_errors(400, 401, 404, 413, 415, 422, 503),
+            },
+        }
+    },
+    "/v1/relays": {
+        "get": {
+            "summary": "The relays of the federation, this one first",
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "federation": _ref("Federation"),
+                            "relays": {"type": "array", "items": _ref("Relay")},
+                            "count": {"type": "integer"},
+                        },
+                    },
+                    "the relays known here",
+                ),
+                **_errors(401),
             },
         }
     },

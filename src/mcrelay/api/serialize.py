@@ -13,8 +13,12 @@ def rfc3339(unix_time: float) -> str:
     return stamp.replace("+00:00", "Z")
 
 
-def client_json(member: Member, now: float, wall_now: float) -> dict[str, Any]:
-    """``now`` is the relay's monotonic clock; ``wall_now`` the Unix time of the same moment."""
+def client_json(
+    member: Member, now: float, wall_now: float, relay: str | None = None
+) -> dict[str, Any]:
+    """``now`` is the relay's monotonic clock; ``wall_now`` the Unix time of the same
+    moment; ``relay`` this relay's name in its federation (None when it does not
+    federate), shown for its own members."""
     idle_s = max(0.0, now - member.last_seen)
     host, port = member.address
     identity = member.identity
@@ -32,6 +36,7 @@ def client_json(member: Member, now: float, wall_now: float) -> dict[str, Any]:
         "messages_out": member.messages_out,
         "bytes_in": member.bytes_in,
         "bytes_out": member.bytes_out,
+        "relay": member.identity.relay or relay,
     }
 
 

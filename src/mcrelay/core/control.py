@@ -7,7 +7,9 @@ from typing import Protocol
 
 from mcrelay.core.bans import BanList
 from mcrelay.core.events import EventHub
+from mcrelay.core.federation import FederationControl
 from mcrelay.core.members import Member, Roster
+from mcrelay.core.remotes import Remotes
 from mcrelay.core.stats import Statistics
 from mcrelay.protocol.addresses import Address
 from mcrelay.settings.config import RelayConfig
@@ -29,6 +31,8 @@ class Control(Protocol):
     address: Address
     """The relay's socket address (its port)."""
     roster: Roster
+    remotes: Remotes
+    """The other relays' members (none unless the relay federates)."""
     bans: BanList
     events: EventHub
 
@@ -41,6 +45,10 @@ class Control(Protocol):
         """The secure profile's public key (base64), which secure clients pin; None when
         that profile is not served."""
 
+    @property
+    def federation(self) -> FederationControl | None:
+        """The federation, when the relay joined one."""
+
     def statistics(self) -> Statistics: ...
 
     def kick(
@@ -50,5 +58,8 @@ class Control(Protocol):
         host (every member of which goes too) or its key (a secure member's, always
         banned); the members removed. ``ValueError`` for a key ban of a legacy member."""
 
-    async def post(self, plaintext: bytes, recipients: list[Member]) -> int:
-        """A message from the relay itself; the copies sent. Raises :class:`Overloaded`."""
+    async def post(
+        self, plaintext: bytes, recipients: list[Member], *, federate: bool = False
+    ) -> int:
+        """A message from the relay itself; the copies sent here. ``federate``: the other
+        relays deliver it to their members too. Raises :class:`Overloaded`."""

@@ -51,3 +51,7 @@ class FederationControl(Protocol):
     async def kick(self, member: Member, ban_s: float | None, scope: str | None) -> KickResult:
         """Ask a remote member's relay to kick (and ban) it; ``TimeoutError`` when it does
         not answer in time."""
+
+
+class Federation(Publisher, FederationControl, Protocol):
+    """Both sides of a federation's link, as the relay holds it."""

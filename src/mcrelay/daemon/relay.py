@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcrelay.core.bans import BanList
 from mcrelay.core.control import Overloaded
 from mcrelay.core.events import EventHub
-from mcrelay.core.federation import Publisher
+from mcrelay.core.federation import Federation
 from mcrelay.core.members import Identity, Left, Member, Registration, Roster
 from mcrelay.core.profile import Admitted, Opener, Origin, Profile
 from mcrelay.core.remotes import Change, Remotes
@@ -69,8 +69,9 @@ class Relay:
         self.roster = Roster()
         self.remotes = Remotes()
         """The other relays' members, when this relay federates."""
-        self.federation: Publisher | None = None
-        """Told what happens to this relay's members and messages, when it federates."""
+        self.federation: Federation | None = None
+        """The federation it joined, if any: told what happens to this relay's members
+        and messages as it happens (set before :meth:`run`)."""
         self.outbox = Outbox(
             sock,
             self.counters,
