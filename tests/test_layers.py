@@ -20,6 +20,7 @@ LAYERS = {
     "core": 2,
     "daemon": 3,
     "api": 3,
+    "federation": 3,
     "client": 3,
     "service": 4,
     "cli": 5,

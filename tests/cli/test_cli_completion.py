@@ -44,6 +44,8 @@ printf '%s\\n' "${COMPREPLY[@]}"
         (["send", "--re"], ["--relay", "--relay-fingerprint", "--register-timeout", "--relay-key"]),
         (["completion", ""], ["bash", "zsh", "fish"]),
         (["clients", "--sort", "i"], ["id", "idle_s"]),
+        (["rel"], ["relays"]),
+        (["keygen", "--f"], ["--federation"]),
     ],
 )
 async def test_bash_completes_commands_flags_and_choices(

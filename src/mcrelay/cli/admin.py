@@ -1,4 +1,5 @@
-"""Operator commands that talk to a running daemon's API: clients, kick, bans, post, status, events."""
+"""Operator commands that talk to a running daemon's API: clients, kick, bans, post, status,
+events, and relays (the federation)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from mcrelay.cli.options import (
     argument_type,
     client_id,
     ip_address,
+    relay_name,
 )
+from mcrelay.cli.relays import RELAYS_HEADER, describe_federation, relays_rows
 from mcrelay.cli.signals import cancel_on_signal
 from mcrelay.cli.status import ExitStatus
 from mcrelay.cli.text import message_bytes, printable
@@ -88,8 +91,19 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
         help=f"one of {', '.join(SORTS)}; descending with a '-', written --sort=-KEY",
     )
     clients.add_argument("--host", type=ip_address, help="only clients from this IP address")
+    where = clients.add_mutually_exclusive_group()
+    where.add_argument(
+        "--relay", type=relay_name, metavar="NAME", help="only the clients of this federated relay"
+    )
+    where.add_argument(
+        "--local", action="store_true", help="only this relay's clients, none of the federation's"
+    )
     kick = command("kick", "remove a client (and tell the others)", run_kick)
-    kick.add_argument("id", type=client_id, help="ip:port, or k:KEY for a secure client")
+    kick.add_argument(
+        "id",
+        type=client_id,
+        help="ip:port, or k:KEY for a secure client; RELAY/ before it for another relay's client",
+    )
     kick.add_argument(
         "--ban",
         type=ban_seconds,
@@ -119,8 +133,14 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
         "--to", action="append", type=client_id, metavar="ID", help="only this client (repeatable)"
     )
     post.add_argument("--lines", action="store_true", help="one message per stdin line")
+    post.add_argument(
+        "--local",
+        action="store_true",
+        help="only this relay's clients: not the other relays of the federation",
+    )
     command("status", "the daemon's version, settings and counters", run_status)
     command("events", "follow the daemon's events until interrupted", run_events)
+    command("relays", "list the relays of the federation and the bus's state", run_relays)
 
 
 def _api(args: argparse.Namespace) -> Any:
@@ -157,6 +177,10 @@ def _table(env: Environment, header: list[str], rows: list[list[str]]) -> None:
 
 async def run_clients(args: argparse.Namespace, env: Environment) -> ExitStatus:
     params = {"sort": args.sort, **({"host": args.host} if args.host else {})}
+    if args.relay:
+        params["relay"] = args.relay
+    if args.local:
+        params["scope"] = "local"
     async with _api(args) as api:
         result = await api.call("GET", "/v1/clients", params=params)
     if args.json:
@@ -178,6 +202,10 @@ async def run_clients(args: argparse.Namespace, env: Environment) -> ExitStatus:
             for c in result["clients"]
         ]
         header = ["ID", "PROFILE", "ADDRESS", "FINGERPRINT", "CONNECTED", "IDLE_S", "IN", "OUT"]
+        if any(c.get("relay") for c in result["clients"]):
+            header.insert(1, "RELAY")
+            for row, c in zip(rows, result["clients"], strict=True):
+                row.insert(1, printable(c.get("relay") or "-"))
         _table(env, header, rows)
     return ExitStatus.OK
 
@@ -261,7 +289,8 @@ async def _post(api: Api, env: Environment, text: str, args: argparse.Namespace)
         body["text"] = data.decode("utf-8")
     except UnicodeDecodeError:
         body["data_b64"] = base64.b64encode(data).decode("ascii")  # bytes that are not text
-    result = await api.call("POST", "/v1/messages", json=body)
+    params = {"scope": "local"} if args.local else {}
+    result = await api.call("POST", "/v1/messages", json=body, params=params)
     answer = json.dumps(result) if args.json else f"sent to {_clients(result['recipients'])}"
     print(answer, file=env.stdout, flush=True)
 
@@ -278,6 +307,11 @@ async def run_status(args: argparse.Namespace, env: Environment) -> ExitStatus:
         f"group {status['group']} port {status['port']} interface {status['interface']}",
         f"relay key {status['fingerprint']}"
         + (f", secure key {status['secure_key']}" if status.get("secure_key") else ""),
+        *(
+            [f"federation: {describe_federation(status['federation'])}"]
+            if status.get("federation")
+            else []
+        ),
         f"{_clients(status['clients'])}, {statistics['messages_relayed']} messages relayed, "
         f"{status['reassembly_in_flight']} in reassembly",
         f"in {statistics['datagrams_in']} datagrams / {statistics['bytes_in']} bytes, "
@@ -289,6 +323,19 @@ async def run_status(args: argparse.Namespace, env: Environment) -> ExitStatus:
     lines.extend(["settings:"] if settings else [])
     lines.extend(f"  {name} = {_setting(value)}" for name, value in settings.items())
     print("\n".join(lines), file=env.stdout)
+    return ExitStatus.OK
+
+
+async def run_relays(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    async with _api(args) as api:
+        result = await api.call("GET", "/v1/relays")
+    if args.json:
+        _print(env, result)
+    elif result["federation"] is None:
+        print("federation is off", file=env.stdout)
+    else:
+        print(describe_federation(result["federation"]), file=env.stdout)
+        _table(env, RELAYS_HEADER, relays_rows(result["relays"]))
     return ExitStatus.OK
 
 

@@ -1,8 +1,10 @@
 """``mcrelay keygen`` and ``mcrelay fingerprint``: keys made and identified offline.
 
-Two kinds: the legacy profile's RSA keys (PEM), identified by their SHA-256
-fingerprint, and the secure profile's Curve25519 keys (one line of base64, as
-WireGuard's), identified by the public key itself and the API's client id ``k:...``.
+Three kinds: the legacy profile's RSA keys (PEM), identified by their SHA-256
+fingerprint; the secure profile's Curve25519 keys (one line of base64, as
+WireGuard's), identified by the public key itself and the API's client id ``k:...``;
+and a federation's cluster key (32 random bytes as one line of base64), a secret
+every relay of the cluster holds a copy of, identified by a short fingerprint.
 A secure private key file and a public key text look alike (44 characters of
 base64): a bare key is taken for a private key, which must then be private to its
 owner (mode 0600), and ``--public`` says it is a public key; a ``KEY name`` line (as
@@ -25,6 +27,7 @@ from mcrelay.cli.options import Parser, UsageError
 from mcrelay.cli.status import ExitStatus
 from mcrelay.daemon.legacy.keyfile import MAX_KEY_FILE_BYTES, KeyFileError, generate_key_file
 from mcrelay.daemon.secure.keyfile import generate_secure_key_file
+from mcrelay.federation.keyfile import cluster_key_fingerprint, read_cluster_key, write_cluster_key
 from mcrelay.files import FileContents, FileError, read_regular_file
 from mcrelay.protocol.errors import ProtocolError
 from mcrelay.protocol.legacy import crypto
@@ -51,11 +54,18 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
     keygen.add_argument(
         "--parents", action="store_true", help="create missing directories (mode 0700)"
     )
-    keygen.add_argument(
+    kind = keygen.add_mutually_exclusive_group()
+    kind.add_argument(
         "--secure",
         action="store_true",
         help="a Curve25519 key of the secure profile (base64 text), for the relay's "
         "--secure-key-file or a client's identity; prints its public key",
+    )
+    kind.add_argument(
+        "--federation",
+        action="store_true",
+        help="a cluster key for relays that federate (32 random bytes as base64 text), for "
+        "--federation-key-file; every relay of the cluster needs a copy; prints its fingerprint",
     )
     keygen.set_defaults(command=run_keygen)
     fingerprint = subparsers.add_parser(
@@ -69,25 +79,40 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
         help="a PEM private or public key file; or a secure private key file (mode 0600), "
         "or a secure public key: one line, KEY or KEY name",
     )
-    fingerprint.add_argument(
+    kind = fingerprint.add_mutually_exclusive_group()
+    kind.add_argument(
         "--public",
         action="store_true",
         help="the file holds a secure public key, not a private key (both are 44 characters "
         "of base64)",
+    )
+    kind.add_argument(
+        "--federation",
+        action="store_true",
+        help="the file holds a cluster key (mode 0600): print its fingerprint, the same for "
+        "every copy",
     )
     fingerprint.set_defaults(command=run_fingerprint)
 
 
 async def run_keygen(args: argparse.Namespace, env: Environment) -> ExitStatus:
     path: Path = args.path
+    if args.federation:
+        key = await trio.to_thread.run_sync(write_cluster_key, path, args.parents)
+        env.say(
+            f"mcrelay: wrote a new cluster key to {path}; every relay of the cluster needs a "
+            "copy (mode 0600): compare copies by the fingerprint printed"
+        )
+        print(cluster_key_fingerprint(key), file=env.stdout, flush=True)
+        return ExitStatus.OK
     if args.secure:
         pair = await trio.to_thread.run_sync(_generate_secure, path, args.parents)
         env.say(f"mcrelay: wrote a new secure key to {path}")
         print(encode_key(pair.public), file=env.stdout, flush=True)
         return ExitStatus.OK
-    key = await trio.to_thread.run_sync(_generate, path, args.parents)
+    rsa_key = await trio.to_thread.run_sync(_generate, path, args.parents)
     env.say(f"mcrelay: wrote a new relay key to {path}")
-    print(crypto.fingerprint(key.public_key()), file=env.stdout, flush=True)
+    print(crypto.fingerprint(rsa_key.public_key()), file=env.stdout, flush=True)
     return ExitStatus.OK
 
 
@@ -107,6 +132,10 @@ def _generate_secure(path: Path, parents: bool) -> KeyPair:
 
 
 async def run_fingerprint(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    if args.federation:
+        cluster_key = read_cluster_key(args.path)
+        print(cluster_key_fingerprint(cluster_key), file=env.stdout, flush=True)
+        return ExitStatus.OK
     key = read_public_key(args.path, public=args.public)
     if isinstance(key, bytes):
         print(encode_key(key), file=env.stdout)

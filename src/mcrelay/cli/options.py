@@ -2,6 +2,7 @@
 
 import argparse
 import ipaddress
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -86,9 +87,30 @@ def fingerprint(text: str) -> str:
     return text
 
 
+RELAY_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""A federated relay's name, as remote clients' ids carry it."""
+
+
+def relay_name(text: str) -> str:
+    if not RELAY_NAME.fullmatch(text):
+        shown = text if len(text) <= 70 else text[:67] + "..."
+        raise argparse.ArgumentTypeError(
+            f"{shown!r} is not a relay name (1 to 64 letters, digits, '_' or '-')"
+        )
+    return text
+
+
 def client_id(text: str) -> str:
     """A client's id as the API writes it: ``ip:port`` or ``[ipv6]:port`` (legacy), or
-    ``k:`` and its key in base64url (secure)."""
+    ``k:`` and its key in base64url (secure); a client of another relay of the
+    federation has that relay's name and ``/`` before it (``lab-5007/10.0.0.5:4000``)."""
+    relay, slash, local = text.partition("/")
+    if slash:
+        return f"{relay_name(relay)}/{_local_client_id(local)}"
+    return _local_client_id(text)
+
+
+def _local_client_id(text: str) -> str:
     if text.startswith(CLIENT_ID_PREFIX):
         try:
             parse_client_id(text)
@@ -98,7 +120,9 @@ def client_id(text: str) -> str:
     try:
         return format_address(parse_address(text))
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{exc}; a client is ip:port, or k:KEY") from None
+        raise argparse.ArgumentTypeError(
+            f"{exc}; a client is ip:port or k:KEY, and RELAY/ before it for another relay's"
+        ) from None
 
 
 def ip_address(text: str) -> str:

@@ -1,0 +1,1 @@
+"""Relays that federate over NATS: the Trio side."""
