@@ -170,6 +170,19 @@ def _check_cluster_key(cluster_key: bytes) -> None:
         )
 
 
+def _seal(aead: ChaCha20Poly1305, header: Header, body: bytes) -> bytes:
+    aad = header.encode()
+    return aad + aead.encrypt(NONCE.pack(header.seq), body, aad)
+
+
+def seal_envelope(cluster_key: bytes, header: Header, body: bytes) -> bytes:
+    """The envelope of ``header`` and ``body``, at any seq: for vectors and tests. A
+    relay seals with a :class:`Sealer`, which never uses a seq twice."""
+    _check_cluster_key(cluster_key)
+    subkey = derive_subkey(cluster_key, header.kind, header.relay, header.epoch)
+    return _seal(ChaCha20Poly1305(subkey), header, body)
+
+
 class Sealer:
     """Seals one relay's envelopes in one run (``epoch``): a seq counter per kind.
 
@@ -221,8 +234,7 @@ class Sealer:
         seq = self._seqs[kind] + 1
         header = Header(ENVELOPE_VERSION, kind, self._relay, self._epoch, seq)
         self._seqs[kind] = seq
-        aad = header.encode()
-        return header, aad + self._aeads[kind].encrypt(NONCE.pack(seq), body, aad)
+        return header, _seal(self._aeads[kind], header, body)
 
 
 class Opener:
