@@ -6,7 +6,9 @@ from pathlib import Path
 from mcrelay.protocol.errors import DropReason
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-DROP_ROW = re.compile(r"^\| `([a-z0-9_]+)` \| (?:legacy|secure|both|client) \|", re.MULTILINE)
+DROP_ROW = re.compile(
+    r"^\| `([a-z0-9_]+)` \| (?:legacy|secure|both|client|federation) \|", re.MULTILINE
+)
 """A row of the drop reasons' table in operations.md: reason, profile, meaning."""
 
 

@@ -64,6 +64,13 @@ class DropReason(StrEnum):
     UNAUTHORIZED = "unauthorized"
     SECURE_ADDRESS = "secure_address"
     PROFILE_OFF = "profile_off"
+    # protocol/federation: envelope.py, bodies.py, streams.py (envelopes between relays)
+    BAD_ENVELOPE = "bad_envelope"
+    ENVELOPE_VERSION = "envelope_version"
+    ENVELOPE_AUTH = "envelope_auth"
+    ENVELOPE_REPLAY = "envelope_replay"
+    ENVELOPE_STALE = "envelope_stale"
+    ENVELOPE_TOO_LARGE = "envelope_too_large"
 
 
 class ProtocolError(Exception):
