@@ -21,6 +21,7 @@ LAYERS = {
     "daemon": 3,
     "api": 3,
     "client": 3,
+    "federation": 3,
     "service": 4,
     "cli": 5,
     "__main__": 6,
