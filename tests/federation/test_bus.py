@@ -1,0 +1,235 @@
+"""The bus against real nats-servers on loopback (tests/natsserver.py).
+
+Waits are bounded by ``trio.fail_after``; reconnects use short waits (50 ms) so that
+a server's stop and restart take a fraction of a second.
+"""
+
+import threading
+from collections import deque
+from collections.abc import Sequence
+
+import pytest
+import trio
+
+from mcrelay.federation.bus import Bus, BusEvent, BusOptions, Incoming
+from natsserver import NatsServer, client_names, open_bus
+
+WAIT_S = 10.0
+SUBJECT = "mcrelay.test.msg"
+
+
+def options(servers: Sequence[NatsServer], name: str, **overrides: int) -> BusOptions:
+    return BusOptions(
+        servers=tuple(server.url for server in servers),
+        name=name,
+        reconnect_wait_s=0.05,
+        connect_timeout_s=1.0,
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+class Reader:
+    """Reads a bus item by item, across its batches (a batch may hold an event and more)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self._items: deque[Incoming | BusEvent] = deque()
+
+    async def next(self) -> Incoming | BusEvent:
+        while not self._items:
+            self._items.extend(await self.bus.receive())
+        return self._items.popleft()
+
+    async def until(self, event: BusEvent) -> list[Incoming]:
+        """Reads until ``event``; returns the messages read before it."""
+        seen: list[Incoming] = []
+        with trio.fail_after(WAIT_S):
+            while (item := await self.next()) is not event:
+                if isinstance(item, Incoming):
+                    seen.append(item)
+        return seen
+
+    async def messages(self, count: int) -> list[Incoming]:
+        """The next ``count`` messages (events skipped)."""
+        seen: list[Incoming] = []
+        with trio.fail_after(WAIT_S):
+            while len(seen) < count:
+                if isinstance(item := await self.next(), Incoming):
+                    seen.append(item)
+        return seen
+
+
+async def connected(*readers: Reader) -> None:
+    for reader in readers:
+        await reader.until(BusEvent.CONNECTED)
+        assert reader.bus.state == "connected"
+
+
+async def get_through(sender: Bus, receiver: Reader, data: bytes) -> None:
+    """Publishes ``data`` until it arrives (interest crosses a cluster's routes a little
+    after a subscription is made), at most 250 times 20 ms."""
+    for _ in range(250):
+        assert sender.publish(SUBJECT, data)
+        with trio.move_on_after(0.02):
+            while await receiver.next() != Incoming(SUBJECT, data, ""):
+                pass
+            return
+    raise AssertionError(f"{data!r} never arrived")
+
+
+async def test_messages_cross_both_ways_and_are_not_echoed(nats_server: NatsServer) -> None:
+    async with (
+        open_bus(options([nats_server], "a"), [SUBJECT]) as a,
+        open_bus(options([nats_server], "b"), [SUBJECT]) as b,
+    ):
+        ra, rb = Reader(a), Reader(b)
+        await connected(ra, rb)
+        assert a.publish(SUBJECT, b"from a")
+        [got] = await rb.messages(1)
+        assert (got.subject, got.data, got.reply) == (SUBJECT, b"from a", "")
+        assert b.publish(SUBJECT, b"from b")
+        [got] = await ra.messages(1)
+        assert got.data == b"from b"  # not a's own "from a", which came before it
+        assert a.counters.published == b.counters.published == 1
+        assert a.counters.received == b.counters.received == 1
+
+
+async def test_request_reply_and_every_way_to_get_none(nats_server: NatsServer) -> None:
+    kick = "mcrelay.test.kick.b"
+    async with (
+        open_bus(options([nats_server], "a"), []) as a,
+        open_bus(options([nats_server], "b"), [kick, "mcrelay.test.silent"]) as b,
+    ):
+        ra, rb = Reader(a), Reader(b)
+        await connected(ra, rb)
+
+        async def answer() -> None:
+            [request] = await rb.messages(1)
+            assert request.data == b"kick x"
+            assert b.reply(request.reply, b"done")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(answer)
+            assert await a.request(kick, b"kick x", timeout_s=5.0) == b"done"
+        assert await a.request("mcrelay.test.silent", b"?", timeout_s=0.1) is None
+        assert await a.request("mcrelay.test.nobody", b"?", timeout_s=5.0) is None
+
+
+async def test_a_stopped_server_drops_and_counts_then_a_restart_resumes(
+    nats_server: NatsServer,
+) -> None:
+    async with (
+        open_bus(options([nats_server], "a"), [SUBJECT]) as a,
+        open_bus(options([nats_server], "b"), [SUBJECT]) as b,
+    ):
+        ra, rb = Reader(a), Reader(b)
+        await connected(ra, rb)
+        await trio.to_thread.run_sync(nats_server.stop)
+        await ra.until(BusEvent.DISCONNECTED)
+        assert a.state == "disconnected"
+        assert not any(a.publish(SUBJECT, b"lost") for _ in range(1000))
+        assert a.counters.publish_dropped["disconnected"] == 1000
+        assert not a._bridge.outgoing
+        assert await a.request(SUBJECT, b"?", timeout_s=5.0) is None
+
+        await trio.to_thread.run_sync(nats_server.start)
+        await connected(ra, rb)
+        assert a.publish(SUBJECT, b"back")
+        assert [got.data for got in await rb.messages(1)] == [b"back"]
+        assert a.counters.reconnects == a.counters.disconnects == 1
+
+
+async def test_no_server_at_start_then_one_comes(nats_server: NatsServer) -> None:
+    await trio.to_thread.run_sync(nats_server.stop)
+    async with (
+        open_bus(options([nats_server], "a"), [SUBJECT]) as a,
+        open_bus(options([nats_server], "b"), [SUBJECT]) as b,
+    ):
+        assert a.state == "connecting"
+        assert not a.publish(SUBJECT, b"early")
+        ra, rb = Reader(a), Reader(b)
+        await trio.to_thread.run_sync(nats_server.start)
+        await connected(ra, rb)
+        assert a.publish(SUBJECT, b"on time")
+        assert [got.data for got in await rb.messages(1)] == [b"on time"]
+        assert a.counters.reconnects == 0
+
+
+async def test_a_killed_cluster_node_is_left_for_another(
+    nats_cluster: list[NatsServer],
+) -> None:
+    async with (
+        open_bus(options(nats_cluster, "a"), [SUBJECT]) as a,
+        open_bus(options(nats_cluster, "b"), [SUBJECT]) as b,
+    ):
+        ra, rb = Reader(a), Reader(b)
+        await connected(ra, rb)
+        await get_through(a, rb, b"before")
+        [node] = [s for s in nats_cluster if "a" in client_names(s)]
+        await trio.to_thread.run_sync(node.kill)
+        await ra.until(BusEvent.DISCONNECTED)
+        await ra.until(BusEvent.CONNECTED)
+        assert a.counters.reconnects == 1
+        await get_through(a, rb, b"after")
+        [other] = [s for s in nats_cluster if s.process and "a" in client_names(s)]
+        assert other is not node
+
+
+async def test_a_full_queue_to_trio_drops_and_counts(nats_server: NatsServer) -> None:
+    async with (
+        open_bus(options([nats_server], "a"), []) as a,
+        open_bus(options([nats_server], "b", queue_limit=4), [SUBJECT]) as b,
+    ):
+        ra, rb = Reader(a), Reader(b)
+        await connected(ra, rb)
+        for number in range(50):
+            assert a.publish(SUBJECT, b"%d" % number)
+        with trio.fail_after(WAIT_S):
+            # Counted in the NATS thread: nothing to wait on but the counters.
+            while b.counters.received + b.counters.receive_overflow < 50:  # noqa: ASYNC110
+                await trio.sleep(0.005)
+        assert await b.receive() == [Incoming(SUBJECT, b"%d" % n, "") for n in range(4)]
+        assert (b.counters.received, b.counters.receive_overflow) == (4, 46)
+
+
+async def test_refusals_are_counted_by_reason(nats_server: NatsServer) -> None:
+    async with open_bus(options([nats_server], "a", queue_limit=4), []) as a:
+        await connected(Reader(a))
+        assert not a.publish(SUBJECT, bytes(1024 * 1024 + 1))
+        accepted = sum(a.publish(SUBJECT, b"x") for _ in range(100))
+        dropped = a.counters.publish_dropped
+        assert dropped["too_large"] == 1
+        assert dropped["queue_full"] == 100 - accepted > 0
+
+
+async def test_cancelling_closes_the_connection_and_ends_the_thread(
+    nats_server: NatsServer,
+) -> None:
+    before = set(threading.enumerate())
+    async with open_bus(options([nats_server], "a"), [SUBJECT]) as a:
+        await connected(Reader(a))
+        assert "a" in client_names(nats_server)
+        assert a.publish(SUBJECT, b"last words")
+    assert set(threading.enumerate()) == before
+    assert a.state == "closed"
+    assert a.counters.published == 1
+    assert "a" not in client_names(nats_server)
+
+
+async def test_cancelling_while_no_server_answers_ends_the_thread(
+    nats_server: NatsServer,
+) -> None:
+    await trio.to_thread.run_sync(nats_server.stop)
+    before = set(threading.enumerate())
+    async with open_bus(options([nats_server], "a"), [SUBJECT]) as a:
+        await trio.sleep(0.1)
+        assert a.state == "connecting"
+    assert set(threading.enumerate()) == before
+    assert a.state == "closed"
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="at least one server"):
+        BusOptions(servers=(), name="a")
+    with pytest.raises(ValueError, match="queue_limit"):
+        BusOptions(servers=("nats://127.0.0.1:4222",), name="a", queue_limit=0)
