@@ -22,7 +22,6 @@ LAYERS = {
     "api": 3,
     "federation": 3,
     "client": 3,
-    "federation": 3,
     "service": 4,
     "cli": 5,
     "__main__": 6,

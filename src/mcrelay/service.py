@@ -22,6 +22,11 @@ run_until_signal                      SIGHUP reloads; SIGTERM/SIGINT drain, then
         │       │                     pipeline (Messages): crypto in the workers, its
         │       │                     sender's earlier messages, send, settle
         │       └── a post            an operator's message (POST /v1/messages), one at most
+        ├── Link.run                  with --federation (federation/link.py): the bus
+        │   │                         (nats-py in its own thread, federation/bus.py), the
+        │   ├── _receive_loop         envelopes in: other relays' messages and presence
+        │   ├── _snapshot_loop        this relay's members every 3 s (its heartbeat)
+        │   └── _expiry_loop          silent relays' members leave after the lease
         ├── EventHub.run              publishes the counted drops once a second
         └── serve_api                 the control API (unless --api off): our accept loop,
                                       hypercorn's HTTP/1.1 per connection; all closed at stop
@@ -43,8 +48,12 @@ from mcrelay.daemon.legacy.keyfile import load_or_create_key
 from mcrelay.daemon.notify import Notifier
 from mcrelay.daemon.relay import RECEIVE_TICK_S, Relay
 from mcrelay.daemon.secure.keyfile import load_or_create_secure_key
+from mcrelay.federation.bus import Bus, BusOptions
+from mcrelay.federation.keyfile import read_cluster_key
+from mcrelay.federation.link import Link, Subjects
 from mcrelay.protocol.secure.keys import KeyPair, encode_key
 from mcrelay.settings.config import RelayConfig
+from mcrelay.settings.federation import default_relay_name
 from mcrelay.settings.profiles import BRIDGE_WARNING, SECURE
 from mcrelay.settings.table import live_changes, reloadable
 from mcrelay.sockets import open_relay_socket
@@ -96,6 +105,7 @@ async def _serve(
         key = await trio.to_thread.run_sync(load_or_create_key, config.key_file)
         secure_key = await load_secure_key(config)
         relay = Relay(config, sock, key, secure_key=secure_key)
+        link = await federation_link(config, relay)
         context = ApiContext(relay, config.api_token, time.time(), trio.current_time())
         log.info(
             "relay listening group=%s port=%d interface=%s fingerprint=%s",
@@ -115,12 +125,48 @@ async def _serve(
         async with trio.open_nursery() as nursery:
             await nursery.start(relay.run)
             await nursery.start(relay.events.run)
+            if link is not None:
+                await nursery.start(link.run)
             urls: list[str] = []
             if api_sock is not None:
                 urls = await nursery.start(serve_api, context, api_sock)
                 log.info("control API on %s", config.api_address)
             context.ready = True
             task_status.started(Daemon(relay, context, urls))
+
+
+async def federation_link(config: RelayConfig, relay: Relay) -> Link | None:
+    """The relay's link to its federation, when it joins one (the relay is told of it)."""
+    if not config.federation_servers:
+        return None
+    assert config.federation_key_file is not None  # RelayConfig requires it
+    key = await trio.to_thread.run_sync(read_cluster_key, config.federation_key_file)
+    name = config.relay_name or default_relay_name(relay.address[1])
+    subjects = Subjects(config.federation_cluster, name)
+    options = BusOptions(
+        servers=config.federation_servers,
+        name=f"mcrelay {name}",
+        credentials=config.federation_credentials,
+        nkey_file=config.federation_nkey_file,
+        tls_ca=config.federation_tls_ca,
+    )
+    link = Link(
+        relay,
+        Bus(options, subjects.subscribed()),
+        cluster=config.federation_cluster,
+        name=name,
+        key=key,
+        epoch=time.time_ns(),
+        servers=config.federation_servers,
+    )
+    relay.federation = link
+    log.info(
+        "federation cluster=%s relay=%s servers=%s",
+        config.federation_cluster,
+        name,
+        ",".join(config.federation_servers),
+    )
+    return link
 
 
 async def load_secure_key(config: RelayConfig) -> KeyPair | None:

@@ -6,12 +6,13 @@ members in :class:`~mcrelay.core.remotes.Remotes`. The control API reaches the
 federation through :class:`FederationControl`.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from mcrelay.core.members import Member
+from mcrelay.core.members import Member, Roster
 from mcrelay.core.profile import Origin
+from mcrelay.core.remotes import Change, Remotes
 
 
 class Publisher(Protocol):
@@ -55,3 +56,21 @@ class FederationControl(Protocol):
 
 class Federation(Publisher, FederationControl, Protocol):
     """Both sides of a federation's link, as the relay holds it."""
+
+
+class Host(Protocol):
+    """What the relay offers its federation's link."""
+
+    roster: Roster
+    remotes: Remotes
+
+    def deliver_remote(self, origin: Origin, plaintext: bytes, line: str) -> bool:
+        """Deliver another relay's message to every member here (False: no room)."""
+
+    def remote_changes(self, changes: Iterable[Change]) -> None:
+        """Tell the members here of other relays' members joining, leaving, moving."""
+
+    def kick(
+        self, member_id: str, ban_s: float | None = None, *, scope: str | None = None
+    ) -> list[Member]:
+        """An operator's kick (here, asked by another relay's operator)."""

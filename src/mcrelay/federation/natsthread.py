@@ -209,6 +209,10 @@ class NatsThread:
 
     async def _on_message(self, msg: Msg) -> None:
         bridge = self._bridge
+        if msg.headers:
+            # The server's status (503: no responders, answering a hello no relay heard
+            # yet). Envelopes never carry headers.
+            return
         if len(bridge.incoming) >= bridge.queue_limit:
             bridge.receive_overflow += 1
             return

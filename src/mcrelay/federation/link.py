@@ -1,0 +1,470 @@
+"""The federation's link: this relay's members and messages out as sealed envelopes, the
+other relays' in.
+
+It is the relay's :class:`~mcrelay.core.federation.Federation`: the relay tells it of
+its own members' joins, leaves and moves and of each message delivered here, and it
+publishes each once on the bus (:mod:`mcrelay.federation.bus`). What comes from the
+bus is opened (:mod:`mcrelay.protocol.federation`), checked against its relay's
+stream (gaps counted; replays and older epochs refused), and handed to the relay: a
+message to deliver to the members here (never published again), presence to announce.
+Every relay's lease is renewed by anything authentic it sends, its snapshot every 3 s
+above all; a relay not heard for the lease has its members announced as left.
+
+Subjects (cluster ``C``): ``mcrelay.C.msg`` messages; ``mcrelay.C.presence`` joins,
+leaves, moves and the periodic snapshots; ``mcrelay.C.hello`` a starting relay's
+request for snapshots, answered on its ``mcrelay.C.inbox.NAME``; ``mcrelay.C.kick.NAME``
+kicks forwarded to relay ``NAME`` (request/reply).
+"""
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+import trio
+
+from mcrelay.core.federation import Host, KickResult
+from mcrelay.core.members import Identity, Member
+from mcrelay.core.profile import Origin
+from mcrelay.core.remotes import Remote, remote_id
+from mcrelay.federation.bus import Bus, BusEvent, Incoming
+from mcrelay.protocol.addresses import RELAY_ITSELF
+from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
+from mcrelay.protocol.federation.bodies import (
+    RELAY_MEMBER,
+    Body,
+    Kick,
+    KickReply,
+    KickScope,
+    KickStatus,
+    LeaveReason,
+    MemberRecord,
+    Message,
+    Presence,
+    PresenceEvent,
+    Snapshot,
+    SnapshotRequest,
+    decode_body_untrusted,
+    encode_body,
+    split_snapshot,
+)
+from mcrelay.protocol.federation.envelope import Header, Kind, Opener, Sealer
+from mcrelay.protocol.federation.streams import Order, Streams
+from mcrelay.protocol.legacy.crypto import digest_fingerprint
+from mcrelay.protocol.secure import origins
+from mcrelay.protocol.secure.keys import encode_key
+from mcrelay.settings.profiles import SECURE
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_INTERVAL_S = 3.0
+"""How often a relay publishes all its members: its heartbeat."""
+KICK_TIMEOUT_S = 2.0
+"""How long a forwarded kick waits for the member's relay to answer."""
+EXPIRY_TICK_S = 0.25
+"""How often leases are looked at (a silent relay's members go within lease + this)."""
+
+LEAVE_REASONS = {
+    "disconnect": LeaveReason.DISCONNECT,
+    "timeout": LeaveReason.TIMEOUT,
+    "kick": LeaveReason.KICK,
+    "ban": LeaveReason.BAN,
+    "unreachable": LeaveReason.UNREACHABLE,
+    "replaced": LeaveReason.REPLACED,
+}
+SCOPES = {
+    None: KickScope.DEFAULT,
+    "address": KickScope.ADDRESS,
+    "host": KickScope.HOST,
+    "key": KickScope.KEY,
+}
+EXPECTED_KINDS = {
+    "msg": {Kind.MSG},
+    "presence": {Kind.PRESENCE, Kind.SNAPSHOT},
+    "hello": {Kind.SNAPSHOT_REQUEST},
+    "inbox": {Kind.SNAPSHOT},
+    "kick": {Kind.KICK},
+}
+COUNTED_GAPS = {Kind.MSG, Kind.PRESENCE}
+"""Streams every relay sees whole; the others are partly addressed to other relays."""
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    cluster: str
+    relay: str
+
+    @property
+    def msg(self) -> str:
+        return f"mcrelay.{self.cluster}.msg"
+
+    @property
+    def presence(self) -> str:
+        return f"mcrelay.{self.cluster}.presence"
+
+    @property
+    def hello(self) -> str:
+        return f"mcrelay.{self.cluster}.hello"
+
+    @property
+    def inbox(self) -> str:
+        return f"mcrelay.{self.cluster}.inbox.{self.relay}"
+
+    def kick(self, relay: str) -> str:
+        return f"mcrelay.{self.cluster}.kick.{relay}"
+
+    def subscribed(self) -> list[str]:
+        """What this relay listens to."""
+        return [self.msg, self.presence, self.hello, self.inbox, self.kick(self.relay)]
+
+    def name(self, subject: str) -> str:
+        """``msg``, ``presence``, ``hello``, ``inbox`` or ``kick`` for a subscribed one."""
+        return subject.split(".")[2]
+
+
+class Link:
+    def __init__(
+        self,
+        host: Host,
+        bus: Bus,
+        *,
+        cluster: str,
+        name: str,
+        key: bytes,
+        epoch: int,
+        servers: tuple[str, ...],
+    ) -> None:
+        """``epoch``: this run's start, in ns since the Unix epoch (``time.time_ns()``)."""
+        self._host = host
+        self._bus = bus
+        self.subjects = Subjects(cluster, name)
+        self.name = name
+        self.epoch = epoch
+        self._servers = servers
+        self._sealer = Sealer(key, name, epoch)
+        self._opener = Opener(key)
+        self._streams = Streams()
+        self._applied: dict[str, int] = {}
+        """Per relay, the presence version its members here reflect."""
+        self._parts: dict[str, list[Snapshot]] = {}
+        """Per relay, the parts of a snapshot of several parts received so far."""
+        self.snapshot_interval_s = SNAPSHOT_INTERVAL_S
+        self.received = 0
+        self.dropped: Counter[str] = Counter()
+        """Envelopes from the bus not acted on, by reason."""
+        self.gaps = 0
+        self.duplicates = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The bus, and this link's tasks: its receiver, its snapshots, the leases."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._bus.run)
+            nursery.start_soon(self._receive_loop)
+            nursery.start_soon(self._snapshot_loop)
+            nursery.start_soon(self._expiry_loop)
+            task_status.started()
+
+    # What the relay tells it (core.federation.Publisher).
+
+    def joined(self, member: Member) -> None:
+        self._presence(Presence(PresenceEvent.JOINED, LeaveReason.NONE, _record(member)))
+
+    def left(self, member: Member, reason: str) -> None:
+        leave = LEAVE_REASONS.get(reason, LeaveReason.UNREACHABLE)
+        self._presence(Presence(PresenceEvent.LEFT, leave, _record(member)))
+
+    def moved(self, member: Member) -> None:
+        self._presence(Presence(PresenceEvent.MOVED, LeaveReason.NONE, _record(member)))
+
+    def relayed(self, origin: Origin, plaintext: bytes) -> None:
+        if origin.identity is None:
+            record = RELAY_MEMBER
+        else:
+            kind, key = _kind_of(origin.identity)
+            record = MemberRecord(origins.Origin(kind, key, origin.address), origin.id, 0.0)
+        try:
+            body = encode_body(Message(record, plaintext))
+        except LocalProtocolError as exc:
+            log.warning("a message not published: %s", exc)
+            self.dropped["publish_too_large"] += 1
+            return
+        self._publish(self.subjects.msg, Kind.MSG, body)
+
+    # What operators see and do (core.federation.FederationControl).
+
+    def status(self) -> dict[str, object]:
+        counters = self._bus.counters
+        dropped = {
+            **self.dropped,
+            **{f"publish_{reason}": n for reason, n in counters.publish_dropped.items()},
+        }
+        if counters.receive_overflow:
+            dropped["receive_overflow"] = counters.receive_overflow
+        return {
+            "cluster": self.subjects.cluster,
+            "relay": self.name,
+            "epoch": self.epoch,
+            "bus": self._bus.state,
+            "servers": list(self._servers),
+            "reconnects": counters.reconnects,
+            "envelopes_published": counters.published,
+            "envelopes_received": self.received,
+            "envelopes_dropped": dict(sorted(dropped.items())),
+            "gaps": self.gaps,
+        }
+
+    def relays(self) -> list[dict[str, object]]:
+        now = trio.current_time()
+        here: dict[str, object] = {
+            "name": self.name,
+            "local": True,
+            "epoch": self.epoch,
+            "members": len(self._host.roster),
+            "last_heartbeat_s": None,
+            "envelopes_in": self.received,
+            "envelopes_out": self._bus.counters.published,
+            "gaps": self.gaps,
+            "duplicates": self.duplicates,
+        }
+        others: list[dict[str, object]] = [
+            {
+                "name": relay.name,
+                "local": False,
+                "epoch": relay.epoch,
+                "members": len(relay.members),
+                "last_heartbeat_s": round(now - relay.heard_at, 3),
+                "envelopes_in": relay.envelopes_in,
+                "envelopes_out": None,
+                "gaps": relay.gaps,
+                "duplicates": relay.duplicates,
+            }
+            for relay in sorted(self._host.remotes.relays.values(), key=lambda r: r.name)
+        ]
+        return [here, *others]
+
+    async def kick(self, member: Member, ban_s: float | None, scope: str | None) -> KickResult:
+        relay = member.identity.relay
+        assert relay is not None, "only another relay's member is kicked through the bus"
+        request = Kick(relay, member.id.removeprefix(f"{relay}/"), ban_s, SCOPES[scope])
+        header, envelope = self._sealer.seal_with_header(Kind.KICK, encode_body(request))
+        answer = await self._bus.request(self.subjects.kick(relay), envelope, KICK_TIMEOUT_S)
+        if answer is None:
+            raise TimeoutError(f"relay {relay} did not answer")
+        try:
+            reply = self._kick_reply(answer, relay, header)
+        except RemoteProtocolError as exc:
+            self.dropped[exc.reason.value] += 1
+            raise TimeoutError(f"relay {relay} gave no valid answer: {exc}") from None
+        removed = [remote_id(relay, member_id) for member_id in reply.removed]
+        return KickResult(removed, reply.status.name.lower(), reply.message)
+
+    def _kick_reply(self, answer: bytes, relay: str, request: Header) -> KickReply:
+        header, data = self._opener.open_untrusted(answer)
+        reply = decode_body_untrusted(header.kind, data)
+        if (
+            not isinstance(reply, KickReply)
+            or header.relay != relay
+            or (reply.request_epoch, reply.request_seq) != (request.epoch, request.seq)
+        ):
+            raise RemoteProtocolError("not the answer to this kick", DropReason.BAD_ENVELOPE)
+        return reply
+
+    # Out.
+
+    def _presence(self, presence: Presence) -> None:
+        self._publish(self.subjects.presence, Kind.PRESENCE, encode_body(presence))
+
+    def _publish(self, subject: str, kind: Kind, body: bytes, reply: str = "") -> None:
+        """Sealed and handed to the bus; a refusal is counted by the bus (its seq is
+        spent: the others count a gap)."""
+        self._bus.publish(subject, self._sealer.seal(kind, body), reply)
+
+    def _snapshot(self) -> list[bytes]:
+        version = self._sealer.last_seq(Kind.PRESENCE)
+        members = [_record(member) for member in self._host.roster]
+        return [
+            self._sealer.seal(Kind.SNAPSHOT, encode_body(part))
+            for part in split_snapshot(version, members)
+        ]
+
+    async def _snapshot_loop(self) -> None:
+        while True:
+            await trio.sleep(self.snapshot_interval_s)
+            for envelope in self._snapshot():
+                self._bus.publish(self.subjects.presence, envelope)
+
+    async def _expiry_loop(self) -> None:
+        remotes = self._host.remotes
+        while True:
+            await trio.sleep(EXPIRY_TICK_S)
+            changes = remotes.expire(trio.current_time())
+            if changes:
+                self._host.remote_changes(changes)
+            for name in [n for n in self._applied if n not in remotes.relays]:
+                del self._applied[name]
+            for name in [n for n in self._parts if n not in remotes.relays]:
+                del self._parts[name]
+
+    # In.
+
+    async def _receive_loop(self) -> None:
+        while True:
+            for item in await self._bus.receive():
+                if item is BusEvent.CONNECTED:
+                    self._connected()
+                elif isinstance(item, Incoming):
+                    try:
+                        self._incoming(item, trio.current_time())
+                    except Exception:  # a bug costs one envelope, not the relay
+                        log.exception("an envelope on %s broke the link", item.subject)
+                        self.dropped["internal_error"] += 1
+
+    def _connected(self) -> None:
+        """(Re)connected: ask every relay for its members, and tell ours."""
+        log.info("federation bus connected; asking the cluster for its members")
+        self._publish(self.subjects.hello, Kind.SNAPSHOT_REQUEST, b"", self.subjects.inbox)
+        for envelope in self._snapshot():
+            self._bus.publish(self.subjects.presence, envelope)
+
+    def _incoming(self, item: Incoming, now: float) -> None:
+        try:
+            header, data = self._opener.open_untrusted(item.data)
+        except RemoteProtocolError as exc:
+            self.dropped[exc.reason.value] += 1
+            log.debug("an envelope on %s refused: %s", item.subject, exc)
+            return
+        if header.kind not in EXPECTED_KINDS.get(self.subjects.name(item.subject), ()):
+            self.dropped["wrong_subject"] += 1
+            return
+        if header.relay == self.name:
+            self.dropped["name_conflict"] += 1
+            log.warning("another relay of the cluster is also named %s", self.name)
+            return
+        try:
+            verdict = self._streams.check(header)
+        except RemoteProtocolError as exc:
+            self.dropped[exc.reason.value] += 1
+            if exc.reason is DropReason.ENVELOPE_REPLAY:
+                self.duplicates += 1
+                relay = self._host.remotes.relays.get(header.relay)
+                if relay is not None:
+                    relay.duplicates += 1
+            return
+        try:
+            body = decode_body_untrusted(header.kind, data)
+        except RemoteProtocolError as exc:
+            self.dropped[exc.reason.value] += 1
+            log.debug("a %s envelope of relay %s: %s", header.kind.name, header.relay, exc)
+            return
+        self.received += 1
+        changes = self._host.remotes.heard(header.relay, header.epoch, now)
+        if changes:
+            self._host.remote_changes(changes)
+        if verdict.order is Order.RESTART:
+            self._applied.pop(header.relay, None)
+            self._parts.pop(header.relay, None)
+        if verdict.order is Order.GAP and header.kind in COUNTED_GAPS:
+            self.gaps += verdict.skipped
+            self._host.remotes.relays[header.relay].gaps += verdict.skipped
+        self._act(header, body, item.reply, now)
+
+    def _act(self, header: Header, body: Body, reply: str, now: float) -> None:
+        name = header.relay
+        if isinstance(body, Message):
+            self._message(name, body)
+        elif isinstance(body, Presence):
+            self._applied[name] = header.seq
+            self._host.remote_changes(self._change(name, body, now))
+        elif isinstance(body, Snapshot):
+            self._snapshot_part(name, body, now)
+        elif isinstance(body, SnapshotRequest):
+            if reply:
+                for envelope in self._snapshot():
+                    self._bus.reply(reply, envelope)
+        elif isinstance(body, Kick) and reply:
+            self._bus.reply(reply, self._kicked(header, body))
+
+    def _message(self, name: str, message: Message) -> None:
+        record = message.origin
+        if record.origin.kind == origins.OriginKind.RELAY:
+            origin = Origin(remote_id(name, "relay"), RELAY_ITSELF)
+        else:
+            identity = _identity(record)
+            member_id = remote_id(name, identity.id)
+            held = self._host.remotes.get(member_id)
+            if held is not None:
+                held.messages_in += 1
+                held.bytes_in += len(message.body)
+                identity = held.identity
+            assert record.origin.address is not None
+            origin = Origin(member_id, record.origin.address, identity)
+        if not self._host.deliver_remote(origin, message.body, f"{name}/"):
+            self.dropped["overloaded"] += 1
+
+    def _change(self, name: str, presence: Presence, now: float) -> list:  # type: ignore[type-arg]
+        remotes = self._host.remotes
+        record = presence.member
+        if presence.event is PresenceEvent.LEFT:
+            return remotes.left(name, record.member_id, presence.reason.name.lower())
+        return remotes.joined(name, _remote(record), now)
+
+    def _snapshot_part(self, name: str, part: Snapshot, now: float) -> None:
+        parts = self._parts.get(name, [])
+        if parts and (parts[0].version, parts[0].parts) != (part.version, part.parts):
+            parts = []
+        if part.part != len(parts):  # parts come in order; a missing one spoils this one
+            self._parts.pop(name, None)
+            return
+        parts.append(part)
+        if len(parts) < part.parts:
+            self._parts[name] = parts
+            return
+        self._parts.pop(name, None)
+        if part.version < self._applied.get(name, 0):
+            return  # older than what was applied since (an answer overtaken)
+        self._applied[name] = part.version
+        members = [_remote(record) for chunk in parts for record in chunk.members]
+        self._host.remote_changes(self._host.remotes.snapshot(name, members, now))
+
+    def _kicked(self, header: Header, kick: Kick) -> bytes:
+        """Do what another relay's operator asked; the sealed answer."""
+        status, removed, message = KickStatus.REMOVED, [], ""
+        if kick.target != self.name:
+            status, message = KickStatus.REFUSED, f"this relay is {self.name}"
+        elif self._host.roster.get(kick.member_id) is None:
+            status, message = KickStatus.NOT_FOUND, f"no client {kick.member_id}"
+        else:
+            scope = {v: k for k, v in SCOPES.items()}[kick.scope]
+            try:
+                removed = [m.id for m in self._host.kick(kick.member_id, kick.ban_s, scope=scope)]
+            except ValueError as exc:
+                status, message = KickStatus.REFUSED, str(exc)
+            else:
+                log.info("kicked %s at relay %s's request", kick.member_id, header.relay)
+        reply = KickReply(header.epoch, header.seq, status, tuple(removed), message)
+        return self._sealer.seal(Kind.KICK_REPLY, encode_body(reply))
+
+
+def _kind_of(identity: Identity) -> tuple[origins.OriginKind, bytes]:
+    if identity.profile == SECURE:
+        return origins.OriginKind.SECURE_CLIENT, identity.origin_id
+    return origins.OriginKind.LEGACY_CLIENT, identity.origin_id
+
+
+def _record(member: Member) -> MemberRecord:
+    kind, key = _kind_of(member.identity)
+    return MemberRecord(origins.Origin(kind, key, member.address), member.id, member.connected_at)
+
+
+def _identity(record: MemberRecord) -> Identity:
+    """A remote member's identity as its relay describes it (not yet prefixed)."""
+    key = record.origin.id
+    if record.origin.kind == origins.OriginKind.SECURE_CLIENT:
+        text = encode_key(key)
+        return Identity(SECURE, record.member_id, text, None, key, {"key": text})
+    fingerprint = digest_fingerprint(key)
+    return Identity("legacy", record.member_id, fingerprint, None, key, {})
+
+
+def _remote(record: MemberRecord) -> Remote:
+    assert record.origin.address is not None
+    return Remote(_identity(record), record.origin.address, record.connected_at)
