@@ -13,16 +13,24 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import cast
 
+import httpx
 import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.client import MessageReceived, PeerPresent
 from mcrelay.daemon.relay import Relay
+from mcrelay.federation.bus import BusOptions, Incoming
 from mcrelay.federation.link import Link
+from mcrelay.protocol.federation.envelope import Header, Kind, seal_envelope
+from mcrelay.protocol.legacy.crypto import key_digest
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
-from mcrelay.service import Daemon
-from natsserver import NatsServer
+from mcrelay.protocol.secure.keys import decode_key
+from mcrelay.protocol.secure.messages import RelayedChat
+from mcrelay.protocol.secure.origins import Origin, OriginKind
+from mcrelay.service import Daemon, serve
+from natsserver import NatsServer, open_bus
+from secure_harness import SecurePeer, UdpLink
 from support import WAIT_S, events_until, join, relay_config, running_daemon, wait_until
 
 Keys = list[rsa.RSAPrivateKey]
@@ -36,6 +44,16 @@ def cluster_key_file(tmp_path: Path) -> Path:
     path.write_bytes(base64.b64encode(os.urandom(32)) + b"\n")
     path.chmod(0o600)
     return path
+
+
+@asynccontextmanager
+async def secure_peer(relay: Relay) -> AsyncIterator[SecurePeer]:
+    assert relay.secure is not None
+    udp = UdpLink(relay.address, decode_key(relay.secure.public_key))
+    try:
+        yield SecurePeer(udp, udp.address)
+    finally:
+        udp.close()
 
 
 def link(relay: Relay) -> Link:
@@ -94,3 +112,171 @@ async def test_legacy_members_of_three_relays_meet_and_talk(
         for daemon in (one, two, three):
             assert link(daemon.relay).dropped == {}
             assert link(daemon.relay).gaps == 0
+
+
+async def test_secure_and_legacy_members_of_two_relays_talk(
+    relay_key_file: Path, cluster_key_file: Path, keys: Keys, nats_server: NatsServer
+) -> None:
+    urls = [nats_server.url] * 2
+    async with federated(relay_key_file, cluster_key_file, urls) as (one, two):
+        async with join(one.relay, keys[1]) as a, secure_peer(two.relay) as s:
+            await s.connect()
+            await wait_until(lambda: one.relay.remotes.get(f"r2/{s.id}") is not None)
+            await a.send("to a secure member")
+            chats: list[RelayedChat] = []
+            with trio.fail_after(WAIT_S):
+                while not chats:
+                    chats = [m for m in await s.wait_for(1) if isinstance(m, RelayedChat)]
+            (chat,) = chats
+            legacy_origin = Origin(
+                OriginKind.LEGACY_CLIENT, key_digest(keys[1].public_key()), a.address
+            )
+            assert chat == RelayedChat(legacy_origin, b"to a secure member")
+            await s.say(b"and to a legacy one")
+            await events_until(a, lambda e: e == MessageReceived(s.address, b"and to a legacy one"))
+
+
+async def test_a_silent_relay_has_its_members_leave_everywhere_within_the_lease(
+    relay_key_file: Path, cluster_key_file: Path, keys: Keys, nats_server: NatsServer
+) -> None:
+    urls = [nats_server.url] * 2
+    async with federated(relay_key_file, cluster_key_file, [urls[0]]) as (one,):
+        async with join(one.relay, keys[1]) as a:
+            config = relay_config(
+                relay_key_file,
+                federation=urls[1],
+                federation_key_file=cluster_key_file,
+                relay_name="r2",
+            )
+            async with trio.open_nursery() as nursery:
+                two: Daemon = await nursery.start(serve, config)
+                link(two.relay).snapshot_interval_s = SNAPSHOT_S
+                async with join(two.relay, keys[2]) as b:
+                    await events_until(a, lambda e: e == PeerJoined(b.address))
+                    # The relay goes silent at once, as with kill -9: no leave is sent.
+                    nursery.cancel_scope.cancel()
+            start = trio.current_time()
+            await events_until(a, lambda e: e == PeerLeft(b.address))
+            assert trio.current_time() - start <= LEASE_S + 1.0
+            assert one.relay.remotes.relays == {}
+
+
+async def test_a_kick_of_another_relays_member_is_forwarded(
+    relay_key_file: Path, cluster_key_file: Path, keys: Keys, nats_server: NatsServer
+) -> None:
+    urls = [nats_server.url] * 2
+    async with federated(relay_key_file, cluster_key_file, urls, api="127.0.0.1:0") as (one, two):
+        async with join(one.relay, keys[1]) as a, join(two.relay, keys[2]) as b:
+            await events_until(a, lambda e: e in (PeerJoined(b.address), PeerPresent(b.address)))
+            remote = f"r2/{b.address[0]}:{b.address[1]}"
+            async with httpx.AsyncClient(base_url=one.api_urls[0]) as api:
+                listed = (await api.get("/v1/clients", params={"relay": "r2"})).json()
+                assert [c["id"] for c in listed["clients"]] == [remote]
+                local = (await api.get("/v1/clients", params={"scope": "local"})).json()
+                assert [c["relay"] for c in local["clients"]] == ["r1"]
+                kicked = await api.delete(f"/v1/clients/{remote}", params={"ban_s": "60"})
+                assert kicked.status_code == 200
+                assert kicked.json()["removed"] == [remote]
+                await events_until(a, lambda e: e == PeerLeft(b.address))
+                assert two.relay.roster.get(f"{b.address[0]}:{b.address[1]}") is None
+                assert two.relay.bans.is_banned(b.address, trio.current_time())
+                relays = (await api.get("/v1/relays")).json()
+                assert [r["name"] for r in relays["relays"]] == ["r1", "r2"]
+                assert relays["federation"]["bus"] == "connected"
+                missing = await api.delete("/v1/clients/r2/127.0.0.1:1")
+                assert missing.status_code == 404
+
+
+async def test_a_kick_its_relay_does_not_answer_is_a_504(
+    relay_key_file: Path, cluster_key_file: Path, keys: Keys, nats_server: NatsServer
+) -> None:
+    async with federated(
+        relay_key_file, cluster_key_file, [nats_server.url], api="127.0.0.1:0"
+    ) as (one,):
+        config = relay_config(
+            relay_key_file,
+            federation=nats_server.url,
+            federation_key_file=cluster_key_file,
+            relay_name="r2",
+        )
+        async with trio.open_nursery() as nursery:
+            two: Daemon = await nursery.start(serve, config)
+            async with join(two.relay, keys[2]) as b:
+                remote = f"r2/{b.address[0]}:{b.address[1]}"
+                await wait_until(lambda: one.relay.remotes.get(remote) is not None)
+                nursery.cancel_scope.cancel()
+        # Gone, and still held until its lease runs out: nobody answers for it.
+        async with httpx.AsyncClient(base_url=one.api_urls[0], timeout=10) as api:
+            answer = await api.delete(f"/v1/clients/{remote}")
+        assert answer.status_code == 504
+        assert answer.json()["error"]["code"] == "relay_timeout"
+
+
+def connected(*daemons: Daemon) -> bool:
+    return all(link(d.relay).status()["bus"] == "connected" for d in daemons)
+
+
+async def test_relaying_resumes_after_a_nats_server_restart_and_losses_are_counted(
+    relay_key_file: Path, cluster_key_file: Path, keys: Keys, nats_server: NatsServer
+) -> None:
+    async with federated(relay_key_file, cluster_key_file, [nats_server.url] * 2) as (one, two):
+        async with join(one.relay, keys[1]) as a, join(two.relay, keys[2]) as b:
+            await events_until(b, lambda e: e in (PeerJoined(a.address), PeerPresent(a.address)))
+            await a.send("before")
+            await events_until(b, lambda e: e == MessageReceived(a.address, b"before"))
+            await trio.to_thread.run_sync(nats_server.stop)
+            await wait_until(lambda: not connected(one, two))
+            await a.send("while the bus is down")
+            await wait_until(lambda: link(one.relay).status()["envelopes_dropped"] != {})
+            await trio.to_thread.run_sync(nats_server.start)
+            await wait_until(lambda: connected(one, two))
+            await wait_until(lambda: len(two.relay.remotes) == 1)
+            await a.send("after the restart")
+            seen = await events_until(
+                b, lambda e: e == MessageReceived(a.address, b"after the restart")
+            )
+            assert MessageReceived(a.address, b"while the bus is down") not in seen
+        status = link(one.relay).status()
+        dropped = status["envelopes_dropped"]
+        assert isinstance(dropped, dict)
+        assert dropped.get("publish_disconnected", 0) >= 1
+        assert status["reconnects"] == 1
+        assert link(two.relay).gaps >= 1  # r1's message lost while down: a gap at r2
+
+
+async def test_bad_envelopes_are_counted_drops(
+    relay_key_file: Path, cluster_key_file: Path, keys: Keys, nats_server: NatsServer
+) -> None:
+    async with federated(relay_key_file, cluster_key_file, [nats_server.url] * 2) as (one, two):
+        subject = link(one.relay).subjects.msg
+        options = BusOptions(servers=(nats_server.url,), name="attacker")
+        async with open_bus(options, [subject]) as spy:
+            async with join(one.relay, keys[1]) as a, join(two.relay, keys[2]) as b:
+                await events_until(
+                    a, lambda e: e in (PeerJoined(b.address), PeerPresent(b.address))
+                )
+                await wait_until(lambda: spy.state == "connected")
+                await b.send("genuine")
+                await events_until(a, lambda e: e == MessageReceived(b.address, b"genuine"))
+                captured = [i for i in await spy.receive() if isinstance(i, Incoming)]
+                genuine = captured[0].data
+                header = Header(1, Kind.MSG, "r9", 1, 1)
+                for data in (
+                    b"",
+                    b"\x01garbage",
+                    genuine[:-3],
+                    b"\x02" + genuine[1:],
+                    seal_envelope(os.urandom(32), header, b"x"),
+                    genuine,  # a replay
+                ):
+                    assert spy.publish(subject, data)
+                dropped = link(one.relay).dropped
+                await wait_until(lambda: sum(dropped.values()) == 6)
+                assert dropped == {
+                    "bad_envelope": 2,
+                    "envelope_auth": 2,
+                    "envelope_version": 1,
+                    "envelope_replay": 1,
+                }
+                await b.send("still relayed")
+                await events_until(a, lambda e: e == MessageReceived(b.address, b"still relayed"))
