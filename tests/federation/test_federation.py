@@ -180,6 +180,9 @@ async def test_a_kick_of_another_relays_member_is_forwarded(
                 await events_until(a, lambda e: e == PeerLeft(b.address))
                 assert two.relay.roster.get(f"{b.address[0]}:{b.address[1]}") is None
                 assert two.relay.bans.is_banned(b.address, trio.current_time())
+                metrics = (await api.get("/metrics")).text
+                assert "mcrelay_federation_bus_connected 1.0" in metrics
+                assert "mcrelay_federation_relays 1.0" in metrics
                 relays = (await api.get("/v1/relays")).json()
                 assert [r["name"] for r in relays["relays"]] == ["r1", "r2"]
                 assert relays["federation"]["bus"] == "connected"

@@ -51,6 +51,48 @@ class RelayCollector(Collector):
         for reason, count in counts.items():
             dropped.add_metric([reason], count)
         yield dropped
+        yield from _federation(self._context)
+
+
+FEDERATION_COUNTERS = {
+    "envelopes_published": "Envelopes handed to the bus",
+    "envelopes_received": "Envelopes from other relays acted on",
+    "gaps": "Envelopes of other relays' message and presence streams that never came",
+    "reconnects": "Reconnections to the bus",
+}
+
+
+def _federation(context: ApiContext) -> Iterator[Metric]:
+    """``mcrelay_federation_*``, when the relay federates."""
+    federation = context.relay.federation
+    if federation is None:
+        return
+    status = federation.status()
+    for name, help_text in FEDERATION_COUNTERS.items():
+        counter = CounterMetricFamily(f"mcrelay_federation_{name}", help_text)
+        counter.add_metric([], _number(status[name]))
+        yield counter
+    dropped = CounterMetricFamily(
+        "mcrelay_federation_envelopes_dropped", "Envelopes dropped, by reason", labels=["reason"]
+    )
+    counts = status["envelopes_dropped"]
+    assert isinstance(counts, dict)
+    for reason, count in counts.items():
+        dropped.add_metric([reason], count)
+    yield dropped
+    connected = 1.0 if status["bus"] == "connected" else 0.0
+    yield GaugeMetricFamily(
+        "mcrelay_federation_bus_connected", "1 while the bus is connected", value=connected
+    )
+    relays = len(context.relay.remotes.relays)
+    yield GaugeMetricFamily(
+        "mcrelay_federation_relays", "Other relays of the federation heard", value=relays
+    )
+    yield GaugeMetricFamily(
+        "mcrelay_federation_remote_clients",
+        "Other relays' members held on leases",
+        value=len(context.relay.remotes),
+    )
 
 
 PROFILE_COUNTERS = {
