@@ -210,6 +210,7 @@ class Link:
             "envelopes_received": self.received,
             "envelopes_dropped": dict(sorted(dropped.items())),
             "gaps": self.gaps,
+            "remote_clients_refused": self._host.remotes.refused,
         }
 
     def relays(self) -> list[dict[str, object]]:
