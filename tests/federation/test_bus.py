@@ -4,9 +4,11 @@ Waits are bounded by ``trio.fail_after``; reconnects use short waits (50 ms) so 
 a server's stop and restart take a fraction of a second.
 """
 
+import importlib.util
 import threading
 from collections import deque
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 import trio
@@ -228,8 +230,11 @@ async def test_cancelling_while_no_server_answers_ends_the_thread(
     assert a.state == "closed"
 
 
-def test_options_are_checked() -> None:
+def test_options_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="at least one server"):
         BusOptions(servers=(), name="a")
     with pytest.raises(ValueError, match="queue_limit"):
         BusOptions(servers=("nats://127.0.0.1:4222",), name="a", queue_limit=0)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match=r"mcrelay\[nats-auth\]"):
+        BusOptions(servers=("nats://127.0.0.1:4222",), name="a", nkey_file=Path("seed.nk"))

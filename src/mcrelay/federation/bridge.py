@@ -6,6 +6,7 @@ by both; ``deque.append`` and ``popleft`` are atomic, and a counter never gains 
 after construction, so the Trio side can read a snapshot without a lock.
 """
 
+import importlib.util
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +48,10 @@ class BusOptions:
             raise ValueError(f"queue_limit must be at least 1, not {self.queue_limit}")
         if not (self.reconnect_wait_s > 0 and self.connect_timeout_s > 0):
             raise ValueError("reconnect_wait_s and connect_timeout_s must be positive")
+        if (self.credentials or self.nkey_file) and importlib.util.find_spec("nkeys") is None:
+            raise ValueError(
+                "NATS credentials and nkey files need the nkeys package: install mcrelay[nats-auth]"
+            )
 
 
 @dataclass(frozen=True, slots=True)
