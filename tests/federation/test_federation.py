@@ -29,7 +29,7 @@ from mcrelay.protocol.secure.keys import decode_key
 from mcrelay.protocol.secure.messages import RelayedChat
 from mcrelay.protocol.secure.origins import Origin, OriginKind
 from mcrelay.service import Daemon, serve
-from natsserver import NatsServer, open_bus
+from natsserver import NatsServer, client_names, open_bus
 from secure_harness import SecurePeer, UdpLink
 from support import WAIT_S, events_until, join, relay_config, running_daemon, wait_until
 
@@ -283,3 +283,22 @@ async def test_bad_envelopes_are_counted_drops(
                 }
                 await b.send("still relayed")
                 await events_until(a, lambda e: e == MessageReceived(b.address, b"still relayed"))
+
+
+async def test_a_node_failure_in_the_nats_cluster_is_survived(
+    relay_key_file: Path, cluster_key_file: Path, keys: Keys, nats_cluster: list[NatsServer]
+) -> None:
+    first, second, third = nats_cluster
+    urls = [f"{first.url},{second.url}", third.url]
+    async with federated(relay_key_file, cluster_key_file, urls) as (one, two):
+        async with join(one.relay, keys[1]) as a, join(two.relay, keys[2]) as b:
+            await events_until(b, lambda e: e in (PeerJoined(a.address), PeerPresent(a.address)))
+            # r1's client picks one of its two servers at random: kill that one.
+            (used,) = [n for n in (first, second) if "mcrelay r1" in client_names(n)]
+            await trio.to_thread.run_sync(used.kill)
+            await wait_until(lambda: link(one.relay).status()["reconnects"] == 1)
+            await wait_until(lambda: connected(one))
+            await a.send("through another node")
+            await events_until(
+                b, lambda e: e == MessageReceived(a.address, b"through another node")
+            )
