@@ -127,8 +127,11 @@ async def test_any_client_id_is_answered_in_json(relay_key_file: Path, keys: Key
         @PROPERTY
         @given(
             # An id starting with '/' gets an HTML redirect: see the xfail in test_api_clients.py.
-            # The registered client's own id is left out, so that it is never kicked.
-            ident=(address_like | url_text).filter(lambda i: not i.startswith("/") and i != real),
+            # The registered client's own id is left out, so that it is never kicked; '.' and
+            # '..' too: the HTTP client resolves them (/v1/clients/. is /v1/clients/).
+            ident=(address_like | url_text).filter(
+                lambda i: not i.startswith("/") and i not in (real, ".", "..")
+            ),
             route=st.sampled_from(
                 [("GET", "/v1/clients/"), ("DELETE", "/v1/clients/"), ("DELETE", "/v1/bans/")]
             ),

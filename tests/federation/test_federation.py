@@ -302,3 +302,16 @@ async def test_a_node_failure_in_the_nats_cluster_is_survived(
             await events_until(
                 b, lambda e: e == MessageReceived(a.address, b"through another node")
             )
+
+
+async def test_a_relay_that_stops_has_its_members_leave_at_once(
+    relay_key_file: Path, cluster_key_file: Path, keys: Keys, nats_server: NatsServer
+) -> None:
+    async with federated(relay_key_file, cluster_key_file, [nats_server.url] * 2) as (one, two):
+        one.relay.remotes.lease_s = 60.0  # the leave cannot come from the lease
+        async with join(one.relay, keys[1]) as a, join(two.relay, keys[2]) as b:
+            await events_until(a, lambda e: e in (PeerJoined(b.address), PeerPresent(b.address)))
+            two.relay.stop_receiving()
+            await events_until(a, lambda e: e == PeerLeft(b.address))
+            await trio.sleep(3 * SNAPSHOT_S)  # its later snapshots do not bring it back
+            assert one.relay.remotes.get(f"r2/{b.address[0]}:{b.address[1]}") is None

@@ -36,6 +36,9 @@ class Recorder:
     def relayed(self, origin: Origin, plaintext: bytes) -> None:
         self.said.append(("relayed", (origin.id, plaintext)))
 
+    def leaving(self) -> None:
+        self.said.append(("leaving", None))
+
     def status(self) -> dict[str, object]:
         return {}
 

@@ -30,6 +30,9 @@ class Publisher(Protocol):
     def relayed(self, origin: Origin, plaintext: bytes) -> None:
         """A message of a member (or the operator's) that was delivered here: publish it."""
 
+    def leaving(self) -> None:
+        """The relay stops: its members are gone for the others too."""
+
 
 @dataclass(frozen=True, slots=True)
 class KickResult:

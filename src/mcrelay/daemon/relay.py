@@ -188,6 +188,8 @@ class Relay:
         self._receiving.cancel()
         for profile in self._profiles.values():
             profile.stop_receiving()
+        if self.federation is not None:
+            self.federation.leaving()
 
     @property
     def stopping(self) -> bool:

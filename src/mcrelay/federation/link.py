@@ -148,6 +148,7 @@ class Link:
         self._parts: dict[str, list[Snapshot]] = {}
         """Per relay, the parts of a snapshot of several parts received so far."""
         self.snapshot_interval_s = SNAPSHOT_INTERVAL_S
+        self._leaving = False
         self.received = 0
         self.dropped: Counter[str] = Counter()
         """Envelopes from the bus not acted on, by reason."""
@@ -188,6 +189,13 @@ class Link:
             self.dropped["publish_too_large"] += 1
             return
         self._publish(self.subjects.msg, Kind.MSG, body)
+
+    def leaving(self) -> None:
+        """From now on its snapshots are empty, starting with one at once: the others
+        see every member of this relay leave now, not when its lease runs out."""
+        self._leaving = True
+        for envelope in self._snapshot():
+            self._bus.publish(self.subjects.presence, envelope)
 
     # What operators see and do (core.federation.FederationControl).
 
@@ -281,7 +289,7 @@ class Link:
 
     def _snapshot(self) -> list[bytes]:
         version = self._sealer.last_seq(Kind.PRESENCE)
-        members = [_record(member) for member in self._host.roster]
+        members = [] if self._leaving else [_record(m) for m in self._host.roster]
         return [
             self._sealer.seal(Kind.SNAPSHOT, encode_body(part))
             for part in split_snapshot(version, members)
