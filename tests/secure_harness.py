@@ -6,12 +6,14 @@ socket; over UDP (:class:`UdpLink`) it talks to a real daemon on loopback."""
 import itertools
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import trio
 
+from mcrelay.daemon.relay import Relay
 from mcrelay.daemon.secure.peers import COALESCE_S
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.secure.channel import Role
@@ -20,7 +22,7 @@ from mcrelay.protocol.secure.data import peek_data_untrusted
 from mcrelay.protocol.secure.handshake import Initiator, tai64n
 from mcrelay.protocol.secure.header import DatagramType, datagram_type_untrusted
 from mcrelay.protocol.secure.keypairs import Keypair
-from mcrelay.protocol.secure.keys import KeyPair, client_id
+from mcrelay.protocol.secure.keys import KeyPair, client_id, decode_key
 from mcrelay.protocol.secure.messages import (
     Chat,
     Disconnect,
@@ -246,3 +248,14 @@ async def connected(harness: Harness, count: int) -> list[SecurePeer]:
     for peer in peers:
         await peer.connect()
     return peers
+
+
+@asynccontextmanager
+async def secure_peer(relay: Relay) -> AsyncIterator[SecurePeer]:
+    """A secure peer of a relay running on loopback (a whole daemon), over UDP."""
+    assert relay.secure is not None
+    link = UdpLink(relay.address, decode_key(relay.secure.public_key))
+    try:
+        yield SecurePeer(link, link.address)
+    finally:
+        link.close()

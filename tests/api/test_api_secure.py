@@ -9,7 +9,7 @@ from pathlib import Path
 from api_support import ApiDaemon, api_daemon, assert_json_error, client_id
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.protocol.secure.keys import decode_key, encode_key
+from mcrelay.protocol.secure.keys import encode_key
 from mcrelay.protocol.secure.messages import (
     LeaveReason,
     Notice,
@@ -19,27 +19,21 @@ from mcrelay.protocol.secure.messages import (
     RelayedChat,
 )
 from mcrelay.protocol.secure.origins import RELAY_ORIGIN, Origin, OriginKind
-from secure_harness import SecurePeer, UdpLink
+from secure_harness import SecurePeer, secure_peer
 from support import join, raw_peer, wait_until
 
 Keys = list[rsa.RSAPrivateKey]
 
 
 @asynccontextmanager
-async def secure_peer(api: ApiDaemon) -> AsyncIterator[SecurePeer]:
-    relay = api.relay
-    assert relay.secure is not None
-    link = UdpLink(relay.address, decode_key(relay.secure.public_key))
-    try:
-        peer = SecurePeer(link, link.address)
+async def connected_peer(api: ApiDaemon) -> AsyncIterator[SecurePeer]:
+    async with secure_peer(api.relay) as peer:
         await peer.connect()
         yield peer
-    finally:
-        link.close()
 
 
 async def test_secure_members_are_listed_with_their_session(relay_key_file: Path) -> None:
-    async with api_daemon(relay_key_file) as api, secure_peer(api) as a:
+    async with api_daemon(relay_key_file) as api, connected_peer(api) as a:
         await wait_until(lambda: len(api.relay.roster) == 1)
         response = await api.http.get("/v1/clients")
         assert response.status_code == 200
@@ -60,7 +54,11 @@ async def test_secure_members_are_listed_with_their_session(relay_key_file: Path
 
 
 async def test_a_post_reaches_both_profiles(relay_key_file: Path, keys: Keys) -> None:
-    async with api_daemon(relay_key_file) as api, secure_peer(api) as s, join(api.relay, keys[1]):
+    async with (
+        api_daemon(relay_key_file) as api,
+        connected_peer(api) as s,
+        join(api.relay, keys[1]),
+    ):
         await wait_until(lambda: len(api.relay.roster) == 2)
         s.take()
         response = await api.http.post("/v1/messages", json={"text": "to all"})
@@ -71,7 +69,11 @@ async def test_a_post_reaches_both_profiles(relay_key_file: Path, keys: Keys) ->
 
 
 async def test_kick_and_ban_by_key(relay_key_file: Path, keys: Keys) -> None:
-    async with api_daemon(relay_key_file) as api, secure_peer(api) as a, secure_peer(api) as b:
+    async with (
+        api_daemon(relay_key_file) as api,
+        connected_peer(api) as a,
+        connected_peer(api) as b,
+    ):
         await wait_until(lambda: len(api.relay.roster) == 2)
         await a.wait_for(1)
         response = await api.http.delete(f"/v1/clients/{b.id}", params={"ban_s": "60"})

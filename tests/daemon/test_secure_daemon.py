@@ -1,27 +1,13 @@
 """The secure profile on a whole daemon, over UDP on loopback."""
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio.lowlevel
 
-from mcrelay.daemon.relay import Relay
 from mcrelay.protocol.addresses import Address
-from mcrelay.protocol.secure.keys import decode_key
-from secure_harness import SecurePeer, UdpLink
+from secure_harness import secure_peer
 from support import relay_config, running_daemon, wait_until
-
-
-@asynccontextmanager
-async def secure_peer(relay: Relay) -> AsyncIterator[SecurePeer]:
-    assert relay.secure is not None
-    link = UdpLink(relay.address, decode_key(relay.secure.public_key))
-    try:
-        yield SecurePeer(link, link.address)
-    finally:
-        link.close()
 
 
 async def test_a_datagram_that_breaks_a_profile_costs_that_datagram(

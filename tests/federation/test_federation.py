@@ -25,12 +25,11 @@ from mcrelay.federation.link import Link
 from mcrelay.protocol.federation.envelope import Header, Kind, seal_envelope
 from mcrelay.protocol.legacy.crypto import key_digest
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
-from mcrelay.protocol.secure.keys import decode_key
 from mcrelay.protocol.secure.messages import RelayedChat
 from mcrelay.protocol.secure.origins import Origin, OriginKind
 from mcrelay.service import Daemon, serve
 from natsserver import NatsServer, client_names, open_bus
-from secure_harness import SecurePeer, UdpLink
+from secure_harness import secure_peer
 from support import WAIT_S, events_until, join, relay_config, running_daemon, wait_until
 
 Keys = list[rsa.RSAPrivateKey]
@@ -44,16 +43,6 @@ def cluster_key_file(tmp_path: Path) -> Path:
     path.write_bytes(base64.b64encode(os.urandom(32)) + b"\n")
     path.chmod(0o600)
     return path
-
-
-@asynccontextmanager
-async def secure_peer(relay: Relay) -> AsyncIterator[SecurePeer]:
-    assert relay.secure is not None
-    udp = UdpLink(relay.address, decode_key(relay.secure.public_key))
-    try:
-        yield SecurePeer(udp, udp.address)
-    finally:
-        udp.close()
 
 
 def link(relay: Relay) -> Link:
