@@ -1,0 +1,252 @@
+"""The link's handling of envelopes, on the relay harness with a bus of the test's own
+(no NATS): multi-part and overtaken snapshots, restarts, kicks asked by another relay,
+and envelopes on the wrong subject or from a relay of the same name."""
+
+import os
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+import trio.testing
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mcrelay.core.profile import RELAY_ORIGIN
+from mcrelay.federation.bridge import BusCounters
+from mcrelay.federation.bus import Bus, BusEvent, BusOptions, Incoming
+from mcrelay.federation.link import Link
+from mcrelay.protocol.federation.bodies import (
+    Body,
+    Kick,
+    KickReply,
+    KickScope,
+    KickStatus,
+    LeaveReason,
+    MemberRecord,
+    Presence,
+    PresenceEvent,
+    Snapshot,
+    SnapshotRequest,
+    decode_body_untrusted,
+    encode_body,
+    split_snapshot,
+)
+from mcrelay.protocol.federation.envelope import Kind, Opener, Sealer
+from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
+from mcrelay.protocol.secure.origins import Origin, OriginKind
+from relay_harness import Harness, open_relay, settle
+
+Keys = list[rsa.RSAPrivateKey]
+KEY = os.urandom(32)
+
+
+@dataclass
+class Sent:
+    subject: str
+    data: bytes
+    reply: str = ""
+
+
+class ScriptedBus(Bus):
+    """Records what the link publishes; what the test pushes is what the link receives."""
+
+    def __init__(self) -> None:
+        super().__init__(BusOptions(servers=("nats://127.0.0.1:1",), name="test"), [])
+        self.sent: list[Sent] = []
+        self.inbound, self._outbound = trio.open_memory_channel[list[Incoming | BusEvent]](16)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await trio.sleep_forever()
+
+    @property
+    def state(self) -> str:
+        return "connected"
+
+    @property
+    def counters(self) -> BusCounters:
+        return BusCounters(len(self.sent), 0, Counter(), 0, 0, 0, 0)
+
+    def publish(self, subject: str, data: bytes, reply: str = "") -> bool:
+        self.sent.append(Sent(subject, data, reply))
+        return True
+
+    def reply(self, subject: str, data: bytes) -> bool:
+        return self.publish(subject, data)
+
+    async def receive(self) -> list[Incoming | BusEvent]:
+        return await self._outbound.receive()
+
+
+@dataclass
+class Setup:
+    harness: Harness
+    bus: ScriptedBus
+    link: Link
+    other: Sealer
+    """Relay r2 of the cluster, as the test plays it."""
+
+    async def push(self, subject: str, kind: Kind, body: Body, reply: str = "") -> None:
+        envelope = self.other.seal(kind, encode_body(body))
+        await self.bus.inbound.send([Incoming(f"mcrelay.c.{subject}", envelope, reply)])
+        await settle()
+
+    def answers(self) -> list[Body]:
+        opener = Opener(KEY)
+        bodies = []
+        for sent in self.bus.sent:
+            header, data = opener.open_untrusted(sent.data)
+            bodies.append(decode_body_untrusted(header.kind, data))
+        self.bus.sent.clear()
+        return bodies
+
+
+@asynccontextmanager
+async def linked(keys: Keys) -> AsyncIterator[Setup]:
+    async with open_relay(keys[0]) as harness:
+        bus = ScriptedBus()
+        link = Link(
+            harness.relay, bus, cluster="c", name="r1", key=KEY, epoch=10, servers=("nats://x:1",)
+        )
+        harness.relay.federation = link
+        async with trio.open_nursery() as nursery:
+            await nursery.start(link.run)
+            yield Setup(harness, bus, link, Sealer(KEY, "r2", 20))
+            nursery.cancel_scope.cancel()
+
+
+def record(n: int) -> MemberRecord:
+    address = (f"10.{n // 65536}.{n // 256 % 256}.{n % 256}", 4000)
+    member_id = f"{address[0]}:4000"
+    return MemberRecord(Origin(OriginKind.LEGACY_CLIENT, bytes(32), address), member_id, 1.0)
+
+
+def held(setup: Setup) -> int:
+    return len(setup.harness.relay.remotes)
+
+
+async def test_a_snapshot_of_several_parts_is_applied_once_whole(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with linked(keys) as setup:
+        first, second = split_snapshot(0, [record(n) for n in range(1500)])
+        await setup.push("presence", Kind.SNAPSHOT, first)
+        assert held(setup) == 0
+        await setup.push("presence", Kind.SNAPSHOT, second)
+        assert held(setup) == 1500
+
+
+async def test_a_snapshot_missing_a_part_is_not_applied(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with linked(keys) as setup:
+        parts = split_snapshot(0, [record(n) for n in range(2500)])
+        await setup.push("presence", Kind.SNAPSHOT, parts[0])
+        await setup.push("presence", Kind.SNAPSHOT, parts[2])
+        assert held(setup) == 0
+        (whole,) = split_snapshot(0, [record(1)])
+        await setup.push("presence", Kind.SNAPSHOT, whole)
+        assert held(setup) == 1
+
+
+async def test_a_snapshot_older_than_the_presence_applied_is_ignored(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with linked(keys) as setup:
+        (a,) = await setup.harness.members(keys, 1)
+        joined = Presence(PresenceEvent.JOINED, LeaveReason.NONE, record(1))
+        await setup.push("presence", Kind.PRESENCE, joined)
+        await setup.push("presence", Kind.PRESENCE, joined)  # version 2
+        assert a.take() == [PeerJoined(("10.0.0.1", 4000))]
+        (stale,) = split_snapshot(1, [])
+        await setup.push("inbox.r1", Kind.SNAPSHOT, stale)
+        assert held(setup) == 1
+        (fresh,) = split_snapshot(2, [])
+        await setup.push("presence", Kind.SNAPSHOT, fresh)
+        assert held(setup) == 0
+        assert a.take() == [PeerLeft(("10.0.0.1", 4000))]
+
+
+async def test_a_restarted_relay_loses_its_members_first(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with linked(keys) as setup:
+        (a,) = await setup.harness.members(keys, 1)
+        (whole,) = split_snapshot(0, [record(1)])
+        await setup.push("presence", Kind.SNAPSHOT, whole)
+        setup.other = Sealer(KEY, "r2", 30)
+        (empty,) = split_snapshot(0, [record(2)])
+        await setup.push("presence", Kind.SNAPSHOT, empty)
+        assert a.take() == [
+            PeerJoined(("10.0.0.1", 4000)),
+            PeerLeft(("10.0.0.1", 4000)),
+            PeerJoined(("10.0.0.2", 4000)),
+        ]
+
+
+async def test_a_hello_is_answered_with_the_members_here(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with linked(keys) as setup:
+        await setup.harness.members(keys, 2)
+        setup.bus.sent.clear()
+        await setup.push("hello", Kind.SNAPSHOT_REQUEST, SnapshotRequest(), "mcrelay.c.inbox.r2")
+        (answer,) = setup.answers()
+        assert isinstance(answer, Snapshot)
+        assert sorted(m.member_id for m in answer.members) == ["127.0.0.1:40000", "127.0.0.1:40001"]
+        await setup.push("hello", Kind.SNAPSHOT_REQUEST, SnapshotRequest())
+        assert setup.answers() == []  # nowhere to answer
+
+
+async def kick(setup: Setup, target: str, member_id: str, scope: KickScope) -> KickReply:
+    await setup.push("kick.r1", Kind.KICK, Kick(target, member_id, None, scope), "_INBOX.x")
+    (answer,) = [body for body in setup.answers() if isinstance(body, KickReply)]
+    assert (answer.request_epoch, answer.request_seq) == (20, setup.other.last_seq(Kind.KICK))
+    return answer
+
+
+async def test_a_kick_asked_by_another_relay(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with linked(keys) as setup:
+        a, b = await setup.harness.members(keys, 2)
+        setup.bus.sent.clear()
+        refused = await kick(setup, "r3", "127.0.0.1:40000", KickScope.DEFAULT)
+        assert refused.status is KickStatus.REFUSED
+        unknown = await kick(setup, "r1", "127.0.0.1:1", KickScope.DEFAULT)
+        assert unknown.status is KickStatus.NOT_FOUND
+        no_key = await kick(setup, "r1", "127.0.0.1:40000", KickScope.KEY)
+        assert no_key.status is KickStatus.REFUSED
+        await setup.push(
+            "kick.r1", Kind.KICK, Kick("r1", "127.0.0.1:40000", 60.0, KickScope.DEFAULT), "_INBOX.x"
+        )
+        left, done = setup.answers()
+        assert isinstance(done, KickReply)
+        assert isinstance(left, Presence)
+        assert (left.event, left.reason) == (PresenceEvent.LEFT, LeaveReason.BAN)
+        assert (done.status, done.removed) == (KickStatus.REMOVED, ("127.0.0.1:40000",))
+        assert setup.harness.relay.roster.get("127.0.0.1:40000") is None
+        assert setup.harness.relay.bans.is_banned(a.address, trio.current_time())
+        assert b.take() == [PeerLeft(a.address)]
+
+
+async def test_envelopes_on_the_wrong_subject_or_of_our_own_name_are_dropped(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with linked(keys) as setup:
+        (whole,) = split_snapshot(0, [record(1)])
+        await setup.push("msg", Kind.SNAPSHOT, whole)
+        await setup.push("kick.r1", Kind.SNAPSHOT, whole)
+        setup.other = Sealer(KEY, "r1", 20)
+        await setup.push("presence", Kind.SNAPSHOT, whole)
+        assert setup.link.dropped == {"wrong_subject": 2, "name_conflict": 1}
+        assert held(setup) == 0
+
+
+async def test_a_message_too_large_for_an_envelope_is_counted(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with linked(keys) as setup:
+        setup.link.relayed(RELAY_ORIGIN, bytes(70_000))
+        assert setup.link.dropped == {"publish_too_large": 1}
