@@ -57,12 +57,15 @@ class NatsServer:
         *,
         cluster_name: str | None = None,
         routes: tuple[str, ...] = (),
+        extra: tuple[str, ...] = (),
     ) -> None:
+        """``extra``: more of nats-server's flags (``--tls ...``, say)."""
         self.workdir = workdir / name
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.cluster_name = cluster_name
         self.routes = routes
+        self.extra = extra
         self.log = self.workdir / "nats-server.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.port = self.monitor_port = self.cluster_port = -1
@@ -95,6 +98,7 @@ class NatsServer:
             ]  # fmt: skip
             if self.routes:
                 command += ["--routes", ",".join(self.routes)]
+        command += self.extra
         self.process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )

@@ -114,6 +114,7 @@ SCHEMAS: dict[str, Any] = {
             },
             "servers": {"type": "array", "items": {"type": "string"}},
             "reconnects": {"type": "integer"},
+            "errors": {"type": "integer", "description": "failed connections and bus errors"},
             "envelopes_published": {"type": "integer"},
             "envelopes_received": {"type": "integer"},
             "envelopes_dropped": {"type": "object", "description": "by reason"},

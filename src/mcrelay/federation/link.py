@@ -214,6 +214,7 @@ class Link:
             "bus": self._bus.state,
             "servers": list(self._servers),
             "reconnects": counters.reconnects,
+            "errors": counters.errors,
             "envelopes_published": counters.published,
             "envelopes_received": self.received,
             "envelopes_dropped": dict(sorted(dropped.items())),
