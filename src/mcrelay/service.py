@@ -101,11 +101,13 @@ async def _serve(
         receive_buffer_bytes=config.receive_buffer_bytes,
     )
     with sock:
-        # After the sockets, so a start that cannot bind leaves no new key behind.
+        # After the sockets, and the cluster key first, so that a start that cannot bind
+        # or has no usable cluster key leaves no new key behind.
+        cluster_key = await read_federation_key(config)
         key = await trio.to_thread.run_sync(load_or_create_key, config.key_file)
         secure_key = await load_secure_key(config)
         relay = Relay(config, sock, key, secure_key=secure_key)
-        link = await federation_link(config, relay)
+        link = None if cluster_key is None else federation_link(config, relay, cluster_key)
         context = ApiContext(relay, config.api_token, time.time(), trio.current_time())
         log.info(
             "relay listening group=%s port=%d interface=%s fingerprint=%s",
@@ -135,12 +137,16 @@ async def _serve(
             task_status.started(Daemon(relay, context, urls))
 
 
-async def federation_link(config: RelayConfig, relay: Relay) -> Link | None:
-    """The relay's link to its federation, when it joins one (the relay is told of it)."""
+async def read_federation_key(config: RelayConfig) -> bytes | None:
+    """The cluster key, when the relay joins a federation."""
     if not config.federation_servers:
         return None
     assert config.federation_key_file is not None  # RelayConfig requires it
-    key = await trio.to_thread.run_sync(read_cluster_key, config.federation_key_file)
+    return await trio.to_thread.run_sync(read_cluster_key, config.federation_key_file)
+
+
+def federation_link(config: RelayConfig, relay: Relay, key: bytes) -> Link:
+    """The relay's link to its federation (the relay is told of it)."""
     name = config.relay_name or default_relay_name(relay.address[1])
     subjects = Subjects(config.federation_cluster, name)
     options = BusOptions(

@@ -14,11 +14,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from mcrelay.cli.status import ExitStatus
 from mcrelay.client import MessageReceived, PeerPresent
 from mcrelay.protocol.legacy.events import PeerJoined
 from mcrelay.settings.config import RelayConfig
 from natsserver import NatsServer, running
-from support import events_until, join, relay_config, running_daemon, wait_until
+from support import Console, events_until, join, relay_config, running_daemon, wait_until
 
 Keys = list[rsa.RSAPrivateKey]
 
@@ -114,3 +115,29 @@ async def test_relays_join_over_tls_with_the_ca_they_are_given(
             await wait_until(lambda: federation.status()["errors"] != 0)
             assert federation.status()["bus"] != "connected"
             assert len(stranger.relay.remotes) == 0
+
+
+@pytest.mark.parametrize("mode", [None, 0o644])
+async def test_a_daemon_without_a_usable_cluster_key_stops_and_makes_no_key(
+    tmp_path: Path, cluster_key_file: Path, mode: int | None
+) -> None:
+    """Exit 2 (a setting to fix) with one line; the relay's own keys are not made."""
+    given = tmp_path / "missing.key"
+    if mode is not None:
+        given = cluster_key_file
+        given.chmod(mode)
+    console = Console()
+    state = tmp_path / "state"
+    status = await console.run(
+        "daemon",
+        "--interface", "127.0.0.1",
+        "--port", "0",
+        "--api", "off",
+        "--key-file", str(state / "relay-key.pem"),
+        "--federation", "nats://127.0.0.1:1",
+        "--federation-key-file", str(given),
+    )  # fmt: skip
+    assert status == ExitStatus.USAGE
+    [line] = console.err_lines()
+    assert "cluster key" in line
+    assert not state.exists()
