@@ -21,9 +21,10 @@ run_until_signal                      SIGHUP reloads; SIGTERM/SIGINT drain, then
         │       │                     move_on_at(reassembly deadline); admitted, then the
         │       │                     pipeline (Messages): crypto in the workers, its
         │       │                     sender's earlier messages, send, settle
-        │       └── a post            an operator's message (POST /v1/messages), one at most
-        ├── Link.run                  with --federation (federation/link.py): the bus
-        │   │                         (nats-py in its own thread, federation/bus.py), the
+        │       ├── a post            an operator's message (POST /v1/messages), one at most
+        │       └── a remote message  another relay's (federation), to the members here
+        ├── Link.run                  with --federation (federation/link.py)
+        │   ├── Bus.run               nats-py in its own thread (federation/bus.py)
         │   ├── _receive_loop         envelopes in: other relays' messages and presence
         │   ├── _snapshot_loop        this relay's members every 3 s (its heartbeat)
         │   └── _expiry_loop          silent relays' members leave after the lease
