@@ -218,6 +218,20 @@ async def test_cancelling_closes_the_connection_and_ends_the_thread(
     assert "a" not in client_names(nats_server)
 
 
+async def test_what_is_queued_when_cancelled_is_sent_first(nats_server: NatsServer) -> None:
+    async with open_bus(options([nats_server], "b"), [SUBJECT]) as b:
+        reader = Reader(b)
+        await connected(reader)
+        before = set(threading.enumerate())
+        async with open_bus(options([nats_server], "a"), [SUBJECT]) as a:
+            await connected(Reader(a))
+            for n in range(500):
+                assert a.publish(SUBJECT, n.to_bytes(2, "big") * 512)
+        assert set(threading.enumerate()) == before  # the thread ended (nats-py swallows
+        assert a.counters.published == 500  # a cancellation while its buffer is full)
+        assert len(await reader.messages(500)) == 500
+
+
 async def test_cancelling_while_no_server_answers_ends_the_thread(
     nats_server: NatsServer,
 ) -> None:

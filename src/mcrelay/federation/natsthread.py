@@ -41,6 +41,7 @@ PING_INTERVAL_S = 2
 MAX_OUTSTANDING_PINGS = 2
 """A server that answers no PING for about 2 x 2 s is taken as gone."""
 CLOSE_TIMEOUT_S = 0.5
+SENDER_STOP_POLL_S = 0.05
 """For what is queued to go out and nats-py's close, at shutdown."""
 
 
@@ -125,9 +126,14 @@ class NatsThread:
         sender = asyncio.create_task(self._send_loop())
         await self._stop.wait()
         self._bridge.state = "closed"
-        sender.cancel()
+        # The session sends what is still queued, then closes the connection.
         sessions.cancel()
-        await asyncio.gather(sender, sessions, return_exceptions=True)
+        await asyncio.gather(sessions, return_exceptions=True)
+        # nats-py swallows a cancellation that comes while a publish waits for room in
+        # its buffer (_flush_pending): cancel the sender until it has ended.
+        while not sender.done():
+            sender.cancel()
+            await asyncio.wait([sender], timeout=SENDER_STOP_POLL_S)
 
     async def _sessions(self) -> None:
         while True:
@@ -138,8 +144,8 @@ class NatsThread:
             except Exception as error:
                 self._count_error(error)
             finally:
+                await self._close(nc)  # with _nc still set, so that what is queued goes
                 self._nc = None
-                await self._close(nc)
             self._disconnected()
             await asyncio.sleep(self._options.reconnect_wait_s)
 
@@ -236,10 +242,10 @@ class NatsThread:
 
     async def _send_loop(self) -> None:
         outgoing = self._bridge.outgoing
-        while True:
+        while not self._stop.is_set():
             await self._out_ready.wait()
             self._out_ready.clear()
-            while outgoing:
+            while outgoing and not self._stop.is_set():
                 await self._send(outgoing.popleft())
 
     async def _send(self, item: Publish | Request) -> None:
