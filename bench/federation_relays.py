@@ -1,8 +1,8 @@
 """Relays federated over a real nats-server on loopback (issue 12's figures).
 
-    .venv/bin/python bench/federation.py all          # the four below, about 6 minutes
-    .venv/bin/python bench/federation.py all --quick  # shorter and fewer repeats (~3 min)
-    .venv/bin/python bench/federation.py latency      # or bridge, death, restart
+    .venv/bin/python bench/federation_relays.py all          # the four below, about 4 minutes
+    .venv/bin/python bench/federation_relays.py all --quick  # fewer rates and repeats (~2 min)
+    .venv/bin/python bench/federation_relays.py latency      # or bridge, death, restart
 
 Real processes only: one nats-server (tests/natsserver.py) and ``python -m mcrelay
 daemon`` relays (relaybench.daemon: 127.0.0.1, free ports, a loopback API), each
@@ -316,16 +316,17 @@ def bridge_in(bench: Bench, options: Options) -> dict[str, Any]:
                     cpu = (process_cpu(relay.pid) - cpu_before).total_s
                     after = cluster.federation(relay.api)
                     taken = received - before["envelopes_received"]
+                    span = max(sent["elapsed_s"], last - started)
+                    dropped = _delta(before["envelopes_dropped"], after["envelopes_dropped"])
                     steps.append(
                         {
                             "sent": sent["sent"],
                             "offered_per_s": sent["sent"] / sent["elapsed_s"],
                             "received": taken,
-                            "received_per_s": taken / max(sent["elapsed_s"], last - started),
+                            "received_per_s": taken / span,
+                            "accepted_per_s": (taken - dropped.get("overloaded", 0)) / span,
                             "cpu_us_per_envelope": 1e6 * cpu / taken if taken else None,
-                            "dropped": _delta(
-                                before["envelopes_dropped"], after["envelopes_dropped"]
-                            ),
+                            "dropped": dropped,
                             "copies": receiver.call("count") if receiver is not None else None,
                         }
                     )
@@ -334,6 +335,7 @@ def bridge_in(bench: Bench, options: Options) -> dict[str, Any]:
                         "rate_per_s": rate,
                         "offered_per_s": median([s["offered_per_s"] for s in steps]),
                         "received_per_s": median([s["received_per_s"] for s in steps]),
+                        "accepted_per_s": median([s["accepted_per_s"] for s in steps]),
                         "cpu_us_per_envelope": median([s["cpu_us_per_envelope"] for s in steps]),
                         "lost": median([1 - s["received"] / s["sent"] for s in steps]),
                         "steps": steps,
@@ -462,10 +464,11 @@ def targets(result: dict[str, Any]) -> list[list[Any]]:
         out = max(r["published_per_s"] or 0.0 for r in result["bridge_out"]["federated"])
         row("envelopes/s out (members' messages)", out, ">= 20,000", out >= 20_000)
     if "bridge_in" in result:
-        best = max(r["received_per_s"] for r in result["bridge_in"]["0 local members"])
-        row("envelopes/s in, no local member", best, ">= 20,000", best >= 20_000)
-        one = max(r["received_per_s"] for r in result["bridge_in"]["1 local members"])
-        row("envelopes/s in, one local member", one, ">= 20,000", one >= 20_000)
+        for members, rows_ in result["bridge_in"].items():
+            best = max(r["received_per_s"] for r in rows_)
+            row(f"envelopes/s taken in, {members}", best, ">= 20,000", best >= 20_000)
+            best = max(r["accepted_per_s"] for r in rows_)
+            row(f"envelopes/s delivered, {members}", best, ">= 20,000", best >= 20_000)
     if "death" in result:
         worst = result["death"]["max_s"]
         row("relay killed to left at the other, s (worst)", worst, "<= 10", worst <= 10)
@@ -505,13 +508,14 @@ def markdown(result: dict[str, Any]) -> str:
     if "bridge_in" in result:
         rows = [
             [members, r["rate_per_s"], r["offered_per_s"], r["received_per_s"],
-             report.pct(r["lost"]), r["cpu_us_per_envelope"],
+             r["accepted_per_s"], report.pct(r["lost"]), r["cpu_us_per_envelope"],
              ", ".join(f"{k} {v}" for s in r["steps"] for k, v in s["dropped"].items()) or "-"]
-            for members, rows_ in result["bridge_in"].items() for r in rows_
+            for members, runs in result["bridge_in"].items() for r in runs
         ]  # fmt: skip
         parts += ["### Bridge in: sealed MSG envelopes from a raw bus client", ""]
         headers = [
-            "relay", "asked/s", "offered/s", "taken in/s", "not taken", "CPU us/envelope",
+            "relay", "asked/s", "offered/s", "taken in/s", "delivered/s", "not taken",
+            "CPU us/envelope",
             "drops (all repeats)",
         ]  # fmt: skip
         parts += [report.table(headers, rows), ""]
