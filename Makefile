@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 
 MAN_DIR ?= build/man
 
-.PHONY: run test lint typecheck unit bench fuzz man clean
+.PHONY: run demo-federation test lint typecheck unit bench fuzz man clean
 
 # Under a lock (flock, from util-linux), so that `make run` and `make test` started
 # together do not both build it; the second then finds it done and skips the install.
@@ -20,6 +20,11 @@ $(VENV)/.installed-%: pyproject.toml
 
 run: $(VENV)/.installed-test
 	$(BIN)/mcrelay daemon --interface 127.0.0.1
+
+# A nats-server and two relays federated through it (UDP 4446 and 4447), on loopback;
+# it prints the commands to chat across them, and Ctrl-C stops it all.
+demo-federation: $(VENV)/.installed-test
+	BIN=$(BIN) scripts/demo-federation.sh
 
 test: lint typecheck unit
 

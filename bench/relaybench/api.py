@@ -34,6 +34,13 @@ class Api:
         statistics: dict[str, Any] = self.status()["statistics"]
         return statistics
 
+    def relays(self) -> dict[str, Any]:
+        """``GET /v1/relays``: the federation's status and its relays."""
+        response = self._http.get("/v1/relays")
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
     def client_count(self) -> int:
         count: int = self.status()["clients"]
         return count
