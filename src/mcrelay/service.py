@@ -50,6 +50,7 @@ from mcrelay.daemon.notify import Notifier
 from mcrelay.daemon.relay import RECEIVE_TICK_S, Relay
 from mcrelay.daemon.secure.keyfile import load_or_create_secure_key
 from mcrelay.federation.bus import Bus, BusOptions
+from mcrelay.federation.epoch import epoch_file, next_epoch
 from mcrelay.federation.keyfile import read_cluster_key
 from mcrelay.federation.link import Link, Subjects
 from mcrelay.protocol.secure.keys import KeyPair, encode_key
@@ -108,7 +109,7 @@ async def _serve(
         key = await trio.to_thread.run_sync(load_or_create_key, config.key_file)
         secure_key = await load_secure_key(config)
         relay = Relay(config, sock, key, secure_key=secure_key)
-        link = None if cluster_key is None else federation_link(config, relay, cluster_key)
+        link = None if cluster_key is None else await federation_link(config, relay, cluster_key)
         context = ApiContext(relay, config.api_token, time.time(), trio.current_time())
         log.info(
             "relay listening group=%s port=%d interface=%s fingerprint=%s",
@@ -146,9 +147,11 @@ async def read_federation_key(config: RelayConfig) -> bytes | None:
     return await trio.to_thread.run_sync(read_cluster_key, config.federation_key_file)
 
 
-def federation_link(config: RelayConfig, relay: Relay, key: bytes) -> Link:
+async def federation_link(config: RelayConfig, relay: Relay, key: bytes) -> Link:
     """The relay's link to its federation (the relay is told of it)."""
     name = config.relay_name or default_relay_name(relay.address[1])
+    path = epoch_file(config.key_file.parent, name)
+    epoch = await trio.to_thread.run_sync(next_epoch, path, time.time_ns())
     subjects = Subjects(config.federation_cluster, name)
     options = BusOptions(
         servers=config.federation_servers,
@@ -163,7 +166,7 @@ def federation_link(config: RelayConfig, relay: Relay, key: bytes) -> Link:
         cluster=config.federation_cluster,
         name=name,
         key=key,
-        epoch=time.time_ns(),
+        epoch=epoch,
         servers=config.federation_servers,
     )
     relay.federation = link

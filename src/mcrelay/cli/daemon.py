@@ -20,6 +20,7 @@ from mcrelay.cli.options import (
 )
 from mcrelay.cli.status import ExitStatus
 from mcrelay.daemon.legacy.keyfile import KeyFileError
+from mcrelay.federation.epoch import EpochFileError
 from mcrelay.federation.keyfile import ClusterKeyError
 from mcrelay.logs import configure_logging
 from mcrelay.settings.config import RelayConfig
@@ -131,7 +132,7 @@ async def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
     try:
         await run_until_signal(config, reload=loader(args, env), environ=env.environ)
-    except* (KeyFileError, ClusterKeyError) as group:
+    except* (KeyFileError, ClusterKeyError, EpochFileError) as group:
         # A key the daemon cannot use is a setting to fix, not a failure to retry:
         # exit 2, which the systemd unit does not restart on.
         raise UsageError(str(group.exceptions[0])) from None
