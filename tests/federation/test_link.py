@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import pytest
 import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -54,6 +55,7 @@ class ScriptedBus(Bus):
     def __init__(self) -> None:
         super().__init__(BusOptions(servers=("nats://127.0.0.1:1",), name="test"), [])
         self.sent: list[Sent] = []
+        self.down = False
         self.inbound, self._outbound = trio.open_memory_channel[list[Incoming | BusEvent]](16)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -62,7 +64,7 @@ class ScriptedBus(Bus):
 
     @property
     def state(self) -> str:
-        return "connected"
+        return "disconnected" if self.down else "connected"
 
     @property
     def counters(self) -> BusCounters:
@@ -250,3 +252,54 @@ async def test_a_message_too_large_for_an_envelope_is_counted(
     async with linked(keys) as setup:
         setup.link.relayed(RELAY_ORIGIN, bytes(70_000))
         assert setup.link.dropped == {"publish_too_large": 1}
+
+
+async def test_a_lost_last_part_does_not_spoil_the_next_snapshot(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with linked(keys) as setup:
+        first, _lost = split_snapshot(0, [record(n) for n in range(1500)])
+        await setup.push("presence", Kind.SNAPSHOT, first)
+        for part in split_snapshot(0, [record(n) for n in range(1500)]):
+            await setup.push("presence", Kind.SNAPSHOT, part)
+        assert held(setup) == 1500
+
+
+async def test_a_presence_the_applied_snapshot_holds_is_not_told_again(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with linked(keys) as setup:
+        (a,) = await setup.harness.members(keys, 1)
+        joined = Presence(PresenceEvent.JOINED, LeaveReason.NONE, record(1))
+        left = Presence(PresenceEvent.LEFT, LeaveReason.DISCONNECT, record(1))
+        (answer,) = split_snapshot(2, [])  # as of version 2: joined, then left
+        await setup.push("inbox.r1", Kind.SNAPSHOT, answer)
+        await setup.push("presence", Kind.PRESENCE, joined)  # version 1, overtaken
+        await setup.push("presence", Kind.PRESENCE, left)  # version 2
+        assert a.take() == []
+        assert held(setup) == 0
+
+
+async def test_a_relay_of_our_own_name_is_logged_once_per_run(
+    keys: Keys, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with linked(keys) as setup:
+        setup.other = Sealer(KEY, "r1", 20)
+        (whole,) = split_snapshot(0, [])
+        for _ in range(3):
+            await setup.push("presence", Kind.SNAPSHOT, whole)
+        assert setup.link.dropped == {"name_conflict": 3}
+        assert len([r for r in caplog.records if "also named r1" in r.message]) == 1
+
+
+async def test_a_kick_while_the_bus_is_down_says_so(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with linked(keys) as setup:
+        (whole,) = split_snapshot(0, [record(1)])
+        await setup.push("presence", Kind.SNAPSHOT, whole)
+        member = setup.harness.relay.remotes.get("r2/10.0.0.1:4000")
+        assert member is not None
+        setup.bus.down = True
+        with pytest.raises(ConnectionError, match="bus is down"):
+            await setup.link.kick(member, None, None)

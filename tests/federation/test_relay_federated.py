@@ -80,15 +80,15 @@ async def test_remote_members_are_announced_and_shown_to_newcomers(
     async with open_relay(keys[0]) as harness:
         relay = harness.relay
         (a,) = await harness.members(keys, 1)
-        relay.remote_changes(relay.remotes.heard("b", 1, trio.current_time()))
-        relay.remote_changes(relay.remotes.joined("b", far_member(), trio.current_time()))
+        relay.remote_changes(relay.remotes.heard("b", 1, trio.current_time()), "b/")
+        relay.remote_changes(relay.remotes.joined("b", far_member(), trio.current_time()), "b/")
         await settle()
         assert a.take() == [PeerJoined(FAR)]
         c = harness.peer(client_address(2), keys[2])
         c.register()
         await settle()
         assert PeerJoined(FAR) in c.take()
-        relay.remote_changes(relay.remotes.expire(trio.current_time() + 11))
+        relay.remote_changes(relay.remotes.expire(trio.current_time() + 11), "b/")
         await settle()
         assert a.take() == [PeerJoined(c.address), PeerLeft(FAR)]
 
@@ -101,17 +101,57 @@ async def test_a_remote_message_reaches_every_member_and_goes_no_further(
         harness.relay.federation = recorder
         a, b = await harness.members(keys, 2)
         origin = Origin("b/10.9.0.7:4100", FAR, far_member().identity)
-        assert harness.relay.deliver_remote(origin, b"from afar", "b/")
+        assert await harness.relay.deliver_remote(origin, b"from afar", "b/") is None
         await settle()
         assert a.messages() == b.messages() == [MessageReceived(FAR, b"from afar")]
         assert [said for said in recorder.said if said[0] == "relayed"] == []
 
 
-async def test_remote_messages_take_at_most_their_share_of_the_room(
+async def test_remote_messages_wait_for_their_share_of_the_room_in_order(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0], max_pending_relays=8) as harness:
-        await harness.members(keys, 1)
+        (a,) = await harness.members(keys, 1)
         origin = Origin("b/relay", ("0.0.0.0", 0))
-        taken = [harness.relay.deliver_remote(origin, b"x", "b/") for _ in range(10)]
-        assert taken.count(True) == int(8 * REMOTE_SHARE_OF_PENDING)
+        harness.workers.hold()
+
+        async def feed() -> None:  # as the link does: one after the other
+            for n in range(10):
+                assert await harness.relay.deliver_remote(origin, b"%d" % n, "b/") is None
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(feed)
+            await trio.testing.wait_all_tasks_blocked()
+            assert harness.relay.messages.pending == int(8 * REMOTE_SHARE_OF_PENDING)
+            harness.workers.release()
+        await settle()
+        assert [m.data for m in a.messages()] == [b"%d" % n for n in range(10)]
+
+
+async def test_a_remote_leave_is_told_after_its_messages_in_flight(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        relay = harness.relay
+        (a,) = await harness.members(keys, 1)
+        relay.remote_changes(relay.remotes.heard("b", 1, trio.current_time()), "b/")
+        relay.remote_changes(relay.remotes.joined("b", far_member(), trio.current_time()), "b/")
+        await settle()
+        a.take()
+        harness.workers.hold()
+        origin = Origin("b/10.9.0.7:4100", FAR, far_member().identity)
+        assert await relay.deliver_remote(origin, b"last words", "b/") is None
+        relay.remote_changes(relay.remotes.left("b", "10.9.0.7:4100", "disconnect"), "b/")
+        await settle()
+        assert a.take() == []
+        harness.workers.release()
+        await settle()
+        assert a.take() == [MessageReceived(FAR, b"last words"), PeerLeft(FAR)]
+
+
+async def test_a_remote_message_larger_than_allowed_here_is_refused(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0], max_message_bytes=100) as harness:
+        origin = Origin("b/relay", ("0.0.0.0", 0))
+        assert await harness.relay.deliver_remote(origin, bytes(101), "b/") == "too_large"

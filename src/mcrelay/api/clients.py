@@ -26,8 +26,16 @@ MAX_LIMIT = 10000
 
 Reply = Response | tuple[Response, int]
 
+
+def _by_id(member: Member) -> tuple[str, int, int, int]:
+    """This relay's members first, then each other relay's; by address within (IPv4 before
+    IPv6: a federation may hold both)."""
+    address = ipaddress.ip_address(member.address[0])
+    return (member.identity.relay or "", address.version, int(address), member.address[1])
+
+
 SORT_KEYS: dict[str, Callable[[Member], Any]] = {
-    "id": lambda c: (ipaddress.ip_address(c.address[0]), c.address[1]),
+    "id": _by_id,
     "connected_at": lambda c: c.connected_at,
     "last_seen": lambda c: c.last_seen,
     "idle_s": lambda c: -c.last_seen,
@@ -156,6 +164,10 @@ async def _kick_remote(
         raise BadRequest(404, "not_found", f"no client {client.id}")
     try:
         result = await federation.kick(client, ban_s, scope)
+    except ConnectionError as exc:
+        raise BadRequest(
+            503, "bus_down", f"cannot reach relay {client.identity.relay}: {exc}"
+        ) from None
     except TimeoutError:
         raise BadRequest(
             504, "relay_timeout", f"relay {client.identity.relay} did not answer the kick in time"

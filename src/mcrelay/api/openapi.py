@@ -290,7 +290,7 @@ PATHS: dict[str, Any] = {
             ],
             "responses": {
                 "200": _json(_ref("Client"), "the removed client"),
-                **_errors(400, 401, 404, 504),
+                **_errors(400, 401, 404, 503, 504),
             },
         },
     },

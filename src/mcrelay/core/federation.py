@@ -6,7 +6,7 @@ members in :class:`~mcrelay.core.remotes.Remotes`. The control API reaches the
 federation through :class:`FederationControl`.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -54,7 +54,7 @@ class FederationControl(Protocol):
 
     async def kick(self, member: Member, ban_s: float | None, scope: str | None) -> KickResult:
         """Ask a remote member's relay to kick (and ban) it; ``TimeoutError`` when it does
-        not answer in time."""
+        not answer in time, ``ConnectionError`` when the bus is down."""
 
 
 class Federation(Publisher, FederationControl, Protocol):
@@ -67,11 +67,13 @@ class Host(Protocol):
     roster: Roster
     remotes: Remotes
 
-    def deliver_remote(self, origin: Origin, plaintext: bytes, line: str) -> bool:
-        """Deliver another relay's message to every member here (False: no room)."""
+    async def deliver_remote(self, origin: Origin, plaintext: bytes, line: str) -> str | None:
+        """Deliver another relay's message to every member here, in ``line``, once there
+        is room for it; or why not (a drop reason)."""
 
-    def remote_changes(self, changes: Iterable[Change]) -> None:
-        """Tell the members here of other relays' members joining, leaving, moving."""
+    def remote_changes(self, changes: Sequence[Change], line: str) -> None:
+        """Tell the members here of other relays' members joining, leaving, moving, after
+        the messages of ``line`` in flight."""
 
     def kick(
         self, member_id: str, ban_s: float | None = None, *, scope: str | None = None

@@ -129,7 +129,7 @@ class Remotes:
         """Relays not heard for the lease: forgotten, their members left (``timeout``)."""
         changes: list[Change] = []
         for relay in list(self.relays.values()):
-            if now - relay.heard_at > self.lease_s:
+            if now - relay.heard_at >= self.lease_s:
                 changes += self._drop_relay(relay, "timeout")
         return changes
 

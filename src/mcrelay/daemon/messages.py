@@ -85,6 +85,7 @@ class Messages:
         max_message_bytes: Callable[[Member], int],
         max_pending: Callable[[], int],
         forward: Callable[[Origin, bytes], None],
+        start: Callable[[Callable[[], Awaitable[None]]], None],
     ) -> None:
         """``forward`` is told each message of this relay's members (and each operator's
         post that is to go further) once it was delivered here: the federation's hook."""
@@ -98,11 +99,14 @@ class Messages:
         self._max_message_bytes = max_message_bytes
         self._max_pending = max_pending
         self._forward = forward
+        self._start = start
         self.pending = 0
         """Admitted messages not yet settled."""
         self._pending_per_host: Counter[str] = Counter()
         self._posts_in_flight = 0
         self._remote_pending = 0
+        self._room = trio.Event()
+        """Set when a message settles: a remote message waiting for room looks again."""
         self._latest: dict[str, trio.Event] = {}
         """Per sender, the event its latest admitted message sets once it has settled."""
 
@@ -178,14 +182,40 @@ class Messages:
             self._posts_in_flight -= 1
             self._leave_line(RELAY_ORIGIN.id, turn)
 
-    def admit_remote(self, line: str) -> _Turn | None:
-        """Admit a message from another relay (in ``line``, that relay's: its messages go
-        out in the order they came); None, counted, past its share of the room."""
-        limit = max(1, int(self._max_pending() * REMOTE_SHARE_OF_PENDING))
-        if self.pending >= self._max_pending() or self._remote_pending >= limit:
-            return None
-        self._remote_pending += 1
-        return self._enter_line(line)
+    async def admit_remote(self, line: str) -> _Turn:
+        """Admit a message from another relay, in ``line`` (that relay's: its messages go
+        out in the order they came), once there is room for it within its share: the
+        link waits, and what waits behind it on the bus is bounded (and counted) there."""
+        while True:
+            limit = max(1, int(self._max_pending() * REMOTE_SHARE_OF_PENDING))
+            if self.pending < self._max_pending() and self._remote_pending < limit:
+                self._remote_pending += 1
+                return self._enter_line(line)
+            if self._room.is_set():
+                self._room = trio.Event()
+            await self._room.wait()
+
+    def after_line(self, line: str, action: Callable[[], None]) -> None:
+        """Do ``action`` once the messages admitted in ``line`` so far are out (a remote
+        member's leave is told after its last messages, as a local member's is), now if
+        none is in flight; never counted as a message."""
+        previous = self._latest.get(line)
+        if previous is None or previous.is_set():
+            action()
+            return
+        turn = _Turn(previous)
+        self._latest[line] = turn.done
+
+        async def in_turn() -> None:
+            try:
+                await turn.wait_previous()
+                action()
+            finally:
+                turn.done.set()
+                if self._latest.get(line) is turn.done:
+                    del self._latest[line]
+
+        self._start(in_turn)
 
     async def remote(
         self, turn: _Turn, line: str, origin: Origin, plaintext: bytes, recipients: list[Member]
@@ -194,8 +224,12 @@ class Messages:
         try:
             await self._send(origin, turn, plaintext, recipients)
         finally:
-            self._remote_pending -= 1
-            self._leave_line(line, turn)
+            self.release_remote(turn, line)
+
+    def release_remote(self, turn: _Turn, line: str) -> None:
+        """An admitted remote message is out, or will not run (the relay stopped)."""
+        self._remote_pending -= 1
+        self._leave_line(line, turn)
 
     async def _send(
         self, origin: Origin, turn: _Turn, plaintext: bytes, recipients: list[Member]
@@ -217,6 +251,7 @@ class Messages:
 
     def _leave_line(self, sender_id: str, turn: _Turn) -> None:
         self.pending -= 1
+        self._room.set()
         turn.done.set()
         if self._latest.get(sender_id) is turn.done:
             del self._latest[sender_id]

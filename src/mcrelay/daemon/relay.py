@@ -14,6 +14,7 @@ import logging
 import socket
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
 
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -108,6 +109,7 @@ class Relay:
             ),
             max_pending=lambda: self.config.max_pending_relays,
             forward=self._forward,
+            start=self.start_message,
         )
         self._nursery: trio.Nursery | None = None
         self._receiving = trio.CancelScope()
@@ -251,24 +253,32 @@ class Relay:
 
     # What the federation does (federation.link): the other relays' messages and members.
 
-    def deliver_remote(self, origin: Origin, plaintext: bytes, line: str) -> bool:
+    async def deliver_remote(self, origin: Origin, plaintext: bytes, line: str) -> str | None:
         """A message from another relay, to every member here, in ``line`` (its relay's
-        order); False when there is no room for it (the caller counts it)."""
-        nursery = self._nursery
-        if nursery is None or self.stopping:
-            return False
-        turn = self.messages.admit_remote(line)
-        if turn is None:
-            return False
-        nursery.start_soon(self.messages.remote, turn, line, origin, plaintext, list(self.roster))
-        return True
+        order), once there is room for it; or why not (``stopped``, ``too_large``: larger
+        than this relay's max_message_bytes)."""
+        if len(plaintext) > self.config.max_message_bytes:
+            return DropReason.TOO_LARGE.value
+        if self.stopping:
+            return DropReason.STOPPED.value
+        turn = await self.messages.admit_remote(line)
+        if self._nursery is None:  # every message settled and the relay stopped meanwhile
+            self.messages.release_remote(turn, line)
+            return DropReason.STOPPED.value
+        recipients = list(self.roster)
+        self.start_message(partial(self.messages.remote, turn, line, origin, plaintext, recipients))
+        return None
 
-    def remote_changes(self, changes: Iterable[Change]) -> None:
-        """Tell every member here of other relays' members joining, leaving, moving."""
+    def remote_changes(self, changes: Sequence[Change], line: str) -> None:
+        """Tell every member here of other relays' members joining, leaving, moving: after
+        the messages of ``line`` (their relay's) in flight, as a local member's leave."""
+        self.messages.after_line(line, partial(self._announce_remote, changes))
+
+    def _announce_remote(self, changes: Sequence[Change]) -> None:
+        groups = self._by_profile(self.roster)
         for change in changes:
             member = change.member
             relay = member.identity.relay
-            groups = self._by_profile(self.roster)
             if change.event == "joined":
                 self.events.publish(
                     "client_joined",

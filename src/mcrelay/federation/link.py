@@ -25,7 +25,7 @@ import trio
 from mcrelay.core.federation import Host, KickResult
 from mcrelay.core.members import Identity, Member
 from mcrelay.core.profile import Origin
-from mcrelay.core.remotes import Remote, remote_id
+from mcrelay.core.remotes import Change, Remote, remote_id
 from mcrelay.federation.bus import Bus, BusEvent, Incoming
 from mcrelay.protocol.addresses import RELAY_ITSELF
 from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
@@ -61,7 +61,11 @@ SNAPSHOT_INTERVAL_S = 3.0
 KICK_TIMEOUT_S = 2.0
 """How long a forwarded kick waits for the member's relay to answer."""
 EXPIRY_TICK_S = 0.25
-"""How often leases are looked at (a silent relay's members go within lease + this)."""
+"""Leases are looked at when one runs out, and at least this often."""
+ANNOUNCE_CHUNK = 256
+"""Changes of remote members handed to the relay at once, between checkpoints."""
+MAX_CONFLICTS_LOGGED = 64
+"""Runs of a relay of our own name remembered, so that each is logged once."""
 
 LEAVE_REASONS = {
     "disconnect": LeaveReason.DISCONNECT,
@@ -154,6 +158,7 @@ class Link:
         """Envelopes from the bus not acted on, by reason."""
         self.gaps = 0
         self.duplicates = 0
+        self._conflicts: set[int] = set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The bus, and this link's tasks: its receiver, its snapshots, the leases."""
@@ -201,12 +206,10 @@ class Link:
 
     def status(self) -> dict[str, object]:
         counters = self._bus.counters
-        dropped = {
-            **self.dropped,
-            **{f"publish_{reason}": n for reason, n in counters.publish_dropped.items()},
-        }
-        if counters.receive_overflow:
-            dropped["receive_overflow"] = counters.receive_overflow
+        dropped = Counter(self.dropped)
+        dropped.update({f"publish_{reason}": n for reason, n in counters.publish_dropped.items()})
+        dropped["receive_overflow"] += counters.receive_overflow
+        dropped = +dropped  # the reasons counted at all
         return {
             "cluster": self.subjects.cluster,
             "relay": self.name,
@@ -254,6 +257,8 @@ class Link:
     async def kick(self, member: Member, ban_s: float | None, scope: str | None) -> KickResult:
         relay = member.identity.relay
         assert relay is not None, "only another relay's member is kicked through the bus"
+        if self._bus.state != "connected":
+            raise ConnectionError("the federation's bus is down")
         request = Kick(relay, member.id.removeprefix(f"{relay}/"), ban_s, SCOPES[scope])
         header, envelope = self._sealer.seal_with_header(Kind.KICK, encode_body(request))
         answer = await self._bus.request(self.subjects.kick(relay), envelope, KICK_TIMEOUT_S)
@@ -299,20 +304,52 @@ class Link:
     async def _snapshot_loop(self) -> None:
         while True:
             await trio.sleep(self.snapshot_interval_s)
-            for envelope in self._snapshot():
-                self._bus.publish(self.subjects.presence, envelope)
+            try:
+                for envelope in self._snapshot():
+                    self._bus.publish(self.subjects.presence, envelope)
+            except Exception:  # a bug costs one snapshot, not the relay
+                log.exception("publishing a snapshot failed")
+                self.dropped["internal_error"] += 1
 
     async def _expiry_loop(self) -> None:
+        """Each lease looked at when it runs out (at least every EXPIRY_TICK_S)."""
         remotes = self._host.remotes
         while True:
-            await trio.sleep(EXPIRY_TICK_S)
-            changes = remotes.expire(trio.current_time())
-            if changes:
-                self._host.remote_changes(changes)
-            for name in [n for n in self._applied if n not in remotes.relays]:
-                del self._applied[name]
-            for name in [n for n in self._parts if n not in remotes.relays]:
-                del self._parts[name]
+            now = trio.current_time()
+            due = remotes.next_expiry()
+            await trio.sleep_until(
+                now + EXPIRY_TICK_S if due is None else min(due, now + EXPIRY_TICK_S)
+            )
+            try:
+                await self._expire(trio.current_time())
+            except Exception:
+                log.exception("expiring leases failed")
+                self.dropped["internal_error"] += 1
+
+    async def _expire(self, now: float) -> None:
+        remotes = self._host.remotes
+        gone: dict[str, list[Change]] = {}
+        for change in remotes.expire(now):
+            gone.setdefault(str(change.member.identity.relay), []).append(change)
+        for name, changes in gone.items():
+            log.info(
+                "relay %s not heard for %g s: its %d members left",
+                name,
+                remotes.lease_s,
+                len(changes),
+            )
+            await self._announce(name, changes)
+        for name in [n for n in self._applied if n not in remotes.relays]:
+            del self._applied[name]
+        for name in [n for n in self._parts if n not in remotes.relays]:
+            del self._parts[name]
+
+    async def _announce(self, name: str, changes: list[Change]) -> None:
+        """Hand the relay its members' changes a chunk at a time, so that a large
+        snapshot (or a relay gone with thousands of members) lets the rest run between."""
+        for start in range(0, len(changes), ANNOUNCE_CHUNK):
+            self._host.remote_changes(changes[start : start + ANNOUNCE_CHUNK], f"{name}/")
+            await trio.lowlevel.checkpoint()
 
     # In.
 
@@ -323,7 +360,7 @@ class Link:
                     self._connected()
                 elif isinstance(item, Incoming):
                     try:
-                        self._incoming(item, trio.current_time())
+                        await self._incoming(item, trio.current_time())
                     except Exception:  # a bug costs one envelope, not the relay
                         log.exception("an envelope on %s broke the link", item.subject)
                         self.dropped["internal_error"] += 1
@@ -335,7 +372,7 @@ class Link:
         for envelope in self._snapshot():
             self._bus.publish(self.subjects.presence, envelope)
 
-    def _incoming(self, item: Incoming, now: float) -> None:
+    async def _incoming(self, item: Incoming, now: float) -> None:
         try:
             header, data = self._opener.open_untrusted(item.data)
         except RemoteProtocolError as exc:
@@ -346,8 +383,7 @@ class Link:
             self.dropped["wrong_subject"] += 1
             return
         if header.relay == self.name:
-            self.dropped["name_conflict"] += 1
-            log.warning("another relay of the cluster is also named %s", self.name)
+            self._name_conflict(header)
             return
         try:
             verdict = self._streams.check(header)
@@ -367,25 +403,44 @@ class Link:
             return
         self.received += 1
         changes = self._host.remotes.heard(header.relay, header.epoch, now)
-        if changes:
-            self._host.remote_changes(changes)
         if verdict.order is Order.RESTART:
             self._applied.pop(header.relay, None)
             self._parts.pop(header.relay, None)
+        if changes:
+            await self._announce(header.relay, changes)
         if verdict.order is Order.GAP and header.kind in COUNTED_GAPS:
             self.gaps += verdict.skipped
             self._host.remotes.relays[header.relay].gaps += verdict.skipped
-        self._act(header, body, item.reply, now)
+        await self._act(header, body, item.reply, now)
 
-    def _act(self, header: Header, body: Body, reply: str, now: float) -> None:
+    def _name_conflict(self, header: Header) -> None:
+        """Another relay of the cluster has this relay's name: counted, logged once per
+        run of it (its epoch)."""
+        self.dropped["name_conflict"] += 1
+        if header.epoch in self._conflicts:
+            return
+        if len(self._conflicts) >= MAX_CONFLICTS_LOGGED:
+            self._conflicts.clear()
+        self._conflicts.add(header.epoch)
+        log.error(
+            "another relay of cluster %s is also named %s (epoch %d): names must be unique; "
+            "the other relays hear only the one started last",
+            self.subjects.cluster,
+            self.name,
+            header.epoch,
+        )
+
+    async def _act(self, header: Header, body: Body, reply: str, now: float) -> None:
         name = header.relay
         if isinstance(body, Message):
-            self._message(name, body)
+            await self._message(name, body)
         elif isinstance(body, Presence):
+            if header.seq <= self._applied.get(name, 0):
+                return  # the snapshot applied already holds it (an answer that overtook it)
             self._applied[name] = header.seq
-            self._host.remote_changes(self._change(name, body, now))
+            await self._announce(name, self._change(name, body, now))
         elif isinstance(body, Snapshot):
-            self._snapshot_part(name, body, now)
+            await self._snapshot_part(name, body, now)
         elif isinstance(body, SnapshotRequest):
             if reply:
                 for envelope in self._snapshot():
@@ -393,7 +448,7 @@ class Link:
         elif isinstance(body, Kick) and reply:
             self._bus.reply(reply, self._kicked(header, body))
 
-    def _message(self, name: str, message: Message) -> None:
+    async def _message(self, name: str, message: Message) -> None:
         record = message.origin
         if record.origin.kind == origins.OriginKind.RELAY:
             origin = Origin(remote_id(name, "relay"), RELAY_ITSELF)
@@ -405,20 +460,21 @@ class Link:
                 held.messages_in += 1
                 held.bytes_in += len(message.body)
                 identity = held.identity
-            assert record.origin.address is not None
+            assert record.origin.address is not None  # a client's record has one
             origin = Origin(member_id, record.origin.address, identity)
-        if not self._host.deliver_remote(origin, message.body, f"{name}/"):
-            self.dropped["overloaded"] += 1
+        refused = await self._host.deliver_remote(origin, message.body, f"{name}/")
+        if refused is not None:
+            self.dropped[refused] += 1
 
-    def _change(self, name: str, presence: Presence, now: float) -> list:  # type: ignore[type-arg]
+    def _change(self, name: str, presence: Presence, now: float) -> list[Change]:
         remotes = self._host.remotes
         record = presence.member
         if presence.event is PresenceEvent.LEFT:
             return remotes.left(name, record.member_id, presence.reason.name.lower())
         return remotes.joined(name, _remote(record), now)
 
-    def _snapshot_part(self, name: str, part: Snapshot, now: float) -> None:
-        parts = self._parts.get(name, [])
+    async def _snapshot_part(self, name: str, part: Snapshot, now: float) -> None:
+        parts = [] if part.part == 0 else self._parts.get(name, [])
         if parts and (parts[0].version, parts[0].parts) != (part.version, part.parts):
             parts = []
         if part.part != len(parts):  # parts come in order; a missing one spoils this one
@@ -433,7 +489,7 @@ class Link:
             return  # older than what was applied since (an answer overtaken)
         self._applied[name] = part.version
         members = [_remote(record) for chunk in parts for record in chunk.members]
-        self._host.remote_changes(self._host.remotes.snapshot(name, members, now))
+        await self._announce(name, self._host.remotes.snapshot(name, members, now))
 
     def _kicked(self, header: Header, kick: Kick) -> bytes:
         """Do what another relay's operator asked; the sealed answer."""

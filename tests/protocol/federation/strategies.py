@@ -36,7 +36,9 @@ client_origins = st.builds(
     st.binary(min_size=32, max_size=32),
     addresses,
 )
-members = st.builds(MemberRecord, client_origins, member_ids, times) | st.just(RELAY_MEMBER)
+clients = st.builds(MemberRecord, client_origins, member_ids, times)
+members = clients | st.just(RELAY_MEMBER)
+"""Who may send a message; presence and snapshots are about clients only."""
 
 messages = st.builds(Message, members, st.binary(max_size=300))
 presences = st.one_of(
@@ -44,13 +46,13 @@ presences = st.one_of(
         Presence,
         st.sampled_from([PresenceEvent.JOINED, PresenceEvent.MOVED]),
         st.just(LeaveReason.NONE),
-        members,
+        clients,
     ),
     st.builds(
         Presence,
         st.just(PresenceEvent.LEFT),
         st.sampled_from([r for r in LeaveReason if r != LeaveReason.NONE]),
-        members,
+        clients,
     ),
 )
 
@@ -59,9 +61,10 @@ presences = st.one_of(
 def snapshots(draw: st.DrawFn) -> Snapshot:
     parts = draw(st.integers(1, 0xFFFF))
     part = draw(st.integers(0, parts - 1))
-    records = draw(st.lists(members, max_size=5))
+    records = draw(st.lists(clients, max_size=5))
     count = draw(st.sampled_from([len(records), MAX_SNAPSHOT_MEMBERS]))
-    chosen = tuple(records) if count == len(records) else (RELAY_MEMBER,) * count
+    largest = MemberRecord(Origin(OriginKind.LEGACY_CLIENT, bytes(32), ("::1", 1)), "x" * 255, 1.0)
+    chosen = tuple(records) if count == len(records) else (largest,) * count
     return Snapshot(draw(st.integers(0, MAX_U64)), part, parts, chosen)
 
 

@@ -130,6 +130,10 @@ def test_wire_values_out_of_bounds_are_refused() -> None:
     refused(Kind.MSG, no_id)
     with_address = b"\x00" + bytes(32) + b"\x06" + bytes(6) + b"\x05relay" + bytes(8)
     refused(Kind.MSG, with_address)
+    far_future = member[:-8] + struct.pack("<d", 1e12)  # ms sent as seconds, say
+    refused(Kind.MSG, far_future)
+    refused(Kind.PRESENCE, b"\x01\x00" + encode_member(RELAY_MEMBER))  # the relay joined?
+    refused(Kind.SNAPSHOT, struct.pack("<QHHH", 0, 0, 1, 1) + encode_member(RELAY_MEMBER))
 
 
 def test_a_ban_of_nan_is_no_ban() -> None:

@@ -41,6 +41,9 @@ MAX_PARTS = 0xFFFF
 MAX_KICK_REPLY_IDS = 0xFFFF
 MAX_KICK_MESSAGE_BYTES = 0xFFFF
 RELAY_MEMBER_ID = "relay"
+MAX_TIME_S = 253_402_300_799.0
+"""The last second of year 9999: a ``connected_at`` past it is no time (it would not
+even print as a date)."""
 
 # Member record: the origin (protocol/secure/origins.py), then the id and connected_at:
 # +------+----------+----------+---------+--------+-----------+--------------+
@@ -113,12 +116,17 @@ class MemberRecord:
 
     def __post_init__(self) -> None:
         _check_member_id(self.member_id)
-        if not (math.isfinite(self.connected_at) and self.connected_at >= 0):
+        if not (math.isfinite(self.connected_at) and 0 <= self.connected_at <= MAX_TIME_S):
             raise LocalProtocolError(f"connected_at {self.connected_at} is not a time")
         if self.origin.kind == OriginKind.RELAY and (
             self.member_id != RELAY_MEMBER_ID or self.connected_at != 0
         ):
             raise LocalProtocolError("the relay's record is id 'relay', connected_at 0")
+
+
+def _check_client(member: MemberRecord, what: str) -> None:
+    if member.origin.kind == OriginKind.RELAY:
+        raise LocalProtocolError(f"{what} names a client, not the relay")
 
 
 RELAY_MEMBER = MemberRecord(RELAY_ORIGIN, RELAY_MEMBER_ID, 0.0)
@@ -150,6 +158,7 @@ class Presence:
             raise LocalProtocolError(f"PRESENCE event {self.event} reason {self.reason}")
         if (self.event == PresenceEvent.LEFT) == (self.reason == LeaveReason.NONE):
             raise LocalProtocolError("a PRESENCE has a reason if and only if its event is LEFT")
+        _check_client(self.member, "a PRESENCE")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +178,8 @@ class Snapshot:
             raise LocalProtocolError(f"snapshot part {self.part} of {self.parts}")
         if len(self.members) > MAX_SNAPSHOT_MEMBERS:
             raise LocalProtocolError(f"a snapshot part of {len(self.members)} members")
+        for member in self.members:
+            _check_client(member, "a SNAPSHOT")
 
 
 @dataclass(frozen=True, slots=True)
