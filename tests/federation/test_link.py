@@ -68,7 +68,7 @@ class ScriptedBus(Bus):
 
     @property
     def counters(self) -> BusCounters:
-        return BusCounters(len(self.sent), 0, Counter(), 0, 0, 0, 0)
+        return BusCounters(len(self.sent), 0, Counter(), 0, 0, 0, 0, 0)
 
     def publish(self, subject: str, data: bytes, reply: str = "") -> bool:
         self.sent.append(Sent(subject, data, reply))

@@ -77,6 +77,9 @@ class BusCounters:
     publish_dropped: Counter[str]
     """Envelopes not published, by reason (:data:`PUBLISH_DROP_REASONS`)."""
     receive_overflow: int
+    status_messages: int
+    """Messages with headers (the server's status, 503 no responders: never an envelope),
+    not passed on."""
     """Messages dropped because the queue to the Trio side was full."""
     reconnects: int
     """Connections made after the first."""
@@ -118,6 +121,7 @@ class Bridge:
         self.published = 0
         self.received = 0
         self.receive_overflow = 0
+        self.status_messages = 0
         self.reconnects = 0
         self.disconnects = 0
         self.errors = 0

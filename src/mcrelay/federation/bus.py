@@ -65,6 +65,7 @@ class Bus:
             received=bridge.received,
             publish_dropped=self._dropped + bridge.dropped,
             receive_overflow=bridge.receive_overflow,
+            status_messages=bridge.status_messages,
             reconnects=bridge.reconnects,
             disconnects=bridge.disconnects,
             errors=bridge.errors,

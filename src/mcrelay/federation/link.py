@@ -209,6 +209,7 @@ class Link:
         dropped = Counter(self.dropped)
         dropped.update({f"publish_{reason}": n for reason, n in counters.publish_dropped.items()})
         dropped["receive_overflow"] += counters.receive_overflow
+        dropped["status_message"] += counters.status_messages
         dropped = +dropped  # the reasons counted at all
         return {
             "cluster": self.subjects.cluster,

@@ -218,6 +218,7 @@ class NatsThread:
         if msg.headers:
             # The server's status (503: no responders, answering a hello no relay heard
             # yet). Envelopes never carry headers.
+            bridge.status_messages += 1
             return
         if len(bridge.incoming) >= bridge.queue_limit:
             bridge.receive_overflow += 1
