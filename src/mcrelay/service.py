@@ -52,7 +52,8 @@ from mcrelay.daemon.secure.keyfile import load_or_create_secure_key
 from mcrelay.federation.bus import Bus, BusOptions
 from mcrelay.federation.epoch import epoch_file, next_epoch
 from mcrelay.federation.keyfile import read_cluster_key
-from mcrelay.federation.link import Link, Subjects
+from mcrelay.federation.link import Link
+from mcrelay.federation.subjects import Subjects
 from mcrelay.protocol.secure.keys import KeyPair, encode_key
 from mcrelay.settings.config import RelayConfig
 from mcrelay.settings.federation import default_relay_name

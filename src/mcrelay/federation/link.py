@@ -10,23 +10,22 @@ message to deliver to the members here (never published again), presence to anno
 Every relay's lease is renewed by anything authentic it sends, its snapshot every 3 s
 above all; a relay not heard for the lease has its members announced as left.
 
-Subjects (cluster ``C``): ``mcrelay.C.msg`` messages; ``mcrelay.C.presence`` joins,
-leaves, moves and the periodic snapshots; ``mcrelay.C.hello`` a starting relay's
-request for snapshots, answered on its ``mcrelay.C.inbox.NAME``; ``mcrelay.C.kick.NAME``
-kicks forwarded to relay ``NAME`` (request/reply).
+The subjects are in :mod:`mcrelay.federation.subjects`; members as envelopes carry them,
+in :mod:`mcrelay.federation.records`.
 """
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
 
 import trio
 
 from mcrelay.core.federation import Host, KickResult
-from mcrelay.core.members import Identity, Member
+from mcrelay.core.members import Member
 from mcrelay.core.profile import Origin
-from mcrelay.core.remotes import Change, Remote, remote_id
+from mcrelay.core.remotes import Change, remote_id
+from mcrelay.federation import records
 from mcrelay.federation.bus import Bus, BusEvent, Incoming
+from mcrelay.federation.subjects import EXPECTED_KINDS, Subjects
 from mcrelay.protocol.addresses import RELAY_ITSELF
 from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
 from mcrelay.protocol.federation.bodies import (
@@ -34,7 +33,6 @@ from mcrelay.protocol.federation.bodies import (
     Body,
     Kick,
     KickReply,
-    KickScope,
     KickStatus,
     LeaveReason,
     MemberRecord,
@@ -49,10 +47,7 @@ from mcrelay.protocol.federation.bodies import (
 )
 from mcrelay.protocol.federation.envelope import Header, Kind, Opener, Sealer
 from mcrelay.protocol.federation.streams import Order, Streams
-from mcrelay.protocol.legacy.crypto import digest_fingerprint
 from mcrelay.protocol.secure import origins
-from mcrelay.protocol.secure.keys import encode_key
-from mcrelay.settings.profiles import SECURE
 
 log = logging.getLogger(__name__)
 
@@ -67,62 +62,8 @@ ANNOUNCE_CHUNK = 256
 MAX_CONFLICTS_LOGGED = 64
 """Runs of a relay of our own name remembered, so that each is logged once."""
 
-LEAVE_REASONS = {
-    "disconnect": LeaveReason.DISCONNECT,
-    "timeout": LeaveReason.TIMEOUT,
-    "kick": LeaveReason.KICK,
-    "ban": LeaveReason.BAN,
-    "unreachable": LeaveReason.UNREACHABLE,
-    "replaced": LeaveReason.REPLACED,
-}
-SCOPES = {
-    None: KickScope.DEFAULT,
-    "address": KickScope.ADDRESS,
-    "host": KickScope.HOST,
-    "key": KickScope.KEY,
-}
-EXPECTED_KINDS = {
-    "msg": {Kind.MSG},
-    "presence": {Kind.PRESENCE, Kind.SNAPSHOT},
-    "hello": {Kind.SNAPSHOT_REQUEST},
-    "inbox": {Kind.SNAPSHOT},
-    "kick": {Kind.KICK},
-}
 COUNTED_GAPS = {Kind.MSG, Kind.PRESENCE}
 """Streams every relay sees whole; the others are partly addressed to other relays."""
-
-
-@dataclass(frozen=True, slots=True)
-class Subjects:
-    cluster: str
-    relay: str
-
-    @property
-    def msg(self) -> str:
-        return f"mcrelay.{self.cluster}.msg"
-
-    @property
-    def presence(self) -> str:
-        return f"mcrelay.{self.cluster}.presence"
-
-    @property
-    def hello(self) -> str:
-        return f"mcrelay.{self.cluster}.hello"
-
-    @property
-    def inbox(self) -> str:
-        return f"mcrelay.{self.cluster}.inbox.{self.relay}"
-
-    def kick(self, relay: str) -> str:
-        return f"mcrelay.{self.cluster}.kick.{relay}"
-
-    def subscribed(self) -> list[str]:
-        """What this relay listens to."""
-        return [self.msg, self.presence, self.hello, self.inbox, self.kick(self.relay)]
-
-    def name(self, subject: str) -> str:
-        """``msg``, ``presence``, ``hello``, ``inbox`` or ``kick`` for a subscribed one."""
-        return subject.split(".")[2]
 
 
 class Link:
@@ -172,20 +113,20 @@ class Link:
     # What the relay tells it (core.federation.Publisher).
 
     def joined(self, member: Member) -> None:
-        self._presence(Presence(PresenceEvent.JOINED, LeaveReason.NONE, _record(member)))
+        self._presence(Presence(PresenceEvent.JOINED, LeaveReason.NONE, records.record(member)))
 
     def left(self, member: Member, reason: str) -> None:
-        leave = LEAVE_REASONS.get(reason, LeaveReason.UNREACHABLE)
-        self._presence(Presence(PresenceEvent.LEFT, leave, _record(member)))
+        leave = records.LEAVE_REASONS.get(reason, LeaveReason.UNREACHABLE)
+        self._presence(Presence(PresenceEvent.LEFT, leave, records.record(member)))
 
     def moved(self, member: Member) -> None:
-        self._presence(Presence(PresenceEvent.MOVED, LeaveReason.NONE, _record(member)))
+        self._presence(Presence(PresenceEvent.MOVED, LeaveReason.NONE, records.record(member)))
 
     def relayed(self, origin: Origin, plaintext: bytes) -> None:
         if origin.identity is None:
             record = RELAY_MEMBER
         else:
-            kind, key = _kind_of(origin.identity)
+            kind, key = records.kind_of(origin.identity)
             record = MemberRecord(origins.Origin(kind, key, origin.address), origin.id, 0.0)
         try:
             body = encode_body(Message(record, plaintext))
@@ -260,7 +201,7 @@ class Link:
         assert relay is not None, "only another relay's member is kicked through the bus"
         if self._bus.state != "connected":
             raise ConnectionError("the federation's bus is down")
-        request = Kick(relay, member.id.removeprefix(f"{relay}/"), ban_s, SCOPES[scope])
+        request = Kick(relay, member.id.removeprefix(f"{relay}/"), ban_s, records.SCOPES[scope])
         header, envelope = self._sealer.seal_with_header(Kind.KICK, encode_body(request))
         answer = await self._bus.request(self.subjects.kick(relay), envelope, KICK_TIMEOUT_S)
         if answer is None:
@@ -296,7 +237,7 @@ class Link:
 
     def _snapshot(self) -> list[bytes]:
         version = self._sealer.last_seq(Kind.PRESENCE)
-        members = [] if self._leaving else [_record(m) for m in self._host.roster]
+        members = [] if self._leaving else [records.record(m) for m in self._host.roster]
         return [
             self._sealer.seal(Kind.SNAPSHOT, encode_body(part))
             for part in split_snapshot(version, members)
@@ -454,7 +395,7 @@ class Link:
         if record.origin.kind == origins.OriginKind.RELAY:
             origin = Origin(remote_id(name, "relay"), RELAY_ITSELF)
         else:
-            identity = _identity(record)
+            identity = records.identity(record)
             member_id = remote_id(name, identity.id)
             held = self._host.remotes.get(member_id)
             if held is not None:
@@ -472,7 +413,7 @@ class Link:
         record = presence.member
         if presence.event is PresenceEvent.LEFT:
             return remotes.left(name, record.member_id, presence.reason.name.lower())
-        return remotes.joined(name, _remote(record), now)
+        return remotes.joined(name, records.remote(record), now)
 
     async def _snapshot_part(self, name: str, part: Snapshot, now: float) -> None:
         parts = [] if part.part == 0 else self._parts.get(name, [])
@@ -489,7 +430,7 @@ class Link:
         if part.version < self._applied.get(name, 0):
             return  # older than what was applied since (an answer overtaken)
         self._applied[name] = part.version
-        members = [_remote(record) for chunk in parts for record in chunk.members]
+        members = [records.remote(record) for chunk in parts for record in chunk.members]
         await self._announce(name, self._host.remotes.snapshot(name, members, now))
 
     def _kicked(self, header: Header, kick: Kick) -> bytes:
@@ -500,7 +441,7 @@ class Link:
         elif self._host.roster.get(kick.member_id) is None:
             status, message = KickStatus.NOT_FOUND, f"no client {kick.member_id}"
         else:
-            scope = {v: k for k, v in SCOPES.items()}[kick.scope]
+            scope = {v: k for k, v in records.SCOPES.items()}[kick.scope]
             try:
                 removed = [m.id for m in self._host.kick(kick.member_id, kick.ban_s, scope=scope)]
             except ValueError as exc:
@@ -509,29 +450,3 @@ class Link:
                 log.info("kicked %s at relay %s's request", kick.member_id, header.relay)
         reply = KickReply(header.epoch, header.seq, status, tuple(removed), message)
         return self._sealer.seal(Kind.KICK_REPLY, encode_body(reply))
-
-
-def _kind_of(identity: Identity) -> tuple[origins.OriginKind, bytes]:
-    if identity.profile == SECURE:
-        return origins.OriginKind.SECURE_CLIENT, identity.origin_id
-    return origins.OriginKind.LEGACY_CLIENT, identity.origin_id
-
-
-def _record(member: Member) -> MemberRecord:
-    kind, key = _kind_of(member.identity)
-    return MemberRecord(origins.Origin(kind, key, member.address), member.id, member.connected_at)
-
-
-def _identity(record: MemberRecord) -> Identity:
-    """A remote member's identity as its relay describes it (not yet prefixed)."""
-    key = record.origin.id
-    if record.origin.kind == origins.OriginKind.SECURE_CLIENT:
-        text = encode_key(key)
-        return Identity(SECURE, record.member_id, text, None, key, {"key": text})
-    fingerprint = digest_fingerprint(key)
-    return Identity("legacy", record.member_id, fingerprint, None, key, {})
-
-
-def _remote(record: MemberRecord) -> Remote:
-    assert record.origin.address is not None
-    return Remote(_identity(record), record.origin.address, record.connected_at)
