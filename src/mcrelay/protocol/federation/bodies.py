@@ -72,6 +72,9 @@ class PresenceEvent(IntEnum):
 
 
 class LeaveReason(IntEnum):
+    """The secure profile's values (``protocol.secure.messages.LeaveReason``), on a wire
+    of their own, and one more: ``REPLACED`` (a session replaced by a newer one)."""
+
     NONE = 0
     DISCONNECT = 1
     TIMEOUT = 2
