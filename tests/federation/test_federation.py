@@ -18,10 +18,12 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mcrelay.cli.status import ExitStatus
 from mcrelay.client import MessageReceived, PeerPresent
 from mcrelay.daemon.relay import Relay
 from mcrelay.federation.bus import BusOptions, Incoming
 from mcrelay.federation.link import Link
+from mcrelay.protocol.addresses import RELAY_ITSELF
 from mcrelay.protocol.federation.envelope import Header, Kind, seal_envelope
 from mcrelay.protocol.legacy.crypto import key_digest
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
@@ -30,7 +32,7 @@ from mcrelay.protocol.secure.origins import Origin, OriginKind
 from mcrelay.service import Daemon, serve
 from natsserver import NatsServer, client_names, open_bus
 from secure_harness import secure_peer
-from support import WAIT_S, events_until, join, relay_config, running_daemon, wait_until
+from support import WAIT_S, Console, events_until, join, relay_config, running_daemon, wait_until
 
 Keys = list[rsa.RSAPrivateKey]
 SNAPSHOT_S = 0.2
@@ -304,3 +306,34 @@ async def test_a_relay_that_stops_has_its_members_leave_at_once(
             await events_until(a, lambda e: e == PeerLeft(b.address))
             await trio.sleep(3 * SNAPSHOT_S)  # its later snapshots do not bring it back
             assert one.relay.remotes.get(f"r2/{b.address[0]}:{b.address[1]}") is None
+
+
+async def test_the_cli_shows_relays_and_other_relays_members_and_posts_across(
+    relay_key_file: Path, cluster_key_file: Path, keys: Keys, nats_server: NatsServer
+) -> None:
+    async with federated(
+        relay_key_file, cluster_key_file, [nats_server.url] * 2, api="127.0.0.1:0"
+    ) as (one, two):
+        api = one.api_urls[0].removeprefix("http://")
+        async with join(one.relay, keys[1]) as a, join(two.relay, keys[2]) as b:
+            await events_until(a, lambda e: e in (PeerJoined(b.address), PeerPresent(b.address)))
+            relays = Console()
+            assert await relays.run("relays", "--api", api) == ExitStatus.OK
+            text = relays.stdout.getvalue()
+            assert "r1" in text
+            assert "r2" in text
+            assert "connected" in text
+            remote = f"r2/{b.address[0]}:{b.address[1]}"
+            listed = Console()
+            assert await listed.run("clients", "--api", api, "--relay", "r2") == ExitStatus.OK
+            assert [line.split()[0] for line in listed.out_lines()[1:]] == [remote]
+            local = Console()
+            assert await local.run("post", "--api", api, "--local", "here only") == 0
+            await events_until(a, lambda e: e == MessageReceived(RELAY_ITSELF, b"here only"))
+            everywhere = Console()
+            assert await everywhere.run("post", "--api", api, "to all") == ExitStatus.OK
+            seen = await events_until(b, lambda e: e == MessageReceived(RELAY_ITSELF, b"to all"))
+            assert MessageReceived(RELAY_ITSELF, b"here only") not in seen
+            kicked = Console()
+            assert await kicked.run("kick", "--api", api, remote) == ExitStatus.OK
+            await events_until(a, lambda e: e == PeerLeft(b.address))
