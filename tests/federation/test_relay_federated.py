@@ -15,6 +15,7 @@ from mcrelay.core.remotes import Remote
 from mcrelay.daemon.messages import REMOTE_SHARE_OF_PENDING
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
 from relay_harness import client_address, open_relay, settle
+from secure_harness import connected
 
 Keys = list[rsa.RSAPrivateKey]
 FAR: tuple[str, int] = ("10.9.0.7", 4100)
@@ -101,37 +102,53 @@ async def test_a_remote_message_reaches_every_member_and_goes_no_further(
         harness.relay.federation = recorder
         a, b = await harness.members(keys, 2)
         origin = Origin("b/10.9.0.7:4100", FAR, far_member().identity)
-        assert await harness.relay.deliver_remote(origin, b"from afar", "b/") is None
+        assert harness.relay.deliver_remote(origin, b"from afar", "b/") is None
         await settle()
         assert a.messages() == b.messages() == [MessageReceived(FAR, b"from afar")]
         assert [said for said in recorder.said if said[0] == "relayed"] == []
 
 
-async def test_remote_messages_wait_for_their_share_of_the_room_in_order(
+async def test_remote_messages_wait_in_order_for_their_share_and_no_more(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with open_relay(keys[0], max_pending_relays=8) as harness:
         (a,) = await harness.members(keys, 1)
         origin = Origin("b/relay", ("0.0.0.0", 0))
         harness.workers.hold()
-
-        async def feed() -> None:  # as the link does: one after the other
-            for n in range(10):
-                assert await harness.relay.deliver_remote(origin, b"%d" % n, "b/") is None
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(feed)
-            await trio.testing.wait_all_tasks_blocked()
-            assert harness.relay.messages.pending == int(8 * REMOTE_SHARE_OF_PENDING)
-            harness.workers.release()
+        share = int(8 * REMOTE_SHARE_OF_PENDING)
+        refused = [harness.relay.deliver_remote(origin, b"%d" % n, "b/") for n in range(10)]
+        assert refused == [None] * (2 * share) + ["overloaded"] * (10 - 2 * share)
         await settle()
-        assert [m.data for m in a.messages()] == [b"%d" % n for n in range(10)]
+        assert harness.relay.messages.pending == share  # in flight; as many again wait
+        harness.workers.release()
+        await settle()
+        assert [m.data for m in a.messages()] == [b"%d" % n for n in range(2 * share)]
+        assert harness.relay.messages.pending == 0
 
 
-async def test_a_remote_leave_is_told_after_its_messages_in_flight(
+async def test_queued_remote_messages_end_with_a_stop_and_free_their_line(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with open_relay(keys[0]) as harness:
+    async with open_relay(keys[0], max_pending_relays=2) as harness:
+        relay = harness.relay
+        await harness.members(keys, 1)
+        origin = Origin("b/relay", ("0.0.0.0", 0))
+        harness.workers.hold()
+        for n in range(2):
+            assert relay.deliver_remote(origin, b"%d" % n, "b/") is None
+        await settle()
+        relay.stop_receiving()
+        assert harness.dropped("stopped") == 1  # the one not started
+        assert relay.deliver_remote(origin, b"late", "b/") == "stopped"
+        harness.workers.release()
+        await settle()
+        assert relay.messages.pending == 0
+
+
+async def test_a_remote_leave_is_told_after_its_messages_even_queued_ones(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0], max_pending_relays=2) as harness:  # one in flight
         relay = harness.relay
         (a,) = await harness.members(keys, 1)
         relay.remote_changes(relay.remotes.heard("b", 1, trio.current_time()), "b/")
@@ -140,13 +157,18 @@ async def test_a_remote_leave_is_told_after_its_messages_in_flight(
         a.take()
         harness.workers.hold()
         origin = Origin("b/10.9.0.7:4100", FAR, far_member().identity)
-        assert await relay.deliver_remote(origin, b"last words", "b/") is None
-        relay.remote_changes(relay.remotes.left("b", "10.9.0.7:4100", "disconnect"), "b/")
+        assert relay.deliver_remote(origin, b"in flight", "b/") is None
+        assert relay.deliver_remote(origin, b"queued", "b/") is None
+        relay.remote_changes(relay.remotes.expire(trio.current_time() + 11), "b/")
         await settle()
         assert a.take() == []
         harness.workers.release()
         await settle()
-        assert a.take() == [MessageReceived(FAR, b"last words"), PeerLeft(FAR)]
+        assert a.take() == [
+            MessageReceived(FAR, b"in flight"),
+            MessageReceived(FAR, b"queued"),
+            PeerLeft(FAR),
+        ]
 
 
 async def test_a_remote_message_larger_than_allowed_here_is_refused(
@@ -154,4 +176,34 @@ async def test_a_remote_message_larger_than_allowed_here_is_refused(
 ) -> None:
     async with open_relay(keys[0], max_message_bytes=100) as harness:
         origin = Origin("b/relay", ("0.0.0.0", 0))
-        assert await harness.relay.deliver_remote(origin, bytes(101), "b/") == "too_large"
+        assert harness.relay.deliver_remote(origin, bytes(101), "b/") == "too_large"
+
+
+def many_remotes(count: int) -> list[Remote]:
+    return [
+        Remote(
+            Identity("legacy", f"10.9.0.{n}:4100", f"SHA256:{n}", None, bytes(32)),
+            (f"10.9.0.{n}", 4100),
+            1.0,
+        )
+        for n in range(count)
+    ]
+
+
+async def test_secure_members_stay_with_many_remote_members_and_their_churn(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Each remote member is one PRESENCE more to a secure member, and a relay of the
+    federation restarting is all of them leaving and joining again at once."""
+    async with open_relay(keys[0]) as harness:
+        relay = harness.relay
+        now = trio.current_time()
+        relay.remote_changes(relay.remotes.heard("b", 1, now), "b/")
+        relay.remote_changes(relay.remotes.snapshot("b", many_remotes(200), now), "b/")
+        (member,) = await connected(harness, 1)
+        await member.pump()  # the 200 already present, acknowledged
+        relay.remote_changes(relay.remotes.heard("b", 2, now), "b/")  # b restarted
+        relay.remote_changes(relay.remotes.snapshot("b", many_remotes(200), now), "b/")
+        await settle()
+        assert relay.roster.get(member.id) is not None
+        assert harness.drops() == {}

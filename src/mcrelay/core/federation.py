@@ -67,9 +67,9 @@ class Host(Protocol):
     roster: Roster
     remotes: Remotes
 
-    async def deliver_remote(self, origin: Origin, plaintext: bytes, line: str) -> str | None:
-        """Deliver another relay's message to every member here, in ``line``, once there
-        is room for it; or why not (a drop reason)."""
+    def deliver_remote(self, origin: Origin, plaintext: bytes, line: str) -> str | None:
+        """Deliver another relay's message to every member here, in ``line`` (queued now,
+        started when there is room); or why not (a drop reason)."""
 
     def remote_changes(self, changes: Sequence[Change], line: str) -> None:
         """Tell the members here of other relays' members joining, leaving, moving, after

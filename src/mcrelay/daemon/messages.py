@@ -12,7 +12,7 @@ refusal is ``overloaded``), so the tasks are bounded.
 """
 
 import logging
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,7 +38,8 @@ MAX_POSTS_IN_FLIGHT = 1
 """Operator messages being sealed at once; another is refused (:class:`Overloaded`)."""
 REMOTE_SHARE_OF_PENDING = 0.5
 """The share of ``max_pending_relays`` that messages from other relays of a federation
-may hold together: this relay's members keep the rest."""
+may hold in flight together, and as many again waiting in order; more are refused
+(``overloaded``)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -69,6 +70,17 @@ class _Turn:
     async def wait_previous(self) -> None:
         if self.previous is not None and not self.previous.is_set():
             await self.previous.wait()
+
+
+@dataclass(frozen=True, slots=True)
+class _Remote:
+    """A message from another relay, in its line, not yet started."""
+
+    line: str
+    turn: _Turn
+    origin: Origin
+    plaintext: bytes
+    recipients: list[Member]
 
 
 class Messages:
@@ -105,8 +117,10 @@ class Messages:
         self._pending_per_host: Counter[str] = Counter()
         self._posts_in_flight = 0
         self._remote_pending = 0
-        self._room = trio.Event()
-        """Set when a message settles: a remote message waiting for room looks again."""
+        """Remote messages started and not yet settled."""
+        self._remote_queue: deque[_Remote] = deque()
+        """Remote messages in their lines, waiting for room."""
+        self._remote_wake = trio.Event()
         self._latest: dict[str, trio.Event] = {}
         """Per sender, the event its latest admitted message sets once it has settled."""
 
@@ -182,23 +196,47 @@ class Messages:
             self._posts_in_flight -= 1
             self._leave_line(RELAY_ORIGIN.id, turn)
 
-    async def admit_remote(self, line: str) -> _Turn:
-        """Admit a message from another relay, in ``line`` (that relay's: its messages go
-        out in the order they came), once there is room for it within its share: the
-        link waits, and what waits behind it on the bus is bounded (and counted) there."""
+    def queue_remote(
+        self, line: str, origin: Origin, plaintext: bytes, recipients: list[Member]
+    ) -> bool:
+        """A message from another relay takes its place in ``line`` (that relay's: its
+        messages go out in the order they came) now, and waits for room in turn; False
+        (the caller counts it) when twice as many as may be in flight are queued or in
+        flight."""
+        if len(self._remote_queue) + self._remote_pending >= 2 * self._remote_limit():
+            return False
+        turn = _Turn(self._latest.get(line))
+        self._latest[line] = turn.done
+        self._remote_queue.append(_Remote(line, turn, origin, plaintext, recipients))
+        self._remote_wake.set()
+        return True
+
+    async def feed_remote(self) -> None:
+        """Start the queued remote messages, in the order they came, as there is room:
+        at most half of ``max_pending_relays`` in flight (they count in ``pending``, and
+        this relay's members are refused only past the whole of it)."""
         while True:
-            limit = max(1, int(self._max_pending() * REMOTE_SHARE_OF_PENDING))
-            if self.pending < self._max_pending() and self._remote_pending < limit:
+            while self._remote_queue and self._remote_pending < self._remote_limit():
+                remote = self._remote_queue.popleft()
                 self._remote_pending += 1
-                return self._enter_line(line)
-            if self._room.is_set():
-                self._room = trio.Event()
-            await self._room.wait()
+                self.pending += 1
+                self._start(partial(self._remote, remote))
+            self._remote_wake = trio.Event()
+            await self._remote_wake.wait()
+
+    def drop_queued_remote(self) -> list[Origin]:
+        """The relay stops: the remote messages not started will not be (their origins,
+        to count)."""
+        dropped = [remote.origin for remote in self._remote_queue]
+        for remote in self._remote_queue:
+            self._end_turn(remote.line, remote.turn)
+        self._remote_queue.clear()
+        return dropped
 
     def after_line(self, line: str, action: Callable[[], None]) -> None:
-        """Do ``action`` once the messages admitted in ``line`` so far are out (a remote
-        member's leave is told after its last messages, as a local member's is), now if
-        none is in flight; never counted as a message."""
+        """Do ``action`` once the messages of ``line`` so far are out, queued ones too (a
+        remote member's leave is told after its last messages, as a local member's is);
+        now if none is in flight; never counted as a message."""
         previous = self._latest.get(line)
         if previous is None or previous.is_set():
             action()
@@ -210,26 +248,31 @@ class Messages:
             try:
                 await turn.wait_previous()
                 action()
+            except Exception:  # a bug costs this announcement, not the relay
+                log.exception("telling a change of line %s failed", line)
+                self._drop(DropReason.INTERNAL_ERROR, RELAY_ORIGIN.address)
             finally:
-                turn.done.set()
-                if self._latest.get(line) is turn.done:
-                    del self._latest[line]
+                self._end_turn(line, turn)
 
         self._start(in_turn)
 
-    async def remote(
-        self, turn: _Turn, line: str, origin: Origin, plaintext: bytes, recipients: list[Member]
-    ) -> None:
-        """An admitted message from another relay, to this relay's members (never on)."""
+    async def _remote(self, remote: "_Remote") -> None:
+        """A started message from another relay, to this relay's members (never on)."""
         try:
-            await self._send(origin, turn, plaintext, recipients)
+            await self._send(remote.origin, remote.turn, remote.plaintext, remote.recipients)
         finally:
-            self.release_remote(turn, line)
+            self._remote_pending -= 1
+            self.pending -= 1
+            self._end_turn(remote.line, remote.turn)
+            self._remote_wake.set()
 
-    def release_remote(self, turn: _Turn, line: str) -> None:
-        """An admitted remote message is out, or will not run (the relay stopped)."""
-        self._remote_pending -= 1
-        self._leave_line(line, turn)
+    def _remote_limit(self) -> int:
+        return max(1, int(self._max_pending() * REMOTE_SHARE_OF_PENDING))
+
+    def _end_turn(self, line: str, turn: _Turn) -> None:
+        turn.done.set()
+        if self._latest.get(line) is turn.done:
+            del self._latest[line]
 
     async def _send(
         self, origin: Origin, turn: _Turn, plaintext: bytes, recipients: list[Member]
@@ -251,10 +294,7 @@ class Messages:
 
     def _leave_line(self, sender_id: str, turn: _Turn) -> None:
         self.pending -= 1
-        self._room.set()
-        turn.done.set()
-        if self._latest.get(sender_id) is turn.done:
-            del self._latest[sender_id]
+        self._end_turn(sender_id, turn)
 
     async def _relay(
         self,

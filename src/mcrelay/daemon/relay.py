@@ -138,6 +138,7 @@ class Relay:
                 await nursery.start(profile.run)
             nursery.start_soon(self.outbox.run)
             nursery.start_soon(self._cleanup_loop)
+            nursery.start_soon(self.messages.feed_remote)
             async with trio.open_nursery() as messages:
                 self._nursery = messages
                 messages.start_soon(self._receive_loop)
@@ -190,6 +191,8 @@ class Relay:
         self._receiving.cancel()
         for profile in self._profiles.values():
             profile.stop_receiving()
+        for origin in self.messages.drop_queued_remote():
+            self.drop(DropReason.STOPPED, origin.address)
         if self.federation is not None:
             self.federation.leaving()
 
@@ -253,20 +256,17 @@ class Relay:
 
     # What the federation does (federation.link): the other relays' messages and members.
 
-    async def deliver_remote(self, origin: Origin, plaintext: bytes, line: str) -> str | None:
+    def deliver_remote(self, origin: Origin, plaintext: bytes, line: str) -> str | None:
         """A message from another relay, to every member here, in ``line`` (its relay's
-        order), once there is room for it; or why not (``stopped``, ``too_large``: larger
-        than this relay's max_message_bytes)."""
+        order): queued now, started when there is room; or why not (``too_large``: larger
+        than this relay's max_message_bytes; ``stopped``; ``overloaded``: as many wait as
+        may be in flight)."""
         if len(plaintext) > self.config.max_message_bytes:
             return DropReason.TOO_LARGE.value
         if self.stopping:
             return DropReason.STOPPED.value
-        turn = await self.messages.admit_remote(line)
-        if self._nursery is None:  # every message settled and the relay stopped meanwhile
-            self.messages.release_remote(turn, line)
-            return DropReason.STOPPED.value
-        recipients = list(self.roster)
-        self.start_message(partial(self.messages.remote, turn, line, origin, plaintext, recipients))
+        if not self.messages.queue_remote(line, origin, plaintext, list(self.roster)):
+            return DropReason.OVERLOADED.value
         return None
 
     def remote_changes(self, changes: Sequence[Change], line: str) -> None:
@@ -433,7 +433,7 @@ class Relay:
         return bool(self.bans) and self.bans.is_key_banned(member_id, now)
 
     def start_message(self, life: Callable[[], Awaitable[None]]) -> None:
-        assert self._nursery is not None, "datagrams are handled only while receiving"
+        assert self._nursery is not None, "messages start only until every one has settled"
         self._nursery.start_soon(life)
 
     def has_room(self, sender: Member) -> bool:

@@ -330,7 +330,9 @@ class SecureProfile:
                 return
         session.act(pending.keypair, frames, opened.new_highest, len(data), source, now)
         member = peer.member
-        if member is not None:  # its first DATA is a sign of life (a replacement's too)
+        # Its first DATA is a sign of life (a replacement's too), if registering did not
+        # remove it again (its queue of presence full, say).
+        if member is not None and self._services.roster.get(member.id) is member:
             self._services.roster.touch(member, now)
             member.bytes_in += len(data)
         self._turn(peer, now)
@@ -500,17 +502,22 @@ class SecureProfile:
                 return False
         return True
 
-    def _send_own(self, peer: Peer | None, message: Presence | Notice, now: float) -> None:
+    def _send_own(
+        self, peer: Peer | None, message: Presence | Notice, now: float, *, counted: bool = True
+    ) -> None:
         """A message of the relay's own to a member. They take no part in back-pressure
         (a newcomer gets one per member at once), but they are bounded: past a queue
         (64) beyond one per member, the member is removed (unreachable); and their
-        bytes count in the bound of all send buffers."""
+        bytes count in the bound of all send buffers. The presence of other relays'
+        members is not ``counted`` in the first bound (a relay of the federation
+        restarting is thousands of leaves and joins at once): the second bounds it,
+        and so does the deadline of every message."""
         if peer is None or peer.closed:
             return
         body = encode_message(message)
         member = peer.member
         if member is not None and peer.closing_at is None:
-            if len(peer.own) >= QUEUE_LIMIT + len(self._services.roster):
+            if counted and len(peer.own) >= QUEUE_LIMIT + len(self._services.roster):
                 self._services.drop(DropReason.UNREACHABLE, peer.session.address, "own queue")
                 self._services.remove(member.id, "unreachable")
                 return
@@ -528,8 +535,9 @@ class SecureProfile:
     def announce_joined(self, member: Member, recipients: Sequence[Member]) -> None:
         presence = self._presence(PresenceEvent.JOINED, member)
         now = trio.current_time()
+        local = member.identity.relay is None
         for recipient in recipients:
-            self._send_own(self._peers.get(_key(recipient)), presence, now)
+            self._send_own(self._peers.get(_key(recipient)), presence, now, counted=local)
 
     def announce_present(self, newcomer: Member, present: Sequence[Member]) -> None:
         peer = self._peers.get(_key(newcomer))
@@ -538,13 +546,15 @@ class SecureProfile:
         peer.member = newcomer
         now = trio.current_time()
         for member in present:
-            self._send_own(peer, self._presence(PresenceEvent.ALREADY_PRESENT, member), now)
+            presence = self._presence(PresenceEvent.ALREADY_PRESENT, member)
+            self._send_own(peer, presence, now, counted=member.identity.relay is None)
 
     def announce_left(self, member: Member, recipients: Sequence[Member], reason: str) -> None:
         presence = self._presence(PresenceEvent.LEFT, member, reason)
         now = trio.current_time()
+        local = member.identity.relay is None
         for recipient in recipients:
-            self._send_own(self._peers.get(_key(recipient)), presence, now)
+            self._send_own(self._peers.get(_key(recipient)), presence, now, counted=local)
 
     def announce_moved(self, member: Member, old: Address, recipients: Sequence[Member]) -> None:
         """Nothing: a secure member learns another's new address from the origin of its
