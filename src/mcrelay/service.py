@@ -106,11 +106,11 @@ async def _serve(
     with sock:
         # After the sockets, and the cluster key first, so that a start that cannot bind
         # or has no usable cluster key leaves no new key behind.
-        cluster_key = await read_federation_key(config)
+        joining = await prepare_federation(config, sock.getsockname()[1])
         key = await trio.to_thread.run_sync(load_or_create_key, config.key_file)
         secure_key = await load_secure_key(config)
         relay = Relay(config, sock, key, secure_key=secure_key)
-        link = None if cluster_key is None else await federation_link(config, relay, cluster_key)
+        link = None if joining is None else federation_link(config, relay, joining)
         context = ApiContext(relay, config.api_token, time.time(), trio.current_time())
         log.info(
             "relay listening group=%s port=%d interface=%s fingerprint=%s",
@@ -140,19 +140,31 @@ async def _serve(
             task_status.started(Daemon(relay, context, urls))
 
 
-async def read_federation_key(config: RelayConfig) -> bytes | None:
-    """The cluster key, when the relay joins a federation."""
+@dataclass(frozen=True, slots=True)
+class Joining:
+    """What a relay joins its federation with, read before anything is made."""
+
+    key: bytes
+    name: str
+    epoch: int
+
+
+async def prepare_federation(config: RelayConfig, port: int) -> Joining | None:
+    """The cluster key, this relay's name and its epoch (kept in the state directory),
+    when it joins a federation."""
     if not config.federation_servers:
         return None
     assert config.federation_key_file is not None  # RelayConfig requires it
-    return await trio.to_thread.run_sync(read_cluster_key, config.federation_key_file)
-
-
-async def federation_link(config: RelayConfig, relay: Relay, key: bytes) -> Link:
-    """The relay's link to its federation (the relay is told of it)."""
-    name = config.relay_name or default_relay_name(relay.address[1])
+    key = await trio.to_thread.run_sync(read_cluster_key, config.federation_key_file)
+    name = config.relay_name or default_relay_name(port)
     path = epoch_file(config.key_file.parent, name)
     epoch = await trio.to_thread.run_sync(next_epoch, path, time.time_ns())
+    return Joining(key, name, epoch)
+
+
+def federation_link(config: RelayConfig, relay: Relay, joining: Joining) -> Link:
+    """The relay's link to its federation (the relay is told of it)."""
+    name = joining.name
     subjects = Subjects(config.federation_cluster, name)
     options = BusOptions(
         servers=config.federation_servers,
@@ -166,8 +178,8 @@ async def federation_link(config: RelayConfig, relay: Relay, key: bytes) -> Link
         Bus(options, subjects.subscribed()),
         cluster=config.federation_cluster,
         name=name,
-        key=key,
-        epoch=epoch,
+        key=joining.key,
+        epoch=joining.epoch,
         servers=config.federation_servers,
     )
     relay.federation = link

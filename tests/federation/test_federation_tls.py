@@ -141,3 +141,28 @@ async def test_a_daemon_without_a_usable_cluster_key_stops_and_makes_no_key(
     [line] = console.err_lines()
     assert "cluster key" in line
     assert not state.exists()
+
+
+async def test_a_broken_epoch_file_stops_the_daemon_before_it_makes_keys(
+    tmp_path: Path, cluster_key_file: Path
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    epoch = state / "federation-r1.epoch"
+    epoch.write_text("soon\n")
+    epoch.chmod(0o600)
+    console = Console()
+    status = await console.run(
+        "daemon",
+        "--interface", "127.0.0.1",
+        "--port", "0",
+        "--api", "off",
+        "--key-file", str(state / "relay-key.pem"),
+        "--federation", "nats://127.0.0.1:1",
+        "--federation-key-file", str(cluster_key_file),
+        "--relay-name", "r1",
+    )  # fmt: skip
+    assert status == ExitStatus.USAGE
+    [line] = console.err_lines()
+    assert "epoch" in line
+    assert sorted(p.name for p in state.iterdir()) == ["federation-r1.epoch"]

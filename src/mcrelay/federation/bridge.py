@@ -77,10 +77,10 @@ class BusCounters:
     publish_dropped: Counter[str]
     """Envelopes not published, by reason (:data:`PUBLISH_DROP_REASONS`)."""
     receive_overflow: int
+    """Messages dropped because the queue to the Trio side was full."""
     status_messages: int
     """Messages with headers (the server's status, 503 no responders: never an envelope),
     not passed on."""
-    """Messages dropped because the queue to the Trio side was full."""
     reconnects: int
     """Connections made after the first."""
     disconnects: int

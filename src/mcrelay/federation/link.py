@@ -237,7 +237,10 @@ class Link:
 
     def _snapshot(self) -> list[bytes]:
         version = self._sealer.last_seq(Kind.PRESENCE)
-        members = [] if self._leaving else [records.record(m) for m in self._host.roster]
+        # By id: two snapshots of one version (an answer, the periodic one) are cut into
+        # the same parts, so parts of the two can never make a wrong whole.
+        held = [] if self._leaving else sorted(self._host.roster, key=lambda m: m.id)
+        members = [records.record(member) for member in held]
         return [
             self._sealer.seal(Kind.SNAPSHOT, encode_body(part))
             for part in split_snapshot(version, members)
@@ -325,7 +328,10 @@ class Link:
             self.dropped["wrong_subject"] += 1
             return
         if header.relay == self.name:
-            self._name_conflict(header)
+            if header.epoch == self.epoch:  # our own, replayed by the bus
+                self.dropped[DropReason.ENVELOPE_REPLAY.value] += 1
+            else:
+                self._name_conflict(header)
             return
         try:
             verdict = self._streams.check(header)
@@ -378,7 +384,8 @@ class Link:
             self._message(name, body)
         elif isinstance(body, Presence):
             if header.seq <= self._applied.get(name, 0):
-                return  # the snapshot applied already holds it (an answer that overtook it)
+                self.dropped["presence_known"] += 1  # the applied snapshot holds it
+                return
             self._applied[name] = header.seq
             await self._announce(name, self._change(name, body, now))
         elif isinstance(body, Snapshot):
@@ -421,6 +428,7 @@ class Link:
             parts = []
         if part.part != len(parts):  # parts come in order; a missing one spoils this one
             self._parts.pop(name, None)
+            self.dropped["snapshot_incomplete"] += 1
             return
         parts.append(part)
         if len(parts) < part.parts:
@@ -428,7 +436,8 @@ class Link:
             return
         self._parts.pop(name, None)
         if part.version < self._applied.get(name, 0):
-            return  # older than what was applied since (an answer overtaken)
+            self.dropped["snapshot_overtaken"] += 1  # older than what was applied since
+            return
         self._applied[name] = part.version
         members = [records.remote(record) for chunk in parts for record in chunk.members]
         await self._announce(name, self._host.remotes.snapshot(name, members, now))

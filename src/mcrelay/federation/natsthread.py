@@ -172,7 +172,13 @@ class NatsThread:
         """Sends what is queued if connected (at shutdown), then closes, in bounded time."""
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                while nc.is_connected and self._bridge.outgoing:
+                # nats-py may swallow the timeout's cancellation: the deadline is looked at too.
+                deadline = asyncio.get_running_loop().time() + CLOSE_TIMEOUT_S
+                while (
+                    nc.is_connected
+                    and self._bridge.outgoing
+                    and asyncio.get_running_loop().time() < deadline
+                ):
                     await self._send(self._bridge.outgoing.popleft())
                 await nc.close()
         except Exception as error:
