@@ -38,8 +38,10 @@ MAX_POSTS_IN_FLIGHT = 1
 """Operator messages being sealed at once; another is refused (:class:`Overloaded`)."""
 REMOTE_SHARE_OF_PENDING = 0.5
 """The share of ``max_pending_relays`` that messages from other relays of a federation
-may hold in flight together, and as many again waiting in order; more are refused
-(``overloaded``)."""
+may hold in flight together."""
+REMOTE_BACKLOG = 1024
+"""Messages from other relays waiting in order for room; more are refused
+(``overloaded``). They come from the bus in bursts."""
 
 
 @dataclass(slots=True, eq=False)
@@ -80,7 +82,6 @@ class _Remote:
     turn: _Turn
     origin: Origin
     plaintext: bytes
-    recipients: list[Member]
 
 
 class Messages:
@@ -196,18 +197,16 @@ class Messages:
             self._posts_in_flight -= 1
             self._leave_line(RELAY_ORIGIN.id, turn)
 
-    def queue_remote(
-        self, line: str, origin: Origin, plaintext: bytes, recipients: list[Member]
-    ) -> bool:
+    def queue_remote(self, line: str, origin: Origin, plaintext: bytes) -> bool:
         """A message from another relay takes its place in ``line`` (that relay's: its
-        messages go out in the order they came) now, and waits for room in turn; False
-        (the caller counts it) when twice as many as may be in flight are queued or in
-        flight."""
-        if len(self._remote_queue) + self._remote_pending >= 2 * self._remote_limit():
+        messages go out in the order they came) now, and waits for room in turn (its
+        recipients are the members here when it starts); False (the caller counts it)
+        when REMOTE_BACKLOG wait already."""
+        if len(self._remote_queue) >= REMOTE_BACKLOG:
             return False
         turn = _Turn(self._latest.get(line))
         self._latest[line] = turn.done
-        self._remote_queue.append(_Remote(line, turn, origin, plaintext, recipients))
+        self._remote_queue.append(_Remote(line, turn, origin, plaintext))
         self._remote_wake.set()
         return True
 
@@ -259,7 +258,8 @@ class Messages:
     async def _remote(self, remote: "_Remote") -> None:
         """A started message from another relay, to this relay's members (never on)."""
         try:
-            await self._send(remote.origin, remote.turn, remote.plaintext, remote.recipients)
+            recipients = list(self._roster)
+            await self._send(remote.origin, remote.turn, remote.plaintext, recipients)
         finally:
             self._remote_pending -= 1
             self.pending -= 1

@@ -265,7 +265,7 @@ class Relay:
             return DropReason.TOO_LARGE.value
         if self.stopping:
             return DropReason.STOPPED.value
-        if not self.messages.queue_remote(line, origin, plaintext, list(self.roster)):
+        if not self.messages.queue_remote(line, origin, plaintext):
             return DropReason.OVERLOADED.value
         return None
 

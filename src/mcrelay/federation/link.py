@@ -59,6 +59,8 @@ EXPIRY_TICK_S = 0.25
 """Leases are looked at when one runs out, and at least this often."""
 ANNOUNCE_CHUNK = 256
 """Changes of remote members handed to the relay at once, between checkpoints."""
+RECEIVE_CHUNK = 64
+"""Envelopes acted on between checkpoints: messages started meanwhile can go out."""
 MAX_CONFLICTS_LOGGED = 64
 """Runs of a relay of our own name remembered, so that each is logged once."""
 
@@ -300,7 +302,9 @@ class Link:
 
     async def _receive_loop(self) -> None:
         while True:
-            for item in await self._bus.receive():
+            for number, item in enumerate(await self._bus.receive(), 1):
+                if not number % RECEIVE_CHUNK:  # a burst from the bus lets the rest run
+                    await trio.lowlevel.checkpoint()
                 if item is BusEvent.CONNECTED:
                     self._connected()
                 elif isinstance(item, Incoming):
