@@ -48,7 +48,7 @@ class Host:
         self.roster = Roster()
         self.remotes = Remotes()
 
-    def deliver_remote(self, origin: Origin, plaintext: bytes, line: str) -> str | None:
+    async def deliver_remote(self, origin: Origin, plaintext: bytes, line: str) -> str | None:
         return None
 
     def remote_changes(self, changes: Sequence[Change], line: str) -> None:

@@ -104,27 +104,36 @@ async def test_a_remote_message_reaches_every_member_and_goes_no_further(
         harness.relay.federation = recorder
         a, b = await harness.members(keys, 2)
         origin = Origin("b/10.9.0.7:4100", FAR, far_member().identity)
-        assert harness.relay.deliver_remote(origin, b"from afar", "b/") is None
+        assert await harness.relay.deliver_remote(origin, b"from afar", "b/") is None
         await settle()
         assert a.messages() == b.messages() == [MessageReceived(FAR, b"from afar")]
         assert [said for said in recorder.said if said[0] == "relayed"] == []
 
 
-async def test_remote_messages_wait_in_order_for_their_share_and_no_more(
+async def test_remote_messages_wait_in_order_for_their_share_and_then_the_link_waits(
     keys: Keys, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(messages, "REMOTE_BACKLOG", 8)
+    monkeypatch.setattr(messages, "REMOTE_BACKLOG", 2)
     async with open_relay(keys[0], max_pending_relays=8) as harness:
         (a,) = await harness.members(keys, 1)
         origin = Origin("b/relay", ("0.0.0.0", 0))
         harness.workers.hold()
-        refused = [harness.relay.deliver_remote(origin, b"%d" % n, "b/") for n in range(10)]
-        assert refused == [None] * 8 + ["overloaded"] * 2
+        fed: list[int] = []
+
+        async def link() -> None:  # as the link does: one after the other
+            for n in range(10):
+                assert await harness.relay.deliver_remote(origin, b"%d" % n, "b/") is None
+                fed.append(n)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(link)
+            await settle()
+            share = int(8 * REMOTE_SHARE_OF_PENDING)
+            assert harness.relay.messages.pending == share
+            assert len(fed) == share + 2  # in flight, then two waiting; the link waits
+            harness.workers.release()
         await settle()
-        assert harness.relay.messages.pending == int(8 * REMOTE_SHARE_OF_PENDING)
-        harness.workers.release()
-        await settle()
-        assert [m.data for m in a.messages()] == [b"%d" % n for n in range(8)]
+        assert [m.data for m in a.messages()] == [b"%d" % n for n in range(10)]
         assert harness.relay.messages.pending == 0
 
 
@@ -137,11 +146,11 @@ async def test_queued_remote_messages_end_with_a_stop_and_free_their_line(
         origin = Origin("b/relay", ("0.0.0.0", 0))
         harness.workers.hold()
         for n in range(2):
-            assert relay.deliver_remote(origin, b"%d" % n, "b/") is None
+            assert await relay.deliver_remote(origin, b"%d" % n, "b/") is None
         await settle()
         relay.stop_receiving()
         assert harness.dropped("stopped") == 1  # the one not started
-        assert relay.deliver_remote(origin, b"late", "b/") == "stopped"
+        assert await relay.deliver_remote(origin, b"late", "b/") == "stopped"
         harness.workers.release()
         await settle()
         assert relay.messages.pending == 0
@@ -159,8 +168,8 @@ async def test_a_remote_leave_is_told_after_its_messages_even_queued_ones(
         a.take()
         harness.workers.hold()
         origin = Origin("b/10.9.0.7:4100", FAR, far_member().identity)
-        assert relay.deliver_remote(origin, b"in flight", "b/") is None
-        assert relay.deliver_remote(origin, b"queued", "b/") is None
+        assert await relay.deliver_remote(origin, b"in flight", "b/") is None
+        assert await relay.deliver_remote(origin, b"queued", "b/") is None
         relay.remote_changes(relay.remotes.expire(trio.current_time() + 11), "b/")
         await settle()
         assert a.take() == []
@@ -178,7 +187,7 @@ async def test_a_remote_message_larger_than_allowed_here_is_refused(
 ) -> None:
     async with open_relay(keys[0], max_message_bytes=100) as harness:
         origin = Origin("b/relay", ("0.0.0.0", 0))
-        assert harness.relay.deliver_remote(origin, bytes(101), "b/") == "too_large"
+        assert await harness.relay.deliver_remote(origin, bytes(101), "b/") == "too_large"
 
 
 def many_remotes(count: int) -> list[Remote]:

@@ -67,9 +67,10 @@ class Host(Protocol):
     roster: Roster
     remotes: Remotes
 
-    def deliver_remote(self, origin: Origin, plaintext: bytes, line: str) -> str | None:
-        """Deliver another relay's message to every member here, in ``line`` (queued now,
-        started when there is room); or why not (a drop reason)."""
+    async def deliver_remote(self, origin: Origin, plaintext: bytes, line: str) -> str | None:
+        """Deliver another relay's message to every member here, in ``line`` (queued once
+        the queue has room, started when there is room in flight); or why not (a drop
+        reason)."""
 
     def remote_changes(self, changes: Sequence[Change], line: str) -> None:
         """Tell the members here of other relays' members joining, leaving, moving, after

@@ -40,8 +40,9 @@ REMOTE_SHARE_OF_PENDING = 0.5
 """The share of ``max_pending_relays`` that messages from other relays of a federation
 may hold in flight together."""
 REMOTE_BACKLOG = 1024
-"""Messages from other relays waiting in order for room; more are refused
-(``overloaded``). They come from the bus in bursts."""
+"""Messages from other relays waiting in order for room (they come from the bus in
+bursts); when that many wait, the link waits too, and what comes meanwhile waits in
+the bus's queue, bounded and counted there."""
 
 
 @dataclass(slots=True, eq=False)
@@ -122,6 +123,8 @@ class Messages:
         self._remote_queue: deque[_Remote] = deque()
         """Remote messages in their lines, waiting for room."""
         self._remote_wake = trio.Event()
+        self._backlog_room = trio.Event()
+        self._remote_closed = False
         self._latest: dict[str, trio.Event] = {}
         """Per sender, the event its latest admitted message sets once it has settled."""
 
@@ -197,12 +200,16 @@ class Messages:
             self._posts_in_flight -= 1
             self._leave_line(RELAY_ORIGIN.id, turn)
 
-    def queue_remote(self, line: str, origin: Origin, plaintext: bytes) -> bool:
+    async def queue_remote(self, line: str, origin: Origin, plaintext: bytes) -> bool:
         """A message from another relay takes its place in ``line`` (that relay's: its
-        messages go out in the order they came) now, and waits for room in turn (its
-        recipients are the members here when it starts); False (the caller counts it)
-        when REMOTE_BACKLOG wait already."""
-        if len(self._remote_queue) >= REMOTE_BACKLOG:
+        messages go out in the order they came) and waits for room in turn (its
+        recipients are the members here when it starts); once fewer than REMOTE_BACKLOG
+        wait (the caller, the link, waits meanwhile: back-pressure to the bus); False
+        when the relay stopped (and queues no more)."""
+        while len(self._remote_queue) >= REMOTE_BACKLOG and not self._remote_closed:
+            self._backlog_room = trio.Event()
+            await self._backlog_room.wait()
+        if self._remote_closed:
             return False
         turn = _Turn(self._latest.get(line))
         self._latest[line] = turn.done
@@ -217,6 +224,7 @@ class Messages:
         while True:
             while self._remote_queue and self._remote_pending < self._remote_limit():
                 remote = self._remote_queue.popleft()
+                self._backlog_room.set()
                 self._remote_pending += 1
                 self.pending += 1
                 self._start(partial(self._remote, remote))
@@ -225,11 +233,13 @@ class Messages:
 
     def drop_queued_remote(self) -> list[Origin]:
         """The relay stops: the remote messages not started will not be (their origins,
-        to count)."""
+        to count), and no more are queued."""
         dropped = [remote.origin for remote in self._remote_queue]
         for remote in self._remote_queue:
             self._end_turn(remote.line, remote.turn)
         self._remote_queue.clear()
+        self._remote_closed = True
+        self._backlog_room.set()
         return dropped
 
     def after_line(self, line: str, action: Callable[[], None]) -> None:

@@ -256,17 +256,17 @@ class Relay:
 
     # What the federation does (federation.link): the other relays' messages and members.
 
-    def deliver_remote(self, origin: Origin, plaintext: bytes, line: str) -> str | None:
+    async def deliver_remote(self, origin: Origin, plaintext: bytes, line: str) -> str | None:
         """A message from another relay, to every member here, in ``line`` (its relay's
-        order): queued now, started when there is room; or why not (``too_large``: larger
-        than this relay's max_message_bytes; ``stopped``; ``overloaded``: as many wait as
-        may be in flight)."""
+        order): queued (once the queue has room), started when there is room in flight;
+        or why not (``too_large``: larger than this relay's max_message_bytes;
+        ``stopped``)."""
         if len(plaintext) > self.config.max_message_bytes:
             return DropReason.TOO_LARGE.value
         if self.stopping:
             return DropReason.STOPPED.value
-        if not self.messages.queue_remote(line, origin, plaintext):
-            return DropReason.OVERLOADED.value
+        if not await self.messages.queue_remote(line, origin, plaintext):
+            return DropReason.STOPPED.value  # it stopped while this one waited
         return None
 
     def remote_changes(self, changes: Sequence[Change], line: str) -> None:

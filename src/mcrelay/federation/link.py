@@ -385,7 +385,7 @@ class Link:
     async def _act(self, header: Header, body: Body, reply: str, now: float) -> None:
         name = header.relay
         if isinstance(body, Message):
-            self._message(name, body)
+            await self._message(name, body)
         elif isinstance(body, Presence):
             if header.seq <= self._applied.get(name, 0):
                 self.dropped["presence_known"] += 1  # the applied snapshot holds it
@@ -401,7 +401,7 @@ class Link:
         elif isinstance(body, Kick) and reply:
             self._bus.reply(reply, self._kicked(header, body))
 
-    def _message(self, name: str, message: Message) -> None:
+    async def _message(self, name: str, message: Message) -> None:
         record = message.origin
         if record.origin.kind == origins.OriginKind.RELAY:
             origin = Origin(remote_id(name, "relay"), RELAY_ITSELF)
@@ -415,7 +415,7 @@ class Link:
                 identity = held.identity
             assert record.origin.address is not None  # a client's record has one
             origin = Origin(member_id, record.origin.address, identity)
-        refused = self._host.deliver_remote(origin, message.body, f"{name}/")
+        refused = await self._host.deliver_remote(origin, message.body, f"{name}/")
         if refused is not None:
             self.dropped[refused] += 1
 
