@@ -406,13 +406,14 @@ class Link:
         if record.origin.kind == origins.OriginKind.RELAY:
             origin = Origin(remote_id(name, "relay"), RELAY_ITSELF)
         else:
-            identity = records.identity(record)
-            member_id = remote_id(name, identity.id)
+            member_id = remote_id(name, record.member_id)
             held = self._host.remotes.get(member_id)
-            if held is not None:
+            if held is not None and held.identity.origin_id == record.origin.id:
                 held.messages_in += 1
                 held.bytes_in += len(message.body)
                 identity = held.identity
+            else:  # not (or not yet) known here as this key: named as the record says
+                identity = records.identity(record)
             assert record.origin.address is not None  # a client's record has one
             origin = Origin(member_id, record.origin.address, identity)
         refused = await self._host.deliver_remote(origin, message.body, f"{name}/")
