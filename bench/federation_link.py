@@ -1,7 +1,14 @@
-"""The federation link's way out (``Link.relayed``: a member record, sealing, the bus)
-against one nats-server, beside the bus alone publishing envelopes already sealed.
+"""The federation link alone, both ways, against one nats-server, in-process.
 
-    .venv/bin/python bench/federation_link.py            # about 40 s
+    .venv/bin/python bench/federation_link.py            # about a minute
+
+Out: ``Link.relayed`` (a member record, sealing, the bus), beside the bus alone
+publishing envelopes already sealed. In: MSG envelopes written by another process on
+a raw NATS connection (relaybench/cluster.py's publisher) at IN_RATES for SECONDS,
+taken off the bus, opened, checked against their stream and decoded by the link and
+handed to a relay that takes each at once (no pipeline: the relay's own rate is
+bench/federation_relays.py's); envelopes acted on per second and this process's CPU
+per envelope.
 
 In the relay a message reaches the link when its copies were handed out; messages
 whose crypto came back together reach it in the same turn of the loop. So the link
@@ -24,7 +31,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from relaybench import report
+from relaybench import cluster, report
+from relaybench.workers import Worker
 
 from mcrelay.core.members import Identity, Member, Roster
 from mcrelay.core.profile import Origin
@@ -34,6 +42,7 @@ from mcrelay.federation.link import Link
 from mcrelay.federation.subjects import Subjects
 from natsserver import NatsServer, running
 
+IN_RATES = (20_000, 40_000, 80_000)
 SETTINGS = ((2_000, 1), (4_000, 1), (4_000, 8), (20_000, 16), (100_000, 64))
 """(envelopes/s, envelopes per turn)."""
 SECONDS = 2.0
@@ -80,6 +89,38 @@ async def paced(bus: Bus, send: Callable[[], object], rate: int, burst: int) -> 
     }
 
 
+async def way_in(server: NatsServer, publisher: Worker, key: bytes) -> dict[str, dict[str, float]]:
+    subjects = Subjects(cluster.CLUSTER, "bench-in")
+    bus = Bus(BusOptions(servers=(server.url,), name="bench-in"), subjects.subscribed())
+    link = Link(
+        Host(), bus, cluster=cluster.CLUSTER, name="bench-in", key=key, epoch=1,
+        servers=(server.url,),
+    )  # fmt: skip
+    figures: dict[str, dict[str, float]] = {}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.run)
+        while bus.state != "connected":  # noqa: ASYNC110 - the bus has no event for it
+            await trio.sleep(0.01)
+        for rate in IN_RATES:
+            before, overflow = link.received, bus.counters.receive_overflow
+            cpu = time.process_time()
+            sent = await trio.to_thread.run_sync(publisher.call, "send", rate, SECONDS)
+            while True:  # until nothing more comes
+                seen = link.received
+                await trio.sleep(0.2)
+                if link.received == seen:
+                    break
+            taken = link.received - before
+            figures[f"in {rate}"] = {
+                "offered_per_s": sent["sent"] / sent["elapsed_s"],
+                "taken_per_s": taken / sent["elapsed_s"],
+                "cpu_us_per_envelope": (time.process_time() - cpu) / max(1, taken) * 1e6,
+                "receive_overflow": bus.counters.receive_overflow - overflow,
+            }
+        nursery.cancel_scope.cancel()
+    return figures
+
+
 async def one_round(server: NatsServer) -> dict[str, dict[str, float]]:
     subjects = Subjects("bench", "r1")
     bus = Bus(BusOptions(servers=(server.url,), name="bench"), subjects.subscribed())
@@ -109,13 +150,23 @@ async def one_round(server: NatsServer) -> dict[str, dict[str, float]]:
 
 def main() -> None:
     rounds: list[dict[str, dict[str, float]]] = []
+    key = os.urandom(32)
     with TemporaryDirectory() as workdir:
         server = NatsServer(Path(workdir), "bench")
         with running([server]):
             server.start()
-            for number in range(ROUNDS):
-                print(f"round {number + 1}/{ROUNDS}", file=sys.stderr, flush=True)
-                rounds.append(trio.run(one_round, server))
+            publisher = Worker(
+                "publisher", cluster.publisher_main, cluster.PublisherSpec(server.port, key, SIZE)
+            )
+            try:
+                publisher.reply()
+                for number in range(ROUNDS):
+                    print(f"round {number + 1}/{ROUNDS}", file=sys.stderr, flush=True)
+                    figures = trio.run(one_round, server)
+                    figures.update(trio.run(way_in, server, publisher, key))
+                    rounds.append(figures)
+            finally:
+                publisher.stop()
     medians = {
         name: {
             field: statistics.median(r[name][field] for r in rounds) for field in rounds[0][name]
@@ -135,6 +186,16 @@ def main() -> None:
                 round(link["cpu_us_per_envelope"] / bus["cpu_us_per_envelope"], 2),
             ]
         )
+    rows_in = [
+        [
+            rate,
+            round(medians[f"in {rate}"]["offered_per_s"]),
+            round(medians[f"in {rate}"]["taken_per_s"]),
+            round(medians[f"in {rate}"]["cpu_us_per_envelope"], 1),
+            round(medians[f"in {rate}"]["receive_overflow"]),
+        ]
+        for rate in IN_RATES
+    ]
     text = "\n".join(
         [
             "## Federation link, out",
@@ -150,10 +211,17 @@ def main() -> None:
                 ],
                 rows,
             ),
+            "",
+            "## Federation link, in",
+            "",
+            report.table(
+                ["asked/s", "offered/s", "acted on/s", "CPU us/env", "receive_overflow"], rows_in
+            ),
         ]
     )
     result = {
         "settings": SETTINGS,
+        "in_rates": IN_RATES,
         "seconds": SECONDS,
         "rounds": ROUNDS,
         "size": SIZE,

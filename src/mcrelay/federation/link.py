@@ -59,6 +59,11 @@ EXPIRY_TICK_S = 0.25
 """Leases are looked at when one runs out, and at least this often."""
 ANNOUNCE_CHUNK = 256
 """Changes of remote members handed to the relay at once, between checkpoints."""
+TRANSIT_S = 0.05
+"""A lease counts from when its relay sent the envelope, taken as this long before it
+was heard (the bus, the hand-off from the NATS thread), so that a relay gone silent
+has its members told as left within the lease of its last envelope, announcement
+included."""
 RECEIVE_CHUNK = 64
 """Envelopes acted on between checkpoints: messages started meanwhile can go out."""
 MAX_CONFLICTS_LOGGED = 64
@@ -354,7 +359,7 @@ class Link:
             log.debug("a %s envelope of relay %s: %s", header.kind.name, header.relay, exc)
             return
         self.received += 1
-        changes = self._host.remotes.heard(header.relay, header.epoch, now)
+        changes = self._host.remotes.heard(header.relay, header.epoch, now - TRANSIT_S)
         if verdict.order is Order.RESTART:
             self._applied.pop(header.relay, None)
             self._parts.pop(header.relay, None)
