@@ -6,7 +6,6 @@ The leases and snapshots are shortened (0.2 s snapshots, a 1 s lease) so that th
 tests take a fraction of their real time; the bench measures the real ones.
 """
 
-import base64
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import cast
 
 import httpx
-import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -37,14 +35,6 @@ from support import WAIT_S, Console, events_until, join, relay_config, running_d
 Keys = list[rsa.RSAPrivateKey]
 SNAPSHOT_S = 0.2
 LEASE_S = 1.0
-
-
-@pytest.fixture
-def cluster_key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "federation.key"
-    path.write_bytes(base64.b64encode(os.urandom(32)) + b"\n")
-    path.chmod(0o600)
-    return path
 
 
 def link(relay: Relay) -> Link:

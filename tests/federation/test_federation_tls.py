@@ -1,10 +1,8 @@
 """Federation over TLS: relays check the NATS server's certificate against the CA they
 are given (``federation_tls_ca``), and one given no such CA never joins."""
 
-import base64
 import datetime
 import ipaddress
-import os
 from pathlib import Path
 
 import pytest
@@ -71,14 +69,6 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-@pytest.fixture
-def cluster_key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "federation.key"
-    path.write_bytes(base64.b64encode(os.urandom(32)) + b"\n")
-    path.chmod(0o600)
-    return path
-
-
 async def test_relays_join_over_tls_with_the_ca_they_are_given(
     tmp_path: Path, relay_key_file: Path, cluster_key_file: Path, keys: Keys
 ) -> None:
@@ -117,6 +107,21 @@ async def test_relays_join_over_tls_with_the_ca_they_are_given(
             assert len(stranger.relay.remotes) == 0
 
 
+async def start_federated(console: Console, state: Path, key: Path, *more: str) -> ExitStatus:
+    """``mcrelay daemon`` on loopback, its keys in ``state``, federating with ``key``
+    (to a NATS server it never reaches: these tests stop before)."""
+    return await console.run(
+        "daemon",
+        "--interface", "127.0.0.1",
+        "--port", "0",
+        "--api", "off",
+        "--key-file", str(state / "relay-key.pem"),
+        "--federation", "nats://127.0.0.1:1",
+        "--federation-key-file", str(key),
+        *more,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("mode", [None, 0o644])
 async def test_a_daemon_without_a_usable_cluster_key_stops_and_makes_no_key(
     tmp_path: Path, cluster_key_file: Path, mode: int | None
@@ -128,15 +133,7 @@ async def test_a_daemon_without_a_usable_cluster_key_stops_and_makes_no_key(
         given.chmod(mode)
     console = Console()
     state = tmp_path / "state"
-    status = await console.run(
-        "daemon",
-        "--interface", "127.0.0.1",
-        "--port", "0",
-        "--api", "off",
-        "--key-file", str(state / "relay-key.pem"),
-        "--federation", "nats://127.0.0.1:1",
-        "--federation-key-file", str(given),
-    )  # fmt: skip
+    status = await start_federated(console, state, given)
     assert status == ExitStatus.USAGE
     [line] = console.err_lines()
     assert "cluster key" in line
@@ -152,16 +149,7 @@ async def test_a_broken_epoch_file_stops_the_daemon_before_it_makes_keys(
     epoch.write_text("soon\n")
     epoch.chmod(0o600)
     console = Console()
-    status = await console.run(
-        "daemon",
-        "--interface", "127.0.0.1",
-        "--port", "0",
-        "--api", "off",
-        "--key-file", str(state / "relay-key.pem"),
-        "--federation", "nats://127.0.0.1:1",
-        "--federation-key-file", str(cluster_key_file),
-        "--relay-name", "r1",
-    )  # fmt: skip
+    status = await start_federated(console, state, cluster_key_file, "--relay-name", "r1")
     assert status == ExitStatus.USAGE
     [line] = console.err_lines()
     assert "epoch" in line
