@@ -327,3 +327,29 @@ async def test_the_cli_shows_relays_and_other_relays_members_and_posts_across(
             kicked = Console()
             assert await kicked.run("kick", "--api", api, remote) == ExitStatus.OK
             await events_until(a, lambda e: e == PeerLeft(b.address))
+
+
+async def test_secure_members_of_three_relays_on_a_cluster_see_each_other(
+    relay_key_file: Path, cluster_key_file: Path, nats_cluster: list[NatsServer]
+) -> None:
+    urls = [server.url for server in nats_cluster]
+    async with federated(relay_key_file, cluster_key_file, urls) as (one, two, three):
+        async with (
+            secure_peer(one.relay) as s1,
+            secure_peer(two.relay) as s2,
+            secure_peer(three.relay) as s3,
+        ):
+            for peer in (s1, s2, s3):
+                await peer.connect()
+            members = [("r1", s1), ("r2", s2), ("r3", s3)]
+            for daemon, (name, _) in zip((one, two, three), members, strict=True):
+                for remote in [f"{n}/{peer.id}" for n, peer in members if n != name]:
+                    await wait_until(lambda d=daemon, r=remote: d.relay.remotes.get(r) is not None)  # type: ignore[misc]
+            await s3.say(b"from three")
+            for peer in (s1, s2):
+                chats: list[RelayedChat] = []
+                with trio.fail_after(WAIT_S):
+                    while not chats:
+                        chats = [m for m in await peer.wait_for(1) if isinstance(m, RelayedChat)]
+                origin = Origin(OriginKind.SECURE_CLIENT, s3.static.public, s3.address)
+                assert chats == [RelayedChat(origin, b"from three")]
