@@ -2,11 +2,11 @@
 
 import argparse
 import ipaddress
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from mcrelay.protocol.addresses import format_address, parse_address
+from mcrelay.protocol.federation.envelope import valid_relay_name
 from mcrelay.protocol.secure.keys import CLIENT_ID_PREFIX, parse_client_id
 from mcrelay.settings import convert
 
@@ -87,12 +87,9 @@ def fingerprint(text: str) -> str:
     return text
 
 
-RELAY_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-"""A federated relay's name, as remote clients' ids carry it."""
-
-
 def relay_name(text: str) -> str:
-    if not RELAY_NAME.fullmatch(text):
+    """A federated relay's name, as remote clients' ids carry it."""
+    if not valid_relay_name(text):
         shown = text if len(text) <= 70 else text[:67] + "..."
         raise argparse.ArgumentTypeError(
             f"{shown!r} is not a relay name (1 to 64 letters, digits, '_' or '-')"

@@ -123,7 +123,7 @@ class Link:
         self._presence(Presence(PresenceEvent.JOINED, LeaveReason.NONE, records.record(member)))
 
     def left(self, member: Member, reason: str) -> None:
-        leave = records.LEAVE_REASONS.get(reason, LeaveReason.UNREACHABLE)
+        leave = records.leave_reason(reason)
         self._presence(Presence(PresenceEvent.LEFT, leave, records.record(member)))
 
     def moved(self, member: Member) -> None:

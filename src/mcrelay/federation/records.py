@@ -8,14 +8,12 @@ from mcrelay.protocol.secure import origins
 from mcrelay.protocol.secure.keys import encode_key
 from mcrelay.settings.profiles import SECURE
 
-LEAVE_REASONS = {
-    "disconnect": LeaveReason.DISCONNECT,
-    "timeout": LeaveReason.TIMEOUT,
-    "kick": LeaveReason.KICK,
-    "ban": LeaveReason.BAN,
-    "unreachable": LeaveReason.UNREACHABLE,
-    "replaced": LeaveReason.REPLACED,
-}
+
+def leave_reason(reason: str) -> LeaveReason:
+    """The wire's reason for a leave's (``kick`` is KICK): UNREACHABLE for one it lacks."""
+    return LeaveReason.__members__.get(reason.upper(), LeaveReason.UNREACHABLE)
+
+
 SCOPES = {
     None: KickScope.DEFAULT,
     "address": KickScope.ADDRESS,

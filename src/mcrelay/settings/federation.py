@@ -9,7 +9,8 @@ import re
 import socket
 from urllib.parse import urlsplit
 
-NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+from mcrelay.protocol.federation.envelope import valid_relay_name
+
 NATS_SCHEMES = ("nats", "tls")
 DEFAULT_CLUSTER = "mcrelay"
 
@@ -47,7 +48,7 @@ def check_name(value: str | None) -> None:
 
 
 def name(text: str) -> str:
-    if not NAME.fullmatch(text):
+    if not valid_relay_name(text):
         raise ValueError(f"{text!r} is not a name: 1 to 64 of A-Z, a-z, 0-9, '_' and '-'")
     return text
 
