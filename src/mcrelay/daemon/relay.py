@@ -263,10 +263,8 @@ class Relay:
         ``stopped``)."""
         if len(plaintext) > self.config.max_message_bytes:
             return DropReason.TOO_LARGE.value
-        if self.stopping:
-            return DropReason.STOPPED.value
         if not await self.messages.queue_remote(line, origin, plaintext):
-            return DropReason.STOPPED.value  # it stopped while this one waited
+            return DropReason.STOPPED.value  # it stopped (before, or while this one waited)
         return None
 
     def remote_changes(self, changes: Sequence[Change], line: str) -> None:
