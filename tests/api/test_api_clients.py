@@ -227,6 +227,8 @@ async def test_bad_queries_are_400(relay_key_file: Path) -> None:
         {"sort": "id "},
         {"sort": "messages_out"},
         {"sort": "bytes_out"},
+        {"scope": "remote"},
+        {"scope": ""},
     ]
     async with api_daemon(relay_key_file) as api:
         for params in bad:

@@ -164,6 +164,14 @@ async def test_bad_json_is_400(relay_key_file: Path, body: bytes) -> None:
         assert_json_error(await post_raw(api, body, "application/json"), 400, "bad_json")
 
 
+@pytest.mark.parametrize("scope", ["", "all", "remote", "LOCAL"])
+async def test_a_bad_scope_is_400(relay_key_file: Path, scope: str) -> None:
+    async with api_daemon(relay_key_file) as api:
+        response = await api.http.post("/v1/messages", params={"scope": scope}, json={"text": "x"})
+        error = assert_json_error(response, 400, "bad_query")
+        assert "scope" in error["message"]
+
+
 async def test_wrong_content_type_is_415(relay_key_file: Path) -> None:
     body = json.dumps({"text": "x"})
     async with api_daemon(relay_key_file) as api:
