@@ -18,7 +18,7 @@ deterministic and time is Trio's clock alone:
 """
 
 import socket
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,18 +112,22 @@ class StubSocket:
 
 
 class InlineWorkers(CryptoWorkers):
-    """The crypto workers without threads: a job runs on the Trio thread when submitted,
+    """The crypto workers without processes: a job runs on the Trio thread when submitted,
     or, after :meth:`hold`, when the test releases it."""
 
     def __init__(self, count: int = 1) -> None:
         super().__init__(count)
+        self.state: Any = None
         self.holding = False
         self.held: list[Job[Any]] = []
         """Jobs submitted while holding, in order, not yet run."""
         self.jobs_run = 0
 
+    def install(self, build: Callable[[Any], object], argument: object) -> None:
+        self.state = build(argument)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """No thread to own (and resize() then only sets :attr:`count`)."""
+        """No process to own (and resize() then only sets :attr:`count`)."""
         task_status.started()
         await trio.sleep_forever()
 
@@ -149,7 +153,7 @@ class InlineWorkers(CryptoWorkers):
             self._run(job)
 
     def _run(self, job: Job[Any]) -> None:
-        result = outcome.capture(job.work)
+        result = outcome.capture(job.work.run, self.state)
         self.jobs_run += 1
         trio.lowlevel.current_trio_token().run_sync_soon(job.done, result)
 

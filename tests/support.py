@@ -33,6 +33,7 @@ from mcrelay.protocol.legacy.events import ClientBound, ServerKey
 from mcrelay.service import Daemon, serve
 from mcrelay.settings.config import RelayConfig
 from mcrelay.sockets import open_client_socket
+from thread_workers import use_thread_workers
 
 GROUP = "224.1.1.1"
 LOOPBACK = "127.0.0.1"
@@ -49,8 +50,10 @@ def write_key(path: Path, key: rsa.RSAPrivateKey) -> Path:
 
 
 def relay_config(key_file: Path, **overrides: Any) -> RelayConfig:
-    """A relay on loopback; a TCP API without a token is allowed unless a test says not."""
+    """A relay on loopback; a TCP API without a token is allowed unless a test says not;
+    one crypto worker process unless a test says more (each costs its start)."""
     overrides.setdefault("api_tcp_without_token", True)
+    overrides.setdefault("crypto_workers", 1)
     return RelayConfig(group=GROUP, port=0, interface=LOOPBACK, key_file=key_file, **overrides)
 
 
@@ -193,7 +196,9 @@ class Console:
 
 
 def hold_decryption(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
-    """Every message waits in its worker thread, in flight, until the event is set."""
+    """Every message waits in its worker thread, in flight, until the event is set (the
+    relays made from now on run their RSA work in threads)."""
+    use_thread_workers(monkeypatch)
     real = legacy.decrypt_payload_untrusted
     gate = threading.Event()
 

@@ -1,5 +1,6 @@
 """What /proc says about a process and the machine: CPU by thread, memory, UDP drops."""
 
+import contextlib
 import os
 import resource
 from dataclasses import dataclass
@@ -31,12 +32,30 @@ class ProcessCpu:
 
 
 def process_cpu(pid: int) -> ProcessCpu:
-    """utime + stime of ``pid`` (every thread, dead ones included) and of its main thread."""
+    """utime + stime of ``pid`` (every thread, dead ones included) and of its children
+    running now (the relay's crypto workers), and of its main thread."""
     proc = Path(f"/proc/{pid}")
+    children = [
+        child
+        for task in (proc / "task").iterdir()
+        for child in _read_or_empty(task / "children").split()
+    ]
+    ticks = _ticks(proc / "stat")
+    for child in children:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            ticks += _ticks(Path(f"/proc/{child}/stat"))
     return ProcessCpu(
-        total_s=_ticks(proc / "stat") / CLK_TCK,
+        total_s=ticks / CLK_TCK,
         main_s=_ticks(proc / "task" / str(pid) / "stat") / CLK_TCK,
     )
+
+
+def _read_or_empty(path: Path) -> str:
+    """A /proc file's text, or nothing when its thread ended meanwhile."""
+    try:
+        return path.read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
 
 
 def processes_cpu_s(pids: list[int]) -> float:

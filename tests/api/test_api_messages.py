@@ -17,13 +17,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.api.app import MAX_BODY_BYTES
 from mcrelay.client import MessageReceived, Participant, PeerPresent
-from mcrelay.daemon.legacy import profile as profile_module
 from mcrelay.daemon.legacy import sealing
 from mcrelay.daemon.legacy.profile import identity
 from mcrelay.daemon.legacy.sealing import SEAL_INLINE_MAX
 from mcrelay.protocol.addresses import RELAY_ITSELF
 from mcrelay.protocol.legacy.events import PeerJoined
 from support import WAIT_S, dropped, hold_decryption, join, next_event, wait_until
+from thread_workers import use_thread_workers
 
 Keys = list[rsa.RSAPrivateKey]
 JSON = {"Content-Type": "application/json"}
@@ -295,13 +295,14 @@ async def test_a_post_while_another_is_sealed_is_503_and_reaches_nobody(
     relay_key_file: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gate = threading.Event()
-    real = sealing.seal_batch
+    real = sealing.SealJob.run
 
     def held(*args: Any) -> Any:
         gate.wait(WAIT_S)
         return real(*args)
 
-    monkeypatch.setattr(profile_module, "seal_batch", held)
+    use_thread_workers(monkeypatch)
+    monkeypatch.setattr(sealing.SealJob, "run", held)
     async with two_participants(relay_key_file, keys) as (api, a, b), trio.open_nursery() as n:
         first: list[httpx.Response] = []
 
@@ -344,20 +345,21 @@ async def test_clients_messages_are_sealed_between_the_batches_of_a_large_post(
     decrypted after the post's current batch, not after the whole post."""
     order: list[str] = []
     first_batch = threading.Event()
-    real_seal, real_open = sealing.seal_batch, sealing.open_and_seal
+    real_seal, real_open = sealing.SealJob.run, sealing.OpenJob.run
 
-    def seal(*args: Any) -> Any:
-        order.append("post batch" if args[0] == RELAY_ITSELF else "client copies")
+    def seal(job: sealing.SealJob, store: sealing.KeyStore) -> Any:
+        order.append("post batch" if job.sender == RELAY_ITSELF else "client copies")
         if len(order) == 1:
             first_batch.wait(WAIT_S)
-        return real_seal(*args)
+        return real_seal(job, store)
 
-    def open_and_seal(*args: Any) -> Any:
+    def open_and_seal(job: sealing.OpenJob, store: sealing.KeyStore) -> Any:
         order.append("client message")
-        return real_open(*args)
+        return real_open(job, store)
 
-    monkeypatch.setattr(profile_module, "seal_batch", seal)
-    monkeypatch.setattr(profile_module, "open_and_seal", open_and_seal)
+    use_thread_workers(monkeypatch)
+    monkeypatch.setattr(sealing.SealJob, "run", seal)
+    monkeypatch.setattr(sealing.OpenJob, "run", open_and_seal)
     async with two_participants(relay_key_file, keys, crypto_workers=1) as (api, a, b):
         # Two real recipients and enough registered here to make three batches.
         for port in range(40000, 40000 + 2 * SEAL_INLINE_MAX + 2):

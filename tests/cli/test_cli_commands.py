@@ -1,6 +1,7 @@
 """The ``mcrelay`` commands run in-process against a relay on loopback."""
 
 import json
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from mcrelay.cli.chat import _render
 from mcrelay.cli.main import main, run_command
 from mcrelay.cli.status import ExitStatus
 from mcrelay.client import MessageReceived, ParticipantEvent, PeerPresent
+from mcrelay.daemon import workers as workers_module
 from mcrelay.protocol.addresses import RELAY_ITSELF, Address, format_address
 from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
@@ -356,6 +358,23 @@ async def test_daemon_refuses_a_bad_setting(tmp_path: Path) -> None:
     assert status == ExitStatus.USAGE
     assert_one_error_line(console, "max message bytes")
     assert not (tmp_path / "k.pem").exists()
+
+
+async def test_daemon_stops_with_one_line_when_its_crypto_workers_cannot_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> list[str]:
+        return [sys.executable, "-c", "raise SystemExit(3)"]
+
+    monkeypatch.setattr(workers_module, "_command", broken)
+    console = Console()
+    flags = ["--interface", LOOPBACK, "--port", "0", "--key-file", str(tmp_path / "k.pem")]
+    status = await console.run("daemon", *flags, "--api", "off")
+    assert status == ExitStatus.ERROR
+    assert console.err_lines()[-1] == (
+        "mcrelay: error: a crypto worker ended before it was ready (exit status 3)"
+    )
+    assert "Traceback" not in console.stderr.getvalue()
 
 
 async def test_the_error_line_has_priority_err_when_stderr_is_the_journal(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from mcrelay.cli.status import MEANINGS, ApiError, ApiUnreachable, ExitStatus
 from mcrelay.client import RelayKeyMismatch, RelayUnreachable
 from mcrelay.client.secure import SessionEnded
 from mcrelay.daemon.legacy.keyfile import KeyFileError
+from mcrelay.daemon.workers import WorkerStartError
 from mcrelay.federation.epoch import EpochFileError
 from mcrelay.federation.keyfile import ClusterKeyError
 from mcrelay.logs import is_journal_stream, syslog_priority
@@ -57,6 +58,7 @@ FAILURES: dict[type[Exception], ExitStatus] = {
     ClusterKeyError: ExitStatus.USAGE,
     EpochFileError: ExitStatus.USAGE,
     ApiBindError: ExitStatus.ERROR,
+    WorkerStartError: ExitStatus.ERROR,
     OSError: ExitStatus.ERROR,
 }
 

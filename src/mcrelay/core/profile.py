@@ -15,11 +15,9 @@ import trio
 
 from mcrelay.core.events import EventHub
 from mcrelay.core.members import Identity, Member, Roster
+from mcrelay.core.opened import Opened, Sealed
 from mcrelay.protocol.addresses import RELAY_ITSELF, Address
 from mcrelay.protocol.errors import DropReason
-
-Sealed = bytes | DropReason
-"""A recipient's copy, or why it has none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,18 +32,6 @@ class Origin:
 
 RELAY_ORIGIN = Origin("relay", RELAY_ITSELF)
 """The relay itself: an operator's message."""
-
-
-@dataclass(frozen=True, slots=True)
-class Opened:
-    """A message as its profile decoded it."""
-
-    plaintext: bytes
-    sealed: list[Sealed] | None = None
-    """Copies for the recipients, when the profile sealed them on the way."""
-    control: str | None = None
-    """Not a message to relay but an in-band request of its sender: ``refresh`` (it is
-    alive) or ``disconnect`` (it leaves)."""
 
 
 class Profile(Protocol):

@@ -22,7 +22,8 @@ import trio
 from mcrelay.core.control import Overloaded
 from mcrelay.core.events import EventHub
 from mcrelay.core.members import Identity, Left, Member, Roster
-from mcrelay.core.profile import RELAY_ORIGIN, Opened, Opener, Origin, Profile, Sealed
+from mcrelay.core.opened import Opened, Sealed
+from mcrelay.core.profile import RELAY_ORIGIN, Opener, Origin, Profile
 from mcrelay.core.stats import RelayCounters
 from mcrelay.protocol.addresses import format_address
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError

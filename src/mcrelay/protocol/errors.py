@@ -84,6 +84,10 @@ class RemoteProtocolError(ProtocolError):
         super().__init__(message)
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type["RemoteProtocolError"], tuple[str, DropReason]]:
+        """Pickled with its reason (a crypto worker's answer crosses a pipe)."""
+        return type(self), (str(self), self.reason)
+
 
 class LocalProtocolError(ProtocolError):
     """We asked the protocol for something it cannot express (a caller's bug or bad input)."""

@@ -222,7 +222,7 @@ class RelayConfig:
         check=_AT_LEAST_1,
         section="relay",
         live=True,
-        help="threads doing RSA",
+        help="processes doing RSA",
         default_text="one per CPU",
         example=2,
     )

@@ -7,6 +7,7 @@ pipeline (``mcrelay.daemon.messages``), with this profile's opener: the relay ke
 decrypts the payload and, for a small fan-out, the same worker job seals the copies.
 """
 
+import hashlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,9 +19,17 @@ import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.core.members import Identity, Member, RosterFull
-from mcrelay.core.profile import Admitted, Opened, Origin, Sealed, Services
+from mcrelay.core.opened import Opened, Sealed
+from mcrelay.core.profile import Admitted, Origin, Services
 from mcrelay.core.ratelimit import SourceLimiter
-from mcrelay.daemon.legacy.sealing import SEAL_INLINE_MAX, open_and_seal, seal_batch
+from mcrelay.daemon.legacy.sealing import (
+    SEAL_INLINE_MAX,
+    KeyStore,
+    OpenJob,
+    Recipient,
+    SealJob,
+    relay_key_der,
+)
 from mcrelay.daemon.workers import CryptoWorkers, Running
 from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address, format_address
@@ -52,17 +61,19 @@ class _Message:
     """Its life after admission, taken when it completed."""
 
 
-def _key(member: Member) -> rsa.RSAPublicKey:
-    """A legacy member's RSA key (its identity's key, set by :func:`identity`)."""
-    return cast(rsa.RSAPublicKey, member.identity.key)
+def _recipient(member: Member) -> Recipient:
+    """A legacy member's RSA key as a worker's job carries it (see :func:`identity`)."""
+    return member.identity.origin_id, cast(bytes, member.identity.key)
 
 
 def identity(key: rsa.RSAPublicKey, address: Address) -> Identity:
-    """A legacy member: its address is its id; its RSA key seals its copies."""
-    origin_id = crypto.key_digest(key)
+    """A legacy member: its address is its id; its RSA key (DER: the workers load it)
+    seals its copies."""
+    der = crypto.key_der(key)
+    origin_id = hashlib.sha256(der).digest()
     fingerprint = crypto.digest_fingerprint(origin_id)
     details = {"fingerprint": fingerprint, "key_bits": key.key_size}
-    return Identity(PROFILE, format_address(address), fingerprint, key, origin_id, details)
+    return Identity(PROFILE, format_address(address), fingerprint, der, origin_id, details)
 
 
 class LegacyProfile:
@@ -73,6 +84,7 @@ class LegacyProfile:
         self._services = services
         self._key = key
         self._workers = workers
+        workers.install(KeyStore.from_der, relay_key_der(key))
         public_key = key.public_key()
         self.fingerprint = crypto.fingerprint(public_key)
         self._server_key = legacy.server_key(public_key)
@@ -264,11 +276,8 @@ class LegacyProfile:
         """Decrypt in a worker, starting now, sealing there too when the recipients are few
         and all legacy; the result is awaited by the message's task."""
         legacy_only = all(member.identity.profile == PROFILE for member in recipients)
-        keys = [_key(member) for member in recipients] if legacy_only else None
-        work = partial(
-            open_and_seal, self._key, payload, self.max_message_bytes, sender.address, keys
-        )
-        return self._workers.start(work)
+        keys = tuple(_recipient(member) for member in recipients) if legacy_only else None
+        return self._workers.start(OpenJob(payload, self.max_message_bytes, sender.address, keys))
 
     # Copies and notices out.
 
@@ -279,15 +288,13 @@ class LegacyProfile:
         most one job per worker queued at once: so other messages are sealed in between,
         and a large fan-out delays them by a job's time, not by its whole. (No task per
         job: the jobs are queued in turn and their results awaited in order.)"""
-        keys = [_key(member) for member in recipients]
+        keys = tuple(_recipient(member) for member in recipients)
         sealed: list[Sealed] = []
         queued: deque[Running[list[Sealed]]] = deque()
         for start in range(0, len(keys), SEAL_INLINE_MAX):
             if len(queued) == self._workers.count:
                 sealed.extend(await queued.popleft())
-            work = partial(
-                seal_batch, origin.address, plaintext, keys[start : start + SEAL_INLINE_MAX]
-            )
+            work = SealJob(origin.address, plaintext, keys[start : start + SEAL_INLINE_MAX])
             queued.append(self._workers.start(work))
         while queued:
             sealed.extend(await queued.popleft())

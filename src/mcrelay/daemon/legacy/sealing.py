@@ -1,15 +1,20 @@
-"""The relay's RSA work, as plain functions the crypto workers run.
+"""The relay's RSA work, as jobs the crypto workers run (in processes of their own).
 
 A message is opened (its blocks decrypted with the relay key) and sealed (encrypted
 for each recipient). For a few recipients both happen in one job, so a message costs
 one hand-off; a larger fan-out is sealed in jobs of a few recipients each.
+
+A job is plain data (it crosses a pipe): a recipient's key travels as its DER bytes
+and their SHA-256, and the worker keeps the keys it loaded in a :class:`KeyStore`.
 """
 
-from collections.abc import Sequence
+from collections import OrderedDict
+from dataclasses import dataclass
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.core.profile import Opened, Sealed
+from mcrelay.core.opened import Opened, Sealed
 from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import DropReason
@@ -20,34 +25,98 @@ SEAL_INLINE_MAX = 16
 sweep's S=4 R=8 peak was 12 % lower; at 16 a job of the largest 100-byte fan-out it
 takes whole is still about 1 ms.)"""
 
+KEYS_KEPT = 16_384
+"""Recipients' keys a worker keeps loaded (the least recently used go first); loading
+one again from its DER costs about 20 us."""
 
 CONTROL_WORDS = {legacy.CONNECT_WORD: "refresh", legacy.DISCONNECT_WORD: "disconnect"}
 """The seed client's in-band words: a message of exactly one of these is not chat."""
 
+Recipient = tuple[bytes, bytes]
+"""A recipient's key as a job carries it: its SHA-256 (the member's ``origin_id``) and
+its DER SubjectPublicKeyInfo (the member's identity's ``key``)."""
 
-def open_and_seal(
-    relay_key: rsa.RSAPrivateKey,
-    payload: bytes,
-    max_message_bytes: int,
-    sender: Address,
-    keys: Sequence[rsa.RSAPublicKey] | None,
-) -> Opened:
-    """Decrypt, and seal for the recipients' ``keys`` when there are few of them.
+
+class KeyStore:
+    """What a worker holds: the relay key, and the recipients' keys it loaded."""
+
+    def __init__(self, relay_key: rsa.RSAPrivateKey) -> None:
+        self.relay_key = relay_key
+        self._public: OrderedDict[bytes, rsa.RSAPublicKey] = OrderedDict()
+
+    @classmethod
+    def from_der(cls, relay_key_der: bytes) -> "KeyStore":
+        """In a worker, from :func:`relay_key_der`: the relay checked the key when it read
+        its key file, and checking it again here would cost each worker's start 27 ms."""
+        key = serialization.load_der_private_key(
+            relay_key_der, password=None, unsafe_skip_rsa_key_validation=True
+        )
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return cls(key)
+
+    def public(self, recipient: Recipient) -> rsa.RSAPublicKey:
+        digest, der = recipient
+        key = self._public.get(digest)
+        if key is None:
+            loaded = serialization.load_der_public_key(der)
+            assert isinstance(loaded, rsa.RSAPublicKey)
+            key = self._public[digest] = loaded
+            if len(self._public) > KEYS_KEPT:
+                self._public.popitem(last=False)
+        else:
+            self._public.move_to_end(digest)
+        return key
+
+
+def relay_key_der(key: rsa.RSAPrivateKey) -> bytes:
+    """The relay key as a worker is given it (over its pipe, never on a command line)."""
+    return key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OpenJob:
+    """Decrypt a message, and seal it for ``recipients`` when there are few of them.
 
     Nothing is sealed when the plaintext is not relayed (a control word, or too large:
-    the relay drops it), when there are no keys to seal for here, or when more than
-    one job should seal."""
-    plaintext = legacy.decrypt_payload_untrusted(relay_key, payload, max_message_bytes)
-    control = CONTROL_WORDS.get(plaintext)
-    relayed = control is None and len(plaintext) <= max_message_bytes
-    if keys is None or not relayed or len(keys) > SEAL_INLINE_MAX:
-        return Opened(plaintext, None, control)
-    return Opened(plaintext, seal_batch(sender, plaintext, keys), control)
+    the relay drops it), when there are no keys to seal for here (``None``: some
+    recipients are of another profile), or when more than one job should seal."""
+
+    payload: bytes
+    max_message_bytes: int
+    sender: Address
+    recipients: tuple[Recipient, ...] | None
+
+    def run(self, store: KeyStore) -> Opened:
+        plaintext = legacy.decrypt_payload_untrusted(
+            store.relay_key, self.payload, self.max_message_bytes
+        )
+        control = CONTROL_WORDS.get(plaintext)
+        relayed = control is None and len(plaintext) <= self.max_message_bytes
+        if self.recipients is None or not relayed or len(self.recipients) > SEAL_INLINE_MAX:
+            return Opened(plaintext, None, control)
+        return Opened(plaintext, seal(store, self.sender, plaintext, self.recipients), control)
 
 
-def seal_batch(sender: Address, plaintext: bytes, keys: Sequence[rsa.RSAPublicKey]) -> list[Sealed]:
-    """One relayed datagram per key, or why there is none."""
-    return [_seal(key, sender, plaintext) for key in keys]
+@dataclass(frozen=True, slots=True)
+class SealJob:
+    """One relayed datagram per recipient, or why there is none."""
+
+    sender: Address
+    plaintext: bytes
+    recipients: tuple[Recipient, ...]
+
+    def run(self, store: KeyStore) -> list[Sealed]:
+        return seal(store, self.sender, self.plaintext, self.recipients)
+
+
+def seal(
+    store: KeyStore, sender: Address, plaintext: bytes, recipients: tuple[Recipient, ...]
+) -> list[Sealed]:
+    return [_seal(store.public(recipient), sender, plaintext) for recipient in recipients]
 
 
 def _seal(key: rsa.RSAPublicKey, sender: Address, plaintext: bytes) -> Sealed:

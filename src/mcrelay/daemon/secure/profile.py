@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 import trio
 
 from mcrelay.core.members import Identity, Member, RosterFull
-from mcrelay.core.profile import Opened, Origin, Sealed, Services
+from mcrelay.core.opened import Opened, Sealed
+from mcrelay.core.profile import Origin, Services
 from mcrelay.core.ratelimit import SourceLimiter
 from mcrelay.daemon.secure.peers import (
     COALESCE_S,

@@ -152,10 +152,14 @@ def fingerprint(key: rsa.RSAPublicKey) -> str:
 def key_digest(key: rsa.RSAPublicKey) -> bytes:
     """The SHA-256 of the key's DER SubjectPublicKeyInfo: what the fingerprint shows, and
     a legacy member's id in origins."""
-    der = key.public_bytes(
+    return hashlib.sha256(key_der(key)).digest()
+
+
+def key_der(key: rsa.RSAPublicKey) -> bytes:
+    """The key's DER SubjectPublicKeyInfo."""
+    return key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    return hashlib.sha256(der).digest()
 
 
 def digest_fingerprint(digest: bytes) -> str:

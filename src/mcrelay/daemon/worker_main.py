@@ -1,0 +1,93 @@
+"""A crypto worker process: ``python -m mcrelay.daemon.worker_main``, started by the relay.
+
+It reads frames from stdin and writes one frame per job to stdout, in the order the
+jobs came. A frame is a 4-byte big-endian length and a pickle. The first frame is the
+worker's set-up, ``(build, argument)``: its state is ``build(argument)`` (the relay
+key, say), and its first answer says it is ready. Every frame after it is a job: an object with ``run(state)``; its answer
+is ``(True, result)`` or ``(False, exception)``. At the end of stdin it exits.
+
+Pickles cross only between the relay and the workers it started, over their pipes:
+the same program, the same user. Answers are written as soon as the jobs read in one
+go are done, or every :data:`FLUSH_S` while a long batch runs.
+
+Ctrl-C at a terminal and systemd's SIGTERM reach the whole process group: a worker
+ignores both and ends with its relay (at the end of its stdin), so the messages in
+flight at a graceful stop are still sealed.
+"""
+
+import os
+import pickle
+import signal
+import struct
+import sys
+import time
+from typing import Any
+
+LENGTH = struct.Struct(">I")
+READ_BYTES = 1 << 16
+FLUSH_S = 0.002
+
+
+def frame(value: object) -> bytes:
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return LENGTH.pack(len(data)) + data
+
+
+def split_frames(buffer: bytearray) -> list[bytes]:
+    """Take every whole frame from the front of ``buffer``."""
+    frames: list[bytes] = []
+    start = 0
+    while len(buffer) - start >= LENGTH.size:
+        (size,) = LENGTH.unpack_from(buffer, start)
+        end = start + LENGTH.size + size
+        if end > len(buffer):
+            break
+        frames.append(bytes(buffer[start + LENGTH.size : end]))
+        start = end
+    del buffer[:start]
+    return frames
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def serve(read_fd: int, write_fd: int) -> None:
+    buffer = bytearray()
+    state: Any = None
+    set_up = False
+    while chunk := os.read(read_fd, READ_BYTES):
+        buffer += chunk
+        answers: list[bytes] = []
+        flushed = time.monotonic()
+        for data in split_frames(buffer):
+            if not set_up:
+                build, argument = pickle.loads(data)  # noqa: S301 (from the relay, our parent)
+                state, set_up = build(argument), True
+                _write_all(write_fd, frame((True, None)))  # ready
+                continue
+            try:
+                work = pickle.loads(data)  # noqa: S301 (from the relay, our parent)
+                answer: tuple[bool, object] = (True, work.run(state))
+            except Exception as exc:
+                answer = (False, exc)
+            answers.append(frame(answer))
+            if time.monotonic() - flushed >= FLUSH_S:
+                _write_all(write_fd, b"".join(answers))
+                answers, flushed = [], time.monotonic()
+        if answers:
+            _write_all(write_fd, b"".join(answers))
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    answers = os.dup(sys.stdout.fileno())
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print cannot break a frame
+    serve(sys.stdin.fileno(), answers)
+
+
+if __name__ == "__main__":
+    main()
