@@ -7,7 +7,8 @@ run_until_signal                      SIGHUP reloads; SIGTERM/SIGINT drain, then
     │                                 period) for Relay.drained: messages in flight go out
     └── serve
         ├── Relay.run                 (daemon/relay.py)
-        │   ├── CryptoWorkers.run     owns the RSA threads; results come back in batches
+        │   ├── CryptoWorkers.run     a task per RSA worker process (daemon/workers.py):
+        │   │                         jobs down its stdin, answers back in batches
         │   ├── each profile's run    the secure one's: one task turns every session when
         │   │                         it is due (retransmissions, ACKs, keep-alives) and
         │   │                         forgets unconfirmed handshakes (daemon/secure/)
