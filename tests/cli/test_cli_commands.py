@@ -372,7 +372,7 @@ async def test_daemon_stops_with_one_line_when_its_crypto_workers_cannot_start(
     status = await console.run("daemon", *flags, "--api", "off")
     assert status == ExitStatus.ERROR
     assert console.err_lines()[-1] == (
-        "mcrelay: error: a crypto worker ended before it was ready (exit status 3)"
+        "mcrelay: error: a crypto worker could not start (exit status 3)"
     )
     assert "Traceback" not in console.stderr.getvalue()
 

@@ -1,16 +1,22 @@
 """The crypto workers: jobs run in processes of their own, answers come back to Trio."""
 
 import os
+import pickle
 import signal
+import sys
 
 import outcome
 import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import given
+from hypothesis import strategies as st
 
+from mcrelay.core.opened import Opened
 from mcrelay.daemon import workers as workers_module
 from mcrelay.daemon.legacy import sealing
 from mcrelay.daemon.legacy.sealing import KeyStore, OpenJob, SealJob, relay_key_der
+from mcrelay.daemon.worker_main import frame, split_frames
 from mcrelay.daemon.workers import CryptoWorkers, Job, WorkerLost, WorkerStartError
 from mcrelay.protocol import legacy
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
@@ -87,49 +93,81 @@ async def test_answers_come_in_the_order_of_the_jobs_and_a_failing_completion_is
     def broken(_result: outcome.Outcome[object]) -> None:
         raise RuntimeError("bug in a callback")
 
-    def keep(result: outcome.Outcome[list[object]]) -> None:
-        [copy] = result.unwrap()
-        assert isinstance(copy, bytes)
-        finished.append(copy)
+    def keep(result: outcome.Outcome[Opened]) -> None:
+        finished.append(result.unwrap().plaintext)
 
+    texts = [b"%d" % n for n in range(20)]
     async with trio.open_nursery() as nursery:
         workers = started(keys)
         await nursery.start(workers.run)
-        workers.submit(Job(SealJob(SENDER, b"first", (recipient(keys, 1),)), broken))
-        for n in range(20):
-            workers.submit(Job(SealJob(SENDER, b"%d" % n, (recipient(keys, 1),)), keep))
-        await wait_until(lambda: len(finished) == 20)
+        workers.submit(Job(OpenJob(payload(keys, b"first"), 1000, SENDER, None), broken))
+        for text in texts:
+            workers.submit(Job(OpenJob(payload(keys, text), 1000, SENDER, None), keep))
+        await wait_until(lambda: len(finished) == len(texts))
+        assert finished == texts
         nursery.cancel_scope.cancel()
     assert "a crypto job's completion failed" in caplog.text
 
 
-async def test_a_worker_that_dies_fails_its_jobs_and_another_takes_its_place(
+async def test_a_worker_that_dies_fails_the_jobs_it_held_and_the_others_take_the_queue(
+    keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    results: list[outcome.Outcome[object]] = []
+    async with trio.open_nursery() as nursery:
+        workers = started(keys, 2)
+        await nursery.start(workers.run)
+        stopped, other = workers.pids
+        os.kill(stopped, signal.SIGSTOP)  # it takes its share of jobs, and answers none
+        for n in range(10):
+            workers.submit(Job(SealJob(SENDER, b"%d" % n, (recipient(keys, 1),)), results.append))
+        await wait_until(lambda: len(results) == 10 - workers_module.IN_FLIGHT_PER_WORKER)
+        os.kill(stopped, signal.SIGKILL)
+        await wait_until(lambda: len(results) == 10)
+        lost = [r for r in results if isinstance(r, outcome.Error)]
+        assert len(lost) == workers_module.IN_FLIGHT_PER_WORKER
+        assert all(isinstance(r.error, WorkerLost) for r in lost)
+        assert len({id(r.error) for r in lost}) == len(lost)  # each its own traceback
+        # Before the dead one is started again (a second later), the other takes it all.
+        opened = await workers.call(OpenJob(payload(keys, b"again"), 1000, SENDER, None))
+        assert (opened.plaintext, workers.pids) == (b"again", [other])
+        await wait_until(lambda: len(workers.pids) == 2)
+        nursery.cancel_scope.cancel()
+    assert "a crypto worker ended (exit status -9) with 4 jobs unanswered; another in 1 s" in (
+        caplog.text
+    )
+
+
+async def test_a_worker_that_answers_nothing_is_stopped_and_its_jobs_fail(
     keys: Keys, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(workers_module, "RESTART_DELAY_S", 0.01)
-    results: list[outcome.Outcome[object]] = []
+    monkeypatch.setattr(workers_module, "ANSWER_TIMEOUT_S", 0.3)
     async with trio.open_nursery() as nursery:
         workers = started(keys)
         await nursery.start(workers.run)
-        await wait_until(lambda: bool(workers.pids))
         [pid] = workers.pids
-        for n in range(10):
-            workers.submit(Job(SealJob(SENDER, b"%d" % n, (recipient(keys, 1),)), results.append))
-        os.kill(pid, signal.SIGKILL)  # before it was written a single job
-        await wait_until(lambda: len(results) == 10)
-        assert all(
-            isinstance(result, outcome.Error) and isinstance(result.error, WorkerLost)
-            for result in results
-        )
-        opened = await workers.call(OpenJob(payload(keys, b"again"), 1000, SENDER, None))
-        assert opened.plaintext == b"again"
-        assert workers.pids != [pid]
+        os.kill(pid, signal.SIGSTOP)
+        with pytest.raises(WorkerLost, match=r"no answer for 0.3 s"):
+            await workers.call(SealJob(SENDER, b"held", (recipient(keys, 1),)))
+        assert not alive(pid)
         nursery.cancel_scope.cancel()
-    assert "a crypto worker ended (exit status -9) with 10 jobs unanswered" in caplog.text
+    assert "a crypto worker ended (no answer for 0.3 s) with 1 jobs unanswered" in caplog.text
 
 
-async def test_a_worker_ignores_sigterm_and_sigint_and_ends_with_its_relay(keys: Keys) -> None:
-    """systemd's stop and a terminal's Ctrl-C reach the whole group: the workers go on
+async def test_a_worker_that_is_not_ready_in_time_stops_run(
+    keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workers_module, "READY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(
+        workers_module, "_command", lambda: [sys.executable, "-c", "import time; time.sleep(30)"]
+    )
+    with pytest.raises(WorkerStartError, match=r"could not start \(not ready within 0.3 s\)"):
+        await started(keys).run()
+
+
+async def test_a_worker_ignores_sigterm_sighup_and_sigint_and_ends_with_its_relay(
+    keys: Keys,
+) -> None:
+    """systemd's stop and reload reach every process of the unit: the workers go on
     sealing the messages in flight until the relay has settled them."""
     async with trio.open_nursery() as nursery:
         workers = started(keys)
@@ -137,8 +175,8 @@ async def test_a_worker_ignores_sigterm_and_sigint_and_ends_with_its_relay(keys:
         await wait_until(lambda: bool(workers.pids))
         [pid] = workers.pids
         await workers.call(SealJob(SENDER, b"ready", (recipient(keys, 1),)))
-        os.kill(pid, signal.SIGTERM)
-        os.kill(pid, signal.SIGINT)
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            os.kill(pid, signum)
         opened = await workers.call(OpenJob(payload(keys, b"still here"), 1000, SENDER, None))
         assert (opened.plaintext, workers.pids) == (b"still here", [pid])
         nursery.cancel_scope.cancel()
@@ -152,9 +190,11 @@ async def test_resize_starts_and_retires_workers(keys: Keys) -> None:
         assert (workers.count, workers.pids) == (2, [])
         await nursery.start(workers.run)
         await wait_until(lambda: len(workers.pids) == 2)
+        two = list(workers.pids)
         workers.resize(3)
         await wait_until(lambda: len(workers.pids) == 3)
         first = list(workers.pids)
+        assert set(two) < set(first)  # more: the ones running keep running
         workers.resize(1)
         await wait_until(lambda: len(workers.pids) == 1)
         assert sum(alive(pid) for pid in first) == 1
@@ -186,5 +226,24 @@ def test_a_worker_keeps_the_keys_it_loaded_up_to_its_bound(
 async def test_a_worker_that_cannot_start_stops_run(keys: Keys) -> None:
     workers = CryptoWorkers(2)
     workers.install(KeyStore.from_der, b"not a key")
-    with pytest.raises(WorkerStartError, match=r"ended before it was ready \(exit status 1\)"):
+    with pytest.raises(WorkerStartError, match=r"could not start \(exit status 1\)"):
         await workers.run()
+
+
+@given(
+    st.lists(st.binary(max_size=300) | st.integers() | st.text(max_size=50), max_size=20),
+    st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=30),
+)
+def test_frames_cut_anywhere_come_back_whole_and_in_order(
+    values: list[object], cuts: list[int]
+) -> None:
+    stream = b"".join(frame(value) for value in values)
+    buffer, decoded, at = bytearray(), [], 0
+    for size in cuts * (len(stream) // sum(cuts) + 1):
+        buffer += stream[at : at + size]
+        at += size
+        decoded += [pickle.loads(data) for data in split_frames(buffer)]
+        if at >= len(stream):
+            break
+    assert decoded == values
+    assert not buffer

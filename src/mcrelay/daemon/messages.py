@@ -25,6 +25,7 @@ from mcrelay.core.members import Identity, Left, Member, Roster
 from mcrelay.core.opened import Opened, Sealed
 from mcrelay.core.profile import RELAY_ORIGIN, Opener, Origin, Profile
 from mcrelay.core.stats import RelayCounters
+from mcrelay.daemon.workers import WorkerLost
 from mcrelay.protocol.addresses import format_address
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
 
@@ -292,6 +293,9 @@ class Messages:
             sealed = await self._seal(origin, plaintext, recipients)
             await turn.wait_previous()
             return self._deliver(origin, len(plaintext), recipients, sealed)
+        except WorkerLost:  # logged once by the pool, for all its jobs
+            self._drop(DropReason.INTERNAL_ERROR, origin.address)
+            return 0
         except Exception:
             log.exception("sending a message from %s failed", origin.id)
             self._drop(DropReason.INTERNAL_ERROR, origin.address)
@@ -343,6 +347,8 @@ class Messages:
                 )
                 self._deliver(origin, len(opened.plaintext), recipients, opened.sealed)
                 self._forward(origin, opened.plaintext)
+        except WorkerLost:  # logged once by the pool, for all its jobs
+            self._drop(DropReason.INTERNAL_ERROR, sender.address)
         except Exception:
             log.exception("relaying a message from %s failed", format_address(sender.address))
             self._drop(DropReason.INTERNAL_ERROR, sender.address)

@@ -10,9 +10,10 @@ Pickles cross only between the relay and the workers it started, over their pipe
 the same program, the same user. Answers are written as soon as the jobs read in one
 go are done, or every :data:`FLUSH_S` while a long batch runs.
 
-Ctrl-C at a terminal and systemd's SIGTERM reach the whole process group: a worker
-ignores both and ends with its relay (at the end of its stdin), so the messages in
-flight at a graceful stop are still sealed.
+A worker runs in a session of its own (no terminal's signals reach it), and systemd's
+SIGTERM and SIGHUP, which reach every process of the unit, are ignored: it ends with
+its relay (at the end of its stdin), so the messages in flight at a graceful stop are
+still sealed, and a reload costs no worker.
 """
 
 import os
@@ -73,7 +74,12 @@ def serve(read_fd: int, write_fd: int) -> None:
                 answer: tuple[bool, object] = (True, work.run(state))
             except Exception as exc:
                 answer = (False, exc)
-            answers.append(frame(answer))
+            try:
+                answers.append(frame(answer))
+            except Exception as exc:  # an answer that does not pickle still answers its job
+                answers.append(
+                    frame((False, RuntimeError(f"an answer that did not pickle: {exc!r}")))
+                )
             if time.monotonic() - flushed >= FLUSH_S:
                 _write_all(write_fd, b"".join(answers))
                 answers, flushed = [], time.monotonic()
@@ -82,8 +88,8 @@ def serve(read_fd: int, write_fd: int) -> None:
 
 
 def main() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     answers = os.dup(sys.stdout.fileno())
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print cannot break a frame
     serve(sys.stdin.fileno(), answers)

@@ -9,23 +9,29 @@ pickles and a pipe write and read per batch (see ``bench/README.md``).
 
 Each worker process (:mod:`mcrelay.daemon.worker_main`) is owned by a task of
 :meth:`CryptoWorkers.run`'s nursery, which writes its jobs and reads its answers, in
-order. A job goes to the worker with the fewest waiting. A worker that dies fails its
-waiting jobs (:class:`WorkerLost`) and is started again; at the relay's end, its
-process is killed once the messages in flight have settled.
+order. Jobs wait in one queue, in the order they came; a worker that is up takes the
+next ones as it has room (at most :data:`IN_FLIGHT_PER_WORKER`), so a long job holds
+up only its own worker. A worker that dies, or answers nothing for
+:data:`ANSWER_TIMEOUT_S`, fails the jobs it held (:class:`WorkerLost`) and is started
+again (the others take the queue meanwhile); at the relay's end, its process is killed
+once the messages in flight have settled.
 """
 
 import logging
 import pickle
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from pathlib import Path
 from subprocess import PIPE
 from typing import Any, Generic, Protocol, TypeVar
 
 import outcome
 import trio
 
+import mcrelay
 from mcrelay.daemon import worker_main
 
 log = logging.getLogger(__name__)
@@ -33,9 +39,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
+IN_FLIGHT_PER_WORKER = 4
+"""Jobs written to a worker and not yet answered: enough that it never waits for the
+loop between two, few enough that the queue stays in the relay, shared."""
+READY_TIMEOUT_S = 10.0
+"""A worker that has not said it is ready this long after its start is stopped."""
+ANSWER_TIMEOUT_S = 30.0
+"""A worker holding jobs that answers nothing for this long is stopped (hung: a job
+takes milliseconds)."""
 RESTART_DELAY_S = 1.0
-"""How long a worker that died waits before it starts again (a worker that cannot
-start must not spin)."""
+"""How long a worker that died waits before it starts again; doubled after each start
+that did not last :data:`RESTART_DELAY_MAX_S`, up to that (a worker that cannot start
+must not spin)."""
+RESTART_DELAY_MAX_S = 30.0
 
 
 class Work(Protocol[T_co]):
@@ -45,7 +61,12 @@ class Work(Protocol[T_co]):
 
 
 class WorkerLost(RuntimeError):
-    """The worker process running the job ended before answering."""
+    """The worker process running the job ended before answering (its end is logged
+    once, by the pool)."""
+
+
+class _Broken(Exception):
+    """The worker's answers are out of step with its jobs: it is stopped."""
 
 
 class WorkerStartError(Exception):
@@ -59,6 +80,8 @@ class Job(Generic[T]):
     done: Callable[["outcome.Outcome[T]"], None]
     """Runs on the Trio thread as the answer comes: cannot await, and should not raise
     (what it raises is logged, and the job's other state is its own)."""
+    frame: bytes = b""
+    """The work, pickled (by :meth:`CryptoWorkers.submit`)."""
 
 
 class Running(Generic[T]):
@@ -83,21 +106,26 @@ class Running(Generic[T]):
 
 @dataclass(eq=False)
 class _Worker:
-    """One worker: its jobs not yet answered, in order, and the frames not yet written."""
+    """One worker: the jobs it was given and has not answered, in order."""
 
-    waiting: deque[Job[Any]] = field(default_factory=deque)
-    outgoing: list[bytes] = field(default_factory=list)
+    in_flight: deque[Job[Any]] = field(default_factory=deque)
     wake: trio.Event = field(default_factory=trio.Event)
+    up: bool = False
+    """Its process is ready: it takes jobs."""
     retired: bool = False
-    """Given no more jobs: it ends once those it has are answered."""
+    """Takes no more jobs: it ends once those it has are answered."""
     pid: int | None = None
     ready: trio.Event = field(default_factory=trio.Event)
-    """Set once its first process has its state (and answers jobs), or ended before."""
+    """Set once its first process is up, or ended before."""
 
 
 def _command() -> list[str]:
-    """The worker's command line: this interpreter, in this environment."""
-    return [sys.executable, "-m", worker_main.__name__]
+    """The worker's command line: this interpreter, without the working directory on
+    its path (``-P``: a ``pickle.py`` there would run with the relay key), and able to
+    import this very ``mcrelay`` wherever it came from."""
+    here = str(Path(mcrelay.__file__).resolve().parent.parent)
+    code = f"import sys; sys.path.append({here!r}); from {worker_main.__name__} import main; main()"
+    return [sys.executable, "-P", "-c", code]
 
 
 class CryptoWorkers:
@@ -108,12 +136,14 @@ class CryptoWorkers:
     def __init__(self, count: int = 1) -> None:
         self._count = count
         self._setup: bytes | None = None
+        self._queue: deque[Job[Any]] = deque()
+        """Submitted jobs no worker has taken yet, in order."""
         self._workers: list[_Worker] = []
         self._nursery: trio.Nursery | None = None
         self._running = False
         """Every first worker was ready: :meth:`run` has started."""
         self._start_failures: list[str] = []
-        """How the first workers that ended before they were ready ended."""
+        """How the first workers that were not ready in time ended."""
 
     @property
     def count(self) -> int:
@@ -142,20 +172,15 @@ class CryptoWorkers:
                 task_status.started()
                 await trio.sleep_forever()
             nursery.cancel_scope.cancel()
-        raise WorkerStartError(
-            f"a crypto worker ended before it was ready ({self._start_failures[0]})"
-        )
+        raise WorkerStartError(f"a crypto worker could not start ({self._start_failures[0]})")
 
     def submit(self, job: Job[Any]) -> None:
         """Queue a job (from the Trio thread); never blocks. The caller bounds the jobs."""
-        data = worker_main.frame(job.work)
-        worker = min(
-            (worker for worker in self._workers if not worker.retired),
-            key=lambda worker: len(worker.waiting),
-        )
-        worker.waiting.append(job)
-        worker.outgoing.append(data)
-        worker.wake.set()
+        job.frame = worker_main.frame(job.work)
+        self._queue.append(job)
+        for worker in self._workers:
+            if worker.up and not worker.retired and len(worker.in_flight) < IN_FLIGHT_PER_WORKER:
+                worker.wake.set()
 
     def start(self, work: Work[T]) -> "Running[T]":
         """Queue ``work`` now (from the Trio thread, never blocking); await the result."""
@@ -169,8 +194,8 @@ class CryptoWorkers:
 
     def resize(self, count: int) -> None:
         """Have ``count`` workers: start more, or retire the surplus (each after the jobs
-        it was given). Called from the Trio thread only; before :meth:`run`, it only
-        sets how many workers that starts."""
+        it took). Called from the Trio thread only; before :meth:`run`, it only sets how
+        many workers that starts."""
         self._count = count
         if self._nursery is None:
             return
@@ -179,97 +204,141 @@ class CryptoWorkers:
             worker = _Worker()
             self._workers.append(worker)
             self._nursery.start_soon(self._serve, worker)
-        for worker in sorted(active, key=lambda worker: len(worker.waiting))[: len(active) - count]:
+        surplus = max(0, len(active) - count)
+        for worker in sorted(active, key=lambda worker: worker.up)[:surplus]:
             worker.retired = True
             worker.wake.set()
 
     async def _serve(self, worker: _Worker) -> None:
         """Run the worker's process, and another each time one ends with the worker
-        still wanted; a first one that ends before it is ready stops :meth:`run`."""
+        still wanted; a first one that is not ready in time stops :meth:`run`."""
+        delay = RESTART_DELAY_S
         try:
             while True:
+                began = time.monotonic()
                 try:
-                    ended = f"exit status {await self._run_process(worker)}"
+                    ended = await self._run_process(worker)
                 except OSError as exc:
                     ended = f"not started: {exc.strerror or exc}"
+                except _Broken as exc:
+                    ended = str(exc)
+                worker.up = False
+                lost = list(worker.in_flight)
+                worker.in_flight.clear()
+                for job in lost:
+                    self._done(job, outcome.Error(WorkerLost(f"the crypto worker ended ({ended})")))
                 if not self._running:
                     self._start_failures.append(ended)
                     worker.ready.set()
                     return
-                if worker.retired and not worker.waiting:
+                if worker.retired and not lost:
                     return
-                self._lost(worker, ended)
+                log.error(
+                    "a crypto worker ended (%s) with %d jobs unanswered; %s",
+                    ended,
+                    len(lost),
+                    "not started again" if worker.retired else f"another in {delay:g} s",
+                )
                 if worker.retired:
                     return
-                await trio.sleep(RESTART_DELAY_S)
+                await trio.sleep(delay)
+                lasted = time.monotonic() - began
+                delay = (
+                    RESTART_DELAY_S
+                    if lasted > RESTART_DELAY_MAX_S
+                    else min(2 * delay, RESTART_DELAY_MAX_S)
+                )
         finally:
             self._workers.remove(worker)
+            self._feed()
 
-    async def _run_process(self, worker: _Worker) -> int | None:
-        """One worker process, from its start to its end; its exit status."""
-        process = await trio.lowlevel.open_process(_command(), stdin=PIPE, stdout=PIPE)
+    def _feed(self) -> None:
+        """Wake the workers that have room, if jobs wait."""
+        if self._queue:
+            for worker in self._workers:
+                if worker.up and not worker.retired:
+                    worker.wake.set()
+
+    async def _run_process(self, worker: _Worker) -> str:
+        """One worker process, from its start to its end; how it ended."""
+        process = await trio.lowlevel.open_process(
+            _command(), stdin=PIPE, stdout=PIPE, start_new_session=True
+        )
         worker.pid = process.pid
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write, worker, process)
-                await self._read(worker, process)
+                stopped = await self._read(worker, process)
                 nursery.cancel_scope.cancel()
         finally:
-            worker.pid = None
             with trio.CancelScope(shield=True):
                 process.kill()
+                for pipe in (process.stdin, process.stdout):
+                    if pipe is not None:
+                        await pipe.aclose()
                 await process.wait()
-        return process.returncode
-
-    def _lost(self, worker: _Worker, ended: str) -> None:
-        lost = list(worker.waiting)
-        worker.waiting.clear()
-        worker.outgoing.clear()
-        log.error(
-            "a crypto worker ended (%s) with %d jobs unanswered; %s",
-            ended,
-            len(lost),
-            "not started again" if worker.retired else "starting another",
-        )
-        error = WorkerLost(f"the crypto worker ended ({ended})")
-        for job in lost:
-            self._done(job, outcome.Error(error))
+            worker.pid = None
+        return stopped or f"exit status {process.returncode}"
 
     async def _write(self, worker: _Worker, process: trio.Process) -> None:
-        """Until the worker is retired and has all its jobs, or its process ends (its
-        reader then sees the end of its answers)."""
+        """The set-up, then jobs from the queue as the worker has room, until it is
+        retired (then its stdin is closed: it ends once it answered) or its process ends
+        (its reader then sees the end of its answers)."""
         assert process.stdin is not None
         assert self._setup is not None
         try:
             await process.stdin.send_all(self._setup)
             while True:
-                if worker.outgoing:
-                    data = b"".join(worker.outgoing)
-                    worker.outgoing.clear()
-                    await process.stdin.send_all(data)
-                elif worker.retired:
+                room = IN_FLIGHT_PER_WORKER - len(worker.in_flight)
+                if worker.retired:
                     await process.stdin.aclose()
                     return
+                if worker.up and room > 0 and self._queue:
+                    taken = [self._queue.popleft() for _ in range(min(room, len(self._queue)))]
+                    worker.in_flight.extend(taken)
+                    await process.stdin.send_all(b"".join(job.frame for job in taken))
                 else:
                     worker.wake = trio.Event()
                     await worker.wake.wait()
         except trio.BrokenResourceError:
             return
 
-    async def _read(self, worker: _Worker, process: trio.Process) -> None:
+    async def _read(self, worker: _Worker, process: trio.Process) -> str | None:
+        """Answers, in order, until the end of the worker's stdout (None), or why the
+        worker is stopped: not ready in time, or silent with jobs in hand."""
         assert process.stdout is not None
         buffer = bytearray()
-        ready = False
-        while data := await process.stdout.receive_some(worker_main.READ_BYTES):
+        while True:
+            timeout = READY_TIMEOUT_S if not worker.up else ANSWER_TIMEOUT_S
+            with trio.move_on_after(timeout) as waited:
+                data = await process.stdout.receive_some(worker_main.READ_BYTES)
+            if waited.cancelled_caught:
+                if not worker.up:
+                    return f"not ready within {READY_TIMEOUT_S:g} s"
+                if worker.in_flight:
+                    return f"no answer for {ANSWER_TIMEOUT_S:g} s"
+                continue
+            if not data:
+                return None
             buffer += data
             for answer in worker_main.split_frames(buffer):
-                ok, value = pickle.loads(answer)  # noqa: S301 (from the worker we started)
-                if not ready:  # its first answer: it has its state
-                    ready = True
-                    worker.ready.set()
-                    continue
-                result: outcome.Outcome[Any] = outcome.Value(value) if ok else outcome.Error(value)
-                self._done(worker.waiting.popleft(), result)
+                self._answer(worker, answer)
+
+    def _answer(self, worker: _Worker, answer: bytes) -> None:
+        try:
+            ok, value = pickle.loads(answer)  # noqa: S301 (from the worker we started)
+        except Exception as exc:  # whatever it is, it costs this job
+            ok, value = False, RuntimeError(f"an answer the relay could not read: {exc!r}")
+        if not worker.up:  # its first answer: it has its state
+            worker.up = True
+            worker.ready.set()
+            worker.wake.set()
+            return
+        if not worker.in_flight:
+            raise _Broken("answered a job it was not given")
+        result: outcome.Outcome[Any] = outcome.Value(value) if ok else outcome.Error(value)
+        self._done(worker.in_flight.popleft(), result)
+        worker.wake.set()
 
     @staticmethod
     def _done(job: Job[Any], result: "outcome.Outcome[Any]") -> None:

@@ -275,8 +275,10 @@ class LegacyProfile:
     def _open(self, sender: Member, payload: bytes, recipients: list[Member]) -> Awaitable[Opened]:
         """Decrypt in a worker, starting now, sealing there too when the recipients are few
         and all legacy; the result is awaited by the message's task."""
-        legacy_only = all(member.identity.profile == PROFILE for member in recipients)
-        keys = tuple(_recipient(member) for member in recipients) if legacy_only else None
+        sealed_here = len(recipients) <= SEAL_INLINE_MAX and all(
+            member.identity.profile == PROFILE for member in recipients
+        )
+        keys = tuple(_recipient(member) for member in recipients) if sealed_here else None
         return self._workers.start(OpenJob(payload, self.max_message_bytes, sender.address, keys))
 
     # Copies and notices out.
