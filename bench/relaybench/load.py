@@ -30,6 +30,8 @@ WARM_UP_S = 0.5
 """The delivered rate is read from this long after the step's start to the senders' end."""
 REGISTERED_TIMEOUT_S = 30.0
 SAMPLES_PER_PROCESS_S = 30.0
+PREPARE_S = 300.0
+"""How long the senders may take to make a step's messages (an RSA encryption each)."""
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Fleet:
         size: int,
     ) -> dict[str, Any]:
         """Offer ``rate_per_s`` messages of ``size`` bytes for ``duration_s``; measure it."""
+        self.sending.call("prepare", step, rate_per_s, duration_s, size, timeout_s=PREPARE_S)
         call_all(self.receiving, "reset", step)
         before = api.statistics() if api else None
         cpu_before, load_before = process_cpu(relay_pid), processes_cpu_s(self.pids)
@@ -81,7 +84,13 @@ class Fleet:
         last = math.floor(sent_by / receivers.BUCKET_S)
         window_s = max(1, last - first) * receivers.BUCKET_S
         in_window = sum(buckets[index] for index in range(first, last))
-        latencies = [s for report in reports for s in report["latencies_s"]]
+        sent_at = sent.pop("sent_at")
+        latencies = [
+            arrived - sent_at[seq]
+            for report in reports
+            for seq, arrived in report["samples"]
+            if seq < len(sent_at) and sent_at[seq]
+        ]
         expected = sent["sent"] * self.receivers
         relayed = counters["messages_relayed"] if counters else copies / self.receivers
 

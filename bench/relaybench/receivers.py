@@ -2,8 +2,9 @@
 
 Copies are counted from their TLV types alone. A time-bounded sample (at most
 ``sample_per_s`` a second in the process) is decrypted, only its first block,
-to read the message's stamp and so its latency: ``time.monotonic()`` is the
-same clock in every process on Linux. So the receivers cost little CPU, and
+to read the message's stamp: the sample is its sequence number and when it came
+(the harness takes the send time from the sender: ``time.monotonic()`` is the
+same clock in every process on Linux). So the receivers cost little CPU, and
 leave the two cores to the daemon.
 """
 
@@ -45,7 +46,8 @@ class Tally:
     other: int = 0
     """Datagrams that are not relayed messages: joins, leaves, key answers."""
     buckets: Counter[int] = field(default_factory=Counter)
-    latencies_s: list[float] = field(default_factory=list)
+    samples: list[tuple[int, float]] = field(default_factory=list)
+    """Sampled copies of this step's messages: (seq, arrival time)."""
     late_samples: int = 0
     """Sampled copies of a message sent in an earlier step."""
     bad_samples: int = 0
@@ -55,7 +57,7 @@ class Tally:
             "copies": self.copies,
             "other": self.other,
             "buckets": dict(self.buckets),
-            "latencies_s": self.latencies_s,
+            "samples": self.samples,
             "late_samples": self.late_samples,
             "bad_samples": self.bad_samples,
         }
@@ -105,11 +107,11 @@ def main(conn: Connection, spec: ReceiverSpec) -> None:
                     continue
                 next_sample = now + interval_s
                 try:
-                    step, _sender, _seq, sent_at = wire.read_stamp_untrusted(key, block)
+                    step, _sender, seq = wire.read_stamp_untrusted(key, block)
                 except RemoteProtocolError:
                     tally.bad_samples += 1
                     continue
                 if step == tally.step:
-                    tally.latencies_s.append(now - sent_at)
+                    tally.samples.append((seq, now))
                 else:
                     tally.late_samples += 1

@@ -67,11 +67,11 @@ def receiver_main(conn: Connection, spec: SecureSpec) -> None:
         if not isinstance(message, RelayedChat) or len(message.text) < STAMP.size:
             tally.other += 1
             return
-        step, _sender, _seq, sent_at = STAMP.unpack_from(message.text)
+        step, _sender, seq = STAMP.unpack_from(message.text)
         tally.copies += 1
         tally.buckets[int(now / BUCKET_S)] += 1
         if step == tally.step:
-            tally.latencies_s.append(now - sent_at)
+            tally.samples.append((seq, now))
         else:
             tally.late_samples += 1
 
@@ -118,6 +118,9 @@ def sender_main(conn: Connection, spec: SecureSpec) -> None:
             command = conn.recv()
             if command[0] == "stop":
                 return
+            if command[0] == "prepare":  # nothing to make ahead: a stamp costs no RSA here
+                conn.send(("ok", None))
+                continue
             _command, step, rate_per_s, duration_s, size = command
             copies_back = 0
             result = send(clients, on_body, spec, step, rate_per_s, duration_s, size)
@@ -144,6 +147,7 @@ def send(
         time_limit_s=duration_s + legacy_senders.SEND_SLACK_S,
     )
     full = 0
+    sent_at = [0.0] * pacer.total
     retransmitted, errors_before = _retransmissions(clients), clients.errors()
     while pacer.done < pacer.total:
         due_at = pacer.started + pacer.done / rate_per_s
@@ -160,8 +164,9 @@ def send(
                 if not session.channel.can_send:
                     full += 1
                     continue
-                text = STAMP.pack(step, spec.first_sender + index, seq, now) + filler
+                text = STAMP.pack(step, spec.first_sender + index, seq) + filler
                 session.channel.send(encode_message(Chat(text)), now)
+                sent_at[seq] = now
                 clients.wake(client, now)
         clients.poll(due_at, on_body)
     elapsed = time.monotonic() - pacer.started
@@ -176,6 +181,7 @@ def send(
         "unsettled": not _settled(clients),
         "retransmissions": _retransmissions(clients) - retransmitted,
         "client_errors": dict(clients.errors() - errors_before),
+        "sent_at": sent_at,
     }
 
 

@@ -1,4 +1,13 @@
-"""A sender process: a few registered sockets that send stamped messages at a paced rate."""
+"""A sender process: a few registered sockets that send stamped messages at a paced rate.
+
+A step's messages are made (their stamps encrypted with the relay key) before the
+step starts, and the time each is sent is kept and returned with the step's result:
+so during the step the sender only sends, and its CPU does not grow with the offered
+rate at the relay's expense (the two share the machine's cores). The receivers'
+sampled copies name their message (sender, seq); latency is the sample's arrival
+time less that message's send time (``time.monotonic()`` is one clock for every
+process on Linux).
+"""
 
 import os
 import time
@@ -19,6 +28,8 @@ DRAIN_EVERY_S = 0.01
 SEND_SLACK_S = 1.0
 """A step that could not send its messages in its time plus this ends anyway."""
 SENDER_RECEIVE_BUFFER_BYTES = 256 * 1024
+PREPARE_KEEPALIVE_EVERY = 1000
+"""Messages made between two looks at the keep-alive timer."""
 
 
 @dataclass(frozen=True)
@@ -44,17 +55,36 @@ def main(conn: Connection, spec: SenderSpec) -> None:
     # msg_ids never repeat within a run: the relay ignores a completed id for a while.
     msg_id = int.from_bytes(os.urandom(4), "big")
     keepalive = sockets.Keepalive(socks, spec.relay)
+    messages: list[list[bytes]] = []
+    """The next step's messages, made by ``prepare``."""
     while True:
         while not conn.poll(sockets.KEEPALIVE_S):
             keepalive.when_due()
         command = conn.recv()
         if command[0] == "stop":
             return
+        if command[0] == "prepare":
+            _prepare, step, rate_per_s, duration_s, size = command
+            maker = makers.get(size) or makers.setdefault(size, wire.MessageMaker(relay_key, size))
+            total = max(1, round(rate_per_s * duration_s))
+            messages = []
+            for seq in range(total):
+                messages.append(
+                    maker.datagrams(msg_id + seq, step, spec.first_sender + seq % len(socks), seq)
+                )
+                if seq % PREPARE_KEEPALIVE_EVERY == 0:
+                    keepalive.when_due()  # making 50,000 messages takes seconds
+            msg_id += total
+            conn.send(("ok", None))
+            continue
         _send, step, rate_per_s, duration_s, size = command
-        maker = makers.get(size) or makers.setdefault(size, wire.MessageMaker(relay_key, size))
+        if not messages:
+            raise RuntimeError("a step sent before it was prepared")
+        total = len(messages)
+        sent_at = [0.0] * total
         pacer = Pacer(
             rate_per_s=rate_per_s,
-            total=max(1, round(rate_per_s * duration_s)),
+            total=total,
             catch_up=max(1, round(rate_per_s * CATCH_UP_S)),
             time_limit_s=duration_s + SEND_SLACK_S,
         )
@@ -63,24 +93,23 @@ def main(conn: Connection, spec: SenderSpec) -> None:
         while batch := pacer.next_batch():
             first = pacer.done - batch
             for seq in range(first, first + batch):
-                index = seq % len(socks)
-                datagrams = maker.datagrams(
-                    msg_id, step, spec.first_sender + index, seq, time.monotonic()
-                )
-                msg_id += 1
-                for datagram in datagrams:
+                sock = socks[seq % len(socks)]
+                sent_at[seq] = time.monotonic()
+                for datagram in messages[seq]:
                     try:
-                        socks[index].sendto(datagram, spec.relay)
+                        sock.sendto(datagram, spec.relay)
                     except BlockingIOError:
                         send_errors += 1
             if time.monotonic() - drained_at > DRAIN_EVERY_S:
                 drained_at = time.monotonic()
                 copies_back += sum(len(sockets.drain(sock)) for sock in socks)
+        messages = []
         result: dict[str, Any] = {
             "sent": pacer.sent,
             "skipped": pacer.skipped,
             "elapsed_s": time.monotonic() - pacer.started,
             "copies_back": copies_back,
             "send_errors": send_errors,
+            "sent_at": sent_at,
         }
         conn.send(("ok", result))

@@ -1,11 +1,11 @@
 """The clients' side of the legacy protocol, cheap enough to run by the thousand.
 
 Built on the sans-I/O code of ``mcrelay.protocol``. A benchmark message opens
-with a stamp (step, sender, sequence number, send time) in its first 190-byte
-block, encrypted afresh for each message; the blocks after it are the same
-filler for every message, encrypted once. So a sender pays one RSA public-key
-operation per message whatever its size, and the relay still decrypts, and
-re-encrypts for every recipient, every block.
+with a stamp (step, sender, sequence number) in its first 190-byte block,
+encrypted afresh for each message; the blocks after it are the same filler for
+every message, encrypted once. So a sender pays one RSA public-key operation per
+message whatever its size (before its step starts: see ``senders``), and the
+relay still decrypts, and re-encrypts for every recipient, every block.
 """
 
 import struct
@@ -18,10 +18,10 @@ from mcrelay.protocol.legacy import crypto
 from mcrelay.protocol.legacy.fragments import encode_fragment, split_payload
 from mcrelay.protocol.legacy.tlv import TLV_HEADER, TlvType, decode_tlvs_untrusted, encode_tlv
 
-# +----------+------------+----------+--------------------------+
-# | step u32 | sender u32 | seq u32  | sent_at f64 (monotonic)  |
-# +----------+------------+----------+--------------------------+
-STAMP = struct.Struct("!IIId")
+# +----------+------------+----------+
+# | step u32 | sender u32 | seq u32  |
+# +----------+------------+----------+
+STAMP = struct.Struct("!III")
 MIN_MESSAGE_BYTES = STAMP.size
 SENDER_INFO_TYPE = TLV_HEADER.pack(TlvType.SENDER_INFO, 0)[:2]
 RELAYED_TYPE = TLV_HEADER.pack(TlvType.RELAYED_MESSAGE, 0)[:2]
@@ -60,10 +60,8 @@ class MessageMaker:
             else b""
         )
 
-    def datagrams(
-        self, msg_id: int, step: int, sender: int, seq: int, sent_at: float
-    ) -> list[bytes]:
-        stamp = STAMP.pack(step, sender, seq, sent_at)
+    def datagrams(self, msg_id: int, step: int, sender: int, seq: int) -> list[bytes]:
+        stamp = STAMP.pack(step, sender, seq)
         head = stamp + bytes(self._head_bytes - STAMP.size)
         (block,) = crypto.encrypt_blocks(self._key, head)
         payload = encode_tlv(TlvType.ENCRYPTED_BLOCK, block) + self._tail
@@ -86,13 +84,13 @@ def relayed_block(data: bytes, block_bytes: int) -> bytes | None:
     return data[start : start + block_bytes]
 
 
-def read_stamp_untrusted(key: rsa.RSAPrivateKey, block: bytes) -> tuple[int, int, int, float]:
-    """(step, sender, seq, sent_at) from a relayed message's first block (raises on garbage)."""
+def read_stamp_untrusted(key: rsa.RSAPrivateKey, block: bytes) -> tuple[int, int, int]:
+    """(step, sender, seq) from a relayed message's first block (raises on garbage)."""
     plaintext = crypto.decrypt_block_untrusted(key, block)
     if len(plaintext) < STAMP.size:
         raise RemoteProtocolError(f"a stamp of {len(plaintext)} bytes")
-    step, sender, seq, sent_at = STAMP.unpack_from(plaintext)
-    return step, sender, seq, sent_at
+    step, sender, seq = STAMP.unpack_from(plaintext)
+    return step, sender, seq
 
 
 def bare_copy(sender: bytes, ciphertext_bytes: int) -> bytes:
