@@ -1,14 +1,17 @@
-"""A crypto worker process: ``python -m mcrelay.daemon.worker_main``, started by the relay.
+"""A crypto worker process: :func:`main`, started by the relay (``daemon/workers.py``).
 
 It reads frames from stdin and writes one frame per job to stdout, in the order the
 jobs came. A frame is a 4-byte big-endian length and a pickle. The first frame is the
 worker's set-up, ``(build, argument)``: its state is ``build(argument)`` (the relay
-key, say), and its first answer says it is ready. Every frame after it is a job: an object with ``run(state)``; its answer
-is ``(True, result)`` or ``(False, exception)``. At the end of stdin it exits.
+key, say), and its first answer says it is ready. Every frame after it is a job: an
+object with ``run(state)``; its answer is ``(True, result)`` or ``(False,
+exception)``. At the end of stdin it exits.
 
 Pickles cross only between the relay and the workers it started, over their pipes:
-the same program, the same user. Answers are written as soon as the jobs read in one
-go are done, or every :data:`FLUSH_S` while a long batch runs.
+the same program, the same user. Each answer is written as soon as its job is done:
+the relay gives a worker a few jobs at a time, and a message's sender may be waiting
+for it (answering the jobs read in one go together, or every 2 ms, delivered 10 to
+25 % less past saturation).
 
 A worker runs in a session of its own (no terminal's signals reach it), and systemd's
 SIGTERM and SIGHUP, which reach every process of the unit, are ignored: it ends with
@@ -21,12 +24,10 @@ import pickle
 import signal
 import struct
 import sys
-import time
 from typing import Any
 
 LENGTH = struct.Struct(">I")
 READ_BYTES = 1 << 16
-FLUSH_S = 0.002
 
 
 def frame(value: object) -> bytes:
@@ -61,8 +62,6 @@ def serve(read_fd: int, write_fd: int) -> None:
     set_up = False
     while chunk := os.read(read_fd, READ_BYTES):
         buffer += chunk
-        answers: list[bytes] = []
-        flushed = time.monotonic()
         for data in split_frames(buffer):
             if not set_up:
                 build, argument = pickle.loads(data)  # noqa: S301 (from the relay, our parent)
@@ -75,16 +74,10 @@ def serve(read_fd: int, write_fd: int) -> None:
             except Exception as exc:
                 answer = (False, exc)
             try:
-                answers.append(frame(answer))
+                answered = frame(answer)
             except Exception as exc:  # an answer that does not pickle still answers its job
-                answers.append(
-                    frame((False, RuntimeError(f"an answer that did not pickle: {exc!r}")))
-                )
-            if time.monotonic() - flushed >= FLUSH_S:
-                _write_all(write_fd, b"".join(answers))
-                answers, flushed = [], time.monotonic()
-        if answers:
-            _write_all(write_fd, b"".join(answers))
+                answered = frame((False, RuntimeError(f"an answer that did not pickle: {exc!r}")))
+            _write_all(write_fd, answered)
 
 
 def main() -> None:
