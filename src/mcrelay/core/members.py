@@ -40,8 +40,9 @@ class Identity:
     key_id: str
     """Its key's fingerprint: a change of it is a re-key."""
     key: object
-    """The key its profile seals copies with (an RSA public key for a legacy member, the
-    static public key's 32 bytes for a secure one; None for a remote member)."""
+    """The key its profile seals copies with (a legacy member's RSA public key as DER,
+    which the crypto workers load; a secure member's static public key, 32 bytes; None
+    for a remote member)."""
     origin_id: bytes
     """Its 32-byte id in origins (secure PRESENCE and CHAT, federation envelopes): a
     secure member's static key, the SHA-256 of a legacy member's RSA key (DER)."""
