@@ -8,7 +8,7 @@ run_until_signal                      SIGHUP reloads; SIGTERM/SIGINT drain, then
     └── serve
         ├── Relay.run                 (daemon/relay.py)
         │   ├── CryptoWorkers.run     a task per RSA worker process (daemon/workers.py):
-        │   │                         jobs down its stdin, answers back in batches
+        │   │                         jobs from one queue down its stdin, answers back
         │   ├── each profile's run    the secure one's: one task turns every session when
         │   │                         it is due (retransmissions, ACKs, keep-alives) and
         │   │                         forgets unconfirmed handshakes (daemon/secure/)
