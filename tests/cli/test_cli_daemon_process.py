@@ -209,3 +209,40 @@ def test_version() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"mcrelay {mcrelay.__version__}"
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started that run now (its crypto workers)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+    return found
+
+
+def ended(pid: int) -> bool:
+    """Gone, or a zombie no one has reaped yet."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return "\nState:\tZ" in status
+
+
+def test_the_crypto_workers_end_with_the_daemon_even_when_it_is_killed(
+    tmp_path: Path, keys: Keys
+) -> None:
+    """A worker ends at the end of its stdin: a daemon killed outright leaves none."""
+    key_file = write_key(tmp_path / "k.pem", keys[0])
+    with running_daemon(key_file) as daemon:
+        daemon.wait_for_line("control API on")
+        workers = children(daemon.proc.pid)
+        assert workers, "no crypto worker process"
+        daemon.proc.kill()
+        daemon.proc.wait(timeout=WAIT_S)
+        deadline = time.monotonic() + WAIT_S
+        while not all(ended(pid) for pid in workers):
+            assert time.monotonic() < deadline, f"workers {workers} outlived their daemon"
+            time.sleep(0.05)
