@@ -87,7 +87,13 @@ async def test_status_of_an_idle_relay(relay_key_file: Path, keys: Keys) -> None
             assert isinstance(statistics[name], int), name
         assert statistics["messages_relayed"] == 0
         assert statistics["profiles"] == {
-            "legacy": {"clients": 0, "datagrams_in": 0, "copies_sent": 0},
+            "legacy": {
+                "clients": 0,
+                "datagrams_in": 0,
+                "copies_sent": 0,
+                "crypto_workers": 1,
+                "crypto_worker_restarts": 0,
+            },
             "secure": {
                 "clients": 0,
                 "datagrams_in": 0,
@@ -165,6 +171,11 @@ async def test_metrics_are_prometheus_text(relay_key_file: Path, keys: Keys) -> 
             assert value(families, "mcrelay_profile_clients", profile="secure") == 0
             assert value(families, "mcrelay_profile_copies_sent_total", profile="legacy") == 1
             assert value(families, "mcrelay_profile_handshakes_pending", profile="secure") == 0
+            assert value(families, "mcrelay_profile_crypto_workers", profile="legacy") == 1
+            assert (
+                value(families, "mcrelay_profile_crypto_worker_restarts_total", profile="legacy")
+                == 0
+            )
             drops = families["mcrelay_dropped"]
             assert drops.type == "counter"
             by_reason = {s.labels["reason"]: s.value for s in drops.samples}

@@ -129,8 +129,9 @@ async def test_a_worker_that_dies_fails_the_jobs_it_held_and_the_others_take_the
         assert len({id(r.error) for r in lost}) == len(lost)  # each its own traceback
         # Before the dead one is started again (a second later), the other takes it all.
         opened = await workers.call(OpenJob(payload(keys, b"again"), 1000, SENDER, None))
-        assert (opened.plaintext, workers.pids) == (b"again", [other])
-        await wait_until(lambda: len(workers.pids) == 2)
+        assert (opened.plaintext, workers.pids, workers.up) == (b"again", [other], 1)
+        assert workers.restarts == 1
+        await wait_until(lambda: workers.up == 2)
         nursery.cancel_scope.cancel()
     assert "a crypto worker ended (exit status -9) with 4 jobs unanswered; another in 1 s" in (
         caplog.text

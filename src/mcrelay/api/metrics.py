@@ -98,9 +98,11 @@ def _federation(context: ApiContext) -> Iterator[Metric]:
 PROFILE_COUNTERS = {
     "datagrams_in": "Datagrams handed to each wire profile",
     "copies_sent": "Copies sent to each wire profile's members",
+    "crypto_worker_restarts": "RSA worker processes started again after one ended",
 }
 PROFILE_GAUGES = {
     "clients": "Registered clients of each wire profile",
+    "crypto_workers": "RSA worker processes up",
     "handshakes_pending": "Secure handshakes answered and not yet confirmed",
     "send_buffer_bytes": "Secure copies queued or not yet acknowledged, in bytes",
     "receive_buffer_bytes": "Secure messages in reassembly, in bytes",

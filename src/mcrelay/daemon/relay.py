@@ -159,6 +159,8 @@ class Relay:
             }
             for name in self._profiles
         }
+        if LEGACY in profiles:
+            profiles[LEGACY].update(self.legacy.figures())
         if self.secure is not None:
             profiles[SECURE].update(self.secure.figures())
         return Statistics(

@@ -144,10 +144,17 @@ class CryptoWorkers:
         """Every first worker was ready: :meth:`run` has started."""
         self._start_failures: list[str] = []
         """How the first workers that were not ready in time ended."""
+        self.restarts = 0
+        """Worker processes started again after one ended unasked."""
 
     @property
     def count(self) -> int:
         return self._count
+
+    @property
+    def up(self) -> int:
+        """Workers whose process is ready and takes jobs now."""
+        return sum(worker.up for worker in self._workers)
 
     @property
     def pids(self) -> list[int]:
@@ -241,6 +248,7 @@ class CryptoWorkers:
                 )
                 if worker.retired:
                     return
+                self.restarts += 1
                 await trio.sleep(delay)
                 lasted = time.monotonic() - began
                 delay = (

@@ -127,6 +127,14 @@ class LegacyProfile:
             total_per_s=config.registrations_total_per_s,
         )
 
+    def figures(self) -> dict[str, int]:
+        """What the API shows of this profile beyond its members and traffic: its RSA
+        worker processes up now, and how many were started again after one ended."""
+        return {
+            "crypto_workers": self._workers.up,
+            "crypto_worker_restarts": self._workers.restarts,
+        }
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """No tasks of its own: a message's task is started by its first fragment."""
         task_status.started()
