@@ -248,3 +248,75 @@ def test_frames_cut_anywhere_come_back_whole_and_in_order(
             break
     assert decoded == values
     assert not buffer
+
+
+async def test_two_jobs_queued_at_once_go_one_to_each_worker(keys: Keys) -> None:
+    """Each worker takes its share of what waits: a worker that is busy (here: stopped)
+    holds one of the two jobs, not both."""
+    results: list[outcome.Outcome[object]] = []
+    async with trio.open_nursery() as nursery:
+        workers = started(keys, 2)
+        await nursery.start(workers.run)
+        stopped, _other = workers.pids
+        os.kill(stopped, signal.SIGSTOP)
+        for text in (b"one", b"two"):
+            workers.submit(Job(SealJob(SENDER, text, (recipient(keys, 1),)), results.append))
+        await wait_until(lambda: len(results) == 1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(results) == 1
+        os.kill(stopped, signal.SIGCONT)
+        await wait_until(lambda: len(results) == 2)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_job_given_to_a_worker_idle_for_longer_than_the_answer_deadline_is_answered(
+    keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer deadline runs from the job's hand-over, not from the worker's last
+    answer (a quiet relay lost the first message after each long silence)."""
+    monkeypatch.setattr(workers_module, "ANSWER_TIMEOUT_S", 0.3)
+    async with trio.open_nursery() as nursery:
+        workers = started(keys)
+        await nursery.start(workers.run)
+        [pid] = workers.pids
+        await trio.sleep(0.5)
+        opened = await workers.call(OpenJob(payload(keys, b"after a silence"), 1000, SENDER, None))
+        assert (opened.plaintext, workers.pids, workers.restarts) == (
+            b"after a silence",
+            [pid],
+            0,
+        )
+        nursery.cancel_scope.cancel()
+
+
+FAKE_WORKER = """
+import os
+from mcrelay.daemon.worker_main import frame, split_frames
+buffer, frames = bytearray(), []
+def read_frame():
+    while not frames:
+        global buffer
+        buffer += os.read(0, 65536)
+        frames.extend(split_frames(buffer))
+    return frames.pop(0)
+read_frame()  # the set-up
+os.write(1, frame((True, None)))  # ready
+read_frame()  # a job
+os.write(1, frame((True, "answer")) + frame((True, "one too many")))
+while os.read(0, 65536):
+    pass
+"""
+
+
+async def test_a_worker_that_answers_a_job_it_was_not_given_is_stopped_not_the_relay(
+    keys: Keys, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(workers_module, "_command", lambda: [sys.executable, "-c", FAKE_WORKER])
+    async with trio.open_nursery() as nursery:
+        workers = started(keys)
+        job = workers.start(SealJob(SENDER, b"x", (recipient(keys, 1),)))
+        await nursery.start(workers.run)
+        assert await job == "answer"  # type: ignore[comparison-overlap]
+        await wait_until(lambda: workers.restarts == 1)
+        nursery.cancel_scope.cancel()
+    assert "a crypto worker ended (answered a job it was not given) with 0 jobs" in caplog.text

@@ -18,6 +18,7 @@ once the messages in flight have settled.
 """
 
 import logging
+import math
 import pickle
 import sys
 import time
@@ -63,10 +64,6 @@ class Work(Protocol[T_co]):
 class WorkerLost(RuntimeError):
     """The worker process running the job ended before answering (its end is logged
     once, by the pool)."""
-
-
-class _Broken(Exception):
-    """The worker's answers are out of step with its jobs: it is stopped."""
 
 
 class WorkerStartError(Exception):
@@ -117,6 +114,20 @@ class _Worker:
     pid: int | None = None
     ready: trio.Event = field(default_factory=trio.Event)
     """Set once its first process is up, or ended before."""
+    deadline: float = math.inf
+    """When its process is stopped unless it answers: its start's ready deadline, then
+    the oldest unanswered job's (none while it holds no job)."""
+    waiting: trio.CancelScope | None = None
+    """The scope its reader waits in, whose deadline is :attr:`deadline`."""
+
+    def wanted(self) -> bool:
+        """Not retired (a method: the answer can change across an await)."""
+        return not self.retired
+
+    def expect_answer_by(self, deadline: float) -> None:
+        self.deadline = deadline
+        if self.waiting is not None:
+            self.waiting.deadline = deadline
 
 
 def _command() -> list[str]:
@@ -154,7 +165,7 @@ class CryptoWorkers:
     @property
     def up(self) -> int:
         """Workers whose process is ready and takes jobs now."""
-        return sum(worker.up for worker in self._workers)
+        return sum(worker.up and not worker.retired for worker in self._workers)
 
     @property
     def pids(self) -> list[int]:
@@ -221,14 +232,16 @@ class CryptoWorkers:
         still wanted; a first one that is not ready in time stops :meth:`run`."""
         delay = RESTART_DELAY_S
         try:
-            while True:
+            while worker.wanted():  # (retired while it waited to start again: done)
                 began = time.monotonic()
                 try:
                     ended = await self._run_process(worker)
                 except OSError as exc:
                     ended = f"not started: {exc.strerror or exc}"
-                except _Broken as exc:
-                    ended = str(exc)
+                except Exception as exc:  # a bug here costs this worker, not the relay
+                    log.exception("a crypto worker's task failed")
+                    ended = f"failed: {exc!r}"
+                lasted = time.monotonic() - began
                 worker.up = False
                 lost = list(worker.in_flight)
                 worker.in_flight.clear()
@@ -238,24 +251,20 @@ class CryptoWorkers:
                     self._start_failures.append(ended)
                     worker.ready.set()
                     return
-                if worker.retired and not lost:
+                if not worker.wanted() and not lost:
                     return
+                delay = RESTART_DELAY_S if lasted > RESTART_DELAY_MAX_S else delay
                 log.error(
                     "a crypto worker ended (%s) with %d jobs unanswered; %s",
                     ended,
                     len(lost),
-                    "not started again" if worker.retired else f"another in {delay:g} s",
+                    f"another in {delay:g} s" if worker.wanted() else "not started again",
                 )
-                if worker.retired:
+                if not worker.wanted():
                     return
                 self.restarts += 1
                 await trio.sleep(delay)
-                lasted = time.monotonic() - began
-                delay = (
-                    RESTART_DELAY_S
-                    if lasted > RESTART_DELAY_MAX_S
-                    else min(2 * delay, RESTART_DELAY_MAX_S)
-                )
+                delay = min(2 * delay, RESTART_DELAY_MAX_S)
         finally:
             self._workers.remove(worker)
             self._feed()
@@ -273,6 +282,7 @@ class CryptoWorkers:
             _command(), stdin=PIPE, stdout=PIPE, start_new_session=True
         )
         worker.pid = process.pid
+        worker.deadline = trio.current_time() + READY_TIMEOUT_S
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write, worker, process)
@@ -289,9 +299,10 @@ class CryptoWorkers:
         return stopped or f"exit status {process.returncode}"
 
     async def _write(self, worker: _Worker, process: trio.Process) -> None:
-        """The set-up, then jobs from the queue as the worker has room, until it is
-        retired (then its stdin is closed: it ends once it answered) or its process ends
-        (its reader then sees the end of its answers)."""
+        """The set-up, then jobs from the queue as the worker has room (its share of
+        them, when other workers have room too), until it is retired (then its stdin is
+        closed: it ends once it answered) or its process ends (its reader then sees the
+        end of its answers)."""
         assert process.stdin is not None
         assert self._setup is not None
         try:
@@ -302,37 +313,53 @@ class CryptoWorkers:
                     await process.stdin.aclose()
                     return
                 if worker.up and room > 0 and self._queue:
-                    taken = [self._queue.popleft() for _ in range(min(room, len(self._queue)))]
+                    share = -(-len(self._queue) // self._with_room())
+                    taken = [self._queue.popleft() for _ in range(min(room, share))]
+                    if not worker.in_flight:  # its answer deadline starts now
+                        worker.expect_answer_by(trio.current_time() + ANSWER_TIMEOUT_S)
                     worker.in_flight.extend(taken)
                     await process.stdin.send_all(b"".join(job.frame for job in taken))
                 else:
                     worker.wake = trio.Event()
                     await worker.wake.wait()
-        except trio.BrokenResourceError:
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
+
+    def _with_room(self) -> int:
+        """Workers that are up and could take a job now (at least 1)."""
+        return max(
+            1,
+            sum(
+                worker.up and not worker.retired and len(worker.in_flight) < IN_FLIGHT_PER_WORKER
+                for worker in self._workers
+            ),
+        )
 
     async def _read(self, worker: _Worker, process: trio.Process) -> str | None:
         """Answers, in order, until the end of the worker's stdout (None), or why the
-        worker is stopped: not ready in time, or silent with jobs in hand."""
+        worker is stopped: not ready in time, silent with jobs in hand, or out of step."""
         assert process.stdout is not None
         buffer = bytearray()
         while True:
-            timeout = READY_TIMEOUT_S if not worker.up else ANSWER_TIMEOUT_S
-            with trio.move_on_after(timeout) as waited:
-                data = await process.stdout.receive_some(worker_main.READ_BYTES)
-            if waited.cancelled_caught:
+            with trio.CancelScope(deadline=worker.deadline) as waiting:
+                worker.waiting = waiting
+                try:
+                    data = await process.stdout.receive_some(worker_main.READ_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+            if waiting.cancelled_caught:
                 if not worker.up:
                     return f"not ready within {READY_TIMEOUT_S:g} s"
-                if worker.in_flight:
-                    return f"no answer for {ANSWER_TIMEOUT_S:g} s"
-                continue
+                return f"no answer for {ANSWER_TIMEOUT_S:g} s"
             if not data:
                 return None
             buffer += data
             for answer in worker_main.split_frames(buffer):
-                self._answer(worker, answer)
+                if not self._answer(worker, answer):
+                    return "answered a job it was not given"
 
-    def _answer(self, worker: _Worker, answer: bytes) -> None:
+    def _answer(self, worker: _Worker, answer: bytes) -> bool:
+        """Take one answer (False: there was no job for it)."""
         try:
             ok, value = pickle.loads(answer)  # noqa: S301 (from the worker we started)
         except Exception as exc:  # whatever it is, it costs this job
@@ -341,12 +368,17 @@ class CryptoWorkers:
             worker.up = True
             worker.ready.set()
             worker.wake.set()
-            return
+            worker.expect_answer_by(math.inf)
+            return True
         if not worker.in_flight:
-            raise _Broken("answered a job it was not given")
+            return False
         result: outcome.Outcome[Any] = outcome.Value(value) if ok else outcome.Error(value)
         self._done(worker.in_flight.popleft(), result)
+        worker.expect_answer_by(
+            trio.current_time() + ANSWER_TIMEOUT_S if worker.in_flight else math.inf
+        )
         worker.wake.set()
+        return True
 
     @staticmethod
     def _done(job: Job[Any], result: "outcome.Outcome[Any]") -> None:
