@@ -7,7 +7,6 @@ pipeline (``mcrelay.daemon.messages``), with this profile's opener: the relay ke
 decrypts the payload and, for a small fan-out, the same worker job seals the copies.
 """
 
-import hashlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -70,7 +69,7 @@ def identity(key: rsa.RSAPublicKey, address: Address) -> Identity:
     """A legacy member: its address is its id; its RSA key (DER: the workers load it)
     seals its copies."""
     der = crypto.key_der(key)
-    origin_id = hashlib.sha256(der).digest()
+    origin_id = crypto.der_digest(der)
     fingerprint = crypto.digest_fingerprint(origin_id)
     details = {"fingerprint": fingerprint, "key_bits": key.key_size}
     return Identity(PROFILE, format_address(address), fingerprint, der, origin_id, details)

@@ -152,7 +152,12 @@ def fingerprint(key: rsa.RSAPublicKey) -> str:
 def key_digest(key: rsa.RSAPublicKey) -> bytes:
     """The SHA-256 of the key's DER SubjectPublicKeyInfo: what the fingerprint shows, and
     a legacy member's id in origins."""
-    return hashlib.sha256(key_der(key)).digest()
+    return der_digest(key_der(key))
+
+
+def der_digest(der: bytes) -> bytes:
+    """:func:`key_digest` of a key already as DER (:func:`key_der`)."""
+    return hashlib.sha256(der).digest()
 
 
 def key_der(key: rsa.RSAPublicKey) -> bytes:
