@@ -4,6 +4,7 @@ import os
 import pickle
 import signal
 import sys
+from pathlib import Path
 
 import outcome
 import pytest
@@ -320,3 +321,18 @@ async def test_a_worker_that_answers_a_job_it_was_not_given_is_stopped_not_the_r
         await wait_until(lambda: workers.restarts == 1)
         nursery.cancel_scope.cancel()
     assert "a crypto worker ended (answered a job it was not given) with 0 jobs" in caplog.text
+
+
+async def test_a_module_in_the_working_directory_does_not_run_in_a_worker(
+    keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker holds the relay key: a ``pickle.py`` where the daemon was started from
+    must not be what it imports."""
+    (tmp_path / "pickle.py").write_text("raise SystemExit(7)\n")
+    monkeypatch.chdir(tmp_path)
+    async with trio.open_nursery() as nursery:
+        workers = started(keys)
+        await nursery.start(workers.run)
+        opened = await workers.call(OpenJob(payload(keys, b"safe"), 1000, SENDER, None))
+        assert opened.plaintext == b"safe"
+        nursery.cancel_scope.cancel()
