@@ -16,9 +16,9 @@ def sweep(result: dict[str, Any]) -> Path:
     figure, (rate, latency, cpu) = plt.subplots(1, 3, figsize=(16, 4.8))
     top = 0.0
     for swept in result["configs"]:
-        steps, past = swept["steps"], swept["past_saturation"]
+        steps, past = swept["steps"], swept["overload"]["at_twice"]
         offered = [s["offered_per_s"] for s in steps]
-        top = max(top, *offered, past["offered_per_s"])
+        top = max(top, *offered, *(s["offered_per_s"] for s in past))
         for axes, key in (
             (rate, "delivered_per_s"),
             (latency, "latency_p99_ms"),
@@ -26,8 +26,13 @@ def sweep(result: dict[str, Any]) -> Path:
         ):
             values = [_value(s[key]) for s in steps]
             (line,) = axes.plot(offered, values, "o-", label=swept["label"])
-            past_value = _value(past[key])
-            axes.plot(past["offered_per_s"], past_value, "*", markersize=12, color=line.get_color())
+            axes.plot(
+                [s["offered_per_s"] for s in past],
+                [_value(s[key]) for s in past],
+                "*",
+                markersize=12,
+                color=line.get_color(),
+            )
     rate.plot([0, top], [0, top], ":", color="grey", label="delivered = offered (star: 2x peak)")
     rate.set(xlabel="offered messages/s", ylabel="delivered messages/s", title="Throughput")
     latency.axhline(1000, ls=":", color="red", label="1 s")
