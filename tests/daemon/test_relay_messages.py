@@ -8,6 +8,7 @@ order, and time is the mock clock.
 import random
 from dataclasses import replace
 
+import pytest
 import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -377,3 +378,55 @@ async def test_one_hosts_members_cannot_take_every_place_in_the_crypto_stage(
         harness.workers.release()
         await settle()
         assert MessageReceived(victim.address, b"hello") in hostile[0].take()
+
+
+async def test_fragments_refused_before_decoding_count_as_decoding_them_would(
+    keys: Keys, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past saturation most datagrams are lone fragments of refused messages, so the
+    relay drops those (and any of a message that ended, or that would start one with no
+    room) before decoding them. The same datagrams with that look turned off give the
+    same drops, counters, members and deliveries."""
+    relay_key = keys[0].public_key()
+    messages = {
+        n: legacy.message_datagrams(relay_key, bytes([n]) * 600, msg_id(n)) for n in range(5)
+    }
+    fragment_and_keepalive = messages[4][0] + encode_tlv(TlvType.KEEPALIVE)
+
+    async def run() -> tuple[object, ...]:
+        started = trio.current_time()  # the second run's clock goes on from the first's
+        async with open_relay(keys[0], max_pending_relays=1, reassembly_timeout_s=5.0) as harness:
+            a, b, c = await harness.members(keys, 3)
+            stranger = harness.peer(client_address(9), keys[4])
+            harness.workers.hold()
+            a.send(*messages[0])  # admitted, held in the workers
+            a.send(*messages[1])  # no room: refused at its first fragment, then buried
+            b.send(messages[2][1], *messages[0][:1], messages[2][0])
+            c.send(fragment_and_keepalive, *messages[1][1:])
+            stranger.send(messages[3][0])
+            await settle()
+            await trio.sleep(6.0)  # past the deadlines: the refusal is forgotten
+            a.send(messages[1][0])  # refused afresh
+            harness.workers.release()
+            await settle()
+            a.send(*messages[1][1:])  # room again, but its message was refused: refused
+            a.send(*messages[3], *messages[3])  # relayed once
+            b.send(*messages[0])  # b's own message 0, then its duplicate
+            b.send(*messages[0])
+            await settle()
+            statistics = harness.relay.statistics()
+            return (
+                harness.drops(),
+                statistics.counters,
+                [(m.id, m.bytes_in, m.last_seen - started) for m in harness.relay.roster],
+                [peer.messages() for peer in (a, b, c)],
+            )
+
+    with_the_look = await run()
+    monkeypatch.setattr(legacy, "lone_fragment_msg_id", lambda _data: None)
+    without = await run()
+    for got, expected in zip(without, with_the_look, strict=True):
+        assert got == expected
+    drops = with_the_look[0]
+    assert isinstance(drops, dict)
+    assert drops["overloaded"] >= 2 * len(messages[1])

@@ -160,6 +160,25 @@ def test_client_datagram_decoder_on_any_bytes(data: bytes) -> None:
     assert reason in {None, DropReason.MALFORMED, DropReason.TOO_MANY_TLVS}
 
 
+def lone_fragments() -> st.SearchStrategy[bytes]:
+    fragments = st.builds(Fragment, msg_ids, u16, u16, st.binary(max_size=FRAGMENT_SIZE))
+    return fragments.map(encode_fragment)
+
+
+@FAST
+@given(st.one_of(datagrams, lone_fragments(), lone_fragments().map(lambda d: d + b"\0\x09\0\0")))
+def test_a_lone_fragment_is_seen_without_decoding_exactly_when_decoding_finds_one(
+    data: bytes,
+) -> None:
+    try:
+        events = legacy.decode_client_datagram_untrusted(data)
+    except RemoteProtocolError:
+        events = []
+    alone = [event.fragment.msg_id for event in events if isinstance(event, FragmentReceived)]
+    lone = alone if len(events) == 1 else []
+    assert legacy.lone_fragment_msg_id(data) == (lone[0] if lone else None)
+
+
 @FAST
 @given(datagrams)
 def test_relay_datagram_decoder_on_any_bytes(data: bytes) -> None:

@@ -120,6 +120,12 @@ class Reassembler:
         buried = self._tombstones.get(key)
         return buried is None or buried[0] <= now
 
+    def ended(self, key: MessageKey, now: float) -> DropReason | None:
+        """Why a fragment of ``key`` is refused at ``now`` if its message has ended (it
+        completed, was invalidated, evicted or refused, and its deadline is to come)."""
+        buried = self._tombstones.get(key)
+        return buried[1] if buried is not None and buried[0] > now else None
+
     def refuse(self, key: MessageKey, now: float) -> None:
         """The caller refused the message a fragment of ``key`` would start: its other
         fragments are refused as ``overloaded`` too, until the deadline it would have had

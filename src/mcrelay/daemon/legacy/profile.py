@@ -147,6 +147,8 @@ class LegacyProfile:
     # Datagrams in.
 
     def datagram_untrusted(self, data: bytes, source: Address, now: float) -> None:
+        if self._refused_at_once(data, source, now):
+            return
         try:
             events = legacy.decode_client_datagram_untrusted(data)
         except RemoteProtocolError as exc:
@@ -167,6 +169,32 @@ class LegacyProfile:
             # Each TLV acts on the roster as the TLVs before it left it (a DISCONNECT
             # then a FRAGMENT: the fragment's source is gone).
             member = roster.at(source)
+
+    def _refused_at_once(self, data: bytes, source: Address, now: float) -> bool:
+        """Drop a member's lone FRAGMENT whose fate is known before it is decoded: one of
+        a message that ended (refused, completed, invalidated), or one that would start a
+        message while its sender has no room. Counted as the whole path counts it; past
+        saturation these are most datagrams, and decoding them took the time the relay
+        needs for the messages it can relay."""
+        msg_id = legacy.lone_fragment_msg_id(data)
+        if msg_id is None:
+            return False
+        services = self._services
+        member = services.roster.at(source)
+        if member is None or member.identity.profile != PROFILE:
+            return False
+        key = (source, msg_id)
+        reassembler = self.reassembler
+        reason = reassembler.ended(key, now)
+        if reason is None:
+            if not reassembler.starts(key, now) or services.has_room(member):
+                return False
+            reason = DropReason.OVERLOADED
+            reassembler.refuse(key, now)
+        services.roster.touch(member, now)
+        member.bytes_in += len(data)
+        services.drop(reason, source)
+        return True
 
     def _on_key_request(
         self, _event: KeyRequest, source: Address, _: Member | None, now: float

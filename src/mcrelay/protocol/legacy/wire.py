@@ -5,7 +5,9 @@ bytes in, events out; arguments in, bytes out. A later profile lives beside this
 module and offers the same kinds of calls.
 """
 
+import struct
 from collections.abc import Callable
+from typing import cast
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -27,8 +29,10 @@ from mcrelay.protocol.legacy.events import (
     ServerKey,
 )
 from mcrelay.protocol.legacy.fragments import (
+    FRAGMENT_HEADER,
     FRAGMENT_SIZE,
     MAX_FRAGMENTS,
+    MSG_ID_BYTES,
     decode_fragment_untrusted,
     encode_fragment,
     split_payload,
@@ -67,6 +71,22 @@ def decode_client_datagram_untrusted(data: bytes) -> list[RelayBound]:
         decode = _RELAY_BOUND.get(tlv.type)
         events.append(decode(tlv.value) if decode else Ignored(tlv.type))
     return events
+
+
+_LONE_FRAGMENT = struct.Struct(f"!HH{MSG_ID_BYTES}s")
+
+
+def lone_fragment_msg_id(data: bytes) -> bytes | None:
+    """The msg_id of a datagram that is one FRAGMENT TLV and nothing else, read without
+    decoding it; ``None`` for any other datagram. Where this gives a msg_id,
+    :func:`decode_client_datagram_untrusted` gives that fragment alone (a cheap first look
+    for the relay, which drops most fragments of a message it refused on this alone)."""
+    if len(data) < TLV_HEADER.size + FRAGMENT_HEADER.size:
+        return None
+    type_, length, msg_id = _LONE_FRAGMENT.unpack_from(data)
+    if type_ != TlvType.FRAGMENT or length != len(data) - TLV_HEADER.size:
+        return None
+    return cast(bytes, msg_id)
 
 
 def decode_relay_datagram_untrusted(data: bytes) -> list[ClientBound]:
