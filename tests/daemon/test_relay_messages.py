@@ -17,6 +17,7 @@ from mcrelay.client import MessageReceived
 from mcrelay.protocol import legacy
 from mcrelay.protocol.legacy import crypto
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft, RelayedMessage
+from mcrelay.protocol.legacy.fragments import Fragment, encode_fragment
 from mcrelay.protocol.legacy.tlv import TlvType, encode_tlv
 from relay_harness import (
     UNUSABLE_PEM,
@@ -401,6 +402,10 @@ async def test_fragments_refused_before_decoding_count_as_decoding_them_would(
             harness.workers.hold()
             a.send(*messages[0])  # admitted, held in the workers
             a.send(*messages[1])  # no room: refused at its first fragment, then buried
+            a.send(  # invalid fragments: of the refused message, and one that would start one
+                encode_fragment(Fragment(msg_id(1), 9, 2, b"bad")),
+                encode_fragment(Fragment(msg_id(8), 3, 0, b"bad")),
+            )
             b.send(messages[2][1], *messages[0][:1], messages[2][0])
             c.send(fragment_and_keepalive, *messages[1][1:])
             stranger.send(messages[3][0])
@@ -430,3 +435,35 @@ async def test_fragments_refused_before_decoding_count_as_decoding_them_would(
     drops = with_the_look[0]
     assert isinstance(drops, dict)
     assert drops["overloaded"] >= 2 * len(messages[1])
+
+
+async def test_a_message_refused_twice_just_past_its_deadline_counts_as_decoding_would(
+    keys: Keys, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: datagrams read in one batch just past a partial message's
+    deadline, before its task ended it, refuse it twice. The whole path refused it
+    again at the second (its refusal then lasts from there); the look kept the first,
+    so a fragment after the first refusal's end started a message in one and not in
+    the other."""
+    datagrams = legacy.message_datagrams(keys[0].public_key(), b"m" * 600, msg_id(7))
+    assert len(datagrams) >= 3
+
+    async def run() -> tuple[object, ...]:
+        async with open_relay(keys[0], max_pending_relays=1, reassembly_timeout_s=5.0) as harness:
+            a, b = await harness.members(keys, 2)
+            relay, start = harness.relay, trio.current_time()
+            relay.handle_datagram(datagrams[0], a.address, start)  # its deadline: start + 5
+            harness.workers.hold()
+            b.say(b"takes the only place")
+            relay.handle_datagram(datagrams[1], a.address, start + 5.5)  # refused till 10.5
+            relay.handle_datagram(datagrams[2], a.address, start + 6.0)  # again: till 11.0
+            harness.workers.release()
+            await settle()
+            relay.handle_datagram(datagrams[0], a.address, start + 10.7)  # still refused
+            statistics = relay.statistics()
+            return harness.drops(), statistics.reassembly_in_flight
+
+    with_the_look = await run()
+    monkeypatch.setattr(legacy, "lone_fragment_msg_id", lambda _data: None)
+    assert await run() == with_the_look
+    assert with_the_look == ({"overloaded": 3, "reassembly_timeout": 1}, 0)

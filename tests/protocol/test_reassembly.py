@@ -11,6 +11,7 @@ from mcrelay.protocol.reassembly import (
     FRAGMENT_OVERHEAD_BYTES,
     MESSAGE_OVERHEAD_BYTES,
     Complete,
+    MessageKey,
     Pending,
     Reassembler,
     Rejected,
@@ -441,3 +442,27 @@ def test_a_key_whose_message_is_past_its_deadline_starts_afresh() -> None:
     assert not r.starts(KEY, now=TIMEOUT - 0.1)
     assert r.starts(KEY, now=TIMEOUT)
     assert isinstance(r.add(SRC, Fragment(MSG, 1, 2, b"b"), now=TIMEOUT), Pending)
+
+
+def test_a_refusal_lasts_until_its_deadline_and_no_longer() -> None:
+    reassembler = Reassembler(timeout_s=5.0)
+    key: MessageKey = (("10.0.0.1", 1), b"\x00\x00\x00\x01")
+    assert reassembler.ended(key, 0.0) is None
+    reassembler.refuse(key, 0.0)
+    assert reassembler.ended(key, 4.9) is DropReason.OVERLOADED
+    assert not reassembler.starts(key, 4.9)
+    assert reassembler.ended(key, 5.0) is None  # the deadline itself is past
+    assert reassembler.starts(key, 5.0)
+
+
+def test_a_key_refused_again_is_forgotten_after_the_keys_refused_before_it() -> None:
+    """Found in review: a key buried again kept its first place, at the front, so at
+    the cap its live refusal was forgotten first while older ones stayed."""
+    reassembler = Reassembler(timeout_s=5.0, max_tombstones=2)
+    first, second, third = ((("10.0.0.1", 1), bytes([0, 0, 0, n])) for n in range(3))
+    reassembler.refuse(first, 0.0)  # until 5.0
+    reassembler.refuse(second, 1.0)  # until 6.0
+    reassembler.refuse(first, 5.5)  # ended at 5.0, refused afresh: until 10.5
+    reassembler.refuse(third, 5.6)  # over the cap: the oldest goes
+    assert reassembler.ended(first, 5.7) is DropReason.OVERLOADED
+    assert reassembler.ended(second, 5.7) is None

@@ -281,6 +281,7 @@ class Reassembler:
         self, key: MessageKey, deadline: float, reason: DropReason = DropReason.LATE_FRAGMENT
     ) -> None:
         self._tombstones[key] = (deadline, reason)
+        self._tombstones.move_to_end(key)  # buried again: its old place was the front
         while len(self._tombstones) > self._max_tombstones:
             self._tombstones.popitem(last=False)
 

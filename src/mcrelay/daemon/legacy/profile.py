@@ -185,12 +185,18 @@ class LegacyProfile:
             return False
         key = (source, msg_id)
         reassembler = self.reassembler
-        reason = reassembler.ended(key, now)
-        if reason is None:
-            if not reassembler.starts(key, now) or services.has_room(member):
+        # In _on_fragment's order: a fragment that would start a message asks for room
+        # first (one past its deadline, not yet ended by its task, is refused afresh).
+        if reassembler.starts(key, now):
+            if services.has_room(member):
                 return False
-            reason = DropReason.OVERLOADED
             reassembler.refuse(key, now)
+            reason = DropReason.OVERLOADED
+        else:
+            ended = reassembler.ended(key, now)
+            if ended is None:  # a fragment of a message in reassembly
+                return False
+            reason = ended
         services.roster.touch(member, now)
         member.bytes_in += len(data)
         services.drop(reason, source)
