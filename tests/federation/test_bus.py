@@ -15,6 +15,7 @@ import trio
 
 from mcrelay.federation.bus import Bus, BusEvent, BusOptions, Incoming
 from natsserver import NatsServer, client_names, open_bus
+from support import wait_until
 
 WAIT_S = 10.0
 SUBJECT = "mcrelay.test.msg"
@@ -215,7 +216,9 @@ async def test_cancelling_closes_the_connection_and_ends_the_thread(
     assert set(threading.enumerate()) == before
     assert a.state == "closed"
     assert a.counters.published == 1
-    assert "a" not in client_names(nats_server)
+    # The server drops a closed connection from /connz a moment after the close: looked
+    # at once, this failed in 1 of about 15 runs of the suite in two processes.
+    await wait_until(lambda: "a" not in client_names(nats_server))
 
 
 async def test_what_is_queued_when_cancelled_is_sent_first(nats_server: NatsServer) -> None:
