@@ -117,8 +117,7 @@ class Reassembler:
         partial = self._partials.get(key)
         if partial is not None:
             return partial.deadline <= now
-        buried = self._tombstones.get(key)
-        return buried is None or buried[0] <= now
+        return self.ended(key, now) is None
 
     def ended(self, key: MessageKey, now: float) -> DropReason | None:
         """Why a fragment of ``key`` is refused at ``now`` if its message has ended (it

@@ -147,15 +147,19 @@ class LegacyProfile:
     # Datagrams in.
 
     def datagram_untrusted(self, data: bytes, source: Address, now: float) -> None:
-        if self._refused_at_once(data, source, now):
+        roster = self._services.roster
+        member = roster.at(source)
+        if (
+            member is not None
+            and member.identity.profile == PROFILE
+            and self._refused_at_once(data, member, now)
+        ):
             return
         try:
             events = legacy.decode_client_datagram_untrusted(data)
         except RemoteProtocolError as exc:
             self._services.drop(exc.reason, source, exc)
             return
-        roster = self._services.roster
-        member = roster.at(source)
         if member is not None and member.identity.profile != PROFILE:
             # A secure member's address: legacy TLVs from it (a spoofed DISCONNECT, say)
             # cannot speak for it.
@@ -170,7 +174,7 @@ class LegacyProfile:
             # then a FRAGMENT: the fragment's source is gone).
             member = roster.at(source)
 
-    def _refused_at_once(self, data: bytes, source: Address, now: float) -> bool:
+    def _refused_at_once(self, data: bytes, member: Member, now: float) -> bool:
         """Drop a member's lone FRAGMENT whose fate is known before it is decoded: one of
         a message that ended (refused, completed, invalidated), or one that would start a
         message while its sender has no room. Counted as the whole path counts it; past
@@ -179,27 +183,25 @@ class LegacyProfile:
         msg_id = legacy.lone_fragment_msg_id(data)
         if msg_id is None:
             return False
-        services = self._services
-        member = services.roster.at(source)
-        if member is None or member.identity.profile != PROFILE:
+        key = (member.address, msg_id)
+        if not self.reassembler.starts(key, now):
+            reason = self.reassembler.ended(key, now)
+            if reason is None:  # a fragment of a message in reassembly
+                return False
+            self._services.drop(reason, member.address)
+        elif not self._refused_for_room(key, member, now):
             return False
-        key = (source, msg_id)
-        reassembler = self.reassembler
-        # In _on_fragment's order: a fragment that would start a message asks for room
-        # first (one past its deadline, not yet ended by its task, is refused afresh).
-        if reassembler.starts(key, now):
-            if services.has_room(member):
-                return False
-            reassembler.refuse(key, now)
-            reason = DropReason.OVERLOADED
-        else:
-            ended = reassembler.ended(key, now)
-            if ended is None:  # a fragment of a message in reassembly
-                return False
-            reason = ended
-        services.roster.touch(member, now)
+        self._services.roster.touch(member, now)
         member.bytes_in += len(data)
-        services.drop(reason, source)
+        return True
+
+    def _refused_for_room(self, key: MessageKey, sender: Member, now: float) -> bool:
+        """Refuse the message a fragment would start if its sender has no room (counted
+        ``overloaded``), before it costs anything: no buffer, no task, and its other
+        fragments refused too until the deadline it would have had."""
+        if self._services.room_for(sender):
+            return False
+        self.reassembler.refuse(key, now)
         return True
 
     def _on_key_request(
@@ -240,8 +242,7 @@ class LegacyProfile:
             services.drop(DropReason.UNREGISTERED, source)
             return
         key = (source, event.fragment.msg_id)
-        if self.reassembler.starts(key, now) and not services.room_for(sender):
-            self.reassembler.refuse(key, now)  # before it costs anything: no buffer, no task
+        if self.reassembler.starts(key, now) and self._refused_for_room(key, sender, now):
             return
         added = self.reassembler.add(source, event.fragment, now)
         for ended, reason in added.dropped:
