@@ -124,6 +124,14 @@ class _Worker:
         """Not retired (a method: the answer can change across an await)."""
         return not self.retired
 
+    def takes_jobs(self) -> bool:
+        """Up and not retired."""
+        return self.up and not self.retired
+
+    def has_room(self) -> bool:
+        """Could take a job now."""
+        return self.takes_jobs() and len(self.in_flight) < IN_FLIGHT_PER_WORKER
+
     def expect_answer_by(self, deadline: float) -> None:
         self.deadline = deadline
         if self.waiting is not None:
@@ -165,7 +173,7 @@ class CryptoWorkers:
     @property
     def up(self) -> int:
         """Workers whose process is ready and takes jobs now."""
-        return sum(worker.up and not worker.retired for worker in self._workers)
+        return sum(worker.takes_jobs() for worker in self._workers)
 
     @property
     def pids(self) -> list[int]:
@@ -196,9 +204,7 @@ class CryptoWorkers:
         """Queue a job (from the Trio thread); never blocks. The caller bounds the jobs."""
         job.frame = worker_main.frame(job.work)
         self._queue.append(job)
-        for worker in self._workers:
-            if worker.up and not worker.retired and len(worker.in_flight) < IN_FLIGHT_PER_WORKER:
-                worker.wake.set()
+        self._feed()
 
     def start(self, work: Work[T]) -> "Running[T]":
         """Queue ``work`` now (from the Trio thread, never blocking); await the result."""
@@ -273,7 +279,7 @@ class CryptoWorkers:
         """Wake the workers that have room, if jobs wait."""
         if self._queue:
             for worker in self._workers:
-                if worker.up and not worker.retired:
+                if worker.has_room():
                     worker.wake.set()
 
     async def _run_process(self, worker: _Worker) -> str:
@@ -327,13 +333,7 @@ class CryptoWorkers:
 
     def _with_room(self) -> int:
         """Workers that are up and could take a job now (at least 1)."""
-        return max(
-            1,
-            sum(
-                worker.up and not worker.retired and len(worker.in_flight) < IN_FLIGHT_PER_WORKER
-                for worker in self._workers
-            ),
-        )
+        return max(1, sum(worker.has_room() for worker in self._workers))
 
     async def _read(self, worker: _Worker, process: trio.Process) -> str | None:
         """Answers, in order, until the end of the worker's stdout (None), or why the
