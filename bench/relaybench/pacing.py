@@ -1,5 +1,6 @@
 """Timer-based pacing at a precise rate, with bounded catch-up."""
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -11,13 +12,17 @@ class Pacer:
     Item ``i`` is due at ``started + i / rate_per_s``. A sender that fell behind
     (a slow step, the scheduler) sends at most ``catch_up`` items at once and
     counts the others as skipped, so its rate never overshoots for long, and the
-    offered rate it reports is what it really sent."""
+    offered rate it reports is what it really sent. With ``tick_s``, it wakes at
+    most once per ``tick_s`` and then sends every item due."""
 
     rate_per_s: float
     total: int
     catch_up: int
     time_limit_s: float
+    tick_s: float = 0.0
     started: float = field(default_factory=time.monotonic)
+    woke: float = -math.inf
+    """When :meth:`next_batch` last returned items."""
     done: int = 0
     """Items sent or skipped."""
     skipped: int = 0
@@ -26,10 +31,11 @@ class Pacer:
         """Sleep until the next item is due; return how many to send now (0: finished)."""
         if self.done >= self.total:
             return 0
-        wait = self.started + self.done / self.rate_per_s - time.monotonic()
+        due_at = self.started + self.done / self.rate_per_s
+        wait = max(due_at, self.woke + self.tick_s) - time.monotonic()
         if wait > 0:
             time.sleep(wait)
-        now = time.monotonic()
+        now = self.woke = time.monotonic()
         if now - self.started > self.time_limit_s:
             return 0
         due = min(self.total, int((now - self.started) * self.rate_per_s) + 1)
