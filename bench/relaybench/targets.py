@@ -29,7 +29,7 @@ def evaluate(sweep: dict[str, Any] | None, scale: dict[str, Any] | None) -> list
         )
         kept = loaded["kept"]
         add(
-            "past saturation (2x peak offered): delivered / delivered at the peak's rate, medians",
+            "past saturation (offered 2x the peak's delivered rate): delivered / at 1x, medians",
             swept["label"],
             kept,
             f">= {PAST_PEAK_MIN}",
