@@ -30,6 +30,7 @@ from relaybench.daemon import INTERFACE, free_port, stop_process
 from relaybench.keys import BenchKeys
 from relaybench.load import open_fleet
 from relaybench.procfs import machine_busy_s
+from relaybench.senders import TICK_S
 
 BARE_FORWARDER = Path(__file__).resolve().parent.parent / "bare_forwarder.py"
 READY_TIMEOUT_S = 10.0
@@ -191,13 +192,22 @@ def bare_floor(
     rate_per_s: float,
     duration_s: float,
     receiver_processes: int,
+    tick_s: float = TICK_S,
 ) -> dict[str, Any]:
-    """CPU per message of the bare forwarder under the same load, at one rate."""
+    """CPU per message of the bare forwarder under the same load, at one rate (its
+    senders waking at most once per ``tick_s``)."""
     copy_bytes = crypto.encrypted_size(keys.client.public_key(), size)
     with (
         running_bare_forwarder(keys, copy_bytes) as (pid, address),
         open_fleet(
-            address, keys, senders, receivers, receiver_processes, api=None, sample=False
+            address,
+            keys,
+            senders,
+            receivers,
+            receiver_processes,
+            api=None,
+            sample=False,
+            tick_s=tick_s,
         ) as fleet,
     ):
         result = fleet.step(pid, None, 0, rate_per_s, duration_s, size)

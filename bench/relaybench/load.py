@@ -166,8 +166,10 @@ def open_fleet(
     receiver_processes: int,
     api: Api | None,
     sample: bool = True,
+    tick_s: float = senders.TICK_S,
 ) -> Iterator[Fleet]:
-    """Register the receivers, then the senders; with ``api``, wait until the relay lists all."""
+    """Register the receivers, then the senders; with ``api``, wait until the relay lists all.
+    The senders wake at most once per ``tick_s`` (0: for every message)."""
     processes = max(1, min(receiver_processes, receivers_count))
     shares = [
         receivers_count // processes + (i < receivers_count % processes) for i in range(processes)
@@ -195,6 +197,7 @@ def open_fleet(
                 relay=relay,
                 key_pem=keys.client_public_pem,
                 relay_key_pem=keys.relay_public_pem,
+                tick_s=tick_s,
             ),
         )
         workers.append(sending)

@@ -22,17 +22,20 @@ class Pacer:
     tick_s: float = 0.0
     started: float = field(default_factory=time.monotonic)
     woke: float = -math.inf
-    """When :meth:`next_batch` last returned items."""
+    """When :meth:`next_batch` last woke."""
     done: int = 0
     """Items sent or skipped."""
     skipped: int = 0
 
+    def wake_at(self) -> float:
+        """When the next item is due, or the next tick if that is later."""
+        return max(self.started + self.done / self.rate_per_s, self.woke + self.tick_s)
+
     def next_batch(self) -> int:
-        """Sleep until the next item is due; return how many to send now (0: finished)."""
+        """Sleep until :meth:`wake_at`; return how many to send now (0: finished)."""
         if self.done >= self.total:
             return 0
-        due_at = self.started + self.done / self.rate_per_s
-        wait = max(due_at, self.woke + self.tick_s) - time.monotonic()
+        wait = self.wake_at() - time.monotonic()
         if wait > 0:
             time.sleep(wait)
         now = self.woke = time.monotonic()

@@ -150,7 +150,7 @@ def send(
     sent_at = [0.0] * pacer.total
     retransmitted, errors_before = _retransmissions(clients), clients.errors()
     while pacer.done < pacer.total:
-        due_at = pacer.started + pacer.done / rate_per_s
+        due_at = pacer.wake_at()
         if time.monotonic() >= due_at:
             batch = pacer.next_batch()
             if not batch:

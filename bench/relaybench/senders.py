@@ -23,9 +23,9 @@ from relaybench import sockets, wire
 from relaybench.pacing import Pacer
 
 TICK_S = 0.001
-"""A sender wakes at most this often, and sends the messages due. Waking for each message
-cost it 18 us beside the 3.5 us of its ``sendto`` (``bench/README.md``): 0.18 of a core at
-8,500 messages/s, taken from the relay on the same two cores."""
+"""The sweep's senders wake at most this often, and send the messages due. Waking for each
+message cost them 18 us beside the 3.5 us of its ``sendto`` (``bench/README.md``): 0.18 of
+a core at 8,000 messages/s, taken from the relay on the same two cores."""
 CATCH_UP_S = 0.02
 """A late sender sends at most this much of its schedule at once, and skips the rest."""
 DRAIN_EVERY_S = 0.01
@@ -46,6 +46,8 @@ class SenderSpec:
     relay_key_pem: bytes
     first_sender: int = 0
     """Number of this process's first socket in the stamps."""
+    tick_s: float = TICK_S
+    """0: wake for every message."""
 
 
 def main(conn: Connection, spec: SenderSpec) -> None:
@@ -91,7 +93,7 @@ def main(conn: Connection, spec: SenderSpec) -> None:
             total=total,
             catch_up=max(1, round(rate_per_s * CATCH_UP_S)),
             time_limit_s=duration_s + SEND_SLACK_S,
-            tick_s=TICK_S,
+            tick_s=spec.tick_s,
         )
         copies_back = send_errors = 0
         drained_at = pacer.started
