@@ -4,11 +4,12 @@
 
 The sweep's sender process shares the machine's two cores with the relay, so what it
 spends per message at a high offered rate is taken from the relay. This runs the
-sender's loop alone (``relaybench.pacing.Pacer``, a ``sendto`` of a 300-byte datagram per
-message, as ``relaybench.senders`` does) against a process on 127.0.0.1 that only drains
-its socket, and reports the sender's CPU (user and system) per message, the median of
-ROUNDS, for each rate, waking for every message (``tick_s=0``) and at most once per
-``senders.TICK_S``. Unicast on loopback only; every run is bounded by its count.
+sender's loop alone (``relaybench.pacing.Pacer`` and a ``sendto`` per message, of one
+300-byte datagram where the sweep's sender sends a message's 2 to 7) against a process
+on 127.0.0.1 that only drains its socket, and reports the sender's CPU (user and
+system) per message, the median of ROUNDS, for each rate, waking for every message
+(``tick_s=0``) and at most once per ``senders.TICK_S``. Unicast on loopback only;
+every run is bounded by its count.
 """
 
 import contextlib
@@ -60,7 +61,7 @@ def sender_cpu_us(rate: float, tick_s: float, address: tuple[str, int]) -> float
     sent_at = [0.0] * total
     while batch := pacer.next_batch():
         for seq in range(pacer.done - batch, pacer.done):
-            sent_at[seq] = time.monotonic()
+            sent_at[seq] = time.monotonic()  # as the sender keeps it, for latency
             with contextlib.suppress(BlockingIOError):  # a full buffer: the same cost
                 out.sendto(DATAGRAM, address)
     after = os.times()

@@ -21,11 +21,15 @@ class Pacer:
     time_limit_s: float
     tick_s: float = 0.0
     started: float = field(default_factory=time.monotonic)
-    woke: float = -math.inf
+    woke: float = field(default=-math.inf, init=False)
     """When :meth:`next_batch` last woke."""
     done: int = 0
     """Items sent or skipped."""
     skipped: int = 0
+
+    def __post_init__(self) -> None:
+        if self.tick_s * self.rate_per_s > self.catch_up:
+            raise ValueError("a tick holds more items than catch_up: every wake would skip")
 
     def wake_at(self) -> float:
         """When the next item is due, or the next tick if that is later."""

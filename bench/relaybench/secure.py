@@ -18,8 +18,8 @@ Then the fan-out: one secure sender, N secure receivers, at 50 messages/s (at mo
 5,000 copies/s), each N on a fresh daemon once every receiver has its roster (one
 PRESENCE per other member), with the bare floor at the same rate.
 
-Every sender here, legacy and secure, and the bare floor's, wakes for each message
-(:data:`TICK_S`), where the sweep's wake once a millisecond.
+Every sender here wakes for each message (:data:`LEGACY_TICK_S`), where the sweep's
+wake once a millisecond.
 """
 
 import contextlib
@@ -55,11 +55,11 @@ ROSTER_TIMEOUT_S = 120.0
 FAILED_IN_A_ROW = 2
 OFFERED_AT_LEAST = 0.95
 """A lossless step sent at least this share of the rate asked for."""
-TICK_S = 0.0
+LEGACY_TICK_S = 0.0
 """The legacy senders and the bare floor's wake for every message, as the secure senders
-do, and as every sender did when issue 11 set its targets against the bare floor: with
-the sweep's once a millisecond, the bare floor costs half as much per message (its loop
-wakes once per burst), the secure relay the same (`bench/README.md`)."""
+do (their own loop), and as every sender did when issue 11 set its targets against the
+bare floor: with the sweep's once a millisecond, the bare floor costs half as much per
+message (its loop wakes once per burst), the secure relay the same (`bench/README.md`)."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def open_any_fleet(
             daemon.address, relay_key, senders, receivers, processes, daemon.api
         )
     return open_fleet(
-        daemon.address, keys, senders, receivers, processes, daemon.api, tick_s=TICK_S
+        daemon.address, keys, senders, receivers, processes, daemon.api, tick_s=LEGACY_TICK_S
     )
 
 
@@ -179,7 +179,7 @@ def compare(
             rate,
             options.step_s,
             options.receiver_processes,
-            TICK_S,
+            LEGACY_TICK_S,
         )
         measured["cpu_vs_bare"] = ratio(
             measured["median"]["relay_cpu_ms_per_msg"], measured["bare_floor"]["cpu_ms_per_msg"]
@@ -254,7 +254,7 @@ def fan_out(
     print(f"secure: fan-out {n}", flush=True)
     rate = min(options.fan_out_rate_per_s, FAN_OUT_COPIES_PER_S / n)
     bare = floors.bare_floor(
-        keys, 1, n, SIZE, rate, options.fan_out_step_s, options.receiver_processes, TICK_S
+        keys, 1, n, SIZE, rate, options.fan_out_step_s, options.receiver_processes, LEGACY_TICK_S
     )
     with (
         running_daemon(workdir, keys.key_file) as daemon,

@@ -24,8 +24,8 @@ from relaybench.pacing import Pacer
 
 TICK_S = 0.001
 """The sweep's senders wake at most this often, and send the messages due. Waking for each
-message cost them 18 us beside the 3.5 us of its ``sendto`` (``bench/README.md``): 0.18 of
-a core at 8,000 messages/s, taken from the relay on the same two cores."""
+message cost them 22.5 us per message, 0.18 of a core at 8,000 messages/s taken from the
+relay on the same two cores; once a millisecond, 6.2 us (``bench/pacing_cost.py``)."""
 CATCH_UP_S = 0.02
 """A late sender sends at most this much of its schedule at once, and skips the rest."""
 DRAIN_EVERY_S = 0.01

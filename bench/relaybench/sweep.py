@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from relaybench import floors, report
+from relaybench import floors, report, senders
 from relaybench.daemon import Daemon, running_daemon
 from relaybench.keys import BenchKeys
 from relaybench.load import Fleet, open_fleet
@@ -30,10 +30,9 @@ BARE_FRACTION = 0.5
 OVERLOAD_REPEATS = 3
 """Steps at the peak's rate and at twice it, each. One 3 s step is not enough to compare
 the two: at `fbb74a9`, two steps offered 7,450 and 7,446 messages/s to the same daemon and
-it delivered 2,533 and 3,002; and the ladder's best step is the luckiest of eight. The
-peak's rate is what the best step delivered, not what it was offered: past saturation the
-ladder's steps deliver about the same, and the best of them, by luck, can be one that was
-offered three times what the relay carries (`bench/README.md`)."""
+it delivered 2,533 and 3,002; and the ladder's best step is the luckiest of eight."""
+OVERLOAD_BASIS = "offered C and 2 C, C the most a ladder step delivered"
+"""Recorded in the results: before `69aeefe`, the best step's offered rate and twice it."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,12 @@ def run(keys: BenchKeys, workdir: Path, options: SweepOptions) -> dict[str, Any]
         compare_workers(keys, workdir, config, swept, options)
         for config, swept in zip(options.configs, configs, strict=True)
     ]
-    settings = {**asdict(options), "configs": [asdict(c) for c in options.configs]}
+    settings = {
+        **asdict(options),
+        "configs": [asdict(c) for c in options.configs],
+        "sender_tick_s": senders.TICK_S,
+        "overload": OVERLOAD_BASIS,
+    }
     result = {
         **report.envelope("sweep", settings, started),
         "configs": configs,
@@ -115,7 +119,12 @@ def sweep_config(
             rate = fraction * before.msgs_per_s
             step = fleet.step(daemon.pid, daemon.api, number, rate, options.step_s, config.size)
             steps.append({"fraction_asked": fraction, **step})
+        # The peak's rate is what the best step delivered, not what it was offered: past
+        # saturation the ladder's steps deliver about the same, and the best of them, by
+        # luck, can be one offered three times what the relay carries.
         peak = max(steps, key=lambda s: s["delivered_per_s"])
+        if peak["delivered_per_s"] <= 0:
+            raise RuntimeError(f"{config.label}: no step of the ladder delivered anything")
         at_peak: list[dict[str, Any]] = []
         at_twice: list[dict[str, Any]] = []
         for _repeat in range(OVERLOAD_REPEATS):
@@ -245,7 +254,9 @@ def markdown(result: dict[str, Any]) -> str:
             rows.append(step_row(twice, f"2x peak, {number}"))
         parts.append(
             report.table(STEP_HEADERS, rows)
-            + f"\n\nAt twice the peak's rate, median of {len(loaded['at_twice'])} steps: "
+            + f"\n\nThe peak's rate C: {report.fmt(swept['peak']['delivered_per_s'])} "
+            "messages/s, the most a step of the ladder delivered. "
+            f"At twice it, median of {len(loaded['at_twice'])} steps: "
             f"{report.fmt(loaded['delivered_at_twice_per_s'])} messages/s delivered; at the "
             f"peak's rate: {report.fmt(loaded['delivered_at_peak_per_s'])}; kept "
             f"{report.fmt(loaded['kept'])}, worst p99 {report.fmt(loaded['worst_p99_ms'])} ms.\n"
