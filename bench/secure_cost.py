@@ -194,9 +194,19 @@ def measure(
     )
 
 
+def config(text: str) -> tuple[int, int]:
+    senders, receivers = (int(part) for part in text.split(":"))
+    if senders < 1 or receivers < 1:
+        raise argparse.ArgumentTypeError("at least one sender and one receiver")
+    return senders, receivers
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", action="store_true", help="1 sender, 2 receivers, cProfile")
+    parser.add_argument(
+        "--config", action="append", type=config, help="S:R (senders:receivers), again for more"
+    )
     parser.add_argument("--out", type=Path, default=Path("secure-cost.prof"), help="its statistics")
     args = parser.parse_args()
     key = rsa.generate_private_key(65537, 2048)
@@ -218,7 +228,7 @@ def main() -> None:
         "| (relay - idle) / AEAD | DATAs in / msg | DATAs out / msg |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for senders, receivers in CONFIGS:
+    for senders, receivers in args.config or CONFIGS:
         rounds = []
         for _ in range(ROUNDS):  # alternating, so that a slow moment costs both alike
             busy = measure(key, senders, receivers, MESSAGES)
