@@ -84,6 +84,7 @@ class Channel:
         self._events: deque[Event] = deque()
         self._drops: Counter[DropReason] = Counter()
         self._reported: Counter[DropReason] = Counter()
+        self._reported_total = 0
         self._sender = Sender(
             self.rtt,
             abandons=role is Role.CLIENT,
@@ -193,8 +194,10 @@ class Channel:
         last time given when frames are ready now."""
         if self._sender.has_ready(self._now):
             return self._now
-        times = [self._sender.next_deadline(), self._receiver.next_deadline()]
-        return min((time for time in times if time is not None), default=None)
+        sender, receiver = self._sender.next_deadline(), self._receiver.next_deadline()
+        if sender is None or receiver is None:
+            return receiver if sender is None else sender
+        return min(sender, receiver)
 
     def statistics(self) -> ChannelStatistics:
         return ChannelStatistics(
@@ -218,10 +221,11 @@ class Channel:
 
     def take_drops(self) -> Counter[DropReason]:
         """The drops counted since the last call (:meth:`statistics` keeps the totals)."""
-        if self._drops == self._reported:
+        if self._drops.total() == self._reported_total:  # counts only grow
             return Counter()
         fresh = self._drops - self._reported
         self._reported.update(fresh)
+        self._reported_total = self._reported.total()
         return fresh
 
     def close(self) -> None:

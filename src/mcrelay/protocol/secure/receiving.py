@@ -15,6 +15,7 @@ the full bitmap again for a fragment of a message completed within the last
 :data:`REACK_WINDOW` msg_seqs.
 """
 
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -261,9 +262,11 @@ class Receiver:
         return count + held >= FRAGMENT_WINDOW // 2
 
     def acks_due(self, now: float) -> bool:
-        return any(due <= now for due, _ in self._acks.values()) or any(
-            incoming.partial and incoming.ack_at <= now for incoming in self._held.values()
-        )
+        for due, _ in self._acks.values():
+            if due <= now:
+                return True
+        held = self._held.values()
+        return any(incoming.ack_at <= now and incoming.partial for incoming in held)
 
     def ack_frames(self, now: float, room: int) -> list[Ack]:
         """Every pending full ACK (due or riding along), then the due bitmaps so far."""
@@ -288,13 +291,15 @@ class Receiver:
         return out
 
     def next_deadline(self) -> float | None:
-        times = [due for due, _ in self._acks.values()]
+        earliest = math.inf
+        for due, _ in self._acks.values():
+            earliest = min(earliest, due)
         for incoming in self._held.values():
             if not incoming.given_up:
-                times.append(incoming.deadline)
+                earliest = min(earliest, incoming.deadline)
             if incoming.partial:
-                times.append(incoming.ack_at)
-        return min(times, default=None)
+                earliest = min(earliest, incoming.ack_at)
+        return None if earliest == math.inf else earliest
 
     def evict_oldest_partial(self, keep: int | None) -> bool:
         """The shared budget is full and this peer holds the most: its oldest partial

@@ -9,6 +9,7 @@ receiver's state of one message: its missing fragments are sent again once they 
 had a round trip to arrive; the full bitmap settles the message.
 """
 
+import math
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -274,13 +275,15 @@ class Sender:
         return False
 
     def next_deadline(self) -> float | None:
-        times = [due for due, _ in self._abandon_at.values()]
+        earliest = math.inf
+        for due, _ in self._abandon_at.values():
+            earliest = min(earliest, due)
         for outgoing in self._flight.values():
-            if outgoing.rto_at is not None:
-                times.append(outgoing.rto_at)
+            if outgoing.rto_at is not None and outgoing.rto_at < earliest:
+                earliest = outgoing.rto_at
             if outgoing.first_sent is not None:
-                times.append(outgoing.first_sent + MESSAGE_DEADLINE_S)
-        return min(times, default=None)
+                earliest = min(earliest, outgoing.first_sent + MESSAGE_DEADLINE_S)
+        return None if earliest == math.inf else earliest
 
     def frames(self, now: float, room: int) -> list[Abandon | Fragment]:
         """Frames due now that fit in ``room`` bytes: ABANDONs, resent, then new fragments."""

@@ -15,6 +15,7 @@ to :data:`CONFIRM_CAP_S`) until any DATA from the relay comes under it. The rela
 sending under its current keypair until the client's first DATA under the next one.
 """
 
+import math
 import os
 from collections import deque
 from collections.abc import Callable
@@ -229,14 +230,18 @@ class Session:
         (``inf``: neither). Neither term stays in the past once the session was told
         that time: an expired session is the caller's to act on, and while the current
         keypair cannot send, nothing is due until :meth:`install` brings the next one."""
-        times: list[float | None] = []
-        if not self.expired(self._now):
-            times.append(self.last_received + self.timeout_s)
-        if self.current.can_send(self._now):
-            times += [
+        # After every turn of every peer: plain comparisons, no list.
+        now = self._now
+        earliest = self.last_received + self.timeout_s
+        if now >= earliest:  # expired
+            earliest = math.inf
+        if self.current.can_send(now):
+            for time in (
                 self.last_sent + KEEPALIVE_AFTER_S,
                 self.channel.next_deadline(),
                 self._confirm_at,
                 None if self.paths is None else self.paths.next_deadline(),
-            ]
-        return min((time for time in times if time is not None), default=float("inf"))
+            ):
+                if time is not None and time < earliest:
+                    earliest = time
+        return earliest
