@@ -53,9 +53,9 @@ def test_vector_frames_mean_what_their_names_say() -> None:
 
 
 def test_ack_bitmap_layout() -> None:
-    assert ack_bitmap({0, 3, 9}, 10) == bytes([0x09, 0x02])
-    assert ack_bitmap(range(8), 8) == b"\xff"
-    assert ack_bitmap((), 9) == b"\x00\x00"
+    assert ack_bitmap(Ack(0, 10, frozenset({0, 3, 9}))) == bytes([0x09, 0x02])
+    assert ack_bitmap(Ack(0, 8, frozenset(range(8)))) == b"\xff"
+    assert ack_bitmap(Ack(0, 9, frozenset())) == b"\x00\x00"
 
 
 def test_unknown_frames_are_skipped_and_counted() -> None:

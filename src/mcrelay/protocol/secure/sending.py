@@ -187,7 +187,7 @@ class Sender:
         if ack.count != outgoing.count:
             self._drops[DropReason.INVALID_ACK] += 1
             return
-        received = sum(1 << index for index in ack.received) & ((1 << outgoing.sent) - 1)
+        received = ack.mask & ((1 << outgoing.sent) - 1)
         if self.sticky_acks and outgoing.acked & ~received:
             # A client never evicts (8 of the largest messages fit its buffer): an ACK
             # taking back what it showed is a lie meant to make us resend; ignored.
