@@ -11,7 +11,7 @@ then marks the counter in the window (:mod:`mcrelay.protocol.secure.replay`).
 """
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -36,22 +36,15 @@ KEY_BYTES = 32
 MAX_INDEX = 0xFFFFFFFF
 
 
-@dataclass(frozen=True, slots=True)
-class DataHeader:
-    """What a DATA says of itself before it is opened: which keypair, which counter."""
+class DataHeader(NamedTuple):
+    """What a DATA says of itself before it is opened: which keypair, which counter.
+    (Read from the wire's u32 and u64: a tuple, made for every datagram, no checks.)"""
 
     receiver_index: int
     counter: int
 
-    def __post_init__(self) -> None:
-        if not 0 <= self.receiver_index <= MAX_INDEX:
-            raise LocalProtocolError(f"receiver_index {self.receiver_index} is not a u32")
-        if not 0 <= self.counter < 1 << 64:
-            raise LocalProtocolError(f"counter {self.counter} is not a u64")
 
-
-@dataclass(frozen=True, slots=True)
-class OpenedData:
+class OpenedData(NamedTuple):
     """An authenticated DATA: its header's fields and its plaintext (the frames)."""
 
     receiver_index: int

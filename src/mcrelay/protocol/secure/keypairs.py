@@ -10,6 +10,7 @@ the page asks), and the memory is the allocator's.
 """
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
 from mcrelay.protocol.secure.data import TransportKey
@@ -24,8 +25,7 @@ REKEY_AFTER_S = 120.0
 REJECT_AFTER_S = 180.0
 
 
-@dataclass(frozen=True, slots=True)
-class Opened:
+class Opened(NamedTuple):
     """An authenticated DATA: its plaintext, and whether its counter was the highest yet."""
 
     plaintext: bytes

@@ -25,10 +25,24 @@ class RttEstimator:
         self.srtt_s: float | None = None
         self.rttvar_s = 0.0
         self.latest_s: float | None = None
-        self.backoff = 0
-        """Timeouts since the last valid sample; each one doubles :attr:`rto_s`."""
+        self._backoff = 0
+        self.base_rto_s = INITIAL_RTO_S
+        """The timeout from the samples alone, within the floor and the cap."""
+        self.rto_s = INITIAL_RTO_S
+        """The timeout in force: the base doubled once per timeout, capped. (Both are
+        kept as they change: every fragment sent reads them.)"""
         if first_sample_s is not None:
             self.sample(first_sample_s)
+
+    @property
+    def backoff(self) -> int:
+        """Timeouts since the last valid sample; each one doubles :attr:`rto_s`."""
+        return self._backoff
+
+    @backoff.setter
+    def backoff(self, backoff: int) -> None:
+        self._backoff = backoff
+        self.rto_s = min(self.base_rto_s * (1 << backoff), MAX_RTO_S)
 
     def sample(self, rtt_s: float) -> None:
         """Take one round-trip measurement (of a fragment sent exactly once)."""
@@ -40,21 +54,10 @@ class RttEstimator:
         else:
             self.rttvar_s = 0.75 * self.rttvar_s + 0.25 * abs(self.srtt_s - rtt_s)
             self.srtt_s = 0.875 * self.srtt_s + 0.125 * rtt_s
+        rto = self.srtt_s + max(GRANULARITY_S, 4 * self.rttvar_s)
+        self.base_rto_s = min(max(rto, MIN_RTO_S), MAX_RTO_S)
         self.backoff = 0
 
     def back_off(self) -> None:
         """A retransmission timer expired: double the timeout (RFC 6298 5.5)."""
-        self.backoff = min(self.backoff + 1, _MAX_BACKOFF)
-
-    @property
-    def base_rto_s(self) -> float:
-        """The timeout from the samples alone, within the floor and the cap."""
-        if self.srtt_s is None:
-            return INITIAL_RTO_S
-        rto = self.srtt_s + max(GRANULARITY_S, 4 * self.rttvar_s)
-        return min(max(rto, MIN_RTO_S), MAX_RTO_S)
-
-    @property
-    def rto_s(self) -> float:
-        """The timeout in force: the base doubled once per timeout, capped."""
-        return min(self.base_rto_s * (1 << self.backoff), MAX_RTO_S)
+        self.backoff = min(self._backoff + 1, _MAX_BACKOFF)

@@ -197,11 +197,14 @@ class Sender:
         if newly & ~outgoing.retransmitted:
             # An unambiguous answer within the timeout: the path works, stop doubling.
             self.rtt.backoff = 0
-        if received == (1 << outgoing.count) - 1:
+        whole = (1 << outgoing.count) - 1
+        if received == whole:
             # Karn: a sample only when no fragment this ACK settles was sent twice, from
             # the newest of them (its ACK waited at most ACK_DELAY_S: the message completed).
             if newly and not newly & outgoing.retransmitted:
-                self.rtt.sample(now - max(outgoing.sent_at[index] for index in _bits(newly)))
+                times = outgoing.sent_at
+                newest = max(times) if newly == whole else max(times[i] for i in _bits(newly))
+                self.rtt.sample(now - newest)
             self._settle(outgoing)
             self._emit(MessageAcknowledged(outgoing.message_id))
             return
@@ -316,9 +319,10 @@ class Sender:
         budget = FRAGMENT_WINDOW - self._unacked
         for outgoing in self._flight.values():
             while outgoing.sent < outgoing.count and budget > 0:
-                if outgoing.size(outgoing.sent) > room:
+                size = outgoing.size(outgoing.sent)
+                if size > room:
                     return out
-                room -= outgoing.size(outgoing.sent)
+                room -= size
                 budget -= 1
                 out.append(outgoing.fragment(outgoing.sent))
                 outgoing.sent_at.append(now)
