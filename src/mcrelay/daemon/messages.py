@@ -412,11 +412,12 @@ class Messages:
                 copies += 1
         self._counters.messages_relayed += 1
         self._counters.copies_sent += copies
-        self._events.publish(
-            "message_relayed",
-            sender=format_address(origin.address),
-            client=origin.id,
-            size=size,
-            recipients=copies,
-        )
+        if self._events.subscribers:  # its fields are not worth making for no one
+            self._events.publish(
+                "message_relayed",
+                sender=format_address(origin.address),
+                client=origin.id,
+                size=size,
+                recipients=copies,
+            )
         return copies

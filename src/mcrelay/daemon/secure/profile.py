@@ -12,6 +12,7 @@ when, is their business: after each datagram in or message out, and at the time 
 asks for (:class:`~mcrelay.daemon.secure.peers.Timers`).
 """
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -32,7 +33,7 @@ from mcrelay.daemon.secure.peers import (
     PendingHandshakes,
     Timers,
 )
-from mcrelay.protocol.addresses import Address
+from mcrelay.protocol.addresses import ENCODED_ADDRESSES_CACHED, Address
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
 from mcrelay.protocol.secure import origins
 from mcrelay.protocol.secure.admission import (
@@ -63,9 +64,9 @@ from mcrelay.protocol.secure.messages import (
     NoticeCode,
     Presence,
     PresenceEvent,
-    RelayedChat,
     decode_client_message_untrusted,
     encode_message,
+    relayed_chat_head,
 )
 from mcrelay.protocol.secure.sending import MESSAGE_WINDOW, QUEUE_LIMIT
 from mcrelay.protocol.secure.session import Session
@@ -93,6 +94,18 @@ LEAVE_REASONS = {
     "unreachable": LeaveReason.UNREACHABLE,
 }
 FAREWELLS = {"kick": (NoticeCode.KICKED, b"kicked"), "ban": (NoticeCode.BANNED, b"banned")}
+
+
+def _member_origin(secure: bool, origin_id: bytes, address: Address) -> origins.Origin:
+    kind = origins.OriginKind.SECURE_CLIENT if secure else origins.OriginKind.LEGACY_CLIENT
+    return origins.Origin(kind, origin_id, address)
+
+
+@functools.lru_cache(maxsize=ENCODED_ADDRESSES_CACHED)
+def _chat_head(secure: bool, origin_id: bytes, address: Address) -> bytes:
+    """A member's relayed CHAT head (its origin), made once per sender and address:
+    every message it sends needs it."""
+    return relayed_chat_head(_member_origin(secure, origin_id, address))
 
 
 def _key(member: Member) -> bytes:
@@ -463,8 +476,12 @@ class SecureProfile:
         """The same body for every secure recipient: the channels carry it."""
         if len(plaintext) > MAX_CHAT_BYTES:
             return [DropReason.TOO_LARGE] * len(recipients)
-        body = encode_message(RelayedChat(self._origin(origin.identity, origin.address), plaintext))
-        return [body] * len(recipients)
+        identity = origin.identity
+        if identity is None:
+            head = relayed_chat_head(origins.RELAY_ORIGIN)
+        else:
+            head = _chat_head(identity.profile == PROFILE, identity.origin_id, origin.address)
+        return [head + plaintext] * len(recipients)
 
     def deliver(self, member: Member, copy: bytes) -> bool:
         peer = self._peers.get(_key(member))
@@ -634,6 +651,4 @@ class SecureProfile:
     def _origin(self, identity: Identity | None, address: Address) -> origins.Origin:
         if identity is None:
             return origins.RELAY_ORIGIN
-        if identity.profile == PROFILE:
-            return origins.Origin(origins.OriginKind.SECURE_CLIENT, identity.origin_id, address)
-        return origins.Origin(origins.OriginKind.LEGACY_CLIENT, identity.origin_id, address)
+        return _member_origin(identity.profile == PROFILE, identity.origin_id, address)

@@ -148,7 +148,7 @@ def encode_message(message: Message) -> bytes:
         case Disconnect():
             return KIND.pack(MessageKind.DISCONNECT)
         case RelayedChat(origin, text):
-            return KIND.pack(MessageKind.CHAT) + encode_origin(origin) + text
+            return relayed_chat_head(origin) + text
         case Presence(event, origin, reason):
             return (
                 KIND.pack(MessageKind.PRESENCE)
@@ -157,6 +157,11 @@ def encode_message(message: Message) -> bytes:
             )
         case Notice(code, text):
             return KIND.pack(MessageKind.NOTICE) + NOTICE_CODE.pack(code) + text
+
+
+def relayed_chat_head(origin: Origin) -> bytes:
+    """What a relayed CHAT's body holds before its text: its kind and its origin."""
+    return KIND.pack(MessageKind.CHAT) + encode_origin(origin)
 
 
 def decode_client_message_untrusted(body: bytes) -> ClientMessage:
