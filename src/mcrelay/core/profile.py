@@ -48,7 +48,8 @@ class Profile(Protocol):
     async def seal(
         self, origin: Origin, plaintext: bytes, recipients: Sequence[Member]
     ) -> list[Sealed]:
-        """One copy for each recipient (all of this profile), or why it has none."""
+        """One copy for each recipient (all of this profile), or why it has none, in a
+        new list (the caller's to change: a recipient re-keyed meanwhile is sealed again)."""
 
     def deliver(self, member: Member, copy: bytes) -> bool:
         """Send a member of this profile its copy; False when it was dropped (counted)."""

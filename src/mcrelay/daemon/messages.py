@@ -385,6 +385,9 @@ class Messages:
         self, origin: Origin, plaintext: bytes, recipients: Sequence[Member]
     ) -> list[Sealed]:
         """Each recipient's copy, sealed by its own profile."""
+        profiles = {member.identity.profile for member in recipients}
+        if len(profiles) == 1:  # most messages: every recipient is of one profile
+            return await self._profiles[profiles.pop()].seal(origin, plaintext, recipients)
         by_profile: defaultdict[str, list[int]] = defaultdict(list)
         for index, member in enumerate(recipients):
             by_profile[member.identity.profile].append(index)

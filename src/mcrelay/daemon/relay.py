@@ -113,6 +113,8 @@ class Relay:
         )
         self._nursery: trio.Nursery | None = None
         self._receiving = trio.CancelScope()
+        self.stopping = False
+        """Receiving has stopped (:meth:`stop_receiving`): no message starts any more."""
         self.drained = trio.Event()
         """Set once receiving has stopped and every message has settled and gone out."""
         self.last_turn = 0.0
@@ -190,6 +192,7 @@ class Relay:
     def stop_receiving(self) -> None:
         """Take no more datagrams; what is already in flight goes on (messages still in
         reassembly end, counted as ``stopped``)."""
+        self.stopping = True
         self._receiving.cancel()
         for profile in self._profiles.values():
             profile.stop_receiving()
@@ -197,10 +200,6 @@ class Relay:
             self.drop(DropReason.STOPPED, origin.address)
         if self.federation is not None:
             self.federation.leaving()
-
-    @property
-    def stopping(self) -> bool:
-        return self._receiving.cancel_called
 
     # What operators do (the control API).
 
