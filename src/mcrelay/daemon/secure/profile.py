@@ -12,7 +12,6 @@ when, is their business: after each datagram in or message out, and at the time 
 asks for (:class:`~mcrelay.daemon.secure.peers.Timers`).
 """
 
-import functools
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -23,6 +22,7 @@ from mcrelay.core.members import Identity, Member, RosterFull
 from mcrelay.core.opened import Opened, Sealed
 from mcrelay.core.profile import Origin, Services
 from mcrelay.core.ratelimit import SourceLimiter
+from mcrelay.daemon.secure.origin import PROFILE, chat_head, origin_of
 from mcrelay.daemon.secure.peers import (
     COALESCE_S,
     PENDING_LIFETIME_S,
@@ -33,9 +33,8 @@ from mcrelay.daemon.secure.peers import (
     PendingHandshakes,
     Timers,
 )
-from mcrelay.protocol.addresses import ENCODED_ADDRESSES_CACHED, Address
+from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
-from mcrelay.protocol.secure import origins
 from mcrelay.protocol.secure.admission import (
     MAX_UNCONFIRMED_HANDSHAKES,
     Admit,
@@ -66,7 +65,6 @@ from mcrelay.protocol.secure.messages import (
     PresenceEvent,
     decode_client_message_untrusted,
     encode_message,
-    relayed_chat_head,
 )
 from mcrelay.protocol.secure.sending import MESSAGE_WINDOW, QUEUE_LIMIT
 from mcrelay.protocol.secure.session import Session
@@ -76,7 +74,6 @@ log = logging.getLogger(__name__)
 
 DATA_TYPE = bytes([DatagramType.DATA])
 
-PROFILE = "secure"
 FAREWELL_WAIT_S = 2.0
 """A kicked or banned member is removed once its NOTICE is acknowledged, or after this."""
 BACKPRESSURE_COPIES = MESSAGE_WINDOW + QUEUE_LIMIT // 2
@@ -94,18 +91,6 @@ LEAVE_REASONS = {
     "unreachable": LeaveReason.UNREACHABLE,
 }
 FAREWELLS = {"kick": (NoticeCode.KICKED, b"kicked"), "ban": (NoticeCode.BANNED, b"banned")}
-
-
-def _member_origin(secure: bool, origin_id: bytes, address: Address) -> origins.Origin:
-    kind = origins.OriginKind.SECURE_CLIENT if secure else origins.OriginKind.LEGACY_CLIENT
-    return origins.Origin(kind, origin_id, address)
-
-
-@functools.lru_cache(maxsize=ENCODED_ADDRESSES_CACHED)
-def _chat_head(secure: bool, origin_id: bytes, address: Address) -> bytes:
-    """A member's relayed CHAT head (its origin), made once per sender and address:
-    every message it sends needs it."""
-    return relayed_chat_head(_member_origin(secure, origin_id, address))
 
 
 def _key(member: Member) -> bytes:
@@ -476,12 +461,7 @@ class SecureProfile:
         """The same body for every secure recipient: the channels carry it."""
         if len(plaintext) > MAX_CHAT_BYTES:
             return [DropReason.TOO_LARGE] * len(recipients)
-        identity = origin.identity
-        if identity is None:
-            head = relayed_chat_head(origins.RELAY_ORIGIN)
-        else:
-            head = _chat_head(identity.profile == PROFILE, identity.origin_id, origin.address)
-        return [head + plaintext] * len(recipients)
+        return [chat_head(origin.identity, origin.address) + plaintext] * len(recipients)
 
     def deliver(self, member: Member, copy: bytes) -> bool:
         peer = self._peers.get(_key(member))
@@ -547,7 +527,7 @@ class SecureProfile:
         self, event: PresenceEvent, member: Member, reason: str | None = None
     ) -> Presence:
         leave = LEAVE_REASONS.get(reason or "", LeaveReason.UNREACHABLE)
-        origin = self._origin(member.identity, member.address)
+        origin = origin_of(member.identity, member.address)
         return Presence(event, origin, leave if event is PresenceEvent.LEFT else LeaveReason.NONE)
 
     def announce_joined(self, member: Member, recipients: Sequence[Member]) -> None:
@@ -647,8 +627,3 @@ class SecureProfile:
 
     def _epoch(self) -> int:
         return int.from_bytes(self._random_bytes(4), "little")
-
-    def _origin(self, identity: Identity | None, address: Address) -> origins.Origin:
-        if identity is None:
-            return origins.RELAY_ORIGIN
-        return _member_origin(identity.profile == PROFILE, identity.origin_id, address)
