@@ -31,7 +31,7 @@ import pstats
 import statistics
 import sys
 import time
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
@@ -104,19 +104,29 @@ def aead_floor_us(sizes_in: list[int], sizes_out: list[int]) -> float:
     return (time.process_time() - start) * 1e6
 
 
-async def lock_step(
-    key: rsa.RSAPrivateKey,
-    senders: int,
-    receivers: int,
-    messages: int,
-    *,
-    idle: bool = False,
-    profiler: cProfile.Profile | None = None,
-) -> dict[str, float]:
-    """One round; ``idle``: the same steps with nothing sent (the baseline); with a
-    ``profiler``, the relay's part of the steps under it (the members' work is not)."""
+@dataclass(frozen=True)
+class Round:
+    senders: int
+    receivers: int
+    messages: int = MESSAGES
+    """Per sender."""
+    idle: bool = False
+    """The same steps with nothing sent (the baseline)."""
+    profiler: cProfile.Profile | None = None
+    """The relay's part of the steps runs under it (the members' work does not)."""
+
+
+async def lock_step(key: rsa.RSAPrivateKey, round_: Round) -> dict[str, float]:
     from relay_harness import open_relay
     from secure_harness import connected
+
+    senders, receivers, messages, idle = (
+        round_.senders,
+        round_.receivers,
+        round_.messages,
+        round_.idle,
+    )
+    profiler = round_.profiler
 
     async with open_relay(key) as harness:
         peers = await connected(harness, senders + receivers)
@@ -179,19 +189,8 @@ async def lock_step(
         }
 
 
-def measure(
-    key: rsa.RSAPrivateKey,
-    senders: int,
-    receivers: int,
-    messages: int,
-    *,
-    idle: bool = False,
-    profiler: cProfile.Profile | None = None,
-) -> dict[str, float]:
-    return trio.run(
-        partial(lock_step, key, senders, receivers, messages, idle=idle, profiler=profiler),
-        clock=trio.testing.MockClock(autojump_threshold=0),
-    )
+def measure(key: rsa.RSAPrivateKey, round_: Round) -> dict[str, float]:
+    return trio.run(lock_step, key, round_, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 def config(text: str) -> tuple[int, int]:
@@ -212,7 +211,7 @@ def main() -> None:
     key = rsa.generate_private_key(65537, 2048)
     if args.profile:
         profiler = cProfile.Profile(time.process_time)
-        measure(key, 1, 2, MESSAGES, profiler=profiler)
+        measure(key, Round(1, 2, profiler=profiler))
         profiler.dump_stats(args.out)
         stats = pstats.Stats(str(args.out))
         stats.sort_stats("tottime").print_stats(r"mcrelay|trio|builtins", 40)
@@ -231,8 +230,8 @@ def main() -> None:
     for senders, receivers in args.config or CONFIGS:
         rounds = []
         for _ in range(ROUNDS):  # alternating, so that a slow moment costs both alike
-            busy = measure(key, senders, receivers, MESSAGES)
-            busy["idle_us"] = measure(key, senders, receivers, MESSAGES, idle=True)["relay_us"]
+            busy = measure(key, Round(senders, receivers))
+            busy["idle_us"] = measure(key, Round(senders, receivers, idle=True))["relay_us"]
             busy["work_us"] = busy["relay_us"] - busy["idle_us"]
             rounds.append(busy)
         med = {name: statistics.median(r[name] for r in rounds) for name in rounds[0]}
