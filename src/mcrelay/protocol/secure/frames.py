@@ -86,7 +86,7 @@ class Ack:
         """The fragments received as bits: index ``i`` is ``1 << i``."""
         if len(self.received) == self.count:  # the common case: the whole message
             return (1 << self.count) - 1
-        return sum(1 << index for index in self.received)
+        return int.from_bytes(ack_bitmap(self), "little")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +129,13 @@ class Frames:
 
 
 def ack_bitmap(ack: Ack) -> bytes:
-    """Index ``i`` is bit ``1 << (i % 8)`` of byte ``i // 8``: the mask, little-endian."""
-    return ack.mask.to_bytes((ack.count + 7) // 8, "little")
+    """Index ``i`` is bit ``1 << (i % 8)`` of byte ``i // 8`` (the mask, little-endian).
+    Byte by byte: a peer's count goes up to 65,535, and shifting an integer that
+    wide once per index would cost the square of it."""
+    bitmap = bytearray((ack.count + 7) // 8)
+    for index in ack.received:
+        bitmap[index >> 3] |= 1 << (index & 7)
+    return bytes(bitmap)
 
 
 def encode_frame(frame: Frame) -> bytes:
@@ -151,6 +156,8 @@ def encode_frame(frame: Frame) -> bytes:
             type_, value = FrameType.PATH_RESPONSE, data
         case Abandon(msg_seq):
             type_, value = FrameType.ABANDON, ABANDON_VALUE.pack(msg_seq)
+        case _:
+            raise TypeError(f"{frame!r} is not a frame")
     return _frame(type_, value)
 
 
@@ -221,11 +228,25 @@ def _ack_untrusted(value: bytes) -> Frame:
     bitmap = value[ACK_HEADER.size :]
     if len(bitmap) != (count + 7) // 8:
         raise RemoteProtocolError(f"ACK of {count} fragments with a {len(bitmap)}-byte bitmap")
-    full = (1 << count) - 1
-    mask = int.from_bytes(bitmap, "little") & full  # bits past the count say nothing
-    if mask == full:
+    if bitmap == _full_bitmap(count):  # the common case: the whole message
         return Ack(msg_seq, count, frozenset(range(count)))
-    return Ack(msg_seq, count, frozenset(index for index in range(count) if mask >> index & 1))
+    # Byte by byte (bits past the count say nothing): linear in a count up to 65,535.
+    received = frozenset(index for index in range(count) if bitmap[index >> 3] >> (index & 7) & 1)
+    return Ack(msg_seq, count, received)
+
+
+def _full_bitmap(count: int) -> bytes:
+    """The bitmap of a whole message of ``count`` fragments."""
+    if count < len(_FULL_BITMAPS):
+        return _FULL_BITMAPS[count]
+    return ((1 << count) - 1).to_bytes((count + 7) // 8, "little")
+
+
+_FULL_BITMAPS = tuple(
+    ((1 << n) - 1).to_bytes((n + 7) // 8, "little") for n in range(MAX_FRAGMENTS + 1)
+)
+"""Those of the counts a channel holds (at most 64 fragments); a peer's larger count
+is computed each time (it is refused further on)."""
 
 
 def _path_untrusted(kind: type[PathChallenge] | type[PathResponse]) -> Callable[[bytes], Frame]:
