@@ -113,8 +113,7 @@ class Relay:
         )
         self._nursery: trio.Nursery | None = None
         self._receiving = trio.CancelScope()
-        self.stopping = False
-        """Receiving has stopped (:meth:`stop_receiving`): no message starts any more."""
+        self._stopping = False
         self.drained = trio.Event()
         """Set once receiving has stopped and every message has settled and gone out."""
         self.last_turn = 0.0
@@ -192,7 +191,7 @@ class Relay:
     def stop_receiving(self) -> None:
         """Take no more datagrams; what is already in flight goes on (messages still in
         reassembly end, counted as ``stopped``)."""
-        self.stopping = True
+        self._stopping = True
         self._receiving.cancel()
         for profile in self._profiles.values():
             profile.stop_receiving()
@@ -200,6 +199,11 @@ class Relay:
             self.drop(DropReason.STOPPED, origin.address)
         if self.federation is not None:
             self.federation.leaving()
+
+    @property
+    def stopping(self) -> bool:
+        """Receiving has stopped (:meth:`stop_receiving`): no message starts any more."""
+        return self._stopping
 
     # What operators do (the control API).
 

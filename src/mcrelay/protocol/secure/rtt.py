@@ -26,13 +26,21 @@ class RttEstimator:
         self.rttvar_s = 0.0
         self.latest_s: float | None = None
         self._backoff = 0
-        self.base_rto_s = INITIAL_RTO_S
-        """The timeout from the samples alone, within the floor and the cap."""
-        self.rto_s = INITIAL_RTO_S
-        """The timeout in force: the base doubled once per timeout, capped. (Both are
-        kept as they change: every fragment sent reads them.)"""
+        # Both timeouts are kept as they change: every fragment sent reads them.
+        self._base_rto_s = INITIAL_RTO_S
+        self._rto_s = INITIAL_RTO_S
         if first_sample_s is not None:
             self.sample(first_sample_s)
+
+    @property
+    def base_rto_s(self) -> float:
+        """The timeout from the samples alone, within the floor and the cap."""
+        return self._base_rto_s
+
+    @property
+    def rto_s(self) -> float:
+        """The timeout in force: the base doubled once per timeout, capped."""
+        return self._rto_s
 
     @property
     def backoff(self) -> int:
@@ -42,7 +50,7 @@ class RttEstimator:
     @backoff.setter
     def backoff(self, backoff: int) -> None:
         self._backoff = backoff
-        self.rto_s = min(self.base_rto_s * (1 << backoff), MAX_RTO_S)
+        self._rto_s = min(self._base_rto_s * (1 << backoff), MAX_RTO_S)
 
     def sample(self, rtt_s: float) -> None:
         """Take one round-trip measurement (of a fragment sent exactly once)."""
@@ -55,7 +63,7 @@ class RttEstimator:
             self.rttvar_s = 0.75 * self.rttvar_s + 0.25 * abs(self.srtt_s - rtt_s)
             self.srtt_s = 0.875 * self.srtt_s + 0.125 * rtt_s
         rto = self.srtt_s + max(GRANULARITY_S, 4 * self.rttvar_s)
-        self.base_rto_s = min(max(rto, MIN_RTO_S), MAX_RTO_S)
+        self._base_rto_s = min(max(rto, MIN_RTO_S), MAX_RTO_S)
         self.backoff = 0
 
     def back_off(self) -> None:
