@@ -3,6 +3,7 @@
 from mcrelay.protocol.errors import DropReason
 from mcrelay.protocol.secure.budget import ReceiveBudget
 from mcrelay.protocol.secure.channel import Channel, Role
+from mcrelay.protocol.secure.channel_events import MessageDelivered
 from mcrelay.protocol.secure.frames import Fragment
 from mcrelay.protocol.secure.receiving import FRAGMENT_OVERHEAD_BYTES, MESSAGE_OVERHEAD_BYTES
 
@@ -86,3 +87,18 @@ def test_delivery_gives_the_bytes_back() -> None:
     feed(channel, 0.0, Fragment(0, 1, 2, PIECE))
     assert budget.total == 0
     assert drain(channel, 0.01) == [ack(0, 2)]
+
+
+def test_a_whole_message_next_in_order_goes_at_once_and_costs_the_budget_nothing() -> None:
+    """Nothing needs holding: with the budget full, it is neither refused nor a reason
+    to evict another peer's partial message (one behind a gap is held, and pays)."""
+    budget = ReceiveBudget(max_bytes=FIRST + 100)
+    holder, arriving = member(budget), member(budget)
+    start(holder, 0, 0.0)
+    feed(arriving, 0.1, Fragment(0, 0, 1, PIECE))
+    assert events(arriving) == [MessageDelivered(PIECE)]
+    assert budget.total == FIRST
+    assert holder.statistics().drops == arriving.statistics().drops == {}
+    feed(arriving, 0.2, Fragment(2, 0, 1, PIECE))  # msg_seq 1 is missing: it must wait
+    assert arriving.statistics().held == 1  # held, and paid for: the biggest peer evicted
+    assert holder.statistics().drops == {DropReason.REASSEMBLY_EVICTED: 1}

@@ -138,14 +138,12 @@ class Channel:
         for frame in frames:
             if epoch != self.peer_epoch:
                 self._drops[DropReason.STALE_EPOCH] += 1
-                continue
-            match frame:
-                case Fragment():
-                    self._receiver.on_fragment(frame, now)
-                case Ack():
-                    self._sender.on_ack(frame, now)
-                case Abandon():
-                    self._receiver.on_abandon(frame, now)
+            elif type(frame) is Fragment:  # by exact type: one test per frame, not three
+                self._receiver.on_fragment(frame, now)
+            elif type(frame) is Ack:
+                self._sender.on_ack(frame, now)
+            elif type(frame) is Abandon:
+                self._receiver.on_abandon(frame, now)
 
     def set_peer_epoch(self, epoch: int, now: float) -> None:
         """The peer's epoch as of its first authenticated DATA under a new handshake.

@@ -55,8 +55,11 @@ def ack_frame_bytes(count: int) -> int:
     return FRAME_HEADER.size + ACK_HEADER.size + (count + 7) // 8
 
 
+_DISCONNECT = bytes([DISCONNECT_KIND])
+
+
 def _whole_disconnect(fragment: Fragment) -> bool:
-    return fragment.count == 1 and fragment.data[:1] == bytes([DISCONNECT_KIND])
+    return fragment.count == 1 and fragment.data[:1] == _DISCONNECT
 
 
 @dataclass(slots=True, eq=False)
@@ -133,6 +136,9 @@ class Receiver:
             if (self.backpressure or self.budget.backpressure) and not _whole_disconnect(fragment):
                 self._drops[DropReason.BACKPRESSURE] += 1
                 return
+            if ahead == 0 and fragment.count == 1 and fragment.data[:1] != _DISCONNECT:
+                self._deliver_at_once(msg_seq, fragment.data, now)
+                return
             if ahead >= HELD_MESSAGES:
                 self._settle_below(serial_add(msg_seq, 1 - HELD_MESSAGES), DropReason.ABANDONED)
             incoming = _Incoming(fragment.count, now + RECEIVE_DEADLINE_S, now + ACK_INTERVAL_S)
@@ -160,6 +166,17 @@ class Receiver:
         self._held[msg_seq] = incoming
         if len(incoming.pieces) == incoming.count:
             self._complete(msg_seq, incoming, now)
+
+    def _deliver_at_once(self, msg_seq: int, body: bytes, now: float) -> None:
+        """A message of one fragment, next in order: complete and delivered as it comes,
+        never held (most messages: what _complete and _deliver do, without the hold)."""
+        self._completed.add(msg_seq)
+        self._schedule_ack(msg_seq, 1, now)
+        self.delivered += 1
+        self._emit(MessageDelivered(body))
+        self._next_seq = serial_add(msg_seq, 1)
+        if self._held:
+            self._deliver()  # what completed behind it
 
     def _complete(self, msg_seq: int, incoming: _Incoming, now: float) -> None:
         body = b"".join(incoming.pieces[index] for index in range(incoming.count))

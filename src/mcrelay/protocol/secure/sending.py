@@ -194,7 +194,7 @@ class Sender:
             self._drops[DropReason.INVALID_ACK] += 1
             received |= outgoing.acked
         newly = received & ~outgoing.acked
-        if newly & ~outgoing.retransmitted:
+        if self.rtt.backoff and newly & ~outgoing.retransmitted:
             # An unambiguous answer within the timeout: the path works, stop doubling.
             self.rtt.backoff = 0
         whole = (1 << outgoing.count) - 1
