@@ -404,13 +404,13 @@ class SecureProfile:
     def _read_events(self, peer: Peer, now: float) -> None:
         channel = peer.session.channel
         while not peer.closed and (event := channel.next_event()) is not None:
-            match event:
-                case MessageDelivered(body):
-                    self._delivered(peer, body)
+            match event:  # the most frequent first: a copy acknowledged
                 case MessageAcknowledged(message_id):
                     self._settled(peer, message_id)
                     if message_id == peer.farewell:
                         self._close(peer)
+                case MessageDelivered(body):
+                    self._delivered(peer, body)
                 case MessageFailed(message_id, reason):
                     self._settled(peer, message_id)
                     self._services.drop(reason, peer.session.address)

@@ -228,25 +228,20 @@ def _ack_untrusted(value: bytes) -> Frame:
     bitmap = value[ACK_HEADER.size :]
     if len(bitmap) != (count + 7) // 8:
         raise RemoteProtocolError(f"ACK of {count} fragments with a {len(bitmap)}-byte bitmap")
-    if bitmap == _full_bitmap(count):  # the common case: the whole message
-        return Ack(msg_seq, count, frozenset(range(count)))
+    if count < len(_WHOLE) and bitmap == _FULL_BITMAPS[count]:  # the common case
+        return Ack(msg_seq, count, _WHOLE[count])
     # Byte by byte (bits past the count say nothing): linear in a count up to 65,535.
     received = frozenset(index for index in range(count) if bitmap[index >> 3] >> (index & 7) & 1)
     return Ack(msg_seq, count, received)
 
 
-def _full_bitmap(count: int) -> bytes:
-    """The bitmap of a whole message of ``count`` fragments."""
-    if count < len(_FULL_BITMAPS):
-        return _FULL_BITMAPS[count]
-    return ((1 << count) - 1).to_bytes((count + 7) // 8, "little")
-
-
 _FULL_BITMAPS = tuple(
     ((1 << n) - 1).to_bytes((n + 7) // 8, "little") for n in range(MAX_FRAGMENTS + 1)
 )
-"""Those of the counts a channel holds (at most 64 fragments); a peer's larger count
-is computed each time (it is refused further on)."""
+"""The bitmap of a whole message, for each count a channel holds (at most 64
+fragments; a peer's larger count takes the general path, and is refused further on)."""
+_WHOLE = tuple(frozenset(range(n)) for n in range(MAX_FRAGMENTS + 1))
+"""Its fragments, likewise (an Ack is immutable: one set serves every ACK of a count)."""
 
 
 def _path_untrusted(kind: type[PathChallenge] | type[PathResponse]) -> Callable[[bytes], Frame]:
