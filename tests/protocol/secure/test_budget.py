@@ -5,7 +5,11 @@ from mcrelay.protocol.secure.budget import ReceiveBudget
 from mcrelay.protocol.secure.channel import Channel, Role
 from mcrelay.protocol.secure.channel_events import MessageDelivered
 from mcrelay.protocol.secure.frames import Fragment
-from mcrelay.protocol.secure.receiving import FRAGMENT_OVERHEAD_BYTES, MESSAGE_OVERHEAD_BYTES
+from mcrelay.protocol.secure.receiving import (
+    ACK_DELAY_S,
+    FRAGMENT_OVERHEAD_BYTES,
+    MESSAGE_OVERHEAD_BYTES,
+)
 
 from .channel_support import ack, drain, events, feed
 
@@ -99,6 +103,8 @@ def test_a_whole_message_next_in_order_goes_at_once_and_costs_the_budget_nothing
     assert events(arriving) == [MessageDelivered(PIECE)]
     assert budget.total == FIRST
     assert holder.statistics().drops == arriving.statistics().drops == {}
+    assert arriving.statistics().held == 0
+    assert drain(arriving, 0.1 + ACK_DELAY_S) == [ack(0, 1)]  # acknowledged as ever
     feed(arriving, 0.2, Fragment(2, 0, 1, PIECE))  # msg_seq 1 is missing: it must wait
-    assert arriving.statistics().held == 1  # held, and paid for: the biggest peer evicted
+    assert arriving.statistics().held == 1  # held, and paid for: the holder evicted
     assert holder.statistics().drops == {DropReason.REASSEMBLY_EVICTED: 1}

@@ -138,7 +138,7 @@ class Channel:
         for frame in frames:
             if epoch != self.peer_epoch:
                 self._drops[DropReason.STALE_EPOCH] += 1
-            elif type(frame) is Fragment:  # by exact type: one test per frame, not three
+            elif type(frame) is Fragment:  # by exact type: no isinstance, no class pattern
                 self._receiver.on_fragment(frame, now)
             elif type(frame) is Ack:
                 self._sender.on_ack(frame, now)

@@ -136,7 +136,7 @@ class Receiver:
             if (self.backpressure or self.budget.backpressure) and not _whole_disconnect(fragment):
                 self._drops[DropReason.BACKPRESSURE] += 1
                 return
-            if ahead == 0 and fragment.count == 1 and fragment.data[:1] != _DISCONNECT:
+            if ahead == 0 and fragment.count == 1 and not _whole_disconnect(fragment):
                 self._deliver_at_once(msg_seq, fragment.data, now)
                 return
             if ahead >= HELD_MESSAGES:
@@ -183,7 +183,7 @@ class Receiver:
         incoming.pieces = {}
         incoming.body = body
         self._completed.add(msg_seq)
-        disconnect = body[:1] == bytes([DISCONNECT_KIND])
+        disconnect = body[:1] == _DISCONNECT
         self._schedule_ack(msg_seq, incoming.count, now, at_once=disconnect)
         if disconnect:
             # The peer leaves once this is acknowledged: what it sent before and we
