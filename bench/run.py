@@ -87,6 +87,7 @@ def secure_options(args: argparse.Namespace) -> secure.SecureOptions:
         fan_out_rate_per_s=args.rate or options.fan_out_rate_per_s,
         fan_out_step_s=options.fan_out_step_s,
         receiver_processes=args.receiver_processes,
+        floor_repeats=options.floor_repeats,
     )
 
 
