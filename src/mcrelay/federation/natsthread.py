@@ -41,8 +41,9 @@ PING_INTERVAL_S = 2
 MAX_OUTSTANDING_PINGS = 2
 """A server that answers no PING for about 2 x 2 s is taken as gone."""
 CLOSE_TIMEOUT_S = 0.5
-SENDER_STOP_POLL_S = 0.05
 """For what is queued to go out and nats-py's close, at shutdown."""
+STOP_POLL_S = 0.05
+"""How often a task that nats-py kept from its cancellation is cancelled again."""
 
 
 def connect_options(options: BusOptions) -> dict[str, Any]:
@@ -92,6 +93,9 @@ class NatsThread:
         self._out_ready = asyncio.Event()
         self._nc: Client | None = None
         self._ever_connected = False
+        self._close_deadline = 0.0
+        """Until when (the loop's time) a closing session is left to send what is queued;
+        0 when none is closing."""
         self._quiet = False
         """Whether an error was logged as a warning since the last connect."""
         self._requests: set[asyncio.Task[None]] = set()
@@ -127,16 +131,20 @@ class NatsThread:
         await self._stop.wait()
         self._bridge.state = "closed"
         # The session sends what is still queued, then closes the connection.
-        sessions.cancel()
-        await asyncio.gather(sessions, return_exceptions=True)
-        # nats-py swallows a cancellation that comes while a publish waits for room in
-        # its buffer (_flush_pending): cancel the sender until it has ended.
-        while not sender.done():
-            sender.cancel()
-            await asyncio.wait([sender], timeout=SENDER_STOP_POLL_S)
+        await self._end(sessions)
+        await self._end(sender)
+
+    async def _end(self, task: asyncio.Task[None]) -> None:
+        """Cancels ``task`` until it has ended, but not while a session closes within its
+        CLOSE_TIMEOUT_S. nats-py swallows a cancellation in places: between two tries to connect (in its own
+        close), and while a publish waits for room in its buffer (_flush_pending)."""
+        while not task.done():
+            if self._loop.time() >= self._close_deadline:
+                task.cancel()
+            await asyncio.wait([task], timeout=STOP_POLL_S)
 
     async def _sessions(self) -> None:
-        while True:
+        while not self._stop.is_set():
             nc = Client()
             lost = asyncio.Event()
             try:
@@ -164,25 +172,33 @@ class NatsThread:
         self._bridge.max_payload = nc.max_payload
         for subject in self._subjects:
             await nc.subscribe(subject, cb=self._on_message)
-        await nc.flush(timeout=math.ceil(self._options.connect_timeout_s))
+        # nats-py's flush writes its PING straight to the socket, ahead of the SUBs
+        # still in its buffer: the first PONG only says the flusher has since written
+        # them, the second that the server has them. (With one, a message published
+        # right after CONNECTED was lost about once in 100 connects on a loaded machine.)
+        timeout = math.ceil(self._options.connect_timeout_s)
+        await nc.flush(timeout=timeout)
+        await nc.flush(timeout=timeout)
         self._connected()
         await lost.wait()
 
     async def _close(self, nc: Client) -> None:
         """Sends what is queued if connected (at shutdown), then closes, in bounded time."""
+        self._close_deadline = self._loop.time() + CLOSE_TIMEOUT_S
         try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            async with asyncio.timeout_at(self._close_deadline):
                 # nats-py may swallow the timeout's cancellation: the deadline is looked at too.
-                deadline = asyncio.get_running_loop().time() + CLOSE_TIMEOUT_S
                 while (
                     nc.is_connected
                     and self._bridge.outgoing
-                    and asyncio.get_running_loop().time() < deadline
+                    and self._loop.time() < self._close_deadline
                 ):
                     await self._send(self._bridge.outgoing.popleft())
                 await nc.close()
         except Exception as error:
             log.debug("closing the NATS connection: %r", error)
+        finally:
+            self._close_deadline = 0.0
 
     def _connected(self) -> None:
         if self._bridge.state == "connected" or self._stop.is_set():
