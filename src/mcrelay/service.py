@@ -55,6 +55,7 @@ from mcrelay.federation.epoch import epoch_file, next_epoch
 from mcrelay.federation.keyfile import read_cluster_key
 from mcrelay.federation.link import Link
 from mcrelay.federation.subjects import Subjects
+from mcrelay.protocol.federation.envelope import MAX_ENVELOPE_BYTES
 from mcrelay.protocol.secure.keys import KeyPair, encode_key
 from mcrelay.settings.config import RelayConfig
 from mcrelay.settings.federation import default_relay_name
@@ -173,6 +174,7 @@ def federation_link(config: RelayConfig, relay: Relay, joining: Joining) -> Link
         credentials=config.federation_credentials,
         nkey_file=config.federation_nkey_file,
         tls_ca=config.federation_tls_ca,
+        max_message_bytes=MAX_ENVELOPE_BYTES,
     )
     link = Link(
         relay,

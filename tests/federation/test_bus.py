@@ -142,6 +142,42 @@ async def test_connected_comes_after_the_server_has_the_subscriptions(
     assert subscribed == [SUBJECT, "mcrelay.test.other"]
 
 
+async def publish_raw(server: NatsServer, frames: bytes) -> None:
+    """``frames`` from a client of our own making, once the server has read them."""
+    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+    async with stream:
+        await stream.receive_some()  # INFO
+        await stream.send_all(
+            b'CONNECT {"verbose":false,"headers":true}\r\n' + frames + b"PING\r\n"
+        )
+        answer = b""
+        while b"PONG\r\n" not in answer:
+            answer += await stream.receive_some()
+
+
+async def test_a_message_nats_py_cannot_read_is_skipped_and_counted(
+    nats_server: NatsServer,
+) -> None:
+    """Anyone who may publish on a subject the bus hears can send what nats-py 2.16's
+    read loop dies of; the bus stays connected and hears what comes next. (Before, the
+    connection stayed deaf until the ping check gave it up, some 6 s later.)"""
+    subject = SUBJECT.encode()
+    poison = [
+        b"HPUB %s 8 8\r\nNATS/1.0\r\n" % subject,  # a header block cut short
+        b"HPUB %s 15 15\r\nNATS/1.0 \xff\xfe\r\n\r\n\r\n" % subject,  # a status not UTF-8
+        b"PUB %s \xff\xfe 2\r\nhi\r\n" % subject,  # a reply subject not UTF-8
+    ]
+    async with open_bus(options([nats_server], "b"), [SUBJECT]) as b:
+        reader = Reader(b)
+        await connected(reader)
+        honest = b"PUB %s 6\r\nhonest\r\n" % subject
+        await publish_raw(nats_server, b"".join(poison) + honest)
+        with trio.fail_after(WAIT_S):
+            assert await reader.next() == Incoming(SUBJECT, b"honest", "")
+        assert b.counters.malformed == 3
+        assert (b.counters.disconnects, b.counters.errors) == (0, 0)
+
+
 async def test_request_reply_and_every_way_to_get_none(nats_server: NatsServer) -> None:
     kick = "mcrelay.test.kick.b"
     async with (
@@ -238,6 +274,35 @@ async def test_a_full_queue_to_trio_drops_and_counts(nats_server: NatsServer) ->
                 await trio.sleep(0.005)
         assert await b.receive() == [Incoming(SUBJECT, b"%d" % n, "") for n in range(4)]
         assert (b.counters.received, b.counters.receive_overflow) == (4, 46)
+
+
+async def test_the_queue_to_trio_is_bounded_in_bytes_too(nats_server: NatsServer) -> None:
+    """A publisher without the cluster key cannot park gigabytes in the queue to Trio
+    (8,192 messages of up to max_payload each) while the relay is busy."""
+    async with (
+        open_bus(options([nats_server], "a"), []) as a,
+        open_bus(
+            options([nats_server], "b", queue_limit_bytes=4096, max_message_bytes=1024),
+            [SUBJECT],
+        ) as b,
+    ):
+        ra, rb = Reader(a), Reader(b)
+        await connected(ra, rb)
+        assert a.publish(SUBJECT, bytes(1025))
+        for number in range(10):
+            assert a.publish(SUBJECT, bytes([number]) * 1024)
+        with trio.fail_after(WAIT_S):
+            while b.counters.received + b.counters.receive_overflow < 10:  # noqa: ASYNC110
+                await trio.sleep(0.005)
+        assert await b.receive() == [Incoming(SUBJECT, bytes([n]) * 1024, "") for n in range(4)]
+        counters = b.counters
+        assert (counters.receive_too_large, counters.received, counters.receive_overflow) == (
+            1,
+            4,
+            6,
+        )
+        assert a.publish(SUBJECT, b"room again")
+        assert [got.data for got in await rb.messages(1)] == [b"room again"]
 
 
 async def test_refusals_are_counted_by_reason(nats_server: NatsServer) -> None:

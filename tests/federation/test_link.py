@@ -68,7 +68,18 @@ class ScriptedBus(Bus):
 
     @property
     def counters(self) -> BusCounters:
-        return BusCounters(len(self.sent), 0, Counter(), 0, 0, 0, 0, 0)
+        return BusCounters(
+            published=len(self.sent),
+            received=0,
+            publish_dropped=Counter(),
+            receive_overflow=0,
+            receive_too_large=0,
+            status_messages=0,
+            malformed=0,
+            reconnects=0,
+            disconnects=0,
+            errors=0,
+        )
 
     def publish(self, subject: str, data: bytes, reply: str = "") -> bool:
         self.sent.append(Sent(subject, data, reply))
@@ -199,6 +210,28 @@ async def test_a_hello_is_answered_with_the_members_here(
         assert sorted(m.member_id for m in answer.members) == ["127.0.0.1:40000", "127.0.0.1:40001"]
         await setup.push("hello", Kind.SNAPSHOT_REQUEST, SnapshotRequest())
         assert setup.answers() == []  # nowhere to answer
+
+
+async def test_a_hello_that_fails_costs_the_hello_not_the_link(
+    keys: Keys,
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with linked(keys) as setup:
+
+        def broken() -> list[bytes]:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(setup.link, "_snapshot", broken)
+        await setup.bus.inbound.send([BusEvent.CONNECTED])
+        await settle()
+        assert setup.link.dropped == {"internal_error": 1}
+        assert "broke the link" in caplog.text
+        monkeypatch.undo()
+        setup.bus.sent.clear()  # the hello went before its snapshot failed
+        await setup.push("hello", Kind.SNAPSHOT_REQUEST, SnapshotRequest(), "mcrelay.c.inbox.r2")
+        assert [type(answer) for answer in setup.answers()] == [Snapshot]
 
 
 async def kick(setup: Setup, target: str, member_id: str, scope: KickScope) -> KickReply:

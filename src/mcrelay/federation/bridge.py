@@ -36,6 +36,10 @@ class BusOptions:
     """The CA that signs the servers' certificates; else the system's."""
     queue_limit: int = 8192
     """Items each way between the threads; past it an envelope is dropped and counted."""
+    queue_limit_bytes: int = 64 * 1024 * 1024
+    """The bytes of the messages waiting for the Trio side; past it, likewise."""
+    max_message_bytes: int = 1024 * 1024
+    """A message larger is dropped as it comes (a server's max_payload may be larger)."""
     reconnect_wait_s: float = 0.25
     connect_timeout_s: float = 2.0
 
@@ -46,6 +50,8 @@ class BusOptions:
             raise ValueError("a bus needs a connection name")
         if self.queue_limit < 1:
             raise ValueError(f"queue_limit must be at least 1, not {self.queue_limit}")
+        if not 0 < self.max_message_bytes <= self.queue_limit_bytes:
+            raise ValueError("max_message_bytes must be positive and within queue_limit_bytes")
         if not (self.reconnect_wait_s > 0 and self.connect_timeout_s > 0):
             raise ValueError("reconnect_wait_s and connect_timeout_s must be positive")
         if (self.credentials or self.nkey_file) and importlib.util.find_spec("nkeys") is None:
@@ -77,10 +83,15 @@ class BusCounters:
     publish_dropped: Counter[str]
     """Envelopes not published, by reason (:data:`PUBLISH_DROP_REASONS`)."""
     receive_overflow: int
-    """Messages dropped because the queue to the Trio side was full."""
+    """Messages dropped because the queue to the Trio side was full (items or bytes)."""
+    receive_too_large: int
+    """Messages dropped as they came for being over ``max_message_bytes``."""
     status_messages: int
     """Messages with headers (the server's status, 503 no responders: never an envelope),
     not passed on."""
+    malformed: int
+    """Messages nats-py could not read (a header block cut short, a status line or a
+    reply subject that is not UTF-8), skipped."""
     reconnects: int
     """Connections made after the first."""
     disconnects: int
@@ -105,8 +116,9 @@ class Request:
 
 
 class Bridge:
-    def __init__(self, queue_limit: int) -> None:
+    def __init__(self, queue_limit: int, queue_limit_bytes: int) -> None:
         self.queue_limit = queue_limit
+        self.queue_limit_bytes = queue_limit_bytes
         self.outgoing: deque[Publish | Request] = deque()
         """Trio appends, the NATS thread pops."""
         self.incoming: deque[Incoming | BusEvent] = deque()
@@ -115,13 +127,20 @@ class Bridge:
         """Set by Trio when it schedules the NATS thread's wake-up, cleared by that wake-up."""
         self.in_wake_pending = False
         """Set by the NATS thread when it schedules Trio's wake-up, cleared by that wake-up."""
+        self.taken_bytes = 0
+        """Written by Trio: the bytes of the messages it took from ``incoming``."""
         # Written by the NATS thread:
         self.state = "connecting"
         self.max_payload = DEFAULT_MAX_PAYLOAD_BYTES
         self.published = 0
         self.received = 0
+        self.received_bytes = 0
+        """The bytes of the messages queued for Trio so far; less ``taken_bytes``, the
+        bytes waiting."""
         self.receive_overflow = 0
+        self.receive_too_large = 0
         self.status_messages = 0
+        self.malformed = 0
         self.reconnects = 0
         self.disconnects = 0
         self.errors = 0

@@ -46,7 +46,7 @@ class Bus:
     def __init__(self, options: BusOptions, subjects: Sequence[str]) -> None:
         self.options = options
         self._subjects = tuple(subjects)
-        self._bridge = Bridge(options.queue_limit)
+        self._bridge = Bridge(options.queue_limit, options.queue_limit_bytes)
         self._dropped: Counter[str] = Counter(dict.fromkeys(PUBLISH_DROP_REASONS, 0))
         self._in_ready = trio.Event()
         self._nats: NatsThread | None = None
@@ -65,7 +65,9 @@ class Bus:
             received=bridge.received,
             publish_dropped=self._dropped + bridge.dropped,
             receive_overflow=bridge.receive_overflow,
+            receive_too_large=bridge.receive_too_large,
             status_messages=bridge.status_messages,
+            malformed=bridge.malformed,
             reconnects=bridge.reconnects,
             disconnects=bridge.disconnects,
             errors=bridge.errors,
@@ -136,7 +138,9 @@ class Bus:
         while not incoming:
             self._in_ready = trio.Event()
             await self._in_ready.wait()
-        return [incoming.popleft() for _ in range(len(incoming))]
+        taken = [incoming.popleft() for _ in range(len(incoming))]
+        self._bridge.taken_bytes += sum(len(item.data) for item in taken if type(item) is Incoming)
+        return taken
 
     def _refusal(self, size: int) -> str | None:
         bridge = self._bridge

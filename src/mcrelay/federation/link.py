@@ -157,7 +157,9 @@ class Link:
         dropped = Counter(self.dropped)
         dropped.update({f"publish_{reason}": n for reason, n in counters.publish_dropped.items()})
         dropped["receive_overflow"] += counters.receive_overflow
+        dropped["receive_too_large"] += counters.receive_too_large
         dropped["status_message"] += counters.status_messages
+        dropped["bus_malformed"] += counters.malformed
         dropped = +dropped  # the reasons counted at all
         return {
             "cluster": self.subjects.cluster,
@@ -310,14 +312,15 @@ class Link:
             for number, item in enumerate(await self._bus.receive(), 1):
                 if not number % RECEIVE_CHUNK:  # a burst from the bus lets the rest run
                     await trio.lowlevel.checkpoint()
-                if item is BusEvent.CONNECTED:
-                    self._connected()
-                elif isinstance(item, Incoming):
-                    try:
+                try:
+                    if item is BusEvent.CONNECTED:
+                        self._connected()
+                    elif isinstance(item, Incoming):
                         await self._incoming(item, trio.current_time())
-                    except Exception:  # a bug costs one envelope, not the relay
-                        log.exception("an envelope on %s broke the link", item.subject)
-                        self.dropped["internal_error"] += 1
+                except Exception:  # a bug costs one envelope (or one hello), not the relay
+                    what = item.subject if isinstance(item, Incoming) else "connecting"
+                    log.exception("an item from the bus (%s) broke the link", what)
+                    self.dropped["internal_error"] += 1
 
     def _connected(self) -> None:
         """(Re)connected: ask every relay for its members, and tell ours."""

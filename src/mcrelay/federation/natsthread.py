@@ -70,6 +70,24 @@ def connect_options(options: BusOptions) -> dict[str, Any]:
     return chosen
 
 
+class _Client(Client):
+    """nats-py's client, but a message it cannot read is skipped and counted: its read
+    loop ends at any exception (in 2.16: a header block cut short, a status line or a
+    reply subject that is not UTF-8, from anyone allowed to publish on a subject we
+    hear), and the connection then stays open and deaf until the ping check gives it
+    up, some 6 s later."""
+
+    def __init__(self, on_malformed: Callable[[Exception], None]) -> None:
+        super().__init__()
+        self._on_malformed = on_malformed
+
+    async def _process_msg(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super()._process_msg(*args, **kwargs)
+        except Exception as error:
+            self._on_malformed(error)
+
+
 class NatsThread:
     def __init__(
         self,
@@ -145,7 +163,7 @@ class NatsThread:
 
     async def _sessions(self) -> None:
         while not self._stop.is_set():
-            nc = Client()
+            nc = _Client(self._malformed)
             lost = asyncio.Event()
             try:
                 await self._session(nc, lost)
@@ -235,6 +253,10 @@ class NatsThread:
         self._quiet = True
         log.log(level, "NATS: %s", error or type(error).__name__)
 
+    def _malformed(self, error: Exception) -> None:
+        self._bridge.malformed += 1
+        log.debug("a NATS message nats-py could not read: %r", error)
+
     async def _on_message(self, msg: Msg) -> None:
         bridge = self._bridge
         if msg.headers:
@@ -242,10 +264,18 @@ class NatsThread:
             # yet). Envelopes never carry headers.
             bridge.status_messages += 1
             return
-        if len(bridge.incoming) >= bridge.queue_limit:
+        size = len(msg.data)
+        if size > self._options.max_message_bytes:
+            bridge.receive_too_large += 1
+            return
+        if (
+            len(bridge.incoming) >= bridge.queue_limit
+            or bridge.received_bytes - bridge.taken_bytes + size > bridge.queue_limit_bytes
+        ):
             bridge.receive_overflow += 1
             return
         bridge.received += 1
+        bridge.received_bytes += size
         self._push(Incoming(msg.subject, msg.data, msg.reply))
 
     def _push(self, item: Incoming | BusEvent) -> None:
