@@ -6,19 +6,23 @@ import json
 import stat
 from pathlib import Path
 
+import pytest
 import trio
+import trio.testing
 from stub_secure_relay import LOOPBACK, ServedRelay, served_relay
 
+import mcrelay.cli.secure_chat as secure_chat
+from mcrelay.cli.main import run_command
 from mcrelay.cli.secure_chat import render
 from mcrelay.cli.status import ExitStatus
 from mcrelay.client.secure import open_secure_participant
-from mcrelay.client.secure_files import load_known_relays, parse_known_relays
+from mcrelay.client.secure_files import load_known_relays, parse_known_relays, remember_relay
 from mcrelay.protocol.secure.client_events import ChatReceived, NoticeReceived, PresenceChanged
 from mcrelay.protocol.secure.keys import KeyPair, client_id, encode_key, parse_private_key_text
 from mcrelay.protocol.secure.messages import LeaveReason, NoticeCode, PresenceEvent
 from mcrelay.protocol.secure.origins import RELAY_ORIGIN, Origin, OriginKind
 from protocol.secure.client_support import RELAY_KEY
-from support import WAIT_S, Console
+from support import WAIT_S, Console, wait_until
 
 OTHER_KEY = KeyPair.from_private(bytes([9] * 32))
 
@@ -157,3 +161,57 @@ async def test_a_pinned_key_of_low_order_is_a_usage_error(tmp_path: Path) -> Non
     status = await console.run("send", *flags(tmp_path, 5007, "--relay-key", "A" * 43 + "="), "x")
     assert status == ExitStatus.USAGE
     assert "low order" in console.err_lines()[-1]
+
+
+async def test_a_known_relay_key_of_low_order_is_a_usage_error(tmp_path: Path) -> None:
+    """As a pinned one is (it reached the connection, which raised: a traceback)."""
+    (tmp_path / "known_relays").write_text(f"127.0.0.1:5007 {'A' * 43}=\n")
+    (tmp_path / "known_relays").chmod(0o600)
+    console = Console()
+    assert await console.run("send", *flags(tmp_path, 5007), "x") == ExitStatus.USAGE
+    assert "line 1" in console.err_lines()[-1]
+    assert "low order" in console.err_lines()[-1]
+
+
+async def test_a_relay_that_falls_silent_while_send_waits_for_room_exits_3(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """200 messages: send waits for room in the queue of 64 when the relay falls silent;
+    the session times out (unreachable): exit 3, as the README says (it was 1)."""
+    console = Console()
+    statuses: list[ExitStatus] = []
+    async with served_relay() as served:
+
+        async def send() -> None:
+            argv = ["send", *flags(tmp_path, served.address[1]), *(f"m{n}" for n in range(200))]
+            statuses.append(await run_command(argv, console.env))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            await wait_until(lambda: bool(served.relay.members))
+            await trio.sleep(0.05)
+            served.relay.receive = lambda *_: None  # type: ignore[method-assign]
+
+    assert statuses == [ExitStatus.UNREACHABLE], console.err_lines()
+    assert "stopped answering" in console.err_lines()[-1]
+
+
+async def test_a_key_remembered_meanwhile_is_kept_and_this_one_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two clients learning one relay at once: the first key written stays, and a client
+    that met another key says so (exit 5), as if the file had held it from the start."""
+
+    def racing(path: Path, relay: str, key: bytes) -> bytes | None:
+        path.write_text(f"{relay} {encode_key(OTHER_KEY.public)}\n")
+        path.chmod(0o600)
+        return remember_relay(path, relay, key)
+
+    monkeypatch.setattr(secure_chat, "remember_relay", racing)
+    async with served_relay() as served:
+        console = Console()
+        status = await console.run("send", *flags(tmp_path, served.address[1]), "hello")
+        where = f"{LOOPBACK}:{served.address[1]}"
+    assert status == ExitStatus.KEY_MISMATCH
+    assert encode_key(OTHER_KEY.public) in console.err_lines()[-1]
+    assert load_known_relays(tmp_path / "known_relays") == {where: OTHER_KEY.public}

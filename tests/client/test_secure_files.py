@@ -36,14 +36,23 @@ def test_any_text_is_relays_or_a_value_error_naming_its_line(text: str) -> None:
     assert message.startswith("line ")
 
 
-def test_remembering_adds_and_replaces_lines_and_keeps_the_file_private(tmp_path: Path) -> None:
+def test_remembering_adds_lines_and_keeps_the_file_private(tmp_path: Path) -> None:
     path = tmp_path / "state" / "known_relays"
-    remember_relay(path, "127.0.0.1:5007", KEY)
-    remember_relay(path, "[::1]:5007", KEY)
-    remember_relay(path, "127.0.0.1:5007", OTHER)
-    assert load_known_relays(path) == {"127.0.0.1:5007": OTHER, "[::1]:5007": KEY}
+    assert remember_relay(path, "127.0.0.1:5007", KEY) is None
+    assert remember_relay(path, "[::1]:5007", KEY) is None
+    assert remember_relay(path, "[::1]:5007", KEY) is None
+    assert load_known_relays(path) == {"127.0.0.1:5007": KEY, "[::1]:5007": KEY}
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert f"127.0.0.1:5007 {encode_key(OTHER)}\n" in path.read_text()
+    assert f"127.0.0.1:5007 {encode_key(KEY)}\n" in path.read_text()
+
+
+def test_a_key_already_remembered_is_never_replaced(tmp_path: Path) -> None:
+    """Another client wrote it since this one read the file: that key stays, and the
+    caller is told of it."""
+    path = tmp_path / "known_relays"
+    remember_relay(path, "127.0.0.1:5007", KEY)
+    assert remember_relay(path, "127.0.0.1:5007", OTHER) == KEY
+    assert load_known_relays(path) == {"127.0.0.1:5007": KEY}
 
 
 def test_comments_and_blank_lines_are_skipped() -> None:

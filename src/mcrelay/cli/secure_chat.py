@@ -31,9 +31,10 @@ from mcrelay.cli.status import ExitStatus
 from mcrelay.cli.text import message_bytes, printable
 from mcrelay.client.participant import REGISTER_TIMEOUT_S, RelayUnreachable
 from mcrelay.client.secure import (
+    RelayKeyChanged,
     SecureEvent,
     SecureParticipant,
-    SessionEnded,
+    ended_error,
     open_secure_participant,
 )
 from mcrelay.client.secure_files import (
@@ -171,12 +172,14 @@ async def _participant(
         where = format_address(_destination(args))
         if connected.learned:
             try:
-                await trio.to_thread.run_sync(
+                other = await trio.to_thread.run_sync(
                     remember_relay, args.known_relays, where, connected.relay_key
                 )
             except FileError as exc:
                 env.say(f"mcrelay: the relay's key is not remembered: {exc}")
             else:
+                if other is not None:  # written meanwhile: that key is the one expected
+                    raise RelayKeyChanged(where, other, connected.relay_key)
                 env.say(
                     f"mcrelay: trusting relay {where} key {encode_key(connected.relay_key)} on "
                     f"first use; remembered in {args.known_relays}"
@@ -231,11 +234,8 @@ async def _cancel_when_closed(participant: SecureParticipant, scope: trio.Cancel
 def _ended(participant: SecureParticipant) -> None:
     """Raise for a session the relay ended (or lost) while the command ran."""
     closed = participant.closed
-    if closed is None or closed.reason is CloseReason.DISCONNECTED:
-        return
-    if closed.reason is CloseReason.UNREACHABLE:
-        raise RelayUnreachable("the relay stopped answering")
-    raise SessionEnded(closed.reason)
+    if closed is not None and closed.reason is not CloseReason.DISCONNECTED:
+        raise ended_error(closed)
 
 
 async def run_secure_chat(args: argparse.Namespace, env: Environment) -> ExitStatus:

@@ -23,7 +23,7 @@ from mcrelay.client.participant import (
 from mcrelay.protocol.addresses import Address, format_address
 from mcrelay.protocol.errors import DropReason
 from mcrelay.protocol.secure.channel_events import MessageAbandoned, MessageAcknowledged
-from mcrelay.protocol.secure.client import DISCONNECT_WAIT_S, ClientConnection
+from mcrelay.protocol.secure.client import DISCONNECT_WAIT_S, ClientConnection, NotConnected
 from mcrelay.protocol.secure.client_events import (
     ChatReceived,
     Closed,
@@ -138,17 +138,26 @@ class SecureParticipant:
         while (deadline := self.connection.next_deadline()) is not None:
             if deadline > self._now():
                 await self._wait_change(deadline)
+            else:  # flush may not yield: a deadline in the past must not starve receiving
+                await trio.lowlevel.checkpoint()
             self.connection.handle_timer(self._now())
             await self.flush()
 
     async def send(self, text: bytes) -> int:
-        """Queue a CHAT, waiting while 64 already wait; its message id (see :attr:`settled`)."""
+        """Queue a CHAT, waiting while 64 already wait; its message id (see :attr:`settled`).
+        Raises what :func:`ended_error` says once the session has ended."""
         await self.wait_until(lambda: self.connection.can_send)
-        if self.closed is not None:
-            raise SessionEnded(self.closed.reason)
-        message_id = self.connection.send_chat(text, self._now())
-        await self.flush()
-        return message_id
+        if self.closed is None:
+            try:
+                message_id = self.connection.send_chat(text, self._now())
+            except NotConnected:
+                self._take_events()  # it may have closed at this very time: why
+                if self.closed is None:
+                    raise
+            else:
+                await self.flush()
+                return message_id
+        raise ended_error(self.closed)
 
     async def disconnect(self) -> None:
         """DISCONNECT, then wait (at most a second) for the relay to acknowledge it."""
@@ -200,6 +209,13 @@ async def open_secure_participant(
                     with trio.move_on_after(DISCONNECT_WAIT_S + DISCONNECT_MARGIN_S):
                         await participant.disconnect()
                 nursery.cancel_scope.cancel()
+
+
+def ended_error(closed: Closed) -> Exception:
+    """What a session that ended (or was lost) after connecting raises."""
+    if closed.reason is CloseReason.UNREACHABLE:
+        return RelayUnreachable("the relay stopped answering")
+    return SessionEnded(closed.reason)
 
 
 def _raise_for(closed: Closed, destination: Address, timeout_s: float) -> None:

@@ -27,6 +27,7 @@ from mcrelay.files import (
     require_trusted_writers,
 )
 from mcrelay.protocol.addresses import format_address, parse_address
+from mcrelay.protocol.secure.client_handshake import low_order
 from mcrelay.protocol.secure.keys import (
     KeyPair,
     KeyTextError,
@@ -102,6 +103,8 @@ def parse_known_relays(text: str) -> dict[str, bytes]:
             # otherwise (a leading zero, an IPv6 spelling) is still found.
             relay = format_address(parse_address(words[0]))
             key = decode_key(words[1])
+            if low_order(key):
+                raise ValueError(f"{relay}: a Curve25519 key of low order: no relay holds it")
             if known.get(relay, key) != key:
                 raise ValueError(f"{relay} is also on line {lines[relay]}, with another key")
         except (ValueError, KeyTextError) as exc:
@@ -123,10 +126,11 @@ def load_known_relays(path: Path) -> dict[str, bytes]:
         raise FileError(f"{KNOWN_WHAT} {path}: {exc}") from None
 
 
-def remember_relay(path: Path, relay: str, key: bytes) -> None:
-    """Add (or replace) ``relay``'s key in the file, rewritten whole, mode 0600; under a
-    lock (``known_relays.lock`` beside it), so that two clients learning two relays at
-    once both keep theirs."""
+def remember_relay(path: Path, relay: str, key: bytes) -> bytes | None:
+    """Add ``relay``'s key to the file, rewritten whole, mode 0600; under a lock
+    (``known_relays.lock`` beside it), so that two clients learning two relays at once
+    both keep theirs. A key for ``relay`` written since the caller read the file (by
+    another client, or by hand) is kept, and returned when it is another one."""
     lock = path.with_name(path.name + ".lock")
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -136,8 +140,11 @@ def remember_relay(path: Path, relay: str, key: bytes) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         known = load_known_relays(path)
+        if relay in known:
+            return None if known[relay] == key else known[relay]
         known[relay] = key
         text = "".join(f"{name} {encode_key(value)}\n" for name, value in sorted(known.items()))
         replace_private_file(path, text.encode("ascii"), what=KNOWN_WHAT)
+        return None
     finally:
         os.close(fd)

@@ -181,6 +181,35 @@ def test_inits_follow_the_schedule_and_give_up_after_90_s() -> None:
     assert net.now == pytest.approx(GIVE_UP_AFTER_S)
 
 
+@pytest.mark.parametrize("relay_key", [None, RELAY_KEY.public], ids=["first use", "pinned"])
+def test_a_connect_timeout_past_90_s_is_kept_to(relay_key: bytes | None) -> None:
+    """With --register-timeout 120, the KEY_QUERY or the INITs go on until 120 s, and no
+    deadline stays in the past meanwhile (the query's did after 90 s: the client spun,
+    never waiting, until 120 s; pinned, it gave up at 90)."""
+    connection = ClientConnection(
+        IDENTITY,
+        RELAY_ADDRESS,
+        0.0,
+        WALL_NS,
+        relay_key=relay_key,
+        give_up_after_s=120.0,
+        random_bytes=seeded_random(7),
+    )
+    now, sent = 0.0, [0.0]
+    for _ in range(1000):
+        deadline = connection.next_deadline()
+        if deadline is None:
+            break
+        assert deadline > now
+        now = deadline
+        connection.handle_timer(now)
+        if connection.datagrams_to_send(now):
+            sent.append(now)
+    assert connection.next_event() == Closed(CloseReason.UNREACHABLE)
+    assert now == pytest.approx(120.0)
+    assert 110.0 < sent[-1] < 120.0
+
+
 def test_a_group_destination_follows_the_relay_that_answered() -> None:
     net = Net(StubRelay())
     group: Address = ("239.0.0.1", 5007)

@@ -107,7 +107,9 @@ class ClientConnection:
         self._clock = (now, wall_clock_ns)
         self._last_timestamp_ns = -1
         self._cookie = HeldCookie()
-        self._keys: KeyCheck | None = KeyCheck(relay_key, now, random_bytes)
+        self._keys: KeyCheck | None = KeyCheck(
+            relay_key, now, random_bytes, give_up_after_s=give_up_after_s
+        )
         """Until connected: the KEY_QUERY and its answers."""
         self._attempt: HandshakeAttempt | None = None
         self.session: Session | None = None
@@ -254,6 +256,9 @@ class ClientConnection:
             timestamp=self._timestamp,
             in_use=set() if session is None else session.local_indexes(),
             random_bytes=self._random_bytes,
+            # Until the first session, INITs are sent until the connect timeout (which
+            # may be past the page's 90 s); then the page's 90 s for each handshake.
+            give_up_after_s=GIVE_UP_AFTER_S if self.connected else self._give_up_at - now,
         )
         self._out.append((self._attempt.init, self.relay or self.destination))
 

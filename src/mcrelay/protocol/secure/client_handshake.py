@@ -24,7 +24,12 @@ from mcrelay.protocol.secure.keyquery import (
 )
 from mcrelay.protocol.secure.keys import KeyPair
 from mcrelay.protocol.secure.noise import DH_BYTES, dh
-from mcrelay.protocol.secure.retries import HandshakeRetries, HeldCookie, RetryAction
+from mcrelay.protocol.secure.retries import (
+    GIVE_UP_AFTER_S,
+    HandshakeRetries,
+    HeldCookie,
+    RetryAction,
+)
 
 _PROBE = bytes(range(DH_BYTES))
 """Any private key: X25519 clamps it to a multiple of 8, which a point of low order
@@ -72,6 +77,7 @@ class HandshakeAttempt:
         timestamp: Callable[[float], bytes],
         in_use: Container[int],
         random_bytes: Callable[[int], bytes] = os.urandom,
+        give_up_after_s: float = GIVE_UP_AFTER_S,
     ) -> None:
         """``timestamp``: the TAI64N of a monotonic time; ``in_use``: the indexes of the
         keypairs we hold (a fresh INIT's index is none of them)."""
@@ -82,7 +88,7 @@ class HandshakeAttempt:
         self._timestamp = timestamp
         self._in_use = in_use
         self._random_bytes = random_bytes
-        self.retries = HandshakeRetries(now, random_bytes)
+        self.retries = HandshakeRetries(now, random_bytes, give_up_after_s=give_up_after_s)
         self._initiator = self._fresh(now)
         self._sent_at = now
 
@@ -152,9 +158,11 @@ class KeyCheck:
         expected: bytes | None,
         now: float,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        *,
+        give_up_after_s: float = GIVE_UP_AFTER_S,
     ) -> None:
         self.query = KeyQuery(random_bytes(QUERY_NONCE_BYTES))
-        self.retries = HandshakeRetries(now, random_bytes)
+        self.retries = HandshakeRetries(now, random_bytes, give_up_after_s=give_up_after_s)
         self.key = expected
         """The key expected, else the first answer's."""
 

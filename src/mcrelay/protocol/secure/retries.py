@@ -32,11 +32,26 @@ class HandshakeRetries:
     Call :meth:`poll` at :attr:`deadline` (or at any time); every retry is a fresh INIT.
     """
 
-    __slots__ = ("_cookie_answered", "_next_at", "_random_bytes", "_retries", "started")
+    __slots__ = (
+        "_cookie_answered",
+        "_next_at",
+        "_random_bytes",
+        "_retries",
+        "give_up_at",
+        "started",
+    )
 
-    def __init__(self, now: float, random_bytes: Callable[[int], bytes] = os.urandom) -> None:
-        """``now``: when the first INIT was sent."""
+    def __init__(
+        self,
+        now: float,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        *,
+        give_up_after_s: float = GIVE_UP_AFTER_S,
+    ) -> None:
+        """``now``: when the first INIT was sent; ``give_up_after_s``: the page's 90 s, or
+        a client's own connect timeout before its first session."""
         self.started = now
+        self.give_up_at = now + give_up_after_s
         self._random_bytes = random_bytes
         self._retries = 0
         self._next_at = now + self._interval()
@@ -50,10 +65,6 @@ class HandshakeRetries:
         )
         jitter_ms = int.from_bytes(self._random_bytes(2), "little") % (MAX_JITTER_MS + 1)
         return base + jitter_ms / 1000
-
-    @property
-    def give_up_at(self) -> float:
-        return self.started + GIVE_UP_AFTER_S
 
     @property
     def deadline(self) -> float:
