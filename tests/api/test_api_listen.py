@@ -182,7 +182,18 @@ def test_the_command_serves_the_api_on_the_default_socket(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
-    "api", ["localhost:7507", "127.0.0.1", "127.0.0.1:65536", "127.0.0.1:-1", "unix:", "", "on"]
+    "api",
+    [
+        "localhost:7507",
+        "127.0.0.1",
+        "127.0.0.1:65536",
+        "127.0.0.1:-1",
+        "unix:",
+        "",
+        "on",
+        "127.0.0.1:\u00b2",  # isdigit() takes it, int() does not
+        "127.0.0.1:\u0667\u0665\u0660\u0667",  # Arabic-Indic 7507, once taken as 7507
+    ],
 )
 def test_bad_api_addresses_are_refused(relay_key_file: Path, api: str) -> None:
     with pytest.raises(ValueError, match=r"."):

@@ -455,6 +455,15 @@ async def test_bad_admin_api_address_and_huge_buffer_are_usage_errors() -> None:
         (["clients", "--bogus"], "clients: unrecognized arguments: --bogus"),
         (["--bogus", "clients"], "unrecognized arguments: --bogus"),
         (["send"], "send: the following arguments are required: text"),
+        # Once taken for --api-token-file (a prefix), the error quoting the secret.
+        (
+            ["config", "check", "--api-token", "s3cr3t"],
+            "config check: unrecognized arguments: --api-token (",
+        ),
+        (
+            ["config", "check", "--api-token=s3cr3t"],
+            "config check: unrecognized arguments: --api-token (",
+        ),
     ],
 )
 async def test_a_usage_error_names_the_command(argv: list[str], start: str) -> None:

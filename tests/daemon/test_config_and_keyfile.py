@@ -27,6 +27,14 @@ Keys = list[rsa.RSAPrivateKey]
         ({"max_message_bytes": 0}, "max message bytes"),
         ({"max_message_bytes": 32769}, "max message bytes"),
         ({"crypto_workers": 0}, "crypto workers"),
+        # Found by review: a client timeout of 1e-9 s had the cleanup loop spin a core;
+        # a million crypto workers would have been started.
+        ({"client_timeout_s": 0.09}, "client timeout"),
+        ({"client_timeout_s": 86401.0}, "client timeout"),
+        ({"reassembly_timeout_s": 0.009}, "reassembly timeout"),
+        ({"reassembly_timeout_s": 3601.0}, "reassembly timeout"),
+        ({"crypto_workers": 257}, "crypto workers"),
+        ({"receive_buffer_bytes": 2**30}, "receive buffer bytes"),
     ],
 )
 def test_config_rejects_bad_values(tmp_path: Path, overrides: dict[str, Any], message: str) -> None:
@@ -41,7 +49,10 @@ def test_config_accepts_the_limits(tmp_path: Path) -> None:
         {"max_message_bytes": 1},
         {"max_message_bytes": 32768},
         {"crypto_workers": 1},
-        {"client_timeout_s": 0.001, "reassembly_timeout_s": 0.001},
+        {"crypto_workers": 256},
+        {"client_timeout_s": 0.1, "reassembly_timeout_s": 0.01},
+        {"client_timeout_s": 86400.0, "reassembly_timeout_s": 3600.0},
+        {"receive_buffer_bytes": 2**30 - 1},
     ]
     for overrides in accepted:
         config = RelayConfig(key_file=tmp_path / "k.pem", **overrides)

@@ -188,6 +188,27 @@ async def test_a_second_sigterm_stops_at_once(
     assert statistics.pending_relays == 0
 
 
+@pytest.mark.parametrize(
+    ("environ", "watchdog_s"),
+    [
+        ({"WATCHDOG_USEC": "2500000"}, 2.5),
+        ({"WATCHDOG_USEC": "2500000", "WATCHDOG_PID": str(os.getpid())}, 2.5),
+        ({"WATCHDOG_USEC": "2500000", "WATCHDOG_PID": "1"}, None),
+        ({"WATCHDOG_USEC": "0"}, None),
+        # isdigit() takes these; int() refused the first (a traceback at start) and read
+        # the second as 7.
+        ({"WATCHDOG_USEC": "\u00b2"}, None),
+        ({"WATCHDOG_USEC": "\u0667"}, None),
+        ({"WATCHDOG_USEC": "2500000", "WATCHDOG_PID": "\u00b2"}, None),
+    ],
+)
+def test_the_watchdog_is_read_from_what_systemd_sets(
+    environ: dict[str, str], watchdog_s: float | None
+) -> None:
+    with closing(Notifier(environ)) as notifier:
+        assert notifier.watchdog_s == watchdog_s
+
+
 async def test_the_watchdog_stops_when_the_receive_loop_stops_turning(
     tmp_path: Path, relay_key_file: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

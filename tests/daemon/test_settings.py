@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+import mcrelay.settings.resolve as resolve_module
 from mcrelay.cli.status import ExitStatus
-from mcrelay.settings.resolve import SettingsError, read_file, read_token, resolve
+from mcrelay.settings.resolve import SettingsError, config_file, read_file, read_token, resolve
 from mcrelay.settings.table import SETTINGS, live_changes
 from support import Console, assert_one_error_line
 
@@ -64,6 +65,19 @@ def test_a_missing_file_is_an_error(tmp_path: Path) -> None:
         read_file(tmp_path / "nope.toml")
 
 
+@pytest.mark.parametrize("target", ["gone.toml", "loop.toml"])
+def test_a_dangling_link_at_the_default_file_is_an_error_not_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    """It was taken for no file: the daemon ran on the defaults (no authorized keys)."""
+    link = tmp_path / "loop.toml"
+    link.symlink_to(tmp_path / target)
+    monkeypatch.setattr(resolve_module, "DEFAULT_CONFIG_FILE", link)
+    assert config_file(None, {}) == link
+    with pytest.raises(SettingsError, match="settings file"):
+        read_file(link)
+
+
 def test_a_non_loopback_api_needs_a_token_file(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="without a token"):
         resolve({}, {}, write(tmp_path, "[api]\napi = '0.0.0.0:7507'\n"))
@@ -87,6 +101,18 @@ def test_live_changes_name_what_a_reload_applies(tmp_path: Path) -> None:
         "api_token_file"
     ]
     assert live_changes(after, after) == []
+
+
+async def test_a_misspelt_variable_is_warned_of_not_silently_ignored(tmp_path: Path) -> None:
+    """MCRELAY_AUTHORIZED_KEY (no S) left membership open without a word; a client
+    command's variable (MCRELAY_RELAY) is no typo."""
+    environ = {"MCRELAY_AUTHORIZED_KEY": "/etc/keys", "MCRELAY_RELAY": "10.0.0.1"}
+    console = Console(environ=environ)
+    assert await console.run("config", "check", "--key-file", str(tmp_path / "k.pem")) == 0
+    assert console.err_lines() == [
+        "mcrelay: warning: MCRELAY_AUTHORIZED_KEY is not a setting of mcrelay and is ignored "
+        "(did you mean MCRELAY_AUTHORIZED_KEYS?)"
+    ]
 
 
 def test_the_example_file_names_every_setting_and_is_valid() -> None:

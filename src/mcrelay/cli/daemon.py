@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import (
+    FLAG_ENVIRONMENT,
     Parser,
     UsageError,
     add_flag,
@@ -24,8 +26,17 @@ from mcrelay.federation.epoch import EpochFileError
 from mcrelay.federation.keyfile import ClusterKeyError
 from mcrelay.logs import configure_logging
 from mcrelay.settings.config import RelayConfig
-from mcrelay.settings.resolve import Resolved, SettingsError, config_file, describe, resolve
+from mcrelay.settings.resolve import (
+    Resolved,
+    SettingsError,
+    config_file,
+    describe,
+    resolve,
+    unknown_variables,
+)
 from mcrelay.settings.table import BY_NAME, SETTINGS, Setting
+
+log = logging.getLogger(__name__)
 
 
 def add_network_flags(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
@@ -128,6 +139,8 @@ async def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     config = _resolve(args, env).config
     configure_logging(config.log_level, config.log_format, env.stderr, env.environ)
+    for warning in unknown_variables(env.environ, FLAG_ENVIRONMENT):
+        log.warning("%s", warning)
     from mcrelay.service import run_until_signal
 
     try:
@@ -143,6 +156,8 @@ async def run_check(args: argparse.Namespace, env: Environment) -> ExitStatus:
     resolved = _resolve(args, env)
     path = config_file(args.config, env.environ)
     print(f"# configuration: {path or 'no file'}; all settings valid", file=env.stdout)
+    for warning in unknown_variables(env.environ, FLAG_ENVIRONMENT):
+        env.say(f"mcrelay: warning: {warning}")
     for line in describe(resolved):
         print(line, file=env.stdout)
     return ExitStatus.OK

@@ -17,7 +17,13 @@ class UsageError(Exception):
 
 class Parser(argparse.ArgumentParser):
     """Errors are raised, to be printed as one line, and name the (sub)command they are
-    about: an unknown argument is reported by the command that was given it."""
+    about: an unknown argument is reported by the command that was given it. A flag is
+    never known by a prefix of its name (``--api-token s3cr3t`` was once taken for
+    ``--api-token-file``, and the error quoted the secret)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix("mcrelay").strip()
@@ -31,8 +37,15 @@ class Parser(argparse.ArgumentParser):
         # does not know up to the top parser, which would then blame 'mcrelay'.
         parsed, extras = super().parse_known_args(args, namespace)
         if extras:
-            self.error(f"unrecognized arguments: {' '.join(extras)}")
+            # Only the flags, without their values: a value may be a secret.
+            flags = [extra.split("=", 1)[0] for extra in extras if extra.startswith("-")]
+            self.error(f"unrecognized arguments: {' '.join(flags or extras)}")
         return parsed, extras
+
+
+FLAG_ENVIRONMENT: set[str] = set()
+"""The ``MCRELAY_*`` variables of the commands' flags (:func:`add_flag` adds each), so
+that the daemon can tell a misspelt setting from another command's variable."""
 
 
 def env_name(flag: str) -> str:
@@ -51,6 +64,7 @@ def add_flag(
     """Add ``flag`` whose default comes from ``MCRELAY_<NAME>`` when that is set.
     ``default_text`` says the default in words where it depends on the user."""
     name = env_name(flag)
+    FLAG_ENVIRONMENT.add(name)
     if name in environ:
         try:
             default = default_text = convert(environ[name])

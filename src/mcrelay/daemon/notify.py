@@ -50,8 +50,9 @@ def _watchdog_s(environ: Mapping[str, str]) -> float | None:
     """The watchdog timeout systemd set for us, in seconds, or None."""
     usec = environ.get("WATCHDOG_USEC", "")
     pid = environ.get("WATCHDOG_PID", "")
-    if not usec.isdigit() or int(usec) == 0:
+    # isdigit() alone takes '²' (which int() refuses) and other scripts' digits.
+    if not (usec.isascii() and usec.isdigit()) or int(usec) == 0:
         return None
-    if pid and (not pid.isdigit() or int(pid) != os.getpid()):
+    if pid and (not (pid.isascii() and pid.isdigit()) or int(pid) != os.getpid()):
         return None
     return int(usec) / 1_000_000

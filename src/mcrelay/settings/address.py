@@ -63,6 +63,6 @@ def parse_api_address(text: str) -> ApiAddress | None:
         ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"{text!r} is not host:port, unix:/path or off") from None
-    if not sep or not port.isdigit() or int(port) > 0xFFFF:
+    if not (sep and port.isascii() and port.isdigit() and len(port) <= 5) or int(port) > 0xFFFF:
         raise ValueError(f"{text!r}: the port must be 0 to 65535")
     return ApiAddress(host=host, port=int(port))

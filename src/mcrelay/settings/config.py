@@ -62,7 +62,9 @@ from mcrelay.settings.profiles import (
 )
 
 KEY_FILE_NAME = "relay-key.pem"
-MAX_RECEIVE_BUFFER_BYTES = 2**31 - 1
+MAX_RECEIVE_BUFFER_BYTES = 2**30 - 1
+"""Linux doubles what it is asked for and holds it in an int: it gives at most this."""
+MAX_CRYPTO_WORKERS = 256
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -97,7 +99,7 @@ def secure_key_beside(key_file: Path) -> Path:
 
 
 def default_crypto_workers() -> int:
-    return len(os.sched_getaffinity(0)) or 1
+    return min(len(os.sched_getaffinity(0)) or 1, MAX_CRYPTO_WORKERS)
 
 
 _AT_LEAST_1 = at_least(1)
@@ -194,7 +196,8 @@ class RelayConfig:
         30.0,
         name="client_timeout",
         convert=positive_float,
-        check=above_zero(" seconds"),
+        # Its quarter is how often the relay looks for silent clients.
+        check=within(0.1, 86400, " seconds"),
         section="relay",
         live=True,
         help="seconds of silence before a client (of either profile) is removed",
@@ -203,7 +206,7 @@ class RelayConfig:
         5.0,
         name="reassembly_timeout",
         convert=positive_float,
-        check=above_zero(" seconds"),
+        check=within(0.01, 3600, " seconds"),
         section="relay",
         live=True,
         help="seconds a message may take to arrive whole",
@@ -219,7 +222,7 @@ class RelayConfig:
     crypto_workers: int = setting(
         default_factory=default_crypto_workers,
         convert=positive_int,
-        check=_AT_LEAST_1,
+        check=within(1, MAX_CRYPTO_WORKERS),
         section="relay",
         live=True,
         help="processes doing RSA",

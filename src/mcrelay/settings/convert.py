@@ -104,8 +104,8 @@ def above_zero(unit: str = "") -> Check:
     return check
 
 
-def within(low: int, high: int, note: str = "") -> Check:
-    def check(value: int) -> None:
+def within(low: float, high: float, note: str = "") -> Check:
+    def check(value: float) -> None:
         if not low <= value <= high:
             raise ValueError(f"must be {low} to {high}{note}")
 

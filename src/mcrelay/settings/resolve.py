@@ -5,10 +5,11 @@ TOML file > the default (the command's own, where it has one). The table
 (``table.py``) says which flags, variables and keys there are.
 """
 
+import difflib
 import errno
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,20 @@ class Resolved:
     """For each setting name: 'flag', 'env MCRELAY_X', 'file PATH' or 'default'."""
 
 
+def unknown_variables(environ: Mapping[str, str], known: Collection[str]) -> list[str]:
+    """A warning for each ``MCRELAY_*`` variable that is no setting, no ``MCRELAY_CONFIG``
+    and none of ``known`` (the commands' own): a misspelt one is otherwise silently
+    ignored (``MCRELAY_AUTHORIZED_KEY`` would leave membership open)."""
+    names = sorted({setting.env for setting in SETTINGS} | {"MCRELAY_CONFIG", *known})
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith("MCRELAY_") and name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            warnings.append(f"{name} is not a setting of mcrelay and is ignored{hint}")
+    return warnings
+
+
 def config_file(explicit: Path | None, environ: Mapping[str, str]) -> Path | None:
     """The file to read: ``--config``, else ``MCRELAY_CONFIG``, else the default if it exists."""
     if explicit is not None:
@@ -43,7 +58,9 @@ def config_file(explicit: Path | None, environ: Mapping[str, str]) -> Path | Non
     if environ.get("MCRELAY_CONFIG"):
         return Path(environ["MCRELAY_CONFIG"])
     try:
-        return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None
+        # lexists: a dangling or looping link is read, and its error said, rather than
+        # taken for no file (the defaults: no authorized keys, say).
+        return DEFAULT_CONFIG_FILE if os.path.lexists(DEFAULT_CONFIG_FILE) else None
     except OSError as exc:
         raise SettingsError(f"{DEFAULT_CONFIG_FILE}: cannot look at it: {exc.strerror}") from None
 
