@@ -52,7 +52,7 @@ from mcrelay.daemon.relay import RECEIVE_TICK_S, Relay
 from mcrelay.daemon.secure.keyfile import load_or_create_secure_key
 from mcrelay.federation.bus import Bus, BusOptions
 from mcrelay.federation.epoch import epoch_file, next_epoch
-from mcrelay.federation.keyfile import read_cluster_key
+from mcrelay.federation.keyfile import check_bus_files, read_cluster_key
 from mcrelay.federation.link import Link
 from mcrelay.federation.subjects import Subjects
 from mcrelay.protocol.federation.envelope import MAX_ENVELOPE_BYTES
@@ -158,6 +158,12 @@ async def prepare_federation(config: RelayConfig, port: int) -> Joining | None:
         return None
     assert config.federation_key_file is not None  # RelayConfig requires it
     key = await trio.to_thread.run_sync(read_cluster_key, config.federation_key_file)
+    await trio.to_thread.run_sync(
+        check_bus_files,
+        config.federation_credentials,
+        config.federation_nkey_file,
+        config.federation_tls_ca,
+    )
     name = config.relay_name or default_relay_name(port)
     path = epoch_file(config.key_file.parent, name)
     epoch = await trio.to_thread.run_sync(next_epoch, path, time.time_ns())

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from mcrelay.federation.keyfile import (
     ClusterKeyError,
+    check_bus_files,
     cluster_key_fingerprint,
     cluster_key_text,
     parse_cluster_key_text,
@@ -161,3 +162,42 @@ def test_any_bytes_are_a_key_or_a_value_error(data: bytes) -> None:
         assert cluster_key_text(key) == data.strip() + b"\n"
         return
     assert error.startswith("not a cluster key")
+
+
+def nats_files(tmp_path: Path) -> dict[str, Path]:
+    """A .creds file, an nkey seed file and a CA file, as an operator gives them."""
+    files = {"credentials": tmp_path / "relay.creds", "nkey_seed": tmp_path / "relay.nk"}
+    for path in files.values():
+        path.write_text("-----BEGIN NATS USER JWT-----\n...\n")
+        path.chmod(0o600)
+    files["ca"] = tmp_path / "ca.pem"
+    files["ca"].write_text("-----BEGIN CERTIFICATE-----\n...\n")
+    return files
+
+
+def test_the_nats_files_given_are_looked_at_before_nats_py_reads_them(tmp_path: Path) -> None:
+    """nats-py read them in its thread: a missing one was a warning naming no file,
+    retried forever; a FIFO hung the thread (found by review)."""
+    files = nats_files(tmp_path)
+    check_bus_files(**files)
+    check_bus_files(None, None, None)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for name in files:
+        for bad, why in [
+            (tmp_path / "missing", "No such file"),
+            (fifo, "not a regular file"),
+            (tmp_path, "Is a directory"),
+        ]:
+            with pytest.raises(ClusterKeyError) as caught:
+                check_bus_files(**(files | {name: bad}))
+            assert f"file {bad}" in str(caught.value)
+            assert why in str(caught.value)
+        empty = tmp_path / f"empty-{name}"
+        empty.write_bytes(b"\n")
+        empty.chmod(0o600)
+        with pytest.raises(ClusterKeyError, match="is empty"):
+            check_bus_files(**(files | {name: empty}))
+    files["nkey_seed"].chmod(0o644)  # a secret
+    with pytest.raises(ClusterKeyError, match="chmod 600"):
+        check_bus_files(**files)

@@ -6,9 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mcrelay.cli.status import ExitStatus
+from mcrelay.federation.keyfile import write_cluster_key
 from mcrelay.protocol.federation.envelope import valid_relay_name
 from mcrelay.settings.config import ConfigValueError, RelayConfig
 from mcrelay.settings.federation import default_relay_name, name, nats_urls
+from support import Console
 
 
 def test_federation_is_off_by_default() -> None:
@@ -69,3 +72,22 @@ def test_bad_names_are_refused(text: str) -> None:
 def test_the_default_relay_name_is_a_name(port: int) -> None:
     assert valid_relay_name(default_relay_name(port))
     assert default_relay_name(port).endswith(f"-{port}")
+
+
+async def test_config_check_reads_the_federation_files_as_the_daemon_would(
+    tmp_path: Path,
+) -> None:
+    """It said "all settings valid" of a cluster key or CA that is not there; the daemon
+    then exited 2, or retried forever."""
+    key = tmp_path / "federation.key"
+    flags = ["config", "check", "--key-file", str(tmp_path / "k.pem")]
+    flags += ["--federation", "nats://127.0.0.1:4222", "--federation-key-file", str(key)]
+    console = Console()
+    assert await console.run(*flags) == ExitStatus.USAGE
+    assert f"cluster key file {key}" in console.err_lines()[-1]
+    write_cluster_key(key, parents=False)
+    assert await Console().run(*flags) == ExitStatus.OK
+    ca = tmp_path / "ca.pem"
+    console = Console()
+    assert await console.run(*flags, "--federation-tls-ca", str(ca)) == ExitStatus.USAGE
+    assert f"NATS TLS CA file {ca}" in console.err_lines()[-1]

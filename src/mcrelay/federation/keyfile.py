@@ -16,7 +16,12 @@ import hashlib
 import os
 from pathlib import Path
 
-from mcrelay.files import FileError, load_private_file, write_new_private_file
+from mcrelay.files import (
+    FileError,
+    load_private_file,
+    read_regular_file,
+    write_new_private_file,
+)
 
 CLUSTER_KEY_BYTES = 32
 MAX_CLUSTER_KEY_FILE_BYTES = 1024
@@ -91,3 +96,39 @@ def parse_cluster_key_text(data: bytes) -> bytes:
 def _make() -> tuple[bytes, bytes]:
     key = os.urandom(CLUSTER_KEY_BYTES)
     return key, cluster_key_text(key)
+
+
+MAX_BUS_FILE_BYTES = 1024 * 1024
+"""Far above a .creds file, an nkey seed or a CA bundle."""
+
+
+def check_bus_files(credentials: Path | None, nkey_seed: Path | None, ca: Path | None) -> None:
+    """Refuse the NATS files (``federation_credentials``, ``federation_nkey_file``,
+    ``federation_tls_ca``) that cannot serve, before nats-py reads them in its thread,
+    where a missing or unreadable one is a warning that names no file, retried forever,
+    and a FIFO hangs the thread. Each must be a regular, non-empty file of bounded size;
+    the credentials and the seed, secrets, are private files as the keys are. Raises
+    :class:`ClusterKeyError` naming the file."""
+    files = (
+        (credentials, "NATS credentials file", True),
+        (nkey_seed, "NATS nkey seed file", True),
+        (ca, "NATS TLS CA file", False),
+    )
+    try:
+        for path, what, private in files:
+            if path is not None:
+                _check_bus_file(path, what, private=private)
+    except FileError as exc:
+        raise ClusterKeyError(str(exc)) from None
+
+
+def _check_bus_file(path: Path, what: str, *, private: bool) -> None:
+    if private:
+        data = load_private_file(path, what=what, limit=MAX_BUS_FILE_BYTES, parse=bytes)
+    else:
+        contents = read_regular_file(path, what=what, limit=MAX_BUS_FILE_BYTES)
+        data = None if contents is None else contents.data
+    if data is None:
+        raise FileError(f"cannot read {what} {path}: {os.strerror(errno.ENOENT)}")
+    if not data.strip():
+        raise FileError(f"{what} {path} is empty")
