@@ -12,6 +12,7 @@ reads and writes to a thread: a file system can still be slow.
 """
 
 import errno
+import itertools
 import os
 import stat
 import tempfile
@@ -194,10 +195,20 @@ def replace_private_file(path: Path, data: bytes, *, what: str) -> None:
         raise FileError(f"cannot write {what} {path}: {exc.strerror}") from None
 
 
+def make_private_directories(directory: Path) -> None:
+    """``directory`` and its missing parents, each made mode 0700, as the XDG spec asks
+    (``mkdir -p`` makes the parents by the umask, 0755 most often). One that exists
+    keeps its mode. Raises ``OSError`` as ``mkdir`` does."""
+    missing = list(itertools.takewhile(lambda level: not os.path.lexists(level), directory.parents))
+    for level in reversed(missing):
+        level.mkdir(mode=0o700, exist_ok=True)
+    directory.mkdir(mode=0o700, exist_ok=True)
+
+
 def _write_beside(path: Path, data: bytes, what: str) -> Path:
     """A new file in ``path``'s directory holding ``data``, synced; the caller moves it."""
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_directories(path.parent)
         # mkstemp: mode 0600, O_EXCL and a random name, so no stale or planted file is reused.
         fd, partial_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except FileExistsError as exc:  # from mkdir: a file where a directory should be

@@ -80,6 +80,20 @@ def test_default_key_file_then_home(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     expected = tmp_path / ".local" / "state" / "mcrelay" / "relay-key.pem"
     assert default_key_file({}) == expected
     assert default_key_file({"XDG_STATE_HOME": ""}) == expected
+    # A relative one is ignored, as the XDG spec says (it made keys under the cwd).
+    assert default_key_file({"XDG_STATE_HOME": "rel"}) == expected
+
+
+def test_without_a_home_the_state_is_under_nonexistent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No HOME and no passwd entry: Path.home() raised while the parser was built, so
+    every command, --version too, was a traceback."""
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", no_home)
+    expected = Path("/nonexistent/.local/state/mcrelay/relay-key.pem")
+    assert default_key_file({}) == expected
 
 
 def test_key_file_is_created_0600_with_its_directories(tmp_path: Path) -> None:
@@ -87,7 +101,9 @@ def test_key_file_is_created_0600_with_its_directories(tmp_path: Path) -> None:
     created = load_or_create_key(path)
     assert path.is_file()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # Every directory made, not only the last (mkdir -p made "state" 0755).
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o700
     pem = path.read_bytes()
     assert crypto.load_private_key_pem(pem).private_numbers() == created.private_numbers()
 

@@ -21,6 +21,7 @@ from mcrelay.api.connections import ApiStream, Connections
 from mcrelay.api.context import ApiContext
 from mcrelay.api.errors import ApiBindError
 from mcrelay.api.http11 import HttpConnection
+from mcrelay.files import make_private_directories
 from mcrelay.settings.address import ApiAddress
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def open_api_socket(address: ApiAddress) -> socket.socket:
 def _open_unix(path: Path) -> socket.socket:
     # A directory made here is the owner's alone; one that exists (systemd's
     # RuntimeDirectory=, say) keeps the mode it was given.
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_directories(path.parent)
     _remove_stale(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

@@ -22,6 +22,7 @@ from pathlib import Path
 from mcrelay.files import (
     FileError,
     load_or_create_private_file,
+    make_private_directories,
     read_regular_file,
     replace_private_file,
     require_trusted_writers,
@@ -133,7 +134,7 @@ def remember_relay(path: Path, relay: str, key: bytes) -> bytes | None:
     another client, or by hand) is kept, and returned when it is another one."""
     lock = path.with_name(path.name + ".lock")
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_directories(path.parent)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         raise FileError(f"cannot lock {KNOWN_WHAT} {path} ({lock}): {exc.strerror}") from None

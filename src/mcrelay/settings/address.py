@@ -22,10 +22,23 @@ def default_api_socket(environ: Mapping[str, str], euid: int) -> Path:
         return Path(runtime[0]) / SOCKET_NAME
     if euid == 0:
         return SYSTEM_RUNTIME_DIRECTORY / SOCKET_NAME
-    if environ.get("XDG_RUNTIME_DIR"):
+    if Path(environ.get("XDG_RUNTIME_DIR", "")).is_absolute():
         return Path(environ["XDG_RUNTIME_DIR"]) / "mcrelay" / SOCKET_NAME
-    state = Path(environ["XDG_STATE_HOME"]) if environ.get("XDG_STATE_HOME") else None
-    return (state or Path.home() / ".local" / "state") / "mcrelay" / SOCKET_NAME
+    return state_home(environ) / "mcrelay" / SOCKET_NAME
+
+
+def state_home(environ: Mapping[str, str]) -> Path:
+    """``$XDG_STATE_HOME``, else ``~/.local/state``. A relative ``XDG_STATE_HOME`` is
+    ignored, as the XDG spec says. Without a home (no ``$HOME``, a user without a passwd
+    entry) it is under ``/nonexistent``, as for system users: a command that needs it
+    then says it cannot make it, and every other command (``--help``) still works."""
+    if Path(environ.get("XDG_STATE_HOME", "")).is_absolute():
+        return Path(environ["XDG_STATE_HOME"])
+    try:
+        home = Path.home()
+    except RuntimeError:  # "Could not determine home directory"
+        home = Path("/nonexistent")
+    return home / ".local" / "state"
 
 
 def default_api(environ: Mapping[str, str]) -> str:

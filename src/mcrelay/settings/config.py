@@ -26,7 +26,13 @@ from pathlib import Path
 from mcrelay.logs import LOG_FORMATS
 from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
 from mcrelay.protocol.secure.keys import AuthorizedKey
-from mcrelay.settings.address import SOCKET_NAME, ApiAddress, default_api, parse_api_address
+from mcrelay.settings.address import (
+    SOCKET_NAME,
+    ApiAddress,
+    default_api,
+    parse_api_address,
+    state_home,
+)
 from mcrelay.settings.convert import (
     above_zero,
     accepted_by,
@@ -84,9 +90,7 @@ def state_directory(environ: Mapping[str, str] | None = None) -> Path:
     if state_directories:
         # systemd may pass several directories separated by colons; the first is ours.
         return Path(state_directories[0])
-    if env.get("XDG_STATE_HOME"):
-        return Path(env["XDG_STATE_HOME"]) / "mcrelay"
-    return Path.home() / ".local" / "state" / "mcrelay"
+    return state_home(env) / "mcrelay"
 
 
 def default_key_file(environ: Mapping[str, str] | None = None) -> Path:
