@@ -152,7 +152,12 @@ async def test_over_max_message_bytes_is_413(relay_key_file: Path, keys: Keys) -
 async def test_a_body_over_the_request_limit_is_413(relay_key_file: Path) -> None:
     async with api_daemon(relay_key_file) as api:
         body = json.dumps({"text": "z" * MAX_BODY_BYTES}).encode()
-        assert_json_error(await post_raw(api, body, "application/json"), 413)
+        response = await post_raw(api, body, "application/json")
+        assert_json_error(response, 413)
+        # Its body unread, the connection closes: the client is told so (it once sent
+        # its next request into the close, and was not answered).
+        assert response.headers["connection"] == "close"
+        assert (await api.http.get("/v1/status")).status_code == 200
 
 
 @pytest.mark.parametrize(

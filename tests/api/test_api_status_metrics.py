@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 from api_support import ApiDaemon, api_daemon, parse_time
 from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client.metrics_core import Metric
@@ -201,3 +202,22 @@ async def test_metrics_count_open_event_streams(relay_key_file: Path) -> None:
             assert value(families, "mcrelay_event_subscribers") == 1
         families = await metric_families(api)
         assert value(families, "mcrelay_event_subscribers") == 0
+
+
+async def test_a_bug_is_a_500_and_its_traceback_is_logged(
+    relay_key_file: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 500 left nothing in the log: an operator saw it fail and could not say why."""
+    async with api_daemon(relay_key_file) as api:
+
+        def broken() -> None:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(api.relay, "statistics", broken)
+        response = await api.http.get("/v1/status")
+        assert response.status_code == 500
+        assert response.json()["error"]["code"] == "internal_error"
+    [record] = [r for r in caplog.records if r.name == "mcrelay.api.app"]
+    assert record.getMessage() == "GET /v1/status failed"
+    assert record.exc_info is not None
+    assert "a bug" in str(record.exc_info[1])

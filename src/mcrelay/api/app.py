@@ -5,6 +5,7 @@ Every response is JSON (except ``/metrics`` and the event stream); every error i
 """
 
 import hmac
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from mcrelay.api.openapi import openapi_document
 from mcrelay.api.serialize import error_json, rfc3339
 from mcrelay.settings.config import RelayConfig
 from mcrelay.settings.table import SETTINGS
+
+log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 128 * 1024
 """Room for a base64 message of the largest size and its JSON."""
@@ -74,10 +77,15 @@ async def _http_error(exc: HTTPException) -> tuple[Response, int]:
     for name, value in exc.get_headers():
         if name.lower() != "content-type":
             response.headers[name] = value  # Allow on a 405, for one
+    if status == 413:
+        # The rest of the body is not read: the connection cannot carry another
+        # request, and a client that is told so does not send one into its close.
+        response.headers["Connection"] = "close"
     return response, status
 
 
 async def _server_error(exc: Exception) -> tuple[Response, int]:
+    log.error("%s %s failed", request.method, request.path, exc_info=exc)
     return error(500, "internal_error", f"{type(exc).__name__}: {exc}")
 
 
