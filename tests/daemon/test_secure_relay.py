@@ -177,7 +177,7 @@ async def test_a_kicked_member_is_told_and_a_banned_key_gets_silence(
 
 
 async def test_only_authorized_keys_join(
-    keys: Keys, autojump_clock: trio.testing.MockClock
+    keys: Keys, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     allowed = KeyPair.generate()
     authorized = (AuthorizedKey(allowed.public, "alice"),)
@@ -199,6 +199,11 @@ async def test_only_authorized_keys_join(
         await alice.pump()
         assert alice.take()[-1] == Notice(NoticeCode.KICKED, b"kicked")
         assert harness.relay.roster.get(alice.id) is None
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert warnings[-2:] == [
+            "the authorized keys list no key: no secure client may be a member",
+            "1 secure members removed: their keys are no longer authorized",
+        ]
 
 
 async def test_legacy_control_from_a_secure_members_address_is_ignored(

@@ -147,6 +147,11 @@ async def test_authorized_keys_are_read_again_on_reload_and_a_bad_file_keeps_the
         harness.authorized.write_text(keys_text((BOB, "bob")))
         assert await reload(harness, caplog) == "configuration reloaded; changed: authorized_keys"
         assert daemon.relay.config.authorized_names() == {BOB: "bob"}
+
+        # An empty file (half-written, say) is valid, and said: it was silent.
+        harness.authorized.write_text("# none yet\n")
+        assert await reload(harness, caplog) == "configuration reloaded; changed: authorized_keys"
+        assert "the authorized keys list no key" in caplog.text
         nursery.cancel_scope.cancel()
 
 

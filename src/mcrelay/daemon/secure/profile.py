@@ -152,8 +152,11 @@ class SecureProfile:
         keys = config.authorized_key_list
         self.authorized = None if keys is None else frozenset(entry.key for entry in keys)
         if self.authorized is not None:
+            if not self.authorized:  # an empty or half-written file, say: said, not silent
+                log.warning("the authorized keys list no key: no secure client may be a member")
             for key in [key for key in self._pending if key not in self.authorized]:
                 self._pending.forget(key)
+        removed = 0
         for peer in list(self._peers.values()):
             peer.session.timeout_s = config.client_timeout_s
             if self.authorized is not None and peer.key not in self.authorized:
@@ -161,6 +164,9 @@ class SecureProfile:
                 if member is not None:
                     log.info("client %s is no longer authorized", member.id)
                     self._services.remove(member.id, "kick")
+                    removed += 1
+        if removed:
+            log.warning("%d secure members removed: their keys are no longer authorized", removed)
 
     def figures(self) -> dict[str, int]:
         """What the API shows of this profile beyond its members and traffic."""
