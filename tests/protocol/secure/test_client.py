@@ -210,19 +210,30 @@ def test_a_connect_timeout_past_90_s_is_kept_to(relay_key: bytes | None) -> None
     assert 110.0 < sent[-1] < 120.0
 
 
-def test_a_group_destination_follows_the_relay_that_answered() -> None:
+@pytest.mark.parametrize(
+    "destination", [("239.0.0.1", 5007), ("127.0.0.2", 5007)], ids=["group", "another address"]
+)
+@pytest.mark.parametrize("relay_key", [None, RELAY_KEY.public], ids=["first use", "pinned"])
+def test_the_session_follows_the_relay_that_answered(
+    destination: Address, relay_key: bytes | None
+) -> None:
+    """A group, or an address of the relay's host that its answers do not come from
+    (a relay bound to 0.0.0.0 answers from the address its kernel picks: the secure
+    client dropped those answers, not_from_relay, where the legacy client followed)."""
     net = Net(StubRelay())
-    group: Address = ("239.0.0.1", 5007)
-    connection = client(net, destination=group, relay_key=RELAY_KEY.public)
+    connection = client(net, destination=destination, relay_key=relay_key)
     before = connection.relay
     assert before is None
-    for data, to in connection.datagrams_to_send(0.0):
-        assert to == group
-        net.relay.receive(data, ME, 0.0)
-    for data, _ in net.relay.datagrams(0.0):
-        connection.receive_datagram(data, RELAY_ADDRESS, 0.001)
+    for _ in range(3):  # first use: the KEY_QUERY and its answer, the INIT, its RESPONSE
+        for data, to in connection.datagrams_to_send(0.0):
+            assert to == (destination if connection.relay is None else RELAY_ADDRESS)
+            net.relay.receive(data, ME, 0.0)
+        for data, _ in net.relay.datagrams(0.0):
+            connection.receive_datagram(data, RELAY_ADDRESS, 0.001)
     assert connection.relay == RELAY_ADDRESS
-    assert {to for _, to in connection.datagrams_to_send(0.001)} == {RELAY_ADDRESS}
+    assert connection.drops[DropReason.NOT_FROM_RELAY] == 0
+    connection.send_chat(b"hi", 0.002)
+    assert {to for _, to in connection.datagrams_to_send(0.002)} == {RELAY_ADDRESS}
 
 
 # Messages.

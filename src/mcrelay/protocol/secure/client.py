@@ -21,7 +21,6 @@ not yet acknowledged go again, renumbered), and after a NOTICE kicked, banned or
 replaced starts none: it acknowledges the notice and closes a second later.
 """
 
-import ipaddress
 import os
 from collections import Counter, deque
 from collections.abc import Callable
@@ -85,16 +84,19 @@ class ClientConnection:
         give_up_after_s: float = GIVE_UP_AFTER_S,
         random_bytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
-        """``destination``: the relay's address, or a multicast group (the session then
-        follows the address the RESPONSE came from). ``wall_clock_ns``: the wall clock
+        """``destination``: the relay's address, or a multicast group (either way the
+        session then follows the address the RESPONSE came from). ``wall_clock_ns``: the wall clock
         at ``now`` (``time.time_ns()``); INIT timestamps count on from it with ``now``,
         so they rise even when the wall clock steps back. ``relay_key``: the key to
         expect (pinned or known). ``epoch``: ours, drawn at random when not given.
         ``give_up_after_s``: until the first :class:`Connected`."""
         self.identity = identity
         self.destination = destination
-        self.relay: Address | None = None if _is_multicast(destination) else destination
-        """Whom we talk to: the destination, or (for a group) who answered our INIT."""
+        self.relay: Address | None = None
+        """Whom we talk to: who answered our INIT. That is another address than the
+        destination for a group, and may be for a relay's host of several addresses (a
+        relay bound to 0.0.0.0 answers from the one its kernel picks), as legacy
+        clients follow it too; a RESPONSE only the relay's key can make."""
         if relay_key is not None and low_order(relay_key):
             raise LocalProtocolError("the relay key is of low order: no relay can hold it")
         self.relay_key = relay_key
@@ -382,10 +384,3 @@ class ClientConnection:
         self._attempt = None
         self._out = []
         self._events.append(Closed(reason, expected_key, found_key))
-
-
-def _is_multicast(address: Address) -> bool:
-    try:
-        return ipaddress.ip_address(address[0]).is_multicast
-    except ValueError:
-        return False
