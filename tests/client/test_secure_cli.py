@@ -18,6 +18,7 @@ from mcrelay.cli.status import ExitStatus
 from mcrelay.client.secure import open_secure_participant
 from mcrelay.client.secure_files import load_known_relays, parse_known_relays, remember_relay
 from mcrelay.protocol.addresses import Address
+from mcrelay.protocol.secure import sending
 from mcrelay.protocol.secure.client_events import ChatReceived, NoticeReceived, PresenceChanged
 from mcrelay.protocol.secure.keys import KeyPair, client_id, encode_key, parse_private_key_text
 from mcrelay.protocol.secure.messages import LeaveReason, NoticeCode, PresenceEvent
@@ -175,11 +176,14 @@ async def test_a_known_relay_key_of_low_order_is_a_usage_error(tmp_path: Path) -
 
 
 async def test_a_relay_that_falls_silent_while_send_waits_for_room_exits_3(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """200 messages: once the relay has the first, it hears and says nothing more; send
     waits for room in the queue of 64 until the session is given up (unreachable):
     exit 3, as the README says (it was 1)."""
+    # No message is abandoned at its deadline meanwhile, which would make room: send is
+    # still waiting when the session ends.
+    monkeypatch.setattr(sending, "MESSAGE_DEADLINE_S", 1000.0)
     console = Console()
     async with served_relay() as served:
         receive, sendto = served.relay.receive, served.sock.sendto
