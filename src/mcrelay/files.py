@@ -101,14 +101,16 @@ def require_trusted_writers(path: Path, contents: FileContents, what: str) -> No
 
 
 def load_private_file(
-    path: Path, *, what: str, limit: int, parse: Callable[[bytes], T]
+    path: Path, *, what: str, limit: int, parse: Callable[[bytes], T], any_owner: bool = False
 ) -> T | None:
     """What ``parse`` makes of the private file at ``path``, or ``None`` when there is none.
 
     The file is read without following a symbolic link. ``parse`` raises ``ValueError``
     with a message for a file that is not what it should be; that is reported before the
     mode, so a file that is not one is reported as such (it is to be replaced, whatever
-    its mode), and the mode is the one read through the descriptor the data came from."""
+    its mode), and the mode is the one read through the descriptor the data came from.
+    ``any_owner``: a check on another user's behalf (``config check`` run by root for
+    the daemon's user) does not ask that the file be ours."""
     contents = read_regular_file(path, what=what, limit=limit, follow_symlinks=False)
     if contents is None:
         return None
@@ -117,7 +119,7 @@ def load_private_file(
     except ValueError as exc:
         raise FileError(f"{what} {path}: {exc}") from None
     require_private(path, contents, what)
-    if contents.owner != os.geteuid():
+    if contents.owner != os.geteuid() and not any_owner:
         # A key someone else put there (in a shared directory, say) is one they know.
         raise FileError(
             f"{what} {path} belongs to uid {contents.owner}, not to this user "

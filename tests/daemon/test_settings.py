@@ -78,6 +78,19 @@ def test_a_dangling_link_at_the_default_file_is_an_error_not_no_file(
         read_file(link)
 
 
+def test_a_default_file_that_cannot_be_looked_at_is_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """/etc/mcrelay unsearchable by this user: an error, not the defaults."""
+
+    def denied(path: object) -> os.stat_result:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "lstat", denied)
+    with pytest.raises(SettingsError, match="cannot look at it: Permission denied"):
+        config_file(None, {})
+
+
 def test_a_non_loopback_api_needs_a_token_file(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="without a token"):
         resolve({}, {}, write(tmp_path, "[api]\napi = '0.0.0.0:7507'\n"))

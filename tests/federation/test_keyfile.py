@@ -175,11 +175,15 @@ def nats_files(tmp_path: Path) -> dict[str, Path]:
     return files
 
 
+def check(files: dict[str, Path], *, any_owner: bool = False) -> None:
+    check_bus_files(files["credentials"], files["nkey_seed"], files["ca"], any_owner=any_owner)
+
+
 def test_the_nats_files_given_are_looked_at_before_nats_py_reads_them(tmp_path: Path) -> None:
     """nats-py read them in its thread: a missing one was a warning naming no file,
     retried forever; a FIFO hung the thread (found by review)."""
     files = nats_files(tmp_path)
-    check_bus_files(**files)
+    check(files)
     check_bus_files(None, None, None)
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
@@ -190,14 +194,29 @@ def test_the_nats_files_given_are_looked_at_before_nats_py_reads_them(tmp_path: 
             (tmp_path, "Is a directory"),
         ]:
             with pytest.raises(ClusterKeyError) as caught:
-                check_bus_files(**(files | {name: bad}))
+                check(files | {name: bad})
             assert f"file {bad}" in str(caught.value)
             assert why in str(caught.value)
         empty = tmp_path / f"empty-{name}"
         empty.write_bytes(b"\n")
         empty.chmod(0o600)
         with pytest.raises(ClusterKeyError, match="is empty"):
-            check_bus_files(**(files | {name: empty}))
+            check(files | {name: empty})
     files["nkey_seed"].chmod(0o644)  # a secret
     with pytest.raises(ClusterKeyError, match="chmod 600"):
-        check_bus_files(**files)
+        check(files)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root gives a file away")
+def test_config_check_looks_at_files_of_another_owner(tmp_path: Path) -> None:
+    """Run by root for the daemon's user, config check once refused that user's files."""
+    files = nats_files(tmp_path)
+    os.chown(files["nkey_seed"], 1234, 1234)
+    key = write_key_file(tmp_path / "federation.key", cluster_key_text(bytes(32)))
+    os.chown(key, 1234, 1234)
+    with pytest.raises(ClusterKeyError, match="belongs to uid 1234"):
+        check(files)
+    with pytest.raises(ClusterKeyError, match="belongs to uid 1234"):
+        read_cluster_key(key)
+    check(files, any_owner=True)
+    assert read_cluster_key(key, any_owner=True) == bytes(32)

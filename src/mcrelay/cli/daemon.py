@@ -159,11 +159,13 @@ async def run_check(args: argparse.Namespace, env: Environment) -> ExitStatus:
     if config.federation_servers:  # its files, as the daemon reads them at start
         assert config.federation_key_file is not None  # RelayConfig requires it
         try:
-            read_cluster_key(config.federation_key_file)
+            # Run by root, say, for the daemon's user: the files need not be ours.
+            read_cluster_key(config.federation_key_file, any_owner=True)
             check_bus_files(
                 config.federation_credentials,
                 config.federation_nkey_file,
                 config.federation_tls_ca,
+                any_owner=True,
             )
         except ClusterKeyError as exc:
             raise UsageError(str(exc)) from None

@@ -34,11 +34,16 @@ class ClusterKeyError(ValueError):
     """The cluster key file cannot be read, used or written; the message names it and why."""
 
 
-def read_cluster_key(path: Path) -> bytes:
-    """The 32 bytes of the cluster key in ``path``."""
+def read_cluster_key(path: Path, *, any_owner: bool = False) -> bytes:
+    """The 32 bytes of the cluster key in ``path`` (``any_owner``: as
+    :func:`~mcrelay.files.load_private_file`)."""
     try:
         key = load_private_file(
-            path, what=WHAT, limit=MAX_CLUSTER_KEY_FILE_BYTES, parse=parse_cluster_key_text
+            path,
+            what=WHAT,
+            limit=MAX_CLUSTER_KEY_FILE_BYTES,
+            parse=parse_cluster_key_text,
+            any_owner=any_owner,
         )
     except FileError as exc:
         raise ClusterKeyError(str(exc)) from None
@@ -102,13 +107,15 @@ MAX_BUS_FILE_BYTES = 1024 * 1024
 """Far above a .creds file, an nkey seed or a CA bundle."""
 
 
-def check_bus_files(credentials: Path | None, nkey_seed: Path | None, ca: Path | None) -> None:
+def check_bus_files(
+    credentials: Path | None, nkey_seed: Path | None, ca: Path | None, *, any_owner: bool = False
+) -> None:
     """Refuse the NATS files (``federation_credentials``, ``federation_nkey_file``,
     ``federation_tls_ca``) that cannot serve, before nats-py reads them in its thread,
     where a missing or unreadable one is a warning that names no file, retried forever,
     and a FIFO hangs the thread. Each must be a regular, non-empty file of bounded size;
     the credentials and the seed, secrets, are private files as the keys are. Raises
-    :class:`ClusterKeyError` naming the file."""
+    :class:`ClusterKeyError` naming the file; ``any_owner`` as for the cluster key."""
     files = (
         (credentials, "NATS credentials file", True),
         (nkey_seed, "NATS nkey seed file", True),
@@ -117,14 +124,16 @@ def check_bus_files(credentials: Path | None, nkey_seed: Path | None, ca: Path |
     try:
         for path, what, private in files:
             if path is not None:
-                _check_bus_file(path, what, private=private)
+                _check_bus_file(path, what, private=private, any_owner=any_owner)
     except FileError as exc:
         raise ClusterKeyError(str(exc)) from None
 
 
-def _check_bus_file(path: Path, what: str, *, private: bool) -> None:
+def _check_bus_file(path: Path, what: str, *, private: bool, any_owner: bool) -> None:
     if private:
-        data = load_private_file(path, what=what, limit=MAX_BUS_FILE_BYTES, parse=bytes)
+        data = load_private_file(
+            path, what=what, limit=MAX_BUS_FILE_BYTES, parse=bytes, any_owner=any_owner
+        )
     else:
         contents = read_regular_file(path, what=what, limit=MAX_BUS_FILE_BYTES)
         data = None if contents is None else contents.data

@@ -57,12 +57,16 @@ def config_file(explicit: Path | None, environ: Mapping[str, str]) -> Path | Non
         return explicit
     if environ.get("MCRELAY_CONFIG"):
         return Path(environ["MCRELAY_CONFIG"])
+    # Only a file that is not there means none: a dangling or looping link is read and
+    # its error said, and so is a directory that cannot be searched, rather than taken
+    # for no file (the defaults: no authorized keys, say).
     try:
-        # lexists: a dangling or looping link is read, and its error said, rather than
-        # taken for no file (the defaults: no authorized keys, say).
-        return DEFAULT_CONFIG_FILE if os.path.lexists(DEFAULT_CONFIG_FILE) else None
+        os.lstat(DEFAULT_CONFIG_FILE)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
     except OSError as exc:
         raise SettingsError(f"{DEFAULT_CONFIG_FILE}: cannot look at it: {exc.strerror}") from None
+    return DEFAULT_CONFIG_FILE
 
 
 def read_file(path: Path) -> dict[str, Any]:
