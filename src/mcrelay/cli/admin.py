@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import aclosing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +26,8 @@ from mcrelay.cli.options import (
 )
 from mcrelay.cli.relays import RELAYS_HEADER, describe_federation, relays_rows
 from mcrelay.cli.signals import cancel_on_signal
-from mcrelay.cli.status import ExitStatus
-from mcrelay.cli.text import message_bytes, printable
+from mcrelay.cli.status import ApiAnswerError, ExitStatus
+from mcrelay.cli.text import json_text, message_bytes, printable
 from mcrelay.core.bans import parse_ban_seconds, parse_ban_target
 from mcrelay.protocol.addresses import format_address
 from mcrelay.settings.address import default_api
@@ -151,7 +151,7 @@ def _api(args: argparse.Namespace) -> Any:
 
 
 def _print(env: Environment, value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False), file=env.stdout, flush=True)
+    print(json_text(value, indent=2), file=env.stdout, flush=True)
 
 
 def _clients(count: int) -> str:
@@ -166,7 +166,20 @@ def _setting(value: Any) -> str:
     return printable(str(value))
 
 
+@contextmanager
+def _reading() -> Iterator[None]:
+    """Around the reading of an API answer: one not of the shape this mcrelay expects
+    (another program at the address, another version) is an error, not a traceback."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        raise ApiAnswerError(
+            f"the API answered what this mcrelay cannot read ({type(exc).__name__}: {exc})"
+        ) from None
+
+
 def _table(env: Environment, header: list[str], rows: list[list[str]]) -> None:
+    rows = [[printable(str(cell)) for cell in row] for row in rows]  # what the API said
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     for row in [header, *rows]:
         print(
@@ -183,7 +196,13 @@ async def run_clients(args: argparse.Namespace, env: Environment) -> ExitStatus:
         params["scope"] = "local"
     async with _api(args) as api:
         result = await api.call("GET", "/v1/clients", params=params)
-    if args.json:
+    with _reading():
+        _show_clients(env, result, args.json)
+    return ExitStatus.OK
+
+
+def _show_clients(env: Environment, result: Any, as_json: bool) -> None:
+    if as_json:
         _print(env, result)
     elif not result["clients"]:
         print("no clients", file=env.stdout)
@@ -205,9 +224,8 @@ async def run_clients(args: argparse.Namespace, env: Environment) -> ExitStatus:
         if any(c.get("relay") for c in result["clients"]):
             header.insert(1, "RELAY")
             for row, c in zip(rows, result["clients"], strict=True):
-                row.insert(1, printable(c.get("relay") or "-"))
+                row.insert(1, c.get("relay") or "-")
         _table(env, header, rows)
-    return ExitStatus.OK
 
 
 async def run_kick(args: argparse.Namespace, env: Environment) -> ExitStatus:
@@ -221,27 +239,29 @@ async def run_kick(args: argparse.Namespace, env: Environment) -> ExitStatus:
     if args.json:
         _print(env, removed)
         return ExitStatus.OK
-    banned = ""
-    if args.ban is not None:
-        what = {"host": f"host {removed['host']} ", "key": "key "}.get(removed["ban_scope"], "")
-        banned = f", banned {what}for {args.ban} s"
-    print(f"kicked {', '.join(removed['removed'])}{banned}", file=env.stdout)
+    with _reading():
+        banned = ""
+        if args.ban is not None:
+            scope = removed["ban_scope"]
+            what = {"host": f"host {removed['host']} ", "key": "key "}.get(scope, "")
+            banned = f", banned {what}for {args.ban} s"
+        print(printable(f"kicked {', '.join(removed['removed'])}{banned}"), file=env.stdout)
     return ExitStatus.OK
 
 
 async def run_bans(args: argparse.Namespace, env: Environment) -> ExitStatus:
     async with _api(args) as api:
         result = await api.call("GET", "/v1/bans")
-    if args.json:
-        _print(env, result)
-    elif not result["bans"]:
-        print("no bans", file=env.stdout)
-    else:
-        _table(
-            env,
-            ["ID", "SCOPE", "UNTIL", "REMAINING_S"],
-            [[b["id"], b["scope"], b["until"], f"{b['remaining_s']:.0f}"] for b in result["bans"]],
-        )
+    with _reading():
+        if args.json:
+            _print(env, result)
+        elif not result["bans"]:
+            print("no bans", file=env.stdout)
+        else:
+            rows = [
+                [b["id"], b["scope"], b["until"], f"{b['remaining_s']:.0f}"] for b in result["bans"]
+            ]
+            _table(env, ["ID", "SCOPE", "UNTIL", "REMAINING_S"], rows)
     return ExitStatus.OK
 
 
@@ -291,8 +311,9 @@ async def _post(api: Api, env: Environment, text: str, args: argparse.Namespace)
         body["data_b64"] = base64.b64encode(data).decode("ascii")  # bytes that are not text
     params = {"scope": "local"} if args.local else {}
     result = await api.call("POST", "/v1/messages", json=body, params=params)
-    answer = json.dumps(result) if args.json else f"sent to {_clients(result['recipients'])}"
-    print(answer, file=env.stdout, flush=True)
+    with _reading():
+        answer = json_text(result) if args.json else f"sent to {_clients(result['recipients'])}"
+    print(printable(answer) if not args.json else answer, file=env.stdout, flush=True)
 
 
 async def run_status(args: argparse.Namespace, env: Environment) -> ExitStatus:
@@ -301,6 +322,13 @@ async def run_status(args: argparse.Namespace, env: Environment) -> ExitStatus:
     if args.json:
         _print(env, status)
         return ExitStatus.OK
+    with _reading():
+        lines = _status_lines(status)
+    print("\n".join(printable(line) for line in lines), file=env.stdout)
+    return ExitStatus.OK
+
+
+def _status_lines(status: Any) -> list[str]:
     statistics = status["statistics"]
     lines = [
         f"mcrelay {status['version']}, up {status['uptime_s']:.0f} s",
@@ -322,20 +350,20 @@ async def run_status(args: argparse.Namespace, env: Environment) -> ExitStatus:
     settings = status.get("settings", {})  # an older daemon sends none
     lines.extend(["settings:"] if settings else [])
     lines.extend(f"  {name} = {_setting(value)}" for name, value in settings.items())
-    print("\n".join(lines), file=env.stdout)
-    return ExitStatus.OK
+    return lines
 
 
 async def run_relays(args: argparse.Namespace, env: Environment) -> ExitStatus:
     async with _api(args) as api:
         result = await api.call("GET", "/v1/relays")
-    if args.json:
-        _print(env, result)
-    elif result["federation"] is None:
-        print("federation is off", file=env.stdout)
-    else:
-        print(describe_federation(result["federation"]), file=env.stdout)
-        _table(env, RELAYS_HEADER, relays_rows(result["relays"]))
+    with _reading():
+        if args.json:
+            _print(env, result)
+        elif result["federation"] is None:
+            print("federation is off", file=env.stdout)
+        else:
+            print(printable(describe_federation(result["federation"])), file=env.stdout)
+            _table(env, RELAYS_HEADER, relays_rows(result["relays"]))
     return ExitStatus.OK
 
 
@@ -348,5 +376,8 @@ async def run_events(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 
 async def _follow(api: Api, env: Environment, as_json: bool) -> None:
-    async for event in api.events():
-        print(json.dumps(event) if as_json else describe_event(event), file=env.stdout, flush=True)
+    async with aclosing(api.events()) as events:
+        async for event in events:
+            with _reading():
+                line = json_text(event) if as_json else describe_event(event)
+            print(line, file=env.stdout, flush=True)

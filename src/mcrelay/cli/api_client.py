@@ -2,7 +2,7 @@
 
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from mcrelay.cli.options import UsageError
-from mcrelay.cli.status import ApiError, ApiUnreachable
+from mcrelay.cli.status import ApiAnswerError, ApiError, ApiUnreachable
 from mcrelay.cli.trust import check_api_socket
 from mcrelay.files import FileError, read_token_file
 from mcrelay.settings.address import parse_api_address
@@ -56,9 +56,12 @@ class Api:
             raise ApiUnreachable(f"cannot reach the daemon's API at {self.where}: {exc}") from None
         if response.is_error:
             raise ApiError(response.status_code, _error_message(response))
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiAnswerError(f"the API at {self.where} answered with no JSON") from None
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
+    async def events(self) -> AsyncGenerator[dict[str, Any], None]:
         """Follow ``/v1/events``; one dict per event, until the stream ends.
 
         A daemon that stops closes the stream in the middle of its (endless) body: that
@@ -74,12 +77,21 @@ class Api:
                         if line.startswith("data:"):
                             data.append(line.removeprefix("data:").strip())
                         elif not line and data:
-                            yield json.loads("\n".join(data))
+                            yield self._event("\n".join(data))
                             data = []
                 except httpx.RemoteProtocolError:
                     return  # closed before the end of the body
         except httpx.TransportError as exc:
             raise ApiUnreachable(f"cannot reach the daemon's API at {self.where}: {exc}") from None
+
+    def _event(self, data: str) -> dict[str, Any]:
+        try:
+            event = json.loads(data)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            raise ApiAnswerError(f"the API at {self.where} sent an event that is no JSON object")
+        return event
 
 
 def _error_message(response: httpx.Response) -> str:

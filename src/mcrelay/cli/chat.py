@@ -29,7 +29,7 @@ from mcrelay.cli.secure_chat import (
 )
 from mcrelay.cli.signals import cancel_on_signal
 from mcrelay.cli.status import ExitStatus
-from mcrelay.cli.text import message_bytes, printable
+from mcrelay.cli.text import json_text, message_bytes, printable
 from mcrelay.client import (
     MessageReceived,
     Participant,
@@ -142,9 +142,7 @@ def _render(event: ParticipantEvent, as_json: bool) -> str:
     if isinstance(event, MessageReceived):
         sender = format_address(event.sender)
         if as_json:
-            return json.dumps(
-                {"event": "message", "from": sender, "text": event.text}, ensure_ascii=False
-            )
+            return json_text({"event": "message", "from": sender, "text": event.text})
         return f"[{'relay' if event.sender == RELAY_ITSELF else sender}] {printable(event.text)}"
     kind = {PeerPresent: "present", PeerJoined: "joined", PeerLeft: "left"}[type(event)]
     if as_json:

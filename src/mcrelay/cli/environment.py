@@ -16,10 +16,18 @@ def _stdin() -> TextIO:
     return sys.stdin
 
 
+def _stdout() -> TextIO:
+    """The process's stdout, where what its encoding cannot write (a peer's '€' on a
+    Latin-1 terminal) is written as an escape instead of failing the command."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
+    return sys.stdout
+
+
 @dataclass
 class Environment:
     stdin: TextIO = field(default_factory=_stdin)
-    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stdout: TextIO = field(default_factory=_stdout)
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 

@@ -14,7 +14,8 @@ from mcrelay.api.errors import ApiBindError
 from mcrelay.cli import admin, chat, completion, daemon, keys
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import Parser, UsageError
-from mcrelay.cli.status import MEANINGS, ApiError, ApiUnreachable, ExitStatus
+from mcrelay.cli.status import MEANINGS, ApiAnswerError, ApiError, ApiUnreachable, ExitStatus
+from mcrelay.cli.text import printable
 from mcrelay.client import RelayKeyMismatch, RelayUnreachable
 from mcrelay.client.secure import SessionEnded
 from mcrelay.daemon.legacy.keyfile import KeyFileError
@@ -51,6 +52,7 @@ def build_parser(env: Environment) -> argparse.ArgumentParser:
 FAILURES: dict[type[Exception], ExitStatus] = {
     UsageError: ExitStatus.USAGE,
     ApiUnreachable: ExitStatus.UNREACHABLE,
+    ApiAnswerError: ExitStatus.ERROR,
     RelayUnreachable: ExitStatus.UNREACHABLE,
     RelayKeyMismatch: ExitStatus.KEY_MISMATCH,
     SessionEnded: ExitStatus.ERROR,
@@ -91,7 +93,8 @@ async def run_command(argv: Sequence[str], env: Environment) -> ExitStatus:
             status = next((s for kind, s in FAILURES.items() if isinstance(leaf, kind)), None)
         if status is None:
             raise
-        env.say(f"{_error_prefix(env)}mcrelay: error: {_error_text(leaf)}")
+        # printable: an API's message (or a path) may hold what a terminal acts on.
+        env.say(f"{_error_prefix(env)}mcrelay: error: {printable(_error_text(leaf))}")
         return status
 
 

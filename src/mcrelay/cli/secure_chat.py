@@ -28,7 +28,7 @@ from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import UsageError, add_flag, argument_type
 from mcrelay.cli.signals import cancel_on_signal
 from mcrelay.cli.status import ExitStatus
-from mcrelay.cli.text import message_bytes, printable
+from mcrelay.cli.text import json_text, message_bytes, printable
 from mcrelay.client.participant import REGISTER_TIMEOUT_S, RelayUnreachable
 from mcrelay.client.secure import (
     RelayKeyChanged,
@@ -210,7 +210,7 @@ def render(event: SecureEvent, as_json: bool) -> str:
         text = event.text.decode("utf-8", errors="replace")
         if as_json:
             fields = {"event": "message", "from": _name(event.origin), "text": text}
-            return json.dumps(fields | _origin_fields(event.origin), ensure_ascii=False)
+            return json_text(fields | _origin_fields(event.origin))
         shown = "relay" if event.origin.kind == OriginKind.RELAY else _name(event.origin)
         return f"[{shown}] {printable(text)}"
     if isinstance(event, PresenceChanged):

@@ -40,5 +40,10 @@ class ApiError(Exception):
         self.status = status
 
 
+class ApiAnswerError(Exception):
+    """The API answered what this mcrelay cannot read: no JSON, or not of the shape it
+    expects (another program at the address, or another version): exits 1."""
+
+
 class ApiUnreachable(Exception):
     """Nothing answered at the API's address (exits 3)."""

@@ -1,0 +1,135 @@
+"""The admin CLI against an API that answers what it should not (another program on
+the port, another version): one error line and exit 1, never a traceback; and nothing
+an answer holds reaches the terminal as a control sequence (found by review)."""
+
+import functools
+import io
+import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+from mcrelay.cli.environment import Environment
+from mcrelay.cli.status import ExitStatus
+from mcrelay.cli.text import json_text
+from support import Console, assert_one_error_line
+
+
+@asynccontextmanager
+async def raw_api(status: int, body: bytes, *, events: bool = False) -> AsyncIterator[str]:
+    """An HTTP server on loopback answering every request with ``body``; its address."""
+
+    async def serve(stream: trio.SocketStream) -> None:
+        async with stream:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                if not (data := await stream.receive_some()):
+                    return
+                request += data
+            kind = "text/event-stream" if events else "application/json"
+            length = "" if events else f"content-length: {len(body)}\r\n"
+            head = (
+                f"HTTP/1.1 {status} X\r\ncontent-type: {kind}\r\n{length}connection: close\r\n\r\n"
+            )
+            await stream.send_all(head.encode() + body)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, serve, 0, host="127.0.0.1")
+        )
+        yield f"127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("argv", "body", "events"),
+    [
+        (["status"], b"<html>hi</html>", False),
+        (["status"], b"null", False),
+        (["clients"], b"[]", False),
+        (["clients"], b"{}", False),
+        (["kick", "1.2.3.4:5"], b'{"removed": 5}', False),
+        *(
+            # Left in the middle of httpx's chain of async generators (no aclosing
+            # reaches the inner ones), which Trio closes later and warns of: the
+            # command has already said its error and ended.
+            pytest.param(
+                ["events"],
+                body,
+                True,
+                marks=pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+            )
+            for body in (b"data: not json\n\n", b"data: 5\n\n")
+        ),
+    ],
+)
+async def test_an_answer_of_another_shape_is_one_error_line(
+    argv: list[str], body: bytes, events: bool
+) -> None:
+    async with raw_api(200, body, events=events) as api:
+        console = Console()
+        assert await console.run(*argv, "--api", api) == ExitStatus.ERROR
+    assert_one_error_line(console, "the API")
+
+
+ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x9b2J\u202e"
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "answer"),
+    [
+        (
+            ["clients"],
+            200,
+            {
+                "clients": [
+                    {
+                        "id": ESCAPES,
+                        "profile": ESCAPES,
+                        "host": "1.2.3.4",
+                        "port": 1,
+                        "fingerprint": ESCAPES,
+                        "connected_at": ESCAPES,
+                        "idle_s": 1.0,
+                        "messages_in": 1,
+                        "messages_out": 2,
+                    }
+                ],
+                "count": 1,
+            },
+        ),
+        (["clients", "--json"], 200, {"clients": [{"id": ESCAPES}], "count": 1}),
+        (["bans"], 200, {"bans": [{"id": ESCAPES, "scope": "key", "until": "", "remaining_s": 3}]}),
+        (["kick", "1.2.3.4:5"], 200, {"removed": [ESCAPES]}),
+        (["status"], 400, {"error": {"code": ESCAPES, "message": ESCAPES}}),
+    ],
+)
+async def test_what_an_answer_holds_reaches_no_terminal_raw(
+    argv: list[str], status: int, answer: object
+) -> None:
+    async with raw_api(status, json.dumps(answer).encode()) as api:
+        console = Console()
+        await console.run(*argv, "--api", api)
+    shown = console.stdout.getvalue() + console.stderr.getvalue()
+    assert "Traceback" not in shown
+    assert not set(shown) & set("\x1b\x07\x9b\u202e"), shown
+
+
+def test_json_output_escapes_what_a_terminal_acts_on_and_stays_json() -> None:
+    value = {"text": "café \x9b2J \u202e \x7f \U000e0001 ok", "n": [1]}
+    text = json_text(value)
+    assert json.loads(text) == value
+    assert "café" in text  # readable text stays as it is
+    assert not set(text) & set("\x9b\u202e\x7f\U000e0001")
+
+
+def test_what_stdout_cannot_encode_is_escaped_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer's '€' on a Latin-1 terminal ended chat with a traceback (found by review)."""
+    out = io.TextIOWrapper(io.BytesIO(), encoding="latin-1")
+    monkeypatch.setattr(sys, "stdout", out)
+    env = Environment(stdin=io.StringIO())
+    print("10 € café", file=env.stdout, flush=True)
+    assert out.buffer.getvalue() == "10 \\u20ac café\n".encode("latin-1")
