@@ -1,7 +1,7 @@
 """Found in review of the secure relay (each failed before its fix): bans and
 authorization checked again when a handshake is confirmed, a replacement is a sign
-of life, ACKs cannot make the relay resend, and the relay's own messages to a
-member are bounded."""
+of life, ACKs cannot make the relay resend, the relay's own messages to a member are
+bounded, and one DATA cannot start more messages than a sender's window."""
 
 import dataclasses
 from pathlib import Path
@@ -170,3 +170,33 @@ async def test_a_message_completed_by_a_timer_after_receiving_stopped_is_counted
         drops = harness.drops()
         assert drops["stopped"] == 1
         assert "internal_error" not in drops
+
+
+def burst(peer: SecurePeer, start: int, count: int) -> bytes:
+    """One DATA holding ``count`` whole one-fragment CHATs (empty), in order."""
+    frames = [Fragment(seq, 0, 1, b"\x01") for seq in range(start, start + count)]
+    assert peer.session is not None
+    return peer.session.current.seal(encode_frames(frames))
+
+
+async def test_a_data_of_many_whole_messages_cannot_crowd_out_the_other_members(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Five DATAs of up to 100 one-fragment messages each, from 5 members on 2 hosts, all
+    were acknowledged and so admitted past the pipeline's bounds: 355 pending for 256,
+    and every other member removed as unreachable. A DATA now starts at most 8."""
+    async with open_relay(keys[0]) as harness:
+        victims = [SecurePeer(HarnessLink(harness), ("127.0.0.9", 41000 + n)) for n in range(3)]
+        a = [SecurePeer(HarnessLink(harness), ("127.0.0.2", 42000 + n)) for n in range(3)]
+        b = [SecurePeer(HarnessLink(harness), ("127.0.0.3", 43000 + n)) for n in range(2)]
+        for peer in [*victims, *a, *b]:
+            await peer.connect()
+        for sender, count in zip([*a, *b], [27, 100, 100, 28, 100], strict=True):
+            sender.send(burst(sender, 0, count))
+        relay = harness.relay
+        assert relay.messages.pending <= relay.config.max_pending_relays
+        for _ in range(3):
+            for peer in [*victims, *a, *b]:
+                await peer.pump()
+        assert all(relay.roster.get(victim.id) is not None for victim in victims)
+        assert harness.drops() == {"message_window": sum(n - 8 for n in (27, 100, 100, 28, 100))}

@@ -53,6 +53,7 @@ class DropReason(StrEnum):
     KEY_QUERY_LIMIT = "key_query_limit"
     # protocol/secure: sending.py, receiving.py (the reliable message channel)
     BACKPRESSURE = "backpressure"
+    MESSAGE_WINDOW = "message_window"
     ABANDONED = "abandoned"
     UNREACHABLE = "unreachable"
     REPLACED = "replaced"

@@ -45,6 +45,25 @@ def test_delivery_waits_for_every_earlier_message() -> None:
     assert channel.statistics().held == 0
 
 
+def test_one_data_starts_at_most_eight_new_messages() -> None:
+    """A sender has at most 8 in flight; one DATA of 100 whole messages delivered all
+    100 at once, each then admitted by the relay past its bounds (found by review)."""
+    channel = relay()
+    burst = [fragment for n in range(100) for fragment in whole(n, chat(n))]
+    feed(channel, 0.0, *burst)
+    assert delivered(channel) == [chat(n) for n in range(8)]
+    assert channel.statistics().drops[DropReason.MESSAGE_WINDOW] == 92
+    # Not acknowledged: sent again, the next DATA starts the next 8; a fragment of a
+    # message already started is no new one.
+    big = whole(8, bytes(3000))
+    more = [fragment for n in range(9, 17) for fragment in whole(n, chat(n))]
+    feed(channel, 0.01, big[0], *more)
+    assert delivered(channel) == []  # 9 to 15 wait for 8; 16 is the ninth new one
+    assert channel.statistics().drops[DropReason.MESSAGE_WINDOW] == 93
+    feed(channel, 0.02, *big[1:], *whole(16, chat(16)))
+    assert delivered(channel) == [bytes(3000), *(chat(n) for n in range(9, 17))]
+
+
 def test_a_fragment_settles_every_message_below_its_msg_seq_minus_seven() -> None:
     channel = relay()
     feed(channel, 0.0, whole(0, bytes(2000))[0])  # msg 0 incomplete

@@ -135,6 +135,7 @@ class Channel:
         """Act on the channel's frames of one authenticated DATA, sent under the peer's
         ``epoch`` (frames of an earlier epoch are dropped: ``stale_epoch``)."""
         self.poll(now)
+        self._receiver.datagram_begins()
         for frame in frames:
             if epoch != self.peer_epoch:
                 self._drops[DropReason.STALE_EPOCH] += 1

@@ -101,6 +101,8 @@ class Receiver:
         self._completed = CompletedWindow()
         self._acks: dict[int, tuple[float, int]] = {}
         """Full ACKs to send: msg_seq -> (due, count)."""
+        self._started = 0
+        """Messages started by the DATA being read (:meth:`datagram_begins`)."""
         self.delivered = 0
         self.acks_sent = 0
 
@@ -116,6 +118,13 @@ class Receiver:
     def acks_pending(self) -> int:
         """Full ACKs waiting to go out."""
         return len(self._acks)
+
+    def datagram_begins(self) -> None:
+        """The frames of another DATA follow: it may start at most :data:`HELD_MESSAGES`
+        new messages, as many as a sender has in flight. (Without the bound one DATA of
+        100 one-fragment messages delivered all 100 at once, each admitted by the relay
+        past its pipeline's bounds, since the channel had acknowledged it.)"""
+        self._started = 0
 
     def on_fragment(self, fragment: Fragment, now: float) -> None:
         msg_seq = fragment.msg_seq
@@ -136,6 +145,10 @@ class Receiver:
             if (self.backpressure or self.budget.backpressure) and not _whole_disconnect(fragment):
                 self._drops[DropReason.BACKPRESSURE] += 1
                 return
+            if self._started >= HELD_MESSAGES:  # not acknowledged: sent again, if honest
+                self._drops[DropReason.MESSAGE_WINDOW] += 1
+                return
+            self._started += 1
             if ahead == 0 and fragment.count == 1 and not _whole_disconnect(fragment):
                 self._deliver_at_once(msg_seq, fragment.data, now)
                 return
