@@ -195,6 +195,7 @@ class Receiver:
         body = b"".join(incoming.pieces[index] for index in range(incoming.count))
         incoming.pieces = {}
         incoming.body = body
+        self.budget.completed(self, incoming.charged)
         self._completed.add(msg_seq)
         disconnect = body[:1] == _DISCONNECT
         self._schedule_ack(msg_seq, incoming.count, now, at_once=disconnect)
@@ -240,7 +241,7 @@ class Receiver:
 
     def _give_up(self, msg_seq: int, incoming: _Incoming, reason: DropReason) -> None:
         self._drops[reason] += 1
-        self.budget.release(self, incoming.charged)
+        self.budget.release(self, incoming.charged, complete=incoming.body is not None)
         self._completed.discard(msg_seq)
         self._acks.pop(msg_seq, None)
         incoming.charged = 0
@@ -254,7 +255,7 @@ class Receiver:
         below = [msg_seq for msg_seq in self._held if serial_diff(msg_seq, limit) < 0]
         for msg_seq in sorted(below, key=lambda seq: serial_diff(seq, self._next_seq)):
             incoming = self._held.pop(msg_seq)
-            self.budget.release(self, incoming.charged)
+            self.budget.release(self, incoming.charged, complete=incoming.body is not None)
             if incoming.body is not None:
                 self.delivered += 1
                 self._emit(MessageDelivered(incoming.body))
@@ -267,7 +268,7 @@ class Receiver:
     def _deliver(self) -> None:
         while (incoming := self._held.get(self._next_seq)) is not None and not incoming.partial:
             del self._held[self._next_seq]
-            self.budget.release(self, incoming.charged)
+            self.budget.release(self, incoming.charged, complete=True)
             if incoming.body is not None:
                 self.delivered += 1
                 self._emit(MessageDelivered(incoming.body))
@@ -349,7 +350,7 @@ class Receiver:
     def reset(self, reason: DropReason | None) -> None:
         """A new peer epoch (or the end): what was held is dropped, counted as ``reason``."""
         for incoming in self._held.values():
-            self.budget.release(self, incoming.charged)
+            self.budget.release(self, incoming.charged, complete=incoming.body is not None)
             if reason is not None and not incoming.given_up:
                 self._drops[reason] += 1
         self._held.clear()
