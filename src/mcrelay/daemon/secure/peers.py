@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import trio
 
 from mcrelay.core.members import Member
+from mcrelay.daemon.secure.presence import PresenceQueue
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.secure.keypairs import Keypair
 from mcrelay.protocol.secure.session import Session
@@ -67,6 +68,8 @@ class Peer:
     """Relayed copies not yet acknowledged: message id -> bytes."""
     own: dict[int, int] = field(default_factory=dict)
     """The relay's own messages (PRESENCE, NOTICE) not yet acknowledged, likewise."""
+    presence: PresenceQueue = field(default_factory=PresenceQueue)
+    """PRESENCE waiting for room among ``own``."""
     copy_bytes: int = 0
     """The bytes of both."""
     farewell: int | None = None

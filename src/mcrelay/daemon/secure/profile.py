@@ -33,6 +33,7 @@ from mcrelay.daemon.secure.peers import (
     PendingHandshakes,
     Timers,
 )
+from mcrelay.daemon.secure.presence import OWN_IN_CHANNEL
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
 from mcrelay.protocol.secure.admission import (
@@ -389,6 +390,7 @@ class SecureProfile:
             return
         peer.session.channel.poll(now)  # its timers first: what they settle is read now
         self._read_events(peer, now)
+        self._pass_presence(peer, now, everything=False)
         for reason, count in peer.session.channel.take_drops().items():
             self._services.drop(reason, peer.session.address, "channel", count)
         if not peer.closed:
@@ -480,7 +482,9 @@ class SecureProfile:
             return False
         if not self._room_for(peer, len(copy)):
             return False
-        self._queue(peer, copy, peer.copies, trio.current_time())
+        now = trio.current_time()
+        self._pass_presence(peer, now, everything=True)  # a sender's join before its words
+        self._queue(peer, copy, peer.copies, now)
         self._update_backpressure(peer)
         return True
 
@@ -506,28 +510,34 @@ class SecureProfile:
                 return False
         return True
 
-    def _send_own(
-        self, peer: Peer | None, message: Presence | Notice, now: float, *, counted: bool = True
-    ) -> None:
+    def _send_own(self, peer: Peer | None, message: Presence | Notice, now: float) -> None:
         """A message of the relay's own to a member. They take no part in back-pressure
-        (a newcomer gets one per member at once), but they are bounded: past a queue
-        (64) beyond one per member, the member is removed (unreachable); and their
-        bytes count in the bound of all send buffers. The presence of other relays'
-        members is not ``counted`` in the first bound (a relay of the federation
-        restarting is thousands of leaves and joins at once): the second bounds it,
-        and so does the deadline of every message."""
+        (a newcomer gets one per member), but PRESENCE waits in the peer's
+        :class:`~mcrelay.daemon.secure.presence.PresenceQueue` for room, and their bytes
+        count in the bound of all send buffers."""
         if peer is None or peer.closed:
             return
         body = encode_message(message)
-        member = peer.member
-        if member is not None and peer.closing_at is None:
-            if counted and len(peer.own) >= QUEUE_LIMIT + len(self._services.roster):
-                self._services.drop(DropReason.UNREACHABLE, peer.session.address, "own queue")
-                self._services.remove(member.id, "unreachable")
-                return
-            if not self._room_for(peer, len(body)):
-                return
+        if (
+            peer.member is not None
+            and peer.closing_at is None
+            and not self._room_for(peer, len(body))
+        ):
+            return
         self._queue(peer, body, peer.own, now)
+
+    def _tell(self, peer: Peer | None, subject: Member, presence: Presence, now: float) -> None:
+        if peer is not None and not peer.closed:
+            peer.presence.add(subject.id, presence)
+            self._pass_presence(peer, now, everything=False)
+
+    def _pass_presence(self, peer: Peer, now: float, *, everything: bool) -> None:
+        """PRESENCE waiting for ``peer`` into its channel: while the relay's own messages
+        there are few, or ``everything``."""
+        while peer.presence and (everything or len(peer.own) < OWN_IN_CHANNEL):
+            self._send_own(peer, peer.presence.take(), now)
+            if peer.closed:
+                return
 
     def _presence(
         self, event: PresenceEvent, member: Member, reason: str | None = None
@@ -539,9 +549,8 @@ class SecureProfile:
     def announce_joined(self, member: Member, recipients: Sequence[Member]) -> None:
         presence = self._presence(PresenceEvent.JOINED, member)
         now = trio.current_time()
-        local = member.identity.relay is None
         for recipient in recipients:
-            self._send_own(self._peers.get(_key(recipient)), presence, now, counted=local)
+            self._tell(self._peers.get(_key(recipient)), member, presence, now)
 
     def announce_present(self, newcomer: Member, present: Sequence[Member]) -> None:
         peer = self._peers.get(_key(newcomer))
@@ -550,15 +559,13 @@ class SecureProfile:
         peer.member = newcomer
         now = trio.current_time()
         for member in present:
-            presence = self._presence(PresenceEvent.ALREADY_PRESENT, member)
-            self._send_own(peer, presence, now, counted=member.identity.relay is None)
+            self._tell(peer, member, self._presence(PresenceEvent.ALREADY_PRESENT, member), now)
 
     def announce_left(self, member: Member, recipients: Sequence[Member], reason: str) -> None:
         presence = self._presence(PresenceEvent.LEFT, member, reason)
         now = trio.current_time()
-        local = member.identity.relay is None
         for recipient in recipients:
-            self._send_own(self._peers.get(_key(recipient)), presence, now, counted=local)
+            self._tell(self._peers.get(_key(recipient)), member, presence, now)
 
     def announce_moved(self, member: Member, old: Address, recipients: Sequence[Member]) -> None:
         """Nothing: a secure member learns another's new address from the origin of its

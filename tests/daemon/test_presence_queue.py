@@ -1,0 +1,44 @@
+"""What a secure member is still to be told of the others: one PRESENCE a subject."""
+
+from mcrelay.daemon.secure.presence import PresenceQueue
+from mcrelay.protocol.secure.messages import LeaveReason, Presence, PresenceEvent
+from mcrelay.protocol.secure.origins import Origin, OriginKind
+
+A = Origin(OriginKind.SECURE_CLIENT, bytes(32), ("127.0.0.1", 1))
+A_REKEYED = Origin(OriginKind.SECURE_CLIENT, bytes(31) + b"\x01", ("127.0.0.1", 1))
+JOINED = Presence(PresenceEvent.JOINED, A)
+REJOINED = Presence(PresenceEvent.JOINED, A_REKEYED)
+LEFT = Presence(PresenceEvent.LEFT, A, LeaveReason.DISCONNECT)
+
+
+def taken(queue: PresenceQueue) -> list[Presence]:
+    out = []
+    while queue:
+        out.append(queue.take())
+    return out
+
+
+def test_a_join_and_leave_never_told_cancel_out() -> None:
+    queue = PresenceQueue()
+    queue.add("a", JOINED)
+    queue.add("a", LEFT)
+    assert taken(queue) == []
+
+
+def test_the_latest_presence_of_a_subject_replaces_the_waiting_one() -> None:
+    queue = PresenceQueue()
+    queue.add("a", JOINED)
+    queue.add("b", Presence(PresenceEvent.ALREADY_PRESENT, A))
+    queue.add("a", REJOINED)  # a re-key: its place stays, its news is the latest
+    assert taken(queue) == [REJOINED, Presence(PresenceEvent.ALREADY_PRESENT, A)]
+
+
+def test_a_subject_told_of_is_told_of_its_leave_even_after_a_rekey() -> None:
+    queue = PresenceQueue()
+    queue.add("a", JOINED)
+    assert taken(queue) == [JOINED]
+    queue.add("a", REJOINED)
+    queue.add("a", LEFT)
+    assert taken(queue) == [LEFT]
+    queue.add("a", LEFT)  # told already: nothing more
+    assert taken(queue) == []
