@@ -42,3 +42,24 @@ def test_a_subject_told_of_is_told_of_its_leave_even_after_a_rekey() -> None:
     assert taken(queue) == [LEFT]
     queue.add("a", LEFT)  # told already: nothing more
     assert taken(queue) == []
+
+
+def test_a_leave_waiting_is_kept_before_a_rejoin() -> None:
+    """Its reason is news (a kick, say): the rejoin once replaced it (found by review)."""
+    queue = PresenceQueue()
+    queue.add("a", JOINED)
+    assert taken(queue) == [JOINED]
+    queue.add("a", LEFT)
+    queue.add("a", REJOINED)
+    assert taken(queue) == [LEFT, REJOINED]
+    queue.add("a", LEFT)
+    queue.add("a", JOINED)
+    queue.add("a", LEFT)  # the rejoin never told: one leave stands for both
+    assert taken(queue) == [LEFT]
+
+
+def test_a_newcomer_told_of_a_rekey_still_hears_already_present() -> None:
+    queue = PresenceQueue()
+    queue.add("a", Presence(PresenceEvent.ALREADY_PRESENT, A))
+    queue.add("a", REJOINED)
+    assert taken(queue) == [Presence(PresenceEvent.ALREADY_PRESENT, A_REKEYED)]

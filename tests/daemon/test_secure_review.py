@@ -15,7 +15,13 @@ from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import format_address
 from mcrelay.protocol.secure.frames import Ack, Fragment, encode_frames
 from mcrelay.protocol.secure.keys import AuthorizedKey, KeyPair
-from mcrelay.protocol.secure.messages import MAX_CHAT_BYTES, Chat, encode_message
+from mcrelay.protocol.secure.messages import (
+    MAX_CHAT_BYTES,
+    Chat,
+    Notice,
+    NoticeCode,
+    encode_message,
+)
 from mcrelay.protocol.secure.sending import MESSAGE_DEADLINE_S
 from relay_harness import Harness, client_address, harness_config, open_relay
 from secure_harness import HarnessLink, SecurePeer, connected
@@ -228,3 +234,54 @@ async def test_a_data_of_many_whole_messages_cannot_crowd_out_the_other_members(
                 await peer.pump()
         assert all(relay.roster.get(victim.id) is not None for victim in victims)
         assert harness.drops() == {"message_window": sum(n - 8 for n in (27, 100, 100, 28, 100))}
+
+
+CHURN = harness_config(
+    registrations_per_host_burst=1000,
+    registrations_per_host_per_s=1000.0,
+    registrations_total_burst=1000,
+    registrations_total_per_s=1000.0,
+)
+
+
+async def test_a_copy_is_not_queued_for_a_member_its_presence_removed(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """deliver() passes the PRESENCE waiting first; at the send buffers' bound that
+    can remove the member itself: the copy was then queued on the closed peer, and its
+    bytes stayed in the bound for good (found by review)."""
+    async with open_relay(keys[0], CHURN) as harness:
+        (b,) = await connected(harness, 1)
+        await b.pump()
+        secure = harness.relay.secure
+        assert secure is not None
+        peer = secure._peers[b.static.public]
+        for n in range(24):  # b acknowledges nothing from now on
+            await SecurePeer(HarnessLink(harness), client_address(100 + n)).connect()
+        assert len(peer.presence) > 0
+        member = harness.relay.roster.get(b.id)
+        assert member is not None
+        copy = b"\x01" + bytes(300)
+        secure._max_copy_bytes = secure._copy_bytes + len(copy)  # the copy fits, no more
+        assert not secure.deliver(member, copy)
+        assert peer.closed
+        assert secure.figures()["send_buffer_bytes"] == sum(
+            other.copy_bytes for other in secure._peers.values()
+        )
+
+
+async def test_a_kicked_member_hears_nothing_after_its_notice(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0], CHURN) as harness:
+        (b,) = await connected(harness, 1)
+        await b.pump()
+        b.take()
+        for n in range(30):  # b acknowledges nothing meanwhile: PRESENCE waits
+            await SecurePeer(HarnessLink(harness), client_address(100 + n)).connect()
+        harness.relay.kick(b.id)
+        for _ in range(6):
+            await b.pump()
+        heard = b.take()
+        assert heard[-1] == Notice(NoticeCode.KICKED, b"kicked")
+        assert sum(isinstance(message, Notice) for message in heard) == 1

@@ -16,6 +16,7 @@ import trio
 from mcrelay.core.events import EventHub
 from mcrelay.core.members import Identity, Member, Roster
 from mcrelay.core.opened import Opened, Sealed
+from mcrelay.core.remotes import Remotes
 from mcrelay.protocol.addresses import RELAY_ITSELF, Address
 from mcrelay.protocol.errors import DropReason
 
@@ -93,6 +94,8 @@ class Services(Protocol):
     """What the relay offers a profile."""
 
     roster: Roster
+    remotes: Remotes
+    """The members of the other relays of a federation (none without one)."""
     events: EventHub
 
     def drop(

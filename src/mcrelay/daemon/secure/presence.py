@@ -5,11 +5,11 @@ A member acknowledges at most 8 messages a round trip, and legacy registrations 
 no proof: a burst of joins, re-keys and leaves (a hundred legacy datagrams) once
 queued a PRESENCE each for every secure member, faster than any could acknowledge,
 and a member whose queue passed its bound was removed as unreachable (found by
-review). Here a later PRESENCE of a subject replaces the one waiting (a re-key's
+review). Here a later PRESENCE of a subject replaces the (re)join waiting (a re-key's
 join, a leave), and a leave of a subject the member was never told of cancels the
-join waiting for it: what waits stays within one per subject the member knows or is
-to know of, and the relay's own messages in its channel within
-:data:`OWN_IN_CHANNEL`. The order between PRESENCE and relayed messages is kept by
+join waiting for it; a leave waiting is kept before a rejoin (its reason is news):
+what waits stays within two per subject the member knows or is to know of, and the
+relay's own messages in its channel within :data:`OWN_IN_CHANNEL`. The order between PRESENCE and relayed messages is kept by
 the profile, which hands over everything waiting before a relayed copy.
 """
 
@@ -20,12 +20,14 @@ from mcrelay.protocol.secure.messages import Presence, PresenceEvent
 OWN_IN_CHANNEL = 16
 """The relay's own messages (PRESENCE, NOTICE) in a member's channel, unacknowledged,
 past which PRESENCE waits here."""
+_JOINED = PresenceEvent.JOINED
 
 
 @dataclass(slots=True, eq=False)
 class PresenceQueue:
-    _waiting: dict[str, Presence] = field(default_factory=dict)
-    """By subject (the member id told of), in the order first queued."""
+    _waiting: dict[str, list[Presence]] = field(default_factory=dict)
+    """By subject (the member id told of), in the order first queued: a leave, a
+    (re)join, or a leave then a rejoin; never more."""
     _known: set[str] = field(default_factory=set)
     """The subjects handed over as present (joined, already present), not yet as left."""
 
@@ -33,15 +35,31 @@ class PresenceQueue:
         return len(self._waiting)
 
     def add(self, subject: str, presence: Presence) -> None:
-        if presence.event is PresenceEvent.LEFT and subject not in self._known:
-            self._waiting.pop(subject, None)  # never told it was there: nothing to tell
+        waiting = self._waiting.get(subject, [])
+        if waiting and waiting[-1].event is not PresenceEvent.LEFT:
+            last = waiting.pop()  # a (re)join not told yet: what comes now replaces it
+            if last.event is PresenceEvent.ALREADY_PRESENT and presence.event is _JOINED:
+                presence = Presence(PresenceEvent.ALREADY_PRESENT, presence.origin)
+        if presence.event is PresenceEvent.LEFT:
+            if waiting:  # a leave waits: this one, of a rejoin never told, stands for both
+                waiting[-1] = presence
+            elif subject in self._known:
+                waiting.append(presence)
+            # else: never told it was there, nothing to tell
         else:
-            self._waiting[subject] = presence
+            waiting.append(presence)
+        if waiting:
+            self._waiting[subject] = waiting
+        else:
+            self._waiting.pop(subject, None)
 
     def take(self) -> Presence:
         """The next PRESENCE to hand over (the caller checks there is one)."""
         subject = next(iter(self._waiting))
-        presence = self._waiting.pop(subject)
+        waiting = self._waiting[subject]
+        presence = waiting.pop(0)
+        if not waiting:
+            del self._waiting[subject]
         if presence.event is PresenceEvent.LEFT:
             self._known.discard(subject)
         else:

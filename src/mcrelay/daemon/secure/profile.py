@@ -365,7 +365,8 @@ class SecureProfile:
         assert isinstance(details, Details)
         details.peer = peer
         self._services.move(member, peer.session.address)
-        self.announce_present(member, self._services.roster.others(member))
+        present = [*self._services.roster.others(member), *self._services.remotes]
+        self.announce_present(member, present)
         log.info("client %s replaced its session (epoch %d)", member.id, peer.client_epoch)
 
     # A peer's turn: what its session sends now, and what its channel says.
@@ -484,6 +485,8 @@ class SecureProfile:
             return False
         now = trio.current_time()
         self._pass_presence(peer, now, everything=True)  # a sender's join before its words
+        if not self._room_for(peer, len(copy)):  # after what that took (or closed)
+            return False
         self._queue(peer, copy, peer.copies, now)
         self._update_backpressure(peer)
         return True
@@ -506,9 +509,9 @@ class SecureProfile:
                 break
             self._services.drop(DropReason.UNREACHABLE, heaviest.session.address, "send buffer")
             self._services.remove(heaviest.member.id, "unreachable")
-            if heaviest is peer:
+            if peer.closed:  # itself, or by a PRESENCE that removal sent it
                 return False
-        return True
+        return not peer.closed
 
     def _send_own(self, peer: Peer | None, message: Presence | Notice, now: float) -> None:
         """A message of the relay's own to a member. They take no part in back-pressure
@@ -534,7 +537,11 @@ class SecureProfile:
     def _pass_presence(self, peer: Peer, now: float, *, everything: bool) -> None:
         """PRESENCE waiting for ``peer`` into its channel: while the relay's own messages
         there are few, or ``everything``."""
-        while peer.presence and (everything or len(peer.own) < OWN_IN_CHANNEL):
+        while (
+            peer.presence
+            and peer.closing_at is None  # its farewell is the last it hears
+            and (everything or len(peer.own) < OWN_IN_CHANNEL)
+        ):
             self._send_own(peer, peer.presence.take(), now)
             if peer.closed:
                 return

@@ -7,14 +7,12 @@ go, the charge is refused. A channel that ends gives its bytes back (``close``).
 
 The bytes of partial messages are counted apart from those of complete ones (which
 wait for an earlier message, and cannot be evicted): a charge that evicting every
-partial message could not make room for is refused at once, and the peers to evict
-from are taken from a heap of those holding partial bytes. (Looked for among every
-peer at each step, a refused charge cost the square of their number: with 1,000
-members holding complete messages, 32 ms a fragment, 3.5 s for one DATA.)
+partial message could not make room for is refused at once, and the peer to evict
+from is looked for among those holding partial bytes only. (Looked for among every
+peer, each asked in turn, a refused charge cost the square of their number: with
+1,000 members holding complete messages, 32 ms a fragment, 3.5 s for one DATA.)
 """
 
-import heapq
-import itertools
 from typing import Protocol
 
 MAX_TOTAL_BYTES = 16 * 1024 * 1024
@@ -38,7 +36,6 @@ class ReceiveBudget:
         self._partial: dict[Holder, int] = {}
         """Of ``_held``, the bytes of partial messages (those that can be evicted)."""
         self._partial_total = 0
-        self._order = itertools.count()
 
     def held(self, holder: Holder) -> int:
         return self._held.get(holder, 0)
@@ -57,16 +54,15 @@ class ReceiveBudget:
     def _make_room(self, holder: Holder, charge: int, keep: int) -> bool:
         if self.total - self._partial_total + charge > self.max_bytes:
             return False  # evicting every partial message would not do
-        # The peer holding the most goes first, and again while it still does.
-        heap = [(-self._held[other], next(self._order), other) for other in self._partial]
-        heapq.heapify(heap)
+        spent: Holder | None = None
+        """``holder`` itself, once found to hold nothing partial but ``keep``."""
         while self.total + charge > self.max_bytes:
-            if not heap:
+            held = self._held.__getitem__
+            victim = max((h for h in self._partial if h is not spent), key=held, default=None)
+            if victim is None:
                 return False
-            _, _, victim = heapq.heappop(heap)
-            evicted = victim.evict_oldest_partial(keep if victim is holder else None)
-            if evicted and self._partial.get(victim):  # it may still hold the most
-                heapq.heappush(heap, (-self._held[victim], next(self._order), victim))
+            if not victim.evict_oldest_partial(keep if victim is holder else None):
+                spent = victim  # any other holder of partial bytes has one to evict
         return True
 
     def completed(self, holder: Holder, charge: int) -> None:
