@@ -74,18 +74,19 @@ class ReceiveBudget:
         if not charge:
             return
         self.total -= charge
-        left = self._held[holder] - charge
-        if left:
-            self._held[holder] = left
-        else:
-            del self._held[holder]
+        _subtract(self._held, holder, charge)
         if not complete:
             self._take_partial(holder, charge)
 
     def _take_partial(self, holder: Holder, charge: int) -> None:
         self._partial_total -= charge
-        left = self._partial[holder] - charge
-        if left:
-            self._partial[holder] = left
-        else:
-            del self._partial[holder]
+        _subtract(self._partial, holder, charge)
+
+
+def _subtract(table: dict[Holder, int], holder: Holder, charge: int) -> None:
+    """Take ``charge`` off ``holder``'s entry, which goes at 0 (the table lists holders)."""
+    left = table[holder] - charge
+    if left:
+        table[holder] = left
+    else:
+        del table[holder]
