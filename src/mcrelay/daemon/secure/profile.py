@@ -484,9 +484,10 @@ class SecureProfile:
         if not self._room_for(peer, len(copy)):
             return False
         now = trio.current_time()
-        self._pass_presence(peer, now, everything=True)  # a sender's join before its words
-        if not self._room_for(peer, len(copy)):  # after what that took (or closed)
-            return False
+        if peer.presence:  # a sender's join before its words
+            self._pass_presence(peer, now, everything=True)
+            if not self._room_for(peer, len(copy)):  # after what that took (or closed)
+                return False
         self._queue(peer, copy, peer.copies, now)
         self._update_backpressure(peer)
         return True
