@@ -5,12 +5,13 @@ A member acknowledges at most 8 messages a round trip, and legacy registrations 
 no proof: a burst of joins, re-keys and leaves (a hundred legacy datagrams) once
 queued a PRESENCE each for every secure member, faster than any could acknowledge,
 and a member whose queue passed its bound was removed as unreachable (found by
-review). Here a later PRESENCE of a subject replaces the (re)join waiting (a re-key's
-join, a leave), and a leave of a subject the member was never told of cancels the
-join waiting for it; a leave waiting is kept before a rejoin (its reason is news):
-what waits stays within two per subject the member knows or is to know of, and the
-relay's own messages in its channel within :data:`OWN_IN_CHANNEL`. The order between PRESENCE and relayed messages is kept by
-the profile, which hands over everything waiting before a relayed copy.
+review). Here a later PRESENCE of a subject replaces the (re)join waiting (a
+re-key's join, a leave), and a leave of a subject the member was never told of
+cancels the join waiting for it; a leave waiting is kept before a rejoin (its reason
+is news): what waits stays within two per subject the member knows or is to know
+of, and the relay's own messages in its channel within :data:`OWN_IN_CHANNEL`. The
+order between PRESENCE and relayed messages is kept by the profile, which hands over
+everything waiting before a relayed copy.
 """
 
 from dataclasses import dataclass, field
