@@ -153,9 +153,10 @@ class NatsThread:
         await self._end(sender)
 
     async def _end(self, task: asyncio.Task[None]) -> None:
-        """Cancels ``task`` until it has ended, but not while a session closes within its
-        CLOSE_TIMEOUT_S. nats-py swallows a cancellation in places: between two tries to connect (in its own
-        close), and while a publish waits for room in its buffer (_flush_pending)."""
+        """Cancels ``task`` until it has ended, but not while a session closes within
+        its CLOSE_TIMEOUT_S. nats-py swallows a cancellation in places: between two
+        tries to connect (in its own close), and while a publish waits for room in its
+        buffer (_flush_pending)."""
         while not task.done():
             if self._loop.time() >= self._close_deadline:
                 task.cancel()
