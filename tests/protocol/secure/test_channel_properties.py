@@ -154,6 +154,35 @@ Channels.TestCase.settings = settings(max_examples=150, stateful_step_count=60, 
 TestChannels = Channels.TestCase
 
 
+class TightBudget(Channels):
+    """The same, with a shared budget so small that evictions and refusals happen, and
+    its accounting checked against what the receivers really hold: the bytes of each,
+    and of its partial messages (the ones that can be evicted)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.budget.max_bytes = 6_000
+
+    @invariant()
+    def accounted(self) -> None:
+        held: dict[object, int] = {}
+        partial: dict[object, int] = {}
+        for channel in self.channels:
+            receiver = channel._receiver
+            messages = receiver._held.values()
+            if total := sum(incoming.charged for incoming in messages):
+                held[receiver] = total
+            if part := sum(incoming.charged for incoming in messages if incoming.partial):
+                partial[receiver] = part
+        assert self.budget._held == held
+        assert self.budget._partial == partial
+        assert self.budget._partial_total == sum(partial.values())
+
+
+TightBudget.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
+TestTightBudget = TightBudget.TestCase
+
+
 FRAMES = st.one_of(
     st.builds(
         lambda seq, count, index, data: Fragment(seq, index % count, count, data),
