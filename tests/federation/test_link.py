@@ -336,3 +336,20 @@ async def test_a_kick_while_the_bus_is_down_says_so(
         setup.bus.down = True
         with pytest.raises(ConnectionError, match="bus is down"):
             await setup.link.kick(member, None, None)
+
+
+async def test_snapshot_parts_waiting_are_bounded(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A relay with the cluster key could make another hold up to 65,535 parts of 1,000
+    members, for every name it chose (found by review): one snapshot may have no more
+    parts than the members held could fill, and all that wait, twice that."""
+    async with linked(keys) as setup:
+        limit = -(-setup.harness.relay.remotes.max_members // 1000) + 1
+        await setup.push("presence", Kind.SNAPSHOT, Snapshot(0, 0, limit + 1, ()))
+        assert setup.link.dropped == {"snapshot_too_large": 1}
+        for n in range(3 * limit):  # the first part of many snapshots, none finished
+            setup.other = Sealer(KEY, f"x{n}", 20)
+            await setup.push("presence", Kind.SNAPSHOT, Snapshot(0, 0, 2, (record(n),)))
+        assert sum(map(len, setup.link._parts.values())) <= 2 * limit
+        assert setup.link.dropped["snapshot_incomplete"] == 3 * limit - 2 * limit

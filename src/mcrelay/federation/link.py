@@ -29,6 +29,7 @@ from mcrelay.federation.subjects import EXPECTED_KINDS, Subjects
 from mcrelay.protocol.addresses import RELAY_ITSELF
 from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
 from mcrelay.protocol.federation.bodies import (
+    MAX_SNAPSHOT_MEMBERS,
     RELAY_MEMBER,
     Body,
     Kick,
@@ -436,6 +437,18 @@ class Link:
         return remotes.joined(name, records.remote(record), now)
 
     async def _snapshot_part(self, name: str, part: Snapshot, now: float) -> None:
+        # The parts wait here until the last: one snapshot may have no more than the
+        # members held could fill, and all that wait, twice that (the oldest waiting
+        # snapshot of another relay goes). A relay with the key once made another hold
+        # up to 65,535 parts of 1,000 members, for each name it chose.
+        limit = -(-self._host.remotes.max_members // MAX_SNAPSHOT_MEMBERS) + 1
+        if part.parts > limit:
+            self.dropped["snapshot_too_large"] += 1
+            return
+        if sum(map(len, self._parts.values())) >= 2 * limit:
+            oldest = next((other for other in self._parts if other != name), name)
+            self._parts.pop(oldest, None)
+            self.dropped["snapshot_incomplete"] += 1
         parts = [] if part.part == 0 else self._parts.get(name, [])
         if parts and (parts[0].version, parts[0].parts) != (part.version, part.parts):
             parts = []
