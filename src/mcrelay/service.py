@@ -156,18 +156,26 @@ async def prepare_federation(config: RelayConfig, port: int) -> Joining | None:
     when it joins a federation."""
     if not config.federation_servers:
         return None
-    assert config.federation_key_file is not None  # RelayConfig requires it
-    key = await trio.to_thread.run_sync(read_cluster_key, config.federation_key_file)
-    await trio.to_thread.run_sync(
-        check_bus_files,
-        config.federation_credentials,
-        config.federation_nkey_file,
-        config.federation_tls_ca,
-    )
+    key = await trio.to_thread.run_sync(read_federation_files, config)
     name = config.relay_name or default_relay_name(port)
     path = epoch_file(config.key_file.parent, name)
     epoch = await trio.to_thread.run_sync(next_epoch, path, time.time_ns())
     return Joining(key, name, epoch)
+
+
+def read_federation_files(config: RelayConfig, *, any_owner: bool = False) -> bytes:
+    """The cluster key, once it and the NATS files are found fit (raises
+    ``ClusterKeyError`` naming the file). ``any_owner``: for ``config check``, run by
+    root, say, for the daemon's user: the files need not be ours."""
+    assert config.federation_key_file is not None  # RelayConfig requires it
+    key = read_cluster_key(config.federation_key_file, any_owner=any_owner)
+    check_bus_files(
+        config.federation_credentials,
+        config.federation_nkey_file,
+        config.federation_tls_ca,
+        any_owner=any_owner,
+    )
+    return key
 
 
 def federation_link(config: RelayConfig, relay: Relay, joining: Joining) -> Link:

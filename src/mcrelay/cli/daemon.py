@@ -23,7 +23,7 @@ from mcrelay.cli.options import (
 from mcrelay.cli.status import ExitStatus
 from mcrelay.daemon.legacy.keyfile import KeyFileError
 from mcrelay.federation.epoch import EpochFileError
-from mcrelay.federation.keyfile import ClusterKeyError, check_bus_files, read_cluster_key
+from mcrelay.federation.keyfile import ClusterKeyError
 from mcrelay.logs import configure_logging
 from mcrelay.settings.config import RelayConfig
 from mcrelay.settings.resolve import (
@@ -155,18 +155,11 @@ async def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
 async def run_check(args: argparse.Namespace, env: Environment) -> ExitStatus:
     resolved = _resolve(args, env)
     path = config_file(args.config, env.environ)
-    config = resolved.config
-    if config.federation_servers:  # its files, as the daemon reads them at start
-        assert config.federation_key_file is not None  # RelayConfig requires it
+    if resolved.config.federation_servers:  # its files, as the daemon reads them at start
+        from mcrelay.service import read_federation_files
+
         try:
-            # Run by root, say, for the daemon's user: the files need not be ours.
-            read_cluster_key(config.federation_key_file, any_owner=True)
-            check_bus_files(
-                config.federation_credentials,
-                config.federation_nkey_file,
-                config.federation_tls_ca,
-                any_owner=True,
-            )
+            read_federation_files(resolved.config, any_owner=True)
         except ClusterKeyError as exc:
             raise UsageError(str(exc)) from None
     print(f"# configuration: {path or 'no file'}; all settings valid", file=env.stdout)

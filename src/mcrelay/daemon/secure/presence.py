@@ -21,7 +21,6 @@ from mcrelay.protocol.secure.messages import Presence, PresenceEvent
 OWN_IN_CHANNEL = 16
 """The relay's own messages (PRESENCE, NOTICE) in a member's channel, unacknowledged,
 past which PRESENCE waits here."""
-_JOINED = PresenceEvent.JOINED
 
 
 @dataclass(slots=True, eq=False)
@@ -39,7 +38,10 @@ class PresenceQueue:
         waiting = self._waiting.get(subject, [])
         if waiting and waiting[-1].event is not PresenceEvent.LEFT:
             last = waiting.pop()  # a (re)join not told yet: what comes now replaces it
-            if last.event is PresenceEvent.ALREADY_PRESENT and presence.event is _JOINED:
+            if (
+                last.event is PresenceEvent.ALREADY_PRESENT
+                and presence.event is PresenceEvent.JOINED
+            ):
                 presence = Presence(PresenceEvent.ALREADY_PRESENT, presence.origin)
         if presence.event is PresenceEvent.LEFT:
             if waiting:  # a leave waits: this one, of a rejoin never told, stands for both

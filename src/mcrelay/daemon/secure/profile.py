@@ -481,13 +481,11 @@ class SecureProfile:
             self._services.drop(DropReason.UNREACHABLE, member.address, "queue full")
             self._services.remove(member.id, "unreachable")
             return False
-        if not self._room_for(peer, len(copy)):
-            return False
         now = trio.current_time()
         if peer.presence:  # a sender's join before its words
             self._pass_presence(peer, now, everything=True)
-            if not self._room_for(peer, len(copy)):  # after what that took (or closed)
-                return False
+        if not self._room_for(peer, len(copy)):  # after what that took (or closed)
+            return False
         self._queue(peer, copy, peer.copies, now)
         self._update_backpressure(peer)
         return True
@@ -540,12 +538,11 @@ class SecureProfile:
         there are few, or ``everything``."""
         while (
             peer.presence
+            and not peer.closed
             and peer.closing_at is None  # its farewell is the last it hears
             and (everything or len(peer.own) < OWN_IN_CHANNEL)
         ):
             self._send_own(peer, peer.presence.take(), now)
-            if peer.closed:
-                return
 
     def _presence(
         self, event: PresenceEvent, member: Member, reason: str | None = None

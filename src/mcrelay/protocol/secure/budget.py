@@ -56,8 +56,8 @@ class ReceiveBudget:
             return False  # evicting every partial message would not do
         spent: Holder | None = None
         """``holder`` itself, once found to hold nothing partial but ``keep``."""
+        held = self._held.__getitem__
         while self.total + charge > self.max_bytes:
-            held = self._held.__getitem__
             victim = max((h for h in self._partial if h is not spent), key=held, default=None)
             if victim is None:
                 return False
