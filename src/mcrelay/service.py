@@ -48,7 +48,7 @@ from mcrelay.api.context import ApiContext
 from mcrelay.api.server import open_api_socket, serve_api
 from mcrelay.daemon.legacy.keyfile import load_or_create_key
 from mcrelay.daemon.notify import Notifier
-from mcrelay.daemon.relay import RECEIVE_TICK_S, Relay
+from mcrelay.daemon.relay import Relay
 from mcrelay.daemon.secure.keyfile import load_or_create_secure_key
 from mcrelay.federation.bus import Bus, BusOptions
 from mcrelay.federation.epoch import epoch_file, next_epoch
@@ -334,10 +334,11 @@ async def _report_status(relay: Relay, notifier: Notifier) -> None:
 
 
 async def _watchdog(relay: Relay, notifier: Notifier, interval_s: float) -> None:
-    """Ping only while the receive loop is turning: a stuck relay stops pinging."""
+    """Ping only while the receive loop waits for datagrams or has read some within the
+    interval: a relay whose loop is stuck, or whose receive loop ended, stops pinging."""
     while True:
         await trio.sleep(interval_s)
-        if trio.current_time() - relay.last_turn <= max(interval_s, 2 * RECEIVE_TICK_S):
+        if relay.receive_waiting or trio.current_time() - relay.last_turn <= interval_s:
             notifier.notify("WATCHDOG=1")
         elif not relay.stopping:
             log.error(

@@ -220,15 +220,12 @@ async def test_the_watchdog_stops_when_the_receive_loop_stops_turning(
             await heard.until("READY")
             await heard.until("WATCHDOG")
             await heard.until("WATCHDOG")
-            daemon.relay.stop_receiving()  # as if the loop were stuck
+            daemon.relay.stop_receiving()  # as if the loop had ended
+            pings = 0
             with trio.move_on_after(10):  # mock time: ten seconds of silence cost nothing
                 while True:
-                    message = await heard.next()
-                    # One ping may already have been on its way.
-                    assert (
-                        "WATCHDOG" not in message
-                        or trio.current_time() - daemon.relay.last_turn < 1.5
-                    )
+                    pings += "WATCHDOG" in await heard.next()
+            assert pings <= 1  # one may already have been on its way
             nursery.cancel_scope.cancel()
 
 

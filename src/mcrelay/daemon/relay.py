@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 
 MAX_DATAGRAM_BYTES = 65535
 CLEANUP_INTERVAL_S = 1.0
-RECEIVE_TICK_S = 0.5
-"""The receive loop turns at least this often, idle or not (the watchdog looks at it)."""
 RECEIVE_BATCH_DATAGRAMS = 64
 """Datagrams handled per turn of the receive loop before it yields."""
 
@@ -117,7 +115,9 @@ class Relay:
         self.drained = trio.Event()
         """Set once receiving has stopped and every message has settled and gone out."""
         self.last_turn = 0.0
-        """When the receive loop last went round (Trio's clock)."""
+        """When the receive loop last read a batch (Trio's clock)."""
+        self.receive_waiting = False
+        """The receive loop waits for the socket (idle, not stuck: the watchdog looks)."""
         self.reconfigure(config)
 
     @property
@@ -317,12 +317,17 @@ class Relay:
     # The receive path: synchronous from the socket to a message's task.
 
     async def _receive_loop(self) -> None:
+        # No timeout around the wait: a cancel scope per turn cost about 5 us a
+        # datagram (bench/README.md, issue 11); the watchdog reads receive_waiting.
         with self._receiving:
             while True:
-                self.last_turn = trio.current_time()
-                with trio.move_on_after(RECEIVE_TICK_S):
+                self.receive_waiting = True
+                try:
                     await trio.lowlevel.wait_readable(self._sock)
-                    self._receive_batch()
+                finally:
+                    self.receive_waiting = False
+                self.last_turn = trio.current_time()
+                self._receive_batch()
 
     def _receive_batch(self) -> None:
         for _ in range(RECEIVE_BATCH_DATAGRAMS):
