@@ -133,3 +133,20 @@ def test_a_charge_no_eviction_can_make_room_for_is_refused_asking_no_one() -> No
     assert not budget.reserve(Holding(), 100, 0)
     assert sum(holder.asked for holder in holders) == 0
     assert budget.total == 1000 * 100
+
+
+def test_a_charge_that_needs_the_askers_own_message_evicts_no_one_and_is_refused() -> None:
+    """The message a fragment belongs to is never evicted for it: when the room it needs
+    is partly that message's own bytes, every other peer's partial message was evicted
+    before the charge was refused anyway (older than issue 11's budget; found by review)."""
+    empty = MESSAGE_OVERHEAD_BYTES + FRAGMENT_OVERHEAD_BYTES  # a first fragment of no bytes
+    budget = ReceiveBudget(max_bytes=2 * empty + 124)
+    other, grower = member(budget), member(budget)
+    feed(other, 0.0, Fragment(0, 0, 2, b""))
+    feed(grower, 0.1, Fragment(0, 0, 2, b""))
+    # Evicting the other's message leaves too little: its own message's bytes are needed.
+    feed(grower, 0.2, Fragment(0, 1, 2, PIECE))
+    assert grower.statistics().drops == {DropReason.BUFFER_LIMIT: 1}
+    assert other.statistics().drops == {}
+    assert other.statistics().held == grower.statistics().held == 1
+    assert budget.total == 2 * empty

@@ -7,8 +7,9 @@ go, the charge is refused. A channel that ends gives its bytes back (``close``).
 
 The bytes of partial messages are counted apart from those of complete ones (which
 wait for an earlier message, and cannot be evicted): a charge that evicting every
-partial message could not make room for is refused at once, and the peer to evict
-from is looked for among those holding partial bytes only. (Looked for among every
+partial message but the one it is for could not make room for is refused at once,
+evicting nothing, and the peer to evict from is looked for among those holding
+partial bytes only. (Looked for among every
 peer, each asked in turn, a refused charge cost the square of their number: with
 1,000 members holding complete messages, 32 ms a fragment, 3.5 s for one DATA.)
 """
@@ -40,10 +41,11 @@ class ReceiveBudget:
     def held(self, holder: Holder) -> int:
         return self._held.get(holder, 0)
 
-    def reserve(self, holder: Holder, charge: int, keep: int) -> bool:
-        """Charge ``holder`` for a fragment of its partial message ``keep``, evicting
-        others' partial messages (most bytes first) while the total would pass the bound."""
-        if self.total + charge > self.max_bytes and not self._make_room(holder, charge, keep):
+    def reserve(self, holder: Holder, charge: int, keep: int, kept: int = 0) -> bool:
+        """Charge ``holder`` for a fragment of its partial message ``keep`` (``kept``: the
+        bytes it holds already), evicting others' partial messages (most bytes first)
+        while the total would pass the bound."""
+        if self.total + charge > self.max_bytes and not self._make_room(holder, charge, keep, kept):
             return False
         self.total += charge
         self._held[holder] = self._held.get(holder, 0) + charge
@@ -51,9 +53,9 @@ class ReceiveBudget:
         self._partial_total += charge
         return True
 
-    def _make_room(self, holder: Holder, charge: int, keep: int) -> bool:
-        if self.total - self._partial_total + charge > self.max_bytes:
-            return False  # evicting every partial message would not do
+    def _make_room(self, holder: Holder, charge: int, keep: int, kept: int) -> bool:
+        if self.total - (self._partial_total - kept) + charge > self.max_bytes:
+            return False  # evicting every partial message but ``keep`` would not do
         spent: Holder | None = None
         """``holder`` itself, once found to hold nothing partial but ``keep``."""
         held = self._held.__getitem__
