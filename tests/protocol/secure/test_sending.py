@@ -10,6 +10,7 @@ from mcrelay.protocol.secure.channel_events import (
     MessageFailed,
 )
 from mcrelay.protocol.secure.frames import MAX_FRAGMENT_BYTES, Abandon, Fragment
+from mcrelay.protocol.secure.rtt import MAX_RTO_S
 from mcrelay.protocol.secure.sending import (
     ACK_INTERVAL_S,
     MAX_BODY_BYTES,
@@ -163,6 +164,21 @@ def test_a_message_of_several_fragments_also_waits_for_the_receivers_report() ->
     assert timeout is not None
     assert timeout == pytest.approx(0.05 + 0.3 + ACK_INTERVAL_S)
     assert fragments(drain(channel, timeout)) == [(0, 1), (0, 2)]
+
+
+def test_the_wait_for_the_receivers_report_stays_within_the_pages_cap() -> None:
+    """RTO plus 40 ms passed the page's 2 s cap once backed off: 2.04 s (found by review)."""
+    channel = client(initial_rtt_s=0.1)
+    channel.send(bytes(3 * MAX_FRAGMENT_BYTES), 0.0)
+    drain(channel, 0.0)
+    now = 0.0
+    for _ in range(6):  # 0.3 s doubled past the cap
+        timeout = channel.next_deadline()
+        assert timeout is not None
+        assert timeout - now <= MAX_RTO_S
+        now = timeout
+        drain(channel, now)
+    assert channel.rtt.rto_s == MAX_RTO_S
 
 
 def test_karn_no_sample_from_a_fragment_sent_twice() -> None:

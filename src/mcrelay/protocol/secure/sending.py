@@ -30,7 +30,7 @@ from mcrelay.protocol.secure.frames import (
     Ack,
     Fragment,
 )
-from mcrelay.protocol.secure.rtt import GRANULARITY_S, RttEstimator
+from mcrelay.protocol.secure.rtt import GRANULARITY_S, MAX_RTO_S, RttEstimator
 from mcrelay.protocol.secure.serial import serial_add, serial_diff
 
 MESSAGE_WINDOW = 8
@@ -233,8 +233,12 @@ class Sender:
 
     def _arm(self, outgoing: _Outgoing, now: float) -> None:
         # The receiver reports an incomplete message only every ACK_INTERVAL_S: a
-        # message of several fragments waits for that report too (QUIC's max_ack_delay).
-        outgoing.rto_at = now + self.rtt.rto_s + (ACK_INTERVAL_S if outgoing.count > 1 else 0.0)
+        # message of several fragments waits for that report too (QUIC's max_ack_delay),
+        # within the page's cap.
+        wait = self.rtt.rto_s
+        if outgoing.count > 1:
+            wait = min(wait + ACK_INTERVAL_S, MAX_RTO_S)
+        outgoing.rto_at = now + wait
         outgoing.armed_at = now
 
     def _settle(self, outgoing: _Outgoing) -> None:
