@@ -19,6 +19,7 @@ import trio
 import trio.testing
 from api_support import ApiDaemon, api_daemon, assert_json_error, event_stream
 
+from mcrelay.api import http11
 from mcrelay.api.connections import Connections
 from mcrelay.api.server import accept_connections
 from support import WAIT_S, relay_config, running_daemon, wait_until
@@ -157,6 +158,28 @@ async def test_connections_past_the_cap_are_refused_with_a_503(relay_key_file: P
                 assert (await read_response(admitted)).startswith(b"HTTP/1.1 200 ")
         status = (await api.http.get("/v1/status")).json()
         assert status["statistics"]["api_connections_refused"] == 1
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"POST /v1/messages HTTP/1.1\r\nHost: mcrelay\r\nContent-Length: 100000\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: mcrelay\r\nContent-Length: 100\r\n\r\n",
+        b"POST /v1/messages HTTP/1.1\r\nHost: mcrelay\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ],
+)
+async def test_a_request_body_that_does_not_come_in_time_costs_its_connection(
+    relay_key_file: Path, monkeypatch: pytest.MonkeyPatch, request_head: bytes
+) -> None:
+    """Headers had 5 s (hypercorn's), a body forever: anyone reaching the API, token or
+    not, held connections up to the cap with a body never sent (found by review)."""
+    monkeypatch.setattr(http11, "REQUEST_BODY_S", 0.2)
+    async with api_daemon(relay_key_file) as api, await connect(api) as stream:
+        await stream.send_all(request_head)
+        if b"chunked" in request_head:
+            await stream.send_all(b"1\r\nx\r\n")  # a trickle: one byte, then silence
+        await read_until_closed(stream)
+        await wait_until(lambda: len(api.daemon.api.connections) <= 1)  # the client's own
 
 
 async def test_the_connection_cap_is_live_on_reload(relay_key_file: Path) -> None:

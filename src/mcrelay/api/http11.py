@@ -7,23 +7,36 @@ The API speaks HTTP/1.1 only: the h2c upgrade is ignored (the request is
 answered in HTTP/1.1, which RFC 9110, 7.8, allows) and a connection opening
 with the preface is closed by its :class:`ApiStream`.
 
-This leans on hypercorn's internals (``TCPServer.run``, ``H11Protocol``), as of
-0.18: pyproject.toml pins the versions it was written against.
+hypercorn closes a connection whose request headers take longer than its
+keep-alive time (5 s), but gives the body that follows no time limit at all, and
+answers (a 401, say) before reading it: a client that announced a body and never
+sent it held its connection for good, token or not, up to the cap. A request's
+body must come whole within :data:`REQUEST_BODY_S` of its headers.
+
+This leans on hypercorn's internals (``TCPServer.run``, ``_read_data``,
+``H11Protocol``), as of 0.18: pyproject.toml pins the versions it was written against.
 """
 
+import math
 from typing import cast
 
 import h11
+import trio
 from hypercorn.config import Config
+from hypercorn.events import Closed, RawData
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.task_group import TaskGroup
-from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
 from hypercorn.utils import parse_socket_addr
 
 from mcrelay.api.connections import ApiStream
+
+REQUEST_BODY_S = 10.0
+"""From a request's headers to the last byte of its body, at most (the API's bodies
+are at most 1 MiB, from local clients)."""
 
 
 class Http11Protocol(H11Protocol):
@@ -66,6 +79,7 @@ class HttpConnection(TCPServer):
                 )
                 # TCPServer calls only initiate() and handle(), which H11Protocol has.
                 self.protocol = cast(ProtocolWrapper, protocol)
+                self._http = protocol
                 await self.protocol.initiate()
                 await self.idle_task.restart(self._task_group, self._idle_timeout)
                 await self._read_data()
@@ -76,3 +90,22 @@ class HttpConnection(TCPServer):
             pass
         finally:
             await self._close()
+
+    async def _read_data(self) -> None:
+        """``TCPServer._read_data``, with a deadline on a request's body (see the module)."""
+        body_since: float | None = None
+        while True:
+            if self._http.connection.their_state is not h11.SEND_BODY:
+                body_since = None
+            elif body_since is None:
+                body_since = trio.current_time()
+            deadline = math.inf if body_since is None else body_since + REQUEST_BODY_S
+            try:
+                with trio.fail_at(deadline):
+                    data = await self.stream.receive_some(MAX_RECV)
+            except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+                break
+            await self.protocol.handle(RawData(bytes(data)))
+            if data == b"":
+                break
+        await self.protocol.handle(Closed())
