@@ -7,7 +7,6 @@ pipeline (``mcrelay.daemon.messages``), with this profile's opener: the relay ke
 decrypts the payload and, for a small fan-out, the same worker job seals the copies.
 """
 
-import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,8 +43,6 @@ from mcrelay.protocol.legacy.events import (
 )
 from mcrelay.protocol.reassembly import Complete, MessageKey, Pending, Reassembler, Rejected
 from mcrelay.settings.config import RelayConfig
-
-log = logging.getLogger(__name__)
 
 PROFILE = "legacy"
 
@@ -218,8 +215,7 @@ class LegacyProfile:
         services = self._services
         try:
             claimed = identity(crypto.load_public_key_untrusted(event.pem), source)
-        except RemoteProtocolError as exc:
-            log.info("refused key from %s: %s", format_address(source), exc)
+        except RemoteProtocolError as exc:  # counted, not logged: sources are spoofable
             services.drop(exc.reason, source, exc)
             return
         if not services.roster.holds(claimed) and not self._registrations.allow(
