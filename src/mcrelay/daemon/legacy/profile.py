@@ -7,6 +7,8 @@ pipeline (``mcrelay.daemon.messages``), with this profile's opener: the relay ke
 decrypts the payload and, for a small fan-out, the same worker job seals the copies.
 """
 
+import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +46,10 @@ from mcrelay.protocol.legacy.events import (
 from mcrelay.protocol.reassembly import Complete, MessageKey, Pending, Reassembler, Rejected
 from mcrelay.settings.config import RelayConfig
 
+log = logging.getLogger(__name__)
+
 PROFILE = "legacy"
+REFUSED_KEY_LOG_INTERVAL_S = 60.0
 
 
 @dataclass(slots=True, eq=False)
@@ -89,6 +94,8 @@ class LegacyProfile:
         self._answers = SourceLimiter()
         self._registrations = SourceLimiter()
         self._reassembling: dict[MessageKey, _Message] = {}
+        self._keys_refused = 0
+        self._refused_logged_at = -math.inf
         self._handlers: dict[type[Any], Callable[[Any, Address, Member | None, float], None]] = {
             KeyRequest: self._on_key_request,
             ClientKey: self._on_client_key,
@@ -215,8 +222,9 @@ class LegacyProfile:
         services = self._services
         try:
             claimed = identity(crypto.load_public_key_untrusted(event.pem), source)
-        except RemoteProtocolError as exc:  # counted, not logged: sources are spoofable
+        except RemoteProtocolError as exc:
             services.drop(exc.reason, source, exc)
+            self._log_refused_key(source, exc, now)
             return
         if not services.roster.holds(claimed) and not self._registrations.allow(
             (source[0], 0), now
@@ -227,6 +235,20 @@ class LegacyProfile:
             services.register(claimed, source, now)
         except RosterFull as exc:
             services.drop(DropReason.REGISTRY_FULL, source, exc)
+
+    def _log_refused_key(self, source: Address, exc: RemoteProtocolError, now: float) -> None:
+        """The page logs a refused key; sources are spoofable, so one line a minute at
+        most, with how many were refused since the last (all are counted, ``bad_key``)."""
+        self._keys_refused += 1
+        if now - self._refused_logged_at < REFUSED_KEY_LOG_INTERVAL_S:
+            return
+        log.info(
+            "refused key from %s: %s (%d refused since the last such line)",
+            format_address(source),
+            exc,
+            self._keys_refused,
+        )
+        self._refused_logged_at, self._keys_refused = now, 0
 
     def _on_fragment(
         self, event: FragmentReceived, source: Address, sender: Member | None, now: float
