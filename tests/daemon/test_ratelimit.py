@@ -100,3 +100,15 @@ def test_nothing_is_allowed_until_configured_then_the_total_burst_is_whole() -> 
     limit = SourceLimiter()
     limit.configure(per_source_burst=10, per_source_per_s=1.0, total_burst=3, total_per_s=1.0)
     assert allowed(limit, A, 0.0, 5) == 3
+
+
+def test_a_source_is_not_charged_for_what_the_total_refused() -> None:
+    """Its token was spent when the total said no: a host's burst went on refusals."""
+    limit = limiter(per_source_burst=2, per_source_per_s=0.001, total_burst=1, total_per_s=1.0)
+    assert limit.allow(B, 0.0)  # the total's one token
+    assert not limit.allow(A, 0.0)
+    assert not limit.allow(A, 0.0)
+    assert not limit.total_room(0.5)
+    assert limit.total_room(1.0)
+    assert limit.allow(A, 1.0)  # A still had both of its tokens
+    assert limit.allow(A, 2.0)

@@ -17,10 +17,14 @@ class TokenBucket:
     tokens: float
     updated: float
 
-    def take(self, now: float) -> bool:
+    def refill(self, now: float) -> bool:
+        """Add what ``now`` earned; is there a token?"""
         self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate_per_s)
         self.updated = now
-        if self.tokens >= 1:
+        return self.tokens >= 1
+
+    def take(self, now: float) -> bool:
+        if self.refill(now):
             self.tokens -= 1
             return True
         return False
@@ -75,7 +79,16 @@ class SourceLimiter:
             # Only reachable under a spoofed-source storm; forgetting the stalest
             # source errs towards answering, and the total bucket still caps it.
             self._sources.popitem(last=False)
-        return bucket.take(now) and self._total.take(now)
+        # Both or neither: a source is not charged for what the total refused.
+        if bucket.refill(now) and self._total.refill(now):
+            bucket.tokens -= 1
+            self._total.tokens -= 1
+            return True
+        return False
+
+    def total_room(self, now: float) -> bool:
+        """Would the total allow one more now?"""
+        return self._total.refill(now)
 
     def _forget_refilled(self, now: float) -> None:
         while self._sources:
