@@ -94,6 +94,7 @@ async def test_status_of_an_idle_relay(relay_key_file: Path, keys: Keys) -> None
                 "copies_sent": 0,
                 "crypto_workers": 1,
                 "crypto_worker_restarts": 0,
+                "registrations_waiting": 0,
             },
             "secure": {
                 "clients": 0,

@@ -12,6 +12,7 @@ import trio.testing
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.client import MessageReceived
+from mcrelay.daemon.legacy.profile import identity
 from mcrelay.daemon.relay import CLEANUP_INTERVAL_S
 from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address
@@ -106,23 +107,59 @@ async def test_key_requests_are_answered_at_the_configured_rate(
         assert harness.drops() == {"rate_limited": 20 - burst + 1}
 
 
-async def test_registrations_from_one_host_are_rate_limited(
+def waiting(harness: Harness) -> int:
+    return harness.relay.statistics().profiles["legacy"]["registrations_waiting"]
+
+
+async def test_registrations_over_the_rate_wait_for_it_and_are_made(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
-    config = harness_config()
-    burst = config.registrations_per_host_burst
+    """The page: "on 4 the relay registers". A page client sends its key once: the 10
+    over the rate were dropped, and those clients were never members (found by review:
+    30 clients of one host, 20 registered)."""
+    config = harness_config(registrations_per_host_burst=20, registrations_per_host_per_s=5.0)
     async with open_relay(keys[0], config) as harness:
-        for n in range(burst + 5):
-            harness.peer(client_address(n), keys[2]).register()
+        (watcher,) = await harness.members(keys, 1)
+        peers = [harness.peer(client_address(1 + n), keys[2]) for n in range(30)]
+        for peer in peers:
+            peer.register()
         await settle()
-        assert harness.drops() == {"rate_limited": 5}
-        assert len(harness.relay.roster) == burst
-        # Refilled at registrations_per_host_per_s: one more a fifth of a second on.
-        await trio.sleep(1.0 / config.registrations_per_host_per_s)
-        harness.peer(client_address(burst + 5), keys[2]).register()
-        harness.peer(client_address(burst + 6), keys[2]).register()
+        assert len(harness.relay.roster) == 20  # the watcher and 19
+        assert waiting(harness) == 11
+        peers[-1].send(legacy.disconnect())  # a waiting client that goes is not made
+        peers[-2].rekey(keys[3])  # one that sends another key keeps its place
         await settle()
-        assert len(harness.relay.roster) == burst + 1
+        assert waiting(harness) == 10
+        await trio.sleep(11 / config.registrations_per_host_per_s)  # 5 a second
+        assert len(harness.relay.roster) == 30
+        assert waiting(harness) == 0
+        assert not peers[-1].registered()
+        rekeyed = harness.relay.roster.at(peers[-2].address)
+        assert rekeyed is not None
+        assert rekeyed.identity.key_id == identity(keys[3].public_key(), rekeyed.address).key_id
+        joined = [event for event in watcher.take() if isinstance(event, PeerJoined)]
+        assert len(joined) == 29  # each told once, the waiting ones as they were made
+        assert harness.drops() == {}
+
+
+async def test_a_registration_waits_a_client_timeout_at_most(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = harness_config(
+        registrations_per_host_burst=1, registrations_per_host_per_s=0.01, client_timeout_s=5.0
+    )
+    async with open_relay(keys[0], config) as harness:
+        first, late = (harness.peer(client_address(n), keys[1 + n]) for n in range(2))
+        first.register()
+        late.register()
+        await settle()
+        assert waiting(harness) == 1
+        for _ in range(6):  # first keeps alive; late's turn does not come within 5 s
+            await trio.sleep(1.0)
+            first.send(legacy.keepalive())
+        assert waiting(harness) == 0
+        assert not late.registered()
+        assert harness.drops() == {"rate_limited": 1}
 
 
 async def test_registration_limits_are_settings_a_reload_changes(
@@ -141,15 +178,16 @@ async def test_registration_limits_are_settings_a_reload_changes(
         relay = harness.relay
         register_two(harness)
         await settle()
-        assert (len(relay.roster), harness.drops()) == (1, {"rate_limited": 1})
+        assert (len(relay.roster), harness.drops(), waiting(harness)) == (1, {}, 1)
         faster = replace(
             config, registrations_per_host_burst=5, registrations_per_host_per_s=1000.0
         )
         relay.reconfigure(faster)
-        await trio.sleep(0.01)  # the bucket refills at the new rate
+        await trio.sleep(0.1)  # the bucket refills at the new rate; the waiting one goes
+        assert (len(relay.roster), harness.dropped("registry_full")) == (1, 1)
         register_two(harness)
         await settle()
-        assert (len(relay.roster), harness.dropped("registry_full")) == (1, 2)
+        assert (len(relay.roster), harness.dropped("registry_full")) == (1, 3)
         relay.reconfigure(replace(faster, max_clients_per_host=3))
         register_two(harness)
         await settle()

@@ -103,6 +103,7 @@ PROFILE_COUNTERS = {
 PROFILE_GAUGES = {
     "clients": "Registered clients of each wire profile",
     "crypto_workers": "RSA worker processes up",
+    "registrations_waiting": "Legacy registrations waiting for the rate limits",
     "handshakes_pending": "Secure handshakes answered and not yet confirmed",
     "send_buffer_bytes": "Secure copies queued or not yet acknowledged, in bytes",
     "receive_buffer_bytes": "Secure messages in reassembly, in bytes",

@@ -40,7 +40,8 @@ class Statistics:
     clients: int
     profiles: dict[str, dict[str, int]]
     """Each profile served, by name: its ``clients``, ``datagrams_in`` and ``copies_sent``,
-    the legacy profile's ``crypto_workers`` and ``crypto_worker_restarts``, and the
+    the legacy profile's ``crypto_workers``, ``crypto_worker_restarts`` and
+    ``registrations_waiting``, and the
     secure profile's ``handshakes_pending``, ``send_buffer_bytes`` and
     ``receive_buffer_bytes``."""
     reassembly_in_flight: int

@@ -331,7 +331,7 @@ class RelayConfig:
         help="key-request answers per second, all sources together",
     )
     registrations_per_host_burst: int = setting(
-        20,
+        64,
         convert=positive_int,
         check=_AT_LEAST_1,
         section="limits",
@@ -339,7 +339,7 @@ class RelayConfig:
         help="registrations and re-keys one host may make at once",
     )
     registrations_per_host_per_s: float = setting(
-        5.0,
+        20.0,
         convert=positive_float,
         check=_ABOVE_0,
         section="limits",

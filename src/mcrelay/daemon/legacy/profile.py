@@ -30,6 +30,7 @@ from mcrelay.daemon.legacy.sealing import (
     SealJob,
     relay_key_der,
 )
+from mcrelay.daemon.legacy.waiting import WaitingRegistrations
 from mcrelay.daemon.workers import CryptoWorkers, Running
 from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address, format_address
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 
 PROFILE = "legacy"
 REFUSED_KEY_LOG_INTERVAL_S = 60.0
+WAITING_RETRY_S = 0.05
+"""How often the registrations waiting for the rate try again."""
 
 
 @dataclass(slots=True, eq=False)
@@ -95,6 +98,9 @@ class LegacyProfile:
         self._registrations = SourceLimiter()
         self._reassembling: dict[MessageKey, _Message] = {}
         self._keys_refused = 0
+        self._waiting = WaitingRegistrations()
+        self._registration_waits = trio.Event()
+        self._client_timeout_s = 30.0
         self._refused_logged_at = -math.inf
         self._handlers: dict[type[Any], Callable[[Any, Address, Member | None, float], None]] = {
             KeyRequest: self._on_key_request,
@@ -108,6 +114,7 @@ class LegacyProfile:
     def configure(self, config: RelayConfig) -> None:
         """Apply the settings this profile reads (at start, and on every reload)."""
         self.max_message_bytes = config.max_message_bytes
+        self._client_timeout_s = config.client_timeout_s
         reassembler = self.reassembler
         reassembler.timeout_s = config.reassembly_timeout_s
         reassembler.max_fragments = legacy.max_fragments(
@@ -132,15 +139,24 @@ class LegacyProfile:
 
     def figures(self) -> dict[str, int]:
         """What the API shows of this profile beyond its members and traffic: its RSA
-        worker processes up now, and how many were started again after one ended."""
+        worker processes up now, how many were started again after one ended, and the
+        registrations waiting for the rate limits."""
         return {
             "crypto_workers": self._workers.up,
             "crypto_worker_restarts": self._workers.restarts,
+            "registrations_waiting": len(self._waiting),
         }
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """No tasks of its own: a message's task is started by its first fragment."""
+        """The registrations waiting for the rate (a message's task is started by its
+        first fragment)."""
         task_status.started()
+        while True:
+            await self._registration_waits.wait()
+            while self._waiting:
+                await trio.sleep(WAITING_RETRY_S)
+                self._register_waiting(trio.current_time())
+            self._registration_waits = trio.Event()
 
     def deliver(self, member: Member, copy: bytes) -> bool:
         return self._services.send(copy, member.address)
@@ -226,15 +242,39 @@ class LegacyProfile:
             services.drop(exc.reason, source, exc)
             self._log_refused_key(source, exc, now)
             return
-        if not services.roster.holds(claimed) and not self._registrations.allow(
-            (source[0], 0), now
-        ):
-            services.drop(DropReason.RATE_LIMITED, source, "registration")
-            return
-        try:
+        if services.roster.holds(claimed):  # a refresh: never limited
             services.register(claimed, source, now)
+        elif source in self._waiting or not self._registrations.allow((source[0], 0), now):
+            dropped = self._waiting.add(source, claimed, now)
+            if dropped is not None:
+                services.drop(DropReason.RATE_LIMITED, dropped, "registration waited")
+            self._registration_waits.set()
+        else:
+            self._register(source, claimed, now)
+
+    def _register(self, source: Address, claimed: Identity, now: float) -> None:
+        try:
+            self._services.register(claimed, source, now)
         except RosterFull as exc:
-            services.drop(DropReason.REGISTRY_FULL, source, exc)
+            self._services.drop(DropReason.REGISTRY_FULL, source, exc)
+
+    def _register_waiting(self, now: float) -> None:
+        """The waiting registrations the rates allow now (see waiting.py)."""
+        limiter = self._registrations
+        taken = self._waiting.take(
+            now,
+            self._client_timeout_s,
+            lambda source: limiter.allow((source[0], 0), now),
+            lambda: limiter.total_room(now),
+        )
+        for source in taken.expired:
+            self._services.drop(DropReason.RATE_LIMITED, source, "registration waited")
+        for source, claimed in taken.ready:
+            member = self._services.roster.at(source)
+            if member is not None and member.identity.profile != PROFILE:
+                self._services.drop(DropReason.SECURE_ADDRESS, source)
+            else:
+                self._register(source, claimed, now)
 
     def _log_refused_key(self, source: Address, exc: RemoteProtocolError, now: float) -> None:
         """The page logs a refused key; sources are spoofable, so one line a minute at
@@ -280,6 +320,8 @@ class LegacyProfile:
     def _on_disconnect(
         self, _event: DisconnectRequest, source: Address, member: Member | None, _now: float
     ) -> None:
+        if member is None and self._waiting.discard(source):
+            return  # its registration was still waiting: it is not made
         if member is None or self._services.remove(member.id, "disconnect") is None:
             self._services.drop(DropReason.UNREGISTERED, source)
 
@@ -293,7 +335,10 @@ class LegacyProfile:
         self._services.drop(DropReason.UNKNOWN_TYPE, source, f"TLV type {event.type}")
 
     def stop_receiving(self) -> None:
-        """Messages still in reassembly cannot complete: they end now, each counted."""
+        """Messages still in reassembly cannot complete: they end now, each counted, as
+        do the registrations still waiting."""
+        for source in self._waiting.clear():
+            self._services.drop(DropReason.STOPPED, source)
         for key in self.reassembler.clear():
             self._services.drop(DropReason.STOPPED, key[0])
             self._end(key)
