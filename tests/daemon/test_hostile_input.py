@@ -53,7 +53,7 @@ FLOOD_MAX_MESSAGE_BYTES = 1000
 REASSEMBLY_TIMEOUT_S = 0.2
 COMPLETIONS_BETWEEN_FLUSHES = 24
 """Messages one hostile completes before the flood lets the crypto stage drain, so
-that none is refused as ``overloaded`` (32 per client) and the accounting stays exact."""
+that none is refused as ``overloaded`` (128 per client) and the accounting stays exact."""
 
 
 async def test_garbage_flood_while_three_clients_chat(

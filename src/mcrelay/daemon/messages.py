@@ -31,8 +31,10 @@ from mcrelay.protocol.errors import DropReason, RemoteProtocolError
 
 log = logging.getLogger(__name__)
 
-MAX_RELAYS_PER_CLIENT = 32
-"""Messages of one member between admission and fan-out; more are ``overloaded``."""
+MAX_RELAYS_PER_CLIENT = 128
+"""Messages of one member between admission and fan-out; more are ``overloaded``. A
+legacy client has no flow control and may send a burst: 32 lost 68 of 100 sent back
+to back; a member may hold its host's share of the default 256."""
 HOST_SHARE_OF_PENDING = 0.5
 """The share of ``max_pending_relays`` the members of one host may hold together, so
 one host's members cannot take every place (other hosts keep the rest)."""
