@@ -466,3 +466,19 @@ def test_a_key_refused_again_is_forgotten_after_the_keys_refused_before_it() -> 
     reassembler.refuse(third, 5.6)  # over the cap: the oldest goes
     assert reassembler.ended(first, 5.7) is DropReason.OVERLOADED
     assert reassembler.ended(second, 5.7) is None
+
+
+def test_a_large_message_grows_past_many_light_holders() -> None:
+    """Once the honest sender held the most, its own message was the only one it could
+    evict, and eviction stopped there: 130 sources holding 8 lone first fragments each
+    (12-byte datagrams) kept any message over about 17 KB from completing (found by
+    review). The next heaviest source pays instead, as in the secure profile's budget."""
+    r = make()
+    for attacker in range(130):
+        source = (f"10.9.{attacker // 100}.{attacker % 100}", 4000)
+        for msg in range(8):
+            r.add(source, frag(0, 176, b"", msg_id=bytes([msg, 0, 0, 0])), 0.0)
+    assert r.buffered_bytes > r.max_total_bytes - MESSAGE_OVERHEAD_BYTES
+    outcomes = [r.add(SRC, frag(seq, 176, piece(seq, 256)), 0.1) for seq in range(176)]
+    assert outcomes[-1] == Complete(KEY, payload(176, 256))
+    assert not [outcome for outcome in outcomes if isinstance(outcome, Rejected)]

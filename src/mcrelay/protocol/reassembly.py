@@ -236,12 +236,25 @@ class Reassembler:
         self, cost: int, keep: MessageKey, dropped: list[tuple[MessageKey, DropReason]]
     ) -> None:
         """Evict until ``cost`` more bytes fit: each time, the oldest partial message of
-        the source holding the most bytes (never ``keep``, the fragment's own message)."""
-        while self.buffered_bytes + cost > self.max_total_bytes and self._bytes_per_source:
-            heaviest = max(self._bytes_per_source, key=self._bytes_per_source.__getitem__)
+        the source holding the most bytes (never ``keep``, the fragment's own message);
+        a source whose only message is ``keep`` is passed over for the next, so a sender
+        growing one large message is not stopped by many sources holding a little.
+        Nothing is evicted when evicting everything but ``keep`` would not do."""
+        kept = self._partials[keep].charged if keep in self._partials else 0
+        if kept + cost > self.max_total_bytes:  # every buffered byte is a partial message's
+            return
+        spent: Address | None = None
+        held = self._bytes_per_source.__getitem__
+        while self.buffered_bytes + cost > self.max_total_bytes:
+            heaviest = max(
+                (s for s in self._bytes_per_source if s != spent), key=held, default=None
+            )
+            if heaviest is None:
+                break
             victim = next((k for k in self._per_source[heaviest] if k != keep), None)
             if victim is None:
-                break
+                spent = heaviest  # keep's source, holding only keep
+                continue
             partial = self._partials[victim]
             self._release(victim, partial)
             self._bury(victim, partial.deadline)
