@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
+from mcrelay.cli import api_client
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.status import ExitStatus
 from mcrelay.cli.text import json_text
@@ -133,3 +134,79 @@ def test_what_stdout_cannot_encode_is_escaped_not_a_crash(monkeypatch: pytest.Mo
     env = Environment(stdin=io.StringIO())
     print("10 € café", file=env.stdout, flush=True)
     assert out.buffer.getvalue() == "10 \\u20ac café\n".encode("latin-1")
+
+
+@pytest.mark.parametrize(
+    ("status", "exit_status"), [(200, ExitStatus.ERROR), (500, ExitStatus.SERVER_ERROR)]
+)
+async def test_an_answer_nested_too_deep_is_one_error_line(
+    status: int, exit_status: ExitStatus
+) -> None:
+    """200,000 brackets made a RecursionError, which is no ValueError: a traceback
+    (found by review)."""
+    async with raw_api(status, b"[" * 200_000) as api:
+        console = Console()
+        assert await console.run("status", "--api", api) == exit_status
+    assert_one_error_line(console, "")
+
+
+@asynccontextmanager
+async def trickling_api(body: bytes, *, events: bool) -> AsyncIterator[str]:
+    """A server that sends its head, then ``body`` a byte every 10 ms (events: a stream)."""
+
+    async def serve(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.receive_some()
+            kind = "text/event-stream" if events else "application/json"
+            length = "" if events else "content-length: 1000000\r\n"
+            await stream.send_all(
+                f"HTTP/1.1 200 X\r\ncontent-type: {kind}\r\n{length}\r\n".encode()
+            )
+            for byte in body:
+                await stream.send_all(bytes([byte]))
+                await trio.sleep(0.01)
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, serve, 0, host="127.0.0.1")
+        )
+        yield f"127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_answer_trickled_a_byte_at_a_time_is_given_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each read had 10 s, the whole answer forever: a byte every 5 s held `status` for
+    good (found by review)."""
+    monkeypatch.setattr(api_client, "ANSWER_DEADLINE_S", 0.3)
+    async with trickling_api(b" " * 1000, events=False) as api:
+        console = Console()
+        with trio.fail_after(5):
+            assert await console.run("status", "--api", api) == ExitStatus.UNREACHABLE
+    assert_one_error_line(console, "did not answer within")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_an_event_line_without_end_is_refused_not_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """httpx's line reader held an endless line whole (found by review)."""
+    monkeypatch.setattr(api_client, "MAX_EVENT_BYTES", 100)
+    async with raw_api(200, b"data: " + b"x" * 1000, events=True) as api:
+        console = Console()
+        assert await console.run("events", "--api", api) == ExitStatus.ERROR
+    assert_one_error_line(console, "over 100 bytes")
+
+
+async def test_event_lines_end_at_lf_crlf_or_cr_even_split_between_reads() -> None:
+    chunks = [b'data: {"a"', b":1}\r", b"\n\r", b'\ndata: {"b":2}\r\r', b'data: {"c":3}\n\n']
+    async with raw_api(200, b"".join(chunks), events=True) as api:
+        console = Console()
+        await console.run("events", "--json", "--api", api)
+    assert [json.loads(line) for line in console.stdout.getvalue().splitlines()] == [
+        {"a": 1},
+        {"b": 2},
+        {"c": 3},
+    ]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import trio
 
 from mcrelay.cli.options import UsageError
 from mcrelay.cli.status import ApiAnswerError, ApiError, ApiUnreachable
@@ -16,6 +17,15 @@ from mcrelay.files import FileError, read_token_file
 from mcrelay.settings.address import parse_api_address
 
 REQUEST_TIMEOUT_S = 10.0
+"""Connecting, and each read or write (httpx's timeout)."""
+ANSWER_DEADLINE_S = 30.0
+"""A whole answer: a server trickling a byte at a time never trips a read's timeout."""
+MAX_ANSWER_BYTES = 256 * 1024 * 1024
+"""The largest answer read (the clients of a full relay take some 20 MB)."""
+MAX_EVENT_BYTES = 1024 * 1024
+"""The largest event-stream line, or event, read."""
+JSON_ERRORS = (ValueError, RecursionError)
+"""What parsing an answer may raise: deep nesting is a RecursionError, not a ValueError."""
 
 
 def read_token(path: Path) -> str:
@@ -50,16 +60,32 @@ class Api:
         self.where = where
 
     async def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        with trio.move_on_after(ANSWER_DEADLINE_S):
+            status, body = await self._request(method, path, **kwargs)
+            if status >= 400:
+                raise ApiError(status, _error_message(status, body))
+            try:
+                return json.loads(body)
+            except JSON_ERRORS:
+                raise ApiAnswerError(f"the API at {self.where} answered with no JSON") from None
+        raise ApiUnreachable(
+            f"the daemon's API at {self.where} did not answer within {ANSWER_DEADLINE_S:.0f} s"
+        )
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> tuple[int, bytes]:
+        """The answer's status and body (at most :data:`MAX_ANSWER_BYTES`)."""
         try:
-            response = await self._client.request(method, path, **kwargs)
+            async with self._client.stream(method, path, **kwargs) as response:
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_ANSWER_BYTES:
+                        raise ApiAnswerError(
+                            f"the API at {self.where} answered with over {MAX_ANSWER_BYTES} bytes"
+                        )
+                return response.status_code, bytes(body)
         except httpx.TransportError as exc:
             raise ApiUnreachable(f"cannot reach the daemon's API at {self.where}: {exc}") from None
-        if response.is_error:
-            raise ApiError(response.status_code, _error_message(response))
-        try:
-            return response.json()
-        except ValueError:
-            raise ApiAnswerError(f"the API at {self.where} answered with no JSON") from None
 
     async def events(self) -> AsyncGenerator[dict[str, Any], None]:
         """Follow ``/v1/events``; one dict per event, until the stream ends.
@@ -69,37 +95,61 @@ class Api:
         try:
             async with self._client.stream("GET", "/v1/events", timeout=None) as response:
                 if response.is_error:
-                    await response.aread()
-                    raise ApiError(response.status_code, _error_message(response))
+                    body = await response.aread()
+                    raise ApiError(response.status_code, _error_message(response.status_code, body))
                 data: list[str] = []
+                size = 0
                 try:
-                    async for line in response.aiter_lines():
+                    async for line in self._lines(response):
                         if line.startswith("data:"):
                             data.append(line.removeprefix("data:").strip())
+                            size += len(line)
+                            if size > MAX_EVENT_BYTES:
+                                raise self._too_long()
                         elif not line and data:
                             yield self._event("\n".join(data))
-                            data = []
+                            data, size = [], 0
                 except httpx.RemoteProtocolError:
                     return  # closed before the end of the body
         except httpx.TransportError as exc:
             raise ApiUnreachable(f"cannot reach the daemon's API at {self.where}: {exc}") from None
 
+    async def _lines(self, response: httpx.Response) -> AsyncGenerator[str, None]:
+        """The stream's lines, each at most :data:`MAX_EVENT_BYTES` (httpx's own line
+        reader holds an endless line whole)."""
+        pending = ""
+        async for text in response.aiter_text():
+            text = pending + text
+            # A CR last may be the first half of a CRLF split between two reads.
+            cut = len(text) - text.endswith("\r")
+            *lines, pending = text[:cut].replace("\r\n", "\n").replace("\r", "\n").split("\n")
+            pending += text[cut:]
+            for line in lines:
+                yield line
+            if len(pending) > MAX_EVENT_BYTES:
+                raise self._too_long()
+
+    def _too_long(self) -> ApiAnswerError:
+        return ApiAnswerError(
+            f"the API at {self.where} sent an event of over {MAX_EVENT_BYTES} bytes"
+        )
+
     def _event(self, data: str) -> dict[str, Any]:
         try:
             event = json.loads(data)
-        except ValueError:
+        except JSON_ERRORS:
             event = None
         if not isinstance(event, dict):
             raise ApiAnswerError(f"the API at {self.where} sent an event that is no JSON object")
         return event
 
 
-def _error_message(response: httpx.Response) -> str:
+def _error_message(status: int, body: bytes) -> str:
     try:
-        error = response.json()["error"]
-        message = f"{error['message']} ({response.status_code} {error['code']})"
+        error = json.loads(body)["error"]
+        message = f"{error['message']} ({status} {error['code']})"
         if "ids" in error:
             message += ": " + ", ".join(error["ids"])
         return message
-    except (ValueError, KeyError, TypeError):
-        return f"HTTP {response.status_code}: {response.text[:200]}"
+    except (*JSON_ERRORS, KeyError, TypeError):
+        return f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}"
