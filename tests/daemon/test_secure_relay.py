@@ -411,3 +411,29 @@ async def test_a_burst_already_admitted_does_not_remove_a_slow_secure_member(
             await s.pump()
         chats = [m for m in s.take() if isinstance(m, RelayedChat)]
         assert sorted(m.text for m in chats) == sorted(b"burst %d" % n for n in range(90))
+
+
+async def test_a_legacy_member_that_re_keys_leaves_and_joins_under_its_new_origin(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A legacy member's origin id is its key's digest: a re-key was told as a join of a
+    new origin and no leave of the old, so a page client keeping its roster by origin
+    id kept a ghost for good (found by review). Legacy members see 11 again, as the
+    page says."""
+    async with open_relay(keys[0]) as harness:
+        old, watcher = await harness.members(keys, 2)
+        s = SecurePeer(HarnessLink(harness), client_address(5))
+        await s.connect()
+        await settle()
+        s.take()
+        watcher.take()
+        old.rekey(keys[3])
+        await settle()
+        await s.pump()
+        before = Origin(OriginKind.LEGACY_CLIENT, key_digest(keys[1].public_key()), old.address)
+        after = Origin(OriginKind.LEGACY_CLIENT, key_digest(keys[3].public_key()), old.address)
+        assert s.take() == [
+            Presence(PresenceEvent.LEFT, before, LeaveReason.DISCONNECT),
+            Presence(PresenceEvent.JOINED, after),
+        ]
+        assert watcher.take() == [PeerJoined(old.address)]

@@ -34,9 +34,12 @@ def test_a_move_and_a_rekey_are_told() -> None:
     remotes.joined("b", remote(1), 0.0)
     moved = remotes.joined("b", remote(1, port=5000), 1.0)
     assert [(c.event, c.old) for c in moved] == [("moved", ("10.0.0.1", 4001))]
-    assert events(remotes.joined("b", remote(1, key="z", port=5000), 1.0)) == [
-        ("joined", "b/10.0.0.1:4001")
-    ]
+    rekeyed = remotes.joined("b", remote(1, key="z", port=5000), 1.0)
+    assert events(rekeyed) == [("joined", "b/10.0.0.1:4001")]
+    # Its earlier key goes with it: secure members are told that origin left.
+    assert rekeyed[0].rekeyed_from is not None
+    assert rekeyed[0].rekeyed_from.key_id == "SHA256:a1"
+    assert rekeyed[0].member.identity.key_id == "SHA256:z1"
 
 
 def test_a_leave_of_an_unknown_member_says_nothing() -> None:

@@ -64,6 +64,10 @@ class Profile(Protocol):
     def announce_joined(self, member: Member, recipients: Sequence[Member]) -> None:
         """Tell these members (of this profile) that ``member`` joined."""
 
+    def announce_rekeyed(self, member: Member, old: Identity, recipients: Sequence[Member]) -> None:
+        """Tell these members (of this profile) that ``member`` is there under a new key
+        (it was ``old``): a legacy member's re-key."""
+
     def announce_present(self, newcomer: Member, present: Sequence[Member]) -> None:
         """Tell ``newcomer`` (of this profile) who is already there."""
 

@@ -45,6 +45,8 @@ class Change:
     """A leave's reason."""
     old: Address | None = None
     """A move's previous address."""
+    rekeyed_from: Identity | None = None
+    """A join's earlier identity, when it is a re-key."""
 
 
 @dataclass(slots=True)
@@ -149,8 +151,8 @@ class Remotes:
             member.address = remote.address
             if member.identity.key_id != identity.key_id:
                 # Re-keyed (at its relay, a new member under the same id): joined again.
-                member.identity = _prefixed(relay.name, identity)
-                return [Change("joined", member)]
+                earlier, member.identity = member.identity, _prefixed(relay.name, identity)
+                return [Change("joined", member, rekeyed_from=earlier)]
             return [] if old == remote.address else [Change("moved", member, old=old)]
         if len(self._members) >= self.max_members:
             self.refused += 1

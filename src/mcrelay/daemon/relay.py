@@ -287,11 +287,14 @@ class Relay:
                     "client_joined",
                     client=member.id,
                     fingerprint=member.identity.key_id,
-                    rekeyed=False,
+                    rekeyed=change.rekeyed_from is not None,
                     relay=relay,
                 )
                 for profile, group in groups:
-                    profile.announce_joined(member, group)
+                    if change.rekeyed_from is not None:
+                        profile.announce_rekeyed(member, change.rekeyed_from, group)
+                    else:
+                        profile.announce_joined(member, group)
             elif change.event == "left":
                 self.events.publish(
                     "client_left", client=member.id, reason=change.reason, relay=relay
@@ -379,6 +382,8 @@ class Relay:
 
     def register(self, identity: Identity, address: Address, now: float) -> None:
         self._take_address(identity.id, address)
+        known = self.roster.get(identity.id)
+        old = None if known is None else known.identity
         registration, earlier = self.roster.register(identity, address, now)
         if registration is Registration.REFRESHED:
             return
@@ -394,7 +399,10 @@ class Relay:
             # The id left with messages in flight and is back: the others see it leave first.
             self._announce_left(earlier, others)
         for profile, group in self._by_profile(others):
-            profile.announce_joined(member, group)
+            if rekeyed and old is not None:
+                profile.announce_rekeyed(member, old, group)
+            else:
+                profile.announce_joined(member, group)
         if not rekeyed:
             present = [*others, *self.remotes]
             self._profiles[identity.profile].announce_present(member, present)

@@ -410,6 +410,10 @@ class LegacyProfile:
     def announce_joined(self, member: Member, recipients: Sequence[Member]) -> None:
         self._broadcast(legacy.peer_joined(member.address), recipients)
 
+    def announce_rekeyed(self, member: Member, old: Identity, recipients: Sequence[Member]) -> None:
+        """The page: a re-key "is announced again" (11; legacy clients know no keys)."""
+        self.announce_joined(member, recipients)
+
     def announce_present(self, newcomer: Member, present: Sequence[Member]) -> None:
         to = newcomer.address
         self._services.notify_all([(legacy.peer_joined(member.address), to) for member in present])

@@ -16,11 +16,31 @@ everything waiting before a relayed copy.
 
 from dataclasses import dataclass, field
 
-from mcrelay.protocol.secure.messages import Presence, PresenceEvent
+from mcrelay.core.members import Identity, Member
+from mcrelay.daemon.secure.origin import origin_of
+from mcrelay.protocol.secure.messages import LeaveReason, Presence, PresenceEvent
 
 OWN_IN_CHANNEL = 16
 """The relay's own messages (PRESENCE, NOTICE) in a member's channel, unacknowledged,
 past which PRESENCE waits here."""
+LEAVE_REASONS = {
+    "disconnect": LeaveReason.DISCONNECT,
+    "timeout": LeaveReason.TIMEOUT,
+    "kick": LeaveReason.KICK,
+    "ban": LeaveReason.BAN,
+    "unreachable": LeaveReason.UNREACHABLE,
+}
+
+
+def presence_of(
+    event: PresenceEvent, member: Member, reason: str = "", *, identity: Identity | None = None
+) -> Presence:
+    """The PRESENCE telling of ``member`` (under ``identity``, an earlier key of its,
+    when given); a leave's ``reason`` as the roster says it."""
+    origin = origin_of(identity or member.identity, member.address)
+    if event is not PresenceEvent.LEFT:
+        return Presence(event, origin)
+    return Presence(event, origin, LEAVE_REASONS.get(reason, LeaveReason.UNREACHABLE))
 
 
 @dataclass(slots=True, eq=False)

@@ -22,7 +22,7 @@ from mcrelay.core.members import Identity, Member, RosterFull
 from mcrelay.core.opened import Opened, Sealed
 from mcrelay.core.profile import Origin, Services
 from mcrelay.core.ratelimit import SourceLimiter
-from mcrelay.daemon.secure.origin import PROFILE, chat_head, origin_of
+from mcrelay.daemon.secure.origin import PROFILE, chat_head
 from mcrelay.daemon.secure.peers import (
     COALESCE_S,
     PENDING_LIFETIME_S,
@@ -33,7 +33,7 @@ from mcrelay.daemon.secure.peers import (
     PendingHandshakes,
     Timers,
 )
-from mcrelay.daemon.secure.presence import OWN_IN_CHANNEL
+from mcrelay.daemon.secure.presence import OWN_IN_CHANNEL, presence_of
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
 from mcrelay.protocol.secure.admission import (
@@ -59,7 +59,6 @@ from mcrelay.protocol.secure.keys import KeyPair, client_id, encode_key
 from mcrelay.protocol.secure.messages import (
     MAX_CHAT_BYTES,
     Chat,
-    LeaveReason,
     Notice,
     NoticeCode,
     Presence,
@@ -84,13 +83,6 @@ MAX_COPIES = MESSAGE_WINDOW + QUEUE_LIMIT
 """Copies outstanding towards one member past which its queue overflows, beside the
 messages the pipeline held when back-pressure began (``max_pending_relays``): past
 both, it is removed (``unreachable``)."""
-LEAVE_REASONS = {
-    "disconnect": LeaveReason.DISCONNECT,
-    "timeout": LeaveReason.TIMEOUT,
-    "kick": LeaveReason.KICK,
-    "ban": LeaveReason.BAN,
-    "unreachable": LeaveReason.UNREACHABLE,
-}
 FAREWELLS = {"kick": (NoticeCode.KICKED, b"kicked"), "ban": (NoticeCode.BANNED, b"banned")}
 
 
@@ -544,18 +536,20 @@ class SecureProfile:
         ):
             self._send_own(peer, peer.presence.take(), now)
 
-    def _presence(
-        self, event: PresenceEvent, member: Member, reason: str | None = None
-    ) -> Presence:
-        leave = LEAVE_REASONS.get(reason or "", LeaveReason.UNREACHABLE)
-        origin = origin_of(member.identity, member.address)
-        return Presence(event, origin, leave if event is PresenceEvent.LEFT else LeaveReason.NONE)
-
     def announce_joined(self, member: Member, recipients: Sequence[Member]) -> None:
-        presence = self._presence(PresenceEvent.JOINED, member)
+        self._announce(member, recipients, presence_of(PresenceEvent.JOINED, member))
+
+    def announce_rekeyed(self, member: Member, old: Identity, recipients: Sequence[Member]) -> None:
+        """A legacy member's new key is a new origin id: the old one leaves (a client
+        keeping its roster by origin id keeps no ghost), the new one joins."""
+        left = presence_of(PresenceEvent.LEFT, member, "disconnect", identity=old)
+        self._announce(member, recipients, left, presence_of(PresenceEvent.JOINED, member))
+
+    def _announce(self, member: Member, recipients: Sequence[Member], *told: Presence) -> None:
         now = trio.current_time()
         for recipient in recipients:
-            self._tell(self._peers.get(_key(recipient)), member, presence, now)
+            for presence in told:
+                self._tell(self._peers.get(_key(recipient)), member, presence, now)
 
     def announce_present(self, newcomer: Member, present: Sequence[Member]) -> None:
         peer = self._peers.get(_key(newcomer))
@@ -564,13 +558,10 @@ class SecureProfile:
         peer.member = newcomer
         now = trio.current_time()
         for member in present:
-            self._tell(peer, member, self._presence(PresenceEvent.ALREADY_PRESENT, member), now)
+            self._tell(peer, member, presence_of(PresenceEvent.ALREADY_PRESENT, member), now)
 
     def announce_left(self, member: Member, recipients: Sequence[Member], reason: str) -> None:
-        presence = self._presence(PresenceEvent.LEFT, member, reason)
-        now = trio.current_time()
-        for recipient in recipients:
-            self._tell(self._peers.get(_key(recipient)), member, presence, now)
+        self._announce(member, recipients, presence_of(PresenceEvent.LEFT, member, reason))
 
     def announce_moved(self, member: Member, old: Address, recipients: Sequence[Member]) -> None:
         """Nothing: a secure member learns another's new address from the origin of its
