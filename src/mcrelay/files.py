@@ -258,16 +258,24 @@ TOKEN_CHARACTERS = frozenset(chr(code) for code in range(0x21, 0x7F))
 """A bearer token is printable ASCII without spaces: what an HTTP header carries as is."""
 
 
-def read_token_file(path: Path) -> str:
+def read_token_file(path: Path, *, any_owner: bool = False) -> str:
     """The API's bearer token: one line of printable ASCII in a file only its owner may read.
 
     A token that group or others may read, or one an ``Authorization`` header cannot
-    carry (non-ASCII, spaces inside), is refused here rather than failing every request."""
+    carry (non-ASCII, spaces inside), is refused here rather than failing every request;
+    so is one that belongs to neither root nor this user (someone else put it there, and
+    knows it), unless ``any_owner``: the CLI sending it, ``config check`` run by root for
+    the daemon's user."""
     what = "API token file"
     contents = read_regular_file(path, what=what, limit=MAX_TOKEN_FILE_BYTES)
     if contents is None:
         raise FileError(f"cannot read {what} {path}: {os.strerror(errno.ENOENT)}")
     require_private(path, contents, what)
+    if contents.owner not in (0, os.geteuid()) and not any_owner:
+        raise FileError(
+            f"{what} {path} belongs to uid {contents.owner}, neither root nor this user "
+            f"(uid {os.geteuid()}), who may know the token: chown it, or make a new one"
+        )
     token = contents.data.strip(b" \t\r\n").decode("ascii", errors="replace")
     if not token or not set(token) <= TOKEN_CHARACTERS:
         raise FileError(

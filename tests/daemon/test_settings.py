@@ -198,6 +198,21 @@ def test_a_token_a_header_cannot_carry_is_refused_at_start(tmp_path: Path, data:
         read_token(token_file(tmp_path, data))
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another uid needs root")
+async def test_a_token_file_someone_else_owns_is_refused_by_the_daemon_not_by_check(
+    tmp_path: Path,
+) -> None:
+    """Someone who put the file where the daemon reads it knows the token (a mode check
+    alone took it; found by review)."""
+    path = token_file(tmp_path, b"abc123\n")
+    os.chown(path, 65534, 65534)
+    with pytest.raises(SettingsError, match="belongs to uid 65534"):
+        read_token(path)
+    argv = ["--key-file", str(tmp_path / "k.pem"), "--api-token-file", str(path)]
+    console = Console()
+    assert await console.run("config", "check", "--api", "127.0.0.1:7507", *argv) == 0
+
+
 def test_a_token_is_one_line_of_printable_ascii(tmp_path: Path) -> None:
     assert read_token(token_file(tmp_path, b"  Zm9v.Y-mF_y~!\r\n")) == "Zm9v.Y-mF_y~!"
 

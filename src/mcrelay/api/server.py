@@ -69,12 +69,13 @@ def _open_unix(path: Path) -> socket.socket:
     _remove_stale(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        # Made with its mode by the umask: a chmod by path after bind would follow a
+        # link put there meanwhile, in a directory others may write.
         old_umask = os.umask(0o777 & ~UNIX_SOCKET_MODE)
         try:
             sock.bind(str(path))
         finally:
             os.umask(old_umask)
-        os.chmod(path, UNIX_SOCKET_MODE)
         sock.listen(LISTEN_BACKLOG)
     except BaseException:
         sock.close()

@@ -30,7 +30,7 @@ JSON_ERRORS = (ValueError, RecursionError)
 
 def read_token(path: Path) -> str:
     try:
-        return read_token_file(path)
+        return read_token_file(path, any_owner=True)  # sent to the daemon, which checks its own
     except FileError as exc:
         raise UsageError(str(exc)) from None
 

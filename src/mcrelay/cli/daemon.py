@@ -114,10 +114,11 @@ def shown_default(setting: Setting) -> str:
     return "none" if value is None else str(value)
 
 
-def _resolve(args: argparse.Namespace, env: Environment) -> Resolved:
+def _resolve(args: argparse.Namespace, env: Environment, *, any_owner: bool = False) -> Resolved:
     flags: dict[str, Any] = {s.name: getattr(args, s.name, None) for s in SETTINGS}
     try:
-        return resolve(flags, env.environ, config_file(args.config, env.environ))
+        path = config_file(args.config, env.environ)
+        return resolve(flags, env.environ, path, any_owner=any_owner)
     except SettingsError as exc:
         raise UsageError(str(exc)) from None
 
@@ -153,7 +154,7 @@ async def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 
 async def run_check(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    resolved = _resolve(args, env)
+    resolved = _resolve(args, env, any_owner=True)  # root may check for the daemon's user
     path = config_file(args.config, env.environ)
     if resolved.config.federation_servers:  # its files, as the daemon reads them at start
         from mcrelay.service import read_federation_files

@@ -119,8 +119,15 @@ def _file_value(path: Path, where: str, key: str, value: Any, section: str | Non
         raise SettingsError(f"{path}: '{where}': {exc}") from None
 
 
-def resolve(flags: Mapping[str, Any], environ: Mapping[str, str], path: Path | None) -> Resolved:
-    """The effective configuration, and where each value came from."""
+def resolve(
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str],
+    path: Path | None,
+    *,
+    any_owner: bool = False,
+) -> Resolved:
+    """The effective configuration, and where each value came from. ``any_owner``: for
+    ``config check`` on another user's behalf (the token file need not be ours)."""
     from_file = read_file(path) if path is not None else {}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -140,7 +147,7 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str], path: Path | N
                 values[setting.field] = setting.command_default(environ)
             sources[setting.name] = "default"
     token_file = values.get("api_token_file")
-    values["api_token"] = read_token(token_file) if token_file is not None else None
+    values["api_token"] = read_token(token_file, any_owner) if token_file is not None else None
     authorized = values.get("authorized_keys")
     values["authorized_key_list"] = authorized_list(authorized) if authorized is not None else None
     if values.get("secure_key_file") is None and "key_file" in values:
@@ -153,9 +160,9 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str], path: Path | N
         raise SettingsError(f"{sources.get(name, 'default')}: '{name}': {exc}") from None
 
 
-def read_token(path: Path) -> str:
+def read_token(path: Path, any_owner: bool = False) -> str:
     try:
-        return read_token_file(path)
+        return read_token_file(path, any_owner=any_owner)
     except FileError as exc:
         raise SettingsError(str(exc)) from None
 
