@@ -261,11 +261,18 @@ class LegacyProfile:
     def _register_waiting(self, now: float) -> None:
         """The waiting registrations the rates allow now (see waiting.py)."""
         limiter = self._registrations
+        refused: set[str] = set()  # hosts out of tokens: asked once a pass
+
+        def allow(source: Address) -> bool:
+            if source[0] in refused:
+                return False
+            if limiter.allow((source[0], 0), now):
+                return True
+            refused.add(source[0])
+            return False
+
         taken = self._waiting.take(
-            now,
-            self._client_timeout_s,
-            lambda source: limiter.allow((source[0], 0), now),
-            lambda: limiter.total_room(now),
+            now, self._client_timeout_s, allow, lambda: limiter.total_room(now)
         )
         for source in taken.expired:
             self._services.drop(DropReason.RATE_LIMITED, source, "registration waited")
