@@ -437,3 +437,42 @@ async def test_a_legacy_member_that_re_keys_leaves_and_joins_under_its_new_origi
             Presence(PresenceEvent.JOINED, after),
         ]
         assert watcher.take() == [PeerJoined(old.address)]
+
+
+async def test_re_keys_and_leaves_told_late_leave_no_ghost_in_a_roster_kept_by_origin(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A member whose channel is full is told later, one PRESENCE a subject: keyed by the
+    legacy member's id alone, two re-keys (or a re-key and a leave) folded the leave of
+    the first key into one of a key never told (found by review)."""
+    async with open_relay(keys[0]) as harness:
+        s = SecurePeer(HarnessLink(harness), client_address(50))
+        await s.connect()
+        crowd = [harness.peer(client_address(n), keys[2]) for n in range(20)]
+        for peer in crowd:
+            peer.register()  # s, not pumping, has its channel full of their joins
+        await settle()
+        first, second = crowd[0], crowd[1]
+        first.rekey(keys[3])
+        first.rekey(keys[4])
+        second.rekey(keys[3])
+        second.send(legacy.disconnect())
+        await settle()
+        roster: set[tuple[bytes, object]] = set()  # (origin id, address): the crowd shares a key
+        for _ in range(10):
+            await s.pump()
+            for message in s.take():
+                assert isinstance(message, Presence)
+                seen = (message.origin.id, message.origin.address)
+                if message.event is PresenceEvent.LEFT:
+                    assert seen in roster  # never a leave of one never told
+                    roster.discard(seen)
+                else:
+                    roster.add(seen)
+            await trio.sleep(0.05)
+        assert roster == {
+            (member.identity.origin_id, member.address)
+            for member in harness.relay.roster
+            if member.identity.profile == "legacy"
+        }
+        assert (key_digest(keys[4].public_key()), first.address) in roster

@@ -14,6 +14,7 @@ order between PRESENCE and relayed messages is kept by the profile, which hands 
 everything waiting before a relayed copy.
 """
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from mcrelay.core.members import Identity, Member
@@ -45,16 +46,17 @@ def presence_of(
 
 @dataclass(slots=True, eq=False)
 class PresenceQueue:
-    _waiting: dict[str, list[Presence]] = field(default_factory=dict)
-    """By subject (the member id told of), in the order first queued: a leave, a
+    _waiting: dict[Hashable, list[Presence]] = field(default_factory=dict)
+    """By subject (the member told of, under one origin: the profile gives its id and
+    origin id, so a legacy member's re-key is a new subject), in the order first queued: a leave, a
     (re)join, or a leave then a rejoin; never more."""
-    _known: set[str] = field(default_factory=set)
+    _known: set[Hashable] = field(default_factory=set)
     """The subjects handed over as present (joined, already present), not yet as left."""
 
     def __len__(self) -> int:
         return len(self._waiting)
 
-    def add(self, subject: str, presence: Presence) -> None:
+    def add(self, subject: Hashable, presence: Presence) -> None:
         waiting = self._waiting.get(subject, [])
         if waiting and waiting[-1].event is not PresenceEvent.LEFT:
             last = waiting.pop()  # a (re)join not told yet: what comes now replaces it

@@ -522,7 +522,8 @@ class SecureProfile:
 
     def _tell(self, peer: Peer | None, subject: Member, presence: Presence, now: float) -> None:
         if peer is not None and not peer.closed:
-            peer.presence.add(subject.id, presence)
+            # A legacy member's re-key is a new origin: a subject of its own.
+            peer.presence.add((subject.id, presence.origin.id), presence)
             self._pass_presence(peer, now, everything=False)
 
     def _pass_presence(self, peer: Peer, now: float, *, everything: bool) -> None:
