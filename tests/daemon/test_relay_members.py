@@ -266,3 +266,69 @@ async def test_already_present_notices_lost_to_a_full_backlog_are_each_counted(
             newcomer.register()  # 3 "joined" fill the backlog: its 3 "present" are lost
             await settle()
             assert harness.dropped("send_queue_full") - before == 3
+
+
+async def test_a_waiting_re_key_of_a_member_that_leaves_is_not_made(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Its DISCONNECT took a waiting registration out only for a source that was no
+    member yet: a member's re-key waiting for the rate registered it again after it
+    left, or was kicked (found by review)."""
+    config = harness_config(registrations_per_host_burst=1, registrations_per_host_per_s=1.0)
+    async with open_relay(keys[0], config) as harness:
+        leaver, kicked = (harness.peer(client_address(n), keys[1 + n]) for n in range(2))
+        leaver.register()
+        await trio.sleep(1.0)
+        kicked.register()
+        await settle()
+        leaver.rekey(keys[3])  # over the rate: waits
+        kicked.rekey(keys[4])
+        await settle()
+        assert waiting(harness) == 2
+        leaver.send(legacy.disconnect())
+        member = harness.relay.roster.at(kicked.address)
+        assert member is not None
+        harness.relay.kick(member.id)
+        await settle()
+        assert waiting(harness) == 0
+        await trio.sleep(3.0)
+        assert not leaver.registered()
+        assert not kicked.registered()
+
+
+async def test_a_ban_placed_while_registrations_wait_keeps_them_out(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = harness_config(registrations_per_host_burst=2, registrations_per_host_per_s=1.0)
+    async with open_relay(keys[0], config) as harness:
+        peers = [harness.peer(client_address(n), keys[1 + n % 4]) for n in range(6)]
+        for peer in peers:
+            peer.register()
+        await settle()
+        assert waiting(harness) == 4
+        member = harness.relay.roster.at(peers[0].address)
+        assert member is not None
+        harness.relay.kick(member.id, 3600.0, scope="host")
+        await trio.sleep(10.0)
+        assert len(harness.relay.roster) == 0
+        assert harness.dropped("banned") == 4
+
+
+async def test_a_newcomer_waits_behind_those_already_waiting(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Oldest first: a newcomer took each token as it came, and the one waiting
+    expired (found by review)."""
+    config = harness_config(
+        registrations_total_burst=1, registrations_total_per_s=1.0, client_timeout_s=5.0
+    )
+    async with open_relay(keys[0], config) as harness:
+        harness.peer(("127.0.0.1", 1000), keys[1]).register()
+        waiter = harness.peer(("127.0.0.2", 1000), keys[2])
+        waiter.register()
+        await settle()
+        for n in range(3):
+            await trio.sleep(1.0)
+            harness.peer((f"127.0.1.{n}", 1000), keys[3]).register()
+            await settle()
+        assert waiter.registered()

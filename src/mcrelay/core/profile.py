@@ -128,6 +128,9 @@ class Services(Protocol):
     def key_banned(self, member_id: str, now: float) -> bool:
         """Is this identity (a secure member's id) banned by the operator?"""
 
+    def address_banned(self, address: Address, now: float) -> bool:
+        """Is this source banned (by its address or its host's) by the operator?"""
+
     def start_message(self, life: Callable[[], Awaitable[None]]) -> None:
         """Run a message's life as a task in the relay's ``messages`` nursery."""
 

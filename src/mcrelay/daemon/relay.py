@@ -448,6 +448,9 @@ class Relay:
     def key_banned(self, member_id: str, now: float) -> bool:
         return bool(self.bans) and self.bans.is_key_banned(member_id, now)
 
+    def address_banned(self, address: Address, now: float) -> bool:
+        return bool(self.bans) and self.bans.is_banned(address, now)
+
     def start_message(self, life: Callable[[], Awaitable[None]]) -> None:
         assert self._nursery is not None, "messages start only until every one has settled"
         self._nursery.start_soon(life)

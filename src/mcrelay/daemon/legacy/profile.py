@@ -162,7 +162,9 @@ class LegacyProfile:
         return self._services.send(copy, member.address)
 
     def removed(self, member: Member, reason: str) -> None:
-        """Nothing to close: a legacy member's state is its roster entry."""
+        """Nothing to close: a legacy member's state is its roster entry, and a re-key
+        of its that waits for the rate (gone, kicked, banned: not made later)."""
+        self._waiting.discard(member.address)
 
     # Datagrams in.
 
@@ -243,8 +245,10 @@ class LegacyProfile:
             self._log_refused_key(source, exc, now)
             return
         if services.roster.holds(claimed):  # a refresh: never limited
+            self._waiting.discard(source)  # the key it sends last is the one it has
             services.register(claimed, source, now)
-        elif source in self._waiting or not self._registrations.allow((source[0], 0), now):
+        elif self._waiting or not self._registrations.allow((source[0], 0), now):
+            # Behind those waiting (oldest first), or over the rate: it waits too.
             dropped = self._waiting.add(source, claimed, now)
             if dropped is not None:
                 services.drop(DropReason.RATE_LIMITED, dropped, "registration waited")
@@ -278,7 +282,9 @@ class LegacyProfile:
             self._services.drop(DropReason.RATE_LIMITED, source, "registration waited")
         for source, claimed in taken.ready:
             member = self._services.roster.at(source)
-            if member is not None and member.identity.profile != PROFILE:
+            if self._services.address_banned(source, now):  # since it came
+                self._services.drop(DropReason.BANNED, source)
+            elif member is not None and member.identity.profile != PROFILE:
                 self._services.drop(DropReason.SECURE_ADDRESS, source)
             else:
                 self._register(source, claimed, now)
@@ -327,8 +333,8 @@ class LegacyProfile:
     def _on_disconnect(
         self, _event: DisconnectRequest, source: Address, member: Member | None, _now: float
     ) -> None:
-        if member is None and self._waiting.discard(source):
-            return  # its registration was still waiting: it is not made
+        if self._waiting.discard(source) and member is None:
+            return  # its registration (or re-key) was still waiting: it is not made
         if member is None or self._services.remove(member.id, "disconnect") is None:
             self._services.drop(DropReason.UNREGISTERED, source)
 

@@ -5,9 +5,11 @@ told of a refusal, so a registration dropped for the rate was a client that thou
 itself registered and was not, for good (a page client does not send its key again;
 ours does, beside every keep-alive). Registrations stay rate limited, since each tells
 every member: one over the rate waits here instead, oldest first, and is made as its
-host and the total earn room again. It waits a client timeout at most; at most
-:data:`MAX_WAITING` wait (past that the oldest is dropped). A source's new key
-replaces the one it has waiting, keeping its place; its DISCONNECT takes it out.
+host and the total earn room again; a newcomer waits behind those waiting. It
+waits a client timeout at most; at most :data:`MAX_WAITING` wait (past that the
+oldest is dropped). A source's new key replaces the one it has waiting, keeping
+its place; its DISCONNECT, or its removal as a member, takes it out; a ban placed
+meanwhile keeps it out.
 """
 
 from collections import OrderedDict
