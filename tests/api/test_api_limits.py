@@ -182,6 +182,30 @@ async def test_a_request_body_that_does_not_come_in_time_costs_its_connection(
         await wait_until(lambda: len(api.daemon.api.connections) <= 1)  # the client's own
 
 
+async def test_a_pipelined_request_has_its_own_time_for_its_body(
+    relay_key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its time was counted from the previous request's headers when both came in one
+    read (found by review)."""
+    monkeypatch.setattr(http11, "REQUEST_BODY_S", 0.5)
+    body = b'{"text": "hi"}'
+    head = (
+        b"POST /v1/messages?scope=local HTTP/1.1\r\nHost: mcrelay\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    async with api_daemon(relay_key_file) as api, await connect(api) as stream:
+        await stream.send_all(head + body[:5])
+        await trio.sleep(0.35)
+        await stream.send_all(body[5:] + head + body[:5])  # the next request, pipelined
+        await trio.sleep(0.35)  # its body ends 0.35 s after its own headers
+        await stream.send_all(body[5:])
+        received = b""
+        with trio.move_on_after(WAIT_S):
+            while received.count(b"HTTP/1.1 ") < 2 and (data := await stream.receive_some()):
+                received += data
+        assert received.count(b"HTTP/1.1 200 ") == 2, received
+
+
 async def test_the_connection_cap_is_live_on_reload(relay_key_file: Path) -> None:
     limits = {"api_max_connections": 2, "api_max_event_subscribers": 1}
     async with api_daemon(relay_key_file, **limits) as api:

@@ -94,11 +94,15 @@ class HttpConnection(TCPServer):
     async def _read_data(self) -> None:
         """``TCPServer._read_data``, with a deadline on a request's body (see the module)."""
         body_since: float | None = None
+        request = -1
+        """Which request of the connection ``body_since`` is of (pipelined: the next
+        request's headers may be read with the previous one's body)."""
         while True:
-            if self._http.connection.their_state is not h11.SEND_BODY:
+            http = self._http
+            if http.connection.their_state is not h11.SEND_BODY:
                 body_since = None
-            elif body_since is None:
-                body_since = trio.current_time()
+            elif body_since is None or http.keep_alive_requests != request:
+                body_since, request = trio.current_time(), http.keep_alive_requests
             deadline = math.inf if body_since is None else body_since + REQUEST_BODY_S
             try:
                 with trio.fail_at(deadline):
