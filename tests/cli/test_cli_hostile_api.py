@@ -151,19 +151,25 @@ async def test_an_answer_nested_too_deep_is_one_error_line(
 
 
 @asynccontextmanager
-async def trickling_api(body: bytes, *, events: bool) -> AsyncIterator[str]:
-    """A server that sends its head, then ``body`` a byte every 10 ms (events: a stream)."""
+async def trickling_api(
+    pieces: list[bytes], *, events: bool, status: int = 200, length: int | None = 1000000
+) -> AsyncIterator[str]:
+    """A server that sends its head, then each of ``pieces`` 10 ms apart, then nothing
+    (events: a stream; ``length`` None: a chunked body, the pieces its chunks)."""
 
     async def serve(stream: trio.SocketStream) -> None:
         async with stream:
             await stream.receive_some()
             kind = "text/event-stream" if events else "application/json"
-            length = "" if events else "content-length: 1000000\r\n"
-            await stream.send_all(
-                f"HTTP/1.1 200 X\r\ncontent-type: {kind}\r\n{length}\r\n".encode()
+            framing = (
+                "transfer-encoding: chunked" if length is None else f"content-length: {length}"
             )
-            for byte in body:
-                await stream.send_all(bytes([byte]))
+            if events:
+                framing = "connection: close"
+            head = f"HTTP/1.1 {status} X\r\ncontent-type: {kind}\r\n{framing}\r\n\r\n"
+            await stream.send_all(head.encode())
+            for piece in pieces:
+                await stream.send_all(piece)
                 await trio.sleep(0.01)
             await trio.sleep_forever()
 
@@ -181,7 +187,7 @@ async def test_an_answer_trickled_a_byte_at_a_time_is_given_up(
     """Each read had 10 s, the whole answer forever: a byte every 5 s held `status` for
     good (found by review)."""
     monkeypatch.setattr(api_client, "ANSWER_DEADLINE_S", 0.3)
-    async with trickling_api(b" " * 1000, events=False) as api:
+    async with trickling_api([b" "] * 1000, events=False) as api:
         console = Console()
         with trio.fail_after(5):
             assert await console.run("status", "--api", api) == ExitStatus.UNREACHABLE
@@ -200,13 +206,37 @@ async def test_an_event_line_without_end_is_refused_not_held(
     assert_one_error_line(console, "over 100 bytes")
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_event_lines_end_at_lf_crlf_or_cr_even_split_between_reads() -> None:
-    chunks = [b'data: {"a"', b":1}\r", b"\n\r", b'\ndata: {"b":2}\r\r', b'data: {"c":3}\n\n']
-    async with raw_api(200, b"".join(chunks), events=True) as api:
+    """Sent 10 ms apart, so that each piece is a read of its own (the test first sent
+    them together, and tested no split: found by review)."""
+    pieces = [b'data: {"a"', b":1}\r", b"\n\r", b'\ndata: {"b":2}\r\r', b'data: {"c":3}\n\n']
+    async with trickling_api(pieces, events=True) as api:
         console = Console()
-        await console.run("events", "--json", "--api", api)
+        with trio.move_on_after(1):
+            await console.run("events", "--json", "--api", api)
     assert [json.loads(line) for line in console.stdout.getvalue().splitlines()] == [
         {"a": 1},
         {"b": 2},
         {"c": 3},
     ]
+
+
+async def test_an_event_streams_last_line_may_end_with_a_cr() -> None:
+    """The CR held back as half a CRLF was never let go when the stream ended there."""
+    async with raw_api(200, b'data: {"a":1}\r\r', events=True) as api:
+        console = Console()
+        await console.run("events", "--json", "--api", api)
+    assert json.loads(console.stdout.getvalue()) == {"a": 1}
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_an_event_streams_error_answer_is_read_bounded() -> None:
+    """An error's endless body was read whole, with no time limit (1 GiB in 3 s; found
+    by review): at most 1 MiB of it, within 30 s."""
+    chunk = b"10000\r\n" + b"x" * 0x10000 + b"\r\n"
+    async with trickling_api([chunk] * 64, events=False, status=500, length=None) as api:
+        console = Console()
+        with trio.fail_after(10):
+            assert await console.run("events", "--api", api) == ExitStatus.SERVER_ERROR
+    assert_one_error_line(console, "HTTP 500")

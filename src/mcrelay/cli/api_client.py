@@ -3,7 +3,7 @@
 import json
 import os
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,10 @@ ANSWER_DEADLINE_S = 30.0
 MAX_ANSWER_BYTES = 256 * 1024 * 1024
 """The largest answer read (the clients of a full relay take some 20 MB)."""
 MAX_EVENT_BYTES = 1024 * 1024
-"""The largest event-stream line, or event, read."""
+"""The largest event-stream line, or event, read (and of an error's body, what is read)."""
+STREAM_TIMEOUT = httpx.Timeout(REQUEST_TIMEOUT_S, read=None)
+"""The event stream waits for events as long as it takes (its head, within
+:data:`ANSWER_DEADLINE_S`)."""
 JSON_ERRORS = (ValueError, RecursionError)
 """What parsing an answer may raise: deep nesting is a RecursionError, not a ValueError."""
 
@@ -93,10 +96,26 @@ class Api:
         A daemon that stops closes the stream in the middle of its (endless) body: that
         is the end of the events, not a failure to reach the daemon."""
         try:
-            async with self._client.stream("GET", "/v1/events", timeout=None) as response:
+            async with AsyncExitStack() as stack:
+                response: httpx.Response | None = None
+                with trio.move_on_after(ANSWER_DEADLINE_S):  # its head, at least, in time
+                    response = await stack.enter_async_context(
+                        self._client.stream("GET", "/v1/events", timeout=STREAM_TIMEOUT)
+                    )
+                if response is None:
+                    raise ApiUnreachable(
+                        f"the daemon's API at {self.where} did not answer within "
+                        f"{ANSWER_DEADLINE_S:.0f} s"
+                    )
                 if response.is_error:
-                    body = await response.aread()
-                    raise ApiError(response.status_code, _error_message(response.status_code, body))
+                    body = bytearray()
+                    with trio.move_on_after(ANSWER_DEADLINE_S):
+                        async for chunk in response.aiter_bytes():
+                            body += chunk
+                            if len(body) >= MAX_EVENT_BYTES:
+                                break
+                    status = response.status_code
+                    raise ApiError(status, _error_message(status, bytes(body[:MAX_EVENT_BYTES])))
                 data: list[str] = []
                 size = 0
                 try:
@@ -128,6 +147,8 @@ class Api:
                 yield line
             if len(pending) > MAX_EVENT_BYTES:
                 raise self._too_long()
+        if pending.endswith("\r"):  # the stream's last line, ended by a CR
+            yield pending[:-1]
 
     def _too_long(self) -> ApiAnswerError:
         return ApiAnswerError(
