@@ -179,18 +179,25 @@ def test_sender_info_applies_to_the_relayed_messages_after_it() -> None:
 
 
 @pytest.mark.parametrize("type_", [9, 7, 8, 0x7777])
-@pytest.mark.parametrize(
-    "decode", [legacy.decode_client_datagram_untrusted, legacy.decode_relay_datagram_untrusted]
-)
-def test_more_tlvs_than_the_bound_drop_the_whole_datagram(
-    type_: int, decode: Callable[[bytes], list[object]]
-) -> None:
+def test_more_tlvs_than_the_bound_drop_the_whole_datagram_to_the_relay(type_: int) -> None:
+    decode = legacy.decode_client_datagram_untrusted
     assert len(decode(encode_tlv(type_) * legacy.MAX_TLVS_PER_DATAGRAM)) <= 4
     # The 16,376 empty TLVs of one 64 KB datagram: refused after reading the bound's worth.
     for count in (legacy.MAX_TLVS_PER_DATAGRAM + 1, 16376):
         with pytest.raises(RemoteProtocolError) as info:
             decode(encode_tlv(type_) * count)
         assert info.value.reason is DropReason.TOO_MANY_TLVS
+
+
+def test_a_client_reads_every_tlv_a_relay_datagram_holds() -> None:
+    """A page relay may send the roster in one datagram, or add TLVs of later profiles:
+    the client dropped any datagram of more than four (found by review)."""
+    roster = [BOB_V6, ALICE, ("10.0.0.9", 9), ("10.0.0.8", 8), ("10.0.0.7", 7)]
+    datagram = b"".join(encode_tlv(11, encode_address(peer)) for peer in roster)
+    assert legacy.decode_relay_datagram_untrusted(datagram) == [PeerJoined(p) for p in roster]
+    relayed = encode_tlv(0x63) * 3 + encode_tlv(10, encode_address(ALICE)) + encode_tlv(6, b"x")
+    assert legacy.decode_relay_datagram_untrusted(relayed)[-1] == RelayedMessage(ALICE, b"x")
+    assert len(legacy.decode_relay_datagram_untrusted(encode_tlv(0x63) * 16376)) == 16376
 
 
 def test_sender_info_alone_gives_no_event() -> None:

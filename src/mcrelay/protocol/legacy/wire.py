@@ -43,9 +43,9 @@ MAX_MESSAGE_BYTES = 32768
 """Largest plaintext of one message: 176 fragments with a 2048-bit relay key."""
 MAX_UDP_PAYLOAD = 65507
 MAX_TLVS_PER_DATAGRAM = 4
-"""TLVs in one datagram at most, either way. The well-known combinations hold one or
-two (CLIENT_PUBLIC_KEY with SERVER_KEY_REQUEST or KEEPALIVE; SENDER_INFO with
-RELAYED_MESSAGE); a datagram with more is dropped whole, at the cost of reading four."""
+"""TLVs in one datagram to the relay at most. The well-known combinations hold one or
+two (CLIENT_PUBLIC_KEY with SERVER_KEY_REQUEST or KEEPALIVE); a datagram with more is
+dropped whole, at the cost of reading four: the relay's loop serves everyone."""
 CONNECT_WORD = b"CONNECT"
 DISCONNECT_WORD = b"DISCONNECT"
 
@@ -99,7 +99,9 @@ def decode_relay_datagram_untrusted(data: bytes) -> list[ClientBound]:
     """
     events: list[ClientBound] = []
     sender: Address | None = None
-    for tlv in decode_tlvs_untrusted(data, MAX_TLVS_PER_DATAGRAM):
+    # As many as the datagram holds: the page puts no bound, and a page relay may send
+    # the roster (one CLIENT_CONNECTED a member) in one datagram.
+    for tlv in decode_tlvs_untrusted(data, len(data) // TLV_HEADER.size + 1):
         if tlv.type == TlvType.SENDER_INFO:
             sender = decode_address_untrusted(tlv.value)
         elif tlv.type == TlvType.RELAYED_MESSAGE:
