@@ -14,11 +14,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcrelay.cli.chat import _render
 from mcrelay.cli.main import main, run_command
 from mcrelay.cli.status import ExitStatus
-from mcrelay.client import MessageReceived, ParticipantEvent, PeerPresent
+from mcrelay.client import MessageReceived, ParticipantEvent, PeerPresent, participant
+from mcrelay.client import secure as secure_client
 from mcrelay.daemon import workers as workers_module
 from mcrelay.protocol.addresses import RELAY_ITSELF, Address, format_address
 from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
+from mcrelay.protocol.secure.keys import KeyPair, encode_key
+from mcrelay.sockets import open_client_socket
 from support import (
     LOOPBACK,
     WAIT_S,
@@ -284,6 +287,27 @@ def test_render_json_keeps_text_unescaped_on_one_line() -> None:
     assert "\n" not in rendered
     assert "é" in rendered
     assert json.loads(rendered)["text"] == "é\nsecond"
+
+
+@pytest.mark.parametrize("secure", [False, True])
+async def test_the_multicast_ttl_is_a_client_flag(
+    monkeypatch: pytest.MonkeyPatch, secure: bool
+) -> None:
+    """The page: IP_MULTICAST_TTL 1 (configurable). It was not (found by review)."""
+    asked: list[int] = []
+
+    async def recording(*, interface: str, ttl: int) -> Any:
+        asked.append(ttl)
+        return await open_client_socket(interface=interface, ttl=ttl)
+
+    monkeypatch.setattr(secure_client if secure else participant, "open_client_socket", recording)
+    relay_key = encode_key(KeyPair.generate().public)
+    profile = ["--secure", "--relay-key", relay_key] if secure else []
+    async with unused_port() as port:
+        console = Console()
+        argv = [*client_flags(port), *profile, "--register-timeout", "0.3", "--ttl", "4", "x"]
+        assert await console.run("send", *argv) == ExitStatus.UNREACHABLE
+    assert asked == [4]
 
 
 # --- exit codes ---------------------------------------------------------------------------

@@ -124,6 +124,7 @@ def _open(args: argparse.Namespace) -> AbstractAsyncContextManager[Participant]:
     return open_participant(
         destination=(args.relay or args.group, args.port),
         interface=args.interface,
+        ttl=args.ttl,
         relay_fingerprint=args.relay_fingerprint,
         keepalive_interval_s=args.keepalive_interval,
         register_timeout_s=connect_timeout_s(args),

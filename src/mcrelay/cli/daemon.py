@@ -18,6 +18,7 @@ from mcrelay.cli.options import (
     argument_type,
     ipv4_address,
     multicast_group,
+    multicast_ttl,
     port,
 )
 from mcrelay.cli.status import ExitStatus
@@ -35,12 +36,14 @@ from mcrelay.settings.resolve import (
     unknown_variables,
 )
 from mcrelay.settings.table import BY_NAME, SETTINGS, Setting
+from mcrelay.sockets import MULTICAST_TTL
 
 log = logging.getLogger(__name__)
 
 
 def add_network_flags(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
-    """The client commands' --group, --port and --interface (flag, else env, else default)."""
+    """The client commands' --group, --port, --interface and --ttl (flag, else env, else
+    default)."""
     group, udp_port = BY_NAME["group"].default, BY_NAME["port"].default
     add_flag(parser, environ, "--group", multicast_group, group, "multicast group")
     add_flag(parser, environ, "--port", port, udp_port, "UDP port")
@@ -51,6 +54,14 @@ def add_network_flags(parser: argparse.ArgumentParser, environ: Mapping[str, str
         ipv4_address,
         BY_NAME["interface"].default,
         "address of the interface for multicast",
+    )
+    add_flag(
+        parser,
+        environ,
+        "--ttl",
+        multicast_ttl,
+        MULTICAST_TTL,
+        "multicast TTL: how many routers what is sent to the group may cross",
     )
 
 

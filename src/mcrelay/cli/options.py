@@ -92,6 +92,7 @@ port = argument_type(convert.port)
 positive_float = argument_type(convert.positive_float)
 ipv4_address = argument_type(convert.ipv4_address)
 multicast_group = argument_type(convert.multicast_group)
+multicast_ttl = argument_type(convert.multicast_ttl)
 api_address = argument_type(convert.api_address)
 
 

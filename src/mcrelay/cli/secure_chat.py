@@ -163,6 +163,7 @@ async def _participant(
     async with open_secure_participant(
         destination=_destination(args),
         interface=args.interface,
+        ttl=args.ttl,
         identity=identity,
         relay_key=expected,
         connect_timeout_s=connect_timeout_s(args),

@@ -42,7 +42,7 @@ from mcrelay.protocol.legacy.events import (
     ServerKey,
 )
 from mcrelay.protocol.legacy.fragments import MSG_ID_BYTES
-from mcrelay.sockets import open_client_socket
+from mcrelay.sockets import MULTICAST_TTL, open_client_socket
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +287,7 @@ async def open_participant(
     *,
     destination: Address,
     interface: str,
+    ttl: int = MULTICAST_TTL,
     key: rsa.RSAPrivateKey | None = None,
     relay_fingerprint: str | None = None,
     keepalive_interval_s: float = KEEPALIVE_INTERVAL_S,
@@ -300,7 +301,7 @@ async def open_participant(
     """
     if key is None:
         key = await trio.to_thread.run_sync(crypto.generate_private_key)
-    sock = await open_client_socket(interface=interface)
+    sock = await open_client_socket(interface=interface, ttl=ttl)
     with sock:
         participant = Participant(
             sock,

@@ -35,7 +35,7 @@ from mcrelay.protocol.secure.client_events import (
 from mcrelay.protocol.secure.keys import KeyPair, encode_key
 from mcrelay.protocol.secure.retries import GIVE_UP_AFTER_S
 from mcrelay.protocol.secure.session import SESSION_TIMEOUT_S
-from mcrelay.sockets import open_client_socket
+from mcrelay.sockets import MULTICAST_TTL, open_client_socket
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +172,7 @@ async def open_secure_participant(
     destination: Address,
     interface: str,
     identity: KeyPair,
+    ttl: int = MULTICAST_TTL,
     relay_key: bytes | None = None,
     connect_timeout_s: float = GIVE_UP_AFTER_S,
     session_timeout_s: float = SESSION_TIMEOUT_S,
@@ -181,7 +182,7 @@ async def open_secure_participant(
     Raises :class:`RelayUnreachable` or :class:`RelayKeyChanged` before the block runs
     when connecting fails.
     """
-    sock = await open_client_socket(interface=interface)
+    sock = await open_client_socket(interface=interface, ttl=ttl)
     with sock:
         connection = ClientConnection(
             identity,

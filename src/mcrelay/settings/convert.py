@@ -36,6 +36,12 @@ def port(text: str) -> int:
     return int(text)
 
 
+def multicast_ttl(text: str) -> int:
+    if not _INTEGER.fullmatch(text) or not 1 <= int(text) <= 255:
+        raise ValueError(f"{text!r} is not a multicast TTL (an integer from 1 to 255)")
+    return int(text)
+
+
 def positive_float(text: str) -> float:
     if not _DECIMAL.fullmatch(text) or not 0 < float(text) < float("inf"):
         raise ValueError(f"{text!r} is not a positive number (such as 30 or 0.5)")
