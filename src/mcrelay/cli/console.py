@@ -2,7 +2,7 @@
 and the participant's events are printed as they come."""
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import trio
 
@@ -16,8 +16,18 @@ Event = TypeVar("Event")
 async def print_events(
     events: AsyncIterator[Event], render: Callable[[Event], str], env: Environment
 ) -> None:
+    """Each event as a line, written by a worker thread: a stdout nobody reads (a full
+    pipe, a terminal paused with Ctrl-S) holds this task, never the client's loop, whose
+    keep-alives and acknowledgements go on (events past the participant's queue are
+    dropped and counted there)."""
     async for event in events:
-        print(render(event), file=env.stdout, flush=True)
+        line = render(event) + "\n"
+        await trio.to_thread.run_sync(_write, env.stdout, line, abandon_on_cancel=True)
+
+
+def _write(out: TextIO, line: str) -> None:
+    out.write(line)
+    out.flush()
 
 
 async def send_lines(

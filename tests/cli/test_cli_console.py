@@ -1,0 +1,41 @@
+"""The chat's console: what it prints never holds the client's loop."""
+
+import io
+import threading
+
+import trio
+
+from mcrelay.cli.console import print_events
+from mcrelay.cli.environment import Environment
+
+
+class StuckOutput(io.StringIO):
+    """A stdout nobody reads (a full pipe, a terminal on Ctrl-S): a write blocks until let
+    go, or gives up after 2 s (then the loop was held all along)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+        self.held_the_loop = False
+
+    def write(self, text: str) -> int:
+        if not self.go.wait(2):
+            self.held_the_loop = True
+        return super().write(text)
+
+
+async def test_a_stdout_that_blocks_does_not_stop_the_loop() -> None:
+    """print() in the loop stopped every task with it: keep-alives too, so the relay
+    timed the client out while its output was blocked (found by review)."""
+    out = StuckOutput()
+    events_in, events = trio.open_memory_channel[str](10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(print_events, events, str.upper, Environment(stdout=out))
+        await events_in.send("one")
+        for _ in range(10):  # another task of the loop goes on while the write waits
+            await trio.sleep(0.01)
+        out.go.set()
+        await events_in.send("two")
+        await events_in.aclose()
+    assert not out.held_the_loop
+    assert out.getvalue() == "ONE\nTWO\n"
