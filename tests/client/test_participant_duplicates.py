@@ -95,3 +95,23 @@ async def test_duplicate_memory_is_bounded(
         await relay.sendto(first, participant.address)
         assert (await next_message(participant)).data == b"first"
         assert participant.dropped[DropReason.DUPLICATE_MESSAGE] == 0
+
+
+async def test_a_relay_whose_key_the_client_refuses_is_said_so() -> None:
+    """It was 'no relay answered', though one did, with a key of 1,024 bits (found by
+    review)."""
+    weak = rsa.generate_private_key(65537, 1024)
+    relay = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    with relay:
+        await relay.bind((LOOPBACK, 0))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(answer_key_requests, relay, weak)
+            with pytest.raises(participant_module.RelayUnreachable, match="RSA key of 1024 bits"):
+                async with open_participant(
+                    destination=relay.getsockname(),
+                    interface=LOOPBACK,
+                    retry_interval_s=0.1,
+                    register_timeout_s=0.35,
+                ):
+                    pass
+            nursery.cancel_scope.cancel()

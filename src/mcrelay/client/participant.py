@@ -130,6 +130,8 @@ class Participant:
         self.keepalive_interval_s = keepalive_interval_s
         self.relay_address: Address | None = None
         self.relay_key: rsa.RSAPublicKey | None = None
+        self._refused_key: str | None = None
+        """Why the last key a relay answered with was refused, if one was."""
         self.dropped: Counter[DropReason] = Counter()
         self._roster_until: float | None = None
         """While the roster comes: when it ends at the latest (trio time)."""
@@ -163,9 +165,13 @@ class Participant:
                     f"relay key {', '.join(sorted(mismatched))} does not match "
                     f"the pinned {self.pinned_fingerprint}"
                 )
-            raise RelayUnreachable(
-                f"no relay answered at {format_address(self.destination)} within {timeout_s:g} s"
-            )
+            where = format_address(self.destination)
+            if self._refused_key is not None:  # an answer, but no key a client may use
+                raise RelayUnreachable(
+                    f"no relay answered at {where} with a usable key within {timeout_s:g} s "
+                    f"({self._refused_key}; the client takes RSA keys of 2048 to 4096 bits)"
+                )
+            raise RelayUnreachable(f"no relay answered at {where} within {timeout_s:g} s")
         # The key request beside our key marks the end of the roster (see the module's doc).
         registration = legacy.client_key(self._key.public_key()) + legacy.key_request()
         await self._sock.sendto(registration, self.destination)
@@ -210,6 +216,7 @@ class Participant:
                     key = crypto.load_public_key_untrusted(event.pem)
                 except RemoteProtocolError as exc:
                     self.dropped[exc.reason] += 1
+                    self._refused_key = f"{format_address(source)} answered with {exc}"
                     continue
                 found = crypto.fingerprint(key)
                 if self.pinned_fingerprint is not None and found != self.pinned_fingerprint:
