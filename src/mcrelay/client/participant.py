@@ -19,6 +19,7 @@ come (rate limited, lost), the roster ends ``ROSTER_WAIT_S`` after registering.
 """
 
 import hashlib
+import itertools
 import logging
 import secrets
 import socket
@@ -53,6 +54,9 @@ ROSTER_WAIT_S = 1.0
 """The roster's end at the latest, should the relay's answer that marks it not come."""
 GOODBYE_TIMEOUT_S = 1.0
 EVENT_QUEUE_EVENTS = 1024
+KEY_CHECK_KEEPALIVES = 6
+"""One keep-alive in this many asks the relay's key too (once a minute by default: a
+relay answers at most 100 key requests a second in all)."""
 MAX_DATAGRAM_BYTES = 65535
 WILDCARD = "0.0.0.0"
 DUPLICATE_MEMORY_MESSAGES = 1024
@@ -69,6 +73,10 @@ class RelayUnreachable(RegistrationError):
 
 class RelayKeyMismatch(RegistrationError):
     """Only relays whose key does not match the pinned fingerprint answered."""
+
+
+class RelayKeyChanged(RelayKeyMismatch):
+    """The relay answered a key check with another key than the one we registered with."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,11 +261,34 @@ class Participant:
             self._emit(PeerPresent(event.peer) if self._in_roster() else event)
         elif isinstance(event, PeerLeft):
             self._emit(event)
-        elif isinstance(event, ServerKey) and self._in_roster():
-            self._roster_until = None  # the answer sent after the roster
+        elif isinstance(event, ServerKey):
+            if self._in_roster():
+                self._roster_until = None  # the answer sent after the roster
+            else:
+                self._check_relay_key(event)
         else:
-            # A repeated SERVER_PUBLIC_KEY after registration, or a type we do not know.
             self.dropped[DropReason.UNKNOWN_TYPE] += 1
+
+    def _check_relay_key(self, event: ServerKey) -> None:
+        """The relay's answer to the key request sent beside some keep-alives: a relay
+        that restarted with a new key cannot read what we send it any more."""
+        assert self.relay_key is not None
+        try:
+            key = crypto.load_public_key_untrusted(event.pem)
+        except RemoteProtocolError as exc:
+            self.dropped[exc.reason] += 1
+            return
+        found, known = crypto.fingerprint(key), crypto.fingerprint(self.relay_key)
+        if found == known:
+            return
+        if self.pinned_fingerprint is not None:  # not our relay's: someone else's answer
+            self.dropped[DropReason.BAD_KEY] += 1
+            return
+        raise RelayKeyChanged(
+            f"the relay at {format_address(self.destination)} now has key {found}, not "
+            f"{known}, the one this client registered with (a restart with a new key, or "
+            "another relay): start again to trust it, or pin --relay-fingerprint"
+        )
 
     def _in_roster(self) -> bool:
         if self._roster_until is not None and trio.current_time() >= self._roster_until:
@@ -272,11 +303,16 @@ class Participant:
 
     async def keepalive_loop(self) -> None:
         """KEEPALIVE with our key beside it: a registered client is only refreshed, and
-        one the relay forgot (a restart, a lost datagram, a timeout) registers again."""
+        one the relay forgot (a restart, a lost datagram, a timeout) registers again.
+        Every :data:`KEY_CHECK_KEEPALIVES`-th also asks the relay's key: a relay that came
+        back with a new one could not read a word we send (see _check_relay_key)."""
         ping = legacy.keepalive() + legacy.client_key(self._key.public_key())
-        while True:
+        for count in itertools.count(1):
             await trio.sleep(self.keepalive_interval_s)
-            await self._sock.sendto(ping, self.destination)
+            check = count % KEY_CHECK_KEEPALIVES == 0
+            await self._sock.sendto(
+                ping + legacy.key_request() if check else ping, self.destination
+            )
 
 
 def _source_toward(remote: Address, port: int) -> Address:

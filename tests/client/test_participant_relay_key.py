@@ -1,0 +1,65 @@
+"""A legacy relay that comes back with a new key: the client says so, not silence.
+
+The "relay" is a plain socket on loopback answering key requests with the key it is
+told; the client keeps alive every 20 ms, so its key check comes within 0.12 s.
+"""
+
+import pytest
+import trio
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mcrelay.client import Participant, open_participant
+from mcrelay.client.participant import KEY_CHECK_KEEPALIVES, RelayKeyChanged
+from mcrelay.protocol import legacy
+from mcrelay.protocol.errors import DropReason
+from mcrelay.protocol.legacy import crypto
+from support import LOOPBACK, WAIT_S
+
+Keys = list[rsa.RSAPrivateKey]
+KEEPALIVE_S = 0.02
+CHECK_S = KEY_CHECK_KEEPALIVES * KEEPALIVE_S
+
+
+async def answer(relay: trio.socket.SocketType, keys: list[rsa.RSAPrivateKey]) -> None:
+    """Every key request gets the last of ``keys`` (the test appends one to 'restart')."""
+    while True:
+        data, source = await relay.recvfrom(65535)
+        if data.endswith(legacy.key_request()):
+            await relay.sendto(legacy.server_key(keys[-1].public_key()), source)
+
+
+async def restart_with_a_new_key(keys: Keys, fingerprint: str | None) -> Participant:
+    """Register with a relay of keys[0], which comes back with keys[2]; the participant."""
+    served = [keys[0]]
+    relay = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    with relay:
+        await relay.bind((LOOPBACK, 0))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(answer, relay, served)
+            with trio.fail_after(WAIT_S):
+                async with open_participant(
+                    destination=relay.getsockname(),
+                    interface=LOOPBACK,
+                    key=keys[1],
+                    relay_fingerprint=fingerprint,
+                    keepalive_interval_s=KEEPALIVE_S,
+                ) as participant:
+                    await trio.sleep(2 * CHECK_S)  # checked, the same key
+                    served.append(keys[2])
+                    await trio.sleep(3 * CHECK_S)
+            nursery.cancel_scope.cancel()
+    return participant
+
+
+async def test_a_relay_back_with_a_new_key_ends_the_client(keys: Keys) -> None:
+    """It went on sending what the relay could no longer read, all lost, in silence
+    (found by review: the seed relay makes a new key at every start)."""
+    with pytest.raises(ExceptionGroup) as info:
+        await restart_with_a_new_key(keys, None)
+    assert info.group_contains(RelayKeyChanged, match="now has key", depth=None)
+
+
+async def test_a_pinned_client_counts_another_key_and_goes_on(keys: Keys) -> None:
+    """Its relay is the pinned key's: another key answering is someone else's."""
+    participant = await restart_with_a_new_key(keys, crypto.fingerprint(keys[0].public_key()))
+    assert participant.dropped[DropReason.BAD_KEY] >= 1
