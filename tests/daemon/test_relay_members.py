@@ -332,3 +332,21 @@ async def test_a_newcomer_waits_behind_those_already_waiting(
             harness.peer((f"127.0.1.{n}", 1000), keys[3]).register()
             await settle()
         assert waiter.registered()
+
+
+async def test_a_key_request_beside_a_waiting_registration_is_answered_after_its_roster(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Our client marks the roster's end by the answer to the key request it sends beside
+    its key: a registration that waited behind others had its answer sent at once, before
+    the roster, and every member present showed as joined (found by review)."""
+    config = harness_config(registrations_per_host_burst=3, registrations_per_host_per_s=0.01)
+    async with open_relay(keys[0], config) as harness:
+        for n in range(5):  # 3 members, 2 waiting for their host's rate
+            harness.peer(("127.0.0.2", 40000 + n), keys[1]).register()
+        await settle()
+        newcomer = harness.peer(("127.0.0.3", 40000), keys[2])
+        newcomer.send(legacy.client_key(keys[2].public_key()) + legacy.key_request())
+        await trio.sleep(0.2)  # its turn comes at the next try
+        received = newcomer.take()
+        assert [type(event) for event in received] == [PeerJoined] * 3 + [ServerKey]
