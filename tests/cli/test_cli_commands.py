@@ -1,6 +1,8 @@
 """The ``mcrelay`` commands run in-process against a relay on loopback."""
 
+import io
 import json
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +14,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.cli.chat import _render
+from mcrelay.cli.environment import Environment
 from mcrelay.cli.main import main, run_command
 from mcrelay.cli.status import ExitStatus
 from mcrelay.client import MessageReceived, ParticipantEvent, PeerPresent, participant
@@ -447,6 +450,28 @@ def test_main_returns_the_exit_status() -> None:
     console = Console()
     assert main(["daemon", "--port", "70000"], console.env) == 2
     assert_one_error_line(console, "--port")
+
+
+def test_ctrl_c_again_while_the_last_flush_waits_leaves_quietly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stdout nobody reads held the final flush; a second Ctrl-C there was a traceback
+    (found by review). It leaves at once with the command's status."""
+
+    class Stuck(io.StringIO):
+        def flush(self) -> None:
+            raise KeyboardInterrupt
+
+    exits: list[int] = []
+
+    def leave(status: int) -> None:
+        exits.append(status)
+
+    monkeypatch.setattr(os, "_exit", leave)
+    console = Console()
+    env = Environment(stdout=Stuck(), stderr=console.stderr, environ={})
+    main(["daemon", "--port", "70000"], env)
+    assert exits == [2]
 
 
 def test_human_chat_output_cannot_fake_lines_or_send_escapes() -> None:

@@ -20,22 +20,30 @@ KEEPALIVE_S = 0.02
 CHECK_S = KEY_CHECK_KEEPALIVES * KEEPALIVE_S
 
 
-async def answer(relay: trio.socket.SocketType, keys: list[rsa.RSAPrivateKey]) -> None:
-    """Every key request gets the last of ``keys`` (the test appends one to 'restart')."""
+async def answer(
+    relay: trio.socket.SocketType, keys: list[rsa.RSAPrivateKey], checks: list[int]
+) -> None:
+    """Every key request gets the last of ``keys`` (the test appends one to 'restart');
+    ``checks`` counts the key checks (a key request beside a keep-alive)."""
     while True:
         data, source = await relay.recvfrom(65535)
         if data.endswith(legacy.key_request()):
+            checks[0] += data.startswith(legacy.keepalive())
             await relay.sendto(legacy.server_key(keys[-1].public_key()), source)
 
 
-async def restart_with_a_new_key(keys: Keys, fingerprint: str | None) -> Participant:
-    """Register with a relay of keys[0], which comes back with keys[2]; the participant."""
+async def restart_with_a_new_key(
+    keys: Keys, fingerprint: str | None, checks: list[int] | None = None
+) -> Participant:
+    """Register with a relay of keys[0], which comes back with keys[2]; the participant.
+    ``checks[0]`` is the number of key checks answered with the first key."""
     served = [keys[0]]
+    checks = [0] if checks is None else checks
     relay = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
     with relay:
         await relay.bind((LOOPBACK, 0))
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(answer, relay, served)
+            nursery.start_soon(answer, relay, served, checks)
             with trio.fail_after(WAIT_S):
                 async with open_participant(
                     destination=relay.getsockname(),
@@ -44,7 +52,8 @@ async def restart_with_a_new_key(keys: Keys, fingerprint: str | None) -> Partici
                     relay_fingerprint=fingerprint,
                     keepalive_interval_s=KEEPALIVE_S,
                 ) as participant:
-                    await trio.sleep(2 * CHECK_S)  # checked, the same key
+                    await trio.sleep(2 * CHECK_S)  # checked, the same key: nothing
+                    assert checks[0] >= 1
                     served.append(keys[2])
                     await trio.sleep(3 * CHECK_S)
             nursery.cancel_scope.cancel()
@@ -54,12 +63,33 @@ async def restart_with_a_new_key(keys: Keys, fingerprint: str | None) -> Partici
 async def test_a_relay_back_with_a_new_key_ends_the_client(keys: Keys) -> None:
     """It went on sending what the relay could no longer read, all lost, in silence
     (found by review: the seed relay makes a new key at every start)."""
+    checks = [0]
     with pytest.raises(ExceptionGroup) as info:
-        await restart_with_a_new_key(keys, None)
+        await restart_with_a_new_key(keys, None, checks)
     assert info.group_contains(RelayKeyChanged, match="now has key", depth=None)
+    assert checks[0] >= 2  # the same key answered a check before, and did not end it
 
 
 async def test_a_pinned_client_counts_another_key_and_goes_on(keys: Keys) -> None:
     """Its relay is the pinned key's: another key answering is someone else's."""
     participant = await restart_with_a_new_key(keys, crypto.fingerprint(keys[0].public_key()))
     assert participant.dropped[DropReason.BAD_KEY] >= 1
+
+
+async def test_a_key_nobody_asked_for_ends_nothing(keys: Keys) -> None:
+    """One SERVER_PUBLIC_KEY from the relay's (spoofable) address, outside a key check,
+    ended every unpinned client (found by review)."""
+    relay = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    with relay:
+        await relay.bind((LOOPBACK, 0))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(answer, relay, [keys[0]], [0])
+            with trio.fail_after(WAIT_S):
+                async with open_participant(
+                    destination=relay.getsockname(), interface=LOOPBACK, key=keys[1]
+                ) as participant:  # keep-alives every 10 s: no check within this test
+                    await trio.sleep(1.2)  # past the roster's end
+                    await relay.sendto(legacy.server_key(keys[2].public_key()), participant.address)
+                    await trio.sleep(0.2)
+                    assert participant.dropped[DropReason.UNKNOWN_TYPE] == 1
+            nursery.cancel_scope.cancel()

@@ -61,7 +61,7 @@ def add_network_flags(parser: argparse.ArgumentParser, environ: Mapping[str, str
         "--ttl",
         multicast_ttl,
         MULTICAST_TTL,
-        "multicast TTL: how many routers what is sent to the group may cross",
+        "multicast TTL: what is sent to the group crosses TTL - 1 routers",
     )
 
 

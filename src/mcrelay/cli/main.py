@@ -124,6 +124,11 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
         pass  # raised alone, or from inside a nursery: no traceback either way
     try:
         env.stdout.flush()
+    except KeyboardInterrupt:
+        # The flush waited for a reader that takes nothing (a full pipe, a paused
+        # terminal), and Ctrl-C came again: give up what is left, at once and quietly
+        # (the interpreter's own flush at exit would wait, then abort).
+        os._exit(int(status))
     except BrokenPipeError:
         # What is left in the buffer has no reader; without this, the interpreter's own
         # flush at exit would fail again and print a traceback.

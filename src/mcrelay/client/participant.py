@@ -57,6 +57,9 @@ EVENT_QUEUE_EVENTS = 1024
 KEY_CHECK_KEEPALIVES = 6
 """One keep-alive in this many asks the relay's key too (once a minute by default: a
 relay answers at most 100 key requests a second in all)."""
+KEY_CHECK_ANSWER_S = 2.0
+"""How long the answer to a key check is awaited; a key from the relay's address at any
+other time is no answer, and is counted (``unknown_type``)."""
 MAX_DATAGRAM_BYTES = 65535
 WILDCARD = "0.0.0.0"
 DUPLICATE_MEMORY_MESSAGES = 1024
@@ -140,6 +143,8 @@ class Participant:
         self.relay_key: rsa.RSAPublicKey | None = None
         self._refused_key: str | None = None
         """Why the last key a relay answered with was refused, if one was."""
+        self._key_check_until: float | None = None
+        """Until when the answer to the key check just sent is awaited (trio time)."""
         self.dropped: Counter[DropReason] = Counter()
         self._roster_until: float | None = None
         """While the roster comes: when it ends at the latest (trio time)."""
@@ -273,6 +278,12 @@ class Participant:
         """The relay's answer to the key request sent beside some keep-alives: a relay
         that restarted with a new key cannot read what we send it any more."""
         assert self.relay_key is not None
+        if self._key_check_until is None or trio.current_time() > self._key_check_until:
+            # Asked for by no one: one datagram from the relay's (spoofable) address
+            # must not end the client.
+            self.dropped[DropReason.UNKNOWN_TYPE] += 1
+            return
+        self._key_check_until = None
         try:
             key = crypto.load_public_key_untrusted(event.pem)
         except RemoteProtocolError as exc:
@@ -307,12 +318,15 @@ class Participant:
         Every :data:`KEY_CHECK_KEEPALIVES`-th also asks the relay's key: a relay that came
         back with a new one could not read a word we send (see _check_relay_key)."""
         ping = legacy.keepalive() + legacy.client_key(self._key.public_key())
+        # A phase of its own, so that clients started together do not all ask at once.
+        phase = secrets.randbelow(KEY_CHECK_KEEPALIVES)
         for count in itertools.count(1):
             await trio.sleep(self.keepalive_interval_s)
-            check = count % KEY_CHECK_KEEPALIVES == 0
-            await self._sock.sendto(
-                ping + legacy.key_request() if check else ping, self.destination
-            )
+            if count % KEY_CHECK_KEEPALIVES == phase:
+                self._key_check_until = trio.current_time() + KEY_CHECK_ANSWER_S
+                await self._sock.sendto(ping + legacy.key_request(), self.destination)
+            else:
+                await self._sock.sendto(ping, self.destination)
 
 
 def _source_toward(remote: Address, port: int) -> Address:
