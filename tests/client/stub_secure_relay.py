@@ -2,7 +2,7 @@
 socket, forwarding CHAT to the other members and announcing joins: enough for the
 secure driver and the CLI to run against, on Trio's clock."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import trio
@@ -33,6 +33,8 @@ class ServedRelay:
         """Members that sent DISCONNECT (kept, so their session still ACKs it)."""
         relay.on_join = self._joined
         self._wake = trio.Event()
+        self.drop: Callable[[bytes], bool] = lambda _data: False
+        """A test's filter of what comes in: True drops that datagram."""
 
     def origin(self, member: Member) -> Origin:
         return Origin(OriginKind.SECURE_CLIENT, member.key, member.session.address)
@@ -76,6 +78,8 @@ class ServedRelay:
     async def receive_loop(self) -> None:
         while True:
             data, source = await self.sock.recvfrom(2048)
+            if self.drop(data):
+                continue
             self.relay.receive(data, (source[0], source[1]), trio.current_time())
             await self._flush()
 

@@ -20,6 +20,7 @@ from mcrelay.client.secure_files import load_known_relays, parse_known_relays, r
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.secure import sending
 from mcrelay.protocol.secure.client_events import ChatReceived, NoticeReceived, PresenceChanged
+from mcrelay.protocol.secure.header import DatagramType
 from mcrelay.protocol.secure.keys import KeyPair, client_id, encode_key, parse_private_key_text
 from mcrelay.protocol.secure.messages import LeaveReason, NoticeCode, PresenceEvent
 from mcrelay.protocol.secure.origins import RELAY_ORIGIN, Origin, OriginKind
@@ -136,6 +137,45 @@ async def test_chat_shows_presence_and_messages_with_their_origin(tmp_path: Path
         chats = [e for e in received if isinstance(e, ChatReceived)]
         assert [e.text for e in chats] == [b"hi there"]
         assert chats[0].origin.id == me
+
+
+async def test_chat_at_the_end_of_its_input_leaves_after_its_lines_are_acknowledged(
+    tmp_path: Path,
+) -> None:
+    """It sent DISCONNECT at once: a line whose datagram was lost was given up by the
+    relay (or held a page relay's DISCONNECT behind it) and never came (found by review,
+    against a page relay)."""
+    line = "a line whose first datagram is lost"
+    async with served_relay() as served:
+        lost = [False]
+
+        def first_line_lost(data: bytes) -> bool:
+            is_data = data[1:2] == bytes([DatagramType.DATA])
+            if is_data and not lost[0] and len(data) >= 16 + 16 + 3 + 8 + 1 + len(line):
+                lost[0] = True
+                return True
+            return False
+
+        served.drop = first_line_lost
+        other = KeyPair.from_private(bytes([5] * 32))
+        async with open_secure_participant(
+            destination=served.address,
+            interface=LOOPBACK,
+            identity=other,
+            relay_key=RELAY_KEY.public,
+        ) as peer:
+            console = Console(stdin_text=line + "\n")
+            status = await console.run("chat", *flags(tmp_path, served.address[1]), "--json")
+            assert status == ExitStatus.OK, console.err_lines()
+            assert lost[0]
+            texts = []
+            with trio.fail_after(WAIT_S):
+                async for event in peer.events:
+                    if isinstance(event, ChatReceived):
+                        texts.append(event.text)
+                    if isinstance(event, PresenceChanged) and event.event == PresenceEvent.LEFT:
+                        break
+        assert texts == [line.encode()]
 
 
 def test_events_render_as_the_legacy_client_does_plus_the_origin() -> None:

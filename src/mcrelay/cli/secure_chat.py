@@ -248,11 +248,22 @@ async def run_secure_chat(args: argparse.Namespace, env: Environment) -> ExitSta
                 print_events, participant.events, partial(render, as_json=as_json), env
             )
             nursery.start_soon(_cancel_when_closed, participant, nursery.cancel_scope)
-            await send_lines(participant.send, env, MAX_CHAT_BYTES)
+            sent: list[int] = []
+
+            async def send(data: bytes) -> None:
+                sent.append(await participant.send(data))
+
+            await send_lines(send, env, MAX_CHAT_BYTES)
             if args.stay:
                 await participant.wait_until(lambda: False)
+            # What was typed goes before the goodbye: a relay holds a DISCONNECT
+            # behind a message it misses, or gives that message up (10 s at most).
+            await participant.wait_until(lambda: all(i in participant.settled for i in sent))
             nursery.cancel_scope.cancel()
         _ended(participant)
+        missing = sum(not participant.settled.get(i, False) for i in sent)
+        if missing:
+            env.say(f"mcrelay: the relay did not acknowledge {missing} of {len(sent)} lines")
     return ExitStatus.OK
 
 

@@ -28,6 +28,7 @@ from mcrelay.protocol.secure.client_events import (
     PresenceChanged,
     relay_message_event_untrusted,
 )
+from mcrelay.protocol.secure.frames import Abandon
 from mcrelay.protocol.secure.header import DatagramType
 from mcrelay.protocol.secure.keyquery import encode_key_info
 from mcrelay.protocol.secure.keys import KeyPair
@@ -40,8 +41,15 @@ from mcrelay.protocol.secure.messages import (
     RelayedChat,
 )
 from mcrelay.protocol.secure.origins import RELAY_ORIGIN, Origin, OriginKind
+from mcrelay.protocol.secure.receiving import Receiver
 from mcrelay.protocol.secure.retries import GIVE_UP_AFTER_S
-from mcrelay.protocol.secure.sending import MESSAGE_WINDOW, QUEUE_LIMIT, QueueFull
+from mcrelay.protocol.secure.sending import (
+    ABANDON_SENDS,
+    MESSAGE_DEADLINE_S,
+    MESSAGE_WINDOW,
+    QUEUE_LIMIT,
+    QueueFull,
+)
 
 from .client_support import (
     RELAY_ADDRESS,
@@ -360,6 +368,34 @@ def test_disconnect_closes_once_acknowledged() -> None:
     assert net.now - started < DISCONNECT_WAIT_S
     assert net.events[ME][-1] == Closed(CloseReason.DISCONNECTED)
     assert member(net).delivered == [b"\x04"]
+
+
+def test_a_disconnecting_client_still_sends_its_abandon_three_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The page: ABANDON is sent 3 times in all. Closing at the ACK of DISCONNECT cut the
+    repeats short: with the first ABANDON lost, the relay held the DISCONNECT behind the
+    abandoned message for good (found by review)."""
+    net, connection = connected_net()
+    connection.send_chat(b"never", net.now)
+    first_abandon_at = net.now + MESSAGE_DEADLINE_S
+    # Nothing but keep-alives reaches the relay until the first ABANDON has gone (lost).
+    net.drop = lambda data, to: (
+        to == RELAY_ADDRESS and len(data) > 32 and (net.now <= first_abandon_at)
+    )
+    net.run_for(MESSAGE_DEADLINE_S + 0.001)
+    abandons: list[Abandon] = []
+    on_abandon = Receiver.on_abandon
+
+    def counted(receiver: Receiver, frame: Abandon, now: float) -> None:
+        abandons.append(frame)
+        on_abandon(receiver, frame, now)
+
+    monkeypatch.setattr(Receiver, "on_abandon", counted)
+    connection.disconnect(net.now)
+    net.run(lambda: connection.closed, limit_s=5.0)
+    net.run_for(0.1)  # what is on its way arrives
+    assert len(abandons) == ABANDON_SENDS - 1  # the two after the lost one
 
 
 def test_disconnect_closes_after_a_second_without_its_ack() -> None:

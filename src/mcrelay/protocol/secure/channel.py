@@ -117,6 +117,11 @@ class Channel:
         return self._sender.queued
 
     @property
+    def abandons_owed(self) -> bool:
+        """An ABANDON has yet to go out one of its 3 times (the client's)."""
+        return self._sender.abandons_owed
+
+    @property
     def can_send(self) -> bool:
         return self._sender.queued < QUEUE_LIMIT
 

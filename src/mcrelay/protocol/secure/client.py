@@ -49,10 +49,13 @@ from mcrelay.protocol.secure.keypairs import REKEY_AFTER_S, Keypair
 from mcrelay.protocol.secure.keys import KeyPair
 from mcrelay.protocol.secure.messages import Chat, Disconnect, NoticeCode, encode_message
 from mcrelay.protocol.secure.retries import GIVE_UP_AFTER_S, HeldCookie, RetryAction
+from mcrelay.protocol.secure.rtt import MAX_RTO_S
 from mcrelay.protocol.secure.session import SESSION_TIMEOUT_S, Session
 
 DISCONNECT_WAIT_S = 1.0
 """How long a client that sent DISCONNECT waits for its ACK before it closes."""
+ABANDON_GRACE_S = 2 * MAX_RTO_S + 0.1
+"""After DISCONNECT is acknowledged, at most this long to send the ABANDONs owed."""
 NOTICE_LINGER_S = 1.0
 """After NOTICE kicked, banned or replaced: time to acknowledge it, then close."""
 FINAL_NOTICES = {
@@ -122,6 +125,7 @@ class ClientConnection:
         self._ending: tuple[float, CloseReason] | None = None
         """When we close, and why: after DISCONNECT, or a final NOTICE."""
         self._disconnect_id: int | None = None
+        self._disconnect_settled = False
         self._events: deque[ClientEvent] = deque()
         self.drops: Counter[DropReason] = Counter()
         """Datagrams and messages from the network that were not acted on, by reason."""
@@ -356,9 +360,15 @@ class ClientConnection:
                 self._deliver(event.body, now)
             elif isinstance(event, MessageAcknowledged | MessageAbandoned):
                 if event.message_id == self._disconnect_id:
-                    self._close(CloseReason.DISCONNECTED)
+                    self._disconnect_settled = True
+                    # The ABANDONs still owed go out their 3 times first (a page relay
+                    # holds DISCONNECT behind an abandoned message until it hears one):
+                    # two RTOs at most.
+                    self._ending = (now + ABANDON_GRACE_S, CloseReason.DISCONNECTED)
                 else:
                     self._events.append(event)
+        if self._disconnect_settled and not self.closed and not channel.abandons_owed:
+            self._close(CloseReason.DISCONNECTED)
 
     def _deliver(self, body: bytes, now: float) -> None:
         try:

@@ -153,6 +153,11 @@ class Sender:
         return len(self._flight)
 
     @property
+    def abandons_owed(self) -> bool:
+        """An ABANDON has yet to go out one of its 3 times."""
+        return bool(self._abandon_at)
+
+    @property
     def fragments_in_flight(self) -> int:
         return self._unacked
 
