@@ -36,6 +36,11 @@ from mcrelay.settings.table import BY_NAME
 if TYPE_CHECKING:
     from mcrelay.cli.api_client import Api
 
+CLIENTS_PAGE = 10_000
+"""Clients asked for at a time (the API's most); a listing of 1,000 showed no more."""
+MAX_CLIENT_PAGES = 100
+
+
 JSON_HELP = {
     "post": "print the API's answer, one JSON object per message",
     "events": "one JSON object per event, as the API sends them",
@@ -195,10 +200,29 @@ async def run_clients(args: argparse.Namespace, env: Environment) -> ExitStatus:
     if args.local:
         params["scope"] = "local"
     async with _api(args) as api:
-        result = await api.call("GET", "/v1/clients", params=params)
+        result = await _all_clients(api, params)
     with _reading():
         _show_clients(env, result, args.json)
     return ExitStatus.OK
+
+
+async def _all_clients(api: Api, params: dict[str, str]) -> Any:
+    """Every page of ``/v1/clients``, as one answer: ``clients`` and ``count``."""
+    result = await api.call("GET", "/v1/clients", params={**params, "limit": str(CLIENTS_PAGE)})
+    with _reading():
+        clients, count = list(result["clients"]), int(result["count"])
+        for _ in range(MAX_CLIENT_PAGES):  # bounded, whatever a count says
+            if len(clients) >= count:
+                break
+            page = await api.call(
+                "GET",
+                "/v1/clients",
+                params={**params, "limit": str(CLIENTS_PAGE), "offset": str(len(clients))},
+            )
+            if not page["clients"]:
+                break  # fewer now than when counted
+            clients += page["clients"]
+    return {"clients": clients, "count": count}
 
 
 def _show_clients(env: Environment, result: Any, as_json: bool) -> None:
