@@ -520,3 +520,20 @@ async def test_a_usage_error_names_the_command(argv: list[str], start: str) -> N
     assert await console.run(*argv) == ExitStatus.USAGE
     assert_one_error_line(console)
     assert console.err_lines()[0].startswith(f"mcrelay: error: {start}"), console.err_lines()
+
+
+async def test_a_bad_variable_is_said_by_the_command_that_uses_it_and_a_flag_beats_it(
+    tmp_path: Path,
+) -> None:
+    """Every command's parser is built at once: MCRELAY_TTL=abc stopped the daemon and
+    config check too, and a flag given did not beat a bad variable (found by a review of
+    the docs)."""
+    bad_ttl = {"MCRELAY_TTL": "abc"}
+    check = Console(environ=bad_ttl)
+    assert await check.run("config", "check", "--key-file", str(tmp_path / "k.pem")) == 0
+    send = Console(environ=bad_ttl)
+    assert await send.run("send", "x") == ExitStatus.USAGE
+    assert_one_error_line(send, "MCRELAY_TTL: 'abc'")
+    status = Console(environ={"MCRELAY_API": "/nonsense"})
+    assert await status.run("status", "--api", "off") == ExitStatus.UNREACHABLE
+    assert_one_error_line(status, "'off'")

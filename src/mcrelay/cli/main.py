@@ -13,7 +13,7 @@ from mcrelay import __version__
 from mcrelay.api.errors import ApiBindError
 from mcrelay.cli import admin, chat, completion, daemon, keys
 from mcrelay.cli.environment import Environment
-from mcrelay.cli.options import Parser, UsageError
+from mcrelay.cli.options import Parser, UsageError, check_variables
 from mcrelay.cli.status import MEANINGS, ApiAnswerError, ApiError, ApiUnreachable, ExitStatus
 from mcrelay.cli.text import printable
 from mcrelay.client import RelayKeyMismatch, RelayUnreachable
@@ -80,6 +80,7 @@ async def run_command(argv: Sequence[str], env: Environment) -> ExitStatus:
     """Parse ``argv`` and run the command inside the current Trio run."""
     try:
         args = build_parser(env).parse_args(argv)
+        check_variables(args)
         command: Command = args.command
         return await command(args, env)
     except Exception as exc:

@@ -69,10 +69,27 @@ def add_flag(
         try:
             default = default_text = convert(environ[name])
         except (ValueError, argparse.ArgumentTypeError) as exc:
-            raise UsageError(f"{name}: {exc}") from None
+            # Said only if this command uses it and no flag overrides it: every
+            # command's parser is built, and a flag beats the environment.
+            default, default_text = BadVariable(f"{name}: {exc}"), environ[name]
     default_text = default_text or default
     shown = "" if default_text is None else f" (default: {default_text})"
     parser.add_argument(flag, type=convert, default=default, help=f"{help}{shown}; env {name}")
+
+
+class BadVariable:
+    """A flag's ``MCRELAY_<NAME>`` that does not convert: its default until a flag is
+    given; :func:`check_variables` says it for the command that would use it."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def check_variables(args: argparse.Namespace) -> None:
+    """Raise :class:`UsageError` for a variable the parsed command would have used."""
+    for value in vars(args).values():
+        if isinstance(value, BadVariable):
+            raise UsageError(value.message)
 
 
 def argument_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:
