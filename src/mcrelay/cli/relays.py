@@ -29,14 +29,19 @@ def relays_rows(relays: list[Fields]) -> list[list[str]]:
         [
             printable(str(relay["name"])),
             "yes" if relay["local"] else "no",
-            str(relay["members"]),
+            _count(relay["members"]),
             _seconds(relay["last_heartbeat_s"]),
-            str(relay["envelopes_in"]),
-            str(relay["envelopes_out"]),
-            str(relay["gaps"]),
+            _count(relay["envelopes_in"]),
+            _count(relay["envelopes_out"]),
+            _count(relay["gaps"]),
         ]
         for relay in relays
     ]
+
+
+def _count(value: int | None) -> str:
+    """``-`` where the API has no count (``envelopes_out`` is this relay's alone)."""
+    return "-" if value is None else str(value)
 
 
 def _seconds(value: float | None) -> str:

@@ -21,9 +21,11 @@ MEANINGS = {
     "the same identity key)",
     ExitStatus.USAGE: "usage: bad arguments, environment variables or settings, or a file "
     "that cannot be used (a key file, the API token file)",
-    ExitStatus.UNREACHABLE: "no relay answered, or the daemon's API cannot be reached",
+    ExitStatus.UNREACHABLE: "no relay answered (with send --secure: or did not acknowledge "
+    "every message), or the daemon's API cannot be reached or did not answer within 30 s",
     ExitStatus.SERVER_ERROR: "the API failed (5xx)",
-    ExitStatus.KEY_MISMATCH: "the relay's key does not match --relay-fingerprint; with "
+    ExitStatus.KEY_MISMATCH: "the relay's key does not match --relay-fingerprint, or the "
+    "relay came back with another key than the one the client registered with; with "
     "--secure, not the one pinned with --relay-key or known from an earlier use, or two "
     "relays answered with different keys",
     ExitStatus.INTERRUPTED: "interrupted by Ctrl-C before it finished (chat, events and "
