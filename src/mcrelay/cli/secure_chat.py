@@ -236,7 +236,7 @@ def _ended(participant: SecureParticipant) -> None:
     """Raise for a session the relay ended (or lost) while the command ran."""
     closed = participant.closed
     if closed is not None and closed.reason is not CloseReason.DISCONNECTED:
-        raise ended_error(closed)
+        raise ended_error(closed, participant.connection.destination)
 
 
 async def run_secure_chat(args: argparse.Namespace, env: Environment) -> ExitStatus:

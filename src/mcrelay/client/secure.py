@@ -157,7 +157,7 @@ class SecureParticipant:
             else:
                 await self.flush()
                 return message_id
-        raise ended_error(self.closed)
+        raise ended_error(self.closed, self.connection.destination)
 
     async def disconnect(self) -> None:
         """DISCONNECT, then wait (at most a second) for the relay to acknowledge it."""
@@ -212,10 +212,14 @@ async def open_secure_participant(
                 nursery.cancel_scope.cancel()
 
 
-def ended_error(closed: Closed) -> Exception:
+def ended_error(closed: Closed, destination: Address) -> Exception:
     """What a session that ended (or was lost) after connecting raises."""
     if closed.reason is CloseReason.UNREACHABLE:
         return RelayUnreachable("the relay stopped answering")
+    if closed.reason is CloseReason.KEY_MISMATCH:  # it came back with another key
+        assert closed.expected_key is not None
+        assert closed.found_key is not None
+        return RelayKeyChanged(format_address(destination), closed.expected_key, closed.found_key)
     return SessionEnded(closed.reason)
 
 

@@ -148,6 +148,27 @@ def test_a_different_key_is_refused_showing_both() -> None:
     assert not connection.connected
 
 
+def test_a_relay_back_with_another_key_is_refused_showing_both() -> None:
+    """After 30 s of silence the client's new INITs got silence from a relay that came
+    back with another key, and it gave up 90 s later as if no relay answered (found by
+    review, against a page relay): it asks the key again beside them."""
+    net, connection = connected_net()
+    new_key = KeyPair.from_private(bytes([7] * 32))
+    net.relay = StubRelay(new_key)
+    net.run(lambda: connection.closed, limit_s=60.0)
+    assert net.events[ME][-1] == Closed(CloseReason.KEY_MISMATCH, RELAY_KEY.public, new_key.public)
+    assert net.now < 40.0  # at the new handshake, 30 s after the last word
+
+
+def test_after_silence_the_same_key_answers_and_the_session_goes_on() -> None:
+    net, connection = connected_net()
+    net.relay_down = True
+    net.run_for(31.0)  # silent: a new handshake, and the key asked again
+    net.relay_down = False
+    net.run_for(100.0)  # past the 90 s a handshake may take
+    assert not connection.closed
+
+
 def test_two_different_answers_to_one_query_are_refused() -> None:
     net = Net(StubRelay())
     connection = client(net)

@@ -290,6 +290,11 @@ class ClientConnection:
         session = self.session
         if session is not None and attempt is None and self._may_handshake:
             silent = now >= self._silent_since + self.timeout_s
+            if silent and self.relay_key is not None:
+                # The relay may have come back with another key: its INITs would get
+                # silence, and the client would give up after 90 s not knowing why.
+                self._keys = KeyCheck(self.relay_key, now, self._random_bytes)
+                self._out.append((self._keys.query.datagram, self.destination))
             if silent or session.current.wants_rekey(now):
                 self._start_handshake(now)
 
@@ -318,6 +323,8 @@ class ClientConnection:
             raise RemoteProtocolError("RESPONSE to no INIT of ours", DropReason.UNKNOWN_INDEX)
         answered = self._attempt.read_response_untrusted(datagram, now)
         self._attempt = None
+        if self.connected:
+            self._keys = None  # the relay answered: a key check after silence is over
         self._answered_at = now
         established = answered.established
         keypair = Keypair.from_handshake(established.keys, established.relay_epoch, now)
