@@ -59,6 +59,7 @@ class DropReason(StrEnum):
     REPLACED = "replaced"
     STALE_EPOCH = "stale_epoch"
     INVALID_ACK = "invalid_ack"
+    TOO_MANY_FRAMES = "too_many_frames"
     # protocol/secure: keypairs.py, session.py (a session's DATA)
     KEYPAIR_EXPIRED = "keypair_expired"
     # daemon: the relay serving both profiles (daemon/relay.py, daemon/secure/)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 
-from mcrelay.protocol.errors import LocalProtocolError, RemoteProtocolError
+from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
 
 # +--------+-----------+----------------+
 # | type   | length    | value ...      |
@@ -30,6 +30,10 @@ MAX_FRAGMENT_BYTES = 1150
 """The most message bytes one FRAGMENT carries."""
 MAX_FRAGMENTS = 64
 """The most fragments a receiver accepts for one message (a sender needs at most 58)."""
+MAX_FRAMES_PER_DATA = 256
+"""Frames read from one DATA at most; one with more is dropped whole (``too_many_frames``).
+A peer's DATA holds a window's fragments (64), a few ACKs, ABANDONs and path frames:
+a 64 KB DATA of 6,540 small ACKs cost the relay 12 ms for one seal of the sender's."""
 MAX_MSG_SEQ = 0xFFFFFFFF
 
 
@@ -195,6 +199,10 @@ def decode_frames_untrusted(plaintext: bytes) -> Frames:
     offset = 0
     end = len(plaintext)
     while offset < end:
+        if len(frames) + unknown >= MAX_FRAMES_PER_DATA:
+            raise RemoteProtocolError(
+                f"over {MAX_FRAMES_PER_DATA} frames in one DATA", DropReason.TOO_MANY_FRAMES
+            )
         if end - offset < FRAME_HEADER.size:
             raise RemoteProtocolError(f"frame header cut short at byte {offset}")
         type_, length = FRAME_HEADER.unpack_from(plaintext, offset)
@@ -230,6 +238,8 @@ def _ack_untrusted(value: bytes) -> Frame:
         raise RemoteProtocolError(f"ACK of {count} fragments with a {len(bitmap)}-byte bitmap")
     if count < len(_WHOLE) and bitmap == _FULL_BITMAPS[count]:  # the common case
         return Ack(msg_seq, count, _WHOLE[count])
+    if count > MAX_FRAGMENTS:  # of no message a peer can have: its bits are not read
+        return Ack(msg_seq, count, _WHOLE[0])
     # Byte by byte (bits past the count say nothing): linear in a count up to 65,535.
     received = frozenset(index for index in range(count) if bitmap[index >> 3] >> (index & 7) & 1)
     return Ack(msg_seq, count, received)
