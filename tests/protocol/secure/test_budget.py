@@ -150,3 +150,35 @@ def test_a_charge_that_needs_the_askers_own_message_evicts_no_one_and_is_refused
     assert other.statistics().drops == {}
     assert other.statistics().held == grower.statistics().held == 1
     assert budget.total == 2 * empty
+
+
+class Giving:
+    """A holder of partial messages of ``size`` bytes each, evicted on request."""
+
+    def __init__(self, budget: ReceiveBudget, messages: int, size: int) -> None:
+        self.budget, self.size, self.asked = budget, size, 0
+        for n in range(messages):
+            assert budget.reserve(self, size, n)
+        self.messages = messages
+
+    def evict_oldest_partial(self, keep: int | None) -> bool:
+        self.asked += 1
+        if not self.messages:
+            return False
+        self.messages -= 1
+        self.budget.release(self, self.size)
+        return True
+
+
+def test_a_growing_message_is_not_asked_to_evict_itself() -> None:
+    """The asking holder, holding only the message the charge is for, was found by a scan
+    of its own, asked, and refused, before every eviction was looked for again: two scans
+    of every holder per eviction (found by review)."""
+    budget = ReceiveBudget(max_bytes=5000)
+    others = [Giving(budget, 1, 500) for _ in range(8)]
+    grower = Giving(budget, 0, 500)
+    assert budget.reserve(grower, 900, 0)  # its one message: now the heaviest holder
+    assert budget.reserve(grower, 900, 0, kept=900)  # needs 800 more: two others go
+    assert grower.asked == 0
+    assert sum(other.asked for other in others) == 2
+    assert budget.total == 6 * 500 + 1800

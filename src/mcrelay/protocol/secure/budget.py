@@ -56,15 +56,24 @@ class ReceiveBudget:
     def _make_room(self, holder: Holder, charge: int, keep: int, kept: int) -> bool:
         if self.total - (self._partial_total - kept) + charge > self.max_bytes:
             return False  # evicting every partial message but ``keep`` would not do
-        spent: Holder | None = None
-        """``holder`` itself, once found to hold nothing partial but ``keep``."""
-        held = self._held.__getitem__
-        while self.total + charge > self.max_bytes:
-            victim = max((h for h in self._partial if h is not spent), key=held, default=None)
-            if victim is None:
-                return False
-            if not victim.evict_oldest_partial(keep if victim is holder else None):
-                spent = victim  # any other holder of partial bytes has one to evict
+        partial, held = self._partial, self._held.__getitem__
+        # A holder whose partial bytes are all ``keep``'s has nothing to give: out of
+        # the scans (it was found so by a scan of its own, then every scan skipped it,
+        # doubling the cost of each eviction; found by review).
+        own = partial.pop(holder, None) if partial.get(holder, 0) <= kept else None
+        skip: set[Holder] = set()
+        """Holders that had nothing to give after all (none, while the counts are right)."""
+        try:
+            while self.total + charge > self.max_bytes:
+                candidates = partial if not skip else (h for h in partial if h not in skip)
+                victim = max(candidates, key=held, default=None)
+                if victim is None:
+                    return False
+                if not victim.evict_oldest_partial(keep if victim is holder else None):
+                    skip.add(victim)
+        finally:
+            if own is not None:
+                partial[holder] = own
         return True
 
     def completed(self, holder: Holder, charge: int) -> None:
