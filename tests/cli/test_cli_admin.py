@@ -369,3 +369,37 @@ async def test_clients_lists_every_client_however_many_pages() -> None:
         nursery.cancel_scope.cancel()
     assert len(json.loads(console.stdout.getvalue())["clients"]) == 12_345
     assert [r.query.get("offset", "0") for r in api.requests] == ["0", "10000"]
+
+
+async def test_clients_paged_while_members_come_lists_each_once() -> None:
+    """One joining between two pages shifted the next page: a row came twice and the
+    count disagreed with the rows (found by review)."""
+    row = {
+        "profile": "legacy",
+        "host": "10.0.0.1",
+        "fingerprint": "SHA256:x",
+        "connected_at": "now",
+        "idle_s": 0.0,
+        "messages_in": 0,
+        "messages_out": 0,
+    }
+    clients = [{**row, "id": f"10.0.0.1:{n:05}", "port": n} for n in range(1, 10_002)]
+    api = PagedApi(clients)
+    original = api._answer
+
+    def one_joins_first(request: Request) -> tuple[int, Any]:
+        if request.query.get("offset"):
+            api.clients = [{**row, "id": "10.0.0.1:00000", "port": 0}, *clients]
+        return original(request)
+
+    api._answer = one_joins_first  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        serve = functools.partial(trio.serve_tcp, api.serve, 0, host="127.0.0.1")
+        listeners = await nursery.start(serve)
+        address = f"127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+        console = Console()
+        assert await console.run("clients", "--api", address, "--json") == ExitStatus.OK
+        nursery.cancel_scope.cancel()
+    listed = json.loads(console.stdout.getvalue())
+    ids = [client["id"] for client in listed["clients"]]
+    assert len(ids) == len(set(ids)) == listed["count"]

@@ -15,10 +15,11 @@ import mcrelay.cli.secure_chat as secure_chat
 from mcrelay.cli.main import run_command
 from mcrelay.cli.secure_chat import render
 from mcrelay.cli.status import ExitStatus
-from mcrelay.client.secure import open_secure_participant
+from mcrelay.client.secure import DISCONNECT_LIMIT_S, open_secure_participant
 from mcrelay.client.secure_files import load_known_relays, parse_known_relays, remember_relay
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.secure import sending
+from mcrelay.protocol.secure.client import ABANDON_GRACE_S, DISCONNECT_WAIT_S
 from mcrelay.protocol.secure.client_events import ChatReceived, NoticeReceived, PresenceChanged
 from mcrelay.protocol.secure.header import DatagramType
 from mcrelay.protocol.secure.keys import KeyPair, client_id, encode_key, parse_private_key_text
@@ -178,6 +179,22 @@ async def test_chat_at_the_end_of_its_input_leaves_after_its_lines_are_acknowled
         assert texts == [line.encode()]
 
 
+async def test_chat_whose_lines_go_unacknowledged_says_so_and_exits_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It waited until every line was given up (10 s a window of 8: 91 s for 72 lines),
+    then exited 0 (found by review): it waits END_WAIT_S at most, and a line not
+    acknowledged is exit 3, as for send."""
+    monkeypatch.setattr(secure_chat, "END_WAIT_S", 0.3)
+    async with served_relay() as served:
+        served.drop = lambda data: data[1:2] == bytes([DatagramType.DATA]) and len(data) > 60
+        console = Console(stdin_text="a line the relay never gets\n")
+        with trio.fail_after(WAIT_S):
+            status = await console.run("chat", *flags(tmp_path, served.address[1]), "--json")
+    assert status == ExitStatus.UNREACHABLE
+    assert console.err_lines()[-1] == ("mcrelay: error: the relay did not acknowledge 1 of 1 lines")
+
+
 def test_events_render_as_the_legacy_client_does_plus_the_origin() -> None:
     peer = Origin(OriginKind.SECURE_CLIENT, OTHER_KEY.public, ("127.0.0.1", 40001))
     legacy = Origin(OriginKind.LEGACY_CLIENT, bytes(32), ("127.0.0.1", 40002))
@@ -265,3 +282,9 @@ async def test_a_key_remembered_meanwhile_is_kept_and_this_one_refused(
     assert status == ExitStatus.KEY_MISMATCH
     assert encode_key(OTHER_KEY.public) in console.err_lines()[-1]
     assert load_known_relays(tmp_path / "known_relays") == {where: OTHER_KEY.public}
+
+
+def test_a_goodbye_has_the_time_the_connection_takes_for_it() -> None:
+    """1.5 s cut short the ABANDONs a connection owes after its DISCONNECT's ACK (up to
+    two RTOs of 2 s): the relay heard none of them (found by review)."""
+    assert DISCONNECT_LIMIT_S > DISCONNECT_WAIT_S + ABANDON_GRACE_S

@@ -222,7 +222,10 @@ async def _all_clients(api: Api, params: dict[str, str]) -> Any:
             if not page["clients"]:
                 break  # fewer now than when counted
             clients += page["clients"]
-    return {"clients": clients, "count": count}
+        # Who joined or left between two pages shifts the next: a row may come twice
+        # (one may be missed, as in any listing by offset), so each id once.
+        unique = list({str(client["id"]): client for client in clients}.values())
+    return {"clients": unique, "count": len(unique)}
 
 
 def _show_clients(env: Environment, result: Any, as_json: bool) -> None:

@@ -71,7 +71,8 @@ def add_flag(
         except (ValueError, argparse.ArgumentTypeError) as exc:
             # Said only if this command uses it and no flag overrides it: every
             # command's parser is built, and a flag beats the environment.
-            default, default_text = BadVariable(f"{name}: {exc}"), environ[name]
+            default = BadVariable(f"{name}: {exc}")
+            default_text = f"{environ[name]!r} from {name}, which is not valid"
     default_text = default_text or default
     shown = "" if default_text is None else f" (default: {default_text})"
     parser.add_argument(flag, type=convert, default=default, help=f"{help}{shown}; env {name}")

@@ -57,7 +57,12 @@ from mcrelay.protocol.secure.keys import KeyPair, client_id, decode_key, encode_
 from mcrelay.protocol.secure.messages import MAX_CHAT_BYTES, PresenceEvent
 from mcrelay.protocol.secure.origins import Origin, OriginKind
 from mcrelay.protocol.secure.retries import GIVE_UP_AFTER_S
+from mcrelay.protocol.secure.sending import MESSAGE_DEADLINE_S
 from mcrelay.settings.config import state_directory
+
+END_WAIT_S = MESSAGE_DEADLINE_S + 1.0
+"""At the end of its input, how long chat waits for its lines to be acknowledged (or
+given up: 10 s after each was first sent) before it leaves."""
 
 
 def _relay_public_key(text: str) -> bytes:
@@ -241,6 +246,7 @@ def _ended(participant: SecureParticipant) -> None:
 
 async def run_secure_chat(args: argparse.Namespace, env: Environment) -> ExitStatus:
     as_json = args.json or not env.stdin_isatty
+    waited = False
     async with _open(args, env, announce=True) as participant:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cancel_on_signal, nursery.cancel_scope)
@@ -257,13 +263,18 @@ async def run_secure_chat(args: argparse.Namespace, env: Environment) -> ExitSta
             if args.stay:
                 await participant.wait_until(lambda: False)
             # What was typed goes before the goodbye: a relay holds a DISCONNECT
-            # behind a message it misses, or gives that message up (10 s at most).
-            await participant.wait_until(lambda: all(i in participant.settled for i in sent))
+            # behind a message it misses, or gives that message up.
+            with trio.move_on_after(END_WAIT_S):
+                await participant.wait_until(lambda: all(i in participant.settled for i in sent))
+            waited = True  # not interrupted (Ctrl-C cancels the nursery, and ends with 0)
             nursery.cancel_scope.cancel()
         _ended(participant)
         missing = sum(not participant.settled.get(i, False) for i in sent)
         if missing:
-            env.say(f"mcrelay: the relay did not acknowledge {missing} of {len(sent)} lines")
+            lost = f"the relay did not acknowledge {missing} of {len(sent)} lines"
+            if waited:
+                raise RelayUnreachable(lost)  # exit 3, as send's
+            env.say(f"mcrelay: {lost}")
     return ExitStatus.OK
 
 

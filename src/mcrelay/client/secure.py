@@ -23,7 +23,12 @@ from mcrelay.client.participant import (
 from mcrelay.protocol.addresses import Address, format_address
 from mcrelay.protocol.errors import DropReason
 from mcrelay.protocol.secure.channel_events import MessageAbandoned, MessageAcknowledged
-from mcrelay.protocol.secure.client import DISCONNECT_WAIT_S, ClientConnection, NotConnected
+from mcrelay.protocol.secure.client import (
+    ABANDON_GRACE_S,
+    DISCONNECT_WAIT_S,
+    ClientConnection,
+    NotConnected,
+)
 from mcrelay.protocol.secure.client_events import (
     ChatReceived,
     Closed,
@@ -42,6 +47,10 @@ log = logging.getLogger(__name__)
 SecureEvent = ChatReceived | PresenceChanged | NoticeReceived
 """What the application reads from :attr:`SecureParticipant.events`."""
 DISCONNECT_MARGIN_S = 0.5
+DISCONNECT_LIMIT_S = DISCONNECT_WAIT_S + ABANDON_GRACE_S + DISCONNECT_MARGIN_S
+"""The longest a session's goodbye may take: the connection closes by itself (at the
+ACK of DISCONNECT, after the ABANDONs it owes, or at its deadlines); this bounds a bug's
+wait. (It was 1.5 s, and cut the owed ABANDONs short: found by review.)"""
 """Beyond the connection's own wait for the ACK of DISCONNECT."""
 
 
@@ -207,7 +216,7 @@ async def open_secure_participant(
                 yield participant
             finally:
                 with trio.CancelScope(shield=True):
-                    with trio.move_on_after(DISCONNECT_WAIT_S + DISCONNECT_MARGIN_S):
+                    with trio.move_on_after(DISCONNECT_LIMIT_S):
                         await participant.disconnect()
                 nursery.cancel_scope.cancel()
 

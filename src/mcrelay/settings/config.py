@@ -280,10 +280,10 @@ class RelayConfig:
         check=at_least(131072),
         section="limits",
         live=True,
-        help="bytes all send buffers hold together: legacy copies waiting while the "
-        "socket's send buffer is full, and secure messages queued or unacknowledged; "
-        "past it a legacy copy is dropped (send_queue_full), or the secure member "
-        "holding the most is removed (left, unreachable)",
+        help="bytes of legacy copies waiting while the socket's send buffer is full, "
+        "and apart as many of secure messages queued or unacknowledged; past it a "
+        "legacy copy is dropped (send_queue_full), or the secure member holding the "
+        "most is removed (left, unreachable)",
     )
     send_queue_datagrams: int = internal(
         16384,

@@ -160,6 +160,17 @@ def test_a_relay_back_with_another_key_is_refused_showing_both() -> None:
     assert net.now < 40.0  # at the new handshake, 30 s after the last word
 
 
+def test_a_relay_back_with_another_key_during_a_rekey_is_refused_too() -> None:
+    """The key was asked only when no handshake was under way: a rekey's (every 120 s)
+    kept it from being asked, and the client gave up 90 s later (found by review)."""
+    net, connection = connected_net()
+    net.run_for(110.0)  # the session's rekey starts at 120 s, into the silence
+    new_key = KeyPair.from_private(bytes([7] * 32))
+    net.relay = StubRelay(new_key)
+    net.run(lambda: connection.closed, limit_s=60.0)
+    assert net.events[ME][-1] == Closed(CloseReason.KEY_MISMATCH, RELAY_KEY.public, new_key.public)
+
+
 def test_after_silence_the_same_key_answers_and_the_session_goes_on() -> None:
     net, connection = connected_net()
     net.relay_down = True

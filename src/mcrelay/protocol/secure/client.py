@@ -288,14 +288,15 @@ class ClientConnection:
             if action is RetryAction.SEND_INIT:
                 self._out.append((attempt.init, self.relay or self.destination))
         session = self.session
-        if session is not None and attempt is None and self._may_handshake:
+        if session is not None and self._may_handshake:
             silent = now >= self._silent_since + self.timeout_s
-            if silent and self.relay_key is not None:
-                # The relay may have come back with another key: its INITs would get
-                # silence, and the client would give up after 90 s not knowing why.
+            if silent and self._keys is None and self.relay_key is not None:
+                # The relay may have come back with another key: its INITs (a rekey's
+                # too, under way) would get silence, and the client would give up 90 s
+                # later not knowing why. Once a silence: the relay's RESPONSE ends it.
                 self._keys = KeyCheck(self.relay_key, now, self._random_bytes)
                 self._out.append((self._keys.query.datagram, self.destination))
-            if silent or session.current.wants_rekey(now):
+            if attempt is None and (silent or session.current.wants_rekey(now)):
                 self._start_handshake(now)
 
     def _on_key_info(self, datagram: bytes, now: float) -> None:
