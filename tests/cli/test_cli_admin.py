@@ -333,33 +333,40 @@ async def test_clients_lists_both_profiles_and_kick_bans_a_secure_key(
                 assert await unban.run("unban", "--api", api, s.id) == ExitStatus.OK
 
 
-class PagedApi(FakeApi):
-    """``/v1/clients`` in pages, as the API gives them (``limit``, ``offset``)."""
-
-    def __init__(self, clients: list[dict[str, Any]]) -> None:
-        super().__init__({})
-        self.clients = clients
-
-    def _answer(self, request: Request) -> tuple[int, Any]:
-        self.requests.append(request)
-        offset, limit = int(request.query.get("offset", 0)), int(request.query.get("limit", 1000))
-        return 200, {"clients": self.clients[offset : offset + limit], "count": len(self.clients)}
-
-
-async def test_clients_lists_every_client_however_many_pages() -> None:
-    """It showed the API's first page, 1,000, and said nothing of the rest (found by a
-    review of the docs: 1,079 registered, 1,000 listed)."""
-    row = {
+def row(port: int) -> dict[str, Any]:
+    """A legacy client as /v1/clients lists it, at 10.0.0.1:``port`` (zero-padded id)."""
+    return {
+        "id": f"10.0.0.1:{port:05}",
         "profile": "legacy",
         "host": "10.0.0.1",
+        "port": port,
         "fingerprint": "SHA256:x",
         "connected_at": "now",
         "idle_s": 0.0,
         "messages_in": 0,
         "messages_out": 0,
     }
-    clients = [{**row, "id": f"10.0.0.1:{n}", "port": n} for n in range(12_345)]
-    api = PagedApi(clients)
+
+
+class PagedApi(FakeApi):
+    """``/v1/clients`` in pages, as the API gives them (``limit``, ``offset``); before
+    the second page, ``joining`` (if any) joins ahead of the others."""
+
+    def __init__(self, clients: list[dict[str, Any]], joining: dict[str, Any] | None = None):
+        super().__init__({})
+        self.clients, self.joining = clients, joining
+
+    def _answer(self, request: Request) -> tuple[int, Any]:
+        self.requests.append(request)
+        offset, limit = int(request.query.get("offset", 0)), int(request.query.get("limit", 1000))
+        if offset and self.joining is not None:
+            self.clients = [self.joining, *self.clients]
+            self.joining = None
+        return 200, {"clients": self.clients[offset : offset + limit], "count": len(self.clients)}
+
+
+async def listed_clients(api: PagedApi) -> dict[str, Any]:
+    """What ``mcrelay clients --json`` prints, asking ``api``."""
     async with trio.open_nursery() as nursery:
         serve = functools.partial(trio.serve_tcp, api.serve, 0, host="127.0.0.1")
         listeners = await nursery.start(serve)
@@ -367,39 +374,21 @@ async def test_clients_lists_every_client_however_many_pages() -> None:
         console = Console()
         assert await console.run("clients", "--api", address, "--json") == ExitStatus.OK
         nursery.cancel_scope.cancel()
-    assert len(json.loads(console.stdout.getvalue())["clients"]) == 12_345
+    listed: dict[str, Any] = json.loads(console.stdout.getvalue())
+    return listed
+
+
+async def test_clients_lists_every_client_however_many_pages() -> None:
+    """It showed the API's first page, 1,000, and said nothing of the rest (found by a
+    review of the docs: 1,079 registered, 1,000 listed)."""
+    api = PagedApi([row(n) for n in range(12_345)])
+    assert len((await listed_clients(api))["clients"]) == 12_345
     assert [r.query.get("offset", "0") for r in api.requests] == ["0", "10000"]
 
 
 async def test_clients_paged_while_members_come_lists_each_once() -> None:
     """One joining between two pages shifted the next page: a row came twice and the
     count disagreed with the rows (found by review)."""
-    row = {
-        "profile": "legacy",
-        "host": "10.0.0.1",
-        "fingerprint": "SHA256:x",
-        "connected_at": "now",
-        "idle_s": 0.0,
-        "messages_in": 0,
-        "messages_out": 0,
-    }
-    clients = [{**row, "id": f"10.0.0.1:{n:05}", "port": n} for n in range(1, 10_002)]
-    api = PagedApi(clients)
-    original = api._answer
-
-    def one_joins_first(request: Request) -> tuple[int, Any]:
-        if request.query.get("offset"):
-            api.clients = [{**row, "id": "10.0.0.1:00000", "port": 0}, *clients]
-        return original(request)
-
-    api._answer = one_joins_first  # type: ignore[method-assign]
-    async with trio.open_nursery() as nursery:
-        serve = functools.partial(trio.serve_tcp, api.serve, 0, host="127.0.0.1")
-        listeners = await nursery.start(serve)
-        address = f"127.0.0.1:{listeners[0].socket.getsockname()[1]}"
-        console = Console()
-        assert await console.run("clients", "--api", address, "--json") == ExitStatus.OK
-        nursery.cancel_scope.cancel()
-    listed = json.loads(console.stdout.getvalue())
+    listed = await listed_clients(PagedApi([row(n) for n in range(1, 10_002)], row(0)))
     ids = [client["id"] for client in listed["clients"]]
     assert len(ids) == len(set(ids)) == listed["count"]

@@ -116,28 +116,34 @@ async def test_a_bad_known_relays_file_is_a_usage_error(tmp_path: Path) -> None:
     assert "line 1" in console.err_lines()[-1]
 
 
+async def chats_seen_by_a_member(
+    tmp_path: Path, served: ServedRelay, text: str
+) -> list[ChatReceived]:
+    """Run ``chat`` with ``text`` on its input while another member listens; the CHATs
+    that member got, until it was told the chat left."""
+    other = KeyPair.from_private(bytes([5] * 32))
+    async with open_secure_participant(
+        destination=served.address, interface=LOOPBACK, identity=other, relay_key=RELAY_KEY.public
+    ) as peer:
+        console = Console(stdin_text=text + "\n")
+        status = await console.run("chat", *flags(tmp_path, served.address[1]), "--json")
+        assert status == ExitStatus.OK, console.err_lines()
+        chats: list[ChatReceived] = []
+        with trio.fail_after(WAIT_S):
+            async for event in peer.events:
+                if isinstance(event, ChatReceived):
+                    chats.append(event)
+                if isinstance(event, PresenceChanged) and event.event == PresenceEvent.LEFT:
+                    return chats
+    raise AssertionError("the chat was never seen to leave")
+
+
 async def test_chat_shows_presence_and_messages_with_their_origin(tmp_path: Path) -> None:
     async with served_relay() as served:
-        other = KeyPair.from_private(bytes([5] * 32))
-        async with open_secure_participant(
-            destination=served.address,
-            interface=LOOPBACK,
-            identity=other,
-            relay_key=RELAY_KEY.public,
-        ) as peer:
-            console = Console(stdin_text="hi there\n")
-            status = await console.run("chat", *flags(tmp_path, served.address[1]), "--json")
-            assert status == ExitStatus.OK, console.err_lines()
-            received = []
-            with trio.fail_after(WAIT_S):
-                async for event in peer.events:
-                    received.append(event)
-                    if isinstance(event, PresenceChanged) and event.event == PresenceEvent.LEFT:
-                        break
-        me = parse_private_key_text((tmp_path / "identity").read_bytes()).public
-        chats = [e for e in received if isinstance(e, ChatReceived)]
-        assert [e.text for e in chats] == [b"hi there"]
-        assert chats[0].origin.id == me
+        chats = await chats_seen_by_a_member(tmp_path, served, "hi there")
+    me = parse_private_key_text((tmp_path / "identity").read_bytes()).public
+    assert [e.text for e in chats] == [b"hi there"]
+    assert chats[0].origin.id == me
 
 
 async def test_chat_at_the_end_of_its_input_leaves_after_its_lines_are_acknowledged(
@@ -158,25 +164,9 @@ async def test_chat_at_the_end_of_its_input_leaves_after_its_lines_are_acknowled
             return False
 
         served.drop = first_line_lost
-        other = KeyPair.from_private(bytes([5] * 32))
-        async with open_secure_participant(
-            destination=served.address,
-            interface=LOOPBACK,
-            identity=other,
-            relay_key=RELAY_KEY.public,
-        ) as peer:
-            console = Console(stdin_text=line + "\n")
-            status = await console.run("chat", *flags(tmp_path, served.address[1]), "--json")
-            assert status == ExitStatus.OK, console.err_lines()
-            assert lost[0]
-            texts = []
-            with trio.fail_after(WAIT_S):
-                async for event in peer.events:
-                    if isinstance(event, ChatReceived):
-                        texts.append(event.text)
-                    if isinstance(event, PresenceChanged) and event.event == PresenceEvent.LEFT:
-                        break
-        assert texts == [line.encode()]
+        chats = await chats_seen_by_a_member(tmp_path, served, line)
+    assert lost[0]
+    assert [e.text for e in chats] == [line.encode()]
 
 
 async def test_chat_whose_lines_go_unacknowledged_says_so_and_exits_3(
