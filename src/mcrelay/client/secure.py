@@ -47,11 +47,11 @@ log = logging.getLogger(__name__)
 SecureEvent = ChatReceived | PresenceChanged | NoticeReceived
 """What the application reads from :attr:`SecureParticipant.events`."""
 DISCONNECT_MARGIN_S = 0.5
+"""Beyond the connection's own waits after DISCONNECT."""
 DISCONNECT_LIMIT_S = DISCONNECT_WAIT_S + ABANDON_GRACE_S + DISCONNECT_MARGIN_S
 """The longest a session's goodbye may take: the connection closes by itself (at the
 ACK of DISCONNECT, after the ABANDONs it owes, or at its deadlines); this bounds a bug's
 wait. (It was 1.5 s, and cut the owed ABANDONs short: found by review.)"""
-"""Beyond the connection's own wait for the ACK of DISCONNECT."""
 
 
 class RelayKeyChanged(RelayKeyMismatch):

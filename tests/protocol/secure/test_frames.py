@@ -179,6 +179,16 @@ def test_an_ack_of_any_count_decodes_to_its_bits_alone(ack: tuple[int, bytes]) -
     assert ack_bitmap(decoded[0]) == within.to_bytes(len(bitmap), "little")
 
 
+def test_a_data_of_the_pages_size_may_hold_as_many_frames_as_fit() -> None:
+    """The page skips unknown frame types: a DATA of 1,200 bytes of them, plus a fragment,
+    is read whole (a cap of 256 dropped it: found by review)."""
+    fragment = encode_frames([Fragment(0, 0, 1, b"\x01hi")])
+    unknown = FRAME_HEADER.pack(0x7F, 0) * ((1200 - len(fragment)) // FRAME_HEADER.size)
+    decoded = decode_frames_untrusted(fragment + unknown)
+    assert decoded.frames == (Fragment(0, 0, 1, b"\x01hi"),)
+    assert decoded.unknown == len(unknown) // FRAME_HEADER.size
+
+
 def test_a_data_of_more_frames_than_any_peer_sends_is_refused_whole() -> None:
     """A 64 KB DATA of 6,540 small ACKs (or 21,000 empty frames of an unknown type) cost
     the relay 12 ms (4 ms) for one AEAD seal of the sender's (found by review): past

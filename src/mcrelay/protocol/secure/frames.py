@@ -30,10 +30,12 @@ MAX_FRAGMENT_BYTES = 1150
 """The most message bytes one FRAGMENT carries."""
 MAX_FRAGMENTS = 64
 """The most fragments a receiver accepts for one message (a sender needs at most 58)."""
-MAX_FRAMES_PER_DATA = 256
+MAX_FRAMES_PER_DATA = 400
 """Frames read from one DATA at most; one with more is dropped whole (``too_many_frames``).
-A peer's DATA holds a window's fragments (64), a few ACKs, ABANDONs and path frames:
-a 64 KB DATA of 6,540 small ACKs cost the relay 12 ms for one seal of the sender's."""
+As many as a DATA of the page's 1,200 bytes can hold (3-byte frames of an unknown type,
+which the page says to skip): a peer's DATA holds a window's fragments, a few ACKs,
+ABANDONs and path frames, and 6,540 small ACKs in a 64 KB DATA cost the relay 12 ms
+for one seal of the sender's."""
 MAX_MSG_SEQ = 0xFFFFFFFF
 
 
