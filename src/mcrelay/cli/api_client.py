@@ -71,7 +71,10 @@ class Api:
                 return json.loads(body)
             except JSON_ERRORS:
                 raise ApiAnswerError(f"the API at {self.where} answered with no JSON") from None
-        raise ApiUnreachable(
+        raise self._late()
+
+    def _late(self) -> ApiUnreachable:
+        return ApiUnreachable(
             f"the daemon's API at {self.where} did not answer within {ANSWER_DEADLINE_S:.0f} s"
         )
 
@@ -80,12 +83,11 @@ class Api:
         try:
             async with self._client.stream(method, path, **kwargs) as response:
                 body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_ANSWER_BYTES:
-                        raise ApiAnswerError(
-                            f"the API at {self.where} answered with over {MAX_ANSWER_BYTES} bytes"
-                        )
+                await _read_into(body, response, MAX_ANSWER_BYTES)
+                if len(body) > MAX_ANSWER_BYTES:
+                    raise ApiAnswerError(
+                        f"the API at {self.where} answered with over {MAX_ANSWER_BYTES} bytes"
+                    )
                 return response.status_code, bytes(body)
         except httpx.TransportError as exc:
             raise ApiUnreachable(f"cannot reach the daemon's API at {self.where}: {exc}") from None
@@ -103,17 +105,11 @@ class Api:
                         self._client.stream("GET", "/v1/events", timeout=STREAM_TIMEOUT)
                     )
                 if response is None:
-                    raise ApiUnreachable(
-                        f"the daemon's API at {self.where} did not answer within "
-                        f"{ANSWER_DEADLINE_S:.0f} s"
-                    )
+                    raise self._late()
                 if response.is_error:
                     body = bytearray()
-                    with trio.move_on_after(ANSWER_DEADLINE_S):
-                        async for chunk in response.aiter_bytes():
-                            body += chunk
-                            if len(body) >= MAX_EVENT_BYTES:
-                                break
+                    with trio.move_on_after(ANSWER_DEADLINE_S):  # what came by then
+                        await _read_into(body, response, MAX_EVENT_BYTES)
                     status = response.status_code
                     raise ApiError(status, _error_message(status, bytes(body[:MAX_EVENT_BYTES])))
                 data: list[str] = []
@@ -163,6 +159,15 @@ class Api:
         if not isinstance(event, dict):
             raise ApiAnswerError(f"the API at {self.where} sent an event that is no JSON object")
         return event
+
+
+async def _read_into(body: bytearray, response: httpx.Response, limit: int) -> None:
+    """Add ``response``'s body to ``body`` until its end, or once it holds over ``limit``
+    bytes (the caller tells which)."""
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            return
 
 
 def _error_message(status: int, body: bytes) -> str:

@@ -61,16 +61,15 @@ class ReceiveBudget:
         # the scans (it was found so by a scan of its own, then every scan skipped it,
         # doubling the cost of each eviction; found by review).
         own = partial.pop(holder, None) if partial.get(holder, 0) <= kept else None
-        skip: set[Holder] = set()
-        """Holders that had nothing to give after all (none, while the counts are right)."""
         try:
             while self.total + charge > self.max_bytes:
-                candidates = partial if not skip else (h for h in partial if h not in skip)
-                victim = max(candidates, key=held, default=None)
-                if victim is None:
+                victim = max(partial, key=held, default=None)
+                # Every holder scanned has a partial message but ``keep`` to give; one
+                # that gives none (counts gone wrong) ends it: the charge is refused.
+                if victim is None or not victim.evict_oldest_partial(
+                    keep if victim is holder else None
+                ):
                     return False
-                if not victim.evict_oldest_partial(keep if victim is holder else None):
-                    skip.add(victim)
         finally:
             if own is not None:
                 partial[holder] = own
