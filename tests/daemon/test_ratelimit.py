@@ -1,6 +1,8 @@
 """SourceLimiter: token buckets per source and in total, with explicit ``now``."""
 
-from mcrelay.core.ratelimit import SourceLimiter
+import pytest
+
+from mcrelay.core.ratelimit import SourceLimiter, TokenBucket
 from mcrelay.protocol.addresses import Address
 
 A: Address = ("127.0.0.1", 50001)
@@ -112,3 +114,10 @@ def test_a_source_is_not_charged_for_what_the_total_refused() -> None:
     assert limit.total_room(1.0)
     assert limit.allow(A, 1.0)  # A still had both of its tokens
     assert limit.allow(A, 2.0)
+
+
+def test_a_reserved_token_is_taken_ahead_and_its_wait_is_said() -> None:
+    bucket = TokenBucket(2, 10.0, 2, 100.0)
+    assert [bucket.reserve(100.0) for _ in range(4)] == pytest.approx([0.0, 0.0, 0.1, 0.2])
+    assert bucket.reserve(100.3) == pytest.approx(0.0)  # the debt paid, and one earned
+    assert bucket.take(100.3) is False

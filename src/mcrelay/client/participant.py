@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mcrelay.core.ratelimit import TokenBucket
 from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address, format_address
 from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
@@ -64,6 +65,12 @@ MAX_DATAGRAM_BYTES = 65535
 WILDCARD = "0.0.0.0"
 DUPLICATE_MEMORY_MESSAGES = 1024
 """Digests of the latest relayed ciphertexts kept to spot network duplicates (32 bytes each)."""
+PACE_BURST_FRAGMENTS = 64
+PACE_FRAGMENTS_PER_S = 2000.0
+"""Fragments go out at once up to this burst (about 20 KB, which any receive buffer
+holds), then at this rate: a relay that decrypts a message as it completes, in its one
+receive thread, reads nothing meanwhile (176 blocks of 2048 bits take it about 40 ms),
+and fragments sent back to back would overflow its kernel's default buffer (208 KiB)."""
 
 
 class RegistrationError(Exception):
@@ -149,6 +156,9 @@ class Participant:
         self._roster_until: float | None = None
         """While the roster comes: when it ends at the latest (trio time)."""
         self._recent = RecentDigests(DUPLICATE_MEMORY_MESSAGES)
+        self._pace = TokenBucket(
+            PACE_BURST_FRAGMENTS, PACE_FRAGMENTS_PER_S, PACE_BURST_FRAGMENTS, trio.current_time()
+        )
         self._events_in, self.events = trio.open_memory_channel[ParticipantEvent](
             EVENT_QUEUE_EVENTS
         )
@@ -193,7 +203,8 @@ class Participant:
             self.address = _source_toward(self.relay_address, self.address[1])
 
     async def send(self, message: bytes | str) -> None:
-        """Encrypt for the relay, fragment and send (raises ``LocalProtocolError`` if too long)."""
+        """Encrypt for the relay, fragment and send, paced (raises ``LocalProtocolError`` if
+        too long)."""
         assert self.relay_key is not None, "not registered"
         plaintext = message.encode("utf-8") if isinstance(message, str) else message
         if plaintext in (legacy.CONNECT_WORD, legacy.DISCONNECT_WORD):
@@ -204,6 +215,7 @@ class Participant:
             legacy.message_datagrams, self.relay_key, plaintext, secrets.token_bytes(MSG_ID_BYTES)
         )
         for datagram in datagrams:
+            await trio.sleep(self._pace.reserve(trio.current_time()))
             await self._sock.sendto(datagram, self.destination)
 
     async def disconnect(self) -> None:

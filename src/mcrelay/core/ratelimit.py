@@ -29,6 +29,12 @@ class TokenBucket:
             return True
         return False
 
+    def reserve(self, now: float) -> float:
+        """Take a token, ahead of time if there is none: how long until it is earned."""
+        self.refill(now)
+        self.tokens -= 1
+        return max(0.0, -self.tokens / self.rate_per_s)
+
 
 class SourceLimiter:
     """A bucket per source and one in total; a source is tracked while its bucket is not full.
