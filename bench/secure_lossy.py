@@ -207,7 +207,8 @@ async def wait_phase(
     wanted = set(numbers)
     with trio.move_on_after(MESSAGE_DEADLINE_S + SLACK_S):
         while not (  # noqa: ASYNC110
-            all(i in sender.settled for i in ids) and all(wanted <= a.numbers() for a in arrivals)
+            not any(i in sender.pending for i in ids)
+            and all(wanted <= a.numbers() for a in arrivals)
         ):
             await trio.sleep(POLL_S)
 
@@ -243,6 +244,7 @@ async def clients_side(args: argparse.Namespace) -> None:
             first += count
             before = channel_figures(sender)
             receivers_before = [channel_figures(r) for r in receivers]
+            given_up_before = sender.given_up
             began = trio.current_time()
             sent_at, ids = await send_phase(
                 sender, fragments, numbers, fragments * args.pace_s_per_fragment
@@ -254,8 +256,8 @@ async def clients_side(args: argparse.Namespace) -> None:
                     "event": "phase",
                     "send_s": sending_s,
                     "numbers": [numbers.start, numbers.stop],
-                    "abandoned": sum(sender.settled.get(i) is False for i in ids),
-                    "unsettled": sum(i not in sender.settled for i in ids),
+                    "abandoned": sender.given_up - given_up_before,
+                    "unsettled": sum(i in sender.pending for i in ids),
                     "sender_before": before,
                     "sender_after": channel_figures(sender),
                     "receivers_before": receivers_before,

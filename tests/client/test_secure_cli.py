@@ -15,18 +15,23 @@ import mcrelay.cli.secure_chat as secure_chat
 from mcrelay.cli.main import run_command
 from mcrelay.cli.secure_chat import render
 from mcrelay.cli.status import ExitStatus
-from mcrelay.client.secure import DISCONNECT_LIMIT_S, open_secure_participant
+from mcrelay.client.secure import DISCONNECT_LIMIT_S, ChatGivenUp, open_secure_participant
 from mcrelay.client.secure_files import load_known_relays, parse_known_relays, remember_relay
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.secure import sending
 from mcrelay.protocol.secure.client import ABANDON_GRACE_S, DISCONNECT_WAIT_S
-from mcrelay.protocol.secure.client_events import ChatReceived, NoticeReceived, PresenceChanged
+from mcrelay.protocol.secure.client_events import (
+    ChatReceived,
+    CloseReason,
+    NoticeReceived,
+    PresenceChanged,
+)
 from mcrelay.protocol.secure.header import DatagramType
 from mcrelay.protocol.secure.keys import KeyPair, client_id, encode_key, parse_private_key_text
 from mcrelay.protocol.secure.messages import LeaveReason, NoticeCode, PresenceEvent
 from mcrelay.protocol.secure.origins import RELAY_ORIGIN, Origin, OriginKind
 from protocol.secure.client_support import RELAY_KEY
-from support import WAIT_S, Console
+from support import WAIT_S, Console, wait_until
 
 OTHER_KEY = KeyPair.from_private(bytes([9] * 32))
 
@@ -183,6 +188,50 @@ async def test_chat_whose_lines_go_unacknowledged_says_so_and_exits_3(
             status = await console.run("chat", *flags(tmp_path, served.address[1]), "--json")
     assert status == ExitStatus.UNREACHABLE
     assert console.err_lines()[-1] == ("mcrelay: error: the relay did not acknowledge 1 of 1 lines")
+
+
+async def test_a_line_given_up_mid_session_is_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line the relay never acknowledged was given up in silence while the chat went on
+    (found by review): it is shown as not delivered."""
+    monkeypatch.setattr(sending, "MESSAGE_DEADLINE_S", 0.3)
+    line = "a line the relay never gets"
+    async with served_relay() as served:
+        # Its DATAs only: the goodbye's, smaller, go through.
+        served.drop = lambda data: (
+            data[1:2] == bytes([DatagramType.DATA]) and len(data) >= 16 + 16 + 3 + 8 + len(line)
+        )
+        console = Console(stdin_text=line + "\n")
+        async with trio.open_nursery() as nursery:
+            argv = ["chat", *flags(tmp_path, served.address[1]), "--json", "--stay"]
+            nursery.start_soon(console.run, *argv)
+            await wait_until(lambda: any("undelivered" in out for out in console.out_lines()))
+            nursery.cancel_scope.cancel()
+    shown = [json.loads(out) for out in console.out_lines() if "undelivered" in out]
+    assert shown == [{"event": "undelivered", "text": line}]
+    given_up = ChatGivenUp(b"a \x1b[2J line")
+    assert render(given_up, as_json=False) == (
+        "* not delivered (the relay did not acknowledge it): a \\x1b[2J line"
+    )
+
+
+async def test_a_cancellation_from_outside_still_says_goodbye() -> None:
+    """The goodbye ran with the socket's task cancelled: it never heard the relay's ACK,
+    waited DISCONNECT_LIMIT_S and left the session to time out at the relay (found
+    while testing the line given up)."""
+    async with served_relay() as served:
+        with trio.CancelScope() as scope:
+            async with open_secure_participant(
+                destination=served.address,
+                interface=LOOPBACK,
+                identity=KeyPair.generate(),
+                relay_key=RELAY_KEY.public,
+            ) as participant:
+                scope.cancel()
+                await trio.sleep_forever()
+    assert participant.closed is not None
+    assert participant.closed.reason is CloseReason.DISCONNECTED
 
 
 def test_events_render_as_the_legacy_client_does_plus_the_origin() -> None:

@@ -87,8 +87,8 @@ async def test_two_secure_clients_chat_and_see_each_other(
                 assert chat.origin.kind == OriginKind.SECURE_CLIENT
                 assert chat.origin.id == a_identity.public
                 with trio.fail_after(WAIT_S):
-                    await a.wait_until(lambda: message_id in a.settled)
-                assert a.settled[message_id] is True
+                    await a.wait_until(lambda: message_id not in a.pending)
+                assert a.given_up == 0
             left = await next_of(a, PresenceChanged)
             assert isinstance(left, PresenceChanged)
             assert left.event == PresenceEvent.LEFT

@@ -31,6 +31,7 @@ from mcrelay.cli.status import ExitStatus
 from mcrelay.cli.text import json_text, message_bytes, printable
 from mcrelay.client.participant import REGISTER_TIMEOUT_S, RelayUnreachable
 from mcrelay.client.secure import (
+    ChatGivenUp,
     RelayKeyChanged,
     SecureEvent,
     SecureParticipant,
@@ -226,6 +227,11 @@ def render(event: SecureEvent, as_json: bool) -> str:
             fields = {"event": kind, "peer": _name(event.origin)} | _origin_fields(event.origin)
             return json.dumps(fields | ({"reason": reason} if reason else {}))
         return f"* {_name(event.origin)} {kind}" + (f" ({reason})" if reason else "")
+    if isinstance(event, ChatGivenUp):
+        text = event.text.decode("utf-8", errors="replace")
+        if as_json:
+            return json_text({"event": "undelivered", "text": text})
+        return f"* not delivered (the relay did not acknowledge it): {printable(text)}"
     notice = event.code.name.lower()
     if as_json:
         return json.dumps({"event": "notice", "notice": notice, "text": event.text})
@@ -254,24 +260,19 @@ async def run_secure_chat(args: argparse.Namespace, env: Environment) -> ExitSta
                 print_events, participant.events, partial(render, as_json=as_json), env
             )
             nursery.start_soon(_cancel_when_closed, participant, nursery.cancel_scope)
-            sent: list[int] = []
-
-            async def send(data: bytes) -> None:
-                sent.append(await participant.send(data))
-
-            await send_lines(send, env, MAX_CHAT_BYTES)
+            await send_lines(participant.send, env, MAX_CHAT_BYTES)
             if args.stay:
                 await participant.wait_until(lambda: False)
             # What was typed goes before the goodbye: a relay holds a DISCONNECT
             # behind a message it misses, or gives that message up.
             with trio.move_on_after(END_WAIT_S):
-                await participant.wait_until(lambda: all(i in participant.settled for i in sent))
+                await participant.wait_until(lambda: not participant.pending)
             waited = True  # not interrupted (Ctrl-C cancels the nursery, and ends with 0)
             nursery.cancel_scope.cancel()
         _ended(participant)
-        missing = sum(not participant.settled.get(i, False) for i in sent)
+        missing = len(participant.pending) + participant.given_up
         if missing:
-            lost = f"the relay did not acknowledge {missing} of {len(sent)} lines"
+            lost = f"the relay did not acknowledge {missing} of {participant.sent} lines"
             if waited:
                 raise RelayUnreachable(lost)  # exit 3, as send's
             env.say(f"mcrelay: {lost}")
@@ -297,12 +298,13 @@ async def run_secure_send(
     """Exits 0 only once the relay acknowledged every message (hop by hop)."""
     messages = secure_messages(texts)
     async with _open(args, env, announce=not args.quiet) as participant:
-        ids = [await participant.send(data) for data in messages]
-        await participant.wait_until(lambda: all(i in participant.settled for i in ids))
+        for data in messages:
+            await participant.send(data)
+        await participant.wait_until(lambda: not participant.pending)
         _ended(participant)
-        missing = sum(not participant.settled.get(i, False) for i in ids)
+        missing = len(participant.pending) + participant.given_up
         if missing:
             raise RelayUnreachable(
-                f"the relay did not acknowledge {missing} of {len(ids)} messages"
+                f"the relay did not acknowledge {missing} of {len(messages)} messages"
             )
     return ExitStatus.OK

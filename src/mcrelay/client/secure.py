@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import trio
 
@@ -44,7 +45,16 @@ from mcrelay.sockets import MULTICAST_TTL, open_client_socket
 
 log = logging.getLogger(__name__)
 
-SecureEvent = ChatReceived | PresenceChanged | NoticeReceived
+
+@dataclass(frozen=True, slots=True)
+class ChatGivenUp:
+    """A chat of ours that the relay never acknowledged: given up at its deadline (10 s
+    after it first went out), with the ABANDON the page asks for."""
+
+    text: bytes
+
+
+SecureEvent = ChatReceived | PresenceChanged | NoticeReceived | ChatGivenUp
 """What the application reads from :attr:`SecureParticipant.events`."""
 DISCONNECT_MARGIN_S = 0.5
 """Beyond the connection's own waits after DISCONNECT."""
@@ -88,8 +98,14 @@ class SecureParticipant:
         """What the network sent that was not acted on, beyond the connection's own drops."""
         self.connected: Connected | None = None
         self.closed: Closed | None = None
-        self.settled: dict[int, bool] = {}
-        """Message id -> acknowledged (True) or abandoned (False)."""
+        self.sent = 0
+        """Chats sent."""
+        self.pending: dict[int, bytes] = {}
+        """The chats sent and neither acknowledged nor given up yet, by message id: at
+        most the channel's window and queue (it kept every message's fate, one entry per
+        message for the session's life)."""
+        self.given_up = 0
+        """Chats given up (each also an event)."""
         self._changed = trio.Event()
         self._events_in, self.events = trio.open_memory_channel[SecureEvent](EVENT_QUEUE_EVENTS)
 
@@ -119,13 +135,20 @@ class SecureParticipant:
             elif isinstance(event, Closed):
                 self.closed = event
                 self._events_in.close()
-            elif isinstance(event, MessageAcknowledged | MessageAbandoned):
-                self.settled[event.message_id] = isinstance(event, MessageAcknowledged)
+            elif isinstance(event, MessageAcknowledged):
+                self.pending.pop(event.message_id, None)
+            elif isinstance(event, MessageAbandoned):
+                if (text := self.pending.pop(event.message_id, None)) is not None:
+                    self.given_up += 1
+                    self._emit(ChatGivenUp(text))
             else:
-                try:
-                    self._events_in.send_nowait(event)
-                except trio.WouldBlock:
-                    self.dropped[DropReason.OVERLOADED] += 1
+                self._emit(event)
+
+    def _emit(self, event: SecureEvent) -> None:
+        try:
+            self._events_in.send_nowait(event)
+        except trio.WouldBlock:
+            self.dropped[DropReason.OVERLOADED] += 1
 
     async def _wait_change(self, deadline: float = float("inf")) -> None:
         """Until the next :meth:`flush`, or ``deadline`` (every waiter is woken)."""
@@ -153,7 +176,7 @@ class SecureParticipant:
             await self.flush()
 
     async def send(self, text: bytes) -> int:
-        """Queue a CHAT, waiting while 64 already wait; its message id (see :attr:`settled`).
+        """Queue a CHAT, waiting while 64 already wait; its message id (see :attr:`pending`).
         Raises what :func:`ended_error` says once the session has ended."""
         await self.wait_until(lambda: self.connection.can_send)
         if self.closed is None:
@@ -164,12 +187,15 @@ class SecureParticipant:
                 if self.closed is None:
                     raise
             else:
+                self.sent += 1
+                self.pending[message_id] = text
                 await self.flush()
                 return message_id
         raise ended_error(self.closed, self.connection.destination)
 
     async def disconnect(self) -> None:
-        """DISCONNECT, then wait (at most a second) for the relay to acknowledge it."""
+        """DISCONNECT, then wait until the connection closes: at the relay's ACK and the
+        ABANDONs still owed, or its own deadlines (:data:`DISCONNECT_LIMIT_S` at most)."""
         self.connection.disconnect(self._now())
         await self.flush()
         await self.wait_until(lambda: False)
@@ -203,22 +229,33 @@ async def open_secure_participant(
             give_up_after_s=connect_timeout_s,
         )
         participant = SecureParticipant(sock, connection)
+        # The socket's and the timers' tasks are shielded, and ended here, after the
+        # goodbye: a goodbye made under a cancellation from outside heard nothing, and
+        # waited DISCONNECT_LIMIT_S for an ACK its cancelled tasks could not read.
+        loops = trio.CancelScope(shield=True)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_run, participant, loops)
+            try:
+                await participant.flush()
+                await participant.wait_until(lambda: participant.connected is not None)
+                closed = participant.closed
+                if closed is not None:
+                    _raise_for(closed, destination, connect_timeout_s)
+                try:
+                    yield participant
+                finally:
+                    with trio.CancelScope(shield=True):
+                        with trio.move_on_after(DISCONNECT_LIMIT_S):
+                            await participant.disconnect()
+            finally:
+                loops.cancel()
+
+
+async def _run(participant: SecureParticipant, scope: trio.CancelScope) -> None:
+    with scope:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(participant.receive_loop)
             nursery.start_soon(participant.timer_loop)
-            await participant.flush()
-            await participant.wait_until(lambda: participant.connected is not None)
-            closed = participant.closed
-            if closed is not None:
-                nursery.cancel_scope.cancel()
-                _raise_for(closed, destination, connect_timeout_s)
-            try:
-                yield participant
-            finally:
-                with trio.CancelScope(shield=True):
-                    with trio.move_on_after(DISCONNECT_LIMIT_S):
-                        await participant.disconnect()
-                nursery.cancel_scope.cancel()
 
 
 def ended_error(closed: Closed, destination: Address) -> Exception:

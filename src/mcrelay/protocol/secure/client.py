@@ -161,7 +161,9 @@ class ClientConnection:
         return self.session.channel.send(encode_message(Chat(text)), now)
 
     def disconnect(self, now: float) -> None:
-        """Send DISCONNECT and close once it is acknowledged, or after 1 s."""
+        """Send DISCONNECT and close once it is acknowledged and the ABANDONs owed went
+        out (:data:`ABANDON_GRACE_S` at most after the ACK), or 1 s after it was sent
+        without an ACK."""
         self._poll(now)
         if self.closed or self._ending is not None:
             return
