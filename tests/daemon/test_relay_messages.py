@@ -234,6 +234,25 @@ async def test_a_recipient_that_re_keys_while_a_message_is_in_flight_can_read_it
         assert plaintext == b"for your new key"
 
 
+async def test_a_post_is_sealed_again_for_a_recipient_that_re_keyed_meanwhile(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """An operator's post (and a message from another relay, the same path) kept the
+    copy sealed for the old key, which its recipient could not open (found by review)."""
+    async with open_relay(keys[0]) as harness:
+        _a, b = await harness.members(keys, 2)
+        harness.workers.hold()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(harness.relay.post, b"from the operator", list(harness.relay.roster))
+            await settle()
+            b.rekey(keys[3])  # sealed for its old key meanwhile
+            harness.workers.release()
+            await settle()
+        (relayed,) = [event for event in b.take_raw() if isinstance(event, RelayedMessage)]
+        plaintext = crypto.decrypt_concatenated_untrusted(keys[3], relayed.ciphertext)
+        assert plaintext == b"from the operator"
+
+
 async def test_a_recipient_re_keying_during_every_seal_delays_a_message_once_not_forever(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:

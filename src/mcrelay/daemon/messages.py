@@ -291,9 +291,13 @@ class Messages:
     async def _send(
         self, origin: Origin, turn: _Turn, plaintext: bytes, recipients: list[Member]
     ) -> int:
+        """A post's or another relay's message: sealed, in its turn, sealed again once for
+        whoever re-keyed meanwhile (as a member's message is), sent; the copies sent."""
+        identities = [member.identity for member in recipients]
         try:
             sealed = await self._seal(origin, plaintext, recipients)
             await turn.wait_previous()
+            await self._reseal_rekeyed(origin, plaintext, recipients, identities, sealed)
             return self._deliver(origin, len(plaintext), recipients, sealed)
         except WorkerLost:  # logged once by the pool, for all its jobs
             self._drop(DropReason.INTERNAL_ERROR, origin.address)
