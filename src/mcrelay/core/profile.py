@@ -16,6 +16,7 @@ import trio
 from mcrelay.core.events import EventHub
 from mcrelay.core.members import Identity, Member, Roster
 from mcrelay.core.opened import Opened, Sealed
+from mcrelay.core.ratelimit import SourceLimiter
 from mcrelay.core.remotes import Remotes
 from mcrelay.protocol.addresses import RELAY_ITSELF, Address
 from mcrelay.protocol.errors import DropReason
@@ -101,6 +102,9 @@ class Services(Protocol):
     remotes: Remotes
     """The members of the other relays of a federation (none without one)."""
     events: EventHub
+    registrations: SourceLimiter
+    """The rates of new members (and legacy re-keys), per host and in all: one budget
+    for both profiles, so that serving both does not double it."""
 
     def drop(
         self, reason: DropReason, source: Address, detail: object = None, count: int = 1

@@ -25,6 +25,7 @@ from mcrelay.core.events import EventHub
 from mcrelay.core.federation import Federation
 from mcrelay.core.members import Identity, Left, Member, Registration, Roster
 from mcrelay.core.profile import Admitted, Opener, Origin, Profile
+from mcrelay.core.ratelimit import SourceLimiter
 from mcrelay.core.remotes import Change, Remotes
 from mcrelay.core.stats import RelayCounters, Statistics
 from mcrelay.daemon.legacy.profile import LegacyProfile
@@ -67,6 +68,7 @@ class Relay:
         self.events = EventHub()
         self.roster = Roster()
         self.remotes = Remotes()
+        self.registrations = SourceLimiter()
         """The other relays' members, when this relay federates."""
         self.federation: Federation | None = None
         """The federation it joined, if any: told what happens to this relay's members
@@ -183,6 +185,12 @@ class Relay:
         self.config = config
         self.roster.max_members = config.max_clients
         self.roster.max_members_per_host = config.max_clients_per_host
+        self.registrations.configure(
+            per_source_burst=config.registrations_per_host_burst,
+            per_source_per_s=config.registrations_per_host_per_s,
+            total_burst=config.registrations_total_burst,
+            total_per_s=config.registrations_total_per_s,
+        )
         self.legacy.configure(config)
         if self.secure is not None:
             self.secure.configure(config)

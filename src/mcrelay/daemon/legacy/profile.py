@@ -95,7 +95,6 @@ class LegacyProfile:
         self.max_message_bytes = legacy.MAX_MESSAGE_BYTES
         self.reassembler = Reassembler()
         self._answers = SourceLimiter()
-        self._registrations = SourceLimiter()
         self._reassembling: dict[MessageKey, _Message] = {}
         self._keys_refused = 0
         self._waiting = WaitingRegistrations()
@@ -128,13 +127,6 @@ class LegacyProfile:
             per_source_per_s=config.key_answers_per_source_per_s,
             total_burst=config.key_answers_total_burst,
             total_per_s=config.key_answers_total_per_s,
-        )
-        # Registrations and re-keys: each tells every member.
-        self._registrations.configure(
-            per_source_burst=config.registrations_per_host_burst,
-            per_source_per_s=config.registrations_per_host_per_s,
-            total_burst=config.registrations_total_burst,
-            total_per_s=config.registrations_total_per_s,
         )
 
     def figures(self) -> dict[str, int]:
@@ -252,7 +244,7 @@ class LegacyProfile:
         if services.roster.holds(claimed):  # a refresh: never limited
             self._waiting.discard(source)  # the key it sends last is the one it has
             services.register(claimed, source, now)
-        elif self._waiting or not self._registrations.allow((source[0], 0), now):
+        elif self._waiting or not self._services.registrations.allow((source[0], 0), now):
             # Behind those waiting (oldest first), or over the rate: it waits too.
             dropped = self._waiting.add(source, claimed, now)
             if dropped is not None:
@@ -269,7 +261,7 @@ class LegacyProfile:
 
     def _register_waiting(self, now: float) -> None:
         """The waiting registrations the rates allow now (see waiting.py)."""
-        limiter = self._registrations
+        limiter = self._services.registrations
         refused: set[str] = set()  # hosts out of tokens: asked once a pass
 
         def allow(source: Address) -> bool:

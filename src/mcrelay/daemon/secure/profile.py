@@ -21,7 +21,6 @@ import trio
 from mcrelay.core.members import Identity, Member, RosterFull
 from mcrelay.core.opened import Opened, Sealed
 from mcrelay.core.profile import Origin, Services
-from mcrelay.core.ratelimit import SourceLimiter
 from mcrelay.daemon.secure.origin import PROFILE, chat_head
 from mcrelay.daemon.secure.peers import (
     COALESCE_S,
@@ -117,7 +116,6 @@ class SecureProfile:
         self._timestamps = TimestampTable(held=self._holds)
         self._budget = ReceiveBudget()
         self._timers = Timers()
-        self._registrations = SourceLimiter()
         self._peers: dict[bytes, Peer] = {}
         self._indexes: dict[int, Peer | Pending] = {}
         self._pending = PendingHandshakes(self._indexes)
@@ -136,12 +134,6 @@ class SecureProfile:
         self._max_copy_bytes = config.max_send_queue_bytes
         self._max_copies = MAX_COPIES + config.max_pending_relays
         self._gate.cookies_always = config.cookies == "always"
-        self._registrations.configure(
-            per_source_burst=config.registrations_per_host_burst,
-            per_source_per_s=config.registrations_per_host_per_s,
-            total_burst=config.registrations_total_burst,
-            total_per_s=config.registrations_total_per_s,
-        )
         keys = config.authorized_key_list
         self.authorized = None if keys is None else frozenset(entry.key for entry in keys)
         if self.authorized is not None:
@@ -290,7 +282,7 @@ class SecureProfile:
         # A join (or a replacement) tells every member: no faster than legacy
         # registrations, from the host that proved it got the RESPONSE (a spoofer
         # cannot spend a victim's share). The client sends its DATA again later.
-        if not self._registrations.allow((pending.address[0], 0), now):
+        if not self._services.registrations.allow((pending.address[0], 0), now):
             raise RemoteProtocolError("a join over the registration rate", DropReason.RATE_LIMITED)
         self._pending.forget(pending.key)
         session = Session(
