@@ -48,3 +48,5 @@ async def send_lines(
             await send(data)
         except LocalProtocolError as exc:
             env.say(f"mcrelay: not sent: {exc}")
+        except OSError as exc:  # no route for a moment, say: the chat goes on
+            env.say(f"mcrelay: not sent: {exc.strerror or exc}")

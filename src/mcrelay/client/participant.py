@@ -219,7 +219,17 @@ class Participant:
             await self._sock.sendto(datagram, self.destination)
 
     async def disconnect(self) -> None:
-        await self._sock.sendto(legacy.disconnect(), self.destination)
+        await self._send_control(legacy.disconnect())
+
+    async def _send_control(self, datagram: bytes) -> None:
+        """A keep-alive or the goodbye: one that cannot go (no route for a moment, say) is
+        lost as a datagram on the way would be, and counted; it ended the client with a
+        traceback (found by review)."""
+        try:
+            await self._sock.sendto(datagram, self.destination)
+        except OSError as exc:
+            log.debug("cannot send to %s: %s", format_address(self.destination), exc)
+            self.dropped[DropReason.SEND_FAILED] += 1
 
     async def _receive_untrusted(self) -> tuple[Address, list[ClientBound]]:
         """The next decodable datagram's source and events; others are counted and skipped."""
@@ -336,9 +346,9 @@ class Participant:
             await trio.sleep(self.keepalive_interval_s)
             if count % KEY_CHECK_KEEPALIVES == phase:
                 self._key_check_until = trio.current_time() + KEY_CHECK_ANSWER_S
-                await self._sock.sendto(ping + legacy.key_request(), self.destination)
+                await self._send_control(ping + legacy.key_request())
             else:
-                await self._sock.sendto(ping, self.destination)
+                await self._send_control(ping)
 
 
 def _source_toward(remote: Address, port: int) -> Address:
