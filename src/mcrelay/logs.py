@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 LOG_FORMATS = ("auto", "human", "journal", "json")
+THROTTLE_INTERVAL_S = 60.0
 
 HUMAN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -112,3 +113,23 @@ class JsonFormatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         moment = datetime.fromtimestamp(record.created, UTC)
         return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class LogThrottle:
+    """One line an interval at most for what can happen at the rate of datagrams or
+    connections: the others are held back, and the next line says how many."""
+
+    def __init__(self, interval_s: float = THROTTLE_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self._next = float("-inf")
+        self._held = 0
+
+    def due(self, now: float) -> int | None:
+        """None while a line now would be too soon (this one is held back); else how many
+        were held back since the last line (this one is written)."""
+        if now < self._next:
+            self._held += 1
+            return None
+        held, self._held = self._held, 0
+        self._next = now + self.interval_s
+        return held

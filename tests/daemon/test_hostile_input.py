@@ -234,3 +234,27 @@ async def test_refused_keys_are_all_counted_and_logged_once_a_minute(
     assert len(lines) == 2
     assert lines[0].endswith("(1 refused since the last such line)")
     assert lines[1].endswith("(40 refused since the last such line)")
+
+
+async def test_receive_errors_are_said_once_a_minute_at_most(
+    keys: list[rsa.RSAPrivateKey],
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each one was a warning line, however often it came (found by review)."""
+
+    def refused(_size: int) -> tuple[bytes, Address]:
+        raise OSError(111, "Connection refused")
+
+    async with open_relay(keys[0]) as harness:
+        monkeypatch.setattr(harness.sock, "recvfrom", refused)
+        for _ in range(50):
+            harness.relay._receive_batch()
+        await trio.sleep(61.0)
+        harness.relay._receive_batch()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("receive failed")]
+    assert lines == [
+        "receive failed: [Errno 111] Connection refused (0 more since the last such line)",
+        "receive failed: [Errno 111] Connection refused (49 more since the last such line)",
+    ]

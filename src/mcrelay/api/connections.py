@@ -17,6 +17,8 @@ import socket
 
 import trio
 
+from mcrelay.logs import LogThrottle
+
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 5.0
@@ -24,7 +26,6 @@ SEND_TIMEOUT_S = 5.0
 FD_RESERVE = 64
 """File descriptors kept free beside the API's connections: the relay's sockets, the
 files a reload reads, the log. The connection cap is lowered to leave them."""
-ACCEPT_ERROR_LOG_INTERVAL_S = 60.0
 """A failing accept (out of file descriptors, say) is logged once in this long at most."""
 HTTP2_PREFACE_START = b"PRI "
 """How an HTTP/2 client with prior knowledge opens a connection (RFC 9113, 3.4); the
@@ -120,8 +121,7 @@ class Connections:
         self._open: set[ApiStream] = set()
         self._wanted = 0
         self._room = 0
-        self._unreported_errors = 0
-        self._next_error_log = float("-inf")
+        self._error_log = LogThrottle()
 
     def __len__(self) -> int:
         return len(self._open)
@@ -156,18 +156,14 @@ class Connections:
     def accept_failed(self, exc: OSError) -> None:
         """Count a failed accept; log one line a minute at most, however often it fails."""
         self.accept_errors += 1
-        now = trio.current_time()
-        if now < self._next_error_log:
-            self._unreported_errors += 1
-            return
-        log.error(
-            "the API cannot accept connections: %s (%d more times since the last report); "
-            "the relay goes on, the API retries",
-            exc.strerror or exc,
-            self._unreported_errors,
-        )
-        self._unreported_errors = 0
-        self._next_error_log = now + ACCEPT_ERROR_LOG_INTERVAL_S
+        held = self._error_log.due(trio.current_time())
+        if held is not None:
+            log.error(
+                "the API cannot accept connections: %s (%d more times since the last "
+                "report); the relay goes on, the API retries",
+                exc.strerror or exc,
+                held,
+            )
 
     def close_all(self) -> None:
         """Close every connection now (the API is stopping)."""

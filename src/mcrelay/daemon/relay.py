@@ -33,6 +33,7 @@ from mcrelay.daemon.messages import Messages
 from mcrelay.daemon.outbox import Outbox
 from mcrelay.daemon.secure.profile import SecureProfile
 from mcrelay.daemon.workers import CryptoWorkers
+from mcrelay.logs import LogThrottle
 from mcrelay.protocol.addresses import Address, format_address
 from mcrelay.protocol.errors import DropReason
 from mcrelay.protocol.secure.header import MAGIC
@@ -69,6 +70,7 @@ class Relay:
         self.roster = Roster()
         self.remotes = Remotes()
         self.registrations = SourceLimiter()
+        self._receive_errors = LogThrottle()
         """The other relays' members, when this relay federates."""
         self.federation: Federation | None = None
         """The federation it joined, if any: told what happens to this relay's members
@@ -346,8 +348,9 @@ class Relay:
                 data, source = self._sock.recvfrom(MAX_DATAGRAM_BYTES)
             except BlockingIOError:
                 return
-            except OSError as exc:
-                log.warning("receive failed: %s", exc)
+            except OSError as exc:  # none expected of a UDP socket; said once a minute at most
+                if (held := self._receive_errors.due(trio.current_time())) is not None:
+                    log.warning("receive failed: %s (%d more since the last such line)", exc, held)
                 return
             address = (source[0], source[1])
             try:

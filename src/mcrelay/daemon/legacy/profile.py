@@ -8,7 +8,6 @@ decrypts the payload and, for a small fan-out, the same worker job seals the cop
 """
 
 import logging
-import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from mcrelay.daemon.legacy.sealing import (
 )
 from mcrelay.daemon.legacy.waiting import WaitingRegistrations
 from mcrelay.daemon.workers import CryptoWorkers, Running
+from mcrelay.logs import LogThrottle
 from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address, format_address
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
@@ -50,7 +50,6 @@ from mcrelay.settings.config import RelayConfig
 log = logging.getLogger(__name__)
 
 PROFILE = "legacy"
-REFUSED_KEY_LOG_INTERVAL_S = 60.0
 WAITING_RETRY_S = 0.05
 """How often the registrations waiting for the rate try again."""
 
@@ -96,11 +95,10 @@ class LegacyProfile:
         self.reassembler = Reassembler()
         self._answers = SourceLimiter()
         self._reassembling: dict[MessageKey, _Message] = {}
-        self._keys_refused = 0
         self._waiting = WaitingRegistrations()
         self._registration_waits = trio.Event()
         self._client_timeout_s = 30.0
-        self._refused_logged_at = -math.inf
+        self._refused_log = LogThrottle()
         self._handlers: dict[type[Any], Callable[[Any, Address, Member | None, float], None]] = {
             KeyRequest: self._on_key_request,
             ClientKey: self._on_client_key,
@@ -291,16 +289,14 @@ class LegacyProfile:
     def _log_refused_key(self, source: Address, exc: RemoteProtocolError, now: float) -> None:
         """The page logs a refused key; sources are spoofable, so one line a minute at
         most, with how many were refused since the last (all are counted, ``bad_key``)."""
-        self._keys_refused += 1
-        if now - self._refused_logged_at < REFUSED_KEY_LOG_INTERVAL_S:
-            return
-        log.info(
-            "refused key from %s: %s (%d refused since the last such line)",
-            format_address(source),
-            exc,
-            self._keys_refused,
-        )
-        self._refused_logged_at, self._keys_refused = now, 0
+        held = self._refused_log.due(now)
+        if held is not None:
+            log.info(
+                "refused key from %s: %s (%d refused since the last such line)",
+                format_address(source),
+                exc,
+                held + 1,
+            )
 
     def _on_fragment(
         self, event: FragmentReceived, source: Address, sender: Member | None, now: float
