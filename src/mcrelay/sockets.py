@@ -1,14 +1,13 @@
 """UDP sockets for the relay and for participants, with their multicast options."""
 
-import logging
 import socket
 
 import trio
 
-log = logging.getLogger(__name__)
-
 RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 MULTICAST_TTL = 1
+MAX_DATAGRAM_BYTES = 65535
+"""What one read of a UDP socket takes: the largest datagram."""
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 

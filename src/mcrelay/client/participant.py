@@ -44,7 +44,7 @@ from mcrelay.protocol.legacy.events import (
     ServerKey,
 )
 from mcrelay.protocol.legacy.fragments import MSG_ID_BYTES
-from mcrelay.sockets import MULTICAST_TTL, open_client_socket
+from mcrelay.sockets import MAX_DATAGRAM_BYTES, MULTICAST_TTL, open_client_socket
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,6 @@ relay answers at most 100 key requests a second in all)."""
 KEY_CHECK_ANSWER_S = 2.0
 """How long the answer to a key check is awaited; a key from the relay's address at any
 other time is no answer, and is counted (``unknown_type``)."""
-MAX_DATAGRAM_BYTES = 65535
 WILDCARD = "0.0.0.0"
 DUPLICATE_MEMORY_MESSAGES = 1024
 """Digests of the latest relayed ciphertexts kept to spot network duplicates (32 bytes each)."""

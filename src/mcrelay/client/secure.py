@@ -17,7 +17,6 @@ import trio
 
 from mcrelay.client.participant import (
     EVENT_QUEUE_EVENTS,
-    MAX_DATAGRAM_BYTES,
     RelayKeyMismatch,
     RelayUnreachable,
 )
@@ -41,7 +40,7 @@ from mcrelay.protocol.secure.client_events import (
 from mcrelay.protocol.secure.keys import KeyPair, encode_key
 from mcrelay.protocol.secure.retries import GIVE_UP_AFTER_S
 from mcrelay.protocol.secure.session import SESSION_TIMEOUT_S
-from mcrelay.sockets import MULTICAST_TTL, open_client_socket
+from mcrelay.sockets import MAX_DATAGRAM_BYTES, MULTICAST_TTL, open_client_socket
 
 log = logging.getLogger(__name__)
 

@@ -40,10 +40,10 @@ from mcrelay.protocol.secure.header import MAGIC
 from mcrelay.protocol.secure.keys import KeyPair
 from mcrelay.settings.config import RelayConfig
 from mcrelay.settings.profiles import LEGACY, SECURE
+from mcrelay.sockets import MAX_DATAGRAM_BYTES
 
 log = logging.getLogger(__name__)
 
-MAX_DATAGRAM_BYTES = 65535
 CLEANUP_INTERVAL_S = 1.0
 RECEIVE_BATCH_DATAGRAMS = 64
 """Datagrams handled per turn of the receive loop before it yields."""

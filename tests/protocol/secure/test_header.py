@@ -10,8 +10,6 @@ from mcrelay.protocol.secure.header import (
     SIZES,
     DatagramType,
     datagram_type_untrusted,
-    header,
-    is_secure,
 )
 
 from .conftest import SECURE_VECTORS
@@ -29,12 +27,6 @@ def test_vector_data_datagrams_are_data() -> None:
     for vector in SECURE_VECTORS["data"]:
         assert datagram_type_untrusted(bytes.fromhex(vector["datagram"])) is DatagramType.DATA
     assert SECURE_VECTORS["sizes"]["DATA keep-alive"] == MIN_DATA_BYTES
-
-
-def test_first_byte_tells_the_profiles_apart() -> None:
-    assert is_secure(header(DatagramType.DATA))
-    assert not is_secure(b"")
-    assert not is_secure(b"\x00\x07\x00\x00")  # a legacy SERVER_KEY_REQUEST
 
 
 @pytest.mark.parametrize(

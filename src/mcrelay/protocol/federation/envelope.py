@@ -39,7 +39,7 @@ CLUSTER_KEY_BYTES = 32
 TAG_BYTES = 16
 MAX_U64 = (1 << 64) - 1
 MAX_RELAY_NAME_BYTES = 64
-RELAY_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+RELAY_NAME_PATTERN = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_RELAY_NAME_BYTES}}}")
 """A relay's name, whole (``fullmatch``): also the charset of cluster names."""
 SUBKEYS_CACHED = 1024
 """Subkeys an :class:`Opener` keeps: 6 kinds of a few hundred relays' current epochs."""

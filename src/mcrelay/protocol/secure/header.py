@@ -45,11 +45,6 @@ def header(type_: DatagramType) -> bytes:
     return HEADER.pack(MAGIC, type_, 0)
 
 
-def is_secure(datagram: bytes) -> bool:
-    """Whether ``datagram`` belongs to the secure profile (by its first byte alone)."""
-    return bool(datagram) and datagram[0] == MAGIC
-
-
 def datagram_type_untrusted(datagram: bytes) -> DatagramType:
     """The type of a secure datagram, checked against its size.
 

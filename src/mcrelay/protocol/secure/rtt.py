@@ -33,11 +33,6 @@ class RttEstimator:
             self.sample(first_sample_s)
 
     @property
-    def base_rto_s(self) -> float:
-        """The timeout from the samples alone, within the floor and the cap."""
-        return self._base_rto_s
-
-    @property
     def rto_s(self) -> float:
         """The timeout in force: the base doubled once per timeout, capped."""
         return self._rto_s
