@@ -182,12 +182,23 @@ async def test_a_remote_leave_is_told_after_its_messages_even_queued_ones(
         ]
 
 
-async def test_a_remote_message_larger_than_allowed_here_is_refused(
+async def test_a_remote_message_larger_than_its_profile_allows_here_is_refused(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
+    """``max_message_bytes`` is the legacy profile's: a secure member's message of more,
+    which reached its own relay's members, was refused by every other relay (found by
+    review)."""
     async with open_relay(keys[0], max_message_bytes=100) as harness:
-        origin = Origin("b/relay", ("0.0.0.0", 0))
-        assert await harness.relay.deliver_remote(origin, bytes(101), "b/") == "too_large"
+        relay = harness.relay
+        post = Origin("b/relay", ("0.0.0.0", 0))
+        assert await relay.deliver_remote(post, bytes(101), "b/") == "too_large"
+        legacy = Identity("legacy", "10.9.0.1:4100", "SHA256:1", None, bytes(32))
+        origin = Origin("b/10.9.0.1:4100", ("10.9.0.1", 4100), legacy)
+        assert await relay.deliver_remote(origin, bytes(101), "b/") == "too_large"
+        secure = Identity("secure", "k:AAAA", "k:AAAA", bytes(32), bytes(32))
+        origin = Origin("b/k:AAAA", ("10.9.0.2", 4100), secure)
+        assert await relay.deliver_remote(origin, bytes(101), "b/") is None
+        assert await relay.deliver_remote(origin, bytes(65537), "b/") == "too_large"
 
 
 def many_remotes(count: int) -> list[Remote]:

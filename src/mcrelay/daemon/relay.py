@@ -274,9 +274,12 @@ class Relay:
     async def deliver_remote(self, origin: Origin, plaintext: bytes, line: str) -> str | None:
         """A message from another relay, to every member here, in ``line`` (its relay's
         order): queued (once the queue has room), started when there is room in flight;
-        or why not (``too_large``: larger than this relay's max_message_bytes;
-        ``stopped``)."""
-        if len(plaintext) > self.config.max_message_bytes:
+        or why not (``too_large``: larger than its sender's profile allows here, an
+        operator's post larger than max_message_bytes; ``stopped``)."""
+        identity = origin.identity
+        profile = self._profiles.get(identity.profile) if identity is not None else None
+        largest = self.config.max_message_bytes if profile is None else profile.max_message_bytes
+        if len(plaintext) > largest:
             return DropReason.TOO_LARGE.value
         if not await self.messages.queue_remote(line, origin, plaintext):
             return DropReason.STOPPED.value  # it stopped (before, or while this one waited)

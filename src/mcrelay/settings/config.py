@@ -26,6 +26,7 @@ from pathlib import Path
 from mcrelay.logs import LOG_FORMATS
 from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
 from mcrelay.protocol.secure.keys import AuthorizedKey
+from mcrelay.protocol.secure.messages import MAX_CHAT_BYTES
 from mcrelay.settings.address import (
     SOCKET_NAME,
     ApiAddress,
@@ -221,7 +222,10 @@ class RelayConfig:
         check=within(1, MAX_MESSAGE_BYTES, " (the legacy profile's largest)"),
         section="relay",
         live=True,
-        help=f"largest plaintext relayed (at most {MAX_MESSAGE_BYTES})",
+        help=(
+            f"largest plaintext of a legacy member's message or a post (at most "
+            f"{MAX_MESSAGE_BYTES}; secure members may send {MAX_CHAT_BYTES})"
+        ),
     )
     crypto_workers: int = setting(
         default_factory=default_crypto_workers,
