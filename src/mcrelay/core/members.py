@@ -5,8 +5,9 @@ address. It is registered, refreshed by its traffic, re-keyed, and removed by it
 leave, a timeout or an operator. The roster also owns presence: a member removed while
 messages of its are still in flight is announced as gone only once they are out (its
 leave is *deferred*), and an address that comes back before that is first seen
-leaving. The roster is sans-I/O: callers pass ``now`` (monotonic seconds) and
-announce what the returned values say.
+leaving. The roster does no I/O: callers pass ``now`` (monotonic seconds) for every
+timing decision and announce what the returned values say; the wall clock is read only
+for what the API shows (when a member joined).
 """
 
 import time

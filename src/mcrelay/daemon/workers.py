@@ -21,7 +21,6 @@ import logging
 import math
 import pickle
 import sys
-import time
 from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -239,7 +238,7 @@ class CryptoWorkers:
         delay = RESTART_DELAY_S
         try:
             while worker.wanted():  # (retired while it waited to start again: done)
-                began = time.monotonic()
+                began = trio.current_time()
                 try:
                     ended = await self._run_process(worker)
                 except OSError as exc:
@@ -247,7 +246,7 @@ class CryptoWorkers:
                 except Exception as exc:  # a bug here costs this worker, not the relay
                     log.exception("a crypto worker's task failed")
                     ended = f"failed: {exc!r}"
-                lasted = time.monotonic() - began
+                lasted = trio.current_time() - began
                 worker.up = False
                 lost = list(worker.in_flight)
                 worker.in_flight.clear()
