@@ -40,7 +40,7 @@ class Identity:
     its static key (base64url) for a secure one."""
     key_id: str
     """Its key's fingerprint: a change of it is a re-key."""
-    key: object
+    key: bytes | None
     """The key its profile seals copies with (a legacy member's RSA public key as DER,
     which the crypto workers load; a secure member's static public key, 32 bytes; None
     for a remote member)."""

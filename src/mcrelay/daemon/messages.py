@@ -16,6 +16,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Protocol
 
 import trio
 
@@ -26,7 +27,7 @@ from mcrelay.core.opened import Opened, Sealed
 from mcrelay.core.profile import RELAY_ORIGIN, Opener, Origin, Profile
 from mcrelay.core.stats import RelayCounters
 from mcrelay.daemon.workers import WorkerLost
-from mcrelay.protocol.addresses import format_address
+from mcrelay.protocol.addresses import Address, format_address
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,14 @@ REMOTE_BACKLOG = 1024
 """Messages from other relays waiting in order for room (they come from the bus in
 bursts); when that many wait, the link waits too, and what comes meanwhile waits in
 the bus's queue, bounded and counted there."""
+
+
+class Drop(Protocol):
+    """Count a drop (the relay's :meth:`~mcrelay.core.profile.Services.drop`)."""
+
+    def __call__(
+        self, reason: DropReason, source: Address, detail: object = None, count: int = 1
+    ) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -97,7 +106,7 @@ class Messages:
         counters: RelayCounters,
         events: EventHub,
         profiles: Mapping[str, Profile],
-        drop: Callable[..., None],
+        drop: Drop,
         left: Callable[[Left], None],
         remove: Callable[[str, str], object],
         max_message_bytes: Callable[[Member], int],

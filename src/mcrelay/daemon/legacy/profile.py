@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -66,7 +66,9 @@ class _Message:
 
 def _recipient(member: Member) -> Recipient:
     """A legacy member's RSA key as a worker's job carries it (see :func:`identity`)."""
-    return member.identity.origin_id, cast(bytes, member.identity.key)
+    key = member.identity.key
+    assert key is not None, "a member of this relay"
+    return member.identity.origin_id, key
 
 
 def identity(key: rsa.RSAPublicKey, address: Address) -> Identity:

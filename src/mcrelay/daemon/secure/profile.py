@@ -88,7 +88,7 @@ FAREWELLS = {"kick": (NoticeCode.KICKED, b"kicked"), "ban": (NoticeCode.BANNED, 
 def _key(member: Member) -> bytes:
     """A secure member's static public key (its identity's key, set in :meth:`_confirm`)."""
     key = member.identity.key
-    assert isinstance(key, bytes)
+    assert key is not None, "a member of this relay"
     return key
 
 
