@@ -107,6 +107,18 @@ async def test_no_relay_exits_3(tmp_path: Path) -> None:
     assert "no secure relay answered" in console.err_lines()[-1]
 
 
+async def test_a_relay_that_answers_but_never_takes_the_client_says_so(tmp_path: Path) -> None:
+    """A relay limiting joins answered the handshake and dropped the confirming DATA: the
+    client said no relay answered (found by review)."""
+    async with served_relay() as served:
+        served.drop = lambda data: data[1:2] == bytes([DatagramType.DATA])
+        console = Console()
+        more = ["--register-timeout", "0.5"]
+        status = await console.run("send", *flags(tmp_path, served.address[1], *more), "x")
+    assert status == ExitStatus.UNREACHABLE
+    assert "answered but did not take this client as a member" in console.err_lines()[-1]
+
+
 async def test_relay_key_without_secure_is_a_usage_error(tmp_path: Path) -> None:
     console = Console()
     argv = ["send", "--relay-key", encode_key(RELAY_KEY.public), "x"]

@@ -239,7 +239,8 @@ async def open_secure_participant(
                 await participant.wait_until(lambda: participant.connected is not None)
                 closed = participant.closed
                 if closed is not None:
-                    _raise_for(closed, destination, connect_timeout_s)
+                    answered = connection.session is not None
+                    _raise_for(closed, destination, connect_timeout_s, answered=answered)
                 try:
                     yield participant
                 finally:
@@ -268,12 +269,20 @@ def ended_error(closed: Closed, destination: Address) -> Exception:
     return SessionEnded(closed.reason)
 
 
-def _raise_for(closed: Closed, destination: Address, timeout_s: float) -> None:
+def _raise_for(closed: Closed, destination: Address, timeout_s: float, *, answered: bool) -> None:
+    """Why connecting failed; ``answered``: a relay answered a handshake (it then did not
+    take our DATA: it limits joins, or is full)."""
     where = format_address(destination)
     if closed.reason is CloseReason.KEY_MISMATCH:
         assert closed.expected_key is not None
         assert closed.found_key is not None
         raise RelayKeyChanged(where, closed.expected_key, closed.found_key)
     if closed.reason is CloseReason.UNREACHABLE:
+        if answered:
+            raise RelayUnreachable(
+                f"the secure relay at {where} answered but did not take this client as a "
+                f"member within {timeout_s:g} s (it limits joins, or is full: its log and "
+                "counters say which)"
+            )
         raise RelayUnreachable(f"no secure relay answered at {where} within {timeout_s:g} s")
     raise SessionEnded(closed.reason)
