@@ -21,8 +21,9 @@ MEANINGS = {
     "the same identity key)",
     ExitStatus.USAGE: "usage: bad arguments, environment variables or settings, or a file "
     "that cannot be used (a key file, the API token file)",
-    ExitStatus.UNREACHABLE: "no relay answered (with send --secure, or chat --secure at the "
-    "end of its input: or did not acknowledge every message), or the daemon's API cannot be reached or did not answer within 30 s",
+    ExitStatus.UNREACHABLE: "no relay answered (with --secure: or one answered but did not "
+    "take the client, or, with send, or chat at the end of its input, did not acknowledge "
+    "every message), or the daemon's API cannot be reached or did not answer within 30 s",
     ExitStatus.SERVER_ERROR: "the API failed (5xx)",
     ExitStatus.KEY_MISMATCH: "the relay's key does not match --relay-fingerprint, or the "
     "relay came back with another key than the one the client registered with; with "
