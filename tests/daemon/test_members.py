@@ -5,7 +5,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.core.members import Left, Member, Registration, Roster, RosterFull
+from mcrelay.core.members import Departure, Left, Member, Registration, Roster, RosterFull
 from mcrelay.daemon.legacy.profile import identity
 from mcrelay.protocol.addresses import Address, format_address
 from mcrelay.protocol.legacy import crypto
@@ -79,7 +79,7 @@ def test_a_full_roster_refuses_new_members_only(keys: Keys) -> None:
     # Members already registered may refresh and re-key while it is full.
     assert register(r, A, keys[1], now=3.0) is Registration.REFRESHED
     assert register(r, B, keys[4], now=3.0) is Registration.REKEYED
-    r.remove(format_address(A), "disconnect")
+    r.remove(format_address(A), Departure.DISCONNECT)
     assert register(r, C, keys[3], now=4.0) is Registration.NEW
     assert len(r) == 2
 
@@ -91,7 +91,7 @@ def test_members_per_host_are_capped(keys: Keys) -> None:
     register(r, ("10.0.0.2", 1), keys[1], 0.0)
     with pytest.raises(RosterFull):
         register(r, ("10.0.0.1", 3), keys[1], 0.0)
-    r.remove("10.0.0.1:1", "disconnect")
+    r.remove("10.0.0.1:1", Departure.DISCONNECT)
     register(r, ("10.0.0.1", 3), keys[1], 0.0)
 
 
@@ -99,11 +99,11 @@ def test_remove_returns_the_member_and_its_leave(keys: Keys) -> None:
     r = roster()
     register(r, A, keys[1], now=1.0)
     register(r, B, keys[2], now=1.0)
-    member, leave = r.remove(format_address(A), "kick")
+    member, leave = r.remove(format_address(A), Departure.KICK)
     assert member is not None
-    assert leave == Left(member, "kick")
+    assert leave == Left(member, Departure.KICK)
     assert r.at(A) is None
-    assert r.remove(format_address(A), "kick") == (None, None)
+    assert r.remove(format_address(A), Departure.KICK) == (None, None)
     assert addresses(list(r)) == [B]
 
 
@@ -141,10 +141,10 @@ def test_others_is_a_list_the_caller_keeps(keys: Keys) -> None:
     assert addresses(r.others(b)) == [A, C]
     assert addresses(r.others(None)) == [A, B, C]
     others = r.others(b)
-    r.remove(format_address(C), "disconnect")
+    r.remove(format_address(C), Departure.DISCONNECT)
     assert addresses(others) == [A, C]
     for member in r:
-        r.remove(member.id, "kick")  # iteration is a snapshot
+        r.remove(member.id, Departure.KICK)  # iteration is a snapshot
     assert len(r) == 0
 
 
@@ -155,10 +155,10 @@ def test_a_leave_waits_for_the_members_messages_in_flight(keys: Keys) -> None:
     assert member is not None
     r.message_started(member)
     r.message_started(member)
-    assert r.remove(member.id, "disconnect") == (member, None)
+    assert r.remove(member.id, Departure.DISCONNECT) == (member, None)
     assert r.leaves_pending() == 1
     assert r.message_settled(member) is None
-    assert r.message_settled(member) == Left(member, "disconnect")
+    assert r.message_settled(member) == Left(member, Departure.DISCONNECT)
     assert r.leaves_pending() == 0
     assert member.messages_in == 2
 
@@ -169,9 +169,9 @@ def test_an_id_back_before_its_leave_is_first_seen_leaving(keys: Keys) -> None:
     first = r.at(A)
     assert first is not None
     r.message_started(first)
-    r.remove(first.id, "timeout")
+    r.remove(first.id, Departure.TIMEOUT)
     registration, earlier = r.register(identity(keys[1].public_key(), A), A, now=1.0)
-    assert (registration, earlier) == (Registration.NEW, Left(first, "timeout"))
+    assert (registration, earlier) == (Registration.NEW, Left(first, Departure.TIMEOUT))
     assert r.leaves_pending() == 0
     # The old member's last message settles later: no second leave.
     assert r.message_settled(first) is None

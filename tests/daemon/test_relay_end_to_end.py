@@ -25,6 +25,7 @@ from mcrelay.client import (
     RelayUnreachable,
     open_participant,
 )
+from mcrelay.core.members import Departure
 from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import format_address
 from mcrelay.protocol.errors import DropReason, LocalProtocolError
@@ -142,5 +143,5 @@ async def test_the_participant_refuses_control_words_and_re_registers_when_forgo
             for word in ("DISCONNECT", "CONNECT"):
                 with pytest.raises(LocalProtocolError):
                     await a.send(word)
-            relay.roster.remove(format_address(a.address), "timeout")  # as after a restart
+            relay.roster.remove(format_address(a.address), Departure.TIMEOUT)  # as after a restart
             await wait_until(lambda: relay.roster.at(a.address) is not None)

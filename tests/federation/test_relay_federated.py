@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.client import MessageReceived
 from mcrelay.core.federation import KickResult
-from mcrelay.core.members import Identity, Member
+from mcrelay.core.members import Departure, Identity, Member
 from mcrelay.core.profile import Origin
 from mcrelay.core.remotes import Remote
 from mcrelay.daemon import messages
@@ -67,7 +67,7 @@ async def test_local_joins_messages_and_leaves_are_told_to_the_publisher(
         a.say(b"hello")
         await settle()
         assert [m.data for m in b.messages()] == [b"hello"]
-        harness.relay.remove("127.0.0.1:40001", "kick")
+        harness.relay.remove("127.0.0.1:40001", Departure.KICK)
         await settle()
     assert recorder.said == [
         ("joined", "127.0.0.1:40000"),

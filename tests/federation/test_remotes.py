@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mcrelay.core.members import Identity
+from mcrelay.core.members import Departure, Identity
 from mcrelay.core.remotes import Remote, Remotes
 
 
@@ -46,10 +46,10 @@ def test_a_leave_of_an_unknown_member_says_nothing() -> None:
     remotes = Remotes()
     remotes.heard("b", 1, 0.0)
     remotes.joined("b", remote(1), 0.0)
-    assert [(c.event, c.reason) for c in remotes.left("b", "10.0.0.1:4001", "kick")] == [
+    assert [(c.event, c.reason) for c in remotes.left("b", "10.0.0.1:4001", Departure.KICK)] == [
         ("left", "kick")
     ]
-    assert remotes.left("b", "10.0.0.1:4001", "kick") == []
+    assert remotes.left("b", "10.0.0.1:4001", Departure.KICK) == []
     assert len(remotes) == 0
 
 
@@ -120,7 +120,7 @@ def test_the_index_and_the_relays_agree_whatever_happens(steps: list[tuple[str, 
         if step == "join":
             remotes.joined(name, remote(n), float(now))
         elif step == "leave":
-            remotes.left(name, f"10.0.0.1:{4000 + n}", "disconnect")
+            remotes.left(name, f"10.0.0.1:{4000 + n}", Departure.DISCONNECT)
         elif step == "snapshot":
             remotes.snapshot(name, [remote(i) for i in range(n)], float(now))
         held = {m.id for relay in remotes.relays.values() for m in relay.members.values()}

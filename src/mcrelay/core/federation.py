@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from mcrelay.core.members import Member, Roster
+from mcrelay.core.members import Departure, Member, Roster
 from mcrelay.core.profile import Origin
 from mcrelay.core.remotes import Change, Remotes
 
@@ -21,7 +21,7 @@ class Publisher(Protocol):
     def joined(self, member: Member) -> None:
         """A member joined or re-keyed."""
 
-    def left(self, member: Member, reason: str) -> None:
+    def left(self, member: Member, reason: Departure) -> None:
         """A member's leave, as announced to the others."""
 
     def moved(self, member: Member) -> None:

@@ -14,7 +14,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 
 from mcrelay.protocol.addresses import Address
 
@@ -23,6 +23,18 @@ class Registration(Enum):
     NEW = "new"
     REKEYED = "rekeyed"
     REFRESHED = "refreshed"
+
+
+class Departure(StrEnum):
+    """Why a member left, as events, the API and each profile's notices say it."""
+
+    DISCONNECT = "disconnect"
+    TIMEOUT = "timeout"
+    KICK = "kick"
+    BAN = "ban"
+    UNREACHABLE = "unreachable"
+    REPLACED = "replaced"
+    """Only another relay's member (a session replaced by a newer one, there)."""
 
 
 class RosterFull(Exception):
@@ -64,7 +76,7 @@ class Member:
     """Monotonic time of the last well-formed datagram."""
     messages_in_flight: int = 0
     """Messages from this member between completion and fan-out."""
-    leaving: str | None = None
+    leaving: Departure | None = None
     """The reason it was removed with, while its leave waits for its messages in flight."""
     messages_in: int = 0
     messages_out: int = 0
@@ -81,7 +93,7 @@ class Left:
     """A leave to announce now."""
 
     member: Member
-    reason: str
+    reason: Departure
 
 
 class Roster:
@@ -165,7 +177,7 @@ class Roster:
         self._at[address] = member
         self._per_host[address[0]] += 1
 
-    def remove(self, member_id: str, reason: str) -> tuple[Member | None, Left | None]:
+    def remove(self, member_id: str, reason: Departure) -> tuple[Member | None, Left | None]:
         """Remove a member: it, and its leave to announce now (None while deferred)."""
         member = self._members.pop(member_id, None)
         if member is None:
@@ -202,7 +214,7 @@ class Roster:
         """Removed members whose leave waits for their messages in flight."""
         return len(self._leaving)
 
-    def _leave(self, member: Member, reason: str) -> Left | None:
+    def _leave(self, member: Member, reason: Departure) -> Left | None:
         if not member.messages_in_flight:
             return Left(member, reason)
         member.leaving = reason

@@ -14,7 +14,7 @@ from typing import Protocol
 import trio
 
 from mcrelay.core.events import EventHub
-from mcrelay.core.members import Identity, Member, Roster
+from mcrelay.core.members import Departure, Identity, Member, Roster
 from mcrelay.core.opened import Opened, Sealed
 from mcrelay.core.ratelimit import SourceLimiter
 from mcrelay.core.remotes import Remotes
@@ -56,7 +56,7 @@ class Profile(Protocol):
     def deliver(self, member: Member, copy: bytes) -> bool:
         """Send a member of this profile its copy; False when it was dropped (counted)."""
 
-    def removed(self, member: Member, reason: str) -> None:
+    def removed(self, member: Member, reason: Departure) -> None:
         """A member of this profile left the roster (``reason`` as its leave says)."""
 
     def stop_receiving(self) -> None:
@@ -72,7 +72,9 @@ class Profile(Protocol):
     def announce_present(self, newcomer: Member, present: Sequence[Member]) -> None:
         """Tell ``newcomer`` (of this profile) who is already there."""
 
-    def announce_left(self, member: Member, recipients: Sequence[Member], reason: str) -> None:
+    def announce_left(
+        self, member: Member, recipients: Sequence[Member], reason: Departure
+    ) -> None:
         """Tell these members (of this profile) that ``member`` left, and why."""
 
     def announce_moved(self, member: Member, old: Address, recipients: Sequence[Member]) -> None:
@@ -123,7 +125,7 @@ class Services(Protocol):
     def register(self, identity: Identity, address: Address, now: float) -> None:
         """Register, re-key or refresh a member, and announce it (raises ``RosterFull``)."""
 
-    def remove(self, member_id: str, reason: str) -> Member | None:
+    def remove(self, member_id: str, reason: Departure) -> Member | None:
         """Remove a member and announce its leave (once its messages in flight are out)."""
 
     def move(self, member: Member, address: Address) -> None:

@@ -16,7 +16,7 @@ methods return is what to announce to this relay's members, in order.
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from mcrelay.core.members import Identity, Member
+from mcrelay.core.members import Departure, Identity, Member
 from mcrelay.protocol.addresses import Address
 
 LEASE_S = 10.0
@@ -41,7 +41,7 @@ class Change:
     event: str
     """``joined``, ``left`` or ``moved``."""
     member: Member
-    reason: str = ""
+    reason: Departure | None = None
     """A leave's reason."""
     old: Address | None = None
     """A move's previous address."""
@@ -93,7 +93,7 @@ class Remotes:
         relay = self.relays.get(name)
         changes: list[Change] = []
         if relay is not None and relay.epoch != epoch:
-            changes = self._drop_relay(relay, "timeout")
+            changes = self._drop_relay(relay, Departure.TIMEOUT)
             relay = None
         if relay is None:
             relay = self.relays[name] = RemoteRelay(name, epoch, now)
@@ -106,7 +106,7 @@ class Remotes:
         relay = self.relays[name]
         return self._join(relay, remote, now)
 
-    def left(self, name: str, member_id: str, reason: str) -> list[Change]:
+    def left(self, name: str, member_id: str, reason: Departure) -> list[Change]:
         relay = self.relays[name]
         member = relay.members.pop(remote_id(name, member_id), None)
         if member is None:
@@ -121,7 +121,7 @@ class Remotes:
         changes = [
             change
             for member_id in [i for i in relay.members if i not in present]
-            for change in self.left(name, member_id.removeprefix(f"{name}/"), "timeout")
+            for change in self.left(name, member_id.removeprefix(f"{name}/"), Departure.TIMEOUT)
         ]
         for remote in remotes:
             changes += self._join(relay, remote, now)
@@ -132,7 +132,7 @@ class Remotes:
         changes: list[Change] = []
         for relay in list(self.relays.values()):
             if now - relay.heard_at >= self.lease_s:
-                changes += self._drop_relay(relay, "timeout")
+                changes += self._drop_relay(relay, Departure.TIMEOUT)
         return changes
 
     def next_expiry(self) -> float | None:
@@ -161,7 +161,7 @@ class Remotes:
         relay.members[member_id] = self._members[member_id] = member
         return [Change("joined", member)]
 
-    def _drop_relay(self, relay: RemoteRelay, reason: str) -> list[Change]:
+    def _drop_relay(self, relay: RemoteRelay, reason: Departure) -> list[Change]:
         del self.relays[relay.name]
         for member_id in relay.members:
             del self._members[member_id]

@@ -22,7 +22,7 @@ import trio
 
 from mcrelay.core.control import Overloaded
 from mcrelay.core.events import EventHub
-from mcrelay.core.members import Identity, Left, Member, Roster
+from mcrelay.core.members import Departure, Identity, Left, Member, Roster
 from mcrelay.core.opened import Opened, Sealed
 from mcrelay.core.profile import RELAY_ORIGIN, Opener, Origin, Profile
 from mcrelay.core.stats import RelayCounters
@@ -108,7 +108,7 @@ class Messages:
         profiles: Mapping[str, Profile],
         drop: Drop,
         left: Callable[[Left], None],
-        remove: Callable[[str, str], object],
+        remove: Callable[[str, Departure], object],
         max_message_bytes: Callable[[Member], int],
         max_pending: Callable[[], int],
         forward: Callable[[Origin, bytes], None],
@@ -378,7 +378,7 @@ class Messages:
         if control == "refresh":
             self._roster.touch(sender, trio.current_time())
         else:
-            self._remove(sender.id, "disconnect")
+            self._remove(sender.id, Departure.DISCONNECT)
 
     async def _reseal_rekeyed(
         self,

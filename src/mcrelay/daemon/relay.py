@@ -23,7 +23,7 @@ from mcrelay.core.bans import BanList
 from mcrelay.core.control import Overloaded
 from mcrelay.core.events import EventHub
 from mcrelay.core.federation import Federation
-from mcrelay.core.members import Identity, Left, Member, Registration, Roster
+from mcrelay.core.members import Departure, Identity, Left, Member, Registration, Roster
 from mcrelay.core.profile import Admitted, Opener, Origin, Profile
 from mcrelay.core.ratelimit import SourceLimiter
 from mcrelay.core.remotes import Change, Remotes
@@ -243,7 +243,7 @@ class Relay:
                 chosen = [m.id for m in self.roster if m.address[0] == member.address[0]]
             elif scope == "address" or (scope is None and not secure):
                 self.bans.ban(member.address, ban_s, now)
-        reason = "kick" if ban_s is None else "ban"
+        reason = Departure.KICK if ban_s is None else Departure.BAN
         removed = [self.remove(i, reason) for i in dict.fromkeys([member_id, *chosen])]
         return [m for m in removed if m is not None]
 
@@ -309,6 +309,7 @@ class Relay:
                     else:
                         profile.announce_joined(member, group)
             elif change.event == "left":
+                assert change.reason is not None, "a leave has a reason"
                 self.events.publish(
                     "client_left", client=member.id, reason=change.reason, relay=relay
                 )
@@ -423,7 +424,7 @@ class Relay:
         if self.federation is not None:
             self.federation.joined(member)
 
-    def remove(self, member_id: str, reason: str) -> Member | None:
+    def remove(self, member_id: str, reason: Departure) -> Member | None:
         """Remove a member; tell every other member it left, once its messages are out."""
         member, left = self.roster.remove(member_id, reason)
         if member is not None:
@@ -457,7 +458,7 @@ class Relay:
         one address is one member."""
         holder = self.roster.at(address)
         if holder is not None and holder.id != member_id:
-            self.remove(holder.id, "unreachable")
+            self.remove(holder.id, Departure.UNREACHABLE)
 
     def key_banned(self, member_id: str, now: float) -> bool:
         return bool(self.bans) and self.bans.is_key_banned(member_id, now)
@@ -491,7 +492,7 @@ class Relay:
         while True:
             await trio.sleep(min(CLEANUP_INTERVAL_S, self.config.client_timeout_s / 4))
             for member in self.roster.idle(trio.current_time(), self.config.client_timeout_s):
-                self.remove(member.id, "timeout")
+                self.remove(member.id, Departure.TIMEOUT)
 
     def _announce_left(self, left: Left, recipients: Iterable[Member] | None = None) -> None:
         """Tell ``recipients`` (every member by default) that ``left.member`` left."""

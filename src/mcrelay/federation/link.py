@@ -20,7 +20,7 @@ from collections import Counter
 import trio
 
 from mcrelay.core.federation import Host, KickResult
-from mcrelay.core.members import Member
+from mcrelay.core.members import Departure, Member
 from mcrelay.core.profile import Origin
 from mcrelay.core.remotes import Change, remote_id
 from mcrelay.federation import records
@@ -123,7 +123,7 @@ class Link:
     def joined(self, member: Member) -> None:
         self._presence(Presence(PresenceEvent.JOINED, LeaveReason.NONE, records.record(member)))
 
-    def left(self, member: Member, reason: str) -> None:
+    def left(self, member: Member, reason: Departure) -> None:
         leave = records.leave_reason(reason)
         self._presence(Presence(PresenceEvent.LEFT, leave, records.record(member)))
 
@@ -433,7 +433,7 @@ class Link:
         remotes = self._host.remotes
         record = presence.member
         if presence.event is PresenceEvent.LEFT:
-            return remotes.left(name, record.member_id, presence.reason.name.lower())
+            return remotes.left(name, record.member_id, records.departure(presence.reason))
         return remotes.joined(name, records.remote(record), now)
 
     async def _snapshot_part(self, name: str, part: Snapshot, now: float) -> None:

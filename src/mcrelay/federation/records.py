@@ -1,6 +1,6 @@
 """Members as envelopes carry them, and back: member records, identities, reasons."""
 
-from mcrelay.core.members import Identity, Member
+from mcrelay.core.members import Departure, Identity, Member
 from mcrelay.core.remotes import Remote
 from mcrelay.protocol.federation.bodies import KickScope, LeaveReason, MemberRecord
 from mcrelay.protocol.legacy.crypto import digest_fingerprint
@@ -9,9 +9,14 @@ from mcrelay.protocol.secure.keys import encode_key
 from mcrelay.settings.profiles import SECURE
 
 
-def leave_reason(reason: str) -> LeaveReason:
-    """The wire's reason for a leave's (``kick`` is KICK): UNREACHABLE for one it lacks."""
-    return LeaveReason.__members__.get(reason.upper(), LeaveReason.UNREACHABLE)
+def leave_reason(reason: Departure) -> LeaveReason:
+    """The wire's reason for a leave (the wire has every one, by the same name)."""
+    return LeaveReason[reason.name]
+
+
+def departure(reason: LeaveReason) -> Departure:
+    """A remote leave's reason: UNREACHABLE for a leave the wire gave none (``NONE``)."""
+    return Departure.__members__.get(reason.name, Departure.UNREACHABLE)
 
 
 SCOPES = {

@@ -17,7 +17,7 @@ from typing import Any
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.core.members import Identity, Member, RosterFull
+from mcrelay.core.members import Departure, Identity, Member, RosterFull
 from mcrelay.core.opened import Opened, Sealed
 from mcrelay.core.profile import Admitted, Origin, Services
 from mcrelay.core.ratelimit import SourceLimiter
@@ -153,7 +153,7 @@ class LegacyProfile:
     def deliver(self, member: Member, copy: bytes) -> bool:
         return self._services.send(copy, member.address)
 
-    def removed(self, member: Member, reason: str) -> None:
+    def removed(self, member: Member, reason: Departure) -> None:
         """Nothing to close: a legacy member's state is its roster entry, and a re-key
         of its that waits for the rate (gone, kicked, banned: not made later)."""
         self._waiting.discard(member.address)
@@ -332,7 +332,7 @@ class LegacyProfile:
     ) -> None:
         if self._waiting.discard(source) and member is None:
             return  # its registration (or re-key) was still waiting: it is not made
-        if member is None or self._services.remove(member.id, "disconnect") is None:
+        if member is None or self._services.remove(member.id, Departure.DISCONNECT) is None:
             self._services.drop(DropReason.UNREGISTERED, source)
 
     def _on_keepalive(
@@ -428,7 +428,9 @@ class LegacyProfile:
         to = newcomer.address
         self._services.notify_all([(legacy.peer_joined(member.address), to) for member in present])
 
-    def announce_left(self, member: Member, recipients: Sequence[Member], reason: str) -> None:
+    def announce_left(
+        self, member: Member, recipients: Sequence[Member], reason: Departure
+    ) -> None:
         self._broadcast(legacy.peer_left(member.address), recipients)
 
     def announce_moved(self, member: Member, old: Address, recipients: Sequence[Member]) -> None:

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
-from mcrelay.core.members import Identity, Member
+from mcrelay.core.members import Departure, Identity, Member
 from mcrelay.daemon.secure.origin import origin_of
 from mcrelay.protocol.secure.messages import LeaveReason, Presence, PresenceEvent
 
@@ -26,23 +26,29 @@ OWN_IN_CHANNEL = 16
 """The relay's own messages (PRESENCE, NOTICE) in a member's channel, unacknowledged,
 past which PRESENCE waits here."""
 LEAVE_REASONS = {
-    "disconnect": LeaveReason.DISCONNECT,
-    "timeout": LeaveReason.TIMEOUT,
-    "kick": LeaveReason.KICK,
-    "ban": LeaveReason.BAN,
-    "unreachable": LeaveReason.UNREACHABLE,
+    Departure.DISCONNECT: LeaveReason.DISCONNECT,
+    Departure.TIMEOUT: LeaveReason.TIMEOUT,
+    Departure.KICK: LeaveReason.KICK,
+    Departure.BAN: LeaveReason.BAN,
+    Departure.UNREACHABLE: LeaveReason.UNREACHABLE,
+    Departure.REPLACED: LeaveReason.UNREACHABLE,  # another relay's: the page has no such
 }
 
 
 def presence_of(
-    event: PresenceEvent, member: Member, reason: str = "", *, identity: Identity | None = None
+    event: PresenceEvent,
+    member: Member,
+    reason: Departure | None = None,
+    *,
+    identity: Identity | None = None,
 ) -> Presence:
     """The PRESENCE telling of ``member`` (under ``identity``, an earlier key of its,
     when given); a leave's ``reason`` as the roster says it."""
     origin = origin_of(identity or member.identity, member.address)
     if event is not PresenceEvent.LEFT:
         return Presence(event, origin)
-    return Presence(event, origin, LEAVE_REASONS.get(reason, LeaveReason.UNREACHABLE))
+    assert reason is not None, "a leave has a reason"
+    return Presence(event, origin, LEAVE_REASONS[reason])
 
 
 @dataclass(slots=True, eq=False)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import trio
 
-from mcrelay.core.members import Identity, Member, RosterFull
+from mcrelay.core.members import Departure, Identity, Member, RosterFull
 from mcrelay.core.opened import Opened, Sealed
 from mcrelay.core.profile import Origin, Services
 from mcrelay.daemon.secure.origin import PROFILE, chat_head
@@ -82,7 +82,10 @@ MAX_COPIES = MESSAGE_WINDOW + QUEUE_LIMIT
 """Copies outstanding towards one member past which its queue overflows, beside the
 messages the pipeline held when back-pressure began (``max_pending_relays``): past
 both, it is removed (``unreachable``)."""
-FAREWELLS = {"kick": (NoticeCode.KICKED, b"kicked"), "ban": (NoticeCode.BANNED, b"banned")}
+FAREWELLS = {
+    Departure.KICK: (NoticeCode.KICKED, b"kicked"),
+    Departure.BAN: (NoticeCode.BANNED, b"banned"),
+}
 
 
 def _key(member: Member) -> bytes:
@@ -148,7 +151,7 @@ class SecureProfile:
                 member = peer.member
                 if member is not None:
                     log.info("client %s is no longer authorized", member.id)
-                    self._services.remove(member.id, "kick")
+                    self._services.remove(member.id, Departure.KICK)
                     removed += 1
         if removed:
             log.warning("%d secure members removed: their keys are no longer authorized", removed)
@@ -365,7 +368,7 @@ class SecureProfile:
             member = peer.member
             self._close(peer)
             if member is not None and peer.closing_at is None:
-                self._services.remove(member.id, "unreachable")
+                self._services.remove(member.id, Departure.UNREACHABLE)
 
     def _turn(self, peer: Peer, now: float) -> None:
         if peer.closed:
@@ -408,7 +411,7 @@ class SecureProfile:
                     self._settled(peer, message_id)
                     self._services.drop(reason, peer.session.address)
                     if peer.member is not None and peer.closing_at is None:
-                        self._services.remove(peer.member.id, "unreachable")
+                        self._services.remove(peer.member.id, Departure.UNREACHABLE)
         self._update_backpressure(peer)
 
     def _delivered(self, peer: Peer, body: bytes) -> None:
@@ -423,7 +426,7 @@ class SecureProfile:
             self._services.drop(exc.reason, address, exc)
             return
         if not isinstance(message, Chat):
-            self._services.remove(member.id, "disconnect")
+            self._services.remove(member.id, Departure.DISCONNECT)
             return
         admitted = self._services.admit(
             member, lambda _: _ready(Opened(message.text)), acknowledged=True
@@ -463,7 +466,7 @@ class SecureProfile:
             return False
         if len(peer.copies) >= self._max_copies:
             self._services.drop(DropReason.UNREACHABLE, member.address, "queue full")
-            self._services.remove(member.id, "unreachable")
+            self._services.remove(member.id, Departure.UNREACHABLE)
             return False
         now = trio.current_time()
         if peer.presence:  # a sender's join before its words
@@ -491,7 +494,7 @@ class SecureProfile:
             if heaviest.member is None or not heaviest.copy_bytes:
                 break
             self._services.drop(DropReason.UNREACHABLE, heaviest.session.address, "send buffer")
-            self._services.remove(heaviest.member.id, "unreachable")
+            self._services.remove(heaviest.member.id, Departure.UNREACHABLE)
             if peer.closed:  # itself, or by a PRESENCE that removal sent it
                 return False
         return not peer.closed
@@ -535,7 +538,7 @@ class SecureProfile:
     def announce_rekeyed(self, member: Member, old: Identity, recipients: Sequence[Member]) -> None:
         """A legacy member's new key is a new origin id: the old one leaves (a client
         keeping its roster by origin id keeps no ghost), the new one joins."""
-        left = presence_of(PresenceEvent.LEFT, member, "disconnect", identity=old)
+        left = presence_of(PresenceEvent.LEFT, member, Departure.DISCONNECT, identity=old)
         self._announce(member, recipients, left, presence_of(PresenceEvent.JOINED, member))
 
     def _announce(self, member: Member, recipients: Sequence[Member], *told: Presence) -> None:
@@ -553,21 +556,23 @@ class SecureProfile:
         for member in present:
             self._tell(peer, member, presence_of(PresenceEvent.ALREADY_PRESENT, member), now)
 
-    def announce_left(self, member: Member, recipients: Sequence[Member], reason: str) -> None:
+    def announce_left(
+        self, member: Member, recipients: Sequence[Member], reason: Departure
+    ) -> None:
         self._announce(member, recipients, presence_of(PresenceEvent.LEFT, member, reason))
 
     def announce_moved(self, member: Member, old: Address, recipients: Sequence[Member]) -> None:
         """Nothing: a secure member learns another's new address from the origin of its
         next message (the page has no PRESENCE for a move)."""
 
-    def removed(self, member: Member, reason: str) -> None:
+    def removed(self, member: Member, reason: Departure) -> None:
         """Close its session; a kicked or banned member is told first (its session lives
         until the NOTICE is acknowledged, 2 s at most)."""
         peer = self._peers.get(_key(member))
         if peer is None or peer.member is not member:
             return
         del self._peers[peer.key]
-        if reason == "ban":
+        if reason is Departure.BAN:
             self._pending.forget(peer.key)  # a handshake answered before the ban
         farewell = FAREWELLS.get(reason)
         if farewell is None:
