@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
 from mcrelay.protocol.federation.bodies import (
-    MAX_MESSAGE_BYTES,
+    MAX_FEDERATED_MESSAGE_BYTES,
     MAX_SNAPSHOT_MEMBERS,
     RELAY_MEMBER,
     Body,
@@ -83,7 +83,7 @@ def test_any_bytes_decode_or_raise_bad_envelope(kind: Kind, data: bytes) -> None
         lambda: MemberRecord(LEGACY, "a", -1.0),
         lambda: MemberRecord(RELAY_ORIGIN, "relay", 5.0),
         lambda: MemberRecord(RELAY_ORIGIN, "other", 0.0),
-        lambda: Message(MEMBER, bytes(MAX_MESSAGE_BYTES + 1)),
+        lambda: Message(MEMBER, bytes(MAX_FEDERATED_MESSAGE_BYTES + 1)),
         lambda: Presence(PresenceEvent.LEFT, LeaveReason.NONE, MEMBER),
         lambda: Presence(PresenceEvent.JOINED, LeaveReason.KICK, MEMBER),
         lambda: Snapshot(0, 1, 1, ()),
@@ -105,8 +105,10 @@ def test_bodies_validate_on_construction(make: object) -> None:
 
 
 def test_the_largest_message_fits_and_one_more_byte_does_not() -> None:
-    largest = encode_member(MEMBER) + bytes(MAX_MESSAGE_BYTES)
-    assert decode_body_untrusted(Kind.MSG, largest) == Message(MEMBER, bytes(MAX_MESSAGE_BYTES))
+    largest = encode_member(MEMBER) + bytes(MAX_FEDERATED_MESSAGE_BYTES)
+    assert decode_body_untrusted(Kind.MSG, largest) == Message(
+        MEMBER, bytes(MAX_FEDERATED_MESSAGE_BYTES)
+    )
     refused(Kind.MSG, largest + b"\0")
 
 

@@ -25,6 +25,7 @@ from mcrelay.protocol.federation.envelope import (
     check_relay_name,
     relay_name_untrusted,
 )
+from mcrelay.protocol.secure.messages import MAX_CHAT_BYTES
 from mcrelay.protocol.secure.origins import (
     RELAY_ORIGIN,
     Origin,
@@ -34,7 +35,8 @@ from mcrelay.protocol.secure.origins import (
 )
 
 MAX_MEMBER_ID_BYTES = 255
-MAX_MESSAGE_BYTES = 65_536
+MAX_FEDERATED_MESSAGE_BYTES = MAX_CHAT_BYTES
+"""The largest message a member of either profile may send (a secure member's)."""
 MAX_SNAPSHOT_MEMBERS = 1_000
 """Members in one SNAPSHOT part: 1,000 records of at most 316 bytes fit in 1 MiB."""
 MAX_PARTS = 0xFFFF
@@ -143,7 +145,7 @@ class Message:
     body: bytes
 
     def __post_init__(self) -> None:
-        if len(self.body) > MAX_MESSAGE_BYTES:
+        if len(self.body) > MAX_FEDERATED_MESSAGE_BYTES:
             raise LocalProtocolError(f"a message of {len(self.body)} bytes")
 
 

@@ -25,7 +25,7 @@ REKEY_AFTER_S = 120.0
 REJECT_AFTER_S = 180.0
 
 
-class Opened(NamedTuple):
+class Authenticated(NamedTuple):
     """An authenticated DATA: its plaintext, and whether its counter was the highest yet."""
 
     plaintext: bytes
@@ -76,7 +76,7 @@ class Keypair:
         self.next_counter += 1
         return self.send_key.seal(self.remote_index, counter, plaintext)
 
-    def open_untrusted(self, datagram: bytes, counter: int, now: float) -> Opened:
+    def open_untrusted(self, datagram: bytes, counter: int, now: float) -> Authenticated:
         """Authenticate a DATA addressed to this keypair (``counter`` from its header).
 
         Raises :class:`RemoteProtocolError`: ``keypair_expired`` past the reject time,
@@ -89,4 +89,4 @@ class Keypair:
         opened = self.receive_key.open_untrusted(datagram)
         new_highest = self.window.accept_untrusted(opened.counter)
         self.received = True
-        return Opened(opened.plaintext, new_highest)
+        return Authenticated(opened.plaintext, new_highest)
