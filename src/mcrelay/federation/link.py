@@ -264,7 +264,7 @@ class Link:
                     self._bus.publish(self.subjects.presence, envelope)
             except Exception:  # a bug costs one snapshot, not the relay
                 log.exception("publishing a snapshot failed")
-                self.dropped["internal_error"] += 1
+                self.dropped[DropReason.INTERNAL_ERROR.value] += 1
 
     async def _expiry_loop(self) -> None:
         """Each lease looked at when it runs out (at least every EXPIRY_TICK_S)."""
@@ -279,7 +279,7 @@ class Link:
                 await self._expire(trio.current_time())
             except Exception:
                 log.exception("expiring leases failed")
-                self.dropped["internal_error"] += 1
+                self.dropped[DropReason.INTERNAL_ERROR.value] += 1
 
     async def _expire(self, now: float) -> None:
         remotes = self._host.remotes
@@ -321,7 +321,7 @@ class Link:
                 except Exception:  # a bug costs one envelope (or one hello), not the relay
                     what = item.subject if isinstance(item, Incoming) else "connecting"
                     log.exception("an item from the bus (%s) broke the link", what)
-                    self.dropped["internal_error"] += 1
+                    self.dropped[DropReason.INTERNAL_ERROR.value] += 1
 
     def _connected(self) -> None:
         """(Re)connected: ask every relay for its members, and tell ours."""
