@@ -18,6 +18,7 @@ import pytest
 import trio
 import trio.testing
 from api_support import ApiDaemon, api_daemon, assert_json_error, event_stream
+from hypercorn.config import Config
 
 from mcrelay.api import http11
 from mcrelay.api.connections import Connections
@@ -180,6 +181,43 @@ async def test_a_request_body_that_does_not_come_in_time_costs_its_connection(
             await stream.send_all(b"1\r\nx\r\n")  # a trickle: one byte, then silence
         await read_until_closed(stream)
         await wait_until(lambda: len(api.daemon.api.connections) <= 1)  # the client's own
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: mcrelay\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: mcrelay\r\nConnection: close\r\n\r\n",
+        b"GET /healthz HTTP/1.0\r\n\r\n",
+        b"GET /v1/status HTTP/1.1\r\nHost: mcrelay\r\nAuthorization: Bearer wrong\r\n\r\n",
+    ],
+    ids=["keep-alive", "close", "http-1.0", "refused"],
+)
+async def test_an_answered_connection_that_sends_nothing_more_is_closed(
+    relay_key_file: Path, monkeypatch: pytest.MonkeyPatch, request_head: bytes
+) -> None:
+    """hypercorn's keep-alive timer (and its close for ``Connection: close``) ran in the
+    request's task, cancelled once it answered: a connection that got its answer, a 401
+    as well, and sent nothing more was never closed; anyone reaching the API could hold
+    every connection it takes (found by review)."""
+    monkeypatch.setattr(Config, "keep_alive_timeout", 0.3)
+    token = "a token the request does not have"
+    async with api_daemon(relay_key_file, api_token=token) as api, await connect(api) as stream:
+        await stream.send_all(request_head)
+        answer = await read_until_closed(stream)
+        expected = b"HTTP/1.1 401 " if b"Bearer" in request_head else b"HTTP/1.1 200 "
+        assert answer.startswith(expected), answer
+        await wait_until(lambda: len(api.daemon.api.connections) <= 1)  # the client's own
+
+
+async def test_an_event_stream_is_never_idle(
+    relay_key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Config, "keep_alive_timeout", 0.2)
+    async with api_daemon(relay_key_file) as api, event_stream(api.http) as stream:
+        await trio.sleep(0.6)  # three keep-alive times with nothing from the client
+        api.relay.events.publish("client_left", client="10.0.0.1:4000", reason="timeout")
+        assert (await stream.next_of("client_left")).event == "client_left"
 
 
 async def test_a_pipelined_request_has_its_own_time_for_its_body(

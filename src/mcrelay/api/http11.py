@@ -13,17 +13,27 @@ answers (a 401, say) before reading it: a client that announced a body and never
 sent it held its connection for good, token or not, up to the cap. A request's
 body must come whole within :data:`REQUEST_BODY_S` of its headers.
 
+hypercorn restarts its keep-alive timer, or closes a ``Connection: close`` one, from
+the task that ran the request, once the response is out; that task is being cancelled
+by then, and so is the timer or the close: a connection that got its answer (a 401,
+say) and sent nothing more stayed open for good, up to the cap (found by review). A
+connection is idle from its start, and from the end of each response, until the next
+request's headers are in; idle for the keep-alive time (5 s), it is closed, whatever
+hypercorn's timer did. The reading task keeps that deadline, set again whenever the
+protocol sends anything (the request's task changes the state as it answers).
+
 This leans on hypercorn's internals (``TCPServer.run``, ``_read_data``,
 ``H11Protocol``), as of 0.18: pyproject.toml pins the versions it was written against.
 """
 
+import contextlib
 import math
 from typing import cast
 
 import h11
 import trio
 from hypercorn.config import Config
-from hypercorn.events import Closed, RawData
+from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.task_group import TaskGroup
@@ -37,6 +47,9 @@ from mcrelay.api.connections import ApiStream
 REQUEST_BODY_S = 10.0
 """From a request's headers to the last byte of its body, at most (the API's bodies
 are at most 1 MiB, from local clients)."""
+ANSWERED = frozenset({h11.IDLE, h11.DONE, h11.MUST_CLOSE, h11.CLOSED})
+"""Our side's states with no response under way: the connection is idle then, unless a
+request's body is coming."""
 
 
 class Http11Protocol(H11Protocol):
@@ -56,6 +69,13 @@ class HttpConnection(TCPServer):
         # TCPServer's annotation says SSLStream; it uses what ApiStream has.
         super().__init__(app, config, context, state, stream)  # type: ignore[arg-type]
         self._api_stream = stream
+        self._reading: trio.CancelScope | None = None
+        """The wait for the peer's next bytes, under the connection's deadline."""
+        self._idle_since: float | None = None
+        self._body_since: float | None = None
+        self._body_of = -1
+        """Which request of the connection ``_body_since`` is of (pipelined: the next
+        request's headers may be read with the previous one's body)."""
 
     async def run(self) -> None:
         """``TCPServer.run`` with no TLS, our protocol for its ProtocolWrapper, and no
@@ -91,23 +111,45 @@ class HttpConnection(TCPServer):
         finally:
             await self._close()
 
+    async def protocol_send(self, event: Event) -> None:
+        """The request's task answers, and moves the connection's state: the deadline of
+        the read under way follows (at once: that task may be cancelled at its next
+        checkpoint, which is what lost hypercorn's keep-alive timer)."""
+        if self._reading is not None:
+            self._reading.deadline = self._deadline()
+        await super().protocol_send(event)
+
+    def _deadline(self) -> float:
+        """When the peer must have sent its next bytes: a request's body within
+        :data:`REQUEST_BODY_S` of its headers, the next request's headers within the
+        keep-alive time of the connection going idle, else no limit (a response is under
+        way)."""
+        http = self._http
+        now = trio.current_time()
+        if http.connection.their_state is h11.SEND_BODY:
+            self._idle_since = None
+            if self._body_since is None or http.keep_alive_requests != self._body_of:
+                self._body_since, self._body_of = now, http.keep_alive_requests
+            return self._body_since + REQUEST_BODY_S
+        self._body_since = None
+        if http.connection.our_state in ANSWERED:
+            if self._idle_since is None:
+                self._idle_since = now
+            return self._idle_since + self.config.keep_alive_timeout
+        self._idle_since = None
+        return math.inf
+
     async def _read_data(self) -> None:
-        """``TCPServer._read_data``, with a deadline on a request's body (see the module)."""
-        body_since: float | None = None
-        request = -1
-        """Which request of the connection ``body_since`` is of (pipelined: the next
-        request's headers may be read with the previous one's body)."""
+        """``TCPServer._read_data``, under the connection's deadline (see the module)."""
         while True:
-            http = self._http
-            if http.connection.their_state is not h11.SEND_BODY:
-                body_since = None
-            elif body_since is None or http.keep_alive_requests != request:
-                body_since, request = trio.current_time(), http.keep_alive_requests
-            deadline = math.inf if body_since is None else body_since + REQUEST_BODY_S
-            try:
-                with trio.fail_at(deadline):
-                    data = await self.stream.receive_some(MAX_RECV)
-            except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+            data = None
+            with (
+                trio.CancelScope(deadline=self._deadline()) as self._reading,
+                contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError),
+            ):
+                data = await self.stream.receive_some(MAX_RECV)
+            self._reading = None
+            if data is None:  # closed, or past the deadline
                 break
             await self.protocol.handle(RawData(bytes(data)))
             if data == b"":
