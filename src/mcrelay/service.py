@@ -17,6 +17,8 @@ run_until_signal                      SIGHUP reloads; SIGTERM/SIGINT drain, then
         │   └── messages              closes once receiving stops and every message settled
         │       ├── _receive_loop     read until it would block; each datagram to its
         │       │                     profile by its first byte; never waits on crypto
+        │       ├── feed_remote       starts queued remote messages as there is room,
+        │       │                     until receiving stops
         │       ├── a message's life  one task per message, from its first fragment
         │       │                     (LegacyProfile._message): the rest under
         │       │                     move_on_at(reassembly deadline); admitted, then the

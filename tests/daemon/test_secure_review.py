@@ -23,7 +23,7 @@ from mcrelay.protocol.secure.messages import (
     encode_message,
 )
 from mcrelay.protocol.secure.sending import MESSAGE_DEADLINE_S
-from relay_harness import Harness, client_address, harness_config, open_relay
+from relay_harness import Harness, client_address, harness_config, open_relay, settle
 from secure_harness import HarnessLink, SecurePeer, connected
 
 Keys = list[rsa.RSAPrivateKey]
@@ -163,22 +163,54 @@ async def test_a_burst_of_legacy_registrations_evicts_no_secure_member(
         assert "unreachable" not in harness.drops()
 
 
-async def test_a_secure_member_at_a_legacy_members_address_takes_it(
+async def test_an_address_a_member_holds_is_not_taken_until_it_has_left(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
-    # Found in review: the roster's address table was overwritten, and once the
-    # secure member left, the legacy member there could no longer be found (its
-    # fragments dropped as unregistered) nor time out (its keys refreshed it).
+    """A secure handshake from an address another member held removed that member
+    (unreachable): anyone who could read and spoof there removed it with a key of its
+    own (found by review). The address waits for its member to leave or time out. (An
+    earlier review found the roster's address table overwritten: the legacy member
+    there could no longer be found, nor time out.)"""
     async with open_relay(keys[0]) as harness:
         (old,) = await harness.members(keys, 1)
-        reused = SecurePeer(HarnessLink(harness), old.address)  # a reused NAT mapping
-        await reused.connect()
+        newcomer = SecurePeer(HarnessLink(harness), old.address)
+        await newcomer.connect()
         roster = harness.relay.roster
-        assert roster.get(format_address(old.address)) is None  # gone, unreachable
-        assert roster.at(old.address) is roster.get(reused.id)
-        await reused.leave()
+        assert roster.get(newcomer.id) is None
+        assert roster.at(old.address) is roster.get(format_address(old.address))
+        assert harness.drops() == {"address_in_use": 1}
+        old.send(legacy.disconnect())
+        await settle()
+        await newcomer.connect()  # its INIT again (a handshake lives 15 s)
+        assert roster.at(old.address) is roster.get(newcomer.id)
+        await newcomer.leave()
         assert roster.at(old.address) is None
         assert len(roster) == 0
+
+
+async def test_a_key_of_ones_own_cannot_take_a_secure_members_address(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Found by review: one who could read and spoof at a member's address removed it,
+    by a handshake of its own key from there, or by roaming there."""
+    async with open_relay(keys[0]) as harness:
+        (victim,) = await connected(harness, 1)
+        roster = harness.relay.roster
+        spoofed = SecurePeer(HarnessLink(harness), victim.address)  # reads there, too
+        spoofed.link.received(victim.address)  # from now on
+        await spoofed.connect()
+        roamer = SecurePeer(HarnessLink(harness), client_address(7))
+        await roamer.connect()
+        roamer.address = victim.address
+        await roamer.say(b"from the victim's address")
+        await roamer.pump()
+        assert roster.get(spoofed.id) is None
+        member = roster.get(roamer.id)
+        assert member is not None
+        assert member.address == client_address(7)
+        assert roster.at(victim.address) is roster.get(victim.id)
+        assert len(roster) == 2
+        assert harness.drops() == {"address_in_use": 2}
 
 
 async def test_a_message_completed_by_a_timer_after_receiving_stopped_is_counted(

@@ -37,6 +37,10 @@ class Departure(StrEnum):
     """Only another relay's member (a session replaced by a newer one, there)."""
 
 
+class AddressInUse(Exception):
+    """Another member holds the address (see :meth:`Relay.register`)."""
+
+
 class RosterFull(Exception):
     """No room for another member."""
 

@@ -123,7 +123,8 @@ class Services(Protocol):
         """Queue many notices; past the backlog's bound the rest are dropped, counted."""
 
     def register(self, identity: Identity, address: Address, now: float) -> None:
-        """Register, re-key or refresh a member, and announce it (raises ``RosterFull``)."""
+        """Register, re-key or refresh a member, and announce it (raises ``RosterFull``, or
+        ``AddressInUse`` when another member holds the address)."""
 
     def remove(self, member_id: str, reason: Departure) -> Member | None:
         """Remove a member and announce its leave (once its messages in flight are out)."""

@@ -233,8 +233,10 @@ class Messages:
     async def feed_remote(self) -> None:
         """Start the queued remote messages, in the order they came, as there is room:
         at most half of ``max_pending_relays`` in flight (they count in ``pending``, and
-        this relay's members are refused only past the whole of it)."""
-        while True:
+        this relay's members are refused only past the whole of it). It runs in the
+        ``messages`` nursery, whose tasks it starts, until the relay stops receiving (in
+        the nursery around it, it could start one into that nursery as it closed)."""
+        while not self._remote_closed:
             while self._remote_queue and self._remote_pending < self._remote_limit():
                 remote = self._remote_queue.popleft()
                 self._backlog_room.set()
@@ -253,6 +255,7 @@ class Messages:
         self._remote_queue.clear()
         self._remote_closed = True
         self._backlog_room.set()
+        self._remote_wake.set()
         return dropped
 
     def after_line(self, line: str, action: Callable[[], None]) -> None:

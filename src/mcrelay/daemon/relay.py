@@ -23,7 +23,15 @@ from mcrelay.core.bans import BanList
 from mcrelay.core.control import Overloaded
 from mcrelay.core.events import EventHub
 from mcrelay.core.federation import Federation
-from mcrelay.core.members import Departure, Identity, Left, Member, Registration, Roster
+from mcrelay.core.members import (
+    AddressInUse,
+    Departure,
+    Identity,
+    Left,
+    Member,
+    Registration,
+    Roster,
+)
 from mcrelay.core.profile import Admitted, Opener, Origin, Profile
 from mcrelay.core.ratelimit import SourceLimiter
 from mcrelay.core.remotes import Change, Remotes
@@ -143,10 +151,10 @@ class Relay:
                 await nursery.start(profile.run)
             nursery.start_soon(self.outbox.run)
             nursery.start_soon(self._cleanup_loop)
-            nursery.start_soon(self.messages.feed_remote)
             async with trio.open_nursery() as messages:
                 self._nursery = messages
                 messages.start_soon(self._receive_loop)
+                messages.start_soon(self.messages.feed_remote)
                 task_status.started()
             self._nursery = None
             await self.outbox.wait_empty()
@@ -434,6 +442,7 @@ class Relay:
         return member
 
     def move(self, member: Member, address: Address) -> None:
+        """(Raises ``AddressInUse`` when another member holds ``address``.)"""
         old = member.address
         if address == old:
             return
@@ -453,12 +462,14 @@ class Relay:
 
     def _take_address(self, member_id: str, address: Address) -> None:
         """A member proved it receives at ``address`` (a secure handshake or path
-        validation): another member held there (a legacy one whose NAT mapping was
-        reused, say) is no longer reachable there, and goes (unreachable), so that
-        one address is one member."""
+        validation): one address is one member, so while another member holds it (a
+        departed one, until it times out) the address is not taken (``AddressInUse``).
+        The holder was removed instead: anyone who could read and spoof at an address
+        removed its member, with a handshake or a path validation of its own key from
+        there (found by review)."""
         holder = self.roster.at(address)
         if holder is not None and holder.id != member_id:
-            self.remove(holder.id, Departure.UNREACHABLE)
+            raise AddressInUse(f"{format_address(address)} is {holder.id}'s")
 
     def key_banned(self, member_id: str, now: float) -> bool:
         return bool(self.bans) and self.bans.is_key_banned(member_id, now)

@@ -65,6 +65,7 @@ class DropReason(StrEnum):
     # daemon: the relay serving both profiles (daemon/relay.py, daemon/secure/)
     UNAUTHORIZED = "unauthorized"
     SECURE_ADDRESS = "secure_address"
+    ADDRESS_IN_USE = "address_in_use"
     PROFILE_OFF = "profile_off"
     # protocol/federation: envelope.py, bodies.py, streams.py (envelopes between relays)
     BAD_ENVELOPE = "bad_envelope"

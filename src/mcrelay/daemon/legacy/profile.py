@@ -17,7 +17,7 @@ from typing import Any
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.core.members import Departure, Identity, Member, RosterFull
+from mcrelay.core.members import AddressInUse, Departure, Identity, Member, RosterFull
 from mcrelay.core.opened import Opened, Sealed
 from mcrelay.core.profile import Admitted, Origin, Services
 from mcrelay.core.ratelimit import SourceLimiter
@@ -258,6 +258,8 @@ class LegacyProfile:
             self._services.register(claimed, source, now)
         except RosterFull as exc:
             self._services.drop(DropReason.REGISTRY_FULL, source, exc)
+        except AddressInUse as exc:  # a secure member's (checked before: not expected)
+            self._services.drop(DropReason.ADDRESS_IN_USE, source, exc)
 
     def _register_waiting(self, now: float) -> None:
         """The waiting registrations the rates allow now (see waiting.py)."""

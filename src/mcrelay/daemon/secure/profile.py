@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import trio
 
-from mcrelay.core.members import Departure, Identity, Member, RosterFull
+from mcrelay.core.members import AddressInUse, Departure, Identity, Member, RosterFull
 from mcrelay.core.opened import Opened, Sealed
 from mcrelay.core.profile import Origin, Services
 from mcrelay.daemon.secure.origin import PROFILE, chat_head
@@ -264,7 +264,7 @@ class SecureProfile:
             self._services.roster.touch(member, now)
             member.bytes_in += len(data)
             if received.moved_from is not None:
-                self._services.move(member, owner.session.address)
+                self._move(member, owner.session.address)
         if received.unknown_frames:
             self._services.drop(DropReason.UNKNOWN_TYPE, source, "frames", received.unknown_frames)
         self._turn(owner, now)
@@ -321,6 +321,10 @@ class SecureProfile:
                 self._close(peer)
                 self._services.drop(DropReason.REGISTRY_FULL, source, exc)
                 return
+            except AddressInUse as exc:
+                self._close(peer)
+                self._services.drop(DropReason.ADDRESS_IN_USE, source, exc)
+                return
         session.act(pending.keypair, frames, opened.new_highest, len(data), source, now)
         member = peer.member
         # Its first DATA is a sign of life (a replacement's too), if registering did not
@@ -329,6 +333,14 @@ class SecureProfile:
             self._services.roster.touch(member, now)
             member.bytes_in += len(data)
         self._turn(peer, now)
+
+    def _move(self, member: Member, address: Address) -> None:
+        """The roster follows a member's session to its new address, unless another
+        member holds it (counted; the roster keeps the old one)."""
+        try:
+            self._services.move(member, address)
+        except AddressInUse as exc:
+            self._services.drop(DropReason.ADDRESS_IN_USE, address, exc)
 
     def _refusal(self, key: bytes, now: float) -> DropReason | None:
         """Why this key may not be a member now (not authorized, banned), if it may not."""
@@ -351,7 +363,7 @@ class SecureProfile:
         details = member.identity.details
         assert isinstance(details, Details)
         details.peer = peer
-        self._services.move(member, peer.session.address)
+        self._move(member, peer.session.address)
         present = [*self._services.roster.others(member), *self._services.remotes]
         self.announce_present(member, present)
         log.info("client %s replaced its session (epoch %d)", member.id, peer.client_epoch)
