@@ -21,6 +21,7 @@ import trio
 from mcrelay.core.members import AddressInUse, Departure, Identity, Member, RosterFull
 from mcrelay.core.opened import Opened, Sealed
 from mcrelay.core.profile import Origin, Services
+from mcrelay.daemon.secure.backpressure import Backpressure
 from mcrelay.daemon.secure.origin import PROFILE, chat_head
 from mcrelay.daemon.secure.peers import (
     COALESCE_S,
@@ -75,9 +76,6 @@ DATA_TYPE = bytes([DatagramType.DATA])
 
 FAREWELL_WAIT_S = 2.0
 """A kicked or banned member is removed once its NOTICE is acknowledged, or after this."""
-BACKPRESSURE_COPIES = MESSAGE_WINDOW + QUEUE_LIMIT // 2
-"""Relayed copies outstanding towards one member (in flight and queued) past which no
-new message is started from anyone: its queue is half full."""
 MAX_COPIES = MESSAGE_WINDOW + QUEUE_LIMIT
 """Copies outstanding towards one member past which its queue overflows, beside the
 messages the pipeline held when back-pressure began (``max_pending_relays``): past
@@ -122,7 +120,7 @@ class SecureProfile:
         self._peers: dict[bytes, Peer] = {}
         self._indexes: dict[int, Peer | Pending] = {}
         self._pending = PendingHandshakes(self._indexes)
-        self._congested: set[Peer] = set()
+        self._backpressure = Backpressure(self._budget)
         self._copy_bytes = 0
         self._timeout_s = 30.0
         self._max_copy_bytes = 64 * 1024 * 1024
@@ -393,11 +391,21 @@ class SecureProfile:
         self._pass_presence(peer, now, everything=False)
         for reason, count in peer.session.channel.take_drops().items():
             self._services.drop(reason, peer.session.address, "channel", count)
+        stalled_at = self._backpressure.stalled_at(peer)
+        if stalled_at is not None and now >= stalled_at:
+            self._remove_stalled(peer)
         if not peer.closed:
             self._flush(peer, now)
-            self._timers.schedule(
-                peer, max(peer.session.next_deadline(), now + TIMER_GRANULARITY_S)
-            )
+            deadline = peer.session.next_deadline()
+            if stalled_at is not None:
+                deadline = min(deadline, stalled_at)
+            self._timers.schedule(peer, max(deadline, now + TIMER_GRANULARITY_S))
+
+    def _remove_stalled(self, peer: Peer) -> None:
+        """It held back-pressure, acknowledging nothing, too long (see backpressure.py)."""
+        if peer.member is not None and peer.closing_at is None:
+            self._services.drop(DropReason.UNREACHABLE, peer.session.address, "stalled")
+            self._services.remove(peer.member.id, Departure.UNREACHABLE)
 
     def _flush(self, peer: Peer, now: float) -> None:
         for datagram, address in peer.session.datagrams(now):
@@ -414,6 +422,8 @@ class SecureProfile:
         while not peer.closed and (event := channel.next_event()) is not None:
             match event:  # the most frequent first: a copy acknowledged
                 case MessageAcknowledged(message_id):
+                    if message_id in peer.copies:
+                        self._backpressure.acknowledged(peer, now)
                     self._settled(peer, message_id)
                     if message_id == peer.farewell:
                         self._close(peer)
@@ -424,7 +434,7 @@ class SecureProfile:
                     self._services.drop(reason, peer.session.address)
                     if peer.member is not None and peer.closing_at is None:
                         self._services.remove(peer.member.id, Departure.UNREACHABLE)
-        self._update_backpressure(peer)
+        self._backpressure.update(peer, now)
 
     def _delivered(self, peer: Peer, body: bytes) -> None:
         member = peer.member
@@ -454,13 +464,6 @@ class SecureProfile:
             peer.copy_bytes -= size
             self._copy_bytes -= size
 
-    def _update_backpressure(self, peer: Peer) -> None:
-        if len(peer.copies) >= BACKPRESSURE_COPIES and not peer.closed:
-            self._congested.add(peer)
-        else:
-            self._congested.discard(peer)
-        self._budget.backpressure = bool(self._congested)
-
     # Copies and notices out.
 
     async def seal(
@@ -486,7 +489,7 @@ class SecureProfile:
         if not self._room_for(peer, len(copy)):  # after what that took (or closed)
             return False
         self._queue(peer, copy, peer.copies, now)
-        self._update_backpressure(peer)
+        self._backpressure.update(peer, now)
         return True
 
     def _queue(self, peer: Peer, body: bytes, held: dict[int, int], now: float) -> None:
@@ -624,8 +627,7 @@ class SecureProfile:
         peer.copies.clear()
         peer.own.clear()
         peer.copy_bytes = 0
-        self._congested.discard(peer)
-        self._budget.backpressure = bool(self._congested)
+        self._backpressure.forget(peer)
         peer.session.channel.close()
 
     def _hold_indexes(self, peer: Peer) -> None:
