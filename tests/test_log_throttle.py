@@ -1,6 +1,6 @@
-"""LogThrottle: one line an interval at most, the next saying how many were held back."""
+"""LogThrottle and LineBudget: lines a flood can drive, bounded, saying what they held back."""
 
-from mcrelay.logs import LogThrottle
+from mcrelay.logs import LineBudget, LogThrottle
 
 
 def test_one_line_an_interval_and_the_next_counts_those_held_back() -> None:
@@ -10,3 +10,11 @@ def test_one_line_an_interval_and_the_next_counts_those_held_back() -> None:
     assert throttle.due(159.9) is None
     assert throttle.due(160.0) == 4
     assert throttle.due(300.0) == 0
+
+
+def test_a_line_budget_takes_a_burst_then_a_rate_and_says_what_it_held_back() -> None:
+    budget = LineBudget(burst=3, per_s=2.0)
+    assert [budget.take(10.0) for _ in range(5)] == [0, 0, 0, None, None]
+    assert budget.take(10.25) is None  # half a line earned
+    assert budget.take(10.5) == 3
+    assert budget.take(100.0) == 0

@@ -133,3 +133,28 @@ class LogThrottle:
         held, self._held = self._held, 0
         self._next = now + self.interval_s
         return held
+
+
+class LineBudget:
+    """A burst of lines, then a rate, for lines a flood can drive (every join and leave,
+    which spoofed legacy registrations make at 100 a second): those over it are held
+    back, and the next line written says how many."""
+
+    def __init__(self, burst: int, per_s: float) -> None:
+        self.burst = burst
+        self.per_s = per_s
+        self._tokens = float(burst)
+        self._updated = float("-inf")
+        self._held = 0
+
+    def take(self, now: float) -> int | None:
+        """None when over the budget (this line is held back); else how many were held
+        back since the last line written (this one is written)."""
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.per_s)
+        self._updated = now
+        if self._tokens < 1:
+            self._held += 1
+            return None
+        self._tokens -= 1
+        held, self._held = self._held, 0
+        return held

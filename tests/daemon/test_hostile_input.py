@@ -25,6 +25,7 @@ import trio.testing
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hostile_garbage import Garbage, Shadow, datagram_outcome
 
+from mcrelay.daemon import relay
 from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import DropReason
@@ -258,3 +259,28 @@ async def test_receive_errors_are_said_once_a_minute_at_most(
         "receive failed: [Errno 111] Connection refused (0 more since the last such line)",
         "receive failed: [Errno 111] Connection refused (49 more since the last such line)",
     ]
+
+
+async def test_spoofed_joins_and_leaves_write_a_bounded_number_of_lines(
+    keys: list[rsa.RSAPrivateKey],
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Spoofed legacy registrations and their DISCONNECTs wrote a join and a leave line
+    each, 240 a second, unbounded (found by review)."""
+    caplog.set_level(logging.INFO)
+    spoofed = legacy.client_key(keys[1].public_key())
+    async with open_relay(keys[0], registrations_total_burst=1000) as harness:
+        for n in range(150):  # 300 lines' worth
+            source = (f"127.0.{n // 50}.{n % 50 + 1}", 4000)
+            harness.relay.handle_datagram(spoofed, source, trio.current_time())
+            harness.relay.handle_datagram(legacy.disconnect(), source, trio.current_time())
+            await settle()
+        await trio.sleep(10.0)
+        harness.relay.handle_datagram(spoofed, ("127.0.9.9", 4000), trio.current_time())
+        await settle()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("client ")]
+    assert len(lines) == relay.PRESENCE_LOG_BURST + 1
+    assert lines[-1] == (
+        "client 127.0.9.9:4000 joined (200 joins, leaves and moves not logged before this one)"
+    )
