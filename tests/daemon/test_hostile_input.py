@@ -284,3 +284,16 @@ async def test_spoofed_joins_and_leaves_write_a_bounded_number_of_lines(
     assert lines[-1] == (
         "client 127.0.9.9:4000 joined (200 joins, leaves and moves not logged before this one)"
     )
+
+
+async def test_one_key_answer_a_datagram(
+    keys: list[rsa.RSAPrivateKey], autojump_clock: trio.testing.MockClock
+) -> None:
+    """Four SERVER_KEY_REQUESTs in one datagram earned four answers: 16 bytes, 1,820
+    back (found by review)."""
+    async with open_relay(keys[0]) as harness:
+        source = client_address(1)
+        harness.relay.handle_datagram(legacy.key_request() * 4, source, trio.current_time())
+        await settle()
+        assert len([to for _, to in harness.sock.sent if to == source]) == 1
+        assert harness.drops() == {"rate_limited": 3}

@@ -182,7 +182,13 @@ class LegacyProfile:
         if member is not None:
             roster.touch(member, now)
             member.bytes_in += len(data)
+        asked = False
         for event in events:
+            if type(event) is KeyRequest:
+                if asked:  # four of them earned four answers, 16 bytes 1,820 (review)
+                    self._services.drop(DropReason.RATE_LIMITED, source, "key asked twice")
+                    continue
+                asked = True
             self._handlers[type(event)](event, source, member, now)
             # Each TLV acts on the roster as the TLVs before it left it (a DISCONNECT
             # then a FRAGMENT: the fragment's source is gone).

@@ -9,6 +9,7 @@ most every :data:`CHALLENGE_INTERVAL_S`. One candidate at a time: a newer one ta
 the place of the last.
 """
 
+import hmac
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,7 +60,11 @@ class PathValidator:
         """A PATH_RESPONSE from ``source``: the address it replaces when it validates the
         candidate (the member moved there), else None."""
         candidate = self._candidate
-        if candidate is None or candidate.address != source or data != candidate.challenge:
+        if (
+            candidate is None
+            or candidate.address != source
+            or not hmac.compare_digest(data, candidate.challenge)
+        ):
             return None
         old, self.address, self._candidate = self.address, candidate.address, None
         return old
