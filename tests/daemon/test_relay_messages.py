@@ -217,40 +217,29 @@ async def test_a_recipient_openssl_refuses_costs_one_copy_not_the_message(
         assert harness.relay.statistics().counters.copies_sent == 1
 
 
+@pytest.mark.parametrize("sender", ["member", "post"])
 async def test_a_recipient_that_re_keys_while_a_message_is_in_flight_can_read_it(
-    keys: Keys, autojump_clock: trio.testing.MockClock
+    keys: Keys, autojump_clock: trio.testing.MockClock, sender: str
 ) -> None:
+    """An operator's post (and a message from another relay, the same path) kept the
+    copy sealed for the old key, which its recipient could not open, where a member's
+    message was sealed again (found by review)."""
+    text = b"for your new key"
     async with open_relay(keys[0]) as harness:
         a, b = await harness.members(keys, 2)
         harness.workers.hold()
-        a.say(b"for your new key")
-        await settle()
-        assert harness.relay.statistics().pending_relays == 1
-        b.rekey(keys[3])  # sealed for its old key meanwhile
-        harness.workers.release()
-        await settle()
-        (relayed,) = [event for event in b.take_raw() if isinstance(event, RelayedMessage)]
-        plaintext = crypto.decrypt_concatenated_untrusted(keys[3], relayed.ciphertext)
-        assert plaintext == b"for your new key"
-
-
-async def test_a_post_is_sealed_again_for_a_recipient_that_re_keyed_meanwhile(
-    keys: Keys, autojump_clock: trio.testing.MockClock
-) -> None:
-    """An operator's post (and a message from another relay, the same path) kept the
-    copy sealed for the old key, which its recipient could not open (found by review)."""
-    async with open_relay(keys[0]) as harness:
-        _a, b = await harness.members(keys, 2)
-        harness.workers.hold()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(harness.relay.post, b"from the operator", list(harness.relay.roster))
+            if sender == "member":
+                a.say(text)
+            else:
+                nursery.start_soon(harness.relay.post, text, list(harness.relay.roster))
             await settle()
+            assert harness.relay.statistics().pending_relays == 1
             b.rekey(keys[3])  # sealed for its old key meanwhile
             harness.workers.release()
             await settle()
         (relayed,) = [event for event in b.take_raw() if isinstance(event, RelayedMessage)]
-        plaintext = crypto.decrypt_concatenated_untrusted(keys[3], relayed.ciphertext)
-        assert plaintext == b"from the operator"
+        assert crypto.decrypt_concatenated_untrusted(keys[3], relayed.ciphertext) == text
 
 
 async def test_a_recipient_re_keying_during_every_seal_delays_a_message_once_not_forever(
