@@ -20,7 +20,7 @@ from mcrelay.protocol.secure.channel import Role
 from mcrelay.protocol.secure.channel_events import MessageDelivered
 from mcrelay.protocol.secure.data import peek_data_untrusted
 from mcrelay.protocol.secure.handshake import Initiator, tai64n
-from mcrelay.protocol.secure.header import DatagramType, datagram_type_untrusted
+from mcrelay.protocol.secure.header import MAGIC, DatagramType, datagram_type_untrusted
 from mcrelay.protocol.secure.keypairs import Keypair
 from mcrelay.protocol.secure.keys import KeyPair, client_id, decode_key
 from mcrelay.protocol.secure.messages import (
@@ -198,6 +198,8 @@ class SecurePeer:
     def receive(self) -> None:
         session = self.session
         for data in self._new_datagrams():
+            if data[:1] != bytes([MAGIC]):  # a legacy member's, at an address it shares
+                continue
             kind = datagram_type_untrusted(data)
             if kind is not DatagramType.DATA or session is None:
                 self.others.append((data, kind))

@@ -210,6 +210,23 @@ async def test_an_answered_connection_that_sends_nothing_more_is_closed(
         await wait_until(lambda: len(api.daemon.api.connections) <= 1)  # the client's own
 
 
+async def test_a_request_read_with_the_start_of_the_next_gives_the_next_its_own_idle_time(
+    relay_key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read with the start of the next request, a request paused the reading task (h11
+    PAUSED), and its idle time ran on from before it: the next request, within the
+    keep-alive time of the answer, found the connection closed (found by review)."""
+    monkeypatch.setattr(Config, "keep_alive_timeout", 1.0)
+    request = b"GET /healthz HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
+    async with api_daemon(relay_key_file) as api, await connect(api) as stream:
+        await trio.sleep(0.8)  # idle, within the keep-alive time
+        await stream.send_all(request + request[:10])
+        assert (await read_response(stream)).startswith(b"HTTP/1.1 200 ")
+        await trio.sleep(0.5)  # 1.3 s after the first idle began, 0.5 s after the answer
+        await stream.send_all(request[10:])
+        assert (await read_response(stream)).startswith(b"HTTP/1.1 200 ")
+
+
 async def test_an_event_stream_is_never_idle(
     relay_key_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -181,8 +181,11 @@ async def test_an_address_a_member_holds_is_not_taken_until_it_has_left(
         assert harness.drops() == {"address_in_use": 1}
         old.send(legacy.disconnect())
         await settle()
-        await newcomer.connect()  # its INIT again (a handshake lives 15 s)
-        assert roster.at(old.address) is roster.get(newcomer.id)
+        await trio.sleep(1.0)  # its DATA comes again: the handshake was kept for it
+        await newcomer.pump()
+        member = roster.get(newcomer.id)
+        assert member is not None
+        assert roster.at(old.address) is member
         await newcomer.leave()
         assert roster.at(old.address) is None
         assert len(roster) == 0
@@ -211,6 +214,32 @@ async def test_a_key_of_ones_own_cannot_take_a_secure_members_address(
         assert roster.at(victim.address) is roster.get(victim.id)
         assert len(roster) == 2
         assert harness.drops() == {"address_in_use": 2}
+
+
+async def test_a_move_refused_for_a_held_address_is_made_once_the_address_is_free(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The session moved and the roster did not, for good: legacy members and origins
+    kept the old address (found by review). The session goes back to the roster's
+    address, and the client's next DATA from the new one validates it again."""
+    async with open_relay(keys[0]) as harness:
+        (holder,) = await harness.members(keys, 1)
+        roamer = SecurePeer(HarnessLink(harness), client_address(7))
+        await roamer.connect()
+        roamer.address = holder.address
+        await roamer.say(b"from a held address")
+        await roamer.pump()
+        roster = harness.relay.roster
+        member = roster.get(roamer.id)
+        assert member is not None
+        assert member.address == client_address(7)
+        assert harness.drops() == {"address_in_use": 1}
+        holder.send(legacy.disconnect())
+        await settle()
+        await roamer.say(b"again")
+        await roamer.pump()
+        assert member.address == holder.address
+        assert roster.at(holder.address) is member
 
 
 async def test_a_message_completed_by_a_timer_after_receiving_stopped_is_counted(

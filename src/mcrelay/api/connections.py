@@ -26,7 +26,6 @@ SEND_TIMEOUT_S = 5.0
 FD_RESERVE = 64
 """File descriptors kept free beside the API's connections: the relay's sockets, the
 files a reload reads, the log. The connection cap is lowered to leave them."""
-"""A failing accept (out of file descriptors, say) is logged once in this long at most."""
 HTTP2_PREFACE_START = b"PRI "
 """How an HTTP/2 client with prior knowledge opens a connection (RFC 9113, 3.4); the
 method PRI means nothing else. The API speaks HTTP/1.1 only."""

@@ -115,8 +115,9 @@ class HttpConnection(TCPServer):
         """The request's task answers, and moves the connection's state: the deadline of
         the read under way follows (at once: that task may be cancelled at its next
         checkpoint, which is what lost hypercorn's keep-alive timer)."""
+        deadline = self._deadline()  # even with no read under way (h11 PAUSED: found by review)
         if self._reading is not None:
-            self._reading.deadline = self._deadline()
+            self._reading.deadline = deadline
         await super().protocol_send(event)
 
     def _deadline(self) -> float:

@@ -54,13 +54,13 @@ log = logging.getLogger(__name__)
 
 CLEANUP_INTERVAL_S = 1.0
 RECEIVE_BATCH_DATAGRAMS = 64
+"""Datagrams handled per turn of the receive loop before it yields."""
 PRESENCE_LOG_BURST = 100
 PRESENCE_LOG_PER_S = 2.0
 """Joins, leaves, re-keys and moves are logged 100 at once, then 2 a second; the next
 line written says how many were not. Spoofed legacy registrations and their DISCONNECTs
 wrote 240 lines a second, some 20 million a day (found by review); the events of the
 API and the counters still have every one."""
-"""Datagrams handled per turn of the receive loop before it yields."""
 
 
 class Relay:
@@ -83,10 +83,10 @@ class Relay:
         self.events = EventHub()
         self.roster = Roster()
         self.remotes = Remotes()
+        """The other relays' members, when this relay federates."""
         self.registrations = SourceLimiter()
         self._receive_errors = LogThrottle()
         self._presence_lines = LineBudget(PRESENCE_LOG_BURST, PRESENCE_LOG_PER_S)
-        """The other relays' members, when this relay federates."""
         self.federation: Federation | None = None
         """The federation it joined, if any: told what happens to this relay's members
         and messages as it happens (set before :meth:`run`)."""

@@ -16,9 +16,11 @@ from mcrelay.protocol.secure.sending import MESSAGE_WINDOW, QUEUE_LIMIT
 BACKPRESSURE_COPIES = MESSAGE_WINDOW + QUEUE_LIMIT // 2
 """Relayed copies outstanding towards one member past which no new message is started
 from anyone: its queue is half full."""
-STALL_LIMIT_S = 2.0
-"""How long a member may hold back-pressure without acknowledging a copy. A receiver
-that is only slow acknowledges within its round trip."""
+STALL_LIMIT_S = 4.0
+"""How long a member may hold back-pressure without acknowledging a copy: two of the
+relay's longest retransmission timeouts (2 s), so that a member whose link paused for
+a moment (a lost retransmission, a Wi-Fi roam) is not removed for it (2 s removed it
+after a pause of 2.5 s: found by review)."""
 
 
 class Backpressure:
@@ -28,7 +30,7 @@ class Backpressure:
 
     def update(self, peer: Peer, now: float) -> None:
         """``peer``'s copies outstanding changed: it holds back-pressure, or not."""
-        if len(peer.copies) >= BACKPRESSURE_COPIES and not peer.closed:
+        if len(peer.copies) >= BACKPRESSURE_COPIES and not peer.closed and peer.closing_at is None:
             if peer not in self._holders:
                 self._holders.add(peer)
                 peer.stalled_since = now

@@ -262,7 +262,7 @@ class SecureProfile:
             self._services.roster.touch(member, now)
             member.bytes_in += len(data)
             if received.moved_from is not None:
-                self._move(member, owner.session.address)
+                self._move(owner, member)
         if received.unknown_frames:
             self._services.drop(DropReason.UNKNOWN_TYPE, source, "frames", received.unknown_frames)
         self._turn(owner, now)
@@ -280,6 +280,11 @@ class SecureProfile:
         if refused is not None:
             self._pending.forget(pending.key)
             raise RemoteProtocolError("a key refused since its INIT", refused)
+        # Another member's address is not taken (Relay._take_address): the handshake is
+        # kept, and the client's DATA that comes again gets in once that member has left.
+        holder = self._services.roster.at(pending.address)
+        if holder is not None and holder.id != client_id(pending.key):
+            raise RemoteProtocolError(f"its address is {holder.id}'s", DropReason.ADDRESS_IN_USE)
         # A join (or a replacement) tells every member: no faster than legacy
         # registrations, from the host that proved it got the RESPONSE (a spoofer
         # cannot spend a victim's share). The client sends its DATA again later.
@@ -305,23 +310,13 @@ class SecureProfile:
         if earlier is not None and earlier.member is not None:
             self._replace(earlier, peer, now)
         else:
-            identity = Identity(
-                PROFILE,
-                client_id(pending.key),
-                encode_key(pending.key),
-                pending.key,
-                pending.key,
-                Details(peer, encode_key(pending.key)),
-            )
-            try:
+            key, encoded = pending.key, encode_key(pending.key)
+            identity = Identity(PROFILE, client_id(key), encoded, key, key, Details(peer, encoded))
+            try:  # (the address was seen free above)
                 self._services.register(identity, pending.address, now)
             except RosterFull as exc:
                 self._close(peer)
                 self._services.drop(DropReason.REGISTRY_FULL, source, exc)
-                return
-            except AddressInUse as exc:
-                self._close(peer)
-                self._services.drop(DropReason.ADDRESS_IN_USE, source, exc)
                 return
         session.act(pending.keypair, frames, opened.new_highest, len(data), source, now)
         member = peer.member
@@ -332,13 +327,16 @@ class SecureProfile:
             member.bytes_in += len(data)
         self._turn(peer, now)
 
-    def _move(self, member: Member, address: Address) -> None:
+    def _move(self, peer: Peer, member: Member) -> None:
         """The roster follows a member's session to its new address, unless another
-        member holds it (counted; the roster keeps the old one)."""
+        member holds it (counted): then the session goes back to the roster's address,
+        and the client's next DATA from the new one validates it again (the roster kept
+        the old address for good, found by review)."""
         try:
-            self._services.move(member, address)
+            self._services.move(member, peer.session.address)
         except AddressInUse as exc:
-            self._services.drop(DropReason.ADDRESS_IN_USE, address, exc)
+            self._services.drop(DropReason.ADDRESS_IN_USE, peer.session.address, exc)
+            peer.session.stay_at(member.address)
 
     def _refusal(self, key: bytes, now: float) -> DropReason | None:
         """Why this key may not be a member now (not authorized, banned), if it may not."""
@@ -361,7 +359,7 @@ class SecureProfile:
         details = member.identity.details
         assert isinstance(details, Details)
         details.peer = peer
-        self._move(member, peer.session.address)
+        self._move(peer, member)
         present = [*self._services.roster.others(member), *self._services.remotes]
         self.announce_present(member, present)
         log.info("client %s replaced its session (epoch %d)", member.id, peer.client_epoch)

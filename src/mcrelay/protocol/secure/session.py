@@ -225,6 +225,14 @@ class Session:
         member; the client starts a new handshake)."""
         return now >= self.last_received + self.timeout_s
 
+    def stay_at(self, address: Address) -> None:
+        """(Relay side.) Send to ``address`` again, after a validated move the relay
+        refused (another member holds the new address): the client's next DATA from
+        there starts a validation again."""
+        self.address = address
+        if self.paths is not None:
+            self.paths.address = address
+
     def next_deadline(self) -> float:
         """When :meth:`datagrams` next has something to send, or :meth:`expired` turns
         (``inf``: neither). Neither term stays in the past once the session was told
