@@ -100,6 +100,38 @@ def require_trusted_writers(path: Path, contents: FileContents, what: str) -> No
         )
 
 
+def require_trusted_directories(path: Path, what: str) -> None:
+    """Refuse a file that says whom to trust when someone else could replace it through
+    one of its directories (swap it, or a link to it, for an older list): each directory
+    up to the root, of the path given and of the file a link leads to, must belong to
+    root or to us, and group and others must not be able to write it unless it is
+    sticky (as /tmp: there, only a file's owner may replace it). As sshd asks of the
+    directories of authorized_keys (found by review)."""
+    checked: set[Path] = set()
+    for directory in (Path(os.path.realpath(path.parent)), Path(os.path.realpath(path)).parent):
+        for each in (directory, *directory.parents):
+            if each in checked:
+                continue
+            checked.add(each)
+            try:
+                info = os.stat(each)
+            except OSError as exc:
+                raise FileError(
+                    f"cannot look at {each}, a directory of {what} {path}: {exc.strerror}"
+                ) from None
+            if info.st_uid not in (0, os.geteuid()):
+                raise FileError(
+                    f"{what} {path} is in {each}, which belongs to uid {info.st_uid}, neither "
+                    f"root nor this user (uid {os.geteuid()}): who could replace the file"
+                )
+            if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+                raise FileError(
+                    f"{what} {path} is in {each}, which group or others may change (mode "
+                    f"{stat.S_IMODE(info.st_mode):04o}): they could replace the file; "
+                    f"chmod go-w {each}"
+                )
+
+
 def load_private_file(
     path: Path, *, what: str, limit: int, parse: Callable[[bytes], T], any_owner: bool = False
 ) -> T | None:

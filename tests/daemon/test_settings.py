@@ -128,11 +128,12 @@ async def test_a_misspelt_variable_is_warned_of_not_silently_ignored(tmp_path: P
     ]
 
 
-def test_the_example_file_names_every_setting_and_is_valid() -> None:
+def test_the_example_file_names_every_setting_and_is_valid(tmp_path: Path) -> None:
     document = EXAMPLE.read_text()
     for setting in SETTINGS:
         assert f"{setting.name} = " in document, setting.name
-    resolve({}, {}, EXAMPLE)
+    # A copy: the checkout's directories may be anyone's, which a settings file's may not.
+    resolve({}, {}, write(tmp_path, document))
 
 
 async def test_config_check_prints_values_and_sources(tmp_path: Path) -> None:
@@ -267,3 +268,20 @@ async def test_config_check_shows_yes_or_no_as_toml(tmp_path: Path) -> None:
     assert await console.run("config", "check", "--api-tcp-without-token") == ExitStatus.OK
     assert "api_tcp_without_token = true  # flag" in console.out_lines()
     assert f'api = "unix:{tmp_path}/api.sock"  # default' in console.out_lines()
+
+
+def test_a_settings_file_others_could_change_is_refused(tmp_path: Path) -> None:
+    """It names the authorized keys, the API and its token, and was read whatever its
+    mode and directory, where the authorized keys it names were not (found by review)."""
+    path = write(tmp_path, "[relay]\nclient_timeout = 12\n")
+    path.chmod(0o666)
+    with pytest.raises(SettingsError, match=re.escape(f"chmod go-w {path}")):
+        read_file(path)
+    path.chmod(0o644)
+    tmp_path.chmod(0o777)
+    try:
+        with pytest.raises(SettingsError, match=re.escape(f"chmod go-w {tmp_path}")):
+            read_file(path)
+    finally:
+        tmp_path.chmod(0o755)
+    assert read_file(path) == {"client_timeout": 12.0}

@@ -89,6 +89,32 @@ def test_a_file_group_or_others_may_change_is_refused(tmp_path: Path, mode: int)
     )
 
 
+def test_a_file_others_could_replace_through_its_directory_or_a_link_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Another user swapped the file, in a directory all may write, for a link to an older
+    list that still held a revoked key (found by review)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    older = write(tmp_path, f"{encode_key(ALICE)} alice\n{encode_key(BOB)} revoked\n")
+    link = shared / "authorized-keys"
+    link.symlink_to(older)
+    assert refusal(link) == (
+        f"authorized keys file {link} is a symbolic link; refusing to follow it: "
+        "give the path of the file itself"
+    )
+    link.unlink()
+    current = write(shared, f"{encode_key(ALICE)} alice\n")
+    assert [entry.name for entry in read_authorized_keys(current)] == ["alice"]
+    shared.chmod(0o777)
+    assert refusal(current) == (
+        f"authorized keys file {current} is in {shared}, which group or others may change "
+        f"(mode 0777): they could replace the file; chmod go-w {shared}"
+    )
+    shared.chmod(0o1777)  # sticky, as /tmp: only a file's owner may replace it
+    assert [entry.name for entry in read_authorized_keys(current)] == ["alice"]
+
+
 def test_a_missing_file_a_fifo_a_directory_and_a_huge_file_are_refused(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     assert refusal(missing) == (

@@ -13,7 +13,12 @@ import errno
 import os
 from pathlib import Path
 
-from mcrelay.files import FileError, read_regular_file, require_trusted_writers
+from mcrelay.files import (
+    FileError,
+    read_regular_file,
+    require_trusted_directories,
+    require_trusted_writers,
+)
 from mcrelay.protocol.secure.keys import AuthorizedKey, parse_authorized_keys
 
 WHAT = "authorized keys file"
@@ -27,10 +32,13 @@ ERRORS_SHOWN = 5
 def read_authorized_keys(path: Path) -> tuple[AuthorizedKey, ...]:
     """The entries of the file at ``path``, in its order; ``FileError`` naming the file and
     its bad lines when it cannot be used."""
-    contents = read_regular_file(path, what=WHAT, limit=MAX_AUTHORIZED_KEYS_FILE_BYTES)
+    contents = read_regular_file(
+        path, what=WHAT, limit=MAX_AUTHORIZED_KEYS_FILE_BYTES, follow_symlinks=False
+    )
     if contents is None:
         raise FileError(f"cannot read {WHAT} {path}: {os.strerror(errno.ENOENT)}")
     require_trusted_writers(path, contents, WHAT)
+    require_trusted_directories(path, WHAT)
     try:
         text = contents.data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcrelay.files import FileError, read_regular_file, read_token_file
+from mcrelay.files import (
+    FileError,
+    read_regular_file,
+    read_token_file,
+    require_trusted_directories,
+    require_trusted_writers,
+)
 from mcrelay.protocol.secure.keys import AuthorizedKey
 from mcrelay.settings.authorized import read_authorized_keys
 from mcrelay.settings.config import ConfigValueError, RelayConfig, secure_key_beside
@@ -71,8 +77,13 @@ def config_file(explicit: Path | None, environ: Mapping[str, str]) -> Path | Non
 
 def read_file(path: Path) -> dict[str, Any]:
     """The settings in a TOML file, checked key by key; ``SettingsError`` names file and key."""
+    what = "settings file"
     try:
-        contents = read_regular_file(path, what="settings file", limit=MAX_SETTINGS_FILE_BYTES)
+        contents = read_regular_file(path, what=what, limit=MAX_SETTINGS_FILE_BYTES)
+        if contents is not None:
+            # It names the authorized keys, the API and its token: whom to trust.
+            require_trusted_writers(path, contents, what)
+            require_trusted_directories(path, what)
     except FileError as exc:
         raise SettingsError(str(exc)) from None
     if contents is None:
