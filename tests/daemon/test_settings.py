@@ -285,3 +285,23 @@ def test_a_settings_file_others_could_change_is_refused(tmp_path: Path) -> None:
     finally:
         tmp_path.chmod(0o755)
     assert read_file(path) == {"client_timeout": 12.0}
+
+
+async def test_config_check_refuses_the_key_files_the_daemon_would(tmp_path: Path) -> None:
+    """It read no key file: a corrupt or shared key passed the check, and the daemon then
+    exited 2, which the unit does not restart (found by review)."""
+    key_file = tmp_path / "relay-key.pem"
+    argv = ["config", "check", "--key-file", str(key_file)]
+    assert await Console().run(*argv) == ExitStatus.OK  # none yet: made at start
+    key_file.write_text("not a key\n")
+    key_file.chmod(0o600)
+    console = Console()
+    assert await console.run(*argv) == ExitStatus.USAGE
+    assert_one_error_line(console, f"key file {key_file}")
+    key_file.unlink()
+    secure = tmp_path / "relay-secure.key"
+    secure.write_text("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n")
+    secure.chmod(0o644)
+    console = Console()
+    assert await console.run(*argv) == ExitStatus.USAGE
+    assert_one_error_line(console, f"secure key file {secure} has mode 0644")

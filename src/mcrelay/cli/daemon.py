@@ -22,11 +22,13 @@ from mcrelay.cli.options import (
     port,
 )
 from mcrelay.cli.status import ExitStatus
-from mcrelay.daemon.legacy.keyfile import KeyFileError
+from mcrelay.daemon.legacy.keyfile import KeyFileError, check_key_file
+from mcrelay.daemon.secure.keyfile import check_secure_key_file
 from mcrelay.federation.epoch import EpochFileError
 from mcrelay.federation.keyfile import ClusterKeyError
 from mcrelay.logs import configure_logging
 from mcrelay.settings.config import RelayConfig
+from mcrelay.settings.profiles import SECURE
 from mcrelay.settings.resolve import (
     Resolved,
     SettingsError,
@@ -164,6 +166,17 @@ async def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     return ExitStatus.OK
 
 
+def _check_key_files(config: RelayConfig) -> None:
+    """The relay's key files, as the daemon reads them at start (a corrupt or shared key
+    passed the check, and the daemon then exited 2: found by review)."""
+    try:
+        check_key_file(config.key_file)
+        if SECURE in config.served_profiles:
+            check_secure_key_file(config.secure_key_path)
+    except KeyFileError as exc:
+        raise UsageError(str(exc)) from None
+
+
 async def run_check(args: argparse.Namespace, env: Environment) -> ExitStatus:
     resolved = _resolve(args, env, any_owner=True)  # root may check for the daemon's user
     path = config_file(args.config, env.environ)
@@ -174,6 +187,7 @@ async def run_check(args: argparse.Namespace, env: Environment) -> ExitStatus:
             read_federation_files(resolved.config, any_owner=True)
         except ClusterKeyError as exc:
             raise UsageError(str(exc)) from None
+    _check_key_files(resolved.config)
     print(f"# configuration: {path or 'no file'}; all settings valid", file=env.stdout)
     for warning in unknown_variables(env.environ, FLAG_ENVIRONMENT):
         env.say(f"mcrelay: warning: {warning}")

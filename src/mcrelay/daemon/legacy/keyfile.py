@@ -11,7 +11,12 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.files import FileError, load_or_create_private_file, write_new_private_file
+from mcrelay.files import (
+    FileError,
+    load_or_create_private_file,
+    load_private_file,
+    write_new_private_file,
+)
 from mcrelay.protocol.errors import LocalProtocolError
 from mcrelay.protocol.legacy import crypto
 
@@ -37,6 +42,15 @@ def load_or_create_key(path: Path) -> rsa.RSAPrivateKey:
     if created:
         log.info("created relay key %s", path)
     return key
+
+
+def check_key_file(path: Path) -> None:
+    """Refuse (``KeyFileError``) a key file the daemon would refuse; none is fine (it is
+    made at start). Whoever owns it: ``config check`` may run as root for the daemon."""
+    try:
+        load_private_file(path, what=WHAT, limit=MAX_KEY_FILE_BYTES, parse=_parse, any_owner=True)
+    except FileError as exc:
+        raise KeyFileError(str(exc)) from None
 
 
 def generate_key_file(path: Path) -> rsa.RSAPrivateKey:

@@ -11,7 +11,12 @@ import logging
 from pathlib import Path
 
 from mcrelay.daemon.legacy.keyfile import KeyFileError
-from mcrelay.files import FileError, load_or_create_private_file, write_new_private_file
+from mcrelay.files import (
+    FileError,
+    load_or_create_private_file,
+    load_private_file,
+    write_new_private_file,
+)
 from mcrelay.protocol.secure.keys import KeyPair, parse_private_key_text, private_key_text
 
 log = logging.getLogger(__name__)
@@ -36,6 +41,20 @@ def load_or_create_secure_key(path: Path) -> KeyPair:
     if created:
         log.info("created secure relay key %s", path)
     return pair
+
+
+def check_secure_key_file(path: Path) -> None:
+    """As :func:`~mcrelay.daemon.legacy.keyfile.check_key_file`, for the secure key."""
+    try:
+        load_private_file(
+            path,
+            what=WHAT,
+            limit=MAX_SECURE_KEY_FILE_BYTES,
+            parse=parse_private_key_text,
+            any_owner=True,
+        )
+    except FileError as exc:
+        raise KeyFileError(str(exc)) from None
 
 
 def generate_secure_key_file(path: Path) -> KeyPair:
