@@ -194,6 +194,30 @@ async def test_an_answer_trickled_a_byte_at_a_time_is_given_up(
     assert_one_error_line(console, "did not answer within")
 
 
+async def test_a_daemon_that_answers_nothing_is_said_to_be_late(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stopped daemon (SIGSTOP: its socket still takes connections) was given up by a
+    read's 10 s timeout first, said as 'cannot reach the daemon's API at ...: ' and
+    nothing more (found by review)."""
+    monkeypatch.setattr(api_client, "ANSWER_DEADLINE_S", 0.6)
+    monkeypatch.setattr(api_client, "REQUEST_TIMEOUT_S", 0.2)  # the old read timeout's
+
+    async def silent(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, silent, 0, host="127.0.0.1")
+        )
+        api = f"127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+        console = Console()
+        with trio.fail_after(5):
+            assert await console.run("status", "--api", api) == ExitStatus.UNREACHABLE
+        nursery.cancel_scope.cancel()
+    assert_one_error_line(console, "did not answer within 1 s")
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_an_event_line_without_end_is_refused_not_held(
     monkeypatch: pytest.MonkeyPatch,

@@ -17,16 +17,17 @@ from mcrelay.files import FileError, read_token_file
 from mcrelay.settings.address import parse_api_address
 
 REQUEST_TIMEOUT_S = 10.0
-"""Connecting, and each read or write (httpx's timeout)."""
+"""Connecting, and each write (httpx's timeout); reads have the whole answer's deadline."""
 ANSWER_DEADLINE_S = 30.0
 """A whole answer: a server trickling a byte at a time never trips a read's timeout."""
 MAX_ANSWER_BYTES = 256 * 1024 * 1024
 """The largest answer read (the clients of a full relay take some 20 MB)."""
 MAX_EVENT_BYTES = 1024 * 1024
 """The largest event-stream line, or event, read (and of an error's body, what is read)."""
-STREAM_TIMEOUT = httpx.Timeout(REQUEST_TIMEOUT_S, read=None)
-"""The event stream waits for events as long as it takes (its head, within
-:data:`ANSWER_DEADLINE_S`)."""
+REQUEST_TIMEOUT = httpx.Timeout(REQUEST_TIMEOUT_S, read=None)
+"""A read waits within :data:`ANSWER_DEADLINE_S` (a read timeout of 10 s ended the wait for
+a stopped daemon first, with an empty message: found by review); the event stream as
+long as it takes (its head, within that deadline)."""
 JSON_ERRORS = (ValueError, RecursionError)
 """What parsing an answer may raise: deep nesting is a RecursionError, not a ValueError."""
 
@@ -52,7 +53,7 @@ async def open_api(address: str, token: str | None) -> AsyncIterator["Api"]:
         transport = httpx.AsyncHTTPTransport()
         base_url = f"http://{parsed}"
     async with httpx.AsyncClient(
-        transport=transport, base_url=base_url, headers=headers, timeout=REQUEST_TIMEOUT_S
+        transport=transport, base_url=base_url, headers=headers, timeout=REQUEST_TIMEOUT
     ) as client:
         yield Api(client, str(parsed))
 
@@ -78,6 +79,12 @@ class Api:
             f"the daemon's API at {self.where} did not answer within {ANSWER_DEADLINE_S:.0f} s"
         )
 
+    def _unreachable(self, exc: httpx.TransportError) -> ApiUnreachable:
+        # A timeout's message is empty.
+        return ApiUnreachable(
+            f"cannot reach the daemon's API at {self.where}: {exc or 'timed out'}"
+        )
+
     async def _request(self, method: str, path: str, **kwargs: Any) -> tuple[int, bytes]:
         """The answer's status and body (at most :data:`MAX_ANSWER_BYTES`)."""
         try:
@@ -90,7 +97,7 @@ class Api:
                     )
                 return response.status_code, bytes(body)
         except httpx.TransportError as exc:
-            raise ApiUnreachable(f"cannot reach the daemon's API at {self.where}: {exc}") from None
+            raise self._unreachable(exc) from None
 
     async def events(self) -> AsyncGenerator[dict[str, Any], None]:
         """Follow ``/v1/events``; one dict per event, until the stream ends.
@@ -102,7 +109,7 @@ class Api:
                 response: httpx.Response | None = None
                 with trio.move_on_after(ANSWER_DEADLINE_S):  # its head, at least, in time
                     response = await stack.enter_async_context(
-                        self._client.stream("GET", "/v1/events", timeout=STREAM_TIMEOUT)
+                        self._client.stream("GET", "/v1/events")
                     )
                 if response is None:
                     raise self._late()
@@ -127,7 +134,7 @@ class Api:
                 except httpx.RemoteProtocolError:
                     return  # closed before the end of the body
         except httpx.TransportError as exc:
-            raise ApiUnreachable(f"cannot reach the daemon's API at {self.where}: {exc}") from None
+            raise self._unreachable(exc) from None
 
     async def _lines(self, response: httpx.Response) -> AsyncGenerator[str, None]:
         """The stream's lines, each at most :data:`MAX_EVENT_BYTES` (httpx's own line
