@@ -139,7 +139,7 @@ async def _serve(
             urls: list[str] = []
             if api_sock is not None:
                 urls = await nursery.start(serve_api, context, api_sock)
-                log.info("control API on %s", config.api_address)
+                log.info("control API on %s", ", ".join(urls))  # with the port port 0 got
             context.ready = True
             task_status.started(Daemon(relay, context, urls))
 
@@ -312,11 +312,11 @@ async def apply_reload(
     changed = live_changes(old, new)
     daemon.relay.reconfigure(new)
     daemon.api.token = new.api_token
-    logging.getLogger().setLevel(new.log_level.upper())
-    log.info(
+    log.info(  # before the new level: a reload that raises it to warning is still said
         "configuration reloaded; %s",
         f"changed: {', '.join(changed)}" if changed else "no setting changed",
     )
+    logging.getLogger().setLevel(new.log_level.upper())
 
 
 def status_line(relay: Relay) -> str:

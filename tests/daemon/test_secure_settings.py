@@ -232,3 +232,19 @@ def test_a_reload_giving_bridge_legacy_and_authorized_keys_together_keeps_both(
     merged, fixed = reloadable(named, both)
     assert sorted(fixed) == ["authorized_keys", "bridge_legacy"]
     assert (merged.authorized_keys, merged.bridge_legacy, merged.cookies) == (None, False, "always")
+
+
+async def test_a_reload_that_sets_the_level_to_warning_is_still_said(
+    tmp_path: Path, relay_key_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The new level was applied before the line that says the reload: a reload to
+    warning left no trace in the log (found by review)."""
+    caplog.set_level(logging.INFO)
+    harness = Harness(tmp_path, relay_key_file)
+    harness.write("")
+    async with trio.open_nursery() as nursery:
+        await harness.start(nursery)
+        harness.write("log_level = 'warning'\n")
+        assert await reload(harness, caplog) == "configuration reloaded; changed: log_level"
+        nursery.cancel_scope.cancel()
+    logging.getLogger().setLevel(logging.INFO)
