@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 import mcrelay.settings.resolve as resolve_module
+from mcrelay.cli.daemon import loader
+from mcrelay.cli.main import build_parser
 from mcrelay.cli.status import ExitStatus
 from mcrelay.settings.resolve import SettingsError, config_file, read_file, read_token, resolve
 from mcrelay.settings.table import SETTINGS, live_changes
@@ -305,3 +307,18 @@ async def test_config_check_refuses_the_key_files_the_daemon_would(tmp_path: Pat
     console = Console()
     assert await console.run(*argv) == ExitStatus.USAGE
     assert_one_error_line(console, f"secure key file {secure} has mode 0644")
+
+
+def test_a_default_settings_file_made_after_the_start_is_read_on_reload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file was chosen once, at start: one made later was never read, and a reload
+    said 'no setting changed' (found by review)."""
+    default = tmp_path / "mcrelay.toml"
+    monkeypatch.setattr(resolve_module, "DEFAULT_CONFIG_FILE", default)
+    console = Console()
+    args = build_parser(console.env).parse_args(["daemon", "--key-file", str(tmp_path / "k")])
+    load = loader(args, console.env)
+    assert load().client_timeout_s == 30.0
+    write(tmp_path, "[relay]\nclient_timeout = 12\n")
+    assert load().client_timeout_s == 12.0

@@ -137,12 +137,15 @@ def _resolve(args: argparse.Namespace, env: Environment, *, any_owner: bool = Fa
 
 
 def loader(args: argparse.Namespace, env: Environment) -> Any:
-    """What a reload calls: the same flags, environment and file (chosen once, at start),
-    the file read again. A file that has gone is an error, not a return to defaults."""
-    path = config_file(args.config, env.environ)
+    """What a reload calls: the same flags, environment and file (chosen at start), the
+    file read again. A file that has gone is an error, not a return to defaults; with no
+    file at start, the default one is read once it is there (it was never: found by
+    review)."""
+    chosen = config_file(args.config, env.environ)
     flags: dict[str, Any] = {s.name: getattr(args, s.name, None) for s in SETTINGS}
 
     def load() -> RelayConfig:
+        path = chosen if chosen is not None else config_file(args.config, env.environ)
         return resolve(flags, env.environ, path).config
 
     return load
