@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 import trio
 
+from mcrelay import __version__
 from mcrelay.api.context import ApiContext
 from mcrelay.api.server import open_api_socket, serve_api
 from mcrelay.daemon.legacy.keyfile import load_or_create_key
@@ -117,11 +118,12 @@ async def _serve(
         link = None if joining is None else federation_link(config, relay, joining)
         context = ApiContext(relay, config.api_token, time.time(), trio.current_time())
         log.info(
-            "relay listening group=%s port=%d interface=%s fingerprint=%s",
+            "relay listening group=%s port=%d interface=%s fingerprint=%s version=%s",
             config.group,
             relay.address[1],
             config.interface,
             relay.fingerprint,
+            __version__,
         )
         log_profiles(config, secure_key)
         if granted < config.receive_buffer_bytes:

@@ -144,6 +144,7 @@ def test_daemon_starts_and_stops_cleanly_on_signal(
     key_file = write_key(tmp_path / "k.pem", keys[0])
     with running_daemon(key_file) as daemon:
         line = daemon.wait_for_line("relay listening")
+        assert re.search(r" version=\d+\.\d+\.\d+$", line), line
         check_listening_line(line, keys[0])
         api_line = daemon.wait_for_line("control API on")
         # The port the kernel gave, not the :0 asked (found by review).

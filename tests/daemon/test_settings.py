@@ -322,3 +322,10 @@ def test_a_default_settings_file_made_after_the_start_is_read_on_reload(
     assert load().client_timeout_s == 30.0
     write(tmp_path, "[relay]\nclient_timeout = 12\n")
     assert load().client_timeout_s == 12.0
+
+
+def test_a_settings_file_may_begin_with_a_byte_order_mark(tmp_path: Path) -> None:
+    """Some editors write one: it was 'Invalid statement (at line 1, column 1)'."""
+    path = tmp_path / "mcrelay.toml"
+    path.write_bytes(b"\xef\xbb\xbf[relay]\nclient_timeout = 12\n")
+    assert read_file(path) == {"client_timeout": 12.0}

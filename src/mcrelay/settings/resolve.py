@@ -89,7 +89,8 @@ def read_file(path: Path) -> dict[str, Any]:
     if contents is None:
         raise SettingsError(f"cannot read settings file {path}: {os.strerror(errno.ENOENT)}")
     try:
-        document = tomllib.loads(contents.data.decode("utf-8"))
+        # A byte-order mark, as some editors write, is not a statement (found by review).
+        document = tomllib.loads(contents.data.decode("utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{path}: not valid TOML: {exc}") from None
     except RecursionError:
