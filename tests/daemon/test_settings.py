@@ -329,3 +329,19 @@ def test_a_settings_file_may_begin_with_a_byte_order_mark(tmp_path: Path) -> Non
     path = tmp_path / "mcrelay.toml"
     path.write_bytes(b"\xef\xbb\xbf[relay]\nclient_timeout = 12\n")
     assert read_file(path) == {"client_timeout": 12.0}
+
+
+def test_a_relative_path_in_the_settings_file_is_from_its_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was from the working directory: the file meant one thing to config check run
+    beside it and another to the daemon run from / (found by review)."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    path = etc / "mcrelay.toml"
+    path.write_text("key_file = 'relay-key.pem'\n[secure]\nauthorized_keys = 'keys/ak'\n")
+    monkeypatch.chdir("/")
+    assert read_file(path) == {
+        "key_file": etc / "relay-key.pem",
+        "authorized_keys": etc / "keys" / "ak",
+    }

@@ -126,9 +126,15 @@ def _file_value(path: Path, where: str, key: str, value: Any, section: str | Non
     if setting.toml is bool:
         return value
     try:
-        return setting.convert(str(value))
+        converted = setting.convert(str(value))
     except ValueError as exc:
         raise SettingsError(f"{path}: '{where}': {exc}") from None
+    if isinstance(converted, Path) and not converted.is_absolute():
+        # From the file's directory, as sshd and nginx read theirs: from the working
+        # directory, the file meant one thing to config check run beside it and another
+        # to the daemon, run from / (found by review).
+        converted = path.parent / converted
+    return converted
 
 
 def resolve(
