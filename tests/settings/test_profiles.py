@@ -187,3 +187,19 @@ def test_authorized_names_by_key(tmp_path: Path) -> None:
     made = config(tmp_path, authorized_keys=tmp_path / "a", authorized_key_list=(KEY, bob))
     assert made.authorized_names() == {bytes(32): "alice", bytes([1]) * 32: "bob"}
     assert config(tmp_path).authorized_names() is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        ({"client_timeout_s": 0.01}, "client timeout must be 0.1 to 86400 seconds"),
+        ({"registrations_per_host_per_s": 0.0}, "registrations per host per s must be"),
+    ],
+)
+def test_a_value_out_of_range_is_said_by_its_settings_name(
+    tmp_path: Path, overrides: dict[str, Any], says: str
+) -> None:
+    """'client timeout s must be 0.1 to 86400 seconds' (found by review)."""
+    with pytest.raises(ConfigValueError) as caught:
+        RelayConfig(key_file=tmp_path / "relay-key.pem", **overrides)
+    assert str(caught.value).startswith(says), str(caught.value)

@@ -83,6 +83,13 @@ class ConfigValueError(ValueError):
         self.field = field
 
 
+def _spoken(field_name: str) -> str:
+    """``client_timeout_s`` as an error says it: ``client timeout`` (its unit follows in
+    the message; "client timeout s must be..." came out before, found by review)."""
+    name = field_name if field_name.endswith("_per_s") else field_name.removesuffix("_s")
+    return name.replace("_", " ")
+
+
 def state_directory(environ: Mapping[str, str] | None = None) -> Path:
     """``$STATE_DIRECTORY`` (systemd), else ``$XDG_STATE_HOME/mcrelay``, else
     ``~/.local/state/mcrelay``: where the relay keeps its keys, and a client its own."""
@@ -502,7 +509,7 @@ class RelayConfig:
             try:
                 check(getattr(self, each.name))
             except ValueError as exc:
-                raise ConfigValueError(each.name, f"{each.name.replace('_', ' ')} {exc}") from None
+                raise ConfigValueError(each.name, f"{_spoken(each.name)} {exc}") from None
         self._check_across_fields()
 
     def _check_across_fields(self) -> None:
