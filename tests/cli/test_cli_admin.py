@@ -111,6 +111,7 @@ async def test_status_and_events(relay_key_file: Path, keys: Keys) -> None:
         assert await human.run("status", "--api", api) == ExitStatus.OK
         shown = f"relay key {daemon.relay.fingerprint}, secure key {daemon.relay.secure_key}"
         assert shown in human.out_lines()
+        assert human.out_lines()[1].endswith(", profiles legacy, secure")  # review
 
         watcher = Console()
         async with trio.open_nursery() as nursery:

@@ -359,7 +359,9 @@ def _status_lines(status: Any) -> list[str]:
     statistics = status["statistics"]
     lines = [
         f"mcrelay {status['version']}, up {status['uptime_s']:.0f} s",
-        f"group {status['group']} port {status['port']} interface {status['interface']}",
+        f"group {status['group']} port {status['port']} interface {status['interface']}"
+        # the profiles served (the settings' "profiles" is "(not set)" by default)
+        + (f", profiles {', '.join(status['profiles'])}" if status.get("profiles") else ""),
         f"relay key {status['fingerprint']}"
         + (f", secure key {status['secure_key']}" if status.get("secure_key") else ""),
         *(
