@@ -84,11 +84,15 @@ def require_private(path: Path, contents: FileContents, what: str) -> None:
         )
 
 
-def require_trusted_writers(path: Path, contents: FileContents, what: str) -> None:
+def require_trusted_writers(
+    path: Path, contents: FileContents, what: str, *, any_owner: bool = False
+) -> None:
     """Refuse a file that says whom to trust when someone else could change it: it must
     belong to root or to us, and group and others must not be able to write it (as
-    sshd's StrictModes asks of authorized_keys)."""
-    if contents.owner not in (0, os.geteuid()):
+    sshd's StrictModes asks of authorized_keys). ``any_owner``: a check on another
+    user's behalf (``config check`` run by root for the daemon's user) asks only the
+    mode."""
+    if not any_owner and contents.owner not in (0, os.geteuid()):
         raise FileError(
             f"{what} {path} belongs to uid {contents.owner}, neither root nor this user "
             f"(uid {os.geteuid()}), who could change it: chown it"
@@ -100,36 +104,40 @@ def require_trusted_writers(path: Path, contents: FileContents, what: str) -> No
         )
 
 
-def require_trusted_directories(path: Path, what: str) -> None:
+def require_trusted_directories(path: Path, what: str, *, any_owner: bool = False) -> None:
     """Refuse a file that says whom to trust when someone else could replace it through
-    one of its directories (swap it, or a link to it, for an older list): each directory
-    up to the root, of the path given and of the file a link leads to, must belong to
-    root or to us, and group and others must not be able to write it unless it is
-    sticky (as /tmp: there, only a file's owner may replace it). As sshd asks of the
-    directories of authorized_keys (found by review)."""
+    one of its directories (swap it, or a link on its way, for an older list): every
+    directory up to the root, of the path as given (where each link on the way lies) and
+    of the file the links lead to, must belong to root or to us, and group and others
+    must not be able to write it unless it is sticky (as /tmp: there, only a file's
+    owner may replace it). sshd asks this of the directories of authorized_keys; the
+    directories of the path as given too, since a link in another user's directory
+    could be turned to an older list (found by review). ``any_owner``: as for
+    :func:`require_trusted_writers`."""
+    given = Path(os.path.abspath(path))
+    real = Path(os.path.realpath(path))
     checked: set[Path] = set()
-    for directory in (Path(os.path.realpath(path.parent)), Path(os.path.realpath(path)).parent):
-        for each in (directory, *directory.parents):
-            if each in checked:
-                continue
-            checked.add(each)
-            try:
-                info = os.stat(each)
-            except OSError as exc:
-                raise FileError(
-                    f"cannot look at {each}, a directory of {what} {path}: {exc.strerror}"
-                ) from None
-            if info.st_uid not in (0, os.geteuid()):
-                raise FileError(
-                    f"{what} {path} is in {each}, which belongs to uid {info.st_uid}, neither "
-                    f"root nor this user (uid {os.geteuid()}): who could replace the file"
-                )
-            if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
-                raise FileError(
-                    f"{what} {path} is in {each}, which group or others may change (mode "
-                    f"{stat.S_IMODE(info.st_mode):04o}): they could replace the file; "
-                    f"chmod go-w {each}"
-                )
+    for each in (*given.parents, *real.parents):
+        if each in checked:
+            continue
+        checked.add(each)
+        try:
+            info = os.stat(each)
+        except OSError as exc:
+            raise FileError(
+                f"cannot look at {each}, a directory of {what} {path}: {exc.strerror}"
+            ) from None
+        if not any_owner and info.st_uid not in (0, os.geteuid()):
+            raise FileError(
+                f"{what} {path} is in {each}, which belongs to uid {info.st_uid}, neither "
+                f"root nor this user (uid {os.geteuid()}): who could replace the file"
+            )
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+            raise FileError(
+                f"{what} {path} is in {each}, which group or others may change (mode "
+                f"{stat.S_IMODE(info.st_mode):04o}): they could replace the file; "
+                f"chmod go-w {each}"
+            )
 
 
 def load_private_file(

@@ -141,7 +141,10 @@ async def _serve(
             urls: list[str] = []
             if api_sock is not None:
                 urls = await nursery.start(serve_api, context, api_sock)
-                log.info("control API on %s", ", ".join(urls))  # with the port port 0 got
+                # In --api's words, with the port that port 0 got.
+                log.info(
+                    "control API on %s", ", ".join(url.removeprefix("http://") for url in urls)
+                )
             context.ready = True
             task_status.started(Daemon(relay, context, urls))
 
@@ -314,11 +317,15 @@ async def apply_reload(
     changed = live_changes(old, new)
     daemon.relay.reconfigure(new)
     daemon.api.token = new.api_token
-    log.info(  # before the new level: a reload that raises it to warning is still said
+    # Said at the more verbose of the two levels: a reload to warning, or from it, is
+    # still said (found by review, each in turn).
+    root = logging.getLogger()
+    root.setLevel(min(root.level, logging.getLevelName(new.log_level.upper())))
+    log.info(
         "configuration reloaded; %s",
         f"changed: {', '.join(changed)}" if changed else "no setting changed",
     )
-    logging.getLogger().setLevel(new.log_level.upper())
+    root.setLevel(new.log_level.upper())
 
 
 def status_line(relay: Relay) -> str:

@@ -148,7 +148,7 @@ def test_daemon_starts_and_stops_cleanly_on_signal(
         check_listening_line(line, keys[0])
         api_line = daemon.wait_for_line("control API on")
         # The port the kernel gave, not the :0 asked (found by review).
-        assert re.search(r"control API on http://127\.0\.0\.1:[1-9][0-9]*$", api_line), api_line
+        assert re.search(r"control API on 127\.0\.0\.1:[1-9][0-9]*$", api_line), api_line
         assert stop_and_wait(daemon, signum) == 0
         stderr = daemon.rest_of_stderr()
         assert any(f"stopping on {signum.name}" in seen for seen in stderr), stderr

@@ -9,6 +9,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 import pytest
 import trio
 
@@ -264,3 +265,11 @@ async def test_an_event_streams_error_answer_is_read_bounded() -> None:
         with trio.fail_after(10):
             assert await console.run("events", "--api", api) == ExitStatus.SERVER_ERROR
     assert_one_error_line(console, "HTTP 500")
+
+
+def test_a_timeout_is_said_as_one() -> None:
+    """httpx's timeouts have an empty message: 'cannot reach ...: ' said nothing (found by
+    review)."""
+    api = api_client.Api(httpx.AsyncClient(), "127.0.0.1:7507")
+    message = str(api._unreachable(httpx.ConnectTimeout("")))
+    assert message == "cannot reach the daemon's API at 127.0.0.1:7507: timed out"

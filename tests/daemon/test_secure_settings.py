@@ -246,5 +246,7 @@ async def test_a_reload_that_sets_the_level_to_warning_is_still_said(
         await harness.start(nursery)
         harness.write("log_level = 'warning'\n")
         assert await reload(harness, caplog) == "configuration reloaded; changed: log_level"
+        harness.write("log_level = 'info'\n")  # and back: said at info (review)
+        assert await reload(harness, caplog) == "configuration reloaded; changed: log_level"
         nursery.cancel_scope.cancel()
     logging.getLogger().setLevel(logging.INFO)

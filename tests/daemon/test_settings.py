@@ -322,6 +322,9 @@ def test_a_default_settings_file_made_after_the_start_is_read_on_reload(
     assert load().client_timeout_s == 30.0
     write(tmp_path, "[relay]\nclient_timeout = 12\n")
     assert load().client_timeout_s == 12.0
+    default.unlink()  # once read, it is required: gone is an error, not the defaults
+    with pytest.raises(SettingsError, match="cannot read settings file"):
+        load()
 
 
 def test_a_settings_file_may_begin_with_a_byte_order_mark(tmp_path: Path) -> None:
@@ -339,9 +342,13 @@ def test_a_relative_path_in_the_settings_file_is_from_its_directory(
     etc = tmp_path / "etc"
     etc.mkdir()
     path = etc / "mcrelay.toml"
-    path.write_text("key_file = 'relay-key.pem'\n[secure]\nauthorized_keys = 'keys/ak'\n")
+    path.write_text(
+        "key_file = 'relay-key.pem'\n[secure]\nauthorized_keys = 'keys/ak'\n"
+        "[api]\napi = 'unix:run/api.sock'\n"
+    )
     monkeypatch.chdir("/")
     assert read_file(path) == {
         "key_file": etc / "relay-key.pem",
         "authorized_keys": etc / "keys" / "ak",
+        "api": f"unix:{etc / 'run' / 'api.sock'}",
     }

@@ -93,26 +93,38 @@ def test_a_file_others_could_replace_through_its_directory_or_a_link_is_refused(
     tmp_path: Path,
 ) -> None:
     """Another user swapped the file, in a directory all may write, for a link to an older
-    list that still held a revoked key (found by review)."""
+    list that still held a revoked key (found by review). A link is followed, as sshd
+    does, but the directories of the path as given, where the link lies, are checked as
+    well as those of the file it leads to."""
     shared = tmp_path / "shared"
     shared.mkdir()
     older = write(tmp_path, f"{encode_key(ALICE)} alice\n{encode_key(BOB)} revoked\n")
     link = shared / "authorized-keys"
     link.symlink_to(older)
-    assert refusal(link) == (
-        f"authorized keys file {link} is a symbolic link; refusing to follow it: "
-        "give the path of the file itself"
-    )
-    link.unlink()
-    current = write(shared, f"{encode_key(ALICE)} alice\n")
-    assert [entry.name for entry in read_authorized_keys(current)] == ["alice"]
+    assert [entry.name for entry in read_authorized_keys(link)] == ["alice", "revoked"]
     shared.chmod(0o777)
-    assert refusal(current) == (
-        f"authorized keys file {current} is in {shared}, which group or others may change "
+    assert refusal(link) == (
+        f"authorized keys file {link} is in {shared}, which group or others may change "
         f"(mode 0777): they could replace the file; chmod go-w {shared}"
     )
     shared.chmod(0o1777)  # sticky, as /tmp: only a file's owner may replace it
-    assert [entry.name for entry in read_authorized_keys(current)] == ["alice"]
+    assert [entry.name for entry in read_authorized_keys(link)] == ["alice", "revoked"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory to another user takes root")
+def test_a_link_in_another_users_directory_is_refused(tmp_path: Path) -> None:
+    """A link in a directory another user owns could be turned to an older list: the
+    directories of the path as given were not looked at (found by review)."""
+    theirs = tmp_path / "mallory"
+    theirs.mkdir()
+    (theirs / "cfg").symlink_to(tmp_path)
+    write(tmp_path, f"{encode_key(ALICE)} alice\n")
+    os.chown(theirs, 61000, 61000)
+    path = theirs / "cfg" / "authorized-keys"
+    assert refusal(path).startswith(
+        f"authorized keys file {path} is in {theirs}, which belongs to uid 61000"
+    )
+    assert [entry.name for entry in read_authorized_keys(path, any_owner=True)] == ["alice"]
 
 
 def test_a_missing_file_a_fifo_a_directory_and_a_huge_file_are_refused(tmp_path: Path) -> None:

@@ -82,7 +82,7 @@ class Api:
     def _unreachable(self, exc: httpx.TransportError) -> ApiUnreachable:
         # A timeout's message is empty.
         return ApiUnreachable(
-            f"cannot reach the daemon's API at {self.where}: {exc or 'timed out'}"
+            f"cannot reach the daemon's API at {self.where}: {str(exc) or 'timed out'}"
         )
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> tuple[int, bytes]:

@@ -140,13 +140,16 @@ def loader(args: argparse.Namespace, env: Environment) -> Any:
     """What a reload calls: the same flags, environment and file (chosen at start), the
     file read again. A file that has gone is an error, not a return to defaults; with no
     file at start, the default one is read once it is there (it was never: found by
-    review)."""
+    review), and from then on is required as if it had been there at start (a review
+    found it gone again made a return to the defaults: open membership)."""
     chosen = config_file(args.config, env.environ)
     flags: dict[str, Any] = {s.name: getattr(args, s.name, None) for s in SETTINGS}
 
     def load() -> RelayConfig:
-        path = chosen if chosen is not None else config_file(args.config, env.environ)
-        return resolve(flags, env.environ, path).config
+        nonlocal chosen
+        if chosen is None:
+            chosen = config_file(args.config, env.environ)
+        return resolve(flags, env.environ, chosen).config
 
     return load
 

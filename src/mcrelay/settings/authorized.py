@@ -29,16 +29,16 @@ ERRORS_SHOWN = 5
 """Bad lines named in the one error line; the others are counted."""
 
 
-def read_authorized_keys(path: Path) -> tuple[AuthorizedKey, ...]:
+def read_authorized_keys(path: Path, *, any_owner: bool = False) -> tuple[AuthorizedKey, ...]:
     """The entries of the file at ``path``, in its order; ``FileError`` naming the file and
-    its bad lines when it cannot be used."""
-    contents = read_regular_file(
-        path, what=WHAT, limit=MAX_AUTHORIZED_KEYS_FILE_BYTES, follow_symlinks=False
-    )
+    its bad lines when it cannot be used. A link is followed (as sshd does; NixOS and
+    stow install files so), the directories of the link and of its file checked.
+    ``any_owner``: for ``config check`` on the daemon's behalf."""
+    contents = read_regular_file(path, what=WHAT, limit=MAX_AUTHORIZED_KEYS_FILE_BYTES)
     if contents is None:
         raise FileError(f"cannot read {WHAT} {path}: {os.strerror(errno.ENOENT)}")
-    require_trusted_writers(path, contents, WHAT)
-    require_trusted_directories(path, WHAT)
+    require_trusted_writers(path, contents, WHAT, any_owner=any_owner)
+    require_trusted_directories(path, WHAT, any_owner=any_owner)
     try:
         text = contents.data.decode("utf-8")
     except UnicodeDecodeError as exc:

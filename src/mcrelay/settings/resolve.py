@@ -75,15 +75,19 @@ def config_file(explicit: Path | None, environ: Mapping[str, str]) -> Path | Non
     return DEFAULT_CONFIG_FILE
 
 
-def read_file(path: Path) -> dict[str, Any]:
-    """The settings in a TOML file, checked key by key; ``SettingsError`` names file and key."""
+UNIX = "unix:"
+
+
+def read_file(path: Path, *, any_owner: bool = False) -> dict[str, Any]:
+    """The settings in a TOML file, checked key by key; ``SettingsError`` names file and key.
+    ``any_owner``: for ``config check`` on the daemon's behalf (see files.py)."""
     what = "settings file"
     try:
         contents = read_regular_file(path, what=what, limit=MAX_SETTINGS_FILE_BYTES)
         if contents is not None:
             # It names the authorized keys, the API and its token: whom to trust.
-            require_trusted_writers(path, contents, what)
-            require_trusted_directories(path, what)
+            require_trusted_writers(path, contents, what, any_owner=any_owner)
+            require_trusted_directories(path, what, any_owner=any_owner)
     except FileError as exc:
         raise SettingsError(str(exc)) from None
     if contents is None:
@@ -129,11 +133,14 @@ def _file_value(path: Path, where: str, key: str, value: Any, section: str | Non
         converted = setting.convert(str(value))
     except ValueError as exc:
         raise SettingsError(f"{path}: '{where}': {exc}") from None
+    # A path is from the file's directory, as sshd and nginx read theirs: from the working
+    # directory, the file meant one thing to config check run beside it and another to
+    # the daemon, run from / (found by review). The API's unix: socket too.
     if isinstance(converted, Path) and not converted.is_absolute():
-        # From the file's directory, as sshd and nginx read theirs: from the working
-        # directory, the file meant one thing to config check run beside it and another
-        # to the daemon, run from / (found by review).
         converted = path.parent / converted
+    elif isinstance(converted, str) and converted.startswith(UNIX):
+        socket = Path(converted.removeprefix(UNIX))
+        converted = converted if socket.is_absolute() else f"{UNIX}{path.parent / socket}"
     return converted
 
 
@@ -145,8 +152,8 @@ def resolve(
     any_owner: bool = False,
 ) -> Resolved:
     """The effective configuration, and where each value came from. ``any_owner``: for
-    ``config check`` on another user's behalf (the token file need not be ours)."""
-    from_file = read_file(path) if path is not None else {}
+    ``config check`` on another user's behalf (the files need not be ours)."""
+    from_file = read_file(path, any_owner=any_owner) if path is not None else {}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for setting in SETTINGS:
@@ -167,7 +174,9 @@ def resolve(
     token_file = values.get("api_token_file")
     values["api_token"] = read_token(token_file, any_owner) if token_file is not None else None
     authorized = values.get("authorized_keys")
-    values["authorized_key_list"] = authorized_list(authorized) if authorized is not None else None
+    values["authorized_key_list"] = (
+        authorized_list(authorized, any_owner) if authorized is not None else None
+    )
     if values.get("secure_key_file") is None and "key_file" in values:
         # Shown where it is, by config check and the API, rather than as "not set".
         values["secure_key_file"] = secure_key_beside(values["key_file"])
@@ -185,9 +194,9 @@ def read_token(path: Path, any_owner: bool = False) -> str:
         raise SettingsError(str(exc)) from None
 
 
-def authorized_list(path: Path) -> tuple[AuthorizedKey, ...]:
+def authorized_list(path: Path, any_owner: bool = False) -> tuple[AuthorizedKey, ...]:
     try:
-        return read_authorized_keys(path)
+        return read_authorized_keys(path, any_owner=any_owner)
     except FileError as exc:
         raise SettingsError(str(exc)) from None
 
