@@ -352,3 +352,20 @@ def test_a_relative_path_in_the_settings_file_is_from_its_directory(
         "authorized_keys": etc / "keys" / "ak",
         "api": f"unix:{etc / 'run' / 'api.sock'}",
     }
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory to another user takes root")
+async def test_config_check_says_when_a_key_is_not_its_directorys_owners(tmp_path: Path) -> None:
+    """'sudo mcrelay keygen' into the daemon's state directory made a key the daemon could
+    not read: config check passed it, the daemon exited 2 (found by review)."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    key_file = state / "relay-key.pem"
+    assert await Console().run("keygen", str(key_file)) == ExitStatus.OK
+    os.chown(state, 61000, 61000)
+    console = Console()
+    assert await console.run("config", "check", "--key-file", str(key_file)) == ExitStatus.OK
+    assert console.err_lines() == [
+        f"mcrelay: warning: {key_file} belongs to uid 0, its directory to uid 61000: "
+        "a daemon running as uid 61000 cannot read it"
+    ]

@@ -172,15 +172,31 @@ async def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     return ExitStatus.OK
 
 
-def _check_key_files(config: RelayConfig) -> None:
+def _check_key_files(config: RelayConfig, env: Environment) -> None:
     """The relay's key files, as the daemon reads them at start (a corrupt or shared key
-    passed the check, and the daemon then exited 2: found by review)."""
+    passed the check, and the daemon then exited 2: found by review). Whoever owns them;
+    but a key that is not its directory's owner's (made by ``sudo mcrelay keygen`` in the
+    daemon's state directory, say) is one the daemon, running as that owner, cannot
+    read: said."""
+    paths = [config.key_file]
+    if SECURE in config.served_profiles:
+        paths.append(config.secure_key_path)
     try:
         check_key_file(config.key_file)
         if SECURE in config.served_profiles:
             check_secure_key_file(config.secure_key_path)
     except KeyFileError as exc:
         raise UsageError(str(exc)) from None
+    for path in paths:
+        try:
+            owner, directory_owner = path.stat().st_uid, path.parent.stat().st_uid
+        except OSError:
+            continue  # none yet: made at start
+        if owner != directory_owner:
+            env.say(
+                f"mcrelay: warning: {path} belongs to uid {owner}, its directory to uid "
+                f"{directory_owner}: a daemon running as uid {directory_owner} cannot read it"
+            )
 
 
 async def run_check(args: argparse.Namespace, env: Environment) -> ExitStatus:
@@ -193,7 +209,7 @@ async def run_check(args: argparse.Namespace, env: Environment) -> ExitStatus:
             read_federation_files(resolved.config, any_owner=True)
         except ClusterKeyError as exc:
             raise UsageError(str(exc)) from None
-    _check_key_files(resolved.config)
+    _check_key_files(resolved.config, env)
     print(f"# configuration: {path or 'no file'}; all settings valid", file=env.stdout)
     for warning in unknown_variables(env.environ, FLAG_ENVIRONMENT):
         env.say(f"mcrelay: warning: {warning}")
