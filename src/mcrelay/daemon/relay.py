@@ -13,7 +13,7 @@ counted with its reason.
 import logging
 import socket
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
 
 import trio
@@ -84,7 +84,10 @@ class Relay:
         self.roster = Roster()
         self.remotes = Remotes()
         """The other relays' members, when this relay federates."""
-        self.registrations = SourceLimiter()
+        self.registrations: Mapping[str, SourceLimiter] = {
+            LEGACY: SourceLimiter(),
+            SECURE: SourceLimiter(),
+        }
         self._receive_errors = LogThrottle()
         self._presence_lines = LineBudget(PRESENCE_LOG_BURST, PRESENCE_LOG_PER_S)
         self.federation: Federation | None = None
@@ -202,12 +205,13 @@ class Relay:
         self.config = config
         self.roster.max_members = config.max_clients
         self.roster.max_members_per_host = config.max_clients_per_host
-        self.registrations.configure(
-            per_source_burst=config.registrations_per_host_burst,
-            per_source_per_s=config.registrations_per_host_per_s,
-            total_burst=config.registrations_total_burst,
-            total_per_s=config.registrations_total_per_s,
-        )
+        for limiter in self.registrations.values():
+            limiter.configure(
+                per_source_burst=config.registrations_per_host_burst,
+                per_source_per_s=config.registrations_per_host_per_s,
+                total_burst=config.registrations_total_burst,
+                total_per_s=config.registrations_total_per_s,
+            )
         self.legacy.configure(config)
         if self.secure is not None:
             self.secure.configure(config)

@@ -250,7 +250,7 @@ class LegacyProfile:
         if services.roster.holds(claimed):  # a refresh: never limited
             self._waiting.discard(source)  # the key it sends last is the one it has
             services.register(claimed, source, now)
-        elif self._waiting or not self._services.registrations.allow((source[0], 0), now):
+        elif self._waiting or not self._services.registrations[PROFILE].allow((source[0], 0), now):
             # Behind those waiting (oldest first), or over the rate: it waits too.
             dropped = self._waiting.add(source, claimed, now)
             if dropped is not None:
@@ -269,7 +269,7 @@ class LegacyProfile:
 
     def _register_waiting(self, now: float) -> None:
         """The waiting registrations the rates allow now (see waiting.py)."""
-        limiter = self._services.registrations
+        limiter = self._services.registrations[PROFILE]
         refused: set[str] = set()  # hosts out of tokens: asked once a pass
 
         def allow(source: Address) -> bool:

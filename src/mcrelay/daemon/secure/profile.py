@@ -288,7 +288,7 @@ class SecureProfile:
         # A join (or a replacement) tells every member: no faster than legacy
         # registrations, from the host that proved it got the RESPONSE (a spoofer
         # cannot spend a victim's share). The client sends its DATA again later.
-        if not self._services.registrations.allow((pending.address[0], 0), now):
+        if not self._services.registrations[PROFILE].allow((pending.address[0], 0), now):
             raise RemoteProtocolError("a join over the registration rate", DropReason.RATE_LIMITED)
         self._pending.forget(pending.key)
         session = Session(
