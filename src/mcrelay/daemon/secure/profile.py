@@ -389,21 +389,13 @@ class SecureProfile:
         self._pass_presence(peer, now, everything=False)
         for reason, count in peer.session.channel.take_drops().items():
             self._services.drop(reason, peer.session.address, "channel", count)
-        stalled_at = self._backpressure.stalled_at(peer)
-        if stalled_at is not None and now >= stalled_at:
-            self._remove_stalled(peer)
+        stalled_at = self._backpressure.release_if_stalled(peer, now)
         if not peer.closed:
             self._flush(peer, now)
             deadline = peer.session.next_deadline()
             if stalled_at is not None:
                 deadline = min(deadline, stalled_at)
             self._timers.schedule(peer, max(deadline, now + TIMER_GRANULARITY_S))
-
-    def _remove_stalled(self, peer: Peer) -> None:
-        """It held back-pressure, acknowledging nothing, too long (see backpressure.py)."""
-        if peer.member is not None and peer.closing_at is None:
-            self._services.drop(DropReason.UNREACHABLE, peer.session.address, "stalled")
-            self._services.remove(peer.member.id, Departure.UNREACHABLE)
 
     def _flush(self, peer: Peer, now: float) -> None:
         for datagram, address in peer.session.datagrams(now):
