@@ -18,12 +18,6 @@ FIRST = MESSAGE_OVERHEAD_BYTES + FRAGMENT_OVERHEAD_BYTES + len(PIECE)
 """What the first fragment of a message costs."""
 
 
-def eviction_budget(max_bytes: int) -> ReceiveBudget:
-    """The eviction rules alone: no part of the total kept for messages next in order
-    (that part has tests of its own, at the end)."""
-    return ReceiveBudget(max_bytes, in_order_share=0)
-
-
 def member(budget: ReceiveBudget) -> Channel:
     return Channel(Role.RELAY, peer_epoch=1, budget=budget)
 
@@ -34,7 +28,7 @@ def start(channel: Channel, msg_seq: int, now: float) -> None:
 
 
 def test_at_the_total_bound_the_biggest_peer_loses_its_oldest_partial_message() -> None:
-    budget = eviction_budget(4 * FIRST + 2000)
+    budget = ReceiveBudget(max_bytes=4 * FIRST + 2000)
     big, small, late = member(budget), member(budget), member(budget)
     start(big, 0, 0.0)
     start(big, 1, 0.1)
@@ -59,7 +53,7 @@ def test_at_the_total_bound_the_biggest_peer_loses_its_oldest_partial_message() 
 
 
 def test_the_asking_peer_can_be_the_one_that_pays() -> None:
-    budget = eviction_budget(3 * FIRST + 100)
+    budget = ReceiveBudget(max_bytes=3 * FIRST + 100)
     greedy, other = member(budget), member(budget)
     start(greedy, 0, 0.0)
     start(greedy, 1, 0.1)
@@ -70,7 +64,7 @@ def test_the_asking_peer_can_be_the_one_that_pays() -> None:
 
 
 def test_without_a_partial_message_to_evict_the_fragment_is_refused() -> None:
-    budget = eviction_budget(FIRST + 100)
+    budget = ReceiveBudget(max_bytes=FIRST + 100)
     waiting, newcomer = member(budget), member(budget)
     feed(waiting, 0.0, Fragment(1, 0, 1, PIECE))  # complete, waits for message 0
     start(newcomer, 0, 0.1)
@@ -102,7 +96,7 @@ def test_delivery_gives_the_bytes_back() -> None:
 def test_a_whole_message_next_in_order_goes_at_once_and_costs_the_budget_nothing() -> None:
     """Nothing needs holding: with the budget full, it is neither refused nor a reason
     to evict another peer's partial message (one behind a gap is held, and pays)."""
-    budget = eviction_budget(FIRST + 100)
+    budget = ReceiveBudget(max_bytes=FIRST + 100)
     holder, arriving = member(budget), member(budget)
     start(holder, 0, 0.0)
     feed(arriving, 0.1, Fragment(0, 0, 1, PIECE))
@@ -131,7 +125,7 @@ def test_a_charge_no_eviction_can_make_room_for_is_refused_asking_no_one() -> No
     """Peers holding complete messages (that wait for an earlier one) cannot be evicted:
     each was asked anyway, again at each step, so a refused charge cost the square of
     their number (3.5 s for one DATA with 1,000 such members; found by review)."""
-    budget = eviction_budget(1000 * 100)
+    budget = ReceiveBudget(max_bytes=1000 * 100)
     holders = [Holding() for _ in range(1000)]
     for holder in holders:
         assert budget.reserve(holder, 100, 0)
@@ -146,7 +140,7 @@ def test_a_charge_that_needs_the_askers_own_message_evicts_no_one_and_is_refused
     is partly that message's own bytes, every other peer's partial message was evicted
     before the charge was refused anyway (older than issue 11's budget; found by review)."""
     empty = MESSAGE_OVERHEAD_BYTES + FRAGMENT_OVERHEAD_BYTES  # a first fragment of no bytes
-    budget = eviction_budget(2 * empty + 124)
+    budget = ReceiveBudget(max_bytes=2 * empty + 124)
     other, grower = member(budget), member(budget)
     feed(other, 0.0, Fragment(0, 0, 2, b""))
     feed(grower, 0.1, Fragment(0, 0, 2, b""))
@@ -180,7 +174,7 @@ def test_a_growing_message_is_not_asked_to_evict_itself() -> None:
     """The asking holder, holding only the message the charge is for, was found by a scan
     of its own, asked, and refused, before every eviction was looked for again: two scans
     of every holder per eviction (found by review)."""
-    budget = eviction_budget(5000)
+    budget = ReceiveBudget(max_bytes=5000)
     others = [Giving(budget, 1, 500) for _ in range(8)]
     grower = Giving(budget, 0, 500)
     assert budget.reserve(grower, 900, 0)  # its one message: now the heaviest holder
@@ -188,20 +182,3 @@ def test_a_growing_message_is_not_asked_to_evict_itself() -> None:
     assert grower.asked == 0
     assert sum(other.asked for other in others) == 2
     assert budget.total == 6 * 500 + 1800
-
-
-def test_messages_ahead_of_the_next_may_not_use_the_part_kept_for_those_next_in_order() -> None:
-    """A complete message cannot be evicted: 35 keys that sent messages 1 to 7 and never
-    message 0 filled the whole budget, and every other member's messages of more than
-    one fragment were refused for 10 s at a time (found by review)."""
-    budget = ReceiveBudget(max_bytes=8 * FIRST)
-    hoarder, honest = member(budget), member(budget)
-    for msg_seq in range(1, 8):  # whole, each waiting for message 0, which never comes
-        feed(hoarder, 0.0, Fragment(msg_seq, 0, 2, PIECE), Fragment(msg_seq, 1, 2, PIECE))
-    # Three whole and one half within three quarters of the total; the rest refused.
-    assert hoarder.statistics().drops == {DropReason.BUFFER_LIMIT: 7}
-    assert hoarder.statistics().held == 4
-    assert budget.total <= 6 * FIRST
-    start(honest, 0, 0.1)
-    feed(honest, 0.1, Fragment(0, 1, 2, PIECE))
-    assert [type(e) for e in events(honest)] == [MessageDelivered]

@@ -12,20 +12,11 @@ evicting nothing, and the peer to evict from is looked for among those holding
 partial bytes only. (Looked for among every
 peer, each asked in turn, a refused charge cost the square of their number: with
 1,000 members holding complete messages, 32 ms a fragment, 3.5 s for one DATA.)
-
-A message ahead of its peer's next one (held until the next completes) may not use the
-last quarter of the total: that is kept for messages next in order. A complete message
-cannot be evicted (its sender was told it arrived), and 35 keys that sent messages 1 to
-7 and never message 0 filled all 16 MiB for 10 s at a time, refusing every other
-member's messages of more than one fragment (found by review); now every member's next
-message finds room, evicting partial messages if need be.
 """
 
 from typing import Protocol
 
 MAX_TOTAL_BYTES = 16 * 1024 * 1024
-IN_ORDER_SHARE = 4
-"""The part of the total (1/4) kept for messages next in order."""
 
 
 class Holder(Protocol):
@@ -36,13 +27,8 @@ class Holder(Protocol):
 
 
 class ReceiveBudget:
-    def __init__(
-        self, max_bytes: int = MAX_TOTAL_BYTES, *, in_order_share: int = IN_ORDER_SHARE
-    ) -> None:
+    def __init__(self, max_bytes: int = MAX_TOTAL_BYTES) -> None:
         self.max_bytes = max_bytes
-        self.in_order_share = in_order_share
-        """The part of :attr:`max_bytes` (1 / this; 0: none) kept for messages next in
-        order."""
         self.backpressure = False
         """Set by the relay for every channel at once: no new message is started (see
         :attr:`Channel.backpressure <mcrelay.protocol.secure.channel.Channel.backpressure>`)."""
@@ -55,19 +41,10 @@ class ReceiveBudget:
     def held(self, holder: Holder) -> int:
         return self._held.get(holder, 0)
 
-    def reserve(
-        self, holder: Holder, charge: int, keep: int, kept: int = 0, *, in_order: bool = True
-    ) -> bool:
+    def reserve(self, holder: Holder, charge: int, keep: int, kept: int = 0) -> bool:
         """Charge ``holder`` for a fragment of its partial message ``keep`` (``kept``: the
         bytes it holds already), evicting others' partial messages (most bytes first)
-        while the total would pass the bound; a message not ``in_order`` (ahead of its
-        peer's next) only within the part not kept for those that are."""
-        if (
-            not in_order
-            and self.in_order_share
-            and self.total + charge > self._out_of_order_bound()
-        ):
-            return False  # never evicts: the bound is below the total's
+        while the total would pass the bound."""
         if self.total + charge > self.max_bytes and not self._make_room(holder, charge, keep, kept):
             return False
         self.total += charge
@@ -75,9 +52,6 @@ class ReceiveBudget:
         self._partial[holder] = self._partial.get(holder, 0) + charge
         self._partial_total += charge
         return True
-
-    def _out_of_order_bound(self) -> int:
-        return self.max_bytes - self.max_bytes // self.in_order_share
 
     def _make_room(self, holder: Holder, charge: int, keep: int, kept: int) -> bool:
         if self.total - (self._partial_total - kept) + charge > self.max_bytes:

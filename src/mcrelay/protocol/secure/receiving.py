@@ -170,7 +170,7 @@ class Receiver:
             self._drops[DropReason.DUPLICATE_FRAGMENT] += 1
             return
         if self.held_bytes + charge > MAX_PEER_BYTES or not self.budget.reserve(
-            self, charge, msg_seq, incoming.charged, in_order=ahead == 0
+            self, charge, msg_seq, incoming.charged
         ):
             self._drops[DropReason.BUFFER_LIMIT] += 1
             return
