@@ -72,8 +72,6 @@ class Peer:
     """PRESENCE waiting for room among ``own``."""
     copy_bytes: int = 0
     """The bytes of both."""
-    stalled_since: float | None = None
-    """While it holds back-pressure: since when no copy of its was acknowledged."""
     farewell: int | None = None
     """The id of the NOTICE (kicked, banned) it is sent before it goes."""
     closing_at: float | None = None

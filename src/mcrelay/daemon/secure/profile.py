@@ -389,13 +389,11 @@ class SecureProfile:
         self._pass_presence(peer, now, everything=False)
         for reason, count in peer.session.channel.take_drops().items():
             self._services.drop(reason, peer.session.address, "channel", count)
-        stalled_at = self._backpressure.release_if_stalled(peer, now)
         if not peer.closed:
             self._flush(peer, now)
-            deadline = peer.session.next_deadline()
-            if stalled_at is not None:
-                deadline = min(deadline, stalled_at)
-            self._timers.schedule(peer, max(deadline, now + TIMER_GRANULARITY_S))
+            self._timers.schedule(
+                peer, max(peer.session.next_deadline(), now + TIMER_GRANULARITY_S)
+            )
 
     def _flush(self, peer: Peer, now: float) -> None:
         for datagram, address in peer.session.datagrams(now):
@@ -412,8 +410,6 @@ class SecureProfile:
         while not peer.closed and (event := channel.next_event()) is not None:
             match event:  # the most frequent first: a copy acknowledged
                 case MessageAcknowledged(message_id):
-                    if message_id in peer.copies:
-                        self._backpressure.acknowledged(peer, now)
                     self._settled(peer, message_id)
                     if message_id == peer.farewell:
                         self._close(peer)
@@ -424,7 +420,7 @@ class SecureProfile:
                     self._services.drop(reason, peer.session.address)
                     if peer.member is not None and peer.closing_at is None:
                         self._services.remove(peer.member.id, Departure.UNREACHABLE)
-        self._backpressure.update(peer, now)
+        self._backpressure.update(peer)
 
     def _delivered(self, peer: Peer, body: bytes) -> None:
         member = peer.member
@@ -479,7 +475,7 @@ class SecureProfile:
         if not self._room_for(peer, len(copy)):  # after what that took (or closed)
             return False
         self._queue(peer, copy, peer.copies, now)
-        self._backpressure.update(peer, now)
+        self._backpressure.update(peer)
         return True
 
     def _queue(self, peer: Peer, body: bytes, held: dict[int, int], now: float) -> None:
