@@ -107,37 +107,71 @@ def require_trusted_writers(
 def require_trusted_directories(path: Path, what: str, *, any_owner: bool = False) -> None:
     """Refuse a file that says whom to trust when someone else could replace it through
     one of its directories (swap it, or a link on its way, for an older list): every
-    directory up to the root, of the path as given (where each link on the way lies) and
-    of the file the links lead to, must belong to root or to us, and group and others
-    must not be able to write it unless it is sticky (as /tmp: there, only a file's
-    owner may replace it). sshd asks this of the directories of authorized_keys; the
-    directories of the path as given too, since a link in another user's directory
-    could be turned to an older list (found by review). ``any_owner``: as for
-    :func:`require_trusted_writers`."""
-    given = Path(os.path.abspath(path))
-    real = Path(os.path.realpath(path))
+    directory up to the root, of the path as given, of each link met on the way to the
+    file (a chain of them too) and of the file itself, must belong to root or to us, and
+    group and others must not be able to write it unless it is sticky (as /tmp: there,
+    only a file's owner may replace it). sshd asks this of the directories of
+    authorized_keys; those of the links too, since a link in another user's directory
+    could be turned to an older list (found by review, then for a link in the middle of
+    a chain). ``any_owner``: as for :func:`require_trusted_writers`."""
     checked: set[Path] = set()
-    for each in (*given.parents, *real.parents):
-        if each in checked:
-            continue
-        checked.add(each)
-        try:
-            info = os.stat(each)
-        except OSError as exc:
-            raise FileError(
-                f"cannot look at {each}, a directory of {what} {path}: {exc.strerror}"
-            ) from None
-        if not any_owner and info.st_uid not in (0, os.geteuid()):
-            raise FileError(
-                f"{what} {path} is in {each}, which belongs to uid {info.st_uid}, neither "
-                f"root nor this user (uid {os.geteuid()}): who could replace the file"
-            )
-        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
-            raise FileError(
-                f"{what} {path} is in {each}, which group or others may change (mode "
-                f"{stat.S_IMODE(info.st_mode):04o}): they could replace the file; "
-                f"chmod go-w {each}"
-            )
+    for directory in _directories_on_the_way(path, what):
+        for each in (directory, *directory.parents):
+            if each not in checked:
+                checked.add(each)
+                _require_trusted_directory(each, path, what, any_owner)
+
+
+MAX_LINKS = 40
+"""Links followed on the way to a file, as the kernel's own limit (ELOOP)."""
+
+
+def _directories_on_the_way(path: Path, what: str) -> list[Path]:
+    """The directory of the path as given, of every link met resolving it, and of the
+    file it leads to."""
+    given = Path(os.path.abspath(path))
+    found = [given.parent]
+    current = Path(given.anchor)
+    parts = list(given.parts[1:])
+    links = 0
+    while parts:
+        name = parts.pop(0)
+        candidate = current / name
+        if candidate.is_symlink():
+            links += 1
+            if links > MAX_LINKS:
+                raise FileError(f"cannot read {what} {path}: {os.strerror(errno.ELOOP)}")
+            found.append(current)  # the link's own directory
+            target = Path(os.readlink(candidate))
+            if target.is_absolute():
+                current = Path(target.anchor)
+            parts[:0] = [part for part in target.parts if part != target.anchor]
+        elif name == "..":
+            current = current.parent
+        elif name != ".":
+            current = candidate
+    found.append(current.parent)
+    return found
+
+
+def _require_trusted_directory(each: Path, path: Path, what: str, any_owner: bool) -> None:
+    try:
+        info = os.stat(each)
+    except OSError as exc:
+        raise FileError(
+            f"cannot look at {each}, a directory of {what} {path}: {exc.strerror}"
+        ) from None
+    if not any_owner and info.st_uid not in (0, os.geteuid()):
+        raise FileError(
+            f"{what} {path} is in {each}, which belongs to uid {info.st_uid}, neither "
+            f"root nor this user (uid {os.geteuid()}): who could replace the file"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+        raise FileError(
+            f"{what} {path} is in {each}, which group or others may change (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}): they could replace the file; "
+            f"chmod go-w {each}"
+        )
 
 
 def load_private_file(

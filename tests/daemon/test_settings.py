@@ -366,6 +366,24 @@ async def test_config_check_says_when_a_key_is_not_its_directorys_owners(tmp_pat
     console = Console()
     assert await console.run("config", "check", "--key-file", str(key_file)) == ExitStatus.OK
     assert console.err_lines() == [
-        f"mcrelay: warning: {key_file} belongs to uid 0, its directory to uid 61000: "
-        "a daemon running as uid 61000 cannot read it"
+        f"mcrelay: warning: {key_file} belongs to uid 0, its directory to uid 61000: if "
+        "the daemon runs as its directory's owner (systemd's StateDirectory), it cannot "
+        "read the key"
+    ]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user takes root")
+async def test_config_check_as_root_says_a_settings_file_another_uid_owns(
+    tmp_path: Path,
+) -> None:
+    """Root's check asks only the modes, and passed a file the daemon refuses unless it
+    runs as its owner (found by review): said."""
+    path = write(tmp_path, "[relay]\nclient_timeout = 12\n")
+    os.chown(path, 61000, 61000)
+    console = Console()
+    argv = ["config", "check", "--config", str(path), "--key-file", str(tmp_path / "k")]
+    assert await console.run(*argv) == ExitStatus.OK
+    assert console.err_lines() == [
+        f"mcrelay: warning: {path} belongs to uid 61000: the daemon takes it only if it "
+        "runs as uid 61000"
     ]

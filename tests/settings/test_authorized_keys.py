@@ -127,6 +127,25 @@ def test_a_link_in_another_users_directory_is_refused(tmp_path: Path) -> None:
     assert [entry.name for entry in read_authorized_keys(path, any_owner=True)] == ["alice"]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory to another user takes root")
+def test_a_link_in_the_middle_of_a_chain_is_checked_too(tmp_path: Path) -> None:
+    """etc/keys -> theirs/hop -> real/keys: the middle link's directory was never looked
+    at, and its owner could turn it to an older list (found by review)."""
+    (tmp_path / "real").mkdir()
+    write(tmp_path / "real", f"{encode_key(ALICE)} alice\n")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "hop").symlink_to(tmp_path / "real" / "authorized-keys")
+    (tmp_path / "etc").mkdir()
+    path = tmp_path / "etc" / "keys"
+    path.symlink_to(theirs / "hop")
+    assert [entry.name for entry in read_authorized_keys(path)] == ["alice"]
+    os.chown(theirs, 61000, 61000)
+    assert refusal(path).startswith(
+        f"authorized keys file {path} is in {theirs}, which belongs to uid 61000"
+    )
+
+
 def test_a_missing_file_a_fifo_a_directory_and_a_huge_file_are_refused(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     assert refusal(missing) == (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 from collections.abc import Mapping
 from pathlib import Path
@@ -172,7 +173,7 @@ async def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     return ExitStatus.OK
 
 
-def _check_key_files(config: RelayConfig, env: Environment) -> None:
+def _check_key_files(config: RelayConfig, env: Environment, any_owner: bool) -> None:
     """The relay's key files, as the daemon reads them at start (a corrupt or shared key
     passed the check, and the daemon then exited 2: found by review). Whoever owns them;
     but a key that is not its directory's owner's (made by ``sudo mcrelay keygen`` in the
@@ -182,9 +183,9 @@ def _check_key_files(config: RelayConfig, env: Environment) -> None:
     if SECURE in config.served_profiles:
         paths.append(config.secure_key_path)
     try:
-        check_key_file(config.key_file)
+        check_key_file(config.key_file, any_owner=any_owner)
         if SECURE in config.served_profiles:
-            check_secure_key_file(config.secure_key_path)
+            check_secure_key_file(config.secure_key_path, any_owner=any_owner)
     except KeyFileError as exc:
         raise UsageError(str(exc)) from None
     for path in paths:
@@ -195,21 +196,42 @@ def _check_key_files(config: RelayConfig, env: Environment) -> None:
         if owner != directory_owner:
             env.say(
                 f"mcrelay: warning: {path} belongs to uid {owner}, its directory to uid "
-                f"{directory_owner}: a daemon running as uid {directory_owner} cannot read it"
+                f"{directory_owner}: if the daemon runs as its directory's owner (systemd's "
+                "StateDirectory), it cannot read the key"
+            )
+
+
+def _say_other_owners(paths: list[Path | None], env: Environment) -> None:
+    """Files that say whom to trust, owned by neither root nor us: the daemon takes them
+    only if it runs as their owner (root's check did not say so: found by review)."""
+    for path in paths:
+        try:
+            owner = path.stat().st_uid if path is not None else 0
+        except OSError:
+            continue
+        if owner not in (0, os.geteuid()):
+            env.say(
+                f"mcrelay: warning: {path} belongs to uid {owner}: the daemon takes it only "
+                f"if it runs as uid {owner}"
             )
 
 
 async def run_check(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    resolved = _resolve(args, env, any_owner=True)  # root may check for the daemon's user
+    # Root may check for the daemon's user, whose files it may not own: it asks only the
+    # modes; any other user checks as the daemon run by it would (found by review).
+    any_owner = os.geteuid() == 0
+    resolved = _resolve(args, env, any_owner=any_owner)
     path = config_file(args.config, env.environ)
     if resolved.config.federation_servers:  # its files, as the daemon reads them at start
         from mcrelay.service import read_federation_files
 
         try:
-            read_federation_files(resolved.config, any_owner=True)
+            read_federation_files(resolved.config, any_owner=any_owner)
         except ClusterKeyError as exc:
             raise UsageError(str(exc)) from None
-    _check_key_files(resolved.config, env)
+    _check_key_files(resolved.config, env, any_owner)
+    if any_owner:
+        _say_other_owners([path, resolved.config.authorized_keys], env)
     print(f"# configuration: {path or 'no file'}; all settings valid", file=env.stdout)
     for warning in unknown_variables(env.environ, FLAG_ENVIRONMENT):
         env.say(f"mcrelay: warning: {warning}")

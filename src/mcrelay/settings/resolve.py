@@ -138,7 +138,7 @@ def _file_value(path: Path, where: str, key: str, value: Any, section: str | Non
     # the daemon, run from / (found by review). The API's unix: socket too.
     if isinstance(converted, Path) and not converted.is_absolute():
         converted = path.parent / converted
-    elif isinstance(converted, str) and converted.startswith(UNIX):
+    elif key == "api" and isinstance(converted, str) and converted.startswith(UNIX):
         socket = Path(converted.removeprefix(UNIX))
         converted = converted if socket.is_absolute() else f"{UNIX}{path.parent / socket}"
     return converted

@@ -44,11 +44,13 @@ def load_or_create_key(path: Path) -> rsa.RSAPrivateKey:
     return key
 
 
-def check_key_file(path: Path) -> None:
+def check_key_file(path: Path, *, any_owner: bool) -> None:
     """Refuse (``KeyFileError``) a key file the daemon would refuse; none is fine (it is
-    made at start). Whoever owns it: ``config check`` may run as root for the daemon."""
+    made at start). ``any_owner``: ``config check`` run as root for the daemon."""
     try:
-        load_private_file(path, what=WHAT, limit=MAX_KEY_FILE_BYTES, parse=_parse, any_owner=True)
+        load_private_file(
+            path, what=WHAT, limit=MAX_KEY_FILE_BYTES, parse=_parse, any_owner=any_owner
+        )
     except FileError as exc:
         raise KeyFileError(str(exc)) from None
 

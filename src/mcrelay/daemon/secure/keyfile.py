@@ -43,7 +43,7 @@ def load_or_create_secure_key(path: Path) -> KeyPair:
     return pair
 
 
-def check_secure_key_file(path: Path) -> None:
+def check_secure_key_file(path: Path, *, any_owner: bool) -> None:
     """As :func:`~mcrelay.daemon.legacy.keyfile.check_key_file`, for the secure key."""
     try:
         load_private_file(
@@ -51,7 +51,7 @@ def check_secure_key_file(path: Path) -> None:
             what=WHAT,
             limit=MAX_SECURE_KEY_FILE_BYTES,
             parse=parse_private_key_text,
-            any_owner=True,
+            any_owner=any_owner,
         )
     except FileError as exc:
         raise KeyFileError(str(exc)) from None
