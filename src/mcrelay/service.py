@@ -43,22 +43,24 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import trio
 
 from mcrelay import __version__
 from mcrelay.api.context import ApiContext
 from mcrelay.api.server import open_api_socket, serve_api
-from mcrelay.daemon.legacy.keyfile import load_or_create_key
+from mcrelay.daemon.legacy.keyfile import KeyFileError, load_or_create_key, read_key_file
 from mcrelay.daemon.notify import Notifier
 from mcrelay.daemon.relay import Relay
-from mcrelay.daemon.secure.keyfile import load_or_create_secure_key
+from mcrelay.daemon.secure.keyfile import load_or_create_secure_key, read_secure_key_file
 from mcrelay.federation.bus import Bus, BusOptions
 from mcrelay.federation.epoch import epoch_file, next_epoch
 from mcrelay.federation.keyfile import check_bus_files, read_cluster_key
 from mcrelay.federation.link import Link
 from mcrelay.federation.subjects import Subjects
 from mcrelay.protocol.federation.envelope import MAX_ENVELOPE_BYTES
+from mcrelay.protocol.legacy import crypto
 from mcrelay.protocol.secure.keys import KeyPair, encode_key
 from mcrelay.settings.config import RelayConfig
 from mcrelay.settings.federation import default_relay_name
@@ -297,9 +299,12 @@ async def apply_reload(
     The files are read in a thread, so the relay goes on meanwhile; a read still under
     way after ``timeout_s`` (a hung file system) is abandoned and the reload fails."""
     old = daemon.relay.config
+    relay = daemon.relay
     try:
         with trio.fail_after(timeout_s):
-            new = await trio.to_thread.run_sync(load, abandon_on_cancel=True)
+            new, key_notes = await trio.to_thread.run_sync(
+                lambda: (load(), key_file_notes(relay)), abandon_on_cancel=True
+            )
         # Keep what needs a restart; checking the merged whole again may still refuse it.
         new, fixed = reloadable(old, new)
     except trio.TooSlowError:
@@ -314,6 +319,8 @@ async def apply_reload(
         return
     if fixed:
         log.warning("reload: %s cannot change while running; restart to apply", ", ".join(fixed))
+    for note in key_notes:
+        log.warning("reload: %s", note)
     changed = live_changes(old, new)
     daemon.relay.reconfigure(new)
     daemon.api.token = new.api_token
@@ -326,6 +333,32 @@ async def apply_reload(
         f"changed: {', '.join(changed)}" if changed else "no setting changed",
     )
     root.setLevel(new.log_level.upper())
+
+
+def key_file_notes(relay: Relay) -> list[str]:
+    """The relay's key files as they are now, where they differ from the keys it runs
+    with: what its next start would find (a key replaced or removed meanwhile went
+    unnoticed until then: found by review)."""
+    config, notes = relay.config, []
+    try:
+        key = read_key_file(config.key_file)
+        now = None if key is None else crypto.fingerprint(key.public_key())
+        notes += _key_note(config.key_file, relay.fingerprint, now)
+        if relay.secure_key is not None:
+            pair = read_secure_key_file(config.secure_key_path)
+            now = None if pair is None else encode_key(pair.public)
+            notes += _key_note(config.secure_key_path, relay.secure_key, now)
+    except KeyFileError as exc:
+        notes.append(f"{exc}: a restart would stop there")
+    return notes
+
+
+def _key_note(path: Path, running: str, found: str | None) -> list[str]:
+    if found is None:
+        return [f"{path} is gone: the relay runs on with {running}; a restart makes a new key"]
+    if found != running:
+        return [f"{path} holds {found}: the relay runs on with {running} until a restart"]
+    return []
 
 
 def status_line(relay: Relay) -> str:

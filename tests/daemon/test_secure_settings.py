@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from mcrelay.daemon.legacy.keyfile import generate_key_file
 from mcrelay.daemon.notify import Notifier
 from mcrelay.daemon.secure.keyfile import load_or_create_secure_key
 from mcrelay.protocol.secure.keys import AuthorizedKey, encode_key
@@ -250,3 +251,40 @@ async def test_a_reload_that_sets_the_level_to_warning_is_still_said(
         assert await reload(harness, caplog) == "configuration reloaded; changed: log_level"
         nursery.cancel_scope.cancel()
     logging.getLogger().setLevel(logging.INFO)
+
+
+def replace_key(path: Path) -> None:
+    path.unlink()
+    generate_key_file(path)
+
+
+def remove(path: Path) -> None:
+    path.unlink()
+
+
+async def test_a_reload_says_when_a_key_file_no_longer_holds_the_running_key(
+    tmp_path: Path, relay_key_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A key replaced or removed while the daemon ran went unnoticed until the next
+    start, which then had another key, or made one (found by review)."""
+    caplog.set_level(logging.INFO)
+    harness = Harness(tmp_path, relay_key_file)
+    harness.write("")
+    async with trio.open_nursery() as nursery:
+        daemon = await harness.start(nursery)
+        running = daemon.relay.fingerprint
+        assert await reload(harness, caplog) == "configuration reloaded; no setting changed"
+        assert not [m for m in caplog.messages if m.startswith("reload: ")]
+        replace_key(relay_key_file)
+        assert await reload(harness, caplog) == "configuration reloaded; no setting changed"
+        (note,) = [m for m in caplog.messages if m.startswith("reload: ")]
+        assert note.startswith(f"reload: {relay_key_file} holds SHA256:")
+        assert note.endswith(f": the relay runs on with {running} until a restart")
+        secure_key = daemon.relay.config.secure_key_path
+        remove(secure_key)
+        await reload(harness, caplog)
+        assert caplog.messages[-2] == (
+            f"reload: {secure_key} is gone: the relay runs on with {daemon.relay.secure_key}; "
+            "a restart makes a new key"
+        )
+        nursery.cancel_scope.cancel()

@@ -23,8 +23,8 @@ from mcrelay.cli.options import (
     port,
 )
 from mcrelay.cli.status import ExitStatus
-from mcrelay.daemon.legacy.keyfile import KeyFileError, check_key_file
-from mcrelay.daemon.secure.keyfile import check_secure_key_file
+from mcrelay.daemon.legacy.keyfile import KeyFileError, read_key_file
+from mcrelay.daemon.secure.keyfile import read_secure_key_file
 from mcrelay.federation.epoch import EpochFileError
 from mcrelay.federation.keyfile import ClusterKeyError
 from mcrelay.logs import configure_logging
@@ -183,9 +183,9 @@ def _check_key_files(config: RelayConfig, env: Environment, any_owner: bool) -> 
     if SECURE in config.served_profiles:
         paths.append(config.secure_key_path)
     try:
-        check_key_file(config.key_file, any_owner=any_owner)
+        read_key_file(config.key_file, any_owner=any_owner)
         if SECURE in config.served_profiles:
-            check_secure_key_file(config.secure_key_path, any_owner=any_owner)
+            read_secure_key_file(config.secure_key_path, any_owner=any_owner)
     except KeyFileError as exc:
         raise UsageError(str(exc)) from None
     for path in paths:

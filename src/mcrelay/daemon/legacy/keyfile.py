@@ -44,11 +44,12 @@ def load_or_create_key(path: Path) -> rsa.RSAPrivateKey:
     return key
 
 
-def check_key_file(path: Path, *, any_owner: bool) -> None:
-    """Refuse (``KeyFileError``) a key file the daemon would refuse; none is fine (it is
-    made at start). ``any_owner``: ``config check`` run as root for the daemon."""
+def read_key_file(path: Path, *, any_owner: bool = False) -> rsa.RSAPrivateKey | None:
+    """The key in ``path`` as the daemon would take it, or None when there is none (it is
+    made at start); ``KeyFileError`` when the daemon would refuse it. ``any_owner``:
+    ``config check`` run as root for the daemon."""
     try:
-        load_private_file(
+        return load_private_file(
             path, what=WHAT, limit=MAX_KEY_FILE_BYTES, parse=_parse, any_owner=any_owner
         )
     except FileError as exc:

@@ -43,10 +43,10 @@ def load_or_create_secure_key(path: Path) -> KeyPair:
     return pair
 
 
-def check_secure_key_file(path: Path, *, any_owner: bool) -> None:
-    """As :func:`~mcrelay.daemon.legacy.keyfile.check_key_file`, for the secure key."""
+def read_secure_key_file(path: Path, *, any_owner: bool = False) -> KeyPair | None:
+    """As :func:`~mcrelay.daemon.legacy.keyfile.read_key_file`, for the secure key."""
     try:
-        load_private_file(
+        return load_private_file(
             path,
             what=WHAT,
             limit=MAX_SECURE_KEY_FILE_BYTES,
