@@ -127,22 +127,29 @@ MAX_LINKS = 40
 
 
 def _directories_on_the_way(path: Path, what: str) -> list[Path]:
-    """The directory of the path as given, of every link met resolving it, and of the
-    file it leads to."""
-    given = Path(os.path.abspath(path))
-    found = [given.parent]
+    """The directory of every link met resolving the path as the kernel does (a ``..``
+    after a link goes up from where the link led, not from the text: found by review),
+    and of the file it leads to."""
+    given = Path(os.getcwd()) / path  # not abspath: it drops a '..' from the text
+    found: list[Path] = []
     current = Path(given.anchor)
     parts = list(given.parts[1:])
     links = 0
     while parts:
         name = parts.pop(0)
         candidate = current / name
-        if candidate.is_symlink():
+        try:
+            is_link = candidate.is_symlink()
+            target = Path(os.readlink(candidate)) if is_link else None
+        except OSError as exc:
+            raise FileError(
+                f"cannot look at {candidate}, on the way to {what} {path}: {exc.strerror}"
+            ) from None
+        if target is not None:
             links += 1
             if links > MAX_LINKS:
                 raise FileError(f"cannot read {what} {path}: {os.strerror(errno.ELOOP)}")
             found.append(current)  # the link's own directory
-            target = Path(os.readlink(candidate))
             if target.is_absolute():
                 current = Path(target.anchor)
             parts[:0] = [part for part in target.parts if part != target.anchor]

@@ -299,12 +299,9 @@ async def apply_reload(
     The files are read in a thread, so the relay goes on meanwhile; a read still under
     way after ``timeout_s`` (a hung file system) is abandoned and the reload fails."""
     old = daemon.relay.config
-    relay = daemon.relay
     try:
         with trio.fail_after(timeout_s):
-            new, key_notes = await trio.to_thread.run_sync(
-                lambda: (load(), key_file_notes(relay)), abandon_on_cancel=True
-            )
+            new = await trio.to_thread.run_sync(load, abandon_on_cancel=True)
         # Keep what needs a restart; checking the merged whole again may still refuse it.
         new, fixed = reloadable(old, new)
     except trio.TooSlowError:
@@ -319,8 +316,6 @@ async def apply_reload(
         return
     if fixed:
         log.warning("reload: %s cannot change while running; restart to apply", ", ".join(fixed))
-    for note in key_notes:
-        log.warning("reload: %s", note)
     changed = live_changes(old, new)
     daemon.relay.reconfigure(new)
     daemon.api.token = new.api_token
@@ -333,6 +328,14 @@ async def apply_reload(
         f"changed: {', '.join(changed)}" if changed else "no setting changed",
     )
     root.setLevel(new.log_level.upper())
+    # The key files last, apart: a slow one must not cost the settings read above.
+    key_notes = [f"the key files took over {timeout_s:g} s to read"]
+    with trio.move_on_after(timeout_s):
+        key_notes = await trio.to_thread.run_sync(
+            key_file_notes, daemon.relay, abandon_on_cancel=True
+        )
+    for note in key_notes:
+        log.warning("reload: %s", note)
 
 
 def key_file_notes(relay: Relay) -> list[str]:
@@ -344,12 +347,15 @@ def key_file_notes(relay: Relay) -> list[str]:
         key = read_key_file(config.key_file)
         now = None if key is None else crypto.fingerprint(key.public_key())
         notes += _key_note(config.key_file, relay.fingerprint, now)
-        if relay.secure_key is not None:
+    except KeyFileError as exc:
+        notes.append(f"{exc}: a restart would stop there")
+    if relay.secure_key is not None:  # on its own: one refused key hid the other's change
+        try:
             pair = read_secure_key_file(config.secure_key_path)
             now = None if pair is None else encode_key(pair.public)
             notes += _key_note(config.secure_key_path, relay.secure_key, now)
-    except KeyFileError as exc:
-        notes.append(f"{exc}: a restart would stop there")
+        except KeyFileError as exc:
+            notes.append(f"{exc}: a restart would stop there")
     return notes
 
 

@@ -4,12 +4,14 @@ authorized keys on reload (a bad file keeps the running list), a restart for the
 import dataclasses
 import logging
 import signal
+import time
 from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 
+from mcrelay import service
 from mcrelay.daemon.legacy.keyfile import generate_key_file
 from mcrelay.daemon.notify import Notifier
 from mcrelay.daemon.secure.keyfile import load_or_create_secure_key
@@ -266,25 +268,60 @@ async def test_a_reload_says_when_a_key_file_no_longer_holds_the_running_key(
     tmp_path: Path, relay_key_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A key replaced or removed while the daemon ran went unnoticed until the next
-    start, which then had another key, or made one (found by review)."""
+    start, which then had another key, or made one (found by review). Said after the
+    reload's own line: the key files are read apart, so that a slow one cannot cost the
+    settings (found by the next review)."""
     caplog.set_level(logging.INFO)
     harness = Harness(tmp_path, relay_key_file)
     harness.write("")
+
+    def notes() -> list[str]:
+        return [m for m in caplog.messages if m.startswith("reload: ")]
+
     async with trio.open_nursery() as nursery:
         daemon = await harness.start(nursery)
         running = daemon.relay.fingerprint
         assert await reload(harness, caplog) == "configuration reloaded; no setting changed"
-        assert not [m for m in caplog.messages if m.startswith("reload: ")]
         replace_key(relay_key_file)
         assert await reload(harness, caplog) == "configuration reloaded; no setting changed"
-        (note,) = [m for m in caplog.messages if m.startswith("reload: ")]
-        assert note.startswith(f"reload: {relay_key_file} holds SHA256:")
-        assert note.endswith(f": the relay runs on with {running} until a restart")
+        await wait_until(lambda: len(notes()) == 1)
+        assert notes()[0].startswith(f"reload: {relay_key_file} holds SHA256:")
+        assert notes()[0].endswith(f": the relay runs on with {running} until a restart")
         secure_key = daemon.relay.config.secure_key_path
         remove(secure_key)
         await reload(harness, caplog)
-        assert caplog.messages[-2] == (
+        await wait_until(lambda: len(notes()) == 3)  # the RSA key's again, and this one
+        assert notes()[2] == (
             f"reload: {secure_key} is gone: the relay runs on with {daemon.relay.secure_key}; "
             "a restart makes a new key"
         )
         nursery.cancel_scope.cancel()
+
+
+async def test_a_slow_key_file_costs_the_reload_nothing(
+    tmp_path: Path,
+    relay_key_file: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Read with the settings, under their deadline, a slow key file failed the whole
+    reload, said as the settings' fault (found by review)."""
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(service, "key_file_notes", slow_notes)
+    harness = Harness(tmp_path, relay_key_file)
+    harness.write("")
+    async with trio.open_nursery() as nursery:
+        daemon = await harness.start(nursery)
+        harness.write("client_timeout = 12\n")
+        await service.apply_reload(daemon, harness.load, timeout_s=0.2)
+        assert daemon.relay.config.client_timeout_s == 12.0
+        assert caplog.messages[-2:] == [
+            "configuration reloaded; changed: client_timeout",
+            "reload: the key files took over 0.2 s to read",
+        ]
+        nursery.cancel_scope.cancel()
+
+
+def slow_notes(relay: object) -> list[str]:
+    time.sleep(0.5)
+    return []

@@ -191,3 +191,18 @@ def test_resolve_refuses_a_bad_file_with_its_reason(tmp_path: Path) -> None:
     assert str(caught.value) == (
         f"authorized keys file {path}: line 1: a key is 44 characters of base64, 'nonsense' has 8"
     )
+
+
+def test_a_dot_dot_after_a_link_is_resolved_as_the_kernel_does(tmp_path: Path) -> None:
+    """trusted/link/../keys, link -> eve/sub: the kernel reads eve/keys, and the check
+    looked at trusted/keys, dropping the '..' from the text (found by review)."""
+    eve = tmp_path / "eve"
+    (eve / "sub").mkdir(parents=True)
+    write(eve, f"{encode_key(ALICE)} alice\n")
+    trusted = tmp_path / "trusted"
+    trusted.mkdir()
+    (trusted / "link").symlink_to(eve / "sub")
+    path = trusted / "link" / ".." / "authorized-keys"
+    assert [entry.name for entry in read_authorized_keys(path)] == ["alice"]
+    eve.chmod(0o777)
+    assert refusal(path).startswith(f"authorized keys file {path} is in {eve}, which group")
