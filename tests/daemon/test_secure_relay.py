@@ -491,3 +491,21 @@ async def test_re_keys_and_leaves_told_late_leave_no_ghost_in_a_roster_kept_by_o
             if member.identity.profile == "legacy"
         }
         assert (key_digest(keys[4].public_key()), first.address) in roster
+
+
+async def test_a_legacy_registration_that_waited_finds_a_secure_member_at_its_address(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """It is dropped (``secure_address``), the secure member stays: one address, one
+    member, as for a legacy datagram from a secure member's address."""
+    limits = harness_config(registrations_per_host_burst=1, registrations_per_host_per_s=0.5)
+    async with open_relay(keys[0], limits) as harness:
+        await harness.members(keys, 1)  # the legacy budget's one token for this host
+        harness.peer(client_address(5), keys[2]).register()  # waits for the rate
+        await settle()
+        s = SecurePeer(HarnessLink(harness), client_address(5))
+        await s.connect()  # the secure budget is its own
+        await trio.sleep(3.0)  # the legacy registration's token comes
+        roster = harness.relay.roster
+        assert roster.at(client_address(5)) is roster.get(s.id)
+        assert harness.drops() == {"secure_address": 1}

@@ -264,8 +264,8 @@ class LegacyProfile:
             self._services.register(claimed, source, now)
         except RosterFull as exc:
             self._services.drop(DropReason.REGISTRY_FULL, source, exc)
-        except AddressInUse as exc:  # a secure member's (checked before: not expected)
-            self._services.drop(DropReason.ADDRESS_IN_USE, source, exc)
+        except AddressInUse as exc:  # a secure member's (one that came while this waited)
+            self._services.drop(DropReason.SECURE_ADDRESS, source, exc)
 
     def _register_waiting(self, now: float) -> None:
         """The waiting registrations the rates allow now (see waiting.py)."""
@@ -286,11 +286,8 @@ class LegacyProfile:
         for source in taken.expired:
             self._services.drop(DropReason.RATE_LIMITED, source, "registration waited")
         for source, claimed, answer in taken.ready:
-            member = self._services.roster.at(source)
             if self._services.address_banned(source, now):  # since it came
                 self._services.drop(DropReason.BANNED, source)
-            elif member is not None and member.identity.profile != PROFILE:
-                self._services.drop(DropReason.SECURE_ADDRESS, source)
             else:
                 self._register(source, claimed, now)
                 if answer:
