@@ -1,15 +1,15 @@
-"""LogThrottle and LineBudget: lines a flood can drive, bounded, saying what they held back."""
+"""LineBudget, and once a minute: lines a flood can drive, bounded, saying what they held back."""
 
-from mcrelay.logs import LineBudget, LogThrottle
+from mcrelay.logs import LineBudget, once_a_minute
 
 
 def test_one_line_an_interval_and_the_next_counts_those_held_back() -> None:
-    throttle = LogThrottle(interval_s=60.0)
-    assert throttle.due(100.0) == 0
-    assert [throttle.due(100.0 + n) for n in range(1, 4)] == [None, None, None]
-    assert throttle.due(159.9) is None
-    assert throttle.due(160.0) == 4
-    assert throttle.due(300.0) == 0
+    throttle = once_a_minute()
+    assert throttle.take(100.0) == 0
+    assert [throttle.take(100.0 + n) for n in range(1, 4)] == [None, None, None]
+    assert throttle.take(159.9) is None
+    assert throttle.take(160.0) == 4
+    assert throttle.take(300.0) == 0
 
 
 def test_a_line_budget_takes_a_burst_then_a_rate_and_says_what_it_held_back() -> None:

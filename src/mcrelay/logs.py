@@ -115,26 +115,6 @@ class JsonFormatter(logging.Formatter):
         return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class LogThrottle:
-    """One line an interval at most for what can happen at the rate of datagrams or
-    connections: the others are held back, and the next line says how many."""
-
-    def __init__(self, interval_s: float = THROTTLE_INTERVAL_S) -> None:
-        self.interval_s = interval_s
-        self._next = float("-inf")
-        self._held = 0
-
-    def due(self, now: float) -> int | None:
-        """None while a line now would be too soon (this one is held back); else how many
-        were held back since the last line (this one is written)."""
-        if now < self._next:
-            self._held += 1
-            return None
-        held, self._held = self._held, 0
-        self._next = now + self.interval_s
-        return held
-
-
 class LineBudget:
     """A burst of lines, then a rate, for lines a flood can drive (every join and leave,
     which spoofed legacy registrations make at 100 a second): those over it are held
@@ -158,3 +138,9 @@ class LineBudget:
         self._tokens -= 1
         held, self._held = self._held, 0
         return held
+
+
+def once_a_minute() -> LineBudget:
+    """One line a minute at most, for what can happen at the rate of datagrams or
+    connections (a refused key, a failed receive or accept)."""
+    return LineBudget(1, 1 / THROTTLE_INTERVAL_S)

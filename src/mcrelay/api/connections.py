@@ -17,7 +17,7 @@ import socket
 
 import trio
 
-from mcrelay.logs import LogThrottle
+from mcrelay.logs import once_a_minute
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class Connections:
         self._open: set[ApiStream] = set()
         self._wanted = 0
         self._room = 0
-        self._error_log = LogThrottle()
+        self._error_log = once_a_minute()
 
     def __len__(self) -> int:
         return len(self._open)
@@ -155,7 +155,7 @@ class Connections:
     def accept_failed(self, exc: OSError) -> None:
         """Count a failed accept; log one line a minute at most, however often it fails."""
         self.accept_errors += 1
-        held = self._error_log.due(trio.current_time())
+        held = self._error_log.take(trio.current_time())
         if held is not None:
             log.error(
                 "the API cannot accept connections: %s (%d more times since the last "

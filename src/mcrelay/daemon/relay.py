@@ -41,7 +41,7 @@ from mcrelay.daemon.messages import Messages
 from mcrelay.daemon.outbox import Outbox
 from mcrelay.daemon.secure.profile import SecureProfile
 from mcrelay.daemon.workers import CryptoWorkers
-from mcrelay.logs import LineBudget, LogThrottle
+from mcrelay.logs import LineBudget, once_a_minute
 from mcrelay.protocol.addresses import Address, format_address
 from mcrelay.protocol.errors import DropReason
 from mcrelay.protocol.secure.header import MAGIC
@@ -88,7 +88,7 @@ class Relay:
             LEGACY: SourceLimiter(),
             SECURE: SourceLimiter(),
         }
-        self._receive_errors = LogThrottle()
+        self._receive_errors = once_a_minute()
         self._presence_lines = LineBudget(PRESENCE_LOG_BURST, PRESENCE_LOG_PER_S)
         self.federation: Federation | None = None
         """The federation it joined, if any: told what happens to this relay's members
@@ -372,7 +372,7 @@ class Relay:
             except BlockingIOError:
                 return
             except OSError as exc:  # none expected of a UDP socket; said once a minute at most
-                if (held := self._receive_errors.due(trio.current_time())) is not None:
+                if (held := self._receive_errors.take(trio.current_time())) is not None:
                     log.warning("receive failed: %s (%d more since the last such line)", exc, held)
                 return
             address = (source[0], source[1])

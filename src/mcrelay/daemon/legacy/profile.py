@@ -31,7 +31,7 @@ from mcrelay.daemon.legacy.sealing import (
 )
 from mcrelay.daemon.legacy.waiting import WaitingRegistrations
 from mcrelay.daemon.workers import CryptoWorkers, Running
-from mcrelay.logs import LogThrottle
+from mcrelay.logs import once_a_minute
 from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address, format_address
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
@@ -100,7 +100,7 @@ class LegacyProfile:
         self._waiting = WaitingRegistrations()
         self._registration_waits = trio.Event()
         self._client_timeout_s = 30.0
-        self._refused_log = LogThrottle()
+        self._refused_log = once_a_minute()
         self._handlers: dict[type[Any], Callable[[Any, Address, Member | None, float], None]] = {
             KeyRequest: self._on_key_request,
             ClientKey: self._on_client_key,
@@ -296,7 +296,7 @@ class LegacyProfile:
     def _log_refused_key(self, source: Address, exc: RemoteProtocolError, now: float) -> None:
         """The page logs a refused key; sources are spoofable, so one line a minute at
         most, with how many were refused since the last (all are counted, ``bad_key``)."""
-        held = self._refused_log.due(now)
+        held = self._refused_log.take(now)
         if held is not None:
             log.info(
                 "refused key from %s: %s (%d refused since the last such line)",
