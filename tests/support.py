@@ -25,6 +25,7 @@ from mcrelay.cli.environment import Environment
 from mcrelay.cli.main import run_command
 from mcrelay.cli.status import ExitStatus
 from mcrelay.client import Participant, ParticipantEvent, open_participant
+from mcrelay.daemon.legacy.profile import LegacyProfile
 from mcrelay.daemon.relay import Relay
 from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address
@@ -103,6 +104,12 @@ async def wait_until(condition: Callable[[], bool]) -> None:
     with trio.fail_after(WAIT_S):
         while not condition():  # noqa: ASYNC110 - counters have no event to wait on
             await trio.sleep(0.005)
+
+
+def legacy_of(relay: Relay) -> LegacyProfile:
+    """The relay's legacy profile, which the relays of these tests serve."""
+    assert relay.legacy is not None
+    return relay.legacy
 
 
 def dropped(relay: Relay, reason: str) -> int:

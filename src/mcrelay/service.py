@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trio
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay import __version__
 from mcrelay.api.context import ApiContext
@@ -64,7 +65,7 @@ from mcrelay.protocol.legacy import crypto
 from mcrelay.protocol.secure.keys import KeyPair, encode_key
 from mcrelay.settings.config import RelayConfig
 from mcrelay.settings.federation import default_relay_name
-from mcrelay.settings.profiles import BRIDGE_WARNING, SECURE
+from mcrelay.settings.profiles import BRIDGE_WARNING, LEGACY, SECURE
 from mcrelay.settings.table import live_changes, reloadable
 from mcrelay.sockets import open_relay_socket
 
@@ -114,17 +115,17 @@ async def _serve(
         # After the sockets, and the cluster key first, so that a start that cannot bind
         # or has no usable cluster key leaves no new key behind.
         joining = await prepare_federation(config, sock.getsockname()[1])
-        key = await trio.to_thread.run_sync(load_or_create_key, config.key_file)
+        key = await load_key(config)
         secure_key = await load_secure_key(config)
         relay = Relay(config, sock, key, secure_key=secure_key)
         link = None if joining is None else federation_link(config, relay, joining)
         context = ApiContext(relay, config.api_token, time.time(), trio.current_time())
         log.info(
-            "relay listening group=%s port=%d interface=%s fingerprint=%s version=%s",
+            "relay listening group=%s port=%d interface=%s%s version=%s",
             config.group,
             relay.address[1],
             config.interface,
-            relay.fingerprint,
+            "" if relay.fingerprint is None else f" fingerprint={relay.fingerprint}",
             __version__,
         )
         log_profiles(config, secure_key)
@@ -216,6 +217,15 @@ def federation_link(config: RelayConfig, relay: Relay, joining: Joining) -> Link
         ",".join(config.federation_servers),
     )
     return link
+
+
+async def load_key(config: RelayConfig) -> rsa.RSAPrivateKey | None:
+    """The legacy profile's RSA key, made on first start, when that profile is served
+    (a relay serving secure members only made and logged one it never used: found by
+    review)."""
+    if LEGACY not in config.served_profiles:
+        return None
+    return await trio.to_thread.run_sync(load_or_create_key, config.key_file)
 
 
 async def load_secure_key(config: RelayConfig) -> KeyPair | None:
@@ -343,12 +353,13 @@ def key_file_notes(relay: Relay) -> list[str]:
     with: what its next start would find (a key replaced or removed meanwhile went
     unnoticed until then: found by review)."""
     config, notes = relay.config, []
-    try:
-        key = read_key_file(config.key_file)
-        now = None if key is None else crypto.fingerprint(key.public_key())
-        notes += _key_note(config.key_file, relay.fingerprint, now)
-    except KeyFileError as exc:
-        notes.append(f"{exc}: a restart would stop there")
+    if relay.fingerprint is not None:
+        try:
+            key = read_key_file(config.key_file)
+            now = None if key is None else crypto.fingerprint(key.public_key())
+            notes += _key_note(config.key_file, relay.fingerprint, now)
+        except KeyFileError as exc:
+            notes.append(f"{exc}: a restart would stop there")
     if relay.secure_key is not None:  # on its own: one refused key hid the other's change
         try:
             pair = read_secure_key_file(config.secure_key_path)

@@ -126,6 +126,18 @@ async def test_status_and_events(relay_key_file: Path, keys: Keys) -> None:
         assert kinds[:3] == ["client_joined", "message_relayed", "client_left"]
 
 
+async def test_status_of_a_secure_only_relay_names_its_secure_key_only(tmp_path: Path) -> None:
+    key_file = tmp_path / "relay-key.pem"
+    async with daemon_with_api(key_file, "127.0.0.1:0", profiles="secure") as (daemon, api):
+        status = Console()
+        assert await status.run("status", "--api", api, "--json") == ExitStatus.OK
+        assert json.loads(status.stdout.getvalue())["fingerprint"] is None
+        human = Console()
+        assert await human.run("status", "--api", api) == ExitStatus.OK
+        assert human.out_lines()[2] == f"secure key {daemon.relay.secure_key}"
+    assert not key_file.exists()
+
+
 async def test_api_errors_map_to_exit_codes(relay_key_file: Path, tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("s3cret\n")

@@ -32,6 +32,7 @@ from support import (
     assert_one_error_line,
     events_until,
     join,
+    legacy_of,
     next_event,
     relay_config,
     running_relay,
@@ -86,7 +87,7 @@ async def test_send_delivers_arguments_in_order(relay_key_file: Path, keys: Keys
                 PeerLeft(sender),
             ]
             err = console.stderr.getvalue()
-            assert relay.fingerprint in err
+            assert legacy_of(relay).fingerprint in err
             assert f"registered as {format_address(sender)}" in err
             assert console.stdout.getvalue() == ""
 
@@ -123,7 +124,11 @@ async def test_send_with_the_right_pinned_fingerprint(relay_key_file: Path, keys
     async with running_relay(relay_config(relay_key_file)) as relay:
         async with join(relay, keys[1]) as a:
             console = Console()
-            flags = [*client_flags(relay.address[1]), "--relay-fingerprint", relay.fingerprint]
+            flags = [
+                *client_flags(relay.address[1]),
+                "--relay-fingerprint",
+                legacy_of(relay).fingerprint,
+            ]
             assert await console.run("send", *flags, "pinned") == ExitStatus.OK
             joined = await next_event(a)
             assert isinstance(joined, PeerJoined)
@@ -219,7 +224,7 @@ async def test_chat_json_sends_lines_and_prints_events(relay_key_file: Path, key
             # a was there before the chat registered; b came after.
             present = {"event": "present", "peer": format_address(a.address)}
             assert records[:3] == [present, expected, later]
-            assert relay.fingerprint in console.stderr.getvalue()
+            assert legacy_of(relay).fingerprint in console.stderr.getvalue()
             # The chat said goodbye on its way out.
             await events_until(a, lambda event: event == PeerLeft(chatter))
 
@@ -339,7 +344,7 @@ async def test_wrong_pinned_fingerprint_is_a_key_mismatch(relay_key_file: Path) 
         )
         assert status == ExitStatus.KEY_MISMATCH
         assert int(status) == 5
-        assert_one_error_line(console, relay.fingerprint)
+        assert_one_error_line(console, legacy_of(relay).fingerprint)
         assert len(relay.roster) == 0
 
 
@@ -351,7 +356,7 @@ async def test_a_mismatch_is_reported_once_the_relays_answered(relay_key_file: P
         flags = [*client_flags(relay.address[1]), "--register-timeout", "60"]
         status = await console.run("send", *flags, "--relay-fingerprint", "SHA256:" + "A" * 43, "x")
         assert status == ExitStatus.KEY_MISMATCH
-        assert_one_error_line(console, relay.fingerprint)
+        assert_one_error_line(console, legacy_of(relay).fingerprint)
 
 
 @pytest.mark.parametrize(
@@ -385,6 +390,18 @@ async def test_daemon_refuses_a_bad_setting(tmp_path: Path) -> None:
     assert status == ExitStatus.USAGE
     assert_one_error_line(console, "max message bytes")
     assert not (tmp_path / "k.pem").exists()
+
+
+async def test_the_daemon_names_its_settings_file_at_start(tmp_path: Path) -> None:
+    """Which file a reload reads again (the start's lines did not say: found by review)."""
+    settings = tmp_path / "mcrelay.toml"
+    settings.write_text(f"interface = '{LOOPBACK}'\nport = 0\napi = 'off'\nkey_file = 'k.pem'\n")
+    console = Console()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(console.run, "daemon", "--config", str(settings))
+        await wait_until(lambda: "relay listening" in console.stderr.getvalue())
+        nursery.cancel_scope.cancel()
+    assert f"settings file {settings}" in console.stderr.getvalue()
 
 
 async def test_daemon_stops_with_one_line_when_its_crypto_workers_cannot_start(

@@ -181,3 +181,16 @@ async def test_config_check_reports_the_secure_settings_and_reads_the_authorized
     bridged = Console()
     assert await bridged.run(*argv, "--profiles", "legacy,secure", "--bridge-legacy") == 0
     assert bridged.out_lines()[-1].startswith("# warning: a bridged legacy member reads")
+
+
+async def test_config_check_reads_no_rsa_key_when_legacy_is_not_served(tmp_path: Path) -> None:
+    """The daemon then neither reads nor makes one (found by review): a broken RSA key
+    file beside a secure-only relay is no error of its settings."""
+    key_file = write(tmp_path / "relay-key.pem", b"not a key")
+    argv = ["config", "check", "--key-file", str(key_file)]
+    refused = Console()
+    assert await refused.run(*argv) == ExitStatus.USAGE
+    assert "relay-key.pem" in refused.stderr.getvalue()
+    secure_only = Console()
+    assert await secure_only.run(*argv, "--profiles", "secure") == ExitStatus.OK
+    assert secure_only.out_lines()[-1] == "# profiles served: secure"

@@ -31,6 +31,7 @@ from mcrelay.protocol.reassembly import (
 )
 from mcrelay.settings.config import RelayConfig
 from relay_harness import client_address, harness_config, open_relay, settle
+from support import legacy_of
 
 Keys = list[rsa.RSAPrivateKey]
 SEED = 20250611
@@ -148,7 +149,7 @@ async def test_fragment_storm_from_many_sources_stays_under_the_byte_cap(
                     )
                     held = relay.statistics().reassembly_bytes
                     assert held <= cap
-                    assert sum(relay.legacy.reassembler.bytes_per_source().values()) == held
+                    assert sum(legacy_of(relay).reassembler.bytes_per_source().values()) == held
                     peak = max(peak, held)
             await trio.sleep(0.01)
         assert peak > cap - 2 * (256 + FRAGMENT_OVERHEAD_BYTES)

@@ -22,7 +22,7 @@ from mcrelay.protocol.legacy.events import PeerJoined
 from mcrelay.service import Daemon, apply_reload, run_daemon
 from mcrelay.settings.config import RelayConfig
 from mcrelay.settings.resolve import resolve
-from support import WAIT_S, hold_decryption, join, next_event, wait_until
+from support import WAIT_S, hold_decryption, join, legacy_of, next_event, wait_until
 
 Keys = list[rsa.RSAPrivateKey]
 
@@ -109,7 +109,7 @@ async def test_reload_applies_live_settings_and_keeps_the_rest(
             config = daemon.relay.config
             assert (config.client_timeout_s, config.max_clients) == (7.0, 3)
             assert daemon.relay.roster.max_members == 3
-            assert daemon.relay.legacy.reassembler.timeout_s == 0.2
+            assert legacy_of(daemon.relay).reassembler.timeout_s == 0.2
             assert config.group == "224.1.1.1"  # needs a restart: reported, not applied
             assert daemon.relay.address[1] == port
             reloaded = [m for m in caplog.messages if m.startswith("configuration reloaded")]

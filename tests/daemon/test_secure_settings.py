@@ -97,6 +97,28 @@ async def test_a_legacy_only_relay_makes_no_secure_key(
     assert not (tmp_path / "relay-secure.key").exists()
 
 
+async def test_a_secure_only_relay_makes_no_rsa_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With legacy not served (``profiles = 'secure'``, or authorized keys without
+    ``bridge_legacy``), an RSA key was made, logged and its worker started all the same,
+    for nothing (found by review): none of them now."""
+    caplog.set_level(logging.INFO)
+    key_file = tmp_path / "relay-key.pem"
+    harness = Harness(tmp_path, key_file)
+    harness.write("profiles = 'secure'\n")
+    async with trio.open_nursery() as nursery:
+        daemon = await harness.start(nursery)
+        assert daemon.relay.fingerprint is None
+        assert daemon.relay.legacy is None
+        assert list(daemon.relay.statistics().profiles) == ["secure"]
+        nursery.cancel_scope.cancel()
+    assert not key_file.exists()
+    [listening] = [m for m in caplog.messages if m.startswith("relay listening")]
+    assert "fingerprint" not in listening
+    assert "RSA" not in "\n".join(caplog.messages)
+
+
 async def test_a_bridged_relay_warns_at_start(
     tmp_path: Path, relay_key_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

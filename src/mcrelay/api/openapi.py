@@ -156,7 +156,11 @@ SCHEMAS: dict[str, Any] = {
             "group": {"type": "string"},
             "port": {"type": "integer"},
             "interface": {"type": "string"},
-            "fingerprint": {"type": "string"},
+            "fingerprint": {
+                "type": ["string", "null"],
+                "description": "the RSA key's, as legacy clients pin it; null when legacy is "
+                "not served",
+            },
             "secure_key": {
                 "type": ["string", "null"],
                 "description": "the secure profile's public key (base64), as clients pin it",

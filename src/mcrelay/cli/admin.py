@@ -355,6 +355,16 @@ async def run_status(args: argparse.Namespace, env: Environment) -> ExitStatus:
     return ExitStatus.OK
 
 
+def _keys_line(status: Any) -> str:
+    """The keys clients pin: each profile's, when it is served."""
+    keys = []
+    if status.get("fingerprint"):
+        keys.append(f"relay key {status['fingerprint']}")
+    if status.get("secure_key"):
+        keys.append(f"secure key {status['secure_key']}")
+    return ", ".join(keys)
+
+
 def _status_lines(status: Any) -> list[str]:
     statistics = status["statistics"]
     lines = [
@@ -362,8 +372,7 @@ def _status_lines(status: Any) -> list[str]:
         f"group {status['group']} port {status['port']} interface {status['interface']}"
         # the profiles served (the settings' "profiles" is "(not set)" by default)
         + (f", profiles {', '.join(status['profiles'])}" if status.get("profiles") else ""),
-        f"relay key {status['fingerprint']}"
-        + (f", secure key {status['secure_key']}" if status.get("secure_key") else ""),
+        _keys_line(status),
         *(
             [f"federation: {describe_federation(status['federation'])}"]
             if status.get("federation")

@@ -29,7 +29,7 @@ from mcrelay.federation.epoch import EpochFileError
 from mcrelay.federation.keyfile import ClusterKeyError
 from mcrelay.logs import configure_logging
 from mcrelay.settings.config import RelayConfig
-from mcrelay.settings.profiles import SECURE
+from mcrelay.settings.profiles import LEGACY, SECURE
 from mcrelay.settings.resolve import (
     Resolved,
     SettingsError,
@@ -158,8 +158,11 @@ def loader(args: argparse.Namespace, env: Environment) -> Any:
 async def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     # Until the daemon listens for it, a reload request must not end the process.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    config = _resolve(args, env).config
+    resolved = _resolve(args, env)
+    config = resolved.config
     configure_logging(config.log_level, config.log_format, env.stderr, env.environ)
+    # Which file, if any, the settings came from: what a reload (SIGHUP) reads again.
+    log.info("settings file %s", "none" if resolved.file is None else resolved.file)
     for warning in unknown_variables(env.environ, FLAG_ENVIRONMENT):
         log.warning("%s", warning)
     from mcrelay.service import run_until_signal
@@ -179,13 +182,14 @@ def _check_key_files(config: RelayConfig, env: Environment, any_owner: bool) -> 
     but a key that is not its directory's owner's (made by ``sudo mcrelay keygen`` in the
     daemon's state directory, say) is one the daemon, running as that owner, cannot
     read: said."""
-    paths = [config.key_file]
-    if SECURE in config.served_profiles:
-        paths.append(config.secure_key_path)
+    paths: list[Path] = []
     try:
-        read_key_file(config.key_file, any_owner=any_owner)
+        if LEGACY in config.served_profiles:  # the RSA key is made for legacy only
+            read_key_file(config.key_file, any_owner=any_owner)
+            paths.append(config.key_file)
         if SECURE in config.served_profiles:
             read_secure_key_file(config.secure_key_path, any_owner=any_owner)
+            paths.append(config.secure_key_path)
     except KeyFileError as exc:
         raise UsageError(str(exc)) from None
     for path in paths:

@@ -37,8 +37,9 @@ class Control(Protocol):
     events: EventHub
 
     @property
-    def fingerprint(self) -> str:
-        """The relay key's fingerprint, which legacy clients pin."""
+    def fingerprint(self) -> str | None:
+        """The RSA key's fingerprint, which legacy clients pin; none when legacy is not
+        served (no RSA key is made then)."""
 
     @property
     def secure_key(self) -> str | None:

@@ -68,14 +68,14 @@ class Relay:
         self,
         config: RelayConfig,
         sock: socket.socket,
-        key: rsa.RSAPrivateKey,
+        key: rsa.RSAPrivateKey | None,
         *,
         secure_key: KeyPair | None = None,
         workers: CryptoWorkers | None = None,
     ):
         """``sock`` is the bound, non-blocking relay socket; ``workers`` run the RSA work.
-        The profiles served are the settings' (``served_profiles``); the secure one needs
-        ``secure_key``. Every setting reaches the relay's parts through :meth:`reconfigure`."""
+        The profiles served are the settings' (``served_profiles``); the legacy one needs
+        ``key`` (RSA), the secure one ``secure_key``. Every setting reaches the relay's parts through :meth:`reconfigure`."""
         self._sock = sock
         self.address: Address = sock.getsockname()[:2]
         self.counters = RelayCounters()
@@ -101,7 +101,8 @@ class Relay:
             lambda: self.config.max_send_queue_bytes,
         )
         self._workers = workers if workers is not None else CryptoWorkers()
-        self.legacy = LegacyProfile(self, key, self._workers)
+        self.legacy: LegacyProfile | None = None
+        """The legacy profile, when it is served."""
         self.secure: SecureProfile | None = None
         """The secure profile, when it is served."""
         self._profiles: dict[str, Profile] = {}
@@ -110,6 +111,9 @@ class Relay:
         :attr:`_default` (the legacy profile, when it is served)."""
         self._default: Profile | None = None
         if LEGACY in config.served_profiles:
+            if key is None:
+                raise ValueError("the legacy profile is served, and no RSA key was given")
+            self.legacy = LegacyProfile(self, key, self._workers)
             self._profiles[LEGACY] = self._default = self.legacy
         if SECURE in config.served_profiles:
             if secure_key is None:
@@ -143,9 +147,9 @@ class Relay:
         self.reconfigure(config)
 
     @property
-    def fingerprint(self) -> str:
-        """The relay key's fingerprint, as legacy clients pin it."""
-        return self.legacy.fingerprint
+    def fingerprint(self) -> str | None:
+        """The RSA key's fingerprint, as legacy clients pin it (when legacy is served)."""
+        return None if self.legacy is None else self.legacy.fingerprint
 
     @property
     def secure_key(self) -> str | None:
@@ -156,7 +160,8 @@ class Relay:
         """The relay's tasks; after :meth:`stop_receiving`, :attr:`drained` is set once the
         ``messages`` nursery has closed and the send queue is empty (then it idles)."""
         async with trio.open_nursery() as nursery:
-            await nursery.start(self._workers.run)
+            if self.legacy is not None:  # the RSA work is legacy's only
+                await nursery.start(self._workers.run)
             for profile in self._profiles.values():
                 await nursery.start(profile.run)
             nursery.start_soon(self.outbox.run)
@@ -171,7 +176,7 @@ class Relay:
             self.drained.set()
 
     def statistics(self) -> Statistics:
-        reassembler = self.legacy.reassembler
+        legacy = self.legacy
         counters = self.counters.snapshot()
         clients = Counter(member.identity.profile for member in self.roster)
         profiles = {
@@ -182,15 +187,15 @@ class Relay:
             }
             for name in self._profiles
         }
-        if LEGACY in profiles:
-            profiles[LEGACY].update(self.legacy.figures())
+        if legacy is not None:
+            profiles[LEGACY].update(legacy.figures())
         if self.secure is not None:
             profiles[SECURE].update(self.secure.figures())
         return Statistics(
             clients=len(self.roster),
             profiles=profiles,
-            reassembly_in_flight=reassembler.in_flight,
-            reassembly_bytes=reassembler.buffered_bytes,
+            reassembly_in_flight=0 if legacy is None else legacy.reassembler.in_flight,
+            reassembly_bytes=0 if legacy is None else legacy.reassembler.buffered_bytes,
             pending_relays=self.messages.pending,
             leaves_pending=self.roster.leaves_pending(),
             send_queue=len(self.outbox),
@@ -212,7 +217,8 @@ class Relay:
                 total_burst=config.registrations_total_burst,
                 total_per_s=config.registrations_total_per_s,
             )
-        self.legacy.configure(config)
+        if self.legacy is not None:
+            self.legacy.configure(config)
         if self.secure is not None:
             self.secure.configure(config)
         self._workers.resize(config.crypto_workers)

@@ -41,6 +41,8 @@ class Resolved:
     config: RelayConfig
     sources: dict[str, str]
     """For each setting name: 'flag', 'env MCRELAY_X', 'file PATH' or 'default'."""
+    file: Path | None
+    """The settings file read, if any."""
 
 
 def unknown_variables(environ: Mapping[str, str], known: Collection[str]) -> list[str]:
@@ -181,7 +183,7 @@ def resolve(
         # Shown where it is, by config check and the API, rather than as "not set".
         values["secure_key_file"] = secure_key_beside(values["key_file"])
     try:
-        return Resolved(RelayConfig(**values), sources)
+        return Resolved(RelayConfig(**values), sources, path)
     except ConfigValueError as exc:
         name = BY_FIELD[exc.field].name if exc.field in BY_FIELD else exc.field
         raise SettingsError(f"{sources.get(name, 'default')}: '{name}': {exc}") from None
