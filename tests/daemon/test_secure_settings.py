@@ -3,6 +3,7 @@ authorized keys on reload (a bad file keeps the running list), a restart for the
 
 import dataclasses
 import logging
+import os
 import signal
 import time
 from functools import partial
@@ -56,6 +57,12 @@ class Harness:
         return daemon
 
 
+def child_processes() -> list[str]:
+    """This process's children, whichever of its threads started them."""
+    tasks = Path(f"/proc/{os.getpid()}/task").glob("*/children")
+    return [child for task in tasks for child in task.read_text().split()]
+
+
 def outcomes(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [m for m in caplog.messages if m.startswith(("reload failed", "configuration"))]
 
@@ -92,6 +99,7 @@ async def test_a_legacy_only_relay_makes_no_secure_key(
     harness.write("profiles = 'legacy'\n")
     async with trio.open_nursery() as nursery:
         await harness.start(nursery)
+        assert child_processes()  # its RSA workers
         nursery.cancel_scope.cancel()
     assert "profiles=legacy" in caplog.messages
     assert not (tmp_path / "relay-secure.key").exists()
@@ -112,6 +120,7 @@ async def test_a_secure_only_relay_makes_no_rsa_key(
         assert daemon.relay.fingerprint is None
         assert daemon.relay.legacy is None
         assert list(daemon.relay.statistics().profiles) == ["secure"]
+        assert child_processes() == []  # no RSA workers
         nursery.cancel_scope.cancel()
     assert not key_file.exists()
     [listening] = [m for m in caplog.messages if m.startswith("relay listening")]
