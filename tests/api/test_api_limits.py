@@ -19,6 +19,7 @@ import trio
 import trio.testing
 from api_support import ApiDaemon, api_daemon, assert_json_error, event_stream
 from hypercorn.config import Config
+from hypercorn.trio.tcp_server import MAX_RECV
 
 from mcrelay.api import http11
 from mcrelay.api.connections import Connections
@@ -70,6 +71,22 @@ async def read_response(stream: trio.SocketStream) -> bytes:
         )
         while len(body) < length:
             body += await stream.receive_some()
+    return head + b"\r\n\r\n" + body
+
+
+async def read_response_after(stream: trio.SocketStream, received: bytes) -> bytes:
+    """One response with a Content-Length body, of which ``received`` came already."""
+    with trio.fail_after(WAIT_S):
+        while b"\r\n\r\n" not in received:
+            received += await stream.receive_some()
+        head, _, body = received.partition(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        while len(body) < length:
+            body += await stream.receive_some(length - len(body))
     return head + b"\r\n\r\n" + body
 
 
@@ -235,6 +252,63 @@ async def test_an_event_stream_is_never_idle(
         await trio.sleep(0.6)  # three keep-alive times with nothing from the client
         api.relay.events.publish("client_left", client="10.0.0.1:4000", reason="timeout")
         assert (await stream.next_of("client_left")).event == "client_left"
+
+
+async def test_a_client_gone_after_pipelining_behind_its_event_stream_frees_its_slot(
+    relay_key_file: Path,
+) -> None:
+    """The request behind the stream waited in h11 and hypercorn read nothing more, so
+    the close went unseen until a heartbeat's write failed (found by review)."""
+    events = b"GET /v1/events HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
+    behind = b"GET /healthz HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
+    async with api_daemon(relay_key_file) as api:
+        stream = await connect(api)
+        await stream.send_all(events + behind)
+        await wait_until(lambda: api.relay.events.subscribers == 1)
+        await stream.send_all(behind)  # read while the stream's answer is under way
+        await stream.aclose()
+        await wait_until(lambda: api.relay.events.subscribers == 0)  # in under a heartbeat
+
+
+async def test_what_is_pipelined_behind_an_event_stream_is_read_up_to_a_bound(
+    relay_key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connections: list[http11.HttpConnection] = []
+    born = http11.HttpConnection.__init__
+
+    def recorded(self: http11.HttpConnection, *args: Any) -> None:
+        born(self, *args)
+        connections.append(self)
+
+    monkeypatch.setattr(http11.HttpConnection, "__init__", recorded)
+    events = b"GET /v1/events HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
+    behind = b"GET /healthz HTTP/1.1\r\nHost: mcrelay\r\n\r\n" * 1000
+    async with api_daemon(relay_key_file) as api, await connect(api) as stream:
+        await stream.send_all(events)
+        await wait_until(lambda: api.relay.events.subscribers == 1)
+        with trio.move_on_after(1.0):  # until the kernel's buffers are full too
+            for _ in range(200):  # 8.6 MB at most
+                await stream.send_all(behind)
+        [connection] = [c for c in connections if c._http.paused]
+        assert connection._held_bytes() <= http11.MAX_HELD_BYTES + MAX_RECV
+
+
+async def test_a_request_that_came_while_the_answer_was_going_out_is_answered_after_it(
+    relay_key_file: Path,
+) -> None:
+    first = b"GET /v1/openapi.json HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
+    second = b"GET /healthz HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
+    async with api_daemon(relay_key_file) as api:
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await sock.connect(("127.0.0.1", api_port(api)))
+        async with trio.SocketStream(sock) as stream:
+            await stream.send_all(first)
+            head = await stream.receive_some()  # the answer has begun, and waits for us
+            await stream.send_all(second)
+            first_answer = await read_response_after(stream, head)
+            assert first_answer.startswith(b"HTTP/1.1 200 ")
+            assert (await read_response(stream)).startswith(b"HTTP/1.1 200 ")
 
 
 async def test_a_pipelined_request_has_its_own_time_for_its_body(

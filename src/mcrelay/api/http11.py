@@ -22,13 +22,23 @@ request's headers are in; idle for the keep-alive time (5 s), it is closed, what
 hypercorn's timer did. The reading task keeps that deadline, set again whenever the
 protocol sends anything (the request's task changes the state as it answers).
 
+A request pipelined behind one being answered waits in h11 (PAUSED), and hypercorn
+stopped reading until the answer was out: behind an event stream, whose answer never
+ends, the peer's close went unseen, and its subscriber slot stayed taken until a
+heartbeat's write failed (found by review). Here the protocol returns instead of
+waiting (:class:`ReadGate`), the reading task goes on reading (h11 buffers what comes,
+up to :data:`MAX_HELD_BYTES`, then reading waits), the peer's close ends the
+connection at once, and once the answer is out the reading task has h11 go on with
+the request that waited.
+
 This leans on hypercorn's internals (``TCPServer.run``, ``_read_data``,
 ``H11Protocol``), as of 0.18: pyproject.toml pins the versions it was written against.
 """
 
 import contextlib
 import math
-from typing import cast
+from collections.abc import Callable
+from typing import Any, cast
 
 import h11
 import trio
@@ -52,7 +62,61 @@ ANSWERED = frozenset({h11.IDLE, h11.DONE, h11.MUST_CLOSE, h11.CLOSED})
 request's body is coming."""
 
 
+MAX_HELD_BYTES = 65536
+"""Bytes of pipelined requests h11 may hold while an answer is under way; beyond them
+the connection reads no more until it is out."""
+
+
+class Paused(Exception):
+    """h11 holds the next request until the answer under way is out."""
+
+
+class ReadGate:
+    """hypercorn's ``can_read`` event, which its protocol clears and waits on while h11
+    is PAUSED: here the wait does not block, it raises :class:`Paused`, which
+    :meth:`Http11Protocol.handle` takes; ``set`` (the answer is out) calls
+    ``on_set``."""
+
+    def __init__(self) -> None:
+        self._set = False
+        self.on_set: Callable[[], None] = lambda: None
+
+    async def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        if not self._set:
+            raise Paused
+
+    async def set(self) -> None:
+        self._set = True
+        self.on_set()
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 class Http11Protocol(H11Protocol):
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.can_read = self.gate = ReadGate()
+        self.paused = False
+        """A request waits in h11 for the answer under way to be out."""
+
+    async def handle(self, event: Event) -> None:
+        try:
+            await super().handle(event)
+        except Paused:
+            self.paused = True
+
+    async def resume(self) -> None:
+        """The answer is out: on with the request that waited (and any behind it)."""
+        self.paused = False
+        try:
+            await self._handle_events()
+        except Paused:
+            self.paused = True
+
     async def _check_protocol(self, event: h11.Request) -> None:
         """Never switch to HTTP/2 (see the module's docstring)."""
 
@@ -100,6 +164,7 @@ class HttpConnection(TCPServer):
                 # TCPServer calls only initiate() and handle(), which H11Protocol has.
                 self.protocol = cast(ProtocolWrapper, protocol)
                 self._http = protocol
+                protocol.gate.on_set = self._answered
                 await self.protocol.initiate()
                 await self.idle_task.restart(self._task_group, self._idle_timeout)
                 await self._read_data()
@@ -119,6 +184,14 @@ class HttpConnection(TCPServer):
         if self._reading is not None:
             self._reading.deadline = deadline
         await super().protocol_send(event)
+
+    def _answered(self) -> None:
+        """The answer under way is out: a request that waited behind it is read now."""
+        if self._http.paused and self._reading is not None:
+            self._reading.cancel()
+
+    def _held_bytes(self) -> int:
+        return len(self._http.connection.trailing_data[0])
 
     def _deadline(self) -> float:
         """When the peer must have sent its next bytes: a request's body within
@@ -141,15 +214,24 @@ class HttpConnection(TCPServer):
         return math.inf
 
     async def _read_data(self) -> None:
-        """``TCPServer._read_data``, under the connection's deadline (see the module)."""
+        """``TCPServer._read_data``, under the connection's deadline, reading on while a
+        request waits in h11 (see the module)."""
+        http = self._http
         while True:
+            if http.paused and http.gate.is_set():
+                await http.resume()
+                continue
             data = None
             with (
                 trio.CancelScope(deadline=self._deadline()) as self._reading,
                 contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError),
             ):
+                if http.paused and self._held_bytes() > MAX_HELD_BYTES:
+                    await trio.sleep_forever()  # until the answer is out
                 data = await self.stream.receive_some(MAX_RECV)
             self._reading = None
+            if data is None and http.paused and http.gate.is_set():
+                continue  # the answer is out
             if data is None:  # closed, or past the deadline
                 break
             await self.protocol.handle(RawData(bytes(data)))
