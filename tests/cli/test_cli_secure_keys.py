@@ -177,7 +177,11 @@ async def test_config_check_reports_the_secure_settings_and_reads_the_authorized
     authorized.write_text("")
     named = Console()
     assert await named.run(*argv, "--profiles", "legacy,secure") == ExitStatus.USAGE
-    assert_refused(named, "flag: 'profiles': profiles names legacy, but with authorized_keys")
+    assert_refused(
+        named,
+        "flag: 'profiles', flag: 'authorized_keys', default: 'bridge_legacy': profiles names "
+        "legacy, but with authorized_keys",
+    )
     bridged = Console()
     assert await bridged.run(*argv, "--profiles", "legacy,secure", "--bridge-legacy") == 0
     assert bridged.out_lines()[-1].startswith("# warning: a bridged legacy member reads")

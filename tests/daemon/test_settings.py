@@ -165,6 +165,15 @@ def test_range_errors_name_their_source_and_key(tmp_path: Path) -> None:
         resolve({}, {"MCRELAY_MAX_MESSAGE_BYTES": "99999"}, None)
 
 
+def test_an_error_across_settings_names_each_and_where_it_came_from(tmp_path: Path) -> None:
+    """Only the setting the check was on was named, a default, while the file had set
+    the other (found by review)."""
+    path = write(tmp_path, "[api]\napi_max_connections = 50\n")
+    expected = f"default: 'api_max_event_subscribers', file {path}: 'api_max_connections': "
+    with pytest.raises(SettingsError, match=re.escape(expected)):
+        resolve({}, {}, path)
+
+
 async def test_config_check_prints_valid_toml_and_takes_the_daemons_flags(
     tmp_path: Path,
 ) -> None:

@@ -76,11 +76,15 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class ConfigValueError(ValueError):
-    """A setting's value is out of its range; ``field`` names the setting."""
+    """A setting's value is out of its range; ``field`` names the setting, ``others``
+    the settings it is wrong beside, if any (each error names them all, with where each
+    came from: found by review, when the one named was a default and the file had set
+    the other)."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, others: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.field = field
+        self.others = others
 
 
 def _spoken(field_name: str) -> str:
@@ -520,6 +524,7 @@ class RelayConfig:
                 "api_max_event_subscribers",
                 "api max event subscribers must be at least 1 and below api_max_connections "
                 "(each stream holds a connection; the others are for requests)",
+                ("api_max_connections",),
             )
         api = parse_api_address(self.api)
         if api is None or api.path is not None or self.api_token:
@@ -551,6 +556,7 @@ class RelayConfig:
                 f"secure_key_file and key_file are both {self.key_file}: each key needs its "
                 f"own file (secure_key_file is {SECURE_KEY_FILE_NAME} beside key_file unless "
                 "given)",
+                ("key_file",),
             )
         wrong = contradiction(
             self.profiles,

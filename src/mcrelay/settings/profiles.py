@@ -58,8 +58,9 @@ def served_profiles(
 
 def contradiction(
     profiles: str | None, *, restricted: bool, bridge_legacy: bool
-) -> tuple[str, str] | None:
-    """The setting to blame and why, where ``profiles`` contradicts the other settings."""
+) -> tuple[str, str, tuple[str, ...]] | None:
+    """The setting to blame, why, and the settings it contradicts, where ``profiles``
+    contradicts the other settings."""
     if profiles is None:
         return None
     named = profile_list(profiles).split(",")
@@ -68,6 +69,7 @@ def contradiction(
             "authorized_keys",
             "authorized_keys restricts the secure profile's members, and profiles leaves "
             "that profile out",
+            ("profiles",),
         )
     if restricted and LEGACY in named and not bridge_legacy:
         return (
@@ -75,10 +77,12 @@ def contradiction(
             "profiles names legacy, but with authorized_keys the legacy profile is off "
             f"unless bridge_legacy is on ({BRIDGE_WARNING}): give bridge_legacy, or leave "
             "legacy out of profiles",
+            ("authorized_keys", "bridge_legacy"),
         )
     if bridge_legacy and LEGACY not in named:
         return (
             "bridge_legacy",
             "bridge_legacy serves the legacy profile, and profiles leaves it out",
+            ("profiles",),
         )
     return None

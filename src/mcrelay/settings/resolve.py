@@ -185,8 +185,9 @@ def resolve(
     try:
         return Resolved(RelayConfig(**values), sources, path)
     except ConfigValueError as exc:
-        name = BY_FIELD[exc.field].name if exc.field in BY_FIELD else exc.field
-        raise SettingsError(f"{sources.get(name, 'default')}: '{name}': {exc}") from None
+        names = [BY_FIELD[f].name if f in BY_FIELD else f for f in (exc.field, *exc.others)]
+        where = ", ".join(f"{sources.get(name, 'default')}: '{name}'" for name in names)
+        raise SettingsError(f"{where}: {exc}") from None
 
 
 def read_token(path: Path, any_owner: bool = False) -> str:
