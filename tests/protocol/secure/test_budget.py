@@ -1,5 +1,8 @@
 """The reassembly budget the relay's channels share: the peer holding the most pays."""
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from mcrelay.protocol.errors import DropReason
 from mcrelay.protocol.secure.budget import ReceiveBudget
 from mcrelay.protocol.secure.channel import Channel, Role
@@ -182,3 +185,62 @@ def test_a_growing_message_is_not_asked_to_evict_itself() -> None:
     assert grower.asked == 0
     assert sum(other.asked for other in others) == 2
     assert budget.total == 6 * 500 + 1800
+
+
+class Checked:
+    """A holder of partial messages of given sizes that, asked to give one, checks it is
+    one of the heaviest holders of partial bytes (the heap's answer is the scan's; each
+    message is a fresh one, so the asker gives too when it is the heaviest)."""
+
+    def __init__(self, budget: ReceiveBudget, holders: list["Checked"]) -> None:
+        self.budget, self.holders = budget, holders
+        self.sizes: list[int] = []
+
+    def start(self, size: int) -> None:
+        if self.budget.reserve(self, size, -1):
+            self.sizes.append(size)
+
+    def evict_oldest_partial(self, keep: int | None) -> bool:
+        heaviest = max(self.budget.held(h) for h in self.holders if h.sizes)
+        assert self.budget.held(self) == heaviest
+        if not self.sizes:
+            return False
+        self.budget.release(self, self.sizes.pop(0))
+        return True
+
+
+@given(st.lists(st.tuples(st.integers(0, 7), st.integers(0, 5), st.integers(1, 900)), max_size=300))
+@settings(max_examples=200, deadline=None)
+def test_the_heaviest_holder_gives_whatever_came_before(
+    steps: list[tuple[int, int, int]],
+) -> None:
+    budget = ReceiveBudget(max_bytes=6000)
+    holders: list[Checked] = []
+    holders += [Checked(budget, holders) for _ in range(8)]
+    for who, action, size in steps:
+        holder = holders[who]
+        if action <= 3:  # more often than the rest: the budget fills, and evicts
+            holder.start(size)
+        elif action == 4 and holder.sizes:  # its oldest completes: no longer evictable
+            done = holder.sizes.pop(0)
+            budget.completed(holder, done)
+            budget.release(holder, done, complete=True)
+        elif holder.sizes:  # delivered or dropped
+            budget.release(holder, holder.sizes.pop(0))
+        assert budget.total == sum(sum(h.sizes) for h in holders) <= budget.max_bytes
+
+
+def test_a_holder_that_gave_bytes_back_and_is_still_the_heaviest_pays() -> None:
+    budget = ReceiveBudget(max_bytes=6000)
+    holders: list[Checked] = []
+    heavy, other, third, asking = (Checked(budget, holders) for _ in range(4))
+    holders += [heavy, other, third, asking]
+    for size in (900, 900, 900, 900):
+        heavy.start(size)
+    other.start(1000)
+    third.start(1000)
+    asking.start(900)  # a first eviction: heavy's
+    assert len(heavy.sizes) == 3
+    budget.release(heavy, heavy.sizes.pop(0))  # 1,800 left: still the most
+    asking.start(2000)  # Checked asserts that who pays holds the most
+    assert (len(heavy.sizes), other.sizes, third.sizes) == (1, [1000], [1000])
