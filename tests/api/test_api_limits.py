@@ -358,6 +358,25 @@ async def test_an_h2c_upgrade_is_answered_in_http11(relay_key_file: Path) -> Non
         assert (await read_response(stream)).startswith(b"HTTP/1.1 200 ")
 
 
+async def test_a_websocket_upgrade_is_answered_in_http11_and_fails_nothing(
+    relay_key_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """hypercorn took the bytes after the upgrade for WebSocket frames: a request
+    pipelined behind it failed the connection with two tracebacks logged (found by
+    review)."""
+    upgrade = (
+        b"GET /healthz HTTP/1.1\r\nHost: mcrelay\r\nConnection: Upgrade\r\n"
+        b"Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    behind = b"GET /healthz HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
+    async with api_daemon(relay_key_file) as api, await connect(api) as stream:
+        await stream.send_all(upgrade + behind)
+        assert (await read_response(stream)).startswith(b"HTTP/1.1 200 ")
+        assert (await read_response(stream)).startswith(b"HTTP/1.1 200 ")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
 @pytest.mark.parametrize("pieces", [1, 3], ids=["whole", "dribbled"])
 async def test_http2_with_prior_knowledge_is_refused(relay_key_file: Path, pieces: int) -> None:
     opening = HTTP2_PREFACE + HTTP2_SETTINGS

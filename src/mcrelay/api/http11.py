@@ -5,7 +5,8 @@ the HTTP/2 preface (h2c with prior knowledge), where one connection carries 100
 streams: so many event subscribers for one file descriptor, outside the caps.
 The API speaks HTTP/1.1 only: the h2c upgrade is ignored (the request is
 answered in HTTP/1.1, which RFC 9110, 7.8, allows) and a connection opening
-with the preface is closed by its :class:`ApiStream`.
+with the preface is closed by its :class:`ApiStream`. A WebSocket upgrade is ignored
+likewise (the API has no WebSocket).
 
 hypercorn closes a connection whose request headers take longer than its
 keep-alive time (5 s), but gives the body that follows no time limit at all, and
@@ -119,6 +120,22 @@ class Http11Protocol(H11Protocol):
 
     async def _check_protocol(self, event: h11.Request) -> None:
         """Never switch to HTTP/2 (see the module's docstring)."""
+
+    async def _create_stream(self, request: h11.Request) -> None:
+        """Never a WebSocket: the API has none, so an ``Upgrade: websocket`` is ignored
+        as h2c's is, and the request answered in HTTP/1.1. (hypercorn took every byte
+        after such a request for WebSocket frames: a request pipelined behind it made
+        it fail with two tracebacks in the log, connection after connection: found by
+        review.)"""
+        headers = [(name, value) for name, value in request.headers if name != b"upgrade"]
+        await super()._create_stream(
+            h11.Request(
+                method=request.method,
+                target=request.target,
+                headers=headers,
+                http_version=request.http_version,
+            )
+        )
 
 
 class HttpConnection(TCPServer):
