@@ -252,14 +252,23 @@ async def run_until_signal(
     config: RelayConfig,
     *,
     reload: Callable[[], RelayConfig] | None = None,
+    settings_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
     grace_s: float = SHUTDOWN_GRACE_S,
 ) -> None:
-    """Serve until SIGINT or SIGTERM; SIGHUP reloads. Tells systemd when NOTIFY_SOCKET is set."""
+    """Serve until SIGINT or SIGTERM; SIGHUP reloads (``reload``, which reads
+    ``settings_file`` again). Tells systemd when NOTIFY_SOCKET is set."""
     notifier = Notifier(os.environ if environ is None else environ)
     try:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-            await run_daemon(config, signals, reload=reload, notifier=notifier, grace_s=grace_s)
+            await run_daemon(
+                config,
+                signals,
+                reload=reload,
+                settings_file=settings_file,
+                notifier=notifier,
+                grace_s=grace_s,
+            )
     finally:
         notifier.close()
 
@@ -269,6 +278,7 @@ async def run_daemon(
     signals: AsyncIterator[int],
     *,
     reload: Callable[[], RelayConfig] | None,
+    settings_file: Path | None = None,
     notifier: Notifier,
     grace_s: float = SHUTDOWN_GRACE_S,
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
@@ -276,6 +286,8 @@ async def run_daemon(
     """The daemon, driven by a stream of signal numbers (tests feed their own)."""
     async with trio.open_nursery() as nursery:
         daemon: Daemon = await nursery.start(serve, config)
+        # Which file a reload reads again (the start did not say: found by review).
+        log.info("settings file %s", "none" if settings_file is None else settings_file)
         notifier.notify("READY=1", f"STATUS={status_line(daemon.relay)}")
         task_status.started(daemon)
         if notifier.enabled:

@@ -399,9 +399,10 @@ async def test_the_daemon_names_its_settings_file_at_start(tmp_path: Path) -> No
     console = Console()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(console.run, "daemon", "--config", str(settings))
-        await wait_until(lambda: "relay listening" in console.stderr.getvalue())
+        await wait_until(lambda: "settings file" in console.stderr.getvalue())
         nursery.cancel_scope.cancel()
     assert f"settings file {settings}" in console.stderr.getvalue()
+    assert "relay listening" in console.stderr.getvalue()
 
 
 async def test_daemon_stops_with_one_line_when_its_crypto_workers_cannot_start(

@@ -78,6 +78,7 @@ class Harness:
             self.load(),
             self._signals,
             reload=self.load,
+            settings_file=self.file,
             notifier=notifier,
             grace_s=grace_s,
         )

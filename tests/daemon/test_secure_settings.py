@@ -51,7 +51,12 @@ class Harness:
 
     async def start(self, nursery: trio.Nursery) -> Daemon:
         run = partial(
-            run_daemon, self.load(), self._signals, reload=self.load, notifier=Notifier({})
+            run_daemon,
+            self.load(),
+            self._signals,
+            reload=self.load,
+            settings_file=self.file,
+            notifier=Notifier({}),
         )
         daemon: Daemon = await nursery.start(run)
         return daemon

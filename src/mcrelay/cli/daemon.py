@@ -161,14 +161,17 @@ async def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     resolved = _resolve(args, env)
     config = resolved.config
     configure_logging(config.log_level, config.log_format, env.stderr, env.environ)
-    # Which file, if any, the settings came from: what a reload (SIGHUP) reads again.
-    log.info("settings file %s", "none" if resolved.file is None else resolved.file)
     for warning in unknown_variables(env.environ, FLAG_ENVIRONMENT):
         log.warning("%s", warning)
     from mcrelay.service import run_until_signal
 
     try:
-        await run_until_signal(config, reload=loader(args, env), environ=env.environ)
+        await run_until_signal(
+            config,
+            reload=loader(args, env),
+            settings_file=resolved.file,
+            environ=env.environ,
+        )
     except* (KeyFileError, ClusterKeyError, EpochFileError) as group:
         # A key the daemon cannot use is a setting to fix, not a failure to retry:
         # exit 2, which the systemd unit does not restart on.

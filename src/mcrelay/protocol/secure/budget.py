@@ -73,9 +73,9 @@ class ReceiveBudget:
 
     def _note(self, holder: Holder) -> None:
         """``holder``'s bytes changed: its entry, if it holds partial bytes."""
-        if self.total <= self.max_bytes // 2:  # no eviction near: no cost per fragment
-            self._stale = True
-        elif len(self._heaviest) > 2 * len(self._partial) + 64:  # mostly out of date
+        # No eviction near (no cost per fragment then), or the heap mostly out of date:
+        # made anew at the next eviction.
+        if self.total <= self.max_bytes // 2 or len(self._heaviest) > 2 * len(self._partial) + 64:
             self._stale = True
         elif holder in self._partial:
             heapq.heappush(self._heaviest, (-self._held[holder], next(self._order), holder))
