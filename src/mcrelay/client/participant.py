@@ -2,8 +2,15 @@
 
 Registration asks for the relay's key first (retrying every second), checks its
 fingerprint when one is pinned, and only then sends our own key, so a pinned
-client never registers with the wrong relay. After that, datagrams are accepted
-only from the address that answered.
+client never registers with the wrong relay. The answer is taken only from the
+port asked (the page: the relay answers from its socket, bound to that port, on
+whichever of its host's addresses its routing picks, so not always the address
+asked): while the relay runs, no other user of its host can bind that port. (Any
+local user answered first from a socket of its own, became the relay, and made a
+pinned client give up: found by review.) Someone on another host can still answer
+from that port: the legacy profile authenticates no one. After that, datagrams are
+accepted only from the address that answered, and others are dropped before they
+are decoded.
 
 A relayed message whose ciphertext we have just received is a copy the network
 duplicated (RSA-OAEP is randomized: the relay never seals the same bytes twice),
@@ -24,7 +31,7 @@ import logging
 import secrets
 import socket
 from collections import Counter, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -230,18 +237,32 @@ class Participant:
             log.debug("cannot send to %s: %s", format_address(self.destination), exc)
             self.dropped[DropReason.SEND_FAILED] += 1
 
-    async def _receive_untrusted(self) -> tuple[Address, list[ClientBound]]:
-        """The next decodable datagram's source and events; others are counted and skipped."""
+    async def _receive_untrusted(
+        self, expected: Callable[[Address], bool]
+    ) -> tuple[Address, list[ClientBound]]:
+        """The next decodable datagram from a source ``expected`` takes, and its events;
+        others are counted and skipped (those from elsewhere before any decoding)."""
         while True:
-            data, source = await self._sock.recvfrom(MAX_DATAGRAM_BYTES)
+            data, (host, port, *_) = await self._sock.recvfrom(MAX_DATAGRAM_BYTES)
+            source = (host, port)
+            if not expected(source):
+                self.dropped[DropReason.NOT_FROM_RELAY] += 1
+                continue
             try:
-                return (source[0], source[1]), legacy.decode_relay_datagram_untrusted(data)
+                return source, legacy.decode_relay_datagram_untrusted(data)
             except RemoteProtocolError as exc:
                 self.dropped[exc.reason] += 1
 
+    def _may_be_relay(self, source: Address) -> bool:
+        """Where a relay asked at :attr:`destination` answers from (see the module)."""
+        return source[1] == self.destination[1]
+
+    def _from_relay(self, source: Address) -> bool:
+        return source == self.relay_address
+
     async def _wait_relay_key(self, mismatched: set[str]) -> None:
         while True:
-            source, events = await self._receive_untrusted()
+            source, events = await self._receive_untrusted(self._may_be_relay)
             for event in events:
                 if not isinstance(event, ServerKey):
                     self.dropped[DropReason.UNKNOWN_TYPE] += 1
@@ -263,10 +284,7 @@ class Participant:
 
     async def receive_loop(self) -> None:
         while True:
-            source, events = await self._receive_untrusted()
-            if source != self.relay_address:
-                self.dropped[DropReason.NOT_FROM_RELAY] += 1
-                continue
+            _, events = await self._receive_untrusted(self._from_relay)
             for event in events:
                 await self._dispatch(event)
 
