@@ -191,6 +191,22 @@ def test_two_different_answers_to_one_query_are_refused() -> None:
     assert connection.next_event() == Closed(CloseReason.KEY_MISMATCH, RELAY_KEY.public, other)
 
 
+def test_before_a_session_only_the_port_asked_is_listened_to() -> None:
+    """An answer to a first use's KEY_QUERY from another port (anyone in the group reads
+    the query's nonce) was trusted, and kept in known_relays (found by review)."""
+    net = Net(StubRelay())
+    connection = client(net, destination=("224.1.1.1", 5007))
+    [(query, _)] = connection.datagrams_to_send(0.0)
+    impostor = KeyPair.from_private(bytes(range(3, 35))).public
+    connection.receive_datagram(encode_key_info(impostor, query[4:20]), ("127.0.0.1", 5008), 0.001)
+    assert connection.drops[DropReason.NOT_FROM_RELAY] == 1
+    assert connection.relay_key is None
+    connection.receive_datagram(
+        encode_key_info(RELAY_KEY.public, query[4:20]), RELAY_ADDRESS, 0.002
+    )
+    assert connection.relay_key == RELAY_KEY.public
+
+
 def test_an_answer_to_another_query_is_dropped() -> None:
     net = Net(StubRelay())
     connection = client(net)
