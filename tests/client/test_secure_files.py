@@ -46,6 +46,25 @@ def test_remembering_adds_lines_and_keeps_the_file_private(tmp_path: Path) -> No
     assert f"127.0.0.1:5007 {encode_key(KEY)}\n" in path.read_text()
 
 
+def test_remembering_keeps_the_files_lines_and_its_link(tmp_path: Path) -> None:
+    """The file was rewritten from the relays it listed: comments lost, a link (into a
+    dotfiles checkout, say) replaced by a file (found by review)."""
+    dotfiles = tmp_path / "dotfiles"
+    dotfiles.mkdir(mode=0o700)
+    target = dotfiles / "known_relays"
+    target.write_text(f"# the office relay\n127.0.0.1:5007 {encode_key(KEY)}")
+    target.chmod(0o600)
+    path = tmp_path / "state" / "known_relays"
+    path.parent.mkdir(mode=0o700)
+    path.symlink_to(target)
+    assert remember_relay(path, "[::1]:5007", OTHER) is None
+    assert path.is_symlink()
+    assert target.read_text() == (
+        f"# the office relay\n127.0.0.1:5007 {encode_key(KEY)}\n[::1]:5007 {encode_key(OTHER)}\n"
+    )
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
 def test_a_key_already_remembered_is_never_replaced(tmp_path: Path) -> None:
     """Another client wrote it since this one read the file: that key stays, and the
     caller is told of it."""

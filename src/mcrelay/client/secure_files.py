@@ -117,21 +117,31 @@ def parse_known_relays(text: str) -> dict[str, bytes]:
 
 def load_known_relays(path: Path) -> dict[str, bytes]:
     """The relays ``path`` lists (none when there is no file). Raises :class:`FileError`."""
+    return _read_known_relays(path)[1]
+
+
+def _read_known_relays(path: Path) -> tuple[str, dict[str, bytes]]:
+    """The file's text and the relays it lists."""
     contents = read_regular_file(path, what=KNOWN_WHAT, limit=MAX_KNOWN_RELAYS_BYTES)
     if contents is None:
-        return {}
+        return "", {}
     require_trusted_writers(path, contents, KNOWN_WHAT)
     try:
-        return parse_known_relays(contents.data.decode("utf-8"))
+        text = contents.data.decode("utf-8")
+        return text, parse_known_relays(text)
     except (UnicodeDecodeError, ValueError) as exc:
         raise FileError(f"{KNOWN_WHAT} {path}: {exc}") from None
 
 
 def remember_relay(path: Path, relay: str, key: bytes) -> bytes | None:
-    """Add ``relay``'s key to the file, rewritten whole, mode 0600; under a lock
-    (``known_relays.lock`` beside it), so that two clients learning two relays at once
-    both keep theirs. A key for ``relay`` written since the caller read the file (by
-    another client, or by hand) is kept, and returned when it is another one."""
+    """Add a line for ``relay``'s key at the end of the file, which keeps its other lines
+    as they were (comments too), mode 0600, and is written whole in place of the old
+    one: through a link, in place of the file it names. (It was rewritten from the
+    relays it listed, its comments lost, and a link replaced by a file: found by
+    review.) Under a lock (``known_relays.lock`` beside it), so that two clients
+    learning two relays at once both keep theirs. A key for ``relay`` written since
+    the caller read the file (by another client, or by hand) is kept, and returned
+    when it is another one."""
     lock = path.with_name(path.name + ".lock")
     try:
         make_private_directories(path.parent)
@@ -140,12 +150,13 @@ def remember_relay(path: Path, relay: str, key: bytes) -> bytes | None:
         raise FileError(f"cannot lock {KNOWN_WHAT} {path} ({lock}): {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        known = load_known_relays(path)
+        text, known = _read_known_relays(path)
         if relay in known:
             return None if known[relay] == key else known[relay]
-        known[relay] = key
-        text = "".join(f"{name} {encode_key(value)}\n" for name, value in sorted(known.items()))
-        replace_private_file(path, text.encode("ascii"), what=KNOWN_WHAT)
+        if text and not text.endswith("\n"):
+            text += "\n"
+        text += f"{relay} {encode_key(key)}\n"
+        replace_private_file(Path(os.path.realpath(path)), text.encode("utf-8"), what=KNOWN_WHAT)
         return None
     finally:
         os.close(fd)
