@@ -1,5 +1,6 @@
 """The ``mcrelay`` commands run in-process against a relay on loopback."""
 
+import errno
 import io
 import json
 import os
@@ -192,6 +193,30 @@ async def test_chat_sends_a_latin1_line_as_its_bytes(relay_key_file: Path, keys:
             assert [line for line in console.err_lines() if "not sent" in line] == [
                 "mcrelay: not sent: character '\\ud800' at 0 is not text; nothing sent"
             ]
+
+
+class HungUpTerminal(io.RawIOBase):
+    """A terminal that has hung up: reading it fails with EIO."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any, /) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+
+async def test_a_chat_whose_terminal_hangs_up_says_goodbye_and_ends(
+    relay_key_file: Path, keys: Keys
+) -> None:
+    """It ended with exit 1 and no goodbye (found by review)."""
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with join(relay, keys[1]) as a:
+            console = Console()
+            console.env.stdin = io.TextIOWrapper(io.BufferedReader(HungUpTerminal()))
+            assert await console.run("chat", *client_flags(relay.address[1])) == ExitStatus.OK
+            joined = await next_event(a)
+            assert isinstance(joined, PeerJoined)
+            await events_until(a, lambda event: event == PeerLeft(joined.peer))
 
 
 async def test_chat_json_sends_lines_and_prints_events(relay_key_file: Path, keys: Keys) -> None:

@@ -1,11 +1,14 @@
 """The chat's console: what it prints never holds the client's loop."""
 
+import errno
 import io
 import threading
+from typing import Any
 
+import pytest
 import trio
 
-from mcrelay.cli.console import print_events
+from mcrelay.cli.console import _write, print_events
 from mcrelay.cli.environment import Environment
 
 
@@ -39,3 +42,17 @@ async def test_a_stdout_that_blocks_does_not_stop_the_loop() -> None:
         await events_in.aclose()
     assert not out.held_the_loop
     assert out.getvalue() == "ONE\nTWO\n"
+
+
+def test_output_to_a_terminal_that_hung_up_is_output_nobody_reads() -> None:
+    """As a closed pipe (`| head -1`): the command ends with 0, not 'Input/output error'."""
+
+    class HungUpOutput(io.RawIOBase):
+        def writable(self) -> bool:
+            return True
+
+        def write(self, buffer: Any, /) -> int:
+            raise OSError(errno.EIO, "Input/output error")
+
+    with pytest.raises(BrokenPipeError):
+        _write(io.TextIOWrapper(io.BufferedWriter(HungUpOutput())), "line\n")

@@ -1,6 +1,7 @@
 """A chat's console, whatever the profile: lines read from stdin go out as messages,
 and the participant's events are printed as they come."""
 
+import errno
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TextIO, TypeVar
 
@@ -26,8 +27,24 @@ async def print_events(
 
 
 def _write(out: TextIO, line: str) -> None:
-    out.write(line)
-    out.flush()
+    try:
+        out.write(line)
+        out.flush()
+    except OSError as exc:
+        if exc.errno == errno.EIO:  # the terminal hung up: nobody reads, as a closed pipe
+            raise BrokenPipeError(errno.EPIPE, "the terminal hung up") from None
+        raise
+
+
+def _read_line(stdin: TextIO) -> str:
+    """The next line; at the end of input, or once the terminal has hung up (EIO: it
+    ended the chat with exit 1 and no goodbye, found by review), an empty one."""
+    try:
+        return stdin.readline()
+    except OSError as exc:
+        if exc.errno == errno.EIO:
+            return ""
+        raise
 
 
 async def send_lines(
@@ -35,7 +52,7 @@ async def send_lines(
 ) -> None:
     """Each line of stdin as a message, until its end; a line that cannot go is said
     on stderr and skipped."""
-    while line := await trio.to_thread.run_sync(env.stdin.readline, abandon_on_cancel=True):
+    while line := await trio.to_thread.run_sync(_read_line, env.stdin, abandon_on_cancel=True):
         try:
             data = message_bytes(line.rstrip("\r\n"))
         except ValueError as exc:
