@@ -21,7 +21,7 @@ from api_support import ApiDaemon, api_daemon, assert_json_error, event_stream
 from hypercorn.config import Config
 from hypercorn.trio.tcp_server import MAX_RECV
 
-from mcrelay.api import http11
+from mcrelay.api import events, http11
 from mcrelay.api.connections import Connections
 from mcrelay.api.server import accept_connections
 from support import WAIT_S, relay_config, running_daemon, wait_until
@@ -259,11 +259,11 @@ async def test_a_client_gone_after_pipelining_behind_its_event_stream_frees_its_
 ) -> None:
     """The request behind the stream waited in h11 and hypercorn read nothing more, so
     the close went unseen until a heartbeat's write failed (found by review)."""
-    events = b"GET /v1/events HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
+    stream_request = b"GET /v1/events HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
     behind = b"GET /healthz HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
     async with api_daemon(relay_key_file) as api:
         stream = await connect(api)
-        await stream.send_all(events + behind)
+        await stream.send_all(stream_request + behind)
         await wait_until(lambda: api.relay.events.subscribers == 1)
         await stream.send_all(behind)  # read while the stream's answer is under way
         await stream.aclose()
@@ -281,16 +281,79 @@ async def test_what_is_pipelined_behind_an_event_stream_is_read_up_to_a_bound(
         connections.append(self)
 
     monkeypatch.setattr(http11.HttpConnection, "__init__", recorded)
-    events = b"GET /v1/events HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
+    stream_request = b"GET /v1/events HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
     behind = b"GET /healthz HTTP/1.1\r\nHost: mcrelay\r\n\r\n" * 1000
     async with api_daemon(relay_key_file) as api, await connect(api) as stream:
-        await stream.send_all(events)
+        await stream.send_all(stream_request)
         await wait_until(lambda: api.relay.events.subscribers == 1)
         with trio.move_on_after(1.0):  # until the kernel's buffers are full too
             for _ in range(200):  # 8.6 MB at most
                 await stream.send_all(behind)
         [connection] = [c for c in connections if c._http.paused]
         assert connection._held_bytes() <= http11.MAX_HELD_BYTES + MAX_RECV
+
+
+async def test_a_connection_whose_write_failed_behind_a_full_pipeline_ends(
+    relay_key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the bytes held, the reading task waited for the answer to be out, and an
+    event stream whose write failed (its peer gone) never is: the connection stayed,
+    counted against the cap, for good (found by review)."""
+    monkeypatch.setattr(http11, "MAX_HELD_BYTES", 100)
+    monkeypatch.setattr(events, "HEARTBEAT_S", 0.1)
+    stream_request = b"GET /v1/events HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
+    behind = b"GET /healthz HTTP/1.1\r\nHost: mcrelay\r\n\r\n" * 10
+    async with api_daemon(relay_key_file) as api:
+        before = len(api.daemon.api.connections)
+        stream = await connect(api)
+        await stream.send_all(stream_request)
+        await wait_until(lambda: api.relay.events.subscribers == 1)
+        await stream.send_all(behind)
+        await trio.sleep(0.2)  # read and held, reading stopped: then the peer goes
+        await stream.aclose()
+        await wait_until(lambda: len(api.daemon.api.connections) == before)
+
+
+async def test_a_connection_close_answer_closes_at_once(
+    relay_key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hypercorn closed from the request's task, cancelled by then: the connection ended
+    at the idle deadline instead (found by review)."""
+    monkeypatch.setattr(Config, "keep_alive_timeout", 60.0)  # past the test's wait
+    request = b"GET /healthz HTTP/1.1\r\nHost: mcrelay\r\nConnection: close\r\n\r\n"
+    async with api_daemon(relay_key_file) as api, await connect(api) as stream:
+        await stream.send_all(request)
+        assert (await read_until_closed(stream)).startswith(b"HTTP/1.1 200 ")
+
+
+async def test_a_body_answered_early_may_still_be_sent_whole(relay_key_file: Path) -> None:
+    """A 401 goes before the body is read; closing then would reset a client still
+    sending it, which may lose the answer: the connection stays for the body."""
+    body = b'{"text": "' + b"x" * 300_000 + b'"}'
+    head = (
+        b"POST /v1/messages HTTP/1.1\r\nHost: mcrelay\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    async with api_daemon(relay_key_file, api_token="s3cr3t-t0ken") as api:
+        async with await connect(api) as stream:
+            await stream.send_all(head)
+            answer = await read_response(stream)
+            assert answer.startswith(b"HTTP/1.1 401 ")
+            await trio.sleep(0.2)  # a close would be done by now
+            with trio.fail_after(WAIT_S):
+                await stream.send_all(body)  # no reset
+
+
+async def test_pipelined_requests_then_a_half_close_are_all_answered(
+    relay_key_file: Path,
+) -> None:
+    """The end of the peer's bytes, read while requests waited in h11, ended the
+    connection before they were answered (found by review)."""
+    request = b"GET /v1/status HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
+    async with api_daemon(relay_key_file) as api, await connect(api) as stream:
+        await stream.send_all(request * 3)
+        await stream.send_eof()
+        assert (await read_until_closed(stream)).count(b"HTTP/1.1 200 ") == 3
 
 
 async def test_a_request_that_came_while_the_answer_was_going_out_is_answered_after_it(

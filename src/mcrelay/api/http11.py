@@ -28,9 +28,15 @@ stopped reading until the answer was out: behind an event stream, whose answer n
 ends, the peer's close went unseen, and its subscriber slot stayed taken until a
 heartbeat's write failed (found by review). Here the protocol returns instead of
 waiting (:class:`ReadGate`), the reading task goes on reading (h11 buffers what comes,
-up to :data:`MAX_HELD_BYTES`, then reading waits), the peer's close ends the
-connection at once, and once the answer is out the reading task has h11 go on with
-the request that waited.
+up to :data:`MAX_HELD_BYTES`, then reading waits), and once the answer is out the
+reading task has h11 go on with the request that waited. The end of the peer's bytes
+(a half-close) ends an event stream's connection at once, and any other once what h11
+holds is answered. A connection closed from the writing side (a peer that reads
+nothing, cut off) wakes the reading task, which may be waiting for an answer that
+will not end now (found by review: its connection stayed, counted, for good); so
+does hypercorn's decision to close (``Connection: close``), which it acts on from the
+request's task, cancelled by then (it took the idle deadline, 5 s), unless a body is
+still coming (answered early, a 401 say: a reset would lose the answer).
 
 This leans on hypercorn's internals (``TCPServer.run``, ``_read_data``,
 ``H11Protocol``), as of 0.18: pyproject.toml pins the versions it was written against.
@@ -46,6 +52,8 @@ import trio
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol import ProtocolWrapper
+from hypercorn.protocol.events import Event as StreamEvent
+from hypercorn.protocol.events import Response
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
@@ -103,12 +111,28 @@ class Http11Protocol(H11Protocol):
         self.can_read = self.gate = ReadGate()
         self.paused = False
         """A request waits in h11 for the answer under way to be out."""
+        self.endless = False
+        """The answer under way is an event stream: it ends only with the connection."""
+        self.ended = False
+        """The connection is closed (from the writing side too: a write that failed)."""
+        self.on_end: Callable[[], None] = lambda: None
 
     async def handle(self, event: Event) -> None:
+        if isinstance(event, Closed) and not self.ended:
+            self.ended = True
+            self.on_end()
         try:
             await super().handle(event)
         except Paused:
             self.paused = True
+
+    async def stream_send(self, event: StreamEvent) -> None:
+        if isinstance(event, Response):
+            self.endless = any(
+                name.lower() == b"content-type" and value.startswith(b"text/event-stream")
+                for name, value in event.headers
+            )
+        await super().stream_send(event)
 
     async def resume(self) -> None:
         """The answer is out: on with the request that waited (and any behind it)."""
@@ -157,6 +181,8 @@ class HttpConnection(TCPServer):
         self._body_of = -1
         """Which request of the connection ``_body_since`` is of (pipelined: the next
         request's headers may be read with the previous one's body)."""
+        self._closing = False
+        """hypercorn has decided to close the connection."""
 
     async def run(self) -> None:
         """``TCPServer.run`` with no TLS, our protocol for its ProtocolWrapper, and no
@@ -182,6 +208,7 @@ class HttpConnection(TCPServer):
                 self.protocol = cast(ProtocolWrapper, protocol)
                 self._http = protocol
                 protocol.gate.on_set = self._answered
+                protocol.on_end = self._ended
                 await self.protocol.initiate()
                 await self.idle_task.restart(self._task_group, self._idle_timeout)
                 await self._read_data()
@@ -200,11 +227,26 @@ class HttpConnection(TCPServer):
         deadline = self._deadline()  # even with no read under way (h11 PAUSED: found by review)
         if self._reading is not None:
             self._reading.deadline = deadline
+        if isinstance(event, Closed) and self._http.connection.their_state is not h11.SEND_BODY:
+            # hypercorn closes from that task, cancelled before it is done (a
+            # ``Connection: close`` answer was closed 5 s later, by the idle deadline):
+            # the reading task ends the connection too, at once. Not while the peer
+            # still sends a body (answered early, a 401 say): it reads the answer once
+            # its body is out, which a reset would lose (the body's deadline ends it).
+            self._closing = True
+            self._ended()
         await super().protocol_send(event)
 
     def _answered(self) -> None:
         """The answer under way is out: a request that waited behind it is read now."""
         if self._http.paused and self._reading is not None:
+            self._reading.cancel()
+
+    def _ended(self) -> None:
+        """The connection is closed: the reading task, which may be waiting for an
+        answer that will not end now, stops (it waited for good, its connection counted
+        against the cap: found by review)."""
+        if self._reading is not None:
             self._reading.cancel()
 
     def _held_bytes(self) -> int:
@@ -234,16 +276,22 @@ class HttpConnection(TCPServer):
         """``TCPServer._read_data``, under the connection's deadline, reading on while a
         request waits in h11 (see the module)."""
         http = self._http
-        while True:
+        peer_done = False
+        """The peer has sent all it will (a half-close): what h11 holds is answered,
+        then the connection ends, as hypercorn did (found by review)."""
+        while not http.ended and not self._closing:
             if http.paused and http.gate.is_set():
                 await http.resume()
                 continue
+            if peer_done and not http.paused:
+                await self.protocol.handle(RawData(b""))
+                break
             data = None
             with (
                 trio.CancelScope(deadline=self._deadline()) as self._reading,
                 contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError),
             ):
-                if http.paused and self._held_bytes() > MAX_HELD_BYTES:
+                if peer_done or (http.paused and self._held_bytes() > MAX_HELD_BYTES):
                     await trio.sleep_forever()  # until the answer is out
                 data = await self.stream.receive_some(MAX_RECV)
             self._reading = None
@@ -251,6 +299,11 @@ class HttpConnection(TCPServer):
                 continue  # the answer is out
             if data is None:  # closed, or past the deadline
                 break
+            if data == b"" and http.paused:
+                if http.endless:  # the peer of an event stream has gone
+                    break
+                peer_done = True
+                continue
             await self.protocol.handle(RawData(bytes(data)))
             if data == b"":
                 break
