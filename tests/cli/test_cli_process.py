@@ -9,9 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mcrelay.cli.signals import ending_signals
 from mcrelay.client import MessageReceived
 from mcrelay.protocol.addresses import RELAY_ITSELF
 from mcrelay.protocol.legacy.events import PeerLeft
@@ -189,3 +191,57 @@ def test_ctrl_c_while_the_command_loads() -> None:
         check=False,
     )
     assert (done.returncode, done.stderr, done.stdout) == (130, b"", b"")
+
+
+# --- a terminal that hangs up ---------------------------------------------------------------
+
+
+HANGUP_AS_A_TERMINAL_HAS_IT = """
+import runpy, signal, sys
+
+# As a shell in a terminal starts it (a test runner's worker may ignore SIGHUP, and an
+# ignored signal stays ignored across exec: the chat would take it for nohup's).
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
+sys.argv[0] = "mcrelay"
+runpy.run_module("mcrelay", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("profile", [[], ["--secure"]], ids=["legacy", "secure"])
+async def test_a_hangup_ends_a_chat_with_its_goodbye(
+    relay_key_file: Path, keys: list[rsa.RSAPrivateKey], tmp_path: Path, profile: list[str]
+) -> None:
+    """The kernel's SIGHUP, when the chat's terminal hangs up, killed it before its
+    goodbye; the relay kept the member until it timed out (found by review)."""
+    async with running_daemon(relay_config(relay_key_file)) as daemon:
+        relay = daemon.relay
+        async with join(relay, keys[1]) as a:
+            argv = [sys.executable, "-c", HANGUP_AS_A_TERMINAL_HAS_IT, "chat", "--stay", *profile]
+            argv += ["--interface", LOOPBACK]
+            argv += ["--port", str(relay.address[1])]
+            environ = {**child_environ(), "XDG_STATE_HOME": str(tmp_path)}
+            with subprocess.Popen(  # noqa: ASYNC220 (kept, to send it a signal)
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=environ,
+            ) as chat:
+                try:
+                    assert chat.stdout is not None
+                    with trio.fail_after(WAIT_S):  # its first line: a, present
+                        line = await trio.to_thread.run_sync(
+                            chat.stdout.readline, abandon_on_cancel=True
+                        )
+                    assert b'"present"' in line  # printed once the signals are listened for
+                    chat.send_signal(signal.SIGHUP)
+                    assert await trio.to_thread.run_sync(chat.wait, WAIT_S) == 0
+                finally:
+                    if chat.poll() is None:
+                        chat.kill()
+            await events_until(a, is_left)
+
+
+def test_a_hangup_nohup_ignores_is_not_listened_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(signal, "getsignal", lambda signum: signal.SIG_IGN)
+    assert signal.SIGHUP not in ending_signals()

@@ -407,7 +407,7 @@ async def run_relays(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 async def run_events(args: argparse.Namespace, env: Environment) -> ExitStatus:
     async with _api(args) as api, trio.open_nursery() as nursery:
-        nursery.start_soon(cancel_on_signal, nursery.cancel_scope)
+        await nursery.start(cancel_on_signal, nursery.cancel_scope)
         await _follow(api, env, args.json)
         nursery.cancel_scope.cancel()
     return ExitStatus.OK

@@ -158,7 +158,7 @@ async def run_chat(args: argparse.Namespace, env: Environment) -> ExitStatus:
     as_json = args.json or not env.stdin_isatty
     async with _open(args) as participant, trio.open_nursery() as nursery:
         _announce(participant, env)
-        nursery.start_soon(cancel_on_signal, nursery.cancel_scope)
+        await nursery.start(cancel_on_signal, nursery.cancel_scope)
         nursery.start_soon(print_events, participant.events, partial(_render, as_json=as_json), env)
         await send_lines(participant.send, env, MAX_MESSAGE_BYTES)
         if args.stay:

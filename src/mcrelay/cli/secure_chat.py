@@ -255,7 +255,7 @@ async def run_secure_chat(args: argparse.Namespace, env: Environment) -> ExitSta
     waited = False
     async with _open(args, env, announce=True) as participant:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(cancel_on_signal, nursery.cancel_scope)
+            await nursery.start(cancel_on_signal, nursery.cancel_scope)
             nursery.start_soon(
                 print_events, participant.events, partial(render, as_json=as_json), env
             )

@@ -1,12 +1,26 @@
-"""Ctrl-C and SIGTERM end the commands that run until stopped (chat, events), normally."""
+"""Ctrl-C, SIGTERM and a hangup end the commands that run until stopped (chat, events),
+normally."""
 
 import signal
 
 import trio
 
 
-async def cancel_on_signal(scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+def ending_signals() -> list[signal.Signals]:
+    """Ctrl-C, SIGTERM, and SIGHUP (the terminal hung up: it killed a chat before its
+    goodbye, found by review) unless it is ignored (``nohup``: the command stays)."""
+    ending = [signal.SIGINT, signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        ending.append(signal.SIGHUP)
+    return ending
+
+
+async def cancel_on_signal(
+    scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Cancel ``scope`` at the first ending signal; started once they are listened for."""
+    with trio.open_signal_receiver(*ending_signals()) as signals:
+        task_status.started()
         async for _ in signals:
             scope.cancel()
             return
