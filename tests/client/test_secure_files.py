@@ -65,6 +65,41 @@ def test_remembering_keeps_the_files_lines_and_its_link(tmp_path: Path) -> None:
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
 
 
+def test_through_a_link_and_through_its_file_writers_share_one_lock(tmp_path: Path) -> None:
+    """Locked beside the link, two clients kept 61 of 120 relays (found by review)."""
+    target = tmp_path / "dotfiles" / "known_relays"
+    target.parent.mkdir(mode=0o700)
+    link = tmp_path / "state" / "known_relays"
+    link.parent.mkdir(mode=0o700)
+    link.symlink_to(target)
+    relays = [f"127.0.0.{n}:5007" for n in range(1, 41)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        done = [
+            pool.submit(remember_relay, link if n % 2 else target, relay, KEY)
+            for n, relay in enumerate(relays)
+        ]
+        assert [future.result() for future in done] == [None] * len(relays)
+    assert sorted(load_known_relays(target)) == sorted(relays)
+
+
+def test_a_relay_that_would_make_the_file_too_long_is_not_kept(tmp_path: Path) -> None:
+    """The next read would refuse the whole file (found by review)."""
+    path = tmp_path / "known_relays"
+    path.write_text("#" * (1024 * 1024 - 10) + "\n")
+    path.chmod(0o600)
+    with pytest.raises(FileError, match="would be over 1048576 bytes"):
+        remember_relay(path, "127.0.0.1:5007", KEY)
+    assert load_known_relays(path) == {}
+
+
+def test_a_dangling_link_makes_no_directory(tmp_path: Path) -> None:
+    path = tmp_path / "known_relays"
+    path.symlink_to(tmp_path / "nowhere" / "sub" / "known_relays")
+    with pytest.raises(FileError, match="in no directory"):
+        remember_relay(path, "127.0.0.1:5007", KEY)
+    assert not (tmp_path / "nowhere").exists()
+
+
 def test_a_key_already_remembered_is_never_replaced(tmp_path: Path) -> None:
     """Another client wrote it since this one read the file: that key stays, and the
     caller is told of it."""

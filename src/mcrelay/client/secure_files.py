@@ -141,10 +141,20 @@ def remember_relay(path: Path, relay: str, key: bytes) -> bytes | None:
     review.) Under a lock (``known_relays.lock`` beside it), so that two clients
     learning two relays at once both keep theirs. A key for ``relay`` written since
     the caller read the file (by another client, or by hand) is kept, and returned
-    when it is another one."""
-    lock = path.with_name(path.name + ".lock")
+    when it is another one. The lock is beside the file a link names, which every
+    client writing it, through the link or not, takes (beside the link, two such
+    clients kept 61 of 120 relays: found by review)."""
     try:
         make_private_directories(path.parent)
+    except OSError as exc:
+        raise FileError(
+            f"cannot make the directory of {KNOWN_WHAT} {path}: {exc.strerror}"
+        ) from None
+    target = Path(os.path.realpath(path))
+    if not target.parent.is_dir():  # a dangling link's: not made here
+        raise FileError(f"cannot write {KNOWN_WHAT} {path}: it leads to {target}, in no directory")
+    lock = target.with_name(target.name + ".lock")
+    try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         raise FileError(f"cannot lock {KNOWN_WHAT} {path} ({lock}): {exc.strerror}") from None
@@ -155,8 +165,13 @@ def remember_relay(path: Path, relay: str, key: bytes) -> bytes | None:
             return None if known[relay] == key else known[relay]
         if text and not text.endswith("\n"):
             text += "\n"
-        text += f"{relay} {encode_key(key)}\n"
-        replace_private_file(Path(os.path.realpath(path)), text.encode("utf-8"), what=KNOWN_WHAT)
+        data = f"{text}{relay} {encode_key(key)}\n".encode()
+        if len(data) > MAX_KNOWN_RELAYS_BYTES:  # the next read would refuse it whole
+            raise FileError(
+                f"{KNOWN_WHAT} {path} would be over {MAX_KNOWN_RELAYS_BYTES} bytes with "
+                f"{relay}: not kept (remove lines it no longer needs)"
+            )
+        replace_private_file(target, data, what=KNOWN_WHAT)
         return None
     finally:
         os.close(fd)
