@@ -244,3 +244,17 @@ def test_a_holder_that_gave_bytes_back_and_is_still_the_heaviest_pays() -> None:
     budget.release(heavy, heavy.sizes.pop(0))  # 1,800 left: still the most
     asking.start(2000)  # Checked asserts that who pays holds the most
     assert (len(heavy.sizes), other.sizes, third.sizes) == (1, [1000], [1000])
+
+
+def test_the_asker_that_has_given_all_but_its_message_makes_room_from_the_others() -> None:
+    """The asker was the heaviest: it gave its other partial message, then only the
+    message the charge is for was left, and the charge was refused although others
+    still held partial bytes (found by review)."""
+    budget = ReceiveBudget(max_bytes=5000)
+    others = [Giving(budget, 1, size) for size in (1200, 988, 100)]
+    asker = Giving(budget, 1, 93)  # its other partial message, which it may give
+    assert budget.reserve(asker, 2400, 0)  # the message that grows
+    assert budget.reserve(asker, 900, 0, kept=2400)  # 93 of its own, then others' go
+    assert (asker.asked, asker.messages) == (2, 0)  # gave one, then had none to give
+    assert sum(other.asked for other in others) >= 1
+    assert budget.total <= budget.max_bytes

@@ -105,12 +105,17 @@ class ReceiveBudget:
         try:
             while self.total + charge > self.max_bytes:
                 victim = self._heaviest_partial()
-                # Every holder scanned has a partial message but ``keep`` to give; one
-                # that gives none (counts gone wrong) ends it: the charge is refused.
-                if victim is None or not victim.evict_oldest_partial(
-                    keep if victim is holder else None
-                ):
+                if victim is None:
                     return False
+                if victim.evict_oldest_partial(keep if victim is holder else None):
+                    continue
+                if victim is holder and own is None:
+                    # Its other partial messages have gone, ``keep``'s bytes are left:
+                    # out of the search too, and on to the others (the charge was
+                    # refused while they held partial bytes: found by review).
+                    own = partial.pop(holder)
+                    continue
+                return False  # one that gives none (counts gone wrong): refused
         finally:
             if own is not None:
                 partial[holder] = own
