@@ -323,21 +323,48 @@ async def test_a_body_answered_early_may_still_be_sent_whole(relay_key_file: Pat
             await stream.send_all(head)
             answer = await read_response(stream)
             assert answer.startswith(b"HTTP/1.1 401 ")
+            # The connection serves no other request: said (a client that sent its next
+            # one waited for the body's deadline: found by review).
+            assert b"\r\nconnection: close\r\n" in answer.lower()
             await trio.sleep(0.2)  # a close would be done by now
             with trio.fail_after(WAIT_S):
                 await stream.send_all(body)  # no reset
 
 
-async def test_pipelined_requests_then_a_half_close_are_all_answered(
+async def test_pipelined_requests_then_a_half_close_are_all_answered_whole(
     relay_key_file: Path,
 ) -> None:
     """The end of the peer's bytes, read while requests waited in h11, ended the
-    connection before they were answered (found by review)."""
-    request = b"GET /v1/status HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
-    async with api_daemon(relay_key_file) as api, await connect(api) as stream:
-        await stream.send_all(request * 3)
-        await stream.send_eof()
-        assert (await read_until_closed(stream)).count(b"HTTP/1.1 200 ") == 3
+    connection before they were answered; then, read while the last was answered, cut
+    that answer short (found by review, each). Large answers to a small receive
+    buffer: the last is under way long after the end is read."""
+    request = b"GET /v1/openapi.json HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
+    async with api_daemon(relay_key_file) as api:
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        await sock.connect(("127.0.0.1", api_port(api)))
+        async with trio.SocketStream(sock) as stream:
+            await stream.send_all(request * 3)
+            await stream.send_eof()
+            for _ in range(3):
+                assert (await read_response(stream)).startswith(b"HTTP/1.1 200 ")
+            assert await read_until_closed(stream) == b""
+
+
+async def test_a_half_close_behind_an_event_stream_about_to_begin_ends_it(
+    relay_key_file: Path,
+) -> None:
+    """Read before the stream's answer began, the end was taken for a request's, to be
+    answered first: the stream's slot stayed taken (found by review)."""
+    stream_request = b"GET /v1/events HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
+    behind = b"GET /healthz HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
+    async with api_daemon(relay_key_file) as api:
+        before = len(api.daemon.api.connections)
+        async with await connect(api) as stream:
+            await stream.send_all(stream_request + behind)
+            await stream.send_eof()
+            await wait_until(lambda: len(api.daemon.api.connections) == before)
+        assert api.relay.events.subscribers == 0
 
 
 async def test_a_request_that_came_while_the_answer_was_going_out_is_answered_after_it(

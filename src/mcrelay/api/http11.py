@@ -30,8 +30,11 @@ heartbeat's write failed (found by review). Here the protocol returns instead of
 waiting (:class:`ReadGate`), the reading task goes on reading (h11 buffers what comes,
 up to :data:`MAX_HELD_BYTES`, then reading waits), and once the answer is out the
 reading task has h11 go on with the request that waited. The end of the peer's bytes
-(a half-close) ends an event stream's connection at once, and any other once what h11
-holds is answered. A connection closed from the writing side (a peer that reads
+(a half-close) ends an event stream's connection at once (when its answer begins, if
+the end came first), and any other once what the peer asked is answered, the last
+answer too (passed on at once, the end cut it short: found by review). An answer
+given before its request's body is in (a 401, say) says ``Connection: close``: the
+connection serves no other request. A connection closed from the writing side (a peer that reads
 nothing, cut off) wakes the reading task, which may be waiting for an answer that
 will not end now (found by review: its connection stayed, counted, for good); so
 does hypercorn's decision to close (``Connection: close``), which it acts on from the
@@ -43,6 +46,7 @@ This leans on hypercorn's internals (``TCPServer.run``, ``_read_data``,
 """
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any, cast
@@ -66,6 +70,7 @@ from mcrelay.api.connections import ApiStream
 REQUEST_BODY_S = 10.0
 """From a request's headers to the last byte of its body, at most (the API's bodies
 are at most 1 MiB, from local clients)."""
+CLOSE = (b"connection", b"close")
 ANSWERED = frozenset({h11.IDLE, h11.DONE, h11.MUST_CLOSE, h11.CLOSED})
 """Our side's states with no response under way: the connection is idle then, unless a
 request's body is coming."""
@@ -116,6 +121,8 @@ class Http11Protocol(H11Protocol):
         self.ended = False
         """The connection is closed (from the writing side too: a write that failed)."""
         self.on_end: Callable[[], None] = lambda: None
+        self.on_answer: Callable[[], None] = lambda: None
+        """An answer begins (:attr:`endless` is known)."""
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, Closed) and not self.ended:
@@ -132,6 +139,13 @@ class Http11Protocol(H11Protocol):
                 name.lower() == b"content-type" and value.startswith(b"text/event-stream")
                 for name, value in event.headers
             )
+            said = any(name.lower() == b"connection" for name, _ in event.headers)
+            if self.connection.their_state is h11.SEND_BODY and not said:
+                # Answered before its body is in (a 401, say): the connection will not
+                # serve another request, so say so (a client that sent its next one
+                # waited for the body's deadline, 10 s: found by review).
+                event = dataclasses.replace(event, headers=[*event.headers, CLOSE])
+            self.on_answer()
         await super().stream_send(event)
 
     async def resume(self) -> None:
@@ -183,6 +197,9 @@ class HttpConnection(TCPServer):
         request's headers may be read with the previous one's body)."""
         self._closing = False
         """hypercorn has decided to close the connection."""
+        self._peer_done = False
+        """The peer has sent all it will (a half-close): what it asked is answered, then
+        the connection ends, as hypercorn did (found by review)."""
 
     async def run(self) -> None:
         """``TCPServer.run`` with no TLS, our protocol for its ProtocolWrapper, and no
@@ -209,6 +226,7 @@ class HttpConnection(TCPServer):
                 self._http = protocol
                 protocol.gate.on_set = self._answered
                 protocol.on_end = self._ended
+                protocol.on_answer = self._answering
                 await self.protocol.initiate()
                 await self.idle_task.restart(self._task_group, self._idle_timeout)
                 await self._read_data()
@@ -238,8 +256,15 @@ class HttpConnection(TCPServer):
         await super().protocol_send(event)
 
     def _answered(self) -> None:
-        """The answer under way is out: a request that waited behind it is read now."""
-        if self._http.paused and self._reading is not None:
+        """The answer under way is out: a request that waited behind it is read now, or
+        the end of a peer that has sent all it will."""
+        if (self._http.paused or self._peer_done) and self._reading is not None:
+            self._reading.cancel()
+
+    def _answering(self) -> None:
+        """An answer begins: an event stream's, to a peer that has sent all it will, ends
+        the connection (it waited for an answer that does not end: found by review)."""
+        if self._peer_done and self._http.endless and self._reading is not None:
             self._reading.cancel()
 
     def _ended(self) -> None:
@@ -276,35 +301,38 @@ class HttpConnection(TCPServer):
         """``TCPServer._read_data``, under the connection's deadline, reading on while a
         request waits in h11 (see the module)."""
         http = self._http
-        peer_done = False
-        """The peer has sent all it will (a half-close): what h11 holds is answered,
-        then the connection ends, as hypercorn did (found by review)."""
         while not http.ended and not self._closing:
+            if self._peer_done and http.endless:  # an event stream's peer has gone
+                break
             if http.paused and http.gate.is_set():
                 await http.resume()
                 continue
-            if peer_done and not http.paused:
-                await self.protocol.handle(RawData(b""))
+            if self._peer_done and not http.paused and http.stream is None:
+                await self.protocol.handle(RawData(b""))  # all answered: the end
                 break
             data = None
             with (
                 trio.CancelScope(deadline=self._deadline()) as self._reading,
                 contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError),
             ):
-                if peer_done or (http.paused and self._held_bytes() > MAX_HELD_BYTES):
+                if self._peer_done or (http.paused and self._held_bytes() > MAX_HELD_BYTES):
                     await trio.sleep_forever()  # until the answer is out
                 data = await self.stream.receive_some(MAX_RECV)
             self._reading = None
-            if data is None and http.paused and http.gate.is_set():
-                continue  # the answer is out
+            if data is None and (self._peer_done or (http.paused and http.gate.is_set())):
+                continue  # the answer is out (or an event stream's began)
             if data is None:  # closed, or past the deadline
                 break
-            if data == b"" and http.paused:
-                if http.endless:  # the peer of an event stream has gone
-                    break
-                peer_done = True
+            if data == b"" and (http.paused or self._request_in_and_answering()):
+                self._peer_done = True  # answer it first (an event stream: end now)
                 continue
             await self.protocol.handle(RawData(bytes(data)))
             if data == b"":
                 break
         await self.protocol.handle(Closed())
+
+    def _request_in_and_answering(self) -> bool:
+        """The peer's request is whole, and its answer not out yet (ending the connection
+        now would cut it)."""
+        http = self._http
+        return http.stream is not None and http.connection.their_state is h11.DONE
