@@ -13,7 +13,7 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.cli.signals import ending_signals
+from mcrelay.cli.signals import cancel_on_signal, ending_signals
 from mcrelay.client import MessageReceived
 from mcrelay.protocol.addresses import RELAY_ITSELF
 from mcrelay.protocol.legacy.events import PeerLeft
@@ -245,3 +245,19 @@ async def test_a_hangup_ends_a_chat_with_its_goodbye(
 def test_a_hangup_nohup_ignores_is_not_listened_for(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(signal, "getsignal", lambda signum: signal.SIG_IGN)
     assert signal.SIGHUP not in ending_signals()
+
+
+async def test_after_a_hangup_another_is_ignored() -> None:
+    """A shell passes the kernel's hangup on to its jobs: the second killed the chat
+    before its goodbye (found by review)."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)  # a runner's worker may ignore it
+    try:
+        with trio.fail_after(WAIT_S), trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(cancel_on_signal, scope)
+                os.kill(os.getpid(), signal.SIGHUP)
+                await trio.sleep_forever()
+        assert scope.cancelled_caught
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)

@@ -18,9 +18,15 @@ def ending_signals() -> list[signal.Signals]:
 async def cancel_on_signal(
     scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Cancel ``scope`` at the first ending signal; started once they are listened for."""
-    with trio.open_signal_receiver(*ending_signals()) as signals:
+    """Cancel ``scope`` at the first ending signal; started once they are listened for.
+    A second Ctrl-C or SIGTERM then interrupts; a second hangup is ignored (a shell
+    passes the kernel's on to its jobs: it killed the chat before its goodbye, found
+    by review)."""
+    ending = ending_signals()
+    with trio.open_signal_receiver(*ending) as signals:
         task_status.started()
         async for _ in signals:
             scope.cancel()
-            return
+            break
+    if signal.SIGHUP in ending:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
