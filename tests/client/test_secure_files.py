@@ -1,6 +1,7 @@
 """The secure client's files: the known-relays file and the identity key."""
 
 import concurrent.futures
+import fcntl
 import os
 import re
 import stat
@@ -80,6 +81,35 @@ def test_through_a_link_and_through_its_file_writers_share_one_lock(tmp_path: Pa
         ]
         assert [future.result() for future in done] == [None] * len(relays)
     assert sorted(load_known_relays(target)) == sorted(relays)
+
+
+def test_a_link_turned_while_the_lock_is_taken_loses_no_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file was read through the link, where it led then, and written where it led
+    before: the first file got the second's lines (found by review)."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    line = f"127.0.0.1:5001 {encode_key(KEY)}\n"
+    for file in (first, second):
+        file.write_text(f"# {file.name}\n{line}")
+        file.chmod(0o600)
+    link = tmp_path / "state" / "known_relays"
+    link.parent.mkdir(mode=0o700)
+    link.symlink_to(first)
+    flock = fcntl.flock
+    turned: list[bool] = []
+
+    def turn_once(fd: int, operation: int) -> None:
+        flock(fd, operation)
+        if not turned:
+            turned.append(True)
+            link.unlink()
+            link.symlink_to(second)
+
+    monkeypatch.setattr(fcntl, "flock", turn_once)
+    assert remember_relay(link, "[::1]:5007", OTHER) is None
+    assert first.read_text() == f"# first\n{line}"
+    assert second.read_text() == f"# second\n{line}[::1]:5007 {encode_key(OTHER)}\n"
 
 
 def test_a_relay_that_would_make_the_file_too_long_is_not_kept(tmp_path: Path) -> None:

@@ -40,6 +40,8 @@ from mcrelay.protocol.secure.keys import (
 
 MAX_IDENTITY_FILE_BYTES = 1024
 MAX_KNOWN_RELAYS_BYTES = 1024 * 1024
+RETARGETS = 3
+"""Times the known-relays link may be turned elsewhere while a client locks it."""
 IDENTITY_WHAT = "identity key file"
 KNOWN_WHAT = "known-relays file"
 IDENTITY_FILE_NAME = "identity-key"
@@ -133,6 +135,21 @@ def _read_known_relays(path: Path) -> tuple[str, dict[str, bytes]]:
         raise FileError(f"{KNOWN_WHAT} {path}: {exc}") from None
 
 
+def _lock(target: Path, path: Path) -> int:
+    """The lock beside ``target`` (what ``path`` leads to), taken; its descriptor."""
+    lock = target.with_name(target.name + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise FileError(f"cannot lock {KNOWN_WHAT} {path} ({lock}): {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as exc:
+        os.close(fd)
+        raise FileError(f"cannot lock {KNOWN_WHAT} {path} ({lock}): {exc.strerror}") from None
+    return fd
+
+
 def remember_relay(path: Path, relay: str, key: bytes) -> bytes | None:
     """Add a line for ``relay``'s key at the end of the file, which keeps its other lines
     as they were (comments too), mode 0600, and is written whole in place of the old
@@ -150,17 +167,20 @@ def remember_relay(path: Path, relay: str, key: bytes) -> bytes | None:
         raise FileError(
             f"cannot make the directory of {KNOWN_WHAT} {path}: {exc.strerror}"
         ) from None
-    target = Path(os.path.realpath(path))
-    if not target.parent.is_dir():  # a dangling link's: not made here
-        raise FileError(f"cannot write {KNOWN_WHAT} {path}: it leads to {target}, in no directory")
-    lock = target.with_name(target.name + ".lock")
+    for _ in range(RETARGETS):
+        target = Path(os.path.realpath(path))
+        if not target.parent.is_dir():  # a dangling link's: not made here
+            raise FileError(
+                f"cannot write {KNOWN_WHAT} {path}: it leads to {target}, in no directory"
+            )
+        fd = _lock(target, path)
+        if Path(os.path.realpath(path)) == target:
+            break
+        os.close(fd)  # the link was turned meanwhile: lock where it leads now
+    else:
+        raise FileError(f"cannot write {KNOWN_WHAT} {path}: where it leads keeps changing")
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    except OSError as exc:
-        raise FileError(f"cannot lock {KNOWN_WHAT} {path} ({lock}): {exc.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        text, known = _read_known_relays(path)
+        text, known = _read_known_relays(target)  # what is written (found by review)
         if relay in known:
             return None if known[relay] == key else known[relay]
         if text and not text.endswith("\n"):
