@@ -351,6 +351,79 @@ async def test_pipelined_requests_then_a_half_close_are_all_answered_whole(
             assert await read_until_closed(stream) == b""
 
 
+@pytest.mark.parametrize(
+    "request_line",
+    [b"GET /v1/status HTTP/1.0\r\n", b"GET /v1/status HTTP/1.1\r\nConnection: close\r\n"],
+    ids=["http/1.0", "connection close"],
+)
+async def test_a_request_that_closes_then_a_half_close_is_answered_whole(
+    relay_key_file: Path, request_line: bytes
+) -> None:
+    """h11 takes such a client's end of bytes as due at once: it cut the answer short
+    (found by review)."""
+    async with api_daemon(relay_key_file) as api:
+        for _ in range(5):
+            async with await connect(api) as stream:
+                await stream.send_all(request_line + b"Host: mcrelay\r\n\r\n")
+                await stream.send_eof()
+                assert (await read_response(stream)).split(b" ")[1] == b"200"
+                assert await read_until_closed(stream) == b""
+
+
+async def test_a_half_close_before_a_pipelined_requests_body_ends_it_at_its_deadline(
+    relay_key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The end, read while the first request was answered, then the next one's body
+    awaited: at the body's deadline the reading task went round for good, at full CPU
+    (found by review). h11 now takes the end: the request cannot be whole (400)."""
+    monkeypatch.setattr(http11, "REQUEST_BODY_S", 0.5)
+    first = b"GET /v1/status HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
+    partial = (
+        b"POST /v1/messages HTTP/1.1\r\nHost: mcrelay\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n{"
+    )
+    async with api_daemon(relay_key_file) as api:
+        before = len(api.daemon.api.connections)
+        async with await connect(api) as stream:
+            await stream.send_all(first + partial)
+            await stream.send_eof()
+            answers = await read_until_closed(stream)
+            assert answers.startswith(b"HTTP/1.1 200 ")
+            assert b"HTTP/1.1 400 " in answers
+        await wait_until(lambda: len(api.daemon.api.connections) == before)
+
+
+async def test_a_head_of_the_event_stream_is_no_endless_answer(relay_key_file: Path) -> None:
+    """Its content type made the connection's answers endless: a request pipelined
+    behind it, then a half-close, was never answered (found by review)."""
+    head = b"HEAD /v1/events HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
+    behind = b"GET /healthz HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
+    async with api_daemon(relay_key_file) as api, await connect(api) as stream:
+        await stream.send_all(head + behind)
+        await stream.send_eof()
+        assert (await read_until_closed(stream)).count(b"HTTP/1.1 200 ") == 2
+
+
+async def test_the_last_request_answered_early_says_connection_close_once(
+    relay_key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hypercorn says it at a connection's last request: it was said twice (found by
+    review)."""
+    monkeypatch.setattr(Config, "keep_alive_max_requests", 2)
+    first = b"GET /healthz HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
+    unauthorized = (
+        b"POST /v1/messages HTTP/1.1\r\nHost: mcrelay\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n"
+    )
+    async with api_daemon(relay_key_file, api_token="s3cr3t-t0ken") as api:
+        async with await connect(api) as stream:
+            await stream.send_all(first + unauthorized)
+            assert (await read_response(stream)).startswith(b"HTTP/1.1 200 ")
+            answer = await read_response(stream)
+            assert answer.startswith(b"HTTP/1.1 401 ")
+            assert answer.lower().count(b"\r\nconnection: close\r\n") == 1
+
+
 async def test_a_half_close_behind_an_event_stream_about_to_begin_ends_it(
     relay_key_file: Path,
 ) -> None:

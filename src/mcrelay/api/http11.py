@@ -56,8 +56,8 @@ import trio
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol import ProtocolWrapper
+from hypercorn.protocol.events import EndBody, Response
 from hypercorn.protocol.events import Event as StreamEvent
-from hypercorn.protocol.events import Response
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
@@ -135,17 +135,22 @@ class Http11Protocol(H11Protocol):
 
     async def stream_send(self, event: StreamEvent) -> None:
         if isinstance(event, Response):
-            self.endless = any(
-                name.lower() == b"content-type" and value.startswith(b"text/event-stream")
-                for name, value in event.headers
+            names = {name.lower(): value for name, value in event.headers}
+            # An event stream's answer, not a HEAD's (which has a length: found by review).
+            self.endless = names.get(b"content-type", b"").startswith(b"text/event-stream") and (
+                b"content-length" not in names
             )
-            said = any(name.lower() == b"connection" for name, _ in event.headers)
+            said = b"connection" in names or (  # or hypercorn says it, at its last request
+                self.keep_alive_requests >= self.config.keep_alive_max_requests
+            )
             if self.connection.their_state is h11.SEND_BODY and not said:
                 # Answered before its body is in (a 401, say): the connection will not
                 # serve another request, so say so (a client that sent its next one
                 # waited for the body's deadline, 10 s: found by review).
                 event = dataclasses.replace(event, headers=[*event.headers, CLOSE])
             self.on_answer()
+        elif isinstance(event, EndBody):
+            self.endless = False
         await super().stream_send(event)
 
     async def resume(self) -> None:
@@ -307,21 +312,25 @@ class HttpConnection(TCPServer):
             if http.paused and http.gate.is_set():
                 await http.resume()
                 continue
-            if self._peer_done and not http.paused and http.stream is None:
-                await self.protocol.handle(RawData(b""))  # all answered: the end
+            if self._peer_done and not http.paused and not self._request_in_and_answering():
+                # All answered, or a request that cannot be whole now (h11 says 400).
+                await self.protocol.handle(RawData(b""))
                 break
             data = None
             with (
-                trio.CancelScope(deadline=self._deadline()) as self._reading,
+                trio.CancelScope(deadline=self._deadline()) as reading,
                 contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError),
             ):
+                self._reading = reading
                 if self._peer_done or (http.paused and self._held_bytes() > MAX_HELD_BYTES):
                     await trio.sleep_forever()  # until the answer is out
                 data = await self.stream.receive_some(MAX_RECV)
             self._reading = None
+            if data is None and trio.current_time() >= reading.deadline:
+                break  # past the deadline, whatever else (it spun on one: found by review)
             if data is None and (self._peer_done or (http.paused and http.gate.is_set())):
                 continue  # the answer is out (or an event stream's began)
-            if data is None:  # closed, or past the deadline
+            if data is None:  # closed
                 break
             if data == b"" and (http.paused or self._request_in_and_answering()):
                 self._peer_done = True  # answer it first (an event stream: end now)
@@ -335,4 +344,5 @@ class HttpConnection(TCPServer):
         """The peer's request is whole, and its answer not out yet (ending the connection
         now would cut it)."""
         http = self._http
-        return http.stream is not None and http.connection.their_state is h11.DONE
+        whole = http.connection.their_state in (h11.DONE, h11.MUST_CLOSE)  # MUST_CLOSE: 1.0's
+        return http.stream is not None and whole
