@@ -32,14 +32,17 @@ up to :data:`MAX_HELD_BYTES`, then reading waits), and once the answer is out th
 reading task has h11 go on with the request that waited. The end of the peer's bytes
 (a half-close) ends an event stream's connection at once (when its answer begins, if
 the end came first), and any other once what the peer asked is answered, the last
-answer too (passed on at once, the end cut it short: found by review). An answer
-given before its request's body is in (a 401, say) says ``Connection: close``: the
-connection serves no other request. A connection closed from the writing side (a peer that reads
+answer too (passed on at once, the end cut it short: found by review); a request
+whose body can no longer come is h11's to refuse (400). An answer given before its
+request's body is in (a 401, say) says ``Connection: close``: the connection serves
+no other request. A connection closed from the writing side (a peer that reads
 nothing, cut off) wakes the reading task, which may be waiting for an answer that
 will not end now (found by review: its connection stayed, counted, for good); so
 does hypercorn's decision to close (``Connection: close``), which it acts on from the
 request's task, cancelled by then (it took the idle deadline, 5 s), unless a body is
-still coming (answered early, a 401 say: a reset would lose the answer).
+still coming (answered early, a 401 say: a reset would lose the answer). A read that
+ran past its deadline ends the loop, whatever else holds (one went round on a past
+deadline at full CPU: found by review).
 
 This leans on hypercorn's internals (``TCPServer.run``, ``_read_data``,
 ``H11Protocol``), as of 0.18: pyproject.toml pins the versions it was written against.
