@@ -38,11 +38,14 @@ request's body is in (a 401, say) says ``Connection: close``: the connection ser
 no other request. A connection closed from the writing side (a peer that reads
 nothing, cut off) wakes the reading task, which may be waiting for an answer that
 will not end now (found by review: its connection stayed, counted, for good); so
-does hypercorn's decision to close (``Connection: close``), which it acts on from the
-request's task, cancelled by then (it took the idle deadline, 5 s), unless a body is
-still coming (answered early, a 401 say: a reset would lose the answer). A read that
-ran past its deadline ends the loop, whatever else holds (one went round on a past
-deadline at full CPU: found by review).
+does hypercorn's decision to close (``Connection: close``, an answer given before its
+request's body came), which it acts on from the request's task, cancelled by then (it
+took the idle deadline, 5 s). The reading task closes, lingering: what the peer still
+sends (that body, a stray CRLF, requests past the last) is read and dropped for up to
+:data:`LINGER_S`, so that the kernel sends no reset, which would lose the answer the
+peer has not read yet (found by review). A read that ran past its deadline ends the
+loop, whatever else holds (one went round on a past deadline at full CPU: found by
+review).
 
 This leans on hypercorn's internals (``TCPServer.run``, ``_read_data``,
 ``H11Protocol``), as of 0.18: pyproject.toml pins the versions it was written against.
@@ -79,6 +82,11 @@ ANSWERED = frozenset({h11.IDLE, h11.DONE, h11.MUST_CLOSE, h11.CLOSED})
 request's body is coming."""
 
 
+LINGER_S = 2.0
+"""After our end of a connection, how long what the peer still sends is read and
+dropped before the socket is closed."""
+LINGER_BYTES = 1024 * 1024
+"""And how much of it, at most."""
 MAX_HELD_BYTES = 65536
 """Bytes of pipelined requests h11 may hold while an answer is under way; beyond them
 the connection reads no more until it is out."""
@@ -253,15 +261,38 @@ class HttpConnection(TCPServer):
         deadline = self._deadline()  # even with no read under way (h11 PAUSED: found by review)
         if self._reading is not None:
             self._reading.deadline = deadline
-        if isinstance(event, Closed) and self._http.connection.their_state is not h11.SEND_BODY:
+        if isinstance(event, Closed):
             # hypercorn closes from that task, cancelled before it is done (a
             # ``Connection: close`` answer was closed 5 s later, by the idle deadline):
-            # the reading task ends the connection too, at once. Not while the peer
-            # still sends a body (answered early, a 401 say): it reads the answer once
-            # its body is out, which a reset would lose (the body's deadline ends it).
+            # the reading task ends the connection instead, at once, lingering
+            # (``_close``: a peer still sending a body answered early, a 401 say, reads
+            # the answer once its body is out, which a reset would lose).
             self._closing = True
             self._ended()
+            await self.protocol.handle(Closed())
+            return
         await super().protocol_send(event)
+
+    async def _close(self) -> None:
+        """hypercorn's close, lingering (RFC 9112, 9.6): after our end, what the peer
+        still sends (a stray CRLF, requests past the last) is read and dropped,
+        :data:`LINGER_S` and :data:`LINGER_BYTES` at most, so that the kernel does not
+        answer it with a reset, which throws away what the peer has not read yet of
+        our last answer (found by review)."""
+        try:
+            with contextlib.suppress(
+                trio.BrokenResourceError, trio.BusyResourceError, trio.ClosedResourceError
+            ):
+                await self.stream.send_eof()
+                with trio.move_on_after(LINGER_S):
+                    dropped = 0
+                    while dropped <= LINGER_BYTES:
+                        data = await self.stream.receive_some(MAX_RECV)
+                        if not data:
+                            break
+                        dropped += len(data)
+        finally:
+            await self.stream.aclose()
 
     def _answered(self) -> None:
         """The answer under way is out: a request that waited behind it is read now, or
@@ -338,14 +369,21 @@ class HttpConnection(TCPServer):
             if data == b"" and (http.paused or self._request_in_and_answering()):
                 self._peer_done = True  # answer it first (an event stream: end now)
                 continue
+            if data and http.connection.their_state is h11.MUST_CLOSE:
+                # After a request that closes the connection (HTTP/1.0's, say): ignored,
+                # as RFC 9112, 9.6 asks (h11 raised, and the close cut the answer short:
+                # found by review).
+                continue
             await self.protocol.handle(RawData(bytes(data)))
             if data == b"":
                 break
         await self.protocol.handle(Closed())
 
     def _request_in_and_answering(self) -> bool:
-        """The peer's request is whole, and its answer not out yet (ending the connection
-        now would cut it)."""
-        http = self._http
-        whole = http.connection.their_state in (h11.DONE, h11.MUST_CLOSE)  # MUST_CLOSE: 1.0's
-        return http.stream is not None and whole
+        """The peer's request is whole, or answered early (its body still due: a 401), and
+        its answer not out yet (ending the connection now would cut it: found by
+        review)."""
+        connection = self._http.connection
+        whole = connection.their_state in (h11.DONE, h11.MUST_CLOSE)  # MUST_CLOSE: 1.0's
+        begun = connection.our_state is h11.SEND_BODY
+        return self._http.stream is not None and (whole or begun)
