@@ -340,16 +340,12 @@ async def test_pipelined_requests_then_a_half_close_are_all_answered_whole(
     that answer short (found by review, each). Large answers to a small receive
     buffer: the last is under way long after the end is read."""
     request = b"GET /v1/openapi.json HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
-    async with api_daemon(relay_key_file) as api:
-        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-        await sock.connect(("127.0.0.1", api_port(api)))
-        async with trio.SocketStream(sock) as stream:
-            await stream.send_all(request * 3)
-            await stream.send_eof()
-            for _ in range(3):
-                assert (await read_response(stream)).startswith(b"HTTP/1.1 200 ")
-            assert await read_until_closed(stream) == b""
+    async with api_daemon(relay_key_file) as api, await small_buffer_stream(api) as stream:
+        await stream.send_all(request * 3)
+        await stream.send_eof()
+        for _ in range(3):
+            assert (await read_response(stream)).startswith(b"HTTP/1.1 200 ")
+        assert await read_until_closed(stream) == b""
 
 
 @pytest.mark.parametrize(
@@ -500,17 +496,13 @@ async def test_a_request_that_came_while_the_answer_was_going_out_is_answered_af
 ) -> None:
     first = b"GET /v1/openapi.json HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
     second = b"GET /healthz HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
-    async with api_daemon(relay_key_file) as api:
-        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        await sock.connect(("127.0.0.1", api_port(api)))
-        async with trio.SocketStream(sock) as stream:
-            await stream.send_all(first)
-            head = await stream.receive_some()  # the answer has begun, and waits for us
-            await stream.send_all(second)
-            first_answer = await read_response(stream, head)
-            assert first_answer.startswith(b"HTTP/1.1 200 ")
-            assert (await read_response(stream)).startswith(b"HTTP/1.1 200 ")
+    async with api_daemon(relay_key_file) as api, await small_buffer_stream(api) as stream:
+        await stream.send_all(first)
+        head = await stream.receive_some()  # the answer has begun, and waits for us
+        await stream.send_all(second)
+        first_answer = await read_response(stream, head)
+        assert first_answer.startswith(b"HTTP/1.1 200 ")
+        assert (await read_response(stream)).startswith(b"HTTP/1.1 200 ")
 
 
 async def test_a_pipelined_request_has_its_own_time_for_its_body(
