@@ -458,6 +458,33 @@ async def test_bytes_after_a_request_that_closes_cost_its_answer_nothing(
         assert f"content-length: {len(body)}\r\n".encode() in head.lower()
 
 
+async def test_hypercorns_idle_close_under_a_slow_reader_loses_nothing(
+    relay_key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hypercorn's idle timer (when it outran the reading task's own deadline) closed
+    the socket itself, without lingering: the client's next request, sent before it
+    had read all of the last answer, met a reset that threw the rest away (found by
+    review). The timer is fired by hand here: it races the reading task's deadline."""
+    connections: list[http11.HttpConnection] = []
+    born = http11.HttpConnection.__init__
+
+    def recorded(self: http11.HttpConnection, *args: Any) -> None:
+        born(self, *args)
+        connections.append(self)
+
+    monkeypatch.setattr(http11.HttpConnection, "__init__", recorded)
+    request = b"GET /v1/openapi.json HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
+    async with api_daemon(relay_key_file) as api, await small_buffer_stream(api) as stream:
+        await stream.send_all(request)
+        await trio.sleep(0.2)  # the answer out of the daemon, unread
+        [connection] = [c for c in connections if c._http.keep_alive_requests == 1]
+        await connection._initiate_server_close()
+        await stream.send_all(request)
+        answer = await read_slowly(stream)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert f"content-length: {len(body)}\r\n".encode() in head.lower()
+
+
 async def test_an_answer_given_early_then_a_half_close_is_whole(relay_key_file: Path) -> None:
     """The end went to h11 while the 401 went out, and the close cut it (found by
     review)."""

@@ -273,6 +273,14 @@ class HttpConnection(TCPServer):
             return
         await super().protocol_send(event)
 
+    async def _initiate_server_close(self) -> None:
+        """hypercorn's idle timer ends the connection: the reading task closes it,
+        lingering (hypercorn closed the socket itself, and the reset its kernel then
+        sent threw away what a slow reader had not read yet: found by review)."""
+        self._closing = True
+        self._ended()
+        await self.protocol.handle(Closed())
+
     async def _close(self) -> None:
         """hypercorn's close, lingering (RFC 9112, 9.6): after our end, what the peer
         still sends (a stray CRLF, requests past the last) is read and dropped,
