@@ -44,6 +44,20 @@ async def connect(api: ApiDaemon) -> trio.SocketStream:
     return await trio.open_tcp_stream("127.0.0.1", api_port(api))
 
 
+@pytest.fixture
+def connections(monkeypatch: pytest.MonkeyPatch) -> list[http11.HttpConnection]:
+    """Every API connection the daemons of the test make, as they are made."""
+    made: list[http11.HttpConnection] = []
+    born = http11.HttpConnection.__init__
+
+    def recorded(self: http11.HttpConnection, *args: Any) -> None:
+        born(self, *args)
+        made.append(self)
+
+    monkeypatch.setattr(http11.HttpConnection, "__init__", recorded)
+    return made
+
+
 async def read_until_closed(stream: trio.SocketStream) -> bytes:
     """Everything the server sends until it closes the connection (a reset counts as closed)."""
     received = b""
@@ -256,16 +270,8 @@ async def test_a_client_gone_after_pipelining_behind_its_event_stream_frees_its_
 
 
 async def test_what_is_pipelined_behind_an_event_stream_is_read_up_to_a_bound(
-    relay_key_file: Path, monkeypatch: pytest.MonkeyPatch
+    relay_key_file: Path, connections: list[http11.HttpConnection]
 ) -> None:
-    connections: list[http11.HttpConnection] = []
-    born = http11.HttpConnection.__init__
-
-    def recorded(self: http11.HttpConnection, *args: Any) -> None:
-        born(self, *args)
-        connections.append(self)
-
-    monkeypatch.setattr(http11.HttpConnection, "__init__", recorded)
     stream_request = b"GET /v1/events HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
     behind = b"GET /healthz HTTP/1.1\r\nHost: mcrelay\r\n\r\n" * 1000
     async with api_daemon(relay_key_file) as api, await connect(api) as stream:
@@ -459,20 +465,12 @@ async def test_bytes_after_a_request_that_closes_cost_its_answer_nothing(
 
 
 async def test_hypercorns_idle_close_under_a_slow_reader_loses_nothing(
-    relay_key_file: Path, monkeypatch: pytest.MonkeyPatch
+    relay_key_file: Path, connections: list[http11.HttpConnection]
 ) -> None:
     """hypercorn's idle timer (when it outran the reading task's own deadline) closed
     the socket itself, without lingering: the client's next request, sent before it
     had read all of the last answer, met a reset that threw the rest away (found by
     review). The timer is fired by hand here: it races the reading task's deadline."""
-    connections: list[http11.HttpConnection] = []
-    born = http11.HttpConnection.__init__
-
-    def recorded(self: http11.HttpConnection, *args: Any) -> None:
-        born(self, *args)
-        connections.append(self)
-
-    monkeypatch.setattr(http11.HttpConnection, "__init__", recorded)
     request = b"GET /v1/openapi.json HTTP/1.1\r\nHost: mcrelay\r\n\r\n"
     async with api_daemon(relay_key_file) as api, await small_buffer_stream(api) as stream:
         await stream.send_all(request)
