@@ -75,7 +75,8 @@ class Relay:
     ):
         """``sock`` is the bound, non-blocking relay socket; ``workers`` run the RSA work.
         The profiles served are the settings' (``served_profiles``); the legacy one needs
-        ``key`` (RSA), the secure one ``secure_key``. Every setting reaches the relay's parts through :meth:`reconfigure`."""
+        ``key`` (RSA), the secure one ``secure_key``. Every setting reaches the relay's
+        parts through :meth:`reconfigure`."""
         self._sock = sock
         self.address: Address = sock.getsockname()[:2]
         self.counters = RelayCounters()
