@@ -112,6 +112,23 @@ def test_a_link_turned_while_the_lock_is_taken_loses_no_line(
     assert second.read_text() == f"# second\n{line}[::1]:5007 {encode_key(OTHER)}\n"
 
 
+def test_a_lock_held_elsewhere_is_waited_for_a_time_only(tmp_path: Path) -> None:
+    """A client stopped while it held the lock held every other client's first use of
+    a relay for good (found by review)."""
+    path = tmp_path / "known_relays"
+    assert remember_relay(path, "127.0.0.1:5001", KEY) is None
+    fd = os.open(tmp_path / "known_relays.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(FileError, match=r"another process has held it for 0\.05 s"):
+            remember_relay(path, "[::1]:5007", OTHER, lock_wait_s=0.05)
+        assert load_known_relays(path) == {"127.0.0.1:5001": KEY}
+    finally:
+        os.close(fd)
+    assert remember_relay(path, "[::1]:5007", OTHER, lock_wait_s=0.05) is None
+    assert load_known_relays(path) == {"127.0.0.1:5001": KEY, "[::1]:5007": OTHER}
+
+
 def test_a_relay_that_would_make_the_file_too_long_is_not_kept(tmp_path: Path) -> None:
     """The next read would refuse the whole file (found by review)."""
     path = tmp_path / "known_relays"

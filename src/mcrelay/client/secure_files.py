@@ -15,6 +15,7 @@ runs (:func:`hold_identity`), and a second one on this machine is refused and to
 import fcntl
 import os
 import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +43,11 @@ MAX_IDENTITY_FILE_BYTES = 1024
 MAX_KNOWN_RELAYS_BYTES = 1024 * 1024
 RETARGETS = 3
 """Times the known-relays link may be turned elsewhere while a client locks it."""
+LOCK_WAIT_S = 5.0
+"""How long a client waits for another one's lock on the known-relays file: a client
+stopped (``SIGSTOP``, a debugger) while it held it would hold every other one's first
+use of a relay for good (found by review)."""
+LOCK_POLL_S = 0.05
 IDENTITY_WHAT = "identity key file"
 KNOWN_WHAT = "known-relays file"
 IDENTITY_FILE_NAME = "identity-key"
@@ -135,22 +141,37 @@ def _read_known_relays(path: Path) -> tuple[str, dict[str, bytes]]:
         raise FileError(f"{KNOWN_WHAT} {path}: {exc}") from None
 
 
-def _lock(target: Path, path: Path) -> int:
-    """The lock beside ``target`` (what ``path`` leads to), taken; its descriptor."""
+def _lock(target: Path, path: Path, wait_s: float) -> int:
+    """The lock beside ``target`` (what ``path`` leads to), taken within ``wait_s``;
+    its descriptor."""
     lock = target.with_name(target.name + ".lock")
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         raise FileError(f"cannot lock {KNOWN_WHAT} {path} ({lock}): {exc.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    except OSError as exc:
-        os.close(fd)
-        raise FileError(f"cannot lock {KNOWN_WHAT} {path} ({lock}): {exc.strerror}") from None
-    return fd
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise FileError(
+                    f"cannot lock {KNOWN_WHAT} {path} ({lock}): another process has held "
+                    f"it for {wait_s:g} s"
+                ) from None
+            time.sleep(LOCK_POLL_S)
+        except OSError as exc:
+            os.close(fd)
+            raise FileError(
+                f"cannot lock {KNOWN_WHAT} {path} ({lock}): {exc.strerror}"
+            ) from None
 
 
-def remember_relay(path: Path, relay: str, key: bytes) -> bytes | None:
+def remember_relay(
+    path: Path, relay: str, key: bytes, *, lock_wait_s: float = LOCK_WAIT_S
+) -> bytes | None:
     """Add a line for ``relay``'s key at the end of the file, which keeps its other lines
     as they were (comments too), mode 0600, and is written whole in place of the old
     one: through a link, in place of the file it names. (It was rewritten from the
@@ -160,7 +181,8 @@ def remember_relay(path: Path, relay: str, key: bytes) -> bytes | None:
     the caller read the file (by another client, or by hand) is kept, and returned
     when it is another one. The lock is beside the file a link names, which every
     client writing it, through the link or not, takes (beside the link, two such
-    clients kept 61 of 120 relays: found by review)."""
+    clients kept 61 of 120 relays: found by review). Another process holding the lock
+    for ``lock_wait_s`` makes it a :class:`FileError`: nothing is written."""
     try:
         make_private_directories(path.parent)
     except OSError as exc:
@@ -173,7 +195,7 @@ def remember_relay(path: Path, relay: str, key: bytes) -> bytes | None:
             raise FileError(
                 f"cannot write {KNOWN_WHAT} {path}: it leads to {target}, in no directory"
             )
-        fd = _lock(target, path)
+        fd = _lock(target, path, lock_wait_s)
         if Path(os.path.realpath(path)) == target:
             break
         os.close(fd)  # the link was turned meanwhile: lock where it leads now
