@@ -103,6 +103,28 @@ async def api_daemon(key_file: Path, **overrides: Any) -> AsyncIterator[ApiDaemo
             yield ApiDaemon(daemon, http)
 
 
+def api_port(api: ApiDaemon) -> int:
+    return int(api.daemon.api_urls[0].rsplit(":", 1)[1])
+
+
+async def connect(api: ApiDaemon) -> trio.SocketStream:
+    return await trio.open_tcp_stream("127.0.0.1", api_port(api))
+
+
+async def read_until_closed(stream: trio.SocketStream) -> bytes:
+    """Everything the server sends until it closes the connection (a reset counts as closed)."""
+    received = b""
+    with trio.fail_after(WAIT_S):
+        while True:
+            try:
+                data = await stream.receive_some()
+            except trio.BrokenResourceError:
+                return received
+            if not data:
+                return received
+            received += data
+
+
 def assert_json_error(response: httpx.Response, status: int, code: str | None = None) -> Any:
     """The response is ``status`` with the API's error shape; returns its ``error`` object."""
     assert response.status_code == status, (response.status_code, response.text)

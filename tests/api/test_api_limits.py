@@ -18,7 +18,15 @@ import httpx
 import pytest
 import trio
 import trio.testing
-from api_support import ApiDaemon, api_daemon, assert_json_error, event_stream
+from api_support import (
+    ApiDaemon,
+    api_daemon,
+    api_port,
+    assert_json_error,
+    connect,
+    event_stream,
+    read_until_closed,
+)
 from hypercorn.config import Config
 from hypercorn.trio.tcp_server import MAX_RECV
 
@@ -36,14 +44,6 @@ HTTP2_SETTINGS = bytes.fromhex("000000040000000000")
 """An empty SETTINGS frame: what an h2 client sends after the preface."""
 
 
-def api_port(api: ApiDaemon) -> int:
-    return int(api.daemon.api_urls[0].rsplit(":", 1)[1])
-
-
-async def connect(api: ApiDaemon) -> trio.SocketStream:
-    return await trio.open_tcp_stream("127.0.0.1", api_port(api))
-
-
 @pytest.fixture
 def connections(monkeypatch: pytest.MonkeyPatch) -> list[http11.HttpConnection]:
     """Every API connection the daemons of the test make, as they are made."""
@@ -56,20 +56,6 @@ def connections(monkeypatch: pytest.MonkeyPatch) -> list[http11.HttpConnection]:
 
     monkeypatch.setattr(http11.HttpConnection, "__init__", recorded)
     return made
-
-
-async def read_until_closed(stream: trio.SocketStream) -> bytes:
-    """Everything the server sends until it closes the connection (a reset counts as closed)."""
-    received = b""
-    with trio.fail_after(WAIT_S):
-        while True:
-            try:
-                data = await stream.receive_some()
-            except trio.BrokenResourceError:
-                return received
-            if not data:
-                return received
-            received += data
 
 
 async def read_response(stream: trio.SocketStream, received: bytes = b"") -> bytes:

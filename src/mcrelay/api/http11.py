@@ -47,13 +47,21 @@ peer has not read yet (found by review). A read that ran past its deadline ends 
 loop, whatever else holds (one went round on a past deadline at full CPU: found by
 review).
 
+h11 leaves two rules of RFC 9112 to its user (:class:`Connection`): empty lines before
+a request line are ignored (2.2; h11 refused them, so a client's stray CRLF between two
+requests got a 400 for the second), and what came with a request that closes the
+connection is dropped unread (9.6; h11 refused it, and hypercorn's 400 took the place
+of the closing request's answer). Both found by review.
+
 This leans on hypercorn's internals (``TCPServer.run``, ``_read_data``,
-``H11Protocol``), as of 0.18: pyproject.toml pins the versions it was written against.
+``H11Protocol``), as of 0.18, and on h11's receive buffer, as of 0.16: pyproject.toml
+pins the versions it was written against.
 """
 
 import contextlib
 import dataclasses
 import math
+import re
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -92,6 +100,25 @@ MAX_HELD_BYTES = 65536
 the connection reads no more until it is out."""
 
 
+EMPTY_LINES = re.compile(rb"(?:\r?\n)*")
+
+
+class Connection(h11.Connection):
+    """h11's server side, with RFC 9112's empty lines before a request line skipped and
+    nothing read after a request that closes the connection (see the module)."""
+
+    def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        buffer = self._receive_buffer
+        if self.their_state is h11.IDLE and buffer:
+            skipped = EMPTY_LINES.match(buffer._data)  # matched in place: no copy
+            if skipped is not None and skipped.end():
+                buffer._extract(skipped.end())
+        event = super().next_event()
+        if self.their_state is h11.MUST_CLOSE and buffer:
+            buffer._extract(len(buffer))
+        return event
+
+
 class Paused(Exception):
     """h11 holds the next request until the answer under way is out."""
 
@@ -124,6 +151,9 @@ class ReadGate:
 class Http11Protocol(H11Protocol):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
+        self.connection = Connection(
+            h11.SERVER, max_incomplete_event_size=self.config.h11_max_incomplete_size
+        )
         self.can_read = self.gate = ReadGate()
         self.paused = False
         """A request waits in h11 for the answer under way to be out."""
