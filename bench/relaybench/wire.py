@@ -48,8 +48,7 @@ class MessageMaker:
         if size < MIN_MESSAGE_BYTES:
             raise ValueError(f"messages of at least {MIN_MESSAGE_BYTES} bytes")
         self._key = relay_key
-        chunk = crypto.max_chunk_bytes(relay_key)
-        self._head_bytes = min(size, chunk)
+        self._head_bytes = min(size, crypto.CHUNK_BYTES)
         filler = bytes(size - self._head_bytes)
         self._tail = (
             b"".join(

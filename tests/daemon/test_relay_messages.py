@@ -493,3 +493,32 @@ async def test_a_message_refused_twice_just_past_its_deadline_counts_as_decoding
     monkeypatch.setattr(legacy, "lone_fragment_msg_id", lambda _data: None)
     assert await run() == with_the_look
     assert with_the_look == ({"overloaded": 3, "reassembly_timeout": 1}, 0)
+
+
+async def test_a_larger_key_member_of_the_largest_message_is_skipped_and_counted(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The page cuts 190-byte chunks for every recipient key: the largest message is a
+    datagram of 88,590 bytes for a 4096-bit member, skipped and counted
+    (``datagram_too_large``), the others served. Cut by the key's size, it went as
+    37,902 bytes (found by review)."""
+    n = (1 << 4095) | random.Random(4096).getrandbits(4095) | 1
+    large = rsa.RSAPublicNumbers(crypto.PUBLIC_EXPONENT, n).public_key()
+    largest = bytes(legacy.MAX_MESSAGE_BYTES)
+    async with open_relay(keys[0]) as harness:
+        a, b = await harness.members(keys, 2)
+        c = harness.peer(client_address(2), keys[3])
+        c.send(legacy.client_key(large))
+        await settle()
+        a.take(), b.take(), c.take_raw()
+        a.send(*a.message(largest))
+        a.send(*a.message(b"short", msg_id(2)))
+        await settle()
+        assert b.take() == [
+            MessageReceived(a.address, largest),
+            MessageReceived(a.address, b"short"),
+        ]
+        (short,) = c.take_raw()
+        assert isinstance(short, RelayedMessage)
+        assert len(short.ciphertext) == 512  # one block of 190 bytes or less
+        assert harness.dropped("datagram_too_large") == 1

@@ -25,16 +25,21 @@ def test_constants_match_the_spec() -> None:
 def test_block_sizes_for_2048_bits(relay_key: rsa.RSAPrivateKey) -> None:
     assert crypto.block_bytes(relay_key) == 256
     assert crypto.block_bytes(relay_key.public_key()) == 256
-    assert crypto.max_chunk_bytes(relay_key.public_key()) == 190
+    assert crypto.CHUNK_BYTES == 190  # key_bytes - 2*32 - 2 at 2048 bits
 
 
-@pytest.mark.parametrize(("bits", "block", "chunk"), [(3072, 384, 318), (4096, 512, 446)])
-def test_block_sizes_for_larger_keys(
-    synthetic_public_key: Callable[[int], rsa.RSAPublicKey], bits: int, block: int, chunk: int
+@pytest.mark.parametrize(("bits", "block"), [(3072, 384), (4096, 512)])
+def test_larger_keys_get_larger_blocks_of_the_same_chunks(
+    synthetic_public_key: Callable[[int], rsa.RSAPublicKey], bits: int, block: int
 ) -> None:
+    """The page cuts 190-byte chunks for every key; they were cut by the key's size
+    (318, 446 bytes), so the page's relay skipped recipients ours did not (found by
+    review)."""
     key = synthetic_public_key(bits)
     assert crypto.block_bytes(key) == block
-    assert crypto.max_chunk_bytes(key) == chunk
+    blocks = crypto.encrypt_blocks(key, bytes(1000))
+    assert [len(b) for b in blocks] == [block] * 6
+    assert crypto.encrypted_size(key, 1000) == 6 * block
 
 
 @pytest.mark.parametrize(
@@ -172,6 +177,20 @@ def test_der_and_private_pem_are_refused(client_key: rsa.RSAPrivateKey) -> None:
     )
     _assert_bad_key(der)
     _assert_bad_key(crypto.private_key_to_pem(client_key))
+
+
+def test_only_a_pem_subject_public_key_info_is_a_key(client_key: rsa.RSAPrivateKey) -> None:
+    """The page's values 4 and 5 are PEM SubjectPublicKeyInfo: PKCS#1's RSA PUBLIC KEY and
+    text around the block were taken (found by review)."""
+    public = client_key.public_key()
+    spki = crypto.public_key_to_pem(public)
+    assert crypto.same_key(crypto.wire_public_key_untrusted(b"\n" + spki.strip()), public)
+    pkcs1 = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.PKCS1)
+    for value in (pkcs1, b"not a key\n" + spki, spki + b"\x00trailing", spki + spki):
+        with pytest.raises(RemoteProtocolError, match="SubjectPublicKeyInfo") as info:
+            crypto.wire_public_key_untrusted(value)
+        assert info.value.reason is DropReason.BAD_KEY
+    assert crypto.same_key(crypto.load_public_key_untrusted(pkcs1), public)  # a file's: read
 
 
 def test_oversized_pem_is_refused(client_key: rsa.RSAPrivateKey) -> None:

@@ -23,6 +23,7 @@ from mcrelay.protocol.legacy.events import (
 )
 from mcrelay.protocol.legacy.fragments import Fragment, decode_fragment_untrusted
 from mcrelay.protocol.legacy.tlv import TlvType, decode_tlvs_untrusted, encode_tlv
+from mcrelay.protocol.legacy.wire import max_message_bytes
 from mcrelay.protocol.reassembly import Complete, Reassembler
 from support import ANY_COUNT
 
@@ -63,7 +64,7 @@ def test_empty_valued_types_ignore_a_value(
 
 
 def test_client_key_carries_the_pem_as_is() -> None:
-    # The key itself is checked by crypto.load_public_key_untrusted, not by the decoder.
+    # The key itself is checked by crypto.wire_public_key_untrusted, not by the decoder.
     assert legacy.decode_client_datagram_untrusted(encode_tlv(4, b"any")) == [ClientKey(b"any")]
     assert legacy.decode_client_datagram_untrusted(encode_tlv(4)) == [ClientKey(b"")]
 
@@ -222,9 +223,14 @@ def test_relayed_size_is_the_datagram_size(
     synthetic_public_key: Callable[[int], rsa.RSAPublicKey], bits: int, length: int, sender: Address
 ) -> None:
     key = synthetic_public_key(bits)
-    datagram = legacy.relayed_message(key, sender, b"m" * length)
-    assert legacy.relayed_size(key, sender, length) == len(datagram)
-    assert len(datagram) <= legacy.MAX_UDP_PAYLOAD
+    size = legacy.relayed_size(key, sender, length)
+    # The page's 190-byte chunks: the largest message is too large a datagram for a
+    # 3072- or 4096-bit recipient, which the relay skips (found by review: cut by the
+    # key's size, it never was).
+    too_large = bits > 2048 and length == legacy.MAX_MESSAGE_BYTES
+    assert (size > legacy.MAX_UDP_PAYLOAD) == too_large
+    if not too_large:
+        assert len(legacy.relayed_message(key, sender, b"m" * length)) == size
 
 
 # --- sending a message ------------------------------------------------------------------
@@ -248,8 +254,22 @@ def test_max_fragments_matches_message_datagrams(
     synthetic_public_key: Callable[[int], rsa.RSAPublicKey], bits: int, length: int
 ) -> None:
     key = synthetic_public_key(bits)
+    length = min(length, max_message_bytes(key))
     datagrams = legacy.message_datagrams(key, b"m" * length, MSG_ID)
     assert legacy.max_fragments(key, length) == len(datagrams)
+
+
+@pytest.mark.parametrize(("bits", "largest"), [(2048, 32768), (3072, 22040), (4096, 16530)])
+def test_a_larger_relay_key_takes_shorter_messages(
+    synthetic_public_key: Callable[[int], rsa.RSAPublicKey], bits: int, largest: int
+) -> None:
+    """190-byte chunks in larger blocks: the largest message must still fit in 176
+    fragments, which a page relay enforces."""
+    key = synthetic_public_key(bits)
+    assert max_message_bytes(key) == largest
+    assert len(legacy.message_datagrams(key, bytes(largest), MSG_ID)) <= 176
+    with pytest.raises(LocalProtocolError, match=f"at most {largest}"):
+        legacy.message_datagrams(key, bytes(largest + 1), MSG_ID)
 
 
 @pytest.mark.parametrize("plaintext", [b"", b"hi", b"x" * 190, "é".encode() * 200])

@@ -106,7 +106,7 @@ def test_tlv_vector_decodes(vector: dict[str, str], client_key: rsa.RSAPrivateKe
             assert relay_side == [Keepalive()]
         case TlvType.CLIENT_PUBLIC_KEY:
             assert relay_side == [ClientKey(tlv.value)]
-            peer = crypto.load_public_key_untrusted(tlv.value)
+            peer = crypto.wire_public_key_untrusted(tlv.value)
             assert crypto.same_key(peer, client_key.public_key())
         case TlvType.CLIENT_CONNECTED:
             assert address is not None

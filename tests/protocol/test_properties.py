@@ -230,6 +230,7 @@ def test_parse_address_on_any_text(text: str) -> None:
 )
 def test_public_key_loader_on_any_bytes(data: bytes) -> None:
     assert reason_of(lambda: crypto.load_public_key_untrusted(data)) in {None, DropReason.BAD_KEY}
+    assert reason_of(lambda: crypto.wire_public_key_untrusted(data)) in {None, DropReason.BAD_KEY}
 
 
 # --- the reassembler under random traffic --------------------------------------------

@@ -39,6 +39,7 @@ from mcrelay.client import (
 )
 from mcrelay.client.participant import KEEPALIVE_INTERVAL_S, REGISTER_TIMEOUT_S
 from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
+from mcrelay.protocol.errors import LocalProtocolError
 from mcrelay.protocol.legacy import CONNECT_WORD, DISCONNECT_WORD, MAX_MESSAGE_BYTES
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
 from mcrelay.protocol.secure.retries import GIVE_UP_AFTER_S
@@ -189,5 +190,8 @@ async def run_send(args: argparse.Namespace, env: Environment) -> ExitStatus:
         if not args.quiet:
             _announce(participant, env)
         for data in messages:
-            await participant.send(data)
+            try:
+                await participant.send(data)
+            except LocalProtocolError as exc:  # longer than the relay's key allows
+                raise UsageError(f"not sent: {exc}") from None
     return ExitStatus.OK

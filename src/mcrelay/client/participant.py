@@ -268,7 +268,7 @@ class Participant:
                     self.dropped[DropReason.UNKNOWN_TYPE] += 1
                     continue
                 try:
-                    key = crypto.load_public_key_untrusted(event.pem)
+                    key = crypto.wire_public_key_untrusted(event.pem)
                 except RemoteProtocolError as exc:
                     self.dropped[exc.reason] += 1
                     self._refused_key = f"{format_address(source)} answered with {exc}"
@@ -324,7 +324,7 @@ class Participant:
             return
         self._key_check_until = None
         try:
-            key = crypto.load_public_key_untrusted(event.pem)
+            key = crypto.wire_public_key_untrusted(event.pem)
         except RemoteProtocolError as exc:
             self.dropped[exc.reason] += 1
             return

@@ -164,9 +164,7 @@ def _lock(target: Path, path: Path, wait_s: float) -> int:
             time.sleep(LOCK_POLL_S)
         except OSError as exc:
             os.close(fd)
-            raise FileError(
-                f"cannot lock {KNOWN_WHAT} {path} ({lock}): {exc.strerror}"
-            ) from None
+            raise FileError(f"cannot lock {KNOWN_WHAT} {path} ({lock}): {exc.strerror}") from None
 
 
 def remember_relay(

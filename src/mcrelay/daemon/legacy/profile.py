@@ -242,7 +242,7 @@ class LegacyProfile:
     ) -> None:
         services = self._services
         try:
-            claimed = identity(crypto.load_public_key_untrusted(event.pem), source)
+            claimed = identity(crypto.wire_public_key_untrusted(event.pem), source)
         except RemoteProtocolError as exc:
             services.drop(exc.reason, source, exc)
             self._log_refused_key(source, exc, now)

@@ -14,8 +14,16 @@ KEY_BITS = 2048
 PUBLIC_EXPONENT = 65537
 MIN_PEER_KEY_BITS = 2048
 MAX_PEER_KEY_BITS = 4096
-HASH_BYTES = 32
 MAX_PEM_BYTES = 4096
+SPKI_BEGIN = b"-----BEGIN PUBLIC KEY-----"
+SPKI_END = b"-----END PUBLIC KEY-----"
+CHUNK_BYTES = 190
+"""Plaintext per OAEP block, whatever the key's size: the page's chunks of at most 190
+bytes, what a 2048-bit key's block carries (key_bytes - 2*32 - 2). A larger key's block
+would carry more (318, 446), but the page cuts 190 for every key: with them a relayed
+message near the largest is too large a datagram for a 3072- or 4096-bit recipient,
+which the page's relay skips (cutting by the key's size was a departure: found by
+review)."""
 
 _OAEP = padding.OAEP(
     mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None
@@ -27,23 +35,18 @@ def block_bytes(key: rsa.RSAPublicKey | rsa.RSAPrivateKey) -> int:
     return (key.key_size + 7) // 8
 
 
-def max_chunk_bytes(key: rsa.RSAPublicKey | rsa.RSAPrivateKey) -> int:
-    """Largest plaintext one OAEP block carries: key_bytes - 2*32 - 2 (190 for 2048 bits)."""
-    return block_bytes(key) - 2 * HASH_BYTES - 2
-
-
 def chunk(data: bytes, size: int) -> list[bytes]:
     """Split in pieces of at most ``size``; empty data is one empty chunk."""
     return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
 
 
 def encrypt_blocks(key: rsa.RSAPublicKey, plaintext: bytes) -> list[bytes]:
-    return [key.encrypt(piece, _OAEP) for piece in chunk(plaintext, max_chunk_bytes(key))]
+    return [key.encrypt(piece, _OAEP) for piece in chunk(plaintext, CHUNK_BYTES)]
 
 
 def encrypted_size(key: rsa.RSAPublicKey, plaintext_bytes: int) -> int:
     """Bytes of :func:`encrypt_blocks` output for a plaintext of this size."""
-    chunks = max(1, -(-plaintext_bytes // max_chunk_bytes(key)))
+    chunks = max(1, -(-plaintext_bytes // CHUNK_BYTES))
     return chunks * block_bytes(key)
 
 
@@ -112,6 +115,19 @@ def public_key_to_pem(key: rsa.RSAPublicKey) -> bytes:
     return key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+
+
+def wire_public_key_untrusted(value: bytes) -> rsa.RSAPublicKey:
+    """The key of a CLIENT_PUBLIC_KEY or SERVER_PUBLIC_KEY value: PEM
+    SubjectPublicKeyInfo, as the page says, and nothing else (OpenSSL also reads PKCS#1's
+    RSA PUBLIC KEY, and text around the block: found by review); then as
+    :func:`load_public_key_untrusted`."""
+    block = value.strip()
+    if not (
+        block.startswith(SPKI_BEGIN) and block.endswith(SPKI_END) and block.count(b"-----") == 4
+    ):
+        raise RemoteProtocolError("not a PEM SubjectPublicKeyInfo", DropReason.BAD_KEY)
+    return load_public_key_untrusted(value)
 
 
 @lru_cache(maxsize=1024)

@@ -40,7 +40,8 @@ from mcrelay.protocol.legacy.fragments import (
 from mcrelay.protocol.legacy.tlv import TLV_HEADER, TlvType, decode_tlvs_untrusted, encode_tlv
 
 MAX_MESSAGE_BYTES = 32768
-"""Largest plaintext of one message: 176 fragments with a 2048-bit relay key."""
+"""Largest plaintext of one message: 176 fragments with a 2048-bit relay key (fewer
+bytes with a larger one: :func:`max_message_bytes`)."""
 MAX_UDP_PAYLOAD = 65507
 MAX_TLVS_PER_DATAGRAM = 4
 """TLVs in one datagram to the relay at most. The well-known combinations hold one or
@@ -142,10 +143,26 @@ def peer_left(peer: Address) -> bytes:
     return encode_tlv(TlvType.CLIENT_DISCONNECTED, encode_address(peer))
 
 
+def max_message_bytes(relay_key: rsa.RSAPublicKey) -> int:
+    """Largest plaintext a message to this relay key may have: 32,768 bytes with a
+    2048-bit key; with a larger one, what 190-byte chunks in the larger blocks fit in
+    176 fragments (22,040 bytes at 3,072 bits, 16,530 at 4,096: a page problem, see
+    docs/protocol.md)."""
+    block_tlv = TLV_HEADER.size + crypto.block_bytes(relay_key)
+    blocks = MAX_FRAGMENTS * FRAGMENT_SIZE // block_tlv
+    return min(MAX_MESSAGE_BYTES, blocks * crypto.CHUNK_BYTES)
+
+
 def message_datagrams(relay_key: rsa.RSAPublicKey, plaintext: bytes, msg_id: bytes) -> list[bytes]:
     """Encrypt a message for the relay and cut it into FRAGMENT datagrams."""
-    if len(plaintext) > MAX_MESSAGE_BYTES:
-        raise LocalProtocolError(f"message of {len(plaintext)} bytes; at most {MAX_MESSAGE_BYTES}")
+    largest = max_message_bytes(relay_key)
+    if len(plaintext) > largest:
+        bits = (
+            ""
+            if largest == MAX_MESSAGE_BYTES
+            else f" with the relay's {relay_key.key_size}-bit key"
+        )
+        raise LocalProtocolError(f"message of {len(plaintext)} bytes; at most {largest}{bits}")
     payload = b"".join(
         encode_tlv(TlvType.ENCRYPTED_BLOCK, block)
         for block in crypto.encrypt_blocks(relay_key, plaintext)
@@ -160,7 +177,7 @@ def decrypt_payload_untrusted(
 
     A payload with more blocks than ``max_message_bytes`` needs is refused before
     any decryption (``too_large``), so its cost is bounded."""
-    max_blocks = max(1, -(-max_message_bytes // crypto.max_chunk_bytes(relay_key)))
+    max_blocks = max(1, -(-max_message_bytes // crypto.CHUNK_BYTES))
     try:
         tlvs = decode_tlvs_untrusted(payload, max_blocks)
     except RemoteProtocolError as exc:
@@ -190,6 +207,6 @@ def relayed_message(recipient_key: rsa.RSAPublicKey, sender: Address, plaintext:
 
 def max_fragments(relay_key: rsa.RSAPublicKey, max_message_bytes: int) -> int:
     """Fragments the largest allowed message takes with this relay key (never above 176)."""
-    blocks = max(1, -(-max_message_bytes // crypto.max_chunk_bytes(relay_key)))
+    blocks = max(1, -(-max_message_bytes // crypto.CHUNK_BYTES))
     payload = blocks * (TLV_HEADER.size + crypto.block_bytes(relay_key))
     return min(MAX_FRAGMENTS, -(-payload // FRAGMENT_SIZE))
