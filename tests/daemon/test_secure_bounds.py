@@ -14,7 +14,7 @@ import trio.testing
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.daemon.secure import profile
-from mcrelay.daemon.secure.peers import PENDING_LIFETIME_S, Details
+from mcrelay.daemon.secure.peers import Details
 from mcrelay.protocol.secure.admission import MAX_UNCONFIRMED_HANDSHAKES
 from mcrelay.protocol.secure.messages import (
     MAX_CHAT_BYTES,
@@ -24,6 +24,7 @@ from mcrelay.protocol.secure.messages import (
     RelayedChat,
 )
 from mcrelay.protocol.secure.sending import MESSAGE_WINDOW, QUEUE_LIMIT
+from mcrelay.protocol.secure.session import PENDING_LIFETIME_S
 from relay_harness import Harness, client_address, open_relay, settle
 from secure_harness import HarnessLink, SecurePeer, connected
 

@@ -139,6 +139,9 @@ async def test_a_member_that_acknowledges_nothing_is_removed_unreachable(
         assert harness.relay.roster.get(b.id) is None
         assert a.take()[-1] == presence(PresenceEvent.LEFT, b, LeaveReason.UNREACHABLE)
         assert harness.drops()["unreachable"] >= 1
+        # What was still in flight to it: no replacement (found by review).
+        assert "replaced" not in harness.drops()
+        assert harness.drops()["unregistered"] >= 1
 
 
 async def test_a_kicked_member_is_told_and_a_banned_key_gets_silence(

@@ -15,7 +15,7 @@ from mcrelay.protocol.secure.handshake import Initiator, Responder
 from mcrelay.protocol.secure.keypairs import REJECT_AFTER_S, Keypair
 from mcrelay.protocol.secure.keys import KeyPair
 from mcrelay.protocol.secure.paths import CHALLENGE_INTERVAL_S
-from mcrelay.protocol.secure.session import KEEPALIVE_AFTER_S, Session
+from mcrelay.protocol.secure.session import KEEPALIVE_AFTER_S, PENDING_LIFETIME_S, Session
 
 RELAY_ADDRESS: Address = ("127.0.0.1", 5007)
 CLIENT_ADDRESS: Address = ("127.0.0.1", 40000)
@@ -190,6 +190,61 @@ def test_a_rekey_the_client_sends_under_at_once_and_the_relay_after_its_first_da
     p.to_client(120.2)
     assert delivered(p.client) == [b"\x02new keys"]
     assert p.client.previous is None  # the relay's first DATA under the new one
+
+
+def test_a_rekey_from_a_new_address_is_validated_by_its_confirmation() -> None:
+    """The page: the INIT's source is validated when the handshake is confirmed. A
+    rekey from a new address (a NAT mapping that changed) went through path validation
+    instead, the relay sending to the old address meanwhile (found by review)."""
+    p = pair()
+    p.to_relay(0.0)
+    p.to_client(0.0)
+    client_keypair, relay_keypair = handshake(120.0)
+    p.client.install(client_keypair, 120.0)
+    p.relay.install(relay_keypair, 120.0, MOVED)
+    p.client_address = MOVED
+    received = None
+    for data, _ in p.client.datagrams(120.1):
+        header = peek_data_untrusted(data)
+        keypair = p.relay.keypair(header.receiver_index, 120.1)
+        assert keypair is relay_keypair
+        received = p.relay.receive_untrusted(keypair, data, header.counter, MOVED, 120.1)
+    assert received is not None
+    assert received.moved_from == CLIENT_ADDRESS
+    assert p.relay.address == MOVED
+    assert p.relay.paths is not None
+    assert p.relay.paths.candidate is None
+    p.relay.channel.send(b"\x02to the new address", 120.2)
+    assert [to for _, to in p.to_client(120.2)] == [MOVED]
+    assert delivered(p.client) == [b"\x02to the new address"]
+
+
+def test_a_rekey_confirmed_from_elsewhere_is_roaming_as_any_data() -> None:
+    p = pair()
+    p.to_relay(0.0)
+    p.to_client(0.0)
+    client_keypair, relay_keypair = handshake(120.0)
+    p.client.install(client_keypair, 120.0)
+    p.relay.install(relay_keypair, 120.0, ("127.0.0.1", 40002))
+    p.client_address = MOVED
+    p.to_relay(120.1)
+    assert p.relay.current is relay_keypair
+    assert p.relay.address == CLIENT_ADDRESS  # challenged first
+    assert p.relay.paths is not None
+    assert p.relay.paths.candidate == MOVED
+
+
+def test_a_rekeys_keypair_unused_for_fifteen_seconds_is_forgotten() -> None:
+    """The page: unconfirmed handshakes live at most 15 s. A rekey's lived until its
+    keypair's 180 s (found by review)."""
+    p = pair()
+    p.to_relay(0.0)
+    p.to_client(0.0)
+    _, relay_keypair = handshake(120.0)
+    p.relay.install(relay_keypair, 120.0, CLIENT_ADDRESS)
+    assert p.relay.keypair(relay_keypair.local_index, 120.0 + PENDING_LIFETIME_S - 0.01)
+    assert p.relay.keypair(relay_keypair.local_index, 120.0 + PENDING_LIFETIME_S) is None
+    assert p.relay.next is None
 
 
 def test_keypairs_are_refused_after_three_minutes() -> None:

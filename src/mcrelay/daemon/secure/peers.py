@@ -20,10 +20,8 @@ from mcrelay.core.members import Member
 from mcrelay.daemon.secure.presence import PresenceQueue
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.secure.keypairs import Keypair
-from mcrelay.protocol.secure.session import Session
+from mcrelay.protocol.secure.session import PENDING_LIFETIME_S, Session
 
-PENDING_LIFETIME_S = 15.0
-"""An unconfirmed handshake (RESPONSE sent, no DATA yet) is forgotten after this."""
 TIMER_GRANULARITY_S = 0.001
 """A peer is turned again no sooner than this (a session that has work it cannot do
 now must not spin the loop)."""

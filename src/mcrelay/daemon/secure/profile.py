@@ -25,7 +25,6 @@ from mcrelay.daemon.secure.backpressure import Backpressure
 from mcrelay.daemon.secure.origin import PROFILE, chat_head
 from mcrelay.daemon.secure.peers import (
     COALESCE_S,
-    PENDING_LIFETIME_S,
     TIMER_GRANULARITY_S,
     Details,
     Peer,
@@ -67,7 +66,7 @@ from mcrelay.protocol.secure.messages import (
     encode_message,
 )
 from mcrelay.protocol.secure.sending import MESSAGE_WINDOW, QUEUE_LIMIT
-from mcrelay.protocol.secure.session import Session
+from mcrelay.protocol.secure.session import PENDING_LIFETIME_S, Session
 from mcrelay.settings.config import RelayConfig
 
 log = logging.getLogger(__name__)
@@ -230,7 +229,7 @@ class SecureProfile:
         )
         keypair = Keypair.from_handshake(response.keys, init.epoch, now)
         if rekey and peer is not None:
-            peer.session.install(keypair, now)
+            peer.session.install(keypair, now, source)
             self._hold_indexes(peer)
         else:
             pending = Pending(key, keypair, init.epoch, relay_epoch, source, now)
@@ -354,7 +353,7 @@ class SecureProfile:
         notice = Notice(NoticeCode.REPLACED, b"replaced by a new session")
         earlier.session.channel.send(encode_message(notice), now, bounded=False)
         self._flush(earlier, now)
-        self._close(earlier)
+        self._close(earlier, DropReason.REPLACED)
         peer.member = member
         details = member.identity.details
         assert isinstance(details, Details)
@@ -596,7 +595,10 @@ class SecureProfile:
 
     # Bookkeeping.
 
-    def _close(self, peer: Peer) -> None:
+    def _close(self, peer: Peer, reason: DropReason = DropReason.UNREGISTERED) -> None:
+        """Close ``peer``'s session: what was in flight to it is dropped, counted as
+        ``reason`` (``replaced`` only when a new session took its place: every close
+        counted so, a kick or a timeout too, found by review)."""
         if peer.closed:
             return
         peer.closed = True
@@ -608,7 +610,7 @@ class SecureProfile:
         statistics = peer.session.channel.statistics()
         lost = statistics.in_flight + statistics.queued
         if lost:
-            self._services.drop(DropReason.REPLACED, peer.session.address, "closed", lost)
+            self._services.drop(reason, peer.session.address, "closed", lost)
         self._copy_bytes -= peer.copy_bytes
         peer.copies.clear()
         peer.own.clear()

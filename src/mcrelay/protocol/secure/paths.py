@@ -69,6 +69,16 @@ class PathValidator:
         old, self.address, self._candidate = self.address, candidate.address, None
         return old
 
+    def confirmed(self, source: Address) -> Address | None:
+        """A rekey's handshake from ``source`` is confirmed from there: validated as an
+        INIT's source is. The address it replaces, if it changed."""
+        if source == self.address:
+            return None
+        if self._candidate is not None and self._candidate.address == source:
+            self._candidate = None
+        old, self.address = self.address, source
+        return old
+
     def challenge_due(self, now: float) -> tuple[Address, bytes] | None:
         """Where to send a challenge now (in a DATA of its own), and its bytes; None when
         no candidate waits, the last challenge is too recent, or the limit is reached."""

@@ -42,6 +42,10 @@ SESSION_TIMEOUT_S = 30.0
 """Without an authenticated DATA this long, the relay removes the member and the client
 starts a new handshake (``--client-timeout``)."""
 CONFIRM_CAP_S = 2.0
+PENDING_LIFETIME_S = 15.0
+"""An unconfirmed handshake (RESPONSE sent, no DATA yet) is forgotten after this: a
+new member's (the relay's table of them), and a rekey's keypair (:meth:`Session.install`,
+which outlived it until the keypair's 180 s: found by review)."""
 MAX_PATH_RESPONSES = 2
 """PATH_RESPONSEs waiting to go (a challenge repeated faster than we answer is answered
 once for each of the latest)."""
@@ -80,7 +84,10 @@ class Session:
         self.previous: Keypair | None = None
         """The one before, kept for receiving."""
         self.next: Keypair | None = None
-        """The relay's side: a rekey's keypair, until the client's first DATA under it."""
+        """The relay's side: a rekey's keypair, until the client's first DATA under it
+        (:data:`PENDING_LIFETIME_S` at most)."""
+        self._next_source: Address | None = None
+        """Where the INIT of :attr:`next` came from."""
         self.address = address
         self.paths = PathValidator(address, random_bytes) if role is Role.RELAY else None
         self.timeout_s = timeout_s
@@ -96,14 +103,18 @@ class Session:
 
     # Keypairs.
 
-    def install(self, keypair: Keypair, now: float) -> None:
+    def install(self, keypair: Keypair, now: float, source: Address | None = None) -> None:
         """A new handshake's keypair (a rekey): the client sends under it at once; the
-        relay waits for the client's first DATA under it."""
+        relay waits for the client's first DATA under it, and takes ``source`` (its
+        INIT's) for validated when that DATA comes from there: the client got the
+        RESPONSE sent there (the page; a rekey from a new address went through path
+        validation instead, which could leave the relay sending to the old one: found
+        by review)."""
         if self.role is Role.CLIENT:
             self.previous, self.current = self.current, keypair
             self._confirm(now)
         else:
-            self.next = keypair
+            self.next, self._next_source = keypair, source
 
     def keypair(self, local_index: int, now: float) -> Keypair | None:
         """This session's usable keypair with ``local_index``, if any."""
@@ -121,7 +132,7 @@ class Session:
     def _forget_refused(self, now: float) -> None:
         if self.previous is not None and not self.previous.usable(now):
             self.previous = None
-        if self.next is not None and not self.next.usable(now):
+        if self.next is not None and now >= self.next.created + PENDING_LIFETIME_S:
             self.next = None
 
     def _confirm(self, now: float) -> None:
@@ -156,15 +167,18 @@ class Session:
         (what :meth:`receive_untrusted` does once it has opened and decoded one; the
         relay calls it directly for the DATA that confirms a new member's handshake)."""
         self.last_received = self._now = now
+        paths = self.paths
+        moved_from = None
         if keypair is self.next:
             self.previous, self.current, self.next = self.current, keypair, None
+            if paths is not None and source == self._next_source:
+                moved_from = paths.confirmed(source)
+                self.address = paths.address
         elif keypair is self.current and self.role is Role.CLIENT:
             self.previous = None
             self._confirm_at = None
         if keypair.peer_epoch != self.channel.peer_epoch:
             self.channel.set_peer_epoch(keypair.peer_epoch, now)
-        moved_from = None
-        paths = self.paths
         if paths is not None:
             paths.seen(source, size, new_highest)
         channel_frames: list[ChannelFrame] = []
