@@ -57,7 +57,11 @@ from mcrelay.daemon.relay import Relay
 from mcrelay.daemon.secure.keyfile import load_or_create_secure_key, read_secure_key_file
 from mcrelay.federation.bus import Bus, BusOptions
 from mcrelay.federation.epoch import epoch_file, next_epoch
-from mcrelay.federation.keyfile import check_bus_files, read_cluster_key
+from mcrelay.federation.keyfile import (
+    check_bus_files,
+    cluster_key_fingerprint,
+    read_cluster_key,
+)
 from mcrelay.federation.link import Link
 from mcrelay.federation.subjects import Subjects
 from mcrelay.protocol.federation.envelope import MAX_ENVELOPE_BYTES
@@ -210,11 +214,14 @@ def federation_link(config: RelayConfig, relay: Relay, joining: Joining) -> Link
         servers=config.federation_servers,
     )
     relay.federation = link
+    # The key's fingerprint: relays that hear nothing of each other (envelope_auth) may
+    # hold different keys, and this is how their operators compare them.
     log.info(
-        "federation cluster=%s relay=%s servers=%s",
+        "federation cluster=%s relay=%s servers=%s key=%s",
         config.federation_cluster,
         name,
         ",".join(config.federation_servers),
+        cluster_key_fingerprint(joining.key),
     )
     return link
 

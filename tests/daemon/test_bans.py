@@ -1,6 +1,7 @@
 """Bans by address and by host, and the parsers of ban targets and lengths."""
 
 import ipaddress
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
@@ -8,6 +9,7 @@ from hypothesis import strategies as st
 
 from mcrelay.core.bans import MAX_BAN_S, Ban, BanList, parse_ban_seconds, parse_ban_target
 from mcrelay.protocol.addresses import format_address
+from mcrelay.protocol.federation.bodies import MAX_KICK_BAN_S
 
 
 def test_a_host_ban_covers_every_port_and_an_address_ban_one() -> None:
@@ -20,6 +22,16 @@ def test_a_host_ban_covers_every_port_and_an_address_ban_one() -> None:
     assert not bans.is_banned(("10.0.0.2", 4001), 1.0)
     assert not bans.is_banned(("10.0.0.1", 1), 60.0)
     assert [ban.scope for ban in bans.active(1.0)] == ["address"]
+
+
+def test_a_ban_lasts_a_year_at_most_whoever_asks() -> None:
+    """A federated KICK of 1e300 s made the ban's date overflow, and /v1/bans answer
+    500 for good (found by review)."""
+    bans = BanList()
+    ban = bans.ban("10.0.0.1", 1e300, now=0.0)
+    assert ban.until == MAX_BAN_S
+    assert datetime.fromtimestamp(ban.until_wall, UTC).year < 9999
+    assert MAX_BAN_S == MAX_KICK_BAN_S
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import cast
 
 import httpx
+import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -20,6 +21,7 @@ from mcrelay.cli.status import ExitStatus
 from mcrelay.client import MessageReceived, PeerPresent
 from mcrelay.daemon.relay import Relay
 from mcrelay.federation.bus import BusOptions, Incoming
+from mcrelay.federation.keyfile import cluster_key_fingerprint, read_cluster_key
 from mcrelay.federation.link import Link
 from mcrelay.protocol.addresses import RELAY_ITSELF
 from mcrelay.protocol.federation.envelope import Header, Kind, seal_envelope
@@ -229,7 +231,11 @@ async def test_relaying_resumes_after_a_nats_server_restart_and_losses_are_count
 
 
 async def test_bad_envelopes_are_counted_drops(
-    relay_key_file: Path, cluster_key_file: Path, keys: Keys, nats_server: NatsServer
+    relay_key_file: Path,
+    cluster_key_file: Path,
+    keys: Keys,
+    nats_server: NatsServer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with federated(relay_key_file, cluster_key_file, [nats_server.url] * 2) as (one, two):
         subject = link(one.relay).subjects.msg
@@ -262,6 +268,12 @@ async def test_bad_envelopes_are_counted_drops(
                     "envelope_version": 1,
                     "envelope_replay": 1,
                 }
+                # Said, once a minute at most, with the key's fingerprint to compare (it
+                # was only a counter: found by review).
+                said = [r for r in caplog.records if "failed authentication" in r.message]
+                assert len(said) == 2  # one line at each relay, for its two
+                fingerprint = cluster_key_fingerprint(read_cluster_key(cluster_key_file))
+                assert all(r.levelname == "WARNING" and fingerprint in r.message for r in said)
                 await b.send("still relayed")
                 await events_until(a, lambda e: e == MessageReceived(b.address, b"still relayed"))
 

@@ -74,6 +74,7 @@ class BanList:
         return len(self._bans)
 
     def ban(self, target: BanTarget, seconds: float, now: float) -> Ban:
+        seconds = min(seconds, MAX_BAN_S)  # its date must stay a date
         ban = Ban(target, now + seconds, time.time() + seconds)
         self._bans[target] = ban
         return ban

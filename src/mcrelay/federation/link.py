@@ -25,7 +25,9 @@ from mcrelay.core.profile import Origin
 from mcrelay.core.remotes import Change, remote_id
 from mcrelay.federation import records
 from mcrelay.federation.bus import Bus, BusEvent, Incoming
+from mcrelay.federation.keyfile import cluster_key_fingerprint
 from mcrelay.federation.subjects import EXPECTED_KINDS, Subjects
+from mcrelay.logs import once_a_minute
 from mcrelay.protocol.addresses import RELAY_ITSELF
 from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
 from mcrelay.protocol.federation.bodies import (
@@ -108,6 +110,8 @@ class Link:
         self.gaps = 0
         self.duplicates = 0
         self._conflicts: set[int] = set()
+        self._auth_log = once_a_minute()
+        self._key_fingerprint = cluster_key_fingerprint(key)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The bus, and this link's tasks: its receiver, its snapshots, the leases."""
@@ -336,6 +340,8 @@ class Link:
         except RemoteProtocolError as exc:
             self.dropped[exc.reason.value] += 1
             log.debug("an envelope on %s refused: %s", item.subject, exc)
+            if exc.reason is DropReason.ENVELOPE_AUTH:
+                self._auth_failed(now)
             return
         if header.kind not in EXPECTED_KINDS.get(self.subjects.name(item.subject), ()):
             self.dropped["wrong_subject"] += 1
@@ -373,6 +379,19 @@ class Link:
             self.gaps += verdict.skipped
             self._host.remotes.relays[header.relay].gaps += verdict.skipped
         await self._act(header, body, item.reply, now)
+
+    def _auth_failed(self, now: float) -> None:
+        """Said once a minute at most: relays with different cluster keys hear nothing
+        of each other, and this was only a counter (found by review)."""
+        held = self._auth_log.take(now)
+        if held is not None:
+            log.warning(
+                "%d envelopes failed authentication since the last such line: a relay "
+                "with another cluster key? (this relay's key is %s: compare the others' "
+                "with 'mcrelay fingerprint KEY_FILE')",
+                held + 1,
+                self._key_fingerprint,
+            )
 
     def _name_conflict(self, header: Header) -> None:
         """Another relay of the cluster has this relay's name: counted, logged once per

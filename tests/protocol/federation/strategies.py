@@ -3,6 +3,7 @@
 from hypothesis import strategies as st
 
 from mcrelay.protocol.federation.bodies import (
+    MAX_KICK_BAN_S,
     MAX_SNAPSHOT_MEMBERS,
     RELAY_MEMBER,
     Body,
@@ -68,7 +69,7 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
     return Snapshot(draw(st.integers(0, MAX_U64)), part, parts, chosen)
 
 
-bans = st.none() | st.floats(min_value=1e-3, max_value=1e9)
+bans = st.none() | st.floats(min_value=1e-3, max_value=MAX_KICK_BAN_S)
 kicks = st.builds(Kick, relay_names, member_ids, bans, st.sampled_from(KickScope))
 kick_replies = st.builds(
     KickReply,

@@ -46,6 +46,8 @@ RELAY_MEMBER_ID = "relay"
 MAX_TIME_S = 253_402_300_799.0
 """The last second of year 9999: a ``connected_at`` past it is no time (it would not
 even print as a date)."""
+MAX_KICK_BAN_S = 365 * 24 * 3600.0
+"""The longest ban a KICK may ask for: the API's (``core.bans.MAX_BAN_S``)."""
 
 # Member record: the origin (protocol/secure/origins.py), then the id and connected_at:
 # +------+----------+----------+---------+--------+-----------+--------------+
@@ -206,7 +208,9 @@ class Kick:
     def __post_init__(self) -> None:
         check_relay_name(self.target)
         _check_member_id(self.member_id)
-        if self.ban_s is not None and not (math.isfinite(self.ban_s) and self.ban_s > 0):
+        if self.ban_s is not None and not 0 < self.ban_s <= MAX_KICK_BAN_S:
+            # A year at most, as the API's: 1e300 s made the ban list's dates overflow,
+            # and /v1/bans answer 500 for good (found by review).
             raise LocalProtocolError(f"a ban of {self.ban_s} s")
         if self.scope not in _SCOPES:
             raise LocalProtocolError(f"kick scope {self.scope}")
