@@ -6,6 +6,8 @@ a server's stop and restart take a fraction of a second.
 
 import asyncio
 import importlib.util
+import os
+import signal
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -257,6 +259,29 @@ async def test_a_killed_cluster_node_is_left_for_another(
         await get_through(a, rb, b"after")
         [other] = [s for s in nats_cluster if s.process and "a" in client_names(s)]
         assert other is not node
+
+
+async def test_a_busy_bus_leaves_a_hung_cluster_node_for_another(
+    nats_cluster: list[NatsServer],
+) -> None:
+    """nats-py closed the socket politely and waited for it: a stopped server never
+    drained what a busy client had written, so the client stayed on it, publishing
+    nothing and saying it was connected, until the server woke (found by review)."""
+    async with open_bus(options(nats_cluster, "a"), [SUBJECT]) as a:
+        ra = Reader(a)
+        await connected(ra)
+        [node] = [s for s in nats_cluster if "a" in client_names(s)]
+        assert node.process is not None
+        os.kill(node.process.pid, signal.SIGSTOP)
+        try:
+            for _ in range(64):  # some 16 MiB into the socket's buffers, and nats-py's
+                a.publish(SUBJECT, bytes(256 * 1024))
+                await trio.sleep(0.01)
+            await ra.until(BusEvent.DISCONNECTED)
+            await ra.until(BusEvent.CONNECTED)
+            assert a.counters.reconnects == 1
+        finally:
+            os.kill(node.process.pid, signal.SIGCONT)
 
 
 async def test_a_full_queue_to_trio_drops_and_counts(nats_server: NatsServer) -> None:

@@ -87,6 +87,17 @@ class _Client(Client):
         except Exception as error:
             self._on_malformed(error)
 
+    async def _attempt_reconnect(self) -> None:
+        """nats-py's, once the connection is dropped at once: it closes the socket the
+        polite way and waits for it, and a server that hangs (stopped, or behind a black
+        hole) never drains what a busy client wrote, so the wait lasted until it woke
+        (the relay published nothing meanwhile, saying it was connected, and never moved
+        to its other servers: found by review). Aborted, the socket goes now."""
+        writer = getattr(self._transport, "_io_writer", None)
+        if writer is not None:
+            writer.transport.abort()
+        await super()._attempt_reconnect()
+
 
 class NatsThread:
     def __init__(
