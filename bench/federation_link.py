@@ -104,7 +104,8 @@ async def way_in(server: NatsServer, publisher: Worker, key: bytes) -> dict[str,
         for rate in IN_RATES:
             before, overflow = link.received, bus.counters.receive_overflow
             cpu = time.process_time()
-            sent = await trio.to_thread.run_sync(publisher.call, "send", rate, SECONDS)
+            first = rate == IN_RATES[0]  # a new link: it hears the publisher first
+            sent = await trio.to_thread.run_sync(publisher.call, "send", rate, SECONDS, first)
             while True:  # until nothing more comes
                 seen = link.received
                 await trio.sleep(0.2)

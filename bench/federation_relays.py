@@ -305,6 +305,7 @@ def bridge_in(bench: Bench, options: Options) -> dict[str, Any]:
             publisher = Worker("publisher", cluster.publisher_main, spec)
             stack.callback(publisher.stop)
             publisher.reply()
+            verify = True  # a new relay: it hears the publisher first
             for rate in options.in_rates:
                 steps = []
                 for _ in range(options.repeats):
@@ -312,7 +313,8 @@ def bridge_in(bench: Bench, options: Options) -> dict[str, Any]:
                         receiver.call("reset", 0)
                     before, cpu_before = cluster.federation(relay.api), process_cpu(relay.pid)
                     started = time.monotonic()
-                    sent = publisher.call("send", rate, options.step_s)
+                    sent = publisher.call("send", rate, options.step_s, verify)
+                    verify = False
                     received, last = _wait_still(partial(_received, relay))
                     cpu = (process_cpu(relay.pid) - cpu_before).total_s
                     after = cluster.federation(relay.api)

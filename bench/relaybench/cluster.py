@@ -14,13 +14,24 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from mcrelay.protocol.federation.bodies import MemberRecord, Message, encode_body
-from mcrelay.protocol.federation.envelope import Kind, Sealer
+from mcrelay.protocol.federation.bodies import (
+    MemberRecord,
+    Message,
+    Snapshot,
+    SnapshotRequest,
+    decode_body_untrusted,
+    encode_body,
+)
+from mcrelay.protocol.federation.envelope import Kind, Opener, Sealer
 from mcrelay.protocol.secure.origins import Origin, OriginKind
 from relaybench.api import Api
 
 CLUSTER = "bench"
 MSG_SUBJECT = f"mcrelay.{CLUSTER}.msg"
+HELLO_SUBJECT = f"mcrelay.{CLUSTER}.hello"
+PRESENCE_SUBJECT = f"mcrelay.{CLUSTER}.presence"
+ANSWER_TIMEOUT_S = 10.0
+"""How long the publisher waits for the relay's SNAPSHOT_REQUEST before its first step."""
 LINK_TIMEOUT_S = 15.0
 PUBLISHER_NAME = "bench-publisher"
 PUBLISH_EVERY_S = 0.005
@@ -85,6 +96,36 @@ def _frames(sealer: Sealer, record: MemberRecord, count: int, size: int) -> list
     return frames
 
 
+def _heard_and_verified(sock: socket.socket, stream: Any, sealer: Sealer, key: bytes) -> None:
+    """A snapshot, which makes the relay hear this run and ask it (SNAPSHOT_REQUEST);
+    then the answer, as a relay gives it: an empty snapshot with the request's nonce and
+    the last MSG sealed so far (the frames are sealed per step). The relay takes this
+    run's messages from then on (docs/federation.md)."""
+    opener = Opener(key)
+    sock.sendall(b"SUB %s 1\r\n" % HELLO_SUBJECT.encode())
+    envelope = sealer.seal(Kind.SNAPSHOT, encode_body(Snapshot(0, 0, 1, ())))
+    sock.sendall(b"PUB %s %d\r\n%s\r\n" % (PRESENCE_SUBJECT.encode(), len(envelope), envelope))
+    sock.settimeout(ANSWER_TIMEOUT_S)  # a relay that never asks fails the bench
+    while True:
+        line = stream.readline()
+        if line == b"PING\r\n":
+            sock.sendall(b"PONG\r\n")
+        if not line.startswith(b"MSG "):
+            continue
+        words = line.split()
+        payload = stream.read(int(words[-1]) + 2)[:-2]
+        if len(words) != 5:  # no reply subject: nothing to answer
+            continue
+        header, data = opener.open_untrusted(payload)
+        request = decode_body_untrusted(header.kind, data)
+        if isinstance(request, SnapshotRequest) and request.target in ("", PUBLISHER_NAME):
+            answer = Snapshot(0, 0, 1, (), request.nonce, sealer.last_seq(Kind.MSG), 0)
+            envelope = sealer.seal(Kind.SNAPSHOT, encode_body(answer))
+            sock.sendall(b"PUB %s %d\r\n%s\r\nUNSUB 1\r\n" % (words[3], len(envelope), envelope))
+            sock.settimeout(None)
+            return
+
+
 def publisher_main(conn: Connection, spec: PublisherSpec) -> None:
     """A worker (relaybench.workers): MSG envelopes of relay ``bench-publisher``, sealed
     before each step, written on a raw NATS connection at a paced rate; the step ends
@@ -103,7 +144,9 @@ def publisher_main(conn: Connection, spec: PublisherSpec) -> None:
             command = conn.recv()
             if command[0] == "stop":
                 return
-            _send, rate_per_s, duration_s = command
+            _send, rate_per_s, duration_s, verify = command
+            if verify:  # a relay that has not heard this run yet
+                _heard_and_verified(sock, stream, sealer, spec.cluster_key)
             total = max(1, round(rate_per_s * duration_s))
             frames = _frames(sealer, record, total, spec.message_bytes)
             started = time.monotonic()

@@ -24,7 +24,7 @@ from mcrelay.federation.bus import BusOptions, Incoming
 from mcrelay.federation.keyfile import cluster_key_fingerprint, read_cluster_key
 from mcrelay.federation.link import Link
 from mcrelay.protocol.addresses import RELAY_ITSELF
-from mcrelay.protocol.federation.envelope import Header, Kind, seal_envelope
+from mcrelay.protocol.federation.envelope import ENVELOPE_VERSION, Header, Kind, seal_envelope
 from mcrelay.protocol.legacy.crypto import key_digest
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
 from mcrelay.protocol.secure.messages import RelayedChat
@@ -250,12 +250,12 @@ async def test_bad_envelopes_are_counted_drops(
                 await events_until(a, lambda e: e == MessageReceived(b.address, b"genuine"))
                 captured = [i for i in await spy.receive() if isinstance(i, Incoming)]
                 genuine = captured[0].data
-                header = Header(1, Kind.MSG, "r9", 1, 1)
+                header = Header(ENVELOPE_VERSION, Kind.MSG, "r9", 1, 1)
                 for data in (
                     b"",
-                    b"\x01garbage",
+                    b"\x02garbage",
                     genuine[:-3],
-                    b"\x02" + genuine[1:],
+                    b"\x03" + genuine[1:],
                     seal_envelope(os.urandom(32), header, b"x"),
                     genuine,  # a replay
                 ):

@@ -13,6 +13,7 @@ import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mcrelay.client import MessageReceived
 from mcrelay.core.profile import RELAY_ORIGIN
 from mcrelay.federation.bridge import BusCounters
 from mcrelay.federation.bus import Bus, BusEvent, BusOptions, Incoming
@@ -25,6 +26,7 @@ from mcrelay.protocol.federation.bodies import (
     KickStatus,
     LeaveReason,
     MemberRecord,
+    Message,
     Presence,
     PresenceEvent,
     Snapshot,
@@ -101,9 +103,20 @@ class Setup:
     """Relay r2 of the cluster, as the test plays it."""
 
     async def push(self, subject: str, kind: Kind, body: Body, reply: str = "") -> None:
-        envelope = self.other.seal(kind, encode_body(body))
+        await self.push_sealed(subject, self.other.seal(kind, encode_body(body)), reply)
+
+    async def push_sealed(self, subject: str, envelope: bytes, reply: str = "") -> None:
         await self.bus.inbound.send([Incoming(f"mcrelay.c.{subject}", envelope, reply)])
         await settle()
+
+    async def verified(self) -> None:
+        """r2 heard, and answering the nonce r1 then asks it, as a relay of the cluster
+        does: its messages and kicks are taken from then on."""
+        await self.push("presence", Kind.SNAPSHOT, Snapshot(0, 0, 1, ()))
+        (ask,) = [body for body in self.answers() if isinstance(body, SnapshotRequest)]
+        assert ask.target == "r2"
+        sealed = self.other.last_seq(Kind.MSG), self.other.last_seq(Kind.KICK)
+        await self.push("inbox.r1", Kind.SNAPSHOT, Snapshot(0, 0, 1, (), ask.nonce, *sealed))
 
     def answers(self) -> list[Body]:
         opener = Opener(KEY)
@@ -205,7 +218,8 @@ async def test_a_hello_is_answered_with_the_members_here(
         await setup.harness.members(keys, 2)
         setup.bus.sent.clear()
         await setup.push("hello", Kind.SNAPSHOT_REQUEST, SnapshotRequest(), "mcrelay.c.inbox.r2")
-        (answer,) = setup.answers()
+        (ask, answer) = setup.answers()  # r2 heard anew: it is asked for its own nonce too
+        assert isinstance(ask, SnapshotRequest)
         assert isinstance(answer, Snapshot)
         assert sorted(m.member_id for m in answer.members) == ["127.0.0.1:40000", "127.0.0.1:40001"]
         await setup.push("hello", Kind.SNAPSHOT_REQUEST, SnapshotRequest())
@@ -231,7 +245,7 @@ async def test_a_hello_that_fails_costs_the_hello_not_the_link(
         monkeypatch.undo()
         setup.bus.sent.clear()  # the hello went before its snapshot failed
         await setup.push("hello", Kind.SNAPSHOT_REQUEST, SnapshotRequest(), "mcrelay.c.inbox.r2")
-        assert [type(answer) for answer in setup.answers()] == [Snapshot]
+        assert [type(answer) for answer in setup.answers()] == [SnapshotRequest, Snapshot]
 
 
 async def kick(setup: Setup, target: str, member_id: str, scope: KickScope) -> KickReply:
@@ -246,6 +260,7 @@ async def test_a_kick_asked_by_another_relay(
 ) -> None:
     async with linked(keys) as setup:
         a, b = await setup.harness.members(keys, 2)
+        await setup.verified()
         setup.bus.sent.clear()
         refused = await kick(setup, "r3", "127.0.0.1:40000", KickScope.DEFAULT)
         assert refused.status is KickStatus.REFUSED
@@ -353,3 +368,35 @@ async def test_snapshot_parts_waiting_are_bounded(
             await setup.push("presence", Kind.SNAPSHOT, Snapshot(0, 0, 2, (record(n),)))
         assert sum(map(len, setup.link._parts.values())) <= 2 * limit
         assert setup.link.dropped["snapshot_incomplete"] == 3 * limit - 2 * limit
+
+
+async def test_a_recorded_stream_is_not_taken_again_by_a_relay_just_started(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Anyone on the bus recorded r2's messages and a kick, and replayed them to r1 just
+    started: r1 delivered the messages again and did the kick again, its ban too (found
+    by review). They wait for r2's run to answer a nonce of r1's, and above the seqs r2
+    had sealed then."""
+    async with linked(keys) as setup:
+        a, b = await setup.harness.members(keys, 2)
+        old = record(7)
+        recorded = [
+            setup.other.seal(Kind.MSG, encode_body(Message(old, f"old {n}".encode())))
+            for n in range(3)
+        ]
+        kick = Kick("r1", "127.0.0.1:40000", 3600.0, KickScope.HOST)
+        recorded_kick = setup.other.seal(Kind.KICK, encode_body(kick))
+        for envelope in recorded:
+            await setup.push_sealed("msg", envelope)
+        await setup.push_sealed("kick.r1", recorded_kick, "_INBOX.x")
+        assert a.take() == b.take() == []
+        assert setup.harness.relay.roster.at(a.address) is not None
+        assert setup.link.dropped == {"envelope_unverified": 4}
+        await setup.verified()  # r2 heard (it asks), and its answer comes
+        for envelope in recorded:
+            await setup.push_sealed("msg", envelope)
+        await setup.push_sealed("kick.r1", recorded_kick, "_INBOX.x")
+        assert a.take() == b.take() == []
+        assert setup.link.dropped["envelope_replay"] == 4
+        await setup.push("msg", Kind.MSG, Message(old, b"new"))
+        assert a.take() == [MessageReceived(("10.0.0.7", 4000), b"new")]

@@ -8,13 +8,18 @@ bus is opened (:mod:`mcrelay.protocol.federation`), checked against its relay's
 stream (gaps counted; replays and older epochs refused), and handed to the relay: a
 message to deliver to the members here (never published again), presence to announce.
 Every relay's lease is renewed by anything authentic it sends, its snapshot every 3 s
-above all; a relay not heard for the lease has its members announced as left.
+above all; a relay not heard for the lease has its members announced as left. A
+relay's messages and kicks are taken once its run has answered a nonce of ours (asked
+at connection, and of each relay heard anew or restarted): see
+:mod:`mcrelay.protocol.federation.streams`.
 
 The subjects are in :mod:`mcrelay.federation.subjects`; members as envelopes carry them,
 in :mod:`mcrelay.federation.records`.
 """
 
 import logging
+import math
+import os
 from collections import Counter
 
 import trio
@@ -32,6 +37,8 @@ from mcrelay.protocol.addresses import RELAY_ITSELF
 from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
 from mcrelay.protocol.federation.bodies import (
     MAX_SNAPSHOT_MEMBERS,
+    NO_NONCE,
+    NONCE_BYTES,
     RELAY_MEMBER,
     Body,
     Kick,
@@ -49,7 +56,7 @@ from mcrelay.protocol.federation.bodies import (
     split_snapshot,
 )
 from mcrelay.protocol.federation.envelope import Header, Kind, Opener, Sealer
-from mcrelay.protocol.federation.streams import Order, Streams
+from mcrelay.protocol.federation.streams import MAX_RELAYS, Order, Streams
 from mcrelay.protocol.secure import origins
 
 log = logging.getLogger(__name__)
@@ -71,6 +78,13 @@ RECEIVE_CHUNK = 64
 """Envelopes acted on between checkpoints: messages started meanwhile can go out."""
 MAX_CONFLICTS_LOGGED = 64
 """Runs of a relay of our own name remembered, so that each is logged once."""
+ASK_INTERVAL_S = 1.0
+"""A relay whose run is not verified yet is asked (SNAPSHOT_REQUEST with a nonce) at
+most this often."""
+NONCE_LIFETIME_S = 10.0
+"""How long an answer to a nonce of ours is taken as one."""
+MAX_NONCES = 64
+"""Nonces of ours outstanding at most (the oldest forgotten first)."""
 
 COUNTED_GAPS = {Kind.MSG, Kind.PRESENCE}
 """Streams every relay sees whole; the others are partly addressed to other relays."""
@@ -111,6 +125,10 @@ class Link:
         self.duplicates = 0
         self._conflicts: set[int] = set()
         self._auth_log = once_a_minute()
+        self._nonces: dict[bytes, float] = {}
+        """Our SNAPSHOT_REQUESTs' nonces, and when each was asked."""
+        self._asked: dict[str, float] = {}
+        """When each relay (or every relay: "") was last asked."""
         self._key_fingerprint = cluster_key_fingerprint(key)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -249,16 +267,40 @@ class Link:
         spent: the others count a gap)."""
         self._bus.publish(subject, self._sealer.seal(kind, body), reply)
 
-    def _snapshot(self) -> list[bytes]:
+    def _snapshot(self, nonce: bytes = NO_NONCE) -> list[bytes]:
+        """Our members, sealed; an answer carries its request's ``nonce``, and every
+        snapshot the last MSG and KICK seqs we sealed before it."""
         version = self._sealer.last_seq(Kind.PRESENCE)
         # By id: two snapshots of one version (an answer, the periodic one) are cut into
         # the same parts, so parts of the two can never make a wrong whole.
         held = [] if self._leaving else sorted(self._host.roster, key=lambda m: m.id)
         members = [records.record(member) for member in held]
+        sealed = self._sealer.last_seq(Kind.MSG), self._sealer.last_seq(Kind.KICK)
         return [
             self._sealer.seal(Kind.SNAPSHOT, encode_body(part))
-            for part in split_snapshot(version, members)
+            for part in split_snapshot(version, members, nonce, *sealed)
         ]
+
+    def _ask(self, target: str, now: float) -> None:
+        """Ask ``target`` (every relay: "") for a snapshot that answers a fresh nonce:
+        what verifies its run here (:meth:`Streams.verify`), at most once a second."""
+        if now < self._asked.get(target, -math.inf) + ASK_INTERVAL_S:
+            return
+        if len(self._asked) >= MAX_RELAYS:
+            self._asked.clear()
+        self._asked[target] = now
+        for old in [n for n, at in self._nonces.items() if at + NONCE_LIFETIME_S <= now]:
+            del self._nonces[old]
+        while len(self._nonces) >= MAX_NONCES:
+            del self._nonces[next(iter(self._nonces))]
+        nonce = os.urandom(NONCE_BYTES)
+        self._nonces[nonce] = now
+        request = encode_body(SnapshotRequest(nonce, target))
+        self._publish(self.subjects.hello, Kind.SNAPSHOT_REQUEST, request, self.subjects.inbox)
+
+    def _answers_ours(self, part: Snapshot, now: float) -> bool:
+        asked = self._nonces.get(part.nonce)
+        return asked is not None and now < asked + NONCE_LIFETIME_S
 
     async def _snapshot_loop(self) -> None:
         while True:
@@ -330,7 +372,8 @@ class Link:
     def _connected(self) -> None:
         """(Re)connected: ask every relay for its members, and tell ours."""
         log.info("federation bus connected; asking the cluster for its members")
-        self._publish(self.subjects.hello, Kind.SNAPSHOT_REQUEST, b"", self.subjects.inbox)
+        self._asked.pop("", None)
+        self._ask("", trio.current_time())
         for envelope in self._snapshot():
             self._bus.publish(self.subjects.presence, envelope)
 
@@ -356,6 +399,8 @@ class Link:
             verdict = self._streams.check(header)
         except RemoteProtocolError as exc:
             self.dropped[exc.reason.value] += 1
+            if exc.reason is DropReason.ENVELOPE_UNVERIFIED:
+                self._ask(header.relay, now)
             if exc.reason is DropReason.ENVELOPE_REPLAY:
                 self.duplicates += 1
                 relay = self._host.remotes.relays.get(header.relay)
@@ -373,6 +418,8 @@ class Link:
         if verdict.order is Order.RESTART:
             self._applied.pop(header.relay, None)
             self._parts.pop(header.relay, None)
+        if verdict.order in (Order.NEW_RELAY, Order.RESTART):
+            self._ask(header.relay, now)  # its messages are taken once it answers
         if changes:
             await self._announce(header.relay, changes)
         if verdict.order is Order.GAP and header.kind in COUNTED_GAPS:
@@ -421,10 +468,12 @@ class Link:
             self._applied[name] = header.seq
             await self._announce(name, self._change(name, body, now))
         elif isinstance(body, Snapshot):
+            if body.nonce != NO_NONCE and self._answers_ours(body, now):
+                self._streams.verify(header, {Kind.MSG: body.msg_seq, Kind.KICK: body.kick_seq})
             await self._snapshot_part(name, body, now)
         elif isinstance(body, SnapshotRequest):
-            if reply:
-                for envelope in self._snapshot():
+            if reply and body.target in ("", self.name):
+                for envelope in self._snapshot(body.nonce):
                     self._bus.reply(reply, envelope)
         elif isinstance(body, Kick) and reply:
             self._bus.reply(reply, self._kicked(header, body))

@@ -73,6 +73,7 @@ class DropReason(StrEnum):
     ENVELOPE_AUTH = "envelope_auth"
     ENVELOPE_REPLAY = "envelope_replay"
     ENVELOPE_STALE = "envelope_stale"
+    ENVELOPE_UNVERIFIED = "envelope_unverified"
     ENVELOPE_TOO_LARGE = "envelope_too_large"
 
 

@@ -60,8 +60,8 @@ def test_another_cluster_key_fails_authentication() -> None:
 def test_a_header_changed_in_transit_fails_authentication() -> None:
     envelope = sealer().seal(Kind.MSG, b"x")
     for moved in (
-        Header(1, Kind.MSG, "relay-a", EPOCH, 2),
-        Header(1, Kind.MSG, "relay-b", EPOCH, 1),
+        Header(ENVELOPE_VERSION, Kind.MSG, "relay-a", EPOCH, 2),
+        Header(ENVELOPE_VERSION, Kind.MSG, "relay-b", EPOCH, 1),
     ):
         tampered = moved.encode() + envelope[len(moved.encode()) :]
         with pytest.raises(RemoteProtocolError) as raised:
@@ -84,14 +84,14 @@ def test_the_largest_envelope_is_one_mib() -> None:
 
 
 def test_an_unknown_version_is_refused_before_anything_else() -> None:
-    for data in (b"\x00", b"\x02" + bytes(100), b"\xff"):
+    for data in (b"\x00", b"\x01" + bytes(100), b"\x03" + bytes(100), b"\xff"):
         with pytest.raises(RemoteProtocolError) as raised:
             Opener(KEY).open_untrusted(data)
         assert raised.value.reason is DropReason.ENVELOPE_VERSION
 
 
 def test_a_header_with_a_zero_epoch_or_seq_is_malformed() -> None:
-    good = Header(1, Kind.MSG, "r", 5, 6).encode()
+    good = Header(ENVELOPE_VERSION, Kind.MSG, "r", 5, 6).encode()
     for bad in (good[:4] + bytes(8) + good[12:], good[:12] + bytes(8)):
         with pytest.raises(RemoteProtocolError) as raised:
             decode_header_untrusted(bad)
@@ -101,14 +101,14 @@ def test_a_header_with_a_zero_epoch_or_seq_is_malformed() -> None:
 @pytest.mark.parametrize(
     "fields",
     [
-        pytest.param((2, 1, "r", 1, 1), id="version"),
-        pytest.param((1, 7, "r", 1, 1), id="kind"),
-        pytest.param((1, 1, "", 1, 1), id="empty name"),
-        pytest.param((1, 1, "r" * 65, 1, 1), id="long name"),
-        pytest.param((1, 1, "r.s", 1, 1), id="dot"),
-        pytest.param((1, 1, "r", 0, 1), id="zero epoch"),
-        pytest.param((1, 1, "r", 1, 0), id="zero seq"),
-        pytest.param((1, 1, "r", 1 << 64, 1), id="epoch past u64"),
+        pytest.param((1, 1, "r", 1, 1), id="version"),
+        pytest.param((2, 7, "r", 1, 1), id="kind"),
+        pytest.param((2, 1, "", 1, 1), id="empty name"),
+        pytest.param((2, 1, "r" * 65, 1, 1), id="long name"),
+        pytest.param((2, 1, "r.s", 1, 1), id="dot"),
+        pytest.param((2, 1, "r", 0, 1), id="zero epoch"),
+        pytest.param((2, 1, "r", 1, 0), id="zero seq"),
+        pytest.param((2, 1, "r", 1 << 64, 1), id="epoch past u64"),
     ],
 )
 def test_a_header_validates_on_construction(fields: tuple[int, int, str, int, int]) -> None:

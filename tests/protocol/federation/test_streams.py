@@ -1,16 +1,17 @@
-"""The receive side's order: gaps counted, replays and older runs refused, restarts taken."""
+"""The receive side's order: gaps counted, replays and older runs refused, restarts taken,
+messages and kicks only from a verified run."""
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
-from mcrelay.protocol.federation.envelope import Header, Kind
+from mcrelay.protocol.federation.envelope import ENVELOPE_VERSION, Header, Kind
 from mcrelay.protocol.federation.streams import Order, Streams, Verdict
 
 
-def h(seq: int, kind: Kind = Kind.MSG, relay: str = "a", epoch: int = 100) -> Header:
-    return Header(1, kind, relay, epoch, seq)
+def h(seq: int, kind: Kind = Kind.PRESENCE, relay: str = "a", epoch: int = 100) -> Header:
+    return Header(ENVELOPE_VERSION, kind, relay, epoch, seq)
 
 
 def refused(streams: Streams, header: Header, reason: DropReason) -> None:
@@ -23,7 +24,7 @@ def test_a_relay_first_heard_is_taken_at_any_seq() -> None:
     streams = Streams()
     assert streams.check(h(57)) == Verdict(Order.NEW_RELAY)
     assert streams.check(h(58)) == Verdict(Order.NEXT)
-    assert streams.check(h(12, Kind.PRESENCE)) == Verdict(Order.NEXT), (
+    assert streams.check(h(12, Kind.SNAPSHOT)) == Verdict(Order.NEXT), (
         "its earlier ones were not ours"
     )
     assert streams.epoch("a") == 100
@@ -49,7 +50,7 @@ def test_kinds_and_relays_are_separate_streams() -> None:
     streams = Streams()
     streams.check(h(5))
     streams.check(h(5, relay="b"))
-    assert streams.check(h(6, Kind.PRESENCE)) == Verdict(Order.NEXT)
+    assert streams.check(h(6, Kind.SNAPSHOT)) == Verdict(Order.NEXT)
     assert streams.check(h(6)) == Verdict(Order.NEXT)
     assert streams.check(h(6, relay="b")) == Verdict(Order.NEXT)
 
@@ -57,14 +58,14 @@ def test_kinds_and_relays_are_separate_streams() -> None:
 def test_a_restart_is_taken_and_its_older_run_is_stale() -> None:
     streams = Streams()
     streams.check(h(40))
-    streams.check(h(9, Kind.PRESENCE))
+    streams.check(h(9, Kind.SNAPSHOT))
     assert streams.check(h(1, epoch=200)) == Verdict(Order.RESTART, 0)
     assert streams.epoch("a") == 200
     refused(streams, h(41), DropReason.ENVELOPE_STALE)
-    refused(streams, h(10, Kind.PRESENCE), DropReason.ENVELOPE_STALE)
+    refused(streams, h(10, Kind.SNAPSHOT), DropReason.ENVELOPE_STALE)
     assert streams.check(h(2, epoch=200)) == Verdict(Order.NEXT)
     # Heard from its start: a kind's first envelope above 1 counts what was missed.
-    assert streams.check(h(3, Kind.PRESENCE, epoch=200)) == Verdict(Order.GAP, 2)
+    assert streams.check(h(3, Kind.SNAPSHOT, epoch=200)) == Verdict(Order.GAP, 2)
 
 
 def test_a_restart_whose_first_envelopes_were_lost_counts_them() -> None:
@@ -92,7 +93,7 @@ def test_memory_is_bounded_and_the_least_recently_heard_goes_first() -> None:
     st.lists(
         st.tuples(
             st.sampled_from("ab"),
-            st.sampled_from([Kind.MSG, Kind.PRESENCE]),
+            st.sampled_from([Kind.PRESENCE, Kind.SNAPSHOT]),
             st.integers(1, 3),
             st.integers(1, 8),
         ),
@@ -120,3 +121,35 @@ def test_nothing_is_taken_twice_and_every_stream_only_moves_forward(
         newest[relay] = epoch
         taken[relay, epoch, kind] = seq
         assert verdict.skipped >= 0
+
+
+def test_messages_and_kicks_wait_for_a_verified_run() -> None:
+    """A relay that had just restarted took a recorded stream of messages and kicks
+    again, whole (found by review): they are taken only from a run that answered a
+    nonce, and only above the seqs it had sealed by then."""
+    streams = Streams()
+    refused(streams, h(1, Kind.MSG), DropReason.ENVELOPE_UNVERIFIED)
+    assert streams.epoch("a") is None  # nothing remembered of it
+    answer = h(7, Kind.SNAPSHOT)
+    assert streams.check(answer) == Verdict(Order.NEW_RELAY)
+    for seq in (1, 29, 30):  # recorded before the answer, replayed: refused
+        refused(streams, h(seq, Kind.MSG), DropReason.ENVELOPE_UNVERIFIED)
+    refused(streams, h(2, Kind.KICK), DropReason.ENVELOPE_UNVERIFIED)
+    streams.verify(h(7, Kind.SNAPSHOT, epoch=99), {Kind.MSG: 30})  # another run's
+    assert not streams.verified("a")
+    streams.verify(answer, {Kind.MSG: 30, Kind.KICK: 2})
+    assert streams.verified("a")
+    for seq in (1, 29, 30):
+        refused(streams, h(seq, Kind.MSG), DropReason.ENVELOPE_REPLAY)
+    refused(streams, h(2, Kind.KICK), DropReason.ENVELOPE_REPLAY)
+    assert streams.check(h(31, Kind.MSG)) == Verdict(Order.NEXT)
+    assert streams.check(h(3, Kind.KICK)) == Verdict(Order.NEXT)
+    # Asked again (its bus reconnected): a verified run's streams go on, gaps counted.
+    streams.verify(answer, {Kind.MSG: 40, Kind.KICK: 3})
+    assert streams.check(h(41, Kind.MSG)) == Verdict(Order.GAP, 9)
+    # A restart is a run to verify again; the older one is stale, guarded or not.
+    assert streams.check(h(1, Kind.SNAPSHOT, epoch=200)) == Verdict(Order.RESTART, 0)
+    refused(streams, h(32, Kind.MSG), DropReason.ENVELOPE_STALE)
+    refused(streams, h(1, Kind.MSG, epoch=200), DropReason.ENVELOPE_UNVERIFIED)
+    streams.verify(h(1, Kind.SNAPSHOT, epoch=200), {Kind.MSG: 0, Kind.KICK: 0})
+    assert streams.check(h(1, Kind.MSG, epoch=200)) == Verdict(Order.NEXT)

@@ -53,10 +53,17 @@ def body(kind: Kind, fields: dict[str, Any]) -> Body:
         )
     if kind is Kind.SNAPSHOT:
         records = tuple(member(m) for m in fields["members"])
-        return Snapshot(fields["version"], fields["part"], fields["parts"], records)
+        return Snapshot(
+            fields["version"],
+            fields["part"],
+            fields["parts"],
+            records,
+            bytes.fromhex(fields["nonce_hex"]),
+            fields["msg_seq"],
+            fields["kick_seq"],
+        )
     if kind is Kind.SNAPSHOT_REQUEST:
-        assert fields == {}
-        return SnapshotRequest()
+        return SnapshotRequest(bytes.fromhex(fields["nonce_hex"]), fields["target"])
     if kind is Kind.KICK:
         scope = KickScope(fields["scope"])
         return Kick(fields["target"], fields["member_id"], fields["ban_s"], scope)

@@ -60,8 +60,13 @@ F64 = struct.Struct("<d")
 """connected_at, ban_s."""
 # PRESENCE: | event u8 | reason u8 | member record |
 PRESENCE_HEAD = struct.Struct("<BB")
-# SNAPSHOT: | version u64 | part u16 | parts u16 | count u16 | count member records |
-SNAPSHOT_HEAD = struct.Struct("<QHHH")
+# SNAPSHOT: | version u64 | part u16 | parts u16 | count u16 | nonce 16 | msg_seq u64 |
+#           kick_seq u64 | count member records |
+SNAPSHOT_HEAD = struct.Struct("<QHHH16sQQ")
+# SNAPSHOT_REQUEST: | nonce 16 | name_len u8 | target relay (0 bytes: every relay) |
+NONCE_BYTES = 16
+NO_NONCE = bytes(NONCE_BYTES)
+"""A periodic SNAPSHOT's nonce: it answers no request."""
 # KICK: | name_len u8 | target relay | id_len u8 | member id | ban_s f64 | scope u8 |
 KICK_TAIL = struct.Struct("<dB")
 # KICK_REPLY: | request epoch u64 | request seq u64 | status u8 | count u16 |
@@ -177,10 +182,20 @@ class Snapshot:
     part: int
     parts: int
     members: tuple[MemberRecord, ...]
+    nonce: bytes = NO_NONCE
+    """The SNAPSHOT_REQUEST's this answers (:data:`NO_NONCE` for a periodic one)."""
+    msg_seq: int = 0
+    """The last MSG its relay sealed before it (its receiver takes none up to it)."""
+    kick_seq: int = 0
+    """And the last KICK."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.version <= MAX_U64:
             raise LocalProtocolError(f"snapshot version {self.version} is not a u64")
+        if len(self.nonce) != NONCE_BYTES:
+            raise LocalProtocolError(f"a nonce of {len(self.nonce)} bytes")
+        if not (0 <= self.msg_seq <= MAX_U64 and 0 <= self.kick_seq <= MAX_U64):
+            raise LocalProtocolError(f"seqs {self.msg_seq}, {self.kick_seq} are not u64s")
         if not 0 <= self.part < self.parts <= MAX_PARTS:
             raise LocalProtocolError(f"snapshot part {self.part} of {self.parts}")
         if len(self.members) > MAX_SNAPSHOT_MEMBERS:
@@ -191,7 +206,19 @@ class Snapshot:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotRequest:
+    """Ask ``target`` (every relay when empty) for its members, and for its sequence
+    numbers as of the answer, which carries ``nonce``: a receiver knows such an answer
+    is fresh, so that no envelope recorded before it is taken again."""
+
     KIND: ClassVar[Kind] = Kind.SNAPSHOT_REQUEST
+    nonce: bytes = NO_NONCE
+    target: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.nonce) != NONCE_BYTES:
+            raise LocalProtocolError(f"a nonce of {len(self.nonce)} bytes")
+        if self.target:
+            check_relay_name(self.target)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,15 +274,25 @@ _SCOPES = frozenset(KickScope)
 _STATUSES = frozenset(KickStatus)
 
 
-def split_snapshot(version: int, members: Sequence[MemberRecord]) -> list[Snapshot]:
-    """``members`` as SNAPSHOT parts of at most 1,000 each (one empty part for none)."""
+def split_snapshot(
+    version: int,
+    members: Sequence[MemberRecord],
+    nonce: bytes = NO_NONCE,
+    msg_seq: int = 0,
+    kick_seq: int = 0,
+) -> list[Snapshot]:
+    """``members`` as SNAPSHOT parts of at most 1,000 each (one empty part for none),
+    each with the answer's ``nonce`` and seqs."""
     chunks = [
         tuple(members[start : start + MAX_SNAPSHOT_MEMBERS])
         for start in range(0, len(members), MAX_SNAPSHOT_MEMBERS)
     ] or [()]
     if len(chunks) > MAX_PARTS:
         raise LocalProtocolError(f"{len(members)} members do not fit in {MAX_PARTS} parts")
-    return [Snapshot(version, n, len(chunks), chunk) for n, chunk in enumerate(chunks)]
+    return [
+        Snapshot(version, n, len(chunks), chunk, nonce, msg_seq, kick_seq)
+        for n, chunk in enumerate(chunks)
+    ]
 
 
 def _short(text: str) -> bytes:
@@ -274,10 +311,18 @@ def encode_body(body: Body) -> bytes:
     if isinstance(body, Presence):
         return PRESENCE_HEAD.pack(body.event, body.reason) + encode_member(body.member)
     if isinstance(body, Snapshot):
-        head = SNAPSHOT_HEAD.pack(body.version, body.part, body.parts, len(body.members))
+        head = SNAPSHOT_HEAD.pack(
+            body.version,
+            body.part,
+            body.parts,
+            len(body.members),
+            body.nonce,
+            body.msg_seq,
+            body.kick_seq,
+        )
         return head + b"".join(encode_member(member) for member in body.members)
     if isinstance(body, SnapshotRequest):
-        return b""
+        return body.nonce + _short(body.target)
     if isinstance(body, Kick):
         ban = math.nan if body.ban_s is None else body.ban_s
         return _short(body.target) + _short(body.member_id) + KICK_TAIL.pack(ban, body.scope)
@@ -375,15 +420,19 @@ def _presence(reader: _Reader) -> Presence:
 
 
 def _snapshot(reader: _Reader) -> Snapshot:
-    version, part, parts, count = reader.ints(SNAPSHOT_HEAD)
+    head = SNAPSHOT_HEAD.unpack(reader.take(SNAPSHOT_HEAD.size))
+    version, part, parts, count, nonce, msg_seq, kick_seq = head
     if not 0 <= part < parts or count > MAX_SNAPSHOT_MEMBERS:
         raise _bad(f"SNAPSHOT part {part} of {parts}, {count} members")
     members = tuple(reader.member() for _ in range(count))
-    return Snapshot(version, part, parts, members)
+    return Snapshot(version, part, parts, members, nonce, msg_seq, kick_seq)
 
 
 def _snapshot_request(reader: _Reader) -> SnapshotRequest:
-    return SnapshotRequest()
+    nonce = reader.take(NONCE_BYTES)
+    (name_len,) = reader.ints(LENGTH8)
+    target = relay_name_untrusted(reader.take(name_len)) if name_len else ""
+    return SnapshotRequest(nonce, target)
 
 
 def _kick(reader: _Reader) -> Kick:

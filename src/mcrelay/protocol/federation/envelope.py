@@ -32,7 +32,10 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from mcrelay.protocol.errors import DropReason, LocalProtocolError, RemoteProtocolError
 
-ENVELOPE_VERSION = 1
+ENVELOPE_VERSION = 2
+"""2: SNAPSHOT_REQUEST carries a nonce, and SNAPSHOT the nonce it answers and its
+relay's last MSG and KICK seqs (version 1 let a relay that had just restarted take a
+recorded stream again: found by review)."""
 MAX_ENVELOPE_BYTES = 1 << 20
 """The largest envelope, header and tag included: NATS's default ``max_payload``."""
 CLUSTER_KEY_BYTES = 32

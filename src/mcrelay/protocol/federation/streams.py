@@ -26,11 +26,18 @@ SNAPSHOTs go out on two subjects, its presence subject and requesters' inboxes, 
 relative order NATS does not promise: a SNAPSHOT overtaken by a later one is refused
 as a replay, and the next, 3 s later, is taken.)
 
-The limits: a relay name first heard is taken at whatever seq it is at (nothing to
-compare with), so a receiver that just started could be fed a recorded stream of a
-relay once, up to that relay's next real envelope; and the memory is bounded
-(``max_relays`` names, the least recently heard forgotten first, a forgotten name
-counting as first heard).
+A relay's run first heard has nothing to compare with: a receiver that had just started
+took a recorded stream of it once, whole, up to that relay's next real envelope, every
+message delivered and every kick done again (found by review). So the kinds that act,
+MSG and KICK (:data:`GUARDED`), are taken only from a run :meth:`Streams.verify` has
+verified: its relay answered this receiver's SNAPSHOT_REQUEST, whose nonce proves the
+answer is newer than this receiver's start, with the last MSG and KICK seqs it had
+sealed; only seqs above those are taken. Until then they are refused
+(``envelope_unverified``), nothing remembered. PRESENCE and SNAPSHOT are not guarded:
+a replayed one misstates a relay's members until its next SNAPSHOT, 3 s at most.
+
+The memory is bounded (``max_relays`` names, the least recently heard forgotten first,
+a forgotten name counting as first heard, and unverified).
 """
 
 from collections import OrderedDict
@@ -42,6 +49,8 @@ from mcrelay.protocol.federation.envelope import Header, Kind
 
 MAX_RELAYS = 4096
 """Relay names remembered: far past any cluster's size (docs/federation.md)."""
+GUARDED = frozenset({Kind.MSG, Kind.KICK})
+"""Kinds taken only from a verified run."""
 
 
 class Order(Enum):
@@ -75,6 +84,8 @@ class _Relay:
     """Whether this epoch was heard from its start (a restart seen): then each kind's
     stream began at seq 1, and its first envelope's seq tells what was missed."""
     last: dict[Kind, int] = field(default_factory=dict)
+    verified: bool = False
+    """Whether this run answered this receiver's nonce (:meth:`Streams.verify`)."""
 
 
 class Streams:
@@ -104,15 +115,21 @@ class Streams:
         last of its (relay, epoch, kind). Nothing is remembered of a refused one.
         """
         known = self._relays.get(header.relay)
+        if header.kind in GUARDED and (
+            known is None or known.epoch != header.epoch or not known.verified
+        ):
+            if known is not None and header.epoch < known.epoch:
+                raise self._stale(header, known.epoch)
+            raise RemoteProtocolError(
+                f"{header.kind.name} {header.seq} of {header.relay}'s epoch {header.epoch}, "
+                "not verified",
+                DropReason.ENVELOPE_UNVERIFIED,
+            )
         if known is None:
             self._remember(header.relay, _Relay(header.epoch, False, {header.kind: header.seq}))
             return Verdict(Order.NEW_RELAY)
         if header.epoch < known.epoch:
-            raise RemoteProtocolError(
-                f"{header.kind.name} of {header.relay}'s epoch {header.epoch}, "
-                f"older than {known.epoch}",
-                DropReason.ENVELOPE_STALE,
-            )
+            raise self._stale(header, known.epoch)
         self._relays.move_to_end(header.relay)
         if header.epoch > known.epoch:
             self._relays[header.relay] = _Relay(header.epoch, True, {header.kind: header.seq})
@@ -128,6 +145,27 @@ class Streams:
         known.last[header.kind] = header.seq
         skipped = header.seq - last - 1
         return Verdict(Order.GAP, skipped) if skipped else Verdict(Order.NEXT)
+
+    def verify(self, header: Header, last: dict[Kind, int]) -> None:
+        """``header``'s run answered this receiver's nonce, having sealed up to ``last``
+        of each kind then: its guarded kinds are taken from now on, above those seqs."""
+        known = self._relays.get(header.relay)
+        if known is None or known.epoch != header.epoch or known.verified:
+            return  # verified already: its streams go on as they were (gaps counted)
+        known.verified = True
+        for kind, seq in last.items():
+            known.last[kind] = max(known.last.get(kind, 0), seq)
+
+    def verified(self, relay: str) -> bool:
+        known = self._relays.get(relay)
+        return known is not None and known.verified
+
+    @staticmethod
+    def _stale(header: Header, newest: int) -> RemoteProtocolError:
+        return RemoteProtocolError(
+            f"{header.kind.name} of {header.relay}'s epoch {header.epoch}, older than {newest}",
+            DropReason.ENVELOPE_STALE,
+        )
 
     def _remember(self, relay: str, state: _Relay) -> None:
         self._relays[relay] = state

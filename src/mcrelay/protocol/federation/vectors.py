@@ -84,9 +84,23 @@ def examples() -> list[tuple[str, Header, Body]]:
         (
             "SNAPSHOT of two members",
             header(Kind.SNAPSHOT, 120),
-            Snapshot(8, 0, 1, (LEGACY, SECURE)),
+            Snapshot(8, 0, 1, (LEGACY, SECURE), msg_seq=41, kick_seq=2),
         ),
-        ("SNAPSHOT_REQUEST", header(Kind.SNAPSHOT_REQUEST, 1), SnapshotRequest()),
+        (
+            "SNAPSHOT answering a request",
+            header(Kind.SNAPSHOT, 121),
+            Snapshot(8, 0, 1, (SECURE,), bytes(range(16)), 41, 2),
+        ),
+        (
+            "SNAPSHOT_REQUEST to every relay",
+            header(Kind.SNAPSHOT_REQUEST, 1),
+            SnapshotRequest(bytes(range(16))),
+        ),
+        (
+            "SNAPSHOT_REQUEST to one relay",
+            header(Kind.SNAPSHOT_REQUEST, 2),
+            SnapshotRequest(bytes(range(16, 32)), OTHER_RELAY),
+        ),
         ("KICK", kick, Kick(RELAY, LEGACY.member_id, None, KickScope.DEFAULT)),
         (
             "KICK with a host ban",
@@ -128,9 +142,12 @@ def fields(body: Body) -> dict[str, Any]:
             "part": body.part,
             "parts": body.parts,
             "members": [member_fields(member) for member in body.members],
+            "nonce_hex": body.nonce.hex(),
+            "msg_seq": body.msg_seq,
+            "kick_seq": body.kick_seq,
         }
     if isinstance(body, SnapshotRequest):
-        return {}
+        return {"nonce_hex": body.nonce.hex(), "target": body.target}
     if isinstance(body, Kick):
         return {
             "target": body.target,
@@ -204,7 +221,7 @@ def refused(valid: bytes) -> list[dict[str, str]]:
     cases = [
         ("another cluster's key", seal_envelope(OTHER_KEY, header, b"x"), DropReason.ENVELOPE_AUTH),
         ("the tag's last bit flipped", bytes(flipped), DropReason.ENVELOPE_AUTH),
-        ("version 2", b"\x02" + valid[1:], DropReason.ENVELOPE_VERSION),
+        ("version 1", b"\x01" + valid[1:], DropReason.ENVELOPE_VERSION),
         ("cut inside the tag", valid[: len(header.encode()) + 15], DropReason.BAD_ENVELOPE),
         ("unknown kind 7", valid[:1] + b"\x07" + valid[2:], DropReason.BAD_ENVELOPE),
         ("an empty relay name", valid[:2] + b"\x00" + valid[3:], DropReason.BAD_ENVELOPE),
