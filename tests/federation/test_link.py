@@ -218,7 +218,7 @@ async def test_a_hello_is_answered_with_the_members_here(
         await setup.harness.members(keys, 2)
         setup.bus.sent.clear()
         await setup.push("hello", Kind.SNAPSHOT_REQUEST, SnapshotRequest(), "mcrelay.c.inbox.r2")
-        (ask, answer) = setup.answers()  # r2 heard anew: it is asked for its own nonce too
+        (answer, ask) = setup.answers()  # r2 heard anew: it is asked for its own nonce too
         assert isinstance(ask, SnapshotRequest)
         assert isinstance(answer, Snapshot)
         assert sorted(m.member_id for m in answer.members) == ["127.0.0.1:40000", "127.0.0.1:40001"]
@@ -245,7 +245,7 @@ async def test_a_hello_that_fails_costs_the_hello_not_the_link(
         monkeypatch.undo()
         setup.bus.sent.clear()  # the hello went before its snapshot failed
         await setup.push("hello", Kind.SNAPSHOT_REQUEST, SnapshotRequest(), "mcrelay.c.inbox.r2")
-        assert [type(answer) for answer in setup.answers()] == [SnapshotRequest, Snapshot]
+        assert [type(answer) for answer in setup.answers()] == [Snapshot, SnapshotRequest]
 
 
 async def kick(setup: Setup, target: str, member_id: str, scope: KickScope) -> KickReply:
@@ -400,3 +400,35 @@ async def test_a_recorded_stream_is_not_taken_again_by_a_relay_just_started(
         assert setup.link.dropped["envelope_replay"] == 4
         await setup.push("msg", Kind.MSG, Message(old, b"new"))
         assert a.take() == [MessageReceived(("10.0.0.7", 4000), b"new")]
+
+
+async def test_leases_wait_while_the_link_is_behind(
+    keys: Keys, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relay's snapshots waited behind another's messages held up here, and its
+    members were seen leaving at every lease, then joining again (found by review)."""
+    async with linked(keys) as setup:
+        await setup.verified()
+        (whole,) = split_snapshot(0, [record(1)])
+        await setup.push("presence", Kind.SNAPSHOT, whole)
+        assert held(setup) == 1
+        release = trio.Event()
+
+        async def held_up(*_: object) -> None:
+            await release.wait()
+
+        monkeypatch.setattr(setup.harness.relay, "deliver_remote", held_up)
+        message = setup.other.seal(Kind.MSG, encode_body(Message(record(1), b"slow")))
+        (again,) = split_snapshot(0, [record(1)])
+        snapshot = setup.other.seal(Kind.SNAPSHOT, encode_body(again))
+        await setup.bus.inbound.send(
+            [Incoming("mcrelay.c.msg", message, ""), Incoming("mcrelay.c.presence", snapshot, "")]
+        )
+        lease = setup.harness.relay.remotes.lease_s
+        await trio.sleep(lease + 1.0)
+        assert held(setup) == 1  # behind: twice the lease
+        release.set()
+        await settle()
+        assert held(setup) == 1  # the snapshot that waited renewed it
+        await trio.sleep(lease + 1.0)
+        assert held(setup) == 0  # nothing more heard: gone at its lease

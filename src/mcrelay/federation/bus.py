@@ -142,6 +142,10 @@ class Bus:
         self._bridge.taken_bytes += sum(len(item.data) for item in taken if type(item) is Incoming)
         return taken
 
+    def pending(self) -> bool:
+        """Whether messages have come in that :meth:`receive` has not taken yet."""
+        return bool(self._bridge.incoming)
+
     def _refusal(self, size: int) -> str | None:
         bridge = self._bridge
         if self._nats is None or bridge.state != "connected":

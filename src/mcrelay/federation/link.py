@@ -129,6 +129,8 @@ class Link:
         """Our SNAPSHOT_REQUESTs' nonces, and when each was asked."""
         self._asked: dict[str, float] = {}
         """When each relay (or every relay: "") was last asked."""
+        self._receiving = False
+        """A batch from the bus is being acted on."""
         self._key_fingerprint = cluster_key_fingerprint(key)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -318,9 +320,11 @@ class Link:
         while True:
             now = trio.current_time()
             due = remotes.next_expiry()
-            await trio.sleep_until(
-                now + EXPIRY_TICK_S if due is None else min(due, now + EXPIRY_TICK_S)
-            )
+            # A lease past due waits while the link is behind (_expire): look again a
+            # tick later, not at once (that spun the loop).
+            if due is None or due <= now:
+                due = now + EXPIRY_TICK_S
+            await trio.sleep_until(min(due, now + EXPIRY_TICK_S))
             try:
                 await self._expire(trio.current_time())
             except Exception:
@@ -329,16 +333,18 @@ class Link:
 
     async def _expire(self, now: float) -> None:
         remotes = self._host.remotes
+        # Envelopes wait to be read (a batch under way, held up delivering messages here,
+        # or more come in): a lease that ran out may have been renewed by one of them. A
+        # relay's snapshots waited behind another's messages, and its members were seen
+        # leaving and joining again every lease (found by review): while the link is
+        # behind, a relay has twice its lease (one gone meanwhile still goes).
+        behind = self._receiving or self._bus.pending()
+        lease = remotes.lease_s * (2 if behind else 1)
         gone: dict[str, list[Change]] = {}
-        for change in remotes.expire(now):
+        for change in remotes.expire(now - lease + remotes.lease_s):
             gone.setdefault(str(change.member.identity.relay), []).append(change)
         for name, changes in gone.items():
-            log.info(
-                "relay %s not heard for %g s: its %d members left",
-                name,
-                remotes.lease_s,
-                len(changes),
-            )
+            log.info("relay %s not heard for %g s: its %d members left", name, lease, len(changes))
             await self._announce(name, changes)
         for name in [n for n in self._applied if n not in remotes.relays]:
             del self._applied[name]
@@ -356,7 +362,9 @@ class Link:
 
     async def _receive_loop(self) -> None:
         while True:
-            for number, item in enumerate(await self._bus.receive(), 1):
+            batch = await self._bus.receive()
+            self._receiving = True
+            for number, item in enumerate(batch, 1):
                 if not number % RECEIVE_CHUNK:  # a burst from the bus lets the rest run
                     await trio.lowlevel.checkpoint()
                 try:
@@ -368,6 +376,7 @@ class Link:
                     what = item.subject if isinstance(item, Incoming) else "connecting"
                     log.exception("an item from the bus (%s) broke the link", what)
                     self.dropped[DropReason.INTERNAL_ERROR.value] += 1
+            self._receiving = False
 
     def _connected(self) -> None:
         """(Re)connected: ask every relay for its members, and tell ours."""
@@ -418,14 +427,16 @@ class Link:
         if verdict.order is Order.RESTART:
             self._applied.pop(header.relay, None)
             self._parts.pop(header.relay, None)
-        if verdict.order in (Order.NEW_RELAY, Order.RESTART):
-            self._ask(header.relay, now)  # its messages are taken once it answers
         if changes:
             await self._announce(header.relay, changes)
         if verdict.order is Order.GAP and header.kind in COUNTED_GAPS:
             self.gaps += verdict.skipped
             self._host.remotes.relays[header.relay].gaps += verdict.skipped
         await self._act(header, body, item.reply, now)
+        if verdict.order in (Order.NEW_RELAY, Order.RESTART) and not self._streams.verified(
+            header.relay
+        ):  # its messages and kicks are taken once it answers (this was not an answer)
+            self._ask(header.relay, now)
 
     def _auth_failed(self, now: float) -> None:
         """Said once a minute at most: relays with different cluster keys hear nothing

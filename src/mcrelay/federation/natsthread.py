@@ -93,10 +93,20 @@ class _Client(Client):
         hole) never drains what a busy client wrote, so the wait lasted until it woke
         (the relay published nothing meanwhile, saying it was connected, and never moved
         to its other servers: found by review). Aborted, the socket goes now."""
+        self._abort_transport()
+        await super()._attempt_reconnect()
+
+    async def _connect_to_server(self, *args: Any, **kwargs: Any) -> None:
+        """nats-py's, once the last try's connection is dropped: a try that timed out
+        (a hung server accepts the connection, then says nothing) left it open, and the
+        next try's replaced it, unclosed (a ResourceWarning when collected)."""
+        self._abort_transport()
+        await super()._connect_to_server(*args, **kwargs)
+
+    def _abort_transport(self) -> None:
         writer = getattr(self._transport, "_io_writer", None)
         if writer is not None:
             writer.transport.abort()
-        await super()._attempt_reconnect()
 
 
 class NatsThread:
