@@ -481,6 +481,9 @@ class Link:
         elif isinstance(body, Snapshot):
             if body.nonce != NO_NONCE and self._answers_ours(body, now):
                 self._streams.verify(header, {Kind.MSG: body.msg_seq, Kind.KICK: body.kick_seq})
+            if lost := self._streams.lost(header, body.msg_seq):
+                self.gaps += lost
+                self._host.remotes.relays[name].gaps += lost
             await self._snapshot_part(name, body, now)
         elif isinstance(body, SnapshotRequest):
             if reply and body.target in ("", self.name):
