@@ -170,13 +170,20 @@ def test_authenticated_but_malformed_frames_are_no_sign_of_life() -> None:
     assert p.relay.last_received == 0.0
 
 
-def test_a_rekey_the_client_sends_under_at_once_and_the_relay_after_its_first_data() -> None:
+def rekeyed(source: Address | None = None) -> tuple[Pair, Keypair, Keypair]:
+    """A confirmed pair, then a rekey's keypairs installed on both sides at 120 s (the
+    relay's told its INIT came from ``source``)."""
     p = pair()
     p.to_relay(0.0)
     p.to_client(0.0)
     client_keypair, relay_keypair = handshake(120.0)
     p.client.install(client_keypair, 120.0)
-    p.relay.install(relay_keypair, 120.0)
+    p.relay.install(relay_keypair, 120.0, source)
+    return p, client_keypair, relay_keypair
+
+
+def test_a_rekey_the_client_sends_under_at_once_and_the_relay_after_its_first_data() -> None:
+    p, client_keypair, relay_keypair = rekeyed()
     # The relay still sends under the old keypair, which the client kept.
     p.relay.channel.send(b"\x02old keys", 120.0)
     (sent,) = p.to_client(120.0)
@@ -196,12 +203,7 @@ def test_a_rekey_from_a_new_address_is_validated_by_its_confirmation() -> None:
     """The page: the INIT's source is validated when the handshake is confirmed. A
     rekey from a new address (a NAT mapping that changed) went through path validation
     instead, the relay sending to the old address meanwhile (found by review)."""
-    p = pair()
-    p.to_relay(0.0)
-    p.to_client(0.0)
-    client_keypair, relay_keypair = handshake(120.0)
-    p.client.install(client_keypair, 120.0)
-    p.relay.install(relay_keypair, 120.0, MOVED)
+    p, _, relay_keypair = rekeyed(MOVED)
     p.client_address = MOVED
     received = None
     for data, _ in p.client.datagrams(120.1):
@@ -220,12 +222,7 @@ def test_a_rekey_from_a_new_address_is_validated_by_its_confirmation() -> None:
 
 
 def test_a_rekey_confirmed_from_elsewhere_is_roaming_as_any_data() -> None:
-    p = pair()
-    p.to_relay(0.0)
-    p.to_client(0.0)
-    client_keypair, relay_keypair = handshake(120.0)
-    p.client.install(client_keypair, 120.0)
-    p.relay.install(relay_keypair, 120.0, ("127.0.0.1", 40002))
+    p, _, relay_keypair = rekeyed(("127.0.0.1", 40002))
     p.client_address = MOVED
     p.to_relay(120.1)
     assert p.relay.current is relay_keypair
@@ -237,11 +234,7 @@ def test_a_rekey_confirmed_from_elsewhere_is_roaming_as_any_data() -> None:
 def test_a_rekeys_keypair_unused_for_fifteen_seconds_is_forgotten() -> None:
     """The page: unconfirmed handshakes live at most 15 s. A rekey's lived until its
     keypair's 180 s (found by review)."""
-    p = pair()
-    p.to_relay(0.0)
-    p.to_client(0.0)
-    _, relay_keypair = handshake(120.0)
-    p.relay.install(relay_keypair, 120.0, CLIENT_ADDRESS)
+    p, _, relay_keypair = rekeyed(CLIENT_ADDRESS)
     assert p.relay.keypair(relay_keypair.local_index, 120.0 + PENDING_LIFETIME_S - 0.01)
     assert p.relay.keypair(relay_keypair.local_index, 120.0 + PENDING_LIFETIME_S) is None
     assert p.relay.next is None
