@@ -93,6 +93,25 @@ async def test_send_delivers_arguments_in_order(relay_key_file: Path, keys: Keys
             assert console.stdout.getvalue() == ""
 
 
+async def test_send_sends_nothing_when_one_message_is_too_long_for_the_relays_key(
+    relay_key_file: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a 3072- or 4096-bit relay key the largest message is shorter (22,040 or
+    16,530 bytes): a later message over it ended the command after the first had gone,
+    and a script sending them again sent those twice (found by review). Here the bound
+    is made small rather than the key large (a 4096-bit key takes seconds to make)."""
+    monkeypatch.setattr("mcrelay.cli.chat.max_message_bytes", lambda _key: 10)
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with join(relay, keys[1]) as a:
+            console = Console()
+            flags = client_flags(relay.address[1])
+            status = await console.run("send", *flags, "first", "over ten bytes")
+            assert status == ExitStatus.USAGE
+            assert "nothing sent: a message of 14 bytes; at most 10" in console.stderr.getvalue()
+            events = [await next_event(a), await next_event(a)]
+            assert [type(e) for e in events] == [PeerJoined, PeerLeft]
+
+
 async def test_send_quiet_prints_nothing(relay_key_file: Path, keys: Keys) -> None:
     async with running_relay(relay_config(relay_key_file)) as relay:
         async with join(relay, keys[1]) as a:

@@ -39,8 +39,12 @@ from mcrelay.client import (
 )
 from mcrelay.client.participant import KEEPALIVE_INTERVAL_S, REGISTER_TIMEOUT_S
 from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
-from mcrelay.protocol.errors import LocalProtocolError
-from mcrelay.protocol.legacy import CONNECT_WORD, DISCONNECT_WORD, MAX_MESSAGE_BYTES
+from mcrelay.protocol.legacy import (
+    CONNECT_WORD,
+    DISCONNECT_WORD,
+    MAX_MESSAGE_BYTES,
+    max_message_bytes,
+)
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
 from mcrelay.protocol.secure.retries import GIVE_UP_AFTER_S
 
@@ -187,11 +191,19 @@ async def run_send(args: argparse.Namespace, env: Environment) -> ExitStatus:
             raise UsageError(f"a message of {len(data)} bytes; at most {MAX_MESSAGE_BYTES}")
         messages.append(data)
     async with _open(args) as participant:
+        assert participant.relay_key is not None  # registered
+        largest = max_message_bytes(participant.relay_key)
+        # Every message checked before the first goes: a later one too long for a
+        # larger relay key ended the command after the first were sent, and a script
+        # sending them again sent those twice (found by review).
+        for data in messages:
+            if len(data) > largest:
+                raise UsageError(
+                    f"nothing sent: a message of {len(data)} bytes; at most {largest} with "
+                    f"the relay's {participant.relay_key.key_size}-bit key"
+                )
         if not args.quiet:
             _announce(participant, env)
         for data in messages:
-            try:
-                await participant.send(data)
-            except LocalProtocolError as exc:  # longer than the relay's key allows
-                raise UsageError(f"not sent: {exc}") from None
+            await participant.send(data)
     return ExitStatus.OK

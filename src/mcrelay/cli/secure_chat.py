@@ -179,8 +179,12 @@ async def _participant(
         where = format_address(_destination(args))
         if connected.learned:
             try:
-                other = await trio.to_thread.run_sync(
-                    remember_relay, args.known_relays, where, connected.relay_key
+                other = await trio.to_thread.run_sync(  # Ctrl-C need not wait for the lock
+                    remember_relay,
+                    args.known_relays,
+                    where,
+                    connected.relay_key,
+                    abandon_on_cancel=True,
                 )
             except FileError as exc:
                 env.say(f"mcrelay: the relay's key is not remembered: {exc}")
