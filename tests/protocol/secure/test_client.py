@@ -28,6 +28,7 @@ from mcrelay.protocol.secure.client_events import (
     PresenceChanged,
     relay_message_event_untrusted,
 )
+from mcrelay.protocol.secure.data import peek_data_untrusted
 from mcrelay.protocol.secure.frames import Abandon
 from mcrelay.protocol.secure.header import DatagramType
 from mcrelay.protocol.secure.keyquery import encode_key_info
@@ -50,6 +51,7 @@ from mcrelay.protocol.secure.sending import (
     QUEUE_LIMIT,
     QueueFull,
 )
+from mcrelay.protocol.secure.session import PENDING_LIFETIME_S
 
 from .client_support import (
     RELAY_ADDRESS,
@@ -374,6 +376,37 @@ def test_the_client_rekeys_after_two_minutes_and_goes_on() -> None:
     net.run_for(1.0)
     assert MessageAcknowledged(message_id) in net.events[ME]
     assert member(net).delivered == [b"\x01after the rekey"]
+
+
+def test_a_rekey_the_relay_never_confirms_is_made_again_after_15_s() -> None:
+    """The relay forgets a rekey's keypair no DATA came under in 15 s (the page's life
+    of an unconfirmed handshake); its own DATA under the old one kept the client from
+    falling silent, so the client sent under a keypair refused until the member timed
+    out (found by review). Unconfirmed for 15 s, the rekey is made again."""
+    net, connection = connected_net()
+    assert connection.session is not None
+    session = connection.session
+    net.run(lambda: session.previous is not None, limit_s=130.0)
+    installed, new = session.current.created, session.current.local_index
+    inits: list[float] = []
+
+    def lost(data: bytes, to: Address) -> bool:
+        """For 16 s, its DATA lost, and the stub relay's under the new keypair too (the
+        relay's own go under the old one until the client's first DATA under the new)."""
+        if data[1] == DatagramType.INIT:
+            inits.append(net.now)
+        if data[1] != DatagramType.DATA or net.now >= installed + 16:
+            return False
+        return to == RELAY_ADDRESS or peek_data_untrusted(data).receiver_index == new
+
+    net.drop = lost
+    net.run(lambda: bool(inits), limit_s=20.0)
+    assert inits == [pytest.approx(installed + PENDING_LIFETIME_S, abs=0.01)]
+    net.run_for(2.0)  # past the loss: the newest rekey is confirmed, the session goes on
+    message_id = connection.send_chat(b"after", net.now)
+    net.run_for(1.0)
+    assert MessageAcknowledged(message_id) in net.events[ME]
+    assert member(net).delivered[-1] == b"\x01after"
 
 
 def test_a_restarted_relay_gets_the_unacknowledged_messages_renumbered() -> None:

@@ -50,7 +50,7 @@ from mcrelay.protocol.secure.keys import KeyPair
 from mcrelay.protocol.secure.messages import Chat, Disconnect, NoticeCode, encode_message
 from mcrelay.protocol.secure.retries import GIVE_UP_AFTER_S, HeldCookie, RetryAction
 from mcrelay.protocol.secure.rtt import MAX_RTO_S
-from mcrelay.protocol.secure.session import SESSION_TIMEOUT_S, Session
+from mcrelay.protocol.secure.session import PENDING_LIFETIME_S, SESSION_TIMEOUT_S, Session
 
 DISCONNECT_WAIT_S = 1.0
 """How long a client that sent DISCONNECT waits for its ACK before it closes."""
@@ -238,6 +238,8 @@ class ClientConnection:
             if self._attempt is None and self._may_handshake:
                 times.append(self._silent_since + self.timeout_s)
                 times.append(session.current.created + REKEY_AFTER_S)
+                if session.previous is not None:
+                    times.append(session.current.created + PENDING_LIFETIME_S)
         return min(times, default=None)
 
     # Inside.
@@ -303,7 +305,14 @@ class ClientConnection:
                 # later not knowing why. Once a silence: the relay's RESPONSE ends it.
                 self._keys = KeyCheck(self.relay_key, now, self._random_bytes)
                 self._out.append((self._keys.query.datagram, self.destination))
-            if attempt is None and (silent or session.current.wants_rekey(now)):
+            # A rekey the relay has not confirmed (no DATA under it) in 15 s is one it
+            # has forgotten (the page's life of an unconfirmed handshake): it refuses
+            # the DATA sent under it, while its own under the old keypair kept this
+            # side from falling silent, so the member timed out (found by review).
+            forgotten = (
+                session.previous is not None and now >= session.current.created + PENDING_LIFETIME_S
+            )
+            if attempt is None and (silent or forgotten or session.current.wants_rekey(now)):
                 self._start_handshake(now)
 
     def _on_key_info(self, datagram: bytes, now: float) -> None:
