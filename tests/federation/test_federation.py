@@ -270,6 +270,8 @@ async def test_bad_envelopes_are_counted_drops(
                 }
                 # Said, once a minute at most, with the key's fingerprint to compare (it
                 # was only a counter: found by review).
+                said = [r for r in caplog.records if "another envelope version" in r.message]
+                assert len(said) == 2  # one line at each relay (found by review)
                 said = [r for r in caplog.records if "failed authentication" in r.message]
                 assert len(said) == 2  # one line at each relay, for its two
                 fingerprint = cluster_key_fingerprint(read_cluster_key(cluster_key_file))

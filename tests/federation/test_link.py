@@ -432,3 +432,25 @@ async def test_leases_wait_while_the_link_is_behind(
         assert held(setup) == 1  # the snapshot that waited renewed it
         await trio.sleep(lease + 1.0)
         assert held(setup) == 0  # nothing more heard: gone at its lease
+
+
+async def test_replays_from_many_names_do_not_crowd_out_a_relays_answer(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """One table of 64 nonces for all relays: a bus user replaying one recorded message
+    from each of 64 names that no longer run made 64 asks, which evicted r2's nonce
+    before its answer came, every second (r2's messages all dropped: found by review).
+    Each relay has its own nonces now."""
+    async with linked(keys) as setup:
+        a, _ = await setup.harness.members(keys, 2)
+        await setup.push("presence", Kind.SNAPSHOT, Snapshot(0, 0, 1, ()))  # r1 asks r2
+        (ask,) = [body for body in setup.answers() if isinstance(body, SnapshotRequest)]
+        for n in range(200):
+            dead = Sealer(KEY, f"gone{n}", 5)
+            recorded = dead.seal(Kind.MSG, encode_body(Message(record(n), b"old")))
+            await setup.push_sealed("msg", recorded)
+        assert setup.link.dropped["envelope_unverified"] == 200
+        sealed = setup.other.last_seq(Kind.MSG), setup.other.last_seq(Kind.KICK)
+        await setup.push("inbox.r1", Kind.SNAPSHOT, Snapshot(0, 0, 1, (), ask.nonce, *sealed))
+        await setup.push("msg", Kind.MSG, Message(record(7), b"through"))
+        assert a.take() == [MessageReceived(("10.0.0.7", 4000), b"through")]

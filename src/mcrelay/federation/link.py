@@ -18,9 +18,9 @@ in :mod:`mcrelay.federation.records`.
 """
 
 import logging
-import math
 import os
-from collections import Counter
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
 
 import trio
 
@@ -55,7 +55,7 @@ from mcrelay.protocol.federation.bodies import (
     encode_body,
     split_snapshot,
 )
-from mcrelay.protocol.federation.envelope import Header, Kind, Opener, Sealer
+from mcrelay.protocol.federation.envelope import ENVELOPE_VERSION, Header, Kind, Opener, Sealer
 from mcrelay.protocol.federation.streams import MAX_RELAYS, Order, Streams
 from mcrelay.protocol.secure import origins
 
@@ -80,14 +80,23 @@ MAX_CONFLICTS_LOGGED = 64
 """Runs of a relay of our own name remembered, so that each is logged once."""
 ASK_INTERVAL_S = 1.0
 """A relay whose run is not verified yet is asked (SNAPSHOT_REQUEST with a nonce) at
-most this often."""
-NONCE_LIFETIME_S = 10.0
-"""How long an answer to a nonce of ours is taken as one."""
-MAX_NONCES = 64
-"""Nonces of ours outstanding at most (the oldest forgotten first)."""
+most this often at first, the interval doubling with each ask to MAX_ASK_INTERVAL_S."""
+MAX_ASK_INTERVAL_S = 16.0
+NONCES_KEPT = 8
+"""A relay's latest nonces kept, any of which its answer may carry (an answer held up
+behind a backlog is taken as one: found by review)."""
 
 COUNTED_GAPS = {Kind.MSG, Kind.PRESENCE}
 """Streams every relay sees whole; the others are partly addressed to other relays."""
+
+
+@dataclass(slots=True)
+class _Asked:
+    """A relay asked for a nonce's answer (or every relay, by the hello)."""
+
+    nonces: deque[bytes] = field(default_factory=lambda: deque(maxlen=NONCES_KEPT))
+    again_at: float = 0.0
+    interval_s: float = ASK_INTERVAL_S
 
 
 class Link:
@@ -125,10 +134,12 @@ class Link:
         self.duplicates = 0
         self._conflicts: set[int] = set()
         self._auth_log = once_a_minute()
-        self._nonces: dict[bytes, float] = {}
-        """Our SNAPSHOT_REQUESTs' nonces, and when each was asked."""
-        self._asked: dict[str, float] = {}
-        """When each relay (or every relay: "") was last asked."""
+        self._version_log = once_a_minute()
+        self._asked: OrderedDict[str, _Asked] = OrderedDict()
+        """The relays (every relay: "") asked and not verified yet, the least recently
+        asked first: their nonces and when to ask again. A relay's own, not one table
+        for all (a bus user replaying recorded messages of 64 names that no longer run
+        evicted a live relay's nonce before its answer came: found by review)."""
         self._receiving = False
         """A batch from the bus is being acted on."""
         self._key_fingerprint = cluster_key_fingerprint(key)
@@ -285,24 +296,33 @@ class Link:
 
     def _ask(self, target: str, now: float) -> None:
         """Ask ``target`` (every relay: "") for a snapshot that answers a fresh nonce:
-        what verifies its run here (:meth:`Streams.verify`), at most once a second."""
-        if now < self._asked.get(target, -math.inf) + ASK_INTERVAL_S:
+        what verifies its run here (:meth:`Streams.verify`); again only after
+        ASK_INTERVAL_S, doubling to MAX_ASK_INTERVAL_S."""
+        asked = self._asked.get(target)
+        if asked is not None and now < asked.again_at:
             return
-        if len(self._asked) >= MAX_RELAYS:
-            self._asked.clear()
-        self._asked[target] = now
-        for old in [n for n, at in self._nonces.items() if at + NONCE_LIFETIME_S <= now]:
-            del self._nonces[old]
-        while len(self._nonces) >= MAX_NONCES:
-            del self._nonces[next(iter(self._nonces))]
+        if asked is None:
+            asked = self._asked[target] = _Asked()
+            while len(self._asked) > MAX_RELAYS:
+                self._asked.popitem(last=False)
+        self._asked.move_to_end(target)
+        asked.again_at = now + asked.interval_s
+        asked.interval_s = min(2 * asked.interval_s, MAX_ASK_INTERVAL_S)
         nonce = os.urandom(NONCE_BYTES)
-        self._nonces[nonce] = now
+        asked.nonces.append(nonce)
         request = encode_body(SnapshotRequest(nonce, target))
         self._publish(self.subjects.hello, Kind.SNAPSHOT_REQUEST, request, self.subjects.inbox)
 
-    def _answers_ours(self, part: Snapshot, now: float) -> bool:
-        asked = self._nonces.get(part.nonce)
-        return asked is not None and now < asked + NONCE_LIFETIME_S
+    def _answered(self, header: Header, part: Snapshot) -> bool:
+        """Does ``part`` answer a nonce we asked its relay, or every relay? The nonce
+        its relay's answer carried is forgotten once its run is verified."""
+        for target in (header.relay, ""):
+            asked = self._asked.get(target)
+            if asked is not None and part.nonce in asked.nonces:
+                if target == header.relay:
+                    del self._asked[target]
+                return True
+        return False
 
     async def _snapshot_loop(self) -> None:
         while True:
@@ -381,7 +401,7 @@ class Link:
     def _connected(self) -> None:
         """(Re)connected: ask every relay for its members, and tell ours."""
         log.info("federation bus connected; asking the cluster for its members")
-        self._asked.pop("", None)
+        self._asked.pop("", None)  # a new hello at once, its answers awaited anew
         self._ask("", trio.current_time())
         for envelope in self._snapshot():
             self._bus.publish(self.subjects.presence, envelope)
@@ -394,6 +414,8 @@ class Link:
             log.debug("an envelope on %s refused: %s", item.subject, exc)
             if exc.reason is DropReason.ENVELOPE_AUTH:
                 self._auth_failed(now)
+            elif exc.reason is DropReason.ENVELOPE_VERSION:
+                self._other_version(now)
             return
         if header.kind not in EXPECTED_KINDS.get(self.subjects.name(item.subject), ()):
             self.dropped["wrong_subject"] += 1
@@ -451,6 +473,19 @@ class Link:
                 self._key_fingerprint,
             )
 
+    def _other_version(self, now: float) -> None:
+        """Said once a minute at most: relays of two releases do not federate, and this
+        was only a counter (found by review)."""
+        held = self._version_log.take(now)
+        if held is not None:
+            log.warning(
+                "%d envelopes of another envelope version since the last such line: a relay "
+                "of another mcrelay release? (this one speaks version %d; every relay of a "
+                "cluster must run one)",
+                held + 1,
+                ENVELOPE_VERSION,
+            )
+
     def _name_conflict(self, header: Header) -> None:
         """Another relay of the cluster has this relay's name: counted, logged once per
         run of it (its epoch)."""
@@ -479,7 +514,7 @@ class Link:
             self._applied[name] = header.seq
             await self._announce(name, self._change(name, body, now))
         elif isinstance(body, Snapshot):
-            if body.nonce != NO_NONCE and self._answers_ours(body, now):
+            if body.nonce != NO_NONCE and self._answered(header, body):
                 self._streams.verify(header, {Kind.MSG: body.msg_seq, Kind.KICK: body.kick_seq})
             if lost := self._streams.lost(header, body.msg_seq):
                 self.gaps += lost

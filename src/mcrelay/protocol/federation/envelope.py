@@ -50,7 +50,7 @@ SUBKEY_CONTEXT = b"mcrelay federation v1"
 
 # +---------+------+----------+--------------+---------+---------+
 # | version | kind | name_len | relay name   | epoch   | seq     |
-# | u8 = 1  | u8   | u8 1..64 | name_len B   | u64 LE  | u64 LE  |
+# | u8 = 2  | u8   | u8 1..64 | name_len B   | u64 LE  | u64 LE  |
 # +---------+------+----------+--------------+---------+---------+
 # then the ciphertext of the body and its 16-byte tag. The header is the AEAD's AAD.
 HEADER_HEAD = struct.Struct("<BBB")
@@ -133,7 +133,7 @@ def decode_header_untrusted(data: bytes) -> Header:
     """The header at the start of an envelope (not authenticated: that is :class:`Opener`'s).
 
     Raises :class:`RemoteProtocolError`: ``envelope_version`` for a first byte other
-    than 1 (nothing else is read), ``bad_envelope`` for a header cut short, an
+    than :data:`ENVELOPE_VERSION` (nothing else is read), ``bad_envelope`` for a header cut short, an
     unknown kind, a bad relay name, or a zero epoch or seq.
     """
     if not data:
@@ -264,7 +264,7 @@ class Opener:
         """The authenticated header and body of an envelope.
 
         Raises :class:`RemoteProtocolError`: ``envelope_too_large`` over 1 MiB,
-        ``envelope_version`` for a version other than 1, ``bad_envelope`` for a
+        ``envelope_version`` for another version, ``bad_envelope`` for a
         malformed header or one with no room for the tag, ``envelope_auth`` when the
         AEAD refuses it (another cluster's key, or tampered with). Whether it is
         new is not checked here (:mod:`.streams` does).
