@@ -49,9 +49,9 @@ review).
 
 h11 leaves two rules of RFC 9112 to its user (:class:`Connection`): empty lines before
 a request line are ignored (2.2; h11 refused them, so a client's stray CRLF between two
-requests got a 400 for the second), up to :data:`MAX_EMPTY_LINE_BYTES`, and what came with a request that closes the
-connection is dropped unread (9.6; h11 refused it, and hypercorn's 400 took the place
-of the closing request's answer). Both found by review.
+requests got a 400 for the second), up to :data:`MAX_EMPTY_LINE_BYTES`, and what came
+with a request that closes the connection is dropped unread (9.6; h11 refused it, and
+hypercorn's 400 took the place of the closing request's answer). Both found by review.
 
 This leans on hypercorn's internals (``TCPServer.run``, ``_read_data``,
 ``H11Protocol``), as of 0.18, and on h11's receive buffer, as of 0.16: pyproject.toml

@@ -330,13 +330,12 @@ class Link:
             self._streams.verify(header, {Kind.MSG: part.msg_seq, Kind.KICK: part.kick_seq})
 
     def _answered(self, header: Header, part: Snapshot) -> bool:
-        """Does ``part`` answer a nonce we asked its relay, or every relay? The nonce
-        its relay's answer carried is forgotten once its run is verified."""
+        """Does ``part`` answer a nonce we asked its relay, or every relay? Its relay's
+        own nonces are forgotten then (its run is verified)."""
         for target in (header.relay, ""):
             asked = self._asked.get(target)
             if asked is not None and part.nonce in asked.nonces:
-                if target == header.relay:
-                    del self._asked[target]
+                self._asked.pop(header.relay, None)
                 return True
         return False
 
