@@ -133,8 +133,8 @@ def decode_header_untrusted(data: bytes) -> Header:
     """The header at the start of an envelope (not authenticated: that is :class:`Opener`'s).
 
     Raises :class:`RemoteProtocolError`: ``envelope_version`` for a first byte other
-    than :data:`ENVELOPE_VERSION` (nothing else is read), ``bad_envelope`` for a header cut short, an
-    unknown kind, a bad relay name, or a zero epoch or seq.
+    than :data:`ENVELOPE_VERSION` (nothing else is read), ``bad_envelope`` for a header
+    cut short, an unknown kind, a bad relay name, or a zero epoch or seq.
     """
     if not data:
         raise RemoteProtocolError("an empty envelope", DropReason.BAD_ENVELOPE)
