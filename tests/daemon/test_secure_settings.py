@@ -292,8 +292,11 @@ async def test_a_reload_that_sets_the_level_to_warning_is_still_said(
 
 
 def replace_key(path: Path) -> None:
-    path.unlink()
-    generate_key_file(path)
+    """At once, as an operator's ``mv`` does: the file is never missing (unlinked first,
+    then made, a slow machine's check of the reload before saw it gone)."""
+    made = path.with_name(path.name + ".new")
+    generate_key_file(made)
+    made.replace(path)
 
 
 def remove(path: Path) -> None:

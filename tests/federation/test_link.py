@@ -475,3 +475,21 @@ async def test_an_answer_overtaken_by_a_later_snapshot_still_verifies(
         assert setup.link.dropped["envelope_replay"] == 1
         await setup.push("msg", Kind.MSG, Message(record(7), b"through"))
         assert a.take() == [MessageReceived(("10.0.0.7", 4000), b"through")]
+
+
+async def test_a_message_overtaken_by_its_relays_snapshot_is_still_delivered(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A message sealed before a snapshot of two parts came after both: counting the
+    messages a snapshot said were sealed and had not come as lost refused it (found
+    by review of that change, which was taken back)."""
+    async with linked(keys) as setup:
+        a, _ = await setup.harness.members(keys, 2)
+        await setup.verified()
+        message = setup.other.seal(Kind.MSG, encode_body(Message(record(7), b"slow")))
+        parts = split_snapshot(0, [record(n) for n in range(1500)], msg_seq=1)
+        for envelope in [setup.other.seal(Kind.SNAPSHOT, encode_body(p)) for p in parts]:
+            await setup.push_sealed("presence", envelope)
+        await setup.push_sealed("msg", message)
+        assert MessageReceived(("10.0.0.7", 4000), b"slow") in a.take()
+        assert setup.link.gaps == 0

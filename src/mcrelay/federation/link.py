@@ -385,6 +385,8 @@ class Link:
             del self._applied[name]
         for name in [n for n in self._parts if n not in remotes.relays]:
             del self._parts[name]
+        for name in [n for n in self._asked if n and n not in remotes.relays]:
+            del self._asked[name]
 
     async def _announce(self, name: str, changes: list[Change]) -> None:
         """Hand the relay its members' changes a chunk at a time, so that a large
@@ -466,6 +468,7 @@ class Link:
         if verdict.order is Order.RESTART:
             self._applied.pop(header.relay, None)
             self._parts.pop(header.relay, None)
+            self._asked.pop(header.relay, None)  # a new run: asked at once, no backoff
         if changes:
             await self._announce(header.relay, changes)
         if verdict.order is Order.GAP and header.kind in COUNTED_GAPS:
@@ -532,9 +535,6 @@ class Link:
             await self._announce(name, self._change(name, body, now))
         elif isinstance(body, Snapshot):
             self._verify_by(header, body)
-            if lost := self._streams.lost(header, body.msg_seq):
-                self.gaps += lost
-                self._host.remotes.relays[name].gaps += lost
             await self._snapshot_part(name, body, now)
         elif isinstance(body, SnapshotRequest):
             if reply and body.target in ("", self.name):

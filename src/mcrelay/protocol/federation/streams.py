@@ -86,8 +86,6 @@ class _Relay:
     last: dict[Kind, int] = field(default_factory=dict)
     verified: bool = False
     """Whether this run answered this receiver's nonce (:meth:`Streams.verify`)."""
-    told_msg: int = 0
-    """The last MSG seq a SNAPSHOT of this run said was sealed (:meth:`Streams.lost`)."""
 
 
 class Streams:
@@ -157,22 +155,6 @@ class Streams:
         known.verified = True
         for kind, seq in last.items():
             known.last[kind] = max(known.last.get(kind, 0), seq)
-
-    def lost(self, header: Header, msg_seq: int) -> int:
-        """A SNAPSHOT of a verified run says its relay had sealed MSGs up to ``msg_seq``:
-        those an earlier SNAPSHOT said were sealed and that have still not come (a
-        snapshot's interval later: lost) are given up, and their count returned. A gap
-        was counted only when a later MSG came, so a quiet relay's lost last messages
-        were never counted (found by review)."""
-        known = self._relays.get(header.relay)
-        if known is None or known.epoch != header.epoch or not known.verified:
-            return 0
-        last = known.last.get(Kind.MSG, 0)
-        lost = max(0, known.told_msg - last)
-        if lost:
-            known.last[Kind.MSG] = known.told_msg
-        known.told_msg = max(known.told_msg, msg_seq)
-        return lost
 
     def verified(self, relay: str) -> bool:
         known = self._relays.get(relay)
