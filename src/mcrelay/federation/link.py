@@ -87,6 +87,20 @@ NONCES_KEPT = 8
 """A relay's latest nonces kept, any of which its answer may carry (an answer held up
 behind a backlog is taken as one: found by review)."""
 
+REFUSALS_SAID = {
+    DropReason.ENVELOPE_AUTH: (
+        "failed authentication since the last such line: a relay with another cluster "
+        "key? (this relay's key is {key}: compare the others' with 'mcrelay fingerprint "
+        "KEY_FILE')"
+    ),
+    DropReason.ENVELOPE_VERSION: (
+        "of another envelope version since the last such line: a relay of another "
+        "mcrelay release? (this one speaks version {version}; every relay of a cluster "
+        "must run one)"
+    ),
+}
+"""Refusals said in the log (:meth:`Link._say_refused`), beside their counters."""
+
 COUNTED_GAPS = {Kind.MSG, Kind.PRESENCE}
 """Streams every relay sees whole; the others are partly addressed to other relays."""
 
@@ -134,8 +148,7 @@ class Link:
         self.gaps = 0
         self.duplicates = 0
         self._conflicts: set[int] = set()
-        self._auth_log = once_a_minute()
-        self._version_log = once_a_minute()
+        self._refusal_logs = {reason: once_a_minute() for reason in REFUSALS_SAID}
         self._asked: OrderedDict[str, _Asked] = OrderedDict()
         """The relays (every relay: "") asked and not verified yet, the least recently
         asked first: their nonces and when to ask again. A relay's own, not one table
@@ -429,10 +442,7 @@ class Link:
         except RemoteProtocolError as exc:
             self.dropped[exc.reason.value] += 1
             log.debug("an envelope on %s refused: %s", item.subject, exc)
-            if exc.reason is DropReason.ENVELOPE_AUTH:
-                self._auth_failed(now)
-            elif exc.reason is DropReason.ENVELOPE_VERSION:
-                self._other_version(now)
+            self._say_refused(exc.reason, now)
             return
         if header.kind not in EXPECTED_KINDS.get(self.subjects.name(item.subject), ()):
             self.dropped["wrong_subject"] += 1
@@ -480,30 +490,17 @@ class Link:
         ):  # its messages and kicks are taken once it answers (this was not an answer)
             self._ask(header.relay, now)
 
-    def _auth_failed(self, now: float) -> None:
-        """Said once a minute at most: relays with different cluster keys hear nothing
-        of each other, and this was only a counter (found by review)."""
-        held = self._auth_log.take(now)
-        if held is not None:
+    def _say_refused(self, reason: DropReason, now: float) -> None:
+        """Refusals an operator must hear of, said once a minute at most each: relays
+        with different cluster keys, or of two releases, hear nothing of each other, and
+        these were only counters (found by review)."""
+        text = REFUSALS_SAID.get(reason)
+        held = None if text is None else self._refusal_logs[reason].take(now)
+        if text is not None and held is not None:
             log.warning(
-                "%d envelopes failed authentication since the last such line: a relay "
-                "with another cluster key? (this relay's key is %s: compare the others' "
-                "with 'mcrelay fingerprint KEY_FILE')",
+                "%d envelopes %s",
                 held + 1,
-                self._key_fingerprint,
-            )
-
-    def _other_version(self, now: float) -> None:
-        """Said once a minute at most: relays of two releases do not federate, and this
-        was only a counter (found by review)."""
-        held = self._version_log.take(now)
-        if held is not None:
-            log.warning(
-                "%d envelopes of another envelope version since the last such line: a relay "
-                "of another mcrelay release? (this one speaks version %d; every relay of a "
-                "cluster must run one)",
-                held + 1,
-                ENVELOPE_VERSION,
+                text.format(key=self._key_fingerprint, version=ENVELOPE_VERSION),
             )
 
     def _name_conflict(self, header: Header) -> None:
