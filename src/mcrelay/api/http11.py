@@ -99,6 +99,7 @@ MAX_HELD_BYTES = 65536
 the connection reads no more until it is out."""
 
 
+LINE_ENDS = (b"\r", b"\n")
 MAX_EMPTY_LINE_BYTES = 16 * 1024
 """Bytes of empty lines skipped before one request line, at most: past them h11
 answers 400. (Without a bound, a client sending nothing but line ends held the loop
@@ -117,7 +118,11 @@ class Connection(h11.Connection):
 
     def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
         buffer = self._receive_buffer
-        if self.their_state is h11.IDLE and buffer and self._skipped < MAX_EMPTY_LINE_BYTES:
+        if (
+            self.their_state is h11.IDLE
+            and buffer._data[:1] in LINE_ENDS  # most requests: no copy of what follows
+            and self._skipped < MAX_EMPTY_LINE_BYTES
+        ):
             # CR and LF alike (a CR read apart from its LF is taken too: h11 refused it).
             head = buffer._data[: MAX_EMPTY_LINE_BYTES - self._skipped]
             skipped = len(head) - len(head.lstrip(b"\r\n"))
