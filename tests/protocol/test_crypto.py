@@ -180,13 +180,18 @@ def test_der_and_private_pem_are_refused(client_key: rsa.RSAPrivateKey) -> None:
 
 
 def test_only_a_pem_subject_public_key_info_is_a_key(client_key: rsa.RSAPrivateKey) -> None:
-    """The page's values 4 and 5 are PEM SubjectPublicKeyInfo: PKCS#1's RSA PUBLIC KEY and
-    text around the block were taken (found by review)."""
+    """The page's values 4 and 5 are PEM SubjectPublicKeyInfo: PKCS#1's RSA PUBLIC KEY,
+    text around the block and headers inside it were taken (found by review)."""
     public = client_key.public_key()
     spki = crypto.public_key_to_pem(public)
     assert crypto.same_key(crypto.wire_public_key_untrusted(b"\n" + spki.strip()), public)
+    crlf = spki.replace(b"\n", b"\r\n")
+    assert crypto.same_key(crypto.wire_public_key_untrusted(crlf), public)
     pkcs1 = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.PKCS1)
-    for value in (pkcs1, b"not a key\n" + spki, spki + b"\x00trailing", spki + spki):
+    begin, rest = spki.split(b"\n", 1)
+    header = begin + b"\nComment: a header OpenSSL reads\n\n" + rest
+    assert crypto.same_key(crypto.load_public_key_untrusted(header), public)
+    for value in (pkcs1, b"not a key\n" + spki, spki + b"\x00trailing", spki + spki, header):
         with pytest.raises(RemoteProtocolError, match="SubjectPublicKeyInfo") as info:
             crypto.wire_public_key_untrusted(value)
         assert info.value.reason is DropReason.BAD_KEY

@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+import re
 from functools import lru_cache
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -17,6 +18,8 @@ MAX_PEER_KEY_BITS = 4096
 MAX_PEM_BYTES = 4096
 SPKI_BEGIN = b"-----BEGIN PUBLIC KEY-----"
 SPKI_END = b"-----END PUBLIC KEY-----"
+_BASE64_LINES = re.compile(rb"[A-Za-z0-9+/=\r\n]*")
+"""What lies between a wire key's BEGIN and END lines: base64 lines, no header."""
 CHUNK_BYTES = 190
 """Plaintext per OAEP block, whatever the key's size: the page's chunks of at most 190
 bytes, what a 2048-bit key's block carries (key_bytes - 2*32 - 2). A larger key's block
@@ -120,11 +123,15 @@ def public_key_to_pem(key: rsa.RSAPublicKey) -> bytes:
 def wire_public_key_untrusted(value: bytes) -> rsa.RSAPublicKey:
     """The key of a CLIENT_PUBLIC_KEY or SERVER_PUBLIC_KEY value: PEM
     SubjectPublicKeyInfo, as the page says, and nothing else (OpenSSL also reads PKCS#1's
-    RSA PUBLIC KEY, and text around the block: found by review); then as
+    RSA PUBLIC KEY, text around the block and RFC 1421 headers inside it: found by
+    review); then as
     :func:`load_public_key_untrusted`."""
     block = value.strip()
     if not (
-        block.startswith(SPKI_BEGIN) and block.endswith(SPKI_END) and block.count(b"-----") == 4
+        block.startswith(SPKI_BEGIN)
+        and block.endswith(SPKI_END)
+        and block.count(b"-----") == 4
+        and _BASE64_LINES.fullmatch(block, len(SPKI_BEGIN), len(block) - len(SPKI_END))
     ):
         raise RemoteProtocolError("not a PEM SubjectPublicKeyInfo", DropReason.BAD_KEY)
     return load_public_key_untrusted(value)
