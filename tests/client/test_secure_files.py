@@ -169,6 +169,23 @@ def test_a_file_others_may_change_is_refused(tmp_path: Path) -> None:
         load_known_relays(path)
 
 
+def test_a_file_in_a_directory_others_may_change_is_refused(tmp_path: Path) -> None:
+    """Its mode was checked, not its directories': another user could swap in a list of
+    their own (left from a review)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    path = shared / "known_relays"
+    path.write_text(f"127.0.0.1:5007 {encode_key(KEY)}\n")
+    path.chmod(0o600)
+    with pytest.raises(FileError, match="shared"):
+        load_known_relays(path)
+    with pytest.raises(FileError, match="shared"):
+        remember_relay(path, "[::1]:5007", KEY)
+    shared.chmod(0o1777)  # sticky, as /tmp: only the file's owner may replace it
+    assert load_known_relays(path) == {"127.0.0.1:5007": KEY}
+
+
 def test_the_identity_is_made_once_then_read(tmp_path: Path) -> None:
     path = tmp_path / "identity-key"
     made, created = load_or_create_identity(path)

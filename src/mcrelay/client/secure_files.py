@@ -4,8 +4,9 @@ The identity is a Curve25519 private key file, base64 text, mode 0600, made on f
 use (as the relay's secure key file). The known-relays file is one line per relay,
 ``HOST:PORT KEY`` (the address the client was told to use, and the relay's public key
 in base64), as ssh's known_hosts: it says whom to trust, so it must belong to root or
-to us and nobody else may write it; the client rewrites it whole (mode 0600) when it
-learns a key. Blank lines and ``#`` comments are kept out of the parse.
+to us and nobody else may write it or replace it through a directory (as sshd's
+StrictModes); the client rewrites it whole (mode 0600) when it learns a key. Blank
+lines and ``#`` comments are kept out of the parse.
 
 One key is one member: a second client with the same identity would replace the
 first one's session at the relay. So a client holds its identity file locked while it
@@ -26,6 +27,7 @@ from mcrelay.files import (
     make_private_directories,
     read_regular_file,
     replace_private_file,
+    require_trusted_directories,
     require_trusted_writers,
 )
 from mcrelay.protocol.addresses import format_address, parse_address
@@ -134,6 +136,9 @@ def _read_known_relays(path: Path) -> tuple[str, dict[str, bytes]]:
     if contents is None:
         return "", {}
     require_trusted_writers(path, contents, KNOWN_WHAT)
+    # Nor may anyone else replace it through a directory (left from review: a planted
+    # list would be trusted as ours).
+    require_trusted_directories(path, KNOWN_WHAT)
     try:
         text = contents.data.decode("utf-8")
         return text, parse_known_relays(text)
