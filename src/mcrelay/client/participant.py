@@ -33,7 +33,7 @@ import socket
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -66,8 +66,14 @@ KEY_CHECK_KEEPALIVES = 6
 """One keep-alive in this many asks the relay's key too (once a minute by default: a
 relay answers at most 100 key requests a second in all)."""
 KEY_CHECK_ANSWER_S = 2.0
-"""How long the answer to a key check is awaited; a key from the relay's address at any
-other time is no answer, and is counted (``unknown_type``)."""
+"""How long the answers to a key check are awaited (all of them: ours ends it at once);
+a key from the relay's address at any other time is no answer, and is counted
+(``unknown_type``)."""
+KEY_CHECK_ROUNDS = 3
+"""A changed key is believed when this many key checks in a row were answered with one
+other key and never with ours: one answer from the relay's (spoofable) address, while
+a spoofer kept the relay's answers away (its per-address limit spent by requests from
+our address), ended the client (found by review)."""
 WILDCARD = "0.0.0.0"
 DUPLICATE_MEMORY_MESSAGES = 1024
 """Digests of the latest relayed ciphertexts kept to spot network duplicates (32 bytes each)."""
@@ -134,6 +140,26 @@ class RecentDigests:
         return True
 
 
+@dataclass(slots=True, eq=False)
+class _KeyCheck:
+    """One key check: until when its answers count, its round, and what they were."""
+
+    until: float
+    round: int
+    """1 for a check of the schedule; more while one other key answers each time."""
+    suspected: str | None = None
+    """The other key that answered every round before (never ours)."""
+    ours: bool = False
+    others: set[str] = field(default_factory=set)
+
+    def other_key(self) -> str | None:
+        """The one other key every round so far answered with, never with ours."""
+        if self.ours or len(self.others) != 1:
+            return None
+        (found,) = self.others
+        return found if self.suspected in (None, found) else None
+
+
 class Participant:
     def __init__(
         self,
@@ -156,8 +182,9 @@ class Participant:
         self.relay_key: rsa.RSAPublicKey | None = None
         self._refused_key: str | None = None
         """Why the last key a relay answered with was refused, if one was."""
-        self._key_check_until: float | None = None
-        """Until when the answer to the key check just sent is awaited (trio time)."""
+        self._key_check: _KeyCheck | None = None
+        """The key check whose answers are awaited now, if one is."""
+        self.key_check_answer_s = KEY_CHECK_ANSWER_S
         self.dropped: Counter[DropReason] = Counter()
         self._roster_until: float | None = None
         """While the roster comes: when it ends at the latest (trio time)."""
@@ -314,31 +341,29 @@ class Participant:
             self.dropped[DropReason.UNKNOWN_TYPE] += 1
 
     def _check_relay_key(self, event: ServerKey) -> None:
-        """The relay's answer to the key request sent beside some keep-alives: a relay
-        that restarted with a new key cannot read what we send it any more."""
+        """An answer to the key request sent beside some keep-alives: a relay that
+        restarted with a new key cannot read what we send it any more."""
         assert self.relay_key is not None
-        if self._key_check_until is None or trio.current_time() > self._key_check_until:
+        check = self._key_check
+        if check is None or trio.current_time() > check.until:
             # Asked for by no one: one datagram from the relay's (spoofable) address
             # must not end the client.
             self.dropped[DropReason.UNKNOWN_TYPE] += 1
             return
-        self._key_check_until = None
         try:
             key = crypto.wire_public_key_untrusted(event.pem)
         except RemoteProtocolError as exc:
             self.dropped[exc.reason] += 1
             return
-        found, known = crypto.fingerprint(key), crypto.fingerprint(self.relay_key)
-        if found == known:
+        found = crypto.fingerprint(key)
+        if found == crypto.fingerprint(self.relay_key):
+            check.ours = True
             return
-        if self.pinned_fingerprint is not None:  # not our relay's: someone else's answer
-            self.dropped[DropReason.BAD_KEY] += 1
-            return
-        raise RelayKeyChanged(
-            f"the relay at {format_address(self.destination)} now has key {found}, not "
-            f"{known}, the one this client registered with (a restart with a new key, or "
-            "another relay): start again to trust it, or pin --relay-fingerprint"
-        )
+        # Not (yet) the relay's: with --relay-fingerprint, never; else someone else's
+        # answer unless every round says the same (see _key_check_due).
+        self.dropped[DropReason.BAD_KEY] += 1
+        if self.pinned_fingerprint is None:
+            check.others.add(found)
 
     def _in_roster(self) -> bool:
         if self._roster_until is not None and trio.current_time() >= self._roster_until:
@@ -361,11 +386,42 @@ class Participant:
         phase = secrets.randbelow(KEY_CHECK_KEEPALIVES)
         for count in itertools.count(1):
             await trio.sleep(self.keepalive_interval_s)
-            if count % KEY_CHECK_KEEPALIVES == phase:
-                self._key_check_until = trio.current_time() + KEY_CHECK_ANSWER_S
+            if self._key_check_due(scheduled=count % KEY_CHECK_KEEPALIVES == phase):
                 await self._send_control(ping + legacy.key_request())
             else:
                 await self._send_control(ping)
+
+    def _key_check_due(self, *, scheduled: bool) -> bool:
+        """Whether this keep-alive asks the relay's key: a ``scheduled`` check, or the
+        next round of one that only one other key answered. Raises
+        :class:`RelayKeyChanged` when KEY_CHECK_ROUNDS rounds in a row were answered with
+        one other key and never with ours; ours, no answer, or answers that disagree end
+        the check (the schedule's next one asks again)."""
+        now = trio.current_time()
+        check = self._key_check
+        if check is not None:
+            if now <= check.until and not check.ours:
+                return False  # its answers are still awaited
+            self._key_check = None
+            suspected = check.other_key()
+            if suspected is not None:
+                if check.round == KEY_CHECK_ROUNDS:
+                    raise RelayKeyChanged(
+                        f"the relay at {format_address(self.destination)} answered "
+                        f"{KEY_CHECK_ROUNDS} key checks with key {suspected}, not "
+                        f"{self.relay_fingerprint}, the one this client registered with: it "
+                        "restarted with a new key, or someone able to send from its address "
+                        "answers in its place (the legacy profile cannot tell them apart). "
+                        "Check the key on the relay's host (mcrelay fingerprint KEY_FILE), "
+                        "then start again with --relay-fingerprint"
+                    )
+                self._key_check = _KeyCheck(
+                    now + self.key_check_answer_s, check.round + 1, suspected
+                )
+                return True
+        if scheduled:
+            self._key_check = _KeyCheck(now + self.key_check_answer_s, 1)
+        return scheduled
 
 
 def _source_toward(remote: Address, port: int) -> Address:
