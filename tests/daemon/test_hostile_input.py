@@ -31,6 +31,7 @@ from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import DropReason
 from mcrelay.protocol.legacy.tlv import TlvType, encode_tlv
 from relay_harness import Peer, client_address, open_relay, running_tasks, settle
+from secure_harness import HarnessLink, SecurePeer, connected
 
 Keys = list[rsa.RSAPrivateKey]
 SEED = 20250611
@@ -284,6 +285,29 @@ async def test_spoofed_joins_and_leaves_write_a_bounded_number_of_lines(
     assert lines[-1] == (
         "client 127.0.9.9:4000 joined (200 joins, leaves and moves not logged before this one)"
     )
+
+
+async def test_one_key_replacing_its_session_writes_a_bounded_number_of_lines(
+    keys: list[rsa.RSAPrivateKey],
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each replacement of a secure member's session wrote its line outside the budget
+    of presence lines, as fast as registrations go (found by review)."""
+    caplog.set_level(logging.INFO)
+    async with open_relay(
+        keys[0], registrations_per_host_burst=1000, registrations_total_burst=1000
+    ) as harness:
+        (first,) = await connected(harness, 1)
+        for n in range(1, relay.PRESENCE_LOG_BURST + 50):
+            again = SecurePeer(
+                HarnessLink(harness), client_address(n), static=first.static, epoch=first.epoch + n
+            )
+            await again.connect()
+        elapsed = trio.current_time()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("client ")]
+    assert len(lines) <= relay.PRESENCE_LOG_BURST + elapsed * relay.PRESENCE_LOG_PER_S + 1
+    assert lines[-1].endswith("not logged before this one)")
 
 
 async def test_one_key_answer_a_datagram(

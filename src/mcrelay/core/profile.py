@@ -124,6 +124,10 @@ class Services(Protocol):
     def notify_all(self, notices: Sequence[tuple[bytes, Address]]) -> None:
         """Queue many notices; past the backlog's bound the rest are dropped, counted."""
 
+    def log_presence(self, message: str, *args: object) -> None:
+        """Log a join, leave, re-key, move or replacement (INFO), within the relay's budget
+        of such lines: anyone may cause them."""
+
     def register(self, identity: Identity, address: Address, now: float) -> None:
         """Register, re-key or refresh a member, and announce it (raises ``RosterFull``, or
         ``AddressInUse`` when another member holds the address)."""

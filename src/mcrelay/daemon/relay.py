@@ -429,7 +429,7 @@ class Relay:
         if registration is Registration.REFRESHED:
             return
         rekeyed = registration is Registration.REKEYED
-        self._log_presence("client %s %s", identity.id, "re-keyed" if rekeyed else "joined")
+        self.log_presence("client %s %s", identity.id, "re-keyed" if rekeyed else "joined")
         self.events.publish(
             "client_joined", client=identity.id, fingerprint=identity.key_id, rekeyed=rekeyed
         )
@@ -466,7 +466,7 @@ class Relay:
             return
         self._take_address(member.id, address)
         self.roster.move(member, address)
-        self._log_presence("client %s moved from %s", member.id, format_address(old))
+        self.log_presence("client %s moved from %s", member.id, format_address(old))
         self.events.publish(
             "client_moved",
             client=member.id,
@@ -489,8 +489,8 @@ class Relay:
         if holder is not None and holder.id != member_id:
             raise AddressInUse(f"{format_address(address)} is {holder.id}'s")
 
-    def _log_presence(self, message: str, *args: object) -> None:
-        """A join, leave, re-key or move, within a budget of lines (see
+    def log_presence(self, message: str, *args: object) -> None:
+        """A join, leave, re-key, move or replacement, within a budget of lines (see
         :data:`PRESENCE_LOG_BURST`)."""
         held = self._presence_lines.take(trio.current_time())
         if held is None:
@@ -536,7 +536,7 @@ class Relay:
     def _announce_left(self, left: Left, recipients: Iterable[Member] | None = None) -> None:
         """Tell ``recipients`` (every member by default) that ``left.member`` left."""
         member = left.member
-        self._log_presence("client %s left (%s)", member.id, left.reason)
+        self.log_presence("client %s left (%s)", member.id, left.reason)
         self.events.publish("client_left", client=member.id, reason=left.reason)
         for profile, group in self._by_profile(self.roster if recipients is None else recipients):
             profile.announce_left(member, group, left.reason)

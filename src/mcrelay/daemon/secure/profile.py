@@ -361,7 +361,11 @@ class SecureProfile:
         self._move(peer, member)
         present = [*self._services.roster.others(member), *self._services.remotes]
         self.announce_present(member, present)
-        log.info("client %s replaced its session (epoch %d)", member.id, peer.client_epoch)
+        # Through the budget of presence lines: one key may replace its session as fast
+        # as registrations go, a line each (found by review).
+        self._services.log_presence(
+            "client %s replaced its session (epoch %d)", member.id, peer.client_epoch
+        )
 
     # A peer's turn: what its session sends now, and what its channel says.
 
