@@ -36,6 +36,7 @@ run_until_signal                      SIGHUP reloads; SIGTERM/SIGINT drain, then
                                       hypercorn's HTTP/1.1 per connection; all closed at stop
 """
 
+import contextlib
 import logging
 import os
 import signal
@@ -301,23 +302,46 @@ async def run_daemon(
             nursery.start_soon(_report_status, daemon.relay, notifier)
         if notifier.watchdog_s is not None:
             nursery.start_soon(_watchdog, daemon.relay, notifier, notifier.watchdog_s / 2)
+        # Reloads run beside the signals: one that waits on its files (up to 20 s) held
+        # a SIGTERM, and a second one, until it was done (found by review). A SIGHUP
+        # during a reload asks for one more; more than that are the same one.
+        wanted, reloads = trio.open_memory_channel[None](1)
+        reloading = trio.CancelScope()
+        if reload is not None:
+            nursery.start_soon(_reload_each, daemon, reload, reloads, notifier, reloading)
         stopping = False
         async for signum in signals:
             name = signal.Signals(signum).name
             if signum == signal.SIGHUP:
-                if not stopping and reload is not None:
-                    notifier.reloading()
-                    await apply_reload(daemon, reload)
-                    notifier.notify("READY=1", f"STATUS={status_line(daemon.relay)}")
+                if not stopping:
+                    with contextlib.suppress(trio.WouldBlock):
+                        wanted.send_nowait(None)
                 continue
             if stopping:
                 log.info("second %s: stopping now", name)
                 nursery.cancel_scope.cancel()
                 return
             stopping = True
+            reloading.cancel()
             log.info("stopping on %s: finishing messages in flight (%g s at most)", name, grace_s)
             notifier.notify("STOPPING=1")
             nursery.start_soon(_drain, daemon.relay, grace_s, nursery.cancel_scope)
+
+
+async def _reload_each(
+    daemon: Daemon,
+    reload: Callable[[], RelayConfig],
+    reloads: trio.MemoryReceiveChannel[None],
+    notifier: Notifier,
+    scope: trio.CancelScope,
+) -> None:
+    """Apply each reload asked for, one at a time, until ``scope`` is cancelled (the
+    daemon stops: a reload under way is given up, none applied after)."""
+    with scope:
+        async for _ in reloads:
+            notifier.reloading()
+            await apply_reload(daemon, reload)
+            notifier.notify("READY=1", f"STATUS={status_line(daemon.relay)}")
 
 
 async def apply_reload(

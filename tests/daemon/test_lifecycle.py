@@ -6,7 +6,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import ExitStack, asynccontextmanager, closing
 from functools import partial
 from pathlib import Path
@@ -71,13 +71,17 @@ class Harness:
         return resolve({}, {}, self.file).config
 
     async def start(
-        self, nursery: trio.Nursery, notifier: Notifier, grace_s: float = 2.0
+        self,
+        nursery: trio.Nursery,
+        notifier: Notifier,
+        grace_s: float = 2.0,
+        reload: Callable[[], RelayConfig] | None = None,
     ) -> Daemon:
         run = partial(
             run_daemon,
             self.load(),
             self._signals,
-            reload=self.load,
+            reload=self.load if reload is None else reload,
             settings_file=self.file,
             notifier=notifier,
             grace_s=grace_s,
@@ -284,6 +288,32 @@ async def test_a_reload_with_a_fifo_for_token_file_is_refused_and_the_relay_goes
             while (event := await next_event(b)) != MessageReceived(a.address, b"still relaying"):
                 assert isinstance(event, PeerJoined | PeerPresent)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_stop_during_a_reload_is_not_held_by_it(
+    tmp_path: Path, relay_key_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reload waiting on its files (a hung file system: up to 20 s) held a SIGTERM,
+    and a second one, until it was done, then was applied (found by review)."""
+    released = threading.Event()
+    with ExitStack() as stack:
+        stack.callback(released.set)
+        async with notify_listener(tmp_path) as heard, trio.open_nursery() as nursery:
+            harness = Harness(tmp_path, relay_key_file)
+
+            def hung() -> RelayConfig:
+                released.wait(60)
+                return harness.load()
+
+            notifier = stack.enter_context(closing(Notifier({"NOTIFY_SOCKET": str(heard.path)})))
+            await harness.start(nursery, notifier, reload=hung)
+            await heard.until("READY")
+            await harness.send_signal.send(signal.SIGHUP)
+            assert (await heard.next())["RELOADING"] == "1"
+            await harness.send_signal.send(signal.SIGHUP)  # one more asked: never run
+            await harness.send_signal.send(signal.SIGTERM)
+            assert (await heard.next())["STOPPING"] == "1"
+    assert not any(m.startswith("configuration reloaded") for m in caplog.messages)
 
 
 async def test_a_reload_whose_files_hang_is_given_up(
