@@ -25,11 +25,13 @@ from mcrelay.protocol.secure.keys import AuthorizedKey
 from mcrelay.settings.authorized import read_authorized_keys
 from mcrelay.settings.config import ConfigValueError, RelayConfig, secure_key_beside
 from mcrelay.settings.declare import SECTIONS
+from mcrelay.settings.dotted import check_dotted_keys
 from mcrelay.settings.profiles import BRIDGE_WARNING, LEGACY
 from mcrelay.settings.table import BY_FIELD, BY_NAME, SETTINGS, toml_value
 
 DEFAULT_CONFIG_FILE = Path("/etc/mcrelay/mcrelay.toml")
-MAX_SETTINGS_FILE_BYTES = 1024 * 1024
+MAX_SETTINGS_FILE_BYTES = 256 * 1024
+"""A settings file is a few KB; the TOML reader's cost grows with it (see dotted.py)."""
 
 
 class SettingsError(ValueError):
@@ -96,8 +98,10 @@ def read_file(path: Path, *, any_owner: bool = False) -> dict[str, Any]:
         raise SettingsError(f"cannot read settings file {path}: {os.strerror(errno.ENOENT)}")
     try:
         # A byte-order mark, as some editors write, is not a statement (found by review).
-        document = tomllib.loads(contents.data.decode("utf-8-sig"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        text = contents.data.decode("utf-8-sig")
+        check_dotted_keys(text)
+        document = tomllib.loads(text)
+    except ValueError as exc:  # TOMLDecodeError, UnicodeDecodeError, check_dotted_keys
         raise SettingsError(f"{path}: not valid TOML: {exc}") from None
     except RecursionError:
         raise SettingsError(f"{path}: not valid TOML: nested too deeply") from None
