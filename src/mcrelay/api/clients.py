@@ -64,6 +64,18 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     return int(text)
 
 
+def _host_arg() -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host=``, parsed: an address matches in any spelling (``0:0::1`` is ``::1``), as
+    an ``ip:port`` id does, and a host that is no address is an error, not an empty list."""
+    text = request.args.get("host")
+    if text is None:
+        return None
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise BadRequest(400, "bad_query", f"host must be an IP address, not {text!r}") from None
+
+
 def _member_id(text: str) -> str:
     """A member's id as given: opaque, but ``ip:port`` is read in its canonical form."""
     try:
@@ -102,13 +114,13 @@ async def list_clients() -> Reply:
         )
     limit = _int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = _int_arg("offset", 0, 0, 2**31)
-    host = request.args.get("host")
+    host = _host_arg()
     name = _name(relay)
     members = list(relay.roster) if scope == "local" else [*relay.roster, *relay.remotes]
     chosen = [
         c
         for c in members
-        if (host is None or c.address[0] == host)
+        if (host is None or ipaddress.ip_address(c.address[0]) == host)
         and (only is None or (c.identity.relay or name) == only)
     ]
     chosen.sort(key=key, reverse=sort.startswith("-"))

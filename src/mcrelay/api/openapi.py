@@ -202,7 +202,12 @@ _QUERY = [
         "schema": {"type": "string"},
         "description": "id, connected_at, last_seen, idle_s, messages_in or bytes_in; '-' prefix for descending",
     },
-    {"name": "host", "in": "query", "schema": {"type": "string"}},
+    {
+        "name": "host",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "only the clients from this IP address (any spelling); else 400",
+    },
     {
         "name": "relay",
         "in": "query",
