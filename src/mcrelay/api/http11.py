@@ -53,15 +53,22 @@ requests got a 400 for the second), up to :data:`MAX_EMPTY_LINE_BYTES`, and what
 with a request that closes the connection is dropped unread (9.6; h11 refused it, and
 hypercorn's 400 took the place of the closing request's answer). Both found by review.
 
+h11's refusal of a request (a 431 for a request line and headers over hypercorn's
+``h11_max_incomplete_size``, 16 KiB; a 400, a 501) is hypercorn's to send, and it sent
+it with no body and no type: here it carries the API's error object, as every other
+error does (found by review).
+
 This leans on hypercorn's internals (``TCPServer.run``, ``_read_data``,
-``H11Protocol``), as of 0.18, and on h11's receive buffer, as of 0.16: pyproject.toml
+``H11Protocol`` and its ``_send_error_response``), as of 0.18, and on h11's receive buffer, as of 0.16: pyproject.toml
 pins the versions it was written against.
 """
 
 import contextlib
 import dataclasses
+import json
 import math
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any, cast
 
 import h11
@@ -79,6 +86,7 @@ from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
 from hypercorn.utils import parse_socket_addr
 
 from mcrelay.api.connections import ApiStream
+from mcrelay.api.serialize import error_json
 
 REQUEST_BODY_S = 10.0
 """From a request's headers to the last byte of its body, at most (the API's bodies
@@ -97,6 +105,15 @@ LINGER_BYTES = 1024 * 1024
 MAX_HELD_BYTES = 65536
 """Bytes of pipelined requests h11 may hold while an answer is under way; beyond them
 the connection reads no more until it is out."""
+
+
+PROTOCOL_ERRORS = {
+    400: "the request is not well-formed HTTP/1.1",
+    431: "the request line and headers are over {size} bytes",
+    501: "the request's transfer coding is not supported (chunked is)",
+}
+"""The message of each refusal h11 hints at (any other says its status's phrase); its
+code is the phrase, as the application's own HTTP errors' (``request_header_fields_too_large``)."""
 
 
 LINE_ENDS = (b"\r", b"\n")
@@ -219,6 +236,27 @@ class Http11Protocol(H11Protocol):
             await self._handle_events()
         except Paused:
             self.paused = True
+
+    async def _send_error_response(self, status_code: int) -> None:
+        """h11's refusal of what the peer sent (a 431 for a request line and headers over
+        ``h11_max_incomplete_size``, a 400 for a request that is not HTTP/1.1, a 501 for
+        a transfer coding it has not) carries the API's error object, as every other
+        error does (hypercorn sent it with no body and no type: found by review). The
+        connection closes after it, as hypercorn's did."""
+        phrase = HTTPStatus(status_code).phrase
+        message = PROTOCOL_ERRORS.get(status_code, phrase).format(
+            size=self.config.h11_max_incomplete_size
+        )
+        body = json.dumps(error_json(phrase.lower().replace(" ", "_"), message)).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            CLOSE,
+            *self.config.response_headers("h11"),
+        ]
+        await self._send_h11_event(h11.Response(status_code=status_code, headers=headers))
+        await self._send_h11_event(h11.Data(data=body))
+        await self._send_h11_event(h11.EndOfMessage())
 
     async def _check_protocol(self, event: h11.Request) -> None:
         """Never switch to HTTP/2 (see the module's docstring)."""
