@@ -34,6 +34,9 @@ def create_app(context: ApiContext) -> QuartTrio:
     app = QuartTrio("mcrelay.api", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["JSON_SORT_KEYS"] = False
+    # OPTIONS is no method of the API (its document lists none): a JSON 405 with Allow,
+    # which says what an OPTIONS asks, not Quart's empty text/html 200.
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.extensions[EXTENSION] = context
     context.relay.events.encoder = events.encode_frame
     # An id like '/x' or '//' in a path gets a JSON 404, not an HTML redirect.
