@@ -178,6 +178,18 @@ async def test_post_from_stdin_drops_the_final_newline(relay_key_file: Path, key
                 assert await next_event(a) == MessageReceived(RELAY_ITSELF, sent)
 
 
+async def test_an_empty_message_is_sent(relay_key_file: Path, keys: Keys) -> None:
+    """As the API sends ``{"text": ""}``: only an empty stdin, no message at all, is
+    refused (above)."""
+    async with daemon_with_api(relay_key_file, "127.0.0.1:0") as (daemon, api):
+        async with join(daemon.relay, keys[1]) as a:
+            assert await Console().run("post", "--api", api, "") == ExitStatus.OK
+            lines = Console(stdin_text="one\n\ntwo\n")
+            assert await lines.run("post", "--api", api, "--lines") == ExitStatus.OK
+            for sent in (b"", b"one", b"", b"two"):
+                assert await next_event(a) == MessageReceived(RELAY_ITSELF, sent)
+
+
 async def test_post_passes_bytes_that_are_not_utf8(relay_key_file: Path, keys: Keys) -> None:
     async with daemon_with_api(relay_key_file, "127.0.0.1:0") as (daemon, api):
         async with join(daemon.relay, keys[1]) as a:
