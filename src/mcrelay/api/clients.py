@@ -27,11 +27,17 @@ MAX_LIMIT = 10000
 Reply = Response | tuple[Response, int]
 
 
-def _by_id(member: Member) -> tuple[str, int, int, int]:
+def _by_id(member: Member) -> tuple[str, int, int, int, str]:
     """This relay's members first, then each other relay's; by address within (IPv4 before
-    IPv6: a federation may hold both)."""
+    IPv6: a federation may hold both), then by id: no two members tie."""
     address = ipaddress.ip_address(member.address[0])
-    return (member.identity.relay or "", address.version, int(address), member.address[1])
+    return (
+        member.identity.relay or "",
+        address.version,
+        int(address),
+        member.address[1],
+        member.id,
+    )
 
 
 SORT_KEYS: dict[str, Callable[[Member], Any]] = {
@@ -123,7 +129,12 @@ async def list_clients() -> Reply:
         if (host is None or ipaddress.ip_address(c.address[0]) == host)
         and (only is None or (c.identity.relay or name) == only)
     ]
-    chosen.sort(key=key, reverse=sort.startswith("-"))
+    # Ties of the other orders in id order: the roster's own order changes with every
+    # datagram, and paging with offset skipped or repeated clients that tied.
+    descending = sort.startswith("-")
+    chosen.sort(key=_by_id, reverse=descending and key is _by_id)
+    if key is not _by_id:
+        chosen.sort(key=key, reverse=descending)  # stable: ties stay in id order
     now, wall = _now()
     page = [client_json(c, now, wall, name) for c in chosen[offset : offset + limit]]
     return jsonify({"clients": page, "count": len(chosen)})

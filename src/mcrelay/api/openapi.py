@@ -200,7 +200,8 @@ _QUERY = [
         "name": "sort",
         "in": "query",
         "schema": {"type": "string"},
-        "description": "id, connected_at, last_seen, idle_s, messages_in or bytes_in; '-' prefix for descending",
+        "description": "id (the default), connected_at, last_seen, idle_s, messages_in or "
+        "bytes_in; '-' prefix for descending; ties in id order",
     },
     {
         "name": "host",
