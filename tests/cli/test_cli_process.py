@@ -2,9 +2,10 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,59 @@ def test_ctrl_c_while_the_command_loads() -> None:
         check=False,
     )
     assert (done.returncode, done.stderr, done.stdout) == (130, b"", b"")
+
+
+# --- a standard stream closed --------------------------------------------------------------
+
+
+def closing(fd: int) -> Callable[[], None]:
+    return lambda: os.close(fd)
+
+
+def test_a_closed_stdout_or_stdin_is_no_traceback(relay_key_file: Path) -> None:
+    """Each failed with a traceback ('NoneType' object has no attribute 'flush', or
+    'isatty'), exit 1 (found by review)."""
+    done = subprocess.run(
+        [*MCRELAY, "fingerprint", str(relay_key_file)],
+        capture_output=False,
+        stderr=subprocess.PIPE,
+        preexec_fn=closing(1),
+        timeout=WAIT_S,
+        env=child_environ(),
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, b"")
+    done = subprocess.run(
+        [*MCRELAY, "send", "-", "--relay", LOOPBACK, "--port", "9", "--secure", "--relay-key", "x"],
+        capture_output=True,
+        preexec_fn=closing(0),
+        timeout=WAIT_S,
+        env=child_environ(),
+        check=False,
+    )
+    assert done.returncode == 2  # the bad key, said as such
+    assert b"Traceback" not in done.stderr
+
+
+def test_a_daemon_without_stderr_starts_and_stops(tmp_path: Path, relay_key_file: Path) -> None:
+    """Its crypto workers could not start (they take the daemon's stderr): exit 1 (found
+    by review). Ready when it tells NOTIFY_SOCKET so, as systemd hears it."""
+    argv = ["daemon", "--port", "0", "--interface", LOOPBACK, "--key-file", str(relay_key_file)]
+    argv += ["--secure-key-file", str(tmp_path / "secure.key"), "--api", "off"]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(tmp_path / "notify.sock"))
+        notify.settimeout(WAIT_S)
+        environ = {**child_environ(), "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
+        with subprocess.Popen(
+            [*MCRELAY, *argv], stdout=subprocess.DEVNULL, preexec_fn=closing(2), env=environ
+        ) as proc:
+            try:
+                assert b"READY=1" in notify.recv(4096)
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(WAIT_S) == 0
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
 
 
 # --- a terminal that hangs up ---------------------------------------------------------------
