@@ -417,3 +417,21 @@ async def test_clients_paged_while_members_come_lists_each_once() -> None:
     listed = await listed_clients(PagedApi([row(n) for n in range(1, 10_002)], row(0)))
     ids = [client["id"] for client in listed["clients"]]
     assert len(ids) == len(set(ids)) == listed["count"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "stdin", "fragment"),
+    [
+        (["post", "-"], "x" * 40_000, "stdin holds over 32768 bytes; nothing was sent"),
+        (["post", "--lines"], "x" * 40_000, "a line of over 32768 bytes; it was not sent"),
+        (["post", "x" * 40_000], "", "a message of 40000 bytes; at most 32768"),
+    ],
+)
+async def test_stdin_is_read_at_most_a_message_at_a_time(
+    argv: list[str], stdin: str, fragment: str
+) -> None:
+    """All of stdin was read (/dev/zero: gigabytes), and a long message was refused in
+    the web framework's words (found by review). No request is made: no API here."""
+    console = Console(stdin_text=stdin)
+    assert await console.run(*argv, "--api", "127.0.0.1:9") == ExitStatus.USAGE
+    assert_one_error_line(console, fragment)

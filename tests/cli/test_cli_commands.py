@@ -599,3 +599,26 @@ async def test_a_bad_variable_is_said_by_the_command_that_uses_it_and_a_flag_bea
     status = Console(environ={"MCRELAY_API": "/nonsense"})
     assert await status.run("status", "--api", "off") == ExitStatus.UNREACHABLE
     assert_one_error_line(status, "'off'")
+
+
+@pytest.mark.parametrize(
+    ("stdin", "profile", "fragment"),
+    [
+        ("y\n" * 10_001, [], "more than 10000 lines on stdin"),
+        ("x" * 40_000, [], "a line of stdin over 32768 bytes; nothing was sent"),
+        (
+            "x" * 70_000,
+            ["--secure", "--relay-key", "ejlAPztvZPMh8B9f+n9QCsMUuLainKb5giVsZHUul2U="],
+            "a line of stdin over 65536",
+        ),
+    ],
+)
+async def test_send_reads_stdin_within_bounds_before_any_goes(
+    stdin: str, profile: list[str], fragment: str
+) -> None:
+    """All of stdin was held before the first message went (gigabytes of /dev/zero or
+    of 'yes': found by review); refused before any datagram."""
+    console = Console(stdin_text=stdin)
+    flags = ["--relay", "127.0.0.1", "--port", "9", "--interface", "127.0.0.1", *profile]
+    assert await console.run("send", *flags, "-") == ExitStatus.USAGE
+    assert_one_error_line(console, fragment)

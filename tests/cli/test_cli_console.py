@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import trio
 
-from mcrelay.cli.console import _write, print_events
+from mcrelay.cli.console import DROP_CHARS, LongLine, _write, print_events, read_line, send_lines
 from mcrelay.cli.environment import Environment
 
 
@@ -56,3 +56,43 @@ def test_output_to_a_terminal_that_hung_up_is_output_nobody_reads() -> None:
 
     with pytest.raises(BrokenPipeError):
         _write(io.TextIOWrapper(io.BufferedWriter(HungUpOutput())), "line\n")
+
+
+class CountingInput(io.StringIO):
+    """Stdin whose reads are counted by the most characters one asked for."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.largest_read = 0
+
+    def readline(self, size: int | None = -1, /) -> str:
+        assert size is not None, "an unbounded read"
+        assert size > 0, "an unbounded read"
+        self.largest_read = max(self.largest_read, size)
+        return super().readline(size)
+
+
+def test_a_line_longer_than_a_message_is_dropped_in_bounded_reads() -> None:
+    """A line without end (/dev/zero) was read whole: gigabytes (found by review)."""
+    stdin = CountingInput("a" * 300_000 + "\nnext\n" + "b" * 10 + "\r\n" + "c" * 11 + "\n")
+    with pytest.raises(LongLine):
+        read_line(stdin, 10)
+    assert read_line(stdin, 10) == "next\n"
+    assert read_line(stdin, 10) == "b" * 10 + "\r\n"
+    with pytest.raises(LongLine):  # its end read already: the next line is kept
+        read_line(stdin, 10)
+    assert read_line(stdin, 10) == ""
+    assert stdin.largest_read <= DROP_CHARS
+
+
+async def test_the_chat_says_a_long_line_and_goes_on() -> None:
+    sent: list[bytes] = []
+
+    async def send(data: bytes) -> None:
+        sent.append(data)
+
+    err = io.StringIO()
+    env = Environment(stdin=io.StringIO("x" * 100 + "\nshort\n"), stderr=err)
+    await send_lines(send, env, 50)
+    assert sent == [b"short"]
+    assert err.getvalue() == "mcrelay: line of over 50 bytes not sent\n"

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from mcrelay.cli.console import LongLine, read_line
 from mcrelay.cli.describe import describe_event
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import (
@@ -30,6 +31,7 @@ from mcrelay.cli.status import ApiAnswerError, ExitStatus
 from mcrelay.cli.text import json_text, message_bytes, printable
 from mcrelay.core.bans import parse_ban_seconds, parse_ban_target
 from mcrelay.protocol.addresses import format_address
+from mcrelay.protocol.legacy.wire import MAX_MESSAGE_BYTES
 from mcrelay.settings.address import default_api
 from mcrelay.settings.table import BY_NAME
 
@@ -132,7 +134,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
     post.add_argument(
         "text",
         nargs="?",
-        help="the message; '-' reads it from stdin: all of it, but a final newline",
+        help="the message; '-' reads it from stdin: all of it (32768 bytes at most), but a final newline",
     )
     post.add_argument(
         "--to", action="append", type=client_id, metavar="ID", help="only this client (repeatable)"
@@ -311,15 +313,29 @@ async def run_post(args: argparse.Namespace, env: Environment) -> ExitStatus:
         if args.text not in (None, "-"):
             await _post(api, env, args.text, args)
         elif not args.lines:
-            text = await trio.to_thread.run_sync(env.stdin.read, abandon_on_cancel=True)
+            # At most what a message may be, and its final newline: all of stdin (of
+            # /dev/zero, say) was read, gigabytes of it (found by review).
+            text = await trio.to_thread.run_sync(
+                env.stdin.read, MAX_MESSAGE_BYTES + 3, abandon_on_cancel=True
+            )
             if not text:
                 raise UsageError("stdin is empty; nothing was sent")
-            await _post(api, env, _without_final_newline(text), args)
+            if len(message := _without_final_newline(text)) > MAX_MESSAGE_BYTES:
+                raise UsageError(f"stdin holds over {MAX_MESSAGE_BYTES} bytes; nothing was sent")
+            await _post(api, env, message, args)
         else:
-            # One message per line as it comes, so 'tail -f log | mcrelay post --lines' works.
-            while line := await trio.to_thread.run_sync(env.stdin.readline, abandon_on_cancel=True):
+            # One message per line as it comes, so 'tail -f log | mcrelay post --lines' works;
+            # each line read at most a message's size at a time (as for 'post -').
+            while line := await trio.to_thread.run_sync(_line, env, abandon_on_cancel=True):
                 await _post(api, env, line.rstrip("\r\n"), args)
     return ExitStatus.OK
+
+
+def _line(env: Environment) -> str:
+    try:
+        return read_line(env.stdin, MAX_MESSAGE_BYTES)
+    except LongLine:
+        raise UsageError(f"a line of over {MAX_MESSAGE_BYTES} bytes; it was not sent") from None
 
 
 def _without_final_newline(text: str) -> str:
@@ -331,6 +347,8 @@ async def _post(api: Api, env: Environment, text: str, args: argparse.Namespace)
         data = message_bytes(text)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if len(data) > MAX_MESSAGE_BYTES:  # in our words, not the web framework's (a review)
+        raise UsageError(f"a message of {len(data)} bytes; at most {MAX_MESSAGE_BYTES}")
     body: dict[str, Any] = {"to": args.to} if args.to else {}
     try:
         body["text"] = data.decode("utf-8")

@@ -10,7 +10,7 @@ from functools import partial
 
 import trio
 
-from mcrelay.cli.console import print_events, send_lines
+from mcrelay.cli.console import LongLine, print_events, read_line, send_lines
 from mcrelay.cli.daemon import add_network_flags
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import (
@@ -46,7 +46,11 @@ from mcrelay.protocol.legacy import (
     max_message_bytes,
 )
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
+from mcrelay.protocol.secure.messages import MAX_CHAT_BYTES
 from mcrelay.protocol.secure.retries import GIVE_UP_AFTER_S
+
+MAX_SEND_LINES = 10_000
+"""Lines ``send -`` takes from stdin (it holds them all before the first goes)."""
 
 
 def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping[str, str]) -> None:
@@ -66,7 +70,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
     send = subparsers.add_parser("send", help="send messages and leave")
     _add_client_flags(send, environ)
     send.add_argument(
-        "text", nargs="+", help="one message per argument; '-' reads one per stdin line"
+        "text",
+        nargs="+",
+        help="one message per argument; '-' reads one per stdin line (10000 at most, all read before any goes)",
     )
     send.add_argument(
         "-q",
@@ -172,11 +178,34 @@ async def run_chat(args: argparse.Namespace, env: Environment) -> ExitStatus:
     return ExitStatus.OK
 
 
+def _stdin_lines(env: Environment, max_bytes: int) -> list[str]:
+    """Every line of stdin (``send -`` checks every message before any goes), each at most
+    ``max_bytes``, MAX_SEND_LINES at most: all of stdin was held, gigabytes of /dev/zero
+    or of ``yes`` (found by review)."""
+    lines: list[str] = []
+    while line := _line_of_a_message(env, max_bytes):
+        if len(lines) == MAX_SEND_LINES:
+            raise UsageError(
+                f"more than {MAX_SEND_LINES} lines on stdin: send takes every message "
+                "before any goes; nothing was sent (for a stream of lines, use chat)"
+            )
+        lines.append(line.rstrip("\r\n"))
+    return lines
+
+
+def _line_of_a_message(env: Environment, max_bytes: int) -> str:
+    try:
+        return read_line(env.stdin, max_bytes)
+    except LongLine:
+        raise UsageError(f"a line of stdin over {max_bytes} bytes; nothing was sent") from None
+
+
 async def run_send(args: argparse.Namespace, env: Environment) -> ExitStatus:
     texts: list[str] = args.text
     _check_profile(args)
     if texts == ["-"]:
-        texts = [line.rstrip("\r\n") for line in env.stdin]
+        longest = MAX_CHAT_BYTES if args.secure else MAX_MESSAGE_BYTES
+        texts = await trio.to_thread.run_sync(_stdin_lines, env, longest, abandon_on_cancel=True)
     if args.secure:
         return await run_secure_send(args, env, texts)
     messages: list[bytes] = []

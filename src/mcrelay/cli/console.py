@@ -13,6 +13,9 @@ from mcrelay.protocol.errors import LocalProtocolError
 
 Event = TypeVar("Event")
 
+DROP_CHARS = 65536
+"""What is read at a time of a line too long to send."""
+
 
 async def print_events(
     events: AsyncIterator[Event], render: Callable[[Event], str], env: Environment
@@ -36,11 +39,28 @@ def _write(out: TextIO, line: str) -> None:
         raise
 
 
-def _read_line(stdin: TextIO) -> str:
-    """The next line; at the end of input, or once the terminal has hung up (EIO: it
-    ended the chat with exit 1 and no goodbye, found by review), an empty one."""
+class LongLine(ValueError):
+    """A line of stdin longer than any message (read to its end and dropped)."""
+
+
+def read_line(stdin: TextIO, max_chars: int) -> str:
+    """The next line, its end included; at the end of input, or once the terminal has
+    hung up (EIO: it ended the chat with exit 1 and no goodbye, found by review), an
+    empty one. A line of more than ``max_chars`` before its end is read on to its end
+    a bounded piece at a time, dropped, and raises :class:`LongLine`: such a line (of
+    /dev/zero, say) was held whole, gigabytes of it (found by review)."""
+    line = _read(stdin, max_chars + 2)  # and its "\r\n"
+    if len(line.rstrip("\r\n")) <= max_chars:
+        return line
+    if not line.endswith("\n"):
+        while (rest := _read(stdin, DROP_CHARS)) and not rest.endswith("\n"):
+            pass
+    raise LongLine(f"a line of over {max_chars} characters")
+
+
+def _read(stdin: TextIO, size: int) -> str:
     try:
-        return stdin.readline()
+        return stdin.readline(size)
     except OSError as exc:
         if exc.errno == errno.EIO:
             return ""
@@ -52,7 +72,16 @@ async def send_lines(
 ) -> None:
     """Each line of stdin as a message, until its end; a line that cannot go is said
     on stderr and skipped."""
-    while line := await trio.to_thread.run_sync(_read_line, env.stdin, abandon_on_cancel=True):
+    while True:
+        try:
+            line = await trio.to_thread.run_sync(
+                read_line, env.stdin, max_bytes, abandon_on_cancel=True
+            )
+        except LongLine:
+            env.say(f"mcrelay: line of over {max_bytes} bytes not sent")
+            continue
+        if not line:
+            return
         try:
             data = message_bytes(line.rstrip("\r\n"))
         except ValueError as exc:
