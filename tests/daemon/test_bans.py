@@ -1,15 +1,34 @@
-"""Bans by address and by host, and the parsers of ban targets and lengths."""
+"""Bans by address and by host, the parsers of ban targets and lengths, and the bans
+file's text."""
 
+import contextlib
 import ipaddress
+import re
 from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mcrelay.core.bans import MAX_BAN_S, Ban, BanList, parse_ban_seconds, parse_ban_target
+from mcrelay.core.bans import (
+    BANS_FILE_HEADER,
+    MAX_BAN_S,
+    MAX_BANS,
+    MAX_BANS_FILE_BYTES,
+    MAX_WALL_TIME,
+    Ban,
+    BanList,
+    BanTarget,
+    SavedBan,
+    TooManyBans,
+    parse_ban_seconds,
+    parse_ban_target,
+    parse_bans,
+    serialize_bans,
+)
 from mcrelay.protocol.addresses import format_address
 from mcrelay.protocol.federation.bodies import MAX_KICK_BAN_S
+from mcrelay.protocol.secure.keys import client_id
 
 
 def test_a_host_ban_covers_every_port_and_an_address_ban_one() -> None:
@@ -76,3 +95,114 @@ def test_any_text_is_a_ban_target_or_a_value_error(text: str) -> None:
     except ValueError:
         return
     assert isinstance(target, str) or isinstance(target[1], int)
+
+
+keys_ids = st.binary(min_size=32, max_size=32).map(client_id)
+ban_targets = st.one_of(
+    st.ip_addresses().map(str),
+    st.tuples(st.ip_addresses().map(str), st.integers(0, 65535)),
+    keys_ids,
+)
+
+
+@given(st.dictionaries(ban_targets, st.floats(0, MAX_WALL_TIME), max_size=20))
+def test_the_bans_file_gives_back_each_ban_and_its_end(ends: dict[BanTarget, float]) -> None:
+    bans = [Ban(target, 0.0, until_wall) for target, until_wall in ends.items()]
+    saved = parse_bans(serialize_bans(bans))
+    assert saved == [SavedBan(target, round(until, 6)) for target, until in ends.items()]
+
+
+@given(st.binary(max_size=200))
+def test_any_bytes_are_bans_or_a_value_error(data: bytes) -> None:
+    with contextlib.suppress(ValueError):
+        parse_bans(data)
+
+
+@given(st.lists(st.text(st.characters(blacklist_characters="\n"), max_size=60), max_size=5))
+def test_any_lines_after_the_header_are_bans_or_a_value_error_naming_one(
+    lines: list[str],
+) -> None:
+    text = "".join(f"{line}\n" for line in [BANS_FILE_HEADER, *lines])
+    try:
+        saved = parse_bans(text.encode("utf-8"))
+    except ValueError as exc:
+        message = str(exc)
+    else:
+        message = ""
+    if message:
+        assert message.startswith(("line ", "not a bans file"))
+        return
+    assert len(saved) == len(lines)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "not a bans file"),
+        ("10.0.0.1 100\n", "not a bans file"),
+        (f"{BANS_FILE_HEADER}\n10.0.0.1 100", "not a bans file"),  # cut short
+        (f"{BANS_FILE_HEADER}\n10.0.0.1\n", "line 2: not an id and a time"),
+        (f"{BANS_FILE_HEADER}\n10.0.0.1 1e9\n", "line 2: '1e9' is not a Unix time"),
+        (f"{BANS_FILE_HEADER}\n10.0.0.1 999999999999.5\n", "line 2: '999999999999.5' is past"),
+        (f"{BANS_FILE_HEADER}\nnobody 100\n", "line 2: 'nobody' is not ip:port"),
+        (f"{BANS_FILE_HEADER}\nfe80::1%eth0 100\n", "line 2: 'fe80::1%eth0': a ban names no"),
+        (f"{BANS_FILE_HEADER}\n10.0.0.1 100\n10.0.0.1 200\n", "line 3: a second ban on 10.0"),
+        (f"{BANS_FILE_HEADER}\n10.0.0.1 100\n\n", "line 3: not an id and a time"),
+        (f"{BANS_FILE_HEADER}\n10.0.0.é 100\n", "not ASCII"),
+    ],
+)
+def test_a_bans_file_that_is_not_one_is_refused_naming_the_line(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        parse_bans(text.encode("utf-8"))
+
+
+def test_a_bans_file_holds_as_many_bans_as_the_list_and_no_more() -> None:
+    bans = [
+        Ban((str(ipaddress.IPv6Address(n)), 65535), 0.0, MAX_WALL_TIME) for n in range(MAX_BANS)
+    ]
+    data = serialize_bans(bans)
+    assert len(data) <= MAX_BANS_FILE_BYTES
+    assert len(parse_bans(data)) == MAX_BANS
+    with pytest.raises(ValueError, match=f"more than {MAX_BANS} bans"):
+        parse_bans(data + b"10.0.0.1 100\n")
+
+
+def test_restored_bans_keep_their_end_and_those_that_ended_are_dropped() -> None:
+    bans = BanList()
+    saved = [SavedBan("10.0.0.1", 1_000.0 + 600), SavedBan(("10.0.0.2", 1), 1_000.0)]
+    assert bans.restore(saved, now=50.0, wall_now=1_000.0) == 1
+    (ban,) = bans.active(50.0)
+    assert (ban.target, ban.until, ban.until_wall) == ("10.0.0.1", 650.0, 1_600.0)
+    # A clock set back does not make a ban longer than the longest.
+    bans.restore([SavedBan("10.0.0.3", 1_000.0 + 10 * MAX_BAN_S)], now=50.0, wall_now=1_000.0)
+    assert bans.active(50.0)[-1].until == 50.0 + MAX_BAN_S
+
+
+def test_the_list_says_when_its_bans_change_and_not_when_one_ends() -> None:
+    changes: list[int] = []
+    bans = BanList(on_change=lambda: changes.append(len(bans)))
+    bans.ban("10.0.0.1", 10, now=0.0)
+    bans.ban("10.0.0.1", 20, now=0.0)  # replaced
+    bans.ban(("10.0.0.2", 1), 5, now=0.0)
+    assert changes == [1, 1, 2]
+    assert [ban.id for ban in bans.active(6.0)] == ["10.0.0.1"]  # the other ended
+    assert bans.lift(("10.0.0.2", 1), 6.0) is None  # it ended: nothing to say
+    assert changes == [1, 1, 2]
+    assert bans.lift("10.0.0.1", 6.0) is not None
+    assert changes == [1, 1, 2, 0]
+    bans.restore([SavedBan("10.0.0.3", 100.0)], now=0.0, wall_now=0.0)
+    assert changes == [1, 1, 2, 0]  # what the file already holds
+
+
+def test_a_full_list_refuses_a_new_ban_and_takes_back_room_from_ended_ones() -> None:
+    bans = BanList()
+    for n in range(MAX_BANS - 1):
+        bans.ban((f"10.0.{n // 256}.{n % 256}", 1), 10 if n else 1, now=0.0)
+    with pytest.raises(TooManyBans):
+        bans.check_room(["10.1.0.1", "10.1.0.2"], now=0.0)  # both or neither
+    bans.ban("10.1.0.1", 10, now=0.0)
+    bans.ban("10.1.0.1", 20, now=0.0)  # a ban replaced takes no room
+    with pytest.raises(TooManyBans, match="lift some first"):
+        bans.ban("10.1.0.2", 10, now=0.0)
+    bans.ban("10.1.0.2", 10, now=2.0)  # the first one ended
+    assert len(bans) == MAX_BANS

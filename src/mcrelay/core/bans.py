@@ -5,11 +5,18 @@ is all dropped, or a secure client's key (its id, ``k:`` and base64url), whose
 handshakes get silence wherever they come from. A legacy client is its source
 address, so a banned legacy client that merely changes its port is kept out only by
 a host ban; a secure client is its key.
+
+The list is held in memory and kept by the daemon in its bans file, so that a restart
+lifts no ban: :func:`serialize_bans` and :func:`parse_bans` are that file's text, and
+:class:`BanList` says when its bans change (a ban added, replaced or lifted; not when
+one ends). The file I/O is the daemon's (``daemon/banfile.py``).
 """
 
 import ipaddress
+import math
 import re
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from mcrelay.protocol.addresses import Address, format_address, parse_address
@@ -20,6 +27,14 @@ BanTarget = Address | str
 MAX_BAN_S = 365 * 24 * 3600.0
 BAN_SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?")
 """Plain ASCII decimal seconds: no sign, exponent, underscore, space or other digits."""
+MAX_BANS = 10_000
+"""Bans held at once. Kicks with a ban and ``POST /v1/bans`` add them; past this a new
+one is refused (:class:`TooManyBans`) rather than an old one lifted in silence. It
+bounds the bans file too."""
+
+
+class TooManyBans(ValueError):
+    """The list holds :data:`MAX_BANS` bans: one must end or be lifted first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +57,22 @@ class Ban:
         return "key" if self.target.startswith(CLIENT_ID_PREFIX) else "host"
 
 
+@dataclass(frozen=True, slots=True)
+class SavedBan:
+    """A ban as the bans file keeps it: its target and the Unix time it ends."""
+
+    target: BanTarget
+    until_wall: float
+
+
 def parse_ban_target(text: str) -> BanTarget:
     """``ip:port`` / ``[v6]:port`` (an address), a bare IP address (a host), or a secure
     client's id (``k:`` and base64url: its key).
 
-    Raises ``ValueError`` with a readable reason."""
+    Raises ``ValueError`` with a readable reason. An IPv6 scope (``%eth0``) is refused: no
+    source the relay reads has one, and its text is anything (spaces, line breaks)."""
+    if "%" in text:
+        raise ValueError(f"{text!r}: a ban names no IPv6 scope (%...)")
     if text.startswith(CLIENT_ID_PREFIX):
         parse_client_id(text)
         return text
@@ -67,17 +93,50 @@ def parse_ban_seconds(text: str) -> float:
 
 
 class BanList:
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[], None] | None = None) -> None:
+        """``on_change`` is called once the bans changed (added, replaced, lifted): the
+        daemon then writes its bans file. A ban that ends calls nothing."""
         self._bans: dict[BanTarget, Ban] = {}
+        self.on_change = on_change
 
     def __len__(self) -> int:
         return len(self._bans)
 
+    def check_room(self, targets: Iterable[BanTarget], now: float) -> None:
+        """Raise :class:`TooManyBans` unless bans on all of ``targets`` fit (a kick's bans
+        go in together or not at all)."""
+        new = {target for target in targets if target not in self._bans}
+        if len(self._bans) + len(new) > MAX_BANS:
+            self.active(now)  # bans that ended make room
+        if len(self._bans) + len(new) > MAX_BANS:
+            raise TooManyBans(f"{len(self._bans)} bans already, the most held: lift some first")
+
     def ban(self, target: BanTarget, seconds: float, now: float) -> Ban:
+        """Ban ``target`` for ``seconds`` (in place of a ban it had); :class:`TooManyBans`
+        when the list is full."""
+        self.check_room([target], now)
         seconds = min(seconds, MAX_BAN_S)  # its date must stay a date
         ban = Ban(target, now + seconds, time.time() + seconds)
         self._bans[target] = ban
+        self._changed()
         return ban
+
+    def restore(self, saved: Iterable[SavedBan], now: float, wall_now: float) -> int:
+        """Take back bans kept in the bans file, ``now`` and ``wall_now`` being the same
+        moment on both clocks; those that ended meanwhile are dropped. Returns how many
+        were taken. A clock set back never makes a ban longer than :data:`MAX_BAN_S`."""
+        taken = 0
+        for each in saved:
+            remaining_s = min(each.until_wall - wall_now, MAX_BAN_S)
+            if remaining_s > 0 and len(self._bans) < MAX_BANS:
+                until_wall = wall_now + remaining_s
+                self._bans[each.target] = Ban(each.target, now + remaining_s, until_wall)
+                taken += 1
+        return taken
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def is_banned(self, address: Address, now: float) -> bool:
         """Is this source banned, by its own address or by its host's?"""
@@ -99,9 +158,68 @@ class BanList:
     def lift(self, target: BanTarget, now: float) -> Ban | None:
         """End an active ban early; ``None`` when there is none (or it already ended)."""
         ban = self._bans.pop(target, None)
-        return ban if ban is not None and ban.until > now else None
+        if ban is None or ban.until <= now:
+            return None
+        self._changed()
+        return ban
 
     def active(self, now: float) -> list[Ban]:
         for target in [t for t, ban in self._bans.items() if ban.until <= now]:
             del self._bans[target]
         return sorted(self._bans.values(), key=lambda ban: ban.until)
+
+
+BANS_FILE_HEADER = "mcrelay-bans 1"
+"""The first line of a bans file: what it is, and the version of its layout."""
+MAX_WALL_TIME = 253_402_300_799.0
+"""The last second of year 9999: a later end is no date (it would not even print)."""
+WALL_TIME = re.compile(r"[0-9]{1,12}(\.[0-9]{1,6})?")
+"""A Unix time as the file writes it: decimal, to the microsecond."""
+MAX_BAN_LINE_BYTES = 96
+"""One line of the file: an id (47 characters at most: ``[v6]:port``) and its end."""
+MAX_BANS_FILE_BYTES = len(BANS_FILE_HEADER) + 1 + MAX_BANS * MAX_BAN_LINE_BYTES
+
+
+def serialize_bans(bans: Iterable[Ban]) -> bytes:
+    """The bans file's text: its header line, then a line per ban, its id and the Unix
+    time it ends, to the microsecond (``10.0.0.7 1795012345.125000``)."""
+    lines = [BANS_FILE_HEADER, *(f"{ban.id} {ban.until_wall:.6f}" for ban in bans)]
+    return "".join(f"{line}\n" for line in lines).encode("ascii")
+
+
+def parse_bans(data: bytes) -> list[SavedBan]:
+    """The bans a bans file holds (ended ones included: :meth:`BanList.restore` drops
+    them). ``ValueError`` naming the first line that is not a ban, for a file that is not
+    one, for a target given twice or for more than :data:`MAX_BANS` bans."""
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError("not a bans file: it is not ASCII text") from None
+    lines = text.split("\n")
+    if lines[0] != BANS_FILE_HEADER or lines[-1] != "":
+        raise ValueError(f"not a bans file: its first line is not {BANS_FILE_HEADER!r}")
+    saved: dict[BanTarget, SavedBan] = {}
+    for number, line in enumerate(lines[1:-1], start=2):
+        if len(saved) == MAX_BANS:
+            raise ValueError(f"more than {MAX_BANS} bans")
+        ban = _parse_ban_line(line, number)
+        if ban.target in saved:
+            raise ValueError(f"line {number}: a second ban on {line.partition(' ')[0]}")
+        saved[ban.target] = ban
+    return list(saved.values())
+
+
+def _parse_ban_line(line: str, number: int) -> SavedBan:
+    ban_id, space, until_text = line.partition(" ")
+    try:
+        if not space:
+            raise ValueError("not an id and a time")
+        target = parse_ban_target(ban_id)
+        if not WALL_TIME.fullmatch(until_text):
+            raise ValueError(f"{until_text[:30]!r} is not a Unix time")
+        until_wall = float(until_text)
+        if not (math.isfinite(until_wall) and until_wall <= MAX_WALL_TIME):
+            raise ValueError(f"{until_text[:30]!r} is past year 9999")
+    except ValueError as exc:
+        raise ValueError(f"line {number}: {exc}") from None
+    return SavedBan(target, until_wall)
