@@ -7,6 +7,7 @@ run_until_signal                      SIGHUP reloads; SIGTERM/SIGINT drain, then
     │                                 period) for Relay.drained: messages in flight go out
     └── serve
         ├── Relay.run                 (daemon/relay.py)
+        │   ├── BanFile.run           writes the bans file when the bans change
         │   ├── CryptoWorkers.run     a task per RSA worker process (daemon/workers.py):
         │   │                         jobs from one queue down its stdin, answers back
         │   ├── each profile's run    the secure one's: one task turns every session when
@@ -52,6 +53,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcrelay import __version__
 from mcrelay.api.context import ApiContext
 from mcrelay.api.server import open_api_socket, serve_api
+from mcrelay.daemon.banfile import BanFile, bans_file
 from mcrelay.daemon.legacy.keyfile import KeyFileError, load_or_create_key, read_key_file
 from mcrelay.daemon.notify import Notifier
 from mcrelay.daemon.relay import Relay
@@ -122,7 +124,8 @@ async def _serve(
         joining = await prepare_federation(config, sock.getsockname()[1])
         key = await load_key(config)
         secure_key = await load_secure_key(config)
-        relay = Relay(config, sock, key, secure_key=secure_key)
+        ban_file = await BanFile.open(bans_file(config.key_file.parent))
+        relay = Relay(config, sock, key, secure_key=secure_key, ban_file=ban_file)
         link = None if joining is None else federation_link(config, relay, joining)
         context = ApiContext(relay, config.api_token, time.time(), trio.current_time())
         log.info(

@@ -27,6 +27,7 @@ STATISTICS = frozenset(
         "leaves_pending",
         "send_queue",
         "bans",
+        "ban_writes_failed",
         "event_subscribers",
         "datagrams_in",
         "bytes_in",

@@ -15,6 +15,7 @@ COUNTERS = {
     "bytes_out": "Bytes sent",
     "messages_relayed": "Messages fanned out to their recipients",
     "copies_sent": "Relayed-message datagrams queued, one per recipient",
+    "ban_writes_failed": "Writes of the bans file that failed (the bans held still apply)",
     "api_connections_refused": "API connections refused at api_max_connections",
     "api_event_subscribers_refused": "Event streams refused at api_max_event_subscribers",
     "api_accept_errors": "API connections the kernel would not accept (out of descriptors)",

@@ -23,6 +23,7 @@ from mcrelay.cli.options import (
     port,
 )
 from mcrelay.cli.status import ExitStatus
+from mcrelay.daemon.banfile import BanFileError, bans_file, read_bans_file
 from mcrelay.daemon.legacy.keyfile import KeyFileError, read_key_file
 from mcrelay.daemon.secure.keyfile import read_secure_key_file
 from mcrelay.federation.epoch import EpochFileError
@@ -172,19 +173,19 @@ async def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
             settings_file=resolved.file,
             environ=env.environ,
         )
-    except* (KeyFileError, ClusterKeyError, EpochFileError) as group:
-        # A key the daemon cannot use is a setting to fix, not a failure to retry:
-        # exit 2, which the systemd unit does not restart on.
+    except* (KeyFileError, ClusterKeyError, EpochFileError, BanFileError) as group:
+        # A key (or bans file) the daemon cannot use is a setting to fix, not a failure
+        # to retry: exit 2, which the systemd unit does not restart on.
         raise UsageError(str(group.exceptions[0])) from None
     return ExitStatus.OK
 
 
 def _check_key_files(config: RelayConfig, env: Environment, any_owner: bool) -> None:
-    """The relay's key files, as the daemon reads them at start (a corrupt or shared key
-    passed the check, and the daemon then exited 2: found by review). Whoever owns them;
-    but a key that is not its directory's owner's (made by ``sudo mcrelay keygen`` in the
-    daemon's state directory, say) is one the daemon, running as that owner, cannot
-    read: said."""
+    """The relay's key files and its bans file, as the daemon reads them at start (a
+    corrupt or shared key passed the check, and the daemon then exited 2: found by
+    review). Whoever owns them; but a key that is not its directory's owner's (made by
+    ``sudo mcrelay keygen`` in the daemon's state directory, say) is one the daemon,
+    running as that owner, cannot read: said."""
     paths: list[Path] = []
     try:
         if LEGACY in config.served_profiles:  # the RSA key is made for legacy only
@@ -193,7 +194,8 @@ def _check_key_files(config: RelayConfig, env: Environment, any_owner: bool) -> 
         if SECURE in config.served_profiles:
             read_secure_key_file(config.secure_key_path, any_owner=any_owner)
             paths.append(config.secure_key_path)
-    except KeyFileError as exc:
+        read_bans_file(bans_file(config.key_file.parent), any_owner=any_owner)
+    except (KeyFileError, BanFileError) as exc:
         raise UsageError(str(exc)) from None
     for path in paths:
         try:

@@ -52,6 +52,8 @@ class Statistics:
     """Removed members whose leave waits for their messages in flight."""
     send_queue: int
     bans: int
+    ban_writes_failed: int
+    """Writes of the bans file that failed (the bans still apply; tried again)."""
     event_subscribers: int
     counters: RelayCounters
 
@@ -72,6 +74,7 @@ class Statistics:
             "leaves_pending": self.leaves_pending,
             "send_queue": self.send_queue,
             "bans": self.bans,
+            "ban_writes_failed": self.ban_writes_failed,
             "event_subscribers": self.event_subscribers,
             "datagrams_in": counters.datagrams_in,
             "bytes_in": counters.bytes_in,

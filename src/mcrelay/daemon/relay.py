@@ -19,7 +19,7 @@ from functools import partial
 import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.core.bans import BanList
+from mcrelay.core.bans import Ban, BanList, BanTarget
 from mcrelay.core.control import Overloaded
 from mcrelay.core.events import EventHub
 from mcrelay.core.federation import Federation
@@ -36,6 +36,7 @@ from mcrelay.core.profile import Admitted, Opener, Origin, Profile
 from mcrelay.core.ratelimit import SourceLimiter
 from mcrelay.core.remotes import Change, Remotes
 from mcrelay.core.stats import RelayCounters, Statistics
+from mcrelay.daemon.banfile import BanFile
 from mcrelay.daemon.legacy.profile import LegacyProfile
 from mcrelay.daemon.messages import Messages
 from mcrelay.daemon.outbox import Outbox
@@ -72,15 +73,18 @@ class Relay:
         *,
         secure_key: KeyPair | None = None,
         workers: CryptoWorkers | None = None,
+        ban_file: BanFile | None = None,
     ):
-        """``sock`` is the bound, non-blocking relay socket; ``workers`` run the RSA work.
+        """``sock`` is the bound, non-blocking relay socket; ``workers`` run the RSA work;
+        ``ban_file`` keeps the bans across restarts (without it they are held in memory).
         The profiles served are the settings' (``served_profiles``); the legacy one needs
         ``key`` (RSA), the secure one ``secure_key``. Every setting reaches the relay's
         parts through :meth:`reconfigure`."""
         self._sock = sock
         self.address: Address = sock.getsockname()[:2]
         self.counters = RelayCounters()
-        self.bans = BanList()
+        self.ban_file = ban_file
+        self.bans = BanList() if ban_file is None else ban_file.bans
         self.events = EventHub()
         self.roster = Roster()
         self.remotes = Remotes()
@@ -167,6 +171,8 @@ class Relay:
                 await nursery.start(profile.run)
             nursery.start_soon(self.outbox.run)
             nursery.start_soon(self._cleanup_loop)
+            if self.ban_file is not None:
+                await nursery.start(self.ban_file.run)
             async with trio.open_nursery() as messages:
                 self._nursery = messages
                 messages.start_soon(self._receive_loop)
@@ -201,6 +207,7 @@ class Relay:
             leaves_pending=self.roster.leaves_pending(),
             send_queue=len(self.outbox),
             bans=len(self.bans.active(trio.current_time())),
+            ban_writes_failed=0 if self.ban_file is None else self.ban_file.write_failures,
             event_subscribers=self.events.subscribers,
             counters=counters,
         )
@@ -262,16 +269,32 @@ class Relay:
         chosen: list[str] = []
         if ban_s is not None:
             now = trio.current_time()
-            if secure:
-                self.bans.ban(member.id, ban_s, now)
+            targets: list[BanTarget] = [member.id] if secure else []
             if scope == "host":
-                self.bans.ban(member.address[0], ban_s, now)
+                targets.append(member.address[0])
                 chosen = [m.id for m in self.roster if m.address[0] == member.address[0]]
             elif scope == "address" or (scope is None and not secure):
-                self.bans.ban(member.address, ban_s, now)
+                targets.append(member.address)
+            self.bans.check_room(targets, now)  # all of them, or none and no kick
+            for target in targets:
+                self.bans.ban(target, ban_s, now)
         reason = Departure.KICK if ban_s is None else Departure.BAN
         removed = [self.remove(i, reason) for i in dict.fromkeys([member_id, *chosen])]
         return [m for m in removed if m is not None]
+
+    def ban(self, target: BanTarget, ban_s: float) -> tuple[Ban, list[Member]]:
+        """An operator's ban of a target, connected or not (an address, a host, a secure
+        client's key): the ban, and the members it removed (reason ``ban``), those it
+        names here. :class:`~mcrelay.core.bans.TooManyBans` when the list is full."""
+        ban = self.bans.ban(target, ban_s, trio.current_time())
+        if isinstance(target, tuple):
+            banned = [m.id for m in self.roster if m.address == target]
+        elif ban.scope == "host":
+            banned = [m.id for m in self.roster if m.address[0] == target]
+        else:
+            banned = [target] if self.roster.get(target) is not None else []
+        removed = [self.remove(i, Departure.BAN) for i in banned]
+        return ban, [m for m in removed if m is not None]
 
     async def post(
         self, plaintext: bytes, recipients: list[Member], *, federate: bool = False

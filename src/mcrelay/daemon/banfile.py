@@ -1,0 +1,138 @@
+"""The relay's bans on disk, so that a restart (a crash, the watchdog, an upgrade) lifts
+none of them.
+
+The bans file (``bans`` in the state directory, beside the keys) is read at start as
+the key files are: a private file (mode 0600, ours, no symbolic link, bounded); the
+bans that ended meanwhile are dropped. A file that cannot be used stops the start
+(exit 2): starting without it would lift every ban in silence. It is written again,
+whole and atomically, each time the bans change (a ban added, replaced or lifted; not
+when one ends), by one task, in a thread. A write that fails is logged (once a minute)
+and counted (``ban_writes_failed``) and tried again; the bans held in memory apply
+meanwhile.
+"""
+
+import logging
+import time
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from mcrelay.core.bans import MAX_BANS_FILE_BYTES, BanList, SavedBan, parse_bans, serialize_bans
+from mcrelay.files import FileError, load_private_file, replace_private_file
+from mcrelay.logs import once_a_minute
+
+log = logging.getLogger(__name__)
+
+BANS_FILE_NAME = "bans"
+WHAT = "bans file"
+BAN_WRITE_RETRY_S = 10.0
+"""How long after a failed write the file is written again (the bans changed or not)."""
+LAST_WRITE_TIMEOUT_S = 2.0
+"""At stop, how long the last write of bans changed just before may take."""
+
+
+class BanFileError(Exception):
+    """The bans file cannot be used at start; the message names it and says what to do."""
+
+
+def bans_file(state_directory: Path) -> Path:
+    return state_directory / BANS_FILE_NAME
+
+
+def read_bans_file(path: Path, *, any_owner: bool = False) -> list[SavedBan]:
+    """The bans ``path`` holds (none when there is no file), as the daemon takes them at
+    start; ``BanFileError`` when it would refuse them. ``any_owner``: ``config check``
+    run as root for the daemon."""
+    try:
+        saved = load_private_file(
+            path, what=WHAT, limit=MAX_BANS_FILE_BYTES, parse=parse_bans, any_owner=any_owner
+        )
+    except FileError as exc:
+        raise BanFileError(
+            f"{exc}; the relay does not start without its bans: fix the file, or remove "
+            "it to lift every ban"
+        ) from None
+    return [] if saved is None else saved
+
+
+class BanFile:
+    """A relay's :class:`BanList`, kept in its bans file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.bans = BanList(on_change=self._changed)
+        self.write_failures = 0
+        self._changes = 0
+        self._written = 0
+        """The changes the file holds: it is behind while fewer than ``_changes``."""
+        self._failing = False
+        self._wake = trio.Event()
+        self._failure_lines = once_a_minute()
+
+    @classmethod
+    async def open(cls, path: Path) -> "BanFile":
+        """The bans kept in ``path``, those that ended dropped; ``BanFileError``."""
+        saved = await trio.to_thread.run_sync(read_bans_file, path)
+        ban_file = cls(path)
+        taken = ban_file.bans.restore(saved, trio.current_time(), time.time())
+        if saved:
+            log.info(
+                "bans file %s: %d bans in force, %d ended meanwhile",
+                path,
+                taken,
+                len(saved) - taken,
+            )
+        return ban_file
+
+    def _changed(self) -> None:
+        self._changes += 1
+        self._wake.set()
+
+    @property
+    def behind(self) -> bool:
+        """The file does not hold the latest bans yet (being written, or failing)."""
+        return self._written < self._changes
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Write the file whenever the bans changed; at stop, once more if they changed
+        since (within :data:`LAST_WRITE_TIMEOUT_S`)."""
+        task_status.started()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                if not await self._write():
+                    await trio.sleep(BAN_WRITE_RETRY_S)
+                    self._wake.set()
+        finally:
+            if self.behind:
+                with trio.move_on_after(LAST_WRITE_TIMEOUT_S) as last:
+                    last.shield = True
+                    await self._write()
+
+    async def _write(self) -> bool:
+        changes = self._changes
+        data = serialize_bans(self.bans.active(trio.current_time()))
+        write = partial(replace_private_file, self.path, data, what=WHAT)
+        try:
+            await trio.to_thread.run_sync(write, abandon_on_cancel=True)
+        except FileError as exc:
+            self._failing = True
+            self.write_failures += 1
+            held = self._failure_lines.take(trio.current_time())
+            if held is not None:
+                more = f" ({held} more failed writes since the last line)" if held else ""
+                log.error(
+                    "%s; the bans apply until the relay stops, but a restart would not "
+                    "keep the latest (tried again every %g s)%s",
+                    exc,
+                    BAN_WRITE_RETRY_S,
+                    more,
+                )
+            return False
+        self._written = changes
+        if self._failing:
+            self._failing = False
+            log.info("bans file %s written again", self.path)
+        return True

@@ -1,0 +1,169 @@
+"""The bans file: read at start as the key files are (a bad one stops the start), and
+written again whenever the bans change, so that a restart lifts none of them."""
+
+import logging
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from mcrelay.core.bans import BANS_FILE_HEADER, MAX_BANS_FILE_BYTES, SavedBan, parse_bans
+from mcrelay.daemon import banfile
+from mcrelay.daemon.banfile import BanFile, BanFileError, read_bans_file
+from support import wait_until
+
+HOUR_S = 3600.0
+RETRY_S = 0.01
+
+
+def write_bans(path: Path, *lines: str, mode: int = 0o600) -> Path:
+    path.write_text("".join(f"{line}\n" for line in [BANS_FILE_HEADER, *lines]))
+    path.chmod(mode)
+    return path
+
+
+def saved_in(path: Path) -> list[SavedBan]:
+    return parse_bans(path.read_bytes())
+
+
+async def test_bans_are_written_as_they_change_and_taken_back_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "bans"
+    ban_file = await BanFile.open(path)
+    assert len(ban_file.bans) == 0
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ban_file.run)
+        ban_file.bans.ban("10.0.0.7", HOUR_S, trio.current_time())
+        ban_file.bans.ban(("10.0.0.8", 4000), HOUR_S, trio.current_time())
+        await wait_until(lambda: path.exists() and len(saved_in(path)) == 2)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        ban_file.bans.lift(("10.0.0.8", 4000), trio.current_time())
+        await wait_until(lambda: [s.target for s in saved_in(path)] == ["10.0.0.7"])
+        nursery.cancel_scope.cancel()
+    (held,) = ban_file.bans.active(trio.current_time())
+    again = await BanFile.open(path)
+    (ban,) = again.bans.active(trio.current_time())
+    assert ban.target == "10.0.0.7"
+    assert ban.until_wall == pytest.approx(held.until_wall, abs=1e-6)
+    assert 0 < ban.until - trio.current_time() <= HOUR_S
+
+
+async def test_bans_that_ended_while_the_relay_was_down_are_dropped(tmp_path: Path) -> None:
+    now = time.time()
+    path = write_bans(tmp_path / "bans", f"10.0.0.1 {now - 1:.6f}", f"10.0.0.2 {now + 600:.6f}")
+    ban_file = await BanFile.open(path)
+    assert [ban.id for ban in ban_file.bans.active(trio.current_time())] == ["10.0.0.2"]
+
+
+async def test_a_ban_made_just_before_the_stop_is_written_at_the_stop(tmp_path: Path) -> None:
+    path = tmp_path / "bans"
+    ban_file = await BanFile.open(path)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ban_file.run)
+        ban_file.bans.ban("10.0.0.7", HOUR_S, trio.current_time())
+        nursery.cancel_scope.cancel()  # before the writer woke
+    assert [s.target for s in saved_in(path)] == ["10.0.0.7"]
+
+
+async def test_a_ban_that_ends_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock
+) -> None:
+    writes: list[bytes] = []
+    monkeypatch.setattr(banfile, "replace_private_file", lambda _p, data, what: writes.append(data))
+    ban_file = await BanFile.open(tmp_path / "bans")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ban_file.run)
+        ban_file.bans.ban("10.0.0.7", 1.0, trio.current_time())
+        await wait_until(lambda: len(writes) == 1)
+        await trio.sleep(60.0)
+        assert not ban_file.bans.active(trio.current_time())
+        await trio.sleep(60.0)
+        nursery.cancel_scope.cancel()
+    assert len(writes) == 1
+
+
+async def test_a_failed_write_is_counted_logged_once_a_minute_and_tried_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Real time (the writes are real, in threads: the mock clock would race past them).
+    monkeypatch.setattr(banfile, "BAN_WRITE_RETRY_S", RETRY_S)
+    caplog.set_level(logging.INFO, logger=banfile.__name__)
+    blocker = tmp_path / "state"
+    path = blocker / "bans"
+    ban_file = await BanFile.open(path)
+    blocker.write_text("a file where the state directory should be\n")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ban_file.run)
+        ban_file.bans.ban("10.0.0.7", HOUR_S, trio.current_time())
+        await wait_until(lambda: ban_file.write_failures == 1)
+        ban_file.bans.ban("10.0.0.8", HOUR_S, trio.current_time())
+        await wait_until(lambda: ban_file.write_failures >= 3)
+        # The bans apply all the same; one line said it, naming the file.
+        assert len(ban_file.bans.active(trio.current_time())) == 2
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1
+        assert f"cannot create bans file {path}" in errors[0].getMessage()
+        assert "a restart would not keep the latest" in errors[0].getMessage()
+        blocker.unlink()
+        await wait_until(lambda: not ban_file.behind)
+        assert {s.target for s in saved_in(path)} == {"10.0.0.7", "10.0.0.8"}
+        nursery.cancel_scope.cancel()
+    assert f"bans file {path} written again" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "not a bans file"),
+        (b"10.0.0.1 100\n", "not a bans file"),
+        (f"{BANS_FILE_HEADER}\nnobody 100\n".encode(), "line 2: 'nobody' is not ip:port"),
+        (b"x" * (MAX_BANS_FILE_BYTES + 1), f"is over {MAX_BANS_FILE_BYTES} bytes"),
+    ],
+)
+def test_a_bans_file_that_is_not_one_refuses_the_start_saying_what_to_do(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    path = tmp_path / "bans"
+    path.write_bytes(content)
+    path.chmod(0o600)
+    with pytest.raises(BanFileError) as caught:
+        read_bans_file(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert reason in message
+    assert message.endswith("fix the file, or remove it to lift every ban")
+    assert "\n" not in message
+
+
+def test_a_bans_file_others_may_change_is_refused(tmp_path: Path) -> None:
+    path = write_bans(tmp_path / "bans", "10.0.0.1 100", mode=0o644)
+    with pytest.raises(BanFileError, match=f"has mode 0644.*chmod 600 {path}"):
+        read_bans_file(path)
+
+
+def test_a_bans_file_that_is_a_link_or_not_a_file_is_refused(tmp_path: Path) -> None:
+    target = write_bans(tmp_path / "elsewhere")
+    link = tmp_path / "bans"
+    link.symlink_to(target)
+    with pytest.raises(BanFileError, match="symbolic link"):
+        read_bans_file(link)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(BanFileError, match="not a regular file"):
+        read_bans_file(fifo)
+
+
+def test_a_bans_file_of_another_user_is_refused_unless_any_owner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_bans(tmp_path / "bans", "10.0.0.1 100")
+    monkeypatch.setattr(os, "geteuid", lambda: path.stat().st_uid + 1)
+    with pytest.raises(BanFileError, match="belongs to uid"):
+        read_bans_file(path)
+    assert read_bans_file(path, any_owner=True) == [SavedBan("10.0.0.1", 100.0)]
+
+
+def test_no_bans_file_is_no_bans(tmp_path: Path) -> None:
+    assert read_bans_file(tmp_path / "bans") == []
