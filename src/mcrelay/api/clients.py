@@ -14,7 +14,14 @@ from quart import Blueprint, Response, jsonify, request
 
 from mcrelay.api.context import api_context
 from mcrelay.api.serialize import ban_json, client_json, error_json
-from mcrelay.core.bans import parse_ban_seconds, parse_ban_target
+from mcrelay.core.bans import (
+    MAX_BAN_S,
+    BanTarget,
+    TooManyBans,
+    ban_scope,
+    parse_ban_seconds,
+    parse_ban_target,
+)
 from mcrelay.core.control import Control, Overloaded
 from mcrelay.core.members import Member
 from mcrelay.protocol.addresses import format_address, parse_address
@@ -169,6 +176,8 @@ async def kick_client(client_id: str) -> Reply:
     else:
         try:
             removed = [member.id for member in relay.kick(member_id, ban_s, scope=scope)]
+        except TooManyBans as exc:
+            raise BadRequest(409, "too_many_bans", str(exc)) from None
         except ValueError as exc:
             raise BadRequest(400, "bad_query", f"ban_scope=key: {exc}") from None
     if ban_s is not None:
@@ -219,31 +228,94 @@ async def list_bans() -> Reply:
     return jsonify({"bans": bans, "count": len(bans)})
 
 
+@blueprint.post("/v1/bans")
+async def add_ban() -> Reply:
+    relay = api_context().relay
+    target, ban_s = _ban_body(await _json_body())
+    try:
+        ban, removed = relay.ban(target, ban_s)
+    except TooManyBans as exc:
+        raise BadRequest(409, "too_many_bans", str(exc)) from None
+    record = ban_json(ban, trio.current_time())
+    record["removed"] = [member.id for member in removed]
+    return jsonify(record), 201
+
+
+def _ban_body(body: object) -> tuple[BanTarget, float]:
+    """``{"id": ..., "ban_s": ..., "scope": ...}``: what to ban, and for how long."""
+    if not isinstance(body, dict):
+        raise BadRequest(422, "invalid_body", "the body must be a JSON object")
+    extra = set(body) - {"id", "ban_s", "scope"}
+    if extra:
+        raise BadRequest(422, "invalid_body", f"unknown fields: {', '.join(sorted(extra))}")
+    ban_id, ban_s, scope = body.get("id"), body.get("ban_s"), body.get("scope")
+    if not isinstance(ban_id, str):
+        raise BadRequest(
+            422, "invalid_body", "'id' must be ip:port, an IP address (a host) or k:KEY"
+        )
+    try:
+        target = parse_ban_target(ban_id)
+    except ValueError as exc:
+        raise BadRequest(422, "invalid_body", f"'id': {exc}") from None
+    return _scoped(target, scope), _ban_length(ban_s)
+
+
+def _ban_length(ban_s: object) -> float:
+    """A JSON number of seconds, or the text a kick's ``ban_s`` takes."""
+    if isinstance(ban_s, str):
+        try:
+            return parse_ban_seconds(ban_s)
+        except ValueError as exc:
+            raise BadRequest(422, "invalid_body", f"'ban_s': {exc}") from None
+    if isinstance(ban_s, bool) or not isinstance(ban_s, int | float) or not 0 < ban_s <= MAX_BAN_S:
+        raise BadRequest(
+            422, "invalid_body", f"'ban_s' must be seconds above 0 and at most {MAX_BAN_S:.0f}"
+        )
+    return float(ban_s)
+
+
+def _scoped(target: BanTarget, scope: object) -> BanTarget:
+    """The target a ``scope`` makes of an id: ``host`` takes an ``ip:port``'s IP (as a
+    kick's ``ban_scope=host``); otherwise the scope, if given, must be the id's own."""
+    own = ban_scope(target)
+    if scope is None or scope == own:
+        return target
+    if scope == "host" and isinstance(target, tuple):
+        return target[0]
+    if scope not in ("address", "host", "key"):
+        raise BadRequest(422, "invalid_body", "'scope' must be 'address', 'host' or 'key'")
+    raise BadRequest(422, "invalid_body", f"'scope' {scope} does not fit the id: {own} is its own")
+
+
 @blueprint.delete("/v1/bans/<path:ban_id>")
 async def lift_ban(ban_id: str) -> Reply:
     relay = api_context().relay
     try:
         target = parse_ban_target(ban_id)
     except ValueError as exc:
-        raise BadRequest(404, "not_found", f"no ban on {ban_id!r}: {exc}") from None
+        raise BadRequest(400, "bad_query", f"not a ban's id: {exc}") from None
     ban = relay.bans.lift(target, trio.current_time())
     if ban is None:
         raise BadRequest(404, "not_found", f"no ban on {ban_id}")
     return jsonify({"id": ban.id, "scope": ban.scope, "lifted": True})
 
 
-@blueprint.post("/v1/messages")
-async def post_message() -> Reply:
-    relay = api_context().relay
+async def _json_body() -> object:
+    """The request's JSON body: 415 unless sent as JSON, 400 when it is not JSON."""
     if request.mimetype != "application/json":
         raise BadRequest(415, "unsupported_media_type", "send the body as application/json")
     try:
-        body = json.loads(await request.get_data(as_text=False))
+        return json.loads(await request.get_data(as_text=False))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(400, "bad_json", f"the body is not JSON: {exc}") from None
     except RecursionError:
         raise BadRequest(400, "bad_json", "the body is nested too deeply") from None
-    plaintext, recipients = _message_body(body)
+
+
+@blueprint.post("/v1/messages")
+async def post_message() -> Reply:
+    relay = api_context().relay
+    plaintext, recipients = _message_body(await _json_body())
     scope = request.args.get("scope", "federation")
     if scope not in ("federation", "local"):
         raise BadRequest(400, "bad_query", "scope must be 'federation' or 'local'")

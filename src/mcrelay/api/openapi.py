@@ -191,6 +191,26 @@ SCHEMAS: dict[str, Any] = {
             "to": {"type": "array", "items": {"type": "string"}, "minItems": 1},
         },
     },
+    "NewBan": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["id", "ban_s"],
+        "properties": {
+            "id": {
+                "type": "string",
+                "description": "ip:port (an address), an IP address (a host) or k:KEY (a key)",
+            },
+            "ban_s": {
+                "oneOf": [{"type": "number"}, {"type": "string"}],
+                "description": "seconds above 0, at most a year: a number, or plain decimal text",
+            },
+            "scope": {
+                "type": "string",
+                "enum": ["address", "host", "key"],
+                "description": "the id's own; host with an ip:port bans its IP",
+            },
+        },
+    },
 }
 
 _QUERY = [
@@ -300,7 +320,7 @@ PATHS: dict[str, Any] = {
             ],
             "responses": {
                 "200": _json(_ref("Client"), "the removed client"),
-                **_errors(400, 401, 404, 503, 504),
+                **_errors(400, 401, 404, 409, 503, 504),
             },
         },
     },
@@ -311,7 +331,21 @@ PATHS: dict[str, Any] = {
                 "200": _page("bans", "active bans"),
                 **_errors(401),
             },
-        }
+        },
+        "post": {
+            "summary": "Ban an address, a host or a key, connected or not; its members here "
+            "are removed (reason ban); kept across restarts",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("NewBan")}},
+            },
+            "responses": {
+                "201": _json(
+                    _ref("Ban"), "the ban, with 'removed': the ids of the clients removed"
+                ),
+                **_errors(400, 401, 409, 415, 422),
+            },
+        },
     },
     "/v1/bans/{id}": {
         "delete": {
@@ -323,7 +357,7 @@ PATHS: dict[str, Any] = {
                     "k:KEY for a key ban",
                 }
             ],
-            "responses": {"200": _json({"type": "object"}, "lifted"), **_errors(401, 404)},
+            "responses": {"200": _json({"type": "object"}, "lifted"), **_errors(400, 401, 404)},
         }
     },
     "/v1/messages": {

@@ -52,9 +52,14 @@ class Ban:
 
     @property
     def scope(self) -> str:
-        if not isinstance(self.target, str):
-            return "address"
-        return "key" if self.target.startswith(CLIENT_ID_PREFIX) else "host"
+        return ban_scope(self.target)
+
+
+def ban_scope(target: BanTarget) -> str:
+    """``address``, ``host`` or ``key``: what a ban on ``target`` keeps out."""
+    if not isinstance(target, str):
+        return "address"
+    return "key" if target.startswith(CLIENT_ID_PREFIX) else "host"
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ The API depends on this and nothing of the daemon's; the service hands it the re
 
 from typing import Protocol
 
-from mcrelay.core.bans import BanList
+from mcrelay.core.bans import Ban, BanList, BanTarget
 from mcrelay.core.events import EventHub
 from mcrelay.core.federation import FederationControl
 from mcrelay.core.members import Member, Roster
@@ -57,7 +57,13 @@ class Control(Protocol):
     ) -> list[Member]:
         """Remove a member, and with ``ban_s`` ban it by ``scope``: its address, its whole
         host (every member of which goes too) or its key (a secure member's, always
-        banned); the members removed. ``ValueError`` for a key ban of a legacy member."""
+        banned); the members removed. ``ValueError`` for a key ban of a legacy member,
+        :class:`~mcrelay.core.bans.TooManyBans` (one too) when the bans are full: then no
+        one is removed."""
+
+    def ban(self, target: BanTarget, ban_s: float) -> tuple[Ban, list[Member]]:
+        """Ban a target, whether a member is connected by it or not; the ban, and the
+        members here it removed. Raises :class:`~mcrelay.core.bans.TooManyBans`."""
 
     async def post(
         self, plaintext: bytes, recipients: list[Member], *, federate: bool = False
