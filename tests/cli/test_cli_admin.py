@@ -15,6 +15,7 @@ from fake_api import FakeApi, Request
 from mcrelay.api.openapi import SCHEMAS
 from mcrelay.cli.status import ExitStatus
 from mcrelay.client import MessageReceived, PeerPresent
+from mcrelay.core.bans import MAX_BANS
 from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
 from mcrelay.protocol.secure.keys import decode_key
@@ -33,6 +34,7 @@ from support import (
 )
 
 Keys = list[rsa.RSAPrivateKey]
+KEY_ID = "k:AXQK9dm6xvZ7rOAaFe7PGW8CkxbY1bTyHkZ8yXid9hQ"
 
 
 @asynccontextmanager
@@ -100,6 +102,38 @@ async def test_clients_post_kick_ban_unban(
             again = Console()
             assert await again.run("unban", "--api", api, to_b) == ExitStatus.ERROR
             assert again.stderr.getvalue().startswith("mcrelay: error: no ban on")
+
+
+async def test_ban_an_id_connected_or_not(relay_key_file: Path, keys: Keys) -> None:
+    async with daemon_with_api(relay_key_file, "127.0.0.1:0") as (daemon, api):
+        async with join(daemon.relay, keys[1]) as a, join(daemon.relay, keys[2]) as b:
+            assert await next_event(a) == PeerJoined(b.address)
+            absent = Console()
+            assert await absent.run("ban", "--api", api, KEY_ID, "--ban-s", "600") == 0
+            (line,) = absent.out_lines()
+            assert line.startswith(f"banned key {KEY_ID} until 20")
+            to_b = format_address(b.address)
+            present = Console()
+            assert await present.run("ban", "--api", api, to_b, "--ban-s", "60", "--json") == 0
+            banned = json.loads(present.stdout.getvalue())
+            assert (banned["id"], banned["scope"], banned["removed"]) == (to_b, "address", [to_b])
+            assert await next_event(a) == PeerLeft(b.address)
+            host = Console()
+            assert await host.run("ban", "--api", api, "10.0.0.7:1", "--ban-s", "9", "--host") == 0
+            assert host.out_lines()[0].startswith("banned host 10.0.0.7 until ")
+            bans = Console()
+            assert await bans.run("bans", "--api", api) == ExitStatus.OK
+            assert {row.split()[0] for row in bans.out_lines()[1:]} == {KEY_ID, to_b, "10.0.0.7"}
+
+
+async def test_ban_when_the_bans_are_full_is_the_apis_refusal(relay_key_file: Path) -> None:
+    async with daemon_with_api(relay_key_file, "127.0.0.1:0") as (daemon, api):
+        now = trio.current_time()
+        for n in range(MAX_BANS):
+            daemon.relay.bans.ban((f"10.{n // 65536}.{n // 256 % 256}.{n % 256}", 1), 60, now)
+        full = Console()
+        assert await full.run("ban", "--api", api, "10.9.9.9", "--ban-s", "60") == ExitStatus.ERROR
+        assert_one_error_line(full, "lift some first")
 
 
 async def test_status_and_events(relay_key_file: Path, keys: Keys) -> None:
@@ -209,6 +243,10 @@ async def test_post_passes_bytes_that_are_not_utf8(relay_key_file: Path, keys: K
         (["kick", "notanid"], "'notanid' is not ip:port"),
         (["kick", "10.0.0.1:99999"], "port must be 0 to 65535"),
         (["unban", "host:1"], "not an IP address"),
+        (["ban", "notanid", "--ban-s", "60"], "'notanid' is not ip:port"),
+        (["ban", "10.0.0.1", "--ban-s", "1e3"], "plain decimal seconds"),
+        (["ban", "10.0.0.1"], "--ban-s"),
+        (["ban", KEY_ID, "--ban-s", "60", "--host"], "a key has none"),
         (["clients", "--host", "notanip"], "'notanip' is not an IP address"),
         (["post", "--to", "::1:5", "x"], "[addr]:port"),
         (["clients", "--api-token-file", "/nonexistent/token"], "/nonexistent/token"),

@@ -29,7 +29,7 @@ from mcrelay.cli.relays import RELAYS_HEADER, describe_federation, relays_rows
 from mcrelay.cli.signals import cancel_on_signal
 from mcrelay.cli.status import ApiAnswerError, ExitStatus
 from mcrelay.cli.text import json_text, message_bytes, printable
-from mcrelay.core.bans import parse_ban_seconds, parse_ban_target
+from mcrelay.core.bans import ban_scope, parse_ban_seconds, parse_ban_target
 from mcrelay.protocol.addresses import format_address
 from mcrelay.protocol.legacy.wire import MAX_MESSAGE_BYTES
 from mcrelay.settings.address import default_api
@@ -124,6 +124,25 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
         help="with --ban: ban its whole host (every port) and kick every client from it",
     )
     command("bans", "list active bans", run_bans)
+    ban = command(
+        "ban", "ban an address, a host or a key, connected or not (kept across restarts)", run_ban
+    )
+    ban.add_argument(
+        "id",
+        type=ban_id,
+        help="ip:port for a client's address, ip for a whole host, k:KEY for a secure "
+        "client's key; its clients here are removed",
+    )
+    ban.add_argument(
+        "--ban-s",
+        type=ban_seconds,
+        required=True,
+        metavar="SECONDS",
+        help="how long (plain decimal seconds, at most a year)",
+    )
+    ban.add_argument(
+        "--host", action="store_true", help="with ip:port: ban its whole host (every port)"
+    )
     unban = command("unban", "lift a ban", run_unban)
     unban.add_argument(
         "id",
@@ -291,6 +310,24 @@ async def run_bans(args: argparse.Namespace, env: Environment) -> ExitStatus:
                 [b["id"], b["scope"], b["until"], f"{b['remaining_s']:.0f}"] for b in result["bans"]
             ]
             _table(env, ["ID", "SCOPE", "UNTIL", "REMAINING_S"], rows)
+    return ExitStatus.OK
+
+
+async def run_ban(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    if args.host and ban_scope(parse_ban_target(args.id)) == "key":
+        raise UsageError("--host bans the host of an ip:port; a key has none")
+    body = {"id": args.id, "ban_s": args.ban_s}
+    if args.host:
+        body["scope"] = "host"
+    async with _api(args) as api:
+        ban = await api.call("POST", "/v1/bans", json=body)
+    if args.json:
+        _print(env, ban)
+        return ExitStatus.OK
+    with _reading():
+        removed = f", removed {', '.join(ban['removed'])}" if ban["removed"] else ""
+        line = f"banned {ban['scope']} {ban['id']} until {ban['until']}{removed}"
+    print(printable(line), file=env.stdout)
     return ExitStatus.OK
 
 
