@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 import mcrelay
+from mcrelay.daemon.banfile import BANS_FILE_NAME
 from mcrelay.protocol.legacy import crypto
 from support import GROUP, LOOPBACK, WAIT_S, write_key
 
@@ -249,3 +250,17 @@ def test_the_crypto_workers_end_with_the_daemon_even_when_it_is_killed(
         while not all(ended(pid) for pid in workers):
             assert time.monotonic() < deadline, f"workers {workers} outlived their daemon"
             time.sleep(0.05)
+
+
+def test_daemon_with_a_bans_file_it_cannot_use_fails_with_one_line(
+    tmp_path: Path, keys: Keys
+) -> None:
+    """Starting without its bans would lift every one in silence."""
+    key_file = write_key(tmp_path / "k.pem", keys[0])
+    bans = tmp_path / BANS_FILE_NAME
+    bans.write_text("mcrelay-bans 1\n10.0.0.7 not-a-time\n")
+    bans.chmod(0o600)
+    with running_daemon(key_file) as daemon:
+        assert_fails_to_start(
+            daemon, str(bans), "line 2", "fix the file, or remove it to lift every ban", status=2
+        )
