@@ -632,3 +632,29 @@ async def test_config_check_reads_the_bans_file_as_the_daemon_would(tmp_path: Pa
     check = Console()
     assert await check.run("config", "check", "--key-file", str(tmp_path / "k.pem")) == 2
     assert_one_error_line(check, f"bans file {bans} has mode 0644")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "other", "profile"),
+    [
+        (
+            "MCRELAY_RELAY_KEY",
+            "ejlAPztvZPMh8B9f+n9QCsMUuLainKb5giVsZHUul2U=",
+            "AXQK9dm6xvZ7rOAaFe7PGW8CkxbY1bTyHkZ8yXid9hY=",
+            [],
+        ),
+        ("MCRELAY_RELAY_FINGERPRINT", "SHA256:" + "A" * 43, "SHA256:" + "B" * 43, ["--secure"]),
+    ],
+)
+async def test_one_profiles_variable_stops_no_command_of_the_other(
+    variable: str, value: str, other: str, profile: list[str]
+) -> None:
+    """Exported for one profile, it refused every command of the other as if its flag
+    were given, naming a flag nobody typed (found by review): the command goes on, here
+    to find no relay."""
+    console = Console(environ={variable: value})
+    flags = ["--relay", "127.0.0.1", "--port", "9", "--interface", "127.0.0.1"]
+    flags += ["--register-timeout", "0.2", *profile]
+    assert await console.run("send", *flags, "x") == ExitStatus.UNREACHABLE
+    flag = "--" + variable.removeprefix("MCRELAY_").lower().replace("_", "-")
+    assert await console.run("send", *flags, flag, other, "x") == ExitStatus.USAGE  # typed

@@ -18,6 +18,7 @@ from mcrelay.cli.options import (
     UsageError,
     add_flag,
     fingerprint,
+    given_as_flag,
     ipv4_address,
     positive_float,
 )
@@ -123,11 +124,11 @@ def _add_client_flags(parser: argparse.ArgumentParser, environ: Mapping[str, str
 
 
 def _check_profile(args: argparse.Namespace) -> None:
-    if args.secure and args.relay_fingerprint is not None:
+    if args.secure and given_as_flag(args, "relay_fingerprint"):
         raise UsageError(
             "--relay-fingerprint is for the legacy profile; with --secure, --relay-key"
         )
-    if not args.secure and args.relay_key is not None:
+    if not args.secure and given_as_flag(args, "relay_key"):
         raise UsageError("--relay-key is for the secure profile: add --secure")
 
 

@@ -68,6 +68,9 @@ def add_flag(
     if name in environ:
         try:
             default = default_text = convert(environ[name])
+            from_environment = dict(parser.get_default(FROM_ENVIRONMENT) or {})
+            from_environment[flag.lstrip("-").replace("-", "_")] = default
+            parser.set_defaults(**{FROM_ENVIRONMENT: from_environment})
         except (ValueError, argparse.ArgumentTypeError) as exc:
             # Said only if this command uses it and no flag overrides it: every
             # command's parser is built, and a flag beats the environment.
@@ -76,6 +79,20 @@ def add_flag(
     default_text = default_text or default
     shown = "" if default_text is None else f" (default: {default_text})"
     parser.add_argument(flag, type=convert, default=default, help=f"{help}{shown}; env {name}")
+
+
+FROM_ENVIRONMENT = "from_environment"
+"""The namespace's record of the flags' values that came from ``MCRELAY_<NAME>``."""
+
+
+def given_as_flag(args: argparse.Namespace, dest: str) -> bool:
+    """Was ``dest`` given on the command line (a value of its ``MCRELAY_<NAME>`` alone
+    is not)? A variable only says what a command that uses it takes, and stops no other
+    (a profile's variable, exported, refused the other profile's commands as if its
+    flag were given: found by review)."""
+    value = getattr(args, dest)
+    from_environment: dict[str, Any] = getattr(args, FROM_ENVIRONMENT, None) or {}
+    return value is not None and (dest not in from_environment or value != from_environment[dest])
 
 
 class BadVariable:
