@@ -118,7 +118,14 @@ def test_any_bytes_are_bans_or_a_value_error(data: bytes) -> None:
         parse_bans(data)
 
 
-@given(st.lists(st.text(st.characters(blacklist_characters="\n"), max_size=60), max_size=5))
+@given(
+    st.lists(
+        st.text(
+            st.characters(blacklist_characters="\n", blacklist_categories=("Cs",)), max_size=60
+        ),
+        max_size=5,
+    )
+)
 def test_any_lines_after_the_header_are_bans_or_a_value_error_naming_one(
     lines: list[str],
 ) -> None:
