@@ -2,6 +2,7 @@
 
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from mcrelay import files
 from mcrelay.files import (
     FileError,
+    load_private_file,
     read_regular_file,
     replace_private_file,
     require_trusted_writers,
@@ -121,3 +123,42 @@ def test_a_list_of_trust_someone_else_owns_is_refused(
         monkeypatch.setattr(os, "geteuid", lambda: ours + 1)
     with pytest.raises(FileError, match=r"belongs to uid \d+, neither root nor this user"):
         require_trusted_writers(path, contents, "list")
+
+
+def test_a_private_file_others_could_replace_through_its_directory_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A state directory of mode 0777 was taken: anyone could swap the relay's key for one
+    they made, and so know (found by review). Read or written, the same answer."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    replace_private_file(shared / "key", b"secret", what="key file")
+    shared.chmod(0o777)
+    refused = f"key file {shared / 'key'} is in {shared}, which group or others may change"
+    with pytest.raises(FileError, match=refused):
+        load_private_file(shared / "key", what="key file", limit=64, parse=bytes)
+    with pytest.raises(FileError, match=refused):
+        replace_private_file(shared / "key", b"other", what="key file")
+    assert (shared / "key").read_bytes() == b"secret"
+    shared.chmod(0o1777)  # sticky: only a file's owner may replace it
+    assert load_private_file(shared / "key", what="key file", limit=64, parse=bytes) == b"secret"
+
+
+def test_what_a_writer_killed_mid_write_left_is_removed_by_the_next(tmp_path: Path) -> None:
+    """A kill -9 between writing a new key beside its place and linking it left a whole
+    private key there for good (found by review). One being written now is left alone."""
+    stale = tmp_path / ".key.abc123.tmp"
+    stale.write_bytes(b"a whole private key")
+    old = time.time() - files.STALE_PARTIAL_S - 1
+    os.utime(stale, (old, old))
+    fresh = tmp_path / ".key.def456.tmp"
+    fresh.write_bytes(b"another writer's, now")
+    other = tmp_path / ".keys.abc123.tmp"  # another file's
+    other.write_bytes(b"x")
+    os.utime(other, (old, old))
+    replace_private_file(tmp_path / "key", b"new", what="key file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".key.def456.tmp",
+        ".keys.abc123.tmp",
+        "key",
+    ]

@@ -7,15 +7,20 @@ descriptor, and read up to a bound (``/dev/zero`` or a huge file cannot fill the
 memory). A secret is refused when group or others may access it; a list that says
 whom to trust, when anyone but its owner (root or us) may change it. A private file
 is written beside its place (mode 0600), synced, then linked or renamed into place,
-so no reader ever sees half of one. Callers that run on the event loop hand these
-reads and writes to a thread: a file system can still be slow.
+so no reader ever sees half of one; one left there by a writer killed mid-write is
+removed by the next writer. A private file, as a list, is refused when someone else
+could replace it through one of its directories. Callers that run on the event loop
+hand these reads and writes to a thread: a file system can still be slow.
 """
 
+import contextlib
 import errno
+import glob
 import itertools
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +29,8 @@ from typing import TypeVar
 T = TypeVar("T")
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+STALE_PARTIAL_S = 600.0
+"""A file being written beside its place older than this was left by a writer that died."""
 
 
 class FileError(Exception):
@@ -200,6 +207,9 @@ def load_private_file(
     except ValueError as exc:
         raise FileError(f"{what} {path}: {exc}") from None
     require_private(path, contents, what)
+    # Nor may anyone else replace it through a directory: a key swapped for one they
+    # made is one they know (a state directory of mode 0777 was taken: found by review).
+    require_trusted_directories(path, what, any_owner=any_owner)
     if contents.owner != os.geteuid() and not any_owner:
         # A key someone else put there (in a shared directory, say) is one they know.
         raise FileError(
@@ -292,10 +302,15 @@ def _write_beside(path: Path, data: bytes, what: str) -> Path:
     """A new file in ``path``'s directory holding ``data``, synced; the caller moves it."""
     try:
         make_private_directories(path.parent)
-        # mkstemp: mode 0600, O_EXCL and a random name, so no stale or planted file is reused.
-        fd, partial_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except FileExistsError as exc:  # from mkdir: a file where a directory should be
         raise FileError(f"cannot create {what} {path}: {exc.filename} is not a directory") from None
+    except OSError as exc:
+        raise FileError(f"cannot create {what} {path}: {exc.strerror}") from None
+    require_trusted_directories(path, what)  # as the file will be read
+    _remove_stale_partials(path)
+    try:
+        # mkstemp: mode 0600, O_EXCL and a random name, so no stale or planted file is reused.
+        fd, partial_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise FileError(f"cannot create {what} {path}: {exc.strerror}") from None
     partial = Path(partial_name)
@@ -308,6 +323,17 @@ def _write_beside(path: Path, data: bytes, what: str) -> Path:
         partial.unlink(missing_ok=True)
         raise FileError(f"cannot create {what} {path}: {exc.strerror}") from None
     return partial
+
+
+def _remove_stale_partials(path: Path) -> None:
+    """Remove what an earlier writer of ``path`` killed mid-write left beside it (a whole
+    private key, say, kept for good: found by review), once older than
+    :data:`STALE_PARTIAL_S`: another process may be writing its own right now."""
+    stale_before = time.time() - STALE_PARTIAL_S
+    for partial in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
+            if partial.lstat().st_mtime < stale_before:
+                partial.unlink()
 
 
 def sync_directory(directory: Path) -> None:
