@@ -658,3 +658,23 @@ async def test_one_profiles_variable_stops_no_command_of_the_other(
     assert await console.run("send", *flags, "x") == ExitStatus.UNREACHABLE
     flag = "--" + variable.removeprefix("MCRELAY_").lower().replace("_", "-")
     assert await console.run("send", *flags, flag, other, "x") == ExitStatus.USAGE  # typed
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "fragment"),
+    [
+        (["send", "--relay", "255.255.255.255", "x"], {}, "'255.255.255.255' is no one host's"),
+        (["send", "--relay", "0.0.0.0", "x"], {}, "'0.0.0.0' is no one host's address"),
+        (["chat", "--relay", "239.1.1.1"], {}, "'239.1.1.1' is a multicast group, not a host"),
+        (["config", "check", "--config", ""], {}, "an empty path names no settings file"),
+        (["config", "check"], {"MCRELAY_CONFIG": ""}, "MCRELAY_CONFIG is empty"),
+    ],
+)
+async def test_addresses_and_paths_that_name_nothing_are_usage_errors(
+    argv: list[str], environ: dict[str, str], fragment: str
+) -> None:
+    """A broadcast relay failed later with a bare 'Permission denied'; an empty settings
+    path was read as the current directory, or (the variable) as none (found by review)."""
+    console = Console(environ=environ)
+    assert await console.run(*argv) == ExitStatus.USAGE
+    assert_one_error_line(console, fragment)

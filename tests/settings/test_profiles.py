@@ -125,6 +125,17 @@ def test_the_profiles_served(
             "secure_key_file and key_file are both x/k.pem",
         ),
         ({"key_file": Path("x/relay-secure.key")}, "secure_key_file", "each key needs its own"),
+        # The same file written otherwise (found by review).
+        (
+            {"secure_key_file": Path("x/../x/k.pem"), "key_file": Path("x/k.pem")},
+            "secure_key_file",
+            "each key needs its own",
+        ),
+        (
+            {"secure_key_file": Path("x/k.pem").absolute(), "key_file": Path("x/k.pem")},
+            "secure_key_file",
+            "each key needs its own",
+        ),
         ({"cookies": "never"}, "cookies", "cookies 'never' is not one of auto, always"),
         ({"profiles": "tls"}, "profiles", "'tls' is not a profile"),
     ],

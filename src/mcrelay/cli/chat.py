@@ -19,8 +19,8 @@ from mcrelay.cli.options import (
     add_flag,
     fingerprint,
     given_as_flag,
-    ipv4_address,
     positive_float,
+    unicast_host,
 )
 from mcrelay.cli.secure_chat import (
     add_secure_flags,
@@ -90,7 +90,7 @@ def _add_client_flags(parser: argparse.ArgumentParser, environ: Mapping[str, str
         parser,
         environ,
         "--relay",
-        ipv4_address,
+        unicast_host,
         None,
         "send unicast to this relay host instead of the group",
     )

@@ -87,11 +87,17 @@ def add_parser(subparsers: argparse._SubParsersAction[Parser], environ: Mapping[
     check.set_defaults(command=run_check)
 
 
+def settings_path(text: str) -> Path:
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path names no settings file")
+    return Path(text)
+
+
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     """--config and every setting's flag (``config check`` takes the daemon's own)."""
     parser.add_argument(
         "--config",
-        type=Path,
+        type=settings_path,
         default=None,
         help="TOML settings file (default: /etc/mcrelay/mcrelay.toml if it exists); env MCRELAY_CONFIG",
     )

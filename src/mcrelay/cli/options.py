@@ -126,6 +126,7 @@ def argument_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:
 port = argument_type(convert.port)
 positive_float = argument_type(convert.positive_float)
 ipv4_address = argument_type(convert.ipv4_address)
+unicast_host = argument_type(convert.unicast_host)
 multicast_group = argument_type(convert.multicast_group)
 multicast_ttl = argument_type(convert.multicast_ttl)
 api_address = argument_type(convert.api_address)

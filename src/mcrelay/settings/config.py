@@ -550,7 +550,10 @@ class RelayConfig:
                 "authorized_keys and the keys read from it go together "
                 "(settings.resolve reads them; so does settings.authorized.read_authorized_keys)",
             )
-        if self.secure_key_path == self.key_file:
+        # As the file system sees them: '/x/../x/k' or a relative path is the same file
+        # (config check passed them, the daemon then made one key and failed to read it
+        # as the other: found by review).
+        if os.path.realpath(self.secure_key_path) == os.path.realpath(self.key_file):
             raise ConfigValueError(
                 "secure_key_file",
                 f"secure_key_file and key_file are both {self.key_file}: each key needs its "

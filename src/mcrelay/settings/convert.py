@@ -61,6 +61,18 @@ def ipv4_address(text: str) -> str:
         raise ValueError(f"{text!r} is not an IPv4 address") from None
 
 
+def unicast_host(text: str) -> str:
+    """An IPv4 address a datagram can be sent to one host at: not the unspecified
+    address, the broadcast address or a multicast group (``--relay 255.255.255.255``
+    failed later with a bare 'Permission denied': found by review)."""
+    address = ipaddress.IPv4Address(ipv4_address(text))
+    if address.is_unspecified or address == ipaddress.IPv4Address("255.255.255.255"):
+        raise ValueError(f"{text!r} is no one host's address")
+    if address.is_multicast:
+        raise ValueError(f"{text!r} is a multicast group, not a host (the group is --group)")
+    return str(address)
+
+
 def multicast_group(text: str) -> str:
     address = ipv4_address(text)
     if not ipaddress.IPv4Address(address).is_multicast:

@@ -62,10 +62,14 @@ def unknown_variables(environ: Mapping[str, str], known: Collection[str]) -> lis
 
 
 def config_file(explicit: Path | None, environ: Mapping[str, str]) -> Path | None:
-    """The file to read: ``--config``, else ``MCRELAY_CONFIG``, else the default if it exists."""
+    """The file to read: ``--config``, else ``MCRELAY_CONFIG``, else the default if it
+    exists. An empty one is an error: it was read as the current directory, or (the
+    variable) taken for none and the default read (found by review)."""
     if explicit is not None:
         return explicit
-    if environ.get("MCRELAY_CONFIG"):
+    if "MCRELAY_CONFIG" in environ:
+        if not environ["MCRELAY_CONFIG"]:
+            raise SettingsError("MCRELAY_CONFIG is empty: name a settings file, or unset it")
         return Path(environ["MCRELAY_CONFIG"])
     # Only a file that is not there means none: a dangling or looping link is read and
     # its error said, and so is a directory that cannot be searched, rather than taken
