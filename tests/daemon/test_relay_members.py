@@ -5,8 +5,10 @@ On the harness (``relay_harness``), with the mock clock: timeouts and token buck
 are checked at exact moments, and counts are exact.
 """
 
+import logging
 from dataclasses import replace
 
+import pytest
 import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -350,3 +352,17 @@ async def test_a_key_request_beside_a_waiting_registration_is_answered_after_its
         await trio.sleep(0.2)  # its turn comes at the next try
         received = newcomer.take()
         assert [type(event) for event in received] == [PeerJoined] * 3 + [ServerKey]
+
+
+async def test_a_drop_without_detail_is_logged_without_a_dangling_colon(
+    keys: Keys, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """'dropped banned from 127.0.0.1:40000: ' (found by review)."""
+    caplog.set_level(logging.DEBUG, logger="mcrelay.daemon.relay")
+    async with open_relay(keys[0]) as harness:
+        harness.relay.bans.ban(client_address(0), 60.0, trio.current_time())
+        harness.relay.handle_datagram(legacy.keepalive(), client_address(0), trio.current_time())
+        harness.relay.handle_datagram(b"", client_address(1), trio.current_time())
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dropped ")]
+    assert lines[0] == "dropped banned from 127.0.0.1:40000"
+    assert lines[1].startswith("dropped malformed from 127.0.0.1:40001: ")

@@ -433,7 +433,8 @@ class Relay:
         self.counters.dropped[reason] += count
         self.events.dropped(reason.value, source, count)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("dropped %s from %s: %s", reason, format_address(source), detail or "")
+            said = "" if detail is None or detail == "" else f": {detail}"
+            log.debug("dropped %s from %s%s", reason, format_address(source), said)
 
     def notify(self, datagram: bytes, address: Address) -> bool:
         return self.outbox.notify(datagram, address)
