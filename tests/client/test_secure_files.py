@@ -243,3 +243,12 @@ def test_two_clients_remembering_two_relays_at_once_keep_both(tmp_path: Path) ->
         for n in range(40):
             pool.submit(remember_relay, path, f"127.0.0.1:{5000 + n}", KNOWN)
     assert len(load_known_relays(path)) == 40
+
+
+def test_a_file_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
+    """Python's codec message, 'can't decode byte 0xff in position 1' (found by review)."""
+    path = tmp_path / "known_relays"
+    path.write_bytes(f"127.0.0.1:5007 {encode_key(KEY)}\n#\xff\n".encode("latin-1"))
+    path.chmod(0o600)
+    with pytest.raises(FileError, match=r"known_relays: line 2: not UTF-8 text$"):
+        load_known_relays(path)

@@ -141,8 +141,12 @@ def _read_known_relays(path: Path) -> tuple[str, dict[str, bytes]]:
     require_trusted_directories(path, KNOWN_WHAT)
     try:
         text = contents.data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # said as the authorized keys' (found by review)
+        line = contents.data.count(b"\n", 0, exc.start) + 1
+        raise FileError(f"{KNOWN_WHAT} {path}: line {line}: not UTF-8 text") from None
+    try:
         return text, parse_known_relays(text)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except ValueError as exc:
         raise FileError(f"{KNOWN_WHAT} {path}: {exc}") from None
 
 
