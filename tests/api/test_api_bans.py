@@ -102,7 +102,7 @@ async def test_scope_host_bans_the_ip_of_an_address(relay_key_file: Path) -> Non
         ({"id": "10.0.0.7"}, "'ban_s' must be"),
         ({"ban_s": 60}, "'id' must be"),
         ({"id": 7, "ban_s": 60}, "'id' must be"),
-        ({"id": "nonsense", "ban_s": 60}, "'id': 'nonsense' is not ip:port"),
+        ({"id": "nonsense", "ban_s": 60}, "'id': 'nonsense' is no ban's id"),
         ({"id": "fe80::1%eth0", "ban_s": 60}, "no IPv6 scope"),
         ({"id": "10.0.0.7", "ban_s": 0}, "'ban_s' must be"),
         ({"id": "10.0.0.7", "ban_s": -1}, "'ban_s' must be"),

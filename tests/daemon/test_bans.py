@@ -151,7 +151,7 @@ def test_any_lines_after_the_header_are_bans_or_a_value_error_naming_one(
         (f"{BANS_FILE_HEADER}\n10.0.0.1\n", "line 2: not an id and a time"),
         (f"{BANS_FILE_HEADER}\n10.0.0.1 1e9\n", "line 2: '1e9' is not a Unix time"),
         (f"{BANS_FILE_HEADER}\n10.0.0.1 999999999999.5\n", "line 2: '999999999999.5' is past"),
-        (f"{BANS_FILE_HEADER}\nnobody 100\n", "line 2: 'nobody' is not ip:port"),
+        (f"{BANS_FILE_HEADER}\nnobody 100\n", "line 2: 'nobody' is no ban's id"),
         (f"{BANS_FILE_HEADER}\nfe80::1%eth0 100\n", "line 2: 'fe80::1%eth0': a ban names no"),
         (f"{BANS_FILE_HEADER}\n10.0.0.1 100\n10.0.0.1 200\n", "line 3: a second ban on 10.0"),
         (f"{BANS_FILE_HEADER}\n10.0.0.1 100\n\n", "line 3: not an id and a time"),

@@ -84,7 +84,16 @@ def parse_ban_target(text: str) -> BanTarget:
     try:
         return str(ipaddress.ip_address(text.removeprefix("[").removesuffix("]")))
     except ValueError:
+        pass
+    try:
         return parse_address(text)
+    except ValueError as exc:
+        if ":" in text:  # meant as an address: what is wrong with it
+            raise
+        # It said "not ip:port", though a bare IP is one too (found by review).
+        raise ValueError(
+            f"{text!r} is no ban's id: ip:port (an address), an IP (a host) or k:... (a key)"
+        ) from exc
 
 
 def parse_ban_seconds(text: str) -> float:
