@@ -30,6 +30,7 @@ from mcrelay.federation.epoch import EpochFileError
 from mcrelay.federation.keyfile import ClusterKeyError
 from mcrelay.logs import configure_logging
 from mcrelay.settings.config import RelayConfig
+from mcrelay.settings.idle import idle_settings
 from mcrelay.settings.profiles import LEGACY, SECURE
 from mcrelay.settings.resolve import (
     Resolved,
@@ -168,7 +169,7 @@ async def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     resolved = _resolve(args, env)
     config = resolved.config
     configure_logging(config.log_level, config.log_format, env.stderr, env.environ)
-    for warning in unknown_variables(env.environ, FLAG_ENVIRONMENT):
+    for warning in [*unknown_variables(env.environ, FLAG_ENVIRONMENT), *idle_settings(config)]:
         log.warning("%s", warning)
     from mcrelay.service import run_until_signal
 

@@ -26,6 +26,7 @@ from mcrelay.settings.authorized import read_authorized_keys
 from mcrelay.settings.config import ConfigValueError, RelayConfig, secure_key_beside
 from mcrelay.settings.declare import SECTIONS
 from mcrelay.settings.dotted import check_dotted_keys
+from mcrelay.settings.idle import idle_settings
 from mcrelay.settings.profiles import BRIDGE_WARNING, LEGACY
 from mcrelay.settings.table import BY_FIELD, BY_NAME, SETTINGS, toml_value
 
@@ -241,4 +242,5 @@ def consequences(config: RelayConfig) -> list[str]:
             lines[0] += " (legacy is off: authorized_keys without bridge_legacy)"
     if config.legacy_bridged:
         lines.append(f"# warning: {BRIDGE_WARNING}")
+    lines.extend(f"# warning: {sentence}" for sentence in idle_settings(config))
     return lines
