@@ -162,3 +162,9 @@ def test_what_a_writer_killed_mid_write_left_is_removed_by_the_next(tmp_path: Pa
         ".keys.abc123.tmp",
         "key",
     ]
+
+
+def test_a_new_private_file_at_a_directory_says_so(tmp_path: Path) -> None:
+    """'keygen DIR' said 'already exists' (found by review)."""
+    with pytest.raises(FileError, match="is a directory: give the path of a file in it$"):
+        write_new_private_file(tmp_path, lambda: (None, b"x"), what="key file")

@@ -255,6 +255,8 @@ def write_new_private_file(path: Path, make: Callable[[], tuple[T, bytes]], *, w
 
 
 def _exists(path: Path, what: str) -> FileError:
+    if path.is_dir() and not path.is_symlink():  # 'keygen DIR', or '' (found by review)
+        return FileError(f"{what} {path} is a directory: give the path of a file in it")
     return FileError(f"{what} {path} already exists; it is not replaced")
 
 
