@@ -166,5 +166,5 @@ def test_what_a_writer_killed_mid_write_left_is_removed_by_the_next(tmp_path: Pa
 
 def test_a_new_private_file_at_a_directory_says_so(tmp_path: Path) -> None:
     """'keygen DIR' said 'already exists' (found by review)."""
-    with pytest.raises(FileError, match="is a directory: give the path of a file in it$"):
+    with pytest.raises(FileError, match=r"is a directory: give the path of a file in it$"):
         write_new_private_file(tmp_path, lambda: (None, b"x"), what="key file")
