@@ -11,6 +11,7 @@ from api_support import api_client, assert_json_error
 from mcrelay.api.app import create_app
 from mcrelay.api.context import ApiContext
 from mcrelay.api.errors import ApiBindError
+from mcrelay.api.server import open_api_socket
 from mcrelay.settings.address import ApiAddress, default_api_socket, parse_api_address
 from mcrelay.settings.config import RelayConfig
 from mcrelay.settings.resolve import resolve
@@ -250,3 +251,11 @@ async def test_a_failed_start_leaves_no_socket_file(relay_key_file: Path, tmp_pa
             async with running_daemon(config):
                 pass  # pragma: no cover
     assert not path.exists()
+
+
+def test_a_socket_under_a_file_says_the_file_is_no_directory(tmp_path: Path) -> None:
+    """'unix:/dev/null/a.sock' said 'File exists' (found by review)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ApiBindError, match=f"{blocker} is not a directory$"):
+        open_api_socket(ApiAddress(path=blocker / "api.sock"))

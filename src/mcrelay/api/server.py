@@ -58,6 +58,10 @@ def open_api_socket(address: ApiAddress) -> socket.socket:
             sock.close()
             raise
         return sock
+    except FileExistsError as exc:  # from mkdir: a file where a directory should be
+        raise ApiBindError(
+            f"cannot listen on {address}: {exc.filename} is not a directory"
+        ) from None
     except OSError as exc:
         raise ApiBindError(f"cannot listen on {address}: {exc.strerror or exc}") from None
 
