@@ -118,7 +118,7 @@ async def test_a_failed_write_is_counted_logged_once_a_minute_and_tried_again(
     [
         (b"", "not a bans file"),
         (b"10.0.0.1 100\n", "not a bans file"),
-        (f"{BANS_FILE_HEADER}\nnobody 100\n".encode(), "line 2: 'nobody' is not ip:port"),
+        (f"{BANS_FILE_HEADER}\nnobody 100\n".encode(), "line 2: 'nobody' is no ban's id"),
         (b"x" * (MAX_BANS_FILE_BYTES + 1), f"is over {MAX_BANS_FILE_BYTES} bytes"),
     ],
 )
