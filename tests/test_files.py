@@ -168,3 +168,30 @@ def test_a_new_private_file_at_a_directory_says_so(tmp_path: Path) -> None:
     """'keygen DIR' said 'already exists' (found by review)."""
     with pytest.raises(FileError, match=r"is a directory: give the path of a file in it$"):
         write_new_private_file(tmp_path, lambda: (None, b"x"), what="key file")
+
+
+def test_an_absolute_path_is_checked_when_the_working_directory_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check asked os.getcwd() for an absolute path too: once the directory the daemon
+    started in was removed, its next ban's write raised FileNotFoundError, which ended
+    the relay (found by review)."""
+    gone = tmp_path / "release"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    replace_private_file(tmp_path / "state" / "bans", b"x", what="bans file")
+    assert load_private_file(tmp_path / "state" / "bans", what="bans file", limit=8, parse=bytes)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="writes as root into another user's directory")
+def test_root_writes_into_the_directory_of_the_daemons_user(tmp_path: Path) -> None:
+    """'sudo mcrelay keygen --secure /var/lib/mcrelay/...' (systemd's StateDirectory, owned
+    by the service's user) was refused (found by review); a mode others may write is not."""
+    state = tmp_path / "mcrelay"
+    state.mkdir(mode=0o700)
+    os.chown(state, 61234, 61234)
+    write_new_private_file(state / "new.key", lambda: (None, b"k"), what="key file")
+    state.chmod(0o777)
+    with pytest.raises(FileError, match="which group or others may change"):
+        write_new_private_file(state / "other.key", lambda: (None, b"k"), what="key file")

@@ -137,7 +137,13 @@ def _directories_on_the_way(path: Path, what: str) -> list[Path]:
     """The directory of every link met resolving the path as the kernel does (a ``..``
     after a link goes up from where the link led, not from the text: found by review),
     and of the file it leads to."""
-    given = Path(os.getcwd()) / path  # not abspath: it drops a '..' from the text
+    if path.is_absolute():
+        given = path
+    else:
+        try:
+            given = Path(os.getcwd()) / path  # not abspath: it drops a '..' from the text
+        except OSError as exc:  # the working directory was removed
+            raise FileError(f"cannot find {what} {path}: {exc.strerror}") from None
     found: list[Path] = []
     current = Path(given.anchor)
     parts = list(given.parts[1:])
@@ -308,7 +314,10 @@ def _write_beside(path: Path, data: bytes, what: str) -> Path:
         raise FileError(f"cannot create {what} {path}: {exc.filename} is not a directory") from None
     except OSError as exc:
         raise FileError(f"cannot create {what} {path}: {exc.strerror}") from None
-    require_trusted_directories(path, what)  # as the file will be read
+    # As the file will be read; root writes for the daemon's user too, into a directory
+    # that user owns (``sudo mcrelay keygen`` into systemd's StateDirectory), and asks
+    # only the modes there, as config check does (found by review).
+    require_trusted_directories(path, what, any_owner=os.geteuid() == 0)
     _remove_stale_partials(path)
     try:
         # mkstemp: mode 0600, O_EXCL and a random name, so no stale or planted file is reused.
