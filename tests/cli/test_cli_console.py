@@ -76,13 +76,22 @@ def test_a_line_longer_than_a_message_is_dropped_in_bounded_reads() -> None:
     counted = CountingInput("a" * 300_000 + "\nnext\n" + "b" * 10 + "\r\n" + "c" * 11 + "\n")
     stdin = cast(TextIO, counted)
     with pytest.raises(LongLine):
-        read_line(stdin, 10)
+        read_line(stdin, 10, skip_long=True)
     assert read_line(stdin, 10) == "next\n"
     assert read_line(stdin, 10) == "b" * 10 + "\r\n"
     with pytest.raises(LongLine):  # its end read already: the next line is kept
-        read_line(stdin, 10)
+        read_line(stdin, 10, skip_long=True)
     assert read_line(stdin, 10) == ""
     assert counted.largest_read <= DROP_CHARS
+
+
+def test_a_command_that_stops_at_a_long_line_reads_no_more_of_it() -> None:
+    """'post --lines < /dev/zero' and 'send - < /dev/zero' read on forever, to drop a
+    line that has no end, before their usage error (found by review)."""
+    endless = CountingInput("0" * 1_000_000)
+    with pytest.raises(LongLine):
+        read_line(cast(TextIO, endless), 10)
+    assert endless.text.tell() == 12
 
 
 async def test_the_chat_says_a_long_line_and_goes_on() -> None:

@@ -3,6 +3,7 @@ and the participant's events are printed as they come."""
 
 import errno
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any, TextIO, TypeVar
 
 import trio
@@ -43,16 +44,18 @@ class LongLine(ValueError):
     """A line of stdin longer than any message (read to its end and dropped)."""
 
 
-def read_line(stdin: TextIO, max_chars: int) -> str:
+def read_line(stdin: TextIO, max_chars: int, *, skip_long: bool = False) -> str:
     """The next line, its end included; at the end of input, or once the terminal has
     hung up (EIO: it ended the chat with exit 1 and no goodbye, found by review), an
-    empty one. A line of more than ``max_chars`` before its end is read on to its end
-    a bounded piece at a time, dropped, and raises :class:`LongLine`: such a line (of
-    /dev/zero, say) was held whole, gigabytes of it (found by review)."""
+    empty one. A line of more than ``max_chars`` before its end raises
+    :class:`LongLine`: such a line (of /dev/zero, say) was held whole, gigabytes of it
+    (found by review). With ``skip_long`` (a chat, which goes on), it is first read on
+    to its end a bounded piece at a time and dropped; without (a command that stops),
+    not: /dev/zero has no end (found by review)."""
     line = _read(stdin, max_chars + 2)  # and its "\r\n"
     if len(line.rstrip("\r\n")) <= max_chars:
         return line
-    if not line.endswith("\n"):
+    if skip_long and not line.endswith("\n"):
         while (rest := _read(stdin, DROP_CHARS)) and not rest.endswith("\n"):
             pass
     raise LongLine(f"a line of over {max_chars} characters")
@@ -75,7 +78,7 @@ async def send_lines(
     while True:
         try:
             line = await trio.to_thread.run_sync(
-                read_line, env.stdin, max_bytes, abandon_on_cancel=True
+                partial(read_line, env.stdin, max_bytes, skip_long=True), abandon_on_cancel=True
             )
         except LongLine:
             env.say(f"mcrelay: line of over {max_bytes} bytes not sent")
