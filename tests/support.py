@@ -55,7 +55,8 @@ def relay_config(key_file: Path, **overrides: Any) -> RelayConfig:
     one crypto worker process unless a test says more (each costs its start)."""
     overrides.setdefault("api_tcp_without_token", True)
     overrides.setdefault("crypto_workers", 1)
-    return RelayConfig(group=GROUP, port=0, interface=LOOPBACK, key_file=key_file, **overrides)
+    overrides.setdefault("port", 0)
+    return RelayConfig(group=GROUP, interface=LOOPBACK, key_file=key_file, **overrides)
 
 
 @asynccontextmanager

@@ -124,7 +124,7 @@ async def _serve(
         joining = await prepare_federation(config, sock.getsockname()[1])
         key = await load_key(config)
         secure_key = await load_secure_key(config)
-        ban_file = await BanFile.open(bans_file(config.key_file.parent))
+        ban_file = await BanFile.open(bans_file(config.key_file.parent, sock.getsockname()[1]))
         relay = Relay(config, sock, key, secure_key=secure_key, ban_file=ban_file)
         link = None if joining is None else federation_link(config, relay, joining)
         context = ApiContext(relay, config.api_token, time.time(), trio.current_time())

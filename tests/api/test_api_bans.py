@@ -11,7 +11,7 @@ from api_support import api_daemon, assert_json_error, client_id, parse_time
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.core.bans import MAX_BANS, SavedBan, parse_bans
-from mcrelay.daemon.banfile import BANS_FILE_NAME
+from mcrelay.daemon.banfile import bans_file as bans_file_of
 from mcrelay.protocol import legacy
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
 from support import dropped, join, next_event, peer_on, raw_peer, wait_until
@@ -30,8 +30,9 @@ async def test_bans_outlive_a_restart_with_their_remaining_time(
     relay_key_file: Path, keys: Keys
 ) -> None:
     """Every ban was lifted by a restart: it lived in memory only (found by review)."""
-    bans_file = relay_key_file.parent / BANS_FILE_NAME
     async with api_daemon(relay_key_file) as api, peer_on("127.0.0.2", api.relay, keys[1]) as peer:
+        port = api.relay.address[1]
+        bans_file = bans_file_of(relay_key_file.parent, port)
         await peer.register()
         kicked = await api.http.delete(
             f"/v1/clients/{client_id(peer.address)}",
@@ -44,7 +45,10 @@ async def test_bans_outlive_a_restart_with_their_remaining_time(
         await wait_until(lambda: bans_file.exists() and len(saved(bans_file)) == 3)
     short = next(each for each in saved(bans_file) if each.target == "10.0.0.9")
     await wait_until(lambda: time.time() > short.until_wall)
-    async with api_daemon(relay_key_file) as api, peer_on("127.0.0.2", api.relay, keys[1]) as peer:
+    async with (
+        api_daemon(relay_key_file, port=port) as api,
+        peer_on("127.0.0.2", api.relay, keys[1]) as peer,
+    ):
         after = {ban["id"]: ban for ban in (await api.http.get("/v1/bans")).json()["bans"]}
         # The short one ended while the daemon was down; the others end when they did.
         assert set(after) == {"127.0.0.2", KEY_ID}

@@ -21,7 +21,7 @@ from mcrelay.cli.status import ExitStatus
 from mcrelay.client import MessageReceived, ParticipantEvent, PeerPresent, participant
 from mcrelay.client import secure as secure_client
 from mcrelay.daemon import workers as workers_module
-from mcrelay.daemon.banfile import BANS_FILE_NAME
+from mcrelay.daemon.banfile import bans_file
 from mcrelay.protocol.addresses import RELAY_ITSELF, Address, format_address
 from mcrelay.protocol.legacy import MAX_MESSAGE_BYTES
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
@@ -626,11 +626,12 @@ async def test_send_reads_stdin_within_bounds_before_any_goes(
 
 
 async def test_config_check_reads_the_bans_file_as_the_daemon_would(tmp_path: Path) -> None:
-    bans = tmp_path / BANS_FILE_NAME
-    bans.write_text("mcrelay-bans 1\n10.0.0.7 1795012345.125\n")
+    bans = bans_file(tmp_path, 5007)
+    bans.write_text("mcrelay-bans 1\n10.0.0.7 1795012345.125 600\n")
     bans.chmod(0o644)
     check = Console()
-    assert await check.run("config", "check", "--key-file", str(tmp_path / "k.pem")) == 2
+    argv = ["config", "check", "--key-file", str(tmp_path / "k.pem"), "--port", "5007"]
+    assert await check.run(*argv) == 2
     assert_one_error_line(check, f"bans file {bans} has mode 0644")
 
 

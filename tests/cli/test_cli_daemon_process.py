@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 import mcrelay
-from mcrelay.daemon.banfile import BANS_FILE_NAME
+from mcrelay.daemon.banfile import bans_file
 from mcrelay.protocol.legacy import crypto
 from support import GROUP, LOOPBACK, WAIT_S, write_key
 
@@ -257,10 +257,13 @@ def test_daemon_with_a_bans_file_it_cannot_use_fails_with_one_line(
 ) -> None:
     """Starting without its bans would lift every one in silence."""
     key_file = write_key(tmp_path / "k.pem", keys[0])
-    bans = tmp_path / BANS_FILE_NAME
-    bans.write_text("mcrelay-bans 1\n10.0.0.7 not-a-time\n")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # a port free now
+        probe.bind((LOOPBACK, 0))
+        port = probe.getsockname()[1]
+    bans = bans_file(tmp_path, port)
+    bans.write_text("mcrelay-bans 1\n10.0.0.7 not-a-time 600\n")
     bans.chmod(0o600)
-    with running_daemon(key_file) as daemon:
+    with running_daemon(key_file, port=port) as daemon:
         assert_fails_to_start(
             daemon, str(bans), "line 2", "fix the file, or remove it to lift every ban", status=2
         )

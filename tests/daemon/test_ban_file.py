@@ -4,6 +4,7 @@ written again whenever the bans change, so that a restart lifts none of them."""
 import logging
 import os
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import trio
 
 from mcrelay.core.bans import BANS_FILE_HEADER, MAX_BANS_FILE_BYTES, SavedBan, parse_bans
 from mcrelay.daemon import banfile
-from mcrelay.daemon.banfile import BanFile, BanFileError, read_bans_file
-from support import wait_until
+from mcrelay.daemon.banfile import BanFile, BanFileError, bans_file, read_bans_file
+from mcrelay.files import FileError, replace_private_file
+from support import WAIT_S, wait_until
 
 HOUR_S = 3600.0
 RETRY_S = 0.01
@@ -52,7 +54,9 @@ async def test_bans_are_written_as_they_change_and_taken_back_at_start(tmp_path:
 
 async def test_bans_that_ended_while_the_relay_was_down_are_dropped(tmp_path: Path) -> None:
     now = time.time()
-    path = write_bans(tmp_path / "bans", f"10.0.0.1 {now - 1:.6f}", f"10.0.0.2 {now + 600:.6f}")
+    path = write_bans(
+        tmp_path / "bans", f"10.0.0.1 {now - 1:.6f} 600", f"10.0.0.2 {now + 600:.6f} 600"
+    )
     ban_file = await BanFile.open(path)
     assert [ban.id for ban in ban_file.bans.active(trio.current_time())] == ["10.0.0.2"]
 
@@ -113,12 +117,99 @@ async def test_a_failed_write_is_counted_logged_once_a_minute_and_tried_again(
     assert f"bans file {path} written again" in caplog.text
 
 
+async def test_a_last_write_that_fails_at_the_stop_is_said_always(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed write within a minute of the last line said nothing, and neither did the
+    last one, at stop: the operator's last word was 'written again' (found by review)."""
+    caplog.set_level(logging.INFO, logger=banfile.__name__)
+    monkeypatch.setattr(banfile, "BAN_WRITE_RETRY_S", HOUR_S)
+    failing = [True]
+
+    def write(path: Path, data: bytes, what: str) -> None:
+        if failing[0]:
+            raise FileError(f"cannot write {what} {path}: No space left on device")
+        path.write_bytes(data)
+
+    monkeypatch.setattr(banfile, "replace_private_file", write)
+    ban_file = await BanFile.open(tmp_path / "bans")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ban_file.run)
+        ban_file.bans.ban("10.0.0.7", HOUR_S, trio.current_time())
+        await wait_until(lambda: ban_file.write_failures == 1)  # said: the first in a minute
+        ban_file.bans.ban("10.0.0.8", HOUR_S, trio.current_time())
+        nursery.cancel_scope.cancel()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2
+    assert errors[1] == (
+        f"bans file {tmp_path / 'bans'} does not hold the latest bans (2 in force): a restart "
+        "will not keep them"
+    )
+
+
+async def test_a_write_abandoned_at_the_stop_ends_before_the_last_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write under way at stop was abandoned and the last one started beside it: the
+    older, slower one renamed last and the file lost the latest ban (found by review)."""
+    path = tmp_path / "bans"
+    started, slow, first_done = threading.Event(), threading.Event(), threading.Event()
+
+    def write(target: Path, data: bytes, what: str) -> None:
+        if b"10.0.0.8" in data:
+            replace_private_file(target, data, what=what)
+            return
+        started.set()  # the first: slow, as an fsync can be
+        slow.wait(WAIT_S)
+        replace_private_file(target, data, what=what)
+        first_done.set()
+
+    monkeypatch.setattr(banfile, "replace_private_file", write)
+    ban_file = await BanFile.open(path)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ban_file.run)
+        ban_file.bans.ban("10.0.0.7", HOUR_S, trio.current_time())
+        await wait_until(started.is_set)
+        ban_file.bans.ban("10.0.0.8", HOUR_S, trio.current_time())
+        threading.Timer(0.2, slow.set).start()  # once the last write waits its turn
+        nursery.cancel_scope.cancel()
+    await wait_until(first_done.is_set)
+    assert [s.target for s in saved_in(path)] == ["10.0.0.7", "10.0.0.8"]
+
+
+async def test_a_write_that_breaks_in_any_way_never_ends_the_relay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write's FileNotFoundError (the working directory removed) ended the relay: only
+    FileError was caught (found by review)."""
+
+    def write(path: Path, data: bytes, what: str) -> None:
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr(banfile, "replace_private_file", write)
+    monkeypatch.setattr(banfile, "BAN_WRITE_RETRY_S", HOUR_S)
+    ban_file = await BanFile.open(tmp_path / "bans")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ban_file.run)
+        ban_file.bans.ban("10.0.0.7", HOUR_S, trio.current_time())
+        await wait_until(lambda: ban_file.write_failures == 1)
+        nursery.cancel_scope.cancel()
+    assert ban_file.write_failures == 2  # and the last one, said
+
+
+def test_each_relay_of_a_machine_has_its_own_bans_file(tmp_path: Path) -> None:
+    """Two relays sharing a state directory overwrote each other's bans (found by
+    review): the file is named by the relay's UDP port."""
+    assert bans_file(tmp_path, 5007) == tmp_path / "bans-5007"
+    assert bans_file(tmp_path, 5008) != bans_file(tmp_path, 5007)
+
+
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
         (b"", "not a bans file"),
-        (b"10.0.0.1 100\n", "not a bans file"),
-        (f"{BANS_FILE_HEADER}\nnobody 100\n".encode(), "line 2: 'nobody' is no ban's id"),
+        (b"10.0.0.1 100 1\n", "not a bans file"),
+        (f"{BANS_FILE_HEADER}\nnobody 100 1\n".encode(), "line 2: 'nobody' is no ban's id"),
         (b"x" * (MAX_BANS_FILE_BYTES + 1), f"is over {MAX_BANS_FILE_BYTES} bytes"),
     ],
 )
@@ -138,7 +229,7 @@ def test_a_bans_file_that_is_not_one_refuses_the_start_saying_what_to_do(
 
 
 def test_a_bans_file_others_may_change_is_refused(tmp_path: Path) -> None:
-    path = write_bans(tmp_path / "bans", "10.0.0.1 100", mode=0o644)
+    path = write_bans(tmp_path / "bans", "10.0.0.1 100 1", mode=0o644)
     with pytest.raises(BanFileError, match=f"has mode 0644.*chmod 600 {path}"):
         read_bans_file(path)
 
@@ -158,11 +249,11 @@ def test_a_bans_file_that_is_a_link_or_not_a_file_is_refused(tmp_path: Path) -> 
 def test_a_bans_file_of_another_user_is_refused_unless_any_owner(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = write_bans(tmp_path / "bans", "10.0.0.1 100")
+    path = write_bans(tmp_path / "bans", "10.0.0.1 100 1")
     monkeypatch.setattr(os, "geteuid", lambda: path.stat().st_uid + 1)
     with pytest.raises(BanFileError, match="belongs to uid"):
         read_bans_file(path)
-    assert read_bans_file(path, any_owner=True) == [SavedBan("10.0.0.1", 100.0)]
+    assert read_bans_file(path, any_owner=True) == [SavedBan("10.0.0.1", 100.0, 1.0)]
 
 
 def test_no_bans_file_is_no_bans(tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ def test_a_ban_target_round_trips_through_its_id(
     ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int, host: bool
 ) -> None:
     target = str(ip) if host else (str(ip), port)
-    ban = Ban(target, 1.0, 1.0)
+    ban = Ban(target, 1.0, 1.0, 1.0)
     assert ban.scope == ("host" if host else "address")
     assert parse_ban_target(ban.id) == target
     if not host:
@@ -105,11 +105,22 @@ ban_targets = st.one_of(
 )
 
 
-@given(st.dictionaries(ban_targets, st.floats(0, MAX_WALL_TIME), max_size=20))
-def test_the_bans_file_gives_back_each_ban_and_its_end(ends: dict[BanTarget, float]) -> None:
-    bans = [Ban(target, 0.0, until_wall) for target, until_wall in ends.items()]
+@given(
+    st.dictionaries(
+        ban_targets,
+        st.tuples(st.floats(0, MAX_WALL_TIME), st.floats(0.000001, MAX_BAN_S)),
+        max_size=20,
+    )
+)
+def test_the_bans_file_gives_back_each_ban_its_end_and_length(
+    ends: dict[BanTarget, tuple[float, float]],
+) -> None:
+    bans = [Ban(target, 0.0, until, seconds) for target, (until, seconds) in ends.items()]
     saved = parse_bans(serialize_bans(bans))
-    assert saved == [SavedBan(target, round(until, 6)) for target, until in ends.items()]
+    assert saved == [
+        SavedBan(target, float(f"{until:.6f}"), float(f"{seconds:.6f}"))
+        for target, (until, seconds) in ends.items()
+    ]
 
 
 @given(st.binary(max_size=200))
@@ -144,16 +155,19 @@ def test_any_lines_after_the_header_are_bans_or_a_value_error_naming_one(
     ("text", "reason"),
     [
         ("", "not a bans file"),
-        ("10.0.0.1 100\n", "not a bans file"),
-        (f"{BANS_FILE_HEADER}\n10.0.0.1 100", "not a bans file"),  # cut short
-        (f"{BANS_FILE_HEADER}\n10.0.0.1\n", "line 2: not an id and a time"),
-        (f"{BANS_FILE_HEADER}\n10.0.0.1 1e9\n", "line 2: '1e9' is not a Unix time"),
-        (f"{BANS_FILE_HEADER}\n10.0.0.1 999999999999.5\n", "line 2: '999999999999.5' is past"),
-        (f"{BANS_FILE_HEADER}\nnobody 100\n", "line 2: 'nobody' is no ban's id"),
-        (f"{BANS_FILE_HEADER}\nfe80::1%eth0 100\n", "line 2: 'fe80::1%eth0': a ban names no"),
-        (f"{BANS_FILE_HEADER}\n10.0.0.1 100\n10.0.0.1 200\n", "line 3: a second ban on 10.0"),
-        (f"{BANS_FILE_HEADER}\n10.0.0.1 100\n\n", "line 3: not an id and a time"),
-        (f"{BANS_FILE_HEADER}\n10.0.0.é 100\n", "not ASCII"),
+        ("10.0.0.1 100 1\n", "not a bans file"),
+        # Said as the header (found by review).
+        (f"{BANS_FILE_HEADER}\n10.0.0.1 100 1", "line 2: cut short, with no end of line"),
+        (f"{BANS_FILE_HEADER}\n10.0.0.1 100\n", "line 2: not an id, an end and a length"),
+        (f"{BANS_FILE_HEADER}\n10.0.0.1 1e9 1\n", "line 2: '1e9' is not a Unix time"),
+        (f"{BANS_FILE_HEADER}\n10.0.0.1 999999999999.5 1\n", "line 2: '999999999999.5' is past"),
+        (f"{BANS_FILE_HEADER}\n10.0.0.1 100 0\n", "line 2: '0' is not a ban's length"),
+        (f"{BANS_FILE_HEADER}\n10.0.0.1 100 99999999\n", "line 2: '99999999' is not a ban's"),
+        (f"{BANS_FILE_HEADER}\nnobody 100 1\n", "line 2: 'nobody' is no ban's id"),
+        (f"{BANS_FILE_HEADER}\nfe80::1%eth0 100 1\n", "line 2: 'fe80::1%eth0': a ban names no"),
+        (f"{BANS_FILE_HEADER}\n10.0.0.1 100 1\n10.0.0.1 200 1\n", "line 3: a second ban on 10"),
+        (f"{BANS_FILE_HEADER}\n10.0.0.1 100 1\n\n", "line 3: not an id, an end and a length"),
+        (f"{BANS_FILE_HEADER}\n10.0.0.é 100 1\n", "not ASCII"),
     ],
 )
 def test_a_bans_file_that_is_not_one_is_refused_naming_the_line(text: str, reason: str) -> None:
@@ -163,24 +177,32 @@ def test_a_bans_file_that_is_not_one_is_refused_naming_the_line(text: str, reaso
 
 def test_a_bans_file_holds_as_many_bans_as_the_list_and_no_more() -> None:
     bans = [
-        Ban((str(ipaddress.IPv6Address(n)), 65535), 0.0, MAX_WALL_TIME) for n in range(MAX_BANS)
+        Ban((str(ipaddress.IPv6Address(n)), 65535), 0.0, MAX_WALL_TIME, MAX_BAN_S)
+        for n in range(MAX_BANS)
     ]
     data = serialize_bans(bans)
     assert len(data) <= MAX_BANS_FILE_BYTES
     assert len(parse_bans(data)) == MAX_BANS
     with pytest.raises(ValueError, match=f"more than {MAX_BANS} bans"):
-        parse_bans(data + b"10.0.0.1 100\n")
+        parse_bans(data + b"10.0.0.1 100 1\n")
 
 
 def test_restored_bans_keep_their_end_and_those_that_ended_are_dropped() -> None:
     bans = BanList()
-    saved = [SavedBan("10.0.0.1", 1_000.0 + 600), SavedBan(("10.0.0.2", 1), 1_000.0)]
+    saved = [SavedBan("10.0.0.1", 1_000.0 + 600, 900), SavedBan(("10.0.0.2", 1), 1_000.0, 60)]
     assert bans.restore(saved, now=50.0, wall_now=1_000.0) == 1
     (ban,) = bans.active(50.0)
-    assert (ban.target, ban.until, ban.until_wall) == ("10.0.0.1", 650.0, 1_600.0)
-    # A clock set back does not make a ban longer than the longest.
-    bans.restore([SavedBan("10.0.0.3", 1_000.0 + 10 * MAX_BAN_S)], now=50.0, wall_now=1_000.0)
-    assert bans.active(50.0)[-1].until == 50.0 + MAX_BAN_S
+    assert (ban.target, ban.until, ban.until_wall, ban.seconds) == ("10.0.0.1", 650.0, 1_600.0, 900)
+
+
+def test_a_wall_clock_behind_at_the_start_stretches_no_ban() -> None:
+    """A host booting 30 days behind (before its time is set) made a ban of 600 s last
+    30 days from then, a monotonic deadline nothing shortened (found by review)."""
+    bans = BanList()
+    behind = 1_000.0 - 30 * 86_400
+    bans.restore([SavedBan("10.0.0.3", 1_000.0 + 600, 600)], now=50.0, wall_now=behind)
+    (ban,) = bans.active(50.0)
+    assert ban.until == 50.0 + 600
 
 
 def test_the_list_says_when_its_bans_change_and_not_when_one_ends() -> None:
@@ -195,7 +217,7 @@ def test_the_list_says_when_its_bans_change_and_not_when_one_ends() -> None:
     assert changes == [1, 1, 2]
     assert bans.lift("10.0.0.1", 6.0) is not None
     assert changes == [1, 1, 2, 0]
-    bans.restore([SavedBan("10.0.0.3", 100.0)], now=0.0, wall_now=0.0)
+    bans.restore([SavedBan("10.0.0.3", 100.0, 100.0)], now=0.0, wall_now=0.0)
     assert changes == [1, 1, 2, 0]  # what the file already holds
 
 

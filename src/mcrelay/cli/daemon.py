@@ -201,7 +201,8 @@ def _check_key_files(config: RelayConfig, env: Environment, any_owner: bool) -> 
         if SECURE in config.served_profiles:
             read_secure_key_file(config.secure_key_path, any_owner=any_owner)
             paths.append(config.secure_key_path)
-        read_bans_file(bans_file(config.key_file.parent), any_owner=any_owner)
+        if config.port:  # an ephemeral port's relay has a file of its own each time
+            read_bans_file(bans_file(config.key_file.parent, config.port), any_owner=any_owner)
     except (KeyFileError, BanFileError) as exc:
         raise UsageError(str(exc)) from None
     for path in paths:

@@ -10,7 +10,7 @@ import argparse
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.main import build_parser
 from mcrelay.cli.status import MEANINGS
-from mcrelay.daemon.banfile import BANS_FILE_NAME
+from mcrelay.daemon.banfile import BANS_FILE_PREFIX
 from mcrelay.settings.resolve import DEFAULT_CONFIG_FILE
 
 
@@ -27,9 +27,10 @@ def manual_parser() -> argparse.ArgumentParser:
         "the variable beats the settings file. \\fBMCRELAY_CONFIG\\fR names that file.",
         "files": f".TP\n.I {_roff(str(DEFAULT_CONFIG_FILE))}\n"
         "The daemon's settings, when it exists and no other file is given.\n"
-        f".TP\n.I {_roff(f'$STATE_DIRECTORY/{BANS_FILE_NAME}')}\n"
-        "The bans (\\fBmcrelay ban\\fR, a kick with a ban), kept across restarts, beside the "
-        "key files (the directory of \\fB\\-\\-key\\-file\\fR). A file the daemon cannot use "
+        f".TP\n.I {_roff(f'$STATE_DIRECTORY/{BANS_FILE_PREFIX}PORT')}\n"
+        "The bans (\\fBmcrelay ban\\fR, a kick with a ban) of the relay of that UDP port, kept "
+        "across restarts, beside the key files (the directory of \\fB\\-\\-key\\-file\\fR). "
+        "A file the daemon cannot use "
         "stops its start (exit 2); removing it lifts every ban.",
     }
     # argparse-manpage adds the sections it finds in this attribute.

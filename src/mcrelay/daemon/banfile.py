@@ -1,17 +1,22 @@
 """The relay's bans on disk, so that a restart (a crash, the watchdog, an upgrade) lifts
 none of them.
 
-The bans file (``bans`` in the state directory, beside the keys) is read at start as
+The bans file (``bans-PORT`` in the state directory, beside the keys: each relay of a
+machine has its own, where two sharing a state directory overwrote each other's,
+found by review) is read at start as
 the key files are: a private file (mode 0600, ours, no symbolic link, bounded); the
 bans that ended meanwhile are dropped. A file that cannot be used stops the start
 (exit 2): starting without it would lift every ban in silence. It is written again,
 whole and atomically, each time the bans change (a ban added, replaced or lifted; not
-when one ends), by one task, in a thread. A write that fails is logged (once a minute)
-and counted (``ban_writes_failed``) and tried again; the bans held in memory apply
-meanwhile.
+when one ends), by one task, in a thread, one write at a time (a write abandoned at
+stop still ends before the last one starts: the older one renamed last, found by
+review). A write that fails is logged (once a minute) and counted
+(``ban_writes_failed``) and tried again; the bans held in memory apply meanwhile. The
+last write, at stop, is always said when it fails: a restart will not have them.
 """
 
 import logging
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -24,7 +29,7 @@ from mcrelay.logs import once_a_minute
 
 log = logging.getLogger(__name__)
 
-BANS_FILE_NAME = "bans"
+BANS_FILE_PREFIX = "bans-"
 WHAT = "bans file"
 BAN_WRITE_RETRY_S = 10.0
 """How long after a failed write the file is written again (the bans changed or not)."""
@@ -36,8 +41,9 @@ class BanFileError(Exception):
     """The bans file cannot be used at start; the message names it and says what to do."""
 
 
-def bans_file(state_directory: Path) -> Path:
-    return state_directory / BANS_FILE_NAME
+def bans_file(state_directory: Path, port: int) -> Path:
+    """The bans file of the relay of UDP ``port`` (two relays of a machine: two ports)."""
+    return state_directory / f"{BANS_FILE_PREFIX}{port}"
 
 
 def read_bans_file(path: Path, *, any_owner: bool = False) -> list[SavedBan]:
@@ -69,6 +75,8 @@ class BanFile:
         self._failing = False
         self._wake = trio.Event()
         self._failure_lines = once_a_minute()
+        self._one_write = threading.Lock()
+        """Held by the thread writing: writes end in the order they began."""
 
     @classmethod
     async def open(cls, path: Path) -> "BanFile":
@@ -109,24 +117,32 @@ class BanFile:
             if self.behind:
                 with trio.move_on_after(LAST_WRITE_TIMEOUT_S) as last:
                     last.shield = True
-                    await self._write()
+                    await self._write(last=True)
+                if self.behind:  # failed, or not done in time: said, whatever said before
+                    log.error(
+                        "bans file %s does not hold the latest bans (%d in force): a "
+                        "restart will not keep them",
+                        self.path,
+                        len(self.bans.active(trio.current_time())),
+                    )
 
-    async def _write(self) -> bool:
+    async def _write(self, *, last: bool = False) -> bool:
         changes = self._changes
         data = serialize_bans(self.bans.active(trio.current_time()))
-        write = partial(replace_private_file, self.path, data, what=WHAT)
+        write = partial(self._write_in_turn, data)
         try:
             await trio.to_thread.run_sync(write, abandon_on_cancel=True)
-        except FileError as exc:
+        except Exception as exc:  # a file error, or a bug: the relay goes on either way
             self._failing = True
             self.write_failures += 1
             held = self._failure_lines.take(trio.current_time())
-            if held is not None:
+            if held is not None and not last:
                 more = f" ({held} more failed writes since the last line)" if held else ""
+                reason = exc if isinstance(exc, FileError) else f"bans file {self.path}: {exc!r}"
                 log.error(
                     "%s; the bans apply until the relay stops, but a restart would not "
                     "keep the latest (tried again every %g s)%s",
-                    exc,
+                    reason,
                     BAN_WRITE_RETRY_S,
                     more,
                 )
@@ -136,3 +152,7 @@ class BanFile:
             self._failing = False
             log.info("bans file %s written again", self.path)
         return True
+
+    def _write_in_turn(self, data: bytes) -> None:
+        with self._one_write:
+            replace_private_file(self.path, data, what=WHAT)
