@@ -648,7 +648,7 @@ async def test_config_check_reads_the_bans_file_as_the_daemon_would(tmp_path: Pa
     ],
 )
 async def test_one_profiles_variable_stops_no_command_of_the_other(
-    variable: str, value: str, other: str, profile: list[str]
+    variable: str, value: str, other: str, profile: list[str], tmp_path: Path
 ) -> None:
     """Exported for one profile, it refused every command of the other as if its flag
     were given, naming a flag nobody typed (found by review): the command goes on, here
@@ -656,6 +656,8 @@ async def test_one_profiles_variable_stops_no_command_of_the_other(
     console = Console(environ={variable: value})
     flags = ["--relay", "127.0.0.1", "--port", "9", "--interface", "127.0.0.1"]
     flags += ["--register-timeout", "0.2", *profile]
+    if profile:  # its own files, not the user's (two at once: the identity is in use)
+        flags += ["--identity-file", str(tmp_path / "id"), "--known-relays", str(tmp_path / "k")]
     assert await console.run("send", *flags, "x") == ExitStatus.UNREACHABLE
     flag = "--" + variable.removeprefix("MCRELAY_").lower().replace("_", "-")
     assert await console.run("send", *flags, flag, other, "x") == ExitStatus.USAGE  # typed
