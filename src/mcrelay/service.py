@@ -80,6 +80,8 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 2.0
 """After SIGTERM, how long messages already in flight may take to go out."""
+STREAMS_END_S = 0.5
+"""After them, at least this long for the event streams to send their last event."""
 STATUS_INTERVAL_S = 5.0
 RELOAD_TIMEOUT_S = 10.0
 """How long a reload may take to read its files before it is given up."""
@@ -454,8 +456,14 @@ async def _watchdog(relay: Relay, notifier: Notifier, interval_s: float) -> None
 
 
 async def _drain(relay: Relay, grace_s: float, scope: trio.CancelScope) -> None:
-    """Stop receiving; give the messages in flight ``grace_s`` to settle and go out."""
+    """Stop receiving; give the messages in flight ``grace_s`` to settle and go out; then
+    end the event streams in order (a last ``relay_stopping`` each), within the grace
+    left or STREAMS_END_S, whichever is longer."""
     relay.stop_receiving()
-    with trio.move_on_after(grace_s):
+    deadline = trio.current_time() + grace_s
+    with trio.move_on_at(deadline):
         await relay.drained.wait()
+    relay.events.close()
+    with trio.move_on_at(max(deadline, trio.current_time() + STREAMS_END_S)):
+        await relay.events.wait_ended()
     scope.cancel()

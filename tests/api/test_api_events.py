@@ -393,3 +393,26 @@ async def test_overflow_ids_keep_increasing_across_a_second_gap() -> None:
             ("overflow", 2),
         ]
         assert ids == [1, 2, 3, 4, 6, 7]
+
+
+async def test_closing_the_hub_ends_each_subscription_after_a_last_event() -> None:
+    """An orderly stop ends the streams whole (a daemon killed was not told apart from
+    one that stopped: found by review); the last event comes room or not."""
+    hub = EventHub(queue_events=2)
+    with hub.subscribe() as full, hub.subscribe() as idle:
+        for n in range(3):
+            hub.publish("dropped", n=n)
+        hub.close()
+        hub.publish("dropped", n=9)  # closed: nothing more
+        got = [event.kind async for event in full]
+        assert got == ["dropped", "dropped", "overflow", "relay_stopping"]
+        assert [event.kind async for event in idle] == [
+            "dropped",
+            "dropped",
+            "overflow",
+            "relay_stopping",
+        ]
+        with hub.subscribe() as late:  # one made after: told at once
+            assert [event.kind async for event in late] == ["relay_stopping"]
+    with trio.fail_after(1):
+        await hub.wait_ended()

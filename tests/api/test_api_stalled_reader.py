@@ -166,3 +166,17 @@ async def test_the_daemon_stops_while_a_reader_stalls_a_response(relay_key_file:
             with trio.move_on_after(WAIT_S):  # the grace is 0.5 s
                 await running.stopped.wait()
             assert running.stopped.is_set(), "the daemon did not stop"
+
+
+async def test_a_sigterm_ends_each_event_stream_whole_after_a_last_event(
+    relay_key_file: Path,
+) -> None:
+    """The streams were cut at stop as at a crash: a watcher could not tell the two
+    apart (found by review). The body ends with its last chunk, after relay_stopping."""
+    async with daemon_with_signals(relay_key_file, grace_s=0.5) as running:
+        async with api_client(running.daemon) as http, http.stream("GET", "/v1/events") as stream:
+            await wait_until(lambda: running.daemon.relay.events.subscribers == 1)
+            await running.signals.send(signal.SIGTERM)
+            body = b"".join([chunk async for chunk in stream.aiter_bytes()])  # ends, whole
+    assert body.startswith(b": mcrelay events\n\n")
+    assert b"event: relay_stopping\n" in body

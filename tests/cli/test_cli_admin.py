@@ -282,7 +282,12 @@ async def test_kick_unban_and_post_print_the_apis_json(relay_key_file: Path, key
             }
 
 
-async def test_events_ends_quietly_when_the_daemon_stops(relay_key_file: Path) -> None:
+@pytest.mark.parametrize("in_order", [True, False], ids=["in order", "cut"])
+async def test_events_tells_a_daemon_that_stops_from_a_stream_cut_short(
+    relay_key_file: Path, in_order: bool
+) -> None:
+    """A daemon killed ended 'events' with exit 0, as an orderly stop did (found by
+    review): one that stops in order ends the stream whole, after relay_stopping."""
     watcher = Console()
     statuses: list[ExitStatus] = []
 
@@ -293,7 +298,15 @@ async def test_events_ends_quietly_when_the_daemon_stops(relay_key_file: Path) -
         async with daemon_with_api(relay_key_file, "127.0.0.1:0") as (daemon, api):
             nursery.start_soon(watch, api)
             await wait_until(lambda: daemon.relay.events.subscribers == 1)
-    assert (statuses, watcher.stderr.getvalue()) == ([ExitStatus.OK], "")
+            if in_order:  # as the daemon's stop does, before the API goes
+                daemon.relay.events.close()
+                await daemon.relay.events.wait_ended()
+    if in_order:
+        assert (statuses, watcher.stderr.getvalue()) == ([ExitStatus.OK], "")
+        assert watcher.out_lines()[-1].endswith("the relay is stopping: no more events")
+    else:
+        assert statuses == [ExitStatus.UNREACHABLE]
+        assert_one_error_line(watcher, "was cut short: the daemon died or was stopped at once")
 
 
 async def test_kick_host_bans_every_port_of_the_host(relay_key_file: Path, keys: Keys) -> None:

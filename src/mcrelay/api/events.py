@@ -68,6 +68,9 @@ class EventFrames:
             self._starting.discard(self)
             yield b": mcrelay events\n\n"
             while True:
-                with trio.move_on_after(HEARTBEAT_S) as idle:
-                    event = await subscription.receive()
+                try:
+                    with trio.move_on_after(HEARTBEAT_S) as idle:
+                        event = await subscription.receive()
+                except trio.EndOfChannel:  # the relay stops in order: the body ends whole
+                    return
                 yield b": heartbeat\n\n" if idle.cancelled_caught else sse_frame(event)

@@ -102,8 +102,8 @@ class Api:
     async def events(self) -> AsyncGenerator[dict[str, Any], None]:
         """Follow ``/v1/events``; one dict per event, until the stream ends.
 
-        A daemon that stops closes the stream in the middle of its (endless) body: that
-        is the end of the events, not a failure to reach the daemon."""
+        A daemon that stops in order ends the stream whole, after a last
+        ``relay_stopping`` event; a stream cut short is :class:`ApiUnreachable`."""
         try:
             async with AsyncExitStack() as stack:
                 response: httpx.Response | None = None
@@ -132,7 +132,13 @@ class Api:
                             yield self._event("\n".join(data))
                             data, size = [], 0
                 except httpx.RemoteProtocolError:
-                    return  # closed before the end of the body
+                    # Cut before the end of its body: a daemon that stops in order ends
+                    # it whole; this one was killed, or the connection broke (it was
+                    # taken for an orderly stop, exit 0: found by review).
+                    raise ApiUnreachable(
+                        f"the event stream from {self.where} was cut short: the daemon "
+                        "died or was stopped at once, or the connection broke"
+                    ) from None
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
 

@@ -69,4 +69,5 @@ DESCRIBERS: dict[str, Callable[[Fields], str]] = {
     "message_relayed": _relayed,
     "dropped": _dropped,
     "overflow": _overflow,
+    "relay_stopping": lambda _fields: "the relay is stopping: no more events",
 }

@@ -8,6 +8,12 @@ not published one by one: once per ``drop_interval_s`` (while there are any) one
 events whose ``source`` is None. A subscriber whose queue is full misses events;
 where the gap is, it reads an ``overflow`` event saying how many it missed.
 
+When the relay stops in order (:meth:`EventHub.close`), every subscriber reads a last
+``relay_stopping`` event, room in its queue or not, after what it had queued, and its
+subscription ends: its stream ends whole, so a reader can tell an orderly stop from a
+stream cut short (a daemon killed, a broken connection), which it could not (found by
+review).
+
 Each event is encoded once, by the ``encoder`` the API gives the hub, whatever
 the number of subscribers.
 """
@@ -68,6 +74,8 @@ class Subscription:
     _gaps: deque[_Gap] = field(default_factory=deque)
     """Runs of missed events, oldest first, each after the queued event it follows."""
     _overflow_due: bool = False
+    _last: OperatorEvent | None = None
+    """The event read after the queue's end (``relay_stopping``), once."""
 
     @property
     def missed(self) -> int:
@@ -94,16 +102,30 @@ class Subscription:
             gap = self._gaps.popleft()
             # It stands where the first missed event stood, so ids still increase.
             return OperatorEvent(gap.first, "overflow", time.time(), {"missed": gap.missed})
-        event = await self.receive_channel.receive()
+        try:
+            event = await self.receive_channel.receive()
+        except trio.EndOfChannel:
+            if self._last is None:
+                raise
+            event, self._last = self._last, None
+            return event
         if self._gaps and event.id == self._gaps[0].after:
             self._overflow_due = True
         return event
+
+    def end(self, last: OperatorEvent) -> None:
+        """Queue no more: ``last`` is read after what is queued, then the end."""
+        self._last = last
+        self.send.close()
 
     def __aiter__(self) -> "Subscription":
         return self
 
     async def __anext__(self) -> OperatorEvent:
-        return await self.receive()
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
 
 
 class EventHub:
@@ -116,6 +138,9 @@ class EventHub:
         self._drops: dict[tuple[str, Address], int] = {}
         self._drops_by_reason: Counter[str] = Counter()
         self._drops_counted = trio.Event()
+        self.closed = False
+        self._ended = trio.Event()
+        """Set once closed and every subscription has ended."""
 
     @property
     def subscribers(self) -> int:
@@ -141,7 +166,7 @@ class EventHub:
         return event
 
     def publish(self, kind: str, **data: Any) -> None:
-        if not self._subscriptions:
+        if not self._subscriptions or self.closed:
             return
         event = self.make(kind, data)
         for subscription in self._subscriptions:
@@ -149,7 +174,7 @@ class EventHub:
 
     def dropped(self, reason: str, source: Address, count: int = 1) -> None:
         """Count drops for the next ``dropped`` events (only while someone subscribes)."""
-        if not self._subscriptions:
+        if not self._subscriptions or self.closed:
             return
         key = (reason, source)
         drops = self._drops
@@ -178,14 +203,35 @@ class EventHub:
         for reason, count in by_reason.items():
             self.publish("dropped", reason=reason, source=None, count=count, interval_s=interval_s)
 
+    def close(self) -> None:
+        """The relay stops in order: the drops counted so far are published, then every
+        subscription reads ``relay_stopping`` and ends (as does one made after)."""
+        if self.closed:
+            return
+        self.flush_drops()
+        self.closed = True
+        last = self.make("relay_stopping", {})
+        for subscription in self._subscriptions:
+            subscription.end(last)
+        if not self._subscriptions:
+            self._ended.set()
+
+    async def wait_ended(self) -> None:
+        """Until every subscription has ended, once closed."""
+        await self._ended.wait()
+
     @contextmanager
     def subscribe(self) -> Iterator[Subscription]:
         send, receive = trio.open_memory_channel[OperatorEvent](self._queue_events)
         subscription = Subscription(self, send, receive)
         self._subscriptions.append(subscription)
+        if self.closed:
+            subscription.end(self.make("relay_stopping", {}))
         try:
             yield subscription
         finally:
             self._subscriptions.remove(subscription)
             send.close()
             receive.close()
+            if self.closed and not self._subscriptions:
+                self._ended.set()
