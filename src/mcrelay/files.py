@@ -142,8 +142,11 @@ def _directories_on_the_way(path: Path, what: str) -> list[Path]:
     else:
         try:
             given = Path(os.getcwd()) / path  # not abspath: it drops a '..' from the text
-        except OSError as exc:  # the working directory was removed
-            raise FileError(f"cannot find {what} {path}: {exc.strerror}") from None
+        except OSError as exc:
+            raise FileError(
+                f"cannot find {what} {path}: the working directory it is in was removed "
+                f"({exc.strerror})"
+            ) from None
     found: list[Path] = []
     current = Path(given.anchor)
     parts = list(given.parts[1:])
@@ -251,11 +254,14 @@ def load_or_create_private_file(
 
 def write_new_private_file(path: Path, make: Callable[[], tuple[T, bytes]], *, what: str) -> T:
     """A new private file at ``path`` (mode 0600) holding what ``make`` returns, whose value
-    is returned; an existing file (or link, or anything) is never replaced."""
+    is returned; an existing file (or link, or anything) is never replaced. (``keygen``'s:
+    root may write it for the daemon's user, into a directory that user owns, as
+    systemd's StateDirectory; its directories' modes are asked, not their owners, as
+    ``config check`` run by root does: found by review.)"""
     if os.path.lexists(path):  # before making, which may be slow; the link below decides
         raise _exists(path, what)
     made, data = make()
-    if not create_private_file(path, data, what=what):
+    if not create_private_file(path, data, what=what, any_owner=os.geteuid() == 0):
         raise _exists(path, what)
     return made
 
@@ -266,12 +272,12 @@ def _exists(path: Path, what: str) -> FileError:
     return FileError(f"{what} {path} already exists; it is not replaced")
 
 
-def create_private_file(path: Path, data: bytes, *, what: str) -> bool:
+def create_private_file(path: Path, data: bytes, *, what: str, any_owner: bool = False) -> bool:
     """Write ``data`` to a new file at ``path``, mode 0600, making its directory (0700) if
     missing. It is written beside ``path`` and linked into place, so that no reader ever
     sees half of it and an existing file is never replaced: False, and nothing written,
     when ``path`` exists."""
-    partial = _write_beside(path, data, what)
+    partial = _write_beside(path, data, what, any_owner)
     try:
         os.link(partial, path)
         sync_directory(path.parent)
@@ -306,7 +312,7 @@ def make_private_directories(directory: Path) -> None:
     directory.mkdir(mode=0o700, exist_ok=True)
 
 
-def _write_beside(path: Path, data: bytes, what: str) -> Path:
+def _write_beside(path: Path, data: bytes, what: str, any_owner: bool = False) -> Path:
     """A new file in ``path``'s directory holding ``data``, synced; the caller moves it."""
     try:
         make_private_directories(path.parent)
@@ -314,10 +320,7 @@ def _write_beside(path: Path, data: bytes, what: str) -> Path:
         raise FileError(f"cannot create {what} {path}: {exc.filename} is not a directory") from None
     except OSError as exc:
         raise FileError(f"cannot create {what} {path}: {exc.strerror}") from None
-    # As the file will be read; root writes for the daemon's user too, into a directory
-    # that user owns (``sudo mcrelay keygen`` into systemd's StateDirectory), and asks
-    # only the modes there, as config check does (found by review).
-    require_trusted_directories(path, what, any_owner=os.geteuid() == 0)
+    require_trusted_directories(path, what, any_owner=any_owner)  # as the file will be read
     _remove_stale_partials(path)
     try:
         # mkstemp: mode 0600, O_EXCL and a random name, so no stale or planted file is reused.

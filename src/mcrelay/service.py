@@ -126,7 +126,13 @@ async def _serve(
         joining = await prepare_federation(config, sock.getsockname()[1])
         key = await load_key(config)
         secure_key = await load_secure_key(config)
-        ban_file = await BanFile.open(bans_file(config.key_file.parent, sock.getsockname()[1]))
+        # A relay of an ephemeral port (0: a test's, say) is another one at each start:
+        # its bans are its run's (a file per start only piled up: found by review).
+        ban_file = (
+            await BanFile.open(bans_file(config.key_file.parent, config.port))
+            if config.port
+            else None
+        )
         relay = Relay(config, sock, key, secure_key=secure_key, ban_file=ban_file)
         link = None if joining is None else federation_link(config, relay, joining)
         context = ApiContext(relay, config.api_token, time.time(), trio.current_time())

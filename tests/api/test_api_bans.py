@@ -1,6 +1,7 @@
 """``POST /v1/bans`` (a ban on an id connected or not), ``DELETE /v1/bans/{id}``'s
 errors, and bans kept across a restart of the daemon."""
 
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,14 @@ async def test_bans_outlive_a_restart_with_their_remaining_time(
     relay_key_file: Path, keys: Keys
 ) -> None:
     """Every ban was lifted by a restart: it lived in memory only (found by review)."""
-    async with api_daemon(relay_key_file) as api, peer_on("127.0.0.2", api.relay, keys[1]) as peer:
-        port = api.relay.address[1]
-        bans_file = bans_file_of(relay_key_file.parent, port)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # a port, free now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    bans_file = bans_file_of(relay_key_file.parent, port)
+    async with (
+        api_daemon(relay_key_file, port=port) as api,
+        peer_on("127.0.0.2", api.relay, keys[1]) as peer,
+    ):
         await peer.register()
         kicked = await api.http.delete(
             f"/v1/clients/{client_id(peer.address)}",

@@ -475,7 +475,11 @@ async def test_clients_paged_while_members_come_lists_each_once() -> None:
     ("argv", "stdin", "fragment"),
     [
         (["post", "-"], "x" * 40_000, "stdin holds over 32768 bytes; nothing was sent"),
-        (["post", "--lines"], "x" * 40_000, "a line of over 32768 bytes; it was not sent"),
+        (
+            ["post", "--lines"],
+            "x" * 40_000,
+            "a line of over 32768 bytes: it and the lines after it were not sent",
+        ),
         (["post", "x" * 40_000], "", "a message of 40000 bytes; at most 32768"),
     ],
 )

@@ -4,6 +4,7 @@ file's text."""
 import contextlib
 import ipaddress
 import re
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -49,7 +50,7 @@ def test_a_ban_lasts_a_year_at_most_whoever_asks() -> None:
     bans = BanList()
     ban = bans.ban("10.0.0.1", 1e300, now=0.0)
     assert ban.until == MAX_BAN_S
-    assert datetime.fromtimestamp(ban.until_wall, UTC).year < 9999
+    assert datetime.fromtimestamp(ban.until_wall(0.0, time.time()), UTC).year < 9999
     assert MAX_BAN_S == MAX_KICK_BAN_S
 
 
@@ -81,7 +82,7 @@ def test_a_ban_target_round_trips_through_its_id(
     ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int, host: bool
 ) -> None:
     target = str(ip) if host else (str(ip), port)
-    ban = Ban(target, 1.0, 1.0, 1.0)
+    ban = Ban(target, 1.0, 1.0)
     assert ban.scope == ("host" if host else "address")
     assert parse_ban_target(ban.id) == target
     if not host:
@@ -115,8 +116,8 @@ ban_targets = st.one_of(
 def test_the_bans_file_gives_back_each_ban_its_end_and_length(
     ends: dict[BanTarget, tuple[float, float]],
 ) -> None:
-    bans = [Ban(target, 0.0, until, seconds) for target, (until, seconds) in ends.items()]
-    saved = parse_bans(serialize_bans(bans))
+    bans = [Ban(target, until, seconds) for target, (until, seconds) in ends.items()]
+    saved = parse_bans(serialize_bans(bans, 0.0, 0.0))
     assert saved == [
         SavedBan(target, float(f"{until:.6f}"), float(f"{seconds:.6f}"))
         for target, (until, seconds) in ends.items()
@@ -177,10 +178,10 @@ def test_a_bans_file_that_is_not_one_is_refused_naming_the_line(text: str, reaso
 
 def test_a_bans_file_holds_as_many_bans_as_the_list_and_no_more() -> None:
     bans = [
-        Ban((str(ipaddress.IPv6Address(n)), 65535), 0.0, MAX_WALL_TIME, MAX_BAN_S)
+        Ban((str(ipaddress.IPv6Address(n)), 65535), MAX_WALL_TIME, MAX_BAN_S)
         for n in range(MAX_BANS)
     ]
-    data = serialize_bans(bans)
+    data = serialize_bans(bans, 0.0, 0.0)
     assert len(data) <= MAX_BANS_FILE_BYTES
     assert len(parse_bans(data)) == MAX_BANS
     with pytest.raises(ValueError, match=f"more than {MAX_BANS} bans"):
@@ -192,7 +193,25 @@ def test_restored_bans_keep_their_end_and_those_that_ended_are_dropped() -> None
     saved = [SavedBan("10.0.0.1", 1_000.0 + 600, 900), SavedBan(("10.0.0.2", 1), 1_000.0, 60)]
     assert bans.restore(saved, now=50.0, wall_now=1_000.0) == 1
     (ban,) = bans.active(50.0)
-    assert (ban.target, ban.until, ban.until_wall, ban.seconds) == ("10.0.0.1", 650.0, 1_600.0, 900)
+    assert (ban.target, ban.until, ban.seconds) == ("10.0.0.1", 650.0, 900)
+    assert ban.until_wall(50.0, 1_000.0) == 1_600.0
+
+
+def test_a_ban_is_written_with_its_end_on_the_wall_clock_of_the_write() -> None:
+    """Its Unix end was kept from when it began (or was restored): once a clock behind
+    was set right, the file got an end already past, and the next restart dropped a
+    ban with a day left (found by review)."""
+    bans = BanList()
+    behind = 1_000.0 - 2 * 86_400
+    bans.restore([SavedBan("10.9.9.1", 1_000.0 + 86_400, 86_400)], now=0.0, wall_now=behind)
+    bans.ban("10.9.9.3", 600.0, now=0.0)
+    data = serialize_bans(bans.active(3.0), now=3.0, wall_now=1_003.0)  # the clock set right
+    later = BanList()
+    assert later.restore(parse_bans(data), now=0.0, wall_now=1_010.0) == 2
+    assert {ban.id: ban.until for ban in later.active(0.0)} == {
+        "10.9.9.1": 86_400 - 10,
+        "10.9.9.3": 600 - 10,
+    }
 
 
 def test_a_wall_clock_behind_at_the_start_stretches_no_ban() -> None:

@@ -1,5 +1,6 @@
 """JSON shapes of the API: clients, bans, errors and timestamps."""
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,7 +45,7 @@ def ban_json(ban: Ban, now: float) -> dict[str, Any]:
     return {
         "id": ban.id,
         "scope": ban.scope,
-        "until": rfc3339(ban.until_wall),
+        "until": rfc3339(ban.until_wall(now, time.time())),
         "remaining_s": round(max(0.0, ban.until - now), 3),
     }
 

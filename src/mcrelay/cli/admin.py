@@ -372,7 +372,9 @@ def _line(env: Environment) -> str:
     try:
         return read_line(env.stdin, MAX_MESSAGE_BYTES)
     except LongLine:
-        raise UsageError(f"a line of over {MAX_MESSAGE_BYTES} bytes; it was not sent") from None
+        raise UsageError(
+            f"a line of over {MAX_MESSAGE_BYTES} bytes: it and the lines after it were not sent"
+        ) from None
 
 
 def _without_final_newline(text: str) -> str:

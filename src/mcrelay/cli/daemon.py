@@ -23,7 +23,13 @@ from mcrelay.cli.options import (
     port,
 )
 from mcrelay.cli.status import ExitStatus
-from mcrelay.daemon.banfile import BanFileError, bans_file, read_bans_file
+from mcrelay.daemon.banfile import (
+    BanFileError,
+    bans_file,
+    moved_warning,
+    other_ports_files,
+    read_bans_file,
+)
 from mcrelay.daemon.legacy.keyfile import KeyFileError, read_key_file
 from mcrelay.daemon.secure.keyfile import read_secure_key_file
 from mcrelay.federation.epoch import EpochFileError
@@ -201,8 +207,11 @@ def _check_key_files(config: RelayConfig, env: Environment, any_owner: bool) -> 
         if SECURE in config.served_profiles:
             read_secure_key_file(config.secure_key_path, any_owner=any_owner)
             paths.append(config.secure_key_path)
-        if config.port:  # an ephemeral port's relay has a file of its own each time
-            read_bans_file(bans_file(config.key_file.parent, config.port), any_owner=any_owner)
+        if config.port:  # an ephemeral port's relay keeps its bans in memory only
+            path = bans_file(config.key_file.parent, config.port)
+            read_bans_file(path, any_owner=any_owner)
+            if others := other_ports_files(path):
+                env.say(f"mcrelay: warning: {moved_warning(path, others)}")
     except (KeyFileError, BanFileError) as exc:
         raise UsageError(str(exc)) from None
     for path in paths:

@@ -15,7 +15,6 @@ one ends). The file I/O is the daemon's (``daemon/banfile.py``).
 import ipaddress
 import math
 import re
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -41,9 +40,10 @@ class TooManyBans(ValueError):
 class Ban:
     target: BanTarget
     until: float
-    """Monotonic time the ban ends."""
-    until_wall: float
-    """The same moment as Unix time, for display."""
+    """Monotonic time the ban ends: the one the relay keeps. Its Unix time is asked of
+    the wall clock when it is shown or written (:meth:`until_wall`): one kept from when
+    the ban began was wrong once the clock was set, and a restart then dropped the ban
+    (found by review)."""
     seconds: float
     """How long it was given for: what a wall clock behind at a restart cannot stretch."""
 
@@ -55,6 +55,10 @@ class Ban:
     @property
     def scope(self) -> str:
         return ban_scope(self.target)
+
+    def until_wall(self, now: float, wall_now: float) -> float:
+        """The Unix time it ends, ``now`` and ``wall_now`` being one moment on both clocks."""
+        return wall_now + (self.until - now)
 
 
 def ban_scope(target: BanTarget) -> str:
@@ -134,7 +138,7 @@ class BanList:
         when the list is full."""
         self.check_room([target], now)
         seconds = min(seconds, MAX_BAN_S)  # its date must stay a date
-        ban = Ban(target, now + seconds, time.time() + seconds, seconds)
+        ban = Ban(target, now + seconds, seconds)
         self._bans[target] = ban
         self._changed()
         return ban
@@ -149,9 +153,7 @@ class BanList:
         for each in saved:
             remaining_s = min(each.until_wall - wall_now, each.seconds, MAX_BAN_S)
             if remaining_s > 0 and len(self._bans) < MAX_BANS:
-                until_wall = wall_now + remaining_s
-                ban = Ban(each.target, now + remaining_s, until_wall, each.seconds)
-                self._bans[each.target] = ban
+                self._bans[each.target] = Ban(each.target, now + remaining_s, each.seconds)
                 taken += 1
         return taken
 
@@ -202,13 +204,13 @@ its length (16)."""
 MAX_BANS_FILE_BYTES = len(BANS_FILE_HEADER) + 1 + MAX_BANS * MAX_BAN_LINE_BYTES
 
 
-def serialize_bans(bans: Iterable[Ban]) -> bytes:
+def serialize_bans(bans: Iterable[Ban], now: float, wall_now: float) -> bytes:
     """The bans file's text: its header line, then a line per ban, its id, the Unix time
     it ends and how long it was given for, to the microsecond
     (``10.0.0.7 1795012345.125000 600.000000``)."""
     lines = [
         BANS_FILE_HEADER,
-        *(f"{ban.id} {ban.until_wall:.6f} {ban.seconds:.6f}" for ban in bans),
+        *(f"{ban.id} {ban.until_wall(now, wall_now):.6f} {ban.seconds:.6f}" for ban in bans),
     ]
     return "".join(f"{line}\n" for line in lines).encode("ascii")
 
