@@ -625,13 +625,24 @@ async def test_send_reads_stdin_within_bounds_before_any_goes(
     assert_one_error_line(console, fragment)
 
 
-async def test_config_check_says_a_bans_file_of_another_port(tmp_path: Path) -> None:
+async def check_beside_bans_file(tmp_path: Path, mode: int, port: int) -> Console:
+    """``config check`` for ``port`` with a bans file of port 5007 of ``mode`` beside."""
     bans = bans_file(tmp_path, 5007)
     bans.write_text("mcrelay-bans 1\n10.0.0.7 1795012345.125 600\n")
-    bans.chmod(0o600)
+    bans.chmod(mode)
     check = Console()
-    argv = ["config", "check", "--key-file", str(tmp_path / "k.pem"), "--port", "5008"]
-    assert await check.run(*argv) == 0
+    argv = ["config", "check", "--key-file", str(tmp_path / "k.pem"), "--port", str(port)]
+    await check.run(*argv)
+    return check
+
+
+async def test_config_check_says_a_bans_file_of_another_port(tmp_path: Path) -> None:
+    check = await check_beside_bans_file(tmp_path, 0o600, 5008)
+    assert check.out_lines()[0].endswith("all settings valid")
+    assert check.err_lines() == [
+        "mcrelay: warning: no bans file bans-5008 for this port, but bans-5007 beside it: if "
+        "this relay took the place of that port's, stop it and rename the file to bans-5008"
+    ]
     assert check.err_lines() == [
         "mcrelay: warning: no bans file bans-5008 for this port, but bans-5007 beside it: if "
         "this relay took the place of that port's, stop it and rename the file to bans-5008"
@@ -639,13 +650,8 @@ async def test_config_check_says_a_bans_file_of_another_port(tmp_path: Path) -> 
 
 
 async def test_config_check_reads_the_bans_file_as_the_daemon_would(tmp_path: Path) -> None:
-    bans = bans_file(tmp_path, 5007)
-    bans.write_text("mcrelay-bans 1\n10.0.0.7 1795012345.125 600\n")
-    bans.chmod(0o644)
-    check = Console()
-    argv = ["config", "check", "--key-file", str(tmp_path / "k.pem"), "--port", "5007"]
-    assert await check.run(*argv) == 2
-    assert_one_error_line(check, f"bans file {bans} has mode 0644")
+    check = await check_beside_bans_file(tmp_path, 0o644, 5007)
+    assert_one_error_line(check, f"bans file {bans_file(tmp_path, 5007)} has mode 0644")
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,19 @@ def write_bans(path: Path, *lines: str, mode: int = 0o600) -> Path:
     return path
 
 
+def failing_writes(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """The file's writes fail (a full disk) while the returned flag is true."""
+    failing = [True]
+
+    def write(path: Path, data: bytes, what: str) -> None:
+        if failing[0]:
+            raise FileError(f"cannot write {what} {path}: No space left on device")
+        path.write_bytes(data)
+
+    monkeypatch.setattr(banfile, "replace_private_file", write)
+    return failing
+
+
 def saved_in(path: Path) -> list[SavedBan]:
     return parse_bans(path.read_bytes())
 
@@ -124,14 +137,7 @@ async def test_a_last_write_that_fails_at_the_stop_is_said_always(
     last one, at stop: the operator's last word was 'written again' (found by review)."""
     caplog.set_level(logging.INFO, logger=banfile.__name__)
     monkeypatch.setattr(banfile, "BAN_WRITE_RETRY_S", HOUR_S)
-    failing = [True]
-
-    def write(path: Path, data: bytes, what: str) -> None:
-        if failing[0]:
-            raise FileError(f"cannot write {what} {path}: No space left on device")
-        path.write_bytes(data)
-
-    monkeypatch.setattr(banfile, "replace_private_file", write)
+    failing_writes(monkeypatch)
     ban_file = await BanFile.open(tmp_path / "bans")
     async with trio.open_nursery() as nursery:
         await nursery.start(ban_file.run)
@@ -281,13 +287,7 @@ async def test_a_failure_after_a_success_is_said_at_once(
     word while the file fell behind again (found by review)."""
     caplog.set_level(logging.INFO, logger=banfile.__name__)
     monkeypatch.setattr(banfile, "BAN_WRITE_RETRY_S", RETRY_S)
-    failing = [True]
-
-    def write(path: Path, data: bytes, what: str) -> None:
-        if failing[0]:
-            raise FileError(f"cannot write {what} {path}: No space left on device")
-
-    monkeypatch.setattr(banfile, "replace_private_file", write)
+    failing = failing_writes(monkeypatch)
     ban_file = await BanFile.open(tmp_path / "bans")
     async with trio.open_nursery() as nursery:
         await nursery.start(ban_file.run)
