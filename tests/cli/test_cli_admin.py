@@ -2,6 +2,8 @@
 
 import functools
 import json
+import socket
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -491,3 +493,38 @@ async def test_stdin_is_read_at_most_a_message_at_a_time(
     console = Console(stdin_text=stdin)
     assert await console.run(*argv, "--api", "127.0.0.1:9") == ExitStatus.USAGE
     assert_one_error_line(console, fragment)
+
+
+@asynccontextmanager
+async def event_stream_that(ends: str) -> AsyncIterator[str]:
+    """A stand-in API whose event stream sends one event, then ends ``whole`` (its last
+    chunk, no relay_stopping: a proxy's end) or ``reset`` (a TCP reset)."""
+    head = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    frame = b'event: client_left\ndata: {"event": "client_left", "client": "x"}\n\n'
+    chunk = b"%x\r\n%s\r\n" % (len(frame), frame)
+
+    async def serve(stream: trio.SocketStream) -> None:
+        await stream.receive_some()
+        await stream.send_all(head + chunk + (b"0\r\n\r\n" if ends == "whole" else b""))
+        if ends == "reset":
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        serving = functools.partial(trio.serve_tcp, serve, 0, host="127.0.0.1")
+        (listener,) = await nursery.start(serving)
+        yield f"127.0.0.1:{listener.socket.getsockname()[1]}"
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("ends", ["whole", "reset"])
+async def test_events_ended_without_the_daemons_word_is_a_stream_cut_short(ends: str) -> None:
+    """A body that ended whole without relay_stopping (a proxy's) exited 0, and a reset
+    said 'cannot reach the daemon's API' after events were shown (found by review)."""
+    async with event_stream_that(ends) as api:
+        watcher = Console()
+        assert await watcher.run("events", "--api", api) == ExitStatus.UNREACHABLE
+    assert len(watcher.out_lines()) == 1
+    assert_one_error_line(watcher, "was cut short: the daemon died or was stopped at once")

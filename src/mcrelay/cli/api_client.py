@@ -121,6 +121,7 @@ class Api:
                     raise ApiError(status, _error_message(status, bytes(body[:MAX_EVENT_BYTES])))
                 data: list[str] = []
                 size = 0
+                last = ""
                 try:
                     async for line in self._lines(response):
                         if line.startswith("data:"):
@@ -129,18 +130,25 @@ class Api:
                             if size > MAX_EVENT_BYTES:
                                 raise self._too_long()
                         elif not line and data:
-                            yield self._event("\n".join(data))
+                            event = self._event("\n".join(data))
+                            last = str(event.get("event"))
+                            yield event
                             data, size = [], 0
-                except httpx.RemoteProtocolError:
-                    # Cut before the end of its body: a daemon that stops in order ends
-                    # it whole; this one was killed, or the connection broke (it was
-                    # taken for an orderly stop, exit 0: found by review).
-                    raise ApiUnreachable(
-                        f"the event stream from {self.where} was cut short: the daemon "
-                        "died or was stopped at once, or the connection broke"
-                    ) from None
+                except (httpx.RemoteProtocolError, httpx.ReadError):
+                    raise self._cut() from None
+                # Cut before the end of its body, reset, or ended by a proxy without the
+                # daemon's word: not an orderly stop (each was taken for one, exit 0:
+                # found by review, twice).
+                if last != "relay_stopping":
+                    raise self._cut()
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
+
+    def _cut(self) -> ApiUnreachable:
+        return ApiUnreachable(
+            f"the event stream from {self.where} was cut short: the daemon died or was "
+            "stopped at once, or the connection broke"
+        )
 
     async def _lines(self, response: httpx.Response) -> AsyncGenerator[str, None]:
         """The stream's lines, each at most :data:`MAX_EVENT_BYTES` (httpx's own line
