@@ -36,6 +36,12 @@ BAN_WRITE_RETRY_S = 10.0
 """How long after a failed write the file is written again (the bans changed or not)."""
 LAST_WRITE_TIMEOUT_S = 2.0
 """At stop, how long the last write of bans changed just before may take."""
+CLOCK_CHECK_S = 60.0
+"""How often the wall clock is compared with the monotonic one, while bans are held."""
+CLOCK_STEP_S = 1.0
+"""A wall clock moved by more than this since the last write is written again: the file
+holds Unix ends, and one set right (behind at boot, say) left ends already past in it,
+which the next restart dropped (found by review)."""
 
 
 class BanFileError(Exception):
@@ -102,6 +108,8 @@ class BanFile:
         self._failure_lines = once_a_minute()
         self._one_write = threading.Lock()
         """Held by the thread writing: writes end in the order they began."""
+        self._written_offset: float | None = None
+        """The wall clock less the monotonic one at the last write."""
 
     @classmethod
     async def open(cls, path: Path) -> "BanFile":
@@ -111,6 +119,10 @@ class BanFile:
         if others:
             log.warning("%s", moved_warning(path, others))
         ban_file = cls(path)
+        if not await trio.to_thread.run_sync(os.path.lexists, path):
+            # Written at once, empty: a relay of this port that never banned is then not
+            # taken for one moved from another port at its next start (found by review).
+            ban_file._changed()
         taken = ban_file.bans.restore(saved, trio.current_time(), time.time())
         if saved:
             log.info(
@@ -130,19 +142,32 @@ class BanFile:
         """The file does not hold the latest bans yet (being written, or failing)."""
         return self._written < self._changes
 
+    def _clock_moved(self) -> bool:
+        """The wall clock moved (by more than CLOCK_STEP_S) since the last write, and the
+        file holds bans in force, whose Unix ends it then tells wrong."""
+        now = trio.current_time()
+        return (
+            self._written_offset is not None
+            and abs(time.time() - now - self._written_offset) > CLOCK_STEP_S
+            and bool(self.bans.active(now))
+        )
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Write the file whenever the bans changed; at stop, once more if they changed
-        since (within :data:`LAST_WRITE_TIMEOUT_S`)."""
+        """Write the file whenever the bans changed, or the wall clock moved; at stop,
+        once more if either happened since (within :data:`LAST_WRITE_TIMEOUT_S`)."""
         task_status.started()
         try:
             while True:
-                await self._wake.wait()
+                with trio.move_on_after(CLOCK_CHECK_S):
+                    await self._wake.wait()
+                if not self._wake.is_set() and not self._clock_moved():
+                    continue
                 self._wake = trio.Event()
                 if not await self._write():
                     await trio.sleep(BAN_WRITE_RETRY_S)
                     self._wake.set()
         finally:
-            if self.behind:
+            if self.behind or self._clock_moved():
                 with trio.move_on_after(LAST_WRITE_TIMEOUT_S) as last:
                     last.shield = True
                     await self._write(last=True)
@@ -156,8 +181,8 @@ class BanFile:
 
     async def _write(self, *, last: bool = False) -> bool:
         changes = self._changes
-        now = trio.current_time()
-        data = serialize_bans(self.bans.active(now), now, time.time())
+        now, wall_now = trio.current_time(), time.time()
+        data = serialize_bans(self.bans.active(now), now, wall_now)
         write = partial(self._write_in_turn, data)
         try:
             await trio.to_thread.run_sync(write, abandon_on_cancel=True)
@@ -177,6 +202,7 @@ class BanFile:
                 )
             return False
         self._written = changes
+        self._written_offset = wall_now - now
         if self._failing:
             self._failing = False
             log.info("bans file %s written again", self.path)
