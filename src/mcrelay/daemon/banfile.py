@@ -3,14 +3,15 @@ none of them.
 
 The bans file (``bans-PORT`` in the state directory, beside the keys: each relay of a
 machine has its own, where two sharing a state directory overwrote each other's,
-found by review) is read at start as
-the key files are: a private file (mode 0600, ours, no symbolic link, bounded); the
-bans that ended meanwhile are dropped. A file that cannot be used stops the start
-(exit 2): starting without it would lift every ban in silence. It is written again,
+found by review) is read at start as the key files are: a private file (mode 0600,
+ours, no symbolic link, bounded); the bans that ended meanwhile are dropped. A file
+that cannot be used stops the start (exit 2): starting without it would lift every ban
+in silence. A port's file is written at its first start, empty. It is written again,
 whole and atomically, each time the bans change (a ban added, replaced or lifted; not
-when one ends), by one task, in a thread, one write at a time (a write abandoned at
-stop still ends before the last one starts: the older one renamed last, found by
-review). A write that fails is logged (once a minute) and counted
+when one ends), and when the wall clock moved against the monotonic one while bans are
+in force (the file holds Unix ends), by one task, in a thread, one write at a time (a
+write abandoned at stop still ends before the last one starts: the older one renamed
+last, found by review). A write that fails is logged (once a minute) and counted
 (``ban_writes_failed``) and tried again; the bans held in memory apply meanwhile. The
 last write, at stop, is always said when it fails: a restart will not have them.
 """
