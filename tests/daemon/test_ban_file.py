@@ -150,8 +150,8 @@ async def test_a_last_write_that_fails_at_the_stop_is_said_always(
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 2
     assert errors[1] == (
-        f"bans file {tmp_path / 'bans'} does not hold the latest bans (2 in force): a restart "
-        "will not keep them"
+        f"bans file {tmp_path / 'bans'} does not hold the latest bans (2 in force now): a "
+        "restart will find the list it holds"
     )
 
 
@@ -359,3 +359,57 @@ async def test_a_relay_that_never_banned_is_not_taken_for_one_moved_at_its_next_
             nursery.cancel_scope.cancel()
     assert len(caplog.messages) == 1
     assert saved_in(bans_file(tmp_path, 5008)) == []
+
+
+async def test_a_first_empty_file_that_cannot_be_written_is_said_once_not_counted(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A state directory the daemon may not write: its first start's empty file was
+    counted and retried, an error each minute for ever and one at each stop, with no
+    ban at risk (found by review)."""
+    tries: list[bytes] = []
+
+    def write(path: Path, data: bytes, what: str) -> None:
+        tries.append(data)
+        raise FileError(f"cannot create {what} {path}: Permission denied")
+
+    monkeypatch.setattr(banfile, "replace_private_file", write)
+    ban_file = await BanFile.open(tmp_path / "bans")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ban_file.run)
+        await trio.sleep(600.0)
+        nursery.cancel_scope.cancel()
+    assert (len(tries), ban_file.write_failures) == (1, 0)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "WARNING",
+            f"cannot create bans file {tmp_path / 'bans'}: Permission denied; a ban made "
+            "later may not outlive a restart",
+        )
+    ]
+
+
+async def test_a_clocks_rewrite_that_fails_at_the_stop_is_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was silent: the failure line is held at stop, and the stop's own line asked
+    only whether the bans had changed (found by review)."""
+    offset = [0.0]
+    monkeypatch.setattr(banfile, "time", SimpleNamespace(time=lambda: time.time() + offset[0]))
+    path = tmp_path / "bans"
+    ban_file = await BanFile.open(path)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ban_file.run)
+        ban_file.bans.ban("10.0.0.7", HOUR_S, trio.current_time())
+        await wait_until(lambda: path.exists() and len(saved_in(path)) == 1)
+        failing_writes(monkeypatch)
+        offset[0] = 3600.0
+        nursery.cancel_scope.cancel()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [
+        f"bans file {path} does not hold the latest bans (1 in force now): a restart will "
+        "find the list it holds"
+    ]

@@ -111,6 +111,8 @@ class BanFile:
         """Held by the thread writing: writes end in the order they began."""
         self._written_offset: float | None = None
         """The wall clock less the monotonic one at the last write."""
+        self._first = False
+        """No file yet: one, empty, is written at the start of :meth:`run`."""
 
     @classmethod
     async def open(cls, path: Path) -> "BanFile":
@@ -120,10 +122,9 @@ class BanFile:
         if others:
             log.warning("%s", moved_warning(path, others))
         ban_file = cls(path)
-        if not await trio.to_thread.run_sync(os.path.lexists, path):
-            # Written at once, empty: a relay of this port that never banned is then not
-            # taken for one moved from another port at its next start (found by review).
-            ban_file._changed()
+        # Written at once, empty: a relay of this port that never banned is then not taken
+        # for one moved from another port at its next start (found by review).
+        ban_file._first = not await trio.to_thread.run_sync(os.path.lexists, path)
         taken = ban_file.bans.restore(saved, trio.current_time(), time.time())
         if saved:
             log.info(
@@ -158,6 +159,8 @@ class BanFile:
         once more if either happened since (within :data:`LAST_WRITE_TIMEOUT_S`)."""
         task_status.started()
         try:
+            if self._first:
+                await self._write_first()
             while True:
                 with trio.move_on_after(CLOCK_CHECK_S):
                     await self._wake.wait()
@@ -172,13 +175,27 @@ class BanFile:
                 with trio.move_on_after(LAST_WRITE_TIMEOUT_S) as last:
                     last.shield = True
                     await self._write(last=True)
-                if self.behind:  # failed, or not done in time: said, whatever said before
+                # Failed, or not done in time: said, whatever was said before (a clock's
+                # rewrite too: found by review).
+                if self.behind or self._clock_moved():
                     log.error(
-                        "bans file %s does not hold the latest bans (%d in force): a "
-                        "restart will not keep them",
+                        "bans file %s does not hold the latest bans (%d in force now): a "
+                        "restart will find the list it holds",
                         self.path,
                         len(self.bans.active(trio.current_time())),
                     )
+
+    async def _write_first(self) -> None:
+        """The empty file of a port's first start: tried once, and said once if it fails
+        (a state directory the daemon may not write, say), as a warning, not counted: no
+        ban is at risk yet, and the first ban's write says what it must (it was counted
+        and retried, an error each minute for ever: found by review)."""
+        now, wall_now = trio.current_time(), time.time()
+        data = serialize_bans([], now, wall_now)
+        try:
+            await trio.to_thread.run_sync(self._write_in_turn, data, abandon_on_cancel=True)
+        except Exception as exc:
+            log.warning("%s; a ban made later may not outlive a restart", exc)
 
     async def _write(self, *, last: bool = False) -> bool:
         changes = self._changes
