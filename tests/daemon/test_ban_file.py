@@ -41,6 +41,19 @@ def failing_writes(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return failing
 
 
+def shifted_wall_clock(monkeypatch: pytest.MonkeyPatch, offset_s: float) -> list[float]:
+    """The bans file's wall clock, the real one plus the returned list's one value."""
+    offset = [offset_s]
+    monkeypatch.setattr(banfile, "time", SimpleNamespace(time=lambda: time.time() + offset[0]))
+    return offset
+
+
+async def banned_and_written(ban_file: BanFile, path: Path) -> None:
+    """10.0.0.7 banned for an hour, once the file holds it."""
+    ban_file.bans.ban("10.0.0.7", HOUR_S, trio.current_time())
+    await wait_until(lambda: path.exists() and len(saved_in(path)) == 1)
+
+
 def saved_in(path: Path) -> list[SavedBan]:
     return parse_bans(path.read_bytes())
 
@@ -313,15 +326,13 @@ async def test_a_wall_clock_set_right_writes_the_file_again(
     """Written only when the bans changed, the file kept the ends of a clock a day behind
     once it was set right, and the next restart dropped a ban with an hour left (found
     by review). A step of the wall clock is written again, at the next check or the stop."""
-    offset = [-86_400.0]
-    monkeypatch.setattr(banfile, "time", SimpleNamespace(time=lambda: time.time() + offset[0]))
+    offset = shifted_wall_clock(monkeypatch, -86_400.0)
     monkeypatch.setattr(banfile, "CLOCK_CHECK_S", 0.01)
     path = tmp_path / "bans"
     ban_file = await BanFile.open(path)
     async with trio.open_nursery() as nursery:
         await nursery.start(ban_file.run)
-        ban_file.bans.ban("10.0.0.7", HOUR_S, trio.current_time())
-        await wait_until(lambda: path.exists() and len(saved_in(path)) == 1)
+        await banned_and_written(ban_file, path)
         assert saved_in(path)[0].until_wall < time.time()  # as the clock behind says
         offset[0] = 0.0  # set right
         await wait_until(lambda: saved_in(path)[0].until_wall > time.time() + HOUR_S - 60)
@@ -331,14 +342,12 @@ async def test_a_wall_clock_set_right_writes_the_file_again(
 async def test_a_step_just_before_the_stop_is_written_at_the_stop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    offset = [-86_400.0]
-    monkeypatch.setattr(banfile, "time", SimpleNamespace(time=lambda: time.time() + offset[0]))
+    offset = shifted_wall_clock(monkeypatch, -86_400.0)
     path = tmp_path / "bans"
     ban_file = await BanFile.open(path)
     async with trio.open_nursery() as nursery:
         await nursery.start(ban_file.run)
-        ban_file.bans.ban("10.0.0.7", HOUR_S, trio.current_time())
-        await wait_until(lambda: path.exists() and len(saved_in(path)) == 1)
+        await banned_and_written(ban_file, path)
         offset[0] = 0.0
         nursery.cancel_scope.cancel()
     assert saved_in(path)[0].until_wall > time.time() + HOUR_S - 60
@@ -397,14 +406,12 @@ async def test_a_clocks_rewrite_that_fails_at_the_stop_is_said(
 ) -> None:
     """It was silent: the failure line is held at stop, and the stop's own line asked
     only whether the bans had changed (found by review)."""
-    offset = [0.0]
-    monkeypatch.setattr(banfile, "time", SimpleNamespace(time=lambda: time.time() + offset[0]))
+    offset = shifted_wall_clock(monkeypatch, 0.0)
     path = tmp_path / "bans"
     ban_file = await BanFile.open(path)
     async with trio.open_nursery() as nursery:
         await nursery.start(ban_file.run)
-        ban_file.bans.ban("10.0.0.7", HOUR_S, trio.current_time())
-        await wait_until(lambda: path.exists() and len(saved_in(path)) == 1)
+        await banned_and_written(ban_file, path)
         failing_writes(monkeypatch)
         offset[0] = 3600.0
         nursery.cancel_scope.cancel()
