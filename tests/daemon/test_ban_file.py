@@ -420,3 +420,49 @@ async def test_a_clocks_rewrite_that_fails_at_the_stop_is_said(
         f"bans file {path} does not hold the latest bans (1 in force now): a restart will "
         "find the list it holds"
     ]
+
+
+async def test_a_file_behind_on_no_ban_in_force_is_not_retried_nor_said_at_stop(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """No file could be written, a ban was made and lifted: every 10 s a write, each
+    minute an error, and one at stop, though a restart lost nothing (found by review)."""
+    tries: list[bytes] = []
+
+    def write(path: Path, data: bytes, what: str) -> None:
+        tries.append(data)
+        raise FileError(f"cannot create {what} {path}: Permission denied")
+
+    monkeypatch.setattr(banfile, "replace_private_file", write)
+    ban_file = await BanFile.open(tmp_path / "bans")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ban_file.run)
+        ban_file.bans.ban("10.0.0.7", HOUR_S, trio.current_time())
+        await wait_until(lambda: ban_file.write_failures == 1)
+        ban_file.bans.lift("10.0.0.7", trio.current_time())
+        await trio.sleep(600.0)
+        nursery.cancel_scope.cancel()
+    assert len(tries) <= 4  # the first start's, the ban's, the lift's, one retry at most
+    stops = [m for m in caplog.messages if "does not hold the latest bans" in m]
+    assert stops == []
+
+
+async def test_a_first_write_broken_by_a_bug_names_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def write(path: Path, data: bytes, what: str) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(banfile, "replace_private_file", write)
+    ban_file = await BanFile.open(tmp_path / "bans")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ban_file.run)
+        await wait_until(lambda: bool(caplog.messages))
+        nursery.cancel_scope.cancel()
+    assert caplog.messages == [
+        f"bans file {tmp_path / 'bans'}: RuntimeError('boom'); a ban made later may not "
+        "outlive a restart"
+    ]

@@ -12,11 +12,14 @@ when one ends), and when the wall clock moved against the monotonic one while ba
 in force (the file holds Unix ends), by one task, in a thread, one write at a time (a
 write abandoned at stop still ends before the last one starts: the older one renamed
 last, found by review). A write that fails is logged (once a minute) and counted
-(``ban_writes_failed``) and tried again; the bans held in memory apply meanwhile. The
-last write, at stop, is always said when it fails: a restart will not have them.
+(``ban_writes_failed``) and tried again while a restart would find other bans in force
+than now (none in force, and none in the file: nothing to lose); the bans held in
+memory apply meanwhile. The last write, at stop, is always said when it fails and a
+restart would find other bans in force.
 """
 
 import logging
+import math
 import os
 import threading
 import time
@@ -113,6 +116,8 @@ class BanFile:
         """The wall clock less the monotonic one at the last write."""
         self._first = False
         """No file yet: one, empty, is written at the start of :meth:`run`."""
+        self._written_until = -math.inf
+        """When the last of the bans the file holds ends (monotonic; none: -inf)."""
 
     @classmethod
     async def open(cls, path: Path) -> "BanFile":
@@ -125,7 +130,11 @@ class BanFile:
         # Written at once, empty: a relay of this port that never banned is then not taken
         # for one moved from another port at its next start (found by review).
         ban_file._first = not await trio.to_thread.run_sync(os.path.lexists, path)
-        taken = ban_file.bans.restore(saved, trio.current_time(), time.time())
+        now = trio.current_time()
+        taken = ban_file.bans.restore(saved, now, time.time())
+        ban_file._written_until = max(
+            (ban.until for ban in ban_file.bans.active(now)), default=-math.inf
+        )
         if saved:
             log.info(
                 "bans file %s: %d bans in force, %d ended meanwhile",
@@ -143,6 +152,14 @@ class BanFile:
     def behind(self) -> bool:
         """The file does not hold the latest bans yet (being written, or failing)."""
         return self._written < self._changes
+
+    def _at_risk(self) -> bool:
+        """A restart would find other bans in force than now: the file is behind, and a
+        ban is in force now or one it holds still is (a lift unwritten). A file behind
+        on bans all ended, or on none (never written), loses nothing: it was retried
+        and said for ever (found by review)."""
+        now = trio.current_time()
+        return self.behind and (bool(self.bans.active(now)) or self._written_until > now)
 
     def _clock_moved(self) -> bool:
         """The wall clock moved (by more than CLOCK_STEP_S) since the last write, and the
@@ -169,15 +186,16 @@ class BanFile:
                 self._wake = trio.Event()
                 if not await self._write():
                     await trio.sleep(BAN_WRITE_RETRY_S)
-                    self._wake.set()
+                    if self._at_risk() or self._clock_moved():
+                        self._wake.set()
         finally:
-            if self.behind or self._clock_moved():
+            if self._at_risk() or self._clock_moved():
                 with trio.move_on_after(LAST_WRITE_TIMEOUT_S) as last:
                     last.shield = True
                     await self._write(last=True)
                 # Failed, or not done in time: said, whatever was said before (a clock's
                 # rewrite too: found by review).
-                if self.behind or self._clock_moved():
+                if self._at_risk() or self._clock_moved():
                     log.error(
                         "bans file %s does not hold the latest bans (%d in force now): a "
                         "restart will find the list it holds",
@@ -195,12 +213,13 @@ class BanFile:
         try:
             await trio.to_thread.run_sync(self._write_in_turn, data, abandon_on_cancel=True)
         except Exception as exc:
-            log.warning("%s; a ban made later may not outlive a restart", exc)
+            log.warning("%s; a ban made later may not outlive a restart", self._reason(exc))
 
     async def _write(self, *, last: bool = False) -> bool:
         changes = self._changes
         now, wall_now = trio.current_time(), time.time()
-        data = serialize_bans(self.bans.active(now), now, wall_now)
+        written = self.bans.active(now)
+        data = serialize_bans(written, now, wall_now)
         write = partial(self._write_in_turn, data)
         try:
             await trio.to_thread.run_sync(write, abandon_on_cancel=True)
@@ -210,17 +229,17 @@ class BanFile:
             held = self._failure_lines.take(trio.current_time())
             if held is not None and not last:
                 more = f" ({held} more failed writes since the last line)" if held else ""
-                reason = exc if isinstance(exc, FileError) else f"bans file {self.path}: {exc!r}"
                 log.error(
                     "%s; the bans apply until the relay stops, but a restart would not "
                     "keep the latest (tried again every %g s)%s",
-                    reason,
+                    self._reason(exc),
                     BAN_WRITE_RETRY_S,
                     more,
                 )
             return False
         self._written = changes
         self._written_offset = wall_now - now
+        self._written_until = max((ban.until for ban in written), default=-math.inf)
         if self._failing:
             self._failing = False
             log.info("bans file %s written again", self.path)
@@ -228,6 +247,11 @@ class BanFile:
             # (it left 'written again' as the last word: found by review).
             self._failure_lines = once_a_minute()
         return True
+
+    def _reason(self, exc: Exception) -> object:
+        """What a failed write says: the file error's own words, else the file and the
+        exception (a bug)."""
+        return exc if isinstance(exc, FileError) else f"bans file {self.path}: {exc!r}"
 
     def _write_in_turn(self, data: bytes) -> None:
         with self._one_write:
