@@ -54,6 +54,20 @@ async def banned_and_written(ban_file: BanFile, path: Path) -> None:
     await wait_until(lambda: path.exists() and len(saved_in(path)) == 1)
 
 
+def refused_writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every write refused (a directory the daemon may not write), each one's data kept;
+    retries 10 ms apart, in real time (the writes run in threads)."""
+    tries: list[bytes] = []
+
+    def write(path: Path, data: bytes, what: str) -> None:
+        tries.append(data)
+        raise FileError(f"cannot create {what} {path}: Permission denied")
+
+    monkeypatch.setattr(banfile, "replace_private_file", write)
+    monkeypatch.setattr(banfile, "BAN_WRITE_RETRY_S", RETRY_S)
+    return tries
+
+
 def saved_in(path: Path) -> list[SavedBan]:
     return parse_bans(path.read_bytes())
 
@@ -376,14 +390,7 @@ async def test_a_first_empty_file_that_cannot_be_written_is_said_once_not_counte
     """A state directory the daemon may not write: its first start's empty file was
     counted and retried, an error each minute for ever and one at each stop, with no
     ban at risk (found by review)."""
-    tries: list[bytes] = []
-
-    def write(path: Path, data: bytes, what: str) -> None:
-        tries.append(data)
-        raise FileError(f"cannot create {what} {path}: Permission denied")
-
-    monkeypatch.setattr(banfile, "replace_private_file", write)
-    monkeypatch.setattr(banfile, "BAN_WRITE_RETRY_S", RETRY_S)  # real time: writes in threads
+    tries = refused_writes(monkeypatch)
     monkeypatch.setattr(banfile, "CLOCK_CHECK_S", RETRY_S)
     ban_file = await BanFile.open(tmp_path / "bans")
     async with trio.open_nursery() as nursery:
@@ -427,14 +434,7 @@ async def test_a_file_behind_on_no_ban_in_force_is_not_retried_nor_said_at_stop(
 ) -> None:
     """No file could be written, a ban was made and lifted: every 10 s a write, each
     minute an error, and one at stop, though a restart lost nothing (found by review)."""
-    tries: list[bytes] = []
-
-    def write(path: Path, data: bytes, what: str) -> None:
-        tries.append(data)
-        raise FileError(f"cannot create {what} {path}: Permission denied")
-
-    monkeypatch.setattr(banfile, "replace_private_file", write)
-    monkeypatch.setattr(banfile, "BAN_WRITE_RETRY_S", RETRY_S)  # real time: writes in threads
+    tries = refused_writes(monkeypatch)
     ban_file = await BanFile.open(tmp_path / "bans")
     async with trio.open_nursery() as nursery:
         await nursery.start(ban_file.run)
