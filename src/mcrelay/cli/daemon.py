@@ -210,7 +210,7 @@ def _check_key_files(config: RelayConfig, env: Environment, any_owner: bool) -> 
         if config.port:  # an ephemeral port's relay keeps its bans in memory only
             path = bans_file(config.key_file.parent, config.port)
             read_bans_file(path, any_owner=any_owner)
-            if others := other_ports_files(path):
+            if not os.path.lexists(path) and (others := other_ports_files(path)):
                 env.say(f"mcrelay: warning: {moved_warning(path, others)}")
     except (KeyFileError, BanFileError) as exc:
         raise UsageError(str(exc)) from None

@@ -58,11 +58,9 @@ def bans_file(state_directory: Path, port: int) -> Path:
 
 
 def other_ports_files(path: Path) -> list[Path]:
-    """When ``path`` is not there: the bans files of other ports beside it (a relay moved
-    to another port starts with none of its bans; that was said nowhere: found by
-    review)."""
-    if os.path.lexists(path):
-        return []
+    """The bans files of other ports beside ``path``, to name when it is not there (a
+    relay moved to another port starts with none of its bans; that was said nowhere:
+    found by review)."""
     try:
         return sorted(
             other
@@ -123,13 +121,12 @@ class BanFile:
     async def open(cls, path: Path) -> "BanFile":
         """The bans kept in ``path``, those that ended dropped; ``BanFileError``."""
         saved = await trio.to_thread.run_sync(read_bans_file, path)
-        others = await trio.to_thread.run_sync(other_ports_files, path)
-        if others:
-            log.warning("%s", moved_warning(path, others))
         ban_file = cls(path)
         # Written at once, empty: a relay of this port that never banned is then not taken
         # for one moved from another port at its next start (found by review).
         ban_file._first = not await trio.to_thread.run_sync(os.path.lexists, path)
+        if ban_file._first and (others := await trio.to_thread.run_sync(other_ports_files, path)):
+            log.warning("%s", moved_warning(path, others))
         now = trio.current_time()
         taken = ban_file.bans.restore(saved, now, time.time())
         ban_file._written_until = max(
