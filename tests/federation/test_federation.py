@@ -93,7 +93,8 @@ async def test_legacy_members_of_three_relays_meet_and_talk(
         ids = {m.id for m in one.relay.remotes}
         assert ids <= {f"r2/{b.address[0]}:{b.address[1]}", f"r3/{c.address[0]}:{c.address[1]}"}
         for daemon in (one, two, three):
-            assert link(daemon.relay).dropped == {}
+            # At most the first snapshots of a run heard before its answer came.
+            assert set(link(daemon.relay).dropped) <= {"envelope_unverified"}
             assert link(daemon.relay).gaps == 0
 
 
@@ -252,7 +253,7 @@ async def test_bad_envelopes_are_counted_drops(
                 genuine = captured[0].data
                 header = Header(ENVELOPE_VERSION, Kind.MSG, "r9", 1, 1)
                 dropped = link(one.relay).dropped
-                before = dropped.copy()  # (an answer overtaken by a snapshot counts too)
+                before = dropped.copy()  # (a run's snapshots before its answer count too)
                 for data in (
                     b"",
                     b"\x02garbage",

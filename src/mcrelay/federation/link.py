@@ -9,15 +9,14 @@ stream (gaps counted; replays and older epochs refused), and handed to the relay
 message to deliver to the members here (never published again), presence to announce.
 Every relay's lease is renewed by anything authentic it sends, its snapshot every 3 s
 above all; a relay not heard for the lease has its members announced as left. A
-relay's messages and kicks are taken once its run has answered a nonce of ours (asked
-at connection, and of each relay heard anew or restarted): see
-:mod:`mcrelay.protocol.federation.streams`.
+relay's messages, kicks and members are taken once its run has answered a nonce of ours
+(asked at connection, and of each relay heard anew), or once a run of it that had
+answered restarted: see :mod:`mcrelay.protocol.federation.streams`.
 
 The subjects are in :mod:`mcrelay.federation.subjects`; members as envelopes carry them,
 in :mod:`mcrelay.federation.records`.
 """
 
-import contextlib
 import logging
 import os
 from collections import Counter, OrderedDict, deque
@@ -310,7 +309,7 @@ class Link:
 
     def _ask(self, target: str, now: float) -> None:
         """Ask ``target`` (every relay: "") for a snapshot that answers a fresh nonce:
-        what verifies its run here (:meth:`Streams.verify`); again only after
+        what verifies its run here (:meth:`Streams.check`); again only after
         ASK_INTERVAL_S, doubling to MAX_ASK_INTERVAL_S."""
         asked = self._asked.get(target)
         if asked is not None and now < asked.again_at:
@@ -327,30 +326,21 @@ class Link:
         request = encode_body(SnapshotRequest(nonce, target))
         self._publish(self.subjects.hello, Kind.SNAPSHOT_REQUEST, request, self.subjects.inbox)
 
-    def _late_answer(self, header: Header, data: bytes) -> None:
-        """An answer to our nonce overtaken by a later periodic SNAPSHOT (nats-py hands
-        each subscription's messages on apart) is old as a snapshot, but still the
-        answer: it verifies its run (a second more of its messages dropped: found by
-        review)."""
-        with contextlib.suppress(RemoteProtocolError):
-            body = decode_body_untrusted(header.kind, data)
-            if isinstance(body, Snapshot):
-                self._verify_by(header, body)
-
-    def _verify_by(self, header: Header, part: Snapshot) -> None:
-        """``part``'s run is verified if it answers a nonce of ours."""
-        if part.nonce != NO_NONCE and self._answered(header, part):
-            self._streams.verify(header, {Kind.MSG: part.msg_seq, Kind.KICK: part.kick_seq})
-
-    def _answered(self, header: Header, part: Snapshot) -> bool:
-        """Does ``part`` answer a nonce we asked its relay, or every relay? Its relay's
-        own nonces are forgotten then (its run is verified)."""
+    def _answer_in(self, header: Header, data: bytes) -> dict[Kind, int] | None:
+        """If ``data`` is a SNAPSHOT that answers a nonce we asked its relay (or every
+        relay), the last MSG and KICK seqs its relay had sealed then: what verifies its
+        run (:meth:`Streams.check`)."""
+        try:
+            part = decode_body_untrusted(header.kind, data)
+        except RemoteProtocolError:
+            return None  # refused below, in its turn
+        if not isinstance(part, Snapshot) or part.nonce == NO_NONCE:
+            return None
         for target in (header.relay, ""):
             asked = self._asked.get(target)
             if asked is not None and part.nonce in asked.nonces:
-                self._asked.pop(header.relay, None)
-                return True
-        return False
+                return {Kind.MSG: part.msg_seq, Kind.KICK: part.kick_seq}
+        return None
 
     async def _snapshot_loop(self) -> None:
         while True:
@@ -398,7 +388,13 @@ class Link:
             del self._applied[name]
         for name in [n for n in self._parts if n not in remotes.relays]:
             del self._parts[name]
-        for name in [n for n in self._asked if n and n not in remotes.relays]:
+        # A relay not held here (its run unverified, or gone) keeps its nonces while an
+        # answer may still come: its envelopes are refused until one does.
+        for name in [
+            n
+            for n, asked in self._asked.items()
+            if n and n not in remotes.relays and now - asked.again_at > MAX_ASK_INTERVAL_S
+        ]:
             del self._asked[name]
 
     async def _announce(self, name: str, changes: list[Change]) -> None:
@@ -453,8 +449,11 @@ class Link:
             else:
                 self._name_conflict(header)
             return
+        answered = None
+        if header.kind is Kind.SNAPSHOT and not self._streams.trusts(header):
+            answered = self._answer_in(header, data)
         try:
-            verdict = self._streams.check(header)
+            verdict = self._streams.check(header, answered)
         except RemoteProtocolError as exc:
             self.dropped[exc.reason.value] += 1
             if exc.reason is DropReason.ENVELOPE_UNVERIFIED:
@@ -464,9 +463,9 @@ class Link:
                 relay = self._host.remotes.relays.get(header.relay)
                 if relay is not None:
                     relay.duplicates += 1
-                if header.kind is Kind.SNAPSHOT:
-                    self._late_answer(header, data)
             return
+        if answered is not None:
+            self._asked.pop(header.relay, None)  # verified: its nonces are done with
         try:
             body = decode_body_untrusted(header.kind, data)
         except RemoteProtocolError as exc:
@@ -481,7 +480,7 @@ class Link:
             self._asked.pop(header.relay, None)  # a new run: asked at once, no backoff
         if changes:
             await self._announce(header.relay, changes)
-        if verdict.order is Order.GAP and header.kind in COUNTED_GAPS:
+        if verdict.skipped and header.kind in COUNTED_GAPS:
             self.gaps += verdict.skipped
             self._host.remotes.relays[header.relay].gaps += verdict.skipped
         await self._act(header, body, item.reply, now)
@@ -531,7 +530,6 @@ class Link:
             self._applied[name] = header.seq
             await self._announce(name, self._change(name, body, now))
         elif isinstance(body, Snapshot):
-            self._verify_by(header, body)
             await self._snapshot_part(name, body, now)
         elif isinstance(body, SnapshotRequest):
             if reply and body.target in ("", self.name):

@@ -28,13 +28,16 @@ as a replay, and the next, 3 s later, is taken.)
 
 A relay's run first heard has nothing to compare with: a receiver that had just started
 took a recorded stream of it once, whole, up to that relay's next real envelope, every
-message delivered and every kick done again (found by review). So the kinds that act,
-MSG and KICK (:data:`GUARDED`), are taken only from a run :meth:`Streams.verify` has
-verified: its relay answered this receiver's SNAPSHOT_REQUEST, whose nonce proves the
-answer is newer than this receiver's start, with the last MSG and KICK seqs it had
-sealed; only seqs above those are taken. Until then they are refused
-(``envelope_unverified``), nothing remembered. PRESENCE and SNAPSHOT are not guarded:
-a replayed one misstates a relay's members until its next SNAPSHOT, 3 s at most.
+message delivered and every kick done again (found by review), and a recorded SNAPSHOT
+or PRESENCE misstated its members. So the kinds that act or tell (:data:`GUARDED`) are
+taken only from a *verified* run, one that answered this receiver's SNAPSHOT_REQUEST:
+the answer carries the request's nonce, which proves it newer than this receiver's
+start, and the last MSG and KICK seqs its relay had sealed, above which they are taken
+(:meth:`Streams.check` is given them with the answer). Until then they are refused
+(``envelope_unverified``), nothing remembered. A new run of a verified run is verified
+from its start: the older one answered after this receiver started, so the new one
+began later still, and nothing of it can be older than this receiver (a relay that
+restarted lost its first round trip of messages at every other relay: found by review).
 
 The memory is bounded (``max_relays`` names, the least recently heard forgotten first,
 a forgotten name counting as first heard, and unverified).
@@ -49,8 +52,9 @@ from mcrelay.protocol.federation.envelope import Header, Kind
 
 MAX_RELAYS = 4096
 """Relay names remembered: far past any cluster's size (docs/federation.md)."""
-GUARDED = frozenset({Kind.MSG, Kind.KICK})
-"""Kinds taken only from a verified run."""
+GUARDED = frozenset({Kind.MSG, Kind.KICK, Kind.PRESENCE, Kind.SNAPSHOT})
+"""Kinds taken only from a verified run: all but a SNAPSHOT_REQUEST (answering one is
+how a run gets verified) and a KICK_REPLY (it answers a KICK of this run's own)."""
 
 
 class Order(Enum):
@@ -85,7 +89,7 @@ class _Relay:
     stream began at seq 1, and its first envelope's seq tells what was missed."""
     last: dict[Kind, int] = field(default_factory=dict)
     verified: bool = False
-    """Whether this run answered this receiver's nonce (:meth:`Streams.verify`)."""
+    """Whether this run answered this receiver's nonce, or is a new run of one that had."""
 
 
 class Streams:
@@ -107,58 +111,69 @@ class Streams:
         known = self._relays.get(relay)
         return None if known is None else known.epoch
 
-    def check(self, header: Header) -> Verdict:
+    def check(self, header: Header, answered: dict[Kind, int] | None = None) -> Verdict:
         """Judge an authenticated envelope's header, and remember it if it is new.
 
-        Raises :class:`RemoteProtocolError`: ``envelope_stale`` for an epoch older
-        than its relay's newest known, ``envelope_replay`` for a seq not above the
-        last of its (relay, epoch, kind). Nothing is remembered of a refused one.
+        ``answered``: the envelope answers this receiver's nonce (a SNAPSHOT that
+        carries one), and its relay had sealed up to these seqs of each kind then: its
+        run is verified, and those kinds are taken above them. Raises
+        :class:`RemoteProtocolError`: ``envelope_stale`` for an epoch older than its
+        relay's newest known, ``envelope_unverified`` for a :data:`GUARDED` kind of a
+        run not verified, ``envelope_replay`` for a seq not above the last of its
+        (relay, epoch, kind). Nothing is remembered of a refused one.
         """
         known = self._relays.get(header.relay)
-        if header.kind in GUARDED and (
-            known is None or known.epoch != header.epoch or not known.verified
-        ):
-            if known is not None and header.epoch < known.epoch:
-                raise self._stale(header, known.epoch)
-            raise RemoteProtocolError(
-                f"{header.kind.name} {header.seq} of {header.relay}'s epoch {header.epoch}, "
-                "not verified",
-                DropReason.ENVELOPE_UNVERIFIED,
-            )
-        if known is None:
-            self._remember(header.relay, _Relay(header.epoch, False, {header.kind: header.seq}))
-            return Verdict(Order.NEW_RELAY)
-        if header.epoch < known.epoch:
+        if known is not None and header.epoch < known.epoch:
             raise self._stale(header, known.epoch)
-        self._relays.move_to_end(header.relay)
-        if header.epoch > known.epoch:
-            self._relays[header.relay] = _Relay(header.epoch, True, {header.kind: header.seq})
-            return Verdict(Order.RESTART, header.seq - 1)
-        last = known.last.get(header.kind)
+        if known is None or header.epoch > known.epoch:
+            carried = known is not None and known.verified
+            self._refuse_unverified(header, carried or answered is not None)
+            state = _Relay(header.epoch, carried, verified=carried)
+            order = Order.NEW_RELAY if known is None else Order.RESTART
+        else:
+            state, order = known, Order.NEXT
+            self._refuse_unverified(header, known.verified or answered is not None)
+        seen, from_start, verifying = state.last, state.from_start, False
+        if answered is not None and not state.verified:
+            # Verified by this answer: its guarded streams were not heard before it, so
+            # each is taken from its next envelope (above the seqs sealed by then).
+            seen, from_start, verifying = dict(state.last), False, True
+            for kind, seq in answered.items():
+                seen[kind] = max(seen.get(kind, 0), seq)
+        last = seen.get(header.kind)
         if last is None:
-            last = 0 if known.from_start else header.seq - 1
+            last = 0 if from_start else header.seq - 1
         if header.seq <= last:
             raise RemoteProtocolError(
                 f"{header.kind.name} {header.seq} of {header.relay}, not after {last}",
                 DropReason.ENVELOPE_REPLAY,
             )
-        known.last[header.kind] = header.seq
+        if verifying:
+            state.verified, state.from_start, state.last = True, False, seen
+        state.last[header.kind] = header.seq
         skipped = header.seq - last - 1
+        self._remember(header.relay, state)
+        if order is not Order.NEXT:
+            return Verdict(order, skipped)
         return Verdict(Order.GAP, skipped) if skipped else Verdict(Order.NEXT)
 
-    def verify(self, header: Header, last: dict[Kind, int]) -> None:
-        """``header``'s run answered this receiver's nonce, having sealed up to ``last``
-        of each kind then: its guarded kinds are taken from now on, above those seqs."""
+    def trusts(self, header: Header) -> bool:
+        """Whether ``header``'s run is verified (or a new run of a verified one)."""
         known = self._relays.get(header.relay)
-        if known is None or known.epoch != header.epoch or known.verified:
-            return  # verified already: its streams go on as they were (gaps counted)
-        known.verified = True
-        for kind, seq in last.items():
-            known.last[kind] = max(known.last.get(kind, 0), seq)
+        return known is not None and known.verified and header.epoch >= known.epoch
 
     def verified(self, relay: str) -> bool:
         known = self._relays.get(relay)
         return known is not None and known.verified
+
+    @staticmethod
+    def _refuse_unverified(header: Header, verified: bool) -> None:
+        if header.kind in GUARDED and not verified:
+            raise RemoteProtocolError(
+                f"{header.kind.name} {header.seq} of {header.relay}'s epoch {header.epoch}, "
+                "not verified",
+                DropReason.ENVELOPE_UNVERIFIED,
+            )
 
     @staticmethod
     def _stale(header: Header, newest: int) -> RemoteProtocolError:
@@ -169,5 +184,6 @@ class Streams:
 
     def _remember(self, relay: str, state: _Relay) -> None:
         self._relays[relay] = state
+        self._relays.move_to_end(relay)
         while len(self._relays) > self._max_relays:
             self._relays.popitem(last=False)
