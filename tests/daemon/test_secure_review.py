@@ -10,7 +10,7 @@ import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.daemon.secure.presence import OWN_IN_CHANNEL
+from mcrelay.daemon.secure.presence import OWN_IN_CHANNEL, WAITING_BYTES
 from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import format_address
 from mcrelay.protocol.secure.frames import Ack, Fragment, encode_frames
@@ -317,18 +317,50 @@ async def test_a_copy_is_not_queued_for_a_member_its_presence_removed(
         secure = harness.relay.secure
         assert secure is not None
         peer = secure._peers[b.static.public]
-        for n in range(24):  # b acknowledges nothing from now on
-            await SecurePeer(HarnessLink(harness), client_address(100 + n)).connect()
+        crowd = [SecurePeer(HarnessLink(harness), client_address(100 + n)) for n in range(24)]
+        for other in crowd:  # b acknowledges nothing from now on
+            await other.connect()
+        for other in crowd:  # the others do: b holds the most
+            await other.pump()
         assert len(peer.presence) > 0
         member = harness.relay.roster.get(b.id)
         assert member is not None
         copy = b"\x01" + bytes(300)
-        secure._max_copy_bytes = secure._copy_bytes + len(copy)  # the copy fits, no more
+        # The copy does not fit, even once what waits is passed (it is counted smaller
+        # in the channel than waiting).
+        waiting = WAITING_BYTES * len(peer.presence)
+        secure._max_copy_bytes = secure._copy_bytes + len(copy) - waiting
         assert not secure.deliver(member, copy)
         assert peer.closed
         assert secure.figures()["send_buffer_bytes"] == sum(
             other.copy_bytes for other in secure._peers.values()
         )
+
+
+async def test_presence_waiting_counts_in_the_bound_of_the_send_buffers(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """PRESENCE waiting for room was held outside the bound, one entry per member and
+    subject: 1,453 members held 789 MB (found by review). Each subject waiting counts
+    now, and past the bound the member holding the most is removed, as for copies."""
+    async with open_relay(keys[0], CHURN) as harness:
+        (b,) = await connected(harness, 1)
+        await b.pump()
+        secure = harness.relay.secure
+        assert secure is not None
+        secure._max_copy_bytes = 15_000
+        peer = secure._peers[b.static.public]
+        for n in range(100):  # b acknowledges nothing from now on
+            harness.peer(client_address(100 + n), keys[2]).register()
+        await settle()
+        assert secure.figures()["send_buffer_bytes"] >= WAITING_BYTES * len(peer.presence)
+        for n in range(100, 200):
+            harness.peer(client_address(100 + n), keys[2]).register()
+        await settle()
+        assert peer.closed
+        assert harness.relay.roster.get(b.id) is None
+        assert harness.dropped("unreachable") == 1
+        assert secure.figures()["send_buffer_bytes"] == 0
 
 
 async def test_a_kicked_member_hears_nothing_after_its_notice(

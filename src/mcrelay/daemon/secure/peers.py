@@ -69,7 +69,8 @@ class Peer:
     presence: PresenceQueue = field(default_factory=PresenceQueue)
     """PRESENCE waiting for room among ``own``."""
     copy_bytes: int = 0
-    """The bytes of both."""
+    """The bytes of both, and :data:`~mcrelay.daemon.secure.presence.WAITING_BYTES` for
+    each subject in ``presence``."""
     farewell: int | None = None
     """The id of the NOTICE (kicked, banned) it is sent before it goes."""
     closing_at: float | None = None

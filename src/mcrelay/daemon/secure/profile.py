@@ -32,7 +32,7 @@ from mcrelay.daemon.secure.peers import (
     PendingHandshakes,
     Timers,
 )
-from mcrelay.daemon.secure.presence import OWN_IN_CHANNEL, presence_of
+from mcrelay.daemon.secure.presence import OWN_IN_CHANNEL, WAITING_BYTES, News, presence_of
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
 from mcrelay.protocol.secure.admission import (
@@ -168,6 +168,7 @@ class SecureProfile:
             await self._timers.wait(self._pending.next_expiry())
             now = trio.current_time()
             self._pending.expire(now)
+            self._keep_bound()
             for peer in self._timers.due(now):
                 self._turn_safely(peer, now)
 
@@ -486,22 +487,36 @@ class SecureProfile:
         relay's own messages) and in the send buffers' bytes until acknowledged."""
         message_id = peer.session.channel.send(body, now, bounded=False)
         held[message_id] = len(body)
-        peer.copy_bytes += len(body)
-        self._copy_bytes += len(body)
+        self._held(peer, len(body), now)
         self._soon(peer, now)
 
     def _room_for(self, peer: Peer, size: int) -> bool:
-        """Within the bound on copies not yet acknowledged, removing the members that
-        hold the most of them first (``unreachable``); False if ``peer`` itself went."""
+        """Within the bound of all send buffers, removing the members that hold the most
+        first (``unreachable``); False if ``peer`` itself went."""
+        self._keep_bound(size)
+        return not peer.closed
+
+    def _keep_bound(self, size: int = 0) -> None:
+        """Remove the members holding the most queued bytes while the send buffers
+        with ``size`` more would pass their bound. Not from within an announcement (a
+        member removed there, the newcomer say, went on being registered): what the
+        relay's own messages and PRESENCE waiting add is checked at the next turn."""
         while self._copy_bytes + size > self._max_copy_bytes:
             heaviest = max(self._peers.values(), key=lambda other: other.copy_bytes)
             if heaviest.member is None or not heaviest.copy_bytes:
                 break
             self._services.drop(DropReason.UNREACHABLE, heaviest.session.address, "send buffer")
             self._services.remove(heaviest.member.id, Departure.UNREACHABLE)
-            if peer.closed:  # itself, or by a PRESENCE that removal sent it
-                return False
-        return not peer.closed
+            if not heaviest.closed:  # not in the roster: nothing more to free this way
+                break
+
+    def _held(self, peer: Peer, change: int, now: float) -> None:
+        """``change`` more bytes held for ``peer`` (its relay's own messages, or PRESENCE
+        waiting); past the bound, the members holding the most go at the next turn."""
+        peer.copy_bytes += change
+        self._copy_bytes += change
+        if change > 0 and self._copy_bytes > self._max_copy_bytes:
+            self._timers.schedule(peer, now)
 
     def _send_own(self, peer: Peer | None, message: Presence | Notice, now: float) -> None:
         """A message of the relay's own to a member. They take no part in back-pressure
@@ -510,19 +525,13 @@ class SecureProfile:
         count in the bound of all send buffers."""
         if peer is None or peer.closed:
             return
-        body = encode_message(message)
-        if (
-            peer.member is not None
-            and peer.closing_at is None
-            and not self._room_for(peer, len(body))
-        ):
-            return
-        self._queue(peer, body, peer.own, now)
+        self._queue(peer, encode_message(message), peer.own, now)
 
-    def _tell(self, peer: Peer | None, subject: Member, presence: Presence, now: float) -> None:
+    def _tell(self, peer: Peer | None, subject: Member, news: News, now: float) -> None:
         if peer is not None and not peer.closed:
-            # A legacy member's re-key is a new origin: a subject of its own.
-            peer.presence.add((subject.id, presence.origin.id), presence)
+            waiting = len(peer.presence)
+            peer.presence.add(subject.id, news)
+            self._held(peer, (len(peer.presence) - waiting) * WAITING_BYTES, now)
             self._pass_presence(peer, now, everything=False)
 
     def _pass_presence(self, peer: Peer, now: float, *, everything: bool) -> None:
@@ -534,7 +543,10 @@ class SecureProfile:
             and peer.closing_at is None  # its farewell is the last it hears
             and (everything or len(peer.own) < OWN_IN_CHANNEL)
         ):
-            self._send_own(peer, peer.presence.take(), now)
+            waiting = len(peer.presence)
+            presence = peer.presence.take()
+            self._held(peer, (len(peer.presence) - waiting) * WAITING_BYTES, now)
+            self._send_own(peer, presence, now)
 
     def announce_joined(self, member: Member, recipients: Sequence[Member]) -> None:
         self._announce(member, recipients, presence_of(PresenceEvent.JOINED, member))
@@ -558,7 +570,7 @@ class SecureProfile:
         peer.member = newcomer
         now = trio.current_time()
         for member in present:
-            self._tell(peer, member, presence_of(PresenceEvent.ALREADY_PRESENT, member), now)
+            self._tell(peer, member, member, now)  # already present, as it is when told
 
     def announce_left(
         self, member: Member, recipients: Sequence[Member], reason: Departure
@@ -618,6 +630,7 @@ class SecureProfile:
         self._copy_bytes -= peer.copy_bytes
         peer.copies.clear()
         peer.own.clear()
+        peer.presence.clear()
         peer.copy_bytes = 0
         self._backpressure.forget(peer)
         peer.session.channel.close()
