@@ -64,7 +64,7 @@ async def forward(port: int, server_key: bytes, ciphertext_bytes: int) -> None:
                         await send(sock, copy, member)
                 continue
             try:
-                tlvs = decode_tlvs_untrusted(data, legacy.MAX_TLVS_PER_DATAGRAM)
+                tlvs = decode_tlvs_untrusted(data, len(data) // TLV_HEADER.size + 1)
             except RemoteProtocolError:
                 continue
             for tlv in tlvs:

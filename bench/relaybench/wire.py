@@ -35,7 +35,7 @@ def registration(key: rsa.RSAPublicKey) -> bytes:
 def relay_key_untrusted(data: bytes) -> bytes | None:
     """The PEM in a SERVER_PUBLIC_KEY of this datagram, if it holds one."""
     try:
-        tlvs = decode_tlvs_untrusted(data, legacy.MAX_TLVS_PER_DATAGRAM)
+        tlvs = decode_tlvs_untrusted(data, len(data) // TLV_HEADER.size + 1)
     except RemoteProtocolError:
         return None
     return next((tlv.value for tlv in tlvs if tlv.type == TlvType.SERVER_PUBLIC_KEY), None)

@@ -83,7 +83,7 @@ def datagram_outcome(
                 counted[DropReason.UNREGISTERED] += 1
         else:
             assert isinstance(event, Ignored)
-            counted[DropReason.UNKNOWN_TYPE] += 1
+            counted[DropReason.UNKNOWN_TYPE] += event.count
     return counted, fragments
 
 

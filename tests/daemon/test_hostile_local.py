@@ -8,7 +8,9 @@ import trio.testing
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.client import MessageReceived
+from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address
+from mcrelay.protocol.legacy.events import PeerLeft, ServerKey
 from mcrelay.protocol.legacy.fragments import Fragment, encode_fragment
 from mcrelay.protocol.legacy.tlv import TlvType, encode_tlv
 from relay_harness import Harness, client_address, open_relay, settle
@@ -20,15 +22,62 @@ def fake(n: int) -> Address:
     return (f"127.0.{1 + n // 200}.{1 + n % 200}", 40000 + n)
 
 
-async def test_a_64_kb_datagram_of_empty_tlvs_is_one_drop(
+async def test_a_64_kb_datagram_of_empty_tlvs_acts_once_and_counts_in_one_drop(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
+    """16,376 empty TLVs: one unknown_type drop of 16,376; a stranger's keep-alives,
+    key requests and DISCONNECTs act (and are counted) once, its key request answered."""
     async with open_relay(keys[0]) as harness:
         for type_ in (TlvType.KEEPALIVE, TlvType.SERVER_KEY_REQUEST, TlvType.DISCONNECT, 0x7777):
             harness.relay.handle_datagram(encode_tlv(type_) * 16376, fake(0), trio.current_time())
         await settle()
-        assert harness.drops() == {"too_many_tlvs": 4}
-        assert harness.sock.sent == []
+        assert harness.drops() == {"unregistered": 2, "unknown_type": 16376}
+        assert len(harness.sock.sent) == 1
+
+
+async def test_a_key_and_a_key_request_beside_unknown_types_register_and_are_answered(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Reproductions of the conformance review: more than four TLVs dropped all."""
+    async with open_relay(keys[0]) as harness:
+        peer = harness.peer(client_address(1), keys[1])
+        peer.send(
+            legacy.client_key(keys[1].public_key())
+            + legacy.key_request()
+            + encode_tlv(0x7001) * 2
+            + encode_tlv(0x7002, b"later")
+        )
+        await settle()
+        assert peer.registered()
+        assert peer.take() == [ServerKey(legacy.server_key(keys[0].public_key())[4:])]
+        assert harness.drops() == {"unknown_type": 3}
+
+
+async def test_a_disconnect_followed_by_keep_alives_removes_the_client(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        a, b = await harness.members(keys, 2)
+        b.send(legacy.disconnect() + legacy.keepalive() * 4)
+        await settle()
+        assert not b.registered()
+        assert a.take() == [PeerLeft(b.address)]
+        assert harness.drops() == {"unregistered": 1}  # the keep-alives after it, as one
+
+
+async def test_a_datagram_of_five_keep_alives_keeps_a_client_alive(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0], client_timeout_s=30.0) as harness:
+        (peer,) = await harness.members(keys, 1)
+        start = trio.current_time()
+        for tick in range(1, 10):
+            await trio.sleep_until(start + 10.0 * tick)
+            peer.send(legacy.keepalive() * 5)
+        await trio.sleep_until(start + 100.0)
+        await settle()
+        assert peer.registered()
+        assert harness.drops() == {}
 
 
 def register_fakes(harness: Harness, key: rsa.RSAPrivateKey, count: int) -> list[Address]:

@@ -179,15 +179,46 @@ def test_sender_info_applies_to_the_relayed_messages_after_it() -> None:
     ]
 
 
-@pytest.mark.parametrize("type_", [9, 7, 8, 0x7777])
-def test_more_tlvs_than_the_bound_drop_the_whole_datagram_to_the_relay(type_: int) -> None:
+@pytest.mark.parametrize("count", [5, 16376])
+def test_every_tlv_of_a_datagram_to_the_relay_counts(count: int) -> None:
+    """The page: "one or more TLVs". A bound of four dropped these whole (review)."""
     decode = legacy.decode_client_datagram_untrusted
-    assert len(decode(encode_tlv(type_) * legacy.MAX_TLVS_PER_DATAGRAM)) <= 4
-    # The 16,376 empty TLVs of one 64 KB datagram: refused after reading the bound's worth.
-    for count in (legacy.MAX_TLVS_PER_DATAGRAM + 1, 16376):
+    data = encode_tlv(4, b"pem") + encode_tlv(7) + encode_tlv(0x7777) * (count - 2)
+    assert decode(data) == [ClientKey(b"pem"), KeyRequest(), Ignored(0x7777, count - 2)]
+    assert decode(encode_tlv(8) + encode_tlv(9) * (count - 1)) == [DisconnectRequest(), Keepalive()]
+
+
+def test_a_tlv_past_the_end_after_thousands_makes_the_datagram_malformed() -> None:
+    for tail in (encode_tlv(9, b"cut")[:-1], b"\x00\x09\x00"):
         with pytest.raises(RemoteProtocolError) as info:
-            decode(encode_tlv(type_) * count)
-        assert info.value.reason is DropReason.TOO_MANY_TLVS
+            legacy.decode_client_datagram_untrusted(encode_tlv(9) * 16000 + tail)
+        assert info.value.reason is DropReason.MALFORMED
+
+
+def test_what_repeats_in_a_datagram_acts_once() -> None:
+    """Key requests and keep-alives once; DISCONNECT once on each side of the last key,
+    the one key acted on (each one re-keys: the last is what is left)."""
+    decode = legacy.decode_client_datagram_untrusted
+    tlvs = [(7, b""), (9, b""), (8, b""), (4, b"a"), (8, b""), (7, b""), (4, b"b"), (9, b"")]
+    data = b"".join(encode_tlv(type_, value) for type_, value in tlvs * 2)
+    assert decode(data) == [KeyRequest(), Keepalive(), DisconnectRequest(), ClientKey(b"b")]
+    data += encode_tlv(8) + encode_tlv(9) + encode_tlv(8)
+    assert decode(data)[-2:] == [ClientKey(b"b"), DisconnectRequest()]
+    assert decode(encode_tlv(8) + encode_tlv(4, b"a")) == [DisconnectRequest(), ClientKey(b"a")]
+
+
+def test_fragments_each_count_and_unknown_types_are_counted_where_the_first_was() -> None:
+    one, two = (
+        encode_tlv(1, MSG_ID + b"\x00\x00\x00\x02"),
+        encode_tlv(1, MSG_ID + b"\x00\x01\x00\x02"),
+    )
+    data = encode_tlv(40) + one + encode_tlv(41) + two + encode_tlv(9)
+    assert legacy.decode_client_datagram_untrusted(data) == [
+        Ignored(40, 2),
+        FragmentReceived(Fragment(MSG_ID, 0, 2, b"")),
+        FragmentReceived(Fragment(MSG_ID, 1, 2, b"")),
+        Keepalive(),
+    ]
 
 
 def test_a_client_reads_every_tlv_a_relay_datagram_holds() -> None:

@@ -12,7 +12,6 @@ class DropReason(StrEnum):
     """Why a datagram, a TLV or a message was not acted on. Every drop is counted."""
 
     MALFORMED = "malformed"
-    TOO_MANY_TLVS = "too_many_tlvs"
     UNKNOWN_TYPE = "unknown_type"
     UNREGISTERED = "unregistered"
     BANNED = "banned"

@@ -182,13 +182,9 @@ class LegacyProfile:
         if member is not None:
             roster.touch(member, now)
             member.bytes_in += len(data)
-        asked = False
+        # One key request a datagram at most (the decoder's): four of them earned four
+        # answers, 16 bytes 1,820 (review).
         for event in events:
-            if type(event) is KeyRequest:
-                if asked:  # four of them earned four answers, 16 bytes 1,820 (review)
-                    self._services.drop(DropReason.RATE_LIMITED, source, "key asked twice")
-                    continue
-                asked = True
             self._handlers[type(event)](event, source, member, now)
             # Each TLV acts on the roster as the TLVs before it left it (a DISCONNECT
             # then a FRAGMENT: the fragment's source is gone).
@@ -347,7 +343,12 @@ class LegacyProfile:
             self._services.drop(DropReason.UNREGISTERED, source)
 
     def _on_ignored(self, event: Ignored, source: Address, _: Member | None, _now: float) -> None:
-        self._services.drop(DropReason.UNKNOWN_TYPE, source, f"TLV type {event.type}")
+        self._services.drop(
+            DropReason.UNKNOWN_TYPE,
+            source,
+            f"TLV type {event.type} (of {event.count})",
+            event.count,
+        )
 
     def stop_receiving(self) -> None:
         """Messages still in reassembly cannot complete: they end now, each counted, as

@@ -41,9 +41,13 @@ class Keepalive:
 
 @dataclass(frozen=True, slots=True)
 class Ignored:
-    """A TLV of unknown type or sent in the wrong direction: counted, not acted on."""
+    """TLVs of unknown type or sent in the wrong direction: counted, not acted on.
+
+    The relay's decoder gives one for all such TLVs of a datagram (``type`` is the
+    first one's, ``count`` how many), so that thousands of them cost no objects."""
 
     type: int
+    count: int = 1
 
 
 RelayBound = KeyRequest | ClientKey | FragmentReceived | DisconnectRequest | Keepalive | Ignored

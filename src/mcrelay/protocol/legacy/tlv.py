@@ -55,9 +55,10 @@ def decode_tlvs_untrusted(data: bytes, max_tlvs: int) -> list[Tlv]:
     """Split a datagram (or a reassembled payload) into at most ``max_tlvs`` TLVs.
 
     An empty input, a cut header or a length that runs past the end makes the
-    whole input malformed; more than ``max_tlvs`` TLVs makes it ``too_many_tlvs``.
+    whole input malformed; more than ``max_tlvs`` TLVs makes it ``too_large``.
     Either way nothing in it is returned, and the cost is bounded by ``max_tlvs``
-    whatever the input holds.
+    whatever the input holds. (The relay reads a client's datagrams with its own
+    scan: ``wire.decode_client_datagram_untrusted``.)
     """
     if not data:
         raise RemoteProtocolError("empty datagram")
@@ -66,7 +67,7 @@ def decode_tlvs_untrusted(data: bytes, max_tlvs: int) -> list[Tlv]:
     end = len(data)
     while offset < end:
         if len(tlvs) == max_tlvs:
-            raise RemoteProtocolError(f"more than {max_tlvs} TLVs", DropReason.TOO_MANY_TLVS)
+            raise RemoteProtocolError(f"more than {max_tlvs} TLVs", DropReason.TOO_LARGE)
         if end - offset < TLV_HEADER.size:
             raise RemoteProtocolError(f"TLV header cut short at byte {offset}")
         type_, length = TLV_HEADER.unpack_from(data, offset)

@@ -43,20 +43,8 @@ MAX_MESSAGE_BYTES = 32768
 """Largest plaintext of one message: 176 fragments with a 2048-bit relay key (fewer
 bytes with a larger one: :func:`max_message_bytes`)."""
 MAX_UDP_PAYLOAD = 65507
-MAX_TLVS_PER_DATAGRAM = 4
-"""TLVs in one datagram to the relay at most. The well-known combinations hold one or
-two (CLIENT_PUBLIC_KEY with SERVER_KEY_REQUEST or KEEPALIVE); a datagram with more is
-dropped whole, at the cost of reading four: the relay's loop serves everyone."""
 CONNECT_WORD = b"CONNECT"
 DISCONNECT_WORD = b"DISCONNECT"
-
-_RELAY_BOUND: dict[int, Callable[[bytes], RelayBound]] = {
-    TlvType.SERVER_KEY_REQUEST: lambda _value: KeyRequest(),
-    TlvType.CLIENT_PUBLIC_KEY: ClientKey,
-    TlvType.FRAGMENT: lambda value: FragmentReceived(decode_fragment_untrusted(value)),
-    TlvType.DISCONNECT: lambda _value: DisconnectRequest(),
-    TlvType.KEEPALIVE: lambda _value: Keepalive(),
-}
 
 _CLIENT_BOUND: dict[int, Callable[[bytes], ClientBound]] = {
     TlvType.SERVER_PUBLIC_KEY: ServerKey,
@@ -65,13 +53,82 @@ _CLIENT_BOUND: dict[int, Callable[[bytes], ClientBound]] = {
 }
 
 
+_FRAGMENT, _KEY, _KEY_REQUEST, _DISCONNECT, _KEEPALIVE = (
+    int(TlvType.FRAGMENT),
+    int(TlvType.CLIENT_PUBLIC_KEY),
+    int(TlvType.SERVER_KEY_REQUEST),
+    int(TlvType.DISCONNECT),
+    int(TlvType.KEEPALIVE),
+)
+_ACTED_ON = frozenset((_FRAGMENT, _KEY, _KEY_REQUEST, _DISCONNECT, _KEEPALIVE))
+"""The types the relay acts on, as plain ints (an IntEnum, compared a TLV at a time,
+cost the scan of a datagram of empty TLVs a third more)."""
+
+
 def decode_client_datagram_untrusted(data: bytes) -> list[RelayBound]:
-    """Events in a datagram a client sent to the relay; malformed means nothing is acted on."""
-    events: list[RelayBound] = []
-    for tlv in decode_tlvs_untrusted(data, MAX_TLVS_PER_DATAGRAM):
-        decode = _RELAY_BOUND.get(tlv.type)
-        events.append(decode(tlv.value) if decode else Ignored(tlv.type))
-    return events
+    """Events in a datagram a client sent to the relay; malformed means nothing is acted on.
+
+    Every TLV is read, to the end (the framing may break anywhere), but a datagram of
+    thousands of TLVs costs a scan, not thousands of events: a TLV that would repeat an
+    effect is passed over (docs/protocol.md, "TLV framing"). The events, in datagram
+    order: each FRAGMENT; the first SERVER_KEY_REQUEST and the first KEEPALIVE; the last
+    CLIENT_PUBLIC_KEY (re-keying to each key in turn ends with the last; the others are
+    not read); the first DISCONNECT before that key and the first after it (a second
+    finds nothing to remove); and one :class:`Ignored` where the first TLV of any other
+    type was, counting them all.
+    """
+    if not data:
+        raise RemoteProtocolError("empty datagram")
+    unpack = TLV_HEADER.unpack_from
+    end = len(data)
+    events: list[RelayBound | None] = []
+    wanted = set(_ACTED_ON)  # less each type once it acted, until a key makes DISCONNECT new
+    key_at = disconnect_before = disconnect_after = ignored_at = -1
+    ignored = ignored_type = type_ = length = key_start = key_end = 0
+    offset = 0
+    try:
+        while offset < end:
+            type_, length = unpack(data, offset)
+            start = offset + TLV_HEADER.size
+            offset = start + length
+            if type_ in wanted:
+                if type_ == _FRAGMENT:
+                    events.append(FragmentReceived(decode_fragment_untrusted(data[start:offset])))
+                    continue
+                if type_ == _KEY:
+                    # An earlier key is not acted on, so the DISCONNECTs on its two sides
+                    # are neighbours: the second goes.
+                    if disconnect_before < 0:
+                        disconnect_before = disconnect_after
+                    elif disconnect_after >= 0:
+                        events[disconnect_after] = None
+                    disconnect_after = -1
+                    wanted.add(_DISCONNECT)
+                    key_at, key_start, key_end = len(events), start, offset
+                    events.append(None)  # the key, once it is known to be the last
+                    continue
+                wanted.discard(type_)
+                if type_ == _DISCONNECT:
+                    disconnect_after = len(events)
+                    events.append(DisconnectRequest())
+                else:
+                    events.append(KeyRequest() if type_ == _KEY_REQUEST else Keepalive())
+            elif type_ not in _ACTED_ON:
+                if not ignored:
+                    ignored_at, ignored_type = len(events), type_
+                    events.append(None)
+                ignored += 1
+    except struct.error:
+        raise RemoteProtocolError(f"TLV header cut short at byte {offset}") from None
+    if offset > end:
+        raise RemoteProtocolError(
+            f"TLV type {type_} claims {length} bytes, {end - offset + length} remain"
+        )
+    if key_at >= 0:
+        events[key_at] = ClientKey(data[key_start:key_end])
+    if ignored:
+        events[ignored_at] = Ignored(ignored_type, ignored)
+    return [event for event in events if event is not None]
 
 
 _LONE_FRAGMENT = struct.Struct(f"{TLV_HEADER.format}{MSG_ID_BYTES}s")
@@ -181,7 +238,7 @@ def decrypt_payload_untrusted(
     try:
         tlvs = decode_tlvs_untrusted(payload, max_blocks)
     except RemoteProtocolError as exc:
-        if exc.reason is DropReason.TOO_MANY_TLVS:
+        if exc.reason is DropReason.TOO_LARGE:
             raise RemoteProtocolError(f"over {max_blocks} blocks", DropReason.TOO_LARGE) from None
         raise RemoteProtocolError(f"payload: {exc}", DropReason.BAD_PAYLOAD) from None
     if any(tlv.type != TlvType.ENCRYPTED_BLOCK for tlv in tlvs):
