@@ -109,13 +109,22 @@ def test_largest_total_is_accepted() -> None:
         pytest.param(0, 0xFFFF, id="total 65535"),
     ],
 )
-def test_invalid_numbers_drop_the_fragment(seq: int, total: int) -> None:
+def test_an_invalid_first_fragment_invalidates_its_key_until_its_deadline(
+    seq: int, total: int
+) -> None:
+    """The page: it "invalidates that message"; a valid message under the same key right
+    after was relayed (conformance review)."""
     r = make()
-    assert r.add(SRC, frag(seq, total), 0.0) == INVALID
+    assert r.add(SRC, frag(seq, total), 1.0) == INVALID
     assert r.in_flight == 0
     assert r.buffered_bytes == 0
-    # Nothing was pending, so nothing is remembered: the key is still free.
-    assert r.add(SRC, frag(0, 2), 0.1) == Pending(KEY, 0.1 + TIMEOUT, new=True)
+    assert r.add(SRC, frag(0, 1), 1.1) == LATE
+    assert r.add(SRC, frag(0, 2), 5.99) == LATE
+    assert r.add(SRC, frag(0, 2, msg_id=b"othr"), 1.1) == Pending(
+        (SRC, b"othr"), 1.1 + TIMEOUT, new=True
+    )
+    assert r.expire(6.0) == []
+    assert r.add(SRC, frag(0, 2), 6.0) == Pending(KEY, 6.0 + TIMEOUT, new=True)
 
 
 def test_max_fragments_is_configurable() -> None:
@@ -395,7 +404,8 @@ def test_a_piece_over_256_bytes_is_invalid() -> None:
     r = make()
     big = Fragment(MSG, 0, 1, b"x" * 257)
     assert r.add(SRC, big, 0.0) == Rejected(DropReason.INVALID_FRAGMENT)
-    assert isinstance(r.add(SRC, Fragment(MSG, 0, 1, b"x" * 256), 0.0), Complete)
+    assert r.add(SRC, Fragment(MSG, 0, 1, b"x" * 256), 0.0) == LATE
+    assert isinstance(r.add(SRC, Fragment(b"msg2", 0, 1, b"x" * 256), 0.0), Complete)
 
 
 def test_a_shorter_timeout_expires_newer_messages_first_and_moves_no_deadline() -> None:

@@ -3,7 +3,7 @@
 Rules (``docs/protocol.md``): messages are keyed by (source, msg_id); a message
 is complete when every seq in ``0..total-1`` has arrived. A bad ``total``, a
 ``seq`` out of range or a repeated seq with different bytes invalidates the
-message. Completed and invalidated keys stay as tombstones until their
+message, even as its first fragment. Completed and invalidated keys stay as tombstones until their
 deadline, so a duplicated datagram is never delivered twice. Buffers are
 bounded per source and in total. At the total bound the source holding the most
 buffered bytes loses its oldest partial message to make room, so that many sources
@@ -156,14 +156,14 @@ class Reassembler:
         if not self._valid_numbers(fragment) or (
             partial is not None and fragment.total != partial.total
         ):
-            return self._invalidate(key, partial)
+            return self._invalidate(key, partial, now)
         if partial is None:
             return self._start(key, fragment, now, dropped)
         known = partial.pieces.get(fragment.seq)
         if known is not None:
             if known == fragment.piece:
                 return Rejected(DropReason.DUPLICATE_FRAGMENT)
-            return self._invalidate(key, partial)
+            return self._invalidate(key, partial, now)
         cost = len(fragment.piece) + FRAGMENT_OVERHEAD_BYTES
         self._make_room(cost, key, dropped)
         if self.buffered_bytes + cost > self.max_total_bytes:
@@ -266,9 +266,11 @@ class Reassembler:
         self._bury(key, partial.deadline)
         return Complete(key, payload)
 
-    def _invalidate(self, key: MessageKey, partial: _Partial | None) -> Rejected:
+    def _invalidate(self, key: MessageKey, partial: _Partial | None, now: float) -> Rejected:
         if partial is None:
-            # Nothing buffered under this key: the fragment alone is dropped.
+            # The page: an invalid first fragment invalidates its message too, until the
+            # deadline it started (a valid message under the key was relayed, review).
+            self._bury(key, now + self.timeout_s)
             return Rejected(DropReason.INVALID_FRAGMENT)
         self._release(key, partial)
         self._bury(key, partial.deadline)
