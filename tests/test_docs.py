@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+from mcrelay.daemon.messages import MAX_RELAYS_PER_CLIENT
 from mcrelay.protocol.errors import DropReason
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -20,3 +21,13 @@ def test_the_drop_reasons_table_lists_every_drop_reason_once() -> None:
         "docs/operations.md names reasons no longer counted"
     )
     assert len(rows) == len(set(rows)), "a reason has two rows"
+
+
+def test_the_per_client_bound_on_completed_messages_is_the_codes() -> None:
+    """docs/protocol.md said 32 while the code and operations.md said 128 (review)."""
+    said = re.search(
+        r"One client has at most (\d+) completed messages",
+        (DOCS / "protocol.md").read_text(encoding="utf-8"),
+    )
+    assert said is not None
+    assert int(said.group(1)) == MAX_RELAYS_PER_CLIENT
