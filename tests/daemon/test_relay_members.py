@@ -336,22 +336,32 @@ async def test_a_newcomer_waits_behind_those_already_waiting(
         assert waiter.registered()
 
 
-async def test_a_key_request_beside_a_waiting_registration_is_answered_after_its_roster(
+async def test_key_requests_are_answered_at_once_while_a_registration_waits(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """Our client marks the roster's end by the answer to the key request it sends beside
-    its key: a registration that waited behind others had its answer sent at once, before
-    the roster, and every member present showed as joined (found by review)."""
+    """The page: "on 7 the relay answers", under its answer rates alone. A request from
+    a source whose registration waited was held until it was made, its retries too: a
+    page client sending 4 then 7 waited 4.4 s for an answer it had the budget for, and
+    past a client timeout got none (found by review)."""
     config = harness_config(registrations_per_host_burst=3, registrations_per_host_per_s=0.01)
     async with open_relay(keys[0], config) as harness:
         for n in range(5):  # 3 members, 2 waiting for their host's rate
             harness.peer(("127.0.0.2", 40000 + n), keys[1]).register()
         await settle()
-        newcomer = harness.peer(("127.0.0.3", 40000), keys[2])
-        newcomer.send(legacy.client_key(keys[2].public_key()) + legacy.key_request())
-        await trio.sleep(0.2)  # its turn comes at the next try
-        received = newcomer.take()
-        assert [type(event) for event in received] == [PeerJoined] * 3 + [ServerKey]
+        page_client = harness.peer(("127.0.0.2", 41000), keys[2])
+        page_client.register()
+        page_client.send(legacy.key_request())
+        ours = harness.peer(("127.0.0.2", 41001), keys[3])  # 4 and 7 in one datagram
+        ours.send(legacy.client_key(keys[3].public_key()) + legacy.key_request())
+        await settle()
+        server_key = ServerKey(legacy.server_key(keys[0].public_key())[4:])
+        assert page_client.take() == ours.take() == [server_key]
+        assert waiting(harness) == 4
+        await trio.sleep(1.0)
+        page_client.send(legacy.key_request())  # a retry: answered too
+        await settle()
+        assert page_client.take() == [server_key]
+        assert harness.drops() == {}
 
 
 async def test_a_drop_without_detail_is_logged_without_a_dangling_colon(

@@ -22,7 +22,7 @@ def test_oldest_first_as_the_rates_allow_and_a_new_key_keeps_its_place(keys: Key
     assert queue.add(at(1), newer, 9.0) is None
     tokens = {at(1), at(2)}  # the hosts of at(0) and at(3) have none yet
     taken = queue.take(10.0, 30.0, lambda source: source in tokens, lambda: True)
-    assert [source for source, _, _ in taken.ready] == [at(1), at(2)]
+    assert [source for source, _ in taken.ready] == [at(1), at(2)]
     assert taken.ready[0][1] is newer
     assert taken.expired == []
     assert len(queue) == 2

@@ -22,7 +22,9 @@ TLV. To tell them apart, our key goes in one datagram with a SERVER_KEY_REQUEST.
 The relay handles a datagram's TLVs in order and sends in the order it decides, so
 its answer, a SERVER_PUBLIC_KEY, comes right after the roster: what arrives before
 it is ``PeerPresent``, what comes after is ``PeerJoined``. Should the answer not
-come (rate limited, lost), the roster ends ``ROSTER_WAIT_S`` after registering.
+come (rate limited, lost), the roster ends ``ROSTER_WAIT_S`` after registering. A
+registration that waits for the relay's rate has its answer at once and its roster
+when it is made: those clients show as joined.
 """
 
 import hashlib

@@ -223,11 +223,10 @@ class LegacyProfile:
     def _on_key_request(
         self, _event: KeyRequest, source: Address, _: Member | None, now: float
     ) -> None:
-        if self._waiting.answer_after(source):
-            return  # beside a registration that waits: answered after its roster
-        self._answer_key(source, now)
-
-    def _answer_key(self, source: Address, now: float) -> None:
+        """The page: "on 7 the relay answers", under the answer rates alone, whether a
+        registration of the source waits or not (a request beside a waiting one was held
+        until it was made, and so were the client's retries: a page client waited for
+        its answer up to a client timeout, or for ever; found by review)."""
         if self._answers.allow(source, now):
             self._services.notify(self._server_key, source)
         else:
@@ -281,13 +280,11 @@ class LegacyProfile:
         )
         for source in taken.expired:
             self._services.drop(DropReason.RATE_LIMITED, source, "registration waited")
-        for source, claimed, answer in taken.ready:
+        for source, claimed in taken.ready:
             if self._services.address_banned(source, now):  # since it came
                 self._services.drop(DropReason.BANNED, source)
             else:
                 self._register(source, claimed, now)
-                if answer:
-                    self._answer_key(source, now)
 
     def _log_refused_key(self, source: Address, exc: RemoteProtocolError, now: float) -> None:
         """The page logs a refused key; sources are spoofable, so one line a minute at

@@ -27,8 +27,6 @@ MAX_WAITING = 1024
 class _Waiting:
     identity: Identity
     since: float
-    answer: bool = False
-    """A key request came with it: answered once it is made, after its roster."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +34,7 @@ class Taken:
     """What :meth:`WaitingRegistrations.take` found: the registrations to make now, in
     the order they came, and the sources that waited too long."""
 
-    ready: list[tuple[Address, Identity, bool]]
-    """Source, identity, and whether a key request waits for an answer."""
+    ready: list[tuple[Address, Identity]]
     expired: list[Address]
 
 
@@ -63,16 +60,6 @@ class WaitingRegistrations:
             return self._waiting.popitem(last=False)[0]
         return None
 
-    def answer_after(self, source: Address) -> bool:
-        """Answer ``source``'s key request once its registration is made (so that the
-        answer follows the roster, as it does for a registration made at once); False
-        when it has none waiting."""
-        waiting = self._waiting.get(source)
-        if waiting is None:
-            return False
-        waiting.answer = True
-        return True
-
     def discard(self, source: Address) -> bool:
         """``source`` no longer waits (it said DISCONNECT); False if it did not."""
         return self._waiting.pop(source, None) is not None
@@ -93,12 +80,12 @@ class WaitingRegistrations:
                 break
             expired.append(source)
             del self._waiting[source]
-        ready: list[tuple[Address, Identity, bool]] = []
+        ready: list[tuple[Address, Identity]] = []
         for source, waiting in list(self._waiting.items()):
             if not room():
                 break
             if allow(source):
-                ready.append((source, waiting.identity, waiting.answer))
+                ready.append((source, waiting.identity))
                 del self._waiting[source]
         return Taken(ready, expired)
 
