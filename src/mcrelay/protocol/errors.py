@@ -37,6 +37,7 @@ class DropReason(StrEnum):
     NOT_FROM_RELAY = "not_from_relay"
     DUPLICATE_MESSAGE = "duplicate_message"
     STOPPED = "stopped"
+    NEVER_REGISTERED = "never_registered"
     # protocol/secure: data.py, replay.py, messages.py (DATA, replay window, message bodies)
     REPLAYED = "replayed"
     COUNTER_TOO_OLD = "counter_too_old"

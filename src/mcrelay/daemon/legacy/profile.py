@@ -29,7 +29,7 @@ from mcrelay.daemon.legacy.sealing import (
     SealJob,
     relay_key_der,
 )
-from mcrelay.daemon.legacy.waiting import WaitingRegistrations
+from mcrelay.daemon.legacy.waiting import Waiting, WaitingRegistrations
 from mcrelay.daemon.workers import CryptoWorkers, Running
 from mcrelay.logs import once_a_minute
 from mcrelay.protocol import legacy
@@ -156,7 +156,7 @@ class LegacyProfile:
     def removed(self, member: Member, reason: Departure) -> None:
         """Nothing to close: a legacy member's state is its roster entry, and a re-key
         of its that waits for the rate (gone, kicked, banned: not made later)."""
-        self._waiting.discard(member.address)
+        self._drop_held(member.address, self._waiting.discard(member.address))
 
     # Datagrams in.
 
@@ -211,12 +211,18 @@ class LegacyProfile:
         member.bytes_in += len(data)
         return True
 
-    def _refused_for_room(self, key: MessageKey, sender: Member, now: float) -> bool:
+    def _refused_for_room(self, key: MessageKey, sender: Member | None, now: float) -> bool:
         """Refuse the message a fragment would start if its sender has no room (counted
         ``overloaded``), before it costs anything: no buffer, no task, and its other
-        fragments refused too until the deadline it would have had."""
-        if self._services.room_for(sender):
+        fragments refused too until the deadline it would have had. A sender whose
+        registration waits (None) has room while it may hold one more message."""
+        if sender is not None:
+            if self._services.room_for(sender):
+                return False
+        elif self._waiting.may_hold(key[0]):
             return False
+        else:
+            self._services.drop(DropReason.OVERLOADED, key[0])
         self.reassembler.refuse(key, now)
         return True
 
@@ -247,20 +253,26 @@ class LegacyProfile:
             services.register(claimed, source, now)
         elif self._waiting or not self._services.registrations[PROFILE].allow((source[0], 0), now):
             # Behind those waiting (oldest first), or over the rate: it waits too.
-            dropped = self._waiting.add(source, claimed, now)
-            if dropped is not None:
+            pushed_out = self._waiting.add(source, claimed, now)
+            if pushed_out is not None:
+                dropped, waiting = pushed_out
                 services.drop(DropReason.RATE_LIMITED, dropped, "registration waited")
+                self._drop_held(dropped, waiting)
             self._registration_waits.set()
         else:
             self._register(source, claimed, now)
 
-    def _register(self, source: Address, claimed: Identity, now: float) -> None:
+    def _register(self, source: Address, claimed: Identity, now: float) -> bool:
+        """Register (or re-key) ``source``; False (counted) if the roster refused it."""
         try:
             self._services.register(claimed, source, now)
         except RosterFull as exc:
             self._services.drop(DropReason.REGISTRY_FULL, source, exc)
         except AddressInUse as exc:  # a secure member's (one that came while this waited)
             self._services.drop(DropReason.SECURE_ADDRESS, source, exc)
+        else:
+            return True
+        return False
 
     def _register_waiting(self, now: float) -> None:
         """The waiting registrations the rates allow now (see waiting.py)."""
@@ -278,13 +290,30 @@ class LegacyProfile:
         taken = self._waiting.take(
             now, self._client_timeout_s, allow, lambda: limiter.total_room(now)
         )
-        for source in taken.expired:
+        for source, waiting in taken.expired:
             self._services.drop(DropReason.RATE_LIMITED, source, "registration waited")
-        for source, claimed in taken.ready:
+            self._drop_held(source, waiting)
+        for source, waiting in taken.ready:
             if self._services.address_banned(source, now):  # since it came
                 self._services.drop(DropReason.BANNED, source)
-            else:
-                self._register(source, claimed, now)
+            elif self._register(source, waiting.identity, now):
+                member = self._services.roster.at(source)
+                assert member is not None, "just registered"
+                for payload in waiting.held:  # after its roster, in the order they completed
+                    self._admit(member, payload, None)
+                continue
+            self._drop_held(source, waiting)
+
+    def _drop_held(
+        self,
+        source: Address,
+        waiting: Waiting | None,
+        reason: DropReason = DropReason.NEVER_REGISTERED,
+    ) -> None:
+        """The messages held for a registration that will not be made, each counted."""
+        if waiting is not None:
+            for _ in waiting.held:
+                self._services.drop(reason, source)
 
     def _log_refused_key(self, source: Address, exc: RemoteProtocolError, now: float) -> None:
         """The page logs a refused key; sources are spoofable, so one line a minute at
@@ -301,10 +330,11 @@ class LegacyProfile:
     def _on_fragment(
         self, event: FragmentReceived, source: Address, sender: Member | None, now: float
     ) -> None:
-        # Only a registered source's fragment can complete a message, so a message's
-        # sender is always registered at completion (the spec's "source gone" check).
+        # Only a registered source's fragment can complete a message, or one whose
+        # registration waits (its message is then held until it is made): so a message's
+        # sender is registered when it is admitted (the spec's "source gone" check).
         services = self._services
-        if sender is None:
+        if sender is None and source not in self._waiting:
             services.drop(DropReason.UNREGISTERED, source)
             return
         key = (source, event.fragment.msg_id)
@@ -328,7 +358,9 @@ class LegacyProfile:
     def _on_disconnect(
         self, _event: DisconnectRequest, source: Address, member: Member | None, _now: float
     ) -> None:
-        if self._waiting.discard(source) and member is None:
+        waiting = self._waiting.discard(source)
+        self._drop_held(source, waiting)
+        if waiting is not None and member is None:
             return  # its registration (or re-key) was still waiting: it is not made
         if member is None or self._services.remove(member.id, Departure.DISCONNECT) is None:
             self._services.drop(DropReason.UNREGISTERED, source)
@@ -350,22 +382,30 @@ class LegacyProfile:
     def stop_receiving(self) -> None:
         """Messages still in reassembly cannot complete: they end now, each counted, as
         do the registrations still waiting."""
-        for source in self._waiting.clear():
+        for source, waiting in self._waiting.clear():
             self._services.drop(DropReason.STOPPED, source)
+            self._drop_held(source, waiting, DropReason.STOPPED)
         for key in self.reassembler.clear():
             self._services.drop(DropReason.STOPPED, key[0])
             self._end(key)
 
     # A message's task, from its first fragment.
 
-    def _complete(self, key: MessageKey, sender: Member, complete: Complete) -> None:
-        """Admit a message as it completes: it takes its place in its sender's line now."""
-        message = self._reassembling.pop(key, None)
-        if message is None:  # one fragment: complete at once, its task has nothing to wait for
+    def _complete(self, key: MessageKey, sender: Member | None, complete: Complete) -> None:
+        """Admit a message as it completes: it takes its place in its sender's line now.
+        A sender whose registration waits (None) has it held until it is made."""
+        if sender is None:
+            self._end(key)
+            if not self._waiting.hold(key[0], complete.payload):
+                self._services.drop(DropReason.OVERLOADED, key[0])
+            return
+        self._admit(sender, complete.payload, self._reassembling.pop(key, None))
+
+    def _admit(self, sender: Member, payload: bytes, message: _Message | None) -> None:
+        if message is None:  # one fragment, or held: its task has nothing to wait for
             message = _Message()
             self._services.start_message(partial(self._message, message, trio.current_time()))
-        opener = partial(self._open, sender, complete.payload)
-        message.admitted = self._services.admit(sender, opener)
+        message.admitted = self._services.admit(sender, partial(self._open, sender, payload))
         message.completed.set()
 
     def _end(self, key: MessageKey) -> None:
