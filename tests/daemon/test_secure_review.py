@@ -10,6 +10,7 @@ import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mcrelay.core.members import Departure
 from mcrelay.daemon.secure.presence import OWN_IN_CHANNEL, WAITING_BYTES
 from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import format_address
@@ -378,3 +379,26 @@ async def test_a_kicked_member_hears_nothing_after_its_notice(
         heard = b.take()
         assert heard[-1] == Notice(NoticeCode.KICKED, b"kicked")
         assert sum(isinstance(message, Notice) for message in heard) == 1
+
+
+async def test_a_closed_session_lets_go_of_what_it_held(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A closed session stayed in a cycle with its member (Peer, Member, Identity,
+    Details, Peer), freed only by a full collection, with the copies it never had
+    acknowledged (found by review): it lets go of them, and of its member, at once."""
+    async with open_relay(keys[0], CHURN) as harness:
+        a, b = await connected(harness, 2)
+        secure = harness.relay.secure
+        assert secure is not None
+        peer = secure._peers[b.static.public]
+        for n in range(20):  # b acknowledges none of them
+            await a.say(f"line {n}".encode())
+        await a.pump()
+        await settle()
+        assert peer.session.channel.statistics().queued + len(peer.copies) > 0
+        harness.relay.remove(b.id, Departure.UNREACHABLE)
+        assert peer.closed
+        assert peer.member is None
+        statistics = peer.session.channel.statistics()
+        assert statistics.queued == statistics.in_flight == 0

@@ -634,6 +634,10 @@ class SecureProfile:
         peer.copy_bytes = 0
         self._backpressure.forget(peer)
         peer.session.channel.close()
+        # Its member's identity holds it (for the API): a cycle, freed only by a full
+        # collection, minutes apart or never on an idle relay, with every copy it held
+        # (found by review).
+        peer.member = None
 
     def _hold_indexes(self, peer: Peer) -> None:
         """Look up exactly the keypairs its session holds: a rekey's keypair that a later

@@ -233,5 +233,7 @@ class Channel:
         return fresh
 
     def close(self) -> None:
-        """The channel ends (its member is gone): give its bytes back to the shared budget."""
+        """The channel ends (its member is gone): give its bytes back to the shared budget,
+        and let go of what it was sending."""
         self._receiver.reset(None)
+        self._sender.clear()

@@ -359,6 +359,13 @@ class Sender:
         self._abandon_at.clear()
         self._admit()
 
+    def clear(self) -> None:
+        """The channel ends: let go of every message and its body at once (whoever closed
+        it counted them lost)."""
+        self._flight.clear()
+        self._queue.clear()
+        self._abandon_at.clear()
+
     def discard(self) -> None:
         """A new client epoch (relay side): every message towards the old session fails."""
         for outgoing in [*self._flight.values(), *self._queue]:
