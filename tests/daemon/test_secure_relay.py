@@ -19,6 +19,7 @@ from mcrelay.daemon.secure.peers import Peer
 from mcrelay.protocol import legacy
 from mcrelay.protocol.legacy.crypto import key_digest
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
+from mcrelay.protocol.secure.frames import Fragment, encode_frames
 from mcrelay.protocol.secure.header import DatagramType
 from mcrelay.protocol.secure.keyquery import KeyQuery
 from mcrelay.protocol.secure.keys import AuthorizedKey, KeyPair
@@ -33,6 +34,7 @@ from mcrelay.protocol.secure.messages import (
     encode_message,
 )
 from mcrelay.protocol.secure.origins import Origin, OriginKind
+from mcrelay.protocol.secure.receiving import DISCONNECT_HOLD_S
 from relay_harness import client_address, harness_config, open_relay, settle
 from secure_harness import HarnessLink, SecurePeer, connected
 
@@ -122,6 +124,43 @@ async def test_a_leave_carries_its_reason(
         assert harness.relay.roster.get(c.id) is None
         assert a.take() == [presence(PresenceEvent.LEFT, c, LeaveReason.TIMEOUT)]
         assert harness.relay.roster.get(a.id) is not None
+
+
+async def test_a_leave_waits_for_the_message_before_it_a_second_at_most(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A DISCONNECT complete before an earlier message overtook it: the others saw the
+    leave at once, and the message was counted abandoned (found by review)."""
+    async with open_relay(keys[0]) as harness:
+        a, b = await connected(harness, 2)
+        await a.pump()
+        a.take()
+        assert b.session is not None
+        seal = b.session.current.seal
+        first, second = Fragment(0, 0, 2, b"\x01hel"), Fragment(0, 1, 2, b"lo")
+        b.send(seal(encode_frames([first])), seal(encode_frames([Fragment(1, 0, 1, b"\x04")])))
+        await a.pump()
+        assert a.take() == []
+        assert harness.relay.roster.get(b.id) is not None
+        await trio.sleep(0.05)
+        b.send(seal(encode_frames([second])))
+        await a.pump()
+        assert a.take() == [
+            RelayedChat(secure_origin(b), b"hello"),
+            presence(PresenceEvent.LEFT, b, LeaveReason.DISCONNECT),
+        ]
+
+        c = SecurePeer(HarnessLink(harness), client_address(2))
+        await c.connect()
+        await a.pump()
+        a.take()
+        assert c.session is not None
+        seal = c.session.current.seal
+        c.send(seal(encode_frames([first])), seal(encode_frames([Fragment(1, 0, 1, b"\x04")])))
+        await trio.sleep(DISCONNECT_HOLD_S)  # its second fragment never comes
+        await a.pump()
+        assert a.take() == [presence(PresenceEvent.LEFT, c, LeaveReason.DISCONNECT)]
+        assert harness.drops()["abandoned"] == 1
 
 
 async def test_a_member_that_acknowledges_nothing_is_removed_unreachable(

@@ -1,5 +1,7 @@
 """The receiving half, driven by hand: order, settling, deadlines, ACKs, back-pressure."""
 
+import math
+
 import pytest
 
 from mcrelay.protocol.errors import DropReason
@@ -8,6 +10,7 @@ from mcrelay.protocol.secure.channel_events import MessageDelivered
 from mcrelay.protocol.secure.frames import Abandon, Ack, Fragment
 from mcrelay.protocol.secure.receiving import (
     ACK_DELAY_S,
+    DISCONNECT_HOLD_S,
     MAX_PEER_BYTES,
     RECEIVE_DEADLINE_S,
 )
@@ -276,10 +279,25 @@ def test_both_roles_receive_alike(role: Role) -> None:
     assert delivered(channel) == [chat(0)]
 
 
-def test_a_disconnect_behind_a_refused_message_is_not_held_behind_it() -> None:
-    # Found in review: the CHAT refused under back-pressure never comes again (its
-    # client closes once its DISCONNECT is acknowledged), so the DISCONNECT waited
-    # behind it until the member timed out.
+def test_a_disconnect_waits_in_order_for_an_earlier_message_still_arriving() -> None:
+    """The page: a completed message waits until every earlier one is delivered or
+    abandoned. A complete DISCONNECT overtook message 0, whose last fragment came 50 ms
+    later: message 0 was counted abandoned, never delivered (found by review)."""
+    channel = relay()
+    first, second = whole(0, bytes(2000))
+    feed(channel, 0.0, first)
+    feed(channel, 0.01, Fragment(1, 0, 1, b"\x04"))
+    assert drain(channel, 0.01) == [ack(1, 1)]  # acknowledged at once all the same
+    assert delivered(channel) == []
+    feed(channel, 0.06, second)
+    assert delivered(channel) == [bytes(2000), b"\x04"]
+    assert channel.statistics().drops == {}
+
+
+def test_a_disconnect_waits_a_second_at_most_then_what_is_missing_is_abandoned() -> None:
+    # Its client closes once the DISCONNECT is acknowledged: a CHAT refused under
+    # back-pressure never comes again, and a DISCONNECT held behind it for good made
+    # the leave a timeout (found in review).
     channel = relay()
     feed(channel, 0.0, *whole(0, chat(0)))
     channel.backpressure = True
@@ -289,7 +307,32 @@ def test_a_disconnect_behind_a_refused_message_is_not_held_behind_it() -> None:
     channel.backpressure = False
     feed(channel, 0.2, *whole(3, chat(3)))  # complete, waiting behind 1 and 2
     feed(channel, 0.3, Fragment(4, 0, 1, b"\x04"))
-    assert delivered(channel) == [chat(0), chat(3), b"\x04"]
-    assert channel.statistics().drops == {DropReason.BACKPRESSURE: 2}  # counted once
-    feed(channel, 0.4, second)  # too late: settled
+    assert delivered(channel) == [chat(0)]
+    channel.poll(0.3 + DISCONNECT_HOLD_S - 0.001)
     assert delivered(channel) == []
+    channel.poll(0.3 + DISCONNECT_HOLD_S)
+    assert delivered(channel) == [chat(3), b"\x04"]
+    assert channel.statistics().drops == {DropReason.BACKPRESSURE: 2}  # counted once
+    feed(channel, 1.4, second)  # too late: settled
+    assert delivered(channel) == []
+
+
+def test_a_disconnect_gives_up_what_is_incomplete_before_it_as_abandoned() -> None:
+    channel = relay()
+    feed(channel, 0.0, whole(0, bytes(2000))[0], *whole(1, chat(1)))
+    feed(channel, 0.5, Fragment(2, 0, 1, b"\x04"))
+    now, out = 0.5, list[bytes]()
+    while not out:  # woken when it says (the bitmap of message 0 every 40 ms meanwhile)
+        drain(channel, now)
+        now = channel.next_deadline() or math.inf
+        channel.poll(now)
+        out = delivered(channel)
+    assert now == pytest.approx(0.5 + DISCONNECT_HOLD_S)
+    assert out == [chat(1), b"\x04"]
+    assert channel.statistics().drops == {DropReason.ABANDONED: 1}
+
+
+def test_a_disconnect_next_in_order_is_delivered_at_once() -> None:
+    channel = relay()
+    feed(channel, 0.0, *whole(0, chat(0)), Fragment(1, 0, 1, b"\x04"))
+    assert delivered(channel) == [chat(0), b"\x04"]

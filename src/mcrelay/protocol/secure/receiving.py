@@ -6,7 +6,9 @@ every message below ``s - 7``, so no more than :data:`HELD_MESSAGES` are ever he
 completed message waits until every earlier one is delivered or given up. A message
 is given up when the sender abandons it, or when it, or a later message, has been
 held for :data:`RECEIVE_DEADLINE_S`: the sender started every earlier message before
-that one, so its own deadline for them has passed.
+that one, so its own deadline for them has passed. A complete DISCONNECT waits in
+order too, but for :data:`DISCONNECT_HOLD_S` at most: its sender closes by then, so
+what is still incomplete before it is given up (``abandoned``) and it is delivered.
 
 ACKs: the full bitmap when a message completes, after up to :data:`ACK_DELAY_S` to
 ride with other frames, at once for a DISCONNECT or when half the sender's window
@@ -39,6 +41,13 @@ RECEIVE_DEADLINE_S = 10.0
 """From a message's first fragment to giving it up."""
 ACK_DELAY_S = 0.010
 """The longest a completed message's ACK waits to ride with other frames."""
+DISCONNECT_HOLD_S = 1.0
+"""From a DISCONNECT's completion, the longest it waits for the messages before it.
+Its sender closes once it is acknowledged (at once here), or at most 1 s after
+sending it, which was before it completed here: whatever it sent until it closed
+has arrived by then, if its datagrams take alike long to come. Not for ever (a
+leave would become a timeout), not at once (a message whose last fragment was
+still on its way was lost: found by review)."""
 HELD_MESSAGES = MESSAGE_WINDOW
 MAX_PEER_BYTES = 576 * 1024
 """Bytes held per peer: 8 of the largest messages fit, with the charges below."""
@@ -200,13 +209,8 @@ class Receiver:
         disconnect = body[:1] == _DISCONNECT
         self._schedule_ack(msg_seq, incoming.count, now, at_once=disconnect)
         if disconnect:
-            # The peer leaves once this is acknowledged: what it sent before and we
-            # have not completed will not come (a message refused under back-pressure,
-            # say), so nothing waits for it: the complete ones go in order, the rest
-            # are given up (counted), then the DISCONNECT.
-            self._settle_below(msg_seq, DropReason.ABANDONED)
-        else:
-            self._deliver()
+            incoming.deadline = min(incoming.deadline, now + DISCONNECT_HOLD_S)
+        self._deliver()
 
     def on_abandon(self, abandon: Abandon, now: float) -> None:
         msg_seq = abandon.msg_seq
@@ -224,7 +228,8 @@ class Receiver:
         self._deliver()
 
     def poll(self, now: float) -> None:
-        """Give up the messages held past their deadline, and every one below them."""
+        """Give up the messages held past their deadline, and every one below them (below
+        a DISCONNECT held its time, as ``abandoned``: its sender left without them)."""
         expired = [
             msg_seq
             for msg_seq, incoming in self._held.items()
@@ -233,7 +238,9 @@ class Receiver:
         if not expired:
             return
         last = max(expired, key=lambda msg_seq: serial_diff(msg_seq, self._next_seq))
-        self._settle_below(last, DropReason.REASSEMBLY_TIMEOUT)
+        body = self._held[last].body
+        leaving = body is not None and body[:1] == _DISCONNECT
+        self._settle_below(last, DropReason.ABANDONED if leaving else DropReason.REASSEMBLY_TIMEOUT)
         incoming = self._held.get(last)
         if incoming is not None and incoming.partial:
             self._give_up(last, incoming, DropReason.REASSEMBLY_TIMEOUT)
