@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.client import MessageReceived
 from mcrelay.daemon.secure.peers import Peer
+from mcrelay.daemon.secure.profile import FAREWELL_WAIT_S
 from mcrelay.protocol import legacy
 from mcrelay.protocol.legacy.crypto import key_digest
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
@@ -200,6 +201,7 @@ async def test_a_kicked_member_is_told_and_a_banned_key_gets_silence(
         assert b.session is not None
         assert b.session.channel.statistics().in_flight == 0
         assert harness.relay.statistics().profiles["secure"]["clients"] == 1
+        await a.pump()
         assert a.take() == [presence(PresenceEvent.LEFT, b, LeaveReason.KICK)]
 
         await b.connect()  # it may come back: it was not banned
@@ -207,8 +209,10 @@ async def test_a_kicked_member_is_told_and_a_banned_key_gets_silence(
         assert a.take() == [presence(PresenceEvent.JOINED, b)]
         harness.relay.kick(b.id, ban_s=60.0)
         await b.pump()
-        await a.pump()
         assert b.take()[-1] == Notice(NoticeCode.BANNED, b"banned")
+        await trio.sleep(0.05)
+        await b.pump()
+        await a.pump()
         assert a.take() == [presence(PresenceEvent.LEFT, b, LeaveReason.BAN)]
         assert [ban.scope for ban in harness.relay.bans.active(trio.current_time())] == ["key"]
 
@@ -216,6 +220,74 @@ async def test_a_kicked_member_is_told_and_a_banned_key_gets_silence(
         assert not await moved.handshake()  # its key is banned wherever it comes from
         assert moved.others == []
         assert harness.drops()["banned"] == 1
+
+
+async def test_a_kicked_member_stays_a_member_until_it_acknowledges_its_notice(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The page: NOTICE "kicked", then removal (left, kick) once the NOTICE is ACKed or
+    after 2 s. The others saw the leave at once, and a CHAT the member sent before its
+    ACK was acknowledged, then dropped (found by review)."""
+    async with open_relay(keys[0]) as harness:
+        a, b = await connected(harness, 2)
+        await a.pump()
+        a.take()
+        b.take()
+        assert [member.id for member in harness.relay.kick(b.id)] == [b.id]
+        assert b.session is not None
+        b.session.channel.send(encode_message(Chat(b"last words")), trio.current_time())
+        b.flush()  # before it hears of its NOTICE
+        await a.pump()
+        assert a.take() == [RelayedChat(secure_origin(b), b"last words")]
+        assert harness.relay.roster.get(b.id) is not None
+        # A second kick meanwhile: the same member named, nothing sent again.
+        assert [member.id for member in harness.relay.kick(b.id)] == [b.id]
+        await b.pump()
+        await trio.sleep(0.05)
+        await b.pump()  # its ACK of the NOTICE
+        assert b.take() == [Notice(NoticeCode.KICKED, b"kicked")]
+        assert harness.relay.roster.get(b.id) is None
+        await a.pump()
+        assert a.take() == [presence(PresenceEvent.LEFT, b, LeaveReason.KICK)]
+        assert "unregistered" not in harness.drops()
+
+
+async def test_a_banned_member_that_never_acknowledges_leaves_after_two_seconds(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_relay(keys[0]) as harness:
+        a, b = await connected(harness, 2)
+        await a.pump()
+        a.take()
+        harness.relay.kick(b.id, ban_s=60.0)
+        moved = SecurePeer(HarnessLink(harness), client_address(9), static=b.static)
+        assert not await moved.handshake()  # the ban holds at once
+        await a.pump()
+        assert a.take() == []
+        assert harness.relay.roster.get(b.id) is not None
+        await trio.sleep(FAREWELL_WAIT_S)  # b hears nothing, acknowledges nothing
+        await a.pump()
+        assert a.take() == [presence(PresenceEvent.LEFT, b, LeaveReason.BAN)]
+        assert harness.relay.roster.get(b.id) is None
+
+
+async def test_a_kicked_key_that_comes_back_at_once_leaves_first(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A new session of the key before its farewell ends does not keep it a member: the
+    kick completes (the others see it leave), then it joins anew."""
+    async with open_relay(keys[0]) as harness:
+        a, b = await connected(harness, 2)
+        await a.pump()
+        a.take()
+        harness.relay.kick(b.id)
+        again = SecurePeer(HarnessLink(harness), client_address(2), static=b.static, epoch=2)
+        await again.connect()
+        await a.pump()
+        assert a.take() == [
+            presence(PresenceEvent.LEFT, b, LeaveReason.KICK),
+            presence(PresenceEvent.JOINED, again),
+        ]
 
 
 async def test_only_authorized_keys_join(
@@ -240,6 +312,8 @@ async def test_only_authorized_keys_join(
         harness.relay.reconfigure(dataclasses.replace(harness.relay.config, authorized_key_list=()))
         await alice.pump()
         assert alice.take()[-1] == Notice(NoticeCode.KICKED, b"kicked")
+        await trio.sleep(0.05)
+        await alice.pump()  # its ACK of the NOTICE
         assert harness.relay.roster.get(alice.id) is None
         warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert warnings[-2:] == [

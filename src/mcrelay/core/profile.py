@@ -56,6 +56,11 @@ class Profile(Protocol):
     def deliver(self, member: Member, copy: bytes) -> bool:
         """Send a member of this profile its copy; False when it was dropped (counted)."""
 
+    def farewell(self, member: Member, reason: Departure) -> bool:
+        """An operator removes a member of this profile (kick, ban): True when the
+        profile tells it first and removes it itself once told (:meth:`Services.remove`);
+        False to remove it now."""
+
     def removed(self, member: Member, reason: Departure) -> None:
         """A member of this profile left the roster (``reason`` as its leave says)."""
 

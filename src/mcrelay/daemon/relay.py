@@ -254,7 +254,7 @@ class Relay:
         self, member_id: str, ban_s: float | None = None, *, scope: str | None = None
     ) -> list[Member]:
         """An operator's removal; return the members removed (reason ``kick``, or ``ban``
-        with ``ban_s``).
+        with ``ban_s``), or being removed (a secure member, once told).
 
         With ``ban_s`` it is also kept out that long, by ``scope``: ``address`` (a legacy
         member's default), ``host`` (every port; every member of that host goes too) or
@@ -279,7 +279,7 @@ class Relay:
             for target in targets:
                 self.bans.ban(target, ban_s, now)
         reason = Departure.KICK if ban_s is None else Departure.BAN
-        removed = [self.remove(i, reason) for i in dict.fromkeys([member_id, *chosen])]
+        removed = [self._dismiss(i, reason) for i in dict.fromkeys([member_id, *chosen])]
         return [m for m in removed if m is not None]
 
     def ban(self, target: BanTarget, ban_s: float) -> tuple[Ban, list[Member]]:
@@ -293,8 +293,16 @@ class Relay:
             banned = [m.id for m in self.roster if m.address[0] == target]
         else:
             banned = [target] if self.roster.get(target) is not None else []
-        removed = [self.remove(i, Departure.BAN) for i in banned]
+        removed = [self._dismiss(i, Departure.BAN) for i in banned]
         return ban, [m for m in removed if m is not None]
+
+    def _dismiss(self, member_id: str, reason: Departure) -> Member | None:
+        """An operator's removal: the member, removed now, or once its profile has told
+        it (a secure member's NOTICE, as the page has it: it stays a member until then)."""
+        member = self.roster.get(member_id)
+        if member is not None and self._profiles[member.identity.profile].farewell(member, reason):
+            return member
+        return self.remove(member_id, reason)
 
     async def post(
         self, plaintext: bytes, recipients: list[Member], *, federate: bool = False

@@ -153,6 +153,10 @@ class LegacyProfile:
     def deliver(self, member: Member, copy: bytes) -> bool:
         return self._services.send(copy, member.address)
 
+    def farewell(self, member: Member, reason: Departure) -> bool:
+        """No: the legacy protocol has no way to tell a member it is removed."""
+        return False
+
     def removed(self, member: Member, reason: Departure) -> None:
         """Nothing to close: a legacy member's state is its roster entry, and a re-key
         of its that waits for the rate (gone, kicked, banned: not made later)."""

@@ -6,7 +6,7 @@ A member whose copies outstanding (in flight and queued) reach
 than losing copies. As the page has it, it holds until its queue drains or the member
 is removed (a message to it past its 10 s deadline): one member that stops reading
 holds every sender up to then (docs/protocol.md, problems found in the page). A member
-being sent its farewell (kicked, banned) has left the roster and holds none.
+being sent its farewell (kicked, banned) is leaving and holds none.
 """
 
 from mcrelay.daemon.secure.peers import Peer

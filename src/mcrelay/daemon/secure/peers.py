@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from mcrelay.core.members import Member
+from mcrelay.core.members import Departure, Member
 from mcrelay.daemon.secure.presence import PresenceQueue
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.secure.keypairs import Keypair
@@ -73,11 +73,25 @@ class Peer:
     each subject in ``presence``."""
     farewell: int | None = None
     """The id of the NOTICE (kicked, banned) it is sent before it goes."""
+    leaving: Departure | None = None
+    """Why it leaves once its farewell is acknowledged (kick, ban), or at ``closing_at``."""
     closing_at: float | None = None
-    """When a peer that is being sent its farewell closes, acknowledged or not."""
+    """When a peer that is being sent its farewell leaves, acknowledged or not."""
     closed: bool = False
     indexes: set[int] = field(default_factory=set)
     """Every local index its keypairs were given (forgotten together when it closes)."""
+
+    def hold_indexes(self, table: "dict[int, Peer | Pending]") -> None:
+        """Look up exactly the keypairs its session holds in ``table`` (the relay's): a
+        rekey's keypair that a later rekey replaced before any DATA came under it is
+        forgotten, so a member that rekeys without end does not grow the table."""
+        held = self.session.local_indexes()
+        for index in self.indexes - held:
+            if table.get(index) is self:
+                del table[index]
+        for index in held:
+            table[index] = self
+        self.indexes = held
 
 
 class PendingHandshakes:

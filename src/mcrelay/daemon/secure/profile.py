@@ -74,7 +74,7 @@ log = logging.getLogger(__name__)
 DATA_TYPE = bytes([DatagramType.DATA])
 
 FAREWELL_WAIT_S = 2.0
-"""A kicked or banned member is removed once its NOTICE is acknowledged, or after this."""
+"""A kicked or banned member stays until its NOTICE is acknowledged, or this long."""
 MAX_COPIES = MESSAGE_WINDOW + QUEUE_LIMIT
 """Copies outstanding towards one member past which its queue overflows, beside the
 messages the pipeline held when back-pressure began (``max_pending_relays``): past
@@ -148,7 +148,7 @@ class SecureProfile:
                 member = peer.member
                 if member is not None:
                     log.info("client %s is no longer authorized", member.id)
-                    self._services.remove(member.id, Departure.KICK)
+                    self.farewell(member, Departure.KICK)
                     removed += 1
         if removed:
             log.warning("%d secure members removed: their keys are no longer authorized", removed)
@@ -231,7 +231,7 @@ class SecureProfile:
         keypair = Keypair.from_handshake(response.keys, init.epoch, now)
         if rekey and peer is not None:
             peer.session.install(keypair, now, source)
-            self._hold_indexes(peer)
+            peer.hold_indexes(self._indexes)
         else:
             pending = Pending(key, keypair, init.epoch, relay_epoch, source, now)
             self._pending.add(local_index, pending)
@@ -250,8 +250,7 @@ class SecureProfile:
         if keypair is None:
             del self._indexes[header.receiver_index]
             raise RemoteProtocolError("DATA for a forgotten keypair", DropReason.UNKNOWN_INDEX)
-        # A peer being sent its farewell (kicked, banned) has left the roster already.
-        member = owner.member if owner.closing_at is None else None
+        member = owner.member
         # A sender the pipeline has no room for starts no new message (its channel
         # would acknowledge one the relay then drops): its client sends it again later.
         owner.session.channel.backpressure = member is not None and not self._services.has_room(
@@ -303,11 +302,11 @@ class SecureProfile:
         )
         earlier = self._peers.get(pending.key)
         peer = Peer(pending.key, session, pending.client_epoch, pending.relay_epoch)
-        peer.indexes = session.local_indexes()
-        for index in peer.indexes:
-            self._indexes[index] = peer
+        peer.hold_indexes(self._indexes)
+        if earlier is not None and earlier.leaving is not None:
+            self._part(earlier)  # a new session does not outlive a kick: it joins anew
         self._peers[pending.key] = peer
-        if earlier is not None and earlier.member is not None:
+        if earlier is not None and earlier.member is not None and not earlier.closed:
             self._replace(earlier, peer, now)
         else:
             key, encoded = pending.key, encode_key(pending.key)
@@ -379,14 +378,14 @@ class SecureProfile:
             self._services.drop(DropReason.INTERNAL_ERROR, peer.session.address)
             member = peer.member
             self._close(peer)
-            if member is not None and peer.closing_at is None:
-                self._services.remove(member.id, Departure.UNREACHABLE)
+            if member is not None:
+                self._services.remove(member.id, peer.leaving or Departure.UNREACHABLE)
 
     def _turn(self, peer: Peer, now: float) -> None:
         if peer.closed:
             return
         if peer.closing_at is not None and now >= peer.closing_at:
-            self._close(peer)
+            self._part(peer)
             return
         peer.session.channel.poll(now)  # its timers first: what they settle is read now
         self._read_events(peer, now)
@@ -395,9 +394,10 @@ class SecureProfile:
             self._services.drop(reason, peer.session.address, "channel", count)
         if not peer.closed:
             self._flush(peer, now)
-            self._timers.schedule(
-                peer, max(peer.session.next_deadline(), now + TIMER_GRANULARITY_S)
-            )
+            due = peer.session.next_deadline()
+            if peer.closing_at is not None:  # its farewell's end too (found by review)
+                due = min(due, peer.closing_at)
+            self._timers.schedule(peer, max(due, now + TIMER_GRANULARITY_S))
 
     def _flush(self, peer: Peer, now: float) -> None:
         for datagram, address in peer.session.datagrams(now):
@@ -416,20 +416,20 @@ class SecureProfile:
                 case MessageAcknowledged(message_id):
                     self._settled(peer, message_id)
                     if message_id == peer.farewell:
-                        self._close(peer)
+                        self._part(peer)
                 case MessageDelivered(body):
                     self._delivered(peer, body)
                 case MessageFailed(message_id, reason):
                     self._settled(peer, message_id)
                     self._services.drop(reason, peer.session.address)
-                    if peer.member is not None and peer.closing_at is None:
-                        self._services.remove(peer.member.id, Departure.UNREACHABLE)
+                    if peer.member is not None:
+                        self._services.remove(peer.member.id, peer.leaving or Departure.UNREACHABLE)
         self._backpressure.update(peer)
 
     def _delivered(self, peer: Peer, body: bytes) -> None:
         member = peer.member
         address = peer.session.address
-        if member is None or peer.closing_at is not None:
+        if member is None:
             self._services.drop(DropReason.UNREGISTERED, address)
             return
         try:
@@ -437,8 +437,8 @@ class SecureProfile:
         except RemoteProtocolError as exc:  # acknowledged already: dropped and counted
             self._services.drop(exc.reason, address, exc)
             return
-        if not isinstance(message, Chat):
-            self._services.remove(member.id, Departure.DISCONNECT)
+        if not isinstance(message, Chat):  # DISCONNECT (a kicked member leaves kicked)
+            self._services.remove(member.id, peer.leaving or Departure.DISCONNECT)
             return
         admitted = self._services.admit(
             member, lambda _: _ready(Opened(message.text)), acknowledged=True
@@ -581,33 +581,50 @@ class SecureProfile:
         """Nothing: a secure member learns another's new address from the origin of its
         next message (the page has no PRESENCE for a move)."""
 
+    def farewell(self, member: Member, reason: Departure) -> bool:
+        """A kick or ban: NOTICE "kicked" or "banned" now; the member stays until it is
+        acknowledged, or :data:`FAREWELL_WAIT_S`, then leaves with ``reason`` (:meth:`_part`).
+        Told once: a second kick meanwhile sends nothing more."""
+        peer = self._peers.get(_key(member))
+        notice = FAREWELLS.get(reason)
+        if peer is None or peer.member is not member or notice is None:
+            return False
+        if reason is Departure.BAN:
+            self._pending.forget(peer.key)  # a handshake answered before the ban
+        if peer.leaving is not None:  # told already; a ban still makes it leave banned
+            peer.leaving = Departure.BAN if reason is Departure.BAN else peer.leaving
+            return True
+        now = trio.current_time()
+        peer.leaving = reason
+        peer.farewell = peer.session.channel.send(
+            encode_message(Notice(*notice)), now, bounded=False
+        )
+        peer.closing_at = now + FAREWELL_WAIT_S
+        self._turn(peer, now)
+        return True
+
+    def _part(self, peer: Peer) -> None:
+        """A kicked or banned member's farewell is acknowledged, or its time is up."""
+        if peer.member is not None and peer.leaving is not None:  # set by farewell()
+            self._services.remove(peer.member.id, peer.leaving)
+        self._close(peer)
+
     def removed(self, member: Member, reason: Departure) -> None:
-        """Close its session; a kicked or banned member is told first (its session lives
-        until the NOTICE is acknowledged, 2 s at most)."""
+        """Close its session (what is due first: the ACK of a DISCONNECT)."""
         peer = self._peers.get(_key(member))
         if peer is None or peer.member is not member:
             return
-        del self._peers[peer.key]
         if reason is Departure.BAN:
-            self._pending.forget(peer.key)  # a handshake answered before the ban
-        farewell = FAREWELLS.get(reason)
-        if farewell is None:
-            self._flush(peer, trio.current_time())  # what is due, the ACK of a DISCONNECT
-            self._close(peer)
-            return
-        now = trio.current_time()
-        notice = encode_message(Notice(*farewell))
-        peer.farewell = peer.session.channel.send(notice, now, bounded=False)
-        peer.closing_at = now + FAREWELL_WAIT_S
-        self._turn(peer, now)
-        self._timers.schedule(peer, peer.closing_at)
+            self._pending.forget(peer.key)
+        self._flush(peer, trio.current_time())
+        self._close(peer)
 
     def stop_receiving(self) -> None:
         """Tell every member the relay is going (best effort: one try, no ACK awaited)."""
         now = trio.current_time()
         notice = Notice(NoticeCode.SHUTTING_DOWN, b"the relay is shutting down")
-        for peer in list(self._peers.values()):
-            self._send_own(peer, notice, now)
+        for peer in [peer for peer in self._peers.values() if peer.leaving is None]:
+            self._send_own(peer, notice, now)  # (nothing after a kicked member's farewell)
 
     # Bookkeeping.
 
@@ -638,18 +655,6 @@ class SecureProfile:
         # collection, minutes apart or never on an idle relay, with every copy it held
         # (found by review).
         peer.member = None
-
-    def _hold_indexes(self, peer: Peer) -> None:
-        """Look up exactly the keypairs its session holds: a rekey's keypair that a later
-        rekey replaced before any DATA came under it is forgotten, so a member that
-        rekeys without end does not grow the table."""
-        held = peer.session.local_indexes()
-        for index in peer.indexes - held:
-            if self._indexes.get(index) is peer:
-                del self._indexes[index]
-        for index in held:
-            self._indexes[index] = peer
-        peer.indexes = held
 
     def _holds(self, key: bytes) -> bool:
         """Is this key a member's, or a pending handshake's (its timestamp is kept)?"""
