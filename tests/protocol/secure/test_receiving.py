@@ -197,6 +197,21 @@ def test_a_fragment_of_a_completed_message_is_acked_again_within_1024() -> None:
     assert drops[DropReason.LATE_FRAGMENT] == 1
 
 
+def test_a_delivered_message_is_acked_again_as_it_completed_whatever_count_is_claimed() -> None:
+    """A fragment of delivered message 1 (3 fragments) claiming 5 got an ACK of 5, all
+    acknowledged: a receiver acknowledged fragments it never had (found by review)."""
+    channel = relay()
+    feed(channel, 0.0, *whole(0, chat(0)), *whole(1, bytes(3000)))
+    assert len(delivered(channel)) == 2
+    drain(channel, ACK_DELAY_S)
+    for claimed in (5, 3, 1):
+        feed(channel, 0.5, Fragment(1, 0, claimed, b"x"))
+        assert drain(channel, 0.5 + ACK_DELAY_S) == [ack(1, 3)]
+    feed(channel, 0.6, Fragment(0, 0, 2, b"x"))  # one of one fragment, claimed as of 2
+    assert drain(channel, 0.6 + ACK_DELAY_S) == [ack(0, 1)]
+    assert channel.statistics().drops == {DropReason.DUPLICATE_FRAGMENT: 4}
+
+
 def test_a_fragment_of_a_waiting_completed_message_is_acked_again() -> None:
     channel = relay()
     feed(channel, 0.0, *whole(1, chat(1)))

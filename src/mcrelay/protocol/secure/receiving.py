@@ -142,9 +142,10 @@ class Receiver:
             return
         ahead = serial_diff(msg_seq, self._next_seq)
         if ahead < 0:
-            if msg_seq in self._completed:
+            count = self._completed.count(msg_seq)
+            if count is not None:  # ACKed as it completed, whatever count this one claims
                 self._drops[DropReason.DUPLICATE_FRAGMENT] += 1
-                self._schedule_ack(msg_seq, fragment.count, now, reack=True)
+                self._schedule_ack(msg_seq, count, now, reack=True)
             else:
                 self._drops[DropReason.LATE_FRAGMENT] += 1
             return
@@ -192,7 +193,7 @@ class Receiver:
     def _deliver_at_once(self, msg_seq: int, body: bytes, now: float) -> None:
         """A message of one fragment, next in order: complete and delivered as it comes,
         never held (most messages: what _complete and _deliver do, without the hold)."""
-        self._completed.add(msg_seq)
+        self._completed.add(msg_seq, 1)
         self._schedule_ack(msg_seq, 1, now)
         self.delivered += 1
         self._emit(MessageDelivered(body))
@@ -205,7 +206,7 @@ class Receiver:
         incoming.pieces = {}
         incoming.body = body
         self.budget.completed(self, incoming.charged)
-        self._completed.add(msg_seq)
+        self._completed.add(msg_seq, incoming.count)
         disconnect = body[:1] == _DISCONNECT
         self._schedule_ack(msg_seq, incoming.count, now, at_once=disconnect)
         if disconnect:
