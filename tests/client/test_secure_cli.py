@@ -2,6 +2,7 @@
 loopback: first use and the known-relays file, a pinned or changed key (exit 5), no
 relay (exit 3), acknowledged sends, chat output, and the identity file."""
 
+import dataclasses
 import json
 import stat
 from pathlib import Path
@@ -15,13 +16,20 @@ import mcrelay.cli.secure_chat as secure_chat
 from mcrelay.cli.main import run_command
 from mcrelay.cli.secure_chat import render
 from mcrelay.cli.status import ExitStatus
-from mcrelay.client.secure import DISCONNECT_LIMIT_S, ChatGivenUp, open_secure_participant
+from mcrelay.client import RelayKeyMismatch
+from mcrelay.client.secure import (
+    DISCONNECT_LIMIT_S,
+    ChatGivenUp,
+    key_mismatch,
+    open_secure_participant,
+)
 from mcrelay.client.secure_files import load_known_relays, parse_known_relays, remember_relay
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.secure import sending
 from mcrelay.protocol.secure.client import ABANDON_GRACE_S, DISCONNECT_WAIT_S
 from mcrelay.protocol.secure.client_events import (
     ChatReceived,
+    Closed,
     CloseReason,
     NoticeReceived,
     PresenceChanged,
@@ -85,6 +93,21 @@ async def test_a_changed_relay_key_is_refused_with_both_keys(tmp_path: Path) -> 
         assert line.startswith("mcrelay: error: ")
         assert not served.relay.members
     assert parse_known_relays((tmp_path / "known_relays").read_text()) == {where: RELAY_KEY.public}
+
+
+def test_two_answers_that_disagree_are_said_so_with_both_keys() -> None:
+    """With no key pinned, two KEY_INFO answers to one query said "answered with key X,
+    not the expected Y", as if Y had been pinned (found by review)."""
+    closed = Closed(CloseReason.KEY_MISMATCH, RELAY_KEY.public, OTHER_KEY.public, True)
+    error = key_mismatch("127.0.0.1:5007", closed)
+    assert isinstance(error, RelayKeyMismatch)  # exit 5
+    assert str(error).startswith(
+        f"relay 127.0.0.1:5007 answered one key query with two different keys, "
+        f"{encode_key(RELAY_KEY.public)} and {encode_key(OTHER_KEY.public)}: refusing"
+    )
+    assert "expected" not in str(error)
+    pinned = key_mismatch("127.0.0.1:5007", dataclasses.replace(closed, keys_disagreed=False))
+    assert "not the expected" in str(pinned)
 
 
 async def test_a_pinned_key_that_differs_is_refused(tmp_path: Path) -> None:

@@ -76,6 +76,28 @@ class RelayKeyChanged(RelayKeyMismatch):
         self.expected, self.found = expected, found
 
 
+class RelayKeysDisagree(RelayKeyMismatch):
+    """With no key pinned or known, two answers to one KEY_QUERY gave different keys
+    (exits 5): which is the relay's is unknown, so neither is trusted."""
+
+    def __init__(self, relay: str, first: bytes, second: bytes) -> None:
+        super().__init__(
+            f"relay {relay} answered one key query with two different keys, "
+            f"{encode_key(first)} and {encode_key(second)}: refusing to connect (someone "
+            "may be answering in its place; pin its key with --relay-key)"
+        )
+        self.first, self.second = first, second
+
+
+def key_mismatch(relay: str, closed: Closed) -> RelayKeyMismatch:
+    """What a session closed ``KEY_MISMATCH`` raises."""
+    assert closed.expected_key is not None
+    assert closed.found_key is not None
+    if closed.keys_disagreed:
+        return RelayKeysDisagree(relay, closed.expected_key, closed.found_key)
+    return RelayKeyChanged(relay, closed.expected_key, closed.found_key)
+
+
 class SessionEnded(Exception):
     """The relay ended our session (kicked, banned, replaced) or fell silent for good."""
 
@@ -213,8 +235,8 @@ async def open_secure_participant(
 ) -> AsyncIterator[SecureParticipant]:
     """Connect to a relay, run the session while the block runs, then DISCONNECT.
 
-    Raises :class:`RelayUnreachable` or :class:`RelayKeyChanged` before the block runs
-    when connecting fails.
+    Raises :class:`RelayUnreachable`, :class:`RelayKeyChanged` or
+    :class:`RelayKeysDisagree` before the block runs when connecting fails.
     """
     sock = await open_client_socket(interface=interface, ttl=ttl)
     with sock:
@@ -263,9 +285,7 @@ def ended_error(closed: Closed, destination: Address) -> Exception:
     if closed.reason is CloseReason.UNREACHABLE:
         return RelayUnreachable("the relay stopped answering")
     if closed.reason is CloseReason.KEY_MISMATCH:  # it came back with another key
-        assert closed.expected_key is not None
-        assert closed.found_key is not None
-        return RelayKeyChanged(format_address(destination), closed.expected_key, closed.found_key)
+        return key_mismatch(format_address(destination), closed)
     return SessionEnded(closed.reason)
 
 
@@ -274,9 +294,7 @@ def _raise_for(closed: Closed, destination: Address, timeout_s: float, *, answer
     take our DATA: it limits joins, or is full)."""
     where = format_address(destination)
     if closed.reason is CloseReason.KEY_MISMATCH:
-        assert closed.expected_key is not None
-        assert closed.found_key is not None
-        raise RelayKeyChanged(where, closed.expected_key, closed.found_key)
+        raise key_mismatch(where, closed)
     if closed.reason is CloseReason.UNREACHABLE:
         if answered:
             raise RelayUnreachable(

@@ -190,7 +190,8 @@ def test_two_different_answers_to_one_query_are_refused() -> None:
     other = KeyPair.from_private(bytes(32)).public
     connection.receive_datagram(encode_key_info(RELAY_KEY.public, nonce), RELAY_ADDRESS, 0.001)
     connection.receive_datagram(encode_key_info(other, nonce), RELAY_ADDRESS, 0.002)
-    assert connection.next_event() == Closed(CloseReason.KEY_MISMATCH, RELAY_KEY.public, other)
+    closed = Closed(CloseReason.KEY_MISMATCH, RELAY_KEY.public, other, keys_disagreed=True)
+    assert connection.next_event() == closed
 
 
 def test_before_a_session_only_the_port_asked_is_listened_to() -> None:

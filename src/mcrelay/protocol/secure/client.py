@@ -322,7 +322,10 @@ class ClientConnection:
         mismatch = check.read_answer_untrusted(datagram)
         if mismatch is not None:
             self._close(
-                CloseReason.KEY_MISMATCH, expected_key=mismatch.expected, found_key=mismatch.found
+                CloseReason.KEY_MISMATCH,
+                expected_key=mismatch.expected,
+                found_key=mismatch.found,
+                keys_disagreed=mismatch.disagreed,
             )
         elif self.relay_key is None:
             self.relay_key = check.key
@@ -413,8 +416,9 @@ class ClientConnection:
         *,
         expected_key: bytes | None = None,
         found_key: bytes | None = None,
+        keys_disagreed: bool = False,
     ) -> None:
         self.closed = True
         self._attempt = None
         self._out = []
-        self._events.append(Closed(reason, expected_key, found_key))
+        self._events.append(Closed(reason, expected_key, found_key, keys_disagreed))

@@ -82,6 +82,8 @@ class Closed:
     reason: CloseReason
     expected_key: bytes | None = None
     found_key: bytes | None = None
+    keys_disagreed: bool = False
+    """``KEY_MISMATCH`` with no key pinned or known: two answers to one query differed."""
 
 
 ClientEvent = (

@@ -146,12 +146,14 @@ class KeyMismatch:
 
     expected: bytes
     found: bytes
+    disagreed: bool = False
+    """No key was expected: ``expected`` is the first answer's, and two answers differ."""
 
 
 class KeyCheck:
     """One KEY_QUERY, resent until answered, and what its answers say of the relay key."""
 
-    __slots__ = ("key", "query", "retries")
+    __slots__ = ("_given", "key", "query", "retries")
 
     def __init__(
         self,
@@ -165,6 +167,7 @@ class KeyCheck:
         self.retries = HandshakeRetries(now, random_bytes, give_up_after_s=give_up_after_s)
         self.key = expected
         """The key expected, else the first answer's."""
+        self._given = expected is not None
 
     @property
     def answered(self) -> bool:
@@ -184,5 +187,5 @@ class KeyCheck:
         if self.key is None:
             self.key = found
         elif found != self.key:
-            return KeyMismatch(self.key, found)
+            return KeyMismatch(self.key, found, disagreed=not self._given)
         return None
