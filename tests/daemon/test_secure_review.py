@@ -331,7 +331,7 @@ async def test_a_copy_is_not_queued_for_a_member_its_presence_removed(
         # The copy does not fit, even once what waits is passed (it is counted smaller
         # in the channel than waiting).
         waiting = WAITING_BYTES * len(peer.presence)
-        secure._max_copy_bytes = secure._copy_bytes + len(copy) - waiting
+        secure._buffers.limit = secure._buffers.total + len(copy) - waiting
         assert not secure.deliver(member, copy)
         assert peer.closed
         assert secure.figures()["send_buffer_bytes"] == sum(
@@ -350,7 +350,7 @@ async def test_presence_waiting_counts_in_the_bound_of_the_send_buffers(
         await b.pump()
         secure = harness.relay.secure
         assert secure is not None
-        secure._max_copy_bytes = 15_000
+        secure._buffers.limit = 15_000
         peer = secure._peers[b.static.public]
         for n in range(100):  # b acknowledges nothing from now on
             harness.peer(client_address(100 + n), keys[2]).register()

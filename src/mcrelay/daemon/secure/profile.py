@@ -22,6 +22,7 @@ from mcrelay.core.members import AddressInUse, Departure, Identity, Member, Rost
 from mcrelay.core.opened import Opened, Sealed
 from mcrelay.core.profile import Origin, Services
 from mcrelay.daemon.secure.backpressure import Backpressure
+from mcrelay.daemon.secure.buffers import SendBuffers
 from mcrelay.daemon.secure.origin import PROFILE, chat_head
 from mcrelay.daemon.secure.peers import (
     COALESCE_S,
@@ -120,9 +121,8 @@ class SecureProfile:
         self._indexes: dict[int, Peer | Pending] = {}
         self._pending = PendingHandshakes(self._indexes)
         self._backpressure = Backpressure(self._budget)
-        self._copy_bytes = 0
+        self._buffers = SendBuffers(self._unreachable)
         self._timeout_s = 30.0
-        self._max_copy_bytes = 64 * 1024 * 1024
         self._max_copies = MAX_COPIES
         self.authorized: frozenset[bytes] | None = None
         """The keys that may be members (None: any)."""
@@ -131,7 +131,7 @@ class SecureProfile:
         """Apply the settings this profile reads (at start, and on every reload): a
         member whose key is no longer authorized is removed (``kick``, with its NOTICE)."""
         self._timeout_s = config.client_timeout_s
-        self._max_copy_bytes = config.max_send_queue_bytes
+        self._buffers.limit = config.max_send_queue_bytes
         self._max_copies = MAX_COPIES + config.max_pending_relays
         self._gate.cookies_always = config.cookies == "always"
         keys = config.authorized_key_list
@@ -157,7 +157,7 @@ class SecureProfile:
         """What the API shows of this profile beyond its members and traffic."""
         return {
             "handshakes_pending": len(self._pending),
-            "send_buffer_bytes": self._copy_bytes,
+            "send_buffer_bytes": self._buffers.total,
             "receive_buffer_bytes": self._budget.total,
         }
 
@@ -168,7 +168,7 @@ class SecureProfile:
             await self._timers.wait(self._pending.next_expiry())
             now = trio.current_time()
             self._pending.expire(now)
-            self._keep_bound()
+            self._buffers.keep_within(list(self._peers.values()))
             for peer in self._timers.due(now):
                 self._turn_safely(peer, now)
 
@@ -451,8 +451,7 @@ class SecureProfile:
         if size is None:
             size = peer.own.pop(message_id, None)
         if size is not None:
-            peer.copy_bytes -= size
-            self._copy_bytes -= size
+            self._buffers.hold(peer, -size)
 
     # Copies and notices out.
 
@@ -491,31 +490,19 @@ class SecureProfile:
         self._soon(peer, now)
 
     def _room_for(self, peer: Peer, size: int) -> bool:
-        """Within the bound of all send buffers, removing the members that hold the most
-        first (``unreachable``); False if ``peer`` itself went."""
-        self._keep_bound(size)
+        """Within the send buffers' bound; False if ``peer`` itself went to make room."""
+        self._buffers.keep_within(list(self._peers.values()), size)
         return not peer.closed
 
-    def _keep_bound(self, size: int = 0) -> None:
-        """Remove the members holding the most queued bytes while the send buffers
-        with ``size`` more would pass their bound. Not from within an announcement (a
-        member removed there, the newcomer say, went on being registered): what the
-        relay's own messages and PRESENCE waiting add is checked at the next turn."""
-        while self._copy_bytes + size > self._max_copy_bytes:
-            heaviest = max(self._peers.values(), key=lambda other: other.copy_bytes)
-            if heaviest.member is None or not heaviest.copy_bytes:
-                break
-            self._services.drop(DropReason.UNREACHABLE, heaviest.session.address, "send buffer")
-            self._services.remove(heaviest.member.id, Departure.UNREACHABLE)
-            if not heaviest.closed:  # not in the roster: nothing more to free this way
-                break
+    def _unreachable(self, peer: Peer, reason: Departure) -> None:
+        assert peer.member is not None, "only members are removed"
+        self._services.drop(DropReason.UNREACHABLE, peer.session.address, "send buffer")
+        self._services.remove(peer.member.id, reason)
 
     def _held(self, peer: Peer, change: int, now: float) -> None:
-        """``change`` more bytes held for ``peer`` (its relay's own messages, or PRESENCE
-        waiting); past the bound, the members holding the most go at the next turn."""
-        peer.copy_bytes += change
-        self._copy_bytes += change
-        if change > 0 and self._copy_bytes > self._max_copy_bytes:
+        """Past the bound, the heaviest go at the next turn, never from within an
+        announcement (a newcomer removed there went on being registered)."""
+        if self._buffers.hold(peer, change) and change > 0:
             self._timers.schedule(peer, now)
 
     def _send_own(self, peer: Peer | None, message: Presence | Notice, now: float) -> None:
@@ -644,11 +631,10 @@ class SecureProfile:
         lost = statistics.in_flight + statistics.queued
         if lost:
             self._services.drop(reason, peer.session.address, "closed", lost)
-        self._copy_bytes -= peer.copy_bytes
+        self._buffers.release(peer)
         peer.copies.clear()
         peer.own.clear()
         peer.presence.clear()
-        peer.copy_bytes = 0
         self._backpressure.forget(peer)
         peer.session.channel.close()
         # Its member's identity holds it (for the API): a cycle, freed only by a full

@@ -1,0 +1,45 @@
+"""The bound of all secure send buffers together, as the page has it (default 64 MiB).
+
+What counts: each member's relayed copies and the relay's own messages (PRESENCE,
+NOTICE) from queued until acknowledged, and its PRESENCE still waiting for room
+(:data:`~mcrelay.daemon.secure.presence.WAITING_BYTES` a subject). When more would pass
+the bound, the member holding the most is removed first (left, unreachable; or with the
+reason it is already leaving for).
+"""
+
+from collections.abc import Callable, Iterable
+
+from mcrelay.core.members import Departure
+from mcrelay.daemon.secure.peers import Peer
+
+DEFAULT_LIMIT = 64 * 1024 * 1024
+
+
+class SendBuffers:
+    def __init__(self, remove: Callable[[Peer, Departure], None]) -> None:
+        """``remove``: take a member out of the roster (its session closes)."""
+        self._remove = remove
+        self.total = 0
+        self.limit = DEFAULT_LIMIT
+
+    def hold(self, peer: Peer, change: int) -> bool:
+        """``change`` more bytes held for ``peer`` (fewer, when negative); whether the
+        buffers are now past their bound."""
+        peer.copy_bytes += change
+        self.total += change
+        return self.total > self.limit
+
+    def release(self, peer: Peer) -> None:
+        """``peer``'s session closed: nothing is held for it any more."""
+        self.total -= peer.copy_bytes
+        peer.copy_bytes = 0
+
+    def keep_within(self, peers: Iterable[Peer], size: int = 0) -> None:
+        """Remove the members holding the most while ``size`` more would pass the bound."""
+        while self.total + size > self.limit:
+            heaviest = max(peers, key=lambda peer: peer.copy_bytes, default=None)
+            if heaviest is None or heaviest.member is None or not heaviest.copy_bytes:
+                return
+            self._remove(heaviest, heaviest.leaving or Departure.UNREACHABLE)
+            if not heaviest.closed:  # not in the roster: nothing more to free this way
+                return
