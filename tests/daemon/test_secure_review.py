@@ -403,3 +403,29 @@ async def test_a_closed_session_lets_go_of_what_it_held(
         assert peer.member is None
         statistics = peer.session.channel.statistics()
         assert statistics.queued == statistics.in_flight == 0
+
+
+async def test_no_newcomer_while_the_send_buffers_are_crowded(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A mass join of 1,500 secure members, each told of every other, filled the send
+    buffers' bound, and hundreds were removed as unreachable to make room (found
+    measuring the fix above): past three quarters of it, an INIT from a key that is
+    not a member gets silence (its client tries again), a member's rekey does not."""
+    async with open_relay(keys[0], CHURN) as harness:
+        (b,) = await connected(harness, 1)
+        await b.pump()
+        secure = harness.relay.secure
+        assert secure is not None
+        for n in range(100):  # b acknowledges nothing meanwhile
+            harness.peer(client_address(100 + n), keys[2]).register()
+        await settle()
+        secure._buffers.limit = int(secure._buffers.total / 0.8)
+        newcomer = SecurePeer(HarnessLink(harness), client_address(9))
+        assert not await newcomer.handshake()
+        assert harness.dropped("overloaded") == 1
+        assert await b.handshake()  # a rekey
+        for _ in range(20):
+            await b.pump()
+        assert await newcomer.handshake()
+        assert harness.relay.roster.get(b.id) is not None

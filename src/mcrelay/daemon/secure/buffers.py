@@ -13,6 +13,10 @@ from mcrelay.core.members import Departure
 from mcrelay.daemon.secure.peers import Peer
 
 DEFAULT_LIMIT = 64 * 1024 * 1024
+CROWDED = 0.75
+"""The share of the bound past which no newcomer is let in: each would be told of every
+member (its PRESENCE waiting), and every member of it. A mass join of 1,500 secure
+members removed hundreds as unreachable to make room; now they join as it drains."""
 
 
 class SendBuffers:
@@ -29,17 +33,24 @@ class SendBuffers:
         self.total += change
         return self.total > self.limit
 
+    def crowded(self) -> bool:
+        return self.total > CROWDED * self.limit
+
     def release(self, peer: Peer) -> None:
         """``peer``'s session closed: nothing is held for it any more."""
         self.total -= peer.copy_bytes
         peer.copy_bytes = 0
 
-    def keep_within(self, peers: Iterable[Peer], size: int = 0) -> None:
-        """Remove the members holding the most while ``size`` more would pass the bound."""
+    def keep_within(
+        self, peers: Iterable[Peer], size: int = 0, keeping: Peer | None = None
+    ) -> bool:
+        """Remove the members holding the most while ``size`` more would pass the bound;
+        whether ``keeping`` (when given) is still there."""
         while self.total + size > self.limit:
             heaviest = max(peers, key=lambda peer: peer.copy_bytes, default=None)
             if heaviest is None or heaviest.member is None or not heaviest.copy_bytes:
-                return
+                break
             self._remove(heaviest, heaviest.leaving or Departure.UNREACHABLE)
             if not heaviest.closed:  # not in the roster: nothing more to free this way
-                return
+                break
+        return keeping is None or not keeping.closed

@@ -209,8 +209,12 @@ class SecureProfile:
         if refused is not None:
             services.drop(refused, source, client_id(key))
             return
-        if services.roster.get(client_id(key)) is None and not services.roster.has_room(source[0]):
+        newcomer = services.roster.get(client_id(key)) is None
+        if newcomer and not services.roster.has_room(source[0]):
             services.drop(DropReason.REGISTRY_FULL, source, client_id(key))
+            return
+        if newcomer and self._buffers.crowded():  # it would be told of every member: later
+            services.drop(DropReason.OVERLOADED, source, "send buffers")
             return
         peer = self._peers.get(key)
         rekey = peer is not None and peer.client_epoch == init.epoch and not peer.closed
@@ -475,8 +479,8 @@ class SecureProfile:
         now = trio.current_time()
         if peer.presence:  # a sender's join before its words
             self._pass_presence(peer, now, everything=True)
-        if not self._room_for(peer, len(copy)):  # after what that took (or closed)
-            return False
+        if not self._buffers.keep_within(list(self._peers.values()), len(copy), peer):
+            return False  # removed to make room, or by what passing PRESENCE took
         self._queue(peer, copy, peer.copies, now)
         self._backpressure.update(peer)
         return True
@@ -488,11 +492,6 @@ class SecureProfile:
         held[message_id] = len(body)
         self._held(peer, len(body), now)
         self._soon(peer, now)
-
-    def _room_for(self, peer: Peer, size: int) -> bool:
-        """Within the send buffers' bound; False if ``peer`` itself went to make room."""
-        self._buffers.keep_within(list(self._peers.values()), size)
-        return not peer.closed
 
     def _unreachable(self, peer: Peer, reason: Departure) -> None:
         assert peer.member is not None, "only members are removed"
