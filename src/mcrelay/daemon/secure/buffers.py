@@ -7,7 +7,7 @@ the bound, the member holding the most is removed first (left, unreachable; or w
 reason it is already leaving for).
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 
 from mcrelay.core.members import Departure
 from mcrelay.daemon.secure.peers import Peer
@@ -42,10 +42,11 @@ class SendBuffers:
         peer.copy_bytes = 0
 
     def keep_within(
-        self, peers: Iterable[Peer], size: int = 0, keeping: Peer | None = None
+        self, peers: Collection[Peer], size: int = 0, keeping: Peer | None = None
     ) -> bool:
         """Remove the members holding the most while ``size`` more would pass the bound;
-        whether ``keeping`` (when given) is still there."""
+        whether ``keeping`` (when given) is still there. ``peers``: the profile's own
+        view, read again after each removal, never copied (this runs for every copy)."""
         while self.total + size > self.limit:
             heaviest = max(peers, key=lambda peer: peer.copy_bytes, default=None)
             if heaviest is None or heaviest.member is None or not heaviest.copy_bytes:

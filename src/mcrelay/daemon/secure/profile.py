@@ -168,7 +168,7 @@ class SecureProfile:
             await self._timers.wait(self._pending.next_expiry())
             now = trio.current_time()
             self._pending.expire(now)
-            self._buffers.keep_within(list(self._peers.values()))
+            self._buffers.keep_within(self._peers.values())
             for peer in self._timers.due(now):
                 self._turn_safely(peer, now)
 
@@ -479,7 +479,7 @@ class SecureProfile:
         now = trio.current_time()
         if peer.presence:  # a sender's join before its words
             self._pass_presence(peer, now, everything=True)
-        if not self._buffers.keep_within(list(self._peers.values()), len(copy), peer):
+        if not self._buffers.keep_within(self._peers.values(), len(copy), peer):
             return False  # removed to make room, or by what passing PRESENCE took
         self._queue(peer, copy, peer.copies, now)
         self._backpressure.update(peer)
