@@ -9,18 +9,18 @@ review). Here a later PRESENCE of a subject replaces the (re)join waiting (a
 re-key's join, a leave), and a leave of a subject whose join still waits cancels
 it; a leave waiting is kept before a rejoin (its reason is news) and stands for a
 later leave: what waits stays within two per subject, and the relay's own messages in
-its channel within
-:data:`OWN_IN_CHANNEL`. The order between PRESENCE and relayed messages is kept by
-the profile, which hands over everything waiting before a relayed copy.
+its channel within :data:`OWN_IN_CHANNEL`. The order between PRESENCE and relayed
+messages is kept by the profile, which hands over everything waiting before a
+relayed copy.
 
 What waits is still one entry per (member, subject): a mass join of n members is n^2
-of them, and they were 342 bytes each, held outside the bound of all send buffers, and
-176 bytes more each kept for good once told (1,453 members held 789 MB: found by
-review). So an entry is small (the PRESENCE is the one made
-for the announcement, shared by every member told), the profile counts each as
-:data:`WAITING_BYTES` in that bound, and nothing is kept of what was told: the relay
-tells a subject's news in order (present, left, present again...), so a subject
-with nothing waiting has been told of, and a leave is news to the member.
+of them. They were 342 bytes each, held outside the bound of all send buffers, and 176
+bytes more each were kept for good once told (1,453 members held 789 MB: found by
+review). So an entry is small (the PRESENCE made for the announcement, shared by every
+member told, or the member itself), the profile counts each as :data:`WAITING_BYTES`
+in that bound (:mod:`.buffers`), and nothing is kept of what was told: the relay tells
+a subject's news in order (present, left, present again...), so a subject with
+nothing waiting has been told of, and a leave is news to the member.
 """
 
 from collections import OrderedDict
