@@ -35,6 +35,28 @@ async def test_a_64_kb_datagram_of_empty_tlvs_acts_once_and_counts_in_one_drop(
         assert len(harness.sock.sent) == 1
 
 
+async def test_a_strangers_datagram_of_fragments_is_counted_unread_until_its_key(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """5,458 fragments in one datagram from a source not registered cost the relay 12
+    to 26 ms decoding each, to drop each: they are counted unread, in one drop; a key
+    in the datagram registers it, and its fragments after the key are read."""
+    async with open_relay(keys[0]) as harness:
+        piece = encode_fragment(Fragment(b"\x00\x00\x00\x01", 0, 2, b""))
+        harness.relay.handle_datagram(piece * 5458, fake(0), trio.current_time())
+        await settle()
+        assert harness.drops() == {"unregistered": 5458}
+        reassembler = harness.relay.legacy.reassembler if harness.relay.legacy else None
+        assert reassembler is not None
+        assert reassembler.in_flight == 0
+        peer = harness.peer(client_address(1), keys[1])
+        peer.send(piece * 3 + legacy.client_key(keys[1].public_key()) + piece)
+        await settle()
+        assert peer.registered()
+        assert harness.drops() == {"unregistered": 5461}
+        assert reassembler.in_flight == 1
+
+
 async def test_a_key_and_a_key_request_beside_unknown_types_register_and_are_answered(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -40,6 +40,7 @@ from mcrelay.protocol.legacy.events import (
     ClientKey,
     DisconnectRequest,
     FragmentReceived,
+    FragmentsUnread,
     Ignored,
     Keepalive,
     KeyRequest,
@@ -105,6 +106,7 @@ class LegacyProfile:
             KeyRequest: self._on_key_request,
             ClientKey: self._on_client_key,
             FragmentReceived: self._on_fragment,
+            FragmentsUnread: self._on_unread,
             DisconnectRequest: self._on_disconnect,
             Keepalive: self._on_keepalive,
             Ignored: self._on_ignored,
@@ -173,8 +175,13 @@ class LegacyProfile:
             and self._refused_at_once(data, member, now)
         ):
             return
+        # No member here (or a secure one) and no registration waiting: its fragments
+        # before a key are dropped on arrival, so not read.
+        unregistered = (
+            member is None or member.identity.profile != PROFILE
+        ) and source not in self._waiting
         try:
-            events = legacy.decode_client_datagram_untrusted(data)
+            events = legacy.decode_client_datagram_untrusted(data, unregistered=unregistered)
         except RemoteProtocolError as exc:
             self._services.drop(exc.reason, source, exc)
             return
@@ -374,6 +381,11 @@ class LegacyProfile:
     ) -> None:
         if member is None:
             self._services.drop(DropReason.UNREGISTERED, source)
+
+    def _on_unread(
+        self, event: FragmentsUnread, source: Address, _: Member | None, _now: float
+    ) -> None:
+        self._services.drop(DropReason.UNREGISTERED, source, "fragments", event.count)
 
     def _on_ignored(self, event: Ignored, source: Address, _: Member | None, _now: float) -> None:
         self._services.drop(

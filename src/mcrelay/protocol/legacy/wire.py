@@ -19,6 +19,7 @@ from mcrelay.protocol.legacy.events import (
     ClientKey,
     DisconnectRequest,
     FragmentReceived,
+    FragmentsUnread,
     Ignored,
     Keepalive,
     KeyRequest,
@@ -65,8 +66,15 @@ _ACTED_ON = frozenset((_FRAGMENT, _KEY, _KEY_REQUEST, _DISCONNECT, _KEEPALIVE))
 cost the scan of a datagram of empty TLVs a third more)."""
 
 
-def decode_client_datagram_untrusted(data: bytes) -> list[RelayBound]:
+def decode_client_datagram_untrusted(
+    data: bytes, *, unregistered: bool = False
+) -> list[RelayBound]:
     """Events in a datagram a client sent to the relay; malformed means nothing is acted on.
+
+    ``unregistered``: its source is not registered, so its FRAGMENTs before any key
+    are only counted (one :class:`FragmentsUnread` where the first was), their values
+    not read beyond their length (a FRAGMENT too short for its header still makes the
+    datagram malformed).
 
     Every TLV is read, to the end (the framing may break anywhere), but a datagram of
     thousands of TLVs costs a scan, not thousands of events: a TLV that would repeat an
@@ -83,8 +91,9 @@ def decode_client_datagram_untrusted(data: bytes) -> list[RelayBound]:
     end = len(data)
     events: list[RelayBound | None] = []
     wanted = set(_ACTED_ON)  # less each type once it acted, until a key makes DISCONNECT new
-    key_at = disconnect_before = disconnect_after = ignored_at = -1
-    ignored = ignored_type = type_ = length = key_start = key_end = 0
+    key_at = disconnect_before = disconnect_after = ignored_at = unread_at = -1
+    ignored = ignored_type = type_ = length = key_start = key_end = unread = 0
+    header_size = FRAGMENT_HEADER.size
     offset = 0
     try:
         while offset < end:
@@ -93,7 +102,16 @@ def decode_client_datagram_untrusted(data: bytes) -> list[RelayBound]:
             offset = start + length
             if type_ in wanted:
                 if type_ == _FRAGMENT:
-                    events.append(FragmentReceived(decode_fragment_untrusted(data[start:offset])))
+                    if not unregistered:
+                        value = data[start:offset]
+                        events.append(FragmentReceived(decode_fragment_untrusted(value)))
+                    elif length < header_size:
+                        raise RemoteProtocolError(f"FRAGMENT value of {length} bytes")
+                    else:
+                        if not unread:
+                            unread_at = len(events)
+                            events.append(None)
+                        unread += 1
                     continue
                 if type_ == _KEY:
                     # An earlier key is not acted on, so the DISCONNECTs on its two sides
@@ -105,6 +123,7 @@ def decode_client_datagram_untrusted(data: bytes) -> list[RelayBound]:
                     disconnect_after = -1
                     wanted.add(_DISCONNECT)
                     key_at, key_start, key_end = len(events), start, offset
+                    unregistered = False  # it may register: what follows is read
                     events.append(None)  # the key, once it is known to be the last
                     continue
                 wanted.discard(type_)
@@ -128,6 +147,8 @@ def decode_client_datagram_untrusted(data: bytes) -> list[RelayBound]:
         events[key_at] = ClientKey(data[key_start:key_end])
     if ignored:
         events[ignored_at] = Ignored(ignored_type, ignored)
+    if unread:
+        events[unread_at] = FragmentsUnread(unread)
     return [event for event in events if event is not None]
 
 
