@@ -13,12 +13,14 @@ from collections import deque
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import trio
 from nats.aio.client import Client
 
 from mcrelay.federation.bus import Bus, BusEvent, BusOptions, Incoming
+from mcrelay.federation.natsthread import server_said
 from natsserver import NatsServer, client_names, open_bus
 from support import wait_until
 
@@ -416,3 +418,11 @@ def test_options_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ValueError, match=r"mcrelay\[nats-auth\]"):
         BusOptions(servers=("nats://127.0.0.1:4222",), name="a", nkey_file=Path("seed.nk"))
+
+
+def test_the_server_is_said_as_a_url_without_credentials() -> None:
+    """The log said ``ParseResult(scheme='nats', netloc=...)``, credentials included
+    (found by review)."""
+    url = urlparse("nats://user:secret@127.0.0.1:4222")
+    assert server_said(url) == "nats://127.0.0.1:4222"
+    assert server_said(None) == "?"

@@ -564,3 +564,61 @@ async def test_a_late_answer_still_verifies(
         await setup.push("inbox.r1", Kind.SNAPSHOT, Snapshot(0, 0, 1, (), ask.nonce, *sealed))
         await setup.push("msg", Kind.MSG, Message(record(7), b"through"))
         assert a.take() == [MessageReceived(("10.0.0.7", 4000), b"through")]
+
+
+async def test_a_kick_recorded_during_a_partition_is_not_done_after_it(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """r2's operator asked a kick while r2 was cut off from r1 and was told it failed;
+    a bus user replayed it once the partition healed, and the member was kicked and
+    banned (found by review). A relay not heard for its lease answers a nonce again
+    before anything of it is taken, and only above the seqs it names."""
+    async with linked(keys) as setup:
+        a, _ = await setup.harness.members(keys, 2)
+        await setup.verified()
+        kick = Kick("r1", "127.0.0.1:40000", 3600.0, KickScope.DEFAULT)
+        recorded = setup.other.seal(Kind.KICK, encode_body(kick))
+        await trio.sleep(setup.harness.relay.remotes.lease_s + 1.0)  # cut off
+        await setup.push_sealed("kick.r1", recorded, "_INBOX.x")
+        assert setup.link.dropped == {"envelope_unverified": 1}
+        (ask,) = [body for body in setup.answers() if isinstance(body, SnapshotRequest)]
+        sealed = setup.other.last_seq(Kind.MSG), setup.other.last_seq(Kind.KICK)
+        await setup.push("inbox.r1", Kind.SNAPSHOT, Snapshot(0, 0, 1, (), ask.nonce, *sealed))
+        await setup.push_sealed("kick.r1", recorded, "_INBOX.x")
+        assert setup.link.dropped["envelope_replay"] == 1
+        assert setup.harness.relay.roster.get("127.0.0.1:40000") is not None
+        assert not setup.harness.relay.bans.is_banned(a.address, trio.current_time())
+
+
+async def test_a_kick_older_than_its_relays_snapshot_by_its_wait_is_not_done(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Its requester waited 2 s and was told it failed: a KICK r2 had sealed before a
+    snapshot r1 heard that long ago is refused, whenever it comes; a later one is done."""
+    async with linked(keys) as setup:
+        await setup.harness.members(keys, 2)
+        await setup.verified()
+        late = setup.other.seal(
+            Kind.KICK, encode_body(Kick("r1", "127.0.0.1:40000", None, KickScope.DEFAULT))
+        )
+        await setup.push("presence", Kind.SNAPSHOT, Snapshot(0, 0, 1, (), kick_seq=1))
+        await trio.sleep(2.5)
+        await setup.push_sealed("kick.r1", late, "_INBOX.x")
+        assert setup.link.dropped == {"envelope_replay": 1}
+        assert setup.harness.relay.roster.get("127.0.0.1:40000") is not None
+        fresh = Kick("r1", "127.0.0.1:40000", None, KickScope.DEFAULT)
+        await setup.push("kick.r1", Kind.KICK, fresh, "_INBOX.x")
+        assert setup.harness.relay.roster.get("127.0.0.1:40000") is None
+
+
+async def test_an_earlier_run_of_this_relay_replayed_is_stale_not_a_conflict(
+    keys: Keys, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bus user replaying this relay's previous run made it log an ERROR about another
+    relay of its name, and an operator go looking for one (found by review)."""
+    async with linked(keys) as setup:
+        setup.other = Sealer(KEY, "r1", 5)  # r1's run before this one (epoch 10)
+        (whole,) = split_snapshot(0, [])
+        await setup.push("presence", Kind.SNAPSHOT, whole)
+        assert setup.link.dropped == {"envelope_stale": 1}
+        assert "also named" not in caplog.text

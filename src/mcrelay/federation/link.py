@@ -71,9 +71,8 @@ ANNOUNCE_CHUNK = 256
 """Changes of remote members handed to the relay at once, between checkpoints."""
 TRANSIT_S = 0.05
 """A lease counts from when its relay sent the envelope, taken as this long before it
-was heard (the bus, the hand-off from the NATS thread), so that a relay gone silent
-has its members told as left within the lease of its last envelope, announcement
-included."""
+was heard (the bus, the hand-off from the NATS thread): a relay gone silent has its
+members told as left within the lease of its last envelope, announcement included."""
 RECEIVE_CHUNK = 64
 """Envelopes acted on between checkpoints: messages started meanwhile can go out."""
 MAX_CONFLICTS_LOGGED = 64
@@ -82,6 +81,7 @@ ASK_INTERVAL_S = 1.0
 """A relay whose run is not verified yet is asked (SNAPSHOT_REQUEST with a nonce) at
 most this often at first, the interval doubling with each ask to MAX_ASK_INTERVAL_S."""
 MAX_ASK_INTERVAL_S = 16.0
+KICK_MARKS = 4  # a relay's snapshots kept to age its KICKs by (one every 3 s, answers)
 NONCES_KEPT = 8
 """A relay's latest nonces kept, any of which its answer may carry (an answer held up
 behind a backlog is taken as one: found by review)."""
@@ -139,6 +139,9 @@ class Link:
         """Per relay, the presence version its members here reflect."""
         self._parts: dict[str, list[Snapshot]] = {}
         """Per relay, the parts of a snapshot of several parts received so far."""
+        self._kick_marks: dict[str, deque[tuple[int, int, float]]] = {}
+        """Per relay, its latest snapshots' (epoch, kick_seq, when heard), to age its
+        KICKs by (:meth:`_age_kicks`)."""
         self.snapshot_interval_s = SNAPSHOT_INTERVAL_S
         self._leaving = False
         self.received = 0
@@ -379,6 +382,13 @@ class Link:
         behind = self._receiving or self._bus.pending()
         lease = remotes.lease_s * (2 if behind else 1)
         gone: dict[str, list[Change]] = {}
+        for name in [
+            name for name, relay in remotes.relays.items() if now - relay.heard_at >= lease
+        ]:
+            # Cut off, say: what it sent meanwhile may come back recorded (a kick whose
+            # requester was told it failed was done when a bus user replayed it after a
+            # partition: found by review), so its run answers a nonce again first.
+            self._streams.doubt(name)
         for change in remotes.expire(now - lease + remotes.lease_s):
             gone.setdefault(str(change.member.identity.relay), []).append(change)
         for name, changes in gone.items():
@@ -388,6 +398,8 @@ class Link:
             del self._applied[name]
         for name in [n for n in self._parts if n not in remotes.relays]:
             del self._parts[name]
+        for name in [n for n in self._kick_marks if n not in remotes.relays]:
+            del self._kick_marks[name]
         # A relay not held here (its run unverified, or gone) keeps its nonces while an
         # answer may still come: its envelopes are refused until one does.
         for name in [
@@ -443,15 +455,19 @@ class Link:
         if header.kind not in EXPECTED_KINDS.get(self.subjects.name(item.subject), ()):
             self.dropped["wrong_subject"] += 1
             return
-        if header.relay == self.name:
-            if header.epoch == self.epoch:  # our own, replayed by the bus
-                self.dropped[DropReason.ENVELOPE_REPLAY.value] += 1
-            else:
+        if header.relay == self.name:  # an earlier run's is stale: replayed, not a conflict
+            if header.epoch > self.epoch:  # (one named alike started before: it says so)
                 self._name_conflict(header)
+            else:
+                stale = header.epoch < self.epoch
+                reason = DropReason.ENVELOPE_STALE if stale else DropReason.ENVELOPE_REPLAY
+                self.dropped[reason.value] += 1
             return
         answered = None
         if header.kind is Kind.SNAPSHOT and not self._streams.trusts(header):
             answered = self._answer_in(header, data)
+        elif header.kind is Kind.KICK:
+            self._age_kicks(header.relay, now)
         try:
             verdict = self._streams.check(header, answered)
         except RemoteProtocolError as exc:
@@ -477,6 +493,7 @@ class Link:
         if verdict.order is Order.RESTART:
             self._applied.pop(header.relay, None)
             self._parts.pop(header.relay, None)
+            self._kick_marks.pop(header.relay, None)
             self._asked.pop(header.relay, None)  # a new run: asked at once, no backoff
         if changes:
             await self._announce(header.relay, changes)
@@ -530,6 +547,8 @@ class Link:
             self._applied[name] = header.seq
             await self._announce(name, self._change(name, body, now))
         elif isinstance(body, Snapshot):
+            if body.part == 0:
+                self._age_kicks(name, now, (header.epoch, body.kick_seq, now))
             await self._snapshot_part(name, body, now)
         elif isinstance(body, SnapshotRequest):
             if reply and body.target in ("", self.name):
@@ -595,6 +614,22 @@ class Link:
         self._applied[name] = part.version
         members = [records.remote(record) for chunk in parts for record in chunk.members]
         await self._announce(name, self._host.remotes.snapshot(name, members, now))
+
+    def _age_kicks(self, name: str, now: float, mark: tuple[int, int, float] | None = None) -> None:
+        """A KICK its relay had sealed by a snapshot heard KICK_TIMEOUT_S ago is past its
+        requester's wait, which was told it failed: refused (``envelope_replay``), never
+        done late (a bus user replayed one after a partition, and the member was kicked
+        and banned: found by review). ``mark``: a snapshot just heard."""
+        marks = self._kick_marks.get(name)
+        if marks is None:
+            if mark is None:
+                return
+            marks = self._kick_marks[name] = deque(maxlen=KICK_MARKS)
+        while marks and now - marks[0][2] >= KICK_TIMEOUT_S:
+            epoch, kick_seq, _ = marks.popleft()
+            self._streams.raise_floor(name, epoch, Kind.KICK, kick_seq)
+        if mark is not None:
+            marks.append(mark)
 
     def _kicked(self, header: Header, kick: Kick) -> bytes:
         """Do what another relay's operator asked; the sealed answer."""

@@ -19,6 +19,7 @@ import ssl
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import ParseResult
 
 import trio
 from nats.aio.client import Client
@@ -248,7 +249,9 @@ class NatsThread:
         self._ever_connected = True
         self._quiet = False
         self._bridge.state = "connected"
-        log.info("connected to NATS at %s", self._nc.connected_url if self._nc else None)
+        log.info(
+            "connected to NATS at %s", server_said(self._nc.connected_url if self._nc else None)
+        )
         self._push(BusEvent.CONNECTED)
 
     def _disconnected(self) -> None:
@@ -358,3 +361,9 @@ class NatsThread:
             self._count_error(error)
         finally:
             self._to_trio(item.answer, reply)
+
+
+def server_said(url: ParseResult | None) -> str:
+    """The server nats-py is connected to, for the log: its URL without credentials
+    (the log said ``ParseResult(scheme='nats', ...)``: found by review)."""
+    return "?" if url is None else f"{url.scheme}://{url.hostname}:{url.port}"

@@ -162,6 +162,20 @@ class Streams:
         known = self._relays.get(header.relay)
         return known is not None and known.verified and header.epoch >= known.epoch
 
+    def doubt(self, relay: str) -> None:
+        """``relay`` was not heard for its lease (cut off, say): what it sent meanwhile
+        may come back recorded, so its run is verified again before anything it sends is
+        taken (the answer's seqs then bound what is), and a restart of it is asked too."""
+        known = self._relays.get(relay)
+        if known is not None:
+            known.verified = False
+
+    def raise_floor(self, relay: str, epoch: int, kind: Kind, seq: int) -> None:
+        """Take nothing of ``kind`` from ``relay``'s run ``epoch`` at ``seq`` or below."""
+        known = self._relays.get(relay)
+        if known is not None and known.epoch == epoch:
+            known.last[kind] = max(known.last.get(kind, 0), seq)
+
     def verified(self, relay: str) -> bool:
         known = self._relays.get(relay)
         return known is not None and known.verified
