@@ -429,3 +429,25 @@ async def test_no_newcomer_while_the_send_buffers_are_crowded(
             await b.pump()
         assert await newcomer.handshake()
         assert harness.relay.roster.get(b.id) is not None
+
+
+async def test_a_member_whose_presence_waits_past_a_deadline_is_removed(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A member that acknowledged every 8 s (so no message in its channel passed its
+    deadline) took 8 PRESENCE a round trip, and kept the send buffers past three
+    quarters of their bound, and every newcomer out, for as long as it liked (found by
+    review). What waits for it has the deadline of a message in the channel."""
+    async with open_relay(keys[0], CHURN) as harness:
+        (b,) = await connected(harness, 1)
+        await b.pump()
+        for n in range(100):
+            harness.peer(client_address(100 + n), keys[2]).register()
+        await settle()
+        for _ in range(3):  # 24 s, acknowledging every 8 s what came
+            await trio.sleep(8.0)
+            b.receive()
+            b.flush()
+            await settle()
+        assert harness.relay.roster.get(b.id) is None
+        assert harness.dropped("unreachable") >= 1

@@ -132,8 +132,8 @@ class PendingHandshakes:
     def expire(self, now: float) -> None:
         while self._by_index:
             index, pending = next(iter(self._by_index.items()))
-            if now - pending.created < PENDING_LIFETIME_S:
-                return
+            if pending.created + PENDING_LIFETIME_S > now:  # as next_expiry says it: in
+                return  # floats, now - created could be just under it then, for ever
             del self._by_index[index]
             del self._by_key[pending.key]
             self._indexes.pop(index, None)

@@ -15,15 +15,20 @@ relayed copy.
 
 What waits is still one entry per (member, subject): a mass join of n members is n^2
 of them. They were 342 bytes each, held outside the bound of all send buffers, and 176
-bytes more each were kept for good once told (1,453 members held 789 MB: found by
-review). So an entry is small (the PRESENCE made for the announcement, shared by every
-member told, or the member itself), the profile counts each as :data:`WAITING_BYTES`
-in that bound (:mod:`.buffers`), and nothing is kept of what was told: the relay tells
-a subject's news in order (present, left, present again...), so a subject with
-nothing waiting has been told of, and a leave is news to the member.
+bytes more each were kept for good once told, in a set per member (1,453 members held
+789 MB: found by review). So an entry is small (the PRESENCE made for the
+announcement, shared by every member told, or the member itself), the profile counts
+each as :data:`WAITING_BYTES` in that bound (:mod:`.buffers`), and what was told is a
+bit per subject (:class:`Subjects` numbers them). It must be kept: the relay does not
+tell every subject's news in order to every member (a leave deferred behind the
+member's messages reached members that joined meanwhile, never told it was there; a
+remote member's join announced after a newcomer was told it was present), and without
+it a member was told of leaves of strangers, and kept a ghost (found by review). What
+waits has the deadline of a message in the channel: a member that took its PRESENCE a
+few every 8 s held the buffers up, and every newcomer out, for good (review).
 """
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
@@ -70,6 +75,47 @@ News = Presence | Member
 told: one PRESENCE a newcomer for each member was n^2 objects in a mass join)."""
 Waiting = News | tuple[Presence, News]
 """A subject's news: one, or a leave before a rejoin."""
+MARK_S = 1.0
+"""How finely the age of what waits is known (:meth:`PresenceQueue.overdue`)."""
+
+
+class Subjects:
+    """Small numbers for the subjects some member was told of as present, so that what
+    each member was told is a bit of its own (a set of them per member was n^2 entries
+    of 176 bytes, kept for good). A number is reused once no member holds its bit."""
+
+    def __init__(self) -> None:
+        self._slots: dict[Hashable, int] = {}
+        self._names: list[Hashable] = []
+        self._holders: list[int] = []
+        self._free: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def find(self, subject: Hashable) -> int | None:
+        return self._slots.get(subject)
+
+    def hold(self, subject: Hashable) -> int:
+        slot = self._slots.get(subject)
+        if slot is None:
+            if self._free:
+                slot = self._free.pop()
+                self._names[slot] = subject
+            else:
+                slot = len(self._names)
+                self._names.append(subject)
+                self._holders.append(0)
+            self._slots[subject] = slot
+        self._holders[slot] += 1
+        return slot
+
+    def release(self, slot: int) -> None:
+        self._holders[slot] -= 1
+        if not self._holders[slot]:
+            del self._slots[self._names[slot]]
+            self._names[slot] = None
+            self._free.append(slot)
 
 
 @dataclass(slots=True, eq=False)
@@ -79,16 +125,26 @@ class PresenceQueue:
     queued. Ordered: a plain dict finds its first item after deletions at the front
     by skipping the deleted slots (draining 16,384 took 42 ms, 2.6 us a take; now
     0.4 us)."""
+    _known: bytearray = field(default_factory=bytearray)
+    """A bit per :class:`Subjects` number: told of as present, and not since as left."""
+    _added: int = 0
+    _gone: int = 0
+    _marks: deque[tuple[float, int]] = field(default_factory=deque)
+    """(when, subjects queued by then), one a :data:`MARK_S` at most: the age of what
+    still waits (entries leave in the order they came, or earlier)."""
 
     def __len__(self) -> int:
         """The subjects waiting."""
         return len(self._waiting)
 
-    def add(self, subject: Hashable, news: News) -> None:
+    def add(self, subject: Hashable, news: News, subjects: Subjects, now: float) -> None:
+        """Queue ``news`` of ``subject``, as the member was told of it so far."""
+        known = self._knows(subjects.find(subject))
         waiting = self._waiting.get(subject)
         if waiting is None:
-            self._waiting[subject] = news
-            return
+            if _is_leave(news) is known:  # a leave of one told of; a join of one not
+                self._enter(subject, news, now)
+            return  # a leave of one never told of, or a join of one told of already
         earlier: Presence | None = None
         rejoin: News | None = waiting if not isinstance(waiting, tuple) else waiting[1]
         if isinstance(waiting, tuple):
@@ -96,13 +152,16 @@ class PresenceQueue:
         elif isinstance(waiting, Presence) and waiting.event is PresenceEvent.LEFT:
             earlier, rejoin = waiting, None
         if _is_leave(news):
-            # A (re)join never told: with no leave waiting, the two cancel out; else the
-            # leave waiting stands for both, as it is of what the member was told (this
-            # one may be of a key it never heard of: a re-key's).
-            if earlier is None:
-                del self._waiting[subject]
-            else:
+            # A (re)join never told: the leave waiting stands for both, as it is of what
+            # the member was told (this one may be of a re-key's key it never heard of);
+            # with none, the two cancel out, unless the member was told of it before.
+            if earlier is not None:
                 self._waiting[subject] = earlier
+            elif known:
+                self._waiting[subject] = news
+            else:
+                del self._waiting[subject]
+                self._gone += 1
             return
         if isinstance(rejoin, Member):
             news = rejoin  # a newcomer not told yet: already present, as it now is
@@ -114,19 +173,61 @@ class PresenceQueue:
             news = Presence(PresenceEvent.ALREADY_PRESENT, news.origin)
         self._waiting[subject] = news if earlier is None else (earlier, news)
 
-    def take(self) -> Presence:
+    def take(self, subjects: Subjects) -> Presence:
         """The next PRESENCE to hand over (the caller checks there is one)."""
         subject, waiting = next(iter(self._waiting.items()))
         if isinstance(waiting, tuple):
             self._waiting[subject] = waiting[1]  # its place kept: next in turn
-            return waiting[0]
-        del self._waiting[subject]
-        if isinstance(waiting, Member):
-            return presence_of(PresenceEvent.ALREADY_PRESENT, waiting)
-        return waiting
+            news: News = waiting[0]
+        else:
+            del self._waiting[subject]
+            self._gone += 1
+            news = waiting
+        if _is_leave(news):
+            slot = subjects.find(subject)
+            if slot is not None and self._knows(slot):
+                self._known[slot >> 3] &= ~(1 << (slot & 7)) & 0xFF
+                subjects.release(slot)
+        elif not self._knows(subjects.find(subject)):
+            slot = subjects.hold(subject)
+            if slot >> 3 >= len(self._known):
+                self._known.extend(bytes((slot >> 3) + 1 - len(self._known)))
+            self._known[slot >> 3] |= 1 << (slot & 7)
+        if isinstance(news, Member):
+            return presence_of(PresenceEvent.ALREADY_PRESENT, news)
+        return news
 
-    def clear(self) -> None:
+    def overdue(self, now: float, deadline_s: float) -> bool:
+        """Has a subject waited ``deadline_s`` (within :data:`MARK_S`) and still waits?"""
+        marks = self._marks
+        while len(marks) > 1 and marks[1][0] <= now - deadline_s - MARK_S:
+            marks.popleft()
+        return bool(marks) and marks[0][0] <= now - deadline_s - MARK_S and marks[0][1] > self._gone
+
+    def clear(self, subjects: Subjects) -> None:
+        """Forget everything (the member's session closed), its subjects' numbers too."""
+        for index, byte in enumerate(self._known):
+            for bit in range(8) if byte else ():
+                if byte >> bit & 1:
+                    subjects.release(index * 8 + bit)
+        self._known.clear()
         self._waiting.clear()
+        self._marks.clear()
+
+    def _knows(self, slot: int | None) -> bool:
+        return (
+            slot is not None
+            and slot >> 3 < len(self._known)
+            and bool(self._known[slot >> 3] >> (slot & 7) & 1)
+        )
+
+    def _enter(self, subject: Hashable, news: News, now: float) -> None:
+        self._waiting[subject] = news
+        self._added += 1
+        if self._marks and now - self._marks[-1][0] < MARK_S:
+            self._marks[-1] = (self._marks[-1][0], self._added)
+        else:
+            self._marks.append((now, self._added))
 
 
 def _is_leave(news: News) -> bool:

@@ -33,7 +33,8 @@ from mcrelay.daemon.secure.peers import (
     PendingHandshakes,
     Timers,
 )
-from mcrelay.daemon.secure.presence import OWN_IN_CHANNEL, WAITING_BYTES, News, presence_of
+from mcrelay.daemon.secure.presence import MARK_S, presence_of
+from mcrelay.daemon.secure.telling import Telling
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
 from mcrelay.protocol.secure.admission import (
@@ -66,6 +67,7 @@ from mcrelay.protocol.secure.messages import (
     decode_client_message_untrusted,
     encode_message,
 )
+from mcrelay.protocol.secure.sending import MESSAGE_DEADLINE_S as DEADLINE_S
 from mcrelay.protocol.secure.sending import MESSAGE_WINDOW, QUEUE_LIMIT
 from mcrelay.protocol.secure.session import PENDING_LIFETIME_S, Session
 from mcrelay.settings.config import RelayConfig
@@ -122,6 +124,7 @@ class SecureProfile:
         self._pending = PendingHandshakes(self._indexes)
         self._backpressure = Backpressure(self._budget)
         self._buffers = SendBuffers(self._unreachable)
+        self._telling = Telling(self._held, self._send_own)
         self._timeout_s = 30.0
         self._max_copies = MAX_COPIES
         self.authorized: frozenset[bytes] | None = None
@@ -393,12 +396,19 @@ class SecureProfile:
             return
         peer.session.channel.poll(now)  # its timers first: what they settle is read now
         self._read_events(peer, now)
-        self._pass_presence(peer, now, everything=False)
+        self._telling.pass_waiting(peer, now, everything=False)
+        if peer.presence and peer.member is not None and peer.presence.overdue(now, DEADLINE_S):
+            # Past a message's deadline, as if it were in the channel (page): a member
+            # that takes 8 a round trip every 8 s held the buffers up for good (review).
+            self._services.drop(DropReason.UNREACHABLE, peer.session.address, "presence")
+            self._services.remove(peer.member.id, peer.leaving or Departure.UNREACHABLE)
         for reason, count in peer.session.channel.take_drops().items():
             self._services.drop(reason, peer.session.address, "channel", count)
         if not peer.closed:
             self._flush(peer, now)
             due = peer.session.next_deadline()
+            if peer.presence:  # what waits is looked at once a mark
+                due = min(due, now + MARK_S)
             if peer.closing_at is not None:  # its farewell's end too (found by review)
                 due = min(due, peer.closing_at)
             self._timers.schedule(peer, max(due, now + TIMER_GRANULARITY_S))
@@ -478,7 +488,7 @@ class SecureProfile:
             return False
         now = trio.current_time()
         if peer.presence:  # a sender's join before its words
-            self._pass_presence(peer, now, everything=True)
+            self._telling.pass_waiting(peer, now, everything=True)
         if not self._buffers.keep_within(self._peers.values(), len(copy), peer):
             return False  # removed to make room, or by what passing PRESENCE took
         self._queue(peer, copy, peer.copies, now)
@@ -499,10 +509,10 @@ class SecureProfile:
         self._services.remove(peer.member.id, reason)
 
     def _held(self, peer: Peer, change: int, now: float) -> None:
-        """Past the bound, the heaviest go at the next turn, never from within an
-        announcement (a newcomer removed there went on being registered)."""
+        """Past the bound, the heaviest go when the profile's loop wakes, never from
+        within an announcement (a newcomer removed there went on being registered)."""
         if self._buffers.hold(peer, change) and change > 0:
-            self._timers.schedule(peer, now)
+            self._timers.wake_by(now)
 
     def _send_own(self, peer: Peer | None, message: Presence | Notice, now: float) -> None:
         """A message of the relay's own to a member. They take no part in back-pressure
@@ -512,27 +522,6 @@ class SecureProfile:
         if peer is None or peer.closed:
             return
         self._queue(peer, encode_message(message), peer.own, now)
-
-    def _tell(self, peer: Peer | None, subject: Member, news: News, now: float) -> None:
-        if peer is not None and not peer.closed:
-            waiting = len(peer.presence)
-            peer.presence.add(subject.id, news)
-            self._held(peer, (len(peer.presence) - waiting) * WAITING_BYTES, now)
-            self._pass_presence(peer, now, everything=False)
-
-    def _pass_presence(self, peer: Peer, now: float, *, everything: bool) -> None:
-        """PRESENCE waiting for ``peer`` into its channel: while the relay's own messages
-        there are few, or ``everything``."""
-        while (
-            peer.presence
-            and not peer.closed
-            and peer.closing_at is None  # its farewell is the last it hears
-            and (everything or len(peer.own) < OWN_IN_CHANNEL)
-        ):
-            waiting = len(peer.presence)
-            presence = peer.presence.take()
-            self._held(peer, (len(peer.presence) - waiting) * WAITING_BYTES, now)
-            self._send_own(peer, presence, now)
 
     def announce_joined(self, member: Member, recipients: Sequence[Member]) -> None:
         self._announce(member, recipients, presence_of(PresenceEvent.JOINED, member))
@@ -547,7 +536,7 @@ class SecureProfile:
         now = trio.current_time()
         for recipient in recipients:
             for presence in told:
-                self._tell(self._peers.get(_key(recipient)), member, presence, now)
+                self._telling.tell(self._peers.get(_key(recipient)), member, presence, now)
 
     def announce_present(self, newcomer: Member, present: Sequence[Member]) -> None:
         peer = self._peers.get(_key(newcomer))
@@ -556,7 +545,7 @@ class SecureProfile:
         peer.member = newcomer
         now = trio.current_time()
         for member in present:
-            self._tell(peer, member, member, now)  # already present, as it is when told
+            self._telling.tell(peer, member, member, now)  # already present, as it is when told
 
     def announce_left(
         self, member: Member, recipients: Sequence[Member], reason: Departure
@@ -633,7 +622,7 @@ class SecureProfile:
         self._buffers.release(peer)
         peer.copies.clear()
         peer.own.clear()
-        peer.presence.clear()
+        peer.presence.clear(self._telling.subjects)
         self._backpressure.forget(peer)
         peer.session.channel.close()
         # Its member's identity holds it (for the API): a cycle, freed only by a full
