@@ -1,5 +1,6 @@
 """Hostile input against the relay's bounds: the global reassembly byte cap (a
-reassembler alone, then a relay under a fragment storm) and key-request reflection.
+reassembler alone, then a relay under a fragment storm), the tombstones, and
+key-request reflection.
 
 The relay runs on the harness (``relay_harness``), with the mock clock: the storm's
 deadlines and the reflection's token buckets are met at exact moments.
@@ -18,9 +19,11 @@ from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import DropReason
 from mcrelay.protocol.legacy.events import ServerKey
-from mcrelay.protocol.legacy.fragments import Fragment, encode_fragment
+from mcrelay.protocol.legacy.fragments import FRAGMENT_HEADER, Fragment, encode_fragment
+from mcrelay.protocol.legacy.tlv import TlvType, encode_tlv
 from mcrelay.protocol.reassembly import (
     FRAGMENT_OVERHEAD_BYTES,
+    MAX_TOMBSTONES,
     MESSAGE_OVERHEAD_BYTES,
     Complete,
     MessageKey,
@@ -187,6 +190,36 @@ REFLECTION = {
 }
 PACE_S = 0.005
 """Between half-waves of requests in the paced burst."""
+
+
+async def test_a_members_flood_of_ended_keys_leaves_anothers_tombstones(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """13 datagrams of 5,458 invalid first fragments (total 0) each leave a tombstone:
+    they flushed the 65,536 kept, oldest first, and a network duplicate of another
+    member's message, a second after it completed, was delivered twice (found by
+    review). The flooding member now forgets its own."""
+    async with open_relay(keys[0]) as harness:
+        watcher, sender, flooder = await harness.members(keys, 3)
+        datagrams = sender.message(b"hello")
+        sender.send(*datagrams)
+        await settle()
+        assert watcher.messages() == [MessageReceived(sender.address, b"hello")]
+        await trio.sleep(1.0)
+        per_datagram = legacy.MAX_UDP_PAYLOAD // (4 + FRAGMENT_HEADER.size)
+        for d in range(MAX_TOMBSTONES // per_datagram + 1):
+            flooder.send(
+                b"".join(
+                    encode_tlv(TlvType.FRAGMENT, FRAGMENT_HEADER.pack(msg_id.to_bytes(4), 0, 0))
+                    for msg_id in range(d * per_datagram, (d + 1) * per_datagram)
+                )
+            )
+        await settle()
+        assert harness.dropped("invalid_fragment") > MAX_TOMBSTONES
+        sender.send(*datagrams)  # the network duplicates both
+        await settle()
+        assert watcher.messages() == []
+        assert harness.dropped("late_fragment") == 2
 
 
 def answer_bound(config: RelayConfig, sources: int, elapsed_s: float) -> float:

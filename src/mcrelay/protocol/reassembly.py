@@ -4,7 +4,8 @@ Rules (``docs/protocol.md``): messages are keyed by (source, msg_id); a message
 is complete when every seq in ``0..total-1`` has arrived. A bad ``total``, a
 ``seq`` out of range or a repeated seq with different bytes invalidates the
 message, even as its first fragment. Completed and invalidated keys stay as tombstones until their
-deadline, so a duplicated datagram is never delivered twice. Buffers are
+deadline, so a duplicated datagram is never delivered twice (``tombstones.py``: past
+their bound the source holding the most forgets its oldest). Buffers are
 bounded per source and in total. At the total bound the source holding the most
 buffered bytes loses its oldest partial message to make room, so that many sources
 together cannot starve a well-behaved one. :meth:`Reassembler.add` first drops the
@@ -19,8 +20,8 @@ from dataclasses import dataclass, field
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import DropReason
 from mcrelay.protocol.legacy.fragments import FRAGMENT_SIZE, MAX_FRAGMENTS, Fragment
-
-MessageKey = tuple[Address, bytes]
+from mcrelay.protocol.tombstones import MessageKey as MessageKey
+from mcrelay.protocol.tombstones import Tombstones
 
 FRAGMENT_OVERHEAD_BYTES = 64
 """Bytes charged per buffered fragment on top of its piece, so tiny fragments still cost."""
@@ -31,7 +32,8 @@ reaches the byte cap long before it costs that much memory."""
 REASSEMBLY_TIMEOUT_S = 5.0
 """The legacy profile's deadline: the default the relay's setting starts from."""
 MAX_TOMBSTONES = 65536
-"""Finished keys remembered; past this the oldest is forgotten first (a tombstone holds no data)."""
+"""Finished keys remembered (a tombstone holds no data); past this the source holding the
+most forgets its oldest."""
 
 
 Dropped = tuple[tuple[MessageKey, DropReason], ...]
@@ -91,13 +93,12 @@ class Reassembler:
         self.max_fragments = max_fragments
         self.max_messages_per_source = max_messages_per_source
         self.max_total_bytes = max_total_bytes
-        self._max_tombstones = max_tombstones
         self._partials: dict[MessageKey, _Partial] = {}
         # One lane per timeout a message started under (one, but for a while after the
         # timeout changes): within a lane, first-fragment order is deadline order.
         self._lanes: dict[float, OrderedDict[MessageKey, _Partial]] = {}
         # Ended keys: until when their fragments are refused, and as what.
-        self._tombstones: OrderedDict[MessageKey, tuple[float, DropReason]] = OrderedDict()
+        self._tombstones = Tombstones(max_tombstones)
         # Each source's partial messages, oldest first, and the bytes charged for them.
         self._per_source: dict[Address, dict[MessageKey, _Partial]] = {}
         self._bytes_per_source: dict[Address, int] = {}
@@ -151,7 +152,7 @@ class Reassembler:
             if buried[0] > now:
                 return Rejected(buried[1])
             # Tombstones leave in completion order; this one is past its own deadline.
-            del self._tombstones[key]
+            self._tombstones.forget(key)
         partial = self._partials.get(key)
         if not self._valid_numbers(fragment) or (
             partial is not None and fragment.total != partial.total
@@ -191,7 +192,7 @@ class Reassembler:
                     break
                 self._release(key, partial)
                 timed_out.append(key)
-        self._forget_tombstones(now)
+        self._tombstones.forget_ended(now)
         return timed_out
 
     def _valid_numbers(self, fragment: Fragment) -> bool:
@@ -294,14 +295,4 @@ class Reassembler:
     def _bury(
         self, key: MessageKey, deadline: float, reason: DropReason = DropReason.LATE_FRAGMENT
     ) -> None:
-        self._tombstones[key] = (deadline, reason)
-        self._tombstones.move_to_end(key)  # buried again: its old place was the front
-        while len(self._tombstones) > self._max_tombstones:
-            self._tombstones.popitem(last=False)
-
-    def _forget_tombstones(self, now: float) -> None:
-        while self._tombstones:
-            key, (deadline, _) = next(iter(self._tombstones.items()))
-            if deadline > now:
-                break
-            del self._tombstones[key]
+        self._tombstones.bury(key, deadline, reason)
