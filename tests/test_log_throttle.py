@@ -18,3 +18,12 @@ def test_a_line_budget_takes_a_burst_then_a_rate_and_says_what_it_held_back() ->
     assert budget.take(10.25) is None  # half a line earned
     assert budget.take(10.5) == 3
     assert budget.take(100.0) == 0
+
+
+def test_a_line_held_back_may_tell_of_several() -> None:
+    """A refused run of keys is one line telling of each key refused."""
+    throttle = once_a_minute()
+    assert throttle.take(0.0, 4) == 0
+    assert throttle.take(1.0, 4) is None
+    assert throttle.take(2.0) is None
+    assert throttle.take(60.0, 4) == 5

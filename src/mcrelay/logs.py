@@ -127,13 +127,14 @@ class LineBudget:
         self._updated = float("-inf")
         self._held = 0
 
-    def take(self, now: float) -> int | None:
-        """None when over the budget (this line is held back); else how many were held
-        back since the last line written (this one is written)."""
+    def take(self, now: float, count: int = 1) -> int | None:
+        """None when over the budget (this line, which tells of ``count`` things, is held
+        back); else how many were held back since the last line written (this one is
+        written)."""
         self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.per_s)
         self._updated = now
         if self._tokens < 1:
-            self._held += 1
+            self._held += count
             return None
         self._tokens -= 1
         held, self._held = self._held, 0

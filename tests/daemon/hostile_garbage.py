@@ -63,12 +63,13 @@ def datagram_outcome(
         if isinstance(event, KeyRequest):
             return None
         if isinstance(event, ClientKey):
-            try:
-                crypto.load_public_key_untrusted(event.pem)
-            except RemoteProtocolError as exc:
-                counted[exc.reason] += 1
-            else:
-                return None
+            for pem in event.newest_first():
+                try:
+                    crypto.load_public_key_untrusted(pem)
+                except RemoteProtocolError as exc:
+                    counted[exc.reason] += 1
+                else:
+                    return None
         elif isinstance(event, FragmentReceived):
             if registered:
                 fragments.append(event.fragment)

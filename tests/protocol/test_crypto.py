@@ -198,6 +198,19 @@ def test_only_a_pem_subject_public_key_info_is_a_key(client_key: rsa.RSAPrivateK
     assert crypto.same_key(crypto.load_public_key_untrusted(pkcs1), public)  # a file's: read
 
 
+@pytest.mark.parametrize("bits", [2048, 3072, 4096])
+def test_no_wire_key_is_shorter_than_the_shortest_a_2048_bit_key_can_be(
+    synthetic_public_key: Callable[[int], rsa.RSAPublicKey], bits: int
+) -> None:
+    """The relay refuses a value shorter than ``MIN_PEM_BYTES`` unparsed: a 2048-bit
+    key with no line break is exactly that long, and is accepted; larger keys are longer."""
+    begin, *lines, end = crypto.public_key_to_pem(synthetic_public_key(bits)).strip().split(b"\n")
+    flat = begin + b"".join(lines) + end
+    assert crypto.wire_public_key_untrusted(flat).key_size == bits
+    assert (len(flat) == crypto.MIN_PEM_BYTES) == (bits == 2048)
+    assert len(flat) >= crypto.MIN_PEM_BYTES
+
+
 def test_oversized_pem_is_refused(client_key: rsa.RSAPrivateKey) -> None:
     pem = crypto.public_key_to_pem(client_key.public_key())
     _assert_bad_key(pem + b"\n" * (crypto.MAX_PEM_BYTES + 1 - len(pem)))

@@ -199,15 +199,52 @@ def test_a_tlv_past_the_end_after_thousands_makes_the_datagram_malformed() -> No
 
 
 def test_what_repeats_in_a_datagram_acts_once() -> None:
-    """Key requests and keep-alives once; DISCONNECT once on each side of the last key,
-    the one key acted on (each one re-keys: the last is what is left)."""
+    """Key requests and keep-alives once; keys in a row as one event; DISCONNECT first,
+    then once after each run of keys (one in a row finds nothing left to remove)."""
     decode = legacy.decode_client_datagram_untrusted
     tlvs = [(7, b""), (9, b""), (8, b""), (4, b"a"), (8, b""), (7, b""), (4, b"b"), (9, b"")]
     data = b"".join(encode_tlv(type_, value) for type_, value in tlvs * 2)
-    assert decode(data) == [KeyRequest(), Keepalive(), DisconnectRequest(), ClientKey(b"b")]
-    data += encode_tlv(8) + encode_tlv(9) + encode_tlv(8)
-    assert decode(data)[-2:] == [ClientKey(b"b"), DisconnectRequest()]
-    assert decode(encode_tlv(8) + encode_tlv(4, b"a")) == [DisconnectRequest(), ClientKey(b"a")]
+    assert decode(data) == [
+        KeyRequest(),
+        Keepalive(),
+        DisconnectRequest(),
+        ClientKey(b"a"),
+        DisconnectRequest(),
+        ClientKey(b"b"),  # the 7, the 9 and the 7 around it passed over
+        DisconnectRequest(),
+        ClientKey(b"a"),
+        DisconnectRequest(),
+        ClientKey(b"b"),
+    ]
+    assert decode(encode_tlv(8) * 3 + encode_tlv(4, b"a") + encode_tlv(8) * 3) == [
+        DisconnectRequest(),
+        ClientKey(b"a"),
+        DisconnectRequest(),
+    ]
+
+
+def test_keys_in_a_row_are_one_event_a_fragment_or_disconnect_ends_the_run() -> None:
+    """Acting on each key in turn leaves the last accepted one: a run is one event. A
+    FRAGMENT between keys acts with the key before it, and a DISCONNECT removes what the
+    key before it registered: both end a run (review: the last key alone dropped a new
+    source's fragments between two keys)."""
+    decode = legacy.decode_client_datagram_untrusted
+    one = encode_tlv(1, MSG_ID + b"\x00\x00\x00\x02")
+    keys = [encode_tlv(4, name) for name in (b"a", b"b", b"c")]
+    run = keys[0] + encode_tlv(7) + encode_tlv(99) + keys[1] + encode_tlv(9) + keys[2]
+    assert decode(run) == [ClientKey(b"c", (b"a", b"b")), KeyRequest(), Ignored(99), Keepalive()]
+    assert decode(keys[0] + one + keys[1], unregistered=True) == [
+        ClientKey(b"a"),
+        FragmentReceived(Fragment(MSG_ID, 0, 2, b"")),
+        ClientKey(b"b"),
+    ]
+    assert decode(keys[0] + encode_tlv(8) + keys[1] + keys[2]) == [
+        ClientKey(b"a"),
+        DisconnectRequest(),
+        ClientKey(b"c", (b"b",)),
+    ]
+    assert ClientKey(b"c", (b"a", b"b")).newest_first() == (b"c", b"b", b"a")
+    assert decode(encode_tlv(4) * 16376) == [ClientKey(b"", (b"",) * 16375)]
 
 
 def test_fragments_each_count_and_unknown_types_are_counted_where_the_first_was() -> None:

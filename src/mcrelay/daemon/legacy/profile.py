@@ -82,6 +82,26 @@ def identity(key: rsa.RSAPublicKey, address: Address) -> Identity:
     return Identity(PROFILE, format_address(address), fingerprint, der, origin_id, details)
 
 
+def _last_accepted_key(
+    event: ClientKey,
+) -> tuple[rsa.RSAPublicKey | None, int, RemoteProtocolError | None]:
+    """The last key of the run the relay accepts (None if none is), how many after it
+    were refused, and the first refusal of those (the last in the datagram)."""
+    refused = 0
+    error: RemoteProtocolError | None = None
+    shortest, longest = crypto.MIN_PEM_BYTES, crypto.MAX_PEM_BYTES
+    for pem in event.newest_first():
+        # Past the first refusal, a value of a length no key has is refused unparsed: a
+        # run then costs a parse per 446 bytes of datagram at most.
+        if error is None or shortest <= len(pem) <= longest:
+            try:
+                return crypto.wire_public_key_untrusted(pem), refused, error
+            except RemoteProtocolError as exc:
+                error = error or exc
+        refused += 1
+    return None, refused, error
+
+
 class LegacyProfile:
     name = PROFILE
 
@@ -252,13 +272,17 @@ class LegacyProfile:
     def _on_client_key(
         self, event: ClientKey, source: Address, _: Member | None, now: float
     ) -> None:
+        """Acting on each key of the run in turn would leave the source registered with
+        the last one accepted: that one acts, each after it is refused, and those before
+        it are not read (they would only re-key it on the way: review)."""
         services = self._services
-        try:
-            claimed = identity(crypto.wire_public_key_untrusted(event.pem), source)
-        except RemoteProtocolError as exc:
-            services.drop(exc.reason, source, exc)
-            self._log_refused_key(source, exc, now)
+        key, refused, error = _last_accepted_key(event)
+        if error is not None:
+            services.drop(error.reason, source, error, refused)
+            self._log_refused_key(source, error, refused, now)
+        if key is None:
             return
+        claimed = identity(key, source)
         if services.roster.holds(claimed):  # a refresh: never limited
             self._waiting.discard(source)  # the key it sends last is the one it has
             services.register(claimed, source, now)
@@ -326,16 +350,18 @@ class LegacyProfile:
             for _ in waiting.held:
                 self._services.drop(reason, source)
 
-    def _log_refused_key(self, source: Address, exc: RemoteProtocolError, now: float) -> None:
+    def _log_refused_key(
+        self, source: Address, exc: RemoteProtocolError, count: int, now: float
+    ) -> None:
         """The page logs a refused key; sources are spoofable, so one line a minute at
         most, with how many were refused since the last (all are counted, ``bad_key``)."""
-        held = self._refused_log.take(now)
+        held = self._refused_log.take(now, count)
         if held is not None:
             log.info(
                 "refused key from %s: %s (%d refused since the last such line)",
                 format_address(source),
                 exc,
-                held + 1,
+                held + count,
             )
 
     def _on_fragment(

@@ -18,6 +18,11 @@ MAX_PEER_KEY_BITS = 4096
 MAX_PEM_BYTES = 4096
 SPKI_BEGIN = b"-----BEGIN PUBLIC KEY-----"
 SPKI_END = b"-----END PUBLIC KEY-----"
+MIN_PEM_BYTES = len(SPKI_BEGIN) + len(SPKI_END) + 392
+"""The shortest value :func:`wire_public_key_untrusted` accepts: the BEGIN and END lines
+around the base64 (392 characters) of a 2048-bit key's 294-byte SubjectPublicKeyInfo,
+with no line break. The relay refuses a shorter one unparsed (a datagram holds 16,376
+empty keys)."""
 _BASE64_LINES = re.compile(rb"[A-Za-z0-9+/=\r\n]*")
 """What lies between a wire key's BEGIN and END lines: base64 lines, no header."""
 CHUNK_BYTES = 190

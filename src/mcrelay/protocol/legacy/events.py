@@ -17,9 +17,19 @@ class KeyRequest:
 
 @dataclass(frozen=True, slots=True)
 class ClientKey:
-    """CLIENT_PUBLIC_KEY (4): register or re-key the source with this PEM key."""
+    """CLIENT_PUBLIC_KEY (4): register or re-key the source with this PEM key.
+
+    Keys in a row (no FRAGMENT or DISCONNECT between them) are one event: ``pem`` is
+    the last, ``earlier`` those before it in datagram order. Acting on each in turn
+    leaves the source with the last one it accepts, so that one acts and the keys
+    after it are refused (docs/protocol.md, "TLV framing")."""
 
     pem: bytes
+    earlier: tuple[bytes, ...] = ()
+
+    def newest_first(self) -> tuple[bytes, ...]:
+        """The keys from the last back, the order in which they are tried."""
+        return (self.pem, *reversed(self.earlier))
 
 
 @dataclass(frozen=True, slots=True)

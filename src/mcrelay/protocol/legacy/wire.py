@@ -77,13 +77,14 @@ def decode_client_datagram_untrusted(
     datagram malformed).
 
     Every TLV is read, to the end (the framing may break anywhere), but a datagram of
-    thousands of TLVs costs a scan, not thousands of events: a TLV that would repeat an
-    effect is passed over (docs/protocol.md, "TLV framing"). The events, in datagram
-    order: each FRAGMENT; the first SERVER_KEY_REQUEST and the first KEEPALIVE; the last
-    CLIENT_PUBLIC_KEY (re-keying to each key in turn ends with the last; the others are
-    not read); the first DISCONNECT before that key and the first after it (a second
-    finds nothing to remove); and one :class:`Ignored` where the first TLV of any other
-    type was, counting them all.
+    thousands of TLVs costs a scan, not thousands of events: the events leave the relay
+    where acting on every TLV in order would, without what would only repeat an effect
+    (docs/protocol.md, "TLV framing"). In datagram order: each FRAGMENT; the first
+    SERVER_KEY_REQUEST and the first KEEPALIVE; one :class:`ClientKey` for each run of
+    CLIENT_PUBLIC_KEYs with no FRAGMENT or DISCONNECT between them (the relay acts on
+    the last one it accepts); the first DISCONNECT, and then the first after each run of
+    keys (one in a row finds nothing left to remove); and one :class:`Ignored` where the
+    first TLV of any other type was, counting them all.
     """
     if not data:
         raise RemoteProtocolError("empty datagram")
@@ -91,8 +92,9 @@ def decode_client_datagram_untrusted(
     end = len(data)
     events: list[RelayBound | None] = []
     wanted = set(_ACTED_ON)  # less each type once it acted, until a key makes DISCONNECT new
-    key_at = disconnect_before = disconnect_after = ignored_at = unread_at = -1
-    ignored = ignored_type = type_ = length = key_start = key_end = unread = 0
+    keys: list[bytes] = []  # the run of keys being read, its event at keys_at
+    keys_at = ignored_at = unread_at = -1
+    ignored = ignored_type = type_ = length = unread = 0
     header_size = FRAGMENT_HEADER.size
     offset = 0
     try:
@@ -101,6 +103,17 @@ def decode_client_datagram_untrusted(
             start = offset + TLV_HEADER.size
             offset = start + length
             if type_ in wanted:
+                if type_ == _KEY:
+                    if keys_at < 0:
+                        keys_at, keys = len(events), []
+                        events.append(None)  # the run's event, once it is complete
+                        wanted.add(_DISCONNECT)
+                        unregistered = False  # it may register: what follows is read
+                    keys.append(data[start:offset])
+                    continue
+                if keys_at >= 0 and type_ in (_FRAGMENT, _DISCONNECT):
+                    events[keys_at] = ClientKey(keys[-1], tuple(keys[:-1]))
+                    keys_at = -1
                 if type_ == _FRAGMENT:
                     if not unregistered:
                         value = data[start:offset]
@@ -113,22 +126,8 @@ def decode_client_datagram_untrusted(
                             events.append(None)
                         unread += 1
                     continue
-                if type_ == _KEY:
-                    # An earlier key is not acted on, so the DISCONNECTs on its two sides
-                    # are neighbours: the second goes.
-                    if disconnect_before < 0:
-                        disconnect_before = disconnect_after
-                    elif disconnect_after >= 0:
-                        events[disconnect_after] = None
-                    disconnect_after = -1
-                    wanted.add(_DISCONNECT)
-                    key_at, key_start, key_end = len(events), start, offset
-                    unregistered = False  # it may register: what follows is read
-                    events.append(None)  # the key, once it is known to be the last
-                    continue
                 wanted.discard(type_)
                 if type_ == _DISCONNECT:
-                    disconnect_after = len(events)
                     events.append(DisconnectRequest())
                 else:
                     events.append(KeyRequest() if type_ == _KEY_REQUEST else Keepalive())
@@ -143,8 +142,8 @@ def decode_client_datagram_untrusted(
         raise RemoteProtocolError(
             f"TLV type {type_} claims {length} bytes, {end - offset + length} remain"
         )
-    if key_at >= 0:
-        events[key_at] = ClientKey(data[key_start:key_end])
+    if keys_at >= 0:
+        events[keys_at] = ClientKey(keys[-1], tuple(keys[:-1]))
     if ignored:
         events[ignored_at] = Ignored(ignored_type, ignored)
     if unread:
