@@ -14,15 +14,14 @@ IDENTITY = Identity("secure", "k:AA", "fp", bytes(32), bytes(32))
 
 
 class Told:
-    """One member's queue, with the relay's numbering of subjects, at a time set here."""
+    """One member's queue, with the relay's numbering of subjects."""
 
     def __init__(self, subjects: Subjects | None = None) -> None:
         self.subjects = Subjects() if subjects is None else subjects
         self.queue = PresenceQueue()
-        self.now = 0.0
 
     def add(self, subject: str, news: Presence | Member) -> None:
-        self.queue.add(subject, news, self.subjects, self.now)
+        self.queue.add(subject, news, self.subjects)
 
     def taken(self) -> list[Presence]:
         out = []
@@ -137,19 +136,3 @@ def test_subjects_are_numbered_while_some_member_was_told_of_them() -> None:
     one.taken()
     assert len(subjects) == 2
     assert one.queue._known == bytearray([0b11])  # c took a's number again
-
-
-def test_what_waits_past_a_deadline_is_overdue() -> None:
-    """A member that takes 8 PRESENCE a round trip every 8 s held the send buffers up,
-    and every newcomer out, for good (found by review): what waits has the deadline
-    of a message in the channel."""
-    queue = Told()
-    queue.add("a", JOINED)
-    queue.now = 0.5
-    queue.add("b", JOINED)
-    assert not queue.queue.overdue(10.9, 10.0)
-    assert queue.queue.overdue(11.0, 10.0)
-    queue.queue.take(queue.subjects)
-    assert queue.queue.overdue(11.0, 10.0)  # b still waits
-    queue.queue.take(queue.subjects)
-    assert not queue.queue.overdue(11.0, 10.0)

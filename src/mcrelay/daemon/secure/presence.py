@@ -23,12 +23,10 @@ bit per subject (:class:`Subjects` numbers them). It must be kept: the relay doe
 tell every subject's news in order to every member (a leave deferred behind the
 member's messages reached members that joined meanwhile, never told it was there; a
 remote member's join announced after a newcomer was told it was present), and without
-it a member was told of leaves of strangers, and kept a ghost (found by review). What
-waits has the deadline of a message in the channel: a member that took its PRESENCE a
-few every 8 s held the buffers up, and every newcomer out, for good (review).
+it a member was told of leaves of strangers, and kept a ghost (found by review).
 """
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
@@ -75,8 +73,6 @@ News = Presence | Member
 told: one PRESENCE a newcomer for each member was n^2 objects in a mass join)."""
 Waiting = News | tuple[Presence, News]
 """A subject's news: one, or a leave before a rejoin."""
-MARK_S = 1.0
-"""How finely the age of what waits is known (:meth:`PresenceQueue.overdue`)."""
 
 
 class Subjects:
@@ -127,23 +123,18 @@ class PresenceQueue:
     0.4 us)."""
     _known: bytearray = field(default_factory=bytearray)
     """A bit per :class:`Subjects` number: told of as present, and not since as left."""
-    _added: int = 0
-    _gone: int = 0
-    _marks: deque[tuple[float, int]] = field(default_factory=deque)
-    """(when, subjects queued by then), one a :data:`MARK_S` at most: the age of what
-    still waits (entries leave in the order they came, or earlier)."""
 
     def __len__(self) -> int:
         """The subjects waiting."""
         return len(self._waiting)
 
-    def add(self, subject: Hashable, news: News, subjects: Subjects, now: float) -> None:
+    def add(self, subject: Hashable, news: News, subjects: Subjects) -> None:
         """Queue ``news`` of ``subject``, as the member was told of it so far."""
         known = self._knows(subjects.find(subject))
         waiting = self._waiting.get(subject)
         if waiting is None:
             if _is_leave(news) is known:  # a leave of one told of; a join of one not
-                self._enter(subject, news, now)
+                self._waiting[subject] = news
             return  # a leave of one never told of, or a join of one told of already
         earlier: Presence | None = None
         rejoin: News | None = waiting if not isinstance(waiting, tuple) else waiting[1]
@@ -161,7 +152,6 @@ class PresenceQueue:
                 self._waiting[subject] = news
             else:
                 del self._waiting[subject]
-                self._gone += 1
             return
         if isinstance(rejoin, Member):
             news = rejoin  # a newcomer not told yet: already present, as it now is
@@ -181,7 +171,6 @@ class PresenceQueue:
             news: News = waiting[0]
         else:
             del self._waiting[subject]
-            self._gone += 1
             news = waiting
         if _is_leave(news):
             slot = subjects.find(subject)
@@ -197,13 +186,6 @@ class PresenceQueue:
             return presence_of(PresenceEvent.ALREADY_PRESENT, news)
         return news
 
-    def overdue(self, now: float, deadline_s: float) -> bool:
-        """Has a subject waited ``deadline_s`` (within :data:`MARK_S`) and still waits?"""
-        marks = self._marks
-        while len(marks) > 1 and marks[1][0] <= now - deadline_s - MARK_S:
-            marks.popleft()
-        return bool(marks) and marks[0][0] <= now - deadline_s - MARK_S and marks[0][1] > self._gone
-
     def clear(self, subjects: Subjects) -> None:
         """Forget everything (the member's session closed), its subjects' numbers too."""
         for index, byte in enumerate(self._known):
@@ -212,7 +194,6 @@ class PresenceQueue:
                     subjects.release(index * 8 + bit)
         self._known.clear()
         self._waiting.clear()
-        self._marks.clear()
 
     def _knows(self, slot: int | None) -> bool:
         return (
@@ -220,14 +201,6 @@ class PresenceQueue:
             and slot >> 3 < len(self._known)
             and bool(self._known[slot >> 3] >> (slot & 7) & 1)
         )
-
-    def _enter(self, subject: Hashable, news: News, now: float) -> None:
-        self._waiting[subject] = news
-        self._added += 1
-        if self._marks and now - self._marks[-1][0] < MARK_S:
-            self._marks[-1] = (self._marks[-1][0], self._added)
-        else:
-            self._marks.append((now, self._added))
 
 
 def _is_leave(news: News) -> bool:

@@ -33,7 +33,7 @@ from mcrelay.daemon.secure.peers import (
     PendingHandshakes,
     Timers,
 )
-from mcrelay.daemon.secure.presence import MARK_S, presence_of
+from mcrelay.daemon.secure.presence import presence_of
 from mcrelay.daemon.secure.telling import Telling
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import DropReason, RemoteProtocolError
@@ -67,7 +67,6 @@ from mcrelay.protocol.secure.messages import (
     decode_client_message_untrusted,
     encode_message,
 )
-from mcrelay.protocol.secure.sending import MESSAGE_DEADLINE_S as DEADLINE_S
 from mcrelay.protocol.secure.sending import MESSAGE_WINDOW, QUEUE_LIMIT
 from mcrelay.protocol.secure.session import PENDING_LIFETIME_S, Session
 from mcrelay.settings.config import RelayConfig
@@ -216,11 +215,11 @@ class SecureProfile:
         if newcomer and not services.roster.has_room(source[0]):
             services.drop(DropReason.REGISTRY_FULL, source, client_id(key))
             return
-        if newcomer and self._buffers.crowded():  # it would be told of every member: later
-            services.drop(DropReason.OVERLOADED, source, "send buffers")
-            return
         peer = self._peers.get(key)
         rekey = peer is not None and peer.client_epoch == init.epoch and not peer.closed
+        if not rekey and self._buffers.crowded():  # told of every member: later (a new
+            services.drop(DropReason.OVERLOADED, source, "send buffers")  # session too)
+            return
         stale = self._timestamps.advance(key, init.timestamp)
         if stale is not None:
             services.drop(stale, source)
@@ -397,18 +396,11 @@ class SecureProfile:
         peer.session.channel.poll(now)  # its timers first: what they settle is read now
         self._read_events(peer, now)
         self._telling.pass_waiting(peer, now, everything=False)
-        if peer.presence and peer.member is not None and peer.presence.overdue(now, DEADLINE_S):
-            # Past a message's deadline, as if it were in the channel (page): a member
-            # that takes 8 a round trip every 8 s held the buffers up for good (review).
-            self._services.drop(DropReason.UNREACHABLE, peer.session.address, "presence")
-            self._services.remove(peer.member.id, peer.leaving or Departure.UNREACHABLE)
         for reason, count in peer.session.channel.take_drops().items():
             self._services.drop(reason, peer.session.address, "channel", count)
         if not peer.closed:
             self._flush(peer, now)
             due = peer.session.next_deadline()
-            if peer.presence:  # what waits is looked at once a mark
-                due = min(due, now + MARK_S)
             if peer.closing_at is not None:  # its farewell's end too (found by review)
                 due = min(due, peer.closing_at)
             self._timers.schedule(peer, max(due, now + TIMER_GRANULARITY_S))

@@ -31,7 +31,7 @@ class Telling:
     def tell(self, peer: Peer | None, subject: Member, news: News, now: float) -> None:
         if peer is not None and not peer.closed:
             waiting = len(peer.presence)
-            peer.presence.add(subject.id, news, self.subjects, now)
+            peer.presence.add(subject.id, news, self.subjects)
             self._held(peer, (len(peer.presence) - waiting) * WAITING_BYTES, now)
             self.pass_waiting(peer, now, everything=False)
 
