@@ -127,12 +127,15 @@ class Remotes:
             changes += self._join(relay, remote, now)
         return changes
 
+    def silent(self, now: float) -> list[str]:
+        """The relays not heard for the lease (what :meth:`expire` forgets)."""
+        return [name for name, relay in self.relays.items() if now - relay.heard_at >= self.lease_s]
+
     def expire(self, now: float) -> list[Change]:
         """Relays not heard for the lease: forgotten, their members left (``timeout``)."""
         changes: list[Change] = []
-        for relay in list(self.relays.values()):
-            if now - relay.heard_at >= self.lease_s:
-                changes += self._drop_relay(relay, Departure.TIMEOUT)
+        for name in self.silent(now):
+            changes += self._drop_relay(self.relays[name], Departure.TIMEOUT)
         return changes
 
     def next_expiry(self) -> float | None:

@@ -382,9 +382,7 @@ class Link:
         behind = self._receiving or self._bus.pending()
         lease = remotes.lease_s * (2 if behind else 1)
         gone: dict[str, list[Change]] = {}
-        for name in [
-            name for name, relay in remotes.relays.items() if now - relay.heard_at >= lease
-        ]:
+        for name in remotes.silent(now - lease + remotes.lease_s):
             # Cut off, say: what it sent meanwhile may come back recorded (a kick whose
             # requester was told it failed was done when a bus user replayed it after a
             # partition: found by review), so its run answers a nonce again first.
