@@ -3,7 +3,7 @@
 import pytest
 
 from mcrelay.protocol.errors import DropReason, LocalProtocolError
-from mcrelay.protocol.secure.channel import Role
+from mcrelay.protocol.secure.channel import Channel, Role
 from mcrelay.protocol.secure.channel_events import (
     MessageAbandoned,
     MessageAcknowledged,
@@ -319,3 +319,25 @@ def test_idle_has_no_deadline() -> None:
     assert channel.next_deadline() is None
     channel.send(b"\x01", 0.0)
     assert channel.next_deadline() == 0.0  # ready to send now
+
+
+def test_the_oldest_sent_is_the_first_transmission_of_the_oldest_unacknowledged() -> None:
+    channel = relay()
+    assert oldest_sent(channel) is None
+    for n in range(9):  # the ninth waits behind the window
+        channel.send(bytes([2, n]), 0.0)
+    assert oldest_sent(channel) is None  # queued, not yet out
+    drain(channel, 1.0)
+    feed(channel, 2.0, *[ack(seq, 1) for seq in range(1, 8)])
+    drain(channel, 2.0)
+    assert oldest_sent(channel) == 1.0  # msg_seq 0, resent since: the window waits on it
+    feed(channel, 3.0, ack(0, 1))
+    drain(channel, 3.0)
+    assert oldest_sent(channel) == 3.0  # the ninth, out once the window moved
+    feed(channel, 3.5, ack(8, 1))
+    assert oldest_sent(channel) is None
+
+
+def oldest_sent(channel: Channel) -> float | None:
+    """Read anew each time (mypy keeps a property narrowed between calls)."""
+    return channel.oldest_sent

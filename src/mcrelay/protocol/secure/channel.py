@@ -122,6 +122,12 @@ class Channel:
         return self._sender.abandons_owed
 
     @property
+    def oldest_sent(self) -> float | None:
+        """When the oldest message not yet acknowledged first went out (None: none is
+        out); the relay's send buffers look at it while crowded."""
+        return self._sender.oldest_sent
+
+    @property
     def can_send(self) -> bool:
         return self._sender.queued < QUEUE_LIMIT
 

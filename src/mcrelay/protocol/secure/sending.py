@@ -161,6 +161,14 @@ class Sender:
     def fragments_in_flight(self) -> int:
         return self._unacked
 
+    @property
+    def oldest_sent(self) -> float | None:
+        """When the oldest message in flight first went out (None: none is out). The
+        window moves past it only once the peer acknowledges it: how long the peer has
+        kept us waiting, whatever the time it spent queued here."""
+        oldest = next(iter(self._flight.values()), None)
+        return None if oldest is None else oldest.first_sent
+
     def send(self, body: bytes, *, bounded: bool = True) -> int:
         """Queue ``body``; its message id (for the events that settle it). ``bounded``:
         refuse it past :data:`QUEUE_LIMIT` (unbounded, the caller bounds the queue)."""
