@@ -298,7 +298,9 @@ class RelayConfig:
         help="bytes of legacy copies waiting while the socket's send buffer is full, "
         "and apart as many of secure messages queued or unacknowledged; past it a "
         "legacy copy is dropped (send_queue_full), or the secure member holding the "
-        "most is removed (left, unreachable)",
+        "most is removed (left, unreachable); past three quarters of it no secure "
+        "newcomer is let in (overloaded), and a secure member over its share that "
+        "leaves a message unacknowledged 5 s is removed (stalled)",
     )
     send_queue_datagrams: int = internal(
         16384,

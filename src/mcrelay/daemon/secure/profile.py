@@ -167,10 +167,11 @@ class SecureProfile:
         """The sessions' timers, and the unconfirmed handshakes' lifetime."""
         task_status.started()
         while True:
-            await self._timers.wait(self._pending.next_expiry())
+            await self._timers.wait(min(self._pending.next_expiry(), self._buffers.next_sweep()))
             now = trio.current_time()
             self._pending.expire(now)
             self._buffers.keep_within(self._peers.values())
+            self._buffers.relieve(self._peers.values(), now)
             for peer in self._timers.due(now):
                 self._turn_safely(peer, now)
 
@@ -495,16 +496,18 @@ class SecureProfile:
         self._held(peer, len(body), now)
         self._soon(peer, now)
 
-    def _unreachable(self, peer: Peer, reason: Departure) -> None:
+    def _unreachable(self, peer: Peer, reason: Departure, counted: DropReason) -> None:
         assert peer.member is not None, "only members are removed"
-        self._services.drop(DropReason.UNREACHABLE, peer.session.address, "send buffer")
+        self._services.drop(counted, peer.session.address, "send buffer")
         self._services.remove(peer.member.id, reason)
 
     def _held(self, peer: Peer, change: int, now: float) -> None:
         """Past the bound, the heaviest go when the profile's loop wakes, never from
-        within an announcement (a newcomer removed there went on being registered)."""
-        if self._buffers.hold(peer, change) and change > 0:
-            self._timers.wake_by(now)
+        within an announcement (a newcomer removed there went on being registered);
+        past the crowded mark, the loop looks at the members then too."""
+        past = self._buffers.hold(peer, change)
+        if change > 0:
+            self._timers.wake_by(now if past else self._buffers.next_sweep())
 
     def _send_own(self, peer: Peer | None, message: Presence | Notice, now: float) -> None:
         """A message of the relay's own to a member. They take no part in back-pressure
