@@ -85,9 +85,9 @@ class SendBuffers:
         the buffers are no longer crowded (left, unreachable).
 
         Why not the age of what waits: in a mass join it measures the relay, not the
-        member (a newcomer's 1,499 PRESENCE "already present" waited a minute behind
-        everyone else's, and a deadline of 10 s on them removed 1,435 of 1,500 honest
-        members). Why a share: with the buffers past the mark some member is over it,
+        member (1,500 members joining are 2.25 million PRESENCE, which the relay took
+        about 100 s to hand over; a deadline of 10 s on what waits removed 1,435 of
+        them). Why a share: with the buffers past the mark some member is over it,
         and one that holds little is not what keeps newcomers out."""
         if now < self._swept_at + SWEEP_S or not self.crowded():
             return
