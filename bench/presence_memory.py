@@ -272,6 +272,8 @@ class Sample:
     send_buffer_mb: float
     overloaded: int
     unreachable: int
+    stalled: int
+    """Members removed past the crowded mark, over their share and slow to acknowledge."""
 
 
 def memory_mb(pid: int) -> tuple[float, float]:
@@ -322,6 +324,7 @@ class Sampler(threading.Thread):
             send_buffer_mb=round(statistics["profiles"]["secure"]["send_buffer_bytes"] / MB, 2),
             overloaded=statistics["dropped"].get("overloaded", 0),
             unreachable=statistics["dropped"].get("unreachable", 0),
+            stalled=statistics["dropped"].get("stalled", 0),
         )
 
 
@@ -362,6 +365,7 @@ def run_case(
         "relay_clients": end.clients,
         "overloaded": end.overloaded,
         "unreachable": end.unreachable,
+        "stalled": end.stalled,
         **asdict(crowd.tally),
         "daemon_cpu_s": round(daemon_cpu_s, 1),
         "client_cpu_s": round(client_cpu_s, 1),
@@ -378,17 +382,19 @@ def tables(cases: dict[str, dict[str, Any]]) -> str:
     """The Markdown tables of ``cases`` (by name): the figures, then members over time."""
     lines = [
         "| case | idle RSS MB | peak RSS MB | end RSS MB | send buffers peak / end MB "
-        "| in at end | all in after s | `overloaded` | `unreachable` | INITs (retries) "
-        "| CPU s relay / clients |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| in at end | all in after s | `overloaded` | `unreachable` | `stalled` "
+        "| INITs (retries) | CPU s relay / clients |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in cases.items():
         all_in = "-" if r["all_in_s"] is None else f"{r['all_in_s']:.0f}"
+        # (not read before the reason existed)
+        stalled = "-" if "stalled" not in r else f"{r['stalled']:,}"
         lines.append(
             f"| {name} | {r['idle_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} | {r['end_rss_mb']:.0f} "
             f"| {r['peak_send_buffer_mb']:.1f} / {r['end_send_buffer_mb']:.1f} "
             f"| {r['relay_clients']:,} | {all_in} | {r['overloaded']:,} "
-            f"| {r['unreachable']:,} | {r['inits']:,} ({r['retries']:,}) "
+            f"| {r['unreachable']:,} | {stalled} | {r['inits']:,} ({r['retries']:,}) "
             f"| {r['daemon_cpu_s']:.0f} / {r['client_cpu_s']:.0f} |"
         )
     step = round(TIMELINE_EVERY_S / SAMPLE_EVERY_S)
