@@ -523,6 +523,51 @@ def test_shutting_down_is_shown_and_the_client_stays() -> None:
     assert not connection.closed
 
 
+def shut_down(net: Net) -> float:
+    """The relay says it is shutting down, then its host is gone; when it said so."""
+    net.relay.send(IDENTITY.public, Notice(NoticeCode.SHUTTING_DOWN, b"bye"), net.now)
+    net.run(lambda: any(isinstance(event, NoticeReceived) for event in net.events[ME]))
+    net.relay_down = True
+    return net.now
+
+
+def test_a_relay_restarted_in_2_s_takes_the_lines_typed_meanwhile() -> None:
+    """After NOTICE shutting down the client waited for 30 s of silence: a line typed
+    once the relay had gone passed its 10 s deadline and was given up though the relay
+    was back 2 s later (found by review). It handshakes on the INIT schedule at once."""
+    net, connection = connected_net()
+    said_at = shut_down(net)
+    during = connection.send_chat(b"during", net.now)
+    net.run_for(2.0)
+    net.relay = StubRelay(epoch=10, seed=2)  # back: no sessions, a new epoch
+    net.relay_down = False
+    net.run(lambda: MessageAcknowledged(during) in net.events[ME], limit_s=MESSAGE_DEADLINE_S)
+    assert MessageAcknowledged(during) in net.events[ME]
+    assert member(net).delivered == [b"\x01during"]
+    assert net.now < said_at + MESSAGE_DEADLINE_S
+
+
+def test_after_shutting_down_inits_follow_the_schedule_then_give_up() -> None:
+    net, connection = connected_net()
+    inits = inits_recorded(net)
+    said_at = shut_down(net)
+    net.run(lambda: connection.closed, limit_s=200.0)
+    assert inits[:4] == pytest.approx([said_at, said_at + 1, said_at + 3, said_at + 7], abs=0.34)
+    assert net.events[ME][-1] == Closed(CloseReason.UNREACHABLE)
+    assert net.now == pytest.approx(said_at + GIVE_UP_AFTER_S)
+
+
+def test_a_relay_back_with_another_key_after_shutting_down_is_refused_soon() -> None:
+    net, connection = connected_net()
+    said_at = shut_down(net)
+    new_key = KeyPair.from_private(bytes([7] * 32))
+    net.relay = StubRelay(new_key)
+    net.relay_down = False
+    net.run(lambda: connection.closed, limit_s=60.0)
+    assert net.events[ME][-1] == Closed(CloseReason.KEY_MISMATCH, RELAY_KEY.public, new_key.public)
+    assert net.now < said_at + 2.0  # the key is asked again beside the first INIT
+
+
 # The network's bytes.
 
 
