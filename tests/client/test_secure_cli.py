@@ -31,6 +31,7 @@ from mcrelay.protocol.secure.client_events import (
     ChatReceived,
     Closed,
     CloseReason,
+    MemberMoved,
     NoticeReceived,
     PresenceChanged,
 )
@@ -287,6 +288,19 @@ def test_events_render_as_the_legacy_client_does_plus_the_origin() -> None:
     assert render(ChatReceived(RELAY_ORIGIN, b"note"), as_json=False) == "[relay] note"
     notice = NoticeReceived(NoticeCode.KICKED, "bye")
     assert render(notice, as_json=False) == "* relay notice: kicked: bye"
+
+
+def test_a_move_renders_with_both_addresses() -> None:
+    roamed = Origin(OriginKind.SECURE_CLIENT, OTHER_KEY.public, ("127.0.0.1", 49223))
+    moved = MemberMoved(roamed, ("127.0.0.1", 42345))
+    assert render(moved, as_json=False) == "* 127.0.0.1:42345 moved to 127.0.0.1:49223"
+    assert json.loads(render(moved, as_json=True)) == {
+        "event": "moved",
+        "peer": "127.0.0.1:49223",
+        "previous": "127.0.0.1:42345",
+        "profile": "secure",
+        "key": client_id(OTHER_KEY.public),
+    }
 
 
 async def test_a_pinned_key_of_low_order_is_a_usage_error(tmp_path: Path) -> None:

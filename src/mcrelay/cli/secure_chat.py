@@ -3,7 +3,9 @@
 The same shape and output as the legacy commands (a sender is its ``ip:port``, the
 relay's own messages ``relay``; joins and leaves are ``* ip:port joined``), and in
 JSON the same events plus the origin's ``profile`` and ``key`` (the client id
-``k:...`` of a secure member, the fingerprint ``SHA256:...`` of a legacy one).
+``k:...`` of a secure member, the fingerprint ``SHA256:...`` of a legacy one). A secure
+member that moved is ``* old moved to new`` (legacy chats show it as a leave and a join;
+the relay announces no move to secure members: it shows at its first message from there).
 
 The relay key: ``--relay-key`` pins it; else the known-relays file's entry for the
 relay's ``host:port``; else the first answer to KEY_QUERY is trusted and, once the
@@ -51,6 +53,7 @@ from mcrelay.protocol.addresses import RELAY_ITSELF, Address, format_address
 from mcrelay.protocol.secure.client_events import (
     ChatReceived,
     CloseReason,
+    MemberMoved,
     PresenceChanged,
 )
 from mcrelay.protocol.secure.client_handshake import low_order
@@ -231,6 +234,12 @@ def render(event: SecureEvent, as_json: bool) -> str:
             fields = {"event": kind, "peer": _name(event.origin)} | _origin_fields(event.origin)
             return json.dumps(fields | ({"reason": reason} if reason else {}))
         return f"* {_name(event.origin)} {kind}" + (f" ({reason})" if reason else "")
+    if isinstance(event, MemberMoved):
+        previous = format_address(event.previous)
+        if as_json:
+            fields = {"event": "moved", "peer": _name(event.origin), "previous": previous}
+            return json.dumps(fields | _origin_fields(event.origin))
+        return f"* {previous} moved to {_name(event.origin)}"
     if isinstance(event, ChatGivenUp):
         text = event.text.decode("utf-8", errors="replace")
         if as_json:

@@ -34,6 +34,7 @@ from mcrelay.protocol.secure.client_events import (
     Closed,
     CloseReason,
     Connected,
+    MemberMoved,
     NoticeReceived,
     PresenceChanged,
 )
@@ -53,7 +54,7 @@ class ChatGivenUp:
     text: bytes
 
 
-SecureEvent = ChatReceived | PresenceChanged | NoticeReceived | ChatGivenUp
+SecureEvent = ChatReceived | PresenceChanged | MemberMoved | NoticeReceived | ChatGivenUp
 """What the application reads from :attr:`SecureParticipant.events`."""
 DISCONNECT_MARGIN_S = 0.5
 """Beyond the connection's own waits after DISCONNECT."""

@@ -24,6 +24,7 @@ from mcrelay.protocol.secure.client_events import (
     Closed,
     CloseReason,
     Connected,
+    MemberMoved,
     NoticeReceived,
     PresenceChanged,
     relay_message_event_untrusted,
@@ -322,6 +323,24 @@ def test_chat_and_presence_both_ways() -> None:
     assert of_type(events, ChatReceived) == [ChatReceived(PEER, b"hi there")]
     assert MessageAcknowledged(message_id) in events
     assert member(net).delivered == [b"\x01hello"]
+
+
+def test_a_member_that_moved_is_told_before_its_first_message_from_there() -> None:
+    """A secure member that roamed changed address with no word (legacy members see a
+    leave and a join; found by review): the page has no PRESENCE for it."""
+    net, _connection = connected_net()
+    roamed = Origin(OriginKind.SECURE_CLIENT, PEER.id, ("127.0.0.1", 40003))
+    net.relay.send(IDENTITY.public, Presence(PresenceEvent.JOINED, PEER), net.now)
+    net.relay.send(IDENTITY.public, RelayedChat(PEER, b"here"), net.now)
+    net.relay.send(IDENTITY.public, RelayedChat(roamed, b"there"), net.now)
+    net.relay.send(IDENTITY.public, RelayedChat(roamed, b"still there"), net.now)
+    net.run_for(1.0)
+    assert net.events[ME][2:] == [
+        ChatReceived(PEER, b"here"),
+        MemberMoved(roamed, OTHER),
+        ChatReceived(roamed, b"there"),
+        ChatReceived(roamed, b"still there"),
+    ]
 
 
 def test_over_a_lossy_duplicating_reordering_link_all_arrive_once_in_order() -> None:

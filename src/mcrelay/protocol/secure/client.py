@@ -48,6 +48,7 @@ from mcrelay.protocol.secure.handshake import MAX_EPOCH, tai64n
 from mcrelay.protocol.secure.header import DatagramType, datagram_type_untrusted
 from mcrelay.protocol.secure.keypairs import REKEY_AFTER_S, Keypair
 from mcrelay.protocol.secure.keys import KeyPair
+from mcrelay.protocol.secure.member_addresses import MemberAddresses
 from mcrelay.protocol.secure.messages import Chat, Disconnect, NoticeCode, encode_message
 from mcrelay.protocol.secure.retries import GIVE_UP_AFTER_S, HeldCookie, RetryAction
 from mcrelay.protocol.secure.rtt import MAX_RTO_S
@@ -128,6 +129,7 @@ class ClientConnection:
         self._disconnect_id: int | None = None
         self._disconnect_settled = False
         self._events: deque[ClientEvent] = deque()
+        self._member_addresses = MemberAddresses()
         self.drops: Counter[DropReason] = Counter()
         """Datagrams and messages from the network that were not acted on, by reason."""
         self._out: list[tuple[bytes, Address]] = [(self._keys.query.datagram, destination)]
@@ -420,6 +422,9 @@ class ClientConnection:
         except RemoteProtocolError as error:
             self.drops[error.reason] += 1  # the channel acknowledged it all the same
             return
+        moved = self._member_addresses.follow(event)
+        if moved is not None:
+            self._events.append(moved)
         self._events.append(event)
         if isinstance(event, NoticeReceived):
             if event.code is NoticeCode.SHUTTING_DOWN:

@@ -51,6 +51,16 @@ class PresenceChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class MemberMoved:
+    """A secure member's messages come from another address: it roamed, or replaced its
+    session from there. The page announces no move: this comes just before its first
+    message from the new address (:mod:`.member_addresses`). ``origin`` has the new address."""
+
+    origin: Origin
+    previous: Address
+
+
+@dataclass(frozen=True, slots=True)
 class NoticeReceived:
     """What the relay did to us; ``text`` is its readable text (invalid UTF-8 replaced)."""
 
@@ -90,6 +100,7 @@ ClientEvent = (
     Connected
     | ChatReceived
     | PresenceChanged
+    | MemberMoved
     | NoticeReceived
     | MessageAcknowledged
     | MessageAbandoned
