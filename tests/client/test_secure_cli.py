@@ -290,6 +290,42 @@ def test_events_render_as_the_legacy_client_does_plus_the_origin() -> None:
     assert render(notice, as_json=False) == "* relay notice: kicked: bye"
 
 
+@pytest.mark.parametrize(
+    ("code", "text", "line"),
+    [
+        (NoticeCode.KICKED, "kicked", "* relay notice: kicked"),
+        (NoticeCode.BANNED, "", "* relay notice: banned"),
+        (NoticeCode.BANNED, "Banned.", "* relay notice: banned"),
+        (
+            NoticeCode.SHUTTING_DOWN,
+            "the relay is shutting down",
+            "* relay notice: the relay is shutting down",
+        ),
+        (
+            NoticeCode.REPLACED,
+            "replaced by a new session",
+            "* relay notice: replaced by a new session",
+        ),
+        (
+            NoticeCode.SHUTTING_DOWN,
+            "back in 5\x1b[2J",
+            "* relay notice: shutting down: back in 5\\x1b[2J",
+        ),
+    ],
+)
+def test_a_notice_says_its_name_and_the_relays_text_once_each(
+    code: NoticeCode, text: str, line: str
+) -> None:
+    """The relay's kick read ``* relay notice: kicked: kicked``, its shutdown
+    ``shutting_down: the relay is shutting down`` (found by review)."""
+    assert render(NoticeReceived(code, text), as_json=False) == line
+    assert json.loads(render(NoticeReceived(code, text), as_json=True)) == {
+        "event": "notice",
+        "notice": code.name.lower(),
+        "text": text,
+    }
+
+
 def test_a_move_renders_with_both_addresses() -> None:
     roamed = Origin(OriginKind.SECURE_CLIENT, OTHER_KEY.public, ("127.0.0.1", 49223))
     moved = MemberMoved(roamed, ("127.0.0.1", 42345))

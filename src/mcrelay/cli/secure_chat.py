@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import ExitStack, asynccontextmanager
 from functools import partial
@@ -54,6 +55,7 @@ from mcrelay.protocol.secure.client_events import (
     ChatReceived,
     CloseReason,
     MemberMoved,
+    NoticeReceived,
     PresenceChanged,
 )
 from mcrelay.protocol.secure.client_handshake import low_order
@@ -245,10 +247,24 @@ def render(event: SecureEvent, as_json: bool) -> str:
         if as_json:
             return json_text({"event": "undelivered", "text": text})
         return f"* not delivered (the relay did not acknowledge it): {printable(text)}"
-    notice = event.code.name.lower()
     if as_json:
+        notice = event.code.name.lower()
         return json.dumps({"event": "notice", "notice": notice, "text": event.text})
-    return f"* relay notice: {notice}" + (f": {printable(event.text)}" if event.text else "")
+    return f"* relay notice: {_notice_line(event)}"
+
+
+def _notice_line(event: NoticeReceived) -> str:
+    """The notice's name and the relay's text, each once: ``kicked`` when the text says
+    no more (the relay's is ``kicked``), the text alone when it names the notice (``the
+    relay is shutting down``), else ``kicked: TEXT``. (It read ``kicked: kicked`` and
+    ``shutting_down: the relay is shutting down``: found by review.)"""
+    name = event.code.name.lower().replace("_", " ")
+    text = printable(event.text.strip())
+    if text.rstrip(".!").lower() in ("", name):
+        return name
+    if re.search(rf"\b{name}\b", text, re.IGNORECASE):
+        return text
+    return f"{name}: {text}"
 
 
 async def _cancel_when_closed(participant: SecureParticipant, scope: trio.CancelScope) -> None:
