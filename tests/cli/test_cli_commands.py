@@ -141,6 +141,16 @@ async def test_send_dash_reads_one_message_per_line(relay_key_file: Path, keys: 
             ]
 
 
+async def test_send_reads_stdin_only_for_a_lone_dash(relay_key_file: Path, keys: Keys) -> None:
+    """As its help says (test_cli_help.py): a '-' among other messages is one."""
+    async with running_relay(relay_config(relay_key_file)) as relay:
+        async with join(relay, keys[1]) as a:
+            console = Console("from stdin\n")
+            assert await console.run("send", *client_flags(relay.address[1]), "a", "-", "b") == 0
+            received = [e for e in await events_until(a, is_left) if isinstance(e, MessageReceived)]
+            assert [e.data for e in received] == [b"a", b"-", b"b"]
+
+
 async def test_send_with_the_right_pinned_fingerprint(relay_key_file: Path, keys: Keys) -> None:
     async with running_relay(relay_config(relay_key_file)) as relay:
         async with join(relay, keys[1]) as a:

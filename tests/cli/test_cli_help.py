@@ -25,3 +25,12 @@ def test_daemon_help_shows_every_default() -> None:
         assert "(default: one per CPU)" in helps["crypto_workers"]
         assert "(default: none)" in helps["api_token_file"]
         assert "(default: unix:$RUNTIME_DIRECTORY/api.sock, else " in helps["api"]
+
+
+def test_send_help_says_which_dash_reads_stdin() -> None:
+    """The help said "'-' reads one per stdin line", but a '-' among other messages is
+    sent as it is (found by review)."""
+    parser = build_parser(Environment(environ={}))
+    [text] = [a.help or "" for a in subcommand(parser, "send")._actions if a.dest == "text"]
+    assert "a lone '-' reads one per stdin line" in text
+    assert "a '-' beside other messages is sent as the text '-'" in text

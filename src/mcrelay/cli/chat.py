@@ -73,7 +73,8 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
     send.add_argument(
         "text",
         nargs="+",
-        help="one message per argument; '-' reads one per stdin line (10000 at most, all read before any goes)",
+        help="one message per argument; a lone '-' reads one per stdin line (10000 at most, "
+        "all read before any goes); a '-' beside other messages is sent as the text '-'",
     )
     send.add_argument(
         "-q",
