@@ -37,6 +37,14 @@ def test_any_text_is_relays_or_a_value_error_naming_its_line(text: str) -> None:
     assert message.startswith("line ")
 
 
+def test_a_port_written_with_too_many_digits_is_said_so() -> None:
+    """It was said to be out of 0 to 65535 (found by review)."""
+    text = f"# pins\n127.0.0.1:017301 {encode_key(KEY)}\n"
+    says = r"^line 2: '127.0.0.1:017301': a port has 5 digits at most, not 6 \(write 17301\)$"
+    with pytest.raises(ValueError, match=says):
+        parse_known_relays(text)
+
+
 def test_remembering_adds_lines_and_keeps_the_file_private(tmp_path: Path) -> None:
     path = tmp_path / "state" / "known_relays"
     assert remember_relay(path, "127.0.0.1:5007", KEY) is None

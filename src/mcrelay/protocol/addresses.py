@@ -62,9 +62,16 @@ def parse_address(text: str) -> Address:
         ip = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"{text!r}: {host!r} is not an IP address") from None
+    significant = port_text.lstrip("0")  # (int() of thousands of digits is slow)
     if (
-        not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5)
-        or int(port_text) > 0xFFFF
+        not (port_text.isascii() and port_text.isdigit())
+        or len(significant) > 5
+        or int(significant or "0") > 0xFFFF
     ):
         raise ValueError(f"{text!r}: port must be 0 to 65535")
+    if len(port_text) > 5:  # (said "must be 0 to 65535" of 017301: found by review)
+        raise ValueError(
+            f"{text!r}: a port has 5 digits at most, not {len(port_text)} "
+            f"(write {int(significant or '0')})"
+        )
     return (str(ip), int(port_text))
