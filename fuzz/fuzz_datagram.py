@@ -372,7 +372,9 @@ def check_books(program: Program) -> None:
     pending = relay.statistics().pending_relays
     assert isinstance(pending, int)
     assert 0 <= pending <= relay.config.max_pending_relays
-    assert relay.roster._per_host == Counter(member.address[0] for member in relay.roster)
+    assert relay.roster._per_host == Counter(
+        (member.identity.profile, member.address[0]) for member in relay.roster
+    )
 
 
 def check_settled(program: Program) -> None:

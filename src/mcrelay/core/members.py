@@ -105,7 +105,10 @@ class Roster:
         """A roster with room for nobody until its limits are set (they are settings)."""
         self.max_members = max_members
         self.max_members_per_host = max_members_per_host
-        self._per_host: Counter[str] = Counter()
+        self._per_host: Counter[tuple[str, str]] = Counter()
+        """Members by profile and host: each profile's count is held to the cap on its
+        own, so spoofed legacy registrations of a host keep no secure client of it out
+        (found by review)."""
         # By id, ordered by last activity, stalest first: expiry looks only at the front.
         self._members: OrderedDict[str, Member] = OrderedDict()
         self._at: dict[Address, Member] = {}
@@ -144,24 +147,26 @@ class Roster:
         if len(self._members) >= self.max_members:
             raise RosterFull(f"{self.max_members} clients registered")
         host = address[0]
-        if self._per_host[host] >= self.max_members_per_host:
-            raise RosterFull(f"{self.max_members_per_host} clients registered from {host}")
+        if self._per_host[identity.profile, host] >= self.max_members_per_host:
+            raise RosterFull(
+                f"{self.max_members_per_host} {identity.profile} clients registered from {host}"
+            )
         earlier = self._leaving.pop(identity.id, None)
         member = Member(identity, address, time.time(), now)
         self._members[identity.id] = member
         self._at[address] = member
-        self._per_host[host] += 1
+        self._per_host[identity.profile, host] += 1
         if earlier is None or earlier.leaving is None:
             return Registration.NEW, None
         left = Left(earlier, earlier.leaving)
         earlier.leaving = None
         return Registration.NEW, left
 
-    def has_room(self, host: str) -> bool:
-        """Is there room for a new member from ``host``?"""
+    def has_room(self, profile: str, host: str) -> bool:
+        """Is there room for a new member of ``profile`` from ``host``?"""
         return (
             len(self._members) < self.max_members
-            and self._per_host[host] < self.max_members_per_host
+            and self._per_host[profile, host] < self.max_members_per_host
         )
 
     def holds(self, identity: Identity) -> bool:
@@ -179,7 +184,7 @@ class Roster:
         self._forget(member)
         member.address = address
         self._at[address] = member
-        self._per_host[address[0]] += 1
+        self._per_host[member.identity.profile, address[0]] += 1
 
     def remove(self, member_id: str, reason: Departure) -> tuple[Member | None, Left | None]:
         """Remove a member: it, and its leave to announce now (None while deferred)."""
@@ -228,7 +233,7 @@ class Roster:
     def _forget(self, member: Member) -> None:
         if self._at.get(member.address) is member:
             del self._at[member.address]
-        host = member.address[0]
-        self._per_host[host] -= 1
-        if not self._per_host[host]:
-            del self._per_host[host]
+        counted = (member.identity.profile, member.address[0])
+        self._per_host[counted] -= 1
+        if not self._per_host[counted]:
+            del self._per_host[counted]

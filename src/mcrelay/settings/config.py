@@ -262,7 +262,7 @@ class RelayConfig:
         check=_AT_LEAST_1,
         section="limits",
         live=True,
-        help="registered clients from one IP address at most",
+        help="registered clients of each profile from one IP address at most",
     )
     max_messages_per_source: int = setting(
         8,

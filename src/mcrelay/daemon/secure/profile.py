@@ -213,7 +213,7 @@ class SecureProfile:
             services.drop(refused, source, client_id(key))
             return
         newcomer = services.roster.get(client_id(key)) is None
-        if newcomer and not services.roster.has_room(source[0]):
+        if newcomer and not services.roster.has_room(PROFILE, source[0]):
             services.drop(DropReason.REGISTRY_FULL, source, client_id(key))
             return
         peer = self._peers.get(key)
