@@ -14,7 +14,6 @@ from mcrelay.core.members import Departure
 from mcrelay.daemon.secure.presence import OWN_IN_CHANNEL, WAITING_BYTES
 from mcrelay.daemon.secure.profile import FAREWELL_WAIT_S
 from mcrelay.protocol import legacy
-from mcrelay.protocol.addresses import format_address
 from mcrelay.protocol.secure.frames import Ack, Fragment, encode_frames
 from mcrelay.protocol.secure.keys import AuthorizedKey, KeyPair
 from mcrelay.protocol.secure.messages import (
@@ -170,19 +169,18 @@ async def test_an_address_a_member_holds_is_not_taken_until_it_has_left(
 ) -> None:
     """A secure handshake from an address another member held removed that member
     (unreachable): anyone who could read and spoof there removed it with a key of its
-    own (found by review). The address waits for its member to leave or time out. (An
-    earlier review found the roster's address table overwritten: the legacy member
-    there could no longer be found, nor time out.)"""
+    own (found by review). The address waits for its member to leave or time out. (A
+    legacy member gives way: ``test_spoofed_addresses``.)"""
     async with open_relay(keys[0]) as harness:
-        (old,) = await harness.members(keys, 1)
+        (old,) = await connected(harness, 1)
         newcomer = SecurePeer(HarnessLink(harness), old.address)
+        newcomer.link.received(old.address)  # from now on
         await newcomer.connect()
         roster = harness.relay.roster
         assert roster.get(newcomer.id) is None
-        assert roster.at(old.address) is roster.get(format_address(old.address))
+        assert roster.at(old.address) is roster.get(old.id)
         assert harness.drops() == {"address_in_use": 1}
-        old.send(legacy.disconnect())
-        await settle()
+        await old.leave()
         await trio.sleep(1.0)  # its DATA comes again: the handshake was kept for it
         await newcomer.pump()
         member = roster.get(newcomer.id)
@@ -225,9 +223,10 @@ async def test_a_move_refused_for_a_held_address_is_made_once_the_address_is_fre
     kept the old address (found by review). The session goes back to the roster's
     address, and the client's next DATA from the new one validates it again."""
     async with open_relay(keys[0]) as harness:
-        (holder,) = await harness.members(keys, 1)
+        (holder,) = await connected(harness, 1)
         roamer = SecurePeer(HarnessLink(harness), client_address(7))
         await roamer.connect()
+        roamer.link.received(holder.address)  # from now on
         roamer.address = holder.address
         await roamer.say(b"from a held address")
         await roamer.pump()
@@ -236,8 +235,7 @@ async def test_a_move_refused_for_a_held_address_is_made_once_the_address_is_fre
         assert member is not None
         assert member.address == client_address(7)
         assert harness.drops() == {"address_in_use": 1}
-        holder.send(legacy.disconnect())
-        await settle()
+        await holder.leave()
         await roamer.say(b"again")
         await roamer.pump()
         assert member.address == holder.address

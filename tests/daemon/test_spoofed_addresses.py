@@ -1,15 +1,96 @@
-"""Spoofed legacy registrations against the addresses of others (review 12): filling a
-host's share of members. Each failed before its fix."""
+"""Spoofed legacy registrations against the addresses of others (review 12): at a secure
+client's address, and filling a host's share of members. Each failed before its fix.
+Decision 60's other half (a secure member's address is not taken by another key) is in
+``test_secure_review``."""
 
 import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mcrelay.client import MessageReceived
 from mcrelay.protocol.addresses import Address
-from relay_harness import harness_config, open_relay, settle
+from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
+from relay_harness import client_address, harness_config, open_relay, settle
 from secure_harness import HarnessLink, SecurePeer
 
 Keys = list[rsa.RSAPrivateKey]
+
+
+async def test_a_spoofed_legacy_registration_gives_way_to_the_secure_client_there(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """One spoofed key at a secure client's address, before it came back (the relay
+    restarted, say), kept it out for good, silently (``address_in_use``): the legacy
+    registration proved nothing; the client proves it receives there."""
+    async with open_relay(keys[0]) as harness:
+        (observer,) = await harness.members(keys, 1)
+        victim = client_address(5)
+        spoofer = harness.peer(victim, keys[2])
+        spoofer.register()
+        await settle()
+        s = SecurePeer(HarnessLink(harness), victim)
+        s.link.received(victim)  # from now on (the ghost's notices are not its)
+        await s.connect()
+        roster = harness.relay.roster
+        member = roster.get(s.id)
+        assert member is not None
+        assert roster.at(victim) is member
+        assert len(roster) == 2
+        await settle()
+        assert observer.take() == [PeerJoined(victim), PeerLeft(victim), PeerJoined(victim)]
+        assert harness.drops() == {"displaced": 1}
+        spoofer.register()  # and again: one address, one member
+        assert roster.at(victim) is member
+        assert harness.drops() == {"displaced": 1, "secure_address": 1}
+
+
+async def test_a_secure_member_that_roams_to_a_legacy_members_address_takes_it(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A path validation proves the new address as a handshake does."""
+    async with open_relay(keys[0]) as harness:
+        (holder,) = await harness.members(keys, 1)
+        roamer = SecurePeer(HarnessLink(harness), client_address(7))
+        await roamer.connect()
+        roamer.address = holder.address
+        await roamer.say(b"from a legacy member's address")
+        await roamer.pump()
+        roster = harness.relay.roster
+        member = roster.get(roamer.id)
+        assert member is not None
+        assert member.address == holder.address
+        assert roster.at(holder.address) is member
+        assert len(roster) == 1
+        assert harness.drops() == {"displaced": 1}
+
+
+async def test_a_displaced_member_with_a_message_in_flight_leaves_before_the_newcomer_joins(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A leave waits for the leaver's messages; the address waits for its leave: a legacy
+    member is never told the newcomer joined, then that its address left."""
+    async with open_relay(keys[0]) as harness:
+        observer, holder = await harness.members(keys, 2)
+        harness.workers.hold()
+        holder.say(b"last words")
+        await settle()
+        s = SecurePeer(HarnessLink(harness), holder.address)
+        s.link.received(holder.address)  # from now on
+        await s.connect()
+        roster = harness.relay.roster
+        assert roster.get(s.id) is None
+        assert harness.drops() == {"displaced": 1, "address_in_use": 1}
+        harness.workers.release()
+        await settle()
+        await trio.sleep(1.0)  # its DATA comes again: the handshake was kept for it
+        await s.pump()
+        assert roster.at(holder.address) is roster.get(s.id) is not None
+        await settle()
+        assert observer.take() == [
+            MessageReceived(holder.address, b"last words"),
+            PeerLeft(holder.address),
+            PeerJoined(holder.address),
+        ]
 
 
 async def test_legacy_registrations_of_a_host_keep_no_secure_client_of_it_out(

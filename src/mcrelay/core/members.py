@@ -34,7 +34,9 @@ class Departure(StrEnum):
     BAN = "ban"
     UNREACHABLE = "unreachable"
     REPLACED = "replaced"
-    """Only another relay's member (a session replaced by a newer one, there)."""
+    """Another relay's member whose session a newer one replaced there; or a legacy
+    member whose address a secure client proved it receives at (decision 67 of
+    protocol.md)."""
 
 
 class AddressInUse(Exception):
@@ -168,6 +170,11 @@ class Roster:
             len(self._members) < self.max_members
             and self._per_host[profile, host] < self.max_members_per_host
         )
+
+    def leaving_from(self, address: Address) -> Member | None:
+        """A removed member of this address whose leave waits for its messages in flight
+        (a few at most: no more than the messages in flight)."""
+        return next((m for m in self._leaving.values() if m.address == address), None)
 
     def holds(self, identity: Identity) -> bool:
         """Is this identity registered with this very key (a refresh, not a registration)?"""

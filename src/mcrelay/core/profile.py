@@ -137,6 +137,11 @@ class Services(Protocol):
         """Register, re-key or refresh a member, and announce it (raises ``RosterFull``, or
         ``AddressInUse`` when another member holds the address)."""
 
+    def take_address(self, profile: str, member_id: str, address: Address) -> None:
+        """Make way for a member of ``profile`` at ``address`` (``AddressInUse`` when
+        another member holds it, or is still leaving from it; a legacy holder gives way
+        to a secure member, and leaves)."""
+
     def remove(self, member_id: str, reason: Departure) -> Member | None:
         """Remove a member and announce its leave (once its messages in flight are out)."""
 

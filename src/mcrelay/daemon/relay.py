@@ -454,7 +454,7 @@ class Relay:
         self.outbox.notify_all(notices)
 
     def register(self, identity: Identity, address: Address, now: float) -> None:
-        self._take_address(identity.id, address)
+        self.take_address(identity.profile, identity.id, address)
         known = self.roster.get(identity.id)
         old = None if known is None else known.identity
         registration, earlier = self.roster.register(identity, address, now)
@@ -496,7 +496,7 @@ class Relay:
         old = member.address
         if address == old:
             return
-        self._take_address(member.id, address)
+        self.take_address(member.identity.profile, member.id, address)
         self.roster.move(member, address)
         self.log_presence("client %s moved from %s", member.id, format_address(old))
         self.events.publish(
@@ -510,16 +510,31 @@ class Relay:
         if self.federation is not None:
             self.federation.moved(member)
 
-    def _take_address(self, member_id: str, address: Address) -> None:
-        """A member proved it receives at ``address`` (a secure handshake or path
-        validation): one address is one member, so while another member holds it (a
-        departed one, until it times out) the address is not taken (``AddressInUse``).
-        The holder was removed instead: anyone who could read and spoof at an address
-        removed its member, with a handshake or a path validation of its own key from
-        there (found by review)."""
+    def take_address(self, profile: str, member_id: str, address: Address) -> None:
+        """A member of ``profile`` at ``address``: a legacy registration, or a secure
+        handshake or path validation (which prove it receives there). One address is one
+        member: while another member holds it, or one that left is still to be announced
+        leaving from it (its messages in flight), it is not taken (``AddressInUse``). The
+        holder was removed instead: anyone who could read and spoof at an address removed
+        a secure member, with a handshake or a path validation of its own key from there
+        (found by review).
+
+        But a legacy holder gives way to a secure member (counted ``displaced``; it
+        leaves, ``replaced``): its registration proved nothing, and one spoofed datagram
+        a client timeout kept a secure client out of its own address for good (found by
+        review); whoever could spoof it could remove it anyway (a DISCONNECT). Decision 67
+        of protocol.md."""
         holder = self.roster.at(address)
-        if holder is not None and holder.id != member_id:
-            raise AddressInUse(f"{format_address(address)} is {holder.id}'s")
+        if holder is not None:
+            if holder.id == member_id:
+                return
+            if holder.identity.profile != LEGACY or profile == LEGACY:
+                raise AddressInUse(f"{format_address(address)} is {holder.id}'s")
+            self.drop(DropReason.DISPLACED, address, holder.id)
+            self.remove(holder.id, Departure.REPLACED)
+        leaving = self.roster.leaving_from(address)
+        if leaving is not None and leaving.id != member_id:
+            raise AddressInUse(f"{leaving.id} is still leaving {format_address(address)}")
 
     def log_presence(self, message: str, *args: object) -> None:
         """A join, leave, re-key, move or replacement, within a budget of lines (see

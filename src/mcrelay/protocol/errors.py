@@ -66,6 +66,7 @@ class DropReason(StrEnum):
     UNAUTHORIZED = "unauthorized"
     SECURE_ADDRESS = "secure_address"
     ADDRESS_IN_USE = "address_in_use"
+    DISPLACED = "displaced"
     PROFILE_OFF = "profile_off"
     STALLED = "stalled"
     # protocol/federation: envelope.py, bodies.py, streams.py (envelopes between relays)

@@ -48,7 +48,8 @@ LEAVE_REASONS = {
     Departure.KICK: LeaveReason.KICK,
     Departure.BAN: LeaveReason.BAN,
     Departure.UNREACHABLE: LeaveReason.UNREACHABLE,
-    Departure.REPLACED: LeaveReason.UNREACHABLE,  # another relay's: the page has no such
+    # Another relay's member, or a legacy one displaced here: the page has no such reason.
+    Departure.REPLACED: LeaveReason.UNREACHABLE,
 }
 
 

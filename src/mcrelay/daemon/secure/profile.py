@@ -286,11 +286,13 @@ class SecureProfile:
         if refused is not None:
             self._pending.forget(pending.key)
             raise RemoteProtocolError("a key refused since its INIT", refused)
-        # Another member's address is not taken (Relay._take_address): the handshake is
-        # kept, and the client's DATA that comes again gets in once that member has left.
-        holder = self._services.roster.at(pending.address)
-        if holder is not None and holder.id != client_id(pending.key):
-            raise RemoteProtocolError(f"its address is {holder.id}'s", DropReason.ADDRESS_IN_USE)
+        # Another secure member's address is not taken, a legacy one's is (Services.
+        # take_address): the handshake is kept, and the client's DATA that comes again
+        # gets in once that member has left.
+        try:
+            self._services.take_address(PROFILE, client_id(pending.key), pending.address)
+        except AddressInUse as exc:
+            raise RemoteProtocolError(str(exc), DropReason.ADDRESS_IN_USE) from None
         # A join (or a replacement) tells every member: no faster than legacy
         # registrations, from the host that proved it got the RESPONSE (a spoofer
         # cannot spend a victim's share). The client sends its DATA again later.
@@ -318,7 +320,7 @@ class SecureProfile:
         else:
             key, encoded = pending.key, encode_key(pending.key)
             identity = Identity(PROFILE, client_id(key), encoded, key, key, Details(peer, encoded))
-            try:  # (the address was seen free above)
+            try:  # (the address was made free above)
                 self._services.register(identity, pending.address, now)
             except RosterFull as exc:
                 self._close(peer)

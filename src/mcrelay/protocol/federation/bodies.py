@@ -82,7 +82,8 @@ class PresenceEvent(IntEnum):
 
 class LeaveReason(IntEnum):
     """The secure profile's values (``protocol.secure.messages.LeaveReason``), on a wire
-    of their own, and one more: ``REPLACED`` (a session replaced by a newer one)."""
+    of their own, and one more: ``REPLACED`` (a session replaced by a newer one, or a
+    legacy member a secure client at its address displaced)."""
 
     NONE = 0
     DISCONNECT = 1
