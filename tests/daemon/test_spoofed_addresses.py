@@ -1,7 +1,9 @@
 """Spoofed legacy registrations against the addresses of others (review 12): at a secure
-client's address, and filling a host's share of members. Each failed before its fix.
-Decision 60's other half (a secure member's address is not taken by another key) is in
-``test_secure_review``."""
+client's address, filling a host's share of members, and at the relay's own address.
+Each failed before its fix. Decision 60's other half (a secure member's address is not
+taken by another key) is in ``test_secure_review``."""
+
+import dataclasses
 
 import trio
 import trio.testing
@@ -10,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcrelay.client import MessageReceived
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
-from relay_harness import client_address, harness_config, open_relay, settle
+from relay_harness import RELAY_ADDRESS, client_address, harness_config, open_relay, settle
 from secure_harness import HarnessLink, SecurePeer
 
 Keys = list[rsa.RSAPrivateKey]
@@ -118,3 +120,32 @@ async def test_legacy_registrations_of_a_host_keep_no_secure_client_of_it_out(
         roster = harness.relay.roster
         assert all(roster.get(peer.id) is not None for peer in secure[:2])
         assert len(roster) == 4
+
+
+async def test_nothing_from_the_relays_own_address_is_taken(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """One spoofed key from the relay's own address made it a legacy member of itself,
+    kept alive by every copy it sent itself: from its port, the loopback addresses and
+    the addresses it was given are its own."""
+    config = dataclasses.replace(harness_config(), interface="10.9.8.7")
+    async with open_relay(keys[0], config) as harness:
+        port = RELAY_ADDRESS[1]
+        own = [RELAY_ADDRESS, ("127.0.0.2", port), ("10.9.8.7", port)]
+        for source in own:
+            harness.peer(source, keys[1]).register()
+            harness.relay.handle_datagram(
+                SecurePeer(HarnessLink(harness), source).initiator().datagram,
+                source,
+                trio.current_time(),
+            )
+        await settle()
+        assert len(harness.relay.roster) == 0
+        assert harness.sock.sent == []
+        assert harness.drops() == {"own_address": 2 * len(own)}
+        others = [("127.0.0.2", port + 1), ("10.9.8.7", 40000), ("10.9.8.6", port)]
+        for source in others:
+            harness.peer(source, keys[1]).register()
+        await settle()
+        assert len(harness.relay.roster) == len(others)
+        assert harness.drops() == {"own_address": 2 * len(own)}

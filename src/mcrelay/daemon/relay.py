@@ -10,6 +10,7 @@ is sent goes through the :class:`~mcrelay.daemon.outbox.Outbox`. Every drop is
 counted with its reason.
 """
 
+import ipaddress
 import logging
 import socket
 from collections import Counter, defaultdict
@@ -82,6 +83,9 @@ class Relay:
         parts through :meth:`reconfigure`."""
         self._sock = sock
         self.address: Address = sock.getsockname()[:2]
+        self._own_hosts = frozenset({self.address[0], config.interface} - {"0.0.0.0"})
+        """The relay's own addresses beside loopback (the one it is bound to, the
+        multicast interface's: both need a restart to change), for :meth:`_from_itself`."""
         self.counters = RelayCounters()
         self.ban_file = ban_file
         self.bans = BanList() if ban_file is None else ban_file.bans
@@ -423,6 +427,9 @@ class Relay:
     def handle_datagram(self, data: bytes, source: Address, now: float) -> None:
         self.counters.datagrams_in += 1
         self.counters.bytes_in += len(data)
+        if source[1] == self.address[1] and self._from_itself(source[0]):
+            self.drop(DropReason.OWN_ADDRESS, source)
+            return
         if self.bans and self.bans.is_banned(source, now):
             self.drop(DropReason.BANNED, source)
             return
@@ -432,6 +439,15 @@ class Relay:
             return
         self.counters.datagrams_in_by_profile[profile.name] += 1
         profile.datagram_untrusted(data, source, now)
+
+    def _from_itself(self, host: str) -> bool:
+        """Is ``host`` (of a datagram from the relay's port) one of the relay's own? One
+        spoofed key from the relay's own address made it a legacy member of itself,
+        refreshed by every copy it then sent itself (found by review). Loopback and the
+        addresses it was given; not the host's other addresses: from outside, the kernel
+        drops a datagram with a local source, so only root on the relay's host can spoof
+        one (and root can do worse)."""
+        return host in self._own_hosts or ipaddress.ip_address(host).is_loopback
 
     # The services a profile uses (core.profile.Services).
 

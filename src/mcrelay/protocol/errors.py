@@ -67,6 +67,7 @@ class DropReason(StrEnum):
     SECURE_ADDRESS = "secure_address"
     ADDRESS_IN_USE = "address_in_use"
     DISPLACED = "displaced"
+    OWN_ADDRESS = "own_address"
     PROFILE_OFF = "profile_off"
     STALLED = "stalled"
     # protocol/federation: envelope.py, bodies.py, streams.py (envelopes between relays)
