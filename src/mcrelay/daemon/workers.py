@@ -9,9 +9,13 @@ pickles and a pipe write and read per batch (see ``bench/README.md``).
 
 Each worker process (:mod:`mcrelay.daemon.worker_main`) is owned by a task of
 :meth:`CryptoWorkers.run`'s nursery, which writes its jobs and reads its answers, in
-order. Jobs wait in one queue, in the order they came; a worker that is up takes the
-next ones as it has room (at most :data:`IN_FLIGHT_PER_WORKER`), so a long job holds
-up only its own worker. A worker that dies, or answers nothing for
+order. Jobs wait in a :class:`~mcrelay.daemon.fairqueue.FairQueue`, a line per owner
+(the message's sender) taken in turns weighted by the jobs' costs, so one member's
+backlog of costly jobs delays another's job by a round of turns, not by the whole
+backlog. A worker that is up takes the next ones as it has room (at most
+:data:`IN_FLIGHT_PER_WORKER`, and while those it holds cost less than
+:data:`IN_FLIGHT_COST_PER_WORKER`), so a long job holds up only its own worker, and a
+worker does not hold a queue of them that the turns cannot reorder. A worker that dies, or answers nothing for
 :data:`ANSWER_TIMEOUT_S`, fails the jobs it held (:class:`WorkerLost`) and is started
 again (the others take the queue meanwhile); at the relay's end, its process is killed
 once the messages in flight have settled.
@@ -33,6 +37,7 @@ import trio
 
 import mcrelay
 from mcrelay.daemon import worker_main
+from mcrelay.daemon.fairqueue import FairQueue
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,14 @@ T_co = TypeVar("T_co", covariant=True)
 IN_FLIGHT_PER_WORKER = 4
 """Jobs written to a worker and not yet answered: enough that it never waits for the
 loop between two, few enough that the queue stays in the relay, shared."""
+IN_FLIGHT_COST_PER_WORKER = 512
+"""A worker holding jobs that cost this much (see :attr:`Work.cost`: about 11 ms) takes
+no more until one is answered: a costly job, of which one keeps it busy, does not take
+three more places ahead of other members' jobs."""
+ROUND_COST = 512
+"""The cost each owner with jobs waiting is given per turn (its jobs are taken while
+their cost is within it, the rest carried to its next turn): about 11 ms of a worker's
+time; a job dearer than that waits a few turns, others' jobs are taken meanwhile."""
 READY_TIMEOUT_S = 10.0
 """A worker that has not said it is ready this long after its start is stopped."""
 ANSWER_TIMEOUT_S = 30.0
@@ -56,6 +69,12 @@ RESTART_DELAY_MAX_S = 30.0
 
 class Work(Protocol[T_co]):
     """A job's work: plain data, pickled across the pipe; ``run`` gets the worker's state."""
+
+    @property
+    def cost(self) -> int:
+        """About how long it runs, in chunks encrypted for a recipient (about 22 us each):
+        at least 1. The turns between owners weigh their jobs by it."""
+        ...
 
     def run(self, state: Any, /) -> T_co: ...
 
@@ -76,6 +95,9 @@ class Job(Generic[T]):
     done: Callable[["outcome.Outcome[T]"], None]
     """Runs on the Trio thread as the answer comes: cannot await, and should not raise
     (what it raises is logged, and the job's other state is its own)."""
+    owner: str
+    """Whose job it is (the message's sender's id): each owner's jobs take turns with
+    the others'."""
     frame: bytes = b""
     """The work, pickled (by :meth:`CryptoWorkers.submit`)."""
 
@@ -129,7 +151,15 @@ class _Worker:
 
     def has_room(self) -> bool:
         """Could take a job now."""
-        return self.takes_jobs() and len(self.in_flight) < IN_FLIGHT_PER_WORKER
+        return (
+            self.takes_jobs()
+            and len(self.in_flight) < IN_FLIGHT_PER_WORKER
+            and self.load() < IN_FLIGHT_COST_PER_WORKER
+        )
+
+    def load(self) -> int:
+        """The cost of the jobs it holds."""
+        return sum(job.work.cost for job in self.in_flight)
 
     def expect_answer_by(self, deadline: float) -> None:
         self.deadline = deadline
@@ -154,8 +184,8 @@ class CryptoWorkers:
     def __init__(self, count: int = 1) -> None:
         self._count = count
         self._setup: bytes | None = None
-        self._queue: deque[Job[Any]] = deque()
-        """Submitted jobs no worker has taken yet, in order."""
+        self._queue: FairQueue[Job[Any]] = FairQueue(ROUND_COST)
+        """Submitted jobs no worker has taken yet, in their owners' lines."""
         self._workers: list[_Worker] = []
         self._nursery: trio.Nursery | None = None
         self._running = False
@@ -202,18 +232,19 @@ class CryptoWorkers:
     def submit(self, job: Job[Any]) -> None:
         """Queue a job (from the Trio thread); never blocks. The caller bounds the jobs."""
         job.frame = worker_main.frame(job.work)
-        self._queue.append(job)
+        self._queue.push(job.owner, job, job.work.cost)
         self._feed()
 
-    def start(self, work: Work[T]) -> "Running[T]":
-        """Queue ``work`` now (from the Trio thread, never blocking); await the result."""
+    def start(self, work: Work[T], owner: str) -> "Running[T]":
+        """Queue ``owner``'s ``work`` now (from the Trio thread, never blocking); await the
+        result."""
         running: Running[T] = Running()
-        self.submit(Job(work, running.finish))
+        self.submit(Job(work, running.finish, owner))
         return running
 
-    async def call(self, work: Work[T]) -> T:
-        """Run ``work`` in a worker and wait for its result."""
-        return await self.start(work)
+    async def call(self, work: Work[T], owner: str) -> T:
+        """Run ``owner``'s ``work`` in a worker and wait for its result."""
+        return await self.start(work, owner)
 
     def resize(self, count: int) -> None:
         """Have ``count`` workers: start more, or retire the surplus (each after the jobs
@@ -304,8 +335,8 @@ class CryptoWorkers:
         return stopped or f"exit status {process.returncode}"
 
     async def _write(self, worker: _Worker, process: trio.Process) -> None:
-        """The set-up, then jobs from the queue as the worker has room (its share of
-        them, when other workers have room too), until it is retired (then its stdin is
+        """The set-up, then jobs from the queue, in turns, as the worker has room (its
+        share of them, when other workers have room too), until it is retired (then its stdin is
         closed: it ends once it answered) or its process ends (its reader then sees the
         end of its answers)."""
         assert process.stdin is not None
@@ -313,16 +344,17 @@ class CryptoWorkers:
         try:
             await process.stdin.send_all(self._setup)
             while True:
-                room = IN_FLIGHT_PER_WORKER - len(worker.in_flight)
                 if worker.retired:
                     await process.stdin.aclose()
                     return
-                if worker.up and room > 0 and self._queue:
+                if worker.has_room() and self._queue:
                     share = -(-len(self._queue) // self._with_room())
-                    taken = [self._queue.popleft() for _ in range(min(room, share))]
                     if not worker.in_flight:  # its answer deadline starts now
                         worker.expect_answer_by(trio.current_time() + ANSWER_TIMEOUT_S)
-                    worker.in_flight.extend(taken)
+                    taken: list[Job[Any]] = []
+                    while self._queue and len(taken) < share and worker.has_room():
+                        taken.append(self._queue.pop())
+                        worker.in_flight.append(taken[-1])
                     await process.stdin.send_all(b"".join(job.frame for job in taken))
                 else:
                     worker.wake = trio.Event()

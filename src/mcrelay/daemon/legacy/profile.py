@@ -479,7 +479,8 @@ class LegacyProfile:
             member.identity.profile == PROFILE for member in recipients
         )
         keys = tuple(_recipient(member) for member in recipients) if sealed_here else None
-        return self._workers.start(OpenJob(payload, self.max_message_bytes, sender.address, keys))
+        work = OpenJob(payload, self.max_message_bytes, sender.address, keys)
+        return self._workers.start(work, sender.id)
 
     # Copies and notices out.
 
@@ -497,7 +498,7 @@ class LegacyProfile:
             if len(queued) == self._workers.count:
                 sealed.extend(await queued.popleft())
             work = SealJob(origin.address, plaintext, keys[start : start + SEAL_INLINE_MAX])
-            queued.append(self._workers.start(work))
+            queued.append(self._workers.start(work, origin.id))
         while queued:
             sealed.extend(await queued.popleft())
         return sealed

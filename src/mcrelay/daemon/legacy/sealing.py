@@ -5,7 +5,9 @@ for each recipient). For a few recipients both happen in one job, so a message c
 one hand-off; a larger fan-out is sealed in jobs of a few recipients each.
 
 A job is plain data (it crosses a pipe): a recipient's key travels as its DER bytes
-and their SHA-256, and the worker keeps the keys it loaded in a :class:`KeyStore`.
+and their SHA-256, and the worker keeps the keys it loaded in a :class:`KeyStore`. Its
+``cost`` (in chunks encrypted for a recipient) weighs it in the workers' turns between
+senders.
 """
 
 from collections import OrderedDict
@@ -18,12 +20,21 @@ from mcrelay.core.opened import Opened, Sealed
 from mcrelay.protocol import legacy
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.errors import DropReason
+from mcrelay.protocol.legacy import crypto
+from mcrelay.protocol.legacy.tlv import TLV_HEADER
 
 SEAL_INLINE_MAX = 16
 """Recipients sealed in the job that decrypts; more are sealed in jobs of this many.
 (At 8, a message to 11 recipients cost two more jobs, and its task two more wakes: the
 sweep's S=4 R=8 peak was 12 % lower; at 16 a job of the largest 100-byte fan-out it
 takes whole is still about 1 ms.)"""
+
+DECRYPT_COST = 12
+"""A block decrypted with the relay key costs about as much as this many chunks
+encrypted for a recipient (2048 bits: 250 us against 22 us)."""
+RELAY_BLOCK_TLV_BYTES = crypto.KEY_BITS // 8 + TLV_HEADER.size
+"""An encrypted block of a client's payload, as the relay's key of the default size
+makes it (the cost of a larger key's blocks is underestimated: it is an estimate)."""
 
 KEYS_KEPT = 16_384
 """Recipients' keys a worker keeps loaded (the least recently used go first); loading
@@ -90,6 +101,13 @@ class OpenJob:
     sender: Address
     recipients: tuple[Recipient, ...] | None
 
+    @property
+    def cost(self) -> int:
+        """Its blocks decrypted, and sealed for its recipients when they are few."""
+        blocks = max(1, len(self.payload) // RELAY_BLOCK_TLV_BYTES)
+        few = self.recipients is not None and len(self.recipients) <= SEAL_INLINE_MAX
+        return blocks * (DECRYPT_COST + (len(self.recipients or ()) if few else 0))
+
     def run(self, store: KeyStore) -> Opened:
         plaintext = legacy.decrypt_payload_untrusted(
             store.relay_key, self.payload, self.max_message_bytes
@@ -109,8 +127,17 @@ class SealJob:
     plaintext: bytes
     recipients: tuple[Recipient, ...]
 
+    @property
+    def cost(self) -> int:
+        return chunks(len(self.plaintext)) * len(self.recipients)
+
     def run(self, store: KeyStore) -> list[Sealed]:
         return seal(store, self.sender, self.plaintext, self.recipients)
+
+
+def chunks(plaintext_bytes: int) -> int:
+    """Blocks a plaintext of this size is encrypted in, for each recipient."""
+    return max(1, -(-plaintext_bytes // crypto.CHUNK_BYTES))
 
 
 def seal(
