@@ -14,6 +14,8 @@ import trio.testing
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.client import MessageReceived
+from mcrelay.core.opened import Sealed
+from mcrelay.daemon.legacy import sealing
 from mcrelay.protocol import legacy
 from mcrelay.protocol.legacy import crypto
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft, RelayedMessage
@@ -180,6 +182,35 @@ async def test_a_senders_messages_keep_their_order_whatever_order_crypto_ends_in
         harness.workers.release()
         await settle()
         assert b.take() == [MessageReceived(a.address, text) for text in texts]
+
+
+async def test_a_long_message_is_sealed_in_jobs_of_fewer_recipients(
+    keys: Keys, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job is not interrupted for another member's: the longer the message, the
+    fewer recipients a job seals it for (here 1, its 3 chunks each a job's worth), the
+    job that decrypts it too; a short one is still sealed where it is decrypted."""
+    monkeypatch.setattr(sealing, "SEAL_JOB_COST", 3)
+    real = sealing.SealJob.run
+    sealed_per_job: list[int] = []
+
+    def counted(job: sealing.SealJob, store: sealing.KeyStore) -> list[Sealed]:
+        sealed_per_job.append(len(job.recipients))
+        return real(job, store)
+
+    monkeypatch.setattr(sealing.SealJob, "run", counted)
+    long_text = b"y" * (2 * crypto.CHUNK_BYTES + 1)
+    async with open_relay(keys[0]) as harness:
+        a, b, c, d = await harness.members(keys, 4)
+        a.say(long_text)
+        a.say(b"short", msg_id(2))
+        await settle()
+        assert sealed_per_job == [1, 1, 1]
+        for peer in (b, c, d):
+            assert peer.take() == [
+                MessageReceived(a.address, long_text),
+                MessageReceived(a.address, b"short"),
+            ]
 
 
 async def test_a_leave_is_announced_after_the_leavers_last_message(

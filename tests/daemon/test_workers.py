@@ -243,6 +243,9 @@ def test_a_jobs_cost_counts_its_chunks_decrypted_and_sealed(keys: Keys) -> None:
     assert OpenJob(opened, 1000, SENDER, many).cost == 3 * sealing.DECRYPT_COST
     assert OpenJob(opened, 1000, SENDER, few).cost == 3 * (sealing.DECRYPT_COST + 3)
     assert OpenJob(b"", 1000, SENDER, few).cost == sealing.DECRYPT_COST + 3
+    # A long message is sealed for fewer recipients a job (48 KB: 253 chunks, 4).
+    per_job = [sealing.recipients_per_job(chunks) for chunks in (1, 64, 65, 253, 2000)]
+    assert per_job == [16, 16, 15, 4, 1]
 
 
 async def test_a_worker_that_cannot_start_stops_run(keys: Keys) -> None:

@@ -27,6 +27,8 @@ from mcrelay.daemon.legacy.sealing import (
     OpenJob,
     Recipient,
     SealJob,
+    chunks,
+    recipients_per_job,
     relay_key_der,
 )
 from mcrelay.daemon.legacy.waiting import Waiting, WaitingRegistrations
@@ -487,17 +489,19 @@ class LegacyProfile:
     async def seal(
         self, origin: Origin, plaintext: bytes, recipients: Sequence[Member]
     ) -> list[Sealed]:
-        """One copy per recipient, sealed by the workers a few recipients per job, with at
-        most one job per worker queued at once: so other messages are sealed in between,
-        and a large fan-out delays them by a job's time, not by its whole. (No task per
+        """One copy per recipient, sealed by the workers a few recipients per job (fewer
+        the longer the message: SEAL_JOB_COST), with at most one job per worker queued
+        at once: so other messages are sealed in between, and a large fan-out delays
+        them by a job's time, not by its whole. (No task per
         job: the jobs are queued in turn and their results awaited in order.)"""
         keys = tuple(_recipient(member) for member in recipients)
+        per_job = recipients_per_job(chunks(len(plaintext)))
         sealed: list[Sealed] = []
         queued: deque[Running[list[Sealed]]] = deque()
-        for start in range(0, len(keys), SEAL_INLINE_MAX):
+        for start in range(0, len(keys), per_job):
             if len(queued) == self._workers.count:
                 sealed.extend(await queued.popleft())
-            work = SealJob(origin.address, plaintext, keys[start : start + SEAL_INLINE_MAX])
+            work = SealJob(origin.address, plaintext, keys[start : start + per_job])
             queued.append(self._workers.start(work, origin.id))
         while queued:
             sealed.extend(await queued.popleft())
