@@ -144,6 +144,38 @@ def test_a_private_file_others_could_replace_through_its_directory_is_refused(
     assert load_private_file(shared / "key", what="key file", limit=64, parse=bytes) == b"secret"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a link to another user takes root")
+def test_another_users_link_in_a_sticky_directory_is_refused(tmp_path: Path) -> None:
+    """Sticky stops others replacing a link they do not own, not its owner turning it: a
+    link another user made in /tmp swapped the relay's state directory (found by
+    review). Theirs is refused there, read or written; ours, or theirs where they cannot
+    write, is followed; ``config check`` on another user's behalf asks modes only."""
+    state = tmp_path / "state"
+    replace_private_file(state / "key", b"secret", what="key file")
+    public = tmp_path / "pub"
+    public.mkdir()
+    public.chmod(0o1777)
+    link = public / "mc"
+    link.symlink_to(state)
+    os.lchown(link, 61234, 61234)
+    refused = (
+        f"key file {link / 'key'} goes through the link {link}, which belongs to uid 61234, "
+        "in a directory others may change (mode 1777): they could turn it elsewhere; give a "
+        "path that does not go through it"
+    )
+    with pytest.raises(FileError) as caught:
+        load_private_file(link / "key", what="key file", limit=64, parse=bytes)
+    assert str(caught.value) == refused
+    with pytest.raises(FileError, match="goes through the link"):
+        replace_private_file(link / "key", b"other", what="key file")
+    assert load_private_file(link / "key", what="key file", limit=64, parse=bytes, any_owner=True)
+    public.chmod(0o755)  # their link, where they cannot turn it
+    assert load_private_file(link / "key", what="key file", limit=64, parse=bytes) == b"secret"
+    public.chmod(0o1777)
+    os.lchown(link, 0, 0)
+    assert load_private_file(link / "key", what="key file", limit=64, parse=bytes) == b"secret"
+
+
 def test_what_a_writer_killed_mid_write_left_is_removed_by_the_next(tmp_path: Path) -> None:
     """A kill -9 between writing a new key beside its place and linking it left a whole
     private key there for good (found by review). One being written now is left alone."""

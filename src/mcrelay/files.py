@@ -9,7 +9,7 @@ whom to trust, when anyone but its owner (root or us) may change it. A private f
 is written beside its place (mode 0600), synced, then linked or renamed into place,
 so no reader ever sees half of one; one left there by a writer killed mid-write is
 removed by the next writer. A private file, as a list, is refused when someone else
-could replace it through one of its directories. Callers that run on the event loop
+could replace it through one of its directories, or turn a link on its way. Callers that run on the event loop
 hand these reads and writes to a thread: a file system can still be slow.
 """
 
@@ -120,23 +120,34 @@ def require_trusted_directories(path: Path, what: str, *, any_owner: bool = Fals
     only a file's owner may replace it). sshd asks this of the directories of
     authorized_keys; those of the links too, since a link in another user's directory
     could be turned to an older list (found by review, then for a link in the middle of
-    a chain). ``any_owner``: as for :func:`require_trusted_writers`."""
-    checked: set[Path] = set()
-    for directory in _directories_on_the_way(path, what):
+    a chain). A link in a sticky directory others may write must itself belong to root
+    or to us, as the kernel's protected_symlinks asks: its owner may turn it anywhere
+    (a state directory, pins or a list swapped through one in /tmp: found by review).
+    ``any_owner``: as for :func:`require_trusted_writers`."""
+    directories, links = _directories_on_the_way(path, what)
+    checked: dict[Path, int] = {}
+    for directory in directories:
         for each in (directory, *directory.parents):
             if each not in checked:
-                checked.add(each)
-                _require_trusted_directory(each, path, what, any_owner)
+                checked[each] = _require_trusted_directory(each, path, what, any_owner)
+    for link, owner in links:
+        shared = checked[link.parent] & (stat.S_IWGRP | stat.S_IWOTH)
+        if shared and not any_owner and owner not in (0, os.geteuid()):
+            raise FileError(
+                f"{what} {path} goes through the link {link}, which belongs to uid {owner}, "
+                f"in a directory others may change (mode {checked[link.parent]:04o}): they "
+                "could turn it elsewhere; give a path that does not go through it"
+            )
 
 
 MAX_LINKS = 40
 """Links followed on the way to a file, as the kernel's own limit (ELOOP)."""
 
 
-def _directories_on_the_way(path: Path, what: str) -> list[Path]:
+def _directories_on_the_way(path: Path, what: str) -> tuple[list[Path], list[tuple[Path, int]]]:
     """The directory of every link met resolving the path as the kernel does (a ``..``
     after a link goes up from where the link led, not from the text: found by review),
-    and of the file it leads to."""
+    and of the file it leads to; and each link met, with its owner's uid."""
     if path.is_absolute():
         given = path
     else:
@@ -148,23 +159,25 @@ def _directories_on_the_way(path: Path, what: str) -> list[Path]:
                 f"({exc.strerror})"
             ) from None
     found: list[Path] = []
+    links: list[tuple[Path, int]] = []
     current = Path(given.anchor)
     parts = list(given.parts[1:])
-    links = 0
     while parts:
         name = parts.pop(0)
         candidate = current / name
         try:
-            is_link = candidate.is_symlink()
-            target = Path(os.readlink(candidate)) if is_link else None
+            info = os.lstat(candidate)
+            target = Path(os.readlink(candidate)) if stat.S_ISLNK(info.st_mode) else None
+        except (FileNotFoundError, NotADirectoryError):  # the reading says what is missing
+            target = None
         except OSError as exc:
             raise FileError(
                 f"cannot look at {candidate}, on the way to {what} {path}: {exc.strerror}"
             ) from None
         if target is not None:
-            links += 1
-            if links > MAX_LINKS:
+            if len(links) == MAX_LINKS:
                 raise FileError(f"cannot read {what} {path}: {os.strerror(errno.ELOOP)}")
+            links.append((candidate, info.st_uid))
             found.append(current)  # the link's own directory
             if target.is_absolute():
                 current = Path(target.anchor)
@@ -174,10 +187,11 @@ def _directories_on_the_way(path: Path, what: str) -> list[Path]:
         elif name != ".":
             current = candidate
     found.append(current.parent)
-    return found
+    return found, links
 
 
-def _require_trusted_directory(each: Path, path: Path, what: str, any_owner: bool) -> None:
+def _require_trusted_directory(each: Path, path: Path, what: str, any_owner: bool) -> int:
+    """The directory's mode, once it is one no one else could replace a file in."""
     try:
         info = os.stat(each)
     except OSError as exc:
@@ -195,6 +209,7 @@ def _require_trusted_directory(each: Path, path: Path, what: str, any_owner: boo
             f"{stat.S_IMODE(info.st_mode):04o}): they could replace the file; "
             f"chmod go-w {each}"
         )
+    return stat.S_IMODE(info.st_mode)
 
 
 def load_private_file(
