@@ -194,6 +194,32 @@ def test_a_file_in_a_directory_others_may_change_is_refused(tmp_path: Path) -> N
     assert load_known_relays(path) == {"127.0.0.1:5007": KEY}
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a link to another user takes root")
+def test_another_users_link_in_a_sticky_directory_is_not_followed(tmp_path: Path) -> None:
+    """Only where the link led was checked: another user's link in /tmp, turned at will,
+    lost a client's pins (trust on first use again), and had it write the file and its
+    lock wherever it led (found by review)."""
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o700)
+    target = mine / "known_relays"
+    target.write_text(f"127.0.0.1:5007 {encode_key(KEY)}\n")
+    target.chmod(0o600)
+    public = tmp_path / "pub"
+    public.mkdir()
+    public.chmod(0o1777)
+    link = public / "known_relays"
+    link.symlink_to(target)
+    os.lchown(link, 61234, 61234)
+    with pytest.raises(FileError, match=f"goes through the link {link}, which belongs to uid"):
+        load_known_relays(link)
+    with pytest.raises(FileError, match=f"goes through the link {link}, which belongs to uid"):
+        remember_relay(link, "[::1]:5007", OTHER)
+    assert sorted(p.name for p in mine.iterdir()) == ["known_relays"]
+    os.lchown(link, os.geteuid(), os.getegid())
+    assert remember_relay(link, "[::1]:5007", OTHER) is None
+    assert load_known_relays(link) == {"127.0.0.1:5007": KEY, "[::1]:5007": OTHER}
+
+
 def test_the_identity_is_made_once_then_read(tmp_path: Path) -> None:
     path = tmp_path / "identity-key"
     made, created = load_or_create_identity(path)

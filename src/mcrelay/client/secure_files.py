@@ -4,9 +4,9 @@ The identity is a Curve25519 private key file, base64 text, mode 0600, made on f
 use (as the relay's secure key file). The known-relays file is one line per relay,
 ``HOST:PORT KEY`` (the address the client was told to use, and the relay's public key
 in base64), as ssh's known_hosts: it says whom to trust, so it must belong to root or
-to us and nobody else may write it or replace it through a directory (as sshd's
-StrictModes); the client rewrites it whole (mode 0600) when it learns a key. Blank
-lines and ``#`` comments are kept out of the parse.
+to us and nobody else may write it, replace it through a directory or turn a link on
+its way (as sshd's StrictModes); the client rewrites it whole (mode 0600) when it
+learns a key. Blank lines and ``#`` comments are kept out of the parse.
 
 One key is one member: a second client with the same identity would replace the
 first one's session at the relay. So a client holds its identity file locked while it
@@ -202,6 +202,9 @@ def remember_relay(
             raise FileError(
                 f"cannot write {KNOWN_WHAT} {path}: it leads to {target}, in no directory"
             )
+        # Where it leads was trusted, not the way there: another user's link in /tmp
+        # turned root's pins, and its lock, anywhere (found by review).
+        require_trusted_directories(path, KNOWN_WHAT)
         fd = _lock(target, path, lock_wait_s)
         if Path(os.path.realpath(path)) == target:
             break
