@@ -1,6 +1,7 @@
 """The secure client's files: the known-relays file and the identity key."""
 
 import concurrent.futures
+import errno
 import fcntl
 import os
 import re
@@ -218,6 +219,59 @@ def test_another_users_link_in_a_sticky_directory_is_not_followed(tmp_path: Path
     os.lchown(link, os.geteuid(), os.getegid())
     assert remember_relay(link, "[::1]:5007", OTHER) is None
     assert load_known_relays(link) == {"127.0.0.1:5007": KEY, "[::1]:5007": OTHER}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user takes root")
+def test_another_users_lock_in_a_shared_directory_is_refused(tmp_path: Path) -> None:
+    """Another user made known_relays.lock in /tmp and held it: every run said 'not
+    remembered' and trusted on first use again (found by review). Refused at start."""
+    public = tmp_path / "pub"
+    public.mkdir()
+    public.chmod(0o1777)
+    path = public / "known_relays"
+    assert remember_relay(path, "127.0.0.1:5007", KEY) is None
+    lock = public / "known_relays.lock"
+    os.chown(lock, 61234, 61234)
+    refused = (
+        f"cannot lock known-relays file {path}: {lock} belongs to uid 61234, in a directory "
+        "others may change (mode 1777), who could hold it for good: keep the file in a "
+        "directory of your own (--known-relays)"
+    )
+    with pytest.raises(FileError) as caught:
+        load_known_relays(path)
+    assert str(caught.value) == refused
+    with pytest.raises(FileError) as caught:
+        remember_relay(path, "[::1]:5007", OTHER)
+    assert str(caught.value) == refused
+    public.chmod(0o755)  # where they cannot make it: theirs only by root's hand
+    assert remember_relay(path, "[::1]:5007", OTHER) is None
+
+
+def test_a_lock_there_is_taken_on_a_read_only_file_system(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock was opened to write, which a read-only file system refuses even for a
+    lock already there; flock needs no more than reading (found by review)."""
+    path = tmp_path / "known_relays"
+    assert remember_relay(path, "127.0.0.1:5007", KEY) is None
+    real_open = os.open
+
+    def read_only(file: str | Path, flags: int, mode: int = 0o777) -> int:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(file))
+        return real_open(file, flags, mode)
+
+    monkeypatch.setattr(os, "open", read_only)
+    assert remember_relay(path, "127.0.0.1:5007", OTHER) == KEY
+    with pytest.raises(FileError, match=r"cannot create known-relays file .*: Read-only"):
+        remember_relay(path, "[::1]:5007", OTHER)
+
+
+def test_a_lock_that_is_no_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "known_relays"
+    (tmp_path / "known_relays.lock").mkdir()
+    with pytest.raises(FileError, match=r"known_relays\.lock is not a regular file$"):
+        remember_relay(path, "127.0.0.1:5007", KEY)
 
 
 def test_the_identity_is_made_once_then_read(tmp_path: Path) -> None:

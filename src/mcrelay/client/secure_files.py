@@ -126,8 +126,18 @@ def parse_known_relays(text: str) -> dict[str, bytes]:
 
 
 def load_known_relays(path: Path) -> dict[str, bytes]:
-    """The relays ``path`` lists (none when there is no file). Raises :class:`FileError`."""
-    return _read_known_relays(path)[1]
+    """The relays ``path`` lists (none when there is no file). Raises :class:`FileError`,
+    for a lock beside it that :func:`remember_relay` would refuse too: said at start,
+    not after a session trusted on first use."""
+    known = _read_known_relays(path)[1]
+    lock = _lock_path(Path(os.path.realpath(path)))
+    try:
+        _require_own_lock(os.lstat(lock), lock, path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise FileError(f"cannot lock {KNOWN_WHAT} {path} ({lock}): {exc.strerror}") from None
+    return known
 
 
 def _read_known_relays(path: Path) -> tuple[str, dict[str, bytes]]:
@@ -150,30 +160,70 @@ def _read_known_relays(path: Path) -> tuple[str, dict[str, bytes]]:
         raise FileError(f"{KNOWN_WHAT} {path}: {exc}") from None
 
 
+def _lock_path(target: Path) -> Path:
+    return target.with_name(target.name + ".lock")
+
+
+def _require_own_lock(info: os.stat_result, lock: Path, path: Path) -> None:
+    """Refuse a lock someone else made where others may write (in /tmp, say): they could
+    hold it for good, and every client would trust its relays on first use again, each
+    time (found by review)."""
+    if info.st_uid in (0, os.geteuid()):
+        return
+    mode = stat.S_IMODE(os.stat(lock.parent).st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise FileError(
+            f"cannot lock {KNOWN_WHAT} {path}: {lock} belongs to uid {info.st_uid}, in a "
+            f"directory others may change (mode {mode:04o}), who could hold it for good: "
+            "keep the file in a directory of your own (--known-relays)"
+        )
+
+
+def _open_lock(lock: Path) -> int:
+    """The lock's descriptor: read-only when it is there (``flock`` needs no more, and a
+    read-only file system refused a write to one: found by review), else a new one."""
+    flags = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        return os.open(lock, os.O_RDONLY | flags)
+    except FileNotFoundError:
+        pass
+    try:
+        return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL | flags, 0o600)
+    except FileExistsError:  # another client made it meanwhile
+        return os.open(lock, os.O_RDONLY | flags)
+
+
 def _lock(target: Path, path: Path, wait_s: float) -> int:
     """The lock beside ``target`` (what ``path`` leads to), taken within ``wait_s``;
     its descriptor."""
-    lock = target.with_name(target.name + ".lock")
+    lock = _lock_path(target)
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        fd = _open_lock(lock)
     except OSError as exc:
         raise FileError(f"cannot lock {KNOWN_WHAT} {path} ({lock}): {exc.strerror}") from None
     deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                raise FileError(
-                    f"cannot lock {KNOWN_WHAT} {path} ({lock}): another process has held "
-                    f"it for {wait_s:g} s"
-                ) from None
-            time.sleep(LOCK_POLL_S)
-        except OSError as exc:
-            os.close(fd)
-            raise FileError(f"cannot lock {KNOWN_WHAT} {path} ({lock}): {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise FileError(f"cannot lock {KNOWN_WHAT} {path}: {lock} is not a regular file")
+        _require_own_lock(info, lock, path)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise FileError(
+                        f"cannot lock {KNOWN_WHAT} {path} ({lock}): another process has held "
+                        f"it for {wait_s:g} s"
+                    ) from None
+                time.sleep(LOCK_POLL_S)
+    except OSError as exc:
+        os.close(fd)
+        raise FileError(f"cannot lock {KNOWN_WHAT} {path} ({lock}): {exc.strerror}") from None
+    except FileError:
+        os.close(fd)
+        raise
 
 
 def remember_relay(
