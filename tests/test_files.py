@@ -196,6 +196,26 @@ def test_what_a_writer_killed_mid_write_left_is_removed_by_the_next(tmp_path: Pa
     ]
 
 
+def test_what_a_creator_killed_mid_write_left_is_removed_when_the_file_is_read(
+    tmp_path: Path,
+) -> None:
+    """A key file is never written again once there, so the whole private key a creator
+    killed before linking it left beside it stayed for good (found by review). Reading
+    the file removes it once stale; config check, on another's behalf, changes nothing."""
+    key = tmp_path / "key"
+    replace_private_file(key, b"secret", what="key file")
+    stale = tmp_path / ".key.abc123.tmp"
+    stale.write_bytes(b"a whole private key")
+    fresh = tmp_path / ".key.def456.tmp"
+    fresh.write_bytes(b"another writer's, now")
+    old = time.time() - files.STALE_PARTIAL_S - 1
+    os.utime(stale, (old, old))
+    load_private_file(key, what="key file", limit=64, parse=bytes, any_owner=True)
+    assert stale.exists()
+    assert load_private_file(key, what="key file", limit=64, parse=bytes) == b"secret"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".key.def456.tmp", "key"]
+
+
 def test_a_new_private_file_at_a_directory_says_so(tmp_path: Path) -> None:
     """'keygen DIR' said 'already exists' (found by review)."""
     with pytest.raises(FileError, match=r"is a directory: give the path of a file in it$"):

@@ -8,7 +8,7 @@ memory). A secret is refused when group or others may access it; a list that say
 whom to trust, when anyone but its owner (root or us) may change it. A private file
 is written beside its place (mode 0600), synced, then linked or renamed into place,
 so no reader ever sees half of one; one left there by a writer killed mid-write is
-removed by the next writer. A private file, as a list, is refused when someone else
+removed by the next writer, or reader (a key is written once). A private file, as a list, is refused when someone else
 could replace it through one of its directories, or turn a link on its way. Callers that run on the event loop
 hand these reads and writes to a thread: a file system can still be slow.
 """
@@ -222,7 +222,8 @@ def load_private_file(
     mode, so a file that is not one is reported as such (it is to be replaced, whatever
     its mode), and the mode is the one read through the descriptor the data came from.
     ``any_owner``: a check on another user's behalf (``config check`` run by root for
-    the daemon's user) does not ask that the file be ours."""
+    the daemon's user) does not ask that the file be ours. What a writer of it killed
+    mid-write left beside it is removed, as a write does."""
     contents = read_regular_file(path, what=what, limit=limit, follow_symlinks=False)
     if contents is None:
         return None
@@ -240,6 +241,9 @@ def load_private_file(
             f"{what} {path} belongs to uid {contents.owner}, not to this user "
             f"(uid {os.geteuid()}): a private key is its owner's; chown it, or make a new one"
         )
+    if not any_owner:  # config check looks, and changes nothing
+        # A key file is never written again once there: its creator's leftovers go here.
+        _remove_stale_partials(path)
     return value
 
 
@@ -359,7 +363,11 @@ def _remove_stale_partials(path: Path) -> None:
     private key, say, kept for good: found by review), once older than
     :data:`STALE_PARTIAL_S`: another process may be writing its own right now."""
     stale_before = time.time() - STALE_PARTIAL_S
-    for partial in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+    try:
+        partials = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+    except OSError:  # a directory we may not list: what is there stays
+        return
+    for partial in partials:
         with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
             if partial.lstat().st_mtime < stale_before:
                 partial.unlink()
