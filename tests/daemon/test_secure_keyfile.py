@@ -183,3 +183,18 @@ def test_a_key_file_another_user_owns_is_refused(tmp_path: Path) -> None:
     os.chown(path, 65534, 65534)
     with pytest.raises(KeyFileError, match="belongs to uid 65534"):
         load_or_create_secure_key(path)
+
+
+def test_an_all_zero_key_is_refused_and_kept(tmp_path: Path) -> None:
+    """The daemon started with AAAA...= as its secure key: a key anyone holds (found by
+    review). Refused, exit 2, and left for the operator to replace."""
+    path = tmp_path / "relay-secure.key"
+    path.write_bytes(base64.b64encode(bytes(32)) + b"\n")
+    path.chmod(0o600)
+    with pytest.raises(KeyFileError) as caught:
+        load_or_create_secure_key(path)
+    assert str(caught.value) == (
+        f"secure key file {path}: a Curve25519 private key with no secret bits (all zero, "
+        "as /dev/zero gives): anyone can compute it and act as its holder; make a new one"
+    )
+    assert path.read_bytes() == base64.b64encode(bytes(32)) + b"\n"

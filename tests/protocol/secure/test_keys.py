@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from mcrelay.protocol.secure.keys import (
     PRIVATE_KEY_TEXT_ERROR,
+    WEAK_PRIVATE_KEY_ERROR,
     AuthorizedKey,
     KeyPair,
     KeyTextError,
@@ -70,7 +71,23 @@ def test_a_private_key_file_is_a_key_or_an_error_that_never_quotes_it(data: byte
     else:
         assert private_key_text(pair).decode().strip() == data.decode("ascii").strip()
         return
-    assert message == PRIVATE_KEY_TEXT_ERROR
+    assert message in (PRIVATE_KEY_TEXT_ERROR, WEAK_PRIVATE_KEY_ERROR)
+
+
+@pytest.mark.parametrize(
+    "private",
+    [bytes(32), bytes([7]) + bytes(30) + bytes([0x80]), bytes(31) + bytes([0x40])],
+    ids=["zero", "zero-once-clamped", "clamped-zero"],
+)
+def test_a_private_key_with_no_secret_bits_is_refused(private: bytes) -> None:
+    """An all-zero key (base64 AAAA...=) was taken as the relay's: its public key is
+    2**254 times the base point, which anyone computes (found by review)."""
+    with pytest.raises(KeyTextError) as caught:
+        parse_private_key_text(base64.b64encode(private) + b"\n")
+    assert str(caught.value) == WEAK_PRIVATE_KEY_ERROR
+    assert KeyPair.from_private(private).public == KeyPair.from_private(bytes(32)).public
+    one_bit = bytes([8]) + private[1:]
+    assert parse_private_key_text(base64.b64encode(one_bit)) == KeyPair.from_private(one_bit)
 
 
 def test_surrounding_whitespace_is_ignored() -> None:

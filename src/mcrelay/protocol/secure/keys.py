@@ -83,6 +83,19 @@ PRIVATE_KEY_TEXT_ERROR = (
 )
 
 
+WEAK_PRIVATE_KEY_ERROR = (
+    "a Curve25519 private key with no secret bits (all zero, as /dev/zero gives): anyone "
+    "can compute it and act as its holder; make a new one"
+)
+
+
+def no_secret_bits(private: bytes) -> bool:
+    """Whether X25519 clamps ``private`` to the scalar an all-zero key gives (2**254), so
+    that its public key is known to all. (Clamping makes every public key one of prime
+    order: no private key has one of low order; this is the weak one.)"""
+    return private[0] & 0xF8 == 0 and not any(private[1:31]) and private[31] & 0x3F == 0
+
+
 def private_key_text(pair: KeyPair) -> bytes:
     """A private key file's bytes: the private key's base64 and a newline (as ``wg genkey``)."""
     return encode_key(pair.private).encode("ascii") + b"\n"
@@ -91,11 +104,15 @@ def private_key_text(pair: KeyPair) -> bytes:
 def parse_private_key_text(data: bytes) -> KeyPair:
     """The key pair whose private key a file's bytes hold (:func:`private_key_text`; blank
     space around the key is ignored). The error never quotes the bytes: they would show
-    most of a secret in a log."""
+    most of a secret in a log. A key with no secret bits (all zero) is refused: the relay
+    started with one, which anyone could hold as well (found by review)."""
     try:
-        return KeyPair.from_private(decode_key(data.decode("ascii")))
+        private = decode_key(data.decode("ascii"))
     except (UnicodeDecodeError, KeyTextError):
         raise KeyTextError(PRIVATE_KEY_TEXT_ERROR) from None
+    if no_secret_bits(private):
+        raise KeyTextError(WEAK_PRIVATE_KEY_ERROR)
+    return KeyPair.from_private(private)
 
 
 def client_id(key: bytes) -> str:
