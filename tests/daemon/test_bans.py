@@ -157,6 +157,9 @@ def test_any_lines_after_the_header_are_bans_or_a_value_error_naming_one(
     [
         ("", "not a bans file"),
         ("10.0.0.1 100 1\n", "not a bans file"),
+        ("mcrelay-bans 2\n", "written by a newer release of mcrelay (its first line is 'mc"),
+        ("mcrelay-bans 1.5\n", "not a bans file"),
+        ("mcrelay-bans 0\n", "not a bans file"),
         # Said as the header (found by review).
         (f"{BANS_FILE_HEADER}\n10.0.0.1 100 1", "line 2: cut short, with no end of line"),
         (f"{BANS_FILE_HEADER}\n10.0.0.1 100\n", "line 2: not an id, an end and a length"),

@@ -225,6 +225,14 @@ def parse_bans(data: bytes) -> list[SavedBan]:
         raise ValueError("not a bans file: it is not ASCII text") from None
     lines = text.split("\n")
     if lines[0] != BANS_FILE_HEADER:
+        name, _, version = lines[0].partition(" ")
+        ours, _, layout = BANS_FILE_HEADER.partition(" ")
+        if name == ours and version.isdigit() and int(layout) < int(version[:9]):
+            # Not "not a bans file": the operator is to run that release (found by review).
+            raise ValueError(
+                f"written by a newer release of mcrelay (its first line is {lines[0]!r}; "
+                f"this release reads {BANS_FILE_HEADER!r})"
+            )
         raise ValueError(f"not a bans file: its first line is not {BANS_FILE_HEADER!r}")
     if lines[-1] != "":  # said apart (it was said as the header: found by review)
         raise ValueError(f"line {len(lines)}: cut short, with no end of line")
