@@ -123,7 +123,9 @@ def require_trusted_directories(path: Path, what: str, *, any_owner: bool = Fals
     a chain). A link in a sticky directory others may write must itself belong to root
     or to us, as the kernel's protected_symlinks asks: its owner may turn it anywhere
     (a state directory, pins or a list swapped through one in /tmp: found by review).
-    ``any_owner``: as for :func:`require_trusted_writers`."""
+    ``any_owner``: as for :func:`require_trusted_writers`, but for such a link: root's
+    check would not otherwise see whose it is (found by review), and the kernel lets
+    root follow only its own there."""
     directories, links = _directories_on_the_way(path, what)
     checked: dict[Path, int] = {}
     for directory in directories:
@@ -132,7 +134,7 @@ def require_trusted_directories(path: Path, what: str, *, any_owner: bool = Fals
                 checked[each] = _require_trusted_directory(each, path, what, any_owner)
     for link, owner in links:
         shared = checked[link.parent] & (stat.S_IWGRP | stat.S_IWOTH)
-        if shared and not any_owner and owner not in (0, os.geteuid()):
+        if shared and owner not in (0, os.geteuid()):
             raise FileError(
                 f"{what} {path} goes through the link {link}, which belongs to uid {owner}, "
                 f"in a directory others may change (mode {checked[link.parent]:04o}): they "
