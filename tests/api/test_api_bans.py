@@ -12,7 +12,9 @@ from api_support import api_daemon, assert_json_error, client_id, parse_time
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.core.bans import MAX_BANS, SavedBan, parse_bans
+from mcrelay.daemon import banfile
 from mcrelay.daemon.banfile import bans_file as bans_file_of
+from mcrelay.files import FileError
 from mcrelay.protocol import legacy
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
 from support import dropped, join, next_event, peer_on, raw_peer, wait_until
@@ -27,13 +29,19 @@ def saved(path: Path) -> list[SavedBan]:
     return parse_bans(path.read_bytes())
 
 
+def free_port() -> int:
+    """A UDP port free now: a relay of port 0 keeps no bans file."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 async def test_bans_outlive_a_restart_with_their_remaining_time(
     relay_key_file: Path, keys: Keys
 ) -> None:
     """Every ban was lifted by a restart: it lived in memory only (found by review)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # a port, free now
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     bans_file = bans_file_of(relay_key_file.parent, port)
     async with (
         api_daemon(relay_key_file, port=port) as api,
@@ -69,13 +77,75 @@ async def test_bans_outlive_a_restart_with_their_remaining_time(
         assert api.relay.roster.at(peer.address) is None
 
 
+async def test_a_ban_a_lift_and_a_kick_that_bans_are_answered_once_on_disk(
+    relay_key_file: Path, keys: Keys
+) -> None:
+    """They were answered before the file was written: a crash right after lost bans
+    answered 201 and brought lifted ones back (found by review)."""
+    port = free_port()
+    path = bans_file_of(relay_key_file.parent, port)
+    async with (
+        api_daemon(relay_key_file, port=port) as api,
+        peer_on("127.0.0.2", api.relay, keys[1]) as peer,
+    ):
+        banned = await api.http.post("/v1/bans", json={"id": "10.0.0.9", "ban_s": HOUR_S})
+        assert banned.status_code == 201, banned.text
+        assert banned.json()["persisted"] is True
+        assert {each.target for each in saved(path)} == {"10.0.0.9"}  # as it was answered
+        lifted = await api.http.delete("/v1/bans/10.0.0.9")
+        assert lifted.json() == {
+            "id": "10.0.0.9",
+            "scope": "host",
+            "lifted": True,
+            "persisted": True,
+        }
+        assert saved(path) == []
+        await peer.register()
+        kicked = await api.http.delete(
+            f"/v1/clients/{client_id(peer.address)}", params={"ban_s": str(HOUR_S)}
+        )
+        assert kicked.json()["persisted"] is True
+        assert {each.target for each in saved(path)} == {peer.address}
+
+
+async def test_a_ban_the_file_cannot_hold_is_answered_not_persisted(
+    relay_key_file: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk: the ban applies, and the answer says a restart would not find it (it
+    said nothing: found by review). A relay of port 0 keeps no file: never persisted."""
+
+    def full(path: Path, data: bytes, what: str) -> None:
+        raise FileError(f"cannot write {what} {path}: No space left on device")
+
+    async with api_daemon(relay_key_file) as api:
+        banned = await api.http.post("/v1/bans", json={"id": "10.0.0.9", "ban_s": HOUR_S})
+        assert banned.json()["persisted"] is False
+    monkeypatch.setattr(banfile, "replace_private_file", full)
+    async with (
+        api_daemon(relay_key_file, port=free_port()) as api,
+        peer_on("127.0.0.2", api.relay, keys[1]) as peer,
+    ):
+        banned = await api.http.post("/v1/bans", json={"id": "10.0.0.9", "ban_s": HOUR_S})
+        assert banned.status_code == 201, banned.text
+        assert banned.json()["persisted"] is False
+        assert api.relay.bans.is_banned(("10.0.0.9", 1), trio.current_time())
+        await peer.register()
+        kicked = await api.http.delete(
+            f"/v1/clients/{client_id(peer.address)}", params={"ban_s": str(HOUR_S)}
+        )
+        assert kicked.json()["persisted"] is False
+        lifted = await api.http.delete("/v1/bans/10.0.0.9")
+        assert lifted.json()["persisted"] is False
+        assert api.relay.statistics().ban_writes_failed >= 1
+
+
 async def test_a_ban_on_an_id_not_connected_is_201_and_listed(relay_key_file: Path) -> None:
     async with api_daemon(relay_key_file) as api:
         for ban_id, scope in (("10.0.0.7:4000", "address"), ("10.0.0.7", "host"), (KEY_ID, "key")):
             response = await api.http.post("/v1/bans", json={"id": ban_id, "ban_s": "600"})
             assert response.status_code == 201, response.text
             ban = response.json()
-            assert set(ban) == {"id", "scope", "until", "remaining_s", "removed"}
+            assert set(ban) == {"id", "scope", "until", "remaining_s", "removed", "persisted"}
             assert (ban["id"], ban["scope"], ban["removed"]) == (ban_id, scope, [])
             assert 0 < ban["remaining_s"] <= 600
             parse_time(ban["until"])

@@ -317,7 +317,12 @@ async def test_kick_with_ban_then_lift(relay_key_file: Path, keys: Keys) -> None
             assert removed["id"] == ident
             assert removed["banned_for_s"] == 60
             assert removed["ban_scope"] == "address"
-            assert set(removed) == CLIENT_FIELDS | {"banned_for_s", "ban_scope", "removed"}
+            assert set(removed) == CLIENT_FIELDS | {
+                "banned_for_s",
+                "ban_scope",
+                "removed",
+                "persisted",
+            }
             assert await next_event(a) == PeerLeft(raw.address)
 
             bans = (await api.http.get("/v1/bans")).json()
@@ -340,7 +345,12 @@ async def test_kick_with_ban_then_lift(relay_key_file: Path, keys: Keys) -> None
 
             lifted = await api.http.delete(f"/v1/bans/{ident}")
             assert lifted.status_code == 200
-            assert lifted.json() == {"id": ident, "scope": "address", "lifted": True}
+            assert lifted.json() == {
+                "id": ident,
+                "scope": "address",
+                "lifted": True,
+                "persisted": False,
+            }
             assert (await api.http.get("/v1/bans")).json() == {"bans": [], "count": 0}
             assert_json_error(await api.http.delete(f"/v1/bans/{ident}"), 404, "not_found")
 
@@ -462,7 +472,12 @@ async def test_a_host_ban_removes_and_keeps_out_every_port_of_that_host(
             await wait_until(lambda: dropped(api.relay, "banned") == banned + 2)
             assert api.relay.roster.at(third.address) is None
             lifted = await api.http.delete("/v1/bans/127.0.0.2")
-            assert lifted.json() == {"id": "127.0.0.2", "scope": "host", "lifted": True}
+            assert lifted.json() == {
+                "id": "127.0.0.2",
+                "scope": "host",
+                "lifted": True,
+                "persisted": False,
+            }
             await third.register()
             assert await next_event(a) == PeerJoined(third.address)
 

@@ -86,7 +86,7 @@ async def test_kick_and_ban_by_key(relay_key_file: Path, keys: Keys) -> None:
         assert [(ban["id"], ban["scope"]) for ban in bans] == [(b.id, "key")]
         assert not await b.handshake()
         lifted = await api.http.delete(f"/v1/bans/{b.id}")
-        assert lifted.json() == {"id": b.id, "scope": "key", "lifted": True}
+        assert lifted.json() == {"id": b.id, "scope": "key", "lifted": True, "persisted": False}
         assert await b.handshake()
 
 

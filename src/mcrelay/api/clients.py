@@ -183,6 +183,8 @@ async def kick_client(client_id: str) -> Reply:
     if ban_s is not None:
         record["banned_for_s"] = ban_s
         record["ban_scope"] = scope or ("key" if client.identity.profile == "secure" else "address")
+        if client.identity.relay is None:  # another relay's ban is in that relay's file
+            record["persisted"] = await relay.bans_saved()
     record["removed"] = removed
     return jsonify(record)
 
@@ -236,8 +238,10 @@ async def add_ban() -> Reply:
         ban, removed = relay.ban(target, ban_s)
     except TooManyBans as exc:
         raise BadRequest(409, "too_many_bans", str(exc)) from None
+    persisted = await relay.bans_saved()
     record = ban_json(ban, trio.current_time())
     record["removed"] = [member.id for member in removed]
+    record["persisted"] = persisted
     return jsonify(record), 201
 
 
@@ -297,7 +301,8 @@ async def lift_ban(ban_id: str) -> Reply:
     ban = relay.bans.lift(target, trio.current_time())
     if ban is None:
         raise BadRequest(404, "not_found", f"no ban on {ban_id}")
-    return jsonify({"id": ban.id, "scope": ban.scope, "lifted": True})
+    persisted = await relay.bans_saved()
+    return jsonify({"id": ban.id, "scope": ban.scope, "lifted": True, "persisted": persisted})
 
 
 async def _json_body() -> object:

@@ -57,6 +57,14 @@ def _settings_schema() -> dict[str, Any]:
     }
 
 
+_PERSISTED = {
+    "type": "boolean",
+    "description": "the bans file holds the change (written and synced) as the answer "
+    "leaves: a restart finds it. false: the write failed or took over 2 s (see "
+    "ban_writes_failed), or the relay keeps no file (port 0); the change applies, but a "
+    "restart may not find it",
+}
+
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -100,6 +108,28 @@ SCHEMAS: dict[str, Any] = {
                 "name for its own); null when the relay does not federate",
             },
         },
+    },
+    "Kicked": {
+        "allOf": [
+            _ref("Client"),
+            {
+                "type": "object",
+                "properties": {
+                    "removed": {"type": "array", "items": {"type": "string"}},
+                    "banned_for_s": {"type": "number", "description": "with ban_s"},
+                    "ban_scope": {
+                        "type": "string",
+                        "enum": ["address", "host", "key"],
+                        "description": "with ban_s",
+                    },
+                    "persisted": {
+                        **_PERSISTED,
+                        "description": "with ban_s, for this relay's member (another "
+                        "relay keeps its bans in its own file): " + _PERSISTED["description"],
+                    },
+                },
+            },
+        ]
     },
     "Federation": {
         "type": ["object", "null"],
@@ -145,6 +175,21 @@ SCHEMAS: dict[str, Any] = {
             "scope": {"type": "string", "enum": ["address", "host", "key"]},
             "until": {"type": "string", "format": "date-time"},
             "remaining_s": {"type": "number"},
+            "removed": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "POST's answer: the ids of the clients the ban removed",
+            },
+            "persisted": _PERSISTED,
+        },
+    },
+    "Lifted": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "scope": {"type": "string", "enum": ["address", "host", "key"]},
+            "lifted": {"type": "boolean", "const": True},
+            "persisted": _PERSISTED,
         },
     },
     "Status": {
@@ -319,7 +364,7 @@ PATHS: dict[str, Any] = {
                 },
             ],
             "responses": {
-                "200": _json(_ref("Client"), "the removed client"),
+                "200": _json(_ref("Kicked"), "the removed client"),
                 **_errors(400, 401, 404, 409, 503, 504),
             },
         },
@@ -341,7 +386,9 @@ PATHS: dict[str, Any] = {
             },
             "responses": {
                 "201": _json(
-                    _ref("Ban"), "the ban, with 'removed': the ids of the clients removed"
+                    _ref("Ban"),
+                    "the ban, with 'removed' and 'persisted'; answered once the bans file "
+                    "holds it (2 s at most)",
                 ),
                 **_errors(400, 401, 409, 415, 422),
             },
@@ -357,7 +404,7 @@ PATHS: dict[str, Any] = {
                     "k:KEY for a key ban",
                 }
             ],
-            "responses": {"200": _json({"type": "object"}, "lifted"), **_errors(400, 401, 404)},
+            "responses": {"200": _json(_ref("Lifted"), "lifted"), **_errors(400, 401, 404)},
         }
     },
     "/v1/messages": {

@@ -125,7 +125,10 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
     )
     command("bans", "list active bans", run_bans)
     ban = command(
-        "ban", "ban an address, a host or a key, connected or not (kept across restarts)", run_ban
+        "ban",
+        "ban an address, a host or a key, connected or not (kept across restarts; a warning "
+        "says when the daemon could not write it)",
+        run_ban,
     )
     ban.add_argument(
         "id",
@@ -202,6 +205,18 @@ def _reading() -> Iterator[None]:
         raise ApiAnswerError(
             f"the API answered what this mcrelay cannot read ({type(exc).__name__}: {exc})"
         ) from None
+
+
+def _warn_unsaved(env: Environment, answer: Any, change: str) -> None:
+    """A ban or lift the daemon could not write to its bans file in time (its answer's
+    ``persisted``): it applies, but a restart may undo it. Said on stderr, whatever the
+    output's form; the exit status stays 0 (the change was made). An answer without the
+    field (an older daemon) says nothing."""
+    if isinstance(answer, dict) and answer.get("persisted") is False:
+        env.say(
+            f"warning: the daemon's bans file does not hold this {change} yet: a restart "
+            "may undo it (its log and ban_writes_failed say why)"
+        )
 
 
 def _table(env: Environment, header: list[str], rows: list[list[str]]) -> None:
@@ -284,6 +299,7 @@ async def run_kick(args: argparse.Namespace, env: Environment) -> ExitStatus:
         params["ban_scope"] = "host"
     async with _api(args) as api:
         removed = await api.call("DELETE", f"/v1/clients/{args.id}", params=params)
+    _warn_unsaved(env, removed, "ban")
     if args.json:
         _print(env, removed)
         return ExitStatus.OK
@@ -321,6 +337,7 @@ async def run_ban(args: argparse.Namespace, env: Environment) -> ExitStatus:
         body["scope"] = "host"
     async with _api(args) as api:
         ban = await api.call("POST", "/v1/bans", json=body)
+    _warn_unsaved(env, ban, "ban")
     if args.json:
         _print(env, ban)
         return ExitStatus.OK
@@ -334,6 +351,7 @@ async def run_ban(args: argparse.Namespace, env: Environment) -> ExitStatus:
 async def run_unban(args: argparse.Namespace, env: Environment) -> ExitStatus:
     async with _api(args) as api:
         lifted = await api.call("DELETE", f"/v1/bans/{args.id}")
+    _warn_unsaved(env, lifted, "lift")
     if args.json:
         _print(env, lifted)
         return ExitStatus.OK

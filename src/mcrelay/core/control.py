@@ -65,6 +65,11 @@ class Control(Protocol):
         """Ban a target, whether a member is connected by it or not; the ban, and the
         members here it removed. Raises :class:`~mcrelay.core.bans.TooManyBans`."""
 
+    async def bans_saved(self) -> bool:
+        """Whether a restart would find the bans as they are now: waits (a bounded
+        while) for the bans file's write that holds the latest change; False when it
+        failed or took too long, or the relay keeps no file (an ephemeral port's)."""
+
     async def post(
         self, plaintext: bytes, recipients: list[Member], *, federate: bool = False
     ) -> int:

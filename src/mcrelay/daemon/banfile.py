@@ -16,6 +16,13 @@ last, found by review). A write that fails is logged (once a minute) and counted
 than now (none in force, and none in the file: nothing to lose); the bans held in
 memory apply meanwhile. The last write, at stop, is always said when it fails and a
 restart would find other bans in force.
+
+An operator's ban or lift (``POST``/``DELETE /v1/bans``, a kick that bans) is answered
+once the write that holds it has ended (:meth:`BanFile.wait_saved`, at most
+:data:`SAVE_TIMEOUT_S`): it was answered before the file was written, and a crash then
+lost bans acknowledged, and brought lifted ones back (found by review). The changes made
+while one write runs share the next: a burst of a thousand bans is two writes, not a
+thousand.
 """
 
 import logging
@@ -40,6 +47,9 @@ BAN_WRITE_RETRY_S = 10.0
 """How long after a failed write the file is written again (the bans changed or not)."""
 LAST_WRITE_TIMEOUT_S = 2.0
 """At stop, how long the last write of bans changed just before may take."""
+SAVE_TIMEOUT_S = 2.0
+"""How long an operator's ban or lift waits for the write that holds it; past this (or
+when the write fails) the API answers ``"persisted": false``."""
 CLOCK_CHECK_S = 60.0
 """How often the wall clock is compared with the monotonic one, while bans are held."""
 CLOCK_STEP_S = 1.0
@@ -106,7 +116,11 @@ class BanFile:
         self._written = 0
         """The changes the file holds: it is behind while fewer than ``_changes``."""
         self._failing = False
+        self._pausing = False
+        """A write failed: the next one is BAN_WRITE_RETRY_S away."""
         self._wake = trio.Event()
+        self._write_ended = trio.Event()
+        """Set, and replaced, as each write ends, done or failed: what waiters wait for."""
         self._failure_lines = once_a_minute()
         self._one_write = threading.Lock()
         """Held by the thread writing: writes end in the order they began."""
@@ -150,6 +164,20 @@ class BanFile:
         """The file does not hold the latest bans yet (being written, or failing)."""
         return self._written < self._changes
 
+    async def wait_saved(self, timeout_s: float = SAVE_TIMEOUT_S) -> bool:
+        """Whether the file holds the bans as they are now, once the write that takes
+        them has ended (within ``timeout_s``); False when it failed, or the writes are
+        failing (the next is BAN_WRITE_RETRY_S away): the bans apply, but a restart
+        would not find them so."""
+        changes = self._changes
+        with trio.move_on_after(timeout_s):
+            while self._written < changes:
+                if self._pausing:
+                    return False
+                await self._write_ended.wait()
+            return True
+        return False
+
     def _at_risk(self) -> bool:
         """A restart would find other bans in force than now: the file is behind, and a
         ban is in force now or one it holds still is (a lift unwritten). A file behind
@@ -182,7 +210,9 @@ class BanFile:
                     continue
                 self._wake = trio.Event()
                 if not await self._write():
+                    self._pausing = True
                     await trio.sleep(BAN_WRITE_RETRY_S)
+                    self._pausing = False
                     if self._at_risk() or self._clock_moved():
                         self._wake.set()
         finally:
@@ -221,6 +251,7 @@ class BanFile:
         try:
             await trio.to_thread.run_sync(write, abandon_on_cancel=True)
         except Exception as exc:  # a file error, or a bug: the relay goes on either way
+            self._ended()
             self._failing = True
             self.write_failures += 1
             held = self._failure_lines.take(trio.current_time())
@@ -235,6 +266,7 @@ class BanFile:
                 )
             return False
         self._written = changes
+        self._ended()
         self._written_offset = wall_now - now
         self._written_until = max((ban.until for ban in written), default=-math.inf)
         if self._failing:
@@ -244,6 +276,10 @@ class BanFile:
             # (it left 'written again' as the last word: found by review).
             self._failure_lines = once_a_minute()
         return True
+
+    def _ended(self) -> None:
+        self._write_ended.set()
+        self._write_ended = trio.Event()
 
     def _reason(self, exc: Exception) -> object:
         """What a failed write says: the file error's own words, else the file and the

@@ -300,6 +300,11 @@ class Relay:
         removed = [self._dismiss(i, Departure.BAN) for i in banned]
         return ban, [m for m in removed if m is not None]
 
+    async def bans_saved(self) -> bool:
+        """Whether the bans file holds the bans as they are now, waiting for the write
+        that takes them (:meth:`BanFile.wait_saved`); never, without a file."""
+        return self.ban_file is not None and await self.ban_file.wait_saved()
+
     def _dismiss(self, member_id: str, reason: Departure) -> Member | None:
         """An operator's removal: the member, removed now, or once its profile has told
         it (a secure member's NOTICE, as the page has it: it stays a member until then)."""
