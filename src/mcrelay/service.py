@@ -101,14 +101,12 @@ async def serve(
 ) -> None:
     """Run a relay (and its API) until cancelled; ready once both are listening."""
     api_address = config.api_address
-    api_sock = open_api_socket(api_address) if api_address is not None else None
+    api = open_api_socket(api_address) if api_address is not None else None
     try:
-        await _serve(config, api_sock, task_status)
+        await _serve(config, None if api is None else api.sock, task_status)
     finally:
-        if api_sock is not None:
-            api_sock.close()
-        if api_address is not None and api_address.path is not None:
-            api_address.path.unlink(missing_ok=True)
+        if api is not None:
+            api.close()  # and its socket file, if still its own
 
 
 async def _serve(

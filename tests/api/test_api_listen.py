@@ -4,10 +4,13 @@ import os
 import socket
 import stat
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from api_support import api_client, assert_json_error
 
+from mcrelay.api import server
 from mcrelay.api.app import create_app
 from mcrelay.api.context import ApiContext
 from mcrelay.api.errors import ApiBindError
@@ -98,6 +101,50 @@ async def test_live_unix_listener_is_not_replaced(relay_key_file: Path, tmp_path
                 pass  # pragma: no cover
         # The other listener keeps its socket file and still takes connections.
         assert stat.S_ISSOCK(path.lstat().st_mode)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.connect(str(path))
+
+
+async def test_a_stop_leaves_another_daemons_socket_at_its_path(
+    relay_key_file: Path, tmp_path: Path
+) -> None:
+    """Its socket file removed, and another daemon's bound at the path: the stop of the
+    first removed the second's (found by review)."""
+    path = tmp_path / "api.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:
+        async with running_daemon(relay_config(relay_key_file, api=f"unix:{path}")):
+            path.unlink()
+            other.bind(str(path))
+            other.listen(1)
+        assert stat.S_ISSOCK(path.lstat().st_mode)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.connect(str(path))
+
+
+def test_a_stale_socket_replaced_while_probed_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stale socket found, probed, then replaced by another daemon's before it is
+    removed: the other's is left, and this start refused."""
+    path = tmp_path / "api.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(path))
+    live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    class Probe(socket.socket):
+        def connect(self, address: Any) -> None:
+            try:
+                super().connect(address)
+            finally:  # refused: the other daemon takes the path now
+                path.unlink()
+                live.bind(str(path))
+                live.listen(1)
+
+    names = SimpleNamespace(socket=Probe, AF_UNIX=socket.AF_UNIX, SOCK_STREAM=socket.SOCK_STREAM)
+    monkeypatch.setattr(server, "socket", names)
+    with live:
+        with pytest.raises(ApiBindError, match="in use"):
+            open_api_socket(ApiAddress(path=path))
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
             probe.connect(str(path))
 

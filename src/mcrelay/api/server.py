@@ -6,6 +6,7 @@ import os
 import socket
 import stat
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,7 +44,26 @@ IGNORED_ACCEPT_ERRNOS = frozenset(
 """A connection that failed before we took it (trio's SocketListener skips the same)."""
 
 
-def open_api_socket(address: ApiAddress) -> socket.socket:
+@dataclass(frozen=True, slots=True)
+class ApiSocket:
+    """The API's listening socket, and for a Unix one the file it made, held open
+    (``O_PATH``) so that no other file takes its inode number: :meth:`close` removes
+    that file only while it is still the one at the path. A stop removed whatever was
+    there: another daemon's socket bound since (found by review)."""
+
+    sock: socket.socket
+    path: Path | None = None
+    pin: int | None = None
+    """An ``O_PATH`` descriptor of the socket file bound."""
+
+    def close(self) -> None:
+        self.sock.close()
+        if self.path is not None and self.pin is not None:
+            _unlink_if_pinned(self.path, self.pin)
+            os.close(self.pin)
+
+
+def open_api_socket(address: ApiAddress) -> ApiSocket:
     """A listening socket; a stale Unix socket is replaced, a live one refused."""
     try:
         if address.path is not None:
@@ -57,7 +77,7 @@ def open_api_socket(address: ApiAddress) -> socket.socket:
         except BaseException:
             sock.close()
             raise
-        return sock
+        return ApiSocket(sock)
     except FileExistsError as exc:  # from mkdir: a file where a directory should be
         raise ApiBindError(
             f"cannot listen on {address}: {exc.filename} is not a directory"
@@ -66,7 +86,7 @@ def open_api_socket(address: ApiAddress) -> socket.socket:
         raise ApiBindError(f"cannot listen on {address}: {exc.strerror or exc}") from None
 
 
-def _open_unix(path: Path) -> socket.socket:
+def _open_unix(path: Path) -> ApiSocket:
     # A directory made here is the owner's alone; one that exists (systemd's
     # RuntimeDirectory=, say) keeps the mode it was given.
     make_private_directories(path.parent)
@@ -80,32 +100,60 @@ def _open_unix(path: Path) -> socket.socket:
             sock.bind(str(path))
         finally:
             os.umask(old_umask)
-        sock.listen(LISTEN_BACKLOG)
+        pin = _pin(path)
     except BaseException:
         sock.close()
         raise
-    return sock
+    try:
+        sock.listen(LISTEN_BACKLOG)
+    except BaseException:
+        ApiSocket(sock, path, pin).close()
+        raise
+    return ApiSocket(sock, path, pin)
 
 
 def _remove_stale(path: Path) -> None:
     try:
-        mode = path.lstat().st_mode
+        pin = _pin(path)
     except FileNotFoundError:
         return
-    if not stat.S_ISSOCK(mode):
-        raise ApiBindError(f"{path} exists and is not a socket; not replacing it")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        probe.connect(str(path))
-    except OSError as exc:
-        if exc.errno != errno.ECONNREFUSED:
-            raise
-        log.info("replacing stale API socket %s", path)
-        path.unlink()
-    else:
-        raise ApiBindError(f"another process is listening on {path}")
+        if not stat.S_ISSOCK(os.fstat(pin).st_mode):
+            raise ApiBindError(f"{path} exists and is not a socket; not replacing it")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+            except OSError as exc:
+                if exc.errno != errno.ECONNREFUSED:
+                    raise
+            else:
+                raise ApiBindError(f"another process is listening on {path}")
+        # The one probed, not another daemon's bound there meanwhile.
+        if _unlink_if_pinned(path, pin):
+            log.info("replaced stale API socket %s", path)
     finally:
-        probe.close()
+        os.close(pin)
+
+
+def _pin(path: Path) -> int:
+    """``path`` itself (not what a link there names), held open: while it is, no other
+    file gets its inode number, which names it in :func:`_unlink_if_pinned`."""
+    return os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
+def _unlink_if_pinned(path: Path, pin: int) -> bool:
+    """Remove ``path`` if it is still the file ``pin`` holds; whether it did. Looked at,
+    then removed: a file put there between the two goes too, but that is a moment, not
+    a whole run."""
+    held = os.fstat(pin)
+    try:
+        now = path.lstat()
+        if (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+            return False
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 async def serve_api(
