@@ -327,6 +327,7 @@ async def run_secure_send(
     """Exits 0 only once the relay acknowledged every message (hop by hop)."""
     messages = secure_messages(texts)
     async with _open(args, env, announce=not args.quiet) as participant:
+        participant.events.close()  # shows none: never holds the relay's messages back
         for data in messages:
             await participant.send(data)
         await participant.wait_until(lambda: not participant.pending)

@@ -112,6 +112,11 @@ class Channel:
         self._receiver.backpressure = on
 
     @property
+    def refused(self) -> int:
+        """Fragments of new messages dropped under :attr:`backpressure` so far."""
+        return self._drops[DropReason.BACKPRESSURE]
+
+    @property
     def queued(self) -> int:
         """Messages waiting behind the window (the relay's back-pressure looks at this)."""
         return self._sender.queued

@@ -20,6 +20,12 @@ DATA from the relay, or at once after a NOTICE shutting down (a relay that resta
 answers with a new epoch: our messages not yet acknowledged go again, renumbered), and
 after a NOTICE kicked, banned or replaced starts none: it acknowledges the notice and
 closes a second later.
+
+While the application cannot take more (:attr:`ClientConnection.hold_back`), the
+relay's new messages are refused unacknowledged: it sends them again, and at a
+message's deadline (10 s) removes the member and falls silent. A silence that began
+within that deadline of a refusal is that removal: the connection closes
+(``fell_behind``) instead of joining again as if nothing were lost.
 """
 
 import os
@@ -52,6 +58,7 @@ from mcrelay.protocol.secure.member_addresses import MemberAddresses
 from mcrelay.protocol.secure.messages import Chat, Disconnect, NoticeCode, encode_message
 from mcrelay.protocol.secure.retries import GIVE_UP_AFTER_S, HeldCookie, RetryAction
 from mcrelay.protocol.secure.rtt import MAX_RTO_S
+from mcrelay.protocol.secure.sending import MESSAGE_DEADLINE_S
 from mcrelay.protocol.secure.session import PENDING_LIFETIME_S, SESSION_TIMEOUT_S, Session
 
 DISCONNECT_WAIT_S = 1.0
@@ -130,6 +137,10 @@ class ClientConnection:
         self._disconnect_settled = False
         self._events: deque[ClientEvent] = deque()
         self._member_addresses = MemberAddresses()
+        self._hold_back = False
+        self._refused = 0
+        self._refused_at: float | None = None
+        """When the relay's latest message was refused while holding back."""
         self.drops: Counter[DropReason] = Counter()
         """Datagrams and messages from the network that were not acted on, by reason."""
         self._out: list[tuple[bytes, Address]] = [(self._keys.query.datagram, destination)]
@@ -140,6 +151,21 @@ class ClientConnection:
 
     def next_event(self) -> ClientEvent | None:
         return self._events.popleft() if self._events else None
+
+    @property
+    def hold_back(self) -> bool:
+        """Set while the application cannot take more events: the relay's messages not
+        yet started are refused unacknowledged (a channel acknowledges what it delivers,
+        and the relay then counts it as delivered), as the relay's channel does under its
+        back-pressure. Those under way still complete: :data:`~.sending.MESSAGE_WINDOW`
+        more at most."""
+        return self._hold_back
+
+    @hold_back.setter
+    def hold_back(self, on: bool) -> None:
+        self._hold_back = on
+        if self.session is not None:
+            self.session.channel.backpressure = on
 
     @property
     def can_send(self) -> bool:
@@ -303,6 +329,9 @@ class ClientConnection:
         session = self.session
         if session is not None and self._may_handshake:
             silent = now >= self._silent_since + self.timeout_s
+            if silent and self._removed_while_held_back(session):
+                self._close(CloseReason.FELL_BEHIND)
+                return
             if silent:
                 self._check_key(now)
             # A rekey the relay has not confirmed (no DATA under it) in 15 s is one it
@@ -333,6 +362,12 @@ class ClientConnection:
         self._check_key(now)
         if self._attempt is None:
             self._start_handshake(now)
+
+    def _removed_while_held_back(self, session: Session) -> bool:
+        """The relay fell silent within a message's deadline of the latest one we refused:
+        it gave that one up, and removed us (see the module)."""
+        refused_at = self._refused_at
+        return refused_at is not None and session.last_received <= refused_at + MESSAGE_DEADLINE_S
 
     def _on_key_info(self, datagram: bytes, now: float) -> None:
         check = self._keys
@@ -378,6 +413,7 @@ class ClientConnection:
                 initial_rtt_s=answered.round_trip_s,
                 random_bytes=self._random_bytes,
             )
+            self.session.channel.backpressure = self._hold_back
         else:
             self.session.install(keypair, now)
 
@@ -389,6 +425,8 @@ class ClientConnection:
             raise RemoteProtocolError("DATA for no keypair of ours", DropReason.UNKNOWN_INDEX)
         received = session.receive_untrusted(keypair, datagram, header.counter, source, now)
         self.drops[DropReason.UNKNOWN_TYPE] += received.unknown_frames
+        if session.channel.refused != self._refused:
+            self._refused, self._refused_at = session.channel.refused, now
         if not self.connected:
             assert self.relay is not None
             assert self.relay_key is not None

@@ -77,6 +77,10 @@ class CloseReason(Enum):
     """KEY_INFO showed a key other than the one expected, or two answers disagreed."""
     KICKED = "kicked"
     BANNED = "banned"
+    FELL_BEHIND = "fell_behind"
+    """The relay fell silent while we held its messages back (:attr:`ClientConnection.hold_back
+    <mcrelay.protocol.secure.client.ClientConnection.hold_back>`): it removed us, and the
+    messages it had for us are lost."""
     REPLACED = "replaced"
     """Another session with our key took our place (a second client with one identity)."""
 
