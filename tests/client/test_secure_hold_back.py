@@ -35,9 +35,10 @@ async def test_a_reader_that_falls_behind_loses_nothing(monkeypatch: pytest.Monk
                 channel.send(body, trio.current_time(), bounded=False)
             await served._flush()
             await wait_until(lambda: participant.connection.hold_back)
-            assert participant.connection.session is not None
-            await wait_until(lambda: participant.connection.session.channel.refused > 0)
-            texts = []
+            session = participant.connection.session
+            assert session is not None
+            await wait_until(lambda: session.channel.refused > 0)
+            texts: list[bytes] = []
             with trio.fail_after(WAIT_S):
                 while len(texts) < len(TEXTS):
                     event = await participant.events.receive()

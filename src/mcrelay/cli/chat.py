@@ -10,7 +10,13 @@ from functools import partial
 
 import trio
 
-from mcrelay.cli.console import LongLine, print_events, read_line, send_lines
+from mcrelay.cli.console import (
+    LongLine,
+    MessagesNotShown,
+    print_events,
+    read_line,
+    send_lines,
+)
 from mcrelay.cli.daemon import add_network_flags
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import (
@@ -168,16 +174,32 @@ async def run_chat(args: argparse.Namespace, env: Environment) -> ExitStatus:
     _check_profile(args)
     if args.secure:
         return await run_secure_chat(args, env)
-    as_json = args.json or not env.stdin_isatty
-    async with _open(args) as participant, trio.open_nursery() as nursery:
-        _announce(participant, env)
+    held: list[Participant] = []
+    async with trio.open_nursery() as nursery:
+        # Listened for from the start: a chat stopped while it registers ends as one
+        # stopped later (it was killed, 143 or 129: found by review).
         await nursery.start(cancel_on_signal, nursery.cancel_scope)
-        nursery.start_soon(print_events, participant.events, partial(_render, as_json=as_json), env)
+        await _chat(args, env, held)
+        nursery.cancel_scope.cancel()
+    dropped = held[0].events_dropped if held else 0
+    if dropped:
+        raise MessagesNotShown(
+            f"{dropped} events received (messages, joins, leaves) were not shown: the output "
+            "was read too slowly"
+        )
+    return ExitStatus.OK
+
+
+async def _chat(args: argparse.Namespace, env: Environment, held: list[Participant]) -> None:
+    """Register, talk, leave; then show what is left to show."""
+    as_json = args.json or not env.stdin_isatty
+    async with trio.open_nursery() as shown, _open(args) as participant:
+        held.append(participant)
+        _announce(participant, env)
+        shown.start_soon(print_events, participant.events, partial(_render, as_json=as_json), env)
         await send_lines(participant.send, env, MAX_MESSAGE_BYTES)
         if args.stay:
             await trio.sleep_forever()
-        nursery.cancel_scope.cancel()
-    return ExitStatus.OK
 
 
 def _stdin_lines(env: Environment, max_bytes: int) -> list[str]:

@@ -21,10 +21,12 @@ DROP_CHARS = 65536
 async def print_events(
     events: AsyncIterator[Event], render: Callable[[Event], str], env: Environment
 ) -> None:
-    """Each event as a line, written by a worker thread: a stdout nobody reads (a full
-    pipe, a terminal paused with Ctrl-S) holds this task, never the client's loop, whose
-    keep-alives and acknowledgements go on (events past the participant's queue are
-    dropped and counted there)."""
+    """Each event as a line, written by a worker thread, until the participant closes its
+    events: a stdout nobody reads (a full pipe, a terminal paused with Ctrl-S) holds this
+    task, never the client's loop, whose keep-alives and acknowledgements go on (past
+    its queue, the secure participant holds the relay's messages back; the legacy one
+    drops them and counts them: :class:`MessagesNotShown`). Cancelling it ends it at
+    once, even within a write that waits."""
     async for event in events:
         line = render(event) + "\n"
         await trio.to_thread.run_sync(_write, env.stdout, line, abandon_on_cancel=True)
@@ -38,6 +40,12 @@ def _write(out: TextIO, line: str) -> None:
         if exc.errno == errno.EIO:  # the terminal hung up: nobody reads, as a closed pipe
             raise BrokenPipeError(errno.EPIPE, "the terminal hung up") from None
         raise
+
+
+class MessagesNotShown(Exception):
+    """A legacy chat received more than its output took (exits 1). The legacy profile has
+    no acknowledgements to hold back: a chat that stopped reading its socket would lose
+    them in the kernel instead, unseen, and miss the relay's answers to its key checks."""
 
 
 class LongLine(ValueError):

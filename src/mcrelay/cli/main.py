@@ -12,6 +12,7 @@ import trio
 from mcrelay import __version__
 from mcrelay.api.errors import ApiBindError
 from mcrelay.cli import admin, chat, completion, daemon, keys
+from mcrelay.cli.console import MessagesNotShown
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import Parser, UsageError, check_variables
 from mcrelay.cli.status import MEANINGS, ApiAnswerError, ApiError, ApiUnreachable, ExitStatus
@@ -56,6 +57,7 @@ FAILURES: dict[type[Exception], ExitStatus] = {
     RelayUnreachable: ExitStatus.UNREACHABLE,
     RelayKeyMismatch: ExitStatus.KEY_MISMATCH,
     SessionEnded: ExitStatus.ERROR,
+    MessagesNotShown: ExitStatus.ERROR,
     KeyFileError: ExitStatus.USAGE,
     ClusterKeyError: ExitStatus.USAGE,
     EpochFileError: ExitStatus.USAGE,

@@ -20,6 +20,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import ExitStack, asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -279,16 +280,45 @@ def _ended(participant: SecureParticipant) -> None:
         raise ended_error(closed, participant.connection.destination)
 
 
+@dataclass
+class _Chat:
+    """What a chat leaves behind for its outcome, however it ended."""
+
+    participant: SecureParticipant | None = None
+    waited: bool = False
+    """Its end came at the end of its input (not a signal, not the session's end)."""
+
+
 async def run_secure_chat(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    chat = _Chat()
+    async with trio.open_nursery() as nursery:
+        # Listened for from the start: a chat stopped while it connects (90 s at most)
+        # ends as one stopped later (it was killed, 143 or 129: found by review).
+        await nursery.start(cancel_on_signal, nursery.cancel_scope)
+        await _chat(args, env, chat)
+        nursery.cancel_scope.cancel()
+    participant = chat.participant
+    if participant is None:
+        return ExitStatus.OK  # stopped before it was connected
+    _ended(participant)
+    missing = len(participant.pending) + participant.given_up
+    if missing:
+        lost = f"the relay did not acknowledge {missing} of {participant.sent} lines"
+        if chat.waited:
+            raise RelayUnreachable(lost)  # exit 3, as send's
+        env.say(f"mcrelay: {lost}")
+    return ExitStatus.OK
+
+
+async def _chat(args: argparse.Namespace, env: Environment, chat: _Chat) -> None:
+    """Connect, talk, leave; then show what is left to show: every message received was
+    acknowledged (a stdout nobody reads holds the chat here until a signal ends it)."""
     as_json = args.json or not env.stdin_isatty
-    waited = False
-    async with _open(args, env, announce=True) as participant:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(cancel_on_signal, nursery.cancel_scope)
-            nursery.start_soon(
-                print_events, participant.events, partial(render, as_json=as_json), env
-            )
-            nursery.start_soon(_cancel_when_closed, participant, nursery.cancel_scope)
+    async with trio.open_nursery() as shown, _open(args, env, announce=True) as participant:
+        chat.participant = participant
+        shown.start_soon(print_events, participant.events, partial(render, as_json=as_json), env)
+        async with trio.open_nursery() as talking:
+            talking.start_soon(_cancel_when_closed, participant, talking.cancel_scope)
             await send_lines(participant.send, env, MAX_CHAT_BYTES)
             if args.stay:
                 await participant.wait_until(lambda: False)
@@ -296,16 +326,8 @@ async def run_secure_chat(args: argparse.Namespace, env: Environment) -> ExitSta
             # behind a message it misses, or gives that message up.
             with trio.move_on_after(END_WAIT_S):
                 await participant.wait_until(lambda: not participant.pending)
-            waited = True  # not interrupted (Ctrl-C cancels the nursery, and ends with 0)
-            nursery.cancel_scope.cancel()
-        _ended(participant)
-        missing = len(participant.pending) + participant.given_up
-        if missing:
-            lost = f"the relay did not acknowledge {missing} of {participant.sent} lines"
-            if waited:
-                raise RelayUnreachable(lost)  # exit 3, as send's
-            env.say(f"mcrelay: {lost}")
-    return ExitStatus.OK
+            chat.waited = True
+            talking.cancel_scope.cancel()
 
 
 def secure_messages(texts: list[str]) -> list[bytes]:

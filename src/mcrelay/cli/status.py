@@ -16,9 +16,10 @@ class ExitStatus(IntEnum):
 
 MEANINGS = {
     ExitStatus.OK: "done",
-    ExitStatus.ERROR: "the API refused (4xx), the daemon could not start (port in use), or "
+    ExitStatus.ERROR: "the API refused (4xx), the daemon could not start (port in use), "
     "the relay ended a secure session (kicked, banned, or replaced by another client with "
-    "the same identity key)",
+    "the same identity key, or removed while the chat held its messages back, its output "
+    "read too slowly), or a legacy chat dropped messages its output was too slow to take",
     ExitStatus.USAGE: "usage: bad arguments, environment variables or settings, or a file "
     "that cannot be used (a key file, the API token file)",
     ExitStatus.UNREACHABLE: "no relay answered (with --secure: or one answered but did not "

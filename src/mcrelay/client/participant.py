@@ -372,6 +372,13 @@ class Participant:
             self._roster_until = None
         return self._roster_until is not None
 
+    @property
+    def events_dropped(self) -> int:
+        """Events the application was too slow to take (the queue holds
+        :data:`EVENT_QUEUE_EVENTS`): the legacy profile has no acknowledgements to hold
+        messages back with, so they are dropped here, counted, and said by the chat."""
+        return self.dropped[DropReason.OVERLOADED]
+
     def _emit(self, event: ParticipantEvent) -> None:
         try:
             self._events_in.send_nowait(event)
@@ -474,3 +481,4 @@ async def open_participant(
                 with trio.CancelScope(shield=True), trio.move_on_after(GOODBYE_TIMEOUT_S):
                     await participant.disconnect()
                 nursery.cancel_scope.cancel()
+        participant._events_in.close()  # a reader takes what is left, then ends

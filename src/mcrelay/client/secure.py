@@ -19,6 +19,7 @@ to hold back still complete: at most the window's more events, so the queue stay
 bounded.
 """
 
+import contextlib
 import logging
 import math
 import time
@@ -194,10 +195,8 @@ class SecureParticipant:
                 self._emit(event)
 
     def _emit(self, event: SecureEvent) -> None:
-        try:
+        with contextlib.suppress(trio.BrokenResourceError):  # it reads none (see `events`)
             self._events_in.send_nowait(event)
-        except trio.BrokenResourceError:
-            pass  # the application reads no events (see :attr:`events`)
 
     async def _wait_change(self, deadline: float = float("inf")) -> None:
         """Until the next :meth:`flush`, or ``deadline`` (every waiter is woken)."""
@@ -300,6 +299,7 @@ async def open_secure_participant(
                             await participant.disconnect()
             finally:
                 loops.cancel()
+                participant._events_in.close()  # a reader takes what is left, then ends
 
 
 async def _run(participant: SecureParticipant, scope: trio.CancelScope) -> None:
