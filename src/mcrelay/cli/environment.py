@@ -38,6 +38,31 @@ class Environment:
         except ValueError:
             return False
 
+    stderr_gone: bool = field(default=False, init=False)
+    """Nobody reads stderr any more: what the command says there is not written."""
+
     def say(self, line: str) -> None:
-        """One line for the person at the terminal (stderr, so stdout stays data)."""
-        print(line, file=self.stderr, flush=True)
+        """One line for the person at the terminal (stderr, so stdout stays data). A
+        stderr whose reader has gone (``2>&1 | true``) is given up, and the command
+        carries on to its own outcome and exit status: the broken pipe ended ``send`` at
+        once, with 0, having sent nothing (found by review)."""
+        if self.stderr_gone:
+            return
+        try:
+            print(line, file=self.stderr, flush=True)
+        except BrokenPipeError:
+            self.stderr_gone = True
+            to_devnull(self.stderr)
+
+
+def to_devnull(stream: TextIO) -> None:
+    """Point ``stream``'s file at /dev/null, once its reader has gone: what its buffer
+    still holds would fail the interpreter's own flush at exit again (a traceback, and
+    another exit status)."""
+    try:
+        descriptor = stream.fileno()
+    except (OSError, ValueError):  # a test's buffer: no file
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, descriptor)
+    os.close(devnull)

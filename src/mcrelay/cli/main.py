@@ -13,7 +13,7 @@ from mcrelay import __version__
 from mcrelay.api.errors import ApiBindError
 from mcrelay.cli import admin, chat, completion, daemon, keys
 from mcrelay.cli.console import MessagesNotShown
-from mcrelay.cli.environment import Environment
+from mcrelay.cli.environment import Environment, to_devnull
 from mcrelay.cli.options import Parser, UsageError, check_variables
 from mcrelay.cli.status import MEANINGS, ApiAnswerError, ApiError, ApiUnreachable, ExitStatus
 from mcrelay.cli.text import printable
@@ -89,6 +89,7 @@ async def run_command(argv: Sequence[str], env: Environment) -> ExitStatus:
         leaf = _leaf(exc)
         if isinstance(leaf, BrokenPipeError):
             # Whoever read stdout stopped (`| head -1`, `| grep -q`): it has what it wanted.
+            # (Not stderr's: Environment.say carries on without it.)
             return ExitStatus.OK
         if isinstance(leaf, ApiError):
             status: ExitStatus | None = _api_error_status(leaf)
@@ -133,9 +134,5 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
         # (the interpreter's own flush at exit would wait, then abort).
         os._exit(int(status))
     except BrokenPipeError:
-        # What is left in the buffer has no reader; without this, the interpreter's own
-        # flush at exit would fail again and print a traceback.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, env.stdout.fileno())
-        os.close(devnull)
+        to_devnull(env.stdout)
     return int(status)
