@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from functools import partial
+from typing import BinaryIO
 
 import trio
 
@@ -14,7 +15,7 @@ from mcrelay.cli.console import (
     LongLine,
     MessagesNotShown,
     print_events,
-    read_line,
+    read_bytes_line,
     send_lines,
 )
 from mcrelay.cli.daemon import add_network_flags
@@ -58,6 +59,8 @@ from mcrelay.protocol.secure.retries import GIVE_UP_AFTER_S
 
 MAX_SEND_LINES = 10_000
 """Lines ``send -`` takes from stdin (it holds them all before the first goes)."""
+MAX_SEND_BYTES = 16 * 1024 * 1024
+"""Bytes of messages ``send -`` takes from stdin in all, for the same reason."""
 
 
 def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping[str, str]) -> None:
@@ -79,8 +82,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[Parser], environ: Mapping
     send.add_argument(
         "text",
         nargs="+",
-        help="one message per argument; a lone '-' reads one per stdin line (10000 at most, "
-        "all read before any goes); a '-' beside other messages is sent as the text '-'",
+        help="one message per argument; a lone '-' reads one per stdin line (10000 lines and "
+        "16 MiB at most, all read before any goes); a '-' beside other messages is sent as "
+        "the text '-'",
     )
     send.add_argument(
         "-q",
@@ -202,47 +206,64 @@ async def _chat(args: argparse.Namespace, env: Environment, held: list[Participa
             await trio.sleep_forever()
 
 
-def _stdin_lines(env: Environment, max_bytes: int) -> list[str]:
-    """Every line of stdin (``send -`` checks every message before any goes), each at most
-    ``max_bytes``, MAX_SEND_LINES at most: all of stdin was held, gigabytes of /dev/zero
-    or of ``yes`` (found by review)."""
-    lines: list[str] = []
-    while line := _line_of_a_message(env, max_bytes):
-        if len(lines) == MAX_SEND_LINES:
+def _stdin_messages(env: Environment, max_bytes: int) -> list[bytes]:
+    """Every line of stdin as the bytes it came as (``send -`` checks every message before
+    any goes), each at most ``max_bytes``; MAX_SEND_LINES and MAX_SEND_BYTES at most: all
+    of stdin was held, gigabytes of /dev/zero or of ``yes``, and then each line as text
+    and again as bytes, a byte that is not UTF-8 as a surrogate of 4: 10,000 lines of
+    64 KiB of 0xff took 1.9 GiB (found by review)."""
+    stdin = env.stdin_bytes()
+    messages: list[bytes] = []
+    total = 0
+    while line := _line_of_a_message(stdin, max_bytes):
+        if len(messages) == MAX_SEND_LINES:
             raise UsageError(
                 f"more than {MAX_SEND_LINES} lines on stdin: send takes every message "
                 "before any goes; nothing was sent (for a stream of lines, use chat)"
             )
-        lines.append(line.rstrip("\r\n"))
-    return lines
+        message = line.rstrip(b"\r\n")
+        total += len(message)
+        if total > MAX_SEND_BYTES:
+            raise UsageError(
+                f"more than {MAX_SEND_BYTES} bytes of messages on stdin: send takes every "
+                "message before any goes; nothing was sent (for a stream of lines, use chat)"
+            )
+        messages.append(message)
+    return messages
 
 
-def _line_of_a_message(env: Environment, max_bytes: int) -> str:
+def _line_of_a_message(stdin: BinaryIO, max_bytes: int) -> bytes:
     try:
-        return read_line(env.stdin, max_bytes)
+        return read_bytes_line(stdin, max_bytes)
     except LongLine:
         raise UsageError(f"a line of stdin over {max_bytes} bytes; nothing was sent") from None
 
 
+def _argument_messages(texts: list[str]) -> list[bytes]:
+    try:
+        return [message_bytes(text) for text in texts]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 async def run_send(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    texts: list[str] = args.text
     _check_profile(args)
-    if texts == ["-"]:
-        longest = MAX_CHAT_BYTES if args.secure else MAX_MESSAGE_BYTES
-        texts = await trio.to_thread.run_sync(_stdin_lines, env, longest, abandon_on_cancel=True)
+    longest = MAX_CHAT_BYTES if args.secure else MAX_MESSAGE_BYTES
+    if args.text == ["-"]:
+        messages = await trio.to_thread.run_sync(
+            _stdin_messages, env, longest, abandon_on_cancel=True
+        )
+    else:
+        messages = _argument_messages(args.text)
     if args.secure:
-        return await run_secure_send(args, env, texts)
-    messages: list[bytes] = []
-    for text in texts:
-        try:
-            data = message_bytes(text)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        return await run_secure_send(args, env, messages)
+    for data in messages:
         if data in (CONNECT_WORD, DISCONNECT_WORD):
-            raise UsageError(f"{text!r} alone is a control word in this protocol, not a message")
-        if len(data) > MAX_MESSAGE_BYTES:
-            raise UsageError(f"a message of {len(data)} bytes; at most {MAX_MESSAGE_BYTES}")
-        messages.append(data)
+            raise UsageError(
+                f"{data.decode()!r} alone is a control word in this protocol, not a message"
+            )
+        if len(data) > longest:
+            raise UsageError(f"a message of {len(data)} bytes; at most {longest}")
     async with _open(args) as participant:
         assert participant.relay_key is not None  # registered
         largest = max_message_bytes(participant.relay_key)

@@ -4,7 +4,7 @@ and the participant's events are printed as they come."""
 import errno
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from typing import Any, TextIO, TypeVar
+from typing import IO, Any, AnyStr, BinaryIO, TextIO, TypeVar
 
 import trio
 
@@ -60,21 +60,31 @@ def read_line(stdin: TextIO, max_chars: int, *, skip_long: bool = False) -> str:
     (found by review). With ``skip_long`` (a chat, which goes on), it is first read on
     to its end a bounded piece at a time and dropped; without (a command that stops),
     not: /dev/zero has no end (found by review)."""
-    line = _read(stdin, max_chars + 2)  # and its "\r\n"
+    line = _read(stdin, max_chars + 2, "")  # and its "\r\n"
     if len(line.rstrip("\r\n")) <= max_chars:
         return line
     if skip_long and not line.endswith("\n"):
-        while (rest := _read(stdin, DROP_CHARS)) and not rest.endswith("\n"):
+        while (rest := _read(stdin, DROP_CHARS, "")) and not rest.endswith("\n"):
             pass
     raise LongLine(f"a line of over {max_chars} characters")
 
 
-def _read(stdin: TextIO, size: int) -> str:
+def read_bytes_line(stdin: BinaryIO, max_bytes: int) -> bytes:
+    """:func:`read_line` of a binary stdin, as the bytes it came as; a line of more than
+    ``max_bytes`` raises :class:`LongLine` (and is not read on)."""
+    line = _read(stdin, max_bytes + 2, b"")
+    if len(line.rstrip(b"\r\n")) <= max_bytes:
+        return line
+    raise LongLine(f"a line of over {max_bytes} bytes")
+
+
+def _read(stdin: IO[AnyStr], size: int, empty: AnyStr) -> AnyStr:
+    """The next line, or ``empty`` once the terminal has hung up."""
     try:
         return stdin.readline(size)
     except OSError as exc:
         if exc.errno == errno.EIO:
-            return ""
+            return empty
         raise
 
 

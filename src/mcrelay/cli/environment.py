@@ -5,7 +5,7 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import BinaryIO, TextIO, cast
 
 
 def _stdin() -> TextIO:
@@ -37,6 +37,14 @@ class Environment:
             return self.stdin.isatty()
         except ValueError:
             return False
+
+    def stdin_bytes(self) -> BinaryIO:
+        """Stdin as bytes, for a command that reads nothing of it as text before: the
+        process's own, or a test's text as the bytes it stands for."""
+        buffer = getattr(self.stdin, "buffer", None)
+        if isinstance(buffer, io.BufferedIOBase):
+            return cast(BinaryIO, buffer)
+        return io.BytesIO(self.stdin.read().encode("utf-8", "surrogateescape"))
 
     stderr_gone: bool = field(default=False, init=False)
     """Nobody reads stderr any more: what the command says there is not written."""

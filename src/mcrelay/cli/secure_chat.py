@@ -32,7 +32,7 @@ from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import UsageError, add_flag, argument_type
 from mcrelay.cli.signals import cancel_on_signal
 from mcrelay.cli.status import ExitStatus
-from mcrelay.cli.text import json_text, message_bytes, printable
+from mcrelay.cli.text import json_text, printable
 from mcrelay.client.participant import REGISTER_TIMEOUT_S, RelayUnreachable
 from mcrelay.client.secure import (
     ChatGivenUp,
@@ -330,24 +330,13 @@ async def _chat(args: argparse.Namespace, env: Environment, chat: _Chat) -> None
             talking.cancel_scope.cancel()
 
 
-def secure_messages(texts: list[str]) -> list[bytes]:
-    messages = []
-    for text in texts:
-        try:
-            data = message_bytes(text)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        if len(data) > MAX_CHAT_BYTES:
-            raise UsageError(f"a message of {len(data)} bytes; at most {MAX_CHAT_BYTES}")
-        messages.append(data)
-    return messages
-
-
 async def run_secure_send(
-    args: argparse.Namespace, env: Environment, texts: list[str]
+    args: argparse.Namespace, env: Environment, messages: list[bytes]
 ) -> ExitStatus:
     """Exits 0 only once the relay acknowledged every message (hop by hop)."""
-    messages = secure_messages(texts)
+    for data in messages:
+        if len(data) > MAX_CHAT_BYTES:
+            raise UsageError(f"a message of {len(data)} bytes; at most {MAX_CHAT_BYTES}")
     async with _open(args, env, announce=not args.quiet) as participant:
         participant.events.close()  # shows none: never holds the relay's messages back
         for data in messages:
