@@ -35,7 +35,7 @@ from mcrelay.cli.secure_chat import (
     run_secure_chat,
     run_secure_send,
 )
-from mcrelay.cli.signals import cancel_on_signal
+from mcrelay.cli.signals import Stopped, cancel_on_signal
 from mcrelay.cli.status import ExitStatus
 from mcrelay.cli.text import json_text, message_bytes, printable
 from mcrelay.client import (
@@ -247,7 +247,23 @@ def _argument_messages(texts: list[str]) -> list[bytes]:
 
 
 async def run_send(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    """Ends on SIGTERM or a hangup as on Ctrl-C: its goodbye said, with 128 + the signal.
+    (SIGTERM killed it without one, and the others saw it time out 30 s later: found
+    by review.)"""
     _check_profile(args)
+    stopped = Stopped()
+    done: list[ExitStatus] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(cancel_on_signal, nursery.cancel_scope, stopped)
+        done.append(await _send(args, env))
+        nursery.cancel_scope.cancel()
+    if done:
+        return done[0]
+    assert stopped.received is not None, "only a signal cancels it"
+    return ExitStatus(128 + stopped.received)
+
+
+async def _send(args: argparse.Namespace, env: Environment) -> ExitStatus:
     longest = MAX_CHAT_BYTES if args.secure else MAX_MESSAGE_BYTES
     if args.text == ["-"]:
         messages = await trio.to_thread.run_sync(

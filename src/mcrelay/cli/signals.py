@@ -1,7 +1,8 @@
 """Ctrl-C, SIGTERM and a hangup end the commands that run until stopped (chat, events),
-normally."""
+normally, and ``send`` after its goodbye."""
 
 import signal
+from dataclasses import dataclass
 
 import trio
 
@@ -15,17 +16,29 @@ def ending_signals() -> list[signal.Signals]:
     return ending
 
 
+@dataclass
+class Stopped:
+    """The ending signal that came, if one did."""
+
+    received: signal.Signals | None = None
+
+
 async def cancel_on_signal(
-    scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    scope: trio.CancelScope,
+    stopped: Stopped | None = None,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Cancel ``scope`` at the first ending signal; started once they are listened for.
-    A second Ctrl-C or SIGTERM then interrupts; a second hangup is ignored (a shell
-    passes the kernel's on to its jobs: it killed the chat before its goodbye, found
-    by review)."""
+    """Cancel ``scope`` at the first ending signal (kept in ``stopped``); started once
+    they are listened for. A second Ctrl-C or SIGTERM then interrupts; a second hangup
+    is ignored (a shell passes the kernel's on to its jobs: it killed the chat before
+    its goodbye, found by review)."""
     ending = ending_signals()
     with trio.open_signal_receiver(*ending) as signals:
         task_status.started()
-        async for _ in signals:
+        async for received in signals:
+            if stopped is not None:
+                stopped.received = signal.Signals(received)
             scope.cancel()
             break
     if signal.SIGHUP in ending:

@@ -10,8 +10,12 @@ class ExitStatus(IntEnum):
     UNREACHABLE = 3
     SERVER_ERROR = 4
     KEY_MISMATCH = 5
+    HUNG_UP = 129
+    """128 + SIGHUP: ``send`` ended by its terminal's hangup, after its goodbye."""
     INTERRUPTED = 130
     """128 + SIGINT, as shells report a process that Ctrl-C ended."""
+    TERMINATED = 143
+    """128 + SIGTERM: ``send`` ended by SIGTERM, after its goodbye."""
 
 
 MEANINGS = {
@@ -30,8 +34,12 @@ MEANINGS = {
     "relay came back with another key than the one the client registered with; with "
     "--secure, not the one pinned with --relay-key or known from an earlier use, or two "
     "relays answered with different keys",
+    ExitStatus.HUNG_UP: "send ended by the hangup of its terminal before it finished, "
+    "as by Ctrl-C (its goodbye said)",
     ExitStatus.INTERRUPTED: "interrupted by Ctrl-C before it finished (chat, events and "
     "the daemon end on Ctrl-C with 0)",
+    ExitStatus.TERMINATED: "send ended by SIGTERM before it finished, as by Ctrl-C (its "
+    "goodbye said)",
 }
 """What each exit status means, for --help and the manual page (and the README's table)."""
 
