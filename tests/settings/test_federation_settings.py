@@ -1,6 +1,7 @@
 """The federation's settings: URLs, names, and the cluster key it cannot go without."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -58,6 +59,31 @@ def test_credentials_or_nkey_not_both() -> None:
             federation_credentials=Path("/c"),
             federation_nkey_file=Path("/n"),
         )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "other"),
+    [
+        (
+            {"secure_key_file": Path("x/sec.key"), "federation_key_file": Path("x/sec.key")},
+            "secure_key_file",
+        ),
+        ({"key_file": Path("x/k.pem"), "federation_key_file": Path("x/../x/k.pem")}, "key_file"),
+        (
+            {"key_file": Path("x/k.pem"), "federation_key_file": Path("x/relay-secure.key")},
+            "secure_key_file",
+        ),
+    ],
+)
+def test_the_cluster_key_is_not_one_of_the_relays_own_keys(
+    overrides: dict[str, Any], other: str
+) -> None:
+    """The cluster key is copied to every relay: config check passed the relay's secure
+    key given as the cluster key (found by review)."""
+    with pytest.raises(ConfigValueError, match="each key needs its own file") as caught:
+        RelayConfig(federation="nats://127.0.0.1:4222", **overrides)
+    assert caught.value.field == "federation_key_file"
+    assert caught.value.others == (other,)
 
 
 @pytest.mark.parametrize("text", ["", "a.b", "a/b", "a b", "x" * 65, "é"])

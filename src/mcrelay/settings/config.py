@@ -580,6 +580,18 @@ class RelayConfig:
                 "federation needs federation_key_file: the cluster key every envelope is "
                 "sealed with (mcrelay keygen --federation PATH; every relay gets a copy)",
             )
+        # The cluster key is copied to every relay: the relay's own key given here would
+        # hand its private key to them all (found by review).
+        cluster = os.path.realpath(self.federation_key_file)
+        for field, path in (("secure_key_file", self.secure_key_path), ("key_file", self.key_file)):
+            if os.path.realpath(path) == cluster:
+                raise ConfigValueError(
+                    "federation_key_file",
+                    f"federation_key_file and {field} are both {path}: each key needs its own "
+                    "file (every relay gets a copy of the cluster key; keep the relay's keys its "
+                    "own: mcrelay keygen --federation PATH)",
+                    (field,),
+                )
         if self.federation_credentials is not None and self.federation_nkey_file is not None:
             raise ConfigValueError(
                 "federation_nkey_file",
