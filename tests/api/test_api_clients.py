@@ -409,7 +409,7 @@ async def test_unknown_clients_and_bans_are_404(relay_key_file: Path) -> None:
                 404,
                 "not_found",
             )
-        for ident in ("127.0.0.1:1", "[::1]:1", "10.0.0.7", "k:" + "A" * 43):
+        for ident in ("127.0.0.1:1", "[::ffff:127.0.0.1]:1", "10.0.0.7", "k:" + "A" * 43):
             assert_json_error(await api.http.delete(f"/v1/bans/{ident}"), 404, "not_found")
         # Kicking nobody bans nobody.
         assert (await api.http.get("/v1/bans")).json() == {"bans": [], "count": 0}

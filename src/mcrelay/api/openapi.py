@@ -243,7 +243,8 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": {
                 "type": "string",
-                "description": "ip:port (an address), an IP address (a host) or k:KEY (a key)",
+                "description": "ip:port (an address), an IP address (a host) or k:KEY (a "
+                "key); IPv4 (::ffff:a.b.c.d is a.b.c.d): the relay serves IPv4 only",
             },
             "ban_s": {
                 "oneOf": [{"type": "number"}, {"type": "string"}],

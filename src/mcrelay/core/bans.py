@@ -79,11 +79,37 @@ class SavedBan:
 
 
 def parse_ban_target(text: str) -> BanTarget:
-    """``ip:port`` / ``[v6]:port`` (an address), a bare IP address (a host), or a secure
-    client's id (``k:`` and base64url: its key).
+    """``ip:port`` (an address), a bare IPv4 address (a host), or a secure client's id
+    (``k:`` and base64url: its key).
 
-    Raises ``ValueError`` with a readable reason. An IPv6 scope (``%eth0``) is refused: no
-    source the relay reads has one, and its text is anything (spaces, line breaks)."""
+    Raises ``ValueError`` with a readable reason. The relay serves IPv4 only (its socket
+    is IPv4, its interface an IPv4 address), so a ban on an IPv6 address would never match:
+    it was accepted, listed and kept (found by review). An IPv4-mapped one
+    (``::ffff:10.0.0.7``) is taken as the IPv4 address it names; any other is refused."""
+    target = _parse_any_target(text)
+    host = _host(target)
+    if host is None or ":" not in host:
+        return target
+    mapped = ipaddress.IPv6Address(host).ipv4_mapped
+    if mapped is None:
+        raise ValueError(
+            f"{text!r}: the relay serves IPv4 only, so a ban on an IPv6 address would never match"
+        )
+    return str(mapped) if isinstance(target, str) else (str(mapped), target[1])
+
+
+def _host(target: BanTarget) -> str | None:
+    """The IP address a ban on ``target`` names; None for a key."""
+    if isinstance(target, tuple):
+        return target[0]
+    return None if target.startswith(CLIENT_ID_PREFIX) else target
+
+
+def _parse_any_target(text: str) -> BanTarget:
+    """:func:`parse_ban_target`, IPv6 addresses left as they are.
+
+    An IPv6 scope (``%eth0``) is refused: no source the relay reads has one, and its
+    text is anything (spaces, line breaks)."""
     if "%" in text:
         raise ValueError(f"{text!r}: a ban names no IPv6 scope (%...)")
     if text.startswith(CLIENT_ID_PREFIX):
@@ -241,19 +267,23 @@ def parse_bans(data: bytes) -> list[SavedBan]:
         if len(saved) == MAX_BANS:
             raise ValueError(f"more than {MAX_BANS} bans")
         ban = _parse_ban_line(line, number)
+        if ban is None:
+            continue
         if ban.target in saved:
             raise ValueError(f"line {number}: a second ban on {line.partition(' ')[0]}")
         saved[ban.target] = ban
     return list(saved.values())
 
 
-def _parse_ban_line(line: str, number: int) -> SavedBan:
+def _parse_ban_line(line: str, number: int) -> SavedBan | None:
+    """The ban a line holds; None for a ban on an IPv6 address, which the relay never
+    matched (earlier versions took them): dropped, it lifts nothing in force."""
     fields = line.split(" ")
     try:
         if len(fields) != 3:
             raise ValueError("not an id, an end and a length")
         ban_id, until_text, seconds_text = fields
-        target = parse_ban_target(ban_id)
+        target = _parse_any_target(ban_id)
         if not BAN_SECONDS.fullmatch(seconds_text) or not 0 < float(seconds_text) <= MAX_BAN_S:
             raise ValueError(f"{seconds_text[:30]!r} is not a ban's length")
         if not WALL_TIME.fullmatch(until_text):
@@ -263,4 +293,6 @@ def _parse_ban_line(line: str, number: int) -> SavedBan:
             raise ValueError(f"{until_text[:30]!r} is past year 9999")
     except ValueError as exc:
         raise ValueError(f"line {number}: {exc}") from None
+    if ":" in (_host(target) or ""):
+        return None
     return SavedBan(target, until_wall, float(seconds_text))
