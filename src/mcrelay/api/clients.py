@@ -12,6 +12,7 @@ from typing import Any
 import trio
 from quart import Blueprint, Response, jsonify, request
 
+from mcrelay.api.audit import seconds
 from mcrelay.api.context import api_context
 from mcrelay.api.serialize import ban_json, client_json, error_json
 from mcrelay.core.bans import (
@@ -180,12 +181,17 @@ async def kick_client(client_id: str) -> Reply:
             raise BadRequest(409, "too_many_bans", str(exc)) from None
         except ValueError as exc:
             raise BadRequest(400, "bad_query", f"ban_scope=key: {exc}") from None
+    banned = ""
     if ban_s is not None:
         record["banned_for_s"] = ban_s
         record["ban_scope"] = scope or ("key" if client.identity.profile == "secure" else "address")
-        if client.identity.relay is None:  # another relay's ban is in that relay's file
-            record["persisted"] = await relay.bans_saved()
+        banned = f", banned ({record['ban_scope']}) for {seconds(ban_s)} s"
     record["removed"] = removed
+    relay_name = client.identity.relay
+    kicked = client.id if relay_name is None else f"{relay_name}/{client.id}"
+    api_context().admin_log.action("API: kicked %s%s; %d removed", kicked, banned, len(removed))
+    if ban_s is not None and relay_name is None:  # another relay's ban is in that relay's file
+        record["persisted"] = await relay.bans_saved()
     return jsonify(record)
 
 
@@ -238,6 +244,9 @@ async def add_ban() -> Reply:
         ban, removed = relay.ban(target, ban_s)
     except TooManyBans as exc:
         raise BadRequest(409, "too_many_bans", str(exc)) from None
+    api_context().admin_log.action(
+        "API: banned %s (%s) for %s s; %d removed", ban.id, ban.scope, seconds(ban_s), len(removed)
+    )
     persisted = await relay.bans_saved()
     record = ban_json(ban, trio.current_time())
     record["removed"] = [member.id for member in removed]
@@ -301,6 +310,7 @@ async def lift_ban(ban_id: str) -> Reply:
     ban = relay.bans.lift(target, trio.current_time())
     if ban is None:
         raise BadRequest(404, "not_found", f"no ban on {ban_id}")
+    api_context().admin_log.action("API: lifted the ban on %s (%s)", ban.id, ban.scope)
     persisted = await relay.bans_saved()
     return jsonify({"id": ban.id, "scope": ban.scope, "lifted": True, "persisted": persisted})
 
@@ -351,6 +361,13 @@ async def post_message() -> Reply:
         response = jsonify(error_json("overloaded", str(exc)))
         response.headers["Retry-After"] = str(math.ceil(exc.retry_after_s))
         return response, 503
+    if recipients is not None:
+        reached = f"{len(recipients)} chosen clients"
+    else:
+        reached = "everyone, on every relay" if federate else "everyone here"
+    api_context().admin_log.action(
+        "API: posted %d bytes to %s; %d copies sent here", len(plaintext), reached, copies
+    )
     return jsonify({"recipients": copies})
 
 

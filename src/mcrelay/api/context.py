@@ -6,6 +6,7 @@ from typing import Any
 
 from quart import current_app
 
+from mcrelay.api.audit import AdminLog
 from mcrelay.api.connections import Connections
 from mcrelay.core.control import Control
 
@@ -25,6 +26,7 @@ class ApiContext:
     subscribers_refused: int = 0
     streams_starting: "weakref.WeakSet[Any]" = field(default_factory=weakref.WeakSet)
     """Event streams answered but not yet subscribed: they count against the cap."""
+    admin_log: AdminLog = field(default_factory=AdminLog)
 
     def statistics(self) -> dict[str, int]:
         return {
