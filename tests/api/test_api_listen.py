@@ -1,6 +1,7 @@
 """Where the control API listens: loopback TCP, a Unix socket, or nowhere; health checks."""
 
 import os
+import re
 import socket
 import stat
 from pathlib import Path
@@ -15,8 +16,13 @@ from mcrelay.api.app import create_app
 from mcrelay.api.context import ApiContext
 from mcrelay.api.errors import ApiBindError
 from mcrelay.api.server import open_api_socket
-from mcrelay.settings.address import ApiAddress, default_api_socket, parse_api_address
-from mcrelay.settings.config import RelayConfig
+from mcrelay.settings.address import (
+    MAX_SOCKET_PATH_BYTES,
+    ApiAddress,
+    default_api_socket,
+    parse_api_address,
+)
+from mcrelay.settings.config import ConfigValueError, RelayConfig
 from mcrelay.settings.resolve import resolve
 from support import LOOPBACK, relay_config, running_daemon
 
@@ -246,6 +252,30 @@ def test_the_command_serves_the_api_on_the_default_socket(tmp_path: Path) -> Non
 def test_bad_api_addresses_are_refused(relay_key_file: Path, api: str) -> None:
     with pytest.raises(ValueError, match=r"."):
         relay_config(relay_key_file, api=api)
+
+
+@pytest.mark.parametrize(
+    ("api", "says"),
+    [
+        ("unix:/run/mcrelay/", "names a directory: give the socket's own path"),
+        (f"unix:/{'d' * 60}/{'s' * 60}.sock", "is 107 bytes at most (the system's limit)"),
+        (f"unix:/{'é' * 53}x", "this one 108"),  # bytes, not characters
+    ],
+)
+def test_a_socket_path_bind_would_refuse_is_a_bad_setting(
+    relay_key_file: Path, api: str, says: str
+) -> None:
+    """They passed config check, then the daemon exited 1, which the unit restarts on
+    (found by review)."""
+    with pytest.raises(ConfigValueError, match=re.escape(says)) as caught:
+        relay_config(relay_key_file, api=api)
+    assert caught.value.field == "api"
+
+
+def test_the_longest_socket_path_is_bound(tmp_path: Path) -> None:
+    path = tmp_path / ("s" * (MAX_SOCKET_PATH_BYTES - len(str(tmp_path)) - 1))
+    assert parse_api_address(f"unix:{path}") == ApiAddress(path=path)
+    open_api_socket(ApiAddress(path=path)).close()
 
 
 def test_api_address_forms() -> None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SOCKET_NAME = "api.sock"
+MAX_SOCKET_PATH_BYTES = 107
+"""A Unix socket's path, as bind() takes it: ``sun_path`` is 108 bytes, with its NUL."""
 SYSTEM_RUNTIME_DIRECTORY = Path("/run/mcrelay")
 
 
@@ -69,6 +71,19 @@ def parse_api_address(text: str) -> ApiAddress | None:
         path = text.removeprefix("unix:")
         if not path:
             raise ValueError("unix: needs a path, as in unix:/run/mcrelay/api.sock")
+        # Both passed config check, then the daemon could not bind them: it exited 1, which
+        # the unit restarts on, every 2 s (found by review).
+        if path.endswith("/"):
+            raise ValueError(
+                f"unix:{path[:80]} names a directory: give the socket's own path, "
+                f"as in unix:{path[:80]}{SOCKET_NAME}"
+            )
+        size = len(os.fsencode(path))
+        if size > MAX_SOCKET_PATH_BYTES:
+            raise ValueError(
+                f"unix:{path[:40]}...: a Unix socket's path is {MAX_SOCKET_PATH_BYTES} bytes at "
+                f"most (the system's limit), this one {size}: choose a shorter one"
+            )
         return ApiAddress(path=Path(path))
     host, sep, port = text.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
