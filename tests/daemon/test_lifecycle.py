@@ -214,6 +214,25 @@ def test_the_watchdog_is_read_from_what_systemd_sets(
         assert notifier.watchdog_s == watchdog_s
 
 
+def test_an_unreachable_notify_socket_is_said_once_a_minute(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It was a warning at every watchdog ping, without end (found by review)."""
+    now = [0.0]
+    environ = {"NOTIFY_SOCKET": str(tmp_path / "nobody")}
+    with closing(Notifier(environ, clock=lambda: now[0])) as notifier:
+        for second in range(60):
+            now[0] = float(second)
+            notifier.notify("WATCHDOG=1")
+        now[0] = 60.0
+        notifier.notify("STOPPING=1")
+    lines = [r.getMessage() for r in caplog.records if r.name == "mcrelay.daemon.notify"]
+    assert len(lines) == 2
+    assert lines[0].startswith("cannot notify systemd (WATCHDOG=1): ")
+    assert lines[1].startswith("cannot notify systemd (STOPPING=1): ")
+    assert lines[1].endswith(" (59 more not sent before this one)")
+
+
 async def test_the_watchdog_stops_when_the_receive_loop_stops_turning(
     tmp_path: Path, relay_key_file: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -1,25 +1,33 @@
 """sd_notify, natively: READY, STATUS, WATCHDOG, RELOADING and STOPPING to systemd.
 
 Nothing is sent when ``NOTIFY_SOCKET`` is unset. Sending never blocks: the
-socket is non-blocking, and a datagram systemd cannot take is logged and lost.
+socket is non-blocking, and a datagram systemd cannot take is lost and logged, once a
+minute at most (an unreachable socket was a warning at every watchdog ping, without
+end: found by review).
 """
 
 import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+
+from mcrelay.logs import once_a_minute
 
 log = logging.getLogger(__name__)
 
 
 class Notifier:
-    def __init__(self, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self, environ: Mapping[str, str], clock: Callable[[], float] = time.monotonic
+    ) -> None:
         address = environ.get("NOTIFY_SOCKET", "")
         # '@name' is a socket in the abstract namespace: a leading NUL byte.
         self._address = "\0" + address[1:] if address.startswith("@") else address
         self._sock: socket.socket | None = None
         self.watchdog_s = _watchdog_s(environ)
+        self._clock = clock
+        self._failure_lines = once_a_minute()
 
     @property
     def enabled(self) -> bool:
@@ -35,7 +43,13 @@ class Notifier:
                 self._sock.setblocking(False)
             self._sock.sendto("\n".join(assignments).encode(), self._address)
         except OSError as exc:
-            log.warning("cannot notify systemd (%s): %s", " ".join(assignments), exc)
+            held = self._failure_lines.take(self._clock())
+            if held is None:
+                return
+            message = f"cannot notify systemd ({' '.join(assignments)}): {exc}"
+            if held:
+                message += f" ({held} more not sent before this one)"
+            log.warning("%s", message)
 
     def reloading(self) -> None:
         monotonic_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
