@@ -213,6 +213,19 @@ async def test_api_errors_map_to_exit_codes(relay_key_file: Path, tmp_path: Path
         refused = Console()
         assert await refused.run("clients", "--api", api) == ExitStatus.ERROR
         assert "401" in refused.stderr.getvalue()
+        # What to do, said (found by review).
+        assert (
+            refused.stderr.getvalue()
+            .rstrip("\n")
+            .endswith("give --api-token-file or MCRELAY_API_TOKEN_FILE")
+        )
+        wrong_file = tmp_path / "wrong"
+        wrong_file.write_text("guess\n")
+        wrong_file.chmod(0o600)
+        wrong = Console()
+        assert await wrong.run("clients", "--api", api, "--api-token-file", str(wrong_file)) == 1
+        assert "401" in wrong.stderr.getvalue()
+        assert "give --api-token-file" not in wrong.stderr.getvalue()
         allowed = Console()
         assert await allowed.run("clients", "--api", api, "--api-token-file", str(token_file)) == 0
         assert allowed.out_lines() == ["no clients"]

@@ -55,19 +55,27 @@ async def open_api(address: str, token: str | None) -> AsyncIterator["Api"]:
     async with httpx.AsyncClient(
         transport=transport, base_url=base_url, headers=headers, timeout=REQUEST_TIMEOUT
     ) as client:
-        yield Api(client, str(parsed))
+        yield Api(client, str(parsed), has_token=token is not None)
 
 
 class Api:
-    def __init__(self, client: httpx.AsyncClient, where: str) -> None:
+    def __init__(self, client: httpx.AsyncClient, where: str, *, has_token: bool = True) -> None:
         self._client = client
         self.where = where
+        self._has_token = has_token
+
+    def _error(self, status: int, body: bytes) -> ApiError:
+        message = _error_message(status, body)
+        if status == 401 and not self._has_token:
+            # Said as the API's message alone, it did not tell what to do (found by review).
+            message += "; this API needs its token: give --api-token-file or MCRELAY_API_TOKEN_FILE"
+        return ApiError(status, message)
 
     async def call(self, method: str, path: str, **kwargs: Any) -> Any:
         with trio.move_on_after(ANSWER_DEADLINE_S):
             status, body = await self._request(method, path, **kwargs)
             if status >= 400:
-                raise ApiError(status, _error_message(status, body))
+                raise self._error(status, body)
             try:
                 return json.loads(body)
             except JSON_ERRORS:
@@ -118,7 +126,7 @@ class Api:
                     with trio.move_on_after(ANSWER_DEADLINE_S):  # what came by then
                         await _read_into(body, response, MAX_EVENT_BYTES)
                     status = response.status_code
-                    raise ApiError(status, _error_message(status, bytes(body[:MAX_EVENT_BYTES])))
+                    raise self._error(status, bytes(body[:MAX_EVENT_BYTES]))
                 data: list[str] = []
                 size = 0
                 last = ""
