@@ -1,4 +1,5 @@
-"""The daemon as a process: SIGTERM with a stalled reader, and a reload at the connection limit.
+"""The daemon as a process: SIGTERM with a stalled reader, a reload at the connection limit,
+and an open-file limit that leaves the API no connection.
 
 Loopback only: the relay on port 0, the API on a Unix socket in the test's
 directory; every wait is bounded.
@@ -7,6 +8,7 @@ directory; every wait is bounded.
 import contextlib
 import os
 import queue
+import resource
 import signal
 import socket
 import subprocess
@@ -20,7 +22,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mcrelay.api.connections import FD_RESERVE
+from mcrelay.api.connections import FD_RESERVE, Connections
+from mcrelay.api.errors import NoRoomForApi
 from mcrelay.service import SHUTDOWN_GRACE_S
 from support import LOOPBACK, WAIT_S, write_key
 
@@ -30,12 +33,16 @@ EXIT_SLACK_S = 3.0
 NOFILE = 100
 ROOM = NOFILE - FD_RESERVE
 """The open-file limit of the reload test's daemon, and the API connections that fit."""
-LIMITED = (
-    "import resource, runpy, sys;"
-    f"resource.setrlimit(resource.RLIMIT_NOFILE, ({NOFILE}, {NOFILE}));"
-    "sys.argv[0] = 'mcrelay';"
-    "runpy.run_module('mcrelay', run_name='__main__')"
-)
+
+
+def limited(nofile: int) -> str:
+    """A Python program: the daemon under an open-file limit of ``nofile``."""
+    return (
+        "import resource, runpy, sys;"
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({nofile}, {nofile}));"
+        "sys.argv[0] = 'mcrelay';"
+        "runpy.run_module('mcrelay', run_name='__main__')"
+    )
 
 
 class Process:
@@ -142,7 +149,7 @@ def test_sigterm_with_stalled_readers_exits_0_within_the_grace(tmp_path: Path, k
 
 def test_reload_works_at_the_connection_limit(tmp_path: Path, keys: Keys) -> None:
     config = settings_file(tmp_path, keys[0])
-    argv = [sys.executable, "-c", LIMITED, *daemon_args(config)]
+    argv = [sys.executable, "-c", limited(NOFILE), *daemon_args(config)]
     with daemon(argv) as process, ExitStack() as stack:
         process.wait_for_line("control API on")
         answers: list[bytes] = []
@@ -164,3 +171,39 @@ def test_reload_works_at_the_connection_limit(tmp_path: Path, keys: Keys) -> Non
         stderr = "\n".join(process.seen)
         assert "Too many open files" not in stderr
         assert "Traceback" not in stderr
+
+
+def test_an_open_file_limit_that_leaves_the_api_no_room_stops_the_start(
+    tmp_path: Path, keys: Keys
+) -> None:
+    """It started with "the API serves 0 connections at most", and refused every one
+    (found by review)."""
+    config = settings_file(tmp_path, keys[0])
+    argv = [sys.executable, "-c", limited(FD_RESERVE), *daemon_args(config)]
+    with daemon(argv) as process:
+        line = process.wait_for_line("mcrelay: error:")
+        assert process.proc.wait(timeout=WAIT_S) == 2
+    assert line.endswith(
+        f"the open-file limit ({FD_RESERVE}) leaves the API no connection beside the "
+        f"{FD_RESERVE} files kept for the relay: raise it to {FD_RESERVE + 128} "
+        "(LimitNOFILE= under systemd, ulimit -n in a shell), or give --api off"
+    )
+    assert not (tmp_path / "api.sock").exists()
+
+
+def test_a_limit_lowered_from_outside_leaves_the_api_serving_none(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At start it stops the daemon; on a later change of the cap (a reload), the relay
+    goes on."""
+    monkeypatch.setattr(resource, "setrlimit", lambda *_: None)  # never this process's own
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (FD_RESERVE, FD_RESERVE))
+    with pytest.raises(NoRoomForApi, match=f"the open-file limit \\({FD_RESERVE}\\)"):
+        Connections().fit(8)
+    connections = Connections()
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (FD_RESERVE + 8, FD_RESERVE + 8))
+    connections.fit(8)
+    assert not connections.full(8)
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (FD_RESERVE, FD_RESERVE))
+    assert connections.full(9)
+    assert caplog.messages[-1].endswith("or give --api off; the API serves none meanwhile")

@@ -17,6 +17,7 @@ import socket
 
 import trio
 
+from mcrelay.api.errors import NoRoomForApi
 from mcrelay.logs import once_a_minute
 
 log = logging.getLogger(__name__)
@@ -127,9 +128,20 @@ class Connections:
 
     def fit(self, wanted: int) -> None:
         """Take ``wanted`` (api_max_connections) as the cap, lowered to what fits under the
-        open-file limit beside ``FD_RESERVE`` (said in the log); at start and on a change."""
-        if wanted != self._wanted:
-            self._wanted, self._room = wanted, connection_room(wanted)
+        open-file limit beside ``FD_RESERVE`` (said in the log); at start and on a change.
+
+        :class:`NoRoomForApi` at start when none fits; later (the limit lowered from
+        outside) the API then serves none, as said in the log."""
+        if wanted == self._wanted:
+            return
+        try:
+            room = connection_room(wanted)
+        except NoRoomForApi as exc:
+            if not self._wanted:
+                raise
+            log.error("%s; the API serves none meanwhile", exc)
+            room = 0
+        self._wanted, self._room = wanted, room
 
     def full(self, wanted: int) -> bool:
         """Whether one more connection would pass the cap."""
@@ -185,6 +197,12 @@ def connection_room(wanted: int) -> int:
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return wanted
     room = max(0, soft - FD_RESERVE)
+    if not room:
+        raise NoRoomForApi(
+            f"the open-file limit ({soft}) leaves the API no connection beside the "
+            f"{FD_RESERVE} files kept for the relay: raise it to {needed} (LimitNOFILE= "
+            "under systemd, ulimit -n in a shell), or give --api off"
+        )
     log.warning(
         "api_max_connections is %d, but the open-file limit (%d) leaves room for %d "
         "beside the %d kept for the relay: the API serves %d connections at most",

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mcrelay.api.errors import NoRoomForApi
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.options import (
     FLAG_ENVIRONMENT,
@@ -186,11 +187,20 @@ async def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
             settings_file=resolved.file,
             environ=env.environ,
         )
-    except* (KeyFileError, ClusterKeyError, EpochFileError, BanFileError) as group:
-        # A key (or bans file) the daemon cannot use is a setting to fix, not a failure
-        # to retry: exit 2, which the systemd unit does not restart on.
-        raise UsageError(str(group.exceptions[0])) from None
+    except* (KeyFileError, ClusterKeyError, EpochFileError, BanFileError, NoRoomForApi) as group:
+        # A key (or bans file, or open-file limit) the daemon cannot use is a setting to
+        # fix, not a failure to retry: exit 2, which the systemd unit does not restart on.
+        raise UsageError(str(_first(group))) from None
     return ExitStatus.OK
+
+
+def _first(group: BaseExceptionGroup[Exception]) -> BaseException:
+    """The first exception a group holds, however deep (one raised in the API's nursery
+    is a group within a group: the error said "Exceptions from Trio nursery")."""
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found
 
 
 def _check_key_files(config: RelayConfig, env: Environment, any_owner: bool) -> None:
