@@ -160,6 +160,30 @@ def test_a_key_set_twice_is_refused(tmp_path: Path) -> None:
         resolve({}, {}, write(tmp_path, "port = 1\n[network]\nport = 2\n"))
 
 
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        ("group", "is not an IPv4 address"),
+        ("interface", "is not an IPv4 address"),
+        ("api", "is not host:port, unix:/path or off"),
+        ("federation", "is not a NATS URL"),
+        ("profiles", "is not a profile"),
+        ("relay_name", "is not a name"),
+        ("log_level", "is not one of"),
+    ],
+)
+def test_an_error_quotes_a_huge_value_cut_short(tmp_path: Path, key: str, says: str) -> None:
+    """A 250 KB value was a 250 KB error line, at start and at each reload (found by
+    review)."""
+    path = write(tmp_path, f"{key} = '{'A' * 250_000}'\n")
+    with pytest.raises(SettingsError) as caught:
+        resolve({}, {}, path)
+    message = str(caught.value)
+    assert f"'{'A' * 80}'... (250000 characters)" in message
+    assert says in message
+    assert len(message) < 400
+
+
 def test_range_errors_name_their_source_and_key(tmp_path: Path) -> None:
     path = write(tmp_path, "max_reassembly_bytes = 100\n")
     with pytest.raises(SettingsError, match=re.escape(f"file {path}: 'max_reassembly_bytes'")):

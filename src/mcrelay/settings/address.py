@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mcrelay.settings.quoted import quoted
+
 SOCKET_NAME = "api.sock"
 MAX_SOCKET_PATH_BYTES = 107
 """A Unix socket's path, as bind() takes it: ``sun_path`` is 108 bytes, with its NUL."""
@@ -90,7 +92,7 @@ def parse_api_address(text: str) -> ApiAddress | None:
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        raise ValueError(f"{text!r} is not host:port, unix:/path or off") from None
+        raise ValueError(f"{quoted(text)} is not host:port, unix:/path or off") from None
     if not (sep and port.isascii() and port.isdigit() and len(port) <= 5) or int(port) > 0xFFFF:
-        raise ValueError(f"{text!r}: the port must be 0 to 65535")
+        raise ValueError(f"{quoted(text)}: the port must be 0 to 65535")
     return ApiAddress(host=host, port=int(port))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mcrelay.settings.address import parse_api_address
+from mcrelay.settings.quoted import quoted
 
 Check = Callable[[Any], None]
 
@@ -26,31 +27,31 @@ _DECIMAL = re.compile(r"(?:[0-9]{1,30}(?:\.[0-9]{0,30})?|\.[0-9]{1,30})(?:[eE][+
 def file_path(text: str) -> Path:
     if not text or "\0" in text:
         what = "a NUL character" if text else "nothing"
-        raise ValueError(f"{text!r} is not a file path: it holds {what}")
+        raise ValueError(f"{quoted(text)} is not a file path: it holds {what}")
     return Path(text)
 
 
 def port(text: str) -> int:
     if not _INTEGER.fullmatch(text) or int(text) > 0xFFFF:
-        raise ValueError(f"{text!r} is not a port number (an integer from 0 to 65535)")
+        raise ValueError(f"{quoted(text)} is not a port number (an integer from 0 to 65535)")
     return int(text)
 
 
 def multicast_ttl(text: str) -> int:
     if not _INTEGER.fullmatch(text) or not 1 <= int(text) <= 255:
-        raise ValueError(f"{text!r} is not a multicast TTL (an integer from 1 to 255)")
+        raise ValueError(f"{quoted(text)} is not a multicast TTL (an integer from 1 to 255)")
     return int(text)
 
 
 def positive_float(text: str) -> float:
     if not _DECIMAL.fullmatch(text) or not 0 < float(text) < float("inf"):
-        raise ValueError(f"{text!r} is not a positive number (such as 30 or 0.5)")
+        raise ValueError(f"{quoted(text)} is not a positive number (such as 30 or 0.5)")
     return float(text)
 
 
 def positive_int(text: str) -> int:
     if not _INTEGER.fullmatch(text) or int(text) < 1:
-        raise ValueError(f"{text!r} is not a positive integer (such as 8)")
+        raise ValueError(f"{quoted(text)} is not a positive integer (such as 8)")
     return int(text)
 
 
@@ -58,7 +59,7 @@ def ipv4_address(text: str) -> str:
     try:
         return str(ipaddress.IPv4Address(text))
     except ValueError:
-        raise ValueError(f"{text!r} is not an IPv4 address") from None
+        raise ValueError(f"{quoted(text)} is not an IPv4 address") from None
 
 
 def unicast_host(text: str) -> str:
@@ -67,16 +68,16 @@ def unicast_host(text: str) -> str:
     failed later with a bare 'Permission denied': found by review)."""
     address = ipaddress.IPv4Address(ipv4_address(text))
     if address.is_unspecified or address == ipaddress.IPv4Address("255.255.255.255"):
-        raise ValueError(f"{text!r} is no one host's address")
+        raise ValueError(f"{quoted(text)} is no one host's address")
     if address.is_multicast:
-        raise ValueError(f"{text!r} is a multicast group, not a host (the group is --group)")
+        raise ValueError(f"{quoted(text)} is a multicast group, not a host (the group is --group)")
     return str(address)
 
 
 def multicast_group(text: str) -> str:
     address = ipv4_address(text)
     if not ipaddress.IPv4Address(address).is_multicast:
-        raise ValueError(f"{text!r} is not a multicast address (224.0.0.0/4)")
+        raise ValueError(f"{quoted(text)} is not a multicast address (224.0.0.0/4)")
     return address
 
 
@@ -94,13 +95,13 @@ def boolean(text: str) -> bool:
         return True
     if text.lower() in FALSE_WORDS:
         return False
-    raise ValueError(f"{text!r} is not true or false (nor yes, no, on, off, 1, 0)")
+    raise ValueError(f"{quoted(text)} is not true or false (nor yes, no, on, off, 1, 0)")
 
 
 def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
     def convert(text: str) -> str:
         if text.lower() not in choices:
-            raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
+            raise ValueError(f"{quoted(text)} is not one of {', '.join(choices)}")
         return text.lower()
 
     return convert

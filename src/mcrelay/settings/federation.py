@@ -10,6 +10,7 @@ import socket
 from urllib.parse import urlsplit
 
 from mcrelay.protocol.federation.envelope import valid_relay_name
+from mcrelay.settings.quoted import quoted
 
 NATS_SCHEMES = ("nats", "tls")
 DEFAULT_CLUSTER = "mcrelay"
@@ -19,21 +20,23 @@ def nats_urls(text: str) -> str:
     """``nats://HOST:PORT`` (or ``tls://``), comma-separated, as a canonical list."""
     urls = [url.strip() for url in text.split(",")]
     if urls == [""]:
-        raise ValueError(f"{text!r} names no NATS server: give nats://HOST:PORT[,...]")
+        raise ValueError(f"{quoted(text)} names no NATS server: give nats://HOST:PORT[,...]")
     for url in urls:
         try:
             parts = urlsplit(url)
             port = parts.port
         except ValueError:
-            raise ValueError(f"{url!r} is not a NATS URL (nats://HOST:PORT)") from None
+            raise ValueError(f"{quoted(url)} is not a NATS URL (nats://HOST:PORT)") from None
         if parts.scheme not in NATS_SCHEMES or not parts.hostname or port is None:
-            raise ValueError(f"{url!r} is not a NATS URL (nats://HOST:PORT or tls://HOST:PORT)")
+            raise ValueError(
+                f"{quoted(url)} is not a NATS URL (nats://HOST:PORT or tls://HOST:PORT)"
+            )
         if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
             raise ValueError(
-                f"{url!r}: give only nats://HOST:PORT; credentials go in federation_credentials"
+                f"{quoted(url)}: give only nats://HOST:PORT; credentials go in federation_credentials"
             )
         if urls.count(url) > 1:
-            raise ValueError(f"{text!r} names {url} twice")
+            raise ValueError(f"{quoted(text)} names {quoted(url)} twice")
     return ",".join(urls)
 
 
@@ -49,7 +52,7 @@ def check_name(value: str | None) -> None:
 
 def name(text: str) -> str:
     if not valid_relay_name(text):
-        raise ValueError(f"{text!r} is not a name: 1 to 64 of A-Z, a-z, 0-9, '_' and '-'")
+        raise ValueError(f"{quoted(text)} is not a name: 1 to 64 of A-Z, a-z, 0-9, '_' and '-'")
     return text
 
 

@@ -9,6 +9,8 @@ member reads and can send everything, so it would undo the restriction. A
 named is never left out in silence.
 """
 
+from mcrelay.settings.quoted import quoted
+
 LEGACY = "legacy"
 SECURE = "secure"
 PROFILES = (LEGACY, SECURE)
@@ -28,12 +30,12 @@ def profile_list(text: str) -> str:
     of :data:`PROFILES`); ``ValueError`` for an empty list, an unknown or repeated name."""
     names = [name.strip().lower() for name in text.split(",")]
     if names == [""]:
-        raise ValueError(f"{text!r} names no profile: give legacy, secure or legacy,secure")
+        raise ValueError(f"{quoted(text)} names no profile: give legacy, secure or legacy,secure")
     for name in names:
         if name not in PROFILES:
-            raise ValueError(f"{text!r}: {name!r} is not a profile (legacy or secure)")
+            raise ValueError(f"{quoted(text)}: {quoted(name)} is not a profile (legacy or secure)")
         if names.count(name) > 1:
-            raise ValueError(f"{text!r} names {name} twice")
+            raise ValueError(f"{quoted(text)} names {name} twice")
     return ",".join(name for name in PROFILES if name in names)
 
 
