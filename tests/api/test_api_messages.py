@@ -153,7 +153,8 @@ async def test_a_body_over_the_request_limit_is_413(relay_key_file: Path) -> Non
     async with api_daemon(relay_key_file) as api:
         body = json.dumps({"text": "z" * MAX_BODY_BYTES}).encode()
         response = await post_raw(api, body, "application/json")
-        assert_json_error(response, 413)
+        error = assert_json_error(response, 413)
+        assert error["message"] == f"the body is over {MAX_BODY_BYTES} bytes"
         # Its body unread, the connection closes: the client is told so (it once sent
         # its next request into the close, and was not answered).
         assert response.headers["connection"] == "close"

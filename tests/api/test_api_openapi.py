@@ -125,7 +125,19 @@ async def test_unknown_routes_are_json_404(relay_key_file: Path) -> None:
             methods = ["GET"] if path.startswith("/static/") else ["GET", "POST", "DELETE"]
             for method in methods:
                 response = await api.http.request(method, path)
-                assert_json_error(response, 404, "not_found")
+                error = assert_json_error(response, 404, "not_found")
+                # Werkzeug's sentence for a browser, before (found by review).
+                assert error["message"].startswith("no such path: '/"), error
+                assert error["message"].endswith("(the API's paths are in /v1/openapi.json)")
+
+
+async def test_a_long_unknown_path_is_quoted_cut_short(relay_key_file: Path) -> None:
+    async with api_daemon(relay_key_file) as api:
+        error = assert_json_error(await api.http.get("/" + "a" * 5000), 404, "not_found")
+        assert error["message"] == (
+            f"no such path: '/{'a' * 79}'... (5001 characters) (the API's paths are in "
+            "/v1/openapi.json)"
+        )
 
 
 async def test_wrong_methods_are_json_405(relay_key_file: Path) -> None:
@@ -159,7 +171,8 @@ async def test_wrong_methods_are_json_405(relay_key_file: Path) -> None:
 async def test_405_says_which_methods_are_allowed(relay_key_file: Path) -> None:
     async with api_daemon(relay_key_file) as api:
         response = await api.http.post("/v1/status")
-        assert response.status_code == 405
+        error = assert_json_error(response, 405, "method_not_allowed")
+        assert error["message"] == "POST is no method of '/v1/status': it takes GET, HEAD"
         allowed = {m.strip() for m in response.headers["Allow"].split(",")}
         assert "GET" in allowed
         response = await api.http.get("/v1/bans/127.0.0.1:1")

@@ -13,7 +13,7 @@ from typing import Any
 import trio
 from quart import Response, jsonify, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from mcrelay import __version__
 from mcrelay.api import clients, events
@@ -22,6 +22,7 @@ from mcrelay.api.metrics import render_metrics
 from mcrelay.api.openapi import openapi_document
 from mcrelay.api.serialize import error_json, rfc3339
 from mcrelay.settings.config import RelayConfig
+from mcrelay.settings.quoted import quoted
 from mcrelay.settings.table import SETTINGS
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ async def _check_token() -> tuple[Response, int] | None:
 
 async def _http_error(exc: HTTPException) -> tuple[Response, int]:
     code = (exc.name or "error").lower().replace(" ", "_")
-    response, status = error(exc.code or 500, code, exc.description or exc.name or "error")
+    response, status = error(exc.code or 500, code, _http_error_message(exc))
     for name, value in exc.get_headers():
         if name.lower() != "content-type":
             response.headers[name] = value  # Allow on a 405, for one
@@ -85,6 +86,20 @@ async def _http_error(exc: HTTPException) -> tuple[Response, int]:
         # request, and a client that is told so does not send one into its close.
         response.headers["Connection"] = "close"
     return response, status
+
+
+def _http_error_message(exc: HTTPException) -> str:
+    """The API's own words for what routing refuses: Werkzeug's were for a browser ("If
+    you entered the URL manually please check your spelling": found by review)."""
+    path = quoted(request.path)
+    if isinstance(exc, NotFound):
+        return f"no such path: {path} (the API's paths are in /v1/openapi.json)"
+    if isinstance(exc, MethodNotAllowed):
+        allowed = ", ".join(sorted(exc.valid_methods or ()))
+        return f"{request.method} is no method of {path}: it takes {allowed}"
+    if isinstance(exc, RequestEntityTooLarge):
+        return f"the body is over {MAX_BODY_BYTES} bytes"
+    return exc.description or exc.name or "error"
 
 
 async def _server_error(exc: Exception) -> tuple[Response, int]:
