@@ -234,6 +234,25 @@ async def test_a_ban_body_that_is_not_json_is_400_or_415(relay_key_file: Path) -
         assert_json_error(response, 415, "unsupported_media_type")
 
 
+@pytest.mark.parametrize(
+    ("digits", "says"),
+    [
+        (20, "'ban_s' must be seconds above 0"),
+        (21, "a number of 21 digits is too large for any field"),
+        # Python's own message, "use sys.set_int_max_str_digits()", before (found by review).
+        (5000, "a number of 5000 digits is too large for any field"),
+    ],
+)
+async def test_a_number_too_large_for_any_field_is_422(
+    relay_key_file: Path, digits: int, says: str
+) -> None:
+    async with api_daemon(relay_key_file) as api:
+        body = b'{"id": "10.0.0.7", "ban_s": -' + b"9" * digits + b"}"
+        json_type = {"Content-Type": "application/json"}
+        response = await api.http.post("/v1/bans", content=body, headers=json_type)
+        assert assert_json_error(response, 422, "invalid_body")["message"].startswith(says)
+
+
 async def test_lifting_a_malformed_id_is_400_and_an_unbanned_one_404(relay_key_file: Path) -> None:
     """A malformed id was 404 "no ban on 'garbage': ... is not ip:port" (found by review)."""
     async with api_daemon(relay_key_file) as api:

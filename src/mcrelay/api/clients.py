@@ -30,6 +30,8 @@ from mcrelay.protocol.addresses import format_address, parse_address
 blueprint = Blueprint("clients", __name__)
 
 DEFAULT_LIMIT = 1000
+MAX_INT_DIGITS = 20
+"""The longest integer a body may hold: larger ones fit no field (a ban is a year at most)."""
 MAX_LIMIT = 10000
 
 Reply = Response | tuple[Response, int]
@@ -320,11 +322,26 @@ async def _json_body() -> object:
     if request.mimetype != "application/json":
         raise BadRequest(415, "unsupported_media_type", "send the body as application/json")
     try:
-        return json.loads(await request.get_data(as_text=False))
+        return json.loads(await request.get_data(as_text=False), parse_int=_json_int)
+    except TooManyDigits as exc:
+        raise BadRequest(422, "invalid_body", str(exc)) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(400, "bad_json", f"the body is not JSON: {exc}") from None
     except RecursionError:
         raise BadRequest(400, "bad_json", "the body is nested too deeply") from None
+
+
+class TooManyDigits(ValueError):
+    """An integer of more digits than any the API takes."""
+
+
+def _json_int(text: str) -> int:
+    """An integer of the body; past :data:`MAX_INT_DIGITS`, none the API takes (5,000
+    digits were 400 with Python's "use sys.set_int_max_str_digits()": found by review)."""
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise TooManyDigits(f"a number of {digits} digits is too large for any field")
+    return int(text)
 
 
 @blueprint.post("/v1/messages")
