@@ -67,7 +67,10 @@ async def test_bans_outlive_a_restart_with_their_remaining_time(
         # The short one ended while the daemon was down; the others end when they did.
         assert set(after) == {"127.0.0.2", KEY_ID}
         for ban_id, ban in after.items():
-            assert ban["until"] == before[ban_id]["until"]
+            # The end is kept on the monotonic clock and shown on the wall clock: each
+            # side of the restart reads the two at two instants, a few ms apart under load.
+            shift = parse_time(ban["until"]) - parse_time(before[ban_id]["until"])
+            assert abs(shift.total_seconds()) < 0.1, shift
             assert ban["scope"] == before[ban_id]["scope"]
             assert HOUR_S - 60 < ban["remaining_s"] <= before[ban_id]["remaining_s"]
         # And the host is kept out.
