@@ -149,3 +149,23 @@ async def test_nothing_from_the_relays_own_address_is_taken(
         await settle()
         assert len(harness.relay.roster) == len(others)
         assert harness.drops() == {"own_address": 2 * len(own)}
+
+
+async def test_legacy_registrations_from_many_hosts_keep_no_secure_client_out(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Spoofed legacy registrations from many addresses filled ``--max-clients``, which
+    both profiles shared: every secure newcomer got ``registry_full``. Each profile's
+    members are held to it on their own."""
+    config = harness_config(max_clients=3, max_clients_per_host=1)
+    async with open_relay(keys[0], config) as harness:
+        for host in range(4):
+            harness.peer((f"127.0.0.{10 + host}", 30000), keys[1]).register()
+        await settle()
+        assert harness.drops() == {"registry_full": 1}  # the legacy members: 3
+        secure = [SecurePeer(HarnessLink(harness), (f"127.0.1.{n}", 40000)) for n in range(4)]
+        for peer in secure[:3]:
+            await peer.connect()
+        assert not await secure[3].handshake()  # the secure members: 3
+        assert harness.drops() == {"registry_full": 2}
+        assert len(harness.relay.roster) == 6

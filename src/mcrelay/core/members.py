@@ -107,10 +107,11 @@ class Roster:
         """A roster with room for nobody until its limits are set (they are settings)."""
         self.max_members = max_members
         self.max_members_per_host = max_members_per_host
+        self._per_profile: Counter[str] = Counter()
         self._per_host: Counter[tuple[str, str]] = Counter()
-        """Members by profile and host: each profile's count is held to the cap on its
-        own, so spoofed legacy registrations of a host keep no secure client of it out
-        (found by review)."""
+        """Members by profile, and by profile and host: each profile's counts are held to
+        the limits on their own, so spoofed legacy registrations, of one host or of many,
+        keep no secure client out (found by review)."""
         # By id, ordered by last activity, stalest first: expiry looks only at the front.
         self._members: OrderedDict[str, Member] = OrderedDict()
         self._at: dict[Address, Member] = {}
@@ -146,8 +147,8 @@ class Roster:
                 return Registration.REFRESHED, None
             member.identity = identity
             return Registration.REKEYED, None
-        if len(self._members) >= self.max_members:
-            raise RosterFull(f"{self.max_members} clients registered")
+        if self._per_profile[identity.profile] >= self.max_members:
+            raise RosterFull(f"{self.max_members} {identity.profile} clients registered")
         host = address[0]
         if self._per_host[identity.profile, host] >= self.max_members_per_host:
             raise RosterFull(
@@ -157,6 +158,7 @@ class Roster:
         member = Member(identity, address, time.time(), now)
         self._members[identity.id] = member
         self._at[address] = member
+        self._per_profile[identity.profile] += 1
         self._per_host[identity.profile, host] += 1
         if earlier is None or earlier.leaving is None:
             return Registration.NEW, None
@@ -167,7 +169,7 @@ class Roster:
     def has_room(self, profile: str, host: str) -> bool:
         """Is there room for a new member of ``profile`` from ``host``?"""
         return (
-            len(self._members) < self.max_members
+            self._per_profile[profile] < self.max_members
             and self._per_host[profile, host] < self.max_members_per_host
         )
 
@@ -199,6 +201,7 @@ class Roster:
         if member is None:
             return None, None
         self._forget(member)
+        self._per_profile[member.identity.profile] -= 1
         return member, self._leave(member, reason)
 
     def idle(self, now: float, timeout_s: float) -> list[Member]:

@@ -254,7 +254,7 @@ class RelayConfig:
         check=_AT_LEAST_1,
         section="limits",
         live=True,
-        help="registered clients at most",
+        help="registered clients of each profile at most",
     )
     max_clients_per_host: int = setting(
         256,
