@@ -13,7 +13,7 @@ from mcrelay.client import MessageReceived
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft
 from relay_harness import RELAY_ADDRESS, client_address, harness_config, open_relay, settle
-from secure_harness import HarnessLink, SecurePeer
+from secure_harness import HarnessLink, SecurePeer, connected
 
 Keys = list[rsa.RSAPrivateKey]
 
@@ -44,6 +44,29 @@ async def test_a_spoofed_legacy_registration_gives_way_to_the_secure_client_ther
         spoofer.register()  # and again: one address, one member
         assert roster.at(victim) is member
         assert harness.drops() == {"displaced": 1, "secure_address": 1}
+
+
+async def test_a_legacy_member_gives_way_only_to_a_join_that_is_allowed(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The legacy member was displaced before the secure join was checked against the
+    registration rate: the join refused, it was gone all the same, and every member was
+    told a leave for nothing (found by review). It stays until the join is allowed."""
+    config = harness_config(registrations_per_host_burst=1, registrations_per_host_per_s=0.01)
+    async with open_relay(keys[0], config) as harness:
+        await connected(harness, 1)  # the secure join its host may make now
+        address = client_address(5)
+        legacy = harness.peer(address, keys[1])
+        legacy.register()  # (the legacy profile's own budget)
+        await settle()
+        newcomer = SecurePeer(HarnessLink(harness), address)
+        newcomer.link.received(address)  # (what the legacy member is sent is not its)
+        assert await newcomer.handshake()
+        await newcomer.pump(rounds=2)  # its confirming DATA, over the rate
+        await settle()
+        assert harness.drops() == {"rate_limited": 1}
+        assert legacy.registered()
+        assert harness.relay.roster.get(newcomer.id) is None
 
 
 async def test_a_secure_member_that_roams_to_a_legacy_members_address_takes_it(

@@ -137,10 +137,12 @@ class Services(Protocol):
         """Register, re-key or refresh a member, and announce it (raises ``RosterFull``, or
         ``AddressInUse`` when another member holds the address)."""
 
-    def take_address(self, profile: str, member_id: str, address: Address) -> None:
+    def take_address(
+        self, profile: str, member_id: str, address: Address, *, only_check: bool = False
+    ) -> None:
         """Make way for a member of ``profile`` at ``address`` (``AddressInUse`` when
         another member holds it, or is still leaving from it; a legacy holder gives way
-        to a secure member, and leaves)."""
+        to a secure member, and leaves; ``only_check``: not yet)."""
 
     def remove(self, member_id: str, reason: Departure) -> Member | None:
         """Remove a member and announce its leave (once its messages in flight are out)."""

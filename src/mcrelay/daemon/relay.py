@@ -531,7 +531,9 @@ class Relay:
         if self.federation is not None:
             self.federation.moved(member)
 
-    def take_address(self, profile: str, member_id: str, address: Address) -> None:
+    def take_address(
+        self, profile: str, member_id: str, address: Address, *, only_check: bool = False
+    ) -> None:
         """A member of ``profile`` at ``address``: a legacy registration, or a secure
         handshake or path validation (which prove it receives there). One address is one
         member: while another member holds it, or one that left is still to be announced
@@ -544,13 +546,17 @@ class Relay:
         leaves, ``replaced``): its registration proved nothing, and one spoofed datagram
         a client timeout kept a secure client out of its own address for good (found by
         review); whoever could spoof it could remove it anyway (a DISCONNECT). Decision 67
-        of protocol.md."""
+        of protocol.md. ``only_check``: raise as it would, but displace no one yet (a
+        secure join checks its rate and room between the two: a legacy member was
+        displaced for a join then refused, found by review)."""
         holder = self.roster.at(address)
         if holder is not None:
             if holder.id == member_id:
                 return
             if holder.identity.profile != LEGACY or profile == LEGACY:
                 raise AddressInUse(f"{format_address(address)} is {holder.id}'s")
+            if only_check:
+                return
             self.drop(DropReason.DISPLACED, address, holder.id)
             self.remove(holder.id, Departure.REPLACED)
         leaving = self.roster.leaving_from(address)

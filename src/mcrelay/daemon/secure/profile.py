@@ -288,9 +288,11 @@ class SecureProfile:
             raise RemoteProtocolError("a key refused since its INIT", refused)
         # Another secure member's address is not taken, a legacy one's is (Services.
         # take_address): the handshake is kept, and the client's DATA that comes again
-        # gets in once that member has left.
+        # gets in once that member has left. The legacy one gives way only once the
+        # join is allowed (rate, room): it was removed for a join then refused.
+        member_id = client_id(pending.key)
         try:
-            self._services.take_address(PROFILE, client_id(pending.key), pending.address)
+            self._services.take_address(PROFILE, member_id, pending.address, only_check=True)
         except AddressInUse as exc:
             raise RemoteProtocolError(str(exc), DropReason.ADDRESS_IN_USE) from None
         # A join (or a replacement) tells every member: no faster than legacy
@@ -298,6 +300,13 @@ class SecureProfile:
         # cannot spend a victim's share). The client sends its DATA again later.
         if not self._services.registrations[PROFILE].allow((pending.address[0], 0), now):
             raise RemoteProtocolError("a join over the registration rate", DropReason.RATE_LIMITED)
+        roster = self._services.roster
+        if roster.get(member_id) is None and not roster.has_room(PROFILE, pending.address[0]):
+            raise RemoteProtocolError("no room for a newcomer", DropReason.REGISTRY_FULL)
+        try:
+            self._services.take_address(PROFILE, member_id, pending.address)
+        except AddressInUse as exc:  # a legacy member displaced, whose leave waits
+            raise RemoteProtocolError(str(exc), DropReason.ADDRESS_IN_USE) from None
         self._pending.forget(pending.key)
         session = Session(
             Role.RELAY,
