@@ -62,8 +62,8 @@ def read_regular_file(
     except OSError as exc:
         if exc.errno == errno.ELOOP and not follow_symlinks and os.path.islink(path):
             raise FileError(
-                f"{what} {path} is a symbolic link; refusing to follow it: "
-                "give the path of the file itself"
+                f"{what} {path} is a symbolic link; refusing to follow it: put the file "
+                "itself there, or give its own path where a setting names it"
             ) from None
         raise FileError(f"cannot read {what} {path}: {exc.strerror}") from None
     try:
@@ -241,7 +241,8 @@ def load_private_file(
         # A key someone else put there (in a shared directory, say) is one they know.
         raise FileError(
             f"{what} {path} belongs to uid {contents.owner}, not to this user "
-            f"(uid {os.geteuid()}): a private key is its owner's; chown it, or make a new one"
+            f"(uid {os.geteuid()}): what another user put there could be what they chose "
+            "(a key they know, say); chown it if it is this user's"
         )
     if not any_owner:  # config check looks, and changes nothing
         # A key file is never written again once there: its creator's leftovers go here.
