@@ -256,6 +256,17 @@ async def test_a_number_too_large_for_any_field_is_422(
         assert assert_json_error(response, 422, "invalid_body")["message"].startswith(says)
 
 
+async def test_a_field_given_twice_is_422(relay_key_file: Path) -> None:
+    """The last one won: ``{"id": A, "id": B}`` banned B (found by review)."""
+    async with api_daemon(relay_key_file) as api:
+        body = b'{"id": "10.0.0.9", "ban_s": 60, "id": "10.0.0.10"}'
+        json_type = {"Content-Type": "application/json"}
+        response = await api.http.post("/v1/bans", content=body, headers=json_type)
+        error = assert_json_error(response, 422, "invalid_body")
+        assert error["message"] == "the field 'id' is given twice"
+        assert (await api.http.get("/v1/bans")).json()["bans"] == []
+
+
 async def test_lifting_a_malformed_id_is_400_and_an_unbanned_one_404(relay_key_file: Path) -> None:
     """A malformed id was 404 "no ban on 'garbage': ... is not ip:port" (found by review)."""
     async with api_daemon(relay_key_file) as api:
