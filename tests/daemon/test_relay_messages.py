@@ -7,6 +7,7 @@ order, and time is the mock clock.
 
 import random
 from dataclasses import replace
+from functools import partial
 
 import pytest
 import trio
@@ -17,6 +18,7 @@ from mcrelay.client import MessageReceived
 from mcrelay.core.opened import Sealed
 from mcrelay.daemon.legacy import sealing
 from mcrelay.protocol import legacy
+from mcrelay.protocol.addresses import RELAY_ITSELF, format_address
 from mcrelay.protocol.legacy import crypto
 from mcrelay.protocol.legacy.events import PeerJoined, PeerLeft, RelayedMessage
 from mcrelay.protocol.legacy.fragments import Fragment, encode_fragment
@@ -182,6 +184,34 @@ async def test_a_senders_messages_keep_their_order_whatever_order_crypto_ends_in
         harness.workers.release()
         await settle()
         assert b.take() == [MessageReceived(a.address, text) for text in texts]
+
+
+async def test_crypto_jobs_take_turns_by_their_senders_host_then_by_sender(
+    keys: Keys, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Review 15: with turns per sender, one host's many ids took most of the workers'
+    time. A member's jobs are its host's (its IP address: here all share one) and its
+    own within it; the relay's posts are a host of their own."""
+    async with open_relay(keys[0]) as harness, trio.open_nursery() as nursery:
+        a, b, c = await harness.members(keys, 3)
+        harness.workers.hold()
+        a.say(b"from a")
+        b.say(b"from b")
+        nursery.start_soon(partial(harness.relay.post, b"post", list(harness.relay.roster)))
+        await settle()
+        assert [(job.host, job.owner) for job in harness.workers.held] == [
+            ("127.0.0.1", format_address(a.address)),
+            ("127.0.0.1", format_address(b.address)),
+            ("relay", "relay"),
+        ]
+        harness.workers.release()
+        await settle()
+        delivered = [
+            MessageReceived(a.address, b"from a"),
+            MessageReceived(b.address, b"from b"),
+            MessageReceived(RELAY_ITSELF, b"post"),
+        ]
+        assert sorted(c.take(), key=repr) == sorted(delivered, key=repr)  # none between senders
 
 
 async def test_a_long_message_is_sealed_in_jobs_of_fewer_recipients(

@@ -30,6 +30,7 @@ from support import wait_until
 Keys = list[rsa.RSAPrivateKey]
 
 SENDER = ("127.0.0.1", 40000)
+HOST = "127.0.0.1"
 OWNER = "127.0.0.1:40000"
 
 
@@ -70,7 +71,7 @@ async def test_a_job_runs_in_a_worker_process_and_its_error_keeps_its_reason(
         workers = started(keys)
         await nursery.start(workers.run)
         job = OpenJob(payload(keys, b"hello"), 1000, SENDER, (recipient(keys, 1),))
-        opened = await workers.call(job, OWNER)
+        opened = await workers.call(job, HOST, OWNER)
         assert opened.plaintext == b"hello"
         assert opened.sealed is not None
         [copy] = opened.sealed
@@ -80,7 +81,7 @@ async def test_a_job_runs_in_a_worker_process_and_its_error_keeps_its_reason(
         ]
         assert crypto.decrypt_concatenated_untrusted(keys[1], relayed_ciphertext(copy)) == b"hello"
         with pytest.raises(RemoteProtocolError) as raised:
-            await workers.call(OpenJob(b"\x00" * 40, 1000, SENDER, None), OWNER)
+            await workers.call(OpenJob(b"\x00" * 40, 1000, SENDER, None), HOST, OWNER)
         assert raised.value.reason is DropReason.TOO_LARGE  # its reason crossed with it
         [pid] = workers.pids
         assert pid != os.getpid()
@@ -103,9 +104,11 @@ async def test_answers_come_in_the_order_of_the_jobs_and_a_failing_completion_is
     async with trio.open_nursery() as nursery:
         workers = started(keys)
         await nursery.start(workers.run)
-        workers.submit(Job(OpenJob(payload(keys, b"first"), 1000, SENDER, None), broken, OWNER))
+        workers.submit(
+            Job(OpenJob(payload(keys, b"first"), 1000, SENDER, None), broken, HOST, OWNER)
+        )
         for text in texts:
-            workers.submit(Job(OpenJob(payload(keys, text), 1000, SENDER, None), keep, OWNER))
+            workers.submit(Job(OpenJob(payload(keys, text), 1000, SENDER, None), keep, HOST, OWNER))
         await wait_until(lambda: len(finished) == len(texts))
         assert finished == texts
         nursery.cancel_scope.cancel()
@@ -123,7 +126,7 @@ async def test_a_worker_that_dies_fails_the_jobs_it_held_and_the_others_take_the
         os.kill(stopped, signal.SIGSTOP)  # it takes its share of jobs, and answers none
         for n in range(10):
             workers.submit(
-                Job(SealJob(SENDER, b"%d" % n, (recipient(keys, 1),)), results.append, OWNER)
+                Job(SealJob(SENDER, b"%d" % n, (recipient(keys, 1),)), results.append, HOST, OWNER)
             )
         await wait_until(lambda: len(results) == 10 - workers_module.IN_FLIGHT_PER_WORKER)
         os.kill(stopped, signal.SIGKILL)
@@ -133,7 +136,9 @@ async def test_a_worker_that_dies_fails_the_jobs_it_held_and_the_others_take_the
         assert all(isinstance(r.error, WorkerLost) for r in lost)
         assert len({id(r.error) for r in lost}) == len(lost)  # each its own traceback
         # Before the dead one is started again (a second later), the other takes it all.
-        opened = await workers.call(OpenJob(payload(keys, b"again"), 1000, SENDER, None), OWNER)
+        opened = await workers.call(
+            OpenJob(payload(keys, b"again"), 1000, SENDER, None), HOST, OWNER
+        )
         assert (opened.plaintext, workers.pids, workers.up) == (b"again", [other], 1)
         assert workers.restarts == 1
         await wait_until(lambda: workers.up == 2)
@@ -153,7 +158,7 @@ async def test_a_worker_that_answers_nothing_is_stopped_and_its_jobs_fail(
         [pid] = workers.pids
         os.kill(pid, signal.SIGSTOP)
         with pytest.raises(WorkerLost, match=r"no answer for 0.3 s"):
-            await workers.call(SealJob(SENDER, b"held", (recipient(keys, 1),)), OWNER)
+            await workers.call(SealJob(SENDER, b"held", (recipient(keys, 1),)), HOST, OWNER)
         assert not alive(pid)
         nursery.cancel_scope.cancel()
     assert "a crypto worker ended (no answer for 0.3 s) with 1 jobs unanswered" in caplog.text
@@ -180,11 +185,11 @@ async def test_a_worker_ignores_sigterm_sighup_and_sigint_and_ends_with_its_rela
         await nursery.start(workers.run)
         await wait_until(lambda: bool(workers.pids))
         [pid] = workers.pids
-        await workers.call(SealJob(SENDER, b"ready", (recipient(keys, 1),)), OWNER)
+        await workers.call(SealJob(SENDER, b"ready", (recipient(keys, 1),)), HOST, OWNER)
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             os.kill(pid, signum)
         opened = await workers.call(
-            OpenJob(payload(keys, b"still here"), 1000, SENDER, None), OWNER
+            OpenJob(payload(keys, b"still here"), 1000, SENDER, None), HOST, OWNER
         )
         assert (opened.plaintext, workers.pids) == (b"still here", [pid])
         nursery.cancel_scope.cancel()
@@ -206,7 +211,9 @@ async def test_resize_starts_and_retires_workers(keys: Keys) -> None:
         workers.resize(1)
         await wait_until(lambda: len(workers.pids) == 1)
         assert sum(alive(pid) for pid in first) == 1
-        opened = await workers.call(OpenJob(payload(keys, b"one left"), 1000, SENDER, None), OWNER)
+        opened = await workers.call(
+            OpenJob(payload(keys, b"one left"), 1000, SENDER, None), HOST, OWNER
+        )
         assert (workers.count, opened.plaintext) == (1, b"one left")
         nursery.cancel_scope.cancel()
 
@@ -284,7 +291,9 @@ async def test_two_jobs_queued_at_once_go_one_to_each_worker(keys: Keys) -> None
         stopped, _other = workers.pids
         os.kill(stopped, signal.SIGSTOP)
         for text in (b"one", b"two"):
-            workers.submit(Job(SealJob(SENDER, text, (recipient(keys, 1),)), results.append, OWNER))
+            workers.submit(
+                Job(SealJob(SENDER, text, (recipient(keys, 1),)), results.append, HOST, OWNER)
+            )
         await wait_until(lambda: len(results) == 1)
         await trio.testing.wait_all_tasks_blocked()
         assert len(results) == 1
@@ -311,9 +320,9 @@ async def test_one_owners_backlog_does_not_hold_another_owners_job(
 
         for n in range(30):
             work = SealJob(SENDER, costly, (recipient(keys, 1),))
-            workers.submit(Job(work, done(f"flood {n}"), "flood"))
+            workers.submit(Job(work, done(f"flood {n}"), "10.0.0.1", "flood"))
         other = SealJob(SENDER, b"hi", (recipient(keys, 2),))
-        workers.submit(Job(other, done("other"), "other"))
+        workers.submit(Job(other, done("other"), "10.0.0.2", "other"))
         await wait_until(lambda: len(finished) == 31)
         assert finished[:3] == ["flood 0", "other", "flood 1"]
         assert finished[3:] == [f"flood {n}" for n in range(2, 30)]
@@ -335,7 +344,7 @@ async def test_a_worker_holding_jobs_of_its_cost_bound_takes_no_more(
         os.kill(stopped, signal.SIGSTOP)
         for _ in range(4):
             workers.submit(
-                Job(SealJob(SENDER, costly, (recipient(keys, 1),)), results.append, OWNER)
+                Job(SealJob(SENDER, costly, (recipient(keys, 1),)), results.append, HOST, OWNER)
             )
         await wait_until(lambda: len(results) == 3)
         os.kill(stopped, signal.SIGCONT)
@@ -355,7 +364,7 @@ async def test_a_job_given_to_a_worker_idle_for_longer_than_the_answer_deadline_
         [pid] = workers.pids
         await trio.sleep(0.5)
         opened = await workers.call(
-            OpenJob(payload(keys, b"after a silence"), 1000, SENDER, None), OWNER
+            OpenJob(payload(keys, b"after a silence"), 1000, SENDER, None), HOST, OWNER
         )
         assert (opened.plaintext, workers.pids, workers.restarts) == (
             b"after a silence",
@@ -390,7 +399,7 @@ async def test_a_worker_that_answers_a_job_it_was_not_given_is_stopped_not_the_r
     monkeypatch.setattr(workers_module, "_command", lambda: [sys.executable, "-c", FAKE_WORKER])
     async with trio.open_nursery() as nursery:
         workers = started(keys)
-        job = workers.start(SealJob(SENDER, b"x", (recipient(keys, 1),)), OWNER)
+        job = workers.start(SealJob(SENDER, b"x", (recipient(keys, 1),)), HOST, OWNER)
         await nursery.start(workers.run)
         assert await job == "answer"  # type: ignore[comparison-overlap]
         await wait_until(lambda: workers.restarts == 1)
@@ -408,6 +417,8 @@ async def test_a_module_in_the_working_directory_does_not_run_in_a_worker(
     async with trio.open_nursery() as nursery:
         workers = started(keys)
         await nursery.start(workers.run)
-        opened = await workers.call(OpenJob(payload(keys, b"safe"), 1000, SENDER, None), OWNER)
+        opened = await workers.call(
+            OpenJob(payload(keys, b"safe"), 1000, SENDER, None), HOST, OWNER
+        )
         assert opened.plaintext == b"safe"
         nursery.cancel_scope.cancel()

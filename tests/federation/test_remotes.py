@@ -4,7 +4,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mcrelay.core.members import Departure, Identity
-from mcrelay.core.remotes import Remote, Remotes
+from mcrelay.core.profile import RELAY_ORIGIN, turn_host
+from mcrelay.core.remotes import Remote, Remotes, relay_of
 
 
 def remote(n: int, *, key: str = "a", port: int | None = None) -> Remote:
@@ -125,3 +126,15 @@ def test_the_index_and_the_relays_agree_whatever_happens(steps: list[tuple[str, 
             remotes.snapshot(name, [remote(i) for i in range(n)], float(now))
         held = {m.id for relay in remotes.relays.values() for m in relay.members.values()}
         assert held == {m.id for m in remotes}
+
+
+def test_a_senders_crypto_turns_are_its_hosts_this_relays_or_its_relays() -> None:
+    """The workers' turns (daemon.fairqueue) go by host: a member's IP address here, the
+    relay's own posts, another relay (its members and posts, whatever hosts it names)."""
+    assert relay_of("b/10.0.0.1:4001") == "b"
+    assert relay_of("10.0.0.1:4001") is None
+    assert turn_host("10.0.0.1:4001", ("10.0.0.1", 4001)) == "10.0.0.1"
+    assert turn_host("k:AAAA", ("10.0.0.2", 4001)) == "10.0.0.2"
+    assert turn_host(RELAY_ORIGIN.id, RELAY_ORIGIN.address) == "relay"
+    assert turn_host("b/10.0.0.1:4001", ("10.0.0.1", 4001)) == "b/"
+    assert turn_host("b/relay", RELAY_ORIGIN.address) == "b/"

@@ -17,7 +17,7 @@ from mcrelay.core.events import EventHub
 from mcrelay.core.members import Departure, Identity, Member, Roster
 from mcrelay.core.opened import Opened, Sealed
 from mcrelay.core.ratelimit import SourceLimiter
-from mcrelay.core.remotes import Remotes
+from mcrelay.core.remotes import Remotes, relay_of
 from mcrelay.protocol.addresses import RELAY_ITSELF, Address
 from mcrelay.protocol.errors import DropReason
 
@@ -34,6 +34,20 @@ class Origin:
 
 RELAY_ORIGIN = Origin("relay", RELAY_ITSELF)
 """The relay itself: an operator's message."""
+
+
+def turn_host(member_id: str, address: Address) -> str:
+    """The host whose turns a sender's crypto work takes (:mod:`mcrelay.daemon.fairqueue`):
+    a member of this relay's is its IP address, as the relay's other bounds per host
+    count it; the relay's own posts are one host (``relay``); another relay's members
+    and posts are that relay (its name and ``/``: they come in its one line and in its
+    order, and what addresses it says they have is its word)."""
+    relay = relay_of(member_id)
+    if relay is not None:
+        return f"{relay}/"
+    if member_id == RELAY_ORIGIN.id:
+        return RELAY_ORIGIN.id
+    return address[0]
 
 
 class Profile(Protocol):

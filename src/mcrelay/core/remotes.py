@@ -68,6 +68,13 @@ def remote_id(relay: str, member_id: str) -> str:
     return f"{relay}/{member_id}"
 
 
+def relay_of(member_id: str) -> str | None:
+    """The other relay a :func:`remote_id` names (its members', and its own posts'); None
+    for an id of this relay's (no ``/``: ``ip:port``, ``k:`` and a key, ``relay``)."""
+    relay, slash, _ = member_id.partition("/")
+    return relay if slash else None
+
+
 class Remotes:
     def __init__(self, *, lease_s: float = LEASE_S, max_members: int = MAX_REMOTE_MEMBERS):
         self.lease_s = lease_s

@@ -9,13 +9,15 @@ pickles and a pipe write and read per batch (see ``bench/README.md``).
 
 Each worker process (:mod:`mcrelay.daemon.worker_main`) is owned by a task of
 :meth:`CryptoWorkers.run`'s nursery, which writes its jobs and reads its answers, in
-order. Jobs wait in a :class:`~mcrelay.daemon.fairqueue.FairQueue`, a line per owner
-(the message's sender) taken in turns weighted by the jobs' costs, so one member's
-backlog of costly jobs delays another's job by a round of turns, not by the whole
+order. Jobs wait in a :class:`~mcrelay.daemon.fairqueue.FairQueue`, a line per host
+(the message's sender's) and within it per owner (the sender), taken in turns
+weighted by the jobs' costs, so one host's backlog of costly jobs, however many
+senders it has, delays another host's job by a round of turns, not by the whole
 backlog. A worker that is up takes the next ones as it has room (at most
 :data:`IN_FLIGHT_PER_WORKER`, and while those it holds cost less than
 :data:`IN_FLIGHT_COST_PER_WORKER`), so a long job holds up only its own worker, and a
-worker does not hold a queue of them that the turns cannot reorder. A worker that dies, or answers nothing for
+worker does not hold a queue of them that the turns cannot reorder. A worker that
+dies, or answers nothing for
 :data:`ANSWER_TIMEOUT_S`, fails the jobs it held (:class:`WorkerLost`) and is started
 again (the others take the queue meanwhile); at the relay's end, its process is killed
 once the messages in flight have settled.
@@ -52,9 +54,10 @@ IN_FLIGHT_COST_PER_WORKER = 512
 no more until one is answered: a costly job, of which one keeps it busy, does not take
 three more places ahead of other members' jobs."""
 ROUND_COST = 512
-"""The cost each owner with jobs waiting is given per turn (its jobs are taken while
-their cost is within it, the rest carried to its next turn): about 11 ms of a worker's
-time; a job dearer than that waits a few turns, others' jobs are taken meanwhile."""
+"""The cost each host with jobs waiting is given per turn, and each of its owners per
+turn within the host's (its jobs are taken while their cost is within it, the rest
+carried to its next turn): about 11 ms of a worker's time; a job dearer than that
+waits a few turns, others' jobs are taken meanwhile."""
 READY_TIMEOUT_S = 10.0
 """A worker that has not said it is ready this long after its start is stopped."""
 ANSWER_TIMEOUT_S = 30.0
@@ -95,9 +98,12 @@ class Job(Generic[T]):
     done: Callable[["outcome.Outcome[T]"], None]
     """Runs on the Trio thread as the answer comes: cannot await, and should not raise
     (what it raises is logged, and the job's other state is its own)."""
+    host: str
+    """Where it comes from (see :func:`mcrelay.core.profile.turn_host`): the hosts take
+    turns."""
     owner: str
-    """Whose job it is (the message's sender's id): each owner's jobs take turns with
-    the others'."""
+    """Whose job it is (the message's sender's id): within its host's turns, each
+    owner's jobs take turns with the others'."""
     frame: bytes = b""
     """The work, pickled (by :meth:`CryptoWorkers.submit`)."""
 
@@ -185,7 +191,7 @@ class CryptoWorkers:
         self._count = count
         self._setup: bytes | None = None
         self._queue: FairQueue[Job[Any]] = FairQueue(ROUND_COST)
-        """Submitted jobs no worker has taken yet, in their owners' lines."""
+        """Submitted jobs no worker has taken yet, in their hosts' and owners' lines."""
         self._workers: list[_Worker] = []
         self._nursery: trio.Nursery | None = None
         self._running = False
@@ -232,19 +238,19 @@ class CryptoWorkers:
     def submit(self, job: Job[Any]) -> None:
         """Queue a job (from the Trio thread); never blocks. The caller bounds the jobs."""
         job.frame = worker_main.frame(job.work)
-        self._queue.push(job.owner, job, job.work.cost)
+        self._queue.push(job.host, job.owner, job, job.work.cost)
         self._feed()
 
-    def start(self, work: Work[T], owner: str) -> "Running[T]":
-        """Queue ``owner``'s ``work`` now (from the Trio thread, never blocking); await the
-        result."""
+    def start(self, work: Work[T], host: str, owner: str) -> "Running[T]":
+        """Queue the ``work`` of ``owner`` on ``host`` now (from the Trio thread, never
+        blocking); await the result."""
         running: Running[T] = Running()
-        self.submit(Job(work, running.finish, owner))
+        self.submit(Job(work, running.finish, host, owner))
         return running
 
-    async def call(self, work: Work[T], owner: str) -> T:
-        """Run ``owner``'s ``work`` in a worker and wait for its result."""
-        return await self.start(work, owner)
+    async def call(self, work: Work[T], host: str, owner: str) -> T:
+        """Run the ``work`` of ``owner`` on ``host`` in a worker and wait for its result."""
+        return await self.start(work, host, owner)
 
     def resize(self, count: int) -> None:
         """Have ``count`` workers: start more, or retire the surplus (each after the jobs

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.core.members import AddressInUse, Departure, Identity, Member, RosterFull
 from mcrelay.core.opened import Opened, Sealed
-from mcrelay.core.profile import Admitted, Origin, Services
+from mcrelay.core.profile import Admitted, Origin, Services, turn_host
 from mcrelay.core.ratelimit import SourceLimiter
 from mcrelay.daemon.legacy.sealing import (
     SEAL_INLINE_MAX,
@@ -482,7 +482,7 @@ class LegacyProfile:
         )
         keys = tuple(_recipient(member) for member in recipients) if sealed_here else None
         work = OpenJob(payload, self.max_message_bytes, sender.address, keys)
-        return self._workers.start(work, sender.id)
+        return self._workers.start(work, turn_host(sender.id, sender.address), sender.id)
 
     # Copies and notices out.
 
@@ -490,19 +490,21 @@ class LegacyProfile:
         self, origin: Origin, plaintext: bytes, recipients: Sequence[Member]
     ) -> list[Sealed]:
         """One copy per recipient, sealed by the workers a few recipients per job (fewer
-        the longer the message: SEAL_JOB_COST), with at most one job per worker queued
-        at once: so other messages are sealed in between, and a large fan-out delays
-        them by a job's time, not by its whole. (No task per
-        job: the jobs are queued in turn and their results awaited in order.)"""
+        the longer the message: SEAL_JOB_COST), in turns by the origin's host
+        (``turn_host``), with at most one job per worker queued at once: so other
+        messages are sealed in between, and a large fan-out delays them by a job's
+        time, not by its whole. (No task per job: the jobs are queued in turn and their
+        results awaited in order.)"""
         keys = tuple(_recipient(member) for member in recipients)
         per_job = recipients_per_job(chunks(len(plaintext)))
+        host = turn_host(origin.id, origin.address)
         sealed: list[Sealed] = []
         queued: deque[Running[list[Sealed]]] = deque()
         for start in range(0, len(keys), per_job):
             if len(queued) == self._workers.count:
                 sealed.extend(await queued.popleft())
             work = SealJob(origin.address, plaintext, keys[start : start + per_job])
-            queued.append(self._workers.start(work, origin.id))
+            queued.append(self._workers.start(work, host, origin.id))
         while queued:
             sealed.extend(await queued.popleft())
         return sealed
