@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from mcrelay.core.opened import Opened
 from mcrelay.daemon import workers as workers_module
 from mcrelay.daemon.legacy import sealing
-from mcrelay.daemon.legacy.sealing import KeyStore, OpenJob, SealJob, relay_key_der
+from mcrelay.daemon.legacy.sealing import KeyStore, OpenJob, Recipient, SealJob, relay_key_der
 from mcrelay.daemon.worker_main import frame, split_frames
 from mcrelay.daemon.workers import CryptoWorkers, Job, WorkerLost, WorkerStartError
 from mcrelay.protocol import legacy
@@ -45,9 +45,9 @@ def payload(keys: Keys, plaintext: bytes) -> bytes:
     return b"".join(encode_tlv(TlvType.ENCRYPTED_BLOCK, block) for block in blocks)
 
 
-def recipient(keys: Keys, index: int) -> tuple[bytes, bytes]:
+def recipient(keys: Keys, index: int) -> Recipient:
     key = keys[index].public_key()
-    return crypto.key_digest(key), crypto.key_der(key)
+    return Recipient(crypto.key_digest(key), crypto.key_der(key), key.key_size)
 
 
 def relayed_ciphertext(copy: bytes) -> bytes:
@@ -251,8 +251,34 @@ def test_a_jobs_cost_counts_its_chunks_decrypted_and_sealed(keys: Keys) -> None:
     assert OpenJob(opened, 1000, SENDER, few).cost == 3 * (sealing.DECRYPT_COST + 3)
     assert OpenJob(b"", 1000, SENDER, few).cost == sealing.DECRYPT_COST + 3
     # A long message is sealed for fewer recipients a job (48 KB: 253 chunks, 4).
-    per_job = [sealing.recipients_per_job(chunks) for chunks in (1, 64, 65, 253, 2000)]
-    assert per_job == [16, 16, 15, 4, 1]
+    per_job = [
+        {len(batch) for batch in sealing.seal_batches(chunks, many * 2)}
+        for chunks in (1, 64, 65, 253, 2000)
+    ]
+    assert per_job == [{16, 2}, {16, 2}, {15, 4}, {4, 2}, {1}]
+
+
+def test_a_recipients_chunks_cost_by_its_keys_size(keys: Keys) -> None:
+    """Measured (see CHUNK_COST_EXPONENT): a 4096-bit recipient's chunk takes 3.1 to 3.7
+    times a 2048-bit one's, a 3072-bit one's 1.7 to 2; review 15 found 12 KB sealed for 4
+    recipients of 4096 bits counted as 2048-bit ones, a third of what it took. A job
+    then seals for fewer of them, within SEAL_JOB_COST."""
+    digest, der, _ = recipient(keys, 1)
+    text = b"x" * 12_000  # 64 chunks
+    costs = {
+        bits: SealJob(SENDER, text, (Recipient(digest, der, bits),) * 4).cost
+        for bits in (2048, 3072, 4096)
+    }
+    assert costs[2048] == 4 * 64
+    assert 1.7 <= costs[3072] / costs[2048] <= 2.0
+    assert 3.1 <= costs[4096] / costs[2048] <= 3.7
+    large = (Recipient(digest, der, 4096),) * 16
+    assert [len(batch) for batch in sealing.seal_batches(64, large)] == [4, 4, 4, 4]
+    opened = payload(keys, text)
+    assert (
+        OpenJob(opened, 20_000, SENDER, large[:4]).cost == 64 * sealing.DECRYPT_COST + costs[4096]
+    )
+    assert OpenJob(opened, 20_000, SENDER, large[:5]).cost == 64 * sealing.DECRYPT_COST
 
 
 async def test_a_worker_that_cannot_start_stops_run(keys: Keys) -> None:

@@ -106,6 +106,9 @@ class Job(Generic[T]):
     owner's jobs take turns with the others'."""
     frame: bytes = b""
     """The work, pickled (by :meth:`CryptoWorkers.submit`)."""
+    cost: int = 0
+    """The work's cost, as :meth:`CryptoWorkers.submit` found it (a legacy job's sums
+    over its recipients: not again at each look at a worker's load)."""
 
 
 class Running(Generic[T]):
@@ -165,7 +168,7 @@ class _Worker:
 
     def load(self) -> int:
         """The cost of the jobs it holds."""
-        return sum(job.work.cost for job in self.in_flight)
+        return sum(job.cost for job in self.in_flight)
 
     def expect_answer_by(self, deadline: float) -> None:
         self.deadline = deadline
@@ -238,7 +241,8 @@ class CryptoWorkers:
     def submit(self, job: Job[Any]) -> None:
         """Queue a job (from the Trio thread); never blocks. The caller bounds the jobs."""
         job.frame = worker_main.frame(job.work)
-        self._queue.push(job.host, job.owner, job, job.work.cost)
+        job.cost = job.work.cost
+        self._queue.push(job.host, job.owner, job, job.cost)
         self._feed()
 
     def start(self, work: Work[T], host: str, owner: str) -> "Running[T]":

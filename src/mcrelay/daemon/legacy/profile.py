@@ -28,8 +28,8 @@ from mcrelay.daemon.legacy.sealing import (
     Recipient,
     SealJob,
     chunks,
-    recipients_per_job,
     relay_key_der,
+    seal_batches,
 )
 from mcrelay.daemon.legacy.waiting import Waiting, WaitingRegistrations
 from mcrelay.daemon.workers import CryptoWorkers, Running
@@ -70,8 +70,10 @@ class _Message:
 def _recipient(member: Member) -> Recipient:
     """A legacy member's RSA key as a worker's job carries it (see :func:`identity`)."""
     key = member.identity.key
+    bits = member.identity.details["key_bits"]
     assert key is not None, "a member of this relay"
-    return member.identity.origin_id, key
+    assert isinstance(bits, int), "its key's size, as identity() gave it"
+    return Recipient(member.identity.origin_id, key, bits)
 
 
 def identity(key: rsa.RSAPublicKey, address: Address) -> Identity:
@@ -490,20 +492,19 @@ class LegacyProfile:
         self, origin: Origin, plaintext: bytes, recipients: Sequence[Member]
     ) -> list[Sealed]:
         """One copy per recipient, sealed by the workers a few recipients per job (fewer
-        the longer the message: SEAL_JOB_COST), in turns by the origin's host
-        (``turn_host``), with at most one job per worker queued at once: so other
-        messages are sealed in between, and a large fan-out delays them by a job's
-        time, not by its whole. (No task per job: the jobs are queued in turn and their
-        results awaited in order.)"""
-        keys = tuple(_recipient(member) for member in recipients)
-        per_job = recipients_per_job(chunks(len(plaintext)))
+        the longer the message and the larger their keys: SEAL_JOB_COST), in turns by
+        the origin's host (``turn_host``), with at most one job per worker queued at
+        once: so other messages are sealed in between, and a large fan-out delays them
+        by a job's time, not by its whole. (No task per job: the jobs are queued in turn
+        and their results awaited in order.)"""
+        keys = [_recipient(member) for member in recipients]
         host = turn_host(origin.id, origin.address)
         sealed: list[Sealed] = []
         queued: deque[Running[list[Sealed]]] = deque()
-        for start in range(0, len(keys), per_job):
+        for batch in seal_batches(chunks(len(plaintext)), keys):
             if len(queued) == self._workers.count:
                 sealed.extend(await queued.popleft())
-            work = SealJob(origin.address, plaintext, keys[start : start + per_job])
+            work = SealJob(origin.address, plaintext, batch)
             queued.append(self._workers.start(work, host, origin.id))
         while queued:
             sealed.extend(await queued.popleft())

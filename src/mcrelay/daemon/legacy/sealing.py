@@ -3,16 +3,19 @@
 A message is opened (its blocks decrypted with the relay key) and sealed (encrypted
 for each recipient). For a few recipients both happen in one job, so a message costs
 one hand-off; a larger fan-out is sealed in jobs of a few recipients each, fewer the
-longer the message (:data:`SEAL_JOB_COST`).
+longer the message and the larger the recipients' keys (:data:`SEAL_JOB_COST`).
 
-A job is plain data (it crosses a pipe): a recipient's key travels as its DER bytes
-and their SHA-256, and the worker keeps the keys it loaded in a :class:`KeyStore`. Its
-``cost`` (in chunks encrypted for a recipient) weighs it in the workers' turns between
-senders.
+A job is plain data (it crosses a pipe): a recipient's key travels as its DER bytes,
+their SHA-256 and its size, and the worker keeps the keys it loaded in a
+:class:`KeyStore`. Its ``cost`` (in chunks encrypted for a 2048-bit recipient) weighs
+it in the workers' turns between senders.
 """
 
+import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -31,10 +34,17 @@ sweep's S=4 R=8 peak was 12 % lower; at 16 a job of the largest 100-byte fan-out
 takes whole is still about 1 ms.)"""
 
 SEAL_JOB_COST = 1024
-"""The most one job seals (see :func:`recipients_per_job`), in chunks encrypted for a
+"""The most one job seals (see :func:`seal_batches`), in chunks encrypted for a 2048-bit
 recipient: about 22 ms. A worker's job is not interrupted for another member's, so a
-48 KB message is sealed 4 recipients a job (16 a job took 90 ms); a message up to
-12 KB, 16 a job as before."""
+48 KB message is sealed 4 2048-bit recipients a job (16 a job took 90 ms); a message up
+to 12 KB, 16 a job as before (4 when their keys are of 4096 bits)."""
+CHUNK_COST_EXPONENT = 1.7
+"""A chunk encrypted for a key of ``bits`` costs ``(bits / 2048) ** 1.7`` of one for a
+2048-bit key (x1.99 at 3072 bits, x3.25 at 4096). Measured once (a scratch script, the
+median of 15 runs of 50 chunks each, on a shared 2-core box): 21-24 us at 2048 bits,
+41-43 us at 3072 (x1.7 to x2.0), 67-89 us at 4096 (x3.1 to x3.7). Counted as 2048-bit
+chunks, a 12 KB message for 4 recipients of 4096 bits was estimated 6 ms and took 18
+(review 15)."""
 DECRYPT_COST = 12
 """A block decrypted with the relay key costs about as much as this many chunks
 encrypted for a recipient (2048 bits: 250 us against 22 us)."""
@@ -49,9 +59,16 @@ one again from its DER costs about 20 us."""
 CONTROL_WORDS = {legacy.CONNECT_WORD: "refresh", legacy.DISCONNECT_WORD: "disconnect"}
 """The seed client's in-band words: a message of exactly one of these is not chat."""
 
-Recipient = tuple[bytes, bytes]
-"""A recipient's key as a job carries it: its SHA-256 (the member's ``origin_id``) and
-its DER SubjectPublicKeyInfo (the member's identity's ``key``)."""
+
+class Recipient(NamedTuple):
+    """A recipient's key as a job carries it."""
+
+    digest: bytes
+    """Its DER's SHA-256 (the member's ``origin_id``): how a worker finds it loaded."""
+    der: bytes
+    """Its SubjectPublicKeyInfo (the member's identity's ``key``)."""
+    bits: int
+    """Its modulus's size: what sealing for it costs (:func:`chunk_cost`)."""
 
 
 class KeyStore:
@@ -72,10 +89,10 @@ class KeyStore:
         return cls(key)
 
     def public(self, recipient: Recipient) -> rsa.RSAPublicKey:
-        digest, der = recipient
+        digest = recipient.digest
         key = self._public.get(digest)
         if key is None:
-            loaded = serialization.load_der_public_key(der)
+            loaded = serialization.load_der_public_key(recipient.der)
             assert isinstance(loaded, rsa.RSAPublicKey)
             key = self._public[digest] = loaded
             if len(self._public) > KEYS_KEPT:
@@ -109,10 +126,11 @@ class OpenJob:
 
     @property
     def cost(self) -> int:
-        """Its blocks decrypted, and sealed for its recipients when they are few."""
+        """Its blocks decrypted, and sealed for its recipients when one job seals them."""
         blocks = max(1, len(self.payload) // RELAY_BLOCK_TLV_BYTES)
-        inline = len(self.recipients or ())
-        return blocks * (DECRYPT_COST + (inline if inline <= recipients_per_job(blocks) else 0))
+        inline = self.recipients or ()
+        sealed = seal_cost(blocks, inline) if len(seal_batches(blocks, inline)) <= 1 else 0
+        return blocks * DECRYPT_COST + sealed
 
     def run(self, store: KeyStore) -> Opened:
         plaintext = legacy.decrypt_payload_untrusted(
@@ -120,8 +138,9 @@ class OpenJob:
         )
         control = CONTROL_WORDS.get(plaintext)
         relayed = control is None and len(plaintext) <= self.max_message_bytes
-        few = self.recipients is not None and len(self.recipients) <= recipients_per_job(
-            chunks(len(plaintext))
+        few = (
+            self.recipients is not None
+            and len(seal_batches(chunks(len(plaintext)), self.recipients)) <= 1
         )
         if self.recipients is None or not relayed or not few:
             return Opened(plaintext, None, control)
@@ -138,7 +157,7 @@ class SealJob:
 
     @property
     def cost(self) -> int:
-        return chunks(len(self.plaintext)) * len(self.recipients)
+        return max(1, seal_cost(chunks(len(self.plaintext)), self.recipients))
 
     def run(self, store: KeyStore) -> list[Sealed]:
         return seal(store, self.sender, self.plaintext, self.recipients)
@@ -149,9 +168,33 @@ def chunks(plaintext_bytes: int) -> int:
     return max(1, -(-plaintext_bytes // crypto.CHUNK_BYTES))
 
 
-def recipients_per_job(chunks: int) -> int:
-    """How many recipients one job seals a plaintext of ``chunks`` chunks for."""
-    return max(1, min(SEAL_INLINE_MAX, SEAL_JOB_COST // chunks))
+def chunk_cost(bits: int) -> float:
+    """A chunk encrypted for a key of this size, in chunks for a 2048-bit key."""
+    return float((bits / crypto.KEY_BITS) ** CHUNK_COST_EXPONENT)
+
+
+def seal_cost(chunks: int, recipients: Sequence[Recipient]) -> int:
+    """Sealing a plaintext of ``chunks`` chunks for ``recipients``."""
+    return math.ceil(chunks * sum(chunk_cost(recipient.bits) for recipient in recipients))
+
+
+def seal_batches(chunks: int, recipients: Sequence[Recipient]) -> list[tuple[Recipient, ...]]:
+    """``recipients`` in the jobs that seal a plaintext of ``chunks`` chunks for them, in
+    order: each of at most SEAL_INLINE_MAX recipients costing at most SEAL_JOB_COST (or
+    of one recipient, dearer)."""
+    batches: list[tuple[Recipient, ...]] = []
+    batch: list[Recipient] = []
+    cost = 0.0
+    for recipient in recipients:
+        more = chunks * chunk_cost(recipient.bits)
+        if batch and (len(batch) == SEAL_INLINE_MAX or cost + more > SEAL_JOB_COST):
+            batches.append(tuple(batch))
+            batch, cost = [], 0.0
+        batch.append(recipient)
+        cost += more
+    if batch:
+        batches.append(tuple(batch))
+    return batches
 
 
 def seal(
