@@ -75,8 +75,8 @@ class Work(Protocol[T_co]):
 
     @property
     def cost(self) -> int:
-        """About how long it runs, in chunks encrypted for a recipient (about 22 us each):
-        at least 1. The turns between owners weigh their jobs by it."""
+        """About how long it runs, in chunks encrypted for a 2048-bit recipient (about 22 us
+        each): at least 1. The turns between hosts and owners weigh jobs by it."""
         ...
 
     def run(self, state: Any, /) -> T_co: ...
