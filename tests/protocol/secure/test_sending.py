@@ -16,6 +16,7 @@ from mcrelay.protocol.secure.sending import (
     MAX_BODY_BYTES,
     MESSAGE_DEADLINE_S,
     QUEUE_LIMIT,
+    SLOW_ACK_S,
     QueueFull,
 )
 
@@ -336,6 +337,29 @@ def test_the_oldest_sent_is_the_first_transmission_of_the_oldest_unacknowledged(
     assert oldest_sent(channel) == 3.0  # the ninth, out once the window moved
     feed(channel, 3.5, ack(8, 1))
     assert oldest_sent(channel) is None
+
+
+def test_the_window_kept_waiting_is_the_oldests_time_out_past_half_a_second() -> None:
+    """Summed as each oldest settles: a peer acknowledging just before the relay looks
+    is seen as well; a message is counted only while it is the oldest."""
+    assert SLOW_ACK_S == 0.5
+    channel = relay()
+    for n in range(9):
+        channel.send(bytes([2, n]), 0.0)
+    assert channel.kept_waiting_s(5.0) == 0.0  # queued, not yet out: the relay waits on itself
+    drain(channel, 1.0)  # 0..7 out at 1.0; the ninth waits behind the window
+    assert channel.kept_waiting_s(1.5) == 0.0
+    assert channel.kept_waiting_s(2.0) == 0.5
+    feed(channel, 2.0, *[ack(seq, 1) for seq in range(2, 8)])
+    assert channel.kept_waiting_s(2.0) == 0.5  # msg_seq 0 still holds the window
+    feed(channel, 3.0, ack(0, 1))
+    assert channel.kept_waiting_s(3.0) == 1.5
+    assert channel.kept_waiting_s(3.25) == 1.75  # msg_seq 1, the oldest since 3.0
+    feed(channel, 3.25, ack(1, 1))
+    drain(channel, 3.25)  # the ninth goes out
+    assert channel.kept_waiting_s(3.7) == 1.75
+    feed(channel, 4.0, ack(8, 1))
+    assert channel.kept_waiting_s(10.0) == 2.0
 
 
 def oldest_sent(channel: Channel) -> float | None:

@@ -132,6 +132,12 @@ class Channel:
         out); the relay's send buffers look at it while crowded."""
         return self._sender.oldest_sent
 
+    def kept_waiting_s(self, now: float) -> float:
+        """Seconds in all that the oldest message not yet acknowledged had been out more
+        than :data:`~mcrelay.protocol.secure.sending.SLOW_ACK_S`: how long the peer kept
+        the window waiting (the relay's send buffers look at it while crowded)."""
+        return self._sender.kept_waiting_s(now)
+
     @property
     def can_send(self) -> bool:
         return self._sender.queued < QUEUE_LIMIT

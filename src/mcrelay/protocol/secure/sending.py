@@ -51,6 +51,11 @@ LOSS_DELAY_FACTOR = 9 / 8
 since its last transmission (QUIC's time threshold): earlier, it may still be on its way."""
 ACK_INTERVAL_S = 0.040
 """A receiver sends the bitmap so far this often while a message is incomplete."""
+SLOW_ACK_S = 0.5
+"""The oldest message in flight unacknowledged longer than this after it first went
+out keeps the window waiting on the peer (:meth:`Sender.kept_waiting_s`): a client of
+the page answers within :data:`ACK_INTERVAL_S` and its round trip, and a relay whose
+receive queue lags shows its members late by that lag."""
 _FRAGMENT_OVERHEAD = FRAME_HEADER.size + FRAGMENT_HEADER.size
 ABANDON_FRAME_BYTES = FRAME_HEADER.size + ABANDON_VALUE.size
 
@@ -138,6 +143,10 @@ class Sender:
         """Fragments sent and not shown received, over the messages in flight."""
         self.filled = False
         """The last :meth:`frames` left due frames out for want of room."""
+        self._kept_waiting_s = 0.0
+        """Up to :attr:`_head_since`: see :meth:`kept_waiting_s`."""
+        self._head_since = -math.inf
+        """When the oldest message in flight became the oldest (its predecessor settled)."""
         self.messages_sent = 0
         self.fragments_sent = 0
         self.retransmissions = 0
@@ -168,6 +177,19 @@ class Sender:
         kept us waiting, whatever the time it spent queued here."""
         oldest = next(iter(self._flight.values()), None)
         return None if oldest is None else oldest.first_sent
+
+    def kept_waiting_s(self, now: float) -> float:
+        """Seconds in all, up to ``now``, during which the oldest message in flight had
+        been out more than :data:`SLOW_ACK_S` (the window waited on the peer). Summed as
+        each oldest settles, so that reading it once a second misses none of it: a peer
+        that acknowledges each window just before it is looked at is seen too."""
+        return self._kept_waiting_s + self._head_waiting_s(now)
+
+    def _head_waiting_s(self, now: float) -> float:
+        head = next(iter(self._flight.values()), None)
+        if head is None or head.first_sent is None:
+            return 0.0
+        return max(0.0, now - max(self._head_since, head.first_sent + SLOW_ACK_S))
 
     def send(self, body: bytes, *, bounded: bool = True) -> int:
         """Queue ``body``; its message id (for the events that settle it). ``bounded``:
@@ -218,7 +240,7 @@ class Sender:
                 times = outgoing.sent_at
                 newest = max(times) if newly == whole else max(times[i] for i in _bits(newly))
                 self.rtt.sample(now - newest)
-            self._settle(outgoing)
+            self._settle(outgoing, now)
             self._emit(MessageAcknowledged(outgoing.message_id))
             return
         # The latest ACK is the receiver's state: a fragment it showed before and no
@@ -254,7 +276,10 @@ class Sender:
         outgoing.rto_at = now + wait
         outgoing.armed_at = now
 
-    def _settle(self, outgoing: _Outgoing) -> None:
+    def _settle(self, outgoing: _Outgoing, now: float) -> None:
+        if outgoing is next(iter(self._flight.values())):
+            self._kept_waiting_s += self._head_waiting_s(now)
+            self._head_since = now
         self._unacked -= outgoing.unacked.bit_count()
         del self._flight[outgoing.msg_seq]
         self._admit()
@@ -275,7 +300,7 @@ class Sender:
                 self._arm(outgoing, now)
 
     def _give_up(self, outgoing: _Outgoing, now: float) -> None:
-        self._settle(outgoing)
+        self._settle(outgoing, now)
         if self.abandons:
             self._drops[DropReason.ABANDONED] += 1
             self._abandon_at[outgoing.msg_seq] = (now, ABANDON_SENDS)
