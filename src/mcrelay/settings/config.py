@@ -300,7 +300,8 @@ class RelayConfig:
         "legacy copy is dropped (send_queue_full), or the secure member holding the "
         "most is removed (left, unreachable); past three quarters of it no secure "
         "newcomer is let in (overloaded), and a secure member over its share that "
-        "leaves a message unacknowledged 5 s is removed (stalled)",
+        "leaves a message unacknowledged 5 s, or keeps its window waiting while its "
+        "queue does not shrink for 5 s, is removed (stalled)",
     )
     send_queue_datagrams: int = internal(
         16384,
