@@ -402,7 +402,7 @@ async def post_message() -> Reply:
         reached = f"{len(recipients)} chosen clients"
     else:
         reached = "everyone, on every relay" if federate else "everyone here"
-    api_context().admin_log.action(
+    api_context().admin_log.post(
         "API: posted %d bytes to %s; %d copies sent here", len(plaintext), reached, copies
     )
     return jsonify({"recipients": copies})
