@@ -226,6 +226,27 @@ def test_a_file_of_the_longest_lines_an_earlier_version_wrote_is_read() -> None:
     assert parse_bans(data[: len(BANS_FILE_HEADER) + 1] + kept) == [SavedBan("10.0.0.1", 100, 1)]
 
 
+def test_a_ban_on_an_ipv4_mapped_address_in_the_file_is_on_the_ipv4_one() -> None:
+    """The API takes ``::ffff:10.0.0.7`` as 10.0.0.7; a file's line of it was dropped in
+    silence (found by review). Folded onto a ban of the same target, the later end holds;
+    the same target written twice is still an error."""
+    data = (
+        f"{BANS_FILE_HEADER}\n"
+        "::ffff:10.0.0.7 100.000000 1.000000\n"
+        "[::ffff:10.0.0.8]:5007 100.000000 1.000000\n"
+        "10.0.0.9 100.000000 1.000000\n"
+        "::ffff:10.0.0.9 200.000000 2.000000\n"
+        "[::1]:5007 100.000000 1.000000\n"
+    ).encode("ascii")
+    assert parse_bans(data) == [
+        SavedBan("10.0.0.7", 100, 1),
+        SavedBan(("10.0.0.8", 5007), 100, 1),
+        SavedBan("10.0.0.9", 200, 2),
+    ]
+    with pytest.raises(ValueError, match=r"line 3: a second ban on ::ffff:10\.0\.0\.7"):
+        parse_bans(data[: data.index(b"[")] + b"::ffff:10.0.0.7 100.000000 1.000000\n")
+
+
 def test_restored_bans_keep_their_end_and_those_that_ended_are_dropped() -> None:
     bans = BanList()
     saved = [SavedBan("10.0.0.1", 1_000.0 + 600, 900), SavedBan(("10.0.0.2", 1), 1_000.0, 60)]

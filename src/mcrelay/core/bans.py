@@ -263,20 +263,26 @@ def parse_bans(data: bytes) -> list[SavedBan]:
     if lines[-1] != "":  # said apart (it was said as the header: found by review)
         raise ValueError(f"line {len(lines)}: cut short, with no end of line")
     saved: dict[BanTarget, SavedBan] = {}
+    written: set[BanTarget] = set()
     for number, line in enumerate(lines[1:-1], start=2):
         if len(saved) == MAX_BANS:
             raise ValueError(f"more than {MAX_BANS} bans")
-        ban = _parse_ban_line(line, number)
+        as_written, ban = _parse_ban_line(line, number)
+        if as_written in written:
+            raise ValueError(f"line {number}: a second ban on {line.partition(' ')[0]}")
+        written.add(as_written)
         if ban is None:
             continue
-        if ban.target in saved:
-            raise ValueError(f"line {number}: a second ban on {line.partition(' ')[0]}")
-        saved[ban.target] = ban
+        earlier = saved.get(ban.target)  # an IPv4-mapped one folded onto another's
+        if earlier is None or earlier.until_wall < ban.until_wall:
+            saved[ban.target] = ban
     return list(saved.values())
 
 
-def _parse_ban_line(line: str, number: int) -> SavedBan | None:
-    """The ban a line holds; None for a ban on an IPv6 address, which the relay never
+def _parse_ban_line(line: str, number: int) -> tuple[BanTarget, SavedBan | None]:
+    """The target as written, and the ban a line holds: one on an IPv4-mapped address
+    is on the IPv4 address it names, as :func:`parse_ban_target` takes it (it was dropped,
+    found by review); None for one on another IPv6 address, which the relay never
     matched (earlier versions took them): dropped, it lifts nothing in force."""
     fields = line.split(" ")
     try:
@@ -293,6 +299,8 @@ def _parse_ban_line(line: str, number: int) -> SavedBan | None:
             raise ValueError(f"{until_text[:30]!r} is past year 9999")
     except ValueError as exc:
         raise ValueError(f"line {number}: {exc}") from None
-    if ":" in (_host(target) or ""):
-        return None
-    return SavedBan(target, until_wall, float(seconds_text))
+    try:
+        folded = parse_ban_target(ban_id)
+    except ValueError:
+        return target, None
+    return target, SavedBan(folded, until_wall, float(seconds_text))
