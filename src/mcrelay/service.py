@@ -61,6 +61,7 @@ from mcrelay.daemon.secure.keyfile import load_or_create_secure_key, read_secure
 from mcrelay.federation.bus import Bus, BusOptions
 from mcrelay.federation.epoch import epoch_file, next_epoch
 from mcrelay.federation.keyfile import (
+    ClusterKeyError,
     check_bus_files,
     cluster_key_fingerprint,
     read_cluster_key,
@@ -193,6 +194,7 @@ def read_federation_files(config: RelayConfig, *, any_owner: bool = False) -> by
     root, say, for the daemon's user: the files need not be ours."""
     assert config.federation_key_file is not None  # RelayConfig requires it
     key = read_cluster_key(config.federation_key_file, any_owner=any_owner)
+    _require_not_the_relays_own(key, config, any_owner)
     check_bus_files(
         config.federation_credentials,
         config.federation_nkey_file,
@@ -200,6 +202,23 @@ def read_federation_files(config: RelayConfig, *, any_owner: bool = False) -> by
         any_owner=any_owner,
     )
     return key
+
+
+def _require_not_the_relays_own(key: bytes, config: RelayConfig, any_owner: bool) -> None:
+    """The cluster key is copied to every relay: one that is the relay's own secure
+    private key would hand it to them all. Settings refuse the same path; a copy of the
+    file, or a hard link, passed (found by review), so the keys themselves are compared.
+    A secure key file that cannot be read is for its own load to say."""
+    try:
+        own = read_secure_key_file(config.secure_key_path, any_owner=any_owner)
+    except KeyFileError:
+        return
+    if own is not None and own.private == key:
+        raise ClusterKeyError(
+            f"federation key file {config.federation_key_file} holds the relay's own secure "
+            f"private key (that of {config.secure_key_path}): every relay gets a copy of the "
+            "cluster key; make one of its own: mcrelay keygen --federation PATH"
+        )
 
 
 def federation_link(config: RelayConfig, relay: Relay, joining: Joining) -> Link:

@@ -1,5 +1,7 @@
 """The federation's settings: URLs, names, and the cluster key it cannot go without."""
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -8,8 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mcrelay.cli.status import ExitStatus
-from mcrelay.federation.keyfile import write_cluster_key
+from mcrelay.daemon.secure.keyfile import generate_secure_key_file
+from mcrelay.federation.keyfile import ClusterKeyError, read_cluster_key, write_cluster_key
 from mcrelay.protocol.federation.envelope import valid_relay_name
+from mcrelay.service import read_federation_files
 from mcrelay.settings.config import ConfigValueError, RelayConfig
 from mcrelay.settings.federation import default_relay_name, name, nats_urls
 from support import Console
@@ -84,6 +88,27 @@ def test_the_cluster_key_is_not_one_of_the_relays_own_keys(
         RelayConfig(federation="nats://127.0.0.1:4222", **overrides)
     assert caught.value.field == "federation_key_file"
     assert caught.value.others == (other,)
+
+
+@pytest.mark.parametrize("how", ["copy", "hard link"])
+def test_a_copy_of_the_relays_secure_key_is_no_cluster_key(tmp_path: Path, how: str) -> None:
+    """The settings compare paths: a copy of the secure key file, or a hard link to it,
+    passed as the cluster key (found by review). The keys themselves are compared."""
+    secure = generate_secure_key_file(tmp_path / "relay-secure.key")
+    cluster = tmp_path / "cluster.key"
+    if how == "copy":
+        shutil.copyfile(tmp_path / "relay-secure.key", cluster)
+        cluster.chmod(0o600)
+    else:
+        os.link(tmp_path / "relay-secure.key", cluster)
+    config = RelayConfig(
+        federation="nats://127.0.0.1:4222",
+        key_file=tmp_path / "relay-key.pem",
+        federation_key_file=cluster,
+    )
+    assert read_cluster_key(cluster) == secure.private  # the same format: it was taken
+    with pytest.raises(ClusterKeyError, match="holds the relay's own secure private key"):
+        read_federation_files(config)
 
 
 @pytest.mark.parametrize("text", ["", "a.b", "a/b", "a b", "x" * 65, "é"])
