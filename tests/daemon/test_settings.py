@@ -55,14 +55,18 @@ def test_flag_beats_env_beats_file_beats_default(tmp_path: Path) -> None:
         # tomllib is quadratic in a dotted key's parts: 27 s and 6 GB (found by review).
         ("# x\n" + "x." * 40_000 + "x = 1\n", "line 2: more than 32 dots outside strings"),
         ("t = {" + "x." * 33 + "x = 1}\n", "line 1: more than 32 dots"),
+        # A 200,000-character key was quoted whole: a line that long (found by review).
+        ("k" * 200_000 + " = 1\n", "unknown key 'kkkkk"),
+        ("[" + "s" * 200_000 + "]\nport = 1\n", "unknown key 'sssss"),
     ],
 )
 def test_bad_files_are_refused_with_file_key_and_reason(
     tmp_path: Path, text: str, message: str
 ) -> None:
     path = write(tmp_path, text)
-    with pytest.raises(SettingsError, match=re.escape(message)):
+    with pytest.raises(SettingsError, match=re.escape(message)) as refused:
         resolve({}, {}, path)
+    assert len(str(refused.value)) < len(str(path)) + 200
 
 
 def test_a_missing_file_is_an_error(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from mcrelay.settings.declare import SECTIONS
 from mcrelay.settings.dotted import check_dotted_keys
 from mcrelay.settings.idle import idle_settings
 from mcrelay.settings.profiles import BRIDGE_WARNING, LEGACY
+from mcrelay.settings.quoted import quoted
 from mcrelay.settings.table import BY_FIELD, BY_NAME, SETTINGS, toml_value
 
 DEFAULT_CONFIG_FILE = Path("/etc/mcrelay/mcrelay.toml")
@@ -121,7 +122,7 @@ def read_file(path: Path, *, any_owner: bool = False) -> dict[str, Any]:
             entries = [(key, key, value, None)]
         for name, where, item, section in entries:
             if name in values:
-                raise SettingsError(f"{path}: '{where}' is set twice")
+                raise SettingsError(f"{path}: {quoted(where)} is set twice")
             values[name] = _file_value(path, where, name, item, section)
     return values
 
@@ -129,7 +130,7 @@ def read_file(path: Path, *, any_owner: bool = False) -> dict[str, Any]:
 def _file_value(path: Path, where: str, key: str, value: Any, section: str | None) -> Any:
     setting = BY_NAME.get(key)
     if setting is None:
-        raise SettingsError(f"{path}: unknown key '{where}'")
+        raise SettingsError(f"{path}: unknown key {quoted(where)}")
     if section is not None and section != setting.section:
         raise SettingsError(f"{path}: '{key}' belongs in [{setting.section}], not [{section}]")
     accepted = (int, float) if setting.toml is float else (setting.toml,)
