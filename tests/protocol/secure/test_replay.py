@@ -81,7 +81,7 @@ def walks(draw: st.DrawFn, start: st.SearchStrategy[int]) -> list[int]:
     for _ in range(draw(st.integers(1, 120))):
         repeat = draw(st.booleans())
         if counters and repeat:
-            counters.append(draw(st.sampled_from(counters)))
+            counters.append(counters[draw(st.integers(0, len(counters) - 1))])
         else:
             position = max(0, position + draw(step))
             counters.append(position)
