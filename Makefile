@@ -36,9 +36,12 @@ typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
 # In two processes (pytest-xdist), a test file's tests in the same one (its module
-# fixtures, such as the systemd container, made once): about 60 s here, 102 s in one.
+# fixtures, such as the systemd container, made once). With .pyc files written, even
+# where PYTHONDONTWRITEBYTECODE is set: without them each worker, daemon and CLI run
+# compiles mcrelay and the tests from source (collecting takes 6 s of CPU, not 2).
+# On this shared 2-core machine: 135 s of CPU (155-160 before), 110-135 s (120-160).
 unit: $(VENV)/.installed-test
-	$(BIN)/pytest -n 2 --dist loadfile
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -n 2 --dist loadfile
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py all
