@@ -236,11 +236,20 @@ def test_reload_without_procps_applies_live_settings(machine: Container) -> None
         after = reload_with(machine, changed)
         wait_for_line(machine, after, "changed: client_timeout, log_level")
         assert wait_for_line(machine, after, "port cannot change while running")[0] == 4
-        entries = machine.journal(f"--unit={UNIT}", after=after)
-        notifications = [m for _, m in lines(entries, _PID="1")]
         got = f"Got notification message from PID {pid} "
-        reloading = next(i for i, m in enumerate(notifications) if got + "(RELOADING=1" in m)
-        assert any(got + "(READY=1" in m for m in notifications[reloading:]), notifications
+
+        def ready_after_reloading() -> bool:
+            """PID 1 logs READY=1 after the relay's own line: a read at once may miss it."""
+            entries = machine.journal(f"--unit={UNIT}", after=after)
+            notifications = [m for _, m in lines(entries, _PID="1")]
+            reloading = next(
+                (i for i, m in enumerate(notifications) if got + "(RELOADING=1" in m), None
+            )
+            return reloading is not None and any(
+                got + "(READY=1" in m for m in notifications[reloading:]
+            )
+
+        wait_until(ready_after_reloading, "READY=1 after RELOADING=1 in PID 1's log", WAIT_S)
     finally:
         machine.run("systemd-analyze", "log-level", "info")
     after = machine.journal_end()
