@@ -39,7 +39,8 @@ typecheck: $(VENV)/.installed-test
 # fixtures, such as the systemd container, made once). With .pyc files written, even
 # where PYTHONDONTWRITEBYTECODE is set: without them each worker, daemon and CLI run
 # compiles mcrelay and the tests from source (collecting takes 6 s of CPU, not 2).
-# On this shared 2-core machine: 135 s of CPU (155-160 before), 110-135 s (120-160).
+# On this shared 2-core machine: 135 s of CPU (155-160 before), 110-135 s of wall time
+# (120-160 before, the machine busy with other work both times).
 unit: $(VENV)/.installed-test
 	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -n 2 --dist loadfile
 
