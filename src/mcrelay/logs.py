@@ -140,6 +140,18 @@ class LineBudget:
         held, self._held = self._held, 0
         return held
 
+    def info(
+        self, logger: logging.Logger, now: float, things: str, message: str, *args: object
+    ) -> None:
+        """``message`` logged at info, unless over the budget; said with how many
+        ``things`` were held back before it, if any."""
+        held = self.take(now)
+        if held is None:
+            return
+        if held:
+            message += f" ({held} {things} not logged before this one)"
+        logger.info(message, *args)
+
 
 def once_a_minute() -> LineBudget:
     """One line a minute at most, for what can happen at the rate of datagrams or

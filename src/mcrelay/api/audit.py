@@ -33,12 +33,7 @@ class AdminLog:
 
     def post(self, message: str, *args: object) -> None:
         """Log a message posted, unless over the budget."""
-        held = self._posts.take(trio.current_time())
-        if held is None:
-            return
-        if held:
-            message += f" ({held} more posts not logged before this one)"
-        log.info(message, *args)
+        self._posts.info(log, trio.current_time(), "more posts", message, *args)
 
 
 def seconds(value: float) -> str:
