@@ -70,13 +70,21 @@ async def test_members_acknowledging_every_8_s_cannot_keep_newcomers_out(
             if await newcomer.handshake():
                 joined_after = second
                 break
-        assert joined_after is not None, "the newcomer was kept out for 24 s"
-        assert joined_after <= STALLED_S + 2
-        assert harness.relay.roster.get(slow.id) is None
-        assert harness.relay.roster.get(prompt.id) is not None
-        assert harness.dropped("stalled") == 1
-        await prompt.pump(rounds=10)
-        assert left(slow, prompt.take()) == [LeaveReason.UNREACHABLE]
+        await slow_removed_newcomer_in(harness, prompt, slow, joined_after, 24)
+
+
+async def slow_removed_newcomer_in(
+    harness: Harness, prompt: SecurePeer, slow: SecurePeer, joined_after: int | None, tried_s: int
+) -> None:
+    """The newcomer got in soon after the buffers crowded, the slow member removed
+    (``stalled``) and the prompt one told it left, unreachable."""
+    assert joined_after is not None, f"the newcomer was kept out for {tried_s} s"
+    assert joined_after <= STALLED_S + 2
+    assert harness.relay.roster.get(slow.id) is None
+    assert harness.relay.roster.get(prompt.id) is not None
+    assert harness.dropped("stalled") == 1
+    await prompt.pump(rounds=10)
+    assert left(slow, prompt.take()) == [LeaveReason.UNREACHABLE]
 
 
 @pytest.mark.parametrize(("every_s", "registered_per_s"), [(4, 2), (1, 8)])
@@ -115,13 +123,7 @@ async def test_members_acknowledging_within_5_s_whose_queues_stay_are_removed(
             if await newcomer.handshake():
                 joined_after = second
                 break
-        assert joined_after is not None, "the newcomer was kept out for 28 s"
-        assert joined_after <= STALLED_S + 2
-        assert harness.relay.roster.get(slow.id) is None
-        assert harness.relay.roster.get(prompt.id) is not None
-        assert harness.dropped("stalled") == 1
-        await prompt.pump(rounds=10)
-        assert left(slow, prompt.take()) == [LeaveReason.UNREACHABLE]
+        await slow_removed_newcomer_in(harness, prompt, slow, joined_after, 28)
 
 
 async def test_prompt_members_over_their_share_stay_while_registrations_go_on(
