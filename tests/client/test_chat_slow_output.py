@@ -22,10 +22,12 @@ from test_secure_cli import flags
 
 import mcrelay.cli.secure_chat as secure_chat
 import mcrelay.client.secure as secure
+import mcrelay.client.secure_events as secure_events
 from mcrelay.cli.environment import Environment
 from mcrelay.cli.main import run_command
 from mcrelay.cli.status import ExitStatus
 from mcrelay.client import participant
+from mcrelay.client.secure_events import EVENT_OVERHEAD_BYTES
 from mcrelay.protocol.legacy.events import PeerJoined
 from mcrelay.protocol.secure.messages import RelayedChat, encode_message
 from mcrelay.protocol.secure.origins import RELAY_ORIGIN
@@ -103,7 +105,7 @@ async def test_a_secure_chat_removed_while_it_held_back_shows_all_it_took_then_e
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """It joined again 30 s later as if nothing were lost (found by review)."""
-    monkeypatch.setattr(secure, "EVENT_QUEUE_EVENTS", QUEUE_EVENTS)
+    monkeypatch.setattr(secure_events, "EVENT_QUEUE_BYTES", QUEUE_EVENTS * EVENT_OVERHEAD_BYTES)
     held: list[secure.SecureParticipant] = []
 
     @asynccontextmanager

@@ -17,12 +17,8 @@ from mcrelay.cli.main import run_command
 from mcrelay.cli.secure_chat import render
 from mcrelay.cli.status import ExitStatus
 from mcrelay.client import RelayKeyMismatch
-from mcrelay.client.secure import (
-    DISCONNECT_LIMIT_S,
-    ChatGivenUp,
-    key_mismatch,
-    open_secure_participant,
-)
+from mcrelay.client.secure import DISCONNECT_LIMIT_S, key_mismatch, open_secure_participant
+from mcrelay.client.secure_events import ChatGivenUp
 from mcrelay.client.secure_files import load_known_relays, parse_known_relays, remember_relay
 from mcrelay.protocol.addresses import Address
 from mcrelay.protocol.secure import sending

@@ -11,7 +11,8 @@ import trio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mcrelay.cli.status import ExitStatus
-from mcrelay.client.secure import SecureEvent, SecureParticipant, open_secure_participant
+from mcrelay.client.secure import SecureParticipant, open_secure_participant
+from mcrelay.client.secure_events import SecureEvent
 from mcrelay.client.secure_files import hold_identity
 from mcrelay.daemon.relay import Relay
 from mcrelay.daemon.secure.keyfile import load_or_create_secure_key

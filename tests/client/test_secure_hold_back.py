@@ -6,8 +6,10 @@ import pytest
 import trio
 from stub_secure_relay import LOOPBACK, served_relay
 
-import mcrelay.client.secure as secure
+import mcrelay.client.secure_events as secure_events
+from mcrelay.client.participant import EVENT_QUEUE_EVENTS
 from mcrelay.client.secure import open_secure_participant
+from mcrelay.client.secure_events import EVENT_OVERHEAD_BYTES
 from mcrelay.protocol.secure.client_events import ChatReceived
 from mcrelay.protocol.secure.keys import KeyPair
 from mcrelay.protocol.secure.messages import RelayedChat, encode_message
@@ -20,7 +22,7 @@ TEXTS = [f"m{n}".encode() for n in range(100)]
 
 
 async def test_a_reader_that_falls_behind_loses_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(secure, "EVENT_QUEUE_EVENTS", QUEUE_EVENTS)
+    monkeypatch.setattr(secure_events, "EVENT_QUEUE_BYTES", QUEUE_EVENTS * EVENT_OVERHEAD_BYTES)
     identity = KeyPair.generate()
     async with served_relay() as served:
         async with open_secure_participant(
@@ -50,7 +52,7 @@ async def test_a_reader_that_falls_behind_loses_nothing(monkeypatch: pytest.Monk
 
 async def test_events_nobody_reads_hold_nothing_back(monkeypatch: pytest.MonkeyPatch) -> None:
     """``send`` reads no events: it closes them, and the relay's messages are taken."""
-    monkeypatch.setattr(secure, "EVENT_QUEUE_EVENTS", QUEUE_EVENTS)
+    monkeypatch.setattr(secure_events, "EVENT_QUEUE_BYTES", QUEUE_EVENTS * EVENT_OVERHEAD_BYTES)
     identity = KeyPair.generate()
     async with served_relay() as served:
         async with open_secure_participant(
@@ -67,3 +69,28 @@ async def test_events_nobody_reads_hold_nothing_back(monkeypatch: pytest.MonkeyP
             await served._flush()
             await wait_until(lambda: channel.statistics().in_flight == 0 and not channel.queued)
             assert not participant.connection.hold_back
+
+
+async def test_more_events_than_the_old_bound_wait_without_holding_back() -> None:
+    """The bound is in bytes, and large: past 1,024 events waiting it held back, and one
+    chat whose stdout stalled held every sender of the group to its pace (found by
+    review)."""
+    identity = KeyPair.generate()
+    texts = [f"m{n}".encode() for n in range(EVENT_QUEUE_EVENTS + 100)]
+    async with served_relay() as served:
+        async with open_secure_participant(
+            destination=served.address,
+            interface=LOOPBACK,
+            identity=identity,
+            relay_key=RELAY_KEY.public,
+        ) as participant:
+            channel = served.relay.members[identity.public].session.channel
+            for text in texts:
+                body = encode_message(RelayedChat(RELAY_ORIGIN, text))
+                channel.send(body, trio.current_time(), bounded=False)
+            await served._flush()
+            await wait_until(lambda: channel.statistics().in_flight == 0 and not channel.queued)
+            assert participant.connection.session is not None
+            assert participant.connection.session.channel.refused == 0
+            assert not participant.connection.hold_back
+            assert participant.events.waiting_bytes >= len(texts) * EVENT_OVERHEAD_BYTES

@@ -35,13 +35,12 @@ from mcrelay.cli.status import ExitStatus
 from mcrelay.cli.text import json_text, printable
 from mcrelay.client.participant import REGISTER_TIMEOUT_S, RelayUnreachable
 from mcrelay.client.secure import (
-    ChatGivenUp,
     RelayKeyChanged,
-    SecureEvent,
     SecureParticipant,
     ended_error,
     open_secure_participant,
 )
+from mcrelay.client.secure_events import ChatGivenUp, SecureEvent
 from mcrelay.client.secure_files import (
     IDENTITY_FILE_NAME,
     KNOWN_RELAYS_FILE_NAME,

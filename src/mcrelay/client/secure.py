@@ -6,9 +6,9 @@ connection gets Trio's clock as ``now`` (so tests run it on ``autojump_clock``) 
 the wall clock once, for its INIT timestamps.
 
 Every message the channel delivers it has acknowledged: the relay counts it as
-delivered, so it must reach the application. While :data:`EVENT_QUEUE_EVENTS` events
-wait for a slow reader (a full pipe, a terminal paused with Ctrl-S), the connection
-holds back (:attr:`ClientConnection.hold_back`): the relay's new messages go
+delivered, so it must reach the application. While :data:`~.secure_events.EVENT_QUEUE_BYTES`
+of events wait for a slow reader (a full pipe, a terminal paused with Ctrl-S), the
+connection holds back (:attr:`ClientConnection.hold_back`): the relay's new messages go
 unacknowledged, and the relay's own rules apply (it sends them again, and removes a
 member that takes none within a message's deadline: the connection then closes,
 ``fell_behind``). The socket is still read meanwhile, so acknowledgements and
@@ -19,22 +19,16 @@ to hold back still complete: at most the window's more events, so the queue stay
 bounded.
 """
 
-import contextlib
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import trio
 
-from mcrelay.client.participant import (
-    EVENT_QUEUE_EVENTS,
-    RelayKeyMismatch,
-    RelayUnreachable,
-)
+from mcrelay.client.participant import RelayKeyMismatch, RelayUnreachable
+from mcrelay.client.secure_events import ChatGivenUp, EventQueue, SecureEvent
 from mcrelay.protocol.addresses import Address, format_address
 from mcrelay.protocol.errors import DropReason
 from mcrelay.protocol.secure.channel_events import MessageAbandoned, MessageAcknowledged
@@ -44,15 +38,7 @@ from mcrelay.protocol.secure.client import (
     ClientConnection,
     NotConnected,
 )
-from mcrelay.protocol.secure.client_events import (
-    ChatReceived,
-    Closed,
-    CloseReason,
-    Connected,
-    MemberMoved,
-    NoticeReceived,
-    PresenceChanged,
-)
+from mcrelay.protocol.secure.client_events import Closed, CloseReason, Connected
 from mcrelay.protocol.secure.keys import KeyPair, encode_key
 from mcrelay.protocol.secure.retries import GIVE_UP_AFTER_S
 from mcrelay.protocol.secure.session import SESSION_TIMEOUT_S
@@ -61,16 +47,6 @@ from mcrelay.sockets import MAX_DATAGRAM_BYTES, MULTICAST_TTL, open_client_socke
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class ChatGivenUp:
-    """A chat of ours that the relay never acknowledged: given up at its deadline (10 s
-    after it first went out), with the ABANDON the page asks for."""
-
-    text: bytes
-
-
-SecureEvent = ChatReceived | PresenceChanged | MemberMoved | NoticeReceived | ChatGivenUp
-"""What the application reads from :attr:`SecureParticipant.events`."""
 DISCONNECT_MARGIN_S = 0.5
 """Beyond the connection's own waits after DISCONNECT."""
 DISCONNECT_LIMIT_S = DISCONNECT_WAIT_S + ABANDON_GRACE_S + DISCONNECT_MARGIN_S
@@ -147,9 +123,9 @@ class SecureParticipant:
         self.given_up = 0
         """Chats given up (each also an event)."""
         self._changed = trio.Event()
-        self._events_in, self.events = trio.open_memory_channel[SecureEvent](math.inf)
-        """Close it to discard every event (``send`` shows none): else a queue of
-        :data:`EVENT_QUEUE_EVENTS` puts the channel under back-pressure (see the module)."""
+        self.events = EventQueue()
+        """Close it to discard every event (``send`` shows none): else, full, it puts the
+        channel under back-pressure (see the module)."""
 
     @property
     def identity(self) -> KeyPair:
@@ -172,11 +148,10 @@ class SecureParticipant:
         self._changed = trio.Event()
 
     def _hold_back(self) -> None:
-        """Take no new message from the relay while the application has this many to read
+        """Take no new message from the relay while the application has this much to read
         (looked at before each datagram is read and after every change: the relay's next
         retransmission finds the room a reader made)."""
-        waiting = self._events_in.statistics().current_buffer_used
-        self.connection.hold_back = waiting >= EVENT_QUEUE_EVENTS
+        self.connection.hold_back = self.events.full
 
     def _take_events(self) -> None:
         while (event := self.connection.next_event()) is not None:
@@ -184,7 +159,7 @@ class SecureParticipant:
                 self.connected = event
             elif isinstance(event, Closed):
                 self.closed = event
-                self._events_in.close()
+                self.events.end()
             elif isinstance(event, MessageAcknowledged):
                 self.pending.pop(event.message_id, None)
             elif isinstance(event, MessageAbandoned):
@@ -195,8 +170,7 @@ class SecureParticipant:
                 self._emit(event)
 
     def _emit(self, event: SecureEvent) -> None:
-        with contextlib.suppress(trio.BrokenResourceError):  # it reads none (see `events`)
-            self._events_in.send_nowait(event)
+        self.events.put(event)
 
     async def _wait_change(self, deadline: float = float("inf")) -> None:
         """Until the next :meth:`flush`, or ``deadline`` (every waiter is woken)."""
@@ -299,7 +273,7 @@ async def open_secure_participant(
                             await participant.disconnect()
             finally:
                 loops.cancel()
-                participant._events_in.close()  # a reader takes what is left, then ends
+                participant.events.end()  # a reader takes what is left, then ends
 
 
 async def _run(participant: SecureParticipant, scope: trio.CancelScope) -> None:
