@@ -1,11 +1,10 @@
 """A ClientConnection that holds back (its application reads too slowly): the relay's
-new messages go unacknowledged until it takes them again, and a relay that falls
-silent meanwhile (it removed the member) closes the connection instead of a new
-handshake that would hide the loss."""
+new messages go unacknowledged until it takes them again (when a silence after it is
+a removal: test_client_fell_behind.py)."""
 
 import pytest
 
-from mcrelay.protocol.secure.client_events import ChatReceived, Closed, CloseReason
+from mcrelay.protocol.secure.client_events import ChatReceived
 from mcrelay.protocol.secure.messages import RelayedChat, encode_message
 from mcrelay.protocol.secure.sending import MESSAGE_DEADLINE_S, MESSAGE_WINDOW
 
@@ -39,19 +38,6 @@ def test_held_back_the_relay_s_messages_wait_unacknowledged_then_all_arrive() ->
     net.run_for(MESSAGE_DEADLINE_S - 3.5)
     assert received(net) == TEXTS
     assert relay_channel.statistics().in_flight == 0
-
-
-def test_a_relay_silent_after_refusals_removed_us_the_connection_closes() -> None:
-    """It joined again 30 s later as if nothing were lost (found by review)."""
-    net, connection = connected_net()
-    connection.hold_back = True
-    relay_sends(net, TEXTS)
-    net.run_for(2.0)
-    net.relay_down = True  # the relay removed the member: silence
-    inits = inits_recorded(net)
-    net.run(lambda: connection.closed, limit_s=60.0)
-    assert net.events[ME][-1] == Closed(CloseReason.FELL_BEHIND)
-    assert inits == []
 
 
 def test_a_silence_long_after_holding_back_is_a_relay_gone_as_any() -> None:

@@ -117,6 +117,17 @@ class Channel:
         return self._drops[DropReason.BACKPRESSURE]
 
     @property
+    def refusals_outstanding(self) -> bool:
+        """A message refused under :attr:`backpressure` is neither delivered nor given up
+        yet (the peer's epoch changed meanwhile: none is)."""
+        return self._receiver.refusals_outstanding
+
+    @property
+    def given_up(self) -> int:
+        """The peer's messages given up so far: abandoned, or past their deadline."""
+        return self._receiver.given_up
+
+    @property
     def queued(self) -> int:
         """Messages waiting behind the window (the relay's back-pressure looks at this)."""
         return self._sender.queued

@@ -24,8 +24,15 @@ closes a second later.
 While the application cannot take more (:attr:`ClientConnection.hold_back`), the
 relay's new messages are refused unacknowledged: it sends them again, and at a
 message's deadline (10 s) removes the member and falls silent. A silence that began
-within that deadline of a refusal is that removal: the connection closes
-(``fell_behind``) instead of joining again as if nothing were lost.
+while a message refused was not yet taken (or once one was given up, within that
+deadline of the refusal) may be that removal, or the relay's end (a crash, a restart
+whose NOTICE was refused): the new handshake tells which. A relay that answers it
+under the epoch it had is the one that removed us: the connection closes
+(``fell_behind``) instead of joining again as if nothing were lost; a relay that
+restarted answers under another, and we join it. Once a message after the last one
+refused is taken, the refused ones were taken too (the relay sends in order), and
+nothing is held against a later silence (a silence after a brief hold-back that lost
+nothing closed the connection, and so did a restart's NOTICE refused: found by review).
 """
 
 import os
@@ -140,7 +147,11 @@ class ClientConnection:
         self._hold_back = False
         self._refused = 0
         self._refused_at: float | None = None
-        """When the relay's latest message was refused while holding back."""
+        """When the relay's latest message was refused while holding back; None once
+        every one refused was taken."""
+        self._given_up = 0
+        """The relay's messages given up when the refusals kept began: one more since may be
+        one refused, lost."""
         self.drops: Counter[DropReason] = Counter()
         """Datagrams and messages from the network that were not acted on, by reason."""
         self._out: list[tuple[bytes, Address]] = [(self._keys.query.datagram, destination)]
@@ -329,9 +340,6 @@ class ClientConnection:
         session = self.session
         if session is not None and self._may_handshake:
             silent = now >= self._silent_since + self.timeout_s
-            if silent and self._removed_while_held_back(session):
-                self._close(CloseReason.FELL_BEHIND)
-                return
             if silent:
                 self._check_key(now)
             # A rekey the relay has not confirmed (no DATA under it) in 15 s is one it
@@ -363,11 +371,28 @@ class ClientConnection:
         if self._attempt is None:
             self._start_handshake(now)
 
-    def _removed_while_held_back(self, session: Session) -> bool:
-        """The relay fell silent within a message's deadline of the latest one we refused:
-        it gave that one up, and removed us (see the module)."""
+    def _removed_while_held_back(self, session: Session, relay_epoch: int, now: float) -> bool:
+        """The relay answers the handshake after a silence under the epoch it had, and the
+        silence began while a message we refused was not taken, within its deadline: the
+        relay gave that one up, and removed us (see the module)."""
         refused_at = self._refused_at
-        return refused_at is not None and session.last_received <= refused_at + MESSAGE_DEADLINE_S
+        return (
+            refused_at is not None
+            and session.last_received <= refused_at + MESSAGE_DEADLINE_S
+            and now >= self._silent_since + self.timeout_s
+            and relay_epoch == session.channel.peer_epoch
+        )
+
+    def _note_refusals(self, session: Session, now: float) -> None:
+        """Keep when the latest of the relay's messages was refused, until every one
+        refused was taken (none given up): the evidence of a removal (see the module)."""
+        channel = session.channel
+        if channel.refused != self._refused:
+            if self._refused_at is None:
+                self._given_up = channel.given_up
+            self._refused, self._refused_at = channel.refused, now
+        elif not channel.refusals_outstanding and channel.given_up == self._given_up:
+            self._refused_at = None
 
     def _on_key_info(self, datagram: bytes, now: float) -> None:
         check = self._keys
@@ -397,10 +422,16 @@ class ClientConnection:
             raise RemoteProtocolError("RESPONSE to no INIT of ours", DropReason.UNKNOWN_INDEX)
         answered = self._attempt.read_response_untrusted(datagram, now)
         self._attempt = None
+        established = answered.established
+        session = self.session
+        if session is not None and self._removed_while_held_back(
+            session, established.relay_epoch, now
+        ):
+            self._close(CloseReason.FELL_BEHIND)
+            return
         if self.connected:
             self._keys = None  # the relay answered: a key check after silence is over
         self._answered_at = now
-        established = answered.established
         keypair = Keypair.from_handshake(established.keys, established.relay_epoch, now)
         self.relay = source
         if self.session is None:
@@ -425,8 +456,7 @@ class ClientConnection:
             raise RemoteProtocolError("DATA for no keypair of ours", DropReason.UNKNOWN_INDEX)
         received = session.receive_untrusted(keypair, datagram, header.counter, source, now)
         self.drops[DropReason.UNKNOWN_TYPE] += received.unknown_frames
-        if session.channel.refused != self._refused:
-            self._refused, self._refused_at = session.channel.refused, now
+        self._note_refusals(session, now)
         if not self.connected:
             assert self.relay is not None
             assert self.relay_key is not None

@@ -78,9 +78,11 @@ class CloseReason(Enum):
     KICKED = "kicked"
     BANNED = "banned"
     FELL_BEHIND = "fell_behind"
-    """The relay fell silent while we held its messages back (:attr:`ClientConnection.hold_back
-    <mcrelay.protocol.secure.client.ClientConnection.hold_back>`): it removed us, and the
-    messages it had for us are lost."""
+    """The relay fell silent while a message of its that we refused, holding back
+    (:attr:`ClientConnection.hold_back
+    <mcrelay.protocol.secure.client.ClientConnection.hold_back>`), was not taken, and
+    answered the next handshake under the same epoch: it removed us, and the messages it
+    had for us are lost."""
     REPLACED = "replaced"
     """Another session with our key took our place (a second client with one identity)."""
 

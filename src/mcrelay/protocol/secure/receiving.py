@@ -113,7 +113,12 @@ class Receiver:
         self._started = 0
         """Messages started by the DATA being read (:meth:`datagram_begins`)."""
         self.delivered = 0
+        self.given_up = 0
+        """Messages given up: abandoned by the sender, past their deadline, or passed over
+        (a message 8 or more after them came)."""
         self.acks_sent = 0
+        self._refused: int | None = None
+        """The latest msg_seq refused under back-pressure (the peer sends it again)."""
 
     @property
     def held(self) -> int:
@@ -122,6 +127,13 @@ class Receiver:
     @property
     def held_bytes(self) -> int:
         return self.budget.held(self)
+
+    @property
+    def refusals_outstanding(self) -> bool:
+        """A message refused under back-pressure is neither delivered nor given up yet
+        (messages go in order: once one after it is, it is too)."""
+        refused = self._refused
+        return refused is not None and serial_diff(refused, self._next_seq) >= 0
 
     @property
     def acks_pending(self) -> int:
@@ -154,6 +166,8 @@ class Receiver:
         if incoming is None:
             if (self.backpressure or self.budget.backpressure) and not _whole_disconnect(fragment):
                 self._drops[DropReason.BACKPRESSURE] += 1
+                if self._refused is None or serial_diff(msg_seq, self._refused) > 0:
+                    self._refused = msg_seq
                 return
             if self._started >= HELD_MESSAGES:  # not acknowledged: sent again, if honest
                 self._drops[DropReason.MESSAGE_WINDOW] += 1
@@ -221,6 +235,7 @@ class Receiver:
         incoming = self._held.get(msg_seq)
         if incoming is None:
             self._drops[DropReason.ABANDONED] += 1
+            self.given_up += 1
             self._held[msg_seq] = _Incoming(0, now, now, given_up=True)
         elif not incoming.given_up:
             self._give_up(msg_seq, incoming, DropReason.ABANDONED)
@@ -249,6 +264,7 @@ class Receiver:
 
     def _give_up(self, msg_seq: int, incoming: _Incoming, reason: DropReason) -> None:
         self._drops[reason] += 1
+        self.given_up += 1
         self.budget.release(self, incoming.charged, complete=incoming.body is not None)
         self._completed.discard(msg_seq)
         self._acks.pop(msg_seq, None)
@@ -269,7 +285,9 @@ class Receiver:
                 self._emit(MessageDelivered(incoming.body))
             elif not incoming.given_up:
                 self._drops[reason] += 1
+                self.given_up += 1
         if serial_diff(limit, self._next_seq) > 0:
+            self.given_up += serial_diff(limit, self._next_seq) - len(below)  # never came
             self._next_seq = limit
         self._deliver()
 
@@ -364,4 +382,5 @@ class Receiver:
         self._held.clear()
         self._acks.clear()
         self._next_seq = 0
+        self._refused = None
         self._completed = CompletedWindow()
