@@ -1,6 +1,8 @@
 """The queue of a secure participant's events: bounded in bytes (the texts, and a charge
 per event), so that a slow reader holds the relay's messages back only once a lot waits."""
 
+import sys
+
 import pytest
 
 import mcrelay.client.secure_events as secure_events
@@ -10,8 +12,8 @@ from mcrelay.client.secure_events import (
     EventQueue,
     event_bytes,
 )
-from mcrelay.protocol.secure.client_events import ChatReceived, PresenceChanged
-from mcrelay.protocol.secure.messages import LeaveReason, PresenceEvent
+from mcrelay.protocol.secure.client_events import ChatReceived, NoticeReceived, PresenceChanged
+from mcrelay.protocol.secure.messages import LeaveReason, NoticeCode, PresenceEvent
 from mcrelay.protocol.secure.origins import RELAY_ORIGIN
 
 
@@ -24,6 +26,15 @@ def test_an_event_costs_its_text_and_a_charge_of_its_own() -> None:
     assert event_bytes(ChatGivenUp(b"abc")) == EVENT_OVERHEAD_BYTES + 3
     joined = PresenceChanged(PresenceEvent.JOINED, RELAY_ORIGIN, LeaveReason.NONE)
     assert event_bytes(joined) == EVENT_OVERHEAD_BYTES
+
+
+def test_a_notice_costs_what_its_text_can_take_in_memory() -> None:
+    """A notice's text is a str: one astral character makes each character 4 bytes, and
+    a relay's 1,000-byte notices of invalid UTF-8 (each byte made U+FFFD) beside an emoji
+    took 2.7 times their charge (found by review)."""
+    text = (b"\xf0\x9f\x98\x80" + b"\xff" * 996).decode("utf-8", errors="replace")
+    notice = NoticeReceived(NoticeCode.KICKED, text)
+    assert sys.getsizeof(text) <= event_bytes(notice)
 
 
 def test_large_texts_fill_it_by_their_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
