@@ -113,6 +113,23 @@ def test_a_relay_that_removed_us_answers_under_its_epoch_and_the_connection_clos
     assert received(net) == []
 
 
+def test_a_removal_before_a_rekey_closes_the_connection_at_the_rekey() -> None:
+    """The relay removed us at its deadline for a message we refused; the keypair's rekey
+    (due every 120 s) came before 30 s of silence, the relay took it as a new join, and
+    the chat went on as if nothing were lost (found by review). A refusal outstanding
+    past the deadline is a message given up: a RESPONSE under the relay's epoch then
+    closes the connection."""
+    net, connection = connected_net()
+    net.run_for(95.0 - net.now)  # the rekey is due at about 120 s
+    connection.hold_back = True
+    relay_sends(net, chat(b"m0"))
+    net.run_for(MESSAGE_DEADLINE_S)
+    removed(net)
+    net.run(lambda: connection.closed or IDENTITY.public in net.relay.members, limit_s=60.0)
+    assert net.now < 125.0  # the rekey's handshake, not one after 30 s of silence
+    assert Closed(CloseReason.FELL_BEHIND) in net.events[ME]
+
+
 def test_refused_then_taken_is_no_removal_even_if_the_relay_forgets_us() -> None:
     """Every refused message was taken: a later silence and a relay that answers under
     its epoch is a member timed out as any (no message of ours was lost to holding back)."""
@@ -142,6 +159,18 @@ def test_a_refused_message_taken_is_outstanding_no_more() -> None:
     feed(channel, 0.1, *whole(0, b"\x01m0"))
     assert not channel.refusals_outstanding
     assert channel.given_up == 0
+
+
+def test_a_refusal_taken_is_forgotten_before_the_sequence_wraps() -> None:
+    """It was kept: half the sequence space later it read as ahead, outstanding again,
+    and a silence after a brief hold-back closed the connection (found by review)."""
+    channel = client()
+    refused_first(channel)
+    feed(channel, 0.1, *whole(0, b"\x01m0"))
+    assert not channel.refusals_outstanding
+    receiver = channel._receiver
+    receiver._next_seq = 2**31 + 1  # as after 2^31 more messages
+    assert not channel.refusals_outstanding
 
 
 def test_a_refused_message_abandoned_is_counted_given_up() -> None:

@@ -372,16 +372,20 @@ class ClientConnection:
             self._start_handshake(now)
 
     def _removed_while_held_back(self, session: Session, relay_epoch: int, now: float) -> bool:
-        """The relay answers the handshake after a silence under the epoch it had, and the
-        silence began while a message we refused was not taken, within its deadline: the
-        relay gave that one up, and removed us (see the module)."""
+        """The relay answers a handshake under the epoch it had, while a message we refused
+        is not taken: past its deadline (the relay gave it up, and removed us), or after a
+        silence that began within it (see the module). The keypair's rekey, due every
+        120 s, came before the 30 s of silence: its answer, a new join, hid the removal
+        (found by review)."""
         refused_at = self._refused_at
-        return (
-            refused_at is not None
-            and session.last_received <= refused_at + MESSAGE_DEADLINE_S
+        if refused_at is None or relay_epoch != session.channel.peer_epoch:
+            return False
+        given_up = now >= refused_at + MESSAGE_DEADLINE_S
+        silenced = (
+            session.last_received <= refused_at + MESSAGE_DEADLINE_S
             and now >= self._silent_since + self.timeout_s
-            and relay_epoch == session.channel.peer_epoch
         )
+        return given_up or silenced
 
     def _note_refusals(self, session: Session, now: float) -> None:
         """Keep when the latest of the relay's messages was refused, until every one
