@@ -265,6 +265,11 @@ async def test_a_field_given_twice_is_422(relay_key_file: Path) -> None:
         error = assert_json_error(response, 422, "invalid_body")
         assert error["message"] == "the field 'id' is given twice"
         assert (await api.http.get("/v1/bans")).json()["bans"] == []
+        # A 60,000-character field named twice was said whole (found by review).
+        long_key = "k" * 60_000
+        body = f'{{"{long_key}": 1, "{long_key}": 2}}'.encode()
+        response = await api.http.post("/v1/bans", content=body, headers=json_type)
+        assert len(assert_json_error(response, 422, "invalid_body")["message"]) < 200
 
 
 async def test_lifting_a_malformed_id_is_400_and_an_unbanned_one_404(relay_key_file: Path) -> None:

@@ -210,6 +210,10 @@ def test_a_bans_file_holds_as_many_bans_as_the_list_and_no_more() -> None:
     assert len(parse_bans(data)) == MAX_BANS
     with pytest.raises(ValueError, match=f"more than {MAX_BANS} bans"):
         parse_bans(data + b"10.0.0.1 100 1\n")
+    # A line that keeps no more (one folded onto a ban there, an IPv6 one dropped) was
+    # counted as one more, and the whole file refused (found by review).
+    extra = b"[::ffff:0.0.0.1]:65535 100.000000 1.000000\n[::1]:5007 100.000000 1.000000\n"
+    assert len(parse_bans(data + extra)) == MAX_BANS
 
 
 def test_a_file_of_the_longest_lines_an_earlier_version_wrote_is_read() -> None:

@@ -26,6 +26,7 @@ from mcrelay.core.bans import (
 from mcrelay.core.control import Control, Overloaded
 from mcrelay.core.members import Member
 from mcrelay.protocol.addresses import format_address, parse_address
+from mcrelay.settings.quoted import quoted
 
 blueprint = Blueprint("clients", __name__)
 
@@ -350,7 +351,7 @@ def _json_object(pairs: list[tuple[str, object]]) -> dict[str, object]:
     found: dict[str, object] = {}
     for key, value in pairs:
         if key in found:
-            raise DuplicateKey(f"the field {key!r} is given twice")
+            raise DuplicateKey(f"the field {quoted(key)} is given twice")
         found[key] = value
     return found
 

@@ -265,8 +265,6 @@ def parse_bans(data: bytes) -> list[SavedBan]:
     saved: dict[BanTarget, SavedBan] = {}
     written: set[BanTarget] = set()
     for number, line in enumerate(lines[1:-1], start=2):
-        if len(saved) == MAX_BANS:
-            raise ValueError(f"more than {MAX_BANS} bans")
         as_written, ban = _parse_ban_line(line, number)
         if as_written in written:
             raise ValueError(f"line {number}: a second ban on {line.partition(' ')[0]}")
@@ -274,6 +272,8 @@ def parse_bans(data: bytes) -> list[SavedBan]:
         if ban is None:
             continue
         earlier = saved.get(ban.target)  # an IPv4-mapped one folded onto another's
+        if earlier is None and len(saved) == MAX_BANS:  # (counted as they are kept)
+            raise ValueError(f"more than {MAX_BANS} bans")
         if earlier is None or earlier.until_wall < ban.until_wall:
             saved[ban.target] = ban
     return list(saved.values())
