@@ -653,9 +653,21 @@ async def test_config_check_says_a_bans_file_of_another_port(tmp_path: Path) -> 
         "mcrelay: warning: no bans file bans-5008 for this port, but bans-5007 beside it: if "
         "this relay took the place of that port's, stop it and rename the file to bans-5008"
     ]
+
+
+async def test_config_check_says_a_setting_of_the_file_a_flag_or_variable_hides(
+    tmp_path: Path,
+) -> None:
+    """The unit's ``--api`` flag hid a file's ``api`` without a word (found by review)."""
+    settings = tmp_path / "mcrelay.toml"
+    settings.write_text("port = 6001\napi = 'off'\nclient_timeout = 9\n")
+    check = Console(environ={"MCRELAY_CLIENT_TIMEOUT": "12"})
+    key = str(tmp_path / "k.pem")
+    await check.run("config", "check", "--config", str(settings), "--key-file", key, "--api", "off")
     assert check.err_lines() == [
-        "mcrelay: warning: no bans file bans-5008 for this port, but bans-5007 beside it: if "
-        "this relay took the place of that port's, stop it and rename the file to bans-5008"
+        f"mcrelay: warning: 'api' in {settings} is not used: --api gives it",
+        f"mcrelay: warning: 'client_timeout' in {settings} is not used: "
+        "MCRELAY_CLIENT_TIMEOUT gives it",
     ]
 
 

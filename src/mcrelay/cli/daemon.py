@@ -176,7 +176,11 @@ async def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     resolved = _resolve(args, env)
     config = resolved.config
     configure_logging(config.log_level, config.log_format, env.stderr, env.environ)
-    for warning in [*unknown_variables(env.environ, FLAG_ENVIRONMENT), *idle_settings(config)]:
+    for warning in [
+        *unknown_variables(env.environ, FLAG_ENVIRONMENT),
+        *idle_settings(config),
+        *resolved.overridden_warnings(),
+    ]:
         log.warning("%s", warning)
     from mcrelay.service import run_until_signal
 
@@ -269,7 +273,10 @@ async def run_check(args: argparse.Namespace, env: Environment) -> ExitStatus:
     if any_owner:
         _say_other_owners([path, resolved.config.authorized_keys], env)
     print(f"# configuration: {path or 'no file'}; all settings valid", file=env.stdout)
-    for warning in unknown_variables(env.environ, FLAG_ENVIRONMENT):
+    for warning in [
+        *unknown_variables(env.environ, FLAG_ENVIRONMENT),
+        *resolved.overridden_warnings(),
+    ]:
         env.say(f"mcrelay: warning: {warning}")
     for line in describe(resolved):
         print(line, file=env.stdout)

@@ -47,6 +47,19 @@ class Resolved:
     """For each setting name: 'flag', 'env MCRELAY_X', 'file PATH' or 'default'."""
     file: Path | None
     """The settings file read, if any."""
+    overridden: tuple[str, ...] = ()
+    """Settings the file gives that a flag or the environment gives too (theirs win)."""
+
+    def overridden_warnings(self) -> list[str]:
+        """A sentence for each setting of the file that is not used: an ``api`` in the
+        file under the unit's ``--api`` flag changed nothing, without a word (found by
+        review)."""
+        said = []
+        for name in self.overridden:
+            source = self.sources[name]
+            given = f"--{name.replace('_', '-')}" if source == "flag" else source.split()[-1]
+            said.append(f"'{name}' in {self.file} is not used: {given} gives it")
+        return said
 
 
 def unknown_variables(environ: Mapping[str, str], known: Collection[str]) -> list[str]:
@@ -192,8 +205,9 @@ def resolve(
     if values.get("secure_key_file") is None and "key_file" in values:
         # Shown where it is, by config check and the API, rather than as "not set".
         values["secure_key_file"] = secure_key_beside(values["key_file"])
+    overridden = tuple(name for name in from_file if not sources[name].startswith("file"))
     try:
-        return Resolved(RelayConfig(**values), sources, path)
+        return Resolved(RelayConfig(**values), sources, path, overridden)
     except ConfigValueError as exc:
         names = [BY_FIELD[f].name if f in BY_FIELD else f for f in (exc.field, *exc.others)]
         where = ", ".join(f"{sources.get(name, 'default')}: '{name}'" for name in names)
