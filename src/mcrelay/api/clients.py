@@ -176,7 +176,7 @@ async def kick_client(client_id: str) -> Reply:
         raise BadRequest(404, "not_found", f"no client {client_id}")
     record = client_json(client, now, wall, _name(relay))
     if client.identity.relay is not None:
-        removed = await _kick_remote(relay, client, ban_s, scope)
+        removed = await _kick_remote(relay, client, ban_s, scope, _banned(ban_s, scope, client))
     else:
         try:
             removed = [member.id for member in relay.kick(member_id, ban_s, scope=scope)]
@@ -184,24 +184,34 @@ async def kick_client(client_id: str) -> Reply:
             raise BadRequest(409, "too_many_bans", str(exc)) from None
         except ValueError as exc:
             raise BadRequest(400, "bad_query", f"ban_scope=key: {exc}") from None
-    banned = ""
     if ban_s is not None:
         record["banned_for_s"] = ban_s
-        record["ban_scope"] = scope or ("key" if client.identity.profile == "secure" else "address")
-        banned = f", banned ({record['ban_scope']}) for {seconds(ban_s)} s"
+        record["ban_scope"] = _ban_scope(scope, client)
     record["removed"] = removed
-    relay_name = client.identity.relay
-    kicked = client.id if relay_name is None else f"{relay_name}/{client.id}"
-    api_context().admin_log.action("API: kicked %s%s; %d removed", kicked, banned, len(removed))
-    if ban_s is not None and relay_name is None:  # another relay's ban is in that relay's file
+    banned = _banned(ban_s, scope, client)
+    api_context().admin_log.action("API: kicked %s%s; %d removed", client.id, banned, len(removed))
+    if ban_s is not None and client.identity.relay is None:  # another relay's is in its file
         record["persisted"] = await relay.bans_saved()
     return jsonify(record)
 
 
+def _ban_scope(scope: str | None, client: Member) -> str:
+    return scope or ("key" if client.identity.profile == "secure" else "address")
+
+
+def _banned(ban_s: float | None, scope: str | None, client: Member) -> str:
+    """A kick's ban as its audit line says it (nothing without one)."""
+    if ban_s is None:
+        return ""
+    return f", banned ({_ban_scope(scope, client)}) for {seconds(ban_s)} s"
+
+
 async def _kick_remote(
-    relay: Control, client: Member, ban_s: float | None, scope: str | None
+    relay: Control, client: Member, ban_s: float | None, scope: str | None, banned: str
 ) -> list[str]:
-    """Ask the member's own relay to kick it, over the bus; 504 when it does not answer."""
+    """Ask the member's own relay to kick it, over the bus; 504 when it does not answer
+    in time, which does not say it will not: a relay that had stalled did the kick, and
+    its ban, once it caught up (found by review). The asking is logged either way."""
     federation = relay.federation
     if federation is None:  # remote members are held only while the relay federates
         raise BadRequest(404, "not_found", f"no client {client.id}")
@@ -212,8 +222,17 @@ async def _kick_remote(
             503, "bus_down", f"cannot reach relay {client.identity.relay}: {exc}"
         ) from None
     except TimeoutError:
+        api_context().admin_log.action(
+            "API: asked relay %s to kick %s%s: no answer in time",
+            client.identity.relay,
+            client.id,
+            banned,
+        )
         raise BadRequest(
-            504, "relay_timeout", f"relay {client.identity.relay} did not answer the kick in time"
+            504,
+            "relay_timeout",
+            f"relay {client.identity.relay} did not answer the kick in time: it may still "
+            "carry it out (and its ban) when it catches up; see its clients and bans",
         ) from None
     if result.status == "not_found":
         raise BadRequest(404, "not_found", f"relay {client.identity.relay}: {result.message}")

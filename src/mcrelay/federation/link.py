@@ -634,7 +634,7 @@ class Link:
         status, removed, message = KickStatus.REMOVED, [], ""
         if kick.target != self.name:
             status, message = KickStatus.REFUSED, f"this relay is {self.name}"
-        elif self._host.roster.get(kick.member_id) is None:
+        elif (member := self._host.roster.get(kick.member_id)) is None:
             status, message = KickStatus.NOT_FOUND, f"no client {kick.member_id}"
         else:
             scope = {v: k for k, v in records.SCOPES.items()}[kick.scope]
@@ -643,6 +643,7 @@ class Link:
             except ValueError as exc:
                 status, message = KickStatus.REFUSED, str(exc)
             else:
-                log.info("kicked %s at relay %s's request", kick.member_id, header.relay)
+                said = records.kick_said(kick, scope or records.default_scope(member))
+                log.info("kicked %s at relay %s's request%s", kick.member_id, header.relay, said)
         reply = KickReply(header.epoch, header.seq, status, tuple(removed), message)
         return self._sealer.seal(Kind.KICK_REPLY, encode_body(reply))
