@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from test_secure_bounds import left
 
 from mcrelay.daemon.secure.buffers import CROWDED, STALLED_S
+from mcrelay.daemon.secure.profile import SecureProfile
 from mcrelay.protocol.secure.messages import LeaveReason
 from mcrelay.protocol.secure.sending import MESSAGE_DEADLINE_S
 from relay_harness import Harness, client_address, harness_config, open_relay, settle
@@ -39,6 +40,21 @@ def registrations(harness: Harness, key: rsa.RSAPrivateKey) -> Iterator[None]:
         yield
 
 
+async def told_of_200(
+    harness: Harness, count: int, key: rsa.RSAPrivateKey
+) -> tuple[list[SecurePeer], SecureProfile, Iterator[None]]:
+    """``count`` secure members told of 200 legacy registrations (none acknowledged yet);
+    the secure profile; and what registers more."""
+    peers = await connected(harness, count)
+    secure = harness.relay.secure
+    assert secure is not None
+    register = registrations(harness, key)
+    for _ in range(200):
+        next(register)
+    await settle()
+    return peers, secure, register
+
+
 async def test_members_acknowledging_every_8_s_cannot_keep_newcomers_out(
     keys: Keys, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -48,13 +64,7 @@ async def test_members_acknowledging_every_8_s_cannot_keep_newcomers_out(
     mark, a member over its share whose oldest message waits 5 s for its ACK is
     removed (``stalled``, left unreachable); one that acknowledges within 2 s stays."""
     async with open_relay(keys[0], CHURN) as harness:
-        prompt, slow = await connected(harness, 2)
-        secure = harness.relay.secure
-        assert secure is not None
-        register = registrations(harness, keys[2])
-        for _ in range(200):
-            next(register)
-        await settle()
+        (prompt, slow), secure, register = await told_of_200(harness, 2, keys[2])
         await prompt.pump(rounds=30)  # prompt takes its 200 PRESENCE; slow none
         secure._buffers.limit = int(secure._buffers.total / 0.8)
         newcomer = SecurePeer(HarnessLink(harness), client_address(9))
@@ -98,13 +108,7 @@ async def test_members_acknowledging_within_5_s_whose_queues_stay_are_removed(
     waited on it most of that time: removed (``stalled``), and the newcomer is in.
     A member acknowledging every 0.1 s stays however much it holds."""
     async with open_relay(keys[0], CHURN) as harness:
-        prompt, slow = await connected(harness, 2)
-        secure = harness.relay.secure
-        assert secure is not None
-        register = registrations(harness, keys[2])
-        for _ in range(200):
-            next(register)
-        await settle()
+        (prompt, slow), secure, register = await told_of_200(harness, 2, keys[2])
         await prompt.pump(rounds=30)
         secure._buffers.limit = int(secure._buffers.total / 0.8)
         newcomer = SecurePeer(HarnessLink(harness), client_address(9))
@@ -134,13 +138,7 @@ async def test_prompt_members_over_their_share_stay_while_registrations_go_on(
     they drain: their window seldom waits on them (a deadline of 10 s on what waits
     removed 1,435 of 1,500 honest members of a mass join)."""
     async with open_relay(keys[0], CHURN) as harness:
-        a, b = await connected(harness, 2)
-        secure = harness.relay.secure
-        assert secure is not None
-        register = registrations(harness, keys[2])
-        for _ in range(200):
-            next(register)
-        await settle()
+        (a, b), secure, register = await told_of_200(harness, 2, keys[2])
         start = trio.current_time()
         secure._buffers.limit = int(secure._buffers.total / 0.8)
         for tenth in range(1, 80):  # within the 1,000 registrations of one host
@@ -167,13 +165,7 @@ async def test_members_whose_queues_shrink_stay_and_so_do_those_under_their_shar
     nothing but holds less than its share (it is not what keeps newcomers out): the
     relay looks at its holders only."""
     async with open_relay(keys[0], CHURN) as harness:
-        a, b, quiet = await connected(harness, 3)
-        secure = harness.relay.secure
-        assert secure is not None
-        register = registrations(harness, keys[2])
-        for _ in range(200):
-            next(register)
-        await settle()
+        (a, b, quiet), secure, register = await told_of_200(harness, 3, keys[2])
         await quiet.pump(rounds=30)  # quiet takes its 200 PRESENCE, then acknowledges nothing
         start = trio.current_time()
         secure._buffers.limit = int(secure._buffers.total / 0.9)
