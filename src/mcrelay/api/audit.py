@@ -34,8 +34,3 @@ class AdminLog:
     def post(self, message: str, *args: object) -> None:
         """Log a message posted, unless over the budget."""
         self._posts.info(log, trio.current_time(), "more posts", message, *args)
-
-
-def seconds(value: float) -> str:
-    """A ban's length as given: ``600``, ``0.5``, ``31536000`` (not ``3.1536e+07``)."""
-    return f"{value:.6f}".rstrip("0").rstrip(".")

@@ -12,16 +12,18 @@ from typing import Any
 import trio
 from quart import Blueprint, Response, jsonify, request
 
-from mcrelay.api.audit import seconds
 from mcrelay.api.context import api_context
 from mcrelay.api.serialize import ban_json, client_json, error_json
 from mcrelay.core.bans import (
     MAX_BAN_S,
     BanTarget,
     TooManyBans,
+    ban_said,
     ban_scope,
+    kick_ban_scope,
     parse_ban_seconds,
     parse_ban_target,
+    seconds_text,
 )
 from mcrelay.core.control import Control, Overloaded
 from mcrelay.core.members import Member
@@ -175,8 +177,10 @@ async def kick_client(client_id: str) -> Reply:
     if client is None:
         raise BadRequest(404, "not_found", f"no client {client_id}")
     record = client_json(client, now, wall, _name(relay))
+    banned_scope = kick_ban_scope(scope, client.identity.profile)
+    banned = ban_said(ban_s, banned_scope)
     if client.identity.relay is not None:
-        removed = await _kick_remote(relay, client, ban_s, scope, _banned(ban_s, scope, client))
+        removed = await _kick_remote(relay, client, ban_s, scope, banned)
     else:
         try:
             removed = [member.id for member in relay.kick(member_id, ban_s, scope=scope)]
@@ -186,24 +190,12 @@ async def kick_client(client_id: str) -> Reply:
             raise BadRequest(400, "bad_query", f"ban_scope=key: {exc}") from None
     if ban_s is not None:
         record["banned_for_s"] = ban_s
-        record["ban_scope"] = _ban_scope(scope, client)
+        record["ban_scope"] = banned_scope
     record["removed"] = removed
-    banned = _banned(ban_s, scope, client)
     api_context().admin_log.action("API: kicked %s%s; %d removed", client.id, banned, len(removed))
     if ban_s is not None and client.identity.relay is None:  # another relay's is in its file
         record["persisted"] = await relay.bans_saved()
     return jsonify(record)
-
-
-def _ban_scope(scope: str | None, client: Member) -> str:
-    return scope or ("key" if client.identity.profile == "secure" else "address")
-
-
-def _banned(ban_s: float | None, scope: str | None, client: Member) -> str:
-    """A kick's ban as its audit line says it (nothing without one)."""
-    if ban_s is None:
-        return ""
-    return f", banned ({_ban_scope(scope, client)}) for {seconds(ban_s)} s"
 
 
 async def _kick_remote(
@@ -267,7 +259,11 @@ async def add_ban() -> Reply:
     except TooManyBans as exc:
         raise BadRequest(409, "too_many_bans", str(exc)) from None
     api_context().admin_log.action(
-        "API: banned %s (%s) for %s s; %d removed", ban.id, ban.scope, seconds(ban_s), len(removed)
+        "API: banned %s (%s) for %s s; %d removed",
+        ban.id,
+        ban.scope,
+        seconds_text(ban_s),
+        len(removed),
     )
     persisted = await relay.bans_saved()
     record = ban_json(ban, trio.current_time())

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from mcrelay.protocol.addresses import Address, format_address, parse_address
 from mcrelay.protocol.secure.keys import CLIENT_ID_PREFIX, parse_client_id
+from mcrelay.settings.profiles import SECURE
 
 BanTarget = Address | str
 """An ``(ip, port)`` address, a host's IP address alone, or a secure client's id."""
@@ -59,6 +60,24 @@ class Ban:
     def until_wall(self, now: float, wall_now: float) -> float:
         """The Unix time it ends, ``now`` and ``wall_now`` being one moment on both clocks."""
         return wall_now + (self.until - now)
+
+
+def kick_ban_scope(scope: str | None, profile: str) -> str:
+    """What a kick's ban keeps out: the scope asked, else a secure member's key, a legacy
+    member's address."""
+    return scope or ("key" if profile == SECURE else "address")
+
+
+def ban_said(ban_s: float | None, scope: str) -> str:
+    """A kick's ban as a log line says it (nothing without one)."""
+    if ban_s is None:
+        return ""
+    return f", banned ({scope}) for {seconds_text(ban_s)} s"
+
+
+def seconds_text(value: float) -> str:
+    """A ban's length as given: ``600``, ``0.5``, ``31536000`` (not ``3.1536e+07``)."""
+    return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
 def ban_scope(target: BanTarget) -> str:

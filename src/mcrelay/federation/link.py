@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from mcrelay.core.bans import ban_said, kick_ban_scope
 from mcrelay.core.federation import Host, KickResult
 from mcrelay.core.members import Departure, Member
 from mcrelay.core.profile import Origin
@@ -643,7 +644,7 @@ class Link:
             except ValueError as exc:
                 status, message = KickStatus.REFUSED, str(exc)
             else:
-                said = records.kick_said(kick, scope or records.default_scope(member))
+                said = ban_said(kick.ban_s, kick_ban_scope(scope, member.identity.profile))
                 log.info("kicked %s at relay %s's request%s", kick.member_id, header.relay, said)
         reply = KickReply(header.epoch, header.seq, status, tuple(removed), message)
         return self._sealer.seal(Kind.KICK_REPLY, encode_body(reply))

@@ -2,7 +2,7 @@
 
 from mcrelay.core.members import Departure, Identity, Member
 from mcrelay.core.remotes import Remote
-from mcrelay.protocol.federation.bodies import Kick, KickScope, LeaveReason, MemberRecord
+from mcrelay.protocol.federation.bodies import KickScope, LeaveReason, MemberRecord
 from mcrelay.protocol.legacy.crypto import digest_fingerprint
 from mcrelay.protocol.secure import origins
 from mcrelay.protocol.secure.keys import encode_key
@@ -25,18 +25,6 @@ SCOPES = {
     "host": KickScope.HOST,
     "key": KickScope.KEY,
 }
-
-
-def default_scope(member: Member) -> str:
-    """What a kick's ban keeps out when it names no scope: a secure member's key, a
-    legacy member's address."""
-    return "key" if member.identity.profile == SECURE else "address"
-
-
-def kick_said(kick: Kick, scope: str) -> str:
-    """A forwarded kick's ban as the log line of the relay that does it says it: the line
-    named the member alone, not the ban placed here (found by review)."""
-    return "" if kick.ban_s is None else f", banned ({scope}) for {kick.ban_s:g} s"
 
 
 def kind_of(identity: Identity) -> tuple[origins.OriginKind, bytes]:
