@@ -140,17 +140,23 @@ class LineBudget:
         held, self._held = self._held, 0
         return held
 
-    def info(
-        self, logger: logging.Logger, now: float, things: str, message: str, *args: object
+    def log(
+        self,
+        logger: logging.Logger,
+        level: int,
+        now: float,
+        held_said: str,
+        message: str,
+        *args: object,
     ) -> None:
-        """``message`` logged at info, unless over the budget; said with how many
-        ``things`` were held back before it, if any."""
+        """``message`` logged at ``level``, unless over the budget; said with how many were
+        held back before it, if any, in the words of ``held_said`` (``{held}`` their count)."""
         held = self.take(now)
         if held is None:
             return
         if held:
-            message += f" ({held} {things} not logged before this one)"
-        logger.info(message, *args)
+            message += f" ({held_said.format(held=held)})"
+        logger.log(level, message, *args)
 
 
 def once_a_minute() -> LineBudget:

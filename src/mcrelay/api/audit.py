@@ -33,4 +33,5 @@ class AdminLog:
 
     def post(self, message: str, *args: object) -> None:
         """Log a message posted, unless over the budget."""
-        self._posts.info(log, trio.current_time(), "more posts", message, *args)
+        held_said = "{held} more posts not logged before this one"
+        self._posts.log(log, logging.INFO, trio.current_time(), held_said, message, *args)

@@ -43,13 +43,12 @@ class Notifier:
                 self._sock.setblocking(False)
             self._sock.sendto("\n".join(assignments).encode(), self._address)
         except OSError as exc:
-            held = self._failure_lines.take(self._clock())
-            if held is None:
-                return
-            message = f"cannot notify systemd ({' '.join(assignments)}): {exc}"
-            if held:
-                message += f" ({held} more not sent before this one)"
-            log.warning("%s", message)
+            said = " ".join(assignments)
+            held_said = "{held} more not sent before this one"
+            message = "cannot notify systemd (%s): %s"
+            self._failure_lines.log(
+                log, logging.WARNING, self._clock(), held_said, message, said, exc
+            )
 
     def reloading(self) -> None:
         monotonic_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000

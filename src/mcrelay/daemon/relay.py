@@ -566,8 +566,8 @@ class Relay:
     def log_presence(self, message: str, *args: object) -> None:
         """A join, leave, re-key, move or replacement, within a budget of lines (see
         :data:`PRESENCE_LOG_BURST`)."""
-        things = "joins, leaves and moves"
-        self._presence_lines.info(log, trio.current_time(), things, message, *args)
+        held_said = "{held} joins, leaves and moves not logged before this one"
+        self._presence_lines.log(log, logging.INFO, trio.current_time(), held_said, message, *args)
 
     def key_banned(self, member_id: str, now: float) -> bool:
         return bool(self.bans) and self.bans.is_key_banned(member_id, now)

@@ -57,7 +57,7 @@ class Resolved:
         said = []
         for name in self.overridden:
             source = self.sources[name]
-            given = f"--{name.replace('_', '-')}" if source == "flag" else source.split()[-1]
+            given = BY_NAME[name].flag if source == "flag" else source.split()[-1]
             said.append(f"'{name}' in {self.file} is not used: {given} gives it")
         return said
 
