@@ -21,9 +21,9 @@ from mcrelay.core.bans import (
     ban_said,
     ban_scope,
     kick_ban_scope,
+    length_text,
     parse_ban_seconds,
     parse_ban_target,
-    seconds_text,
 )
 from mcrelay.core.control import Control, Overloaded
 from mcrelay.core.members import Member
@@ -262,7 +262,7 @@ async def add_ban() -> Reply:
         "API: banned %s (%s) for %s s; %d removed",
         ban.id,
         ban.scope,
-        seconds_text(ban_s),
+        length_text(ban_s),
         len(removed),
     )
     persisted = await relay.bans_saved()

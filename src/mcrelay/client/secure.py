@@ -143,14 +143,13 @@ class SecureParticipant:
                 log.debug("cannot send to %s: %s", format_address(to), exc)
                 self.dropped[DropReason.SEND_FAILED] += 1
         self._take_events()
-        self._hold_back()
         self._changed.set()
         self._changed = trio.Event()
 
     def _hold_back(self) -> None:
         """Take no new message from the relay while the application has this much to read
-        (looked at before each datagram is read and after every change: the relay's next
-        retransmission finds the room a reader made)."""
+        (looked at before each datagram is read, the only time it counts: the relay's
+        next retransmission finds the room a reader made)."""
         self.connection.hold_back = self.events.full
 
     def _take_events(self) -> None:

@@ -72,10 +72,10 @@ def ban_said(ban_s: float | None, scope: str) -> str:
     """A kick's ban as a log line says it (nothing without one)."""
     if ban_s is None:
         return ""
-    return f", banned ({scope}) for {seconds_text(ban_s)} s"
+    return f", banned ({scope}) for {length_text(ban_s)} s"
 
 
-def seconds_text(value: float) -> str:
+def length_text(value: float) -> str:
     """A ban's length as given: ``600``, ``0.5``, ``31536000`` (not ``3.1536e+07``)."""
     return f"{value:.6f}".rstrip("0").rstrip(".")
 
@@ -105,7 +105,12 @@ def parse_ban_target(text: str) -> BanTarget:
     is IPv4, its interface an IPv4 address), so a ban on an IPv6 address would never match:
     it was accepted, listed and kept (found by review). An IPv4-mapped one
     (``::ffff:10.0.0.7``) is taken as the IPv4 address it names; any other is refused."""
-    target = _parse_any_target(text)
+    return _folded(_parse_any_target(text), text)
+
+
+def _folded(target: BanTarget, text: str) -> BanTarget:
+    """``target`` (read from ``text``) as :func:`parse_ban_target` takes it: an
+    IPv4-mapped address as its IPv4 one, another IPv6 one refused."""
     host = _host(target)
     if host is None or ":" not in host:
         return target
@@ -319,7 +324,7 @@ def _parse_ban_line(line: str, number: int) -> tuple[BanTarget, SavedBan | None]
     except ValueError as exc:
         raise ValueError(f"line {number}: {exc}") from None
     try:
-        folded = parse_ban_target(ban_id)
+        folded = _folded(target, ban_id)
     except ValueError:
         return target, None
     return target, SavedBan(folded, until_wall, float(seconds_text))

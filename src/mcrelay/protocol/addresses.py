@@ -63,15 +63,13 @@ def parse_address(text: str) -> Address:
     except ValueError:
         raise ValueError(f"{text!r}: {host!r} is not an IP address") from None
     significant = port_text.lstrip("0")  # (int() of thousands of digits is slow)
-    if (
-        not (port_text.isascii() and port_text.isdigit())
-        or len(significant) > 5
-        or int(significant or "0") > 0xFFFF
-    ):
+    if not (port_text.isascii() and port_text.isdigit()) or len(significant) > 5:
+        raise ValueError(f"{text!r}: port must be 0 to 65535")
+    port = int(significant or "0")
+    if port > 0xFFFF:
         raise ValueError(f"{text!r}: port must be 0 to 65535")
     if len(port_text) > 5:  # (said "must be 0 to 65535" of 017301: found by review)
         raise ValueError(
-            f"{text!r}: a port has 5 digits at most, not {len(port_text)} "
-            f"(write {int(significant or '0')})"
+            f"{text!r}: a port has 5 digits at most, not {len(port_text)} (write {port})"
         )
-    return (str(ip), int(port_text))
+    return (str(ip), port)

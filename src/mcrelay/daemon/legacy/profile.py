@@ -193,23 +193,18 @@ class LegacyProfile:
     def datagram_untrusted(self, data: bytes, source: Address, now: float) -> None:
         roster = self._services.roster
         member = roster.at(source)
-        if (
-            member is not None
-            and member.identity.profile == PROFILE
-            and self._refused_at_once(data, member, now)
-        ):
+        ours = member if member is not None and member.identity.profile == PROFILE else None
+        if ours is not None and self._refused_at_once(data, ours, now):
             return
         # No member here (or a secure one) and no registration waiting: its fragments
         # before a key are dropped on arrival, so not read.
-        unregistered = (
-            member is None or member.identity.profile != PROFILE
-        ) and source not in self._waiting
+        unregistered = ours is None and source not in self._waiting
         try:
             events = legacy.decode_client_datagram_untrusted(data, unregistered=unregistered)
         except RemoteProtocolError as exc:
             self._services.drop(exc.reason, source, exc)
             return
-        if member is not None and member.identity.profile != PROFILE:
+        if member is not None and ours is None:
             # A secure member's address: legacy TLVs from it (a spoofed DISCONNECT, say)
             # cannot speak for it.
             self._services.drop(DropReason.SECURE_ADDRESS, source)

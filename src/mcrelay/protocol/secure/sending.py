@@ -186,10 +186,10 @@ class Sender:
         return self._kept_waiting_s + self._head_waiting_s(now)
 
     def _head_waiting_s(self, now: float) -> float:
-        head = next(iter(self._flight.values()), None)
-        if head is None or head.first_sent is None:
+        sent = self.oldest_sent
+        if sent is None:
             return 0.0
-        return max(0.0, now - max(self._head_since, head.first_sent + SLOW_ACK_S))
+        return max(0.0, now - max(self._head_since, sent + SLOW_ACK_S))
 
     def send(self, body: bytes, *, bounded: bool = True) -> int:
         """Queue ``body``; its message id (for the events that settle it). ``bounded``:
