@@ -129,8 +129,8 @@ class OpenJob:
         """Its blocks decrypted, and sealed for its recipients when one job seals them."""
         blocks = max(1, len(self.payload) // RELAY_BLOCK_TLV_BYTES)
         inline = self.recipients or ()
-        sealed = seal_cost(blocks, inline) if len(seal_batches(blocks, inline)) <= 1 else 0
-        return blocks * DECRYPT_COST + sealed
+        sealed = seal_cost(blocks, inline)
+        return blocks * DECRYPT_COST + (sealed if _one_job(sealed, inline) else 0)
 
     def run(self, store: KeyStore) -> Opened:
         plaintext = legacy.decrypt_payload_untrusted(
@@ -138,13 +138,13 @@ class OpenJob:
         )
         control = CONTROL_WORDS.get(plaintext)
         relayed = control is None and len(plaintext) <= self.max_message_bytes
-        few = (
-            self.recipients is not None
-            and len(seal_batches(chunks(len(plaintext)), self.recipients)) <= 1
+        recipients = self.recipients
+        few = recipients is not None and _one_job(
+            seal_cost(chunks(len(plaintext)), recipients), recipients
         )
-        if self.recipients is None or not relayed or not few:
+        if recipients is None or not relayed or not few:
             return Opened(plaintext, None, control)
-        return Opened(plaintext, seal(store, self.sender, plaintext, self.recipients), control)
+        return Opened(plaintext, seal(store, self.sender, plaintext, recipients), control)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +176,12 @@ def chunk_cost(bits: int) -> float:
 def seal_cost(chunks: int, recipients: Sequence[Recipient]) -> int:
     """Sealing a plaintext of ``chunks`` chunks for ``recipients``."""
     return math.ceil(chunks * sum(chunk_cost(recipient.bits) for recipient in recipients))
+
+
+def _one_job(cost: int, recipients: Sequence[Recipient]) -> bool:
+    """Whether sealing that ``cost`` for ``recipients`` is one job of
+    :func:`seal_batches` (without making them)."""
+    return len(recipients) <= 1 or (len(recipients) <= SEAL_INLINE_MAX and cost <= SEAL_JOB_COST)
 
 
 def seal_batches(chunks: int, recipients: Sequence[Recipient]) -> list[tuple[Recipient, ...]]:
