@@ -271,6 +271,9 @@ async def _send(args: argparse.Namespace, env: Environment) -> ExitStatus:
         )
     else:
         messages = _argument_messages(args.text)
+    for data in messages:
+        if len(data) > longest:
+            raise UsageError(f"a message of {len(data)} bytes; at most {longest}")
     if args.secure:
         return await run_secure_send(args, env, messages)
     for data in messages:
@@ -278,8 +281,6 @@ async def _send(args: argparse.Namespace, env: Environment) -> ExitStatus:
             raise UsageError(
                 f"{data.decode()!r} alone is a control word in this protocol, not a message"
             )
-        if len(data) > longest:
-            raise UsageError(f"a message of {len(data)} bytes; at most {longest}")
     async with _open(args) as participant:
         assert participant.relay_key is not None  # registered
         largest = max_message_bytes(participant.relay_key)
