@@ -15,7 +15,6 @@ from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from mcrelay.core.members import Departure
 from mcrelay.daemon.secure.peers import Peer
 from mcrelay.protocol.errors import DropReason
 
@@ -50,7 +49,7 @@ class _Sample:
 
 
 class SendBuffers:
-    def __init__(self, remove: Callable[[Peer, Departure, DropReason], None]) -> None:
+    def __init__(self, remove: Callable[[Peer, DropReason], None]) -> None:
         """``remove``: take a member out of the roster (its session closes), counted as
         the reason given."""
         self._remove = remove
@@ -87,9 +86,7 @@ class SendBuffers:
             heaviest = max(peers, key=lambda peer: peer.copy_bytes, default=None)
             if heaviest is None or heaviest.member is None or not heaviest.copy_bytes:
                 break
-            self._remove(
-                heaviest, heaviest.leaving or Departure.UNREACHABLE, DropReason.UNREACHABLE
-            )
+            self._remove(heaviest, DropReason.UNREACHABLE)
             if not heaviest.closed:  # not in the roster: nothing more to free this way
                 break
         return keeping is None or not keeping.closed
@@ -154,7 +151,7 @@ class SendBuffers:
         for peer in stalled:
             if not self.crowded() or peer.copy_bytes <= CROWDED * self.limit / len(peers):
                 return
-            self._remove(peer, peer.leaving or Departure.UNREACHABLE, DropReason.STALLED)
+            self._remove(peer, DropReason.STALLED)
 
     @staticmethod
     def _stalled(peer: Peer, then: _Sample, now: float) -> bool:

@@ -397,7 +397,7 @@ class SecureProfile:
             member = peer.member
             self._close(peer)
             if member is not None:
-                self._services.remove(member.id, peer.leaving or Departure.UNREACHABLE)
+                self._leave(peer, member, Departure.UNREACHABLE)
 
     def _turn(self, peer: Peer, now: float) -> None:
         if peer.closed:
@@ -441,7 +441,7 @@ class SecureProfile:
                     self._settled(peer, message_id)
                     self._services.drop(reason, peer.session.address)
                     if peer.member is not None:
-                        self._services.remove(peer.member.id, peer.leaving or Departure.UNREACHABLE)
+                        self._leave(peer, peer.member, Departure.UNREACHABLE)
         self._backpressure.update(peer)
 
     def _delivered(self, peer: Peer, body: bytes) -> None:
@@ -456,7 +456,7 @@ class SecureProfile:
             self._services.drop(exc.reason, address, exc)
             return
         if not isinstance(message, Chat):  # DISCONNECT (a kicked member leaves kicked)
-            self._services.remove(member.id, peer.leaving or Departure.DISCONNECT)
+            self._leave(peer, member, Departure.DISCONNECT)
             return
         admitted = self._services.admit(
             member, lambda _: _ready(Opened(message.text)), acknowledged=True
@@ -507,10 +507,14 @@ class SecureProfile:
         self._held(peer, len(body), now)
         self._soon(peer, now)
 
-    def _unreachable(self, peer: Peer, reason: Departure, counted: DropReason) -> None:
+    def _unreachable(self, peer: Peer, counted: DropReason) -> None:
         assert peer.member is not None, "only members are removed"
         self._services.drop(counted, peer.session.address, "send buffer")
-        self._services.remove(peer.member.id, reason)
+        self._leave(peer, peer.member, Departure.UNREACHABLE)
+
+    def _leave(self, peer: Peer, member: Member, reason: Departure) -> None:
+        """``peer``'s ``member`` leaves, for ``reason`` or the one it is leaving for."""
+        self._services.remove(member.id, peer.leaving or reason)
 
     def _held(self, peer: Peer, change: int, now: float) -> None:
         """Past the bound, the heaviest go when the profile's loop wakes, never from
